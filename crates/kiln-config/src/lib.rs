@@ -1,0 +1,235 @@
+//! Kiln's configuration, typed. It is read in layers, each overriding the one before:
+//! built-in defaults → an optional TOML file → `KILN_*` environment variables → command
+//! line flags. Nested keys are reached from the environment with a double underscore:
+//! `KILN_AUTH__ACCESS_TOKEN_TTL_SECS=600`.
+#![forbid(unsafe_code)]
+
+mod secret;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+pub use secret::Secret;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {0}")]
+    Rule(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the HTTP server listens.
+    pub listen: SocketAddr,
+    /// Where Kiln keeps its state: the SQLite database, repositories, images, keys.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://…`; by default a SQLite file in the data directory.
+    pub database_url: Option<Secret>,
+    /// `text` for people, `json` for log collectors.
+    pub log_format: LogFormat,
+    /// Load the bundled `kiln-demo` dataset when the store has no such dataset yet.
+    pub load_demo_dataset: bool,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Key that signs JWTs (HS256). When unset, one is generated on first start and kept
+    /// in `<data_dir>/jwt.secret`, so tokens survive restarts.
+    pub jwt_secret: Option<Secret>,
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
+    /// How many active API keys one user may hold.
+    pub max_api_keys_per_user: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest dataset file `kiln datasets import` reads, in bytes.
+    pub max_import_bytes: u64,
+    /// Most samples one import may hold.
+    pub max_import_samples: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            data_dir: PathBuf::from(".kiln"),
+            database_url: None,
+            log_format: LogFormat::Text,
+            load_demo_dataset: true,
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            max_api_keys_per_user: 100,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 * 1024 * 1024,
+            max_import_bytes: 2 * 1024 * 1024 * 1024,
+            max_import_samples: 100_000,
+        }
+    }
+}
+
+/// The top-level settings, as named in the file and (upper-cased) in the environment.
+const SETTINGS: &[&str] = &["listen", "data_dir", "database_url", "log_format", "load_demo_dataset", "auth", "limits"];
+
+/// Values given on the command line; they win over every other layer.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads the layers. `file` is the `--config` / `KILN_CONFIG` path, if any: a named
+    /// file that does not exist is an error, not a silent default.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::MissingFile(path.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        Self::from_figment(figment, Env::prefixed("KILN_").split("__"), overrides)
+    }
+
+    fn from_figment(figment: Figment, env: Env, overrides: &Overrides) -> Result<Self, ConfigError> {
+        // Only variables that name a setting are read: others share the prefix
+        // (KILN_CONFIG names the file; tests and scripts have their own KILN_* variables)
+        // and must not trip `deny_unknown_fields`.
+        let env = env.filter(|key| {
+            let key = key.as_str();
+            SETTINGS.iter().any(|name| {
+                key.eq_ignore_ascii_case(name)
+                    || (key.len() > name.len()
+                        && key[..name.len()].eq_ignore_ascii_case(name)
+                        && (key[name.len()..].starts_with("__") || key[name.len()..].starts_with('.')))
+            })
+        });
+        let config: Config = figment
+            .merge(env)
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(Box::new)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.auth.access_token_ttl_secs == 0 || self.auth.refresh_token_ttl_secs == 0 {
+            return Err(ConfigError::Rule("token lifetimes must be at least one second".into()));
+        }
+        if self.limits.max_body_bytes < 1024 {
+            return Err(ConfigError::Rule("limits.max_body_bytes must be at least 1024".into()));
+        }
+        Ok(())
+    }
+
+    /// The database URL in force: the configured one or the default SQLite file.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.expose().to_string(),
+            None => format!("sqlite://{}", self.data_dir.join("kiln.db").display()),
+        }
+    }
+
+    /// The effective configuration as TOML, secrets masked, for `kiln config`.
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_override_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("kiln.toml", "listen = \"127.0.0.1:9000\"\n[auth]\naccess_token_ttl_secs = 60\n")?;
+            jail.set_env("KILN_AUTH__ACCESS_TOKEN_TTL_SECS", "120");
+            jail.set_env("KILN_DATA_DIR", "/var/lib/kiln");
+            jail.set_env("KILN_TEST_SOMETHING_ELSE", "ignored");
+            let config = Config::load(Some(Path::new("kiln.toml")), &Overrides::default()).expect("loads");
+            assert_eq!(config.listen, "127.0.0.1:9000".parse().expect("addr"));
+            assert_eq!(config.auth.access_token_ttl_secs, 120, "env beats file");
+            assert_eq!(config.data_dir, PathBuf::from("/var/lib/kiln"));
+
+            let overrides = Overrides { data_dir: Some("/tmp/x".into()), listen: None };
+            let config = Config::load(Some(Path::new("kiln.toml")), &overrides).expect("loads");
+            assert_eq!(config.data_dir, PathBuf::from("/tmp/x"), "flags beat env");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_file_and_unknown_keys_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            let err = Config::load(Some(Path::new("nope.toml")), &Overrides::default()).unwrap_err();
+            assert!(matches!(err, ConfigError::MissingFile(_)));
+            jail.create_file("bad.toml", "lisen = \"127.0.0.1:1\"\n")?;
+            let err = Config::load(Some(Path::new("bad.toml")), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("lisen"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_are_masked_when_printed() {
+        let config = Config {
+            database_url: Some(Secret::new("postgres://kiln:hunter2@db/kiln")),
+            auth: AuthConfig { jwt_secret: Some(Secret::new("topsecret")), ..AuthConfig::default() },
+            ..Config::default()
+        };
+        let printed = config.to_masked_toml();
+        assert!(!printed.contains("hunter2") && !printed.contains("topsecret"), "{printed}");
+        assert!(!format!("{config:?}").contains("hunter2"));
+        assert_eq!(config.database_url(), "postgres://kiln:hunter2@db/kiln");
+    }
+
+    #[test]
+    fn default_database_is_sqlite_in_data_dir() {
+        let config = Config { data_dir: "/d".into(), ..Config::default() };
+        assert_eq!(config.database_url(), "sqlite:///d/kiln.db");
+    }
+}
