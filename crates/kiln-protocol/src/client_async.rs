@@ -1,0 +1,250 @@
+//! Async twin of [`crate::AgentClient`], over tokio. Same one-connection-per-request
+//! design and the same exchange rules (see `exchange.rs`).
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::UnixStream;
+
+use crate::client::{exec_deadline, DEFAULT_REQUEST_TIMEOUT};
+use crate::client_error::ClientError;
+use crate::exchange::{
+    accept_hello, exec_step, expect_one, hello, ExecEvent, ExecStep, CLIENT_VERSION,
+};
+use crate::frame_async::{read_frame_async, write_frame_async};
+use crate::request::{ExecRequest, ReadFileRequest, Request, StrReplaceRequest, WriteFileRequest};
+use crate::response::{DirListing, ExecDone, FileContent, Metadata, Replaced, Response};
+
+/// Talks to one agent over its unix socket, asynchronously.
+#[derive(Debug, Clone)]
+pub struct AsyncAgentClient {
+    socket: PathBuf,
+    request_timeout: Duration,
+}
+
+impl AsyncAgentClient {
+    /// A client for the agent listening on `socket`. Nothing is connected yet.
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        AsyncAgentClient {
+            socket: socket.into(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+
+    /// Sets the deadline for non-exec requests (execs wait for their own timeout).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Connects and completes the handshake.
+    pub async fn connect(&self) -> Result<AsyncAgentConnection<UnixStream>, ClientError> {
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    path: self.socket.clone(),
+                    source,
+                })?;
+        AsyncAgentConnection::handshake(stream).await
+    }
+
+    /// Liveness check; returns the agent's uptime.
+    pub async fn ping(&self) -> Result<Duration, ClientError> {
+        let resp = self.call(Request::Ping).await?;
+        expect_one("pong", resp, |r| match r {
+            Response::Pong { uptime_ms } => Ok(Duration::from_millis(uptime_ms)),
+            other => Err(other),
+        })
+    }
+
+    /// Runs a command and collects its (capped) output.
+    pub async fn exec(&self, mut request: ExecRequest) -> Result<ExecDone, ClientError> {
+        request.stream = false;
+        self.exec_inner(request, |_| {}).await
+    }
+
+    /// Runs a command, calling `on_event` with its start and each output chunk as they
+    /// arrive; returns the final result, which still carries the capped output.
+    pub async fn exec_streaming(
+        &self,
+        mut request: ExecRequest,
+        on_event: impl FnMut(ExecEvent) + Send,
+    ) -> Result<ExecDone, ClientError> {
+        request.stream = true;
+        self.exec_inner(request, on_event).await
+    }
+
+    async fn exec_inner(
+        &self,
+        request: ExecRequest,
+        on_event: impl FnMut(ExecEvent) + Send,
+    ) -> Result<ExecDone, ClientError> {
+        let deadline = exec_deadline(&request);
+        with_deadline(deadline, async {
+            self.connect().await?.exec(request, on_event).await
+        })
+        .await
+    }
+
+    /// Reads at most `max_bytes` (capped by [`crate::MAX_FILE_BYTES`]) of a file.
+    pub async fn read_file(
+        &self,
+        path: impl Into<String>,
+        max_bytes: Option<u64>,
+    ) -> Result<FileContent, ClientError> {
+        let resp = self
+            .call(Request::ReadFile(ReadFileRequest {
+                path: path.into(),
+                max_bytes,
+            }))
+            .await?;
+        expect_one("file", resp, |r| match r {
+            Response::File(file) => Ok(file),
+            other => Err(other),
+        })
+    }
+
+    /// Replaces a file atomically; returns the bytes written.
+    pub async fn write_file(&self, request: WriteFileRequest) -> Result<u64, ClientError> {
+        let resp = self.call(Request::WriteFile(request)).await?;
+        expect_one("written", resp, |r| match r {
+            Response::Written { size } => Ok(size),
+            other => Err(other),
+        })
+    }
+
+    /// Replaces the single occurrence of `old` with `new` in the file at `path`.
+    pub async fn str_replace(
+        &self,
+        path: impl Into<String>,
+        old: impl Into<String>,
+        new: impl Into<String>,
+    ) -> Result<Replaced, ClientError> {
+        let resp = self
+            .call(Request::StrReplace(StrReplaceRequest {
+                path: path.into(),
+                old: old.into(),
+                new: new.into(),
+            }))
+            .await?;
+        expect_one("replaced", resp, |r| match r {
+            Response::Replaced(replaced) => Ok(replaced),
+            other => Err(other),
+        })
+    }
+
+    /// Lists a directory.
+    pub async fn list_dir(&self, path: impl Into<String>) -> Result<DirListing, ClientError> {
+        let resp = self.call(Request::ListDir { path: path.into() }).await?;
+        expect_one("dir", resp, |r| match r {
+            Response::Dir(listing) => Ok(listing),
+            other => Err(other),
+        })
+    }
+
+    /// Metadata of a path.
+    pub async fn stat(&self, path: impl Into<String>) -> Result<Metadata, ClientError> {
+        let resp = self.call(Request::Stat { path: path.into() }).await?;
+        expect_one("metadata", resp, |r| match r {
+            Response::Metadata(meta) => Ok(meta),
+            other => Err(other),
+        })
+    }
+
+    /// Sends `signal` (SIGKILL when `None`) to a running exec's process group.
+    pub async fn kill(&self, exec_id: u64, signal: Option<i32>) -> Result<(), ClientError> {
+        let resp = self.call(Request::Kill { exec_id, signal }).await?;
+        expect_one("killed", resp, |r| match r {
+            Response::Killed { .. } => Ok(()),
+            other => Err(other),
+        })
+    }
+
+    async fn call(&self, request: Request) -> Result<Option<Response>, ClientError> {
+        with_deadline(self.request_timeout, async {
+            let mut conn = self.connect().await?;
+            conn.send(&request).await?;
+            conn.recv().await
+        })
+        .await
+    }
+}
+
+async fn with_deadline<T>(
+    deadline: Duration,
+    work: impl Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    tokio::time::timeout(deadline, work)
+        .await
+        .map_err(|_| ClientError::Timeout(deadline))?
+}
+
+/// One handshaken connection over any async byte stream.
+#[derive(Debug)]
+pub struct AsyncAgentConnection<S> {
+    stream: S,
+    agent_version: String,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncAgentConnection<S> {
+    /// Sends our hello and checks the agent's.
+    pub async fn handshake(stream: S) -> Result<Self, ClientError> {
+        Self::handshake_as(stream, CLIENT_VERSION).await
+    }
+
+    /// Handshake claiming another protocol version (for tests of version checks).
+    #[doc(hidden)]
+    pub async fn handshake_as(stream: S, version: u32) -> Result<Self, ClientError> {
+        let mut conn = AsyncAgentConnection {
+            stream,
+            agent_version: String::new(),
+        };
+        conn.send(&hello(version)).await?;
+        let got = conn.recv().await?;
+        conn.agent_version = accept_hello(version, got)?;
+        Ok(conn)
+    }
+
+    /// The agent's crate version from its hello.
+    pub fn agent_version(&self) -> &str {
+        &self.agent_version
+    }
+
+    /// Sends one request frame.
+    pub async fn send(&mut self, request: &Request) -> Result<(), ClientError> {
+        Ok(write_frame_async(&mut self.stream, request).await?)
+    }
+
+    /// Receives one response frame; `None` when the agent closed the connection.
+    pub async fn recv(&mut self) -> Result<Option<Response>, ClientError> {
+        Ok(read_frame_async(&mut self.stream).await?)
+    }
+
+    /// Runs an exec on this connection (consumes it: one request per connection).
+    pub async fn exec(
+        mut self,
+        request: ExecRequest,
+        mut on_event: impl FnMut(ExecEvent),
+    ) -> Result<ExecDone, ClientError> {
+        self.send(&Request::Exec(request)).await?;
+        let mut started = false;
+        loop {
+            let got = self.recv().await?;
+            match exec_step(started, got)? {
+                ExecStep::Event(event) => {
+                    started = true;
+                    on_event(event);
+                }
+                ExecStep::Done(done) => return Ok(done),
+            }
+        }
+    }
+}
