@@ -1,0 +1,119 @@
+//! Reading, listing and inspecting files, with OS errors mapped to protocol codes.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::time::UNIX_EPOCH;
+
+use kiln_protocol::{
+    AgentError, Binary, DirEntry, DirListing, ErrorCode, FileContent, FileKind, Metadata,
+    MAX_DIR_ENTRIES, MAX_FILE_BYTES,
+};
+
+/// Maps an OS error on `path` to a protocol error whose message names the operation.
+pub fn io_error(op: &str, path: &str, err: &io::Error) -> AgentError {
+    let code = match err.kind() {
+        io::ErrorKind::NotFound => ErrorCode::NotFound,
+        io::ErrorKind::PermissionDenied => ErrorCode::PermissionDenied,
+        io::ErrorKind::IsADirectory => ErrorCode::IsDirectory,
+        io::ErrorKind::NotADirectory => ErrorCode::NotADirectory,
+        _ => ErrorCode::Io,
+    };
+    AgentError::new(code, format!("cannot {op} {path}: {err}"))
+}
+
+/// Permission bits of a mode.
+pub fn permission_bits(meta: &fs::Metadata) -> u32 {
+    meta.permissions().mode() & 0o7777
+}
+
+fn kind_of(file_type: fs::FileType) -> FileKind {
+    if file_type.is_symlink() {
+        FileKind::Symlink
+    } else if file_type.is_dir() {
+        FileKind::Dir
+    } else if file_type.is_file() {
+        FileKind::File
+    } else {
+        FileKind::Other
+    }
+}
+
+/// The first `min(max_bytes, MAX_FILE_BYTES)` bytes of a file.
+pub fn read_file(path: &str, max_bytes: Option<u64>) -> Result<FileContent, AgentError> {
+    let cap = max_bytes.unwrap_or(MAX_FILE_BYTES).min(MAX_FILE_BYTES);
+    let file = File::open(path).map_err(|err| io_error("read", path, &err))?;
+    let meta = file
+        .metadata()
+        .map_err(|err| io_error("read", path, &err))?;
+    if meta.is_dir() {
+        return Err(AgentError::new(
+            ErrorCode::IsDirectory,
+            format!("{path} is a directory"),
+        ));
+    }
+    // One byte past the cap tells "exactly cap" from "more", even for files whose
+    // reported size is 0 (/proc).
+    let mut content = Vec::new();
+    file.take(cap + 1)
+        .read_to_end(&mut content)
+        .map_err(|err| io_error("read", path, &err))?;
+    let truncated = content.len() as u64 > cap;
+    content.truncate(usize::try_from(cap).unwrap_or(usize::MAX));
+    Ok(FileContent {
+        size: meta.len().max(content.len() as u64),
+        mode: permission_bits(&meta),
+        content: Binary(content),
+        truncated,
+    })
+}
+
+/// A directory's entries, sorted by name, symlinks not followed.
+pub fn list_dir(path: &str) -> Result<DirListing, AgentError> {
+    let meta = fs::metadata(path).map_err(|err| io_error("list", path, &err))?;
+    if !meta.is_dir() {
+        return Err(AgentError::new(
+            ErrorCode::NotADirectory,
+            format!("{path} is not a directory"),
+        ));
+    }
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(path).map_err(|err| io_error("list", path, &err))? {
+        let entry = entry.map_err(|err| io_error("list", path, &err))?;
+        // An entry deleted between readdir and lstat is just skipped.
+        let Ok(meta) = fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        entries.push(DirEntry {
+            name: entry.file_name().to_string_lossy().into_owned(),
+            kind: kind_of(meta.file_type()),
+            size: meta.len(),
+            mode: permission_bits(&meta),
+        });
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let truncated = entries.len() > MAX_DIR_ENTRIES;
+    entries.truncate(MAX_DIR_ENTRIES);
+    Ok(DirListing { entries, truncated })
+}
+
+/// Metadata of a path, symlinks not followed.
+pub fn stat(path: &str) -> Result<Metadata, AgentError> {
+    let meta = fs::symlink_metadata(path).map_err(|err| io_error("stat", path, &err))?;
+    let modified_ms = meta
+        .modified()
+        .ok()
+        .and_then(|t| match t.duration_since(UNIX_EPOCH) {
+            Ok(after) => i64::try_from(after.as_millis()).ok(),
+            Err(before) => i64::try_from(before.duration().as_millis())
+                .ok()
+                .map(|ms| -ms),
+        })
+        .unwrap_or(0);
+    Ok(Metadata {
+        kind: kind_of(meta.file_type()),
+        size: meta.len(),
+        mode: permission_bits(&meta),
+        modified_ms,
+    })
+}
