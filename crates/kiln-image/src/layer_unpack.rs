@@ -192,8 +192,13 @@ impl Unpacker<'_> {
             } else {
                 SFlag::S_IFCHR
             };
-            let major = header.device_major().map_err(bad_tar)?.unwrap_or(0);
-            let minor = header.device_minor().map_err(bad_tar)?.unwrap_or(0);
+            // FIFOs carry no device number, and some writers leave the fields blank.
+            let (major, minor) = if kind.is_fifo() {
+                (0, 0)
+            } else {
+                let major = header.device_major().map_err(bad_tar)?.unwrap_or(0);
+                (major, header.device_minor().map_err(bad_tar)?.unwrap_or(0))
+            };
             mknod(&path, sflag, Mode::empty(), makedev(major.into(), minor.into()))
                 .map_err(|e| ImageError::io("mknod", &path)(e.into()))?;
         } else {
