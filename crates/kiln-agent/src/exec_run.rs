@@ -213,6 +213,7 @@ pub fn serve_exec(
         // Whatever of the group survived SIGTERM after the command itself exited.
         let _ = killpg(pgid, Signal::SIGKILL);
     }
+    registration.mark_finished();
 
     let (wait_status, exited) = status.unwrap_or((WaitStatus::StillAlive, Instant::now()));
     let (exit_code, signal) = match wait_status {

@@ -77,9 +77,9 @@ fn shutdown(agent: &Agent) {
         // outside PID 1: there it would mean every process the user can signal.
         let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
     }
-    if !agent.execs.wait_empty(SHUTDOWN_GRACE) {
+    if !agent.execs.wait_all_reported(SHUTDOWN_GRACE) {
         agent.execs.signal_all(Signal::SIGKILL);
-        agent.execs.wait_empty(SHUTDOWN_REPORT_WAIT);
+        agent.execs.wait_all_reported(SHUTDOWN_REPORT_WAIT);
     }
     if agent.is_pid1 {
         let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);

@@ -7,6 +7,14 @@ use std::time::{Duration, Instant};
 
 use kiln_protocol::AgentClient;
 
+/// The agent under test: `KILN_AGENT_BIN` (e.g. the static build from
+/// `scripts/build-agent.sh`) or the binary cargo built for this test run.
+pub fn agent_binary() -> PathBuf {
+    std::env::var_os("KILN_AGENT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln-agent")))
+}
+
 /// A running agent, killed when dropped.
 pub struct AgentProcess {
     pub child: Child,
@@ -19,7 +27,7 @@ impl AgentProcess {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("agent.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_kiln-agent"))
+        let child = Command::new(agent_binary())
             .env_clear()
             .env("KILN_AGENT_SOCKET", &socket)
             .stdin(Stdio::null())
