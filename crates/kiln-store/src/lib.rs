@@ -6,10 +6,15 @@
 //! file, WAL) and [`postgres::PgStore`] (multi-node). [`connect`] picks one from the URL.
 #![forbid(unsafe_code)]
 
+mod columns;
 mod error;
 mod model;
 pub mod postgres;
+mod sample_json;
+mod search_pattern;
 pub mod sqlite;
+mod timestamp;
+mod unique_violation;
 
 use std::sync::Arc;
 
@@ -23,6 +28,16 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// The storage interface. Every method is one atomic operation: an implementation
 /// must never leave a half-applied change visible (imports in particular).
+///
+/// Conventions shared by both implementations (and checked by the suite in
+/// `tests/store_suite`, which runs every scenario against both):
+/// - Instants are kept in UTC with microsecond precision; finer digits are truncated on
+///   write, so a value read back equals the value written truncated to microseconds.
+/// - Unique-key violations are [`StoreError::Conflict`] naming the field (`"user_id"`,
+///   `"github_id"`, `"key_id"`, `"key_hash"`, `"token_id"`, `"sample_id"`).
+/// - Names are ordered by their bytes (`"B" < "_" < "a"`) on both backends.
+/// - Updates of a row that does not exist (`set_last_login` of an unknown user, …) are
+///   no-ops, not errors.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Which backend this is ("sqlite" or "postgres"), for logs and `/health`.
@@ -32,6 +47,8 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
 
     // ---- users -------------------------------------------------------------------
+    /// Creates an active user. `Conflict("user_id")` or `Conflict("github_id")` if taken;
+    /// any number of users may have no `github_id`.
     async fn create_user(&self, user: &NewUser) -> Result<User>;
     async fn get_user(&self, user_id: &str) -> Result<Option<User>>;
     async fn get_user_by_github_id(&self, github_id: &str) -> Result<Option<User>>;
@@ -41,35 +58,72 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- API keys ------------------------------------------------------------------
     /// Stores a new key. Only the hash of the secret is stored, never the secret.
+    /// `Conflict("key_id")` or `Conflict("key_hash")` if taken; the user must exist.
     async fn insert_api_key(&self, key: &NewApiKey) -> Result<ApiKeyRecord>;
-    /// The active (not revoked, not expired at `now`) key with this hash, and its user.
-    async fn find_api_key(&self, key_hash: &str, now: DateTime<Utc>) -> Result<Option<(ApiKeyRecord, User)>>;
-    /// All keys of a user, revoked ones included, oldest first.
+    /// The active key with this hash, and its user: not revoked, and either without
+    /// expiry or with `now < expires_at` (a key is dead from its `expires_at` on). Whether
+    /// the user is active is the caller's to check.
+    async fn find_api_key(
+        &self,
+        key_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(ApiKeyRecord, User)>>;
+    /// All keys of a user, revoked ones included, oldest (`created_at`) first.
     async fn list_api_keys(&self, user_id: &str) -> Result<Vec<ApiKeyRecord>>;
-    /// Revokes the user's key. `false` if the user has no such active key.
+    /// Revokes the user's key, recording `at`. `false`, changing nothing, if the key does
+    /// not exist, belongs to another user, or is already revoked. An expired key can still
+    /// be revoked.
     async fn revoke_api_key(&self, user_id: &str, key_id: &str, at: DateTime<Utc>) -> Result<bool>;
+    /// Records a use of the key (`last_used_at`).
     async fn touch_api_key(&self, key_id: &str, at: DateTime<Utc>) -> Result<()>;
 
     // ---- refresh tokens -------------------------------------------------------------
+    /// `Conflict("token_id")` if the id is taken.
     async fn insert_refresh_token(&self, token: &NewRefreshToken) -> Result<()>;
     /// Atomically marks the token used. Exactly one caller can ever get `Consumed`
-    /// for a given token id, even under concurrency.
-    async fn consume_refresh_token(&self, token_id: &str, now: DateTime<Utc>) -> Result<RefreshOutcome>;
+    /// for a given token id, even under concurrency: the others get `Reused`.
+    ///
+    /// In order: `Unknown` if there is no such token; `Reused` if it was already used or
+    /// its family is revoked (even if it has expired since: a replay stays a replay);
+    /// `Expired` if `now >= expires_at` (the token is left unused); else `Consumed`.
+    /// A family is revoked once [`Store::revoke_refresh_family`] ran for it, which also
+    /// covers tokens inserted into the family afterwards.
+    async fn consume_refresh_token(
+        &self,
+        token_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<RefreshOutcome>;
     /// Revokes every token of a family (used when a reuse is detected).
     async fn revoke_refresh_family(&self, family_id: &str, at: DateTime<Utc>) -> Result<()>;
 
     // ---- datasets and samples ------------------------------------------------------
-    /// All datasets, ordered by name, with the count of their latest samples.
+    /// All datasets, ordered by name, with the count of their samples (each sample
+    /// counted once, whatever its number of versions).
     async fn list_datasets(&self) -> Result<Vec<Dataset>>;
     async fn get_dataset(&self, name: &str) -> Result<Option<Dataset>>;
-    /// Creates the dataset if needed (keeping an existing description when `description`
-    /// is `None`) and inserts every sample as a new version, moving `latest`; all in one
-    /// transaction: on error nothing is imported.
+    /// Creates the dataset if needed (`created_at = import.now`; an existing dataset keeps
+    /// its `created_at`, and its description when `description` is `None`) and inserts
+    /// every sample as a new version: `max(version) + 1`, or 1 for a new sample, which
+    /// becomes the `latest` in place of the previous one. `created` counts new samples,
+    /// `updated` new versions of existing ones.
+    ///
+    /// All in one transaction: on any error nothing is imported, the dataset included. A
+    /// `sample_id` appearing twice in one import is `Conflict("sample_id")`. Concurrent
+    /// imports into one dataset are serialized.
     async fn import_samples(&self, import: &SampleImport) -> Result<ImportSummary>;
-    /// Latest versions only, ordered by (dataset, sample_id).
+    /// Latest versions only, ordered by (dataset, sample_id). `dataset` filters exactly;
+    /// `search` is a substring of `instance_id`, ignoring the case of ASCII letters, with
+    /// `%`, `_` and `\` matched literally. `limit`/`offset` select the page; `total`
+    /// counts every match.
     async fn list_samples(&self, query: &SampleQuery) -> Result<SamplePage>;
-    /// One sample; the latest version when `version` is `None`.
-    async fn get_sample(&self, dataset: &str, sample_id: &str, version: Option<i64>) -> Result<Option<Sample>>;
+    /// One sample; the latest version when `version` is `None`, else that version
+    /// (latest or not).
+    async fn get_sample(
+        &self,
+        dataset: &str,
+        sample_id: &str,
+        version: Option<i64>,
+    ) -> Result<Option<Sample>>;
 }
 
 /// Opens the store named by `url`: `sqlite://PATH` (created if missing) or

@@ -188,15 +188,3 @@ pub struct SamplePage {
     /// All matches, regardless of limit/offset.
     pub total: u64,
 }
-
-impl SampleImport {
-    /// Rejects an import that names one sample twice: which of the two would be "the" new
-    /// version is ambiguous, so the whole import is refused before anything is written.
-    pub fn check_unique_sample_ids(&self) -> Result<(), crate::StoreError> {
-        let mut seen = std::collections::HashSet::with_capacity(self.samples.len());
-        match self.samples.iter().find(|s| !seen.insert(s.sample_id.as_str())) {
-            Some(_) => Err(crate::StoreError::Conflict("sample_id")),
-            None => Ok(()),
-        }
-    }
-}

@@ -1,0 +1,65 @@
+//! Column lists shared by both backends' queries: the schemas name their columns alike.
+
+pub(crate) const USER: &[&str] = &[
+    "user_id",
+    "name",
+    "email",
+    "github_id",
+    "github_login",
+    "is_admin",
+    "is_active",
+    "created_at",
+    "last_login_at",
+    "terms_accepted_at",
+];
+
+pub(crate) const API_KEY: &[&str] = &[
+    "key_id",
+    "user_id",
+    "name",
+    "masked",
+    "created_at",
+    "expires_at",
+    "revoked_at",
+    "last_used_at",
+];
+
+pub(crate) const SAMPLE: &[&str] = &[
+    "dataset",
+    "sample_id",
+    "version",
+    "latest",
+    "version_description",
+    "created_at",
+    "instance_id",
+    "repo",
+    "base_commit",
+    "record",
+];
+
+/// `a, b, c`.
+pub(crate) fn plain(columns: &[&str]) -> String {
+    columns.join(", ")
+}
+
+/// `t.a AS p_a, t.b AS p_b`: for joins of tables that share column names (`name`,
+/// `created_at`), read back with a prefix.
+pub(crate) fn aliased(table: &str, prefix: &str, columns: &[&str]) -> String {
+    columns
+        .iter()
+        .map(|c| format!("{table}.{c} AS {prefix}{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    #[test]
+    fn aliased_prefixes_every_column() {
+        assert_eq!(
+            super::aliased("k", "k_", &["a", "b"]),
+            "k.a AS k_a, k.b AS k_b"
+        );
+    }
+}

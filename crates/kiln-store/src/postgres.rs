@@ -1,0 +1,464 @@
+//! PostgreSQL implementation of the store: a connection pool, TIMESTAMPTZ columns.
+//!
+//! The SQL mirrors [`crate::sqlite`] statement for statement; the two differ in types
+//! (TIMESTAMPTZ, BOOLEAN), in case-insensitive matching (ILIKE) and in how imports are
+//! serialized (a row lock on the dataset, see `import_samples`).
+mod rows;
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Connection, Postgres, QueryBuilder, Row};
+
+use crate::columns;
+use crate::search_pattern::contains_pattern;
+use crate::timestamp::to_micros;
+use crate::unique_violation::conflict_or;
+use crate::{
+    ApiKeyRecord, Dataset, ImportSummary, NewApiKey, NewRefreshToken, NewUser, RefreshOutcome,
+    Result, Sample, SampleImport, SamplePage, SampleQuery, Store, StoreError, User,
+};
+
+/// Enough for the API's concurrency on a small server; PostgreSQL's default limit is 100.
+const MAX_CONNECTIONS: u32 = 10;
+/// How long a query waits for a free connection before failing instead of hanging.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `postgres://…` (or `postgresql://…`) and applies the embedded migrations.
+    /// sqlx holds an advisory lock while migrating, so replicas starting together are safe.
+    pub async fn open(url: &str) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url).map_err(|e| open_error(url, e))?;
+        // One plain connection first: a pool would retry a refused connection until its
+        // acquire timeout, while a wrong URL or a stopped server should fail at once.
+        let mut first = PgConnection::connect_with(&options)
+            .await
+            .map_err(|e| open_error(url, e))?;
+        sqlx::migrate!("./migrations/postgres")
+            .run_direct(&mut first)
+            .await?;
+        if let Err(e) = first.close().await {
+            tracing::debug!(error = %e, "closing the migration connection");
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options);
+        tracing::debug!(url = %crate::redact_url(url), "postgres store open");
+        Ok(Self { pool })
+    }
+
+    /// Waits for every connection to close.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The URL is shown without its password.
+fn open_error(url: &str, e: sqlx::Error) -> StoreError {
+    StoreError::Open(format!("{}: {e}", crate::redact_url(url)))
+}
+
+fn opt_micros(value: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    value.map(to_micros)
+}
+
+/// Clamps a count from the API to what a BIGINT can hold.
+fn as_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn push_sample_filter(builder: &mut QueryBuilder<'_, Postgres>, query: &SampleQuery) {
+    builder.push(" FROM samples WHERE latest");
+    if let Some(dataset) = &query.dataset {
+        builder.push(" AND dataset = ").push_bind(dataset.clone());
+    }
+    if let Some(search) = &query.search {
+        // The column's "C" collation makes ILIKE fold ASCII letters only, as SQLite's LIKE does.
+        builder
+            .push(" AND instance_id ILIKE ")
+            .push_bind(contains_pattern(search))
+            .push(" ESCAPE '\\'");
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_user(&self, user: &NewUser) -> Result<User> {
+        let sql = format!(
+            "INSERT INTO users (user_id, name, email, github_id, github_login, is_admin, is_active, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, TRUE, $7) RETURNING {}",
+            columns::plain(columns::USER)
+        );
+        let row = sqlx::query(&sql)
+            .bind(&user.user_id)
+            .bind(&user.name)
+            .bind(&user.email)
+            .bind(&user.github_id)
+            .bind(&user.github_login)
+            .bind(user.is_admin)
+            .bind(to_micros(user.created_at))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| conflict_or(e, "user_id", &["github_id"]))?;
+        rows::user(&row, "")
+    }
+
+    async fn get_user(&self, user_id: &str) -> Result<Option<User>> {
+        let sql = format!(
+            "SELECT {} FROM users WHERE user_id = $1",
+            columns::plain(columns::USER)
+        );
+        let row = sqlx::query(&sql)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| rows::user(&r, "")).transpose()
+    }
+
+    async fn get_user_by_github_id(&self, github_id: &str) -> Result<Option<User>> {
+        let sql = format!(
+            "SELECT {} FROM users WHERE github_id = $1",
+            columns::plain(columns::USER)
+        );
+        let row = sqlx::query(&sql)
+            .bind(github_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| rows::user(&r, "")).transpose()
+    }
+
+    async fn count_users(&self) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count.unsigned_abs())
+    }
+
+    async fn set_terms_accepted(&self, user_id: &str, at: DateTime<Utc>) -> Result<()> {
+        sqlx::query("UPDATE users SET terms_accepted_at = $1 WHERE user_id = $2")
+            .bind(to_micros(at))
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_last_login(&self, user_id: &str, at: DateTime<Utc>) -> Result<()> {
+        sqlx::query("UPDATE users SET last_login_at = $1 WHERE user_id = $2")
+            .bind(to_micros(at))
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_api_key(&self, key: &NewApiKey) -> Result<ApiKeyRecord> {
+        let sql = format!(
+            "INSERT INTO api_keys (key_id, user_id, name, key_hash, masked, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {}",
+            columns::plain(columns::API_KEY)
+        );
+        let row = sqlx::query(&sql)
+            .bind(&key.key_id)
+            .bind(&key.user_id)
+            .bind(&key.name)
+            .bind(&key.key_hash)
+            .bind(&key.masked)
+            .bind(to_micros(key.created_at))
+            .bind(opt_micros(key.expires_at))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| conflict_or(e, "key_id", &["key_hash"]))?;
+        rows::api_key(&row, "")
+    }
+
+    async fn find_api_key(
+        &self,
+        key_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(ApiKeyRecord, User)>> {
+        let sql = format!(
+            "SELECT {}, {} FROM api_keys k JOIN users u ON u.user_id = k.user_id \
+             WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $2)",
+            columns::aliased("k", "k_", columns::API_KEY),
+            columns::aliased("u", "u_", columns::USER)
+        );
+        let row = sqlx::query(&sql)
+            .bind(key_hash)
+            .bind(to_micros(now))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((rows::api_key(&r, "k_")?, rows::user(&r, "u_")?)))
+            .transpose()
+    }
+
+    async fn list_api_keys(&self, user_id: &str) -> Result<Vec<ApiKeyRecord>> {
+        let sql = format!(
+            "SELECT {} FROM api_keys WHERE user_id = $1 ORDER BY created_at, key_id",
+            columns::plain(columns::API_KEY)
+        );
+        let found = sqlx::query(&sql)
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
+        found.iter().map(|r| rows::api_key(r, "")).collect()
+    }
+
+    async fn revoke_api_key(&self, user_id: &str, key_id: &str, at: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = $1 WHERE key_id = $2 AND user_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(to_micros(at))
+        .bind(key_id)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn touch_api_key(&self, key_id: &str, at: DateTime<Utc>) -> Result<()> {
+        sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE key_id = $2")
+            .bind(to_micros(at))
+            .bind(key_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_refresh_token(&self, token: &NewRefreshToken) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_id, family_id, user_id, issued_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&token.token_id)
+        .bind(&token.family_id)
+        .bind(&token.user_id)
+        .bind(to_micros(token.issued_at))
+        .bind(to_micros(token.expires_at))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict_or(e, "token_id", &[]))?;
+        Ok(())
+    }
+
+    async fn consume_refresh_token(
+        &self,
+        token_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<RefreshOutcome> {
+        let now = to_micros(now);
+        // One statement: a concurrent caller blocks on the row lock, then re-checks the WHERE
+        // clause against the committed row (READ COMMITTED), finds `used_at` set and matches
+        // nothing. Of N callers, exactly one gets the row back.
+        let consumed = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = $1 \
+             WHERE token_id = $2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1 \
+             AND NOT EXISTS (SELECT 1 FROM refresh_tokens f \
+                             WHERE f.family_id = refresh_tokens.family_id AND f.revoked_at IS NOT NULL) \
+             RETURNING user_id, family_id",
+        )
+        .bind(now)
+        .bind(token_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = consumed {
+            return Ok(RefreshOutcome::Consumed {
+                user_id: row.try_get("user_id")?,
+                family_id: row.try_get("family_id")?,
+            });
+        }
+
+        let row = sqlx::query(
+            "SELECT user_id, family_id, expires_at, used_at IS NOT NULL OR EXISTS \
+                 (SELECT 1 FROM refresh_tokens f WHERE f.family_id = t.family_id AND f.revoked_at IS NOT NULL) \
+                 AS spent \
+             FROM refresh_tokens t WHERE token_id = $1",
+        )
+        .bind(token_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(RefreshOutcome::Unknown);
+        };
+        let (user_id, family_id): (String, String) =
+            (row.try_get("user_id")?, row.try_get("family_id")?);
+        let spent: bool = row.try_get("spent")?;
+        let expires_at: DateTime<Utc> = row.try_get("expires_at")?;
+        if !spent && expires_at <= now {
+            return Ok(RefreshOutcome::Expired);
+        }
+        // Not consumable, not expired: used, or its family revoked (a live token that failed
+        // the UPDATE can only be one that another caller marked in between).
+        Ok(RefreshOutcome::Reused { user_id, family_id })
+    }
+
+    async fn revoke_refresh_family(&self, family_id: &str, at: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(to_micros(at))
+        .bind(family_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_datasets(&self) -> Result<Vec<Dataset>> {
+        let found = sqlx::query(
+            "SELECT d.name, d.description, d.created_at, \
+                 (SELECT COUNT(*) FROM samples s WHERE s.dataset = d.name AND s.latest) AS sample_count \
+             FROM datasets d ORDER BY d.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        found.iter().map(rows::dataset).collect()
+    }
+
+    async fn get_dataset(&self, name: &str) -> Result<Option<Dataset>> {
+        let row = sqlx::query(
+            "SELECT d.name, d.description, d.created_at, \
+                 (SELECT COUNT(*) FROM samples s WHERE s.dataset = d.name AND s.latest) AS sample_count \
+             FROM datasets d WHERE d.name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(rows::dataset).transpose()
+    }
+
+    async fn import_samples(&self, import: &SampleImport) -> Result<ImportSummary> {
+        let now = to_micros(import.now);
+        let mut tx = self.pool.begin().await?;
+
+        // The upsert locks the dataset's row until commit, whether it inserts or updates: a
+        // concurrent import of the same dataset waits here, and then reads the versions this
+        // one committed, instead of computing the same next version and failing on the key.
+        sqlx::query(
+            "INSERT INTO datasets (name, description, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET description = COALESCE(excluded.description, datasets.description)",
+        )
+        .bind(&import.dataset)
+        .bind(&import.description)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+
+        let mut summary = ImportSummary {
+            created: 0,
+            updated: 0,
+        };
+        // Checked as the import goes rather than up front, so that a duplicate leaves through the
+        // same path as any other failure: the transaction is dropped and rolls back.
+        let mut seen = HashSet::with_capacity(import.samples.len());
+        for sample in &import.samples {
+            if !seen.insert(sample.sample_id.as_str()) {
+                return Err(StoreError::Conflict("sample_id"));
+            }
+            let previous: Option<i64> = sqlx::query_scalar(
+                "SELECT MAX(version) FROM samples WHERE dataset = $1 AND sample_id = $2",
+            )
+            .bind(&import.dataset)
+            .bind(&sample.sample_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if previous.is_some() {
+                sqlx::query("UPDATE samples SET latest = FALSE WHERE dataset = $1 AND sample_id = $2 AND latest")
+                    .bind(&import.dataset)
+                    .bind(&sample.sample_id)
+                    .execute(&mut *tx)
+                    .await?;
+                summary.updated += 1;
+            } else {
+                summary.created += 1;
+            }
+            let record = &sample.record;
+            sqlx::query(
+                "INSERT INTO samples (dataset, sample_id, version, latest, created_at, instance_id, repo, \
+                     base_commit, version_description, record) \
+                 VALUES ($1, $2, $3, TRUE, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&import.dataset)
+            .bind(&sample.sample_id)
+            .bind(previous.unwrap_or(0) + 1)
+            .bind(now)
+            .bind(&record.instance_id)
+            .bind(&record.repo)
+            .bind(&record.base_commit)
+            .bind(&import.version_description)
+            .bind(crate::sample_json::encode(record)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(summary)
+    }
+
+    async fn list_samples(&self, query: &SampleQuery) -> Result<SamplePage> {
+        // One snapshot for both statements (READ COMMITTED would take one per statement), so
+        // that the total matches the page even while an import commits.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+
+        let mut count = QueryBuilder::<Postgres>::new("SELECT COUNT(*)");
+        push_sample_filter(&mut count, query);
+        let total: i64 = count.build_query_scalar().fetch_one(&mut *tx).await?;
+
+        let mut page =
+            QueryBuilder::<Postgres>::new(format!("SELECT {}", columns::plain(columns::SAMPLE)));
+        push_sample_filter(&mut page, query);
+        // LIMIT NULL is "no limit".
+        page.push(" ORDER BY dataset, sample_id LIMIT ")
+            .push_bind(query.limit.map(as_i64))
+            .push(" OFFSET ")
+            .push_bind(as_i64(query.offset));
+        let found = page.build().fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+
+        Ok(SamplePage {
+            samples: found.iter().map(rows::sample).collect::<Result<_>>()?,
+            total: total.unsigned_abs(),
+        })
+    }
+
+    async fn get_sample(
+        &self,
+        dataset: &str,
+        sample_id: &str,
+        version: Option<i64>,
+    ) -> Result<Option<Sample>> {
+        let mut select =
+            QueryBuilder::<Postgres>::new(format!("SELECT {}", columns::plain(columns::SAMPLE)));
+        select
+            .push(" FROM samples WHERE dataset = ")
+            .push_bind(dataset.to_string());
+        select
+            .push(" AND sample_id = ")
+            .push_bind(sample_id.to_string());
+        match version {
+            Some(version) => select.push(" AND version = ").push_bind(version),
+            None => select.push(" AND latest"),
+        };
+        let row = select.build().fetch_optional(&self.pool).await?;
+        row.as_ref().map(rows::sample).transpose()
+    }
+}

@@ -1,0 +1,220 @@
+//! Runs one scenario against a fresh database of either backend, and the fixtures the
+//! scenarios share.
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use kiln_store::{NewSample, NewUser, SampleImport, SampleRecord, Store, User};
+use sqlx::{Connection, Executor, PgConnection};
+
+/// What a scenario gets: a migrated, empty store, and the URL it was opened with (so that a
+/// scenario can open the same database again).
+pub struct TestDb {
+    pub store: Arc<dyn Store>,
+    pub url: String,
+    /// `"sqlite"` or `"postgres"`: what `Store::backend` must say.
+    pub backend: &'static str,
+}
+
+/// Runs the scenario on its own task so that a failed assertion still lets the harness clean
+/// up, then re-raises it.
+async fn run_scenario<F, Fut>(scenario: F, db: TestDb) -> std::thread::Result<()>
+where
+    F: FnOnce(TestDb) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(scenario(db)).await.map_err(|e| e.into_panic())
+}
+
+pub async fn run_sqlite<F, Fut>(scenario: F)
+where
+    F: FnOnce(TestDb) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("kiln.db").display());
+    let store = kiln_store::connect(&url).await.expect("open sqlite store");
+    let outcome = run_scenario(
+        scenario,
+        TestDb {
+            store,
+            url,
+            backend: "sqlite",
+        },
+    )
+    .await;
+    drop(dir);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// The admin URL of the PostgreSQL server to test against, if there is one. Without one the
+/// PostgreSQL half of the suite is skipped on a developer's machine but fails in CI, where a
+/// silently skipped backend would look like a passing one.
+fn postgres_admin_url() -> Option<String> {
+    match std::env::var("KILN_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) => panic!(
+            "KILN_TEST_POSTGRES_URL is not set, but CI is: the PostgreSQL half of the store suite must run \
+             in CI. Start a server with scripts/start-postgres.sh and export the URL it prints."
+        ),
+        _ => {
+            eprintln!("note: KILN_TEST_POSTGRES_URL is not set; skipping the PostgreSQL run of this scenario");
+            None
+        }
+    }
+}
+
+/// `admin_url` with its database replaced by `database` (query parameters kept).
+fn with_database(admin_url: &str, database: &str) -> String {
+    let (base, query) = match admin_url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (admin_url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut url = format!("{}/{database}", &base[..path_start]);
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(query);
+    }
+    url
+}
+
+pub async fn run_postgres<F, Fut>(scenario: F)
+where
+    F: FnOnce(TestDb) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(admin_url) = postgres_admin_url() else {
+        return;
+    };
+    let database = format!("kiln_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
+        panic!(
+            "cannot connect to {}: {e}",
+            kiln_store::redact_url(&admin_url)
+        )
+    });
+    admin
+        .execute(format!("CREATE DATABASE {database}").as_str())
+        .await
+        .expect("create test database");
+
+    let url = with_database(&admin_url, &database);
+    let outcome = match kiln_store::connect(&url).await {
+        Ok(store) => {
+            run_scenario(
+                scenario,
+                TestDb {
+                    store,
+                    url,
+                    backend: "postgres",
+                },
+            )
+            .await
+        }
+        Err(e) => {
+            Err(Box::new(format!("open postgres store: {e}")) as Box<dyn std::any::Any + Send>)
+        }
+    };
+
+    // FORCE ends the connections the dropped store's pool may still be closing.
+    admin
+        .execute(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str())
+        .await
+        .expect("drop test database");
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// An instant with non-zero microseconds, so that any precision loss shows.
+pub fn base_time() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 3, 14, 15, 9, 26).unwrap() + Duration::microseconds(535_897)
+}
+
+pub fn new_user(user_id: &str, github_id: Option<&str>) -> NewUser {
+    NewUser {
+        user_id: user_id.to_string(),
+        name: format!("{user_id} name"),
+        email: format!("{user_id}@example.test"),
+        github_id: github_id.map(str::to_string),
+        github_login: github_id.map(|id| format!("login-{id}")),
+        is_admin: false,
+        created_at: base_time(),
+    }
+}
+
+pub async fn create_user(store: &dyn Store, user_id: &str) -> User {
+    store
+        .create_user(&new_user(user_id, None))
+        .await
+        .expect("create user")
+}
+
+/// A record whose every field depends on `instance_id` and `revision`, so that two versions
+/// of one sample differ everywhere and a mix-up shows.
+pub fn record(instance_id: &str, revision: u32) -> SampleRecord {
+    let mut extra = serde_json::Map::new();
+    extra.insert(
+        "created_by".into(),
+        serde_json::json!({ "tool": "suite", "revision": revision }),
+    );
+    SampleRecord {
+        instance_id: instance_id.to_string(),
+        repo: format!(
+            "org/{}",
+            instance_id.split("__").next().unwrap_or(instance_id)
+        ),
+        base_commit: format!("{revision:040x}"),
+        patch: format!("diff --git a/x b/x\n+rev {revision}\n"),
+        test_patch: "diff --git a/t b/t\n".into(),
+        problem_statement: format!("Fix {instance_id} (ünïcödé, \"quotes\", \\backslash)"),
+        fail_to_pass: vec![format!("tests/test_x.py::test_{revision}")],
+        pass_to_pass: vec!["tests/test_x.py::test_ok".into()],
+        language: "python".into(),
+        verifier: "test_suite".into(),
+        swebench_version: Some("3.0".into()),
+        extra,
+        ..SampleRecord::default()
+    }
+}
+
+/// An import of samples whose sample_id is also their instance_id.
+pub fn import(
+    dataset: &str,
+    instance_ids: &[&str],
+    revision: u32,
+    now: DateTime<Utc>,
+) -> SampleImport {
+    SampleImport {
+        dataset: dataset.to_string(),
+        description: None,
+        version_description: Some(format!("revision {revision}")),
+        samples: instance_ids
+            .iter()
+            .map(|id| NewSample {
+                sample_id: id.to_string(),
+                record: record(id, revision),
+            })
+            .collect(),
+        now,
+    }
+}
+
+#[test]
+fn with_database_replaces_only_the_path() {
+    assert_eq!(
+        with_database("postgres://u:p@h:5432/postgres", "x"),
+        "postgres://u:p@h:5432/x"
+    );
+    assert_eq!(
+        with_database("postgres://u:p@h:5432/postgres?sslmode=disable", "x"),
+        "postgres://u:p@h:5432/x?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+}

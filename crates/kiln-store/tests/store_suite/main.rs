@@ -1,0 +1,53 @@
+//! The storage suite: every scenario is written once, against `Arc<dyn Store>`, and run on
+//! SQLite (a temporary file) and on PostgreSQL (a fresh database per test, dropped after).
+//!
+//! PostgreSQL comes from `KILN_TEST_POSTGRES_URL`, an admin URL such as the one
+//! `scripts/start-postgres.sh` prints. Without it the PostgreSQL runs are skipped with a note,
+//! except when `CI` is set, where they fail.
+// A failed unwrap is a failed test, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
+mod accounts;
+mod harness;
+mod opening;
+mod persistence;
+mod samples;
+
+/// Declares each scenario as two tests, `sqlite::<name>` and `postgres::<name>`.
+macro_rules! on_both_backends {
+    ($($module:ident :: $scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    crate::harness::run_sqlite(crate::$module::$scenario).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    crate::harness::run_postgres(crate::$module::$scenario).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    accounts::backend_answers_ping,
+    accounts::users_round_trip,
+    accounts::timestamps_keep_microseconds_in_utc,
+    accounts::api_keys_lifecycle,
+    accounts::expired_and_revoked_keys_are_not_found,
+    accounts::refresh_token_outcomes,
+    accounts::refresh_token_consumed_exactly_once_under_concurrency,
+    samples::import_creates_dataset_and_versions,
+    samples::import_with_duplicate_sample_id_writes_nothing,
+    samples::empty_import_creates_the_dataset,
+    samples::datasets_listed_by_name_with_latest_counts,
+    samples::search_matches_literally_and_ignores_case,
+    samples::pagination_reports_total_of_all_matches,
+    persistence::data_survives_reopen,
+);
