@@ -14,6 +14,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -60,11 +61,15 @@ pub fn serve_exec(
         Err(err) => return write_frame(client, &Response::Error(err)),
     };
     command
-        .stdin(if request.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(
+            if request.stdin.is_none() && Path::new("/dev/null").exists() {
+                Stdio::null()
+            } else {
+                // Data to feed, or a rootfs without /dev/null: a pipe whose write end is
+                // closed once the data (if any) is written reads as EOF all the same.
+                Stdio::piped()
+            },
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let (mut child, mut exit) = match agent.reaper.spawn(&mut command) {
@@ -86,7 +91,8 @@ pub fn serve_exec(
         )
         .is_ok();
 
-    if let (Some(mut stdin), Some(data)) = (child.stdin.take(), request.stdin) {
+    let stdin = child.stdin.take();
+    if let (Some(mut stdin), Some(data)) = (stdin, request.stdin) {
         // A thread, so a command that never reads its stdin cannot block us; errors
         // (EPIPE when it exits early) are the command's business.
         let _ = thread::Builder::new()

@@ -87,3 +87,65 @@ fn as_pid1_reaps_orphans_and_stops_on_sigterm() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// The static build as PID 1 of a busybox-only root: no bash (falls back to `sh`), no
+/// /dev (stdin still reads EOF), no libc to load. Runs only when `KILN_AGENT_BIN` names
+/// a static build and a static `busybox` is installed.
+#[test]
+fn static_build_runs_in_a_busybox_only_root() {
+    let (Some(agent_bin), true) = (
+        std::env::var_os("KILN_AGENT_BIN"),
+        std::path::Path::new("/bin/busybox").exists(),
+    ) else {
+        eprintln!("skipped: needs KILN_AGENT_BIN=$(scripts/build-agent.sh) and /bin/busybox");
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    for dir in ["bin", "run", "proc", "testbed"] {
+        std::fs::create_dir(root.path().join(dir)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.path().join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.path().join("bin/sh")).unwrap();
+    std::fs::copy(agent_bin, root.path().join("kiln-agent")).unwrap();
+    let spawn = || {
+        Command::new("unshare")
+            .args([
+                "--pid",
+                "--fork",
+                "--kill-child",
+                "--mount",
+                "--mount-proc=/proc",
+            ])
+            .arg(format!("--root={}", root.path().display()))
+            .args(["/kiln-agent", "--listen", "/run/agent.sock"])
+            .env_clear()
+            .spawn()
+            .unwrap()
+    };
+    let mut unshare = spawn();
+    let client = AgentClient::new(root.path().join("run/agent.sock"));
+    let began = Instant::now();
+    while client.ping().is_err() {
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "agent did not start"
+        );
+        // Another test thread forking while we copied the binary can hold a write fd
+        // to it for an instant: exec then fails with ETXTBSY. Try again.
+        if unshare.try_wait().unwrap().is_some() {
+            unshare = spawn();
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    let done = client
+        .exec(ExecRequest::shell(
+            "echo $0 $$; pwd; /bin/busybox cat; echo eof",
+        ))
+        .unwrap();
+    let stdout = done.stdout.to_string_lossy();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("/bin/sh "), "{stdout}");
+    assert_eq!(&lines[1..], ["/testbed", "eof"], "{stdout}");
+    let _ = unshare.kill();
+    let _ = unshare.wait();
+}
