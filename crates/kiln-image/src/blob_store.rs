@@ -4,7 +4,7 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::digest::{Digest, HashingWriter, Hasher};
+use crate::digest::{Digest, Hasher, HashingWriter};
 use crate::error::{ImageError, Result};
 
 /// Blobs are written to a temp file in `tmp/` and renamed into place only once their digest is
@@ -105,7 +105,8 @@ impl BlobStore {
             }
         }
         let mut pending = self.begin()?;
-        io::copy(&mut reader, &mut pending.writer).map_err(ImageError::io("copy", what.to_owned()))?;
+        io::copy(&mut reader, &mut pending.writer)
+            .map_err(ImageError::io("copy", what.to_owned()))?;
         self.commit(pending, expected, expected_size, what)
     }
 
@@ -183,7 +184,11 @@ pub(crate) fn list_digest_names(dir: &Path) -> Result<Vec<Digest>> {
     };
     for entry in entries {
         let entry = entry.map_err(ImageError::io("list", dir))?;
-        if let Some(d) = entry.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
+        if let Some(d) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| Digest::from_hex(n).ok())
+        {
             out.push(d);
         }
     }

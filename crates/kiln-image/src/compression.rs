@@ -21,14 +21,19 @@ const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 
 /// Wraps a layer blob in the right decoder.
-pub(crate) fn decompressed<'a>(reader: impl Read + 'a) -> Result<(Compression, Box<dyn Read + 'a>)> {
+pub(crate) fn decompressed<'a>(
+    reader: impl Read + 'a,
+) -> Result<(Compression, Box<dyn Read + 'a>)> {
     let mut buffered = BufReader::with_capacity(256 * 1024, reader);
     let head = buffered
         .fill_buf()
         .map_err(|e| ImageError::BadTar(format!("reading layer: {e}")))?;
     if head.starts_with(GZIP_MAGIC) {
         // Multi-member gzip is legal (and pigz-style writers produce it).
-        return Ok((Compression::Gzip, Box::new(flate2::bufread::MultiGzDecoder::new(buffered))));
+        return Ok((
+            Compression::Gzip,
+            Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        ));
     }
     if head.starts_with(ZSTD_MAGIC) {
         return zstd_decoder(buffered);
@@ -37,7 +42,9 @@ pub(crate) fn decompressed<'a>(reader: impl Read + 'a) -> Result<(Compression, B
 }
 
 #[cfg(feature = "zstd")]
-fn zstd_decoder<'a>(reader: BufReader<impl Read + 'a>) -> Result<(Compression, Box<dyn Read + 'a>)> {
+fn zstd_decoder<'a>(
+    reader: BufReader<impl Read + 'a>,
+) -> Result<(Compression, Box<dyn Read + 'a>)> {
     let decoder = zstd::stream::read::Decoder::with_buffer(reader)
         .map_err(|e| ImageError::BadTar(format!("zstd: {e}")))?;
     Ok((Compression::Zstd, Box::new(decoder)))

@@ -86,7 +86,7 @@ impl From<Digest> for String {
 impl TryFrom<&oci_spec::image::Digest> for Digest {
     type Error = ImageError;
     fn try_from(d: &oci_spec::image::Digest) -> Result<Self, Self::Error> {
-        Self::parse(&d.to_string())
+        Self::parse(d.as_ref())
     }
 }
 

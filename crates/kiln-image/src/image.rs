@@ -31,7 +31,9 @@ impl ImageConfig {
         };
         Self {
             env: get(|c| c.env()),
-            working_dir: c.and_then(|c| c.working_dir().clone()).filter(|w| !w.is_empty()),
+            working_dir: c
+                .and_then(|c| c.working_dir().clone())
+                .filter(|w| !w.is_empty()),
             cmd: get(|c| c.cmd()),
             entrypoint: get(|c| c.entrypoint()),
             user: c.and_then(|c| c.user().clone()).filter(|u| !u.is_empty()),

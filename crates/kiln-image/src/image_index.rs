@@ -38,14 +38,18 @@ impl ImageIndex {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
             Err(e) => return Err(ImageError::io("read image index", &self.path)(e)),
         };
-        let file: IndexFile = serde_json::from_slice(&bytes).map_err(|e| ImageError::BadMetadata {
-            what: "image index",
-            reason: format!("{}: {e}", self.path.display()),
-        })?;
+        let file: IndexFile =
+            serde_json::from_slice(&bytes).map_err(|e| ImageError::BadMetadata {
+                what: "image index",
+                reason: format!("{}: {e}", self.path.display()),
+            })?;
         if file.version != FORMAT_VERSION {
             return Err(ImageError::BadMetadata {
                 what: "image index",
-                reason: format!("unsupported version {} (want {FORMAT_VERSION})", file.version),
+                reason: format!(
+                    "unsupported version {} (want {FORMAT_VERSION})",
+                    file.version
+                ),
             });
         }
         Ok(file.images)

@@ -32,7 +32,11 @@ impl ImageStore {
     /// directory or a tar file (plain or gzip'd). Blocking: run it on a blocking thread in
     /// async code. Returns the images as stored, one per reference.
     pub fn import(&self, path: &Path, options: &ImportOptions) -> Result<Vec<Image>> {
-        let override_ref = options.reference.as_deref().map(Reference::parse).transpose()?;
+        let override_ref = options
+            .reference
+            .as_deref()
+            .map(Reference::parse)
+            .transpose()?;
         let guard = self.import_guard()?;
         let mut source: Box<dyn ArchiveSource> = if path.is_dir() {
             Box::new(DirSource::new(path)?)
@@ -40,11 +44,22 @@ impl ImageStore {
             Box::new(TarSource::ingest(path, self.blobs())?)
         };
         let result = if let Some(json) = source.metadata("manifest.json")? {
-            self.import_docker(source.as_mut(), &json, override_ref.as_ref(), &options.progress)
+            self.import_docker(
+                source.as_mut(),
+                &json,
+                override_ref.as_ref(),
+                &options.progress,
+            )
         } else if let Some(json) = source.metadata("index.json")? {
-            self.import_oci(source.as_mut(), &json, override_ref.as_ref(), &options.progress)
+            self.import_oci(
+                source.as_mut(),
+                &json,
+                override_ref.as_ref(),
+                &options.progress,
+            )
         } else {
-            Err(source.bad("neither manifest.json (docker save) nor index.json (OCI layout)".into()))
+            Err(source
+                .bad("neither manifest.json (docker save) nor index.json (OCI layout)".into()))
         };
         drop(guard);
         if !path.is_dir() {
@@ -113,9 +128,16 @@ impl ImageStore {
     }
 
     /// Stores a blob of an OCI layout and returns its bytes (for manifests and configs).
-    fn oci_blob(&self, source: &mut dyn ArchiveSource, digest: &Digest, size: u64) -> Result<Vec<u8>> {
+    fn oci_blob(
+        &self,
+        source: &mut dyn ArchiveSource,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<Vec<u8>> {
         if size > MAX_METADATA_BYTES {
-            return Err(source.bad(format!("{digest} is too large for a manifest ({size} bytes)")));
+            return Err(source.bad(format!(
+                "{digest} is too large for a manifest ({size} bytes)"
+            )));
         }
         source.blob(self.blobs(), &blob_path(digest), Some(digest), Some(size))?;
         self.blobs().read(digest, MAX_METADATA_BYTES)
@@ -141,8 +163,12 @@ impl ImageStore {
         }
         let mut images = Vec::new();
         for entry in entries {
-            let (config_digest, config_size) =
-                source.blob(self.blobs(), &entry.config, digest_in_name(&entry.config).as_ref(), None)?;
+            let (config_digest, config_size) = source.blob(
+                self.blobs(),
+                &entry.config,
+                digest_in_name(&entry.config).as_ref(),
+                None,
+            )?;
             let mut layers = Vec::new();
             for path in &entry.layers {
                 let (digest, size) =
@@ -152,8 +178,7 @@ impl ImageStore {
             }
             // `docker save` ships no distribution manifest; write the OCI one it implies so
             // the image has a manifest digest like any other.
-            let manifest_digest =
-                self.synthesize_manifest(&config_digest, config_size, &layers)?;
+            let manifest_digest = self.synthesize_manifest(&config_digest, config_size, &layers)?;
             let references: Vec<Reference> = match override_ref {
                 Some(r) => vec![r.clone()],
                 None => entry
@@ -166,8 +191,13 @@ impl ImageStore {
             let Some((first, rest)) = references.split_first() else {
                 return Err(ImageError::NoReference(config_digest.to_string()));
             };
-            let image =
-                self.install(first, manifest_digest.clone(), config_digest.clone(), layers, progress)?;
+            let image = self.install(
+                first,
+                manifest_digest.clone(),
+                config_digest.clone(),
+                layers,
+                progress,
+            )?;
             let (layers, config) = (image.layers().to_vec(), image.config().clone());
             images.push(image);
             for r in rest {
@@ -190,9 +220,7 @@ impl ImageStore {
         config_size: u64,
         layers: &[(Digest, String, u64)],
     ) -> Result<Digest> {
-        let descriptor = |media_type: &str, digest: &Digest, size: u64| {
-            serde_json::json!({ "mediaType": media_type, "digest": digest.to_string(), "size": size })
-        };
+        let descriptor = |media_type: &str, digest: &Digest, size: u64| serde_json::json!({ "mediaType": media_type, "digest": digest.to_string(), "size": size });
         let manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": manifest::OCI_MANIFEST,
@@ -223,7 +251,9 @@ fn blob_path(digest: &Digest) -> String {
 /// `blobs/sha256/<hex>` (Docker 25+). Legacy layer tars (`<id>/layer.tar`) are named by an
 /// unrelated ID, so they get no expected digest.
 fn digest_in_name(path: &str) -> Option<Digest> {
-    let name = path.strip_prefix("blobs/sha256/").or_else(|| path.strip_suffix(".json"))?;
+    let name = path
+        .strip_prefix("blobs/sha256/")
+        .or_else(|| path.strip_suffix(".json"))?;
     Digest::from_hex(name).ok()
 }
 
@@ -244,7 +274,9 @@ fn layer_media_type(blobs: &BlobStore, digest: &Digest) -> Result<String> {
 fn oci_reference(
     annotations: Option<&std::collections::HashMap<String, String>>,
 ) -> Result<Option<Reference>> {
-    let Some(a) = annotations else { return Ok(None) };
+    let Some(a) = annotations else {
+        return Ok(None);
+    };
     if let Some(name) = a.get(CONTAINERD_NAME) {
         return Reference::parse(name).map(Some);
     }

@@ -78,9 +78,7 @@ pub(crate) fn safe_components(raw: &Path) -> Result<Vec<OsString>> {
             Component::Normal(name) => out.push(name.to_owned()),
             Component::CurDir => {}
             Component::ParentDir => return Err(unsafe_path("contains `..`")),
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(unsafe_path("absolute path"))
-            }
+            Component::RootDir | Component::Prefix(_) => return Err(unsafe_path("absolute path")),
         }
     }
     Ok(out)
@@ -99,7 +97,10 @@ impl Unpacker<'_> {
         let kind = entry.header().entry_type();
         if matches!(
             kind,
-            EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink
+            EntryType::XGlobalHeader
+                | EntryType::XHeader
+                | EntryType::GNULongName
+                | EntryType::GNULongLink
         ) {
             return Ok(());
         }
@@ -168,17 +169,15 @@ impl Unpacker<'_> {
         self.replace(&path)?;
         let mut set_mode = Some(mode);
         if kind.is_symlink() {
-            let target = entry
-                .link_name()
-                .map_err(bad_tar)?
-                .ok_or_else(|| ImageError::BadTar(format!("symlink {} has no target", raw_path.display())))?;
+            let target = entry.link_name().map_err(bad_tar)?.ok_or_else(|| {
+                ImageError::BadTar(format!("symlink {} has no target", raw_path.display()))
+            })?;
             std::os::unix::fs::symlink(&target, &path).map_err(ImageError::io("symlink", &path))?;
             set_mode = None;
         } else if kind.is_hard_link() {
-            let target = entry
-                .link_name()
-                .map_err(bad_tar)?
-                .ok_or_else(|| ImageError::BadTar(format!("hard link {} has no target", raw_path.display())))?;
+            let target = entry.link_name().map_err(bad_tar)?.ok_or_else(|| {
+                ImageError::BadTar(format!("hard link {} has no target", raw_path.display()))
+            })?;
             let source = self.hard_link_source(&target)?;
             fs::hard_link(&source, &path).map_err(ImageError::io("hard link", &path))?;
             // A hard link shares the inode: its attributes are the source's.
@@ -199,8 +198,13 @@ impl Unpacker<'_> {
                 let major = header.device_major().map_err(bad_tar)?.unwrap_or(0);
                 (major, header.device_minor().map_err(bad_tar)?.unwrap_or(0))
             };
-            mknod(&path, sflag, Mode::empty(), makedev(major.into(), minor.into()))
-                .map_err(|e| ImageError::io("mknod", &path)(e.into()))?;
+            mknod(
+                &path,
+                sflag,
+                Mode::empty(),
+                makedev(major.into(), minor.into()),
+            )
+            .map_err(|e| ImageError::io("mknod", &path)(e.into()))?;
         } else {
             // Regular files, and (as POSIX asks) any type we do not recognise.
             let mut file = OpenOptions::new()
@@ -282,7 +286,9 @@ impl Unpacker<'_> {
         let mut source = self.dest.to_path_buf();
         for c in &comps {
             source.push(c);
-            let is_real_dir = fs::symlink_metadata(&source).map(|m| m.is_dir()).unwrap_or(false);
+            let is_real_dir = fs::symlink_metadata(&source)
+                .map(|m| m.is_dir())
+                .unwrap_or(false);
             if !is_real_dir {
                 return Err(ImageError::UnsafePath {
                     path: target.to_string_lossy().into_owned(),
@@ -317,8 +323,10 @@ fn remove_existing(path: &Path) -> Result<()> {
 
 /// Owner first: `chown` clears set-uid bits, so the mode goes on after it.
 fn set_owner_mode(path: &Path, uid: u64, gid: u64, mode: Option<u32>) -> Result<()> {
-    let uid = u32::try_from(uid).map_err(|_| ImageError::BadTar(format!("uid {uid} out of range")))?;
-    let gid = u32::try_from(gid).map_err(|_| ImageError::BadTar(format!("gid {gid} out of range")))?;
+    let uid =
+        u32::try_from(uid).map_err(|_| ImageError::BadTar(format!("uid {uid} out of range")))?;
+    let gid =
+        u32::try_from(gid).map_err(|_| ImageError::BadTar(format!("gid {gid} out of range")))?;
     std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(ImageError::io("chown", path))?;
     if let Some(mode) = mode {
         fs::set_permissions(path, fs::Permissions::from_mode(mode))

@@ -20,6 +20,7 @@
 //! # let _ = (lowerdir, env); Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod blob_store;
 mod compression;

@@ -99,6 +99,12 @@ pub(crate) fn descriptor_digest(d: &Descriptor) -> Result<(Digest, u64)> {
 pub(crate) fn manifest_layers(m: &ImageManifest) -> Result<Vec<(Digest, String, u64)>> {
     m.layers()
         .iter()
-        .map(|l| Ok((Digest::try_from(l.digest())?, l.media_type().to_string(), l.size())))
+        .map(|l| {
+            Ok((
+                Digest::try_from(l.digest())?,
+                l.media_type().to_string(),
+                l.size(),
+            ))
+        })
         .collect()
 }

@@ -61,7 +61,14 @@ impl ImageStore {
             });
         }
         if !self.blobs().contains(&config_digest) {
-            self.download(&mut client, &config_digest, config_size, None, &Progress::none()).await?;
+            self.download(
+                &mut client,
+                &config_digest,
+                config_size,
+                None,
+                &Progress::none(),
+            )
+            .await?;
         }
         let (config, diff_ids) = self.read_config(&config_digest)?;
         let layers = pair_layers(manifest_layers(&m)?, diff_ids)?;
@@ -76,17 +83,35 @@ impl ImageStore {
         for (index, layer) in layers.iter().enumerate() {
             let digest = layer.digest.clone();
             if self.has_layer(&layer.diff_id) {
-                progress.emit(ProgressEvent::LayerCached { index, count, digest });
+                progress.emit(ProgressEvent::LayerCached {
+                    index,
+                    count,
+                    digest,
+                });
                 continue;
             }
             if !self.blobs().contains(&digest) {
-                self.download(&mut client, &digest, layer.size, Some((index, count)), progress)
-                    .await?;
+                self.download(
+                    &mut client,
+                    &digest,
+                    layer.size,
+                    Some((index, count)),
+                    progress,
+                )
+                .await?;
             }
-            progress.emit(ProgressEvent::LayerUnpacking { index, count, digest: digest.clone() });
+            progress.emit(ProgressEvent::LayerUnpacking {
+                index,
+                count,
+                digest: digest.clone(),
+            });
             let (store, blob, diff_id) = (self.clone(), digest.clone(), layer.diff_id.clone());
             blocking(move || store.unpack_from_blob(&blob, &diff_id)).await?;
-            progress.emit(ProgressEvent::LayerDone { index, count, digest });
+            progress.emit(ProgressEvent::LayerDone {
+                index,
+                count,
+                digest,
+            });
         }
         let (store, progress) = (self.clone(), progress.clone());
         blocking(move || store.commit(&reference, digest, config_digest, layers, config, &progress))
@@ -132,7 +157,12 @@ impl ImageStore {
             }
         }
         let (store, digest) = (self.clone(), digest.clone());
-        blocking(move || store.blobs().commit(pending, Some(&digest), Some(size), &what)).await?;
+        blocking(move || {
+            store
+                .blobs()
+                .commit(pending, Some(&digest), Some(size), &what)
+        })
+        .await?;
         Ok(())
     }
 }

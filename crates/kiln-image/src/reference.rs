@@ -69,7 +69,8 @@ impl Reference {
         if let Some(t) = &tag {
             let tag_ok = !t.is_empty()
                 && t.len() <= 128
-                && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
                 && !t.starts_with(['.', '-']);
             if !tag_ok {
                 return Err(bad("tag must be [A-Za-z0-9_.-], at most 128 characters"));
@@ -147,8 +148,17 @@ mod tests {
 
     #[test]
     fn normalizes_docker_hub_names() {
-        for r in ["ubuntu", "ubuntu:latest", "docker.io/library/ubuntu:latest", "library/ubuntu"] {
-            assert_eq!(Reference::parse(r).unwrap().to_string(), "ubuntu:latest", "{r}");
+        for r in [
+            "ubuntu",
+            "ubuntu:latest",
+            "docker.io/library/ubuntu:latest",
+            "library/ubuntu",
+        ] {
+            assert_eq!(
+                Reference::parse(r).unwrap().to_string(),
+                "ubuntu:latest",
+                "{r}"
+            );
         }
         let r = Reference::parse("ubuntu").unwrap();
         assert_eq!(r.api_repository(), "library/ubuntu");

@@ -40,18 +40,25 @@ pub struct RegistryConfig {
 impl RegistryConfig {
     pub(crate) fn base_url(&self, host: &str) -> String {
         let host_only = host.rsplit_once(':').map_or(host, |(h, port)| {
-            if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host }
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
         });
-        let loopback = host_only == "localhost"
-            || host_only.starts_with("127.")
-            || host_only == "[::1]";
+        let loopback =
+            host_only == "localhost" || host_only.starts_with("127.") || host_only == "[::1]";
         let scheme = if loopback || self.insecure_registries.iter().any(|r| r == host) {
             "http"
         } else {
             "https"
         };
         // Docker Hub's API does not live at its name.
-        let api_host = if host == crate::reference::DEFAULT_REGISTRY { "registry-1.docker.io" } else { host };
+        let api_host = if host == crate::reference::DEFAULT_REGISTRY {
+            "registry-1.docker.io"
+        } else {
+            host
+        };
         format!("{scheme}://{api_host}")
     }
 }
@@ -92,7 +99,9 @@ impl RegistryClient {
     /// Fetches a manifest; returns its bytes and media type.
     pub(crate) async fn manifest(&mut self, reference: &str) -> Result<(Vec<u8>, String)> {
         let url = format!("{}/v2/{}/manifests/{reference}", self.base, self.repository);
-        let resp = self.get(&url, Some(crate::manifest::ACCEPTED_MANIFESTS)).await?;
+        let resp = self
+            .get(&url, Some(crate::manifest::ACCEPTED_MANIFESTS))
+            .await?;
         let header_type = content_type(resp.headers());
         let mut resp = resp;
         let mut bytes = Vec::new();
@@ -147,7 +156,10 @@ impl RegistryClient {
             let body = resp.text().await.unwrap_or_default();
             let body: String = body.chars().take(512).collect();
             return Err(if status == 401 {
-                auth_err(url, &format!("still unauthorized after authenticating: {body}"))
+                auth_err(
+                    url,
+                    &format!("still unauthorized after authenticating: {body}"),
+                )
             } else {
                 ImageError::RegistryStatus {
                     url: url.to_owned(),
@@ -161,10 +173,9 @@ impl RegistryClient {
     async fn authorize(&self, url: &str, challenge: &Challenge) -> Result<String> {
         match challenge.scheme.as_str() {
             "basic" => {
-                let c = self
-                    .credentials
-                    .as_ref()
-                    .ok_or_else(|| auth_err(url, "registry wants Basic auth; no credentials configured"))?;
+                let c = self.credentials.as_ref().ok_or_else(|| {
+                    auth_err(url, "registry wants Basic auth; no credentials configured")
+                })?;
                 Ok(basic_header(c))
             }
             "bearer" => {
@@ -187,7 +198,10 @@ impl RegistryClient {
                 }
                 let resp = req.send().await.map_err(http_err(realm))?;
                 if !resp.status().is_success() {
-                    return Err(auth_err(url, &format!("token endpoint answered {}", resp.status())));
+                    return Err(auth_err(
+                        url,
+                        &format!("token endpoint answered {}", resp.status()),
+                    ));
                 }
                 #[derive(serde::Deserialize)]
                 struct TokenResponse {
@@ -209,7 +223,10 @@ impl RegistryClient {
 fn basic_header(c: &RegistryCredentials) -> String {
     use base64::Engine as _;
     let raw = format!("{}:{}", c.username, c.password);
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
 }
 
 fn content_type(headers: &HeaderMap) -> Option<String> {
@@ -298,9 +315,15 @@ mod tests {
         let mut cfg = RegistryConfig::default();
         assert_eq!(cfg.base_url("127.0.0.1:5000"), "http://127.0.0.1:5000");
         assert_eq!(cfg.base_url("localhost"), "http://localhost");
-        assert_eq!(cfg.base_url("registry.example:5000"), "https://registry.example:5000");
+        assert_eq!(
+            cfg.base_url("registry.example:5000"),
+            "https://registry.example:5000"
+        );
         assert_eq!(cfg.base_url("docker.io"), "https://registry-1.docker.io");
         cfg.insecure_registries.push("registry.example:5000".into());
-        assert_eq!(cfg.base_url("registry.example:5000"), "http://registry.example:5000");
+        assert_eq!(
+            cfg.base_url("registry.example:5000"),
+            "http://registry.example:5000"
+        );
     }
 }

@@ -64,8 +64,16 @@ impl ImageStore {
         let root = fs::canonicalize(root).map_err(ImageError::io("resolve", root))?;
         let inner = Inner {
             blobs: BlobStore::new(root.join("blobs/sha256"), root.join("tmp")),
-            layers: LayerStore::new(root.join("layers/sha256"), root.join("tmp"), root.join("locks")),
-            index: ImageIndex::new(root.join("images.json"), root.join("locks/index.lock"), root.join("tmp")),
+            layers: LayerStore::new(
+                root.join("layers/sha256"),
+                root.join("tmp"),
+                root.join("locks"),
+            ),
+            index: ImageIndex::new(
+                root.join("images.json"),
+                root.join("locks/index.lock"),
+                root.join("tmp"),
+            ),
             tmp: root.join("tmp"),
             store_lock: root.join("locks/store.lock"),
             root,
@@ -226,7 +234,9 @@ impl ImageStore {
     /// Unpacks a layer from its stored blob (blocking).
     pub(crate) fn unpack_from_blob(&self, blob: &Digest, diff_id: &Digest) -> Result<bool> {
         let file = self.inner.blobs.open(blob)?;
-        self.inner.layers.ensure(diff_id, std::io::BufReader::new(file))
+        self.inner
+            .layers
+            .ensure(diff_id, std::io::BufReader::new(file))
     }
 
     /// Unpacks every layer not yet unpacked (blocking), then records the image. The layer blobs
@@ -250,14 +260,33 @@ impl ImageStore {
         for (index, layer) in layers.iter().enumerate() {
             let digest = layer.digest.clone();
             if self.has_layer(&layer.diff_id) {
-                progress.emit(ProgressEvent::LayerCached { index, count, digest });
+                progress.emit(ProgressEvent::LayerCached {
+                    index,
+                    count,
+                    digest,
+                });
                 continue;
             }
-            progress.emit(ProgressEvent::LayerUnpacking { index, count, digest: digest.clone() });
+            progress.emit(ProgressEvent::LayerUnpacking {
+                index,
+                count,
+                digest: digest.clone(),
+            });
             self.unpack_from_blob(&layer.digest, &layer.diff_id)?;
-            progress.emit(ProgressEvent::LayerDone { index, count, digest });
+            progress.emit(ProgressEvent::LayerDone {
+                index,
+                count,
+                digest,
+            });
         }
-        self.commit(reference, manifest_digest, config_digest, layers, config, progress)
+        self.commit(
+            reference,
+            manifest_digest,
+            config_digest,
+            layers,
+            config,
+            progress,
+        )
     }
 
     pub(crate) fn commit(

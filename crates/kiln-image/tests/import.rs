@@ -1,5 +1,6 @@
 //! Importing OCI layouts and `docker save` archives into a store; layer sharing and GC.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 mod support;
 
 use std::fs;
@@ -32,22 +33,34 @@ fn top_layer(tag: &[u8]) -> Vec<u8> {
 }
 
 fn layer_count(store: &ImageStore) -> usize {
-    fs::read_dir(store.root().join("layers/sha256")).unwrap().count()
+    fs::read_dir(store.root().join("layers/sha256"))
+        .unwrap()
+        .count()
 }
 
 fn blob_count(store: &ImageStore) -> usize {
-    fs::read_dir(store.root().join("blobs/sha256")).unwrap().count()
+    fs::read_dir(store.root().join("blobs/sha256"))
+        .unwrap()
+        .count()
 }
 
 fn recorder() -> (Progress, Arc<Mutex<Vec<ProgressEvent>>>) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
-    (Progress::new(move |e| sink.lock().unwrap().push(e.clone())), events)
+    (
+        Progress::new(move |e| sink.lock().unwrap().push(e.clone())),
+        events,
+    )
 }
 
 #[test]
 fn imports_oci_layout_directory_with_whiteouts_applied_by_overlayfs() {
-    let img = TestImage::new(&[base_layer(), top_layer(b"v1")], true, &["PATH=/usr/bin", "LANG=C.UTF-8"], "/work");
+    let img = TestImage::new(
+        &[base_layer(), top_layer(b"v1")],
+        true,
+        &["PATH=/usr/bin", "LANG=C.UTF-8"],
+        "/work",
+    );
     let layout = tempfile::tempdir().unwrap();
     write_oci_layout(layout.path(), &[(&img, "example.com/kiln/base:1")]);
     let root = tempfile::tempdir().unwrap();
@@ -55,7 +68,13 @@ fn imports_oci_layout_directory_with_whiteouts_applied_by_overlayfs() {
 
     let (progress, events) = recorder();
     let images = store
-        .import(layout.path(), &ImportOptions { reference: None, progress })
+        .import(
+            layout.path(),
+            &ImportOptions {
+                reference: None,
+                progress,
+            },
+        )
         .unwrap();
     assert_eq!(images.len(), 1);
     let image = store.get("example.com/kiln/base:1").unwrap();
@@ -66,7 +85,11 @@ fn imports_oci_layout_directory_with_whiteouts_applied_by_overlayfs() {
     assert_eq!(image.config().working_dir.as_deref(), Some("/work"));
     assert_eq!(image.config().user.as_deref(), Some("1000:1000"));
     assert_eq!(image.config().cmd, vec!["/bin/sh"]);
-    let diff_ids: Vec<String> = image.layers().iter().map(|l| l.diff_id.to_string()).collect();
+    let diff_ids: Vec<String> = image
+        .layers()
+        .iter()
+        .map(|l| l.diff_id.to_string())
+        .collect();
     assert_eq!(diff_ids, img.diff_ids);
 
     // Base first; overlay order is the reverse.
@@ -75,17 +98,38 @@ fn imports_oci_layout_directory_with_whiteouts_applied_by_overlayfs() {
     assert!(dirs[0].join("etc/os-release").is_file());
     assert!(dirs[1].join("app").is_file());
     let lower = image.overlay_lowerdir().unwrap();
-    assert_eq!(lower, format!("{}:{}", dirs[1].display(), dirs[0].display()));
+    assert_eq!(
+        lower,
+        format!("{}:{}", dirs[1].display(), dirs[0].display())
+    );
 
     let events = events.lock().unwrap();
-    assert!(matches!(events.first(), Some(ProgressEvent::Resolved { layers: 2, .. })));
-    assert_eq!(events.iter().filter(|e| matches!(e, ProgressEvent::LayerDone { .. })).count(), 2);
-    assert!(matches!(events.last(), Some(ProgressEvent::Committed { .. })));
+    assert!(matches!(
+        events.first(),
+        Some(ProgressEvent::Resolved { layers: 2, .. })
+    ));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, ProgressEvent::LayerDone { .. }))
+            .count(),
+        2
+    );
+    assert!(matches!(
+        events.last(),
+        Some(ProgressEvent::Committed { .. })
+    ));
 
     // The point of the store: overlayfs stacks the layers and sees the whiteouts.
     let mnt = tempfile::tempdir().unwrap();
     let status = std::process::Command::new("mount")
-        .args(["-t", "overlay", "overlay", "-o", &format!("lowerdir={lower}")])
+        .args([
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            &format!("lowerdir={lower}"),
+        ])
         .arg(mnt.path())
         .status()
         .unwrap();
@@ -98,10 +142,18 @@ fn imports_oci_layout_directory_with_whiteouts_applied_by_overlayfs() {
         merged("var/cache/old").exists(),
         fs::read_to_string(merged("var/cache/new")).ok(),
     );
-    let _ = std::process::Command::new("umount").arg(mnt.path()).status();
+    let _ = std::process::Command::new("umount")
+        .arg(mnt.path())
+        .status();
     assert_eq!(
         seen,
-        (Some("ID=kiln\n".into()), false, true, false, Some("fresh".into())),
+        (
+            Some("ID=kiln\n".into()),
+            false,
+            true,
+            false,
+            Some("fresh".into())
+        ),
         "(os-release, whited-out file visible, tmp dir, opaque-hidden file visible, new file)"
     );
 }
@@ -117,14 +169,29 @@ fn imports_oci_layout_tar_under_given_reference() {
     let root = tempfile::tempdir().unwrap();
     let store = ImageStore::open(root.path()).unwrap();
     // A bare tag names no repository.
-    let err = store.import(tar.path(), &ImportOptions::default()).unwrap_err();
+    let err = store
+        .import(tar.path(), &ImportOptions::default())
+        .unwrap_err();
     assert!(matches!(err, ImageError::NoReference(_)), "{err}");
 
-    let opts = ImportOptions { reference: Some("kiln/plain".into()), ..Default::default() };
+    let opts = ImportOptions {
+        reference: Some("kiln/plain".into()),
+        ..Default::default()
+    };
     let images = store.import(tar.path(), &opts).unwrap();
     assert_eq!(images[0].reference(), "kiln/plain:latest");
-    assert_eq!(store.get("kiln/plain").unwrap().manifest_digest().to_string(), img.manifest_digest());
-    assert_eq!(images[0].layers()[0].media_type, "application/vnd.oci.image.layer.v1.tar");
+    assert_eq!(
+        store
+            .get("kiln/plain")
+            .unwrap()
+            .manifest_digest()
+            .to_string(),
+        img.manifest_digest()
+    );
+    assert_eq!(
+        images[0].layers()[0].media_type,
+        "application/vnd.oci.image.layer.v1.tar"
+    );
     // Only the image's own blobs stay: the tar's other files were collected.
     assert_eq!(blob_count(&store), 3);
 }
@@ -146,25 +213,53 @@ fn picks_linux_amd64_from_a_nested_index() {
         ],
     }))
     .unwrap();
-    fs::write(layout.path().join("blobs/sha256").join(support::sha256_hex(&nested)), &nested).unwrap();
+    fs::write(
+        layout
+            .path()
+            .join("blobs/sha256")
+            .join(support::sha256_hex(&nested)),
+        &nested,
+    )
+    .unwrap();
     let index = serde_json::json!({ "schemaVersion": 2, "manifests": [{
         "mediaType": "application/vnd.oci.image.index.v1+json", "digest": digest(&nested), "size": nested.len(),
         "annotations": { "io.containerd.image.name": "example.com/multi:1" } }] });
-    fs::write(layout.path().join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    fs::write(
+        layout.path().join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
 
     let root = tempfile::tempdir().unwrap();
     let store = ImageStore::open(root.path()).unwrap();
-    let images = store.import(layout.path(), &ImportOptions::default()).unwrap();
-    assert_eq!(images[0].manifest_digest().to_string(), amd.manifest_digest());
-    assert_eq!(fs::read(images[0].layer_dirs()[0].join("app")).unwrap(), b"amd64");
+    let images = store
+        .import(layout.path(), &ImportOptions::default())
+        .unwrap();
+    assert_eq!(
+        images[0].manifest_digest().to_string(),
+        amd.manifest_digest()
+    );
+    assert_eq!(
+        fs::read(images[0].layer_dirs()[0].join("app")).unwrap(),
+        b"amd64"
+    );
 }
 
 fn import_docker_save(legacy: bool) {
     // The same layer twice (Docker writes the second as a symlink in the legacy layout).
     let shared = layer_tar(&[Entry::File("marker", b"same", 0o644)]);
-    let img = TestImage::new(&[base_layer(), shared.clone(), top_layer(b"d"), shared], false, &["A=1"], "/srv");
+    let img = TestImage::new(
+        &[base_layer(), shared.clone(), top_layer(b"d"), shared],
+        false,
+        &["A=1"],
+        "/srv",
+    );
     let tar = tempfile::NamedTempFile::new().unwrap();
-    docker_save_tar(tar.path(), &[(&img, &["kiln/docker:1", "kiln/docker:latest"])], legacy);
+    docker_save_tar(
+        tar.path(),
+        &[(&img, &["kiln/docker:1", "kiln/docker:latest"])],
+        legacy,
+    );
 
     let root = tempfile::tempdir().unwrap();
     let store = ImageStore::open(root.path()).unwrap();
@@ -180,7 +275,13 @@ fn import_docker_save(legacy: bool) {
     assert_eq!(layer_count(&store), 3);
     assert!(image.layer_dirs()[2].join("marker").is_file());
     // docker save has no manifest; the one we wrote is stored and named by its digest.
-    let manifest = fs::read(store.root().join("blobs/sha256").join(image.manifest_digest().hex())).unwrap();
+    let manifest = fs::read(
+        store
+            .root()
+            .join("blobs/sha256")
+            .join(image.manifest_digest().hex()),
+    )
+    .unwrap();
     assert_eq!(digest(&manifest), image.manifest_digest().to_string());
     assert_eq!(store.list().unwrap().len(), 2);
 }
@@ -207,28 +308,59 @@ fn shares_layers_between_images_and_collects_them_on_removal() {
 
     let root = tempfile::tempdir().unwrap();
     let store = ImageStore::open(root.path()).unwrap();
-    store.import(layout.path(), &ImportOptions::default()).unwrap();
+    store
+        .import(layout.path(), &ImportOptions::default())
+        .unwrap();
     let base_dir = store.get("kiln/a:1").unwrap().layer_dirs()[0].clone();
     let base_inode = fs::metadata(&base_dir).unwrap().ino();
 
     let (progress, events) = recorder();
     store
-        .import(layout_b.path(), &ImportOptions { reference: None, progress })
+        .import(
+            layout_b.path(),
+            &ImportOptions {
+                reference: None,
+                progress,
+            },
+        )
         .unwrap();
     let image_b = store.get("kiln/b:1").unwrap();
     assert_eq!(image_b.layer_dirs()[0], base_dir);
-    assert_eq!(fs::metadata(&base_dir).unwrap().ino(), base_inode, "base not re-unpacked");
+    assert_eq!(
+        fs::metadata(&base_dir).unwrap().ino(),
+        base_inode,
+        "base not re-unpacked"
+    );
     let events = events.lock().unwrap();
-    assert!(matches!(events[1], ProgressEvent::LayerCached { index: 0, .. }), "{events:?}");
-    assert!(matches!(events[2], ProgressEvent::LayerUnpacking { index: 1, .. }), "{events:?}");
+    assert!(
+        matches!(events[1], ProgressEvent::LayerCached { index: 0, .. }),
+        "{events:?}"
+    );
+    assert!(
+        matches!(events[2], ProgressEvent::LayerUnpacking { index: 1, .. }),
+        "{events:?}"
+    );
     assert_eq!(layer_count(&store), 3);
 
     let gc = store.remove("kiln/a:1").unwrap();
-    assert_eq!((gc.layers_removed, gc.blobs_removed), (1, 3), "a's top layer; its manifest, config, top blob");
-    assert!(matches!(store.get("kiln/a:1"), Err(ImageError::NotFound(_))));
-    assert!(base_dir.join("etc/os-release").is_file(), "b still uses the base layer");
+    assert_eq!(
+        (gc.layers_removed, gc.blobs_removed),
+        (1, 3),
+        "a's top layer; its manifest, config, top blob"
+    );
+    assert!(matches!(
+        store.get("kiln/a:1"),
+        Err(ImageError::NotFound(_))
+    ));
+    assert!(
+        base_dir.join("etc/os-release").is_file(),
+        "b still uses the base layer"
+    );
     assert_eq!(layer_count(&store), 2);
-    assert!(matches!(store.remove("kiln/a:1"), Err(ImageError::NotFound(_))));
+    assert!(matches!(
+        store.remove("kiln/a:1"),
+        Err(ImageError::NotFound(_))
+    ));
 
     store.remove("kiln/b:1").unwrap();
     assert_eq!(layer_count(&store), 0);
@@ -243,10 +375,14 @@ fn tag_shares_everything() {
     write_oci_layout(layout.path(), &[(&img, "kiln/t:1")]);
     let root = tempfile::tempdir().unwrap();
     let store = ImageStore::open(root.path()).unwrap();
-    store.import(layout.path(), &ImportOptions::default()).unwrap();
+    store
+        .import(layout.path(), &ImportOptions::default())
+        .unwrap();
     store.tag("kiln/t:1", "kiln/t:2").unwrap();
     store.remove("kiln/t:1").unwrap();
-    assert!(store.get("kiln/t:2").unwrap().layer_dirs()[0].join("etc").is_dir());
+    assert!(store.get("kiln/t:2").unwrap().layer_dirs()[0]
+        .join("etc")
+        .is_dir());
 }
 
 #[test]
@@ -254,7 +390,10 @@ fn rejects_corrupt_blobs_and_wrong_diff_ids_without_publishing() {
     let img = TestImage::new(&[base_layer()], true, &[], "/");
     let layout = tempfile::tempdir().unwrap();
     write_oci_layout(layout.path(), &[(&img, "kiln/bad:1")]);
-    let blob = layout.path().join("blobs/sha256").join(support::sha256_hex(&img.layer_blobs[0]));
+    let blob = layout
+        .path()
+        .join("blobs/sha256")
+        .join(support::sha256_hex(&img.layer_blobs[0]));
     let mut bytes = fs::read(&blob).unwrap();
     let last = bytes.len() - 20;
     bytes[last] ^= 0xff;
@@ -262,7 +401,9 @@ fn rejects_corrupt_blobs_and_wrong_diff_ids_without_publishing() {
 
     let root = tempfile::tempdir().unwrap();
     let store = ImageStore::open(root.path()).unwrap();
-    let err = store.import(layout.path(), &ImportOptions::default()).unwrap_err();
+    let err = store
+        .import(layout.path(), &ImportOptions::default())
+        .unwrap_err();
     assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
 
     // A config whose diff_id does not match the layer's content.
@@ -280,12 +421,25 @@ fn rejects_corrupt_blobs_and_wrong_diff_ids_without_publishing() {
     wrong.manifest = serde_json::to_vec(&manifest).unwrap();
     let layout2 = tempfile::tempdir().unwrap();
     write_oci_layout(layout2.path(), &[(&wrong, "kiln/bad:2")]);
-    let err = store.import(layout2.path(), &ImportOptions::default()).unwrap_err();
-    assert!(matches!(err, ImageError::DigestMismatch { ref what, .. } if what.contains("diff_id")), "{err}");
+    let err = store
+        .import(layout2.path(), &ImportOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(err, ImageError::DigestMismatch { ref what, .. } if what.contains("diff_id")),
+        "{err}"
+    );
 
     assert!(store.list().unwrap().is_empty());
-    assert_eq!(layer_count(&store), 0, "a layer that failed verification is never published");
-    assert_eq!(fs::read_dir(store.root().join("tmp")).unwrap().count(), 0, "temp dirs cleaned");
+    assert_eq!(
+        layer_count(&store),
+        0,
+        "a layer that failed verification is never published"
+    );
+    assert_eq!(
+        fs::read_dir(store.root().join("tmp")).unwrap().count(),
+        0,
+        "temp dirs cleaned"
+    );
 }
 
 #[test]
@@ -298,7 +452,8 @@ fn concurrent_imports_of_the_same_layers_unpack_each_once() {
     let unpacked = Arc::new(Mutex::new(0));
     let threads: Vec<_> = (0..6)
         .map(|i| {
-            let (store, path, unpacked) = (store.clone(), layout.path().to_owned(), unpacked.clone());
+            let (store, path, unpacked) =
+                (store.clone(), layout.path().to_owned(), unpacked.clone());
             std::thread::spawn(move || {
                 let progress = Progress::new(move |e| {
                     if matches!(e, ProgressEvent::LayerDone { .. }) {
@@ -306,7 +461,15 @@ fn concurrent_imports_of_the_same_layers_unpack_each_once() {
                     }
                 });
                 let reference = Some(format!("kiln/c:{i}"));
-                store.import(&path, &ImportOptions { reference, progress }).unwrap();
+                store
+                    .import(
+                        &path,
+                        &ImportOptions {
+                            reference,
+                            progress,
+                        },
+                    )
+                    .unwrap();
             })
         })
         .collect();

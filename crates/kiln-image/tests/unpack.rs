@@ -1,6 +1,7 @@
 //! Layer unpacking: whiteouts, opaque dirs, metadata, and rejection of hostile tars.
 //! Runs as root (device nodes, chown, trusted.* xattrs).
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 mod support;
 
 use std::fs;
@@ -53,9 +54,14 @@ fn opaque_marker_sets_overlay_xattr_and_is_not_materialised() {
         let v = xattr::get(dir.path().join(d), OVERLAY_OPAQUE_XATTR).unwrap();
         assert_eq!(v.as_deref(), Some(&b"y"[..]), "{d}");
     }
-    assert!(xattr::get(dir.path().join("var"), OVERLAY_OPAQUE_XATTR).unwrap().is_none());
+    assert!(xattr::get(dir.path().join("var"), OVERLAY_OPAQUE_XATTR)
+        .unwrap()
+        .is_none());
     assert!(!dir.path().join("var/cache/.wh..wh..opq").exists());
-    assert_eq!(fs::read(dir.path().join("var/cache/fresh")).unwrap(), b"new");
+    assert_eq!(
+        fs::read(dir.path().join("var/cache/fresh")).unwrap(),
+        b"new"
+    );
 }
 
 #[test]
@@ -94,8 +100,15 @@ fn layer_cannot_forge_overlay_xattrs() {
     let tar = b.into_inner().unwrap();
     let dir = tempfile::tempdir().unwrap();
     unpack_layer(&tar[..], dir.path()).unwrap();
-    assert!(xattr::get(dir.path().join("d"), OVERLAY_OPAQUE_XATTR).unwrap().is_none());
-    assert_eq!(xattr::get(dir.path().join("d"), "user.kiln").unwrap().as_deref(), Some(&b"ok"[..]));
+    assert!(xattr::get(dir.path().join("d"), OVERLAY_OPAQUE_XATTR)
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        xattr::get(dir.path().join("d"), "user.kiln")
+            .unwrap()
+            .as_deref(),
+        Some(&b"ok"[..])
+    );
 }
 
 #[test]
@@ -122,10 +135,23 @@ fn preserves_modes_owners_mtimes_links_and_fifos() {
     assert_eq!(notes.mtime(), 1_400_000_000);
     // Symlink targets are stored verbatim, even absolute or climbing ones: they resolve
     // inside the sandbox root, never on the host.
-    assert_eq!(fs::read_link(p.join("bin/sh")).unwrap(), Path::new("/bin/busybox"));
-    assert_eq!(fs::read_link(p.join("home/u/rel")).unwrap(), Path::new("../../etc/outside"));
-    assert_eq!(fs::metadata(p.join("bin/tool2")).unwrap().ino(), tool.ino(), "hard link");
-    assert!(fs::symlink_metadata(p.join("run/fifo")).unwrap().file_type().is_fifo());
+    assert_eq!(
+        fs::read_link(p.join("bin/sh")).unwrap(),
+        Path::new("/bin/busybox")
+    );
+    assert_eq!(
+        fs::read_link(p.join("home/u/rel")).unwrap(),
+        Path::new("../../etc/outside")
+    );
+    assert_eq!(
+        fs::metadata(p.join("bin/tool2")).unwrap().ino(),
+        tool.ino(),
+        "hard link"
+    );
+    assert!(fs::symlink_metadata(p.join("run/fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
     let data = fs::metadata(p.join("data")).unwrap();
     assert_eq!(data.permissions().mode() & 0o777, 0o700);
     // Directory times are applied after their contents are written.
@@ -144,19 +170,34 @@ fn assert_unsafe(entries: &[Entry<'_>], outside: &Path) {
 #[test]
 fn rejects_parent_dir_components() {
     let victim = tempfile::tempdir().unwrap();
-    let name = victim.path().file_name().unwrap().to_str().unwrap().to_owned();
+    let name = victim
+        .path()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
     // The layer dir and `victim` are both under the temp root, so `../<victim>/x` would land
     // inside `victim` if `..` were followed.
     let path = format!("../{name}/escaped");
-    assert_unsafe(&[Entry::File(&path, b"x", 0o644)], &victim.path().join("escaped"));
-    assert_unsafe(&[Entry::File("a/../../escaped", b"x", 0o644)], &victim.path().join("escaped"));
+    assert_unsafe(
+        &[Entry::File(&path, b"x", 0o644)],
+        &victim.path().join("escaped"),
+    );
+    assert_unsafe(
+        &[Entry::File("a/../../escaped", b"x", 0o644)],
+        &victim.path().join("escaped"),
+    );
 }
 
 #[test]
 fn rejects_absolute_paths() {
     let victim = tempfile::tempdir().unwrap();
     let target = victim.path().join("abs");
-    assert_unsafe(&[Entry::File(target.to_str().unwrap(), b"x", 0o644)], &target);
+    assert_unsafe(
+        &[Entry::File(target.to_str().unwrap(), b"x", 0o644)],
+        &target,
+    );
 }
 
 #[test]
@@ -164,12 +205,18 @@ fn rejects_writing_through_a_symlink() {
     let victim = tempfile::tempdir().unwrap();
     let link_target = victim.path().to_str().unwrap().to_owned();
     assert_unsafe(
-        &[Entry::Symlink("evil", &link_target), Entry::File("evil/pwned", b"x", 0o644)],
+        &[
+            Entry::Symlink("evil", &link_target),
+            Entry::File("evil/pwned", b"x", 0o644),
+        ],
         &victim.path().join("pwned"),
     );
     // Same with a relative link climbing out.
     assert_unsafe(
-        &[Entry::Symlink("up", ".."), Entry::File("up/pwned2", b"x", 0o644)],
+        &[
+            Entry::Symlink("up", ".."),
+            Entry::File("up/pwned2", b"x", 0o644),
+        ],
         &victim.path().join("pwned2"),
     );
 }
@@ -184,7 +231,10 @@ fn rejects_hard_links_to_outside_or_missing_files() {
     assert!(!dir.path().join("stolen").exists());
     let (_d, r) = unpack(&[Entry::Hardlink("stolen", "../secret")]);
     assert!(matches!(r, Err(ImageError::UnsafePath { .. })), "{r:?}");
-    let (_d, r) = unpack(&[Entry::Symlink("l", "/"), Entry::Hardlink("stolen", "l/etc/passwd")]);
+    let (_d, r) = unpack(&[
+        Entry::Symlink("l", "/"),
+        Entry::Hardlink("stolen", "l/etc/passwd"),
+    ]);
     assert!(matches!(r, Err(ImageError::UnsafePath { .. })), "{r:?}");
     assert_eq!(fs::metadata(&secret).unwrap().nlink(), 1);
 }
@@ -198,6 +248,9 @@ fn rejects_whiteout_of_parent() {
 #[test]
 fn garbage_is_a_tar_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let r = unpack_layer(&b"this is not a tar file at all, just bytes"[..], dir.path());
+    let r = unpack_layer(
+        &b"this is not a tar file at all, just bytes"[..],
+        dir.path(),
+    );
     assert!(r.is_err());
 }

@@ -52,9 +52,10 @@ pub fn layer_tar(entries: &[Entry<'_>]) -> Vec<u8> {
     for e in entries {
         let (mut h, data): (tar::Header, &[u8]) = match e {
             Entry::Dir(p, mode) => (header(p, tar::EntryType::Directory, 0, *mode), &[]),
-            Entry::File(p, data, mode) => {
-                (header(p, tar::EntryType::Regular, data.len() as u64, *mode), data)
-            }
+            Entry::File(p, data, mode) => (
+                header(p, tar::EntryType::Regular, data.len() as u64, *mode),
+                data,
+            ),
             Entry::Owned(p, data, mode, uid, gid, mtime) => {
                 let mut h = header(p, tar::EntryType::Regular, data.len() as u64, *mode);
                 h.set_uid(*uid);
@@ -164,7 +165,7 @@ impl TestImage {
 pub fn write_oci_layout(dir: &Path, images: &[(&TestImage, &str)]) {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).expect("mkdir");
-    let mut put = |bytes: &[u8]| std::fs::write(blobs.join(sha256_hex(bytes)), bytes).expect("blob");
+    let put = |bytes: &[u8]| std::fs::write(blobs.join(sha256_hex(bytes)), bytes).expect("blob");
     let mut manifests = Vec::new();
     for (img, name) in images {
         put(&img.config);
@@ -179,9 +180,14 @@ pub fn write_oci_layout(dir: &Path, images: &[(&TestImage, &str)]) {
             "annotations": { "org.opencontainers.image.ref.name": name },
         }));
     }
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).expect("oci-layout");
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .expect("oci-layout");
     let index = json!({ "schemaVersion": 2, "manifests": manifests });
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).expect("json")).expect("index");
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&index).expect("json"),
+    )
+    .expect("index");
 }
 
 /// Tars up a directory (paths relative to it).
@@ -197,7 +203,7 @@ pub fn tar_dir(dir: &Path, out: &Path) {
 /// Docker 25+'s `blobs/sha256/<hex>` layout. Layers are stored uncompressed, like Docker does.
 pub fn docker_save_tar(out: &Path, images: &[(&TestImage, &[&str])], legacy: bool) {
     let mut b = tar::Builder::new(std::fs::File::create(out).expect("create"));
-    let mut add = |b: &mut tar::Builder<std::fs::File>, path: &str, data: &[u8]| {
+    let add = |b: &mut tar::Builder<std::fs::File>, path: &str, data: &[u8]| {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
         h.set_mode(0o644);
@@ -218,7 +224,10 @@ pub fn docker_save_tar(out: &Path, images: &[(&TestImage, &[&str])], legacy: boo
             let hex = sha256_hex(layer);
             let path = if legacy {
                 // Docker names legacy layer dirs by a chain ID unrelated to the content digest.
-                format!("{}/layer.tar", sha256_hex(format!("id-{hex}-{}", layer_paths.len()).as_bytes()))
+                format!(
+                    "{}/layer.tar",
+                    sha256_hex(format!("id-{hex}-{}", layer_paths.len()).as_bytes())
+                )
             } else {
                 format!("blobs/sha256/{hex}")
             };
@@ -228,7 +237,8 @@ pub fn docker_save_tar(out: &Path, images: &[(&TestImage, &[&str])], legacy: boo
                     h.set_entry_type(tar::EntryType::Symlink);
                     h.set_size(0);
                     h.set_mode(0o777);
-                    b.append_link(&mut h, &path, format!("../{first}")).expect("symlink");
+                    b.append_link(&mut h, &path, format!("../{first}"))
+                        .expect("symlink");
                 }
                 Some(_) => {}
                 None => {
@@ -240,6 +250,10 @@ pub fn docker_save_tar(out: &Path, images: &[(&TestImage, &[&str])], legacy: boo
         }
         entries.push(json!({ "Config": config_path, "RepoTags": tags, "Layers": layer_paths }));
     }
-    add(&mut b, "manifest.json", &serde_json::to_vec(&entries).expect("json"));
+    add(
+        &mut b,
+        "manifest.json",
+        &serde_json::to_vec(&entries).expect("json"),
+    );
     b.finish().expect("finish");
 }
