@@ -7,6 +7,7 @@ mod atomic_write;
 mod connection;
 mod exec_run;
 mod exec_spawn;
+mod exec_supervise;
 mod exec_table;
 mod file_ops;
 mod output_capture;
