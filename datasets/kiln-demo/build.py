@@ -484,10 +484,14 @@ def build_task(task, scratch, home, bundle_dir):
 
 def render_samples(records):
     lines = []
-    for index, record in enumerate(sorted(records, key=lambda r: r["instance_id"])):
+    seen_per_language = {}
+    for record in sorted(records, key=lambda r: r["instance_id"]):
         record = dict(record)
         # Public SWE-bench dumps store these lists as JSON-encoded strings;
-        # every other record does so here, so consumers must accept both.
+        # every other record of each language does so here, so consumers
+        # must accept both forms.
+        index = seen_per_language.get(record["language"], 0)
+        seen_per_language[record["language"]] = index + 1
         if index % 2 == 0:
             record["FAIL_TO_PASS"] = json.dumps(record["FAIL_TO_PASS"])
             record["PASS_TO_PASS"] = json.dumps(record["PASS_TO_PASS"])

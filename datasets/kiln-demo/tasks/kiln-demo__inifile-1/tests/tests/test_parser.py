@@ -45,9 +45,10 @@ def test_quoted_value_keeps_spaces():
 
 
 def test_quoted_value_may_contain_comment_characters():
-    cfg = loads('[s]\nmotto = "work ; play"\ncolor = \'#ff0000\'\n')
+    cfg = loads('[s]\nmotto = "work ; play"\ncolor = \'#ff0000\'\nlabel = \'red #ff0000\'\n')
     assert cfg.get("s", "motto") == "work ; play"
     assert cfg.get("s", "color") == "#ff0000"
+    assert cfg.get("s", "label") == "red #ff0000"
 
 
 def test_quoted_value_followed_by_inline_comment():
