@@ -1,1 +1,94 @@
+//! Kiln's HTTP layer: the Codeset API under `/api/v1`, its OpenAPI document at
+//! `/api/v1/openapi.json` and a docs UI at `/docs`. It knows nothing of Linux: every
+//! request is turned into calls on [`kiln_services::Kiln`].
 #![forbid(unsafe_code)]
+
+pub mod error;
+pub mod extract;
+pub mod models;
+mod openapi;
+pub mod routes;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Uri};
+use axum::response::IntoResponse;
+use axum::{Json, Router};
+use kiln_services::Kiln;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::ApiError;
+
+pub use openapi::openapi;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub kiln: Arc<Kiln>,
+}
+
+/// The versioned API routes with their OpenAPI description.
+fn api_routes() -> OpenApiRouter<Arc<AppState>> {
+    use routes::*;
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(health::health))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::token))
+        .routes(routes!(users::me))
+        .routes(routes!(users::accept_terms))
+        .routes(routes!(users::create_key, users::revoke_key))
+        .routes(routes!(datasets::list))
+        .routes(routes!(samples::list))
+        .routes(routes!(samples::download))
+}
+
+/// The whole application, ready to serve.
+pub fn router(kiln: Arc<Kiln>) -> Router {
+    let body_limit = kiln.config.limits.max_body_bytes;
+    let state = Arc::new(AppState { kiln });
+    let (api, doc) = api_routes().split_for_parts();
+    let doc = Arc::new(doc);
+    let spec = {
+        let doc = doc.clone();
+        move || async move { Json(doc.as_ref().clone()) }
+    };
+    let api = api
+        .route("/openapi.json", axum::routing::get(spec))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state);
+    Router::new()
+        .nest("/api/v1", api)
+        .merge(openapi::docs_ui(doc.as_ref().clone()))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("handler panicked".into()).into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no such endpoint: {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and lets in-flight
+/// requests finish.
+pub async fn serve(
+    kiln: Arc<Kiln>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(kiln))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,1 +1,308 @@
-fn main() {}
+//! `kiln`: the server and its administration commands.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use kiln_config::{Config, LogFormat, Overrides};
+use kiln_services::datasets::{ImportError, ImportRequest};
+use kiln_services::Kiln;
+
+#[derive(Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Sandboxed environments for coding agents, graded like SWE-bench"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// A TOML configuration file (layered over the defaults, under KILN_* variables).
+    #[arg(long, global = true, env = "KILN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where Kiln keeps its state [default: .kiln; env: KILN_DATA_DIR].
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server (the Codeset API under /api/v1).
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:8000; env: KILN_LISTEN].
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Print the effective configuration (secrets masked).
+    Config,
+    /// Manage users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage datasets.
+    #[command(subcommand)]
+    Datasets(DatasetsCommand),
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Create a user and print its id.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        email: String,
+        /// Make the user an administrator.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Mint an API key for a user and print it (it is shown only this once).
+    Create {
+        /// The user's id (usr_…).
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DatasetsCommand {
+    /// Import SWE-bench-style records (a JSON array or JSON lines). Re-importing a
+    /// sample makes a new version. All or nothing: any bad record imports nothing.
+    Import {
+        file: PathBuf,
+        /// The dataset to import into (created if new).
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// A note stored with the new versions.
+        #[arg(long)]
+        version_description: Option<String>,
+        /// A directory holding the records' repositories (OWNER/NAME.bundle,
+        /// OWNER__NAME.bundle, OWNER/NAME git directories, …).
+        #[arg(long)]
+        repos: Option<PathBuf>,
+    },
+    /// List datasets.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let listen = match &cli.command {
+        Command::Serve { listen } => *listen,
+        _ => None,
+    };
+    let overrides = Overrides {
+        listen,
+        data_dir: cli.global.data_dir.clone(),
+    };
+    let config = match Config::load(cli.global.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("kiln: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kiln: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kiln: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Config => {
+            print!("{}", config.to_masked_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { .. } => serve(config).await,
+        Command::Users(UsersCommand::Create { name, email, admin }) => {
+            let kiln = Kiln::open(config).await?;
+            let user = kiln.auth.create_user(&name, &email, admin).await?;
+            println!("{}", user.user_id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys(KeysCommand::Create { user, name }) => {
+            let kiln = Kiln::open(config).await?;
+            if kiln.store.get_user(&user).await?.is_none() {
+                bail!("no user with id {user:?} (create one with `kiln users create`)");
+            }
+            let key = kiln.auth.create_api_key(&user, name).await?;
+            println!("{}", key.secret);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Datasets(DatasetsCommand::List) => {
+            let kiln = Kiln::open(config).await?;
+            for d in kiln.datasets.list_datasets().await? {
+                println!(
+                    "{:<32} {:>6} samples  {}",
+                    d.name,
+                    d.sample_count,
+                    d.description.unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Datasets(DatasetsCommand::Import {
+            file,
+            name,
+            description,
+            version_description,
+            repos,
+        }) => {
+            import(
+                config,
+                &file,
+                &name,
+                description,
+                version_description,
+                repos.as_deref(),
+            )
+            .await
+        }
+    }
+}
+
+async fn import(
+    config: Config,
+    file: &Path,
+    name: &str,
+    description: Option<String>,
+    version_description: Option<String>,
+    repos: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let limit = config.limits.max_import_bytes;
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("cannot read {}", file.display()))?
+        .len();
+    if size > limit {
+        bail!(
+            "{} is {size} bytes; the import limit is {limit} (limits.max_import_bytes)",
+            file.display()
+        );
+    }
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read {} as UTF-8 text", file.display()))?;
+    let kiln = Kiln::open(config).await?;
+    let request = ImportRequest {
+        dataset: name,
+        description,
+        version_description,
+        text: &text,
+        repos_dir: repos,
+    };
+    match kiln.datasets.import(request).await {
+        Ok(summary) => {
+            println!(
+                "imported into {name}: {} new sample(s), {} new version(s)",
+                summary.created, summary.updated
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ImportError::Records(problems)) => {
+            eprintln!(
+                "kiln: {} problem(s) in {}; nothing was imported:",
+                problems.len(),
+                file.display()
+            );
+            for p in &problems {
+                eprintln!("  {p}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+        Err(ImportError::Service(e)) => Err(e.into()),
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let listen = config.listen;
+    let data_dir = config.data_dir.clone();
+    let kiln = Kiln::open(config).await.context("cannot start")?;
+    let report = kiln.bootstrap().await.context("cannot prepare the store")?;
+    if let Some(key) = &report.admin_key {
+        println!(
+            "Created the admin user. Its API key (shown once; also in {}):",
+            data_dir.join("admin.key").display()
+        );
+        println!();
+        println!("    {key}");
+        println!();
+    }
+    if report.demo_samples_loaded > 0 {
+        tracing::info!(
+            samples = report.demo_samples_loaded,
+            "loaded the kiln-demo dataset"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(%local, store = kiln.store.backend(), data_dir = %data_dir.display(), "kiln is serving");
+    println!("Kiln is serving on http://{local}/api/v1 (docs: http://{local}/docs)");
+    kiln_api::serve(Arc::new(kiln), listener, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT: shutting down"),
+        _ = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -108,7 +108,15 @@ impl Default for LimitsConfig {
 }
 
 /// The top-level settings, as named in the file and (upper-cased) in the environment.
-const SETTINGS: &[&str] = &["listen", "data_dir", "database_url", "log_format", "load_demo_dataset", "auth", "limits"];
+const SETTINGS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "database_url",
+    "log_format",
+    "load_demo_dataset",
+    "auth",
+    "limits",
+];
 
 /// Values given on the command line; they win over every other layer.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -133,7 +141,11 @@ impl Config {
         Self::from_figment(figment, Env::prefixed("KILN_").split("__"), overrides)
     }
 
-    fn from_figment(figment: Figment, env: Env, overrides: &Overrides) -> Result<Self, ConfigError> {
+    fn from_figment(
+        figment: Figment,
+        env: Env,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
         // Only variables that name a setting are read: others share the prefix
         // (KILN_CONFIG names the file; tests and scripts have their own KILN_* variables)
         // and must not trip `deny_unknown_fields`.
@@ -143,7 +155,8 @@ impl Config {
                 key.eq_ignore_ascii_case(name)
                     || (key.len() > name.len()
                         && key[..name.len()].eq_ignore_ascii_case(name)
-                        && (key[name.len()..].starts_with("__") || key[name.len()..].starts_with('.')))
+                        && (key[name.len()..].starts_with("__")
+                            || key[name.len()..].starts_with('.')))
             })
         });
         let config: Config = figment
@@ -157,10 +170,14 @@ impl Config {
 
     fn check(&self) -> Result<(), ConfigError> {
         if self.auth.access_token_ttl_secs == 0 || self.auth.refresh_token_ttl_secs == 0 {
-            return Err(ConfigError::Rule("token lifetimes must be at least one second".into()));
+            return Err(ConfigError::Rule(
+                "token lifetimes must be at least one second".into(),
+            ));
         }
         if self.limits.max_body_bytes < 1024 {
-            return Err(ConfigError::Rule("limits.max_body_bytes must be at least 1024".into()));
+            return Err(ConfigError::Rule(
+                "limits.max_body_bytes must be at least 1024".into(),
+            ));
         }
         Ok(())
     }
@@ -175,7 +192,8 @@ impl Config {
 
     /// The effective configuration as TOML, secrets masked, for `kiln config`.
     pub fn to_masked_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }
 }
 
@@ -186,16 +204,23 @@ mod tests {
     #[test]
     fn layers_override_in_order() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("kiln.toml", "listen = \"127.0.0.1:9000\"\n[auth]\naccess_token_ttl_secs = 60\n")?;
+            jail.create_file(
+                "kiln.toml",
+                "listen = \"127.0.0.1:9000\"\n[auth]\naccess_token_ttl_secs = 60\n",
+            )?;
             jail.set_env("KILN_AUTH__ACCESS_TOKEN_TTL_SECS", "120");
             jail.set_env("KILN_DATA_DIR", "/var/lib/kiln");
             jail.set_env("KILN_TEST_SOMETHING_ELSE", "ignored");
-            let config = Config::load(Some(Path::new("kiln.toml")), &Overrides::default()).expect("loads");
+            let config =
+                Config::load(Some(Path::new("kiln.toml")), &Overrides::default()).expect("loads");
             assert_eq!(config.listen, "127.0.0.1:9000".parse().expect("addr"));
             assert_eq!(config.auth.access_token_ttl_secs, 120, "env beats file");
             assert_eq!(config.data_dir, PathBuf::from("/var/lib/kiln"));
 
-            let overrides = Overrides { data_dir: Some("/tmp/x".into()), listen: None };
+            let overrides = Overrides {
+                data_dir: Some("/tmp/x".into()),
+                listen: None,
+            };
             let config = Config::load(Some(Path::new("kiln.toml")), &overrides).expect("loads");
             assert_eq!(config.data_dir, PathBuf::from("/tmp/x"), "flags beat env");
             Ok(())
@@ -205,7 +230,8 @@ mod tests {
     #[test]
     fn missing_file_and_unknown_keys_are_errors() {
         figment::Jail::expect_with(|jail| {
-            let err = Config::load(Some(Path::new("nope.toml")), &Overrides::default()).unwrap_err();
+            let err =
+                Config::load(Some(Path::new("nope.toml")), &Overrides::default()).unwrap_err();
             assert!(matches!(err, ConfigError::MissingFile(_)));
             jail.create_file("bad.toml", "lisen = \"127.0.0.1:1\"\n")?;
             let err = Config::load(Some(Path::new("bad.toml")), &Overrides::default()).unwrap_err();
@@ -218,18 +244,27 @@ mod tests {
     fn secrets_are_masked_when_printed() {
         let config = Config {
             database_url: Some(Secret::new("postgres://kiln:hunter2@db/kiln")),
-            auth: AuthConfig { jwt_secret: Some(Secret::new("topsecret")), ..AuthConfig::default() },
+            auth: AuthConfig {
+                jwt_secret: Some(Secret::new("topsecret")),
+                ..AuthConfig::default()
+            },
             ..Config::default()
         };
         let printed = config.to_masked_toml();
-        assert!(!printed.contains("hunter2") && !printed.contains("topsecret"), "{printed}");
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("topsecret"),
+            "{printed}"
+        );
         assert!(!format!("{config:?}").contains("hunter2"));
         assert_eq!(config.database_url(), "postgres://kiln:hunter2@db/kiln");
     }
 
     #[test]
     fn default_database_is_sqlite_in_data_dir() {
-        let config = Config { data_dir: "/d".into(), ..Config::default() };
+        let config = Config {
+            data_dir: "/d".into(),
+            ..Config::default()
+        };
         assert_eq!(config.database_url(), "sqlite:///d/kiln.db");
     }
 }

@@ -1,1 +1,150 @@
+//! Kiln's domain services. They hold the rules of the product (who may do what, how a
+//! dataset is imported, how a sample is archived) and know nothing of HTTP or Linux:
+//! the API crate calls them, and they call the store (and, later, the runtime).
 #![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod datasets;
+pub mod demo;
+mod error;
+mod ids;
+pub mod records;
+pub mod repos;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use kiln_config::Config;
+use kiln_store::Store;
+
+pub use error::{FieldError, ServiceError, ServiceResult};
+pub use ids::new_id;
+
+use crate::auth::AuthService;
+use crate::datasets::DatasetService;
+
+/// Everything a running Kiln needs, built once at start and shared by every request.
+pub struct Kiln {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub auth: AuthService,
+    pub datasets: DatasetService,
+}
+
+/// What happened at start that the operator must be told.
+#[derive(Debug, Default)]
+pub struct StartReport {
+    /// The admin's API key, when this start created the admin (first start on an empty
+    /// store). It is shown once and written to `<data-dir>/admin.key`.
+    pub admin_key: Option<String>,
+    pub demo_samples_loaded: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open the store: {0}")]
+    Store(#[from] kiln_store::StoreError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+impl Kiln {
+    /// Opens (creating if needed) the data directory and the store, and prepares the
+    /// services. It does not bootstrap: see [`Kiln::bootstrap`].
+    pub async fn open(config: Config) -> Result<Self, StartError> {
+        let data_dir = config.data_dir.clone();
+        create_private_dir(&data_dir)?;
+        let store = kiln_store::connect(&config.database_url()).await?;
+        let jwt_secret = match &config.auth.jwt_secret {
+            Some(secret) => secret.expose().as_bytes().to_vec(),
+            None => load_or_create_secret(&data_dir.join("jwt.secret"))?,
+        };
+        let auth = AuthService::new(store.clone(), config.auth.clone(), &jwt_secret);
+        let datasets = DatasetService::new(store.clone(), data_dir.join("repos"));
+        Ok(Self {
+            config,
+            store,
+            auth,
+            datasets,
+        })
+    }
+
+    /// First-start duties: an admin user with a key when the store has no user, and the
+    /// demo dataset when configured and absent. Safe to run on every start.
+    pub async fn bootstrap(&self) -> Result<StartReport, StartError> {
+        let mut report = StartReport::default();
+        if self.store.count_users().await? == 0 {
+            let admin = self
+                .auth
+                .create_user("admin", "admin@localhost", true)
+                .await?;
+            let key = self
+                .auth
+                .create_api_key(
+                    &admin.user_id,
+                    Some("admin (created at first start)".into()),
+                )
+                .await?;
+            let path = self.config.data_dir.join("admin.key");
+            write_private_file(&path, format!("{}\n", key.secret).as_bytes())?;
+            report.admin_key = Some(key.secret);
+        }
+        if self.config.load_demo_dataset {
+            report.demo_samples_loaded = demo::load_demo_dataset(&self.datasets).await?;
+        }
+        Ok(report)
+    }
+}
+
+fn create_private_dir(path: &Path) -> Result<(), StartError> {
+    let err = |source| StartError::DataDir {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(path).map_err(err)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)
+}
+
+/// Writes `contents` to a file only its owner can read, replacing it atomically.
+fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), StartError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |source| StartError::DataDir {
+        path: path.display().to_string(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err)?;
+    file.write_all(contents).map_err(err)?;
+    file.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// The JWT signing key: read from `path`, or made and kept there on first start. A file
+/// too short to be a real key (e.g. truncated by a crash) is replaced.
+fn load_or_create_secret(path: &Path) -> Result<Vec<u8>, StartError> {
+    match std::fs::read(path) {
+        Ok(bytes) if bytes.len() >= 32 => Ok(bytes),
+        Err(source) if source.kind() != std::io::ErrorKind::NotFound => Err(StartError::DataDir {
+            path: path.display().to_string(),
+            source,
+        }),
+        _ => {
+            let secret = ids::random_token(64).into_bytes();
+            write_private_file(path, &secret)?;
+            Ok(secret)
+        }
+    }
+}

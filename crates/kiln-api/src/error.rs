@@ -1,0 +1,122 @@
+//! The one place where failures become HTTP responses. Two body shapes, both FastAPI's,
+//! because the official SDK and existing Codeset clients parse them:
+//! validation errors `{"detail":[{"loc":[…],"msg":…,"type":…}]}` (422) and every other
+//! error `{"detail":{"code":…,"message":…}}`. See `docs/API-DESIGN.md` for the table.
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kiln_services::{FieldError, ServiceError};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after_secs: u64,
+    },
+    /// Details are logged, never sent: they may name files, queries or secrets.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(loc: &[&str], msg: impl Into<String>, kind: &str) -> Self {
+        Self::Validation(vec![FieldError::new(loc, msg, kind)])
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_error"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Unauthorized(m) => Self::Unauthorized(m),
+            ServiceError::Forbidden(m) => Self::Forbidden(m),
+            ServiceError::NotFound { what } => Self::NotFound(format!("{what} not found")),
+            ServiceError::Validation(errors) => Self::Validation(errors),
+            ServiceError::Conflict(m) => Self::Conflict(m),
+            ServiceError::LimitExceeded(m) => Self::TooManyRequests {
+                message: m,
+                retry_after_secs: 60,
+            },
+            e @ (ServiceError::Store(_) | ServiceError::Internal(_)) => {
+                Self::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let body = match &self {
+            Self::Validation(errors) => json!({
+                "detail": errors
+                    .iter()
+                    .map(|e| json!({"loc": loc_json(&e.loc), "msg": e.msg, "type": e.kind}))
+                    .collect::<Vec<_>>()
+            }),
+            Self::Internal(detail) => {
+                tracing::error!(error = %detail, "request failed");
+                json!({"detail": {"code": code, "message": "internal server error; the details are in the server log"}})
+            }
+            other => json!({"detail": {"code": code, "message": other.to_string()}}),
+        };
+        let mut response = (status, Json(body)).into_response();
+        match &self {
+            Self::Unauthorized(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::TooManyRequests {
+                retry_after_secs, ..
+            } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// FastAPI puts list indices in `loc` as integers.
+fn loc_json(loc: &[String]) -> Vec<serde_json::Value> {
+    loc.iter()
+        .map(|part| match part.parse::<u64>() {
+            Ok(i) => json!(i),
+            Err(_) => json!(part),
+        })
+        .collect()
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,212 @@
+//! Request extractors whose rejections speak the API's error language: a malformed
+//! body or query is a 422 with FastAPI's `loc`/`msg`/`type`, never axum's plain text.
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use kiln_services::auth::Principal;
+use kiln_services::FieldError;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// A JSON body, parsed leniently about `Content-Type` (clients differ) but strictly
+/// about content: every problem is reported with its location.
+pub struct ValidJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ValidJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection)?;
+        parse_json(&bytes).map(ValidJson)
+    }
+}
+
+/// Like [`ValidJson`] but an absent or empty body means `T::default()`: the SDK sends
+/// `Content-Type: application/json` with no body on some POSTs.
+pub struct OptionalJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection)?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        parse_json(&bytes).map(OptionalJson)
+    }
+}
+
+fn body_rejection(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge("request body is larger than this server accepts".into())
+    } else {
+        ApiError::invalid(
+            &["body"],
+            format!("cannot read request body: {rejection}"),
+            "body_read",
+        )
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid(&["body"], "Field required", "missing"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::Validation(vec![FieldError {
+                loc: vec!["body".into(), inner.column().to_string()],
+                msg: format!("JSON decode error: {inner}"),
+                kind: "json_invalid".into(),
+            }]);
+        }
+        ApiError::Validation(vec![describe(&path, &inner.to_string(), "body")])
+    })
+}
+
+/// Query parameters, with the same error shape (`loc: ["query", name]`).
+pub struct ValidQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ValidQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(ValidQuery)
+            .map_err(|err| {
+                let path = err.path().to_string();
+                ApiError::Validation(vec![describe(
+                    &path,
+                    &err.into_inner().to_string(),
+                    "query",
+                )])
+            })
+    }
+}
+
+/// Turns a serde message into FastAPI's vocabulary.
+fn describe(path: &str, message: &str, root: &str) -> FieldError {
+    let mut loc = vec![root.to_string()];
+    loc.extend(
+        path.split('.')
+            .filter(|p| !p.is_empty() && *p != "?")
+            .map(|p| p.trim_matches(['[', ']']).to_string()),
+    );
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|m| m.split('`').next())
+    {
+        loc.push(field.to_string());
+        return FieldError {
+            loc,
+            msg: "Field required".into(),
+            kind: "missing".into(),
+        };
+    }
+    let (msg, kind) =
+        if message.contains("invalid digit") || message.contains("cannot parse integer") {
+            (
+                "Input should be a valid integer, unable to parse string as an integer".to_string(),
+                "int_parsing",
+            )
+        } else if message.contains("expected a string") {
+            ("Input should be a valid string".to_string(), "string_type")
+        } else if message.contains("expected i")
+            || message.contains("expected u")
+            || message.contains("integer")
+        {
+            (
+                format!("Input should be a valid integer ({message})"),
+                "int_type",
+            )
+        } else if message.contains("expected a boolean")
+            || message.contains("provided string was not `true` or `false`")
+        {
+            ("Input should be a valid boolean".to_string(), "bool_type")
+        } else if message.contains("expected struct") || message.contains("expected a map") {
+            (
+                "Input should be a valid dictionary or object to extract fields from".to_string(),
+                "model_attributes_type",
+            )
+        } else {
+            (message.to_string(), "value_error")
+        };
+    FieldError {
+        loc,
+        msg,
+        kind: kind.into(),
+    }
+}
+
+/// The authenticated caller. Rejects with 401 when the credential is missing or bad.
+pub struct CurrentUser(pub Principal);
+
+impl FromRequestParts<Arc<AppState>> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            ApiError::Unauthorized("missing Authorization header: send `Authorization: Bearer <API key or access token>`".into())
+        })?;
+        let value = header.to_str().map_err(|_| {
+            ApiError::Unauthorized("the Authorization header is not valid text".into())
+        })?;
+        let token =
+            match value.split_once(' ') {
+                Some((scheme, token))
+                    if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+                {
+                    token.trim()
+                }
+                _ => return Err(ApiError::Unauthorized(
+                    "malformed Authorization header: expected `Bearer <API key or access token>`"
+                        .into(),
+                )),
+            };
+        Ok(CurrentUser(state.kiln.auth.authenticate(token).await?))
+    }
+}
+
+/// Checks an integer against a range, FastAPI style.
+pub fn check_range(
+    loc: &[&str],
+    value: i64,
+    min: Option<i64>,
+    max: Option<i64>,
+) -> Result<(), ApiError> {
+    if let Some(min) = min.filter(|min| value < *min) {
+        return Err(ApiError::invalid(
+            loc,
+            format!("Input should be greater than or equal to {min}"),
+            "greater_than_equal",
+        ));
+    }
+    if let Some(max) = max.filter(|max| value > *max) {
+        return Err(ApiError::invalid(
+            loc,
+            format!("Input should be less than or equal to {max}"),
+            "less_than_equal",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,332 @@
+//! Who is calling: API keys (long-lived, for scripts and the SDK) and JWT pairs
+//! (short-lived access tokens, rotating refresh tokens, for interactive clients).
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use kiln_config::AuthConfig;
+use kiln_store::{ApiKeyRecord, NewApiKey, NewRefreshToken, NewUser, RefreshOutcome, Store, User};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ServiceError, ServiceResult};
+use crate::ids::{new_id, random_token, sha256_hex};
+
+/// Every API key starts with this, so a leaked key is recognisable (and greppable by
+/// secret scanners) and the server can tell it from a JWT without trying to decode it.
+pub const API_KEY_PREFIX: &str = "kiln_";
+const API_KEY_SECRET_LEN: usize = 32;
+const MAX_KEY_NAME_LEN: usize = 100;
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: User,
+    pub via: Credential,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    ApiKey { key_id: String },
+    AccessToken,
+}
+
+/// A freshly minted key: the only moment its secret exists outside the caller.
+#[derive(Debug, Clone)]
+pub struct CreatedApiKey {
+    pub record: ApiKeyRecord,
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    iat: i64,
+    exp: i64,
+    jti: String,
+    /// `access` or `refresh`: a refresh token is never accepted as an access token.
+    typ: String,
+    /// The refresh family, on refresh tokens only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fam: Option<String>,
+}
+
+const ACCESS: &str = "access";
+const REFRESH: &str = "refresh";
+
+pub struct AuthService {
+    store: Arc<dyn Store>,
+    config: AuthConfig,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl AuthService {
+    pub fn new(store: Arc<dyn Store>, config: AuthConfig, jwt_secret: &[u8]) -> Self {
+        Self {
+            store,
+            config,
+            encoding: EncodingKey::from_secret(jwt_secret),
+            decoding: DecodingKey::from_secret(jwt_secret),
+        }
+    }
+
+    pub async fn create_user(
+        &self,
+        name: &str,
+        email: &str,
+        is_admin: bool,
+    ) -> ServiceResult<User> {
+        let user = NewUser {
+            user_id: new_id("usr"),
+            name: name.to_string(),
+            email: email.to_string(),
+            github_id: None,
+            github_login: None,
+            is_admin,
+            created_at: Utc::now(),
+        };
+        Ok(self.store.create_user(&user).await?)
+    }
+
+    pub async fn create_api_key(
+        &self,
+        user_id: &str,
+        name: Option<String>,
+    ) -> ServiceResult<CreatedApiKey> {
+        let name = name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+        if name
+            .as_ref()
+            .is_some_and(|n| n.chars().count() > MAX_KEY_NAME_LEN)
+        {
+            return Err(ServiceError::invalid(
+                &["body", "name"],
+                format!("String should have at most {MAX_KEY_NAME_LEN} characters"),
+                "string_too_long",
+            ));
+        }
+        let active = self
+            .store
+            .list_api_keys(user_id)
+            .await?
+            .iter()
+            .filter(|k| k.revoked_at.is_none())
+            .count();
+        if active >= self.config.max_api_keys_per_user as usize {
+            return Err(ServiceError::LimitExceeded(format!(
+                "this user already has {active} active API keys (the limit is {}); revoke one first",
+                self.config.max_api_keys_per_user
+            )));
+        }
+        let secret = format!("{API_KEY_PREFIX}{}", random_token(API_KEY_SECRET_LEN));
+        let key = NewApiKey {
+            key_id: new_id("key"),
+            user_id: user_id.to_string(),
+            name,
+            key_hash: sha256_hex(&secret),
+            masked: mask_key(&secret),
+            created_at: Utc::now(),
+            expires_at: None,
+        };
+        let record = self.store.insert_api_key(&key).await?;
+        Ok(CreatedApiKey { record, secret })
+    }
+
+    pub async fn revoke_api_key(&self, user_id: &str, key_id: &str) -> ServiceResult<()> {
+        if self
+            .store
+            .revoke_api_key(user_id, key_id, Utc::now())
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(ServiceError::not_found(format!(
+                "active API key {key_id:?}"
+            )))
+        }
+    }
+
+    /// Resolves a bearer credential to its user. Every failure is `Unauthorized`, with a
+    /// message that says what to do, but never which part of a secret was wrong.
+    pub async fn authenticate(&self, bearer: &str) -> ServiceResult<Principal> {
+        let now = Utc::now();
+        if bearer.starts_with(API_KEY_PREFIX) {
+            let Some((key, user)) = self.store.find_api_key(&sha256_hex(bearer), now).await? else {
+                return Err(ServiceError::Unauthorized(
+                    "invalid, revoked or expired API key".into(),
+                ));
+            };
+            ensure_active(&user)?;
+            // Last-used is informative only; a failed write must not fail the request.
+            if let Err(e) = self.store.touch_api_key(&key.key_id, now).await {
+                tracing::warn!(error = %e, "could not record API key use");
+            }
+            return Ok(Principal {
+                user,
+                via: Credential::ApiKey { key_id: key.key_id },
+            });
+        }
+        let claims = self.decode(bearer, ACCESS)?;
+        let user = self.store.get_user(&claims.sub).await?.ok_or_else(|| {
+            ServiceError::Unauthorized("the token's user no longer exists".into())
+        })?;
+        ensure_active(&user)?;
+        Ok(Principal {
+            user,
+            via: Credential::AccessToken,
+        })
+    }
+
+    /// Starts a new refresh family for `user` (a sign-in).
+    pub async fn issue_tokens(&self, user: &User) -> ServiceResult<TokenPair> {
+        let now = Utc::now();
+        self.store.set_last_login(&user.user_id, now).await?;
+        self.mint_pair(&user.user_id, &new_id("fam"), now).await
+    }
+
+    /// Exchanges a refresh token for a new pair. The old refresh token is spent: using
+    /// it again is treated as theft, and revokes every token of its family.
+    pub async fn refresh(&self, refresh_token: &str) -> ServiceResult<TokenPair> {
+        let claims = self.decode(refresh_token, REFRESH)?;
+        let now = Utc::now();
+        match self.store.consume_refresh_token(&claims.jti, now).await? {
+            RefreshOutcome::Consumed { user_id, family_id } => {
+                let user = self.store.get_user(&user_id).await?.ok_or_else(|| {
+                    ServiceError::Unauthorized("the token's user no longer exists".into())
+                })?;
+                ensure_active(&user)?;
+                self.mint_pair(&user_id, &family_id, now).await
+            }
+            RefreshOutcome::Reused { family_id, .. } => {
+                self.store.revoke_refresh_family(&family_id, now).await?;
+                Err(ServiceError::Unauthorized(
+                    "refresh token already used or revoked; sign in again (all tokens of this sign-in are now revoked)"
+                        .into(),
+                ))
+            }
+            RefreshOutcome::Expired => Err(ServiceError::Unauthorized(
+                "refresh token expired; sign in again".into(),
+            )),
+            RefreshOutcome::Unknown => {
+                Err(ServiceError::Unauthorized("unknown refresh token".into()))
+            }
+        }
+    }
+
+    pub fn access_token_ttl_secs(&self) -> u64 {
+        self.config.access_token_ttl_secs
+    }
+
+    async fn mint_pair(
+        &self,
+        user_id: &str,
+        family_id: &str,
+        now: DateTime<Utc>,
+    ) -> ServiceResult<TokenPair> {
+        let access_exp = now + secs(self.config.access_token_ttl_secs);
+        let refresh_exp = now + secs(self.config.refresh_token_ttl_secs);
+        let access = self.sign(&Claims {
+            sub: user_id.to_string(),
+            iat: now.timestamp(),
+            exp: access_exp.timestamp(),
+            jti: new_id("jti"),
+            typ: ACCESS.into(),
+            fam: None,
+        })?;
+        let refresh_id = new_id("rtk");
+        let refresh = self.sign(&Claims {
+            sub: user_id.to_string(),
+            iat: now.timestamp(),
+            exp: refresh_exp.timestamp(),
+            jti: refresh_id.clone(),
+            typ: REFRESH.into(),
+            fam: Some(family_id.to_string()),
+        })?;
+        self.store
+            .insert_refresh_token(&NewRefreshToken {
+                token_id: refresh_id,
+                family_id: family_id.to_string(),
+                user_id: user_id.to_string(),
+                issued_at: now,
+                expires_at: refresh_exp,
+            })
+            .await?;
+        Ok(TokenPair {
+            access_token: access,
+            refresh_token: refresh,
+            expires_in: self.config.access_token_ttl_secs,
+        })
+    }
+
+    fn sign(&self, claims: &Claims) -> ServiceResult<String> {
+        encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(|e| ServiceError::Internal(format!("cannot sign token: {e}")))
+    }
+
+    fn decode(&self, token: &str, typ: &str) -> ServiceResult<Claims> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 5;
+        let claims = decode::<Claims>(token, &self.decoding, &validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                    ServiceError::Unauthorized(format!("{typ} token expired"))
+                }
+                _ => ServiceError::Unauthorized(format!(
+                    "invalid credentials: expected an API key ({API_KEY_PREFIX}…) or a valid {typ} token"
+                )),
+            })?
+            .claims;
+        if claims.typ != typ {
+            return Err(ServiceError::Unauthorized(format!(
+                "a {} token was given where a {typ} token is needed",
+                claims.typ
+            )));
+        }
+        Ok(claims)
+    }
+}
+
+fn ensure_active(user: &User) -> ServiceResult<()> {
+    if user.is_active {
+        Ok(())
+    } else {
+        Err(ServiceError::Forbidden(
+            "this account is deactivated".into(),
+        ))
+    }
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 1000))
+}
+
+/// `kiln_AbCd…wXyZ`: enough to recognise a key in a list, not enough to use it.
+pub fn mask_key(secret: &str) -> String {
+    let body = secret.strip_prefix(API_KEY_PREFIX).unwrap_or(secret);
+    let chars: Vec<char> = body.chars().collect();
+    if chars.len() < 12 {
+        return format!("{API_KEY_PREFIX}…");
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{API_KEY_PREFIX}{head}…{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masked_keys_hide_the_secret() {
+        let secret = "kiln_abcdEFGHijklMNOPqrstUVWXyz012345";
+        let masked = mask_key(secret);
+        assert_eq!(masked, "kiln_abcd…2345");
+        assert!(!masked.contains("EFGH"));
+    }
+}

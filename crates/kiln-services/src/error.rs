@@ -1,0 +1,55 @@
+use kiln_store::StoreError;
+use thiserror::Error;
+
+/// One field that failed validation, in the shape FastAPI reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Where the bad value is, e.g. `["body", "ttl_minutes"]` or `["query", "page"]`.
+    pub loc: Vec<String>,
+    pub msg: String,
+    /// A machine-readable kind, e.g. `missing`, `int_parsing`, `less_than_equal`.
+    pub kind: String,
+}
+
+impl FieldError {
+    pub fn new(loc: &[&str], msg: impl Into<String>, kind: &str) -> Self {
+        Self {
+            loc: loc.iter().map(|s| s.to_string()).collect(),
+            msg: msg.into(),
+            kind: kind.to_string(),
+        }
+    }
+}
+
+/// What a service can fail with. The HTTP layer maps each variant to a status once.
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("invalid input")]
+    Validation(Vec<FieldError>),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    LimitExceeded(String),
+    #[error("storage failure: {0}")]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::NotFound { what: what.into() }
+    }
+
+    pub fn invalid(loc: &[&str], msg: impl Into<String>, kind: &str) -> Self {
+        Self::Validation(vec![FieldError::new(loc, msg, kind)])
+    }
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
