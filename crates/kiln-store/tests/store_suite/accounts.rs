@@ -1,9 +1,6 @@
 //! Users, API keys and refresh tokens.
-use std::sync::Arc;
-
 use chrono::{Duration, TimeZone, Utc};
 use kiln_store::{NewApiKey, NewRefreshToken, RefreshOutcome, StoreError};
-use tokio::sync::Barrier;
 
 use crate::harness::{base_time, create_user, new_user, TestDb};
 
@@ -319,7 +316,7 @@ pub async fn expired_and_revoked_keys_are_not_found(db: TestDb) {
     );
 }
 
-fn new_token(
+pub(crate) fn new_token(
     token_id: &str,
     family_id: &str,
     expires_at: chrono::DateTime<Utc>,
@@ -438,53 +435,4 @@ pub async fn refresh_token_outcomes(db: TestDb) {
         .revoke_refresh_family("no-such-family", now)
         .await
         .unwrap();
-}
-
-pub async fn refresh_token_consumed_exactly_once_under_concurrency(db: TestDb) {
-    const CALLERS: usize = 16;
-    create_user(db.store.as_ref(), "alice").await;
-    for round in 0..5 {
-        let token_id = format!("race-{round}");
-        let family_id = format!("family-{round}");
-        db.store
-            .insert_refresh_token(&new_token(
-                &token_id,
-                &family_id,
-                base_time() + Duration::hours(1),
-            ))
-            .await
-            .unwrap();
-
-        let barrier = Arc::new(Barrier::new(CALLERS));
-        let callers: Vec<_> = (0..CALLERS)
-            .map(|_| {
-                let (store, barrier, token_id) =
-                    (db.store.clone(), barrier.clone(), token_id.clone());
-                tokio::spawn(async move {
-                    barrier.wait().await;
-                    store
-                        .consume_refresh_token(&token_id, base_time())
-                        .await
-                        .expect("consume")
-                })
-            })
-            .collect();
-        let mut outcomes = Vec::with_capacity(CALLERS);
-        for caller in callers {
-            outcomes.push(caller.await.expect("caller task"));
-        }
-        let consumed = outcomes
-            .iter()
-            .filter(|o| matches!(o, RefreshOutcome::Consumed { .. }))
-            .count();
-        let reused = outcomes
-            .iter()
-            .filter(|o| matches!(o, RefreshOutcome::Reused { family_id: f, .. } if *f == family_id))
-            .count();
-        assert_eq!(
-            (consumed, reused),
-            (1, CALLERS - 1),
-            "round {round}: {outcomes:?}"
-        );
-    }
 }

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod accounts;
+mod concurrency;
 mod harness;
 mod opening;
 mod persistence;
@@ -42,7 +43,6 @@ on_both_backends!(
     accounts::api_keys_lifecycle,
     accounts::expired_and_revoked_keys_are_not_found,
     accounts::refresh_token_outcomes,
-    accounts::refresh_token_consumed_exactly_once_under_concurrency,
     samples::import_creates_dataset_and_versions,
     samples::import_with_duplicate_sample_id_writes_nothing,
     samples::empty_import_creates_the_dataset,
@@ -50,4 +50,6 @@ on_both_backends!(
     samples::search_matches_literally_and_ignores_case,
     samples::pagination_reports_total_of_all_matches,
     persistence::data_survives_reopen,
+    concurrency::refresh_token_consumed_exactly_once_under_concurrency,
+    concurrency::concurrent_imports_of_one_dataset_are_serialized,
 );
