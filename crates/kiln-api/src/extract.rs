@@ -64,18 +64,25 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::invalid(&["body"], "Field required", "missing"));
     }
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|err| {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::Validation(vec![FieldError {
+            loc: vec!["body".into(), e.column().to_string()],
+            msg: format!("JSON decode error: {e}"),
+            kind: "json_invalid".into(),
+        }])
+    })?;
+    // Every request body of this API is an object; serde alone would also read a
+    // struct from a JSON array, which FastAPI (and so the contract) refuses.
+    if !value.is_object() {
+        return Err(ApiError::invalid(
+            &["body"],
+            "Input should be a valid dictionary or object to extract fields from",
+            "model_attributes_type",
+        ));
+    }
+    serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
-        let inner = err.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return ApiError::Validation(vec![FieldError {
-                loc: vec!["body".into(), inner.column().to_string()],
-                msg: format!("JSON decode error: {inner}"),
-                kind: "json_invalid".into(),
-            }]);
-        }
-        ApiError::Validation(vec![describe(&path, &inner.to_string(), "body")])
+        ApiError::Validation(vec![describe(&path, &err.into_inner().to_string(), "body")])
     })
 }
 

@@ -186,13 +186,14 @@ impl DatasetService {
         let json = serde_json::to_vec_pretty(sample_json)
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let mtime = sample.created_at.timestamp().max(0) as u64;
+        let file_name = format!("{root}.tar.gz");
         let gzip = tokio::task::spawn_blocking(move || {
             build_archive(&root, &json, repo_tar.as_deref(), mtime)
         })
         .await
         .map_err(|e| ServiceError::Internal(format!("archive task failed: {e}")))??;
         Ok(SampleArchive {
-            file_name: format!("{root}.tar.gz"),
+            file_name,
             gzip,
             has_repository,
         })

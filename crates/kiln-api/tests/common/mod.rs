@@ -1,0 +1,167 @@
+//! A real Kiln server on 127.0.0.1:0 over a real SQLite file (or the PostgreSQL
+//! database named by `KILN_TEST_DATABASE_URL`), for tests that speak HTTP to it.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use kiln_config::Config;
+use kiln_services::Kiln;
+use reqwest::{Client, RequestBuilder, Response};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+pub struct TestServer {
+    pub base: String,
+    pub admin_key: String,
+    pub kiln: Arc<Kiln>,
+    pub client: Client,
+    _dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            load_demo_dataset: false,
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let kiln = Kiln::open(config).await.expect("open kiln");
+        let report = kiln.bootstrap().await.expect("bootstrap");
+        let admin_key = report.admin_key.expect("first start creates an admin key");
+        let kiln = Arc::new(kiln);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}/api/v1", listener.local_addr().expect("addr"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(kiln_api::serve(kiln.clone(), listener, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            base,
+            admin_key,
+            kiln,
+            client: Client::new(),
+            _dir: dir,
+            stop: Some(stop),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.client.get(format!("{}{path}", self.base))
+    }
+
+    pub fn post(&self, path: &str) -> RequestBuilder {
+        self.client.post(format!("{}{path}", self.base))
+    }
+
+    pub fn delete(&self, path: &str) -> RequestBuilder {
+        self.client.delete(format!("{}{path}", self.base))
+    }
+
+    /// A new non-admin user and an API key for it.
+    pub async fn user(&self, name: &str) -> (String, String) {
+        let user = self
+            .kiln
+            .auth
+            .create_user(name, &format!("{name}@example.com"), false)
+            .await
+            .expect("user");
+        let key = self
+            .kiln
+            .auth
+            .create_api_key(&user.user_id, None)
+            .await
+            .expect("key");
+        (user.user_id, key.secret)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub async fn json(response: Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body = response.text().await.expect("body");
+    let value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    (status, value)
+}
+
+/// Asserts a FastAPI validation body naming `loc`.
+pub fn assert_validation(status: u16, body: &Value, loc: &[&str]) {
+    assert_eq!(status, 422, "{body}");
+    let detail = body["detail"]
+        .as_array()
+        .unwrap_or_else(|| panic!("detail is not a list: {body}"));
+    let locs: Vec<Vec<String>> = detail
+        .iter()
+        .map(|d| {
+            assert!(d["msg"].is_string() && d["type"].is_string(), "{d}");
+            d["loc"]
+                .as_array()
+                .expect("loc")
+                .iter()
+                .map(|p| p.to_string().trim_matches('"').to_string())
+                .collect()
+        })
+        .collect();
+    let want: Vec<String> = loc.iter().map(|s| s.to_string()).collect();
+    assert!(locs.contains(&want), "expected loc {want:?} in {body}");
+}
+
+/// Asserts a `{"detail":{"code","message"}}` error body.
+pub fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["detail"]["code"], code, "{body}");
+    assert!(
+        body["detail"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+/// A git repository with two commits in `dir`; returns (first, second) commit ids.
+pub fn make_repo(dir: &Path) -> (String, String) {
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    std::fs::create_dir_all(dir).expect("mkdir");
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::write(dir.join("lib.py"), "def add(a, b):\n    return a - b\n").expect("write");
+    git(&["add", "."]);
+    git(&["commit", "-qm", "first"]);
+    let first = git(&["rev-parse", "HEAD"]);
+    std::fs::write(dir.join("README"), "second\n").expect("write");
+    git(&["add", "."]);
+    git(&["commit", "-qm", "second"]);
+    (first, git(&["rev-parse", "HEAD"]))
+}
