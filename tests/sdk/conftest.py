@@ -1,0 +1,53 @@
+"""A real `kiln serve` for the SDK tests: the binary named by KILN_BIN, a fresh data
+directory, a free port on 127.0.0.1, the bundled demo dataset."""
+import os
+import pathlib
+import socket
+import subprocess
+import time
+
+import httpx
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def kiln_server(tmp_path_factory):
+    binary = os.environ.get("KILN_BIN")
+    if not binary or not pathlib.Path(binary).is_file():
+        pytest.fail("set KILN_BIN to the path of the built `kiln` binary (e.g. target/debug/kiln)")
+    data_dir = tmp_path_factory.mktemp("kiln-data")
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}/api/v1"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
+    log = open(data_dir.parent / "kiln-server.log", "w")
+    proc = subprocess.Popen(
+        [binary, "serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"kiln serve exited with {proc.returncode}; see {log.name}")
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("kiln serve did not answer /health within 60 s")
+        time.sleep(0.05)
+    key = (data_dir / "admin.key").read_text().strip()
+    yield {"base_url": base, "api_key": key, "data_dir": data_dir}
+    proc.terminate()
+    try:
+        assert proc.wait(timeout=15) == 0, "kiln serve did not shut down cleanly on SIGTERM"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
