@@ -266,7 +266,9 @@ fn drift(contract: &Value, ours: &Value) -> (usize, Vec<String>) {
                     json_schema(o_op, Some(status)),
                 ) {
                     let (ck, ok) = (kinds(&contract, &c), kinds(&ours, &o));
-                    if !compatible(&ck, &ok) && !(status == "200" && path.ends_with("/download")) {
+                    // The download answers with gzip bytes, not the contract's JSON `{}`.
+                    let binary = status == "200" && path.ends_with("/download");
+                    if !binary && !compatible(&ck, &ok) {
                         problems.push(format!("{op}: {status} body type {ck:?} vs ours {ok:?}"));
                     }
                     check_object(

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Kiln's whole test suite, as CI runs it: the Rust workspace (against a real SQLite
+# file, a real PostgreSQL server and a real registry), then the official Python SDK
+# and the SWE-bench parity tests against the real binaries. Run it as root: sandboxes,
+# overlayfs and cgroups need it. It starts what it needs (PostgreSQL, docker-registry)
+# and installs them from Debian's packages when they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "PostgreSQL"
+KILN_TEST_POSTGRES_URL="$(scripts/start-postgres.sh | tail -n 1)"
+export KILN_TEST_POSTGRES_URL
+
+step "OCI registry"
+registry_url="$(scripts/start-registry.sh | tail -n 1)"
+export KILN_TEST_REGISTRY="${registry_url#http://}"
+
+step "kiln-agent (static)"
+KILN_AGENT_BIN="$(scripts/build-agent.sh | tail -n 1)"
+export KILN_AGENT_BIN
+
+step "Rust workspace tests"
+cargo test --workspace --all-targets
+cargo test --workspace --doc
+
+step "Python: the official codeset SDK and the SWE-bench parity tests"
+venv="${KILN_TEST_VENV:-target/py-venv}"
+if [ ! -x "$venv/bin/pytest" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps -r tests/parity/requirements.txt
+fi
+cargo build --quiet -p kiln-cli -p kiln-verify --bins
+export KILN_BIN="$PWD/target/debug/kiln" KILN_GRADE_BIN="$PWD/target/debug/kiln-grade"
+"$venv/bin/pytest" -q -p no:cacheprovider tests/sdk tests/parity
