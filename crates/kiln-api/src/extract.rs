@@ -162,6 +162,24 @@ fn describe(path: &str, message: &str, root: &str) -> FieldError {
     }
 }
 
+/// Path parameters; a segment that does not decode (e.g. invalid UTF-8) is a 422.
+pub struct ValidPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ValidPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ValidPath(value)),
+            Err(rejection) => Err(ApiError::invalid(
+                &["path"],
+                rejection.body_text(),
+                "path_parsing",
+            )),
+        }
+    }
+}
+
 /// The authenticated caller. Rejects with 401 when the credential is missing or bad.
 pub struct CurrentUser(pub Principal);
 

@@ -660,6 +660,7 @@ async fn download_serves_record_and_repository_by_version() {
         ("/samples/nope/acme__calc-1/download", 404),
         ("/samples/alpha/acme__calc-1/download?version=0", 422),
         ("/samples/alpha/acme__calc-1/download?version=x", 422),
+        ("/samples/%ff/acme__calc-1/download", 422),
     ] {
         let (status, body) = json(
             s.get(path)

@@ -1,13 +1,13 @@
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kiln_store::SampleQuery;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{check_range, CurrentUser, ValidQuery};
+use crate::extract::{check_range, CurrentUser, ValidPath, ValidQuery};
 use crate::models::{DownloadParams, SampleListParams, SampleListResponse, SampleView};
 use crate::AppState;
 
@@ -83,7 +83,7 @@ pub async fn list(
 pub async fn download(
     State(state): State<Arc<AppState>>,
     CurrentUser(_me): CurrentUser,
-    Path((dataset, sample_id)): Path<(String, String)>,
+    ValidPath((dataset, sample_id)): ValidPath<(String, String)>,
     ValidQuery(params): ValidQuery<DownloadParams>,
 ) -> ApiResult<Response> {
     if let Some(version) = params.version {
