@@ -14,6 +14,10 @@ pub const DEFAULT_SUITE: &str = "bookworm";
 /// extras. Everything else comes from [`ImageSpec::packages`].
 pub const VARIANT: &str = "minbase";
 
+/// Bumped whenever [`crate::clean_rootfs`] changes what it leaves, so cached trees cleaned
+/// the old way are not reused.
+const CLEANUP_VERSION: u32 = 2;
+
 /// A Debian-based environment image: a suite and the packages to install on top of minbase.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageSpec {
@@ -80,7 +84,7 @@ impl ImageSpec {
     /// The mirror is left out on purpose: any mirror serves the same suite.
     pub fn rootfs_key(&self) -> String {
         let mut hasher = Sha256::new();
-        hasher.update(format!("{VARIANT}\n{}\n", self.suite));
+        hasher.update(format!("{CLEANUP_VERSION}\n{VARIANT}\n{}\n", self.suite));
         hasher.update(self.working_dir.as_bytes());
         for p in self.sorted_packages() {
             hasher.update(b"\n");

@@ -43,10 +43,73 @@ pub fn clean_rootfs(root: &Path, suite: &str, epoch: u64) -> Result<()> {
     // The host's mirror (maybe a proxy) means nothing inside the image.
     let sources = format!("deb http://deb.debian.org/debian {suite} main\n");
     write(&root.join("etc/apt/sources.list"), sources.as_bytes())?;
+    slim(root)?;
     let shadow = root.join("etc/shadow");
     if shadow.exists() {
         let text = fs::read_to_string(&shadow).map_err(EnvImageError::io("read", &shadow))?;
         write(&shadow, fix_shadow_dates(&text, epoch / 86_400).as_bytes())?;
+    }
+    Ok(())
+}
+
+/// What dpkg is told to leave out from now on (as Debian's "slim" container images do), and
+/// what [`slim`] removes from the packages already installed: documentation but the
+/// copyright files, manual pages, info pages and message translations. About 65 MB of a
+/// 330 MB image; no test runner reads them.
+const DPKG_EXCLUDES: &str = "\
+# Written by kiln-envimage: keep environment images small.
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*/LC_MESSAGES/*.mo
+";
+
+fn slim(root: &Path) -> Result<()> {
+    let docs = root.join("usr/share/doc");
+    if let Ok(entries) = fs::read_dir(&docs) {
+        for entry in entries {
+            let path = entry.map_err(EnvImageError::io("list", &docs))?.path();
+            if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                keep_only(&path, "copyright")?;
+            } else {
+                remove_file_if_any(&path)?;
+            }
+        }
+    }
+    empty_dir(&root.join("usr/share/man"), false)?;
+    empty_dir(&root.join("usr/share/info"), false)?;
+    // Translations live in per-language directories; top-level files such as
+    // locale.alias are read by glibc and stay.
+    let locale = root.join("usr/share/locale");
+    if let Ok(entries) = fs::read_dir(&locale) {
+        for entry in entries {
+            let path = entry.map_err(EnvImageError::io("list", &locale))?.path();
+            if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                fs::remove_dir_all(&path).map_err(EnvImageError::io("remove", &path))?;
+            }
+        }
+    }
+    let dpkg_cfg = root.join("etc/dpkg/dpkg.cfg.d");
+    if dpkg_cfg.is_dir() {
+        write(&dpkg_cfg.join("kiln-slim"), DPKG_EXCLUDES.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Removes everything in `dir` except the entry named `keep`.
+fn keep_only(dir: &Path, keep: &str) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(EnvImageError::io("list", dir))? {
+        let entry = entry.map_err(EnvImageError::io("list", dir))?;
+        if entry.file_name() == keep {
+            continue;
+        }
+        let path = entry.path();
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            fs::remove_dir_all(&path).map_err(EnvImageError::io("remove", &path))?;
+        } else {
+            remove_file_if_any(&path)?;
+        }
     }
     Ok(())
 }
@@ -133,6 +196,10 @@ mod tests {
             "etc/apt",
             "tmp/sub",
             "usr/bin",
+            "usr/share/doc/git/contrib",
+            "usr/share/man/man1",
+            "usr/share/locale/de/LC_MESSAGES",
+            "etc/dpkg/dpkg.cfg.d",
         ] {
             fs::create_dir_all(root.join(d)).unwrap();
         }
@@ -146,6 +213,12 @@ mod tests {
             ("etc/passwd-", "x"),
             ("tmp/sub/f", "x"),
             ("usr/bin/tool", "keep me"),
+            ("usr/share/doc/git/copyright", "GPL"),
+            ("usr/share/doc/git/changelog.gz", "x"),
+            ("usr/share/doc/git/contrib/x", "x"),
+            ("usr/share/man/man1/git.1.gz", "x"),
+            ("usr/share/locale/de/LC_MESSAGES/git.mo", "x"),
+            ("usr/share/locale/locale.alias", "keep"),
         ] {
             fs::write(root.join(f), text).unwrap();
         }
