@@ -1,0 +1,215 @@
+//! Can this host run local sandboxes? Each check says what it found and, when it fails,
+//! how to fix it.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use crate::local::cgroup::{CgroupMounts, CgroupVersion};
+use crate::local::LocalConfig;
+
+/// One thing checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostCheck {
+    /// What was checked, e.g. `bubblewrap`.
+    pub name: &'static str,
+    /// Whether it is usable.
+    pub ok: bool,
+    /// What was found (version, path, controllers).
+    pub detail: String,
+    /// How to fix it, when not ok.
+    pub fix: Option<String>,
+}
+
+/// The result of all checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostReport {
+    /// Every check, passed or not.
+    pub checks: Vec<HostCheck>,
+}
+
+impl HostReport {
+    /// Whether every check passed.
+    pub fn is_ready(&self) -> bool {
+        self.checks.iter().all(|c| c.ok)
+    }
+
+    /// The failed checks.
+    pub fn missing(&self) -> impl Iterator<Item = &HostCheck> {
+        self.checks.iter().filter(|c| !c.ok)
+    }
+
+    fn push(&mut self, name: &'static str, ok: bool, detail: String, fix: &str) {
+        self.checks.push(HostCheck {
+            name,
+            ok,
+            detail,
+            fix: (!ok).then(|| fix.to_string()),
+        });
+    }
+}
+
+impl std::fmt::Display for HostReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for check in &self.checks {
+            let mark = if check.ok { "ok " } else { "MISSING" };
+            write!(f, "{mark} {}: {}", check.name, check.detail)?;
+            if let Some(fix) = &check.fix {
+                write!(f, " -> {fix}")?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks what the local backend needs: root, overlayfs, cgroups, bubblewrap, the agent.
+pub fn check_host(config: &LocalConfig) -> HostReport {
+    let mut report = HostReport::default();
+    let root = nix::unistd::geteuid().is_root();
+    report.push(
+        "root",
+        root,
+        if root {
+            "running as root".into()
+        } else {
+            "not root".into()
+        },
+        "run the server as root (the local backend mounts overlayfs and manages cgroups)",
+    );
+
+    let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    let overlay = filesystems
+        .lines()
+        .any(|l| l.trim_end().ends_with("overlay"));
+    report.push(
+        "overlayfs",
+        overlay,
+        if overlay {
+            "overlay in /proc/filesystems".into()
+        } else {
+            "not available".into()
+        },
+        "load the overlay module: modprobe overlay",
+    );
+
+    let (version, controllers) = CgroupMounts::read().controllers();
+    let needed = ["memory", "pids", "cpu"];
+    let have_all = needed.iter().all(|n| controllers.iter().any(|c| c == n));
+    let detail = match version {
+        Some(CgroupVersion::V1) => format!("cgroup v1: {}", controllers.join(" ")),
+        Some(CgroupVersion::V2) => format!("cgroup v2: {}", controllers.join(" ")),
+        None => "no cgroup controllers found".into(),
+    };
+    report.push(
+        "cgroups",
+        have_all,
+        detail,
+        "mount cgroup v2 at /sys/fs/cgroup with memory, pids and cpu enabled (or the v1 controllers)",
+    );
+
+    let bwrap = Command::new(&config.bwrap).arg("--version").output();
+    let (ok, detail) = match bwrap {
+        Ok(out) if out.status.success() => (
+            true,
+            format!(
+                "{} ({})",
+                String::from_utf8_lossy(&out.stdout).trim(),
+                config.bwrap.display()
+            ),
+        ),
+        Ok(out) => (
+            false,
+            format!("{} failed: {}", config.bwrap.display(), out.status),
+        ),
+        Err(e) => (false, format!("{}: {e}", config.bwrap.display())),
+    };
+    report.push(
+        "bubblewrap",
+        ok,
+        detail,
+        "install bubblewrap: apt-get install bubblewrap",
+    );
+
+    let (ok, detail) = check_agent(&config.agent_binary);
+    report.push(
+        "agent",
+        ok,
+        detail,
+        "build the static agent with scripts/build-agent.sh and point the runtime at it",
+    );
+
+    let writable = fs::create_dir_all(&config.root).is_ok() && tempfile_probe(&config.root);
+    report.push(
+        "runtime root",
+        writable,
+        config.root.display().to_string(),
+        "make the runtime root a writable local directory (not NFS)",
+    );
+    report
+}
+
+fn tempfile_probe(dir: &Path) -> bool {
+    let probe = dir.join(format!(".probe-{}", std::process::id()));
+    let ok = fs::write(&probe, b"").is_ok();
+    let _ = fs::remove_file(&probe);
+    ok
+}
+
+/// The agent must exist, be executable and be static: sandboxes have no libc to lend it.
+fn check_agent(path: &Path) -> (bool, String) {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) => return (false, format!("{}: {e}", path.display())),
+    };
+    match elf_needs_interpreter(&bytes) {
+        None => (
+            false,
+            format!("{} is not an x86_64 ELF executable", path.display()),
+        ),
+        Some(true) => (
+            false,
+            format!(
+                "{} is dynamically linked (needs the sandbox's libc)",
+                path.display()
+            ),
+        ),
+        Some(false) => (true, format!("{} (static)", path.display())),
+    }
+}
+
+/// `Some(true)` if the ELF64 file has a `PT_INTERP` program header (dynamic linking).
+fn elf_needs_interpreter(bytes: &[u8]) -> Option<bool> {
+    const PT_INTERP: u32 = 3;
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
+        return None;
+    }
+    let u16_at = |o: usize| Some(u16::from_le_bytes(bytes.get(o..o + 2)?.try_into().ok()?));
+    let u32_at = |o: usize| Some(u32::from_le_bytes(bytes.get(o..o + 4)?.try_into().ok()?));
+    let u64_at = |o: usize| Some(u64::from_le_bytes(bytes.get(o..o + 8)?.try_into().ok()?));
+    let phoff = usize::try_from(u64_at(0x20)?).ok()?;
+    let phentsize = usize::from(u16_at(0x36)?);
+    let phnum = usize::from(u16_at(0x38)?);
+    for i in 0..phnum {
+        if u32_at(phoff + i * phentsize)? == PT_INTERP {
+            return Some(true);
+        }
+    }
+    Some(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_dynamic_from_static_elf() {
+        let dynamic = fs::read("/bin/sh").unwrap_or_default();
+        assert_eq!(elf_needs_interpreter(&dynamic), Some(true));
+        assert_eq!(elf_needs_interpreter(b"#!/bin/sh\n"), None);
+        if let Ok(busybox) = fs::read("/bin/busybox") {
+            // Debian's busybox-static, when installed.
+            assert_eq!(elf_needs_interpreter(&busybox), Some(false));
+        }
+    }
+}

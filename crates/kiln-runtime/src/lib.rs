@@ -1,0 +1,28 @@
+//! Sandboxes: the [`Runtime`] trait and its `local` backend (overlayfs + bubblewrap +
+//! cgroups, with `kiln-agent` as PID 1). Knows nothing of HTTP.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), kiln_runtime::RuntimeError> {
+//! use kiln_runtime::{LocalConfig, LocalRuntime, RootLayers, Runtime, SandboxId, SandboxSpec};
+//! let runtime = LocalRuntime::new(LocalConfig::new("/var/lib/kiln/runtime", "/usr/lib/kiln/kiln-agent"))?;
+//! let id = SandboxId::new("s1")?;
+//! runtime.create(SandboxSpec::new(id.clone(), RootLayers::single("/srv/rootfs"))).await?;
+//! let done = runtime.exec(&id, kiln_protocol::ExecRequest::shell("echo hi")).await?;
+//! assert_eq!(done.stdout.as_bytes(), b"hi\n");
+//! runtime.destroy(&id).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod error;
+pub mod host_check;
+pub mod local;
+pub mod runtime;
+pub mod spec;
+
+pub use error::{Result, RuntimeError};
+pub use host_check::{check_host, HostCheck, HostReport};
+pub use local::{default_agent_binary, LocalConfig, LocalRuntime};
+pub use runtime::{ExecEventSink, ReconcileReport, Runtime};
+pub use spec::{
+    Limits, Network, RootLayers, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot,
+};

@@ -1,0 +1,146 @@
+//! Where a sandbox lives on the host, and the little state kept there so a restarted
+//! server can find (and adopt or remove) what it left running.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, RuntimeError};
+use crate::local::bwrap::SOCKET_NAME;
+use crate::spec::{Limits, RootLayers, SandboxId, SandboxSpec};
+
+/// The directories of one sandbox under `<root>/sandboxes/<id>/`.
+#[derive(Debug, Clone)]
+pub struct SandboxDirs {
+    /// `<root>/sandboxes/<id>`.
+    pub base: PathBuf,
+    /// overlayfs upper directory: everything the sandbox changed.
+    pub upper: PathBuf,
+    /// overlayfs work directory.
+    pub work: PathBuf,
+    /// The merged root.
+    pub merged: PathBuf,
+    /// Bound at `/.kiln/run` inside; holds the agent's socket.
+    pub run: PathBuf,
+}
+
+impl SandboxDirs {
+    /// The layout for `id` under the sandboxes directory.
+    pub fn new(sandboxes: &Path, id: &str) -> Self {
+        let base = sandboxes.join(id);
+        SandboxDirs {
+            upper: base.join("upper"),
+            work: base.join("work"),
+            merged: base.join("merged"),
+            run: base.join("run"),
+            base,
+        }
+    }
+
+    /// Creates the directories, private to root.
+    pub fn create(&self) -> Result<()> {
+        let mut builder = fs::DirBuilder::new();
+        builder.mode(0o700);
+        builder
+            .create(&self.base)
+            .map_err(|e| RuntimeError::io("cannot create", &self.base, e))?;
+        for dir in [&self.upper, &self.work, &self.merged, &self.run] {
+            builder
+                .create(dir)
+                .map_err(|e| RuntimeError::io("cannot create", dir, e))?;
+        }
+        // The upper dir becomes the sandbox's `/`: it must look like a normal root.
+        fs::set_permissions(&self.upper, fs::Permissions::from_mode(0o755))
+            .map_err(|e| RuntimeError::io("cannot chmod", &self.upper, e))
+    }
+
+    /// The agent's socket as seen from the host.
+    pub fn socket(&self) -> PathBuf {
+        self.run.join(SOCKET_NAME)
+    }
+
+    fn state_file(&self) -> PathBuf {
+        self.base.join("state.json")
+    }
+
+    /// Records what a restarted server needs to adopt this sandbox.
+    pub fn write_state(&self, state: &SandboxState) -> Result<()> {
+        let path = self.state_file();
+        let tmp = self.base.join("state.json.tmp");
+        let json = serde_json::to_vec_pretty(state)
+            .map_err(|e| RuntimeError::io("cannot encode", &path, std::io::Error::other(e)))?;
+        fs::write(&tmp, json).map_err(|e| RuntimeError::io("cannot write", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| RuntimeError::io("cannot rename", &path, e))
+    }
+
+    /// Reads the recorded state, if any.
+    pub fn read_state(&self) -> Option<SandboxState> {
+        serde_json::from_slice(&fs::read(self.state_file()).ok()?).ok()
+    }
+}
+
+/// Persisted next to a sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxState {
+    /// Host pid of the agent.
+    pub init_pid: u32,
+    /// Milliseconds since the epoch.
+    pub created_at_ms: u64,
+    /// Layers, topmost first.
+    pub layers: Vec<PathBuf>,
+    /// The agent's environment.
+    pub env: BTreeMap<String, String>,
+    /// Default working directory.
+    pub workdir: Option<String>,
+    /// Hostname.
+    pub hostname: String,
+    /// Memory limit.
+    pub memory_bytes: Option<u64>,
+    /// Pids limit.
+    pub pids: Option<u64>,
+    /// CPU limit.
+    pub cpu_millicores: Option<u32>,
+}
+
+impl SandboxState {
+    /// The state of a sandbox started from `spec`.
+    pub fn new(spec: &SandboxSpec, init_pid: u32, created_at: SystemTime) -> Self {
+        SandboxState {
+            init_pid,
+            created_at_ms: created_at
+                .duration_since(UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .unwrap_or(0),
+            layers: spec.layers.dirs().to_vec(),
+            env: spec.env.clone(),
+            workdir: spec.workdir.clone(),
+            hostname: spec.hostname.clone(),
+            memory_bytes: spec.limits.memory_bytes,
+            pids: spec.limits.pids,
+            cpu_millicores: spec.limits.cpu_millicores,
+        }
+    }
+
+    /// When the sandbox was created.
+    pub fn created_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.created_at_ms)
+    }
+
+    /// The spec the sandbox was started from.
+    pub fn spec(&self, id: SandboxId) -> SandboxSpec {
+        let mut spec = SandboxSpec::new(id, RootLayers::new(self.layers.clone()));
+        spec.env = self.env.clone();
+        spec.workdir = self.workdir.clone();
+        spec.hostname = self.hostname.clone();
+        spec.limits = Limits {
+            memory_bytes: self.memory_bytes,
+            pids: self.pids,
+            cpu_millicores: self.cpu_millicores,
+        };
+        spec
+    }
+}

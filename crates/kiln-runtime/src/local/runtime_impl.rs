@@ -1,0 +1,260 @@
+//! `Runtime` for the local backend: the table of sandboxes and the agent calls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kiln_protocol::{
+    ClientError, DirListing, ExecDone, ExecRequest, FileContent, Metadata, Replaced,
+    WriteFileRequest,
+};
+
+use crate::error::{Result, RuntimeError};
+use crate::host_check::{self, HostReport};
+use crate::local::layout::SandboxDirs;
+use crate::local::sandbox::Sandbox;
+use crate::local::{teardown, LocalRuntime, Slot};
+use crate::runtime::{ExecEventSink, ReconcileReport, Runtime};
+use crate::spec::{SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot};
+
+/// How long destroy waits for bwrap's monitor to be reaped after the kill.
+const REAP_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl LocalRuntime {
+    fn agent_err(id: &SandboxId) -> impl FnOnce(ClientError) -> RuntimeError + '_ {
+        move |source| RuntimeError::Agent {
+            id: id.to_string(),
+            source,
+        }
+    }
+
+    fn with_default_cwd(sandbox: &Sandbox, mut request: ExecRequest) -> ExecRequest {
+        if request.cwd.is_none() {
+            request.cwd.clone_from(&sandbox.spec.workdir);
+        }
+        request
+    }
+
+    /// Removes a sandbox from the table and tears it down; `None` when it was not there.
+    pub(crate) async fn destroy_sandbox(&self, sandbox: Arc<Sandbox>) -> Result<()> {
+        let cgroups = Arc::clone(&self.cgroups);
+        let (cgroup, dirs) = (sandbox.cgroup.clone(), sandbox.dirs.clone());
+        tokio::task::spawn_blocking(move || teardown::teardown(cgroups.as_ref(), &cgroup, &dirs))
+            .await
+            .map_err(|e| {
+                RuntimeError::io(
+                    "teardown task failed for",
+                    &sandbox.dirs.base,
+                    std::io::Error::other(e),
+                )
+            })??;
+        if let Some(mut child) = sandbox.monitor.lock().await.take() {
+            let _ = tokio::time::timeout(REAP_TIMEOUT, child.wait()).await;
+        }
+        Ok(())
+    }
+
+    /// Tears down whatever is on disk for `id` (no table entry needed).
+    pub(crate) async fn teardown_leftovers(&self, id: &str) -> Result<()> {
+        let cgroups = Arc::clone(&self.cgroups);
+        let cgroup = self.cgroups.cgroup_of(id);
+        let dirs = SandboxDirs::new(&self.sandboxes_dir(), id);
+        tokio::task::spawn_blocking(move || teardown::teardown(cgroups.as_ref(), &cgroup, &dirs))
+            .await
+            .map_err(|e| {
+                RuntimeError::io("teardown task failed for", id, std::io::Error::other(e))
+            })?
+    }
+}
+
+#[async_trait]
+impl Runtime for LocalRuntime {
+    async fn create(&self, spec: SandboxSpec) -> Result<SandboxHandle> {
+        {
+            let mut table = self.table();
+            if table.contains_key(&spec.id) {
+                return Err(RuntimeError::AlreadyExists(spec.id.to_string()));
+            }
+            table.insert(spec.id.clone(), Slot::Starting);
+        }
+        match self.start(&spec).await {
+            Ok(sandbox) => {
+                let handle = sandbox.handle();
+                self.table().insert(spec.id.clone(), Slot::Running(sandbox));
+                Ok(handle)
+            }
+            Err(err) => {
+                self.table().remove(&spec.id);
+                Err(err)
+            }
+        }
+    }
+
+    async fn exec(&self, id: &SandboxId, request: ExecRequest) -> Result<ExecDone> {
+        let sandbox = self.get(id)?;
+        let request = Self::with_default_cwd(&sandbox, request);
+        sandbox
+            .client
+            .exec(request)
+            .await
+            .map_err(Self::agent_err(id))
+    }
+
+    async fn exec_streaming(
+        &self,
+        id: &SandboxId,
+        request: ExecRequest,
+        on_event: ExecEventSink<'_>,
+    ) -> Result<ExecDone> {
+        let sandbox = self.get(id)?;
+        let request = Self::with_default_cwd(&sandbox, request);
+        sandbox
+            .client
+            .exec_streaming(request, on_event)
+            .await
+            .map_err(Self::agent_err(id))
+    }
+
+    async fn kill_exec(&self, id: &SandboxId, exec_id: u64, signal: Option<i32>) -> Result<()> {
+        let sandbox = self.get(id)?;
+        sandbox
+            .client
+            .kill(exec_id, signal)
+            .await
+            .map_err(Self::agent_err(id))
+    }
+
+    async fn read_file(
+        &self,
+        id: &SandboxId,
+        path: &str,
+        max_bytes: Option<u64>,
+    ) -> Result<FileContent> {
+        let sandbox = self.get(id)?;
+        sandbox
+            .client
+            .read_file(path, max_bytes)
+            .await
+            .map_err(Self::agent_err(id))
+    }
+
+    async fn write_file(&self, id: &SandboxId, request: WriteFileRequest) -> Result<u64> {
+        let sandbox = self.get(id)?;
+        sandbox
+            .client
+            .write_file(request)
+            .await
+            .map_err(Self::agent_err(id))
+    }
+
+    async fn str_replace(
+        &self,
+        id: &SandboxId,
+        path: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<Replaced> {
+        let sandbox = self.get(id)?;
+        sandbox
+            .client
+            .str_replace(path, old, new)
+            .await
+            .map_err(Self::agent_err(id))
+    }
+
+    async fn list_dir(&self, id: &SandboxId, path: &str) -> Result<DirListing> {
+        let sandbox = self.get(id)?;
+        sandbox
+            .client
+            .list_dir(path)
+            .await
+            .map_err(Self::agent_err(id))
+    }
+
+    async fn stat(&self, id: &SandboxId, path: &str) -> Result<Metadata> {
+        let sandbox = self.get(id)?;
+        sandbox.client.stat(path).await.map_err(Self::agent_err(id))
+    }
+
+    async fn snapshot(&self, id: &SandboxId) -> Result<Snapshot> {
+        let sandbox = self.get(id)?;
+        self.snapshot_sandbox(&sandbox).await
+    }
+
+    async fn remove_snapshot(&self, snapshot_id: &str) -> Result<()> {
+        self.remove_snapshot_layer(snapshot_id).await
+    }
+
+    async fn destroy(&self, id: &SandboxId) -> Result<()> {
+        let slot = {
+            let mut table = self.table();
+            match table.get(id) {
+                Some(Slot::Starting) => {
+                    return Err(RuntimeError::NotFound(format!("{id} (still starting)")))
+                }
+                Some(Slot::Running(_)) => table.remove(id),
+                None => None,
+            }
+        };
+        match slot {
+            Some(Slot::Running(sandbox)) => self.destroy_sandbox(sandbox).await,
+            _ if self.sandbox_dir(id).exists() => self.teardown_leftovers(id.as_str()).await,
+            _ => Err(RuntimeError::NotFound(id.to_string())),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<SandboxInfo>> {
+        let running: Vec<Arc<Sandbox>> = self
+            .table()
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Running(sandbox) => Some(Arc::clone(sandbox)),
+                Slot::Starting => None,
+            })
+            .collect();
+        let mut infos: Vec<SandboxInfo> = running
+            .iter()
+            .map(|sandbox| SandboxInfo {
+                id: sandbox.spec.id.clone(),
+                init_pid: sandbox.init_pid,
+                created_at: sandbox.created_at,
+                memory_bytes: self.cgroups.memory_usage(&sandbox.cgroup),
+            })
+            .collect();
+        infos.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(infos)
+    }
+
+    async fn health(&self) -> HostReport {
+        let config = self.config.clone();
+        tokio::task::spawn_blocking(move || host_check::check_host(&config))
+            .await
+            .unwrap_or_default()
+    }
+
+    async fn reconcile(&self, known: &[SandboxId]) -> Result<ReconcileReport> {
+        self.reconcile_with(known).await
+    }
+
+    async fn shutdown(&self) -> Result<()> {
+        let all: Vec<Arc<Sandbox>> = self
+            .table()
+            .drain()
+            .filter_map(|(_, slot)| match slot {
+                Slot::Running(sandbox) => Some(sandbox),
+                Slot::Starting => None,
+            })
+            .collect();
+        let mut first_error = None;
+        for sandbox in all {
+            if let Err(err) = self.destroy_sandbox(sandbox).await {
+                first_error.get_or_insert(err);
+            }
+        }
+        if let Err(err) = self.reconcile_with(&[]).await {
+            first_error.get_or_insert(err);
+        }
+        self.cgroups.remove_parents();
+        first_error.map_or(Ok(()), Err)
+    }
+}

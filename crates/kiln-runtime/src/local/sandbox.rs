@@ -1,0 +1,67 @@
+//! One running sandbox as the local backend tracks it.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use kiln_protocol::AsyncAgentClient;
+use tokio::process::Child;
+
+use crate::local::cgroup::SandboxCgroup;
+use crate::local::layout::SandboxDirs;
+use crate::spec::{SandboxHandle, SandboxSpec};
+
+/// A sandbox that is running (or was, until destroyed).
+#[derive(Debug)]
+pub struct Sandbox {
+    /// What it was started from (layers, env, limits), for snapshots and forks.
+    pub spec: SandboxSpec,
+    /// Its directories.
+    pub dirs: SandboxDirs,
+    /// Its cgroup.
+    pub cgroup: SandboxCgroup,
+    /// Talks to its agent.
+    pub client: AsyncAgentClient,
+    /// Host pid of the agent.
+    pub init_pid: u32,
+    /// When it became ready.
+    pub created_at: SystemTime,
+    /// From the agent's hello.
+    pub agent_version: String,
+    /// bubblewrap's monitor process; `None` for a sandbox adopted after a restart.
+    pub monitor: tokio::sync::Mutex<Option<Child>>,
+    /// The tail of bwrap's and the agent's stderr.
+    pub stderr_tail: Option<Arc<Mutex<Vec<u8>>>>,
+}
+
+impl Sandbox {
+    /// A sandbox record; the client is pointed at its socket.
+    pub fn new(
+        spec: SandboxSpec,
+        dirs: SandboxDirs,
+        cgroup: SandboxCgroup,
+        init_pid: u32,
+        created_at: SystemTime,
+    ) -> Self {
+        Sandbox {
+            client: AsyncAgentClient::new(dirs.socket()),
+            spec,
+            dirs,
+            cgroup,
+            init_pid,
+            created_at,
+            agent_version: String::new(),
+            monitor: tokio::sync::Mutex::new(None),
+            stderr_tail: None,
+        }
+    }
+
+    /// What `create` returns.
+    pub fn handle(&self) -> SandboxHandle {
+        SandboxHandle {
+            id: self.spec.id.clone(),
+            agent_version: self.agent_version.clone(),
+            init_pid: self.init_pid,
+            created_at: self.created_at,
+        }
+    }
+}

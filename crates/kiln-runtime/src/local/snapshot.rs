@@ -1,0 +1,104 @@
+//! Snapshots: a sandbox's upper directory, copied while its processes are frozen, becomes
+//! a read-only layer that forks stack on top of the sandbox's own layers.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::{Result, RuntimeError};
+use crate::local::sandbox::Sandbox;
+use crate::local::LocalRuntime;
+use crate::spec::{SandboxId, Snapshot};
+
+static SNAPSHOT_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl LocalRuntime {
+    pub(crate) async fn snapshot_sandbox(&self, sandbox: &Arc<Sandbox>) -> Result<Snapshot> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let seq = SNAPSHOT_SEQ.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-{nanos:x}{seq:x}", sandbox.spec.id);
+        let layer = self.layers_dir().join(&id);
+        let tmp = self.layers_dir().join(format!("{id}.partial"));
+        let cgroups = Arc::clone(&self.cgroups);
+        let cgroup = sandbox.cgroup.clone();
+        let upper = sandbox.dirs.upper.clone();
+        let (layer_c, tmp_c) = (layer.clone(), tmp.clone());
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            // Frozen, no process can write while the copy reads: the layer is one
+            // consistent point in time. Thawed whatever the copy's outcome.
+            cgroups.set_frozen(&cgroup, true)?;
+            let copied = copy_tree(&upper, &tmp_c);
+            let thawed = cgroups.set_frozen(&cgroup, false);
+            copied.and(thawed)?;
+            fs::rename(&tmp_c, &layer_c).map_err(|e| RuntimeError::io("cannot rename", &layer_c, e))
+        })
+        .await
+        .map_err(|e| {
+            RuntimeError::io("snapshot task failed for", &layer, std::io::Error::other(e))
+        })?
+        .inspect_err(|_| {
+            let _ = fs::remove_dir_all(&tmp);
+        })?;
+        Ok(Snapshot {
+            id,
+            layers: sandbox.spec.layers.with_top(&layer),
+            layer,
+            spec_template: sandbox.spec.clone(),
+        })
+    }
+
+    pub(crate) async fn remove_snapshot_layer(&self, snapshot_id: &str) -> Result<()> {
+        // Same alphabet as sandbox ids plus nothing that could leave the layers dir.
+        SandboxId::new(snapshot_id)
+            .map_err(|_| RuntimeError::NotFound(format!("snapshot {snapshot_id}")))?;
+        let layer = self.layers_dir().join(snapshot_id);
+        tokio::task::spawn_blocking(move || match fs::remove_dir_all(&layer) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(RuntimeError::NotFound(format!(
+                "snapshot {}",
+                layer.display()
+            ))),
+            Err(e) => Err(RuntimeError::io("cannot remove", &layer, e)),
+        })
+        .await
+        .map_err(|e| {
+            RuntimeError::io(
+                "snapshot removal failed for",
+                snapshot_id,
+                std::io::Error::other(e),
+            )
+        })?
+    }
+}
+
+/// Copies a directory tree with everything overlayfs cares about: owners, modes,
+/// timestamps, xattrs (opaque directories), whiteouts (0:0 character devices), hard
+/// links. `cp -a` does all of it and reflinks where the filesystem can.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    let mut source = from.as_os_str().to_owned();
+    source.push("/.");
+    fs::create_dir(to).map_err(|e| RuntimeError::io("cannot create", to, e))?;
+    let output = Command::new("cp")
+        .arg("-a")
+        .arg("--reflink=auto")
+        .arg(PathBuf::from(source))
+        .arg(to)
+        .output()
+        .map_err(|e| RuntimeError::io("cannot run cp for", to, e))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(RuntimeError::io(
+            "cannot copy the sandbox's changes to",
+            to,
+            std::io::Error::other(String::from_utf8_lossy(&output.stderr).trim().to_string()),
+        ))
+    }
+}

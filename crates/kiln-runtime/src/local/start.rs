@@ -1,0 +1,152 @@
+//! Starting one sandbox, step by step. The order is the point of this file.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use kiln_protocol::AsyncAgentClient;
+
+use crate::error::{Result, RuntimeError};
+use crate::local::bwrap::{self, BwrapLaunch, RUN_DIR};
+use crate::local::layout::{SandboxDirs, SandboxState};
+use crate::local::sandbox::Sandbox;
+use crate::local::{mount_namespace, overlay, teardown, LocalRuntime};
+use crate::spec::SandboxSpec;
+
+/// The agent binds its socket, then restricts it to 0600: only then is it ready.
+const SOCKET_READY_MODE: u32 = 0o600;
+
+impl LocalRuntime {
+    /// Starts `spec`; on failure removes everything it set up.
+    pub(crate) async fn start(&self, spec: &SandboxSpec) -> Result<Arc<Sandbox>> {
+        // 1. Validate before touching the host.
+        let lowerdir = spec.layers.lowerdir_option()?;
+        for layer in spec.layers.dirs() {
+            if !layer.is_dir() {
+                return Err(RuntimeError::InvalidSpec(format!(
+                    "layer {} is not a directory",
+                    layer.display()
+                )));
+            }
+        }
+        let dirs = SandboxDirs::new(&self.sandboxes_dir(), spec.id.as_str());
+        let cgroup = self.cgroups.cgroup_of(spec.id.as_str());
+        // 2. The sandbox's directory; its existence is what "exists" means on disk, so
+        //    a leftover one (crash) is refused rather than reused.
+        if dirs.base.exists() {
+            return Err(RuntimeError::AlreadyExists(spec.id.to_string()));
+        }
+        let result = self.start_in(spec, &lowerdir, &dirs).await;
+        if result.is_err() {
+            let cgroups = Arc::clone(&self.cgroups);
+            let _ = tokio::task::spawn_blocking(move || {
+                teardown::teardown(cgroups.as_ref(), &cgroup, &dirs)
+            })
+            .await;
+        }
+        result
+    }
+
+    async fn start_in(
+        &self,
+        spec: &SandboxSpec,
+        lowerdir: &str,
+        dirs: &SandboxDirs,
+    ) -> Result<Arc<Sandbox>> {
+        dirs.create()?;
+        // 3. The root: image layers read-only, changes in our upper dir.
+        overlay::mount_overlay(lowerdir, &dirs.upper, &dirs.work, &dirs.merged)?;
+        // 4. The cgroup with its limits, before any process exists, so the very first
+        //    fork of bwrap is already accounted and limited.
+        let cgroup = self.cgroups.create(spec.id.as_str(), &spec.limits)?;
+        let cgroup_procs = cgroup.open_procs()?;
+        // 5. bubblewrap: namespaces, mounts, capabilities, seccomp; the agent as PID 1.
+        let launched = bwrap::launch(BwrapLaunch {
+            bwrap: &self.config.bwrap,
+            root: &dirs.merged,
+            agent: &self.agent_binary,
+            run_dir: &dirs.run,
+            hostname: &spec.hostname,
+            env: &spec.env,
+            seccomp_files: &self.seccomp_files,
+            cgroup_procs,
+        })
+        .await?;
+        let mut sandbox = Sandbox::new(
+            spec.clone(),
+            dirs.clone(),
+            cgroup,
+            launched.init_pid,
+            SystemTime::now(),
+        );
+        sandbox.stderr_tail = Some(Arc::clone(&launched.stderr_tail));
+        let mut child = launched.child;
+        // 6. Wait for the agent's socket (bound and restricted).
+        let socket = dirs.socket();
+        let deadline = Instant::now() + self.config.start_timeout;
+        let mut pause = Duration::from_micros(250);
+        loop {
+            if let Ok(meta) = std::fs::symlink_metadata(&socket) {
+                if meta.file_type().is_socket() && meta.mode() & 0o777 == SOCKET_READY_MODE {
+                    break;
+                }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(self.start_failed(
+                    spec,
+                    &launched.stderr_tail,
+                    format!("exited with {status}"),
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(self.start_failed(
+                    spec,
+                    &launched.stderr_tail,
+                    format!("no agent socket within {:?}", self.config.start_timeout),
+                ));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(2));
+        }
+        // 7. Seal the socket directory before anything but the agent runs inside: the
+        //    sandbox's processes share the agent's uid and could replace the socket.
+        mount_namespace::remount_read_only(launched.init_pid, RUN_DIR)?;
+        // 8. Ready means the agent answers its hello.
+        let client = AsyncAgentClient::new(socket);
+        let conn = client.connect().await.map_err(|e| {
+            self.start_failed(
+                spec,
+                &launched.stderr_tail,
+                format!("agent hello failed: {e}"),
+            )
+        })?;
+        sandbox.agent_version = conn.agent_version().to_string();
+        drop(conn);
+        sandbox.client = client;
+        // 9. Remember it on disk for a restarted server.
+        dirs.write_state(&SandboxState::new(
+            spec,
+            launched.init_pid,
+            sandbox.created_at,
+        ))?;
+        sandbox.monitor = tokio::sync::Mutex::new(Some(child));
+        Ok(Arc::new(sandbox))
+    }
+
+    fn start_failed(
+        &self,
+        spec: &SandboxSpec,
+        tail: &Arc<std::sync::Mutex<Vec<u8>>>,
+        reason: String,
+    ) -> RuntimeError {
+        let stderr = bwrap::tail_text(tail);
+        RuntimeError::StartFailed {
+            id: spec.id.to_string(),
+            reason: if stderr.is_empty() {
+                reason
+            } else {
+                format!("{reason}; stderr: {stderr}")
+            },
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The `Runtime` trait: what the services layer asks of any sandbox backend.
+
+use async_trait::async_trait;
+use kiln_protocol::{
+    DirListing, ExecDone, ExecEvent, ExecRequest, FileContent, Metadata, Replaced, WriteFileRequest,
+};
+
+use crate::error::Result;
+use crate::host_check::HostReport;
+use crate::spec::{SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot};
+
+/// Receives the start and the output chunks of a streaming exec, in order.
+pub type ExecEventSink<'a> = &'a mut (dyn FnMut(ExecEvent) + Send);
+
+/// What start-up reconciliation did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Sandboxes (or their leftovers: mounts, cgroups, directories) torn down because
+    /// nobody knows them.
+    pub removed: Vec<String>,
+    /// Known sandboxes found alive and taken over.
+    pub adopted: Vec<SandboxId>,
+    /// Known sandboxes that were not running any more (their leftovers are removed).
+    pub lost: Vec<SandboxId>,
+}
+
+/// Creates, runs commands in, snapshots and destroys sandboxes. Object-safe, so the
+/// server holds an `Arc<dyn Runtime>` and picks the backend from its configuration.
+#[async_trait]
+pub trait Runtime: Send + Sync {
+    /// Starts a sandbox and returns once its agent answers.
+    async fn create(&self, spec: SandboxSpec) -> Result<SandboxHandle>;
+
+    /// Runs a command and returns its (capped) output.
+    async fn exec(&self, id: &SandboxId, request: ExecRequest) -> Result<ExecDone>;
+
+    /// Runs a command, handing its start and each output chunk to `on_event` as they come.
+    async fn exec_streaming(
+        &self,
+        id: &SandboxId,
+        request: ExecRequest,
+        on_event: ExecEventSink<'_>,
+    ) -> Result<ExecDone>;
+
+    /// Signals a running exec's process group (SIGKILL when `signal` is `None`).
+    async fn kill_exec(&self, id: &SandboxId, exec_id: u64, signal: Option<i32>) -> Result<()>;
+
+    /// Reads at most `max_bytes` of a file.
+    async fn read_file(
+        &self,
+        id: &SandboxId,
+        path: &str,
+        max_bytes: Option<u64>,
+    ) -> Result<FileContent>;
+
+    /// Replaces a file atomically; returns the bytes written.
+    async fn write_file(&self, id: &SandboxId, request: WriteFileRequest) -> Result<u64>;
+
+    /// Replaces the single verbatim occurrence of `old` by `new`.
+    async fn str_replace(
+        &self,
+        id: &SandboxId,
+        path: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<Replaced>;
+
+    /// Lists a directory.
+    async fn list_dir(&self, id: &SandboxId, path: &str) -> Result<DirListing>;
+
+    /// Metadata of a path.
+    async fn stat(&self, id: &SandboxId, path: &str) -> Result<Metadata>;
+
+    /// Freezes the sandbox's changes into a new read-only layer; the sandbox keeps running.
+    async fn snapshot(&self, id: &SandboxId) -> Result<Snapshot>;
+
+    /// Deletes a snapshot's layer. Sandboxes forked from it must be destroyed first.
+    async fn remove_snapshot(&self, snapshot_id: &str) -> Result<()>;
+
+    /// Kills everything in the sandbox and removes all trace of it.
+    async fn destroy(&self, id: &SandboxId) -> Result<()>;
+
+    /// The sandboxes this runtime runs.
+    async fn list(&self) -> Result<Vec<SandboxInfo>>;
+
+    /// Whether the host can run sandboxes, and what to install if not.
+    async fn health(&self) -> HostReport;
+
+    /// Start-up: tears down every sandbox not in `known`, takes over the known ones
+    /// still alive.
+    async fn reconcile(&self, known: &[SandboxId]) -> Result<ReconcileReport>;
+
+    /// Destroys every sandbox, leaving nothing mounted or running.
+    async fn shutdown(&self) -> Result<()>;
+}

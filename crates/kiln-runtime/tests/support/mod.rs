@@ -1,0 +1,157 @@
+//! Shared set-up of the privileged end-to-end tests: a busybox rootfs, the static agent,
+//! a runtime in a fresh root.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use kiln_runtime::{LocalConfig, LocalRuntime, RootLayers, SandboxId, SandboxSpec};
+
+/// Where the busybox test rootfs is cached between runs.
+pub const BUSYBOX_ROOTFS: &str = "/var/cache/kiln-test/busybox-rootfs";
+
+/// Why these tests cannot run here, if they cannot.
+fn missing_prerequisite() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("the runtime tests need root".into());
+    }
+    if kiln_runtime::local::find_in_path("bwrap").is_none() {
+        return Some("bubblewrap is not installed (apt-get install bubblewrap)".into());
+    }
+    if !Path::new("/bin/busybox").is_file() {
+        return Some("busybox is not installed (apt-get install busybox-static)".into());
+    }
+    None
+}
+
+/// Returns false (test skipped) when prerequisites are missing; under `CI` it fails
+/// instead, so a CI without them cannot pass silently.
+pub fn prerequisites() -> bool {
+    match missing_prerequisite() {
+        None => true,
+        Some(why) if std::env::var_os("CI").is_some() => panic!("cannot run: {why}"),
+        Some(why) => {
+            eprintln!("SKIPPED: {why}");
+            false
+        }
+    }
+}
+
+/// A busybox-only root filesystem (built once, from Debian's busybox-static).
+pub fn busybox_rootfs() -> PathBuf {
+    static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
+    ROOTFS
+        .get_or_init(|| {
+            let root = PathBuf::from(BUSYBOX_ROOTFS);
+            if root.join("bin/sh").exists() {
+                return root;
+            }
+            let tmp = PathBuf::from(format!("{BUSYBOX_ROOTFS}.tmp{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&tmp);
+            for dir in ["bin", "etc", "tmp", "root", "proc", "dev", "sys", "testbed"] {
+                std::fs::create_dir_all(tmp.join(dir)).unwrap();
+            }
+            std::fs::copy("/bin/busybox", tmp.join("bin/busybox")).unwrap();
+            let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+            for applet in String::from_utf8_lossy(&list.stdout).lines() {
+                if applet != "busybox" {
+                    std::os::unix::fs::symlink("busybox", tmp.join("bin").join(applet)).unwrap();
+                }
+            }
+            std::fs::write(tmp.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+            std::fs::write(tmp.join("testbed/hello.txt"), "hello from the image\n").unwrap();
+            match std::fs::rename(&tmp, &root) {
+                Ok(()) => {}
+                Err(_) => {
+                    // Another test process won the race.
+                    let _ = std::fs::remove_dir_all(&tmp);
+                }
+            }
+            root
+        })
+        .clone()
+}
+
+/// The static agent, built once per test binary with `scripts/build-agent.sh`.
+pub fn agent_binary() -> PathBuf {
+    static AGENT: OnceLock<PathBuf> = OnceLock::new();
+    AGENT
+        .get_or_init(|| {
+            if let Some(path) = std::env::var_os("KILN_AGENT_BIN") {
+                return PathBuf::from(path);
+            }
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-agent.sh");
+            let out = Command::new(&script).output().expect("run build-agent.sh");
+            assert!(
+                out.status.success(),
+                "build-agent.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        })
+        .clone()
+}
+
+/// A runtime in a fresh root directory, removed (with everything in it) on drop.
+pub struct TestRuntime {
+    pub runtime: LocalRuntime,
+    pub root: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TestRuntime {
+    type Target = LocalRuntime;
+    fn deref(&self) -> &LocalRuntime {
+        &self.runtime
+    }
+}
+
+impl Drop for TestRuntime {
+    /// Also after a failed assertion: nothing may stay mounted or running.
+    fn drop(&mut self) {
+        let runtime = &self.runtime;
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                if let Err(err) = rt.block_on(kiln_runtime::Runtime::shutdown(runtime)) {
+                    eprintln!("shutdown after the test failed: {err}");
+                }
+            });
+        });
+    }
+}
+
+pub fn runtime() -> TestRuntime {
+    let root = tempfile::Builder::new()
+        .prefix("kiln-rt-test-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let config = LocalConfig::new(root.path(), agent_binary());
+    let runtime = LocalRuntime::new(config).unwrap();
+    TestRuntime { runtime, root }
+}
+
+/// A spec for the busybox rootfs.
+pub fn busybox_spec(id: &str) -> SandboxSpec {
+    SandboxSpec::new(
+        SandboxId::new(id).unwrap(),
+        RootLayers::single(busybox_rootfs()),
+    )
+}
+
+pub fn id(s: &str) -> SandboxId {
+    SandboxId::new(s).unwrap()
+}
+
+/// Whether anything under `dir` is mounted (in this mount namespace).
+pub fn mounted_under(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .collect()
+}
