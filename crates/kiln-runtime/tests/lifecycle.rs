@@ -5,12 +5,12 @@ mod support;
 
 use std::time::Instant;
 
-use kiln_protocol::ExecRequest;
-use kiln_runtime::Runtime;
+use kiln_protocol::{ExecEvent, ExecRequest, FileKind, OutputStream, WriteFileRequest};
+use kiln_runtime::{RootLayers, Runtime, RuntimeError, SandboxSpec};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn create_exec_destroy() {
+async fn create_exec_destroy_leaves_nothing_behind() {
     if !prerequisites() {
         return;
     }
@@ -22,7 +22,7 @@ async fn create_exec_destroy() {
     let done = rt
         .exec(
             &handle.id,
-            ExecRequest::shell("echo $$; hostname; cat /testbed/hello.txt"),
+            ExecRequest::shell("echo $$; hostname; cat /testbed/hello.txt; cat /proc/1/cmdline"),
         )
         .await
         .unwrap();
@@ -32,7 +32,20 @@ async fn create_exec_destroy() {
     assert_ne!(lines[0], "1", "the shell is not PID 1, the agent is");
     assert_eq!(lines[1], "kiln");
     assert_eq!(lines[2], "hello from the image");
+    assert!(
+        lines[3].starts_with("/.kiln/agent"),
+        "PID 1 is {:?}",
+        lines[3]
+    );
+
+    let listed = rt.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, handle.id);
+    assert!(listed[0].memory_bytes.is_some());
+
     let dir = rt.sandbox_dir(&handle.id);
+    let pids = rt.pids(&handle.id).unwrap();
+    assert!(pids.contains(&(handle.init_pid as i32)));
     assert!(!mounted_under(&dir).is_empty());
     rt.destroy(&handle.id).await.unwrap();
     assert!(
@@ -41,8 +54,181 @@ async fn create_exec_destroy() {
         mounted_under(&dir)
     );
     assert!(!dir.exists());
-    assert!(rt
-        .exec(&handle.id, ExecRequest::shell("true"))
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|s| s.contains(") Z "))
+                    .unwrap_or(true),
+            "pid {pid} survived destroy"
+        );
+    }
+    assert!(matches!(
+        rt.exec(&handle.id, ExecRequest::shell("true")).await,
+        Err(RuntimeError::NotFound(_))
+    ));
+    assert!(rt.list().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_workdir_and_exec_options() {
+    if !prerequisites() {
+        return;
+    }
+    let rt = runtime();
+    let mut spec = busybox_spec("env1");
+    spec.env.insert("IMAGE_VAR".into(), "from-image".into());
+    spec.env.insert("PATH".into(), "/bin".into());
+    spec.workdir = Some("/root".into());
+    spec.hostname = "box-7".into();
+    let h = rt.create(spec).await.unwrap();
+
+    let done = rt
+        .exec(
+            &h.id,
+            ExecRequest::shell("echo $IMAGE_VAR $REQ_VAR; pwd; hostname"),
+        )
         .await
-        .is_err());
+        .unwrap();
+    assert_eq!(done.stdout.to_string_lossy(), "from-image\n/root\nbox-7\n");
+    let done = rt
+        .exec(
+            &h.id,
+            ExecRequest::shell("echo $IMAGE_VAR $REQ_VAR; pwd")
+                .env("REQ_VAR", "from-request")
+                .env("IMAGE_VAR", "overridden")
+                .cwd("/testbed"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        done.stdout.to_string_lossy(),
+        "overridden from-request\n/testbed\n"
+    );
+
+    let done = rt
+        .exec(&h.id, ExecRequest::shell("cat; exit 3").stdin("fed"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.exit_code, done.stdout.to_string_lossy().as_str()),
+        (3, "fed")
+    );
+
+    let mut events = Vec::new();
+    let mut sink = |e: ExecEvent| events.push(e);
+    let done = rt
+        .exec_streaming(
+            &h.id,
+            ExecRequest::shell("echo one; echo two >&2"),
+            &mut sink,
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.exit_code, 0);
+    assert!(matches!(events.first(), Some(ExecEvent::Started { .. })));
+    let streamed: Vec<OutputStream> = events
+        .iter()
+        .filter_map(|e| match e {
+            ExecEvent::Output { stream, .. } => Some(*stream),
+            _ => None,
+        })
+        .collect();
+    assert!(streamed.contains(&OutputStream::Stdout) && streamed.contains(&OutputStream::Stderr));
+
+    let done = rt
+        .exec(&h.id, ExecRequest::shell("sleep 5").timeout_ms(200))
+        .await
+        .unwrap();
+    assert!(done.timed_out);
+    assert_eq!(done.exit_code, 124);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_through_the_agent() {
+    if !prerequisites() {
+        return;
+    }
+    let rt = runtime();
+    let h = rt.create(busybox_spec("files1")).await.unwrap();
+    let written = rt
+        .write_file(
+            &h.id,
+            WriteFileRequest {
+                path: "/testbed/pkg/mod.py".into(),
+                content: "def f():\n    return 1\n".into(),
+                mode: Some(0o640),
+                create_parents: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(written, 22);
+    let replaced = rt
+        .str_replace(&h.id, "/testbed/pkg/mod.py", "return 1", "return 2")
+        .await
+        .unwrap();
+    assert_eq!(replaced.line, 2);
+    let file = rt
+        .read_file(&h.id, "/testbed/pkg/mod.py", None)
+        .await
+        .unwrap();
+    assert_eq!(file.content.to_string_lossy(), "def f():\n    return 2\n");
+    assert_eq!(file.mode, 0o640);
+    let listing = rt.list_dir(&h.id, "/testbed").await.unwrap();
+    let names: Vec<(&str, FileKind)> = listing
+        .entries
+        .iter()
+        .map(|e| (e.name.as_str(), e.kind))
+        .collect();
+    assert_eq!(
+        names,
+        [("hello.txt", FileKind::File), ("pkg", FileKind::Dir)]
+    );
+    let meta = rt.stat(&h.id, "/testbed/pkg/mod.py").await.unwrap();
+    assert_eq!(meta.size, 22);
+    // Seen by commands too, and it is the sandbox's own copy: the image is untouched.
+    let done = rt
+        .exec(&h.id, ExecRequest::shell("cat /testbed/pkg/mod.py"))
+        .await
+        .unwrap();
+    assert!(done.stdout.to_string_lossy().contains("return 2"));
+    assert!(!busybox_rootfs().join("testbed/pkg").exists());
+
+    let err = rt
+        .str_replace(&h.id, "/testbed/pkg/mod.py", "absent", "x")
+        .await
+        .unwrap_err();
+    assert!(err.agent_error().is_some(), "{err}");
+    let err = rt.read_file(&h.id, "/nope", None).await.unwrap_err();
+    assert!(err.agent_error().is_some(), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_specs_and_duplicates_leave_nothing() {
+    if !prerequisites() {
+        return;
+    }
+    let rt = runtime();
+    let spec = SandboxSpec::new(id("bad1"), RootLayers::single("/definitely/not/a/layer"));
+    assert!(matches!(
+        rt.create(spec).await,
+        Err(RuntimeError::InvalidSpec(_))
+    ));
+    assert!(!rt.sandbox_dir(&id("bad1")).exists());
+
+    rt.create(busybox_spec("dup1")).await.unwrap();
+    assert!(matches!(
+        rt.create(busybox_spec("dup1")).await,
+        Err(RuntimeError::AlreadyExists(_))
+    ));
+    // The first one is unaffected.
+    let done = rt
+        .exec(&id("dup1"), ExecRequest::shell("echo ok"))
+        .await
+        .unwrap();
+    assert_eq!(done.stdout.to_string_lossy(), "ok\n");
+
+    let report = rt.health().await;
+    assert!(report.is_ready(), "{report}");
 }

@@ -1,0 +1,293 @@
+//! The isolation promises, tested by trying to break them from inside real sandboxes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use kiln_protocol::ExecRequest;
+use kiln_runtime::{Limits, Runtime};
+use support::*;
+
+async fn sh(rt: &TestRuntime, sandbox: &str, script: &str) -> (i32, String) {
+    let done = rt
+        .exec(&id(sandbox), ExecRequest::shell(script).timeout_ms(20_000))
+        .await
+        .unwrap();
+    let mut out = done.stdout.to_string_lossy();
+    out.push_str(&done.stderr.to_string_lossy());
+    (done.exit_code, out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_and_other_sandboxes_are_invisible() {
+    if !prerequisites() {
+        return;
+    }
+    let rt = runtime();
+    let marker = rt.root.path().join("host-marker.txt");
+    std::fs::write(&marker, "host secret").unwrap();
+    rt.create(busybox_spec("iso-a")).await.unwrap();
+    rt.create(busybox_spec("iso-b")).await.unwrap();
+
+    let (code, out) = sh(&rt, "iso-a", "cat /etc/shadow").await;
+    assert_ne!(code, 0, "read /etc/shadow: {out}");
+    let probes = [
+        marker.display().to_string(),
+        format!("/proc/1/root{}", marker.display()),
+        "/proc/1/root/etc/shadow".into(),
+        "/sys/fs/cgroup/cgroup.procs".into(),
+    ];
+    for path in &probes {
+        let (code, out) = sh(&rt, "iso-a", &format!("cat {path}")).await;
+        assert_ne!(code, 0, "read {path}: {out}");
+        assert!(!out.contains("host secret"));
+    }
+    // overlayfs shows its host paths in /proc/mounts (as under Docker); they must not
+    // lead anywhere.
+    let host_dir = rt.root.path().display().to_string();
+    let (code, out) = sh(&rt, "iso-a", &format!("ls {host_dir} /var/tmp /work")).await;
+    assert_ne!(code, 0, "host directories reachable: {out}");
+    // Only the sandbox's own processes are visible.
+    let (_, out) = sh(&rt, "iso-a", "ls /proc | grep -c '^[0-9]'").await;
+    assert!(out.trim().parse::<u32>().unwrap() < 6, "{out}");
+
+    let (code, _) = sh(&rt, "iso-a", "echo mine > /testbed/a-only.txt").await;
+    assert_eq!(code, 0);
+    let (code, out) = sh(&rt, "iso-b", "cat /testbed/a-only.txt").await;
+    assert_ne!(code, 0, "sandbox b sees a's file: {out}");
+    let (_, out) = sh(&rt, "iso-b", "find / -name a-only.txt 2>/dev/null").await;
+    assert_eq!(out, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileges_are_dropped() {
+    if !prerequisites() {
+        return;
+    }
+    let rt = runtime();
+    rt.create(busybox_spec("priv1")).await.unwrap();
+    let (_, out) = sh(
+        &rt,
+        "priv1",
+        "grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status",
+    )
+    .await;
+    for set in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+        assert!(out.contains(&format!("{set}:\t0000000000000000")), "{out}");
+    }
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    for attempt in [
+        "mount -t tmpfs none /mnt",
+        "umount /.kiln/run",
+        "unshare -U true",
+        "unshare -r true",
+        "nsenter -t 1 -m true",
+        "mknod /tmp/sda b 8 0",
+        "chroot / true",
+        "echo 1 > /proc/sys/kernel/sysrq",
+        "echo b > /proc/sysrq-trigger",
+    ] {
+        let (code, out) = sh(&rt, "priv1", attempt).await;
+        assert_ne!(code, 0, "{attempt} succeeded: {out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_loopback_network() {
+    if !prerequisites() {
+        return;
+    }
+    let rt = runtime();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    rt.create(busybox_spec("net1")).await.unwrap();
+    let (_, out) = sh(&rt, "net1", "ip -o link").await;
+    let links: Vec<&str> = out.lines().collect();
+    assert_eq!(links.len(), 1, "{out}");
+    assert!(links[0].contains(": lo:"), "{out}");
+    let (code, out) = sh(&rt, "net1", &format!("echo hi | nc -w 1 127.0.0.1 {port}")).await;
+    assert_ne!(code, 0, "reached the host's listener: {out}");
+    assert!(
+        listener.accept().is_err(),
+        "the host listener got a connection"
+    );
+    let (code, _) = sh(&rt, "net1", "wget -q -T 1 -O - http://1.1.1.1/").await;
+    assert_ne!(code, 0);
+    // Loopback itself works inside.
+    let (code, out) = sh(
+        &rt,
+        "net1",
+        "nc -l -p 7070 > /tmp/got & sleep 0.2; echo ping | nc -w 1 127.0.0.1 7070; sleep 0.2; cat /tmp/got",
+    )
+    .await;
+    assert!(
+        out.contains("ping"),
+        "loopback inside failed ({code}): {out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fork_bomb_hits_the_pids_limit() {
+    if !prerequisites() {
+        return;
+    }
+    let rt = runtime();
+    let mut spec = busybox_spec("bomb1");
+    spec.limits = Limits {
+        pids: Some(64),
+        ..Limits::default()
+    };
+    rt.create(spec).await.unwrap();
+    let start = Instant::now();
+    let done = rt
+        .exec(
+            &id("bomb1"),
+            ExecRequest::shell("bomb() { bomb | bomb & }; bomb; sleep 2").timeout_ms(3000),
+        )
+        .await
+        .unwrap();
+    assert!(start.elapsed() < Duration::from_secs(15));
+    eprintln!("bomb: exit {} timed_out {}", done.exit_code, done.timed_out);
+    let pids = rt.pids(&id("bomb1")).unwrap();
+    assert!(pids.len() <= 64, "{} processes", pids.len());
+    // The host can still start processes, and the sandbox recovers once the bomb is gone.
+    assert!(std::process::Command::new("true")
+        .status()
+        .unwrap()
+        .success());
+    rt.destroy(&id("bomb1")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_hog_is_killed_inside_the_sandbox() {
+    if !prerequisites() {
+        return;
+    }
+    let rt = runtime();
+    let mut spec = busybox_spec("hog1");
+    spec.limits = Limits {
+        memory_bytes: Some(64 << 20),
+        ..Limits::default()
+    };
+    rt.create(spec).await.unwrap();
+    let done = rt
+        .exec(
+            &id("hog1"),
+            ExecRequest::shell("awk 'BEGIN { s = \"xxxxxxxx\"; while (1) s = s s }'")
+                .timeout_ms(30_000),
+        )
+        .await
+        .unwrap();
+    assert!(!done.timed_out);
+    assert_eq!(done.signal, Some(9), "exit {}", done.exit_code);
+    assert!(rt.oom_killed(&id("hog1")).unwrap());
+    // The agent survived: the sandbox still works.
+    let (code, out) = sh(&rt, "hog1", "echo alive").await;
+    assert_eq!((code, out.as_str()), (0, "alive\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_processes_die_with_a_timed_out_command() {
+    if !prerequisites() {
+        return;
+    }
+    let rt = runtime();
+    rt.create(busybox_spec("bg1")).await.unwrap();
+    let done = rt
+        .exec(
+            &id("bg1"),
+            ExecRequest::shell("sleep 1000 & disown 2>/dev/null; sleep 1001").timeout_ms(300),
+        )
+        .await
+        .unwrap();
+    assert!(done.timed_out);
+    let (_, out) = sh(&rt, "bg1", "ps -o args").await;
+    assert!(!out.contains("sleep 100"), "survivors: {out}");
+    let host_survivors: Vec<i32> = rt
+        .pids(&id("bg1"))
+        .unwrap()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .starts_with("sleep")
+        })
+        .collect();
+    assert!(host_survivors.is_empty(), "{host_survivors:?}");
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gib_of_output_keeps_memory_bounded() {
+    if !prerequisites() {
+        return;
+    }
+    let rt = runtime();
+    rt.create(busybox_spec("out1")).await.unwrap();
+    let before = rss_kib();
+    let done = rt
+        .exec(
+            &id("out1"),
+            ExecRequest::shell("head -c 1073741824 /dev/zero")
+                .max_output_bytes(1 << 20)
+                .timeout_ms(60_000),
+        )
+        .await
+        .unwrap();
+    let grown = rss_kib().saturating_sub(before);
+    assert_eq!(done.exit_code, 0);
+    assert_eq!(done.stdout.len(), 1 << 20);
+    assert_eq!(done.stdout_truncated_bytes, (1 << 30) - (1 << 20));
+    assert!(grown < 64 * 1024, "server RSS grew by {grown} KiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_binary_and_socket_cannot_be_replaced() {
+    if !prerequisites() {
+        return;
+    }
+    let rt = runtime();
+    let h = rt.create(busybox_spec("seal1")).await.unwrap();
+    let agent_on_host = std::fs::read(rt.root.path().join("bin/kiln-agent")).unwrap();
+    for attempt in [
+        "echo evil > /.kiln/agent",
+        "rm -f /.kiln/agent",
+        "mv /.kiln/agent /tmp/agent",
+        "rm -f /.kiln/run/agent.sock",
+        "mv /.kiln/run/agent.sock /.kiln/run/old",
+        "touch /.kiln/run/evil",
+        "ln -s /etc /.kiln/run/link",
+        "chmod 777 /.kiln/run/agent.sock",
+        "echo evil > /proc/1/exe",
+        "mount --bind /tmp /.kiln/run",
+    ] {
+        let (code, out) = sh(&rt, "seal1", attempt).await;
+        assert_ne!(code, 0, "{attempt} succeeded: {out}");
+    }
+    // Renaming the directory above does not move what the server connects to.
+    let _ = sh(&rt, "seal1", "mv /.kiln /.kiln-moved; mkdir -p /.kiln/run").await;
+    assert_eq!(
+        std::fs::read(rt.root.path().join("bin/kiln-agent")).unwrap(),
+        agent_on_host
+    );
+    let run_dir = rt.sandbox_dir(&h.id).join("run");
+    let names: Vec<String> = std::fs::read_dir(&run_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["agent.sock"]);
+    let (code, out) = sh(&rt, "seal1", "echo still-the-agent").await;
+    assert_eq!((code, out.as_str()), (0, "still-the-agent\n"));
+}
