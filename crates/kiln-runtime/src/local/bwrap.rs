@@ -128,11 +128,19 @@ pub async fn launch(spec: BwrapLaunch<'_>) -> Result<Launched> {
         });
     }
 
+    // bwrap writes `{"child-pid": N}` as soon as it has cloned the sandbox's init; the
+    // pipe's EOF only comes later (when the init execs), so stop at the closing brace.
     let info = tokio::task::spawn_blocking(move || {
-        let mut text = String::new();
-        File::from(info_read)
-            .read_to_string(&mut text)
-            .map(|_| text)
+        let mut file = File::from(info_read);
+        let mut text = Vec::new();
+        let mut buf = [0u8; 256];
+        loop {
+            let n = file.read(&mut buf)?;
+            text.extend_from_slice(&buf[..n]);
+            if n == 0 || text.contains(&b'}') {
+                return Ok::<_, std::io::Error>(String::from_utf8_lossy(&text).into_owned());
+            }
+        }
     })
     .await
     .map_err(|e| RuntimeError::io("lost the reader of", spec.bwrap, std::io::Error::other(e)))?

@@ -53,13 +53,16 @@ impl LocalRuntime {
         lowerdir: &str,
         dirs: &SandboxDirs,
     ) -> Result<Arc<Sandbox>> {
+        let t0 = Instant::now();
         dirs.create()?;
         // 3. The root: image layers read-only, changes in our upper dir.
         overlay::mount_overlay(lowerdir, &dirs.upper, &dirs.work, &dirs.merged)?;
         // 4. The cgroup with its limits, before any process exists, so the very first
         //    fork of bwrap is already accounted and limited.
+        let t_mount = t0.elapsed();
         let cgroup = self.cgroups.create(spec.id.as_str(), &spec.limits)?;
         let cgroup_procs = cgroup.open_procs()?;
+        let t_cg = t0.elapsed();
         // 5. bubblewrap: namespaces, mounts, capabilities, seccomp; the agent as PID 1.
         let launched = bwrap::launch(BwrapLaunch {
             bwrap: &self.config.bwrap,
@@ -72,6 +75,7 @@ impl LocalRuntime {
             cgroup_procs,
         })
         .await?;
+        let t_launch = t0.elapsed();
         let mut sandbox = Sandbox::new(
             spec.clone(),
             dirs.clone(),
@@ -108,9 +112,11 @@ impl LocalRuntime {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(2));
         }
+        let t_sock = t0.elapsed();
         // 7. Seal the socket directory before anything but the agent runs inside: the
         //    sandbox's processes share the agent's uid and could replace the socket.
         mount_namespace::remount_read_only(launched.init_pid, RUN_DIR)?;
+        let t_seal = t0.elapsed();
         // 8. Ready means the agent answers its hello.
         let client = AsyncAgentClient::new(socket);
         let conn = client.connect().await.map_err(|e| {
@@ -123,6 +129,16 @@ impl LocalRuntime {
         sandbox.agent_version = conn.agent_version().to_string();
         drop(conn);
         sandbox.client = client;
+        tracing::debug!(
+            sandbox = %spec.id,
+            mounted = ?t_mount,
+            cgroup = ?t_cg,
+            launched = ?t_launch,
+            socket = ?t_sock,
+            sealed = ?t_seal,
+            ready = ?t0.elapsed(),
+            "sandbox started"
+        );
         // 9. Remember it on disk for a restarted server.
         dirs.write_state(&SandboxState::new(
             spec,
