@@ -29,5 +29,5 @@ fi
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}"
 cd "$repo"
-exec cargo run --quiet --release -p kiln-envimage --example build-demo -- \
+exec cargo run --quiet -p kiln-envimage --example build-demo -- \
   --store "$store" --dataset "$repo/datasets/kiln-demo" ${args[@]+"${args[@]}"}
