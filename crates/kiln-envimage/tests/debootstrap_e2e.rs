@@ -157,12 +157,14 @@ fn python_image_and_sample_layer_work_inside_a_sandbox_root() {
     );
 
     let scratch = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let t = Instant::now();
     let (ok, out) = run_inside(
         &sample,
         scratch.path(),
         "python3 -m pytest --version 2>&1 && git -C /testbed rev-parse HEAD && \
          cd /testbed && git status --porcelain && echo STATUS-DONE && ls",
     );
+    eprintln!("checks inside the image: {:.2}s", t.elapsed().as_secs_f64());
     assert!(ok, "inside the image:\n{out}");
     assert!(out.contains("pytest 7."), "{out}");
     let lines: Vec<&str> = out.lines().collect();
@@ -171,4 +173,28 @@ fn python_image_and_sample_layer_work_inside_a_sandbox_root() {
     let head_at = lines.iter().position(|l| *l == record.base_commit).unwrap();
     assert_eq!(lines.get(head_at + 1), Some(&"STATUS-DONE"), "{out}");
     assert!(lines.contains(&"tests"), "{out}");
+
+    // The sample's own test command passes at base_commit (its PASS_TO_PASS tests exist).
+    let scratch = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let test_cmd = sample_test_cmd(&record.instance_id);
+    let t = Instant::now();
+    let (ok, out) = run_inside(
+        &sample,
+        scratch.path(),
+        &format!("cd /testbed && {test_cmd}"),
+    );
+    eprintln!("{test_cmd}: {:.2}s", t.elapsed().as_secs_f64());
+    assert!(ok, "{test_cmd}:\n{out}");
+    assert!(out.contains(" passed"), "{out}");
+}
+
+/// `test_cmd` of a record (not part of [`kiln_envimage::SampleRecord`], which holds only
+/// what images depend on).
+fn sample_test_cmd(instance_id: &str) -> String {
+    let text = std::fs::read_to_string(dataset_dir().join("samples.jsonl")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["instance_id"] == instance_id)
+        .and_then(|r| r["test_cmd"].as_str().map(str::to_owned))
+        .unwrap()
 }
