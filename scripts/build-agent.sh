@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 profile="${PROFILE:-release}"
 target=x86_64-unknown-linux-gnu
-target_dir="${CARGO_TARGET_DIR:-target}"
+target_dir="$(realpath -m "${CARGO_TARGET_DIR:-target}")"
 
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static -C strip=symbols" \
     cargo build --quiet -p kiln-agent --target "$target" --profile "$profile"
