@@ -37,6 +37,53 @@ pub(crate) const SAMPLE: &[&str] = &[
     "record",
 ];
 
+pub(crate) const SESSION: &[&str] = &[
+    "session_id",
+    "user_id",
+    "dataset",
+    "sample_id",
+    "sample_version",
+    "status",
+    "requested_at",
+    "ready_at",
+    "expires_at",
+    "ended_at",
+    "sandbox_id",
+    "location",
+    "error_code",
+    "error_message",
+];
+
+pub(crate) const INTERACTION: &[&str] = &[
+    "interaction_id",
+    "session_id",
+    "seq",
+    "kind",
+    "created_at",
+    "request",
+    "exit_code",
+    "stdout",
+    "stderr",
+    "execution_time_seconds",
+    "success",
+    "message",
+    "finished_at",
+];
+
+pub(crate) const VERIFICATION_JOB: &[&str] = &[
+    "job_id",
+    "session_id",
+    "user_id",
+    "sample_id",
+    "status",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "result",
+    "error_code",
+    "error_message",
+];
+
 /// `a, b, c`.
 pub(crate) fn plain(columns: &[&str]) -> String {
     columns.join(", ")

@@ -8,10 +8,14 @@
 
 mod columns;
 mod error;
+mod json_column;
+mod missing_reference;
 mod model;
 pub mod postgres;
 mod sample_json;
 mod search_pattern;
+mod session_model;
+mod session_rules;
 pub mod sqlite;
 mod timestamp;
 mod unique_violation;
@@ -23,6 +27,7 @@ use chrono::{DateTime, Utc};
 
 pub use error::StoreError;
 pub use model::*;
+pub use session_model::*;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -37,7 +42,10 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 ///   `"github_id"`, `"key_id"`, `"key_hash"`, `"token_id"`, `"sample_id"`).
 /// - Names are ordered by their bytes (`"B" < "_" < "a"`) on both backends.
 /// - Updates of a row that does not exist (`set_last_login` of an unknown user, …) are
-///   no-ops, not errors.
+///   no-ops, not errors; conditional ones (`end_session`, `complete_interaction`, …) report
+///   it as `None` / `false`.
+/// - Inserting a record that refers to one that does not exist (a session of an unknown
+///   user, an interaction of an unknown session, …) is [`StoreError::Missing`].
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Which backend this is ("sqlite" or "postgres"), for logs and `/health`.
@@ -124,6 +132,107 @@ pub trait Store: Send + Sync + 'static {
         sample_id: &str,
         version: Option<i64>,
     ) -> Result<Option<Sample>>;
+
+    // ---- sessions -------------------------------------------------------------------
+    /// Inserts a session in `Creating`. `Conflict("session_id")` if taken;
+    /// `Missing("user or sample version")` unless the user and that exact version of the
+    /// sample exist.
+    async fn insert_session(&self, session: &NewSession) -> Result<SessionRecord>;
+    async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>>;
+    /// A page of the user's sessions, newest `requested_at` first (ties: greater
+    /// `session_id`, by bytes, first), and the total count of the user's sessions; both
+    /// from one snapshot.
+    async fn list_sessions(
+        &self,
+        user_id: &str,
+        limit: u64,
+        offset: u64,
+    ) -> Result<(Vec<SessionRecord>, u64)>;
+    /// Sessions of the user in `Creating` or `Ready`.
+    async fn count_live_sessions(&self, user_id: &str) -> Result<u64>;
+    /// All sessions in any of `statuses` (start-up reconciliation, the TTL reaper), oldest
+    /// `requested_at` first. None for an empty `statuses`.
+    async fn list_sessions_in(&self, statuses: &[SessionStatus]) -> Result<Vec<SessionRecord>>;
+    /// `Creating → Ready`, recording the sandbox. `None` if the session was not
+    /// `Creating` any more (e.g. closed meanwhile): the caller must then destroy the sandbox.
+    async fn mark_session_ready(
+        &self,
+        session_id: &str,
+        sandbox_id: &str,
+        location: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<SessionRecord>>;
+    /// `Creating → Error`, recording the code and message, and `at` as `ended_at`. `None`
+    /// if the session was not `Creating` (or does not exist).
+    async fn mark_session_error(
+        &self,
+        session_id: &str,
+        code: &str,
+        message: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<SessionRecord>>;
+    /// `Creating | Ready → Closed | Terminated`, setting `ended_at = at`, atomically: of
+    /// several racing callers (close and expiry) exactly one gets `Some` — the one that must
+    /// release the sandbox and bill. The others, and any call on a session already ended
+    /// (or unknown), get `None`. Any `status` other than `Closed` or `Terminated` is
+    /// [`StoreError::Invalid`].
+    async fn end_session(
+        &self,
+        session_id: &str,
+        status: SessionStatus,
+        at: DateTime<Utc>,
+    ) -> Result<Option<SessionRecord>>;
+
+    // ---- interactions ----------------------------------------------------------------
+    /// Inserts an unfinished interaction with the next `seq` of its session: 1, 2, 3…
+    /// without gaps or duplicates, even for concurrent inserts into one session (a failed
+    /// insert uses no number). `Conflict("interaction_id")` if taken, `Missing("session")`
+    /// for an unknown session. Whether the session is still live is the caller's to check.
+    async fn insert_interaction(&self, interaction: &NewInteraction) -> Result<InteractionRecord>;
+    /// Records the outcome. `false`, changing nothing, if it already had one (an outcome is
+    /// never overwritten; of racing callers exactly one gets `true`) or the interaction does
+    /// not exist.
+    async fn complete_interaction(
+        &self,
+        interaction_id: &str,
+        outcome: &InteractionOutcome,
+    ) -> Result<bool>;
+    /// The interaction, if it exists and belongs to this session.
+    async fn get_interaction(
+        &self,
+        session_id: &str,
+        interaction_id: &str,
+    ) -> Result<Option<InteractionRecord>>;
+    /// Interactions without an outcome, across all sessions, oldest `created_at` first
+    /// (restart recovery).
+    async fn list_unfinished_interactions(&self) -> Result<Vec<InteractionRecord>>;
+
+    // ---- verification jobs -----------------------------------------------------------
+    /// Inserts a job in `Pending`. `Conflict("job_id")` if taken, `Missing("session or
+    /// user")` unless both exist.
+    async fn insert_verification_job(
+        &self,
+        job: &NewVerificationJob,
+    ) -> Result<VerificationJobRecord>;
+    /// The job, if it exists and belongs to this session.
+    async fn get_verification_job(
+        &self,
+        session_id: &str,
+        job_id: &str,
+    ) -> Result<Option<VerificationJobRecord>>;
+    /// Applies `update` unless the job is already finished or does not exist (then `None`,
+    /// changing nothing; of racing updates that finish a job, exactly one applies). Moving
+    /// to `Starting` or `Running` sets `started_at` to `update.at` unless already set; to a
+    /// finished status sets `completed_at`. `result` and the error fields replace the
+    /// stored ones when `Some`. The order of moves is the caller's to respect.
+    async fn update_verification_job(
+        &self,
+        job_id: &str,
+        update: &JobUpdate,
+    ) -> Result<Option<VerificationJobRecord>>;
+    /// Unfinished jobs, across all sessions, oldest `created_at` first (restart recovery,
+    /// cancellation on close).
+    async fn list_unfinished_verification_jobs(&self) -> Result<Vec<VerificationJobRecord>>;
 }
 
 /// Opens the store named by `url`: `sqlite://PATH` (created if missing) or

@@ -3,7 +3,10 @@
 //! Writes that read before they write (imports) start with `BEGIN IMMEDIATE`, taking the
 //! write lock up front: a deferred transaction that upgrades from read to write can fail
 //! with SQLITE_BUSY regardless of the busy timeout, when another writer got in between.
+mod interactions;
 mod rows;
+mod sessions;
+mod verification_jobs;
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -21,8 +24,10 @@ use crate::search_pattern::contains_pattern;
 use crate::timestamp::{from_sqlite_text, to_sqlite_text};
 use crate::unique_violation::conflict_or;
 use crate::{
-    ApiKeyRecord, Dataset, ImportSummary, NewApiKey, NewRefreshToken, NewUser, RefreshOutcome,
-    Result, Sample, SampleImport, SamplePage, SampleQuery, Store, StoreError, User,
+    ApiKeyRecord, Dataset, ImportSummary, InteractionOutcome, InteractionRecord, JobUpdate,
+    NewApiKey, NewInteraction, NewRefreshToken, NewSession, NewUser, NewVerificationJob,
+    RefreshOutcome, Result, Sample, SampleImport, SamplePage, SampleQuery, SessionRecord,
+    SessionStatus, Store, StoreError, User, VerificationJobRecord,
 };
 
 /// How long a connection waits for another one's write lock before giving up with "busy".
@@ -463,5 +468,110 @@ impl Store for SqliteStore {
         };
         let row = select.build().fetch_optional(&self.pool).await?;
         row.as_ref().map(rows::sample).transpose()
+    }
+
+    async fn insert_session(&self, session: &NewSession) -> Result<SessionRecord> {
+        sessions::insert_session(&self.pool, session).await
+    }
+
+    async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>> {
+        sessions::get_session(&self.pool, session_id).await
+    }
+
+    async fn list_sessions(
+        &self,
+        user_id: &str,
+        limit: u64,
+        offset: u64,
+    ) -> Result<(Vec<SessionRecord>, u64)> {
+        sessions::list_sessions(&self.pool, user_id, limit, offset).await
+    }
+
+    async fn count_live_sessions(&self, user_id: &str) -> Result<u64> {
+        sessions::count_live_sessions(&self.pool, user_id).await
+    }
+
+    async fn list_sessions_in(&self, statuses: &[SessionStatus]) -> Result<Vec<SessionRecord>> {
+        sessions::list_sessions_in(&self.pool, statuses).await
+    }
+
+    async fn mark_session_ready(
+        &self,
+        session_id: &str,
+        sandbox_id: &str,
+        location: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<SessionRecord>> {
+        sessions::mark_session_ready(&self.pool, session_id, sandbox_id, location, at).await
+    }
+
+    async fn mark_session_error(
+        &self,
+        session_id: &str,
+        code: &str,
+        message: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<SessionRecord>> {
+        sessions::mark_session_error(&self.pool, session_id, code, message, at).await
+    }
+
+    async fn end_session(
+        &self,
+        session_id: &str,
+        status: SessionStatus,
+        at: DateTime<Utc>,
+    ) -> Result<Option<SessionRecord>> {
+        sessions::end_session(&self.pool, session_id, status, at).await
+    }
+
+    async fn insert_interaction(&self, interaction: &NewInteraction) -> Result<InteractionRecord> {
+        interactions::insert_interaction(&self.pool, interaction).await
+    }
+
+    async fn complete_interaction(
+        &self,
+        interaction_id: &str,
+        outcome: &InteractionOutcome,
+    ) -> Result<bool> {
+        interactions::complete_interaction(&self.pool, interaction_id, outcome).await
+    }
+
+    async fn get_interaction(
+        &self,
+        session_id: &str,
+        interaction_id: &str,
+    ) -> Result<Option<InteractionRecord>> {
+        interactions::get_interaction(&self.pool, session_id, interaction_id).await
+    }
+
+    async fn list_unfinished_interactions(&self) -> Result<Vec<InteractionRecord>> {
+        interactions::list_unfinished_interactions(&self.pool).await
+    }
+
+    async fn insert_verification_job(
+        &self,
+        job: &NewVerificationJob,
+    ) -> Result<VerificationJobRecord> {
+        verification_jobs::insert_verification_job(&self.pool, job).await
+    }
+
+    async fn get_verification_job(
+        &self,
+        session_id: &str,
+        job_id: &str,
+    ) -> Result<Option<VerificationJobRecord>> {
+        verification_jobs::get_verification_job(&self.pool, session_id, job_id).await
+    }
+
+    async fn update_verification_job(
+        &self,
+        job_id: &str,
+        update: &JobUpdate,
+    ) -> Result<Option<VerificationJobRecord>> {
+        verification_jobs::update_verification_job(&self.pool, job_id, update).await
+    }
+
+    async fn list_unfinished_verification_jobs(&self) -> Result<Vec<VerificationJobRecord>> {
+        verification_jobs::list_unfinished_verification_jobs(&self.pool).await
     }
 }

@@ -12,12 +12,12 @@ fn column(prefix: &str, name: &str) -> String {
     format!("{prefix}{name}")
 }
 
-fn time(row: &SqliteRow, name: &str) -> Result<DateTime<Utc>> {
+pub(super) fn time(row: &SqliteRow, name: &str) -> Result<DateTime<Utc>> {
     let text: String = row.try_get(name)?;
     from_sqlite_text(&text)
 }
 
-fn optional_time(row: &SqliteRow, name: &str) -> Result<Option<DateTime<Utc>>> {
+pub(super) fn optional_time(row: &SqliteRow, name: &str) -> Result<Option<DateTime<Utc>>> {
     let text: Option<String> = row.try_get(name)?;
     text.as_deref().map(from_sqlite_text).transpose()
 }

@@ -5,7 +5,10 @@ use std::io::Write;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use kiln_store::{NewSample, NewUser, SampleImport, SampleRecord, Store, User};
+use kiln_store::{
+    InteractionKind, NewInteraction, NewSample, NewSession, NewUser, SampleImport, SampleRecord,
+    SessionRecord, Store, User,
+};
 use sqlx::{Connection, Executor, PgConnection};
 
 /// What a scenario gets: a migrated, empty store, and the URL it was opened with (so that a
@@ -236,4 +239,75 @@ fn with_database_replaces_only_the_path() {
         "postgres://u:p@h:5432/x?sslmode=disable"
     );
     assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+}
+
+/// The dataset and sample every session fixture runs.
+pub const SESSION_DATASET: &str = "agents";
+pub const SESSION_SAMPLE: &str = "org__repo-1";
+
+/// Creates `user_id` and the sample that [`new_session`] refers to (version 1).
+pub async fn prepare_sessions(store: &dyn Store, user_id: &str) {
+    create_user(store, user_id).await;
+    if store
+        .get_sample(SESSION_DATASET, SESSION_SAMPLE, Some(1))
+        .await
+        .unwrap()
+        .is_none()
+    {
+        store
+            .import_samples(&import(SESSION_DATASET, &[SESSION_SAMPLE], 1, base_time()))
+            .await
+            .unwrap();
+    }
+}
+
+pub fn new_session(session_id: &str, user_id: &str, requested_at: DateTime<Utc>) -> NewSession {
+    NewSession {
+        session_id: session_id.to_string(),
+        user_id: user_id.to_string(),
+        dataset: SESSION_DATASET.to_string(),
+        sample_id: SESSION_SAMPLE.to_string(),
+        sample_version: 1,
+        requested_at,
+        expires_at: requested_at + Duration::minutes(30),
+    }
+}
+
+/// A session in `Creating`, with its user and sample created first.
+pub async fn creating_session(store: &dyn Store, session_id: &str, user_id: &str) -> SessionRecord {
+    if store.get_user(user_id).await.unwrap().is_none() {
+        prepare_sessions(store, user_id).await;
+    }
+    store
+        .insert_session(&new_session(session_id, user_id, base_time()))
+        .await
+        .unwrap()
+}
+
+pub fn exec_request(command: &str) -> NewInteractionRequest {
+    NewInteractionRequest {
+        kind: InteractionKind::ExecCommand,
+        request: serde_json::json!({ "command": command, "command_timeout": 30 }),
+    }
+}
+
+/// What differs between interactions in the scenarios.
+pub struct NewInteractionRequest {
+    pub kind: InteractionKind,
+    pub request: serde_json::Value,
+}
+
+pub fn new_interaction(
+    interaction_id: &str,
+    session_id: &str,
+    what: NewInteractionRequest,
+    created_at: DateTime<Utc>,
+) -> NewInteraction {
+    NewInteraction {
+        interaction_id: interaction_id.to_string(),
+        session_id: session_id.to_string(),
+        kind: what.kind,
+        created_at,
+        request: what.request,
+    }
 }

@@ -10,9 +10,13 @@
 mod accounts;
 mod concurrency;
 mod harness;
+mod interactions;
 mod opening;
 mod persistence;
 mod samples;
+mod session_races;
+mod sessions;
+mod verification_jobs;
 
 /// Declares each scenario as two tests, `sqlite::<name>` and `postgres::<name>`.
 macro_rules! on_both_backends {
@@ -50,6 +54,25 @@ on_both_backends!(
     samples::search_matches_literally_and_ignores_case,
     samples::pagination_reports_total_of_all_matches,
     persistence::data_survives_reopen,
+    persistence::sessions_survive_reopen,
     concurrency::refresh_token_consumed_exactly_once_under_concurrency,
     concurrency::concurrent_imports_of_one_dataset_are_serialized,
+    sessions::session_lifecycle_creating_ready_closed,
+    sessions::session_creation_can_fail_or_be_terminated,
+    sessions::end_session_accepts_only_closed_or_terminated,
+    sessions::unknown_session_ids_give_none,
+    sessions::session_insert_checks_ids_and_references,
+    sessions::sessions_listed_newest_first_with_total,
+    sessions::live_sessions_counted_and_listed_by_status,
+    interactions::interactions_are_numbered_and_completed_once,
+    interactions::interactions_belong_to_their_session,
+    interactions::failed_interaction_inserts_use_no_number,
+    verification_jobs::job_runs_to_completion,
+    verification_jobs::jobs_fail_cancel_and_skip_states,
+    verification_jobs::job_ids_and_references_are_checked,
+    session_races::racing_ends_of_a_session_have_one_winner,
+    session_races::creation_failure_racing_a_close_has_one_winner,
+    session_races::concurrent_interactions_get_consecutive_seqs,
+    session_races::racing_outcomes_of_an_interaction_have_one_winner,
+    session_races::racing_job_finishes_have_one_winner,
 );

@@ -70,3 +70,50 @@ pub async fn data_survives_reopen(db: TestDb) {
         RefreshOutcome::Consumed { .. }
     ));
 }
+
+pub async fn sessions_survive_reopen(db: TestDb) {
+    let TestDb { store, url, .. } = db;
+    crate::harness::creating_session(store.as_ref(), "sess", "alice").await;
+    let ready = store
+        .mark_session_ready("sess", "sbx", "local:h", base_time())
+        .await
+        .unwrap()
+        .unwrap();
+    for id in ["i-1", "i-2"] {
+        let new = crate::harness::new_interaction(
+            id,
+            "sess",
+            crate::harness::exec_request(id),
+            base_time(),
+        );
+        store.insert_interaction(&new).await.unwrap();
+    }
+    let outcome = kiln_store::InteractionOutcome {
+        stdout: "out".into(),
+        finished_at: base_time(),
+        ..Default::default()
+    };
+    assert!(store.complete_interaction("i-1", &outcome).await.unwrap());
+    let done = store.get_interaction("sess", "i-1").await.unwrap();
+    let pending = store.list_unfinished_interactions().await.unwrap();
+    let job = crate::verification_jobs::new_job("job", "sess", "alice", 1);
+    let job = store.insert_verification_job(&job).await.unwrap();
+    drop(store);
+
+    let store = kiln_store::connect(&url).await.expect("reopen");
+    assert_eq!(store.get_session("sess").await.unwrap(), Some(ready));
+    assert_eq!(store.get_interaction("sess", "i-1").await.unwrap(), done);
+    assert_eq!(store.list_unfinished_interactions().await.unwrap(), pending);
+    assert_eq!(
+        store.list_unfinished_verification_jobs().await.unwrap(),
+        vec![job]
+    );
+    // Numbering continues where it was.
+    let next = crate::harness::new_interaction(
+        "i-3",
+        "sess",
+        crate::harness::exec_request("x"),
+        base_time(),
+    );
+    assert_eq!(store.insert_interaction(&next).await.unwrap().seq, 3);
+}

@@ -1,0 +1,218 @@
+//! Records of the agent loop: sessions, their interactions, and verification jobs.
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The contract's `SessionStatus`. Allowed moves: `Creating → Ready | Error`,
+/// `Creating | Ready → Closed | Terminated`. Nothing leaves `Error`, `Closed` or
+/// `Terminated`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    Creating,
+    Ready,
+    Error,
+    Closed,
+    Terminated,
+}
+
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "creating",
+            Self::Ready => "ready",
+            Self::Error => "error",
+            Self::Closed => "closed",
+            Self::Terminated => "terminated",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "creating" => Self::Creating,
+            "ready" => Self::Ready,
+            "error" => Self::Error,
+            "closed" => Self::Closed,
+            "terminated" => Self::Terminated,
+            _ => return None,
+        })
+    }
+
+    /// `Creating` or `Ready`: the session holds (or is getting) a sandbox.
+    pub fn is_live(self) -> bool {
+        matches!(self, Self::Creating | Self::Ready)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSession {
+    pub session_id: String,
+    pub user_id: String,
+    pub dataset: String,
+    pub sample_id: String,
+    pub sample_version: i64,
+    pub requested_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub session_id: String,
+    pub user_id: String,
+    pub dataset: String,
+    pub sample_id: String,
+    pub sample_version: i64,
+    pub status: SessionStatus,
+    pub requested_at: DateTime<Utc>,
+    /// When the sandbox became ready (billing starts here).
+    pub ready_at: Option<DateTime<Utc>>,
+    pub expires_at: DateTime<Utc>,
+    /// When it became `Closed`, `Terminated` or `Error`.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// The runtime's name for the sandbox, once one exists.
+    pub sandbox_id: Option<String>,
+    /// Where the sandbox runs, e.g. `local:<hostname>`.
+    pub location: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InteractionKind {
+    ExecCommand,
+    StringReplace,
+    FileUpload,
+}
+
+impl InteractionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ExecCommand => "exec_command",
+            Self::StringReplace => "string_replace",
+            Self::FileUpload => "file_upload",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "exec_command" => Self::ExecCommand,
+            "string_replace" => Self::StringReplace,
+            "file_upload" => Self::FileUpload,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewInteraction {
+    pub interaction_id: String,
+    pub session_id: String,
+    pub kind: InteractionKind,
+    pub created_at: DateTime<Utc>,
+    /// What was asked, as the contract names it: `{command, command_timeout}`,
+    /// `{file_path, str_to_replace, str_to_insert}` or `{file_path, size_bytes,
+    /// make_executable}`. Uploaded content itself is not kept.
+    pub request: serde_json::Value,
+}
+
+/// How an interaction ended. Output is already bounded by the caller.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct InteractionOutcome {
+    pub exit_code: i64,
+    pub stdout: String,
+    pub stderr: String,
+    pub execution_time_seconds: f64,
+    pub success: bool,
+    pub message: Option<String>,
+    pub finished_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InteractionRecord {
+    pub interaction_id: String,
+    pub session_id: String,
+    /// 1, 2, 3… within the session, in the order received.
+    pub seq: i64,
+    pub kind: InteractionKind,
+    pub created_at: DateTime<Utc>,
+    pub request: serde_json::Value,
+    /// `None` while pending or running.
+    pub outcome: Option<InteractionOutcome>,
+}
+
+/// The contract's `JobStatus`. Moves forward only: `Pending → Starting → Running →
+/// Completed | Error`, and `Cancelled` from any unfinished state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Pending,
+    Starting,
+    Running,
+    Completed,
+    Error,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Error => "error",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "starting" => Self::Starting,
+            "running" => Self::Running,
+            "completed" => Self::Completed,
+            "error" => Self::Error,
+            "cancelled" => Self::Cancelled,
+            _ => return None,
+        })
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Completed | Self::Error | Self::Cancelled)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewVerificationJob {
+    pub job_id: String,
+    pub session_id: String,
+    pub user_id: String,
+    pub sample_id: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerificationJobRecord {
+    pub job_id: String,
+    pub session_id: String,
+    pub user_id: String,
+    pub sample_id: String,
+    pub status: JobStatus,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    /// The `TestSuiteResult` (and Kiln's grading details), when completed.
+    pub result: Option<serde_json::Value>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+}
+
+/// A change of a job's state; fields left `None` keep their value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobUpdate {
+    pub status: JobStatus,
+    pub at: DateTime<Utc>,
+    pub result: Option<serde_json::Value>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+}
