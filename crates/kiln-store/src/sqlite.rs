@@ -1,8 +1,9 @@
 //! SQLite implementation of the store: one file, WAL journal, a small connection pool.
 //!
-//! Writes that read before they write (imports, interaction inserts) start with `BEGIN IMMEDIATE`, taking the
-//! write lock up front: a deferred transaction that upgrades from read to write can fail
-//! with SQLITE_BUSY regardless of the busy timeout, when another writer got in between.
+//! Writes that read before they write (imports, interaction inserts) start with
+//! `BEGIN IMMEDIATE`, taking the write lock up front: a deferred transaction that upgrades
+//! from read to write can fail with SQLITE_BUSY regardless of the busy timeout, when another
+//! writer got in between.
 mod interactions;
 mod rows;
 mod samples;
