@@ -29,6 +29,8 @@ pub enum ApiError {
         message: String,
         retry_after_secs: u64,
     },
+    #[error("{0}")]
+    ServiceUnavailable(String),
     /// Details are logged, never sent: they may name files, queries or secrets.
     #[error("internal error: {0}")]
     Internal(String),
@@ -49,6 +51,7 @@ impl ApiError {
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            Self::ServiceUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -66,6 +69,7 @@ impl From<ServiceError> for ApiError {
                 message: m,
                 retry_after_secs: 60,
             },
+            ServiceError::Unavailable(m) => Self::ServiceUnavailable(m),
             e @ (ServiceError::Store(_) | ServiceError::Internal(_)) => {
                 Self::Internal(e.to_string())
             }

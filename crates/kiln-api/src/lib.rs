@@ -8,6 +8,7 @@ pub mod extract;
 pub mod models;
 mod openapi;
 pub mod routes;
+pub mod session_models;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -45,6 +46,12 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(datasets::list))
         .routes(routes!(samples::list))
         .routes(routes!(samples::download))
+        .routes(routes!(sessions::create, sessions::list))
+        .routes(routes!(sessions::get, sessions::close))
+        .routes(routes!(sessions::exec))
+        .routes(routes!(sessions::interaction))
+        .routes(routes!(sessions::str_replace))
+        .routes(routes!(sessions::upload))
 }
 
 /// The whole application, ready to serve.

@@ -12,6 +12,9 @@ use kiln_config::{Config, LogFormat, Overrides};
 use kiln_services::datasets::{ImportError, ImportRequest};
 use kiln_services::Kiln;
 
+/// The static in-sandbox agent, built by build.rs (empty when the build skipped it).
+static EMBEDDED_AGENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/kiln-agent"));
+
 #[derive(Parser)]
 #[command(
     name = "kiln",
@@ -244,11 +247,55 @@ async fn import(
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+/// Uses the agent built into this binary unless one is configured: written once into
+/// the data directory (rewritten only when this build's differs).
+fn install_embedded_agent(config: &mut Config) -> anyhow::Result<()> {
+    if config.runtime.agent_binary.is_some()
+        || std::env::var_os("KILN_AGENT_BIN").is_some()
+        || EMBEDDED_AGENT.is_empty()
+    {
+        return Ok(());
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = config.data_dir.join("bin");
+    let path = dir.join("kiln-agent");
+    if std::fs::read(&path).ok().as_deref() != Some(EMBEDDED_AGENT) {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let tmp = dir.join("kiln-agent.tmp");
+        std::fs::write(&tmp, EMBEDDED_AGENT)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::rename(&tmp, &path)?;
+    }
+    config.runtime.agent_binary = Some(path);
+    Ok(())
+}
+
+async fn serve(mut config: Config) -> anyhow::Result<ExitCode> {
     let listen = config.listen;
     let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    install_embedded_agent(&mut config)?;
     let kiln = Kiln::open(config).await.context("cannot start")?;
     let report = kiln.bootstrap().await.context("cannot prepare the store")?;
+    match &report.sessions_unavailable {
+        Some(why) => {
+            tracing::warn!("sessions are disabled: {why}");
+            println!("Sessions are disabled: {why}");
+        }
+        None => {
+            let r = &report.recovery;
+            tracing::info!(
+                resumed = r.sessions_resumed,
+                ended = r.sessions_ended,
+                sandboxes_removed = r.sandboxes_removed,
+                interactions_failed = r.interactions_failed,
+                "sessions recovered"
+            );
+        }
+    }
     if let Some(key) = &report.admin_key {
         println!(
             "Created the admin user. Its API key (shown once; also in {}):",
@@ -270,7 +317,9 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let local = listener.local_addr()?;
     tracing::info!(%local, store = kiln.store.backend(), data_dir = %data_dir.display(), "kiln is serving");
     println!("Kiln is serving on http://{local}/api/v1 (docs: http://{local}/docs)");
-    kiln_api::serve(Arc::new(kiln), listener, shutdown_signal()).await?;
+    let kiln = Arc::new(kiln);
+    kiln_api::serve(kiln.clone(), listener, shutdown_signal()).await?;
+    kiln.shutdown().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -40,6 +40,80 @@ pub struct Config {
     pub load_demo_dataset: bool,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
+    pub sessions: SessionsConfig,
+    pub runtime: RuntimeConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    pub default_ttl_minutes: u32,
+    pub max_ttl_minutes: u32,
+    /// Sessions one user may have `creating` or `ready` at once.
+    pub max_live_sessions_per_user: u32,
+    /// How long a GET on an unfinished session, interaction or job waits for a change.
+    pub long_poll_secs: u64,
+    pub default_command_timeout_secs: u32,
+    pub max_command_timeout_secs: u32,
+    /// Longest command accepted, in bytes.
+    pub max_command_bytes: usize,
+    /// Output kept per stream of each command (the rest is cut, and the reply says so).
+    pub max_output_bytes: usize,
+    /// Largest file `upload` accepts (decoded), in bytes.
+    pub max_upload_bytes: usize,
+    /// Interactions that may wait in one session's queue.
+    pub max_queued_interactions: usize,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            default_ttl_minutes: 30,
+            max_ttl_minutes: 24 * 60,
+            max_live_sessions_per_user: 100,
+            long_poll_secs: 20,
+            default_command_timeout_secs: 300,
+            max_command_timeout_secs: 3600,
+            max_command_bytes: 1024 * 1024,
+            max_output_bytes: 1024 * 1024,
+            max_upload_bytes: 10 * 1024 * 1024,
+            max_queued_interactions: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// `local` (sandboxes on this machine) or `none` (no sessions; datasets only).
+    pub backend: RuntimeBackend,
+    /// The static `kiln-agent` to put in sandboxes; by default the one built into `kiln`.
+    pub agent_binary: Option<PathBuf>,
+    /// Per-sandbox memory limit, in MiB.
+    pub memory_mib: u64,
+    /// Per-sandbox process limit.
+    pub pids: u64,
+    /// Per-sandbox CPU limit, in thousandths of a core.
+    pub cpu_millicores: u32,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeBackend {
+    Local,
+    None,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            backend: RuntimeBackend::Local,
+            agent_binary: None,
+            memory_mib: 2048,
+            pids: 512,
+            cpu_millicores: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -82,6 +156,8 @@ impl Default for Config {
             load_demo_dataset: true,
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
+            sessions: SessionsConfig::default(),
+            runtime: RuntimeConfig::default(),
         }
     }
 }
@@ -172,6 +248,19 @@ impl Config {
         if self.auth.access_token_ttl_secs == 0 || self.auth.refresh_token_ttl_secs == 0 {
             return Err(ConfigError::Rule(
                 "token lifetimes must be at least one second".into(),
+            ));
+        }
+        let s = &self.sessions;
+        if s.default_ttl_minutes == 0 || s.default_ttl_minutes > s.max_ttl_minutes {
+            return Err(ConfigError::Rule(
+                "sessions.default_ttl_minutes must be between 1 and max_ttl_minutes".into(),
+            ));
+        }
+        if s.default_command_timeout_secs == 0
+            || s.default_command_timeout_secs > s.max_command_timeout_secs
+        {
+            return Err(ConfigError::Rule(
+                "sessions.default_command_timeout_secs must be between 1 and max_command_timeout_secs".into(),
             ));
         }
         if self.limits.max_body_bytes < 1024 {

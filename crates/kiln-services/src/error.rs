@@ -36,6 +36,9 @@ pub enum ServiceError {
     Conflict(String),
     #[error("{0}")]
     LimitExceeded(String),
+    /// A capability this server cannot offer now (e.g. no sandbox runtime on the host).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("storage failure: {0}")]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]

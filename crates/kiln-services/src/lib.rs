@@ -4,17 +4,19 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+mod changes;
 pub mod datasets;
 pub mod demo;
 mod error;
 mod ids;
 pub mod records;
 pub mod repos;
+pub mod sessions;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use kiln_config::Config;
+use kiln_config::{Config, RuntimeBackend};
 use kiln_store::Store;
 
 pub use error::{FieldError, ServiceError, ServiceResult};
@@ -22,6 +24,7 @@ pub use ids::new_id;
 
 use crate::auth::AuthService;
 use crate::datasets::DatasetService;
+use crate::sessions::{RecoveryReport, SandboxBackend, SessionService};
 
 /// Everything a running Kiln needs, built once at start and shared by every request.
 pub struct Kiln {
@@ -29,6 +32,7 @@ pub struct Kiln {
     pub store: Arc<dyn Store>,
     pub auth: AuthService,
     pub datasets: DatasetService,
+    pub sessions: Arc<SessionService>,
 }
 
 /// What happened at start that the operator must be told.
@@ -38,6 +42,9 @@ pub struct StartReport {
     /// store). It is shown once and written to `<data-dir>/admin.key`.
     pub admin_key: Option<String>,
     pub demo_samples_loaded: u64,
+    /// Why this server cannot run sessions, when it cannot.
+    pub sessions_unavailable: Option<String>,
+    pub recovery: RecoveryReport,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,11 +73,14 @@ impl Kiln {
         };
         let auth = AuthService::new(store.clone(), config.auth.clone(), &jwt_secret);
         let datasets = DatasetService::new(store.clone(), data_dir.join("repos"));
+        let backend = sandbox_backend(&config);
+        let sessions = SessionService::new(store.clone(), backend, config.sessions.clone());
         Ok(Self {
             config,
             store,
             auth,
             datasets,
+            sessions,
         })
     }
 
@@ -97,8 +107,76 @@ impl Kiln {
         if self.config.load_demo_dataset {
             report.demo_samples_loaded = demo::load_demo_dataset(&self.datasets).await?;
         }
+        report.sessions_unavailable = self.sessions.unavailable_reason();
+        report.recovery = self.sessions.recover().await?;
+        self.sessions.spawn_reaper();
         Ok(report)
     }
+
+    /// Stops every sandbox; the store keeps the sessions for the next start to resolve.
+    pub async fn shutdown(&self) {
+        self.sessions.shutdown().await;
+    }
+}
+
+/// The local sandbox runtime when this host can run it; otherwise the reason, with what
+/// to install, so that `kiln serve` can say it at start instead of failing on the first
+/// session.
+fn sandbox_backend(config: &Config) -> SandboxBackend {
+    if config.runtime.backend == RuntimeBackend::None {
+        return SandboxBackend::Unavailable("runtime.backend is \"none\"".into());
+    }
+    let agent = match config.runtime.agent_binary.clone().or_else(kiln_runtime::default_agent_binary) {
+        Some(agent) => agent,
+        None => {
+            return SandboxBackend::Unavailable(
+                "no kiln-agent binary found (set runtime.agent_binary or KILN_AGENT_BIN; scripts/build-agent.sh builds one)"
+                    .into(),
+            )
+        }
+    };
+    let local = kiln_runtime::LocalConfig::new(config.data_dir.join("runtime"), agent);
+    let report = kiln_runtime::check_host(&local);
+    if !report.is_ready() {
+        let missing: Vec<String> = report
+            .missing()
+            .map(|c| {
+                format!(
+                    "{} ({}){}",
+                    c.name,
+                    c.detail,
+                    c.fix.as_ref().map(|f| format!(": {f}")).unwrap_or_default()
+                )
+            })
+            .collect();
+        return SandboxBackend::Unavailable(format!(
+            "this host cannot run sandboxes: {}",
+            missing.join("; ")
+        ));
+    }
+    let images = match kiln_image::ImageStore::open(&config.data_dir.join("images")) {
+        Ok(images) => images,
+        Err(e) => return SandboxBackend::Unavailable(format!("cannot open the image store: {e}")),
+    };
+    match kiln_runtime::LocalRuntime::new(local) {
+        Ok(runtime) => SandboxBackend::Available {
+            runtime: Arc::new(runtime),
+            images,
+            limits: kiln_runtime::Limits {
+                memory_bytes: Some(config.runtime.memory_mib.saturating_mul(1024 * 1024)),
+                pids: Some(config.runtime.pids),
+                cpu_millicores: Some(config.runtime.cpu_millicores),
+            },
+            location: format!("local:{}", hostname()),
+        },
+        Err(e) => SandboxBackend::Unavailable(format!("cannot start the local runtime: {e}")),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 fn create_private_dir(path: &Path) -> Result<(), StartError> {

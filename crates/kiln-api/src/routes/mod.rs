@@ -3,4 +3,5 @@ pub mod auth;
 pub mod datasets;
 pub mod health;
 pub mod samples;
+pub mod sessions;
 pub mod users;

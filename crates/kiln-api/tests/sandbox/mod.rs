@@ -1,0 +1,152 @@
+//! Set-up for tests that need real sandboxes: root, bubblewrap, a static agent, and a
+//! small busybox image registered as the sample `test/test-1`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use kiln_envimage::{LayerCompression, LayerTarOptions, OciLayout};
+use kiln_services::datasets::ImportRequest;
+use serde_json::json;
+
+use crate::common::TestServer;
+
+pub const DATASET: &str = "test";
+pub const SAMPLE: &str = "test-1";
+
+/// Whether sandbox tests can run here. Under `CI` a missing prerequisite fails the test
+/// instead of skipping it, so CI cannot pass without running them.
+pub fn prerequisites() -> bool {
+    let missing = if !nix_is_root() {
+        Some("these tests need root")
+    } else if !Path::new("/usr/bin/bwrap").exists() {
+        Some("bubblewrap is not installed (apt-get install bubblewrap)")
+    } else if !Path::new("/bin/busybox").exists() {
+        Some("busybox is not installed (apt-get install busybox-static)")
+    } else {
+        None
+    };
+    match missing {
+        None => true,
+        Some(why) if std::env::var_os("CI").is_some() => panic!("cannot run sandbox tests: {why}"),
+        Some(why) => {
+            eprintln!("SKIPPED: {why}");
+            false
+        }
+    }
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// The static agent: `KILN_AGENT_BIN`, or built once with `scripts/build-agent.sh`.
+pub fn agent_binary() -> PathBuf {
+    static AGENT: OnceLock<PathBuf> = OnceLock::new();
+    AGENT
+        .get_or_init(|| {
+            if let Some(path) = std::env::var_os("KILN_AGENT_BIN") {
+                return PathBuf::from(path);
+            }
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-agent.sh");
+            let out = Command::new(&script).output().expect("run build-agent.sh");
+            assert!(
+                out.status.success(),
+                "build-agent.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        })
+        .clone()
+}
+
+/// A busybox root with `/testbed/hello.txt`, written as an OCI layout and imported into
+/// the server's image store as the image of `test/test-1`; the sample is imported too.
+pub async fn install_test_sample(server: &TestServer) {
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = work.path().join("rootfs");
+    for dir in ["bin", "etc", "tmp", "root", "proc", "dev", "sys", "testbed"] {
+        std::fs::create_dir_all(root.join(dir)).expect("mkdir");
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy busybox");
+    let list = Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).expect("symlink");
+        }
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
+    std::fs::write(root.join("testbed/hello.txt"), "hello from the image\n").expect("hello");
+
+    let reference = kiln_services::sessions::sample_image_reference(DATASET, SAMPLE);
+    let layout = OciLayout::create(&work.path().join("layout")).expect("layout");
+    let (layer, _) = layout
+        .write_layer(
+            &root,
+            &LayerTarOptions::default(),
+            LayerCompression::None,
+            |_, _| {},
+        )
+        .expect("layer");
+    let config = json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/bin", "TZ=UTC"], "WorkingDir": "/testbed"},
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
+    });
+    layout
+        .finish(&config, std::slice::from_ref(&layer), &reference)
+        .expect("finish");
+    let store = kiln_image::ImageStore::open(&server.kiln.config.data_dir.join("images"))
+        .expect("image store");
+    store
+        .import(
+            layout.dir(),
+            &kiln_image::ImportOptions {
+                reference: Some(reference),
+                ..Default::default()
+            },
+        )
+        .expect("import image");
+
+    let record = json!({"instance_id": SAMPLE, "repo": "test/hello", "base_commit": "0000000000000000000000000000000000000000",
+                        "FAIL_TO_PASS": ["t1"], "PASS_TO_PASS": []})
+    .to_string();
+    server
+        .kiln
+        .datasets
+        .import(ImportRequest {
+            dataset: DATASET,
+            description: None,
+            version_description: None,
+            text: &record,
+            repos_dir: None,
+        })
+        .await
+        .expect("import sample");
+}
+
+/// A server that can run sessions of `test/test-1`.
+pub async fn start(tweak: impl FnOnce(&mut kiln_config::Config)) -> TestServer {
+    let agent = agent_binary();
+    let server = TestServer::start_with(|c| {
+        c.runtime.agent_binary = Some(agent);
+        tweak(c);
+    })
+    .await;
+    assert_eq!(
+        server.kiln.sessions.unavailable_reason(),
+        None,
+        "sessions must be available"
+    );
+    install_test_sample(&server).await;
+    server
+}

@@ -1,0 +1,575 @@
+//! The agent loop over real HTTP with real sandboxes: sessions, commands, edits,
+//! uploads, ownership, limits, expiry and restarts.
+mod common;
+mod sandbox;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::{assert_error, assert_validation, json, TestServer};
+use sandbox::{DATASET, SAMPLE};
+use serde_json::{json, Value};
+
+fn auth(key: &str) -> String {
+    format!("Bearer {key}")
+}
+
+async fn create_ready(s: &TestServer, key: &str) -> String {
+    let (status, created) = json(
+        s.post("/sessions")
+            .header("Authorization", auth(key))
+            .json(&json!({"dataset": DATASET, "sample_id": SAMPLE}))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["status"], "creating");
+    let id = created["session_id"].as_str().expect("id").to_string();
+    let (status, session) = json(
+        s.get(&format!("/sessions/{id}"))
+            .header("Authorization", auth(key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        session["status"], "ready",
+        "a GET on a creating session waits for ready: {session}"
+    );
+    id
+}
+
+/// Runs a command and waits (long-poll) for its result.
+async fn run(s: &TestServer, key: &str, id: &str, command: &str, timeout: Option<i64>) -> Value {
+    let mut body = json!({"command": command});
+    if let Some(t) = timeout {
+        body["command_timeout"] = json!(t);
+    }
+    let (status, started) = json(
+        s.post(&format!("/sessions/{id}/exec"))
+            .header("Authorization", auth(key))
+            .json(&body)
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(started["status"], "pending");
+    let iid = started["interaction_id"].as_str().expect("iid");
+    let (status, done) = json(
+        s.get(&format!("/sessions/{id}/interactions/{iid}"))
+            .header("Authorization", auth(key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        !done["exit_code"].is_null(),
+        "the GET waits until the command finished: {done}"
+    );
+    done
+}
+
+#[tokio::test]
+async fn the_whole_agent_loop() {
+    if !sandbox::prerequisites() {
+        return;
+    }
+    let s = sandbox::start(|_| {}).await;
+    let key = s.admin_key.clone();
+    let id = create_ready(&s, &key).await;
+
+    let (_, session) = json(
+        s.get(&format!("/sessions/{id}"))
+            .header("Authorization", auth(&key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    let info = &session["container_info"];
+    assert_eq!(info["container_name"], id.as_str());
+    assert_eq!(info["status"], "running");
+    assert!(
+        info["location"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("local:")),
+        "{session}"
+    );
+    assert!(session["created_at"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+
+    let done = run(&s, &key, &id, "cat hello.txt; echo err >&2; exit 3", None).await;
+    assert_eq!(
+        (done["exit_code"].as_i64(), done["success"].as_bool()),
+        (Some(3), Some(false))
+    );
+    assert_eq!(done["stdout"], "hello from the image\n");
+    assert_eq!(done["stderr"], "err\n");
+    assert_eq!(done["interaction_type"], "exec_command");
+    assert_eq!(done["command_timeout"], 300);
+
+    // Commands of one session run in the order received.
+    let mut ids = Vec::new();
+    for i in 0..15 {
+        let (status, started) = json(
+            s.post(&format!("/sessions/{id}/exec"))
+                .header("Authorization", auth(&key))
+                .json(&json!({"command": format!("echo {i} >> /tmp/order")}))
+                .send()
+                .await
+                .expect("send"),
+        )
+        .await;
+        assert_eq!(status, 202);
+        ids.push(started["interaction_id"].as_str().expect("iid").to_string());
+    }
+    let order = run(&s, &key, &id, "cat /tmp/order", None).await;
+    let expected: String = (0..15).map(|i| format!("{i}\n")).collect();
+    assert_eq!(order["stdout"], expected.as_str());
+
+    // A timeout is exit code 124 and says so; the background process dies with it.
+    let start = Instant::now();
+    let timed = run(
+        &s,
+        &key,
+        &id,
+        "sleep 1000 & echo started; sleep 1000",
+        Some(1),
+    )
+    .await;
+    assert_eq!(timed["exit_code"], 124, "{timed}");
+    assert!(
+        timed["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("timed out")),
+        "{timed}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(10));
+    // Count processes whose whole command line is `sleep N` (this shell's and grep's own
+    // command lines contain the text too, but are longer). A background process of a
+    // command that ends normally survives by design: it proves the count sees survivors.
+    let count = |n: u32| {
+        format!(
+            r"for p in /proc/[0-9]*; do tr '\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -cx 'sleep {n} ' || true"
+        )
+    };
+    run(&s, &key, &id, "sleep 999 > /dev/null 2>&1 &", None).await;
+    let ps = run(&s, &key, &id, &count(999), None).await;
+    assert_eq!(ps["stdout"].as_str().map(str::trim), Some("1"), "{ps}");
+    let ps = run(&s, &key, &id, &count(1000), None).await;
+    assert_eq!(
+        ps["stdout"].as_str().map(str::trim),
+        Some("0"),
+        "the background sleep survived the timeout: {ps}"
+    );
+
+    // Upload, then run what was uploaded.
+    let script = base64::engine::general_purpose::STANDARD.encode("#!/bin/sh\necho uploaded $1\n");
+    let (status, up) = json(
+        s.post(&format!("/sessions/{id}/upload"))
+            .header("Authorization", auth(&key))
+            .json(&json!({"file_path": "bin/tool.sh", "content_base64": script, "make_executable": true}))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, 200, "{up}");
+    assert_eq!(
+        (up["success"].as_bool(), up["file_path"].as_str()),
+        (Some(true), Some("/testbed/bin/tool.sh"))
+    );
+    let ran = run(&s, &key, &id, "./bin/tool.sh ok", None).await;
+    assert_eq!(ran["stdout"], "uploaded ok\n");
+
+    // str_replace: exactly one occurrence, else nothing changes and it says how many.
+    let replace = |old: &str, new: &str| {
+        s.post(&format!("/sessions/{id}/str_replace"))
+            .header("Authorization", auth(&key))
+            .json(&json!({"file_path": "hello.txt", "str_to_replace": old, "str_to_insert": new}))
+    };
+    let (_, none) = json(replace("absent", "x").send().await.expect("send")).await;
+    assert_eq!(none["success"], false);
+    assert!(
+        none["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("did not appear verbatim")),
+        "{none}"
+    );
+    run(&s, &key, &id, "echo 'hello again' >> hello.txt", None).await;
+    let (_, many) = json(replace("hello", "x").send().await.expect("send")).await;
+    assert_eq!(many["success"], false);
+    assert!(
+        many["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Multiple occurrences")),
+        "{many}"
+    );
+    let (_, one) = json(
+        replace("hello from", "greetings from")
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(one["success"], true, "{one}");
+    let cat = run(&s, &key, &id, "cat hello.txt", None).await;
+    assert_eq!(cat["stdout"], "greetings from the image\nhello again\n");
+
+    // Paths with .. stay inside the sandbox.
+    let marker = format!("/tmp/kiln-escape-{}", std::process::id());
+    let (_, up) = json(
+        s.post(&format!("/sessions/{id}/upload"))
+            .header("Authorization", auth(&key))
+            .json(
+                &json!({"file_path": format!("../../../../..{marker}"), "content_base64": "aGk="}),
+            )
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(up["success"], true, "{up}");
+    assert!(
+        !std::path::Path::new(&marker).exists(),
+        "an upload escaped to the host"
+    );
+    let inside = run(&s, &key, &id, &format!("cat {marker}"), None).await;
+    assert_eq!(inside["stdout"], "hi");
+
+    // Close: the sandbox goes, and the session cannot be used or closed again.
+    let (status, closed) = json(
+        s.delete(&format!("/sessions/{id}"))
+            .header("Authorization", auth(&key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, 200, "{closed}");
+    assert!(closed["duration_seconds"].as_f64().is_some_and(|d| d > 0.0));
+    let (status, body) = json(
+        s.delete(&format!("/sessions/{id}"))
+            .header("Authorization", auth(&key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_error(status, &body, 409, "conflict");
+    let (status, body) = json(
+        s.post(&format!("/sessions/{id}/exec"))
+            .header("Authorization", auth(&key))
+            .json(&json!({"command": "true"}))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_error(status, &body, 409, "conflict");
+    let (_, session) = json(
+        s.get(&format!("/sessions/{id}"))
+            .header("Authorization", auth(&key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(session["status"], "closed");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(&id),
+        "nothing of the session stays mounted"
+    );
+
+    // Earlier interactions are still readable, with their output.
+    let (status, first) = json(
+        s.get(&format!("/sessions/{id}/interactions/{}", ids[0]))
+            .header("Authorization", auth(&key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!((status, first["exit_code"].as_i64()), (200, Some(0)));
+}
+
+#[tokio::test]
+async fn bad_inputs_and_other_users() {
+    if !sandbox::prerequisites() {
+        return;
+    }
+    let s = sandbox::start(|c| c.sessions.max_upload_bytes = 1024).await;
+    let key = s.admin_key.clone();
+    let create = |body: Value| {
+        s.post("/sessions")
+            .header("Authorization", auth(&key))
+            .json(&body)
+    };
+    let (status, body) = json(
+        create(json!({"dataset": "nope", "sample_id": SAMPLE}))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_error(status, &body, 404, "not_found");
+    let (status, body) = json(
+        create(json!({"dataset": DATASET, "sample_id": "nope"}))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_error(status, &body, 404, "not_found");
+    for (body, loc) in [
+        (
+            json!({"dataset": DATASET, "sample_id": SAMPLE, "ttl_minutes": 0}),
+            "ttl_minutes",
+        ),
+        (
+            json!({"dataset": DATASET, "sample_id": SAMPLE, "ttl_minutes": 100000}),
+            "ttl_minutes",
+        ),
+        (
+            json!({"dataset": DATASET, "sample_id": SAMPLE, "ttl_minutes": "x"}),
+            "ttl_minutes",
+        ),
+        (json!({"dataset": DATASET}), "sample_id"),
+        (json!({"dataset": "", "sample_id": SAMPLE}), "dataset"),
+    ] {
+        let (status, got) = json(create(body).send().await.expect("send")).await;
+        assert_validation(status, &got, &["body", loc]);
+    }
+
+    let id = create_ready(&s, &key).await;
+    let exec = |body: Value| {
+        s.post(&format!("/sessions/{id}/exec"))
+            .header("Authorization", auth(&key))
+            .json(&body)
+    };
+    for (body, loc) in [
+        (json!({"command": ""}), "command"),
+        (json!({"command": "   "}), "command"),
+        (json!({}), "command"),
+        (
+            json!({"command": "true", "command_timeout": 0}),
+            "command_timeout",
+        ),
+        (
+            json!({"command": "true", "command_timeout": 999999}),
+            "command_timeout",
+        ),
+    ] {
+        let (status, got) = json(exec(body).send().await.expect("send")).await;
+        assert_validation(status, &got, &["body", loc]);
+    }
+    let upload = |body: Value| {
+        s.post(&format!("/sessions/{id}/upload"))
+            .header("Authorization", auth(&key))
+            .json(&body)
+    };
+    let (status, got) = json(
+        upload(json!({"file_path": "a", "content_base64": "not base64!"}))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_validation(status, &got, &["body", "content_base64"]);
+    let (status, got) = json(
+        upload(json!({"file_path": "", "content_base64": "aGk="}))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_validation(status, &got, &["body", "file_path"]);
+    let big = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; 2048]);
+    let (status, got) = json(
+        upload(json!({"file_path": "a", "content_base64": big}))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_error(status, &got, 413, "payload_too_large");
+    let (status, got) = json(
+        s.post(&format!("/sessions/{id}/str_replace"))
+            .header("Authorization", auth(&key))
+            .json(&json!({"file_path": "hello.txt", "str_to_replace": "", "str_to_insert": "x"}))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_validation(status, &got, &["body", "str_to_replace"]);
+    // An upload onto a directory fails as the caller's mistake, not the server's.
+    let (status, got) = json(
+        upload(json!({"file_path": "/testbed", "content_base64": "aGk="}))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(
+        (status, got["success"].as_bool()),
+        (200, Some(false)),
+        "{got}"
+    );
+
+    // Another user sees none of it.
+    let (_, other) = s.user("mallory").await;
+    let done = run(&s, &key, &id, "true", None).await;
+    let iid = done["interaction_id"].as_str().expect("iid").to_string();
+    for (method, path) in [
+        ("GET", format!("/sessions/{id}")),
+        ("DELETE", format!("/sessions/{id}")),
+        ("POST", format!("/sessions/{id}/exec")),
+        ("GET", format!("/sessions/{id}/interactions/{iid}")),
+        ("POST", format!("/sessions/{id}/str_replace")),
+        ("POST", format!("/sessions/{id}/upload")),
+    ] {
+        let url = format!("{}{path}", s.base);
+        let req = match method {
+            "GET" => s.client.get(url),
+            "DELETE" => s.client.delete(url),
+            _ => s.client.post(url).json(&json!({"command": "true", "file_path": "a", "str_to_replace": "a", "str_to_insert": "b", "content_base64": "aGk="})),
+        };
+        let (status, body) = json(
+            req.header("Authorization", auth(&other))
+                .send()
+                .await
+                .expect("send"),
+        )
+        .await;
+        assert_error(status, &body, 404, "not_found");
+    }
+    let (_, listing) = json(
+        s.get("/sessions")
+            .header("Authorization", auth(&other))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(listing["total_count"], 0);
+    let (status, body) = json(
+        s.get(&format!("/sessions/{id}/interactions/int_nope"))
+            .header("Authorization", auth(&key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_error(status, &body, 404, "not_found");
+}
+
+#[tokio::test]
+async fn limits_listing_and_expiry() {
+    if !sandbox::prerequisites() {
+        return;
+    }
+    let s = sandbox::start(|c| c.sessions.max_live_sessions_per_user = 2).await;
+    let key = s.admin_key.clone();
+    let a = create_ready(&s, &key).await;
+    let b = create_ready(&s, &key).await;
+    let response = s
+        .post("/sessions")
+        .header("Authorization", auth(&key))
+        .json(&json!({"dataset": DATASET, "sample_id": SAMPLE}))
+        .send()
+        .await
+        .expect("send");
+    assert!(response.headers().contains_key("retry-after"));
+    let (status, body) = json(response).await;
+    assert_error(status, &body, 429, "too_many_requests");
+
+    let (_, listing) = json(
+        s.get("/sessions")
+            .header("Authorization", auth(&key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    let ids: Vec<&str> = listing["sessions"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|x| x["session_id"].as_str())
+        .collect();
+    assert_eq!(ids, [b.as_str(), a.as_str()], "newest first");
+    assert_eq!(
+        (
+            listing["total_count"].as_u64(),
+            listing["has_more"].as_bool()
+        ),
+        (Some(2), Some(false))
+    );
+    let (_, page) = json(
+        s.get("/sessions?page=1&page_size=1")
+            .header("Authorization", auth(&key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(page["has_more"], true);
+    let (status, body) = json(
+        s.get("/sessions?page_size=0")
+            .header("Authorization", auth(&key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_validation(status, &body, &["query", "page_size"]);
+
+    // Expiry: the reaper terminates both; a command on an expired session is a 409.
+    let ended = s
+        .kiln
+        .sessions
+        .reap_expired(chrono::Utc::now() + chrono::Duration::minutes(31))
+        .await;
+    assert_eq!(ended, 2);
+    let (_, session) = json(
+        s.get(&format!("/sessions/{a}"))
+            .header("Authorization", auth(&key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(session["status"], "terminated");
+    let (status, body) = json(
+        s.post(&format!("/sessions/{a}/exec"))
+            .header("Authorization", auth(&key))
+            .json(&json!({"command": "true"}))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_error(status, &body, 409, "conflict");
+    let (status, body) = json(
+        s.delete(&format!("/sessions/{a}"))
+            .header("Authorization", auth(&key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_error(status, &body, 409, "conflict");
+    // The limit counts live sessions only: a new one can start now.
+    create_ready(&s, &key).await;
+}

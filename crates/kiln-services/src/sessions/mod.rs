@@ -1,0 +1,672 @@
+//! Sessions: a sandbox made from a sample's environment image, the commands run in it,
+//! and its life (`creating → ready | error`, `closed` on delete, `terminated` at expiry).
+//!
+//! Each live session has a worker task ([`worker`]) that runs its interactions one at a
+//! time, in the order received. Every change is stored first and then announced through
+//! [`Changes`], so long-polling readers see it at once and a restart loses nothing that
+//! was acknowledged.
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kiln_config::SessionsConfig;
+use kiln_image::ImageStore;
+use kiln_runtime::{Limits, Runtime, SandboxId, SandboxSpec};
+use kiln_store::{
+    InteractionKind, InteractionOutcome, InteractionRecord, NewInteraction, NewSession,
+    SessionRecord, SessionStatus, Store,
+};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::changes::Changes;
+use crate::error::{ServiceError, ServiceResult};
+use crate::ids::new_id;
+
+pub use worker::{Action, INFRA_EXIT_CODE};
+
+/// The runtime, when this server can make sandboxes.
+pub enum SandboxBackend {
+    Available {
+        runtime: Arc<dyn Runtime>,
+        images: ImageStore,
+        limits: Limits,
+        location: String,
+    },
+    /// Why sessions cannot be served here, and how to fix it.
+    Unavailable(String),
+}
+
+/// What the worker of a session knows about its sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Readiness {
+    Creating,
+    Ready(SandboxId),
+    /// Failed to start, closed, or expired: queued work fails.
+    Gone(String),
+}
+
+struct LiveSession {
+    user_id: String,
+    expires_at: DateTime<Utc>,
+    queue: mpsc::Sender<worker::Work>,
+    readiness: watch::Sender<Readiness>,
+}
+
+pub struct SessionService {
+    store: Arc<dyn Store>,
+    backend: SandboxBackend,
+    config: SessionsConfig,
+    changes: Arc<Changes>,
+    live: Mutex<HashMap<String, Arc<LiveSession>>>,
+}
+
+/// A new session request, validated by the caller's shape but not its meaning.
+pub struct CreateSession<'a> {
+    pub user_id: &'a str,
+    pub dataset: &'a str,
+    pub sample_id: &'a str,
+    pub ttl_minutes: Option<i64>,
+}
+
+impl SessionService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        backend: SandboxBackend,
+        config: SessionsConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            backend,
+            config,
+            changes: Arc::new(Changes::default()),
+            live: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn unavailable_reason(&self) -> Option<String> {
+        match &self.backend {
+            SandboxBackend::Unavailable(why) => Some(why.clone()),
+            SandboxBackend::Available { .. } => None,
+        }
+    }
+
+    pub fn config(&self) -> &SessionsConfig {
+        &self.config
+    }
+
+    fn runtime(&self) -> ServiceResult<(&Arc<dyn Runtime>, &ImageStore, &Limits, &str)> {
+        match &self.backend {
+            SandboxBackend::Available {
+                runtime,
+                images,
+                limits,
+                location,
+            } => Ok((runtime, images, limits, location.as_str())),
+            SandboxBackend::Unavailable(why) => Err(ServiceError::Unavailable(format!(
+                "sessions are not available on this server: {why}"
+            ))),
+        }
+    }
+
+    pub async fn create(
+        self: &Arc<Self>,
+        request: CreateSession<'_>,
+    ) -> ServiceResult<SessionRecord> {
+        let ttl = request
+            .ttl_minutes
+            .unwrap_or(i64::from(self.config.default_ttl_minutes));
+        let max = i64::from(self.config.max_ttl_minutes);
+        if !(1..=max).contains(&ttl) {
+            return Err(ServiceError::invalid(
+                &["body", "ttl_minutes"],
+                format!("Input should be between 1 and {max} (minutes)"),
+                if ttl < 1 {
+                    "greater_than_equal"
+                } else {
+                    "less_than_equal"
+                },
+            ));
+        }
+        let (_, images, _, _) = self.runtime()?;
+        let sample = self
+            .store
+            .get_sample(request.dataset, request.sample_id, None)
+            .await?
+            .ok_or_else(|| {
+                ServiceError::not_found(format!("sample {}/{}", request.dataset, request.sample_id))
+            })?;
+        let reference = sample_image_reference(request.dataset, &sample.record.instance_id);
+        let image = images.get(&reference).map_err(|_| {
+            ServiceError::Conflict(format!(
+                "the environment image {reference} of sample {}/{} is not on this server; build it with \
+                 `kiln images build-demo` (demo dataset) or import it with `kiln images import`",
+                request.dataset, request.sample_id
+            ))
+        })?;
+        let live = self.store.count_live_sessions(request.user_id).await?;
+        if live >= u64::from(self.config.max_live_sessions_per_user) {
+            return Err(ServiceError::LimitExceeded(format!(
+                "you have {live} live sessions (the limit is {}); close one first",
+                self.config.max_live_sessions_per_user
+            )));
+        }
+        let now = Utc::now();
+        let record = self
+            .store
+            .insert_session(&NewSession {
+                session_id: new_id("ses"),
+                user_id: request.user_id.to_string(),
+                dataset: request.dataset.to_string(),
+                sample_id: request.sample_id.to_string(),
+                sample_version: sample.version,
+                requested_at: now,
+                expires_at: now + chrono::Duration::minutes(ttl),
+            })
+            .await?;
+        let live = self.start_worker(&record, Readiness::Creating);
+        let this = self.clone();
+        let session = record.clone();
+        tokio::spawn(async move { this.start_sandbox(session, image, live).await });
+        Ok(record)
+    }
+
+    /// Starts the session's sandbox and records the outcome.
+    async fn start_sandbox(
+        self: Arc<Self>,
+        session: SessionRecord,
+        image: kiln_image::Image,
+        live: Arc<LiveSession>,
+    ) {
+        let Ok((runtime, _, limits, location)) = self.runtime() else {
+            return;
+        };
+        let id = match SandboxId::new(session.session_id.clone()) {
+            Ok(id) => id,
+            Err(e) => {
+                return self
+                    .fail_start(&session, &live, "invalid_session_id", &e.to_string())
+                    .await
+            }
+        };
+        let mut spec = SandboxSpec::from_image(id.clone(), &image);
+        spec.limits = *limits;
+        spec.hostname = "kiln".into();
+        match runtime.create(spec).await {
+            Ok(_) => match self
+                .store
+                .mark_session_ready(&session.session_id, id.as_str(), location, Utc::now())
+                .await
+            {
+                Ok(Some(_)) => {
+                    live.readiness.send_replace(Readiness::Ready(id));
+                }
+                // Closed (or failed) while the sandbox was starting: it must not outlive that.
+                Ok(None) => self.destroy_sandbox(&id).await,
+                Err(e) => {
+                    self.destroy_sandbox(&id).await;
+                    self.fail_start(&session, &live, "store_error", &e.to_string())
+                        .await;
+                }
+            },
+            Err(e) => {
+                tracing::warn!(session = %session.session_id, error = %e, "sandbox failed to start");
+                self.fail_start(&session, &live, "sandbox_start_failed", &e.to_string())
+                    .await;
+            }
+        }
+        self.changes.notify(&session.session_id);
+    }
+
+    async fn fail_start(
+        &self,
+        session: &SessionRecord,
+        live: &LiveSession,
+        code: &str,
+        message: &str,
+    ) {
+        if let Err(e) = self
+            .store
+            .mark_session_error(&session.session_id, code, message, Utc::now())
+            .await
+        {
+            tracing::error!(session = %session.session_id, error = %e, "cannot record a failed start");
+        }
+        live.readiness.send_replace(Readiness::Gone(format!(
+            "the session failed to start: {message}"
+        )));
+        self.forget(&session.session_id);
+        self.changes.notify(&session.session_id);
+    }
+
+    fn start_worker(
+        self: &Arc<Self>,
+        session: &SessionRecord,
+        readiness: Readiness,
+    ) -> Arc<LiveSession> {
+        let (queue, receiver) = mpsc::channel(self.config.max_queued_interactions.max(1));
+        let (readiness, watcher) = watch::channel(readiness);
+        let live = Arc::new(LiveSession {
+            user_id: session.user_id.clone(),
+            expires_at: session.expires_at,
+            queue,
+            readiness,
+        });
+        self.lock_live()
+            .insert(session.session_id.clone(), live.clone());
+        let ctx = worker::WorkerContext {
+            store: self.store.clone(),
+            runtime: self.runtime().ok().map(|(r, ..)| r.clone()),
+            changes: self.changes.clone(),
+            session_id: session.session_id.clone(),
+            max_output_bytes: self.config.max_output_bytes,
+        };
+        tokio::spawn(worker::run(ctx, receiver, watcher));
+        live
+    }
+
+    /// The caller's session. While it is `creating`, waits (bounded) for it to change.
+    pub async fn get(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        wait: bool,
+    ) -> ServiceResult<SessionRecord> {
+        let timeout = if wait {
+            self.long_poll()
+        } else {
+            Duration::ZERO
+        };
+        self.changes
+            .wait_for(session_id, timeout, || async {
+                let session = self.owned(user_id, session_id).await?;
+                let done = session.status != SessionStatus::Creating;
+                Ok((session, done))
+            })
+            .await
+    }
+
+    pub async fn list(
+        &self,
+        user_id: &str,
+        limit: u64,
+        offset: u64,
+    ) -> ServiceResult<(Vec<SessionRecord>, u64)> {
+        Ok(self.store.list_sessions(user_id, limit, offset).await?)
+    }
+
+    /// Closes the caller's session: the sandbox is destroyed before this returns.
+    pub async fn close(&self, user_id: &str, session_id: &str) -> ServiceResult<SessionRecord> {
+        let session = self.owned(user_id, session_id).await?;
+        if !session.status.is_live() {
+            return Err(ServiceError::Conflict(format!(
+                "session {session_id} is already {}",
+                session.status.as_str()
+            )));
+        }
+        match self.end(session_id, SessionStatus::Closed).await? {
+            Some(ended) => Ok(ended),
+            None => {
+                let now = self.owned(user_id, session_id).await?;
+                Err(ServiceError::Conflict(format!(
+                    "session {session_id} is already {}",
+                    now.status.as_str()
+                )))
+            }
+        }
+    }
+
+    /// Ends a live session (close or expiry). Exactly one of racing callers gets `Some`
+    /// and releases the sandbox.
+    async fn end(
+        &self,
+        session_id: &str,
+        status: SessionStatus,
+    ) -> ServiceResult<Option<SessionRecord>> {
+        let Some(ended) = self
+            .store
+            .end_session(session_id, status, Utc::now())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let reason = match status {
+            SessionStatus::Terminated => "the session expired (its TTL ended)",
+            _ => "the session was closed",
+        };
+        if let Some(live) = self.forget(session_id) {
+            live.readiness.send_replace(Readiness::Gone(reason.into()));
+        }
+        if let Some(sandbox) = ended
+            .sandbox_id
+            .as_deref()
+            .and_then(|s| SandboxId::new(s).ok())
+        {
+            self.destroy_sandbox(&sandbox).await;
+        }
+        self.changes.notify(session_id);
+        Ok(Some(ended))
+    }
+
+    async fn destroy_sandbox(&self, id: &SandboxId) {
+        if let Ok((runtime, ..)) = self.runtime() {
+            if let Err(e) = runtime.destroy(id).await {
+                tracing::error!(sandbox = %id, error = %e, "cannot destroy sandbox");
+            }
+        }
+    }
+
+    /// Queues an interaction; returns it as stored (unfinished).
+    pub async fn submit(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        action: Action,
+    ) -> ServiceResult<InteractionRecord> {
+        self.submit_inner(user_id, session_id, action, None).await
+    }
+
+    /// Queues an interaction and waits for its outcome (str_replace and upload answer
+    /// synchronously in the contract).
+    pub async fn submit_and_wait(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        action: Action,
+    ) -> ServiceResult<(InteractionRecord, InteractionOutcome)> {
+        let (tx, rx) = oneshot::channel();
+        let record = self
+            .submit_inner(user_id, session_id, action, Some(tx))
+            .await?;
+        let outcome = rx
+            .await
+            .map_err(|_| ServiceError::Internal("the session's worker stopped".into()))?;
+        Ok((record, outcome))
+    }
+
+    async fn submit_inner(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        action: Action,
+        reply: Option<oneshot::Sender<InteractionOutcome>>,
+    ) -> ServiceResult<InteractionRecord> {
+        let session = self.owned(user_id, session_id).await?;
+        if !session.status.is_live() {
+            return Err(ServiceError::Conflict(format!(
+                "session {session_id} is {}; commands need a live session",
+                session.status.as_str()
+            )));
+        }
+        let live = self.lock_live().get(session_id).cloned().ok_or_else(|| {
+            ServiceError::Conflict(format!("session {session_id} is no longer running"))
+        })?;
+        let permit = live.queue.try_reserve().map_err(|_| {
+            ServiceError::LimitExceeded(format!(
+                "session {session_id} already has {} interactions waiting; wait for some to finish",
+                self.config.max_queued_interactions
+            ))
+        })?;
+        let (kind, request) = action.describe();
+        let record = self
+            .store
+            .insert_interaction(&NewInteraction {
+                interaction_id: new_id("int"),
+                session_id: session_id.to_string(),
+                kind,
+                created_at: Utc::now(),
+                request,
+            })
+            .await?;
+        permit.send(worker::Work {
+            interaction_id: record.interaction_id.clone(),
+            action,
+            reply,
+        });
+        Ok(record)
+    }
+
+    /// The caller's interaction; waits (bounded) while it is unfinished.
+    pub async fn interaction(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        interaction_id: &str,
+        wait: bool,
+    ) -> ServiceResult<InteractionRecord> {
+        self.owned(user_id, session_id).await?;
+        let timeout = if wait {
+            self.long_poll()
+        } else {
+            Duration::ZERO
+        };
+        self.changes
+            .wait_for(session_id, timeout, || async {
+                let record = self
+                    .store
+                    .get_interaction(session_id, interaction_id)
+                    .await?
+                    .ok_or_else(|| {
+                        ServiceError::not_found(format!("interaction {interaction_id}"))
+                    })?;
+                let done = record.outcome.is_some();
+                Ok((record, done))
+            })
+            .await
+    }
+
+    /// A session of `user_id`; anyone else's is "not found".
+    pub async fn owned(&self, user_id: &str, session_id: &str) -> ServiceResult<SessionRecord> {
+        match self.store.get_session(session_id).await? {
+            Some(s) if s.user_id == user_id => Ok(s),
+            _ => Err(ServiceError::not_found(format!("session {session_id}"))),
+        }
+    }
+
+    fn long_poll(&self) -> Duration {
+        Duration::from_secs(self.config.long_poll_secs)
+    }
+
+    /// Ends every live session whose TTL has passed at `now`. Returns how many it ended.
+    pub async fn reap_expired(&self, now: DateTime<Utc>) -> usize {
+        let expired: Vec<String> = self
+            .lock_live()
+            .iter()
+            .filter(|(_, l)| l.expires_at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut ended = 0;
+        for id in expired {
+            match self.end(&id, SessionStatus::Terminated).await {
+                Ok(Some(_)) => ended += 1,
+                Ok(None) => {
+                    self.forget(&id);
+                }
+                Err(e) => tracing::error!(session = %id, error = %e, "cannot expire session"),
+            }
+        }
+        ended
+    }
+
+    /// Runs the TTL reaper until the service is dropped.
+    pub fn spawn_reaper(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(this) = weak.upgrade() else { break };
+                let n = this.reap_expired(Utc::now()).await;
+                if n > 0 {
+                    tracing::info!(sessions = n, "expired sessions terminated");
+                }
+            }
+        });
+    }
+
+    /// Start-up recovery: the store and the runtime are made to agree. Sandboxes nobody
+    /// knows are removed; sessions whose sandbox is gone end (`error` while creating,
+    /// `terminated` when ready); interactions cut off by the restart fail with
+    /// [`INFRA_EXIT_CODE`]; sessions whose sandbox survived get a worker again.
+    pub async fn recover(self: &Arc<Self>) -> ServiceResult<RecoveryReport> {
+        let mut report = RecoveryReport::default();
+        let now = Utc::now();
+        for interaction in self.store.list_unfinished_interactions().await? {
+            let outcome = InteractionOutcome {
+                exit_code: INFRA_EXIT_CODE,
+                message: Some("the server restarted before this interaction finished".into()),
+                finished_at: now,
+                ..InteractionOutcome::default()
+            };
+            if self
+                .store
+                .complete_interaction(&interaction.interaction_id, &outcome)
+                .await?
+            {
+                report.interactions_failed += 1;
+            }
+        }
+        let live = self
+            .store
+            .list_sessions_in(&[SessionStatus::Creating, SessionStatus::Ready])
+            .await?;
+        let known: Vec<SandboxId> = live
+            .iter()
+            .filter(|s| s.status == SessionStatus::Ready)
+            .filter_map(|s| {
+                s.sandbox_id
+                    .as_deref()
+                    .and_then(|id| SandboxId::new(id).ok())
+            })
+            .collect();
+        let adopted = match self.runtime() {
+            Ok((runtime, ..)) => {
+                let r = runtime
+                    .reconcile(&known)
+                    .await
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                report.sandboxes_removed = r.removed.len();
+                r.adopted
+            }
+            Err(_) => Vec::new(),
+        };
+        for session in live {
+            let alive = session
+                .sandbox_id
+                .as_deref()
+                .is_some_and(|id| adopted.iter().any(|a| a.as_str() == id));
+            if alive && session.expires_at > now {
+                let id = SandboxId::new(session.sandbox_id.clone().unwrap_or_default())
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                self.start_worker(&session, Readiness::Ready(id));
+                report.sessions_resumed += 1;
+            } else if session.status == SessionStatus::Creating {
+                self.store
+                    .mark_session_error(
+                        &session.session_id,
+                        "server_restarted",
+                        "the server restarted while the sandbox was starting",
+                        now,
+                    )
+                    .await?;
+                report.sessions_ended += 1;
+            } else {
+                self.store
+                    .end_session(&session.session_id, SessionStatus::Terminated, now)
+                    .await?;
+                report.sessions_ended += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Ends nothing in the store (a restart resumes or terminates sessions), but stops
+    /// every sandbox so nothing is left running or mounted.
+    pub async fn shutdown(&self) {
+        let sessions: Vec<String> = self.lock_live().keys().cloned().collect();
+        for id in &sessions {
+            if let Some(live) = self.forget(id) {
+                live.readiness
+                    .send_replace(Readiness::Gone("the server is shutting down".into()));
+            }
+        }
+        if let Ok((runtime, ..)) = self.runtime() {
+            if let Err(e) = runtime.shutdown().await {
+                tracing::error!(error = %e, "runtime shutdown failed");
+            }
+        }
+    }
+
+    fn forget(&self, session_id: &str) -> Option<Arc<LiveSession>> {
+        self.lock_live().remove(session_id)
+    }
+
+    fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<LiveSession>>> {
+        // Every critical section is a single map operation: a poisoned map is consistent.
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Live sessions per user, for diagnostics.
+    pub fn live_count(&self, user_id: &str) -> usize {
+        self.lock_live()
+            .values()
+            .filter(|l| l.user_id == user_id)
+            .count()
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub sessions_resumed: usize,
+    pub sessions_ended: usize,
+    pub sandboxes_removed: usize,
+    pub interactions_failed: usize,
+}
+
+/// Where a path given by a caller points inside the sandbox: relative paths are taken
+/// from `/testbed`, where the repository is. (`..` cannot leave the sandbox: the agent
+/// resolves paths inside the sandbox's own root.)
+pub fn sandbox_path(path: &str) -> String {
+    if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/testbed/{path}")
+    }
+}
+
+/// The image a sample's sessions run in: the sample's own image (its base environment
+/// plus its repository at base_commit under /testbed).
+pub fn sample_image_reference(dataset: &str, instance_id: &str) -> String {
+    format!("{dataset}/sample/{instance_id}:1").to_ascii_lowercase()
+}
+
+/// The request half of an interaction, as the contract shows it.
+impl Action {
+    fn describe(&self) -> (InteractionKind, serde_json::Value) {
+        match self {
+            Action::Exec {
+                command,
+                timeout_secs,
+            } => (
+                InteractionKind::ExecCommand,
+                json!({"command": command, "command_timeout": timeout_secs}),
+            ),
+            Action::StrReplace { path, old, new } => (
+                InteractionKind::StringReplace,
+                json!({"file_path": path, "str_to_replace": old, "str_to_insert": new}),
+            ),
+            Action::Upload {
+                path,
+                content,
+                executable,
+            } => (
+                InteractionKind::FileUpload,
+                json!({"file_path": path, "size_bytes": content.len(), "make_executable": executable}),
+            ),
+        }
+    }
+}
