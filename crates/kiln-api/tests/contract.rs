@@ -11,22 +11,6 @@ use serde_json::Value;
 const NOT_YET: &[(&str, &str, &str)] = &[
     ("post", "/auth/github", "GitHub sign-in: the identity issue"),
     ("get", "/repos", "GitHub repositories: the identity issue"),
-    ("get", "/sessions", "sessions issue"),
-    ("post", "/sessions", "sessions issue"),
-    ("get", "/sessions/{session_id}", "sessions issue"),
-    ("delete", "/sessions/{session_id}", "sessions issue"),
-    ("post", "/sessions/{session_id}/exec", "sessions issue"),
-    (
-        "get",
-        "/sessions/{session_id}/interactions/{interaction_id}",
-        "sessions issue",
-    ),
-    (
-        "post",
-        "/sessions/{session_id}/str_replace",
-        "sessions issue",
-    ),
-    ("post", "/sessions/{session_id}/upload", "sessions issue"),
     (
         "post",
         "/sessions/{session_id}/verify",
