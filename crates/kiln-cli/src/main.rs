@@ -1,6 +1,9 @@
 //! `kiln`: the server and its administration commands.
 #![forbid(unsafe_code)]
 
+mod client;
+mod images;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -57,6 +60,28 @@ enum Command {
     /// Manage datasets.
     #[command(subcommand)]
     Datasets(DatasetsCommand),
+    /// Manage environment images.
+    #[command(subcommand)]
+    Images(images::ImagesCommand),
+    /// Create, list and close sessions on a running server.
+    Sessions {
+        #[command(flatten)]
+        server: client::Server,
+        #[command(subcommand)]
+        command: client::SessionsCommand,
+    },
+    /// Run a command in a session on a running server; exits with its exit code.
+    Exec {
+        #[command(flatten)]
+        server: client::Server,
+        session: String,
+        /// Seconds before the command is killed (exit code 124).
+        #[arg(long)]
+        timeout: Option<u32>,
+        /// The command (joined with spaces and run by bash).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -176,6 +201,17 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Images(command) => {
+            images::run(&config, command).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sessions { server, command } => client::sessions(&config, server, command).await,
+        Command::Exec {
+            server,
+            session,
+            timeout,
+            command,
+        } => client::exec(&config, server, &session, timeout, &command).await,
         Command::Datasets(DatasetsCommand::Import {
             file,
             name,

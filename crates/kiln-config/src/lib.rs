@@ -32,6 +32,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where Kiln keeps its state: the SQLite database, repositories, images, keys.
     pub data_dir: PathBuf,
+    /// Where environment images are kept; by default `<data_dir>/images`. Several
+    /// servers (or test runs) on one machine may share one.
+    pub images_dir: Option<PathBuf>,
     /// `sqlite://PATH` or `postgres://…`; by default a SQLite file in the data directory.
     pub database_url: Option<Secret>,
     /// `text` for people, `json` for log collectors.
@@ -151,6 +154,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             data_dir: PathBuf::from(".kiln"),
+            images_dir: None,
             database_url: None,
             log_format: LogFormat::Text,
             load_demo_dataset: true,
@@ -277,6 +281,13 @@ impl Config {
             Some(url) => url.expose().to_string(),
             None => format!("sqlite://{}", self.data_dir.join("kiln.db").display()),
         }
+    }
+
+    /// The image store's directory in force.
+    pub fn images_dir(&self) -> PathBuf {
+        self.images_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("images"))
     }
 
     /// The effective configuration as TOML, secrets masked, for `kiln config`.

@@ -7,15 +7,12 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Parser;
-use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
-use kiln_envimage::{
-    build_demo_images, BuildEvent, BuildOptions, BuildPhase, BuildProgress, LayerCompression,
-};
-use kiln_image::{ImageStore, ProgressEvent};
+use indicatif::HumanBytes;
+use kiln_envimage::{build_demo_images, BuildOptions, LayerCompression};
+use kiln_image::ImageStore;
 
 #[derive(Parser)]
 #[command(about = "Build the kiln-demo images (needs root and a Debian mirror)")]
@@ -61,7 +58,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         other => return Err(format!("unknown compression {other:?}").into()),
     };
     let started = Instant::now();
-    let images = build_demo_images(&store, &args.dataset, &options, &progress(args.verbose))?;
+    let images = build_demo_images(
+        &store,
+        &args.dataset,
+        &options,
+        &kiln_envimage::terminal_progress(args.verbose),
+    )?;
     eprintln!("done in {:.1}s\n", started.elapsed().as_secs_f64());
     println!(
         "{:<44} {:>6} {:>10} {:>10}",
@@ -79,89 +81,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     Ok(())
-}
-
-/// One bar, restyled per phase: a spinner showing the latest log line, a byte bar while
-/// packing, a layer counter while the store unpacks.
-fn progress(verbose: bool) -> BuildProgress {
-    let bar: Mutex<Option<ProgressBar>> = Mutex::new(None);
-    let spinner =
-        ProgressStyle::with_template("{spinner} {prefix:.bold} [{elapsed}] {wide_msg}").unwrap();
-    let bytes = ProgressStyle::with_template(
-        "{spinner} {prefix:.bold} [{elapsed}] packing {wide_bar} {bytes}/{total_bytes}",
-    )
-    .unwrap();
-    BuildProgress::new(move |event| {
-        let mut slot = bar.lock().unwrap();
-        match event {
-            BuildEvent::Started { reference } => {
-                let pb = ProgressBar::new_spinner()
-                    .with_style(spinner.clone())
-                    .with_prefix(reference.clone());
-                pb.enable_steady_tick(Duration::from_millis(120));
-                *slot = Some(pb);
-            }
-            BuildEvent::AlreadyBuilt { reference } => {
-                eprintln!("= {reference}: already in the store")
-            }
-            BuildEvent::RootfsCached { .. } => {
-                if let Some(pb) = &*slot {
-                    pb.set_message("debootstrap: cached root filesystem");
-                }
-            }
-            BuildEvent::Phase { phase, .. } => {
-                if let Some(pb) = &*slot {
-                    pb.set_style(spinner.clone());
-                    pb.set_message(phase.to_string());
-                    if *phase == BuildPhase::Packing {
-                        pb.set_style(bytes.clone());
-                    }
-                }
-            }
-            BuildEvent::Log { line, .. } => {
-                if let Some(pb) = &*slot {
-                    if verbose {
-                        pb.println(line);
-                    }
-                    pb.set_message(line.clone());
-                }
-            }
-            BuildEvent::PackBytes { done, total, .. } => {
-                if let Some(pb) = &*slot {
-                    pb.set_length(*total);
-                    pb.set_position(*done);
-                }
-            }
-            BuildEvent::Store(store_event) => {
-                if let Some(pb) = &*slot {
-                    let msg = match store_event {
-                        ProgressEvent::LayerUnpacking { index, count, .. } => {
-                            format!("unpacking layer {}/{count}", index + 1)
-                        }
-                        ProgressEvent::LayerCached { index, count, .. } => {
-                            format!("layer {}/{count} already unpacked", index + 1)
-                        }
-                        ProgressEvent::Committed { .. } => "committed".to_owned(),
-                        _ => return,
-                    };
-                    pb.set_message(msg);
-                }
-            }
-            BuildEvent::Finished {
-                reference,
-                layer_bytes,
-                seconds,
-            } => {
-                if let Some(pb) = slot.take() {
-                    pb.finish_and_clear();
-                }
-                eprintln!(
-                    "✓ {reference}: new layer {} in {seconds:.1}s",
-                    HumanBytes(*layer_bytes)
-                );
-            }
-        }
-    })
 }
 
 /// Bytes of regular files under `dir`, each inode counted once.

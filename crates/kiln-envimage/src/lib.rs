@@ -37,6 +37,7 @@ mod layer_tar;
 mod oci_layout;
 mod rootfs_cleanup;
 mod sample_image;
+mod terminal;
 mod tool_command;
 
 pub use apt_mirror::{find_mirror, host_mirror, DEFAULT_MIRROR};
@@ -51,3 +52,4 @@ pub use layer_tar::{pack_tree, LayerTarOptions, PackStats, DEFAULT_MTIME_CLAMP};
 pub use oci_layout::{LayerBlob, LayerCompression, OciLayout};
 pub use rootfs_cleanup::clean_rootfs;
 pub use sample_image::{build_sample_layer, BASE_COMMIT_LABEL, BASE_IMAGE_LABEL};
+pub use terminal::terminal_progress;

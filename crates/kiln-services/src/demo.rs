@@ -10,6 +10,31 @@ static DEMO: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/../../datasets/kiln-dem
 
 pub const DEMO_DATASET: &str = "kiln-demo";
 
+/// Writes the embedded demo dataset as a directory `<parent>/kiln-demo/` holding
+/// `samples.jsonl` and `repos/*.bundle` (what the image builder reads). Returns its path.
+pub fn write_demo_dataset(parent: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    let dir = parent.join(DEMO_DATASET);
+    std::fs::create_dir_all(dir.join("repos"))?;
+    let records = DEMO.get_file("samples.jsonl").ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "this build has no demo dataset",
+        )
+    })?;
+    std::fs::write(dir.join("samples.jsonl"), records.contents())?;
+    for file in DEMO
+        .get_dir("repos")
+        .map(|d| d.files())
+        .into_iter()
+        .flatten()
+    {
+        if let Some(name) = file.path().file_name() {
+            std::fs::write(dir.join("repos").join(name), file.contents())?;
+        }
+    }
+    Ok(dir)
+}
+
 /// Imports the demo dataset unless the store already has one by that name. Returns the
 /// number of samples imported (0 when it was already there).
 pub async fn load_demo_dataset(datasets: &DatasetService) -> ServiceResult<u64> {

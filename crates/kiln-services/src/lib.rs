@@ -154,7 +154,7 @@ fn sandbox_backend(config: &Config) -> SandboxBackend {
             missing.join("; ")
         ));
     }
-    let images = match kiln_image::ImageStore::open(&config.data_dir.join("images")) {
+    let images = match kiln_image::ImageStore::open(&config.images_dir()) {
         Ok(images) => images,
         Err(e) => return SandboxBackend::Unavailable(format!("cannot open the image store: {e}")),
     };

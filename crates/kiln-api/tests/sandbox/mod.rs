@@ -105,8 +105,8 @@ pub async fn install_test_sample(server: &TestServer) {
     layout
         .finish(&config, std::slice::from_ref(&layer), &reference)
         .expect("finish");
-    let store = kiln_image::ImageStore::open(&server.kiln.config.data_dir.join("images"))
-        .expect("image store");
+    let store =
+        kiln_image::ImageStore::open(&server.kiln.config.images_dir()).expect("image store");
     store
         .import(
             layout.dir(),
