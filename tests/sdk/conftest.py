@@ -25,6 +25,9 @@ def kiln_server(tmp_path_factory):
     port = _free_port()
     base = f"http://127.0.0.1:{port}/api/v1"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
+    # Environment images are slow to build: CI builds them once and every server shares them.
+    if os.environ.get("KILN_TEST_IMAGES_DIR"):
+        env["KILN_IMAGES_DIR"] = os.environ["KILN_TEST_IMAGES_DIR"]
     log = open(data_dir.parent / "kiln-server.log", "w")
     proc = subprocess.Popen(
         [binary, "serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"],
@@ -44,7 +47,7 @@ def kiln_server(tmp_path_factory):
             pytest.fail("kiln serve did not answer /health within 60 s")
         time.sleep(0.05)
     key = (data_dir / "admin.key").read_text().strip()
-    yield {"base_url": base, "api_key": key, "data_dir": data_dir}
+    yield {"base_url": base, "api_key": key, "data_dir": data_dir, "images": bool(os.environ.get("KILN_TEST_IMAGES_DIR"))}
     proc.terminate()
     try:
         assert proc.wait(timeout=15) == 0, "kiln serve did not shut down cleanly on SIGTERM"

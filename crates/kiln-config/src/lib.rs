@@ -187,17 +187,6 @@ impl Default for LimitsConfig {
     }
 }
 
-/// The top-level settings, as named in the file and (upper-cased) in the environment.
-const SETTINGS: &[&str] = &[
-    "listen",
-    "data_dir",
-    "database_url",
-    "log_format",
-    "load_demo_dataset",
-    "auth",
-    "limits",
-];
-
 /// Values given on the command line; they win over every other layer.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Overrides {
@@ -205,6 +194,15 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+}
+
+/// The top-level settings, as named in the file and (upper-cased) in the environment:
+/// read off the type itself, so a new setting cannot be forgotten here.
+fn setting_names() -> Vec<String> {
+    match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
 }
 
 impl Config {
@@ -229,9 +227,10 @@ impl Config {
         // Only variables that name a setting are read: others share the prefix
         // (KILN_CONFIG names the file; tests and scripts have their own KILN_* variables)
         // and must not trip `deny_unknown_fields`.
-        let env = env.filter(|key| {
+        let settings = setting_names();
+        let env = env.filter(move |key| {
             let key = key.as_str();
-            SETTINGS.iter().any(|name| {
+            settings.iter().any(|name| {
                 key.eq_ignore_ascii_case(name)
                     || (key.len() > name.len()
                         && key[..name.len()].eq_ignore_ascii_case(name)
@@ -312,11 +311,15 @@ mod tests {
             jail.set_env("KILN_AUTH__ACCESS_TOKEN_TTL_SECS", "120");
             jail.set_env("KILN_DATA_DIR", "/var/lib/kiln");
             jail.set_env("KILN_TEST_SOMETHING_ELSE", "ignored");
+            jail.set_env("KILN_IMAGES_DIR", "/srv/images");
+            jail.set_env("KILN_SESSIONS__LONG_POLL_SECS", "3");
             let config =
                 Config::load(Some(Path::new("kiln.toml")), &Overrides::default()).expect("loads");
             assert_eq!(config.listen, "127.0.0.1:9000".parse().expect("addr"));
             assert_eq!(config.auth.access_token_ttl_secs, 120, "env beats file");
             assert_eq!(config.data_dir, PathBuf::from("/var/lib/kiln"));
+            assert_eq!(config.images_dir(), PathBuf::from("/srv/images"));
+            assert_eq!(config.sessions.long_poll_secs, 3);
 
             let overrides = Overrides {
                 data_dir: Some("/tmp/x".into()),

@@ -232,3 +232,45 @@ async fn bad_specs_and_duplicates_leave_nothing() {
     let report = rt.health().await;
     assert!(report.is_ready(), "{report}");
 }
+
+/// A unix socket's path may not exceed 107 bytes; a deep data directory must still work
+/// (the server connects through a short link to the sandboxes directory).
+#[tokio::test]
+async fn a_deep_runtime_root_still_reaches_the_agent() {
+    if !support::prerequisites() {
+        return;
+    }
+    let base = tempfile::Builder::new()
+        .prefix("kiln-rt-deep-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let deep = base
+        .path()
+        .join("a-rather-long-directory-name-for-data")
+        .join("and-another-level-of-nesting-here");
+    let runtime = kiln_runtime::LocalRuntime::new(kiln_runtime::LocalConfig::new(
+        &deep,
+        support::agent_binary(),
+    ))
+    .unwrap();
+    let id = support::id("ses_01a208490a10719299a4679cb275f331");
+    let long_socket = deep
+        .join("sandboxes")
+        .join(id.as_str())
+        .join("run/agent.sock");
+    assert!(
+        long_socket.as_os_str().len() > 107,
+        "the test must use a path over the limit"
+    );
+    let spec = kiln_runtime::SandboxSpec::new(
+        id.clone(),
+        kiln_runtime::RootLayers::single(support::busybox_rootfs()),
+    );
+    runtime.create(spec).await.expect("create with a deep root");
+    let done = runtime
+        .exec(&id, kiln_protocol::ExecRequest::shell("echo deep"))
+        .await
+        .unwrap();
+    assert_eq!(done.stdout.to_string_lossy(), "deep\n");
+    runtime.shutdown().await.unwrap();
+}

@@ -209,7 +209,7 @@ pub fn detect(parent: Option<&str>, runtime_root: &Path) -> Result<Box<dyn Cgrou
 
 /// A hash that stays the same across builds and Rust versions (unlike `DefaultHasher`),
 /// so a restarted server finds the cgroups of its predecessor.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
         (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })

@@ -26,13 +26,19 @@ pub struct SandboxDirs {
     pub merged: PathBuf,
     /// Bound at `/.kiln/run` inside; holds the agent's socket.
     pub run: PathBuf,
+    /// The agent's socket as the host connects to it: through the short link to the
+    /// sandboxes directory (see `short_socket_root`), because a unix socket's path may
+    /// not exceed 107 bytes and data directories can be deep.
+    socket: PathBuf,
 }
 
 impl SandboxDirs {
-    /// The layout for `id` under the sandboxes directory.
-    pub fn new(sandboxes: &Path, id: &str) -> Self {
+    /// The layout for `id` under the sandboxes directory; `socket_root` is a short path
+    /// to the same directory.
+    pub fn new(sandboxes: &Path, socket_root: &Path, id: &str) -> Self {
         let base = sandboxes.join(id);
         SandboxDirs {
+            socket: socket_root.join(id).join("run").join(SOCKET_NAME),
             upper: base.join("upper"),
             work: base.join("work"),
             merged: base.join("merged"),
@@ -60,7 +66,7 @@ impl SandboxDirs {
 
     /// The agent's socket as seen from the host.
     pub fn socket(&self) -> PathBuf {
-        self.run.join(SOCKET_NAME)
+        self.socket.clone()
     }
 
     fn state_file(&self) -> PathBuf {

@@ -98,6 +98,8 @@ pub struct LocalRuntime {
     agent_binary: PathBuf,
     seccomp_files: Vec<PathBuf>,
     sandboxes: Mutex<HashMap<SandboxId, Slot>>,
+    /// A short symlink to `<root>/sandboxes`, for agent socket paths.
+    socket_root: PathBuf,
 }
 
 impl LocalRuntime {
@@ -129,6 +131,7 @@ impl LocalRuntime {
             replace_file(&path, bytes, 0o600)?;
             seccomp_files.push(path);
         }
+        let socket_root = short_socket_root(&config.root.join("sandboxes"))?;
         let cgroups: Arc<dyn CgroupBackend> = Arc::from(cgroup::detect(
             config.cgroup_parent.as_deref(),
             &config.root,
@@ -139,6 +142,7 @@ impl LocalRuntime {
             agent_binary,
             seccomp_files,
             sandboxes: Mutex::new(HashMap::new()),
+            socket_root,
         })
     }
 
@@ -220,4 +224,30 @@ fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
         .map_err(|e| RuntimeError::io("cannot chmod", &tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| RuntimeError::io("cannot rename", path, e))
+}
+
+/// A short path to `sandboxes`: `/run/kiln/<hash of the path>` (or under /tmp when there
+/// is no /run), a symlink. Unix socket paths are limited to 107 bytes; through this link
+/// an agent's socket path stays near 70 bytes however deep the data directory is.
+fn short_socket_root(sandboxes: &Path) -> Result<PathBuf> {
+    let parent = if Path::new("/run").is_dir() {
+        Path::new("/run/kiln")
+    } else {
+        Path::new("/tmp/kiln-run")
+    };
+    fs::create_dir_all(parent).map_err(|e| RuntimeError::io("cannot create", parent, e))?;
+    fs::set_permissions(parent, fs::Permissions::from_mode(0o700))
+        .map_err(|e| RuntimeError::io("cannot chmod", parent, e))?;
+    let key = sandboxes.as_os_str().as_encoded_bytes();
+    let link = parent.join(format!("{:016x}", cgroup::fnv1a(key)));
+    match fs::read_link(&link) {
+        Ok(target) if target == sandboxes => return Ok(link),
+        Ok(_) => {
+            fs::remove_file(&link).map_err(|e| RuntimeError::io("cannot replace", &link, e))?
+        }
+        Err(_) => {}
+    }
+    std::os::unix::fs::symlink(sandboxes, &link)
+        .map_err(|e| RuntimeError::io("cannot link", &link, e))?;
+    Ok(link)
 }

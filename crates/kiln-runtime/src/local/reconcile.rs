@@ -91,7 +91,7 @@ impl LocalRuntime {
 
     /// Takes over a sandbox a previous server process started, if it still answers.
     async fn adopt(&self, id: &SandboxId) -> bool {
-        let dirs = SandboxDirs::new(&self.sandboxes_dir(), id.as_str());
+        let dirs = SandboxDirs::new(&self.sandboxes_dir(), &self.socket_root, id.as_str());
         let Some(state) = dirs.read_state() else {
             return false;
         };

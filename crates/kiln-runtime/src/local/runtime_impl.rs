@@ -58,7 +58,7 @@ impl LocalRuntime {
     pub(crate) async fn teardown_leftovers(&self, id: &str) -> Result<()> {
         let cgroups = Arc::clone(&self.cgroups);
         let cgroup = self.cgroups.cgroup_of(id);
-        let dirs = SandboxDirs::new(&self.sandboxes_dir(), id);
+        let dirs = SandboxDirs::new(&self.sandboxes_dir(), &self.socket_root, id);
         tokio::task::spawn_blocking(move || teardown::teardown(cgroups.as_ref(), &cgroup, &dirs))
             .await
             .map_err(|e| {

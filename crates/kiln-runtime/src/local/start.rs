@@ -29,7 +29,7 @@ impl LocalRuntime {
                 )));
             }
         }
-        let dirs = SandboxDirs::new(&self.sandboxes_dir(), spec.id.as_str());
+        let dirs = SandboxDirs::new(&self.sandboxes_dir(), &self.socket_root, spec.id.as_str());
         let cgroup = self.cgroups.cgroup_of(spec.id.as_str());
         // 2. The sandbox's directory; its existence is what "exists" means on disk, so
         //    a leftover one (crash) is refused rather than reused.
