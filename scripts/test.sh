@@ -25,6 +25,11 @@ step "Rust workspace tests"
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 
+step "Demo environment images (debootstrap; cached after the first build)"
+cargo build --quiet -p kiln-cli -p kiln-verify --bins
+export KILN_TEST_IMAGES_DIR="${KILN_TEST_IMAGES_DIR:-/var/cache/kiln-test/images}"
+KILN_IMAGES_DIR="$KILN_TEST_IMAGES_DIR" target/debug/kiln images build-demo --data-dir "$(mktemp -d)"
+
 step "Python: the official codeset SDK and the SWE-bench parity tests"
 venv="${KILN_TEST_VENV:-target/py-venv}"
 if [ ! -x "$venv/bin/pytest" ]; then
@@ -32,6 +37,5 @@ if [ ! -x "$venv/bin/pytest" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
   "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps -r tests/parity/requirements.txt
 fi
-cargo build --quiet -p kiln-cli -p kiln-verify --bins
 export KILN_BIN="$PWD/target/debug/kiln" KILN_GRADE_BIN="$PWD/target/debug/kiln-grade"
 "$venv/bin/pytest" -q -p no:cacheprovider tests/sdk tests/parity
