@@ -9,6 +9,15 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "Debian packages the tests need"
+need=()
+for pair in bwrap:bubblewrap busybox:busybox-static debootstrap:debootstrap git:git curl:curl; do
+  command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
 step "PostgreSQL"
 KILN_TEST_POSTGRES_URL="$(scripts/start-postgres.sh | tail -n 1)"
 export KILN_TEST_POSTGRES_URL
