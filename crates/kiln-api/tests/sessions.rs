@@ -573,3 +573,81 @@ async fn limits_listing_and_expiry() {
     // The limit counts live sessions only: a new one can start now.
     create_ready(&s, &key).await;
 }
+
+#[tokio::test]
+async fn restarts_resume_or_end_sessions_and_fail_cut_off_commands() {
+    if !sandbox::prerequisites() {
+        return;
+    }
+    let s = sandbox::start(|_| {}).await;
+    let key = s.admin_key.clone();
+    let id = create_ready(&s, &key).await;
+    run(&s, &key, &id, "echo kept > /tmp/state", None).await;
+    let (status, started) = json(
+        s.post(&format!("/sessions/{id}/exec"))
+            .header("Authorization", auth(&key))
+            .json(&json!({"command": "sleep 30"}))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let cut = started["interaction_id"].as_str().expect("iid").to_string();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // After a crash, the sandbox is still running: the session resumes where it was,
+    // and the command the crash cut off fails as an infrastructure failure (-1000).
+    let s = s.restart(false).await;
+    let (_, interaction) = json(
+        s.get(&format!("/sessions/{id}/interactions/{cut}"))
+            .header("Authorization", auth(&key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(interaction["exit_code"], -1000, "{interaction}");
+    assert!(
+        interaction["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("restarted")),
+        "{interaction}"
+    );
+    let (_, session) = json(
+        s.get(&format!("/sessions/{id}"))
+            .header("Authorization", auth(&key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(session["status"], "ready");
+    let state = run(&s, &key, &id, "cat /tmp/state", None).await;
+    assert_eq!(
+        state["stdout"], "kept\n",
+        "the same sandbox, with its changes"
+    );
+
+    // A graceful stop stops the sandboxes: the next start terminates their sessions.
+    let s = s.restart(true).await;
+    let (_, session) = json(
+        s.get(&format!("/sessions/{id}"))
+            .header("Authorization", auth(&key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(session["status"], "terminated", "{session}");
+    let (status, body) = json(
+        s.post(&format!("/sessions/{id}/exec"))
+            .header("Authorization", auth(&key))
+            .json(&json!({"command": "true"}))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_error(status, &body, 409, "conflict");
+}

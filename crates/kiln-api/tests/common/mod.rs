@@ -19,6 +19,8 @@ pub struct TestServer {
     pub client: Client,
     _dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
+    /// Cleared when a restart hands the sandboxes over to the next server.
+    shutdown_on_drop: bool,
 }
 
 impl TestServer {
@@ -53,6 +55,43 @@ impl TestServer {
             client: Client::new(),
             _dir: dir,
             stop: Some(stop),
+            shutdown_on_drop: true,
+        }
+    }
+
+    /// Stops this server and starts another on the same data directory and store.
+    /// `graceful`: as on SIGTERM (sandboxes are stopped); otherwise as after a crash
+    /// (sandboxes keep running, and in-flight work is cut off).
+    pub async fn restart(mut self, graceful: bool) -> TestServer {
+        self.shutdown_on_drop = false;
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if graceful {
+            self.kiln.shutdown().await;
+        }
+        let config = self.kiln.config.clone();
+        let kiln = Kiln::open(config).await.expect("reopen kiln");
+        let report = kiln.bootstrap().await.expect("bootstrap");
+        assert!(report.admin_key.is_none(), "a restart keeps the admin");
+        let kiln = Arc::new(kiln);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}/api/v1", listener.local_addr().expect("addr"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(kiln_api::serve(kiln.clone(), listener, async move {
+            let _ = stopped.await;
+        }));
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().expect("tempdir"));
+        TestServer {
+            base,
+            admin_key: self.admin_key.clone(),
+            kiln,
+            client: Client::new(),
+            _dir: dir,
+            stop: Some(stop),
+            shutdown_on_drop: true,
         }
     }
 
@@ -87,10 +126,27 @@ impl TestServer {
 }
 
 impl Drop for TestServer {
+    /// Also after a failed assertion: no sandbox may outlive its test. Drop cannot await,
+    /// so the runtime is shut down on a thread with a runtime of its own.
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        if !self.shutdown_on_drop {
+            return;
+        }
+        let kiln = self.kiln.clone();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(kiln.shutdown()),
+                    Err(e) => eprintln!("cannot shut the test server's sandboxes down: {e}"),
+                }
+            });
+        });
     }
 }
 
