@@ -25,6 +25,7 @@ def kiln_server(tmp_path_factory):
     port = _free_port()
     base = f"http://127.0.0.1:{port}/api/v1"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
+    env["KILN_BUILD_DEMO_IMAGES"] = "false"
     # Environment images are slow to build: CI builds them once and every server shares them.
     if os.environ.get("KILN_TEST_IMAGES_DIR"):
         env["KILN_IMAGES_DIR"] = os.environ["KILN_TEST_IMAGES_DIR"]

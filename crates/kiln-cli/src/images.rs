@@ -117,6 +117,80 @@ fn build_demo(store: &ImageStore, cache: &Path, force: bool, verbose: bool) -> a
     Ok(())
 }
 
+/// At start: builds the demo images that are missing, in the background, logging its
+/// progress, so that a fresh server needs no separate build step.
+pub fn spawn_demo_build(config: &Config) {
+    let dir = config.images_dir();
+    let store = match ImageStore::open(&dir) {
+        Ok(store) => store,
+        Err(e) => {
+            return tracing::warn!(error = %e, "cannot open the image store; demo images not built")
+        }
+    };
+    let staging = match tempfile::tempdir() {
+        Ok(t) => t,
+        Err(e) => return tracing::warn!(error = %e, "cannot stage the demo dataset"),
+    };
+    let dataset = match kiln_services::demo::write_demo_dataset(staging.path()) {
+        Ok(d) => d,
+        Err(e) => return tracing::warn!(error = %e, "cannot stage the demo dataset"),
+    };
+    let missing = match kiln_envimage::read_samples(&dataset) {
+        Ok(records) => records
+            .iter()
+            .filter(|r| {
+                let reference =
+                    kiln_services::sessions::sample_image_reference("kiln-demo", &r.instance_id);
+                store.get(&reference).is_err()
+            })
+            .count(),
+        Err(e) => return tracing::warn!(error = %e, "cannot read the demo dataset"),
+    };
+    if missing == 0 {
+        return;
+    }
+    if kiln_runtime::local::find_in_path("debootstrap").is_none() {
+        return tracing::warn!(
+            missing,
+            "demo images are missing and debootstrap is not installed: apt-get install debootstrap, then restart or run `kiln images build-demo`"
+        );
+    }
+    tracing::info!(
+        missing,
+        "building the demo environment images in the background (a few minutes, once)"
+    );
+    let cache = sibling(&dir, "-cache");
+    std::thread::spawn(move || {
+        let _staging = staging;
+        let progress = kiln_envimage::BuildProgress::new(|event| match event {
+            kiln_envimage::BuildEvent::Started { reference } => {
+                tracing::info!(%reference, "building image")
+            }
+            kiln_envimage::BuildEvent::Phase { phase, .. } => tracing::info!(%phase, "image build"),
+            kiln_envimage::BuildEvent::Finished {
+                reference, seconds, ..
+            } => {
+                tracing::info!(%reference, seconds, "image ready")
+            }
+            _ => {}
+        });
+        match kiln_envimage::build_demo_images(
+            &store,
+            &dataset,
+            &kiln_envimage::BuildOptions::new(&cache),
+            &progress,
+        ) {
+            Ok(images) => tracing::info!(
+                samples = images.samples.len(),
+                "demo images ready: sessions of kiln-demo can start"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "building the demo images failed; retry with `kiln images build-demo`")
+            }
+        }
+    });
+}
+
 fn sibling(dir: &Path, suffix: &str) -> PathBuf {
     let mut name = dir.as_os_str().to_owned();
     name.push(suffix);

@@ -341,6 +341,12 @@ async fn serve(mut config: Config) -> anyhow::Result<ExitCode> {
         println!("    {key}");
         println!();
     }
+    if kiln.config.build_demo_images
+        && kiln.config.load_demo_dataset
+        && report.sessions_unavailable.is_none()
+    {
+        images::spawn_demo_build(&kiln.config);
+    }
     if report.demo_samples_loaded > 0 {
         tracing::info!(
             samples = report.demo_samples_loaded,

@@ -41,6 +41,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Load the bundled `kiln-demo` dataset when the store has no such dataset yet.
     pub load_demo_dataset: bool,
+    /// At start, build the demo dataset's environment images in the background when they
+    /// are missing (needs root, debootstrap and a Debian mirror; ≈ 5 minutes once).
+    pub build_demo_images: bool,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub sessions: SessionsConfig,
@@ -158,6 +161,7 @@ impl Default for Config {
             database_url: None,
             log_format: LogFormat::Text,
             load_demo_dataset: true,
+            build_demo_images: true,
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             sessions: SessionsConfig::default(),

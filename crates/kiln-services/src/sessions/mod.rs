@@ -142,8 +142,9 @@ impl SessionService {
         let reference = sample_image_reference(request.dataset, &sample.record.instance_id);
         let image = images.get(&reference).map_err(|_| {
             ServiceError::Conflict(format!(
-                "the environment image {reference} of sample {}/{} is not on this server; build it with \
-                 `kiln images build-demo` (demo dataset) or import it with `kiln images import`",
+                "the environment image {reference} of sample {}/{} is not on this server yet: a server that \
+                 builds the demo images at start logs its progress; otherwise build them with `kiln images \
+                 build-demo`, or import the image with `kiln images import`",
                 request.dataset, request.sample_id
             ))
         })?;
