@@ -135,19 +135,17 @@ def parse_cargo(log):
     return statuses
 
 
-_TAP_RE = re.compile(r"^\s*(?P<ok>not ok|ok) \d+ - (?P<name>.*?)(?: # (?P<directive>SKIP|TODO)\b.*)?$")
+# SWE-bench's parse_log_tap, exactly: the name is everything after the test number,
+# so node's "ok 1 - title" gives "- title" (and a "# SKIP" directive stays in the name).
+_TAP_RE = re.compile(r"^(ok|not ok) (\d+) (.+)$")
 
 
 def parse_tap(log):
     statuses = {}
-    for line in log.splitlines():
-        m = _TAP_RE.match(line)
-        if not m:
-            continue
-        if m.group("directive"):
-            statuses[m.group("name")] = SKIPPED
-        else:
-            statuses[m.group("name")] = PASSED if m.group("ok") == "ok" else FAILED
+    for line in log.split("\n"):
+        m = _TAP_RE.match(line.strip())
+        if m:
+            statuses[m.group(3)] = PASSED if m.group(1) == "ok" else FAILED
     return statuses
 
 

@@ -52,6 +52,8 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(sessions::interaction))
         .routes(routes!(sessions::str_replace))
         .routes(routes!(sessions::upload))
+        .routes(routes!(sessions::verify))
+        .routes(routes!(sessions::verification_job))
 }
 
 /// The whole application, ready to serve.

@@ -297,3 +297,97 @@ pub fn interaction_json(r: &InteractionRecord) -> Value {
     }
     out
 }
+
+/// Status of a verification job.
+#[derive(Serialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatusView {
+    Pending,
+    Starting,
+    Running,
+    Completed,
+    Error,
+    Cancelled,
+}
+
+impl From<kiln_store::JobStatus> for JobStatusView {
+    fn from(s: kiln_store::JobStatus) -> Self {
+        use kiln_store::JobStatus as S;
+        match s {
+            S::Pending => Self::Pending,
+            S::Starting => Self::Starting,
+            S::Running => Self::Running,
+            S::Completed => Self::Completed,
+            S::Error => Self::Error,
+            S::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+/// Response for starting verification (async).
+#[derive(Serialize, ToSchema)]
+pub struct VerifyStartResponse {
+    pub job_id: String,
+    pub status: JobStatusView,
+    #[serde(serialize_with = "rfc3339")]
+    pub started_at: DateTime<Utc>,
+}
+
+/// Result from a test suite verifier (Kiln adds `grading`: rules, SWE-bench
+/// `tests_status`, the status map, scores and resolution).
+#[derive(Serialize, ToSchema)]
+pub struct TestSuiteResult {
+    pub tool: String,
+    pub is_success: bool,
+    pub execution_duration_seconds: f64,
+    pub total: i64,
+    pub passed: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub passes: Vec<Value>,
+    pub failures: Vec<Value>,
+    pub skips: Vec<Value>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A verification job, including the result once it is completed.
+#[derive(Serialize, ToSchema)]
+#[schema(as = VerificationJob)]
+pub struct VerificationJobView {
+    pub job_id: String,
+    pub sample_id: String,
+    pub session_id: String,
+    pub status: JobStatusView,
+    #[serde(serialize_with = "rfc3339")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339_opt")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "rfc3339_opt")]
+    pub completed_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Option<TestSuiteResult>)]
+    pub result: Option<Value>,
+    pub error: Option<ErrorInfo>,
+    pub container_info: Option<ContainerInfo>,
+}
+
+impl From<kiln_store::VerificationJobRecord> for VerificationJobView {
+    fn from(j: kiln_store::VerificationJobRecord) -> Self {
+        let error = j.error_code.map(|code| ErrorInfo {
+            code,
+            message: j.error_message.unwrap_or_default(),
+        });
+        Self {
+            job_id: j.job_id,
+            sample_id: j.sample_id,
+            session_id: j.session_id,
+            status: j.status.into(),
+            created_at: j.created_at,
+            started_at: j.started_at,
+            completed_at: j.completed_at,
+            result: j.result,
+            error,
+            container_info: None,
+        }
+    }
+}

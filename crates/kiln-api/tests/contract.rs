@@ -11,16 +11,6 @@ use serde_json::Value;
 const NOT_YET: &[(&str, &str, &str)] = &[
     ("post", "/auth/github", "GitHub sign-in: the identity issue"),
     ("get", "/repos", "GitHub repositories: the identity issue"),
-    (
-        "post",
-        "/sessions/{session_id}/verify",
-        "verification issue",
-    ),
-    (
-        "get",
-        "/sessions/{session_id}/verify/{job_id}",
-        "verification issue",
-    ),
     ("get", "/billing/balance", "billing issue"),
     ("get", "/billing/pricing", "billing issue"),
     ("post", "/billing/deposit", "billing issue"),

@@ -12,6 +12,7 @@ mod ids;
 pub mod records;
 pub mod repos;
 pub mod sessions;
+pub mod verification;
 
 use std::path::Path;
 use std::sync::Arc;

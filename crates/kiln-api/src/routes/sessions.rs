@@ -320,3 +320,53 @@ pub async fn upload(
         size_bytes: if outcome.success { size } else { 0 },
     }))
 }
+
+/// Start verification: the sample's tests run against the session's current state, as
+/// the SWE-bench harness runs them; the session is left as it was. Queued behind the
+/// session's earlier commands. An empty body is accepted.
+#[utoipa::path(post, path = "/sessions/{session_id}/verify", tag = "sessions",
+    operation_id = "start_verification_sessions__session_id__verify_post",
+    params(("session_id" = String, Path)),
+    responses((status = 202, body = VerifyStartResponse), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = HTTPValidationError)),
+    security(("HTTPBearer" = [])))]
+pub async fn verify(
+    State(state): State<Arc<AppState>>,
+    CurrentUser(me): CurrentUser,
+    ValidPath(session_id): ValidPath<String>,
+) -> ApiResult<(StatusCode, Json<VerifyStartResponse>)> {
+    let job = state
+        .kiln
+        .sessions
+        .start_verification(&me.user.user_id, &session_id)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(VerifyStartResponse {
+            job_id: job.job_id,
+            status: job.status.into(),
+            started_at: job.created_at,
+        }),
+    ))
+}
+
+/// Get a verification job. While it is unfinished, this waits (up to the long-poll
+/// limit) and answers the moment it finishes.
+#[utoipa::path(get, path = "/sessions/{session_id}/verify/{job_id}", tag = "sessions",
+    operation_id = "get_verification_job_sessions__session_id__verify__job_id__get",
+    params(("session_id" = String, Path), ("job_id" = String, Path)),
+    responses((status = 200, body = VerificationJobView), (status = 404, body = ErrorBody),
+              (status = 422, body = HTTPValidationError)),
+    security(("HTTPBearer" = [])))]
+pub async fn verification_job(
+    State(state): State<Arc<AppState>>,
+    CurrentUser(me): CurrentUser,
+    ValidPath((session_id, job_id)): ValidPath<(String, String)>,
+) -> ApiResult<Json<VerificationJobView>> {
+    let job = state
+        .kiln
+        .sessions
+        .verification_job(&me.user.user_id, &session_id, &job_id, true)
+        .await?;
+    Ok(Json(job.into()))
+}

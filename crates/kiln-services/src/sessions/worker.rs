@@ -6,11 +6,13 @@ use std::time::Instant;
 use chrono::Utc;
 use kiln_protocol::{Binary, ExecRequest, WriteFileRequest};
 use kiln_runtime::{Runtime, RuntimeError, SandboxId};
-use kiln_store::{InteractionOutcome, Store};
+use kiln_store::{InteractionOutcome, JobStatus, JobUpdate, Store};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::Readiness;
 use crate::changes::Changes;
+use crate::verification::run::Step;
+use crate::verification::{result_json, VerifyPlan};
 
 /// The exit code the contract reserves for "the infrastructure failed" (the SDK raises
 /// on it). Never used for a command's own failure.
@@ -37,10 +39,16 @@ pub enum Action {
     },
 }
 
-pub(super) struct Work {
-    pub interaction_id: String,
-    pub action: Action,
-    pub reply: Option<oneshot::Sender<InteractionOutcome>>,
+pub(super) enum Work {
+    Interaction {
+        interaction_id: String,
+        action: Action,
+        reply: Option<oneshot::Sender<InteractionOutcome>>,
+    },
+    Verify {
+        job_id: String,
+        plan: Box<VerifyPlan>,
+    },
 }
 
 pub(super) struct WorkerContext {
@@ -67,40 +75,141 @@ pub(super) async fn run(
                 break Readiness::Gone("the session's worker stopped".into());
             }
         };
-        let outcome = match (&state, &ctx.runtime) {
-            (Readiness::Ready(sandbox), Some(runtime)) => {
-                // Closed while this command ran: the runtime error is then not an
-                // infrastructure failure worth reporting as one.
-                perform(
-                    runtime.as_ref(),
-                    sandbox,
-                    &work.action,
-                    ctx.max_output_bytes,
-                )
-                .await
+        match work {
+            Work::Interaction {
+                interaction_id,
+                action,
+                reply,
+            } => {
+                let outcome = match (&state, &ctx.runtime) {
+                    (Readiness::Ready(sandbox), Some(runtime)) => {
+                        perform(runtime.as_ref(), sandbox, &action, ctx.max_output_bytes).await
+                    }
+                    (Readiness::Gone(why), _) => failed(why.clone()),
+                    _ => failed("this server cannot run sandboxes".into()),
+                };
+                finish(&ctx, &interaction_id, reply, outcome).await;
             }
-            (Readiness::Gone(why), _) => failed(why.clone()),
-            _ => failed("this server cannot run sandboxes".into()),
-        };
-        finish(&ctx, work, outcome).await;
+            Work::Verify { job_id, plan } => match (&state, &ctx.runtime) {
+                (Readiness::Ready(sandbox), Some(runtime)) => {
+                    verify(&ctx, runtime.as_ref(), sandbox, &job_id, &plan).await
+                }
+                (Readiness::Gone(why), _) => {
+                    update_job(
+                        &ctx,
+                        &job_id,
+                        JobStatus::Cancelled,
+                        None,
+                        Some(("session_ended", why.clone())),
+                    )
+                    .await
+                }
+                _ => {
+                    let why = "this server cannot run sandboxes".to_string();
+                    update_job(
+                        &ctx,
+                        &job_id,
+                        JobStatus::Error,
+                        None,
+                        Some(("no_runtime", why)),
+                    )
+                    .await
+                }
+            },
+        }
     }
 }
 
-async fn finish(ctx: &WorkerContext, work: Work, outcome: InteractionOutcome) {
-    match ctx
+async fn finish(
+    ctx: &WorkerContext,
+    interaction_id: &str,
+    reply: Option<oneshot::Sender<InteractionOutcome>>,
+    outcome: InteractionOutcome,
+) {
+    if let Err(e) = ctx
         .store
-        .complete_interaction(&work.interaction_id, &outcome)
+        .complete_interaction(interaction_id, &outcome)
         .await
     {
-        Ok(_) => {}
-        Err(e) => {
-            tracing::error!(interaction = %work.interaction_id, error = %e, "cannot store an interaction's outcome")
-        }
+        tracing::error!(interaction = %interaction_id, error = %e, "cannot store an interaction's outcome");
     }
     ctx.changes.notify(&ctx.session_id);
-    if let Some(reply) = work.reply {
+    if let Some(reply) = reply {
         let _ = reply.send(outcome);
     }
+}
+
+async fn verify(
+    ctx: &WorkerContext,
+    runtime: &dyn Runtime,
+    sandbox: &SandboxId,
+    job_id: &str,
+    plan: &VerifyPlan,
+) {
+    update_job(ctx, job_id, JobStatus::Starting, None, None).await;
+    // Steps are reported from inside the run; the store is updated beside it, in order.
+    let (steps, mut step_rx) = mpsc::unbounded_channel::<Step>();
+    let result = {
+        let run = crate::verification::run::verify(runtime, sandbox, job_id, plan, |step| {
+            let _ = steps.send(step);
+        });
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                biased;
+                Some(step) = step_rx.recv() => {
+                    if step == Step::Testing {
+                        update_job(ctx, job_id, JobStatus::Running, None, None).await;
+                    }
+                }
+                result = &mut run => break result,
+            }
+        }
+    };
+    match result {
+        Ok(verified) => {
+            update_job(
+                ctx,
+                job_id,
+                JobStatus::Completed,
+                Some(result_json(&verified)),
+                None,
+            )
+            .await
+        }
+        Err(e) => {
+            tracing::warn!(job = job_id, error = %e, "verification could not run");
+            let why = format!("the verifier could not run: {e}");
+            update_job(
+                ctx,
+                job_id,
+                JobStatus::Error,
+                None,
+                Some(("verifier_failed", why)),
+            )
+            .await
+        }
+    }
+}
+
+async fn update_job(
+    ctx: &WorkerContext,
+    job_id: &str,
+    status: JobStatus,
+    result: Option<serde_json::Value>,
+    error: Option<(&str, String)>,
+) {
+    let update = JobUpdate {
+        status,
+        at: Utc::now(),
+        result,
+        error_code: error.as_ref().map(|(c, _)| c.to_string()),
+        error_message: error.map(|(_, m)| m),
+    };
+    if let Err(e) = ctx.store.update_verification_job(job_id, &update).await {
+        tracing::error!(job = job_id, error = %e, "cannot store a verification job's state");
+    }
+    ctx.changes.notify(&ctx.session_id);
 }
 
 fn failed(message: String) -> InteractionOutcome {

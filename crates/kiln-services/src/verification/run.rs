@@ -1,0 +1,241 @@
+//! The steps of one verification inside a session's sandbox, as the SWE-bench harness
+//! takes them, with one addition: the agent's versions of the test files (and the git
+//! index) are saved first and restored last, so verifying changes nothing the agent sees.
+//!
+//! 1. prepare: save, reset the test files to base_commit, apply the test patch;
+//! 2. run the test command between the harness's markers (own timeout, whole process
+//!    group killed on expiry), output to a file;
+//! 3. read the log; 4. restore; 5. grade (pure, `kiln-verify`).
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use kiln_protocol::{Binary, ExecRequest, WriteFileRequest};
+use kiln_runtime::{Runtime, RuntimeError, SandboxId};
+use kiln_verify::log_eval::{
+    APPLY_PATCH_FAIL, END_TEST_OUTPUT, RESET_FAILED, START_TEST_OUTPUT, TESTS_TIMEOUT,
+};
+use kiln_verify::{ExitCodeSource, GradeRequest, SwebenchGrade};
+
+use super::plan::VerifyPlan;
+
+/// Largest log read back (the agent's file-read cap).
+const MAX_LOG_BYTES: u64 = 4 * 1024 * 1024;
+/// Output kept in the result's `stdout` (its tail).
+const RESULT_OUTPUT_BYTES: usize = 64 * 1024;
+const STEP_TIMEOUT_MS: u64 = 120_000;
+
+pub struct Verified {
+    pub grade: SwebenchGrade,
+    pub log: String,
+    pub test_seconds: f64,
+}
+
+/// Which step is about to run, for the job's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Preparing,
+    Testing,
+}
+
+pub async fn verify(
+    runtime: &dyn Runtime,
+    sandbox: &SandboxId,
+    job_id: &str,
+    plan: &VerifyPlan,
+    mut on_step: impl FnMut(Step),
+) -> Result<Verified, RuntimeError> {
+    let dir = format!("/tmp/.kiln-verify/{job_id}");
+    on_step(Step::Preparing);
+    runtime
+        .write_file(
+            sandbox,
+            WriteFileRequest {
+                path: format!("{dir}/test.patch"),
+                content: Binary(plan.test_patch.clone().into_bytes()),
+                mode: Some(0o600),
+                create_parents: true,
+            },
+        )
+        .await?;
+    let prepared = runtime
+        .exec(
+            sandbox,
+            shell(
+                &prepare_script(&dir, plan),
+                STEP_TIMEOUT_MS,
+                BTreeMap::new(),
+            ),
+        )
+        .await?;
+    let prepare_log = format!(
+        "{}{}",
+        prepared.stdout.to_string_lossy(),
+        prepared.stderr.to_string_lossy()
+    );
+
+    let (log, exit_code, test_seconds) = if prepared.exit_code == 0 {
+        on_step(Step::Testing);
+        let started = Instant::now();
+        let env = BTreeMap::from([("KILN_TEST_CMD".to_string(), plan.test_cmd.clone())]);
+        let ran = runtime
+            .exec(
+                sandbox,
+                shell(
+                    &test_script(&dir),
+                    plan.timeout_secs.saturating_mul(1000),
+                    env,
+                ),
+            )
+            .await?;
+        let seconds = started.elapsed().as_secs_f64();
+        let file = runtime
+            .read_file(sandbox, &format!("{dir}/log"), Some(MAX_LOG_BYTES))
+            .await;
+        let mut log = match file {
+            Ok(f) => f.content.to_string_lossy(),
+            Err(e) => format!("(cannot read the test log: {e})\n"),
+        };
+        if ran.timed_out {
+            // The reference marks a timed-out run so that its log is invalid.
+            log.push_str(&format!("\n{TESTS_TIMEOUT}\n"));
+        }
+        (
+            format!("{prepare_log}{log}"),
+            i64::from(ran.exit_code),
+            seconds,
+        )
+    } else {
+        (prepare_log, i64::from(prepared.exit_code), 0.0)
+    };
+
+    let restored = runtime
+        .exec(
+            sandbox,
+            shell(
+                &restore_script(&dir, plan),
+                STEP_TIMEOUT_MS,
+                BTreeMap::new(),
+            ),
+        )
+        .await?;
+    if restored.exit_code != 0 {
+        tracing::warn!(job = job_id, output = %restored.stderr.to_string_lossy(), "restoring the agent's test files failed");
+    }
+    let grade = kiln_verify::grade_swebench(&GradeRequest {
+        parser: plan.parser,
+        log: &log,
+        expected: &plan.expected,
+        eval_type: plan.eval_type,
+        rules: plan.rules,
+        exit_code: ExitCodeSource::Trusted(exit_code),
+    });
+    Ok(Verified {
+        grade,
+        log,
+        test_seconds,
+    })
+}
+
+/// The tail of the log, for the result's `stdout`.
+pub fn log_tail(log: &str) -> String {
+    if log.len() <= RESULT_OUTPUT_BYTES {
+        return log.to_string();
+    }
+    let mut start = log.len() - RESULT_OUTPUT_BYTES;
+    while !log.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("[… {start} bytes cut …]\n{}", &log[start..])
+}
+
+fn shell(script: &str, timeout_ms: u64, env: BTreeMap<String, String>) -> ExecRequest {
+    let mut request = ExecRequest::shell(script.to_string());
+    request.timeout_ms = timeout_ms;
+    request.env = env;
+    request
+}
+
+/// `'…'` with embedded quotes escaped: safe for any path.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn file_list(plan: &VerifyPlan) -> String {
+    plan.test_files
+        .iter()
+        .map(|f| quote(f))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn prepare_script(dir: &str, plan: &VerifyPlan) -> String {
+    let base = quote(&plan.base_commit);
+    format!(
+        r#"set -u
+cd /testbed || exit 90
+V={dir}
+mkdir -p "$V/backup" && : > "$V/absent"
+cp -a .git/index "$V/index" 2>/dev/null || true
+for f in {files}; do
+  if [ -e "$f" ] || [ -L "$f" ]; then mkdir -p "$V/backup/$(dirname "$f")" && cp -a "$f" "$V/backup/$f"
+  else printf '%s\n' "$f" >> "$V/absent"; fi
+done
+for f in {files}; do
+  if git cat-file -e {base}:"$f" 2>/dev/null; then
+    git checkout -q {base} -- "$f" || {{ echo '{reset_failed}'; exit 91; }}
+  else
+    rm -rf -- "$f"
+  fi
+done
+git apply {flags} "$V/test.patch" 2>&1 || {{ echo '{apply_failed}'; exit 92; }}
+"#,
+        files = file_list(plan),
+        flags = plan.apply_flags,
+        reset_failed = RESET_FAILED,
+        apply_failed = APPLY_PATCH_FAIL,
+    )
+}
+
+fn test_script(dir: &str) -> String {
+    format!(
+        r#"cd /testbed || exit 90
+{{ echo '{START_TEST_OUTPUT}'; ( eval "$KILN_TEST_CMD" ); rc=$?; echo '{END_TEST_OUTPUT}'; }} > {dir}/log 2>&1
+exit $rc
+"#
+    )
+}
+
+fn restore_script(dir: &str, plan: &VerifyPlan) -> String {
+    format!(
+        r#"cd /testbed || exit 90
+V={dir}
+for f in {files}; do rm -rf -- "$f"; done
+cp -a "$V/backup/." . 2>/dev/null || true
+[ -f "$V/index" ] && cp -a "$V/index" .git/index
+rm -rf "$V"
+"#,
+        files = file_list(plan),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_hostile_names() {
+        assert_eq!(quote("a'b"), r"'a'\''b'");
+        assert_eq!(quote("$(rm -rf /)"), "'$(rm -rf /)'");
+    }
+
+    #[test]
+    fn long_logs_keep_their_tail() {
+        let log = "x".repeat(RESULT_OUTPUT_BYTES + 10) + "END";
+        let tail = log_tail(&log);
+        assert!(
+            tail.ends_with("END") && tail.starts_with("[… 13 bytes cut …]"),
+            "{}",
+            &tail[..40]
+        );
+    }
+}
