@@ -39,6 +39,9 @@ cargo build --quiet -p kiln-cli -p kiln-verify --bins
 export KILN_TEST_IMAGES_DIR="${KILN_TEST_IMAGES_DIR:-/var/cache/kiln-test/images}"
 KILN_IMAGES_DIR="$KILN_TEST_IMAGES_DIR" target/debug/kiln images build-demo --data-dir "$(mktemp -d)"
 
+step "The demo dataset validates: every sample fails without its fix and passes with it"
+KILN_IMAGES_DIR="$KILN_TEST_IMAGES_DIR" target/debug/kiln datasets validate kiln-demo --data-dir "$(mktemp -d)"
+
 step "Python: the official codeset SDK and the SWE-bench parity tests"
 venv="${KILN_TEST_VENV:-target/py-venv}"
 if [ ! -x "$venv/bin/pytest" ]; then

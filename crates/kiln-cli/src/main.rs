@@ -131,6 +131,10 @@ enum DatasetsCommand {
     },
     /// List datasets.
     List,
+    /// Check every sample: graded without the fix it must fail, with the gold patch it
+    /// must pass. Prints a table; exits non-zero on any disagreement. Needs the samples'
+    /// environment images.
+    Validate { name: String },
 }
 
 fn main() -> ExitCode {
@@ -212,6 +216,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             timeout,
             command,
         } => client::exec(&config, server, &session, timeout, &command).await,
+        Command::Datasets(DatasetsCommand::Validate { name }) => validate(config, &name).await,
         Command::Datasets(DatasetsCommand::Import {
             file,
             name,
@@ -230,6 +235,64 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             .await
         }
     }
+}
+
+async fn validate(mut config: Config, dataset: &str) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    install_embedded_agent(&mut config)?;
+    config.build_demo_images = false;
+    let kiln = Kiln::open(config).await?;
+    let report = kiln.bootstrap().await?;
+    if let Some(why) = report.sessions_unavailable {
+        bail!("cannot validate: {why}");
+    }
+    let user = kiln
+        .auth
+        .create_user("kiln datasets validate", "validate@localhost", false)
+        .await?;
+    println!(
+        "{:<40} {:>14} {:>14}  verdict",
+        "sample", "without patch", "with gold"
+    );
+    let show = |v: Option<bool>| match v {
+        Some(true) => "pass",
+        Some(false) => "fail",
+        None => "ERROR",
+    };
+    let started = std::time::Instant::now();
+    let results = kiln_services::verification::validate::validate_dataset(
+        &kiln.sessions,
+        kiln.store.as_ref(),
+        &user.user_id,
+        dataset,
+        |r| {
+            let verdict = if r.agrees() { "ok" } else { "DISAGREES" };
+            println!(
+                "{:<40} {:>14} {:>14}  {verdict}",
+                r.sample_id,
+                show(r.without_patch),
+                show(r.with_gold)
+            );
+            if let Some(problem) = &r.problem {
+                println!("    {problem}");
+            }
+        },
+    )
+    .await?;
+    let bad = results.iter().filter(|r| !r.agrees()).count();
+    println!(
+        "{} samples, {} agree, {bad} disagree ({:.1} s)",
+        results.len(),
+        results.len() - bad,
+        started.elapsed().as_secs_f64()
+    );
+    kiln.shutdown().await;
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn import(

@@ -3,6 +3,7 @@
 //! session's worker, so they are ordered with the agent's own commands.
 pub mod plan;
 pub mod run;
+pub mod validate;
 
 use serde_json::{json, Value};
 
