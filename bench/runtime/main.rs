@@ -4,7 +4,14 @@
 //!
 //! Environment: `KILN_BENCH_SESSIONS` (idle sessions, default 500),
 //! `KILN_BENCH_CREATES` (sequential creates, default 100), `KILN_AGENT_BIN`.
+//!
+//! With `KILN_BENCH_DOCKER_HOST` (and `KILN_BENCH_DOCKER_IMAGE`) set, the same operations
+//! also run through Docker and the local/docker ratios are printed; run
+//! `bench/runtime/docker-baseline.sh`, which starts and removes its own dockerd.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod docker_baseline;
+mod docker_engine;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,7 +35,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn report(name: &str, mut samples: Vec<Duration>) {
+/// The two numbers the comparison with Docker uses.
+#[derive(Clone, Copy)]
+pub struct Summary {
+    pub p50: Duration,
+    pub p99: Duration,
+}
+
+fn report(name: &str, mut samples: Vec<Duration>) -> Summary {
     samples.sort();
     println!(
         "{name:<34} n={:<4} p50 {:>9.2?}  p99 {:>9.2?}  min {:>9.2?}  max {:>9.2?}",
@@ -38,6 +52,10 @@ fn report(name: &str, mut samples: Vec<Duration>) {
         samples[0],
         samples[samples.len() - 1]
     );
+    Summary {
+        p50: percentile(&samples, 0.5),
+        p99: percentile(&samples, 0.99),
+    }
 }
 
 fn spec(id: &str) -> SandboxSpec {
@@ -179,7 +197,7 @@ async fn main() {
             .unwrap();
         destroy_t.push(t.elapsed());
     }
-    report("create -> ready", create_t);
+    let create_ready = report("create -> ready", create_t);
     report("destroy", destroy_t);
     let mut interleaved = Vec::new();
     for i in 0..creates {
@@ -194,6 +212,7 @@ async fn main() {
     // 2. exec round trips.
     let id = SandboxId::new("execs").unwrap();
     rt.create(spec("execs")).await.unwrap();
+    let mut exec_true = None;
     for (name, request) in [
         ("exec `true` (argv)", ExecRequest::argv(["true"])),
         ("exec `true` (sh -c)", ExecRequest::shell("true")),
@@ -205,8 +224,10 @@ async fn main() {
             samples.push(t.elapsed());
             assert_eq!(done.exit_code, 0);
         }
-        report(name, samples);
+        let summary = report(name, samples);
+        exec_true.get_or_insert(summary);
     }
+    let exec_true = exec_true.unwrap();
     let mut samples = Vec::new();
     for _ in 0..300 {
         let t = Instant::now();
@@ -236,15 +257,15 @@ async fn main() {
         rt.destroy(&fork).await.unwrap();
         rt.remove_snapshot(&snap.id).await.unwrap();
     }
-    report("snapshot (10 MB changed)", snap_t);
-    report("fork from snapshot -> ready", fork_t);
+    let snapshot = report("snapshot (10 MB changed)", snap_t);
+    let fork_ready = report("fork from snapshot -> ready", fork_t);
     rt.destroy(&id).await.unwrap();
 
     // 4. 100 concurrent creates.
-    let all = create_many(&rt, "burst", 100, 100).await;
+    let burst = create_many(&rt, "burst", 100, 100).await;
     println!(
         "{:<34} {:>9.2?} until all ready",
-        "100 concurrent creates", all
+        "100 concurrent creates", burst
     );
     let d = destroy_all(&rt).await;
     println!("{:<34} {:>9.2?}", "100 concurrent destroys", d);
@@ -280,9 +301,74 @@ async fn main() {
     let d = destroy_all(&rt).await;
     println!("{:<34} {:>9.2?}", format!("destroy {sessions} sessions"), d);
     rt.shutdown().await.unwrap();
-    // TODO: Docker baseline in the same run (docker.io + dockerd --iptables=false
-    // --bridge=none): `docker run` → ready and `docker exec true` p50/p99.
+    let local = LocalNumbers {
+        create_ready,
+        exec_true,
+        snapshot,
+        fork_ready,
+        burst,
+        idle_rss_kib: rss_total as f64 / n as f64,
+        idle_available_kib: avail_before.saturating_sub(avail_after) as f64 / n as f64,
+    };
+    drop(root);
+    compare_with_docker(&local).await;
+}
+
+/// The local runtime's side of the comparison.
+struct LocalNumbers {
+    create_ready: Summary,
+    exec_true: Summary,
+    snapshot: Summary,
+    fork_ready: Summary,
+    burst: Duration,
+    idle_rss_kib: f64,
+    idle_available_kib: f64,
+}
+
+async fn compare_with_docker(local: &LocalNumbers) {
+    let Ok(host) = std::env::var("KILN_BENCH_DOCKER_HOST") else {
+        println!("docker baseline: skipped (bench/runtime/docker-baseline.sh runs it)");
+        return;
+    };
+    let image = std::env::var("KILN_BENCH_DOCKER_IMAGE").unwrap_or("kiln-bench-busybox:1".into());
+    let idle = env_usize("KILN_BENCH_DOCKER_IDLE", 100);
+    let creates = env_usize("KILN_BENCH_CREATES", 100);
+    let docker = docker_baseline::run(&host, &image, creates, idle).await;
+
+    println!("\n--- local / docker (below 1 means the local runtime is faster or smaller) ---");
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    for (name, l, d) in [
+        ("create -> ready", local.create_ready, docker.create_ready),
+        ("exec `true`", local.exec_true, docker.exec_true),
+        ("snapshot (10 MB changed)", local.snapshot, docker.snapshot),
+        ("fork -> ready", local.fork_ready, docker.fork_ready),
+    ] {
+        println!(
+            "{name:<28} p50 {:>8.2} ms / {:>8.2} ms = {:>5.3}   p99 {:>8.2} ms / {:>8.2} ms = {:>5.3}",
+            ms(l.p50),
+            ms(d.p50),
+            ms(l.p50) / ms(d.p50),
+            ms(l.p99),
+            ms(d.p99),
+            ms(l.p99) / ms(d.p99),
+        );
+    }
     println!(
-        "docker baseline: not measured (TODO; DESIGN.md: docker run ≈ 250 ms, docker exec ≈ 60 ms)"
+        "{:<28} {:>8.2} ms / {:>8.2} ms = {:>5.3}  (all ready; docker: all started after {:.2?})",
+        "100 concurrent creates",
+        ms(local.burst),
+        ms(docker.burst_all_ready),
+        ms(local.burst) / ms(docker.burst_all_ready),
+        docker.burst_all_started,
+    );
+    println!(
+        "{:<28} RSS {:.0} KiB / {:.0} KiB = {:.3}   host MemAvailable drop {:.0} KiB / {:.0} KiB = {:.3}",
+        "idle memory per session",
+        local.idle_rss_kib,
+        docker.idle_rss_kib,
+        local.idle_rss_kib / docker.idle_rss_kib.max(1.0),
+        local.idle_available_kib,
+        docker.idle_available_kib,
+        local.idle_available_kib / docker.idle_available_kib.max(1.0),
     );
 }
