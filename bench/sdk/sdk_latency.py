@@ -70,15 +70,21 @@ def measure(args):
         if interaction.exit_code != 0:
             raise RuntimeError(f"`true` exited with {interaction.exit_code}")
 
+    def run_sleep():
+        interaction = client.sessions.execute_command(session.session_id, command="sleep 0.05")
+        if interaction.exit_code != 0:
+            raise RuntimeError(f"`sleep 0.05` exited with {interaction.exit_code}")
+
     run_true()  # warm-up: the first command of a session
     execs = timed_loop(args.execs, args.budget_secs, run_true)
+    sleeps = timed_loop(args.sleep_execs, args.budget_secs, run_sleep)
     client.sessions.close(session.session_id)
 
-    result = {"label": args.label, "create": creates, "exec": execs}
+    result = {"label": args.label, "create": creates, "exec": execs, "exec_sleep": sleeps}
     with open(args.out, "w") as f:
         json.dump(result, f)
     print(
-        f"{args.label}: {len(creates)} creates, {len(execs)} execs measured",
+        f"{args.label}: {len(creates)} creates, {len(execs)} + {len(sleeps)} execs measured",
         file=sys.stderr,
     )
 
@@ -89,14 +95,18 @@ def fmt_ms(seconds):
 
 def table(args):
     runs = [json.load(open(path)) for path in args.results]
-    print(f"{'operation':<34}{'run':<22}{'n':>5}{'p50':>12}{'p99':>12}{'max':>12}")
+    # "polled": calls that slept at least once in the SDK's 3 s poll loop. Without
+    # long-poll a call only escapes it when the work is done before the SDK's first GET.
+    print(f"{'operation':<34}{'run':<22}{'n':>5}{'p50':>12}{'p99':>12}{'max':>12}{'polled':>8}")
     for op, name in [("create", "sessions.create (until ready)"),
-                     ("exec", 'execute_command("true")')]:
+                     ("exec", 'execute_command("true")'),
+                     ("exec_sleep", 'execute_command("sleep 0.05")')]:
         for run in runs:
-            s = run[op]
+            s = run.get(op, [])
+            polled = sum(1 for x in s if x >= 1.0)
             print(f"{name:<34}{run['label']:<22}{len(s):>5}{fmt_ms(quantile(s, 0.5)):>12}"
-                  f"{fmt_ms(quantile(s, 0.99)):>12}{fmt_ms(max(s) if s else None):>12}")
-        if len(runs) == 2 and runs[0][op] and runs[1][op]:
+                  f"{fmt_ms(quantile(s, 0.99)):>12}{fmt_ms(max(s) if s else None):>12}{polled:>8}")
+        if len(runs) == 2 and runs[0].get(op) and runs[1].get(op):
             a, b = runs[0][op], runs[1][op]
             print(f"{'':<34}{'ratio ' + runs[1]['label'] + '/' + runs[0]['label']:<27}"
                   f"{quantile(b, 0.5) / quantile(a, 0.5):>12.1f}"
@@ -115,6 +125,8 @@ def main():
     m.add_argument("--sample", default="kiln-demo__inifile-1")
     m.add_argument("--creates", type=int, default=30)
     m.add_argument("--execs", type=int, default=200)
+    m.add_argument("--sleep-execs", type=int, default=20,
+                   help='iterations of execute_command("sleep 0.05")')
     m.add_argument("--budget-secs", type=float, default=120.0,
                    help="each loop stops early after this many seconds")
     m.set_defaults(func=measure)
