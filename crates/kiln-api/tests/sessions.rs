@@ -651,3 +651,161 @@ async fn restarts_resume_or_end_sessions_and_fail_cut_off_commands() {
     .await;
     assert_error(status, &body, 409, "conflict");
 }
+
+async fn verify(s: &TestServer, key: &str, id: &str) -> Value {
+    let response = s
+        .post(&format!("/sessions/{id}/verify"))
+        .header("Authorization", auth(key))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .expect("send");
+    let (status, started) = json(response).await;
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(started["status"], "pending");
+    let job = started["job_id"].as_str().expect("job").to_string();
+    loop {
+        let (status, body) = json(
+            s.get(&format!("/sessions/{id}/verify/{job}"))
+                .header("Authorization", auth(key))
+                .send()
+                .await
+                .expect("send"),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        if ["completed", "error", "cancelled"]
+            .contains(&body["status"].as_str().unwrap_or_default())
+        {
+            return body;
+        }
+    }
+}
+
+#[tokio::test]
+async fn verification_passes_fails_times_out_and_is_cancelled() {
+    if !sandbox::prerequisites() {
+        return;
+    }
+    let s = sandbox::start(|_| {}).await;
+    let key = s.admin_key.clone();
+    let id = create_ready(&s, &key).await;
+    let script = |body: &str| {
+        s.post(&format!("/sessions/{id}/upload")).header("Authorization", auth(&key)).json(
+            &json!({"file_path": "run-tests.sh", "content_base64": base64::engine::general_purpose::STANDARD.encode(body)}),
+        )
+    };
+
+    script("echo 'PASSED t1'\n").send().await.expect("send");
+    let job = verify(&s, &key, &id).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    let result = &job["result"];
+    assert_eq!(
+        (
+            result["is_success"].as_bool(),
+            result["passed"].as_i64(),
+            result["total"].as_i64()
+        ),
+        (Some(true), Some(1), Some(1)),
+        "{result}"
+    );
+    assert!(job["started_at"].is_string() && job["completed_at"].is_string());
+    assert_eq!(result["grading"]["rules"], "swebench5");
+
+    script("echo 'FAILED t1'\nexit 1\n")
+        .send()
+        .await
+        .expect("send");
+    let job = verify(&s, &key, &id).await;
+    assert_eq!(
+        (
+            job["status"].as_str(),
+            job["result"]["is_success"].as_bool()
+        ),
+        (Some("completed"), Some(false)),
+        "{job}"
+    );
+    assert_eq!(job["result"]["failures"][0]["name"], "t1");
+
+    // A run that hangs is killed (with everything it started) at the sample's timeout.
+    script("echo 'PASSED t1'\nsleep 1000 &\nsleep 1000\n")
+        .send()
+        .await
+        .expect("send");
+    let started = Instant::now();
+    let job = verify(&s, &key, &id).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the 3 s verification timeout was not enforced"
+    );
+    assert_eq!(
+        (
+            job["status"].as_str(),
+            job["result"]["is_success"].as_bool()
+        ),
+        (Some("completed"), Some(false)),
+        "{job}"
+    );
+    assert!(
+        job["result"]["stdout"]
+            .as_str()
+            .is_some_and(|o| o.contains("Tests Timed Out")),
+        "{job}"
+    );
+    let count = r"for p in /proc/[0-9]*; do tr '\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -cx 'sleep 1000 ' || true";
+    let left = run(&s, &key, &id, count, None).await;
+    assert_eq!(
+        left["stdout"].as_str().map(str::trim),
+        Some("0"),
+        "the hung test run left processes: {left}"
+    );
+
+    // Closing the session under a running verification cancels it.
+    script("sleep 1000\n").send().await.expect("send");
+    let (_, started) = json(
+        s.post(&format!("/sessions/{id}/verify"))
+            .header("Authorization", auth(&key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    let job_id = started["job_id"].as_str().expect("job").to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _) = json(
+        s.delete(&format!("/sessions/{id}"))
+            .header("Authorization", auth(&key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, job) = json(
+        s.get(&format!("/sessions/{id}/verify/{job_id}"))
+            .header("Authorization", auth(&key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(job["status"], "cancelled", "{job}");
+    let (status, body) = json(
+        s.post(&format!("/sessions/{id}/verify"))
+            .header("Authorization", auth(&key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_error(status, &body, 409, "conflict");
+    let (status, body) = json(
+        s.get(&format!("/sessions/{id}/verify/job_nope"))
+            .header("Authorization", auth(&key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_error(status, &body, 404, "not_found");
+}

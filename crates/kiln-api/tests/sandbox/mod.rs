@@ -117,8 +117,11 @@ pub async fn install_test_sample(server: &TestServer) {
         )
         .expect("import image");
 
+    // Verification runs the script the test writes, parsed as pytest output, with a
+    // short timeout: one sample can pass, fail or hang as a test needs.
     let record = json!({"instance_id": SAMPLE, "repo": "test/hello", "base_commit": "0000000000000000000000000000000000000000",
-                        "FAIL_TO_PASS": ["t1"], "PASS_TO_PASS": []})
+                        "FAIL_TO_PASS": ["t1"], "PASS_TO_PASS": [], "test_patch": "",
+                        "test_cmd": "sh /testbed/run-tests.sh", "log_parser": "pytest", "verify_timeout_secs": 3})
     .to_string();
     server
         .kiln

@@ -187,12 +187,19 @@ for f in {files}; do
     rm -rf -- "$f"
   fi
 done
-git apply {flags} "$V/test.patch" 2>&1 || {{ echo '{apply_failed}'; exit 92; }}
+{apply}
 "#,
         files = file_list(plan),
-        flags = plan.apply_flags,
+        // A sample without a test patch has nothing to apply (and may have no git).
+        apply = if plan.test_patch.trim().is_empty() {
+            String::new()
+        } else {
+            format!(
+                r#"git apply {} "$V/test.patch" 2>&1 || {{ echo '{APPLY_PATCH_FAIL}'; exit 92; }}"#,
+                plan.apply_flags
+            )
+        },
         reset_failed = RESET_FAILED,
-        apply_failed = APPLY_PATCH_FAIL,
     )
 }
 
