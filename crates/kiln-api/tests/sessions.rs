@@ -809,3 +809,86 @@ async fn verification_passes_fails_times_out_and_is_cancelled() {
     .await;
     assert_error(status, &body, 404, "not_found");
 }
+
+#[tokio::test]
+async fn codeset_grading_reads_junit_and_wants_the_exact_sets() {
+    if !sandbox::prerequisites() {
+        return;
+    }
+    let s = sandbox::start(|_| {}).await;
+    let key = s.admin_key.clone();
+    let (status, created) = json(
+        s.post("/sessions")
+            .header("Authorization", auth(&key))
+            .json(&json!({"dataset": DATASET, "sample_id": sandbox::CODESET_SAMPLE}))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["session_id"].as_str().expect("id").to_string();
+    let (_, session) = json(
+        s.get(&format!("/sessions/{id}"))
+            .header("Authorization", auth(&key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(session["status"], "ready");
+    let verifier = |t3: &str| {
+        let script = format!(
+            "#!/bin/sh\ncat > /testbed/report.xml <<'XML'\n<testsuite name=\"s\" tests=\"3\">\n<testcase classname=\"suite\" name=\"t1\"/>\n<testcase classname=\"suite\" name=\"t2\"/>\n<testcase classname=\"suite\" name=\"t3\">{t3}</testcase>\n</testsuite>\nXML\n"
+        );
+        s.post(&format!("/sessions/{id}/upload"))
+            .header("Authorization", auth(&key))
+            .json(&json!({
+                "file_path": "/verifier.sh", "make_executable": true,
+                "content_base64": base64::engine::general_purpose::STANDARD.encode(script),
+            }))
+    };
+
+    verifier("<failure message=\"expected\"/>")
+        .send()
+        .await
+        .expect("send");
+    let job = verify(&s, &key, &id).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["result"]["is_success"], true, "{job}");
+    assert_eq!(job["result"]["grading"]["rules"], "codeset_gym");
+
+    // t3 is expected to fail: an unexpected pass breaks the exact-set rule.
+    verifier("").send().await.expect("send");
+    let job = verify(&s, &key, &id).await;
+    assert_eq!(job["result"]["is_success"], false, "{job}");
+
+    // A report left from before does not grade a verifier that writes none.
+    run(
+        &s,
+        &key,
+        &id,
+        "printf '<testsuite><testcase classname=\"suite\" name=\"t1\"/></testsuite>' > report.xml",
+        None,
+    )
+    .await;
+    s.post(&format!("/sessions/{id}/upload"))
+        .header("Authorization", auth(&key))
+        .json(&json!({"file_path": "/verifier.sh", "make_executable": true, "content_base64": base64::engine::general_purpose::STANDARD.encode("#!/bin/sh\ntrue\n")}))
+        .send()
+        .await
+        .expect("send");
+    let job = verify(&s, &key, &id).await;
+    assert_eq!(
+        (
+            job["status"].as_str(),
+            job["result"]["is_success"].as_bool()
+        ),
+        (Some("completed"), Some(false)),
+        "{job}"
+    );
+    assert_eq!(
+        job["result"]["passed"], 0,
+        "the stale report was read: {job}"
+    );
+}

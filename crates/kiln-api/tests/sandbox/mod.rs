@@ -14,6 +14,8 @@ use crate::common::TestServer;
 
 pub const DATASET: &str = "test";
 pub const SAMPLE: &str = "test-1";
+/// The same image, graded the codeset-gym way (`/verifier.sh` writes JUnit XML).
+pub const CODESET_SAMPLE: &str = "test-2";
 
 /// Whether sandbox tests can run here. Under `CI` a missing prerequisite fails the test
 /// instead of skipping it, so CI cannot pass without running them.
@@ -111,18 +113,28 @@ pub async fn install_test_sample(server: &TestServer) {
         .import(
             layout.dir(),
             &kiln_image::ImportOptions {
-                reference: Some(reference),
+                reference: Some(reference.clone()),
                 ..Default::default()
             },
         )
         .expect("import image");
+    let codeset_reference =
+        kiln_services::sessions::sample_image_reference(DATASET, CODESET_SAMPLE);
+    store
+        .tag(&reference, &codeset_reference)
+        .expect("tag image");
 
     // Verification runs the script the test writes, parsed as pytest output, with a
     // short timeout: one sample can pass, fail or hang as a test needs.
     let record = json!({"instance_id": SAMPLE, "repo": "test/hello", "base_commit": "0000000000000000000000000000000000000000",
                         "FAIL_TO_PASS": ["t1"], "PASS_TO_PASS": [], "test_patch": "",
                         "test_cmd": "sh /testbed/run-tests.sh", "log_parser": "pytest", "verify_timeout_secs": 3})
-    .to_string();
+    .to_string()
+        + "\n"
+        + &json!({"instance_id": CODESET_SAMPLE, "repo": "test/hello", "base_commit": "0000000000000000000000000000000000000000",
+                  "language": "python", "grading": "codeset", "verify_timeout_secs": 10,
+                  "FAIL_TO_PASS": ["suite::t1"], "PASS_TO_PASS": ["suite::t2"], "FAIL_TO_FAIL": ["suite::t3"]})
+        .to_string();
     server
         .kiln
         .datasets

@@ -7,8 +7,19 @@ use kiln_verify::{EvalType, ExpectedTests, GradingRules, Parser};
 /// The harness's default, in seconds.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 1800;
 
+/// Which reference a sample is graded against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grading {
+    /// The SWE-bench harness: test patch, test command, log parser, 5.x (or 4.x) rules.
+    Swebench,
+    /// codeset-gym: the image's `/verifier.sh` writes JUnit XML to the language's report
+    /// paths; success iff the passing and failing sets are exactly the expected ones.
+    Codeset { language: String },
+}
+
 #[derive(Debug, Clone)]
 pub struct VerifyPlan {
+    pub grading: Grading,
     pub base_commit: String,
     pub test_patch: String,
     /// Paths the test patch touches (old and new sides), relative to /testbed.
@@ -34,6 +45,40 @@ pub fn plan_for(record: &SampleRecord) -> Result<VerifyPlan, String> {
             .and_then(|v| v.as_str())
             .map(str::to_string)
     };
+    if extra("grading").as_deref() == Some("codeset") {
+        if kiln_verify::report_locations(&record.language).is_none() {
+            return Err(format!(
+                "codeset grading knows no report path for language {:?}",
+                record.language
+            ));
+        }
+        let (test_files, created_files) = patch_files(&record.test_patch);
+        return Ok(VerifyPlan {
+            grading: Grading::Codeset {
+                language: record.language.clone(),
+            },
+            base_commit: record.base_commit.clone(),
+            test_patch: String::new(),
+            test_files,
+            created_files,
+            test_cmd: "/verifier.sh".into(),
+            parser: Parser::Junit,
+            rules: GradingRules::Swebench5,
+            eval_type: EvalType::PassAndFail,
+            expected: ExpectedTests {
+                fail_to_pass: record.fail_to_pass.clone(),
+                pass_to_pass: record.pass_to_pass.clone(),
+                fail_to_fail: record.fail_to_fail.clone(),
+                pass_to_fail: Vec::new(),
+            },
+            timeout_secs: record
+                .extra
+                .get("verify_timeout_secs")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(DEFAULT_TIMEOUT_SECS),
+            apply_flags: "-v",
+        });
+    }
     let parser = match extra("log_parser") {
         Some(name) => name
             .parse::<Parser>()
@@ -76,6 +121,7 @@ pub fn plan_for(record: &SampleRecord) -> Result<VerifyPlan, String> {
         .unwrap_or(DEFAULT_TIMEOUT_SECS);
     let (test_files, created_files) = patch_files(&record.test_patch);
     Ok(VerifyPlan {
+        grading: Grading::Swebench,
         base_commit: record.base_commit.clone(),
         test_patch: record.test_patch.clone(),
         test_files,

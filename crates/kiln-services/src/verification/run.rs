@@ -14,9 +14,11 @@ use kiln_runtime::{Runtime, RuntimeError, SandboxId};
 use kiln_verify::log_eval::{
     APPLY_PATCH_FAIL, END_TEST_OUTPUT, RESET_FAILED, START_TEST_OUTPUT, TESTS_TIMEOUT,
 };
-use kiln_verify::{ExitCodeSource, GradeRequest, SwebenchGrade};
+use kiln_verify::{
+    CodesetGrade, ExitCodeSource, GradeRequest, JunitCase, ReportLocation, SwebenchGrade,
+};
 
-use super::plan::VerifyPlan;
+use super::plan::{Grading, VerifyPlan};
 
 /// Largest log read back (the agent's file-read cap).
 const MAX_LOG_BYTES: u64 = 4 * 1024 * 1024;
@@ -24,8 +26,13 @@ const MAX_LOG_BYTES: u64 = 4 * 1024 * 1024;
 const RESULT_OUTPUT_BYTES: usize = 64 * 1024;
 const STEP_TIMEOUT_MS: u64 = 120_000;
 
+pub enum Grade {
+    Swebench(Box<SwebenchGrade>),
+    Codeset(Box<CodesetGrade>),
+}
+
 pub struct Verified {
-    pub grade: SwebenchGrade,
+    pub grade: Grade,
     pub log: String,
     pub test_seconds: f64,
 }
@@ -77,14 +84,14 @@ pub async fn verify(
         on_step(Step::Testing);
         let started = Instant::now();
         let env = BTreeMap::from([("KILN_TEST_CMD".to_string(), plan.test_cmd.clone())]);
+        let script = match &plan.grading {
+            Grading::Swebench => test_script(&dir, ""),
+            Grading::Codeset { language } => test_script(&dir, &stale_reports(language)),
+        };
         let ran = runtime
             .exec(
                 sandbox,
-                shell(
-                    &test_script(&dir),
-                    plan.timeout_secs.saturating_mul(1000),
-                    env,
-                ),
+                shell(&script, plan.timeout_secs.saturating_mul(1000), env),
             )
             .await?;
         let seconds = started.elapsed().as_secs_f64();
@@ -108,32 +115,104 @@ pub async fn verify(
         (prepare_log, i64::from(prepared.exit_code), 0.0)
     };
 
-    let restored = runtime
-        .exec(
-            sandbox,
-            shell(
-                &restore_script(&dir, plan),
-                STEP_TIMEOUT_MS,
-                BTreeMap::new(),
-            ),
-        )
-        .await?;
+    let grade = match &plan.grading {
+        Grading::Swebench => {
+            Grade::Swebench(Box::new(kiln_verify::grade_swebench(&GradeRequest {
+                parser: plan.parser,
+                log: &log,
+                expected: &plan.expected,
+                eval_type: plan.eval_type,
+                rules: plan.rules,
+                exit_code: ExitCodeSource::Trusted(exit_code),
+            })))
+        }
+        Grading::Codeset { language } => {
+            let cases = read_reports(runtime, sandbox, language).await?;
+            let e = &plan.expected;
+            Grade::Codeset(Box::new(kiln_verify::grade_codeset(
+                &cases,
+                &e.fail_to_pass,
+                &e.pass_to_pass,
+                &e.fail_to_fail,
+            )))
+        }
+    };
+    let restore = shell(
+        &restore_script(&dir, plan),
+        STEP_TIMEOUT_MS,
+        BTreeMap::new(),
+    );
+    let restored = runtime.exec(sandbox, restore).await?;
     if restored.exit_code != 0 {
         tracing::warn!(job = job_id, output = %restored.stderr.to_string_lossy(), "restoring the agent's test files failed");
     }
-    let grade = kiln_verify::grade_swebench(&GradeRequest {
-        parser: plan.parser,
-        log: &log,
-        expected: &plan.expected,
-        eval_type: plan.eval_type,
-        rules: plan.rules,
-        exit_code: ExitCodeSource::Trusted(exit_code),
-    });
     Ok(Verified {
         grade,
         log,
         test_seconds,
     })
+}
+
+/// `rm -f` of every report location of `language`, so a stale report cannot grade.
+fn stale_reports(language: &str) -> String {
+    let paths: Vec<&str> = kiln_verify::report_locations(language)
+        .unwrap_or_default()
+        .iter()
+        .map(|l| match l {
+            ReportLocation::Single(p) | ReportLocation::Glob(p) => *p,
+        })
+        .collect();
+    // The paths are the collector's own constants: globs must stay unquoted.
+    format!("rm -f {}", paths.join(" "))
+}
+
+/// The JUnit cases of the first report location that has any, in codeset-gym's order.
+async fn read_reports(
+    runtime: &dyn Runtime,
+    sandbox: &SandboxId,
+    language: &str,
+) -> Result<Vec<JunitCase>, RuntimeError> {
+    for location in kiln_verify::report_locations(language).unwrap_or_default() {
+        let files = match location {
+            ReportLocation::Single(path) => vec![(*path).to_string()],
+            ReportLocation::Glob(pattern) => {
+                let list = shell(
+                    &format!("cd /testbed && ls -1d {pattern} 2>/dev/null"),
+                    STEP_TIMEOUT_MS,
+                    BTreeMap::new(),
+                );
+                let listed = runtime.exec(sandbox, list).await?;
+                listed
+                    .stdout
+                    .to_string_lossy()
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            }
+        };
+        let mut documents = Vec::new();
+        for name in files {
+            if let Ok(file) = runtime
+                .read_file(sandbox, &format!("/testbed/{name}"), Some(MAX_LOG_BYTES))
+                .await
+            {
+                documents.push(file.content.to_string_lossy());
+            }
+        }
+        let cases = match location {
+            ReportLocation::Single(_) => documents
+                .first()
+                .and_then(|xml| kiln_verify::codeset::single_report_cases(xml)),
+            ReportLocation::Glob(_) => kiln_verify::codeset::combine_glob_documents(
+                &documents.iter().map(String::as_str).collect::<Vec<_>>(),
+            ),
+        };
+        if let Some(cases) = cases {
+            return Ok(cases);
+        }
+    }
+    Ok(Vec::new())
 }
 
 /// The tail of the log, for the result's `stdout`.
@@ -203,9 +282,10 @@ done
     )
 }
 
-fn test_script(dir: &str) -> String {
+fn test_script(dir: &str, before: &str) -> String {
     format!(
         r#"cd /testbed || exit 90
+{before}
 {{ echo '{START_TEST_OUTPUT}'; ( eval "$KILN_TEST_CMD" ); rc=$?; echo '{END_TEST_OUTPUT}'; }} > {dir}/log 2>&1
 exit $rc
 "#
