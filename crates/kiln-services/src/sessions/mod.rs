@@ -5,6 +5,8 @@
 //! time, in the order received. Every change is stored first and then announced through
 //! [`Changes`], so long-polling readers see it at once and a restart loses nothing that
 //! was acknowledged.
+mod jobs;
+mod recovery;
 mod worker;
 
 use std::collections::HashMap;
@@ -16,8 +18,8 @@ use kiln_config::SessionsConfig;
 use kiln_image::ImageStore;
 use kiln_runtime::{Limits, Runtime, SandboxId, SandboxSpec};
 use kiln_store::{
-    InteractionKind, InteractionOutcome, InteractionRecord, JobStatus, JobUpdate, NewInteraction,
-    NewSession, NewVerificationJob, SessionRecord, SessionStatus, Store, VerificationJobRecord,
+    InteractionKind, InteractionOutcome, InteractionRecord, JobStatus, NewInteraction, NewSession,
+    SessionRecord, SessionStatus, Store,
 };
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -26,6 +28,7 @@ use crate::changes::Changes;
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::new_id;
 
+pub use recovery::RecoveryReport;
 pub use worker::{Action, INFRA_EXIT_CODE};
 
 /// The runtime, when this server can make sandboxes.
@@ -437,131 +440,6 @@ impl SessionService {
         Ok(record)
     }
 
-    /// Starts grading the session's current state: a job, queued behind the session's
-    /// earlier interactions. A sample Kiln cannot verify gives a job in `error`.
-    pub async fn start_verification(
-        &self,
-        user_id: &str,
-        session_id: &str,
-    ) -> ServiceResult<VerificationJobRecord> {
-        let session = self.owned(user_id, session_id).await?;
-        if !session.status.is_live() {
-            return Err(ServiceError::Conflict(format!(
-                "session {session_id} is {}; verification needs a live session",
-                session.status.as_str()
-            )));
-        }
-        let sample = self
-            .store
-            .get_sample(
-                &session.dataset,
-                &session.sample_id,
-                Some(session.sample_version),
-            )
-            .await?
-            .ok_or_else(|| {
-                ServiceError::Internal(format!("the sample of session {session_id} is gone"))
-            })?;
-        let live = self.lock_live().get(session_id).cloned().ok_or_else(|| {
-            ServiceError::Conflict(format!("session {session_id} is no longer running"))
-        })?;
-        let permit = live.queue.try_reserve().map_err(|_| {
-            ServiceError::LimitExceeded(format!(
-                "session {session_id} has too much work queued; wait for some to finish"
-            ))
-        })?;
-        let job = self
-            .store
-            .insert_verification_job(&NewVerificationJob {
-                job_id: new_id("job"),
-                session_id: session_id.to_string(),
-                user_id: user_id.to_string(),
-                sample_id: session.sample_id.clone(),
-                created_at: Utc::now(),
-            })
-            .await?;
-        match crate::verification::plan_for(&sample.record) {
-            Ok(plan) => permit.send(worker::Work::Verify {
-                job_id: job.job_id.clone(),
-                plan: Box::new(plan),
-            }),
-            Err(why) => {
-                drop(permit);
-                let update = JobUpdate {
-                    status: JobStatus::Error,
-                    at: Utc::now(),
-                    result: None,
-                    error_code: Some("not_verifiable".into()),
-                    error_message: Some(format!("this sample cannot be verified: {why}")),
-                };
-                self.store
-                    .update_verification_job(&job.job_id, &update)
-                    .await?;
-                self.changes.notify(session_id);
-            }
-        }
-        Ok(job)
-    }
-
-    /// The caller's verification job; waits (bounded) while it is unfinished.
-    pub async fn verification_job(
-        &self,
-        user_id: &str,
-        session_id: &str,
-        job_id: &str,
-        wait: bool,
-    ) -> ServiceResult<VerificationJobRecord> {
-        self.owned(user_id, session_id).await?;
-        let timeout = if wait {
-            self.long_poll()
-        } else {
-            Duration::ZERO
-        };
-        self.changes
-            .wait_for(session_id, timeout, || async {
-                let job = self
-                    .store
-                    .get_verification_job(session_id, job_id)
-                    .await?
-                    .ok_or_else(|| ServiceError::not_found(format!("verification job {job_id}")))?;
-                let done = job.status.is_finished();
-                Ok((job, done))
-            })
-            .await
-    }
-
-    /// Marks unfinished jobs (of one session, or all) as ended.
-    async fn end_jobs(
-        &self,
-        session_id: Option<&str>,
-        status: JobStatus,
-        code: &str,
-        message: &str,
-    ) -> ServiceResult<usize> {
-        let mut n = 0;
-        for job in self.store.list_unfinished_verification_jobs().await? {
-            if session_id.is_some_and(|s| s != job.session_id) {
-                continue;
-            }
-            let update = JobUpdate {
-                status,
-                at: Utc::now(),
-                result: None,
-                error_code: Some(code.into()),
-                error_message: Some(message.into()),
-            };
-            if self
-                .store
-                .update_verification_job(&job.job_id, &update)
-                .await?
-                .is_some()
-            {
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
     /// The caller's interaction; waits (bounded) while it is unfinished.
     pub async fn interaction(
         &self,
@@ -603,145 +481,6 @@ impl SessionService {
         Duration::from_secs(self.config.long_poll_secs)
     }
 
-    /// Ends every live session whose TTL has passed at `now`. Returns how many it ended.
-    pub async fn reap_expired(&self, now: DateTime<Utc>) -> usize {
-        let expired: Vec<String> = self
-            .lock_live()
-            .iter()
-            .filter(|(_, l)| l.expires_at <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
-        let mut ended = 0;
-        for id in expired {
-            match self.end(&id, SessionStatus::Terminated).await {
-                Ok(Some(_)) => ended += 1,
-                Ok(None) => {
-                    self.forget(&id);
-                }
-                Err(e) => tracing::error!(session = %id, error = %e, "cannot expire session"),
-            }
-        }
-        ended
-    }
-
-    /// Runs the TTL reaper until the service is dropped.
-    pub fn spawn_reaper(self: &Arc<Self>) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(this) = weak.upgrade() else { break };
-                let n = this.reap_expired(Utc::now()).await;
-                if n > 0 {
-                    tracing::info!(sessions = n, "expired sessions terminated");
-                }
-            }
-        });
-    }
-
-    /// Start-up recovery: the store and the runtime are made to agree. Sandboxes nobody
-    /// knows are removed; sessions whose sandbox is gone end (`error` while creating,
-    /// `terminated` when ready); interactions cut off by the restart fail with
-    /// [`INFRA_EXIT_CODE`]; sessions whose sandbox survived get a worker again.
-    pub async fn recover(self: &Arc<Self>) -> ServiceResult<RecoveryReport> {
-        let mut report = RecoveryReport::default();
-        let now = Utc::now();
-        for interaction in self.store.list_unfinished_interactions().await? {
-            let outcome = InteractionOutcome {
-                exit_code: INFRA_EXIT_CODE,
-                message: Some("the server restarted before this interaction finished".into()),
-                finished_at: now,
-                ..InteractionOutcome::default()
-            };
-            if self
-                .store
-                .complete_interaction(&interaction.interaction_id, &outcome)
-                .await?
-            {
-                report.interactions_failed += 1;
-            }
-        }
-        report.jobs_failed = self
-            .end_jobs(
-                None,
-                JobStatus::Error,
-                "server_restarted",
-                "the server restarted before this job finished",
-            )
-            .await?;
-        let live = self
-            .store
-            .list_sessions_in(&[SessionStatus::Creating, SessionStatus::Ready])
-            .await?;
-        let known: Vec<SandboxId> = live
-            .iter()
-            .filter(|s| s.status == SessionStatus::Ready)
-            .filter_map(|s| {
-                s.sandbox_id
-                    .as_deref()
-                    .and_then(|id| SandboxId::new(id).ok())
-            })
-            .collect();
-        let adopted = match self.runtime() {
-            Ok((runtime, ..)) => {
-                let r = runtime
-                    .reconcile(&known)
-                    .await
-                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
-                report.sandboxes_removed = r.removed.len();
-                r.adopted
-            }
-            Err(_) => Vec::new(),
-        };
-        for session in live {
-            let alive = session
-                .sandbox_id
-                .as_deref()
-                .is_some_and(|id| adopted.iter().any(|a| a.as_str() == id));
-            if alive && session.expires_at > now {
-                let id = SandboxId::new(session.sandbox_id.clone().unwrap_or_default())
-                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
-                self.start_worker(&session, Readiness::Ready(id));
-                report.sessions_resumed += 1;
-            } else if session.status == SessionStatus::Creating {
-                self.store
-                    .mark_session_error(
-                        &session.session_id,
-                        "server_restarted",
-                        "the server restarted while the sandbox was starting",
-                        now,
-                    )
-                    .await?;
-                report.sessions_ended += 1;
-            } else {
-                self.store
-                    .end_session(&session.session_id, SessionStatus::Terminated, now)
-                    .await?;
-                report.sessions_ended += 1;
-            }
-        }
-        Ok(report)
-    }
-
-    /// Ends nothing in the store (a restart resumes or terminates sessions), but stops
-    /// every sandbox so nothing is left running or mounted.
-    pub async fn shutdown(&self) {
-        let sessions: Vec<String> = self.lock_live().keys().cloned().collect();
-        for id in &sessions {
-            if let Some(live) = self.forget(id) {
-                live.readiness
-                    .send_replace(Readiness::Gone("the server is shutting down".into()));
-            }
-        }
-        if let Ok((runtime, ..)) = self.runtime() {
-            if let Err(e) = runtime.shutdown().await {
-                tracing::error!(error = %e, "runtime shutdown failed");
-            }
-        }
-    }
-
     fn forget(&self, session_id: &str) -> Option<Arc<LiveSession>> {
         self.lock_live().remove(session_id)
     }
@@ -758,15 +497,6 @@ impl SessionService {
             .filter(|l| l.user_id == user_id)
             .count()
     }
-}
-
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct RecoveryReport {
-    pub sessions_resumed: usize,
-    pub sessions_ended: usize,
-    pub sandboxes_removed: usize,
-    pub interactions_failed: usize,
-    pub jobs_failed: usize,
 }
 
 /// Where a path given by a caller points inside the sandbox: relative paths are taken

@@ -1,0 +1,136 @@
+//! Verification jobs of a session: started, watched and ended here; run by the worker.
+use std::time::Duration;
+
+use chrono::Utc;
+use kiln_store::{JobStatus, JobUpdate, NewVerificationJob, VerificationJobRecord};
+
+use super::{worker, SessionService};
+use crate::error::{ServiceError, ServiceResult};
+use crate::ids::new_id;
+
+impl SessionService {
+    /// Starts grading the session's current state: a job, queued behind the session's
+    /// earlier interactions. A sample Kiln cannot verify gives a job in `error`.
+    pub async fn start_verification(
+        &self,
+        user_id: &str,
+        session_id: &str,
+    ) -> ServiceResult<VerificationJobRecord> {
+        let session = self.owned(user_id, session_id).await?;
+        if !session.status.is_live() {
+            return Err(ServiceError::Conflict(format!(
+                "session {session_id} is {}; verification needs a live session",
+                session.status.as_str()
+            )));
+        }
+        let sample = self
+            .store
+            .get_sample(
+                &session.dataset,
+                &session.sample_id,
+                Some(session.sample_version),
+            )
+            .await?
+            .ok_or_else(|| {
+                ServiceError::Internal(format!("the sample of session {session_id} is gone"))
+            })?;
+        let live = self.lock_live().get(session_id).cloned().ok_or_else(|| {
+            ServiceError::Conflict(format!("session {session_id} is no longer running"))
+        })?;
+        let permit = live.queue.try_reserve().map_err(|_| {
+            ServiceError::LimitExceeded(format!(
+                "session {session_id} has too much work queued; wait for some to finish"
+            ))
+        })?;
+        let job = self
+            .store
+            .insert_verification_job(&NewVerificationJob {
+                job_id: new_id("job"),
+                session_id: session_id.to_string(),
+                user_id: user_id.to_string(),
+                sample_id: session.sample_id.clone(),
+                created_at: Utc::now(),
+            })
+            .await?;
+        match crate::verification::plan_for(&sample.record) {
+            Ok(plan) => permit.send(worker::Work::Verify {
+                job_id: job.job_id.clone(),
+                plan: Box::new(plan),
+            }),
+            Err(why) => {
+                drop(permit);
+                let update = JobUpdate {
+                    status: JobStatus::Error,
+                    at: Utc::now(),
+                    result: None,
+                    error_code: Some("not_verifiable".into()),
+                    error_message: Some(format!("this sample cannot be verified: {why}")),
+                };
+                self.store
+                    .update_verification_job(&job.job_id, &update)
+                    .await?;
+                self.changes.notify(session_id);
+            }
+        }
+        Ok(job)
+    }
+
+    /// The caller's verification job; waits (bounded) while it is unfinished.
+    pub async fn verification_job(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        job_id: &str,
+        wait: bool,
+    ) -> ServiceResult<VerificationJobRecord> {
+        self.owned(user_id, session_id).await?;
+        let timeout = if wait {
+            self.long_poll()
+        } else {
+            Duration::ZERO
+        };
+        self.changes
+            .wait_for(session_id, timeout, || async {
+                let job = self
+                    .store
+                    .get_verification_job(session_id, job_id)
+                    .await?
+                    .ok_or_else(|| ServiceError::not_found(format!("verification job {job_id}")))?;
+                let done = job.status.is_finished();
+                Ok((job, done))
+            })
+            .await
+    }
+
+    /// Marks unfinished jobs (of one session, or all) as ended.
+    pub(super) async fn end_jobs(
+        &self,
+        session_id: Option<&str>,
+        status: JobStatus,
+        code: &str,
+        message: &str,
+    ) -> ServiceResult<usize> {
+        let mut n = 0;
+        for job in self.store.list_unfinished_verification_jobs().await? {
+            if session_id.is_some_and(|s| s != job.session_id) {
+                continue;
+            }
+            let update = JobUpdate {
+                status,
+                at: Utc::now(),
+                result: None,
+                error_code: Some(code.into()),
+                error_message: Some(message.into()),
+            };
+            if self
+                .store
+                .update_verification_job(&job.job_id, &update)
+                .await?
+                .is_some()
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
