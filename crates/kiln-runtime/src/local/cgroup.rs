@@ -583,3 +583,89 @@ impl CgroupBackend for CgroupV2 {
             .any(|l| l.strip_prefix("oom_kill ").is_some_and(|n| n.trim() != "0"))
     }
 }
+
+/// The v2 backend over a fake unified hierarchy (plain files standing in for the ones the
+/// kernel creates): this host has only v1 controllers, so this is where v2's logic runs.
+#[cfg(test)]
+mod v2_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn fake_dir(dir: &Path, files: &[&str]) {
+        fs::create_dir_all(dir).unwrap();
+        for f in files {
+            fs::write(dir.join(f), "").unwrap();
+        }
+    }
+
+    #[test]
+    fn delegates_controllers_writes_limits_reads_usage_and_kills() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let parent = root.join("kiln").join("0123456789abcdef");
+        for dir in [root.clone(), root.join("kiln"), parent.clone()] {
+            fake_dir(&dir, &["cgroup.subtree_control"]);
+        }
+        let sandbox = parent.join("s1");
+        fake_dir(
+            &sandbox,
+            &[
+                "memory.max",
+                "memory.swap.max",
+                "pids.max",
+                "cpu.max",
+                "cgroup.procs",
+                "cgroup.kill",
+                "memory.current",
+                "memory.events",
+            ],
+        );
+        let v2 = CgroupV2 {
+            root: root.clone(),
+            parent: parent.clone(),
+        };
+        assert_eq!(v2.version(), CgroupVersion::V2);
+        let limits = Limits {
+            memory_bytes: Some(1 << 30),
+            pids: Some(64),
+            cpu_millicores: Some(500),
+        };
+        let cgroup = v2.create("s1", &limits).unwrap();
+        assert_eq!(cgroup.dirs, vec![sandbox.clone()]);
+        let read = |name: &str| fs::read_to_string(sandbox.join(name)).unwrap();
+        assert_eq!(read("memory.max"), "1073741824");
+        assert_eq!(read("memory.swap.max"), "0", "no swap");
+        assert_eq!(read("pids.max"), "64");
+        assert_eq!(read("cpu.max"), "50000 100000", "half a core");
+        for dir in [&root, &root.join("kiln"), &parent] {
+            let control = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap();
+            assert!(
+                control.starts_with('+'),
+                "controllers enabled at {}: {control:?}",
+                dir.display()
+            );
+        }
+        assert_eq!(v2.existing(), vec!["s1".to_string()]);
+
+        fs::write(sandbox.join("memory.current"), "4096\n").unwrap();
+        assert_eq!(v2.memory_usage(&cgroup), Some(4096));
+        assert!(!v2.oom_killed(&cgroup));
+        fs::write(sandbox.join("memory.events"), "oom 1\noom_kill 1\n").unwrap();
+        assert!(v2.oom_killed(&cgroup));
+
+        v2.kill_all(&cgroup).unwrap();
+        assert_eq!(read("cgroup.kill"), "1", "v2 kills with cgroup.kill");
+    }
+
+    #[test]
+    fn a_hierarchy_without_delegation_says_how_to_fix_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        // No cgroup.subtree_control anywhere: the kernel would refuse.
+        let v2 = CgroupV2 {
+            root: tmp.path().to_path_buf(),
+            parent: tmp.path().join("kiln"),
+        };
+        let err = v2.create("s1", &Limits::default()).unwrap_err().to_string();
+        assert!(err.contains("Delegate=yes"), "{err}");
+    }
+}
