@@ -123,3 +123,39 @@ def test_validate_finds_a_dataset_that_disagrees(client, tmp_path):
                          env=env, capture_output=True, text=True)
     assert out.returncode == 1, out.stdout + out.stderr
     assert "DISAGREES" in out.stdout and "1 disagree" in out.stdout, out.stdout
+
+
+def test_a_test_file_the_agent_also_created(kiln_server, client, tmp_path):
+    """The test patch adds a file the agent has created too: verification grades the
+    patch's version (git apply would refuse to create an existing file) and gives the
+    agent's own version back afterwards."""
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    records = [json.loads(line) for line in (repo / "datasets/kiln-demo/samples.jsonl").read_text().splitlines() if line]
+    record = next(r for r in records if r["instance_id"] == SAMPLE)
+    f2p = json.loads(record["FAIL_TO_PASS"]) if isinstance(record["FAIL_TO_PASS"], str) else record["FAIL_TO_PASS"]
+    record["instance_id"] = "trap-1"
+    record["sample_image"] = f"kiln-demo/sample/{SAMPLE}:1"
+    record["test_patch"] += (
+        "diff --git a/tests/test_extra.py b/tests/test_extra.py\nnew file mode 100644\n"
+        "--- /dev/null\n+++ b/tests/test_extra.py\n@@ -0,0 +1,2 @@\n+def test_extra_passes():\n+    assert True\n"
+    )
+    record["FAIL_TO_PASS"] = f2p + ["tests/test_extra.py::test_extra_passes"]
+    record["test_cmd"] += " tests/test_extra.py"
+    (tmp_path / "trap.jsonl").write_text(json.dumps(record) + "\n")
+    subprocess.run([os.environ["KILN_BIN"], "datasets", "import", str(tmp_path / "trap.jsonl"), "--name", "trap",
+                    "--repos", str(repo / "datasets/kiln-demo/repos"), "--data-dir", str(kiln_server["data_dir"])],
+                   env={**os.environ, "KILN_LOAD_DEMO_DATASET": "false"}, check=True)
+
+    session = client.sessions.create(dataset="trap", sample_id="trap-1")
+    sid = session.session_id
+    try:
+        mine = "def test_extra_passes():\n    assert False, 'the agent wrote this one'\n"
+        upload(client, sid, "/testbed/tests/test_extra.py", mine)
+        upload(client, sid, "/tmp/gold.patch", record["patch"])
+        run(client, sid, "git apply /tmp/gold.patch")
+        job = client.sessions.verify.start(sid)
+        assert job.status == "completed"
+        assert job.result.is_success is True, job.result.stdout[-2000:]
+        assert run(client, sid, "cat tests/test_extra.py") == mine
+    finally:
+        client.sessions.close(sid)

@@ -142,7 +142,7 @@ impl SessionService {
             .ok_or_else(|| {
                 ServiceError::not_found(format!("sample {}/{}", request.dataset, request.sample_id))
             })?;
-        let reference = sample_image_reference(request.dataset, &sample.record.instance_id);
+        let reference = session_image(request.dataset, &sample.record);
         let image = images.get(&reference).map_err(|_| {
             ServiceError::Conflict(format!(
                 "the environment image {reference} of sample {}/{} is not on this server yet: a server that \
@@ -510,8 +510,18 @@ pub fn sandbox_path(path: &str) -> String {
     }
 }
 
-/// The image a sample's sessions run in: the sample's own image (its base environment
-/// plus its repository at base_commit under /testbed).
+/// The image a sample's sessions run in: the record's `sample_image` when it names one
+/// (samples that share an environment, or datasets built elsewhere), else the sample's own
+/// image as `kiln images build-demo` names it.
+pub fn session_image(dataset: &str, record: &kiln_store::SampleRecord) -> String {
+    match record.extra.get("sample_image").and_then(|v| v.as_str()) {
+        Some(image) if !image.trim().is_empty() => image.to_string(),
+        _ => sample_image_reference(dataset, &record.instance_id),
+    }
+}
+
+/// The image `kiln images build-demo` makes for a sample: its base environment plus its
+/// repository at base_commit under /testbed.
 pub fn sample_image_reference(dataset: &str, instance_id: &str) -> String {
     format!("{dataset}/sample/{instance_id}:1").to_ascii_lowercase()
 }
