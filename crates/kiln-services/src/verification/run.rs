@@ -58,7 +58,7 @@ pub async fn verify(
             sandbox,
             WriteFileRequest {
                 path: format!("{dir}/test.patch"),
-                content: Binary(plan.test_patch.clone().into_bytes()),
+                content: Binary(patch_as_the_harness_writes_it(&plan.test_patch)),
                 mode: Some(0o600),
                 create_parents: true,
             },
@@ -215,6 +215,16 @@ async fn read_reports(
     Ok(Vec::new())
 }
 
+/// The harness feeds the test patch to `git apply` through a heredoc, which ends it with a
+/// newline: a patch stored without its final newline still applies there, so here too.
+fn patch_as_the_harness_writes_it(patch: &str) -> Vec<u8> {
+    let mut bytes = patch.as_bytes().to_vec();
+    if !bytes.ends_with(b"\n") {
+        bytes.push(b'\n');
+    }
+    bytes
+}
+
 /// The tail of the log, for the result's `stdout`.
 pub fn log_tail(log: &str) -> String {
     if log.len() <= RESULT_OUTPUT_BYTES {
@@ -313,6 +323,17 @@ mod tests {
     fn quoting_survives_hostile_names() {
         assert_eq!(quote("a'b"), r"'a'\''b'");
         assert_eq!(quote("$(rm -rf /)"), "'$(rm -rf /)'");
+    }
+
+    #[test]
+    fn patches_end_with_a_newline_as_in_the_harness() {
+        assert_eq!(patch_as_the_harness_writes_it("+x"), b"+x\n");
+        assert_eq!(patch_as_the_harness_writes_it("+x\n"), b"+x\n");
+        assert_eq!(
+            patch_as_the_harness_writes_it("+x\r\n"),
+            b"+x\r\n",
+            "CRLF is kept as given"
+        );
     }
 
     #[test]
