@@ -16,13 +16,9 @@ async fn view(state: &AppState, user_id: &str) -> ApiResult<UserView> {
     let store = &state.kiln.store;
     let user = store
         .get_user(user_id)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .await?
         .ok_or_else(|| ApiError::NotFound("user not found".into()))?;
-    let keys = store
-        .list_api_keys(user_id)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let keys = store.list_api_keys(user_id).await?;
     Ok(UserView::new(user, &keys))
 }
 
@@ -49,8 +45,7 @@ pub async fn accept_terms(
         .kiln
         .store
         .set_terms_accepted(&me.user.user_id, Utc::now())
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .await?;
     Ok(Json(view(&state, &me.user.user_id).await?))
 }
 
