@@ -327,8 +327,8 @@ impl CgroupMounts {
 }
 
 /// How to give the server the controllers it needs.
-pub const DELEGATE_FIX: &str = "run Kiln in a delegated cgroup (systemd: Delegate=yes in its \
-     service, or runtime.cgroup_parent pointing at a cgroup with the controllers enabled)";
+pub const DELEGATE_FIX: &str =
+    "run Kiln in a delegated cgroup (systemd: Delegate=yes in its service unit)";
 
 /// What is wrong, if anything, with v2 `cgroup` (relative to `root`) as the home of
 /// sandbox cgroups: the controllers must be available in it (enabled by its parent).
