@@ -36,8 +36,9 @@ fi
 kdir="$cache/$pkg"
 if [ ! -f "$kdir/vmlinuz" ] || [ ! -f "$kdir/modules.order" ]; then
   say "fetching $pkg from Debian"
+  rm -rf "$kdir.tmp"
   mkdir -p "$work/deb" "$kdir.tmp/modules"
-  (cd "$work/deb" && apt-get download -q "$pkg" >/dev/null 2>&1)
+  (cd "$work/deb" && apt-get download -q "$pkg" >/dev/null)
   dpkg-deb -x "$work"/deb/*.deb "$work/deb/x"
   cp "$work"/deb/x/boot/vmlinuz-* "$kdir.tmp/vmlinuz"
   : > "$kdir.tmp/modules.order"
@@ -51,7 +52,8 @@ if [ ! -f "$kdir/vmlinuz" ] || [ ! -f "$kdir/modules.order" ]; then
       *.zst) zstd -qdc "$ko" > "$kdir.tmp/modules/$1.ko" ;;
       *) cp "$ko" "$kdir.tmp/modules/$1.ko" ;;
     esac
-    deps="$(strings "$kdir.tmp/modules/$1.ko" | sed -n 's/^depends=//p' | tr ',' ' ')"
+    # The modinfo section: NUL-separated key=value strings.
+    deps="$(tr '\0' '\n' < "$kdir.tmp/modules/$1.ko" | sed -n 's/^depends=//p' | tr ',' ' ')"
     for dep in $deps; do add_module "$dep"; done
     echo "$1.ko" >> "$kdir.tmp/modules.order"
   }
@@ -62,7 +64,7 @@ fi
 # ---- 2. What runs inside: the static agent and kiln-runtime's test binaries ----
 agent="${KILN_AGENT_BIN:-$(scripts/build-agent.sh | tail -n 1)}"
 say "building kiln-runtime's tests"
-mapfile -t tests < <(cargo test -p kiln-runtime --no-run --message-format=json 2>/dev/null \
+mapfile -t tests < <(cargo test -p kiln-runtime --no-run --message-format=json \
   | grep '"reason":"compiler-artifact"' | grep 'kiln-runtime#' \
   | grep -o '"executable":"/[^"]*"' | sed 's/^"executable":"//; s/"$//')
 [ ${#tests[@]} -gt 0 ] || { say "cargo built no test binaries"; exit 2; }
