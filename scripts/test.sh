@@ -11,7 +11,8 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "Debian packages the tests need"
 need=()
-for pair in bwrap:bubblewrap busybox:busybox-static debootstrap:debootstrap git:git curl:curl; do
+for pair in bwrap:bubblewrap busybox:busybox-static debootstrap:debootstrap git:git curl:curl \
+  qemu-system-x86_64:qemu-system-x86 cpio:cpio; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -33,6 +34,9 @@ export KILN_AGENT_BIN
 step "Rust workspace tests"
 cargo test --workspace --all-targets
 cargo test --workspace --doc
+
+step "kiln-runtime on a pure cgroup v2 kernel (Debian's kernel under QEMU; ~3 min)"
+scripts/cgroup2-vm.sh
 
 step "Demo environment images (debootstrap; cached after the first build)"
 cargo build --quiet -p kiln-cli -p kiln-verify --bins

@@ -5,7 +5,9 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use crate::local::cgroup::{CgroupMounts, CgroupVersion};
+use crate::local::cgroup::{
+    own_home_cgroup, v2_controller_problem, CgroupMounts, CgroupVersion, DELEGATE_FIX, NEEDED,
+};
 use crate::local::LocalConfig;
 
 /// One thing checked.
@@ -39,12 +41,12 @@ impl HostReport {
         self.checks.iter().filter(|c| !c.ok)
     }
 
-    fn push(&mut self, name: &'static str, ok: bool, detail: String, fix: &str) {
+    fn push(&mut self, name: &'static str, ok: bool, detail: String, fix: impl Into<String>) {
         self.checks.push(HostCheck {
             name,
             ok,
             detail,
-            fix: (!ok).then(|| fix.to_string()),
+            fix: (!ok).then(|| fix.into()),
         });
     }
 }
@@ -93,20 +95,12 @@ pub fn check_host(config: &LocalConfig) -> HostReport {
         "load the overlay module: modprobe overlay",
     );
 
-    let (version, controllers) = CgroupMounts::read().controllers();
-    let needed = ["memory", "pids", "cpu"];
-    let have_all = needed.iter().all(|n| controllers.iter().any(|c| c == n));
-    let detail = match version {
-        Some(CgroupVersion::V1) => format!("cgroup v1: {}", controllers.join(" ")),
-        Some(CgroupVersion::V2) => format!("cgroup v2: {}", controllers.join(" ")),
-        None => "no cgroup controllers found".into(),
+    let home = match &config.cgroup_parent {
+        Some(_) => String::new(),
+        None => own_home_cgroup(),
     };
-    report.push(
-        "cgroups",
-        have_all,
-        detail,
-        "mount cgroup v2 at /sys/fs/cgroup with memory, pids and cpu enabled (or the v1 controllers)",
-    );
+    let (ok, detail, fix) = check_cgroups(&CgroupMounts::read(), &home);
+    report.push("cgroups", ok, detail, fix);
 
     let bwrap = Command::new(&config.bwrap).arg("--version").output();
     let (ok, detail) = match bwrap {
@@ -147,6 +141,39 @@ pub fn check_host(config: &LocalConfig) -> HostReport {
         "make the runtime root a writable local directory (not NFS)",
     );
     report
+}
+
+/// The controllers sandboxes need. On v2 they must be available in `home`, the server's
+/// own cgroup (relative to the hierarchy's root, `""` for the root or a configured parent):
+/// a systemd service without `Delegate=yes` sits in a cgroup without them even when the
+/// root has them all, and the server must not take them from its ancestors itself.
+fn check_cgroups(mounts: &CgroupMounts, home: &str) -> (bool, String, &'static str) {
+    const MOUNT_FIX: &str =
+        "mount cgroup v2 at /sys/fs/cgroup with memory, pids and cpu enabled (or the v1 controllers)";
+    let (version, controllers) = mounts.controllers();
+    match (version, &mounts.v2) {
+        (Some(CgroupVersion::V2), Some(root)) => match v2_controller_problem(root, home) {
+            Some(problem) => (false, format!("cgroup v2: {problem}"), DELEGATE_FIX),
+            None => (
+                true,
+                format!(
+                    "cgroup v2: {} in the server's cgroup {}",
+                    NEEDED.join(" "),
+                    if home.is_empty() { "/" } else { home }
+                ),
+                MOUNT_FIX,
+            ),
+        },
+        (Some(CgroupVersion::V1), _) => {
+            let have_all = NEEDED.iter().all(|n| controllers.iter().any(|c| c == n));
+            (
+                have_all,
+                format!("cgroup v1: {}", controllers.join(" ")),
+                MOUNT_FIX,
+            )
+        }
+        _ => (false, "no cgroup controllers found".into(), MOUNT_FIX),
+    }
 }
 
 fn tempfile_probe(dir: &Path) -> bool {
@@ -204,12 +231,51 @@ mod tests {
 
     #[test]
     fn tells_dynamic_from_static_elf() {
-        let dynamic = fs::read("/bin/sh").unwrap_or_default();
+        // This test binary itself is dynamically linked (`/bin/sh` need not be).
+        let exe = std::env::current_exe().expect("own path");
+        let dynamic = fs::read(exe).unwrap_or_default();
         assert_eq!(elf_needs_interpreter(&dynamic), Some(true));
         assert_eq!(elf_needs_interpreter(b"#!/bin/sh\n"), None);
         if let Ok(busybox) = fs::read("/bin/busybox") {
             // Debian's busybox-static, when installed.
             assert_eq!(elf_needs_interpreter(&busybox), Some(false));
         }
+    }
+
+    /// A fake unified hierarchy: the root has every controller, the server's cgroup (a
+    /// systemd service without `Delegate=yes`) none.
+    #[test]
+    fn an_undelegated_v2_cgroup_is_refused_with_the_fix() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path();
+        let service = root.join("undelegated").join("kiln.service");
+        fs::create_dir_all(&service).expect("mkdir");
+        fs::write(
+            root.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .expect("write");
+        fs::write(
+            root.join("undelegated/cgroup.controllers"),
+            "cpu memory pids\n",
+        )
+        .expect("write");
+        fs::write(service.join("cgroup.controllers"), "\n").expect("write");
+        let mounts = CgroupMounts {
+            v2: Some(root.to_path_buf()),
+            ..CgroupMounts::default()
+        };
+        let (ok, detail, fix) = check_cgroups(&mounts, "/undelegated/kiln.service");
+        assert!(!ok);
+        assert_eq!(
+            detail,
+            "cgroup v2: the controllers memory, pids, cpu are not available in the server's \
+             cgroup /undelegated/kiln.service (it has: none)"
+        );
+        assert!(fix.contains("Delegate=yes"), "{fix}");
+        let (ok, detail, _) = check_cgroups(&mounts, "/undelegated");
+        assert!(ok, "{detail}");
+        let (ok, detail, _) = check_cgroups(&mounts, "");
+        assert!(ok, "{detail}");
     }
 }

@@ -6,6 +6,7 @@ pub mod cgroup;
 mod layout;
 mod mount_namespace;
 mod overlay;
+mod proc_seal;
 mod reconcile;
 mod runtime_impl;
 mod sandbox;

@@ -1,55 +1,139 @@
-//! Acting inside a running sandbox's mount namespace from the host.
+//! Acting inside a running sandbox's mount namespace from the host, and the few mount
+//! operations done there. Every read-only bind goes through `bind_read_only` /
+//! `remount_read_only`, so "read-only" means the same thing everywhere.
 
+use std::ffi::CString;
 use std::fs::File;
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 
 use crate::error::{Result, RuntimeError};
 
-/// Remounts the bind mount at `path` (a path inside the sandbox) read-only, in the mount
-/// namespace of process `pid`.
-///
-/// This is how the agent's socket directory is sealed once the agent has bound its socket:
-/// the sandbox's own processes run with the agent's uid and could otherwise unlink the
-/// socket and bind an impostor in its place.
+/// Runs `work` in the mount namespace of process `pid`, where paths are the sandbox's
+/// (setns also moves the thread's root and working directory to the namespace's root).
 ///
 /// `setns` into a mount namespace is refused to a thread sharing its filesystem context
 /// with others (every thread of a normal process), so a short-lived thread first takes a
 /// private copy with `unshare(CLONE_FS)`; the rest of the process is unaffected.
-pub fn remount_read_only(pid: u32, path: &'static str) -> Result<()> {
+pub fn in_namespace_of<F>(pid: u32, work: F) -> Result<()>
+where
+    F: FnOnce() -> Result<()> + Send + 'static,
+{
     let ns_path = PathBuf::from(format!("/proc/{pid}/ns/mnt"));
     let ns = File::open(&ns_path).map_err(|e| RuntimeError::io("cannot open", &ns_path, e))?;
+    let failed = |what: &'static str| {
+        let path = ns_path.clone();
+        move |source| RuntimeError::Mount { what, path, source }
+    };
     let worker = std::thread::Builder::new()
         .name("kiln-setns".into())
-        .spawn(move || -> Result<()> {
-            let fail = |what: &'static str| {
-                move |source| RuntimeError::Mount {
-                    what,
-                    path: PathBuf::from(path),
-                    source,
-                }
-            };
-            unshare(CloneFlags::CLONE_FS).map_err(fail("cannot unshare the fs context for"))?;
-            setns(&ns, CloneFlags::CLONE_NEWNS).map_err(fail("cannot enter the namespace of"))?;
-            mount(
-                None::<&str>,
-                path,
-                None::<&str>,
-                MsFlags::MS_REMOUNT
-                    | MsFlags::MS_BIND
-                    | MsFlags::MS_RDONLY
-                    | MsFlags::MS_NOSUID
-                    | MsFlags::MS_NODEV,
-                None::<&str>,
-            )
-            .map_err(fail("cannot remount read-only"))
+        .spawn({
+            let (unshare_failed, setns_failed) = (
+                failed("cannot unshare the fs context to enter"),
+                failed("cannot enter"),
+            );
+            move || -> Result<()> {
+                unshare(CloneFlags::CLONE_FS).map_err(unshare_failed)?;
+                setns(&ns, CloneFlags::CLONE_NEWNS).map_err(setns_failed)?;
+                work()
+            }
         })
-        .map_err(|e| RuntimeError::io("cannot start a thread for", path, e))?;
-    worker.join().map_err(|_| RuntimeError::Mount {
-        what: "thread panicked remounting",
-        path: PathBuf::from(path),
-        source: nix::Error::EIO,
-    })?
+        .map_err(|e| RuntimeError::io("cannot start a thread for", &ns_path, e))?;
+    worker
+        .join()
+        .map_err(|_| failed("thread panicked in")(nix::Error::EIO))?
+}
+
+/// Binds `source` onto `target` (with everything mounted below it) and makes the result
+/// read-only.
+pub fn bind_read_only(source: &Path, target: &Path) -> Result<()> {
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(mount_error("cannot bind", target))?;
+    remount_read_only(target)
+}
+
+/// Makes the mount at `target` and every mount below it read-only and nosuid.
+///
+/// `mount_setattr(AT_RECURSIVE)` (Linux 5.12) changes the whole subtree at once; a plain
+/// `MS_REMOUNT` would change only the topmost mount and leave submounts writable. Older
+/// kernels fall back to that, which is enough where the only submounts are bubblewrap's
+/// own read-only ones.
+pub fn remount_read_only(target: &Path) -> Result<()> {
+    match mount_setattr_read_only(target) {
+        Err(nix::Error::ENOSYS) => mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID,
+            None::<&str>,
+        )
+        .map_err(mount_error("cannot remount read-only", target)),
+        other => other.map_err(mount_error("cannot make read-only", target)),
+    }
+}
+
+/// Covers the directory `target` with an empty, read-only tmpfs.
+pub fn mount_empty_read_only(target: &Path) -> Result<()> {
+    mount(
+        Some("tmpfs"),
+        target,
+        Some("tmpfs"),
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("size=0,mode=0555"),
+    )
+    .map_err(mount_error("cannot cover", target))
+}
+
+fn mount_error(what: &'static str, target: &Path) -> impl FnOnce(nix::Error) -> RuntimeError {
+    let path = target.to_path_buf();
+    move |source| RuntimeError::Mount { what, path, source }
+}
+
+/// `struct mount_attr` of `<linux/mount.h>` (not in the libc crate).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+
+fn mount_setattr_read_only(target: &Path) -> nix::Result<()> {
+    let path = CString::new(target.as_os_str().as_bytes()).map_err(|_| nix::Error::EINVAL)?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `path` is a NUL-terminated string and `attr` a `struct mount_attr` of the
+    // size passed; both outlive the call, and the kernel only reads them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            AT_RECURSIVE,
+            std::ptr::from_ref(&attr),
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(nix::Error::last())
+    }
 }

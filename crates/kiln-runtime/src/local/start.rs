@@ -1,6 +1,7 @@
 //! Starting one sandbox, step by step. The order is the point of this file.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -10,7 +11,7 @@ use crate::error::{Result, RuntimeError};
 use crate::local::bwrap::{self, BwrapLaunch, RUN_DIR};
 use crate::local::layout::{SandboxDirs, SandboxState};
 use crate::local::sandbox::Sandbox;
-use crate::local::{mount_namespace, overlay, teardown, LocalRuntime};
+use crate::local::{mount_namespace, overlay, proc_seal, teardown, LocalRuntime};
 use crate::spec::SandboxSpec;
 
 /// The agent binds its socket, then restricts it to 0600: only then is it ready.
@@ -113,9 +114,14 @@ impl LocalRuntime {
             pause = (pause * 2).min(Duration::from_millis(2));
         }
         let t_sock = t0.elapsed();
-        // 7. Seal the socket directory before anything but the agent runs inside: the
-        //    sandbox's processes share the agent's uid and could replace the socket.
-        mount_namespace::remount_read_only(launched.init_pid, RUN_DIR)?;
+        // 7. Seal, from the host in the sandbox's mount namespace, before anything but
+        //    the agent runs inside: the socket directory (the sandbox's processes share
+        //    the agent's uid and could replace the socket), and the host-wide kernel
+        //    state in /proc (they are uid 0, which is all much of it asks for).
+        mount_namespace::in_namespace_of(launched.init_pid, || {
+            mount_namespace::remount_read_only(Path::new(RUN_DIR))?;
+            proc_seal::seal_proc(Path::new("/proc"))
+        })?;
         let t_seal = t0.elapsed();
         // 8. Ready means the agent answers its hello.
         let client = AsyncAgentClient::new(socket);
