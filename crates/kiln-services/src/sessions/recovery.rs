@@ -29,7 +29,7 @@ impl SessionService {
             .collect();
         let mut ended = 0;
         for id in expired {
-            match self.end(&id, SessionStatus::Terminated).await {
+            match self.end(&id, SessionStatus::Terminated, None).await {
                 Ok(Some(_)) => ended += 1,
                 Ok(None) => {
                     self.forget(&id);
@@ -132,9 +132,29 @@ impl SessionService {
                     .await?;
                 report.sessions_ended += 1;
             } else {
-                self.store
-                    .end_session(&session.session_id, SessionStatus::Terminated, now)
-                    .await?;
+                // A sandbox that vanished while nobody watched is billed up to its last
+                // heartbeat; one that outlived its TTL, up to the TTL.
+                let at = if alive {
+                    now.min(session.expires_at)
+                } else {
+                    now
+                };
+                self.end_billed(
+                    &session.session_id,
+                    SessionStatus::Terminated,
+                    at,
+                    !alive,
+                    None,
+                )
+                .await?;
+                if let Some(sandbox) = session
+                    .sandbox_id
+                    .as_deref()
+                    .filter(|_| alive)
+                    .and_then(|id| SandboxId::new(id).ok())
+                {
+                    self.destroy_sandbox(&sandbox).await;
+                }
                 report.sessions_ended += 1;
             }
         }
