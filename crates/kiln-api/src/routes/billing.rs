@@ -130,7 +130,9 @@ pub async fn webhook(
         WebhookOutcome::Credited {
             user_id,
             amount_cents,
-        } => json!({"received": true, "credited": true, "user_id": user_id, "amount_cents": amount_cents}),
+        } => {
+            json!({"received": true, "credited": true, "user_id": user_id, "amount_cents": amount_cents})
+        }
         WebhookOutcome::AlreadyProcessed => {
             json!({"received": true, "credited": false, "duplicate": true})
         }
@@ -269,7 +271,12 @@ fn parse_usage_query(raw: &str) -> ApiResult<UsageQuery> {
         match name.as_ref() {
             "page" => {
                 q.page = int(&value)?;
-                check_range(&["query", "page"], q.page, Some(1), Some(i64::from(u32::MAX)))?;
+                check_range(
+                    &["query", "page"],
+                    q.page,
+                    Some(1),
+                    Some(i64::from(u32::MAX)),
+                )?;
             }
             "limit" => {
                 q.limit = int(&value)?;
