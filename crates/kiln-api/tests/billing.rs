@@ -74,6 +74,9 @@ async fn pricing_is_public_and_configurable() {
         c.billing.agent_job_cost_cents = 120;
     })
     .await;
+    if std::env::var_os("KILN_TEST_DATABASE_URL").is_some() {
+        assert_eq!(s.backend(), "postgres");
+    }
     let (status, body) = json(s.get("/billing/pricing").send().await.expect("send")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["cost_per_minute_cents"], 7);

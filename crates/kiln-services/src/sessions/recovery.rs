@@ -161,9 +161,15 @@ impl SessionService {
         Ok(report)
     }
 
-    /// Ends nothing in the store (a restart resumes or terminates sessions), but stops
-    /// every sandbox so nothing is left running or mounted.
+    /// Ends nothing in the store (a restart resumes or terminates sessions, billing them up
+    /// to the heartbeat recorded here), but stops every sandbox so nothing is left running
+    /// or mounted.
     pub async fn shutdown(&self) {
+        // A last heartbeat: the next start bills these sessions up to now, not up to the
+        // previous beat.
+        if let Err(e) = self.record_heartbeats(Utc::now()).await {
+            tracing::warn!(error = %e, "cannot record the last heartbeats");
+        }
         let sessions: Vec<String> = self.lock_live().keys().cloned().collect();
         for id in &sessions {
             if let Some(live) = self.forget(id) {
