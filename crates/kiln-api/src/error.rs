@@ -31,6 +31,10 @@ pub enum ApiError {
     },
     #[error("{0}")]
     ServiceUnavailable(String),
+    #[error("{0}")]
+    PaymentRequired(String),
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
     /// Details are logged, never sent: they may name files, queries or secrets.
     #[error("internal error: {0}")]
     Internal(String),
@@ -52,6 +56,8 @@ impl ApiError {
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             Self::ServiceUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::PaymentRequired(_) => (StatusCode::PAYMENT_REQUIRED, "insufficient_balance"),
+            Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -78,6 +84,8 @@ impl From<ServiceError> for ApiError {
                 retry_after_secs: 60,
             },
             ServiceError::Unavailable(m) => Self::ServiceUnavailable(m),
+            ServiceError::PaymentRequired(m) => Self::PaymentRequired(m),
+            ServiceError::BadRequest { code, message } => Self::BadRequest { code, message },
             e @ (ServiceError::Store(_) | ServiceError::Internal(_)) => {
                 Self::Internal(e.to_string())
             }

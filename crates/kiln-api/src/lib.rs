@@ -3,6 +3,7 @@
 //! request is turned into calls on [`kiln_services::Kiln`].
 #![forbid(unsafe_code)]
 
+pub mod billing_models;
 pub mod error;
 pub mod extract;
 pub mod models;
@@ -54,6 +55,7 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(sessions::upload))
         .routes(routes!(sessions::verify))
         .routes(routes!(sessions::verification_job))
+        .merge(routes::billing::routes())
 }
 
 /// The whole application, ready to serve.

@@ -11,11 +11,6 @@ use serde_json::Value;
 const NOT_YET: &[(&str, &str, &str)] = &[
     ("post", "/auth/github", "GitHub sign-in: the identity issue"),
     ("get", "/repos", "GitHub repositories: the identity issue"),
-    ("get", "/billing/balance", "billing issue"),
-    ("get", "/billing/pricing", "billing issue"),
-    ("post", "/billing/deposit", "billing issue"),
-    ("post", "/billing/webhook", "billing issue"),
-    ("get", "/billing/usage", "billing issue"),
     ("get", "/agent-jobs", "agent jobs issue"),
     ("post", "/agent-jobs", "agent jobs issue"),
     ("get", "/agent-jobs/{job_id}", "agent jobs issue"),

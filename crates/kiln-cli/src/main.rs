@@ -60,6 +60,9 @@ enum Command {
     /// Manage datasets.
     #[command(subcommand)]
     Datasets(DatasetsCommand),
+    /// Manage users' credits (the billing ledger).
+    #[command(subcommand)]
+    Credits(CreditsCommand),
     /// Manage environment images.
     #[command(subcommand)]
     Images(images::ImagesCommand),
@@ -95,6 +98,22 @@ enum UsersCommand {
         /// Make the user an administrator.
         #[arg(long)]
         admin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CreditsCommand {
+    /// Credit cents to a user's balance (a deposit no payment backs); prints the new balance.
+    Grant {
+        /// The user's id (usr_…).
+        #[arg(long)]
+        user: String,
+        /// How much, in cents (at least 1).
+        #[arg(long)]
+        cents: i64,
+        /// Shown in the user's usage history.
+        #[arg(long)]
+        description: Option<String>,
     },
 }
 
@@ -191,6 +210,26 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             }
             let key = kiln.auth.create_api_key(&user, name).await?;
             println!("{}", key.secret);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Credits(CreditsCommand::Grant {
+            user,
+            cents,
+            description,
+        }) => {
+            let kiln = Kiln::open(config).await?;
+            if kiln.store.get_user(&user).await?.is_none() {
+                bail!("no user with id {user:?} (create one with `kiln users create`)");
+            }
+            if cents < 1 {
+                bail!("--cents must be at least 1");
+            }
+            let granted = kiln.billing.grant(&user, cents, description).await?;
+            let balance = kiln.billing.balance(&user).await?;
+            println!(
+                "granted {} cents to {user} ({}); balance {} cents",
+                granted.amount_cents, granted.transaction_id, balance.balance_cents
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Datasets(DatasetsCommand::List) => {

@@ -46,6 +46,75 @@ fn config_masks_secrets_and_rejects_unknown_keys() {
 }
 
 #[test]
+fn credits_grant_adds_to_the_ledger() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let out = kiln(
+        &data,
+        &[
+            "users",
+            "create",
+            "--name",
+            "ann",
+            "--email",
+            "ann@example.com",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let user = text(&out.stdout).trim().to_string();
+
+    let out = kiln(
+        &data,
+        &["credits", "grant", "--user", &user, "--cents", "250"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("balance 250 cents"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = kiln(
+        &data,
+        &[
+            "credits",
+            "grant",
+            "--user",
+            &user,
+            "--cents",
+            "50",
+            "--description",
+            "welcome",
+        ],
+    );
+    assert!(
+        text(&out.stdout).contains("balance 300 cents"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = kiln(
+        &data,
+        &["credits", "grant", "--user", "usr_nobody", "--cents", "5"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no user"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = kiln(
+        &data,
+        &["credits", "grant", "--user", &user, "--cents", "0"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("at least 1"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn import_reports_bad_records_by_line_and_imports_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");

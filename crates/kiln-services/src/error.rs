@@ -39,6 +39,13 @@ pub enum ServiceError {
     /// A capability this server cannot offer now (e.g. no sandbox runtime on the host).
     #[error("{0}")]
     Unavailable(String),
+    /// The caller's balance does not cover what was asked (billing enabled).
+    #[error("{0}")]
+    PaymentRequired(String),
+    /// A request that is well-formed JSON but unacceptable as a whole (e.g. a webhook
+    /// whose signature does not verify); `code` says why, for machines.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
     #[error("storage failure: {0}")]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]

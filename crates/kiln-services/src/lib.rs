@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod billing;
 mod changes;
 pub mod datasets;
 pub mod demo;
@@ -24,6 +25,7 @@ pub use error::{FieldError, ServiceError, ServiceResult};
 pub use ids::new_id;
 
 use crate::auth::AuthService;
+use crate::billing::BillingService;
 use crate::datasets::DatasetService;
 use crate::sessions::{RecoveryReport, SandboxBackend, SessionService};
 
@@ -34,6 +36,7 @@ pub struct Kiln {
     pub auth: AuthService,
     pub datasets: DatasetService,
     pub sessions: Arc<SessionService>,
+    pub billing: BillingService,
 }
 
 /// What happened at start that the operator must be told.
@@ -75,13 +78,20 @@ impl Kiln {
         let auth = AuthService::new(store.clone(), config.auth.clone(), &jwt_secret);
         let datasets = DatasetService::new(store.clone(), data_dir.join("repos"));
         let backend = sandbox_backend(&config);
-        let sessions = SessionService::new(store.clone(), backend, config.sessions.clone());
+        let sessions = SessionService::new(
+            store.clone(),
+            backend,
+            config.sessions.clone(),
+            config.billing.clone(),
+        );
+        let billing = BillingService::new(store.clone(), config.billing.clone());
         Ok(Self {
             config,
             store,
             auth,
             datasets,
             sessions,
+            billing,
         })
     }
 
@@ -111,6 +121,7 @@ impl Kiln {
         report.sessions_unavailable = self.sessions.unavailable_reason();
         report.recovery = self.sessions.recover().await?;
         self.sessions.spawn_reaper();
+        self.sessions.spawn_metering();
         Ok(report)
     }
 

@@ -6,6 +6,7 @@
 //! file, WAL) and [`postgres::PgStore`] (multi-node). [`connect`] picks one from the URL.
 #![forbid(unsafe_code)]
 
+mod billing_model;
 mod columns;
 mod error;
 mod json_column;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use billing_model::*;
 pub use error::StoreError;
 pub use model::*;
 pub use session_model::*;
@@ -233,6 +235,36 @@ pub trait Store: Send + Sync + 'static {
     /// Unfinished jobs, across all sessions, oldest `created_at` first (restart recovery,
     /// cancellation on close).
     async fn list_unfinished_verification_jobs(&self) -> Result<Vec<VerificationJobRecord>>;
+    // ---- billing ----
+    /// Appends a transaction to the ledger. With a `reference`, at most one transaction of
+    /// a kind per reference ever exists: `None`, writing nothing, when one does (a retried
+    /// charge or refund). `Missing("user")` for an unknown user, `Conflict("transaction_id")`
+    /// if the id is taken.
+    async fn insert_transaction(&self, transaction: &NewTransaction)
+        -> Result<Option<Transaction>>;
+    /// Records a Stripe event and the credit it brings, together: `None`, writing no credit,
+    /// when the event was already recorded or the credit's reference already credited.
+    async fn record_stripe_credit(
+        &self,
+        event_id: &str,
+        credit: &NewTransaction,
+    ) -> Result<Option<Transaction>>;
+    /// The user's balance and totals, summed over the ledger (zeros for no transactions).
+    async fn balance(&self, user_id: &str) -> Result<Balance>;
+    /// A page of the user's ledger, newest first, and per-kind totals of the matches; both
+    /// from one snapshot.
+    async fn list_transactions(&self, query: &TransactionQuery) -> Result<TransactionPage>;
+    /// [`Store::end_session`] and the session's usage charge in one transaction: of racing
+    /// callers exactly one gets `Some`, and a session is charged once, for its time from
+    /// `ready_at` to its `ended_at` (see [`SessionEnd::at_last_heartbeat`]), rounded up to
+    /// the cent (no charge for a session that never became ready). `end.reason`, if any,
+    /// becomes the session's error.
+    async fn end_session_billed(&self, end: &SessionEnd) -> Result<Option<EndedSession>>;
+    /// Records `at` as the last time these sessions' sandboxes were alive; only sessions
+    /// still `Ready` are touched. Returns how many were.
+    async fn record_heartbeats(&self, session_ids: &[String], at: DateTime<Utc>) -> Result<u64>;
+    /// The session's last heartbeat, if any.
+    async fn session_heartbeat(&self, session_id: &str) -> Result<Option<DateTime<Utc>>>;
 }
 
 /// Opens the store named by `url`: `sqlite://PATH` (created if missing) or

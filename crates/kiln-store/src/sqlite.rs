@@ -4,6 +4,7 @@
 //! `BEGIN IMMEDIATE`, taking the write lock up front: a deferred transaction that upgrades
 //! from read to write can fail with SQLITE_BUSY regardless of the busy timeout, when another
 //! writer got in between.
+mod billing;
 mod interactions;
 mod rows;
 mod samples;
@@ -28,6 +29,10 @@ use crate::{
     NewApiKey, NewInteraction, NewRefreshToken, NewSession, NewUser, NewVerificationJob,
     RefreshOutcome, Result, Sample, SampleImport, SamplePage, SampleQuery, SessionRecord,
     SessionStatus, Store, StoreError, User, VerificationJobRecord,
+};
+use crate::{
+    Balance, EndedSession, NewTransaction, SessionEnd, Transaction, TransactionPage,
+    TransactionQuery,
 };
 
 /// How long a connection waits for another one's write lock before giving up with "busy".
@@ -450,5 +455,40 @@ impl Store for SqliteStore {
 
     async fn list_unfinished_verification_jobs(&self) -> Result<Vec<VerificationJobRecord>> {
         verification_jobs::list_unfinished_verification_jobs(&self.pool).await
+    }
+
+    async fn insert_transaction(
+        &self,
+        transaction: &NewTransaction,
+    ) -> Result<Option<Transaction>> {
+        billing::insert_transaction(&self.pool, transaction).await
+    }
+
+    async fn record_stripe_credit(
+        &self,
+        event_id: &str,
+        credit: &NewTransaction,
+    ) -> Result<Option<Transaction>> {
+        billing::record_stripe_credit(&self.pool, event_id, credit).await
+    }
+
+    async fn balance(&self, user_id: &str) -> Result<Balance> {
+        billing::balance(&self.pool, user_id).await
+    }
+
+    async fn list_transactions(&self, query: &TransactionQuery) -> Result<TransactionPage> {
+        billing::list_transactions(&self.pool, query).await
+    }
+
+    async fn end_session_billed(&self, end: &SessionEnd) -> Result<Option<EndedSession>> {
+        billing::end_session_billed(&self.pool, end).await
+    }
+
+    async fn record_heartbeats(&self, session_ids: &[String], at: DateTime<Utc>) -> Result<u64> {
+        billing::record_heartbeats(&self.pool, session_ids, at).await
+    }
+
+    async fn session_heartbeat(&self, session_id: &str) -> Result<Option<DateTime<Utc>>> {
+        billing::session_heartbeat(&self.pool, session_id).await
     }
 }

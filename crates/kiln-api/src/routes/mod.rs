@@ -1,5 +1,6 @@
 //! One module per resource; each handler's `#[utoipa::path]` is its OpenAPI entry.
 pub mod auth;
+pub mod billing;
 pub mod datasets;
 pub mod health;
 pub mod samples;

@@ -1,5 +1,7 @@
-//! A real Kiln server on 127.0.0.1:0 over a real SQLite file (or the PostgreSQL
-//! database named by `KILN_TEST_DATABASE_URL`), for tests that speak HTTP to it.
+//! A real Kiln server on 127.0.0.1:0 over a real SQLite file, for tests that speak HTTP to
+//! it. With `KILN_TEST_DATABASE_URL` set to a PostgreSQL admin URL (such as
+//! `KILN_TEST_POSTGRES_URL`), each server gets a fresh PostgreSQL database instead, dropped
+//! with the server.
 #![allow(dead_code)]
 
 use std::path::Path;
@@ -21,6 +23,54 @@ pub struct TestServer {
     stop: Option<oneshot::Sender<()>>,
     /// Cleared when a restart hands the sandboxes over to the next server.
     shutdown_on_drop: bool,
+    /// The PostgreSQL test database (admin URL, name), dropped with the last server using it.
+    database: Option<(String, String)>,
+}
+
+/// A fresh PostgreSQL database when `KILN_TEST_DATABASE_URL` names a server.
+async fn test_database() -> Option<(String, String, String)> {
+    use sqlx::{Connection, Executor};
+    let admin = std::env::var("KILN_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())?;
+    let name = format!("kiln_api_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to KILN_TEST_DATABASE_URL");
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("create database");
+    let (base, query) = match admin.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (admin.as_str(), String::new()),
+    };
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let path = base[authority..]
+        .find('/')
+        .map_or(base.len(), |i| authority + i);
+    let url = format!("{}/{name}{query}", &base[..path]);
+    Some((admin, name, url))
+}
+
+fn drop_database(admin: &str, name: &str) {
+    use sqlx::{Connection, Executor};
+    let run = async {
+        let mut conn = sqlx::PgConnection::connect(admin).await?;
+        conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+            .await?;
+        Ok::<_, sqlx::Error>(())
+    };
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => {
+            if let Err(e) = rt.block_on(run) {
+                eprintln!("cannot drop test database {name}: {e}");
+            }
+        }
+        Err(e) => eprintln!("cannot drop test database {name}: {e}"),
+    }
 }
 
 impl TestServer {
@@ -35,6 +85,10 @@ impl TestServer {
             load_demo_dataset: false,
             ..Config::default()
         };
+        let database = test_database().await;
+        if let Some((_, _, url)) = &database {
+            config.database_url = Some(kiln_config::Secret::new(url.clone()));
+        }
         tweak(&mut config);
         let kiln = Kiln::open(config).await.expect("open kiln");
         let report = kiln.bootstrap().await.expect("bootstrap");
@@ -56,7 +110,13 @@ impl TestServer {
             _dir: dir,
             stop: Some(stop),
             shutdown_on_drop: true,
+            database: database.map(|(admin, name, _)| (admin, name)),
         }
+    }
+
+    /// Which backend the server stores in ("sqlite" or "postgres").
+    pub fn backend(&self) -> &'static str {
+        self.kiln.store.backend()
     }
 
     /// Stops this server and starts another on the same data directory and store.
@@ -92,6 +152,7 @@ impl TestServer {
             _dir: dir,
             stop: Some(stop),
             shutdown_on_drop: true,
+            database: self.database.take(),
         }
     }
 
@@ -144,6 +205,9 @@ impl Drop for TestServer {
                 {
                     Ok(rt) => rt.block_on(kiln.shutdown()),
                     Err(e) => eprintln!("cannot shut the test server's sandboxes down: {e}"),
+                }
+                if let Some((admin, name)) = &self.database {
+                    drop_database(admin, name);
                 }
             });
         });

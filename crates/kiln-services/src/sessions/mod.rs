@@ -6,6 +6,7 @@
 //! [`Changes`], so long-polling readers see it at once and a restart loses nothing that
 //! was acknowledged.
 mod jobs;
+mod metering;
 mod recovery;
 mod worker;
 
@@ -14,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kiln_config::SessionsConfig;
+use kiln_config::{BillingConfig, SessionsConfig};
 use kiln_image::ImageStore;
 use kiln_runtime::{Limits, Runtime, SandboxId, SandboxSpec};
 use kiln_store::{
@@ -63,6 +64,7 @@ pub struct SessionService {
     store: Arc<dyn Store>,
     backend: SandboxBackend,
     config: SessionsConfig,
+    billing: BillingConfig,
     changes: Arc<Changes>,
     live: Mutex<HashMap<String, Arc<LiveSession>>>,
 }
@@ -80,11 +82,13 @@ impl SessionService {
         store: Arc<dyn Store>,
         backend: SandboxBackend,
         config: SessionsConfig,
+        billing: BillingConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
             backend,
             config,
+            billing,
             changes: Arc::new(Changes::default()),
             live: Mutex::new(HashMap::new()),
         })
@@ -151,6 +155,7 @@ impl SessionService {
                 request.dataset, request.sample_id
             ))
         })?;
+        self.check_balance(request.user_id).await?;
         let live = self.store.count_live_sessions(request.user_id).await?;
         if live >= u64::from(self.config.max_live_sessions_per_user) {
             return Err(ServiceError::LimitExceeded(format!(
@@ -311,7 +316,7 @@ impl SessionService {
                 session.status.as_str()
             )));
         }
-        match self.end(session_id, SessionStatus::Closed).await? {
+        match self.end(session_id, SessionStatus::Closed, None).await? {
             Some(ended) => Ok(ended),
             None => {
                 let now = self.owned(user_id, session_id).await?;
@@ -323,24 +328,33 @@ impl SessionService {
         }
     }
 
-    /// Ends a live session (close or expiry). Exactly one of racing callers gets `Some`
-    /// and releases the sandbox.
+    /// Ends a live session (close, expiry, the balance running out) and bills its time, in
+    /// one store transaction. Exactly one of racing callers gets `Some` and releases the
+    /// sandbox. `reason` (code, message) becomes the session's error.
     async fn end(
         &self,
         session_id: &str,
         status: SessionStatus,
+        reason: Option<(&str, String)>,
     ) -> ServiceResult<Option<SessionRecord>> {
+        let gone = match (&reason, status) {
+            (Some((_, message)), _) => message.clone(),
+            (None, SessionStatus::Terminated) => "the session expired (its TTL ended)".into(),
+            (None, _) => "the session was closed".into(),
+        };
         let Some(ended) = self
-            .store
-            .end_session(session_id, status, Utc::now())
+            .end_billed(
+                session_id,
+                status,
+                Utc::now(),
+                false,
+                reason.map(|(c, m)| (c.to_string(), m)),
+            )
             .await?
         else {
             return Ok(None);
         };
-        let reason = match status {
-            SessionStatus::Terminated => "the session expired (its TTL ended)",
-            _ => "the session was closed",
-        };
+        let reason = gone.as_str();
         if let Some(live) = self.forget(session_id) {
             live.readiness.send_replace(Readiness::Gone(reason.into()));
         }

@@ -29,7 +29,7 @@ impl SessionService {
             .collect();
         let mut ended = 0;
         for id in expired {
-            match self.end(&id, SessionStatus::Terminated).await {
+            match self.end(&id, SessionStatus::Terminated, None).await {
                 Ok(Some(_)) => ended += 1,
                 Ok(None) => {
                     self.forget(&id);
@@ -132,18 +132,44 @@ impl SessionService {
                     .await?;
                 report.sessions_ended += 1;
             } else {
-                self.store
-                    .end_session(&session.session_id, SessionStatus::Terminated, now)
-                    .await?;
+                // A sandbox that vanished while nobody watched is billed up to its last
+                // heartbeat; one that outlived its TTL, up to the TTL.
+                let at = if alive {
+                    now.min(session.expires_at)
+                } else {
+                    now
+                };
+                self.end_billed(
+                    &session.session_id,
+                    SessionStatus::Terminated,
+                    at,
+                    !alive,
+                    None,
+                )
+                .await?;
+                if let Some(sandbox) = session
+                    .sandbox_id
+                    .as_deref()
+                    .filter(|_| alive)
+                    .and_then(|id| SandboxId::new(id).ok())
+                {
+                    self.destroy_sandbox(&sandbox).await;
+                }
                 report.sessions_ended += 1;
             }
         }
         Ok(report)
     }
 
-    /// Ends nothing in the store (a restart resumes or terminates sessions), but stops
-    /// every sandbox so nothing is left running or mounted.
+    /// Ends nothing in the store (a restart resumes or terminates sessions, billing them up
+    /// to the heartbeat recorded here), but stops every sandbox so nothing is left running
+    /// or mounted.
     pub async fn shutdown(&self) {
+        // A last heartbeat: the next start bills these sessions up to now, not up to the
+        // previous beat.
+        if let Err(e) = self.record_heartbeats(Utc::now()).await {
+            tracing::warn!(error = %e, "cannot record the last heartbeats");
+        }
         let sessions: Vec<String> = self.lock_live().keys().cloned().collect();
         for id in &sessions {
             if let Some(live) = self.forget(id) {

@@ -171,7 +171,7 @@ pub(super) async fn end_session(
     row.as_ref().map(session_row).transpose()
 }
 
-fn session_row(row: &PgRow) -> Result<SessionRecord> {
+pub(super) fn session_row(row: &PgRow) -> Result<SessionRecord> {
     let status: String = row.try_get("status")?;
     Ok(SessionRecord {
         session_id: row.try_get("session_id")?,

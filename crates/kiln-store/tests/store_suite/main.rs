@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod accounts;
+mod billing;
 mod concurrency;
 mod harness;
 mod interactions;
@@ -75,4 +76,11 @@ on_both_backends!(
     session_races::concurrent_interactions_get_consecutive_seqs,
     session_races::racing_outcomes_of_an_interaction_have_one_winner,
     session_races::racing_job_finishes_have_one_winner,
+    billing::charges_with_a_reference_apply_once,
+    billing::a_session_is_billed_once_for_its_ready_time,
+    billing::racing_close_and_expiry_charge_once,
+    billing::heartbeats_touch_ready_sessions_and_bound_the_bill,
+    billing::the_end_reason_is_set_by_the_call_that_ends,
+    billing::stripe_credits_apply_once_per_event_and_checkout,
+    billing::usage_is_filtered_paged_and_summed,
 );
