@@ -40,6 +40,8 @@ pub struct BwrapLaunch<'a> {
     pub run_dir: &'a Path,
     /// Hostname inside.
     pub hostname: &'a str,
+    /// Extra host directories bound read-write, after the root.
+    pub binds: &'a [crate::spec::BindMount],
     /// The agent's environment, which every command inherits.
     pub env: &'a BTreeMap<String, String>,
     /// Compiled seccomp filters, one file each, all applied.
@@ -191,6 +193,15 @@ fn arguments(spec: &BwrapLaunch<'_>, info_fd: RawFd, seccomp: &[OwnedFd]) -> Vec
         "--bind".as_ref(),
         spec.root.as_os_str(),
         "/".as_ref(),
+    ]);
+    for bind in spec.binds {
+        push(&[
+            "--bind".as_ref(),
+            bind.source.as_os_str(),
+            bind.target.as_ref(),
+        ]);
+    }
+    push(&[
         "--proc".as_ref(),
         "/proc".as_ref(),
         "--dev".as_ref(),
