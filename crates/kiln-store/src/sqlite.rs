@@ -4,6 +4,7 @@
 //! `BEGIN IMMEDIATE`, taking the write lock up front: a deferred transaction that upgrades
 //! from read to write can fail with SQLITE_BUSY regardless of the busy timeout, when another
 //! writer got in between.
+mod agent_jobs;
 mod interactions;
 mod rows;
 mod samples;
@@ -450,5 +451,38 @@ impl Store for SqliteStore {
 
     async fn list_unfinished_verification_jobs(&self) -> Result<Vec<VerificationJobRecord>> {
         verification_jobs::list_unfinished_verification_jobs(&self.pool).await
+    }
+
+    async fn insert_agent_job(&self, job: &crate::NewAgentJob) -> Result<crate::AgentJobRecord> {
+        agent_jobs::insert_agent_job(&self.pool, job).await
+    }
+
+    async fn get_agent_job(&self, job_id: &str) -> Result<Option<crate::AgentJobRecord>> {
+        agent_jobs::get_agent_job(&self.pool, job_id).await
+    }
+
+    async fn list_agent_jobs(
+        &self,
+        user_id: &str,
+        after: Option<&crate::AgentJobCursor>,
+        limit: u64,
+    ) -> Result<Vec<crate::AgentJobRecord>> {
+        agent_jobs::list_agent_jobs(&self.pool, user_id, after, limit).await
+    }
+
+    async fn update_agent_job(
+        &self,
+        job_id: &str,
+        update: &crate::AgentJobUpdate,
+    ) -> Result<Option<crate::AgentJobRecord>> {
+        agent_jobs::update_agent_job(&self.pool, job_id, update).await
+    }
+
+    async fn set_agent_job_result(&self, job_id: &str, result_path: &str) -> Result<bool> {
+        agent_jobs::set_agent_job_result(&self.pool, job_id, result_path).await
+    }
+
+    async fn list_unfinished_agent_jobs(&self) -> Result<Vec<crate::AgentJobRecord>> {
+        agent_jobs::list_unfinished_agent_jobs(&self.pool).await
     }
 }

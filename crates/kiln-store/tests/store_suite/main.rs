@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod accounts;
+mod agent_jobs;
 mod concurrency;
 mod harness;
 mod interactions;
@@ -75,4 +76,8 @@ on_both_backends!(
     session_races::concurrent_interactions_get_consecutive_seqs,
     session_races::racing_outcomes_of_an_interaction_have_one_winner,
     session_races::racing_job_finishes_have_one_winner,
+    agent_jobs::agent_job_runs_to_completion,
+    agent_jobs::agent_job_errors_keep_their_message_and_ids_are_checked,
+    agent_jobs::agent_jobs_paginate_newest_first_by_cursor,
+    agent_jobs::racing_agent_job_finishes_have_one_winner,
 );
