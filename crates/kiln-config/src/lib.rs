@@ -48,6 +48,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub sessions: SessionsConfig,
     pub runtime: RuntimeConfig,
+    pub agent_jobs: AgentJobsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -122,6 +123,70 @@ impl Default for RuntimeConfig {
     }
 }
 
+/// Agent jobs: an agent (an image and a command) run over a repository in a sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentJobsConfig {
+    /// The agents a job may name, by `agent_id`.
+    pub agents: std::collections::BTreeMap<String, AgentConfig>,
+    /// Jobs running at once on this server; the others wait as `pending`.
+    pub max_concurrent: usize,
+    /// Unfinished jobs one user may have at once.
+    pub max_unfinished_per_user: usize,
+    /// Largest repository (its clone on disk) a job may use, in bytes.
+    pub max_repo_bytes: u64,
+    /// How long cloning may take.
+    pub clone_timeout_secs: u64,
+    /// Output of the agent's command kept per stream (head and tail).
+    pub max_log_bytes: u64,
+    /// Largest diff a job may produce; a larger one is an error.
+    pub max_diff_bytes: u64,
+    /// Local repositories (paths and `file://` URLs) are allowed only under this
+    /// directory; none at all when unset.
+    pub local_repo_root: Option<PathBuf>,
+    /// Where a repository named `owner/name` is cloned from: `<base>/owner/name.git`.
+    pub git_host: String,
+}
+
+/// One agent: the image its sandbox is made from and the command run there, with the
+/// repository checked out in `/workspace`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// An image reference in the image store, e.g. `kiln-demo/python:1`.
+    pub image: String,
+    /// A shell command, run in `/workspace`.
+    pub command: String,
+    /// Wall-clock limit of the command; the sandbox is destroyed after it.
+    pub timeout_secs: u64,
+    /// Extra environment of the command.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for AgentJobsConfig {
+    fn default() -> Self {
+        // `script` runs the script the repository itself carries: it needs no model.
+        let script = AgentConfig {
+            image: "kiln-demo/python:1".into(),
+            command: "sh /workspace/.kiln/agent.sh".into(),
+            timeout_secs: 600,
+            env: Default::default(),
+        };
+        Self {
+            agents: [("script".to_string(), script)].into_iter().collect(),
+            max_concurrent: 2,
+            max_unfinished_per_user: 20,
+            max_repo_bytes: 1024 * 1024 * 1024,
+            clone_timeout_secs: 300,
+            max_log_bytes: 1024 * 1024,
+            max_diff_bytes: 64 * 1024 * 1024,
+            local_repo_root: None,
+            git_host: "https://github.com".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -166,6 +231,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             sessions: SessionsConfig::default(),
             runtime: RuntimeConfig::default(),
+            agent_jobs: AgentJobsConfig::default(),
         }
     }
 }
@@ -269,6 +335,29 @@ impl Config {
             return Err(ConfigError::Rule(
                 "sessions.default_command_timeout_secs must be between 1 and max_command_timeout_secs".into(),
             ));
+        }
+        let a = &self.agent_jobs;
+        if a.max_concurrent == 0 || a.max_unfinished_per_user == 0 || a.clone_timeout_secs == 0 {
+            return Err(ConfigError::Rule(
+                "agent_jobs.max_concurrent, max_unfinished_per_user and clone_timeout_secs must be at least 1".into(),
+            ));
+        }
+        if a.max_log_bytes > 2 * 1024 * 1024 {
+            return Err(ConfigError::Rule(
+                "agent_jobs.max_log_bytes must be at most 2 MiB (the agent protocol's limit)"
+                    .into(),
+            ));
+        }
+        for (id, agent) in &a.agents {
+            let id_ok = (1..=64).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !id_ok || agent.timeout_secs == 0 || agent.command.trim().is_empty() {
+                return Err(ConfigError::Rule(format!(
+                    "agent_jobs.agents.{id}: the id must be 1-64 of [A-Za-z0-9_-], the command non-empty and timeout_secs at least 1"
+                )));
+            }
         }
         if self.limits.max_body_bytes < 1024 {
             return Err(ConfigError::Rule(

@@ -3,6 +3,7 @@
 //! the API crate calls them, and they call the store (and, later, the runtime).
 #![forbid(unsafe_code)]
 
+pub mod agent_jobs;
 pub mod auth;
 mod changes;
 pub mod datasets;
@@ -23,6 +24,7 @@ use kiln_store::Store;
 pub use error::{FieldError, ServiceError, ServiceResult};
 pub use ids::new_id;
 
+use crate::agent_jobs::{AgentJobService, NoBilling, NoCredentials};
 use crate::auth::AuthService;
 use crate::datasets::DatasetService;
 use crate::sessions::{RecoveryReport, SandboxBackend, SessionService};
@@ -34,6 +36,7 @@ pub struct Kiln {
     pub auth: AuthService,
     pub datasets: DatasetService,
     pub sessions: Arc<SessionService>,
+    pub agent_jobs: Arc<AgentJobService>,
 }
 
 /// What happened at start that the operator must be told.
@@ -76,12 +79,22 @@ impl Kiln {
         let datasets = DatasetService::new(store.clone(), data_dir.join("repos"));
         let backend = sandbox_backend(&config);
         let sessions = SessionService::new(store.clone(), backend, config.sessions.clone());
+        // Billing and clone credentials are wired here once those features exist.
+        let agent_jobs = AgentJobService::new(
+            store.clone(),
+            sessions.clone(),
+            config.agent_jobs.clone(),
+            &data_dir,
+            Arc::new(NoBilling),
+            Arc::new(NoCredentials),
+        );
         Ok(Self {
             config,
             store,
             auth,
             datasets,
             sessions,
+            agent_jobs,
         })
     }
 
@@ -110,12 +123,21 @@ impl Kiln {
         }
         report.sessions_unavailable = self.sessions.unavailable_reason();
         report.recovery = self.sessions.recover().await?;
+        // After the sessions' recovery, which removes sandboxes nobody knows (theirs too).
+        let interrupted = self.agent_jobs.recover().await?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "agent jobs cut off by the restart ended in error"
+            );
+        }
         self.sessions.spawn_reaper();
         Ok(report)
     }
 
     /// Stops every sandbox; the store keeps the sessions for the next start to resolve.
     pub async fn shutdown(&self) {
+        self.agent_jobs.shutdown();
         self.sessions.shutdown().await;
     }
 }
