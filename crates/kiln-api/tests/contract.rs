@@ -16,15 +16,6 @@ const NOT_YET: &[(&str, &str, &str)] = &[
     ("post", "/billing/deposit", "billing issue"),
     ("post", "/billing/webhook", "billing issue"),
     ("get", "/billing/usage", "billing issue"),
-    ("get", "/agent-jobs", "agent jobs issue"),
-    ("post", "/agent-jobs", "agent jobs issue"),
-    ("get", "/agent-jobs/{job_id}", "agent jobs issue"),
-    (
-        "post",
-        "/agent-jobs/{job_id}/completion",
-        "agent jobs issue",
-    ),
-    ("get", "/agent-jobs/{job_id}/result", "agent jobs issue"),
 ];
 
 /// Kiln's additions to the contract (extra operations; extra optional response fields
