@@ -34,9 +34,15 @@ macro_rules! on_both_backends {
                     if !crate::sandbox::prerequisites() {
                         return;
                     }
-                    match crate::fresh_postgres(stringify!($scenario)).await {
-                        Some(url) => crate::$scenario(Some(url)).await,
-                        None => eprintln!("SKIPPED: KILN_TEST_POSTGRES_URL is not set"),
+                    let Some((url, name)) = crate::fresh_postgres(stringify!($scenario)).await else {
+                        eprintln!("SKIPPED: KILN_TEST_POSTGRES_URL is not set");
+                        return;
+                    };
+                    // On its own task, so that the database is dropped even after a failure.
+                    let outcome = tokio::spawn(crate::$scenario(Some(url))).await;
+                    crate::drop_postgres(&name).await;
+                    if let Err(e) = outcome {
+                        std::panic::resume_unwind(e.into_panic());
                     }
                 }
             )*
@@ -53,8 +59,8 @@ on_both_backends!(
     a_restart_ends_running_jobs_in_error,
 );
 
-/// A new, empty database on the server of `KILN_TEST_POSTGRES_URL`; its URL.
-async fn fresh_postgres(scenario: &str) -> Option<String> {
+/// A new, empty database on the server of `KILN_TEST_POSTGRES_URL`: its URL and name.
+async fn fresh_postgres(scenario: &str) -> Option<(String, String)> {
     use sqlx::Connection;
     let admin = std::env::var("KILN_TEST_POSTGRES_URL").ok()?;
     let name = format!(
@@ -73,7 +79,19 @@ async fn fresh_postgres(scenario: &str) -> Option<String> {
         .rsplit_once('/')
         .map(|(b, _)| b)
         .expect("url with a database");
-    Some(format!("{base}/{name}"))
+    Some((format!("{base}/{name}"), name))
+}
+
+async fn drop_postgres(name: &str) {
+    use sqlx::Connection;
+    let Ok(admin) = std::env::var("KILN_TEST_POSTGRES_URL") else {
+        return;
+    };
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
+    }
 }
 
 fn uuid_suffix() -> String {
