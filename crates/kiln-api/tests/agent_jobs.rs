@@ -11,7 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
 use common::{assert_error, assert_validation, json, TestServer};
+use kiln_services::agent_jobs::{CloneCredentials, JobBilling, JobCharge};
+use kiln_services::{ServiceError, ServiceResult};
 use serde_json::{json, Value};
 
 /// Each scenario twice: on SQLite, and on a fresh PostgreSQL database.
@@ -57,6 +62,8 @@ on_both_backends!(
     requests_are_validated,
     cursor_pagination_walks_every_job_once,
     a_restart_ends_running_jobs_in_error,
+    private_repositories_are_cloned_with_the_token_in_a_header,
+    jobs_are_charged_when_accepted_and_refunded_on_error,
 );
 
 /// A new, empty database on the server of `KILN_TEST_POSTGRES_URL`: its URL and name.
@@ -716,4 +723,246 @@ async fn a_restart_ends_running_jobs_in_error(db: Option<String>) {
         !workspace.exists(),
         "the cut-off job's work files are removed"
     );
+}
+
+/// The credential seam, as GitHub sign-in will fill it: one token for everybody.
+struct FixedToken(&'static str);
+
+#[async_trait::async_trait]
+impl CloneCredentials for FixedToken {
+    async fn token_for(&self, _user_id: &str) -> Option<String> {
+        Some(self.0.to_string())
+    }
+}
+
+/// A stand-in git host serving a bare repository over git's "dumb" HTTP protocol under
+/// `/org/private.git`, only to requests carrying `Authorization: Basic x-access-token:tok`;
+/// `/moved/…` redirects there. Returns its base URL and the Authorization headers seen.
+async fn private_git_host(bare: PathBuf) -> (String, Arc<Mutex<Vec<(String, Option<String>)>>>) {
+    use axum::extract::{Path as UrlPath, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("x-access-token:tok")
+    );
+    let handler =
+        move |State((bare, seen)): State<(PathBuf, Arc<Mutex<Vec<(String, Option<String>)>>>)>,
+              UrlPath(path): UrlPath<String>,
+              headers: HeaderMap| async move {
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            seen.lock()
+                .expect("lock")
+                .push((path.clone(), auth.clone()));
+            if let Some(rest) = path.strip_prefix("moved/private.git/") {
+                return Response::builder()
+                    .status(StatusCode::FOUND)
+                    .header("location", format!("/org/private.git/{rest}"))
+                    .body(axum::body::Body::empty())
+                    .expect("response");
+            }
+            if auth.as_deref() != Some(expected.as_str()) {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [("www-authenticate", "Basic realm=\"git\"")],
+                    "",
+                )
+                    .into_response();
+            }
+            let Some(rest) = path.strip_prefix("org/private.git/") else {
+                return StatusCode::NOT_FOUND.into_response();
+            };
+            if rest.contains("..") {
+                return StatusCode::NOT_FOUND.into_response();
+            }
+            match std::fs::read(bare.join(rest)) {
+                Ok(bytes) => bytes.into_response(),
+                Err(_) => StatusCode::NOT_FOUND.into_response(),
+            }
+        };
+    let app = axum::Router::new()
+        .route("/{*path}", axum::routing::get(handler))
+        .with_state((bare, seen.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, seen)
+}
+
+async fn private_repositories_are_cloned_with_the_token_in_a_header(db: Option<String>) {
+    let repos = tempfile::tempdir().expect("tempdir");
+    let work = repos.path().join("private");
+    make_repo(&work, "echo 'from a private repo' > found.txt\n");
+    let bare = repos.path().join("private.git");
+    git(
+        repos.path(),
+        &["clone", "-q", "--bare", "private", "private.git"],
+    );
+    git(&bare, &["update-server-info"]);
+    let (host, seen) = private_git_host(bare).await;
+    let root = repos.path().to_path_buf();
+    let host_for_config = host.clone();
+    let s = sandbox::start(move |c| {
+        if let Some(url) = db {
+            c.database_url = Some(kiln_config::Secret::new(url));
+        }
+        let agent = c.agent_jobs.agents.get_mut("script").expect("script agent");
+        agent.image =
+            kiln_services::sessions::sample_image_reference(sandbox::DATASET, sandbox::SAMPLE);
+        c.agent_jobs.local_repo_root = Some(root);
+        c.agent_jobs.git_host = host_for_config;
+    })
+    .await;
+    let key = s.admin_key.clone();
+    let start = |repo: String| {
+        let s = &s;
+        let key = key.clone();
+        async move {
+            let (status, job) = create(s, &key, json!({"repo": repo, "agent_id": "script"})).await;
+            assert_eq!(status, 202, "{job}");
+            let id = job["job_id"].as_str().expect("id").to_string();
+            wait_for(s, &key, &id, finished).await
+        }
+    };
+
+    // Without credentials the host refuses, and git does not prompt.
+    let job = start("org/private".into()).await;
+    assert_eq!(job["status"], "error", "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot clone")),
+        "{job}"
+    );
+
+    s.kiln
+        .agent_jobs
+        .set_credentials(Arc::new(FixedToken("tok")));
+    let job = start("org/private".into()).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    let id = job["job_id"].as_str().expect("id");
+    let files = result_files(&s, &key, id).await;
+    assert!(
+        files["diff.patch"].contains("+from a private repo"),
+        "{files:?}"
+    );
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("x-access-token:tok")
+    );
+    assert!(
+        seen.lock()
+            .expect("lock")
+            .iter()
+            .any(|(_, auth)| auth.as_deref() == Some(expected.as_str())),
+        "the token travels as HTTP basic auth"
+    );
+
+    // A redirect is not followed: the header could otherwise be replayed elsewhere.
+    let before = seen.lock().expect("lock").len();
+    let job = start(format!("{host}/moved/private.git")).await;
+    assert_eq!(job["status"], "error", "{job}");
+    assert!(
+        !job.to_string().contains("tok"),
+        "the token never shows: {job}"
+    );
+    let after: Vec<String> = seen.lock().expect("lock")[before..]
+        .iter()
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert!(
+        after.iter().all(|p| p.starts_with("moved/")),
+        "redirect followed: {after:?}"
+    );
+}
+
+/// The billing seam, as the ledger will fill it: records every call, refuses one user.
+#[derive(Default)]
+struct RecordingBilling {
+    calls: Mutex<Vec<(&'static str, String)>>,
+    broke_user: Mutex<Option<String>>,
+}
+
+#[async_trait::async_trait]
+impl JobBilling for RecordingBilling {
+    async fn charge(&self, job: &JobCharge) -> ServiceResult<()> {
+        if self.broke_user.lock().expect("lock").as_deref() == Some(job.user_id.as_str()) {
+            return Err(ServiceError::Conflict("insufficient balance".into()));
+        }
+        self.calls
+            .lock()
+            .expect("lock")
+            .push(("charge", job.job_id.clone()));
+        Ok(())
+    }
+
+    async fn refund(&self, job: &JobCharge) -> ServiceResult<()> {
+        self.calls
+            .lock()
+            .expect("lock")
+            .push(("refund", job.job_id.clone()));
+        Ok(())
+    }
+}
+
+async fn jobs_are_charged_when_accepted_and_refunded_on_error(db: Option<String>) {
+    let repos = tempfile::tempdir().expect("tempdir");
+    let good = repos.path().join("good");
+    make_repo(&good, "echo ok > ok.txt\n");
+    let bad = repos.path().join("bad");
+    make_repo(&bad, "exit 1\n");
+    let s = start(db, repos.path()).await;
+    let billing = Arc::new(RecordingBilling::default());
+    s.kiln.agent_jobs.set_billing(billing.clone());
+    let key = s.admin_key.clone();
+
+    let ok = start_job(&s, &key, &good, None).await;
+    let failed = start_job(&s, &key, &bad, None).await;
+    let missing = start_job(&s, &key, &good, Some("nope")).await;
+    for id in [&ok, &failed, &missing] {
+        wait_for(&s, &key, id, finished).await;
+    }
+    let calls = billing.calls.lock().expect("lock").clone();
+    let count = |kind: &str, id: &str| calls.iter().filter(|(k, j)| *k == kind && j == id).count();
+    assert_eq!(
+        (count("charge", &ok), count("refund", &ok)),
+        (1, 0),
+        "{calls:?}"
+    );
+    assert_eq!(
+        (count("charge", &failed), count("refund", &failed)),
+        (1, 1),
+        "{calls:?}"
+    );
+    assert_eq!(
+        (count("charge", &missing), count("refund", &missing)),
+        (1, 1),
+        "{calls:?}"
+    );
+
+    // A refused charge refuses the job, and nothing is stored.
+    let (broke_id, broke_key) = s.user("broke").await;
+    *billing.broke_user.lock().expect("lock") = Some(broke_id);
+    let (status, body) = create(
+        &s,
+        &broke_key,
+        json!({"repo": good.to_str().expect("utf8"), "agent_id": "script"}),
+    )
+    .await;
+    assert_error(status, &body, 409, "conflict");
+    let (_, listed) = json(
+        s.get("/agent-jobs")
+            .header("Authorization", auth(&broke_key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(listed["jobs"], json!([]), "{listed}");
 }

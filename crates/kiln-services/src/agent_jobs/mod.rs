@@ -61,8 +61,8 @@ pub struct AgentJobService {
     config: AgentJobsConfig,
     /// `<data_dir>/agent-jobs`: one directory per job (work files, then the result).
     jobs_dir: PathBuf,
-    billing: Arc<dyn JobBilling>,
-    credentials: Arc<dyn CloneCredentials>,
+    billing: std::sync::RwLock<Arc<dyn JobBilling>>,
+    credentials: std::sync::RwLock<Arc<dyn CloneCredentials>>,
     slots: Arc<Semaphore>,
     running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
 }
@@ -82,14 +82,38 @@ impl AgentJobService {
             slots: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
             config,
             jobs_dir: data_dir.join("agent-jobs"),
-            billing,
-            credentials,
+            billing: std::sync::RwLock::new(billing),
+            credentials: std::sync::RwLock::new(credentials),
             running: Mutex::new(HashMap::new()),
         })
     }
 
     pub fn config(&self) -> &AgentJobsConfig {
         &self.config
+    }
+
+    /// Plugs the ledger in: jobs accepted from now on are charged through it.
+    pub fn set_billing(&self, billing: Arc<dyn JobBilling>) {
+        *self.billing.write().unwrap_or_else(|e| e.into_inner()) = billing;
+    }
+
+    /// Plugs a token source in for cloning private repositories.
+    pub fn set_credentials(&self, credentials: Arc<dyn CloneCredentials>) {
+        *self.credentials.write().unwrap_or_else(|e| e.into_inner()) = credentials;
+    }
+
+    fn billing(&self) -> Arc<dyn JobBilling> {
+        self.billing
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn credentials(&self) -> Arc<dyn CloneCredentials> {
+        self.credentials
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Accepts a job: validates it, charges it, stores it as `pending` and starts its
@@ -153,7 +177,7 @@ impl AgentJobService {
             agent_id: request.agent_id.to_string(),
         };
         // Charged before it exists, so a refused charge leaves no job behind.
-        self.billing.charge(&charge).await?;
+        self.billing().charge(&charge).await?;
         let inserted = self
             .store
             .insert_agent_job(&NewAgentJob {
@@ -169,7 +193,7 @@ impl AgentJobService {
         let job = match inserted {
             Ok(job) => job,
             Err(e) => {
-                if let Err(refund) = self.billing.refund(&charge).await {
+                if let Err(refund) = self.billing().refund(&charge).await {
                     tracing::error!(job = %charge.job_id, error = %refund, "cannot refund a job that was not stored");
                 }
                 return Err(e.into());
@@ -287,7 +311,7 @@ impl AgentJobService {
                     user_id: job.user_id.clone(),
                     agent_id: job.agent_id.clone(),
                 };
-                if let Err(e) = self.billing.refund(&charge).await {
+                if let Err(e) = self.billing().refund(&charge).await {
                     tracing::error!(job = %job_id, error = %e, "cannot refund a failed agent job");
                 }
             }

@@ -84,7 +84,7 @@ async fn execute(
         "cloning the repository",
     )
     .await;
-    let token = service.credentials.token_for(&job.user_id).await;
+    let token = service.credentials().token_for(&job.user_id).await;
     let clone_env = repo_source::git_env(source, token.as_deref());
     let local_env = repo_source::git_env(source, None);
     let git_timeout = Duration::from_secs(config.clone_timeout_secs);
