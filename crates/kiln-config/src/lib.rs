@@ -457,6 +457,38 @@ mod tests {
     }
 
     #[test]
+    fn agents_are_configured_in_the_file_beside_the_built_in_script() {
+        figment::Jail::expect_with(|jail| {
+            let printed = Config::default().to_masked_toml();
+            assert!(printed.contains("[agent_jobs.agents.script]"), "{printed}");
+            jail.create_file(
+                "kiln.toml",
+                "[agent_jobs]\nmax_concurrent = 3\nlocal_repo_root = \"/srv/repos\"\n\
+                 [agent_jobs.agents.lint]\nimage = \"x/lint:1\"\ncommand = \"make lint\"\n\
+                 timeout_secs = 60\nenv = { MODE = \"strict\" }\n",
+            )?;
+            let config =
+                Config::load(Some(Path::new("kiln.toml")), &Overrides::default()).expect("loads");
+            let jobs = &config.agent_jobs;
+            assert_eq!(jobs.max_concurrent, 3);
+            assert_eq!(jobs.local_repo_root, Some(PathBuf::from("/srv/repos")));
+            assert_eq!(jobs.agents["lint"].env["MODE"], "strict");
+            assert!(
+                jobs.agents.contains_key("script"),
+                "the built-in agent stays"
+            );
+
+            jail.create_file(
+                "bad.toml",
+                "[agent_jobs.agents.\"no spaces\"]\nimage = \"x:1\"\ncommand = \"true\"\ntimeout_secs = 1\n",
+            )?;
+            let err = Config::load(Some(Path::new("bad.toml")), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("no spaces"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn default_database_is_sqlite_in_data_dir() {
         let config = Config {
             data_dir: "/d".into(),

@@ -243,6 +243,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn extra_binds_come_after_the_root_and_before_the_agent_runs() {
+        let env = BTreeMap::new();
+        let binds = [crate::spec::BindMount {
+            source: "/host/job/workspace".into(),
+            target: "/workspace".into(),
+        }];
+        let spec = BwrapLaunch {
+            bwrap: Path::new("/usr/bin/bwrap"),
+            root: Path::new("/r/merged"),
+            agent: Path::new("/a/kiln-agent"),
+            run_dir: Path::new("/r/run"),
+            hostname: "kiln",
+            binds: &binds,
+            env: &env,
+            seccomp_files: &[],
+            cgroup_procs: Vec::new(),
+        };
+        let args: Vec<String> = arguments(&spec, 3, &[])
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let at = |needle: &[&str]| {
+            args.windows(needle.len())
+                .position(|w| w == needle)
+                .unwrap_or_else(|| panic!("{needle:?} not in {args:?}"))
+        };
+        let root = at(&["--bind", "/r/merged", "/"]);
+        let bind = at(&["--bind", "/host/job/workspace", "/workspace"]);
+        let agent = at(&["--", AGENT_PATH]);
+        assert!(root < bind && bind < agent, "{args:?}");
+    }
+
+    #[test]
     fn parses_bwrap_info() {
         assert_eq!(
             parse_child_pid("{\n    \"child-pid\": 4242\n}\n"),
