@@ -132,6 +132,10 @@ async fn start(db: Option<String>, repos: &Path) -> TestServer {
         agent.image =
             kiln_services::sessions::sample_image_reference(sandbox::DATASET, sandbox::SAMPLE);
         agent.timeout_secs = 120;
+        let mut sleepy = agent.clone();
+        sleepy.command = "echo going to sleep; sleep 100".into();
+        sleepy.timeout_secs = 2;
+        c.agent_jobs.agents.insert("sleepy".into(), sleepy);
         c.agent_jobs.local_repo_root = Some(root);
         c.agent_jobs.max_concurrent = 2;
     })

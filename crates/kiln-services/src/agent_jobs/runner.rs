@@ -28,6 +28,13 @@ pub(super) async fn run(
     source: RepoSource,
     secret: String,
 ) {
+    progress(
+        service,
+        &job.job_id,
+        JobStatus::Pending,
+        "waiting for a free slot",
+    )
+    .await;
     // The semaphore is never closed; `Err` would only mean the server is going away.
     let Ok(_slot) = service.slots.clone().acquire_owned().await else {
         return;
