@@ -739,55 +739,57 @@ impl CloneCredentials for FixedToken {
     }
 }
 
+/// Requests a stand-in host received: (path, Authorization header).
+type SeenRequests = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 /// A stand-in git host serving a bare repository over git's "dumb" HTTP protocol under
 /// `/org/private.git`, only to requests carrying `Authorization: Basic x-access-token:tok`;
 /// `/moved/…` redirects there. Returns its base URL and the Authorization headers seen.
-async fn private_git_host(bare: PathBuf) -> (String, Arc<Mutex<Vec<(String, Option<String>)>>>) {
+async fn private_git_host(bare: PathBuf) -> (String, SeenRequests) {
     use axum::extract::{Path as UrlPath, State};
     use axum::http::{HeaderMap, StatusCode};
     use axum::response::{IntoResponse, Response};
-    let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+    let seen: SeenRequests = Arc::default();
     let expected = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode("x-access-token:tok")
     );
-    let handler =
-        move |State((bare, seen)): State<(PathBuf, Arc<Mutex<Vec<(String, Option<String>)>>>)>,
-              UrlPath(path): UrlPath<String>,
-              headers: HeaderMap| async move {
-            let auth = headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            seen.lock()
-                .expect("lock")
-                .push((path.clone(), auth.clone()));
-            if let Some(rest) = path.strip_prefix("moved/private.git/") {
-                return Response::builder()
-                    .status(StatusCode::FOUND)
-                    .header("location", format!("/org/private.git/{rest}"))
-                    .body(axum::body::Body::empty())
-                    .expect("response");
-            }
-            if auth.as_deref() != Some(expected.as_str()) {
-                return (
-                    StatusCode::UNAUTHORIZED,
-                    [("www-authenticate", "Basic realm=\"git\"")],
-                    "",
-                )
-                    .into_response();
-            }
-            let Some(rest) = path.strip_prefix("org/private.git/") else {
-                return StatusCode::NOT_FOUND.into_response();
-            };
-            if rest.contains("..") {
-                return StatusCode::NOT_FOUND.into_response();
-            }
-            match std::fs::read(bare.join(rest)) {
-                Ok(bytes) => bytes.into_response(),
-                Err(_) => StatusCode::NOT_FOUND.into_response(),
-            }
+    let handler = move |State((bare, seen)): State<(PathBuf, SeenRequests)>,
+                        UrlPath(path): UrlPath<String>,
+                        headers: HeaderMap| async move {
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        seen.lock()
+            .expect("lock")
+            .push((path.clone(), auth.clone()));
+        if let Some(rest) = path.strip_prefix("moved/private.git/") {
+            return Response::builder()
+                .status(StatusCode::FOUND)
+                .header("location", format!("/org/private.git/{rest}"))
+                .body(axum::body::Body::empty())
+                .expect("response");
+        }
+        if auth.as_deref() != Some(expected.as_str()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [("www-authenticate", "Basic realm=\"git\"")],
+                "",
+            )
+                .into_response();
+        }
+        let Some(rest) = path.strip_prefix("org/private.git/") else {
+            return StatusCode::NOT_FOUND.into_response();
         };
+        if rest.contains("..") {
+            return StatusCode::NOT_FOUND.into_response();
+        }
+        match std::fs::read(bare.join(rest)) {
+            Ok(bytes) => bytes.into_response(),
+            Err(_) => StatusCode::NOT_FOUND.into_response(),
+        }
+    };
     let app = axum::Router::new()
         .route("/{*path}", axum::routing::get(handler))
         .with_state((bare, seen.clone()));
