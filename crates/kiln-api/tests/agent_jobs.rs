@@ -870,6 +870,17 @@ async fn private_repositories_are_cloned_with_the_token_in_a_header(db: Option<S
         "the token travels as HTTP basic auth"
     );
 
+    // Another host (here the same server under another name) never gets the token.
+    let before = seen.lock().expect("lock").len();
+    let other = host.replace("127.0.0.1", "localhost");
+    let job = start(format!("{other}/org/private.git")).await;
+    assert_eq!(job["status"], "error", "{job}");
+    let sent: Vec<_> = seen.lock().expect("lock")[before..].to_vec();
+    assert!(
+        !sent.is_empty() && sent.iter().all(|(_, auth)| auth.is_none()),
+        "{sent:?}"
+    );
+
     // A redirect is not followed: the header could otherwise be replayed elsewhere.
     let before = seen.lock().expect("lock").len();
     let job = start(format!("{host}/moved/private.git")).await;

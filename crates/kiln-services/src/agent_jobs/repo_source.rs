@@ -98,6 +98,14 @@ impl RepoSource {
         Ok(Self::Local(path))
     }
 
+    /// Whether this is a remote URL under `git_host` (scheme, host and port alike).
+    pub(crate) fn is_on_host(&self, git_host: &str) -> bool {
+        match self {
+            Self::Remote(url) => url.starts_with(&format!("{}/", git_host.trim_end_matches('/'))),
+            Self::Local(_) => false,
+        }
+    }
+
     /// What git is given to clone.
     fn clone_argument(&self) -> &std::ffi::OsStr {
         match self {
@@ -436,6 +444,21 @@ mod tests {
                 "{bad:?} accepted"
             );
         }
+    }
+
+    #[test]
+    fn only_the_git_host_gets_credentials() {
+        let host = "https://github.com";
+        let on = |repo: &str| {
+            RepoSource::parse(repo, host, None)
+                .map(|s| s.is_on_host(host))
+                .unwrap_or(false)
+        };
+        assert!(on("org/repo"));
+        assert!(on("https://github.com/org/repo.git"));
+        assert!(!on("https://github.com.evil.example/org/repo.git"));
+        assert!(!on("http://github.com/org/repo.git"));
+        assert!(!on("https://example.com/org/repo.git"));
     }
 
     #[test]

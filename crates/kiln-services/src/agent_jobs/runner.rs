@@ -91,7 +91,13 @@ async fn execute(
         "cloning the repository",
     )
     .await;
-    let token = service.credentials().token_for(&job.user_id).await;
+    // A user's token goes only to the git host it was issued for, never to a URL the
+    // user typed for some other host.
+    let token = if source.is_on_host(&config.git_host) {
+        service.credentials().token_for(&job.user_id).await
+    } else {
+        None
+    };
     let clone_env = repo_source::git_env(source, token.as_deref());
     let local_env = repo_source::git_env(source, None);
     let git_timeout = Duration::from_secs(config.clone_timeout_secs);
