@@ -168,6 +168,7 @@ fn make_repo(dir: &Path, script: &str) -> (String, String) {
     git(dir, &["init", "-q", "-b", "main"]);
     std::fs::write(dir.join("lib.py"), "def add(a, b):\n    return a - b\n").expect("write");
     std::fs::write(dir.join(".kiln/agent.sh"), script).expect("write");
+    std::fs::write(dir.join("NOTES"), "to be removed\n").expect("write");
     git(dir, &["add", "."]);
     git(dir, &["commit", "-qm", "first"]);
     let first = git(dir, &["rev-parse", "HEAD"]);
@@ -275,7 +276,8 @@ async fn a_job_over_a_local_repository_yields_its_diff_and_logs(db: Option<Strin
          echo 'a warning' >&2\n\
          test -n \"$KILN_JOB_SECRET\"\n\
          sed -i 's/a - b/a + b/' lib.py\n\
-         mkdir -p pkg && echo 'brand new' > pkg/added.txt\n",
+         mkdir -p pkg && echo 'brand new' > pkg/added.txt\n\
+         rm NOTES\n",
     );
     let s = start(db, repos.path()).await;
     let key = s.admin_key.clone();
@@ -310,6 +312,10 @@ async fn a_job_over_a_local_repository_yields_its_diff_and_logs(db: Option<Strin
     assert!(
         !diff.contains(".kiln/agent.sh"),
         "unchanged files are not in the diff: {diff}"
+    );
+    assert!(
+        diff.contains("deleted file mode") && diff.contains("-to be removed"),
+        "{diff}"
     );
     assert_eq!(files["logs/stdout.log"], "agent says hi in /workspace\n");
     assert_eq!(files["logs/stderr.log"], "a warning\n");
