@@ -56,6 +56,10 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(sessions::verify))
         .routes(routes!(sessions::verification_job))
         .merge(routes::billing::routes())
+        .routes(routes!(agent_jobs::create, agent_jobs::list))
+        .routes(routes!(agent_jobs::get))
+        .routes(routes!(agent_jobs::completion))
+        .routes(routes!(agent_jobs::result))
 }
 
 /// The whole application, ready to serve.

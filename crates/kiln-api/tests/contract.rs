@@ -11,15 +11,6 @@ use serde_json::Value;
 const NOT_YET: &[(&str, &str, &str)] = &[
     ("post", "/auth/github", "GitHub sign-in: the identity issue"),
     ("get", "/repos", "GitHub repositories: the identity issue"),
-    ("get", "/agent-jobs", "agent jobs issue"),
-    ("post", "/agent-jobs", "agent jobs issue"),
-    ("get", "/agent-jobs/{job_id}", "agent jobs issue"),
-    (
-        "post",
-        "/agent-jobs/{job_id}/completion",
-        "agent jobs issue",
-    ),
-    ("get", "/agent-jobs/{job_id}/result", "agent jobs issue"),
 ];
 
 /// Kiln's additions to the contract (extra operations; extra optional response fields

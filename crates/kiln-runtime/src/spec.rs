@@ -149,6 +149,18 @@ pub struct SandboxSpec {
     pub workdir: Option<String>,
     /// Hostname inside.
     pub hostname: String,
+    /// Host directories bound read-write inside, e.g. an agent job's checkout.
+    pub binds: Vec<BindMount>,
+}
+
+/// A host directory seen read-write at `target` inside the sandbox. The sandbox's
+/// writes land in the host directory itself, not in its overlay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    /// The directory on the host (absolute).
+    pub source: PathBuf,
+    /// Where it appears inside (absolute), created if missing.
+    pub target: String,
 }
 
 impl SandboxSpec {
@@ -162,6 +174,7 @@ impl SandboxSpec {
             env: BTreeMap::new(),
             workdir: None,
             hostname: "kiln".into(),
+            binds: Vec::new(),
         }
     }
 

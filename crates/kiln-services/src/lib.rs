@@ -3,6 +3,7 @@
 //! the API crate calls them, and they call the store (and, later, the runtime).
 #![forbid(unsafe_code)]
 
+pub mod agent_jobs;
 pub mod auth;
 pub mod billing;
 mod changes;
@@ -24,8 +25,9 @@ use kiln_store::Store;
 pub use error::{FieldError, ServiceError, ServiceResult};
 pub use ids::new_id;
 
+use crate::agent_jobs::{AgentJobService, NoCredentials};
 use crate::auth::AuthService;
-use crate::billing::BillingService;
+use crate::billing::{BillingService, LedgerJobBilling};
 use crate::datasets::DatasetService;
 use crate::sessions::{RecoveryReport, SandboxBackend, SessionService};
 
@@ -37,6 +39,7 @@ pub struct Kiln {
     pub datasets: DatasetService,
     pub sessions: Arc<SessionService>,
     pub billing: BillingService,
+    pub agent_jobs: Arc<AgentJobService>,
 }
 
 /// What happened at start that the operator must be told.
@@ -85,6 +88,14 @@ impl Kiln {
             config.billing.clone(),
         );
         let billing = BillingService::new(store.clone(), config.billing.clone());
+        let agent_jobs = AgentJobService::new(
+            store.clone(),
+            sessions.clone(),
+            config.agent_jobs.clone(),
+            &data_dir,
+            Arc::new(LedgerJobBilling::new(billing.clone())),
+            Arc::new(NoCredentials),
+        );
         Ok(Self {
             config,
             store,
@@ -92,6 +103,7 @@ impl Kiln {
             datasets,
             sessions,
             billing,
+            agent_jobs,
         })
     }
 
@@ -120,6 +132,14 @@ impl Kiln {
         }
         report.sessions_unavailable = self.sessions.unavailable_reason();
         report.recovery = self.sessions.recover().await?;
+        // After the sessions' recovery, which removes sandboxes nobody knows (theirs too).
+        let interrupted = self.agent_jobs.recover().await?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "agent jobs cut off by the restart ended in error"
+            );
+        }
         self.sessions.spawn_reaper();
         self.sessions.spawn_metering();
         Ok(report)
@@ -127,6 +147,7 @@ impl Kiln {
 
     /// Stops every sandbox; the store keeps the sessions for the next start to resolve.
     pub async fn shutdown(&self) {
+        self.agent_jobs.shutdown();
         self.sessions.shutdown().await;
     }
 }

@@ -84,6 +84,22 @@ pub(crate) const VERIFICATION_JOB: &[&str] = &[
     "error_message",
 ];
 
+pub(crate) const AGENT_JOB: &[&str] = &[
+    "job_id",
+    "user_id",
+    "repo",
+    "git_ref",
+    "agent_id",
+    "status",
+    "progress",
+    "secret_hash",
+    "error_message",
+    "result_path",
+    "created_at",
+    "started_at",
+    "completed_at",
+];
+
 /// `a, b, c`.
 pub(crate) fn plain(columns: &[&str]) -> String {
     columns.join(", ")

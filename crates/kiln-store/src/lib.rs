@@ -6,6 +6,7 @@
 //! file, WAL) and [`postgres::PgStore`] (multi-node). [`connect`] picks one from the URL.
 #![forbid(unsafe_code)]
 
+mod agent_job_model;
 mod billing_model;
 mod columns;
 mod error;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use agent_job_model::*;
 pub use billing_model::*;
 pub use error::StoreError;
 pub use model::*;
@@ -235,6 +237,7 @@ pub trait Store: Send + Sync + 'static {
     /// Unfinished jobs, across all sessions, oldest `created_at` first (restart recovery,
     /// cancellation on close).
     async fn list_unfinished_verification_jobs(&self) -> Result<Vec<VerificationJobRecord>>;
+
     // ---- billing ----
     /// Appends a transaction to the ledger. With a `reference`, at most one transaction of
     /// a kind per reference ever exists: `None`, writing nothing, when one does (a retried
@@ -248,6 +251,12 @@ pub trait Store: Send + Sync + 'static {
         &self,
         event_id: &str,
         credit: &NewTransaction,
+    ) -> Result<Option<Transaction>>;
+    /// The transaction of this kind with this reference, if one was written.
+    async fn find_transaction(
+        &self,
+        kind: TransactionKind,
+        reference: &str,
     ) -> Result<Option<Transaction>>;
     /// The user's balance and totals, summed over the ledger (zeros for no transactions).
     async fn balance(&self, user_id: &str) -> Result<Balance>;
@@ -265,6 +274,36 @@ pub trait Store: Send + Sync + 'static {
     async fn record_heartbeats(&self, session_ids: &[String], at: DateTime<Utc>) -> Result<u64>;
     /// The session's last heartbeat, if any.
     async fn session_heartbeat(&self, session_id: &str) -> Result<Option<DateTime<Utc>>>;
+
+    // ---- agent_jobs -------------------------------------------------------------------
+    /// Inserts a job in `Pending`. `Conflict("job_id")` if taken, `Missing("user")` unless
+    /// the user exists.
+    async fn insert_agent_job(&self, job: &NewAgentJob) -> Result<AgentJobRecord>;
+    /// The job, whoever owns it (ownership is the caller's to check).
+    async fn get_agent_job(&self, job_id: &str) -> Result<Option<AgentJobRecord>>;
+    /// Up to `limit` of the user's jobs, newest `created_at` first (ties: greater
+    /// `job_id`, by bytes, first), starting strictly after `after` in that order.
+    async fn list_agent_jobs(
+        &self,
+        user_id: &str,
+        after: Option<&AgentJobCursor>,
+        limit: u64,
+    ) -> Result<Vec<AgentJobRecord>>;
+    /// Applies `update` unless the job is finished or does not exist (then `None`, changing
+    /// nothing; of racing updates that finish a job, exactly one applies). `Starting` or
+    /// `Running` set `started_at` unless already set; a finished status sets
+    /// `completed_at`.
+    async fn update_agent_job(
+        &self,
+        job_id: &str,
+        update: &AgentJobUpdate,
+    ) -> Result<Option<AgentJobRecord>>;
+    /// Records the result archive, whatever the status (the runner may attach it after an
+    /// agent reported completion). `false`, changing nothing, if the job already has one
+    /// or does not exist.
+    async fn set_agent_job_result(&self, job_id: &str, result_path: &str) -> Result<bool>;
+    /// Unfinished jobs of every user, oldest `created_at` first (restart recovery).
+    async fn list_unfinished_agent_jobs(&self) -> Result<Vec<AgentJobRecord>>;
 }
 
 /// Opens the store named by `url`: `sqlite://PATH` (created if missing) or

@@ -3,6 +3,7 @@
 //! The SQL mirrors [`crate::sqlite`] statement for statement; the two differ in types
 //! (TIMESTAMPTZ, BOOLEAN), in case-insensitive matching (ILIKE) and in how imports are
 //! serialized (a row lock on the dataset, see `samples::import_samples`).
+mod agent_jobs;
 mod billing;
 mod interactions;
 mod rows;
@@ -28,8 +29,8 @@ use crate::{
     SessionStatus, Store, StoreError, User, VerificationJobRecord,
 };
 use crate::{
-    Balance, EndedSession, NewTransaction, SessionEnd, Transaction, TransactionPage,
-    TransactionQuery,
+    Balance, EndedSession, NewTransaction, SessionEnd, Transaction, TransactionKind,
+    TransactionPage, TransactionQuery,
 };
 
 /// Enough for the API's concurrency on a small server; PostgreSQL's default limit is 100.
@@ -461,6 +462,14 @@ impl Store for PgStore {
         billing::record_stripe_credit(&self.pool, event_id, credit).await
     }
 
+    async fn find_transaction(
+        &self,
+        kind: TransactionKind,
+        reference: &str,
+    ) -> Result<Option<Transaction>> {
+        billing::find_transaction(&self.pool, kind, reference).await
+    }
+
     async fn balance(&self, user_id: &str) -> Result<Balance> {
         billing::balance(&self.pool, user_id).await
     }
@@ -479,5 +488,38 @@ impl Store for PgStore {
 
     async fn session_heartbeat(&self, session_id: &str) -> Result<Option<DateTime<Utc>>> {
         billing::session_heartbeat(&self.pool, session_id).await
+    }
+
+    async fn insert_agent_job(&self, job: &crate::NewAgentJob) -> Result<crate::AgentJobRecord> {
+        agent_jobs::insert_agent_job(&self.pool, job).await
+    }
+
+    async fn get_agent_job(&self, job_id: &str) -> Result<Option<crate::AgentJobRecord>> {
+        agent_jobs::get_agent_job(&self.pool, job_id).await
+    }
+
+    async fn list_agent_jobs(
+        &self,
+        user_id: &str,
+        after: Option<&crate::AgentJobCursor>,
+        limit: u64,
+    ) -> Result<Vec<crate::AgentJobRecord>> {
+        agent_jobs::list_agent_jobs(&self.pool, user_id, after, limit).await
+    }
+
+    async fn update_agent_job(
+        &self,
+        job_id: &str,
+        update: &crate::AgentJobUpdate,
+    ) -> Result<Option<crate::AgentJobRecord>> {
+        agent_jobs::update_agent_job(&self.pool, job_id, update).await
+    }
+
+    async fn set_agent_job_result(&self, job_id: &str, result_path: &str) -> Result<bool> {
+        agent_jobs::set_agent_job_result(&self.pool, job_id, result_path).await
+    }
+
+    async fn list_unfinished_agent_jobs(&self) -> Result<Vec<crate::AgentJobRecord>> {
+        agent_jobs::list_unfinished_agent_jobs(&self.pool).await
     }
 }

@@ -4,6 +4,7 @@
 //! `BEGIN IMMEDIATE`, taking the write lock up front: a deferred transaction that upgrades
 //! from read to write can fail with SQLITE_BUSY regardless of the busy timeout, when another
 //! writer got in between.
+mod agent_jobs;
 mod billing;
 mod interactions;
 mod rows;
@@ -31,8 +32,8 @@ use crate::{
     SessionStatus, Store, StoreError, User, VerificationJobRecord,
 };
 use crate::{
-    Balance, EndedSession, NewTransaction, SessionEnd, Transaction, TransactionPage,
-    TransactionQuery,
+    Balance, EndedSession, NewTransaction, SessionEnd, Transaction, TransactionKind,
+    TransactionPage, TransactionQuery,
 };
 
 /// How long a connection waits for another one's write lock before giving up with "busy".
@@ -472,6 +473,14 @@ impl Store for SqliteStore {
         billing::record_stripe_credit(&self.pool, event_id, credit).await
     }
 
+    async fn find_transaction(
+        &self,
+        kind: TransactionKind,
+        reference: &str,
+    ) -> Result<Option<Transaction>> {
+        billing::find_transaction(&self.pool, kind, reference).await
+    }
+
     async fn balance(&self, user_id: &str) -> Result<Balance> {
         billing::balance(&self.pool, user_id).await
     }
@@ -490,5 +499,38 @@ impl Store for SqliteStore {
 
     async fn session_heartbeat(&self, session_id: &str) -> Result<Option<DateTime<Utc>>> {
         billing::session_heartbeat(&self.pool, session_id).await
+    }
+
+    async fn insert_agent_job(&self, job: &crate::NewAgentJob) -> Result<crate::AgentJobRecord> {
+        agent_jobs::insert_agent_job(&self.pool, job).await
+    }
+
+    async fn get_agent_job(&self, job_id: &str) -> Result<Option<crate::AgentJobRecord>> {
+        agent_jobs::get_agent_job(&self.pool, job_id).await
+    }
+
+    async fn list_agent_jobs(
+        &self,
+        user_id: &str,
+        after: Option<&crate::AgentJobCursor>,
+        limit: u64,
+    ) -> Result<Vec<crate::AgentJobRecord>> {
+        agent_jobs::list_agent_jobs(&self.pool, user_id, after, limit).await
+    }
+
+    async fn update_agent_job(
+        &self,
+        job_id: &str,
+        update: &crate::AgentJobUpdate,
+    ) -> Result<Option<crate::AgentJobRecord>> {
+        agent_jobs::update_agent_job(&self.pool, job_id, update).await
+    }
+
+    async fn set_agent_job_result(&self, job_id: &str, result_path: &str) -> Result<bool> {
+        agent_jobs::set_agent_job_result(&self.pool, job_id, result_path).await
+    }
+
+    async fn list_unfinished_agent_jobs(&self) -> Result<Vec<crate::AgentJobRecord>> {
+        agent_jobs::list_unfinished_agent_jobs(&self.pool).await
     }
 }

@@ -1,4 +1,5 @@
 //! One module per resource; each handler's `#[utoipa::path]` is its OpenAPI entry.
+pub mod agent_jobs;
 pub mod auth;
 pub mod billing;
 pub mod datasets;

@@ -40,6 +40,8 @@ pub struct BwrapLaunch<'a> {
     pub run_dir: &'a Path,
     /// Hostname inside.
     pub hostname: &'a str,
+    /// Extra host directories bound read-write, after the root.
+    pub binds: &'a [crate::spec::BindMount],
     /// The agent's environment, which every command inherits.
     pub env: &'a BTreeMap<String, String>,
     /// Compiled seccomp filters, one file each, all applied.
@@ -191,6 +193,15 @@ fn arguments(spec: &BwrapLaunch<'_>, info_fd: RawFd, seccomp: &[OwnedFd]) -> Vec
         "--bind".as_ref(),
         spec.root.as_os_str(),
         "/".as_ref(),
+    ]);
+    for bind in spec.binds {
+        push(&[
+            "--bind".as_ref(),
+            bind.source.as_os_str(),
+            bind.target.as_ref(),
+        ]);
+    }
+    push(&[
         "--proc".as_ref(),
         "/proc".as_ref(),
         "--dev".as_ref(),
@@ -230,6 +241,39 @@ fn arguments(spec: &BwrapLaunch<'_>, info_fd: RawFd, seccomp: &[OwnedFd]) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extra_binds_come_after_the_root_and_before_the_agent_runs() {
+        let env = BTreeMap::new();
+        let binds = [crate::spec::BindMount {
+            source: "/host/job/workspace".into(),
+            target: "/workspace".into(),
+        }];
+        let spec = BwrapLaunch {
+            bwrap: Path::new("/usr/bin/bwrap"),
+            root: Path::new("/r/merged"),
+            agent: Path::new("/a/kiln-agent"),
+            run_dir: Path::new("/r/run"),
+            hostname: "kiln",
+            binds: &binds,
+            env: &env,
+            seccomp_files: &[],
+            cgroup_procs: Vec::new(),
+        };
+        let args: Vec<String> = arguments(&spec, 3, &[])
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let at = |needle: &[&str]| {
+            args.windows(needle.len())
+                .position(|w| w == needle)
+                .unwrap_or_else(|| panic!("{needle:?} not in {args:?}"))
+        };
+        let root = at(&["--bind", "/r/merged", "/"]);
+        let bind = at(&["--bind", "/host/job/workspace", "/workspace"]);
+        let agent = at(&["--", AGENT_PATH]);
+        assert!(root < bind && bind < agent, "{args:?}");
+    }
 
     #[test]
     fn parses_bwrap_info() {

@@ -30,6 +30,20 @@ impl LocalRuntime {
                 )));
             }
         }
+        for bind in &spec.binds {
+            // The target must not climb out of the root nor hide the agent's own mounts.
+            let target_ok = bind.target.starts_with('/')
+                && !bind.target.split('/').any(|part| part == "..")
+                && !bind.target.starts_with("/.kiln")
+                && bind.target != "/";
+            if !bind.source.is_absolute() || !bind.source.is_dir() || !target_ok {
+                return Err(RuntimeError::InvalidSpec(format!(
+                    "bind {} -> {} must join an existing absolute host directory to an absolute path",
+                    bind.source.display(),
+                    bind.target
+                )));
+            }
+        }
         let dirs = SandboxDirs::new(&self.sandboxes_dir(), &self.socket_root, spec.id.as_str());
         let cgroup = self.cgroups.cgroup_of(spec.id.as_str());
         // 2. The sandbox's directory; its existence is what "exists" means on disk, so
@@ -71,6 +85,7 @@ impl LocalRuntime {
             agent: &self.agent_binary,
             run_dir: &dirs.run,
             hostname: &spec.hostname,
+            binds: &spec.binds,
             env: &spec.env,
             seccomp_files: &self.seccomp_files,
             cgroup_procs,

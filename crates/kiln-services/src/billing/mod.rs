@@ -4,6 +4,7 @@
 //! Session time is charged by the session service when a session ends (see
 //! [`kiln_store::Store::end_session_billed`]): the charge and the end are one store
 //! transaction, so a session is billed exactly once whoever ends it.
+mod agent_job_charges;
 mod stripe;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use kiln_store::{
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::new_id;
 
+pub use agent_job_charges::LedgerJobBilling;
 pub use stripe::{verify_signature, Checkout, SignatureError, WebhookOutcome};
 
 /// Longest description a grant may carry.
@@ -32,6 +34,7 @@ pub struct Pricing {
     pub currency: &'static str,
 }
 
+#[derive(Clone)]
 pub struct BillingService {
     store: Arc<dyn Store>,
     config: BillingConfig,
@@ -106,6 +109,20 @@ impl BillingService {
             }
             other => Ok(other?),
         }
+    }
+
+    /// What the user was charged (a positive number of cents) by the transaction of this
+    /// kind and reference, if there is one.
+    pub async fn charged_for_reference(
+        &self,
+        user_id: &str,
+        kind: TransactionKind,
+        reference: &str,
+    ) -> ServiceResult<Option<i64>> {
+        let found = self.store.find_transaction(kind, reference).await?;
+        Ok(found
+            .filter(|t| t.user_id == user_id)
+            .map(|t| -t.amount_cents))
     }
 
     /// Credits `cents` to a user (`kiln credits grant`): a deposit that no payment backs.

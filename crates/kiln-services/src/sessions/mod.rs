@@ -105,6 +105,13 @@ impl SessionService {
         &self.config
     }
 
+    /// The runtime, image store, limits and location, for other sandbox users (agent jobs).
+    pub(crate) fn sandbox_backend(
+        &self,
+    ) -> ServiceResult<(&Arc<dyn Runtime>, &ImageStore, &Limits, &str)> {
+        self.runtime()
+    }
+
     fn runtime(&self) -> ServiceResult<(&Arc<dyn Runtime>, &ImageStore, &Limits, &str)> {
         match &self.backend {
             SandboxBackend::Available {

@@ -14,7 +14,7 @@ use crate::missing_reference::insert_error;
 use crate::timestamp::to_sqlite_text;
 use crate::{
     Balance, EndedSession, KindTotal, NewTransaction, Result, SessionEnd, Transaction,
-    TransactionPage, TransactionQuery,
+    TransactionKind, TransactionPage, TransactionQuery,
 };
 
 async fn insert_in(
@@ -49,6 +49,22 @@ pub(super) async fn insert_transaction(
 ) -> Result<Option<Transaction>> {
     let mut conn = pool.acquire().await?;
     insert_in(&mut conn, new).await
+}
+
+pub(super) async fn find_transaction(
+    pool: &SqlitePool,
+    kind: TransactionKind,
+    reference: &str,
+) -> Result<Option<Transaction>> {
+    let sql = format!(
+        "SELECT {TRANSACTION_COLUMNS} FROM billing_transactions WHERE kind = $1 AND reference = $2"
+    );
+    let row = sqlx::query(&sql)
+        .bind(kind.as_str())
+        .bind(reference)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(transaction_row).transpose()
 }
 
 pub(super) async fn record_stripe_credit(

@@ -1,0 +1,991 @@
+//! Agent jobs over real HTTP with real sandboxes: a `script` agent run over a git
+//! repository created here, its diff and logs in the result, failures, the completion
+//! secret, ownership, validation, cursor pagination and restarts. Every scenario runs on
+//! SQLite, and on PostgreSQL when `KILN_TEST_POSTGRES_URL` is set.
+mod common;
+mod sandbox;
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use common::{assert_error, assert_validation, json, TestServer};
+use kiln_services::agent_jobs::{CloneCredentials, JobBilling, JobCharge};
+use kiln_services::{ServiceError, ServiceResult};
+use serde_json::{json, Value};
+
+/// Each scenario twice: on SQLite, and on a fresh PostgreSQL database.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    if crate::sandbox::prerequisites() {
+                        crate::$scenario(None).await;
+                    }
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    if !crate::sandbox::prerequisites() {
+                        return;
+                    }
+                    let Some((url, name)) = crate::fresh_postgres(stringify!($scenario)).await else {
+                        eprintln!("SKIPPED: KILN_TEST_POSTGRES_URL is not set");
+                        return;
+                    };
+                    // On its own task, so that the database is dropped even after a failure.
+                    let outcome = tokio::spawn(crate::$scenario(Some(url))).await;
+                    crate::drop_postgres(&name).await;
+                    if let Err(e) = outcome {
+                        std::panic::resume_unwind(e.into_panic());
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    a_job_over_a_local_repository_yields_its_diff_and_logs,
+    failing_scripts_and_missing_refs_end_in_error,
+    the_completion_secret_alone_finishes_a_job,
+    requests_are_validated,
+    cursor_pagination_walks_every_job_once,
+    a_restart_ends_running_jobs_in_error,
+    private_repositories_are_cloned_with_the_token_in_a_header,
+    jobs_are_charged_when_accepted_and_refunded_on_error,
+);
+
+/// A new, empty database on the server of `KILN_TEST_POSTGRES_URL`: its URL and name.
+async fn fresh_postgres(scenario: &str) -> Option<(String, String)> {
+    use sqlx::Connection;
+    let admin = std::env::var("KILN_TEST_POSTGRES_URL").ok()?;
+    let name = format!(
+        "kiln_aj_{}_{}",
+        &scenario[..scenario.len().min(20)],
+        uuid_suffix()
+    );
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to KILN_TEST_POSTGRES_URL");
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let base = admin
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .expect("url with a database");
+    Some((format!("{base}/{name}"), name))
+}
+
+async fn drop_postgres(name: &str) {
+    use sqlx::Connection;
+    let Ok(admin) = std::env::var("KILN_TEST_POSTGRES_URL") else {
+        return;
+    };
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
+    }
+}
+
+fn uuid_suffix() -> String {
+    format!(
+        "{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos()
+    )
+}
+
+fn auth(key: &str) -> String {
+    format!("Bearer {key}")
+}
+
+/// A server whose `script` agent runs the repository's `.kiln/agent.sh` in the busybox
+/// test image, with local repositories allowed under `repos`.
+async fn start(db: Option<String>, repos: &Path) -> TestServer {
+    let root = repos.to_path_buf();
+    sandbox::start(move |c| {
+        if let Some(url) = db {
+            c.database_url = Some(kiln_config::Secret::new(url));
+        }
+        let agent = c
+            .agent_jobs
+            .agents
+            .get_mut("script")
+            .expect("built-in script agent");
+        agent.image =
+            kiln_services::sessions::sample_image_reference(sandbox::DATASET, sandbox::SAMPLE);
+        agent.timeout_secs = 120;
+        let mut sleepy = agent.clone();
+        sleepy.command = "echo going to sleep; sleep 100".into();
+        sleepy.timeout_secs = 2;
+        c.agent_jobs.agents.insert("sleepy".into(), sleepy);
+        c.agent_jobs.local_repo_root = Some(root);
+        c.agent_jobs.max_concurrent = 2;
+    })
+    .await
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A repository whose first commit holds `lib.py` and the agent script; a second commit
+/// on `main` changes `lib.py` again, so a job at the first commit shows which it saw.
+/// Returns (first, second) commit ids.
+fn make_repo(dir: &Path, script: &str) -> (String, String) {
+    std::fs::create_dir_all(dir.join(".kiln")).expect("mkdir");
+    git(dir, &["init", "-q", "-b", "main"]);
+    std::fs::write(dir.join("lib.py"), "def add(a, b):\n    return a - b\n").expect("write");
+    std::fs::write(dir.join(".kiln/agent.sh"), script).expect("write");
+    std::fs::write(dir.join("NOTES"), "to be removed\n").expect("write");
+    git(dir, &["add", "."]);
+    git(dir, &["commit", "-qm", "first"]);
+    let first = git(dir, &["rev-parse", "HEAD"]);
+    git(dir, &["tag", "v1"]);
+    std::fs::write(dir.join("lib.py"), "def add(a, b):\n    return b - a\n").expect("write");
+    git(dir, &["commit", "-qam", "second"]);
+    (first, git(dir, &["rev-parse", "HEAD"]))
+}
+
+async fn create(s: &TestServer, key: &str, body: Value) -> (u16, Value) {
+    json(
+        s.post("/agent-jobs")
+            .header("Authorization", auth(key))
+            .json(&body)
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await
+}
+
+async fn get_job(s: &TestServer, key: &str, id: &str) -> (u16, Value) {
+    json(
+        s.get(&format!("/agent-jobs/{id}"))
+            .header("Authorization", auth(key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await
+}
+
+/// Polls the job until `done` holds (generous deadline: CI machines are loaded).
+async fn wait_for(s: &TestServer, key: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let (status, job) = get_job(s, key, id).await;
+        assert_eq!(status, 200, "{job}");
+        if done(&job) {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job never got there: {job}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn finished(job: &Value) -> bool {
+    matches!(
+        job["status"].as_str(),
+        Some("completed" | "error" | "cancelled")
+    )
+}
+
+async fn start_job(s: &TestServer, key: &str, repo: &Path, git_ref: Option<&str>) -> String {
+    let (status, job) = create(
+        s,
+        key,
+        json!({"repo": repo.to_str().expect("utf8"), "ref": git_ref, "agent_id": "script"}),
+    )
+    .await;
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(job["status"], "pending", "{job}");
+    assert_eq!(job["result_available"], false);
+    assert!(
+        job.get("secret").is_none() && !job.to_string().contains("secret"),
+        "{job}"
+    );
+    job["job_id"].as_str().expect("job_id").to_string()
+}
+
+/// The result archive's files, by name.
+async fn result_files(
+    s: &TestServer,
+    key: &str,
+    id: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let response = s
+        .get(&format!("/agent-jobs/{id}/result"))
+        .header("Authorization", auth(key))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/gzip");
+    let bytes = response.bytes().await.expect("body");
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_ref()));
+    let mut files = std::collections::BTreeMap::new();
+    for entry in archive.entries().expect("tar") {
+        let mut entry = entry.expect("entry");
+        let name = entry.path().expect("path").to_string_lossy().into_owned();
+        let mut text = String::new();
+        entry.read_to_string(&mut text).expect("utf8 entry");
+        files.insert(name, text);
+    }
+    files
+}
+
+async fn a_job_over_a_local_repository_yields_its_diff_and_logs(db: Option<String>) {
+    let repos = tempfile::tempdir().expect("tempdir");
+    let repo = repos.path().join("calc");
+    let (first, _) = make_repo(
+        &repo,
+        "set -e\n\
+         echo \"agent says hi in $PWD\"\n\
+         echo 'a warning' >&2\n\
+         test -n \"$KILN_JOB_SECRET\"\n\
+         sed -i 's/a - b/a + b/' lib.py\n\
+         mkdir -p pkg && echo 'brand new' > pkg/added.txt\n\
+         rm NOTES\n",
+    );
+    let s = start(db, repos.path()).await;
+    let key = s.admin_key.clone();
+    let id = start_job(&s, &key, &repo, Some(&first)).await;
+    let job = wait_for(&s, &key, &id, finished).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["result_available"], true, "{job}");
+    assert!(job["error"].is_null(), "{job}");
+    assert!(
+        job["started_at"].is_string() && job["completed_at"].is_string(),
+        "{job}"
+    );
+    assert_eq!(
+        (job["ref"].as_str(), job["agent_id"].as_str()),
+        (Some(first.as_str()), Some("script"))
+    );
+
+    let files = result_files(&s, &key, &id).await;
+    let diff = &files["diff.patch"];
+    assert!(
+        diff.contains("-    return a - b\n+    return a + b"),
+        "{diff}"
+    );
+    assert!(
+        !diff.contains("b - a"),
+        "the diff is against the first commit: {diff}"
+    );
+    assert!(
+        diff.contains("+++ b/pkg/added.txt") && diff.contains("+brand new"),
+        "{diff}"
+    );
+    assert!(
+        !diff.contains(".kiln/agent.sh"),
+        "unchanged files are not in the diff: {diff}"
+    );
+    assert!(
+        diff.contains("deleted file mode") && diff.contains("-to be removed"),
+        "{diff}"
+    );
+    assert_eq!(files["logs/stdout.log"], "agent says hi in /workspace\n");
+    assert_eq!(files["logs/stderr.log"], "a warning\n");
+    let summary: Value = serde_json::from_str(&files["job.json"]).expect("job.json");
+    assert_eq!(
+        (summary["commit"].as_str(), summary["exit_code"].as_i64()),
+        (Some(first.as_str()), Some(0))
+    );
+
+    // The diff applies to the commit it was taken against.
+    let check = tempfile::tempdir().expect("tempdir");
+    git(
+        check.path(),
+        &["clone", "-q", repo.to_str().expect("utf8"), "."],
+    );
+    git(check.path(), &["checkout", "-q", &first]);
+    std::fs::write(check.path().join("agent.patch"), diff).expect("write");
+    git(check.path(), &["apply", "agent.patch"]);
+    assert_eq!(
+        std::fs::read_to_string(check.path().join("lib.py")).expect("read"),
+        "def add(a, b):\n    return a + b\n"
+    );
+
+    // Work files are gone; the sandbox too.
+    let work = s
+        .kiln
+        .config
+        .data_dir
+        .join("agent-jobs")
+        .join(&id)
+        .join("work");
+    assert!(!work.exists(), "{} left behind", work.display());
+    let (_, listed) = json(
+        s.get("/agent-jobs")
+            .header("Authorization", auth(&key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(listed["jobs"][0]["job_id"], id.as_str(), "{listed}");
+
+    // Another user sees none of it, on any endpoint.
+    let (_, bob) = s.user("bob").await;
+    let (status, body) = get_job(&s, &bob, &id).await;
+    assert_error(status, &body, 404, "not_found");
+    let (status, body) = json(
+        s.get(&format!("/agent-jobs/{id}/result"))
+            .header("Authorization", auth(&bob))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_error(status, &body, 404, "not_found");
+    let (status, body) = json(
+        s.get("/agent-jobs")
+            .header("Authorization", auth(&bob))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["jobs"], json!([]), "{body}");
+    let (status, body) = json(
+        s.post(&format!("/agent-jobs/{id}/completion"))
+            .json(&json!({"secret": bob, "outcome": "error"}))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_error(status, &body, 404, "not_found");
+    // Without credentials nothing but the completion answers.
+    let response = s
+        .get(&format!("/agent-jobs/{id}"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 401);
+}
+
+async fn failing_scripts_and_missing_refs_end_in_error(db: Option<String>) {
+    let repos = tempfile::tempdir().expect("tempdir");
+    let repo = repos.path().join("broken");
+    make_repo(
+        &repo,
+        "echo 'half done' > partial.txt\necho 'it broke' >&2\nexit 3\n",
+    );
+    let s = start(db, repos.path()).await;
+    let key = s.admin_key.clone();
+
+    let failed = start_job(&s, &key, &repo, None).await;
+    let missing = start_job(&s, &key, &repo, Some("no-such-branch")).await;
+    let tagged = start_job(&s, &key, &repo, Some("v1")).await;
+
+    let job = wait_for(&s, &key, &failed, finished).await;
+    assert_eq!(job["status"], "error", "{job}");
+    let error = job["error"].as_str().expect("error message");
+    assert!(
+        error.contains("status 3") && error.contains("it broke"),
+        "{error}"
+    );
+    assert_eq!(
+        job["result_available"], true,
+        "a failed agent's logs and diff are kept: {job}"
+    );
+    let files = result_files(&s, &key, &failed).await;
+    assert!(files["diff.patch"].contains("+half done"), "{files:?}");
+    assert_eq!(files["logs/stderr.log"], "it broke\n");
+
+    let job = wait_for(&s, &key, &missing, finished).await;
+    assert_eq!(job["status"], "error", "{job}");
+    let error = job["error"].as_str().expect("error message");
+    assert!(
+        error.contains("no-such-branch") && error.contains("fatal"),
+        "git's message: {error}"
+    );
+    assert_eq!(job["result_available"], false);
+    let (status, body) = json(
+        s.get(&format!("/agent-jobs/{missing}/result"))
+            .header("Authorization", auth(&key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_error(status, &body, 409, "conflict");
+
+    let job = wait_for(&s, &key, &tagged, finished).await;
+    assert_eq!(
+        job["status"], "error",
+        "the same script fails at a tag too: {job}"
+    );
+}
+
+async fn the_completion_secret_alone_finishes_a_job(db: Option<String>) {
+    let repos = tempfile::tempdir().expect("tempdir");
+    let repo = repos.path().join("reporting");
+    // The agent leaves its secret where the test can read it (the workspace is the host's
+    // job directory), then waits for the test's go before ending.
+    make_repo(
+        &repo,
+        "printf %s \"$KILN_JOB_SECRET\" > .secret.tmp && mv .secret.tmp .secret\n\
+         i=0; while [ ! -e .go ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n\
+         rm -f .secret .go\necho finished > report.txt\n",
+    );
+    let s = start(db, repos.path()).await;
+    let key = s.admin_key.clone();
+    let id = start_job(&s, &key, &repo, None).await;
+    let workspace = s
+        .kiln
+        .config
+        .data_dir
+        .join("agent-jobs")
+        .join(&id)
+        .join("work/workspace");
+    let secret = wait_for_file(&workspace.join(".secret")).await;
+    assert_eq!(secret.len(), 48);
+
+    let complete = |secret: &str, outcome: &str| {
+        s.post(&format!("/agent-jobs/{id}/completion"))
+            .json(&json!({"secret": secret, "outcome": outcome, "error_message": "from the agent"}))
+            .send()
+    };
+    // A wrong secret and an unknown job are the same refusal.
+    let (status, wrong) = json(complete("not-the-secret", "completed").await.expect("send")).await;
+    assert_error(status, &wrong, 404, "not_found");
+    let (status, unknown) = json(
+        s.post("/agent-jobs/ajob_0000/completion")
+            .json(&json!({"secret": secret, "outcome": "completed"}))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_error(status, &unknown, 404, "not_found");
+    assert_eq!(
+        wrong["detail"]["message"]
+            .as_str()
+            .map(|m| m.replace(&id, "ID")),
+        unknown["detail"]["message"]
+            .as_str()
+            .map(|m| m.replace("ajob_0000", "ID"))
+    );
+    let (status, body) = json(
+        s.post(&format!("/agent-jobs/{id}/completion"))
+            .json(&json!({"outcome": "completed"}))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_validation(status, &body, &["body", "secret"]);
+    let (status, body) = json(complete(&secret, "maybe").await.expect("send")).await;
+    assert_validation(status, &body, &["body", "outcome"]);
+    let (_, job) = get_job(&s, &key, &id).await;
+    assert_eq!(
+        job["status"], "running",
+        "refused reports change nothing: {job}"
+    );
+
+    let (status, job) = json(complete(&secret, "completed").await.expect("send")).await;
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["status"], "completed", "{job}");
+    assert!(job["error"].is_null());
+    // A second report on a finished job changes nothing.
+    let (status, job) = json(complete(&secret, "error").await.expect("send")).await;
+    assert_eq!(
+        (status, job["status"].as_str()),
+        (200, Some("completed")),
+        "{job}"
+    );
+
+    // The runner still collects what the agent left, without changing the outcome.
+    std::fs::write(workspace.join(".go"), "").expect("go");
+    let job = wait_for(&s, &key, &id, |j| j["result_available"] == true).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert!(job["error"].is_null(), "{job}");
+    let files = result_files(&s, &key, &id).await;
+    assert!(files["diff.patch"].contains("+finished"), "{files:?}");
+    assert!(!files["diff.patch"].contains(&secret), "{files:?}");
+}
+
+async fn wait_for_file(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn requests_are_validated(db: Option<String>) {
+    let repos = tempfile::tempdir().expect("tempdir");
+    let repo = repos.path().join("r");
+    make_repo(&repo, "true\n");
+    let outside = tempfile::tempdir().expect("tempdir");
+    let s = start(db, repos.path()).await;
+    let key = s.admin_key.clone();
+    let path = repo.to_str().expect("utf8");
+
+    let (status, body) = create(&s, &key, json!({"repo": path, "agent_id": "cursor"})).await;
+    assert_validation(status, &body, &["body", "agent_id"]);
+    let (status, body) = create(&s, &key, json!({"repo": path})).await;
+    assert_validation(status, &body, &["body", "agent_id"]);
+    for bad in [
+        "ssh://example.com/x.git",
+        "ext::sh -c id",
+        "a/b/c",
+        outside.path().to_str().expect("utf8"),
+        "/etc",
+    ] {
+        let (status, body) = create(&s, &key, json!({"repo": bad, "agent_id": "script"})).await;
+        assert_validation(status, &body, &["body", "repo"]);
+    }
+    let escape = format!("{path}/../../..");
+    let (status, body) = create(&s, &key, json!({"repo": escape, "agent_id": "script"})).await;
+    assert_validation(status, &body, &["body", "repo"]);
+    for bad in ["--upload-pack=touch /tmp/x", "a b", ""] {
+        let (status, body) = create(
+            &s,
+            &key,
+            json!({"repo": path, "ref": bad, "agent_id": "script"}),
+        )
+        .await;
+        assert_validation(status, &body, &["body", "ref"]);
+    }
+    let (status, _) = json(
+        s.post("/agent-jobs")
+            .json(&json!({"repo": path, "agent_id": "script"}))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, body) = get_job(&s, &key, "ajob_unknown").await;
+    assert_error(status, &body, 404, "not_found");
+    let (_, listed) = json(
+        s.get("/agent-jobs")
+            .header("Authorization", auth(&key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(
+        listed["jobs"],
+        json!([]),
+        "refused requests store nothing: {listed}"
+    );
+}
+
+async fn cursor_pagination_walks_every_job_once(db: Option<String>) {
+    let repos = tempfile::tempdir().expect("tempdir");
+    let repo = repos.path().join("r");
+    make_repo(&repo, "true\n");
+    let s = start(db, repos.path()).await;
+    let key = s.admin_key.clone();
+    // Jobs at a missing ref end before any sandbox: cheap to make many of.
+    let mut made = Vec::new();
+    for _ in 0..7 {
+        made.push(start_job(&s, &key, &repo, Some("nope")).await);
+    }
+    for id in &made {
+        wait_for(&s, &key, id, finished).await;
+    }
+    let (_, bob) = s.user("bob").await;
+    start_job(&s, &bob, &repo, Some("nope")).await;
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut request = s
+            .get("/agent-jobs?limit=3")
+            .header("Authorization", auth(&key));
+        if let Some(c) = &cursor {
+            request = request.query(&[("cursor", c)]);
+        }
+        let (status, page) = json(request.send().await.expect("send")).await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        let jobs = page["jobs"].as_array().expect("jobs");
+        assert!(jobs.len() <= 3);
+        seen.extend(
+            jobs.iter()
+                .map(|j| j["job_id"].as_str().expect("id").to_string()),
+        );
+        assert_eq!(
+            page["has_more"].as_bool(),
+            Some(page["next_cursor"].is_string()),
+            "{page}"
+        );
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+        assert!(pages < 10, "pagination does not end");
+    }
+    assert_eq!(pages, 3);
+    let mut newest_first = made.clone();
+    newest_first.reverse();
+    assert_eq!(
+        seen, newest_first,
+        "every job once, newest first, only the caller's"
+    );
+    assert_eq!(seen.iter().collect::<BTreeSet<_>>().len(), 7);
+
+    let (status, page) = json(
+        s.get("/agent-jobs")
+            .header("Authorization", auth(&key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(
+        (status, page["jobs"].as_array().map(Vec::len)),
+        (200, Some(7)),
+        "default limit 20"
+    );
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "limit=x",
+        "cursor=garbage",
+        "cursor=bm90OmEgY3Vyc29y",
+    ] {
+        let (status, body) = json(
+            s.get(&format!("/agent-jobs?{bad}"))
+                .header("Authorization", auth(&key))
+                .send()
+                .await
+                .expect("send"),
+        )
+        .await;
+        let field = bad.split('=').next().expect("field");
+        assert_validation(status, &body, &["query", field]);
+    }
+}
+
+async fn a_restart_ends_running_jobs_in_error(db: Option<String>) {
+    let repos = tempfile::tempdir().expect("tempdir");
+    let repo = repos.path().join("slow");
+    make_repo(&repo, "touch .started\nsleep 100\n");
+    let s = start(db, repos.path()).await;
+    let key = s.admin_key.clone();
+    let id = start_job(&s, &key, &repo, None).await;
+    let workspace: PathBuf = s
+        .kiln
+        .config
+        .data_dir
+        .join("agent-jobs")
+        .join(&id)
+        .join("work/workspace");
+    wait_for_file(&workspace.join(".started")).await;
+    let (_, job) = get_job(&s, &key, &id).await;
+    assert_eq!(job["status"], "running", "{job}");
+
+    let s = s.restart(true).await;
+    let (status, job) = get_job(&s, &key, &id).await;
+    assert_eq!(status, 200);
+    assert_eq!(job["status"], "error", "{job}");
+    assert_eq!(job["error"], "interrupted by a server restart", "{job}");
+    assert!(
+        !workspace.exists(),
+        "the cut-off job's work files are removed"
+    );
+}
+
+/// The credential seam, as GitHub sign-in will fill it: one token for everybody.
+struct FixedToken(&'static str);
+
+#[async_trait::async_trait]
+impl CloneCredentials for FixedToken {
+    async fn token_for(&self, _user_id: &str) -> Option<String> {
+        Some(self.0.to_string())
+    }
+}
+
+/// Requests a stand-in host received: (path, Authorization header).
+type SeenRequests = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+/// A stand-in git host serving a bare repository over git's "dumb" HTTP protocol under
+/// `/org/private.git`, only to requests carrying `Authorization: Basic x-access-token:tok`;
+/// `/moved/…` redirects there. Returns its base URL and the Authorization headers seen.
+async fn private_git_host(bare: PathBuf) -> (String, SeenRequests) {
+    use axum::extract::{Path as UrlPath, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    let seen: SeenRequests = Arc::default();
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("x-access-token:tok")
+    );
+    let handler = move |State((bare, seen)): State<(PathBuf, SeenRequests)>,
+                        UrlPath(path): UrlPath<String>,
+                        headers: HeaderMap| async move {
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        seen.lock()
+            .expect("lock")
+            .push((path.clone(), auth.clone()));
+        if let Some(rest) = path.strip_prefix("moved/private.git/") {
+            return Response::builder()
+                .status(StatusCode::FOUND)
+                .header("location", format!("/org/private.git/{rest}"))
+                .body(axum::body::Body::empty())
+                .expect("response");
+        }
+        if auth.as_deref() != Some(expected.as_str()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [("www-authenticate", "Basic realm=\"git\"")],
+                "",
+            )
+                .into_response();
+        }
+        let Some(rest) = path.strip_prefix("org/private.git/") else {
+            return StatusCode::NOT_FOUND.into_response();
+        };
+        if rest.contains("..") {
+            return StatusCode::NOT_FOUND.into_response();
+        }
+        match std::fs::read(bare.join(rest)) {
+            Ok(bytes) => bytes.into_response(),
+            Err(_) => StatusCode::NOT_FOUND.into_response(),
+        }
+    };
+    let app = axum::Router::new()
+        .route("/{*path}", axum::routing::get(handler))
+        .with_state((bare, seen.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, seen)
+}
+
+async fn private_repositories_are_cloned_with_the_token_in_a_header(db: Option<String>) {
+    let repos = tempfile::tempdir().expect("tempdir");
+    let work = repos.path().join("private");
+    make_repo(&work, "echo 'from a private repo' > found.txt\n");
+    let bare = repos.path().join("private.git");
+    git(
+        repos.path(),
+        &["clone", "-q", "--bare", "private", "private.git"],
+    );
+    git(&bare, &["update-server-info"]);
+    let (host, seen) = private_git_host(bare).await;
+    let root = repos.path().to_path_buf();
+    let host_for_config = host.clone();
+    let s = sandbox::start(move |c| {
+        if let Some(url) = db {
+            c.database_url = Some(kiln_config::Secret::new(url));
+        }
+        let agent = c.agent_jobs.agents.get_mut("script").expect("script agent");
+        agent.image =
+            kiln_services::sessions::sample_image_reference(sandbox::DATASET, sandbox::SAMPLE);
+        c.agent_jobs.local_repo_root = Some(root);
+        c.agent_jobs.git_host = host_for_config;
+    })
+    .await;
+    let key = s.admin_key.clone();
+    let start = |repo: String| {
+        let s = &s;
+        let key = key.clone();
+        async move {
+            let (status, job) = create(s, &key, json!({"repo": repo, "agent_id": "script"})).await;
+            assert_eq!(status, 202, "{job}");
+            let id = job["job_id"].as_str().expect("id").to_string();
+            wait_for(s, &key, &id, finished).await
+        }
+    };
+
+    // Without credentials the host refuses, and git does not prompt.
+    let job = start("org/private".into()).await;
+    assert_eq!(job["status"], "error", "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot clone")),
+        "{job}"
+    );
+
+    s.kiln
+        .agent_jobs
+        .set_credentials(Arc::new(FixedToken("tok")));
+    let job = start("org/private".into()).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    let id = job["job_id"].as_str().expect("id");
+    let files = result_files(&s, &key, id).await;
+    assert!(
+        files["diff.patch"].contains("+from a private repo"),
+        "{files:?}"
+    );
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("x-access-token:tok")
+    );
+    assert!(
+        seen.lock()
+            .expect("lock")
+            .iter()
+            .any(|(_, auth)| auth.as_deref() == Some(expected.as_str())),
+        "the token travels as HTTP basic auth"
+    );
+
+    // Another host (here the same server under another name) never gets the token.
+    let before = seen.lock().expect("lock").len();
+    let other = host.replace("127.0.0.1", "localhost");
+    let job = start(format!("{other}/org/private.git")).await;
+    assert_eq!(job["status"], "error", "{job}");
+    let sent: Vec<_> = seen.lock().expect("lock")[before..].to_vec();
+    assert!(
+        !sent.is_empty() && sent.iter().all(|(_, auth)| auth.is_none()),
+        "{sent:?}"
+    );
+
+    // A redirect is not followed: the header could otherwise be replayed elsewhere.
+    let before = seen.lock().expect("lock").len();
+    let job = start(format!("{host}/moved/private.git")).await;
+    assert_eq!(job["status"], "error", "{job}");
+    assert!(
+        !job.to_string().contains("tok"),
+        "the token never shows: {job}"
+    );
+    let after: Vec<String> = seen.lock().expect("lock")[before..]
+        .iter()
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert!(
+        after.iter().all(|p| p.starts_with("moved/")),
+        "redirect followed: {after:?}"
+    );
+}
+
+/// The billing seam, as the ledger will fill it: records every call, refuses one user.
+#[derive(Default)]
+struct RecordingBilling {
+    calls: Mutex<Vec<(&'static str, String)>>,
+    broke_user: Mutex<Option<String>>,
+}
+
+#[async_trait::async_trait]
+impl JobBilling for RecordingBilling {
+    async fn charge(&self, job: &JobCharge) -> ServiceResult<()> {
+        if self.broke_user.lock().expect("lock").as_deref() == Some(job.user_id.as_str()) {
+            return Err(ServiceError::Conflict("insufficient balance".into()));
+        }
+        self.calls
+            .lock()
+            .expect("lock")
+            .push(("charge", job.job_id.clone()));
+        Ok(())
+    }
+
+    async fn refund(&self, job: &JobCharge) -> ServiceResult<()> {
+        self.calls
+            .lock()
+            .expect("lock")
+            .push(("refund", job.job_id.clone()));
+        Ok(())
+    }
+}
+
+async fn jobs_are_charged_when_accepted_and_refunded_on_error(db: Option<String>) {
+    let repos = tempfile::tempdir().expect("tempdir");
+    let good = repos.path().join("good");
+    make_repo(&good, "echo ok > ok.txt\n");
+    let bad = repos.path().join("bad");
+    make_repo(&bad, "exit 1\n");
+    let s = start(db, repos.path()).await;
+    let billing = Arc::new(RecordingBilling::default());
+    s.kiln.agent_jobs.set_billing(billing.clone());
+    let key = s.admin_key.clone();
+
+    let ok = start_job(&s, &key, &good, None).await;
+    let failed = start_job(&s, &key, &bad, None).await;
+    let missing = start_job(&s, &key, &good, Some("nope")).await;
+    for id in [&ok, &failed, &missing] {
+        wait_for(&s, &key, id, finished).await;
+    }
+    let calls = billing.calls.lock().expect("lock").clone();
+    let count = |kind: &str, id: &str| calls.iter().filter(|(k, j)| *k == kind && j == id).count();
+    assert_eq!(
+        (count("charge", &ok), count("refund", &ok)),
+        (1, 0),
+        "{calls:?}"
+    );
+    assert_eq!(
+        (count("charge", &failed), count("refund", &failed)),
+        (1, 1),
+        "{calls:?}"
+    );
+    assert_eq!(
+        (count("charge", &missing), count("refund", &missing)),
+        (1, 1),
+        "{calls:?}"
+    );
+
+    // A refused charge refuses the job, and nothing is stored.
+    let (broke_id, broke_key) = s.user("broke").await;
+    *billing.broke_user.lock().expect("lock") = Some(broke_id);
+    let (status, body) = create(
+        &s,
+        &broke_key,
+        json!({"repo": good.to_str().expect("utf8"), "agent_id": "script"}),
+    )
+    .await;
+    assert_error(status, &body, 409, "conflict");
+    let (_, listed) = json(
+        s.get("/agent-jobs")
+            .header("Authorization", auth(&broke_key))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(listed["jobs"], json!([]), "{listed}");
+}

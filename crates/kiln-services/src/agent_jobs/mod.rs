@@ -1,0 +1,438 @@
+//! Agent jobs: an agent (an image and a command, configured under `agent_jobs.agents`)
+//! run in a sandbox over a repository checked out at a ref, producing a diff and logs.
+//!
+//! `pending → starting` (cloning) `→ running` (the agent's command) `→ completed | error`.
+//! The runner ([`runner`]) finishes a job itself when the command ends; an agent may also
+//! report its outcome through [`AgentJobService::complete`] with the job's secret. Both
+//! go through [`AgentJobService::finish`], whose store update has exactly one winner, so
+//! a job is refunded at most once.
+mod billing;
+mod repo_source;
+mod result_archive;
+mod runner;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use kiln_config::AgentJobsConfig;
+use kiln_store::{AgentJobCursor, AgentJobRecord, AgentJobUpdate, JobStatus, NewAgentJob, Store};
+use tokio::sync::Semaphore;
+
+use crate::error::{ServiceError, ServiceResult};
+use crate::ids::{new_id, random_token, sha256_hex};
+use crate::sessions::SessionService;
+
+pub use billing::{CloneCredentials, JobBilling, JobCharge, NoBilling, NoCredentials};
+use repo_source::{check_ref, RepoSource};
+
+/// The message of jobs a restart cut off.
+pub const INTERRUPTED: &str = "interrupted by a server restart";
+/// The environment variable holding the job's completion secret in the agent's process.
+pub const SECRET_ENV: &str = "KILN_JOB_SECRET";
+
+/// A new job request, validated by the caller's shape but not its meaning.
+pub struct CreateAgentJob<'a> {
+    pub user_id: &'a str,
+    pub repo: &'a str,
+    pub git_ref: Option<&'a str>,
+    pub agent_id: &'a str,
+}
+
+/// How an agent says it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Completed,
+    Error(String),
+}
+
+/// A page of a user's jobs.
+pub struct AgentJobPage {
+    pub jobs: Vec<AgentJobRecord>,
+    /// Where the next page starts, when there is one.
+    pub next_cursor: Option<String>,
+}
+
+pub struct AgentJobService {
+    store: Arc<dyn Store>,
+    sessions: Arc<SessionService>,
+    config: AgentJobsConfig,
+    /// `<data_dir>/agent-jobs`: one directory per job (work files, then the result).
+    jobs_dir: PathBuf,
+    billing: std::sync::RwLock<Arc<dyn JobBilling>>,
+    credentials: std::sync::RwLock<Arc<dyn CloneCredentials>>,
+    slots: Arc<Semaphore>,
+    running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+}
+
+impl AgentJobService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        sessions: Arc<SessionService>,
+        config: AgentJobsConfig,
+        data_dir: &Path,
+        billing: Arc<dyn JobBilling>,
+        credentials: Arc<dyn CloneCredentials>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            sessions,
+            slots: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+            config,
+            jobs_dir: data_dir.join("agent-jobs"),
+            billing: std::sync::RwLock::new(billing),
+            credentials: std::sync::RwLock::new(credentials),
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &AgentJobsConfig {
+        &self.config
+    }
+
+    /// Plugs the ledger in: jobs accepted from now on are charged through it.
+    pub fn set_billing(&self, billing: Arc<dyn JobBilling>) {
+        *self.billing.write().unwrap_or_else(|e| e.into_inner()) = billing;
+    }
+
+    /// Plugs a token source in for cloning private repositories.
+    pub fn set_credentials(&self, credentials: Arc<dyn CloneCredentials>) {
+        *self.credentials.write().unwrap_or_else(|e| e.into_inner()) = credentials;
+    }
+
+    fn billing(&self) -> Arc<dyn JobBilling> {
+        self.billing
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn credentials(&self) -> Arc<dyn CloneCredentials> {
+        self.credentials
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Accepts a job: validates it, charges it, stores it as `pending` and starts its
+    /// runner. The secret is handed only to the agent's process.
+    pub async fn create(
+        self: &Arc<Self>,
+        request: CreateAgentJob<'_>,
+    ) -> ServiceResult<AgentJobRecord> {
+        let agent = self.config.agents.get(request.agent_id).ok_or_else(|| {
+            let known: Vec<&str> = self.config.agents.keys().map(String::as_str).collect();
+            ServiceError::invalid(
+                &["body", "agent_id"],
+                format!(
+                    "unknown agent {:?}; this server has: {}",
+                    request.agent_id,
+                    known.join(", ")
+                ),
+                "value_error",
+            )
+        })?;
+        let source = RepoSource::parse(
+            request.repo,
+            &self.config.git_host,
+            self.config.local_repo_root.as_deref(),
+        )?;
+        if let Some(git_ref) = request.git_ref {
+            check_ref(git_ref)?;
+        }
+        let (_, images, _, _) = self.sessions.sandbox_backend().map_err(|_| {
+            ServiceError::Unavailable(
+                self.sessions
+                    .unavailable_reason()
+                    .map(|why| format!("agent jobs are not available on this server: {why}"))
+                    .unwrap_or_else(|| "agent jobs are not available on this server".into()),
+            )
+        })?;
+        if images.get(&agent.image).is_err() {
+            return Err(ServiceError::Conflict(format!(
+                "the image {} of agent {} is not on this server; import or build it first",
+                agent.image, request.agent_id
+            )));
+        }
+        let unfinished = self
+            .store
+            .list_unfinished_agent_jobs()
+            .await?
+            .iter()
+            .filter(|j| j.user_id == request.user_id)
+            .count();
+        if unfinished >= self.config.max_unfinished_per_user {
+            return Err(ServiceError::LimitExceeded(format!(
+                "you have {unfinished} unfinished agent jobs (the limit is {}); wait for one to end",
+                self.config.max_unfinished_per_user
+            )));
+        }
+
+        let secret = random_token(48);
+        let charge = JobCharge {
+            job_id: new_id("ajob"),
+            user_id: request.user_id.to_string(),
+            agent_id: request.agent_id.to_string(),
+        };
+        // Charged before it exists, so a refused charge leaves no job behind.
+        self.billing().charge(&charge).await?;
+        let inserted = self
+            .store
+            .insert_agent_job(&NewAgentJob {
+                job_id: charge.job_id.clone(),
+                user_id: charge.user_id.clone(),
+                repo: request.repo.to_string(),
+                git_ref: request.git_ref.map(str::to_string),
+                agent_id: charge.agent_id.clone(),
+                secret_hash: sha256_hex(&secret),
+                created_at: Utc::now(),
+            })
+            .await;
+        let job = match inserted {
+            Ok(job) => job,
+            Err(e) => {
+                if let Err(refund) = self.billing().refund(&charge).await {
+                    tracing::error!(job = %charge.job_id, error = %refund, "cannot refund a job that was not stored");
+                }
+                return Err(e.into());
+            }
+        };
+        self.spawn_runner(job.clone(), source, secret);
+        Ok(job)
+    }
+
+    fn spawn_runner(self: &Arc<Self>, job: AgentJobRecord, source: RepoSource, secret: String) {
+        let this = self.clone();
+        let job_id = job.job_id.clone();
+        let mut running = self.lock_running();
+        let task = tokio::spawn(async move {
+            let job_id = job.job_id.clone();
+            runner::run(&this, job, source, secret).await;
+            this.lock_running().remove(&job_id);
+        });
+        running.insert(job_id, task.abort_handle());
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, tokio::task::AbortHandle>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The caller's job; another user's is not found, like one that does not exist.
+    pub async fn get(&self, user_id: &str, job_id: &str) -> ServiceResult<AgentJobRecord> {
+        match self.store.get_agent_job(job_id).await? {
+            Some(job) if job.user_id == user_id => Ok(job),
+            _ => Err(ServiceError::not_found(format!("agent job {job_id}"))),
+        }
+    }
+
+    /// A page of the caller's jobs, newest first. `cursor` is the `next_cursor` of the
+    /// page before; anything else is a validation error.
+    pub async fn list(
+        &self,
+        user_id: &str,
+        limit: u64,
+        cursor: Option<&str>,
+    ) -> ServiceResult<AgentJobPage> {
+        let after = cursor.map(decode_cursor).transpose()?;
+        let mut jobs = self
+            .store
+            .list_agent_jobs(user_id, after.as_ref(), limit.saturating_add(1))
+            .await?;
+        let has_more = jobs.len() as u64 > limit;
+        jobs.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next_cursor = match jobs.last() {
+            Some(last) if has_more => Some(encode_cursor(last.created_at, &last.job_id)),
+            _ => None,
+        };
+        Ok(AgentJobPage { jobs, next_cursor })
+    }
+
+    /// An agent's report, authenticated by the job's secret alone. A wrong secret and an
+    /// unknown job give the same answer. On a finished job it changes nothing and
+    /// returns the job as it is.
+    pub async fn complete(
+        &self,
+        job_id: &str,
+        secret: &str,
+        outcome: Outcome,
+    ) -> ServiceResult<AgentJobRecord> {
+        let refused = || ServiceError::not_found(format!("agent job {job_id}"));
+        let job = self
+            .store
+            .get_agent_job(job_id)
+            .await?
+            .ok_or_else(refused)?;
+        if !constant_time_eq(sha256_hex(secret).as_bytes(), job.secret_hash.as_bytes()) {
+            return Err(refused());
+        }
+        match self
+            .finish(job_id, outcome, "reported by the agent")
+            .await?
+        {
+            Some(finished) => Ok(finished),
+            None => Ok(self
+                .store
+                .get_agent_job(job_id)
+                .await?
+                .ok_or_else(refused)?),
+        }
+    }
+
+    /// Finishes an unfinished job (`None` if it already was), refunding it when it ended
+    /// in error. The one path by which every job ends.
+    pub(crate) async fn finish(
+        &self,
+        job_id: &str,
+        outcome: Outcome,
+        progress: &str,
+    ) -> ServiceResult<Option<AgentJobRecord>> {
+        let (status, error_message) = match outcome {
+            Outcome::Completed => (JobStatus::Completed, None),
+            Outcome::Error(message) => (JobStatus::Error, Some(message)),
+        };
+        let finished = self
+            .store
+            .update_agent_job(
+                job_id,
+                &AgentJobUpdate {
+                    status,
+                    at: Utc::now(),
+                    progress: Some(progress.to_string()),
+                    error_message,
+                },
+            )
+            .await?;
+        if let Some(job) = &finished {
+            if job.status == JobStatus::Error {
+                let charge = JobCharge {
+                    job_id: job.job_id.clone(),
+                    user_id: job.user_id.clone(),
+                    agent_id: job.agent_id.clone(),
+                };
+                if let Err(e) = self.billing().refund(&charge).await {
+                    tracing::error!(job = %job_id, error = %e, "cannot refund a failed agent job");
+                }
+            }
+        }
+        Ok(finished)
+    }
+
+    /// The result archive of the caller's job: `Conflict` until there is one.
+    pub async fn result(
+        &self,
+        user_id: &str,
+        job_id: &str,
+    ) -> ServiceResult<(AgentJobRecord, PathBuf)> {
+        let job = self.get(user_id, job_id).await?;
+        match &job.result_path {
+            Some(path) => {
+                let path = PathBuf::from(path);
+                Ok((job, path))
+            }
+            None => Err(ServiceError::Conflict(format!(
+                "agent job {job_id} has no result yet (it is {})",
+                job.status.as_str()
+            ))),
+        }
+    }
+
+    /// Start-up: jobs the previous process left unfinished cannot be resumed (their
+    /// sandboxes are gone), so they end in error and their work files are removed. Must
+    /// run after the sessions' reconciliation, which removes the sandboxes.
+    pub async fn recover(&self) -> ServiceResult<u64> {
+        let mut ended = 0;
+        for job in self.store.list_unfinished_agent_jobs().await? {
+            if self
+                .finish(
+                    &job.job_id,
+                    Outcome::Error(INTERRUPTED.into()),
+                    "interrupted",
+                )
+                .await?
+                .is_some()
+            {
+                ended += 1;
+            }
+            remove_dir(&self.work_dir(&job.job_id)).await;
+        }
+        Ok(ended)
+    }
+
+    /// Stops every runner where it is; the store keeps the jobs for the next start.
+    pub fn shutdown(&self) {
+        for (_, task) in self.lock_running().drain() {
+            task.abort();
+        }
+    }
+
+    fn job_dir(&self, job_id: &str) -> PathBuf {
+        self.jobs_dir.join(job_id)
+    }
+
+    fn work_dir(&self, job_id: &str) -> PathBuf {
+        self.job_dir(job_id).join("work")
+    }
+}
+
+async fn remove_dir(dir: &Path) {
+    if let Err(e) = tokio::fs::remove_dir_all(dir).await {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove an agent job's work files");
+        }
+    }
+}
+
+/// Cursors are opaque to clients: `<created_at in µs>:<job_id>`, base64url.
+fn encode_cursor(created_at: DateTime<Utc>, job_id: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("{}:{job_id}", created_at.timestamp_micros()))
+}
+
+fn decode_cursor(cursor: &str) -> ServiceResult<AgentJobCursor> {
+    let bad = || {
+        ServiceError::invalid(
+            &["query", "cursor"],
+            "cursor is not one this server gave out (use next_cursor from the previous page)",
+            "value_error",
+        )
+    };
+    if cursor.len() > 256 {
+        return Err(bad());
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (micros, job_id) = text.split_once(':').ok_or_else(bad)?;
+    let micros: i64 = micros.parse().map_err(|_| bad())?;
+    let created_at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
+    if job_id.is_empty() {
+        return Err(bad());
+    }
+    Ok(AgentJobCursor {
+        created_at,
+        job_id: job_id.to_string(),
+    })
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let at = DateTime::from_timestamp_micros(1_700_000_000_123_456).expect("time");
+        let cursor = encode_cursor(at, "ajob_1");
+        let back = decode_cursor(&cursor).expect("decodes");
+        assert_eq!((back.created_at, back.job_id.as_str()), (at, "ajob_1"));
+        for bad in ["", "!!", "bm90LWEtY3Vyc29y", &"A".repeat(300)] {
+            assert!(decode_cursor(bad).is_err(), "{bad:?}");
+        }
+    }
+}

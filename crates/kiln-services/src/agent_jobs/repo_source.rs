@@ -1,0 +1,512 @@
+//! Where a job's repository comes from, and the git commands that fetch it onto the host.
+//!
+//! Accepted: `https://…`, `http://…`, `owner/name` (on the configured git host), and —
+//! only under `agent_jobs.local_repo_root` — an absolute path or a `file://` URL. Every
+//! other transport (`ssh`, `ext::`, `git://`, …) is refused, also by `GIT_ALLOW_PROTOCOL`.
+//!
+//! Credentials for private repositories travel in git's environment configuration
+//! (`GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n`/`GIT_CONFIG_VALUE_n`), never on the command line
+//! (other users can read it in `/proc`) and never in the clone's `.git/config`; redirects
+//! are not followed, so the header cannot be replayed to another host.
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use base64::Engine;
+use tokio::process::Command;
+
+use crate::error::{ServiceError, ServiceResult};
+
+pub(crate) const MAX_REPO_CHARS: usize = 2048;
+pub(crate) const MAX_REF_CHARS: usize = 255;
+
+/// A validated repository location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RepoSource {
+    /// An `http(s)://` URL.
+    Remote(String),
+    /// A canonical directory under the local repository root.
+    Local(PathBuf),
+}
+
+impl RepoSource {
+    pub(crate) fn parse(
+        repo: &str,
+        git_host: &str,
+        local_root: Option<&Path>,
+    ) -> ServiceResult<Self> {
+        let bad = |msg: String| ServiceError::invalid(&["body", "repo"], msg, "value_error");
+        if repo.is_empty() || repo.len() > MAX_REPO_CHARS || repo.chars().any(char::is_control) {
+            return Err(bad(format!(
+                "repo must be 1 to {MAX_REPO_CHARS} characters without control characters"
+            )));
+        }
+        if let Some(rest) = repo.strip_prefix("file://") {
+            return Self::local(Path::new(rest), local_root).map_err(bad);
+        }
+        if repo.starts_with('/') {
+            return Self::local(Path::new(repo), local_root).map_err(bad);
+        }
+        if repo.starts_with("https://") || repo.starts_with("http://") {
+            if repo.contains(char::is_whitespace) {
+                return Err(bad("a repository URL cannot contain spaces".into()));
+            }
+            return Ok(Self::Remote(repo.to_string()));
+        }
+        let shorthand = repo.split('/').collect::<Vec<_>>();
+        let part_ok = |p: &str| {
+            !p.is_empty()
+                && !p.starts_with('.')
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        };
+        if shorthand.len() == 2 && shorthand.iter().all(|p| part_ok(p)) {
+            let name = shorthand[1].strip_suffix(".git").unwrap_or(shorthand[1]);
+            return Ok(Self::Remote(format!(
+                "{}/{}/{name}.git",
+                git_host.trim_end_matches('/'),
+                shorthand[0]
+            )));
+        }
+        Err(bad(
+            "repo must be owner/name, an https:// or http:// git URL, or a local path (file://) \
+             under the server's local repository root"
+                .into(),
+        ))
+    }
+
+    fn local(path: &Path, root: Option<&Path>) -> Result<Self, String> {
+        let Some(root) = root else {
+            return Err(
+                "local repositories are not enabled on this server (agent_jobs.local_repo_root)"
+                    .into(),
+            );
+        };
+        // Canonical forms, so that neither `..` nor a symbolic link leaves the root.
+        let outside = || {
+            format!(
+                "{} is not a repository under the local repository root",
+                path.display()
+            )
+        };
+        let root = root.canonicalize().map_err(|_| outside())?;
+        let path = path.canonicalize().map_err(|_| outside())?;
+        if !path.starts_with(&root) || !path.is_dir() {
+            return Err(outside());
+        }
+        Ok(Self::Local(path))
+    }
+
+    /// Whether this is a remote URL under `git_host` (scheme, host and port alike).
+    pub(crate) fn is_on_host(&self, git_host: &str) -> bool {
+        match self {
+            Self::Remote(url) => url.starts_with(&format!("{}/", git_host.trim_end_matches('/'))),
+            Self::Local(_) => false,
+        }
+    }
+
+    /// What git is given to clone.
+    fn clone_argument(&self) -> &std::ffi::OsStr {
+        match self {
+            Self::Remote(url) => url.as_ref(),
+            Self::Local(path) => path.as_os_str(),
+        }
+    }
+}
+
+/// A ref must look like one: no option-like or whitespace-laden value reaches git.
+pub(crate) fn check_ref(git_ref: &str) -> ServiceResult<()> {
+    let ok = !git_ref.is_empty()
+        && git_ref.len() <= MAX_REF_CHARS
+        && !git_ref.starts_with('-')
+        && !git_ref.contains("..")
+        && !git_ref
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::invalid(
+            &["body", "ref"],
+            format!("ref must be a branch, tag or commit name of 1 to {MAX_REF_CHARS} characters"),
+            "value_error",
+        ))
+    }
+}
+
+/// The environment of every git command Kiln runs for a job: no system or user
+/// configuration, no prompts, only the transports `source` needs, and the credential
+/// header when there is a token.
+pub(crate) fn git_env(source: &RepoSource, token: Option<&str>) -> Vec<(String, String)> {
+    let protocols = match source {
+        RepoSource::Remote(_) => "http:https",
+        RepoSource::Local(_) => "file",
+    };
+    let mut env = vec![
+        ("GIT_CONFIG_NOSYSTEM".to_string(), "1".to_string()),
+        ("GIT_CONFIG_GLOBAL".to_string(), "/dev/null".to_string()),
+        ("GIT_TERMINAL_PROMPT".to_string(), "0".to_string()),
+        ("GIT_ALLOW_PROTOCOL".to_string(), protocols.to_string()),
+    ];
+    let mut config = Vec::new();
+    if let Some(token) = token {
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
+        config.push((
+            "http.extraHeader".to_string(),
+            format!("Authorization: Basic {basic}"),
+        ));
+    }
+    config.push(("http.followRedirects".to_string(), "false".to_string()));
+    env.push(("GIT_CONFIG_COUNT".to_string(), config.len().to_string()));
+    for (i, (key, value)) in config.into_iter().enumerate() {
+        env.push((format!("GIT_CONFIG_KEY_{i}"), key));
+        env.push((format!("GIT_CONFIG_VALUE_{i}"), value));
+    }
+    env
+}
+
+/// How a git command ended badly, in words for the job's error.
+fn failure(what: &str, stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let text = text.trim();
+    let tail: String = text
+        .chars()
+        .rev()
+        .take(2000)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    if tail.is_empty() {
+        what.to_string()
+    } else {
+        format!("{what}: {tail}")
+    }
+}
+
+/// Runs git with the job's environment and returns its standard output.
+async fn git(
+    env: &[(String, String)],
+    args: &[&std::ffi::OsStr],
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
+    let child = Command::new("git")
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Err(_) => Err(format!("git timed out after {} s", timeout.as_secs())),
+        Ok(Err(e)) => Err(format!("git failed: {e}")),
+        Ok(Ok(out)) if out.status.success() => Ok(out.stdout),
+        Ok(Ok(out)) => Err(failure("git failed", &out.stderr)),
+    }
+}
+
+/// The limits of fetching one repository.
+pub(crate) struct FetchLimits {
+    pub timeout: Duration,
+    pub max_bytes: u64,
+}
+
+/// Clones `source` bare into `git_dir`, killing git when it runs past the time or the
+/// size limit (checked as it writes).
+pub(crate) async fn clone_bare(
+    source: &RepoSource,
+    env: &[(String, String)],
+    git_dir: &Path,
+    limits: &FetchLimits,
+) -> Result<(), String> {
+    let mut command = Command::new("git");
+    command.arg("clone").arg("--bare").arg("--quiet");
+    if matches!(source, RepoSource::Local(_)) {
+        // Through the pack protocol, not by copying the object directory (which
+        // would follow whatever links the source holds).
+        command.arg("--no-local");
+    }
+    let mut child = command
+        .arg("--")
+        .arg(source.clone_argument())
+        .arg(git_dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    let mut stderr = child.stderr.take();
+    let read_stderr = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        if let Some(stderr) = stderr.as_mut() {
+            use tokio::io::AsyncReadExt;
+            let _ = stderr.take(64 * 1024).read_to_end(&mut buf).await;
+        }
+        buf
+    });
+    let deadline = tokio::time::Instant::now() + limits.timeout;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status.map_err(|e| format!("git failed: {e}"))?,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                if tokio::time::Instant::now() >= deadline {
+                    let _ = child.kill().await;
+                    return Err(format!("cloning took longer than {} s", limits.timeout.as_secs()));
+                }
+                if dir_size(git_dir.to_path_buf()).await > limits.max_bytes {
+                    let _ = child.kill().await;
+                    return Err(format!("the repository is larger than the limit of {} bytes", limits.max_bytes));
+                }
+            }
+        }
+    };
+    let stderr = read_stderr.await.unwrap_or_default();
+    if !status.success() {
+        return Err(failure("cannot clone the repository", &stderr));
+    }
+    if dir_size(git_dir.to_path_buf()).await > limits.max_bytes {
+        return Err(format!(
+            "the repository is larger than the limit of {} bytes",
+            limits.max_bytes
+        ));
+    }
+    Ok(())
+}
+
+/// The commit `git_ref` names (HEAD when `None`), or git's own message.
+pub(crate) async fn resolve_ref(
+    env: &[(String, String)],
+    git_dir: &Path,
+    git_ref: Option<&str>,
+    timeout: Duration,
+) -> Result<String, String> {
+    let spec = format!("{}^{{commit}}", git_ref.unwrap_or("HEAD"));
+    let dir = git_dir_arg(git_dir);
+    let out = git(
+        env,
+        &[
+            dir.as_ref(),
+            "rev-parse".as_ref(),
+            "--verify".as_ref(),
+            "--end-of-options".as_ref(),
+            spec.as_ref(),
+        ],
+        timeout,
+    )
+    .await
+    .map_err(|e| {
+        format!(
+            "ref {} not found in the repository: {e}",
+            git_ref.unwrap_or("HEAD")
+        )
+    })?;
+    Ok(String::from_utf8_lossy(&out).trim().to_string())
+}
+
+fn git_dir_arg(git_dir: &Path) -> std::ffi::OsString {
+    let mut arg = std::ffi::OsString::from("--git-dir=");
+    arg.push(git_dir);
+    arg
+}
+
+fn work_tree_arg(work_tree: &Path) -> std::ffi::OsString {
+    let mut arg = std::ffi::OsString::from("--work-tree=");
+    arg.push(work_tree);
+    arg
+}
+
+/// Writes `commit`'s tree into `work_tree` (and the index kept in `git_dir`). The git
+/// directory stays outside the work tree, so the agent cannot tamper with what the diff
+/// is computed against.
+pub(crate) async fn checkout(
+    env: &[(String, String)],
+    git_dir: &Path,
+    work_tree: &Path,
+    commit: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let (dir, tree) = (git_dir_arg(git_dir), work_tree_arg(work_tree));
+    git(
+        env,
+        &[
+            dir.as_ref(),
+            tree.as_ref(),
+            "-c".as_ref(),
+            "core.bare=false".as_ref(),
+            "read-tree".as_ref(),
+            "--reset".as_ref(),
+            "-u".as_ref(),
+            commit.as_ref(),
+        ],
+        timeout,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| format!("cannot check {commit} out: {e}"))
+}
+
+/// The work tree's changes against `commit`, new files included (ignored ones are not),
+/// as a binary-safe patch.
+pub(crate) async fn diff_against(
+    env: &[(String, String)],
+    git_dir: &Path,
+    work_tree: &Path,
+    commit: &str,
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
+    let (dir, tree) = (git_dir_arg(git_dir), work_tree_arg(work_tree));
+    let base: [&std::ffi::OsStr; 4] = [
+        dir.as_ref(),
+        tree.as_ref(),
+        "-c".as_ref(),
+        "core.bare=false".as_ref(),
+    ];
+    let mut add = base.to_vec();
+    add.extend(["add", "--all"].map(OsStr::new));
+    git(env, &add, timeout)
+        .await
+        .map_err(|e| format!("cannot collect the changes: {e}"))?;
+    let mut diff = base.to_vec();
+    diff.extend(
+        [
+            "diff",
+            "--cached",
+            "--binary",
+            "--no-color",
+            "--no-ext-diff",
+            commit,
+        ]
+        .map(OsStr::new),
+    );
+    git(env, &diff, timeout)
+        .await
+        .map_err(|e| format!("cannot compute the diff: {e}"))
+}
+
+/// Bytes of the files under `dir` (symbolic links not followed), on a blocking thread.
+pub(crate) async fn dir_size(dir: PathBuf) -> u64 {
+    tokio::task::spawn_blocking(move || {
+        let mut total = 0u64;
+        let mut stack = vec![dir];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.is_dir() {
+                    stack.push(entry.path());
+                } else {
+                    total = total.saturating_add(meta.len());
+                }
+            }
+        }
+        total
+    })
+    .await
+    .unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_known_transports_are_accepted() {
+        let host = "https://github.com";
+        assert_eq!(
+            RepoSource::parse("org/repo", host, None).ok(),
+            Some(RepoSource::Remote("https://github.com/org/repo.git".into()))
+        );
+        assert!(matches!(
+            RepoSource::parse("https://example.com/a.git", host, None),
+            Ok(RepoSource::Remote(_))
+        ));
+        for bad in [
+            "ssh://h/x",
+            "ext::sh -c id",
+            "git://h/x",
+            "-u",
+            "a/b/c",
+            "../x",
+            "/tmp",
+            "file:///tmp",
+            "",
+        ] {
+            assert!(
+                RepoSource::parse(bad, host, None).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_git_host_gets_credentials() {
+        let host = "https://github.com";
+        let on = |repo: &str| {
+            RepoSource::parse(repo, host, None)
+                .map(|s| s.is_on_host(host))
+                .unwrap_or(false)
+        };
+        assert!(on("org/repo"));
+        assert!(on("https://github.com/org/repo.git"));
+        assert!(!on("https://github.com.evil.example/org/repo.git"));
+        assert!(!on("http://github.com/org/repo.git"));
+        assert!(!on("https://example.com/org/repo.git"));
+    }
+
+    #[test]
+    fn local_paths_must_stay_under_the_root() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let inside = root.path().join("repo");
+        std::fs::create_dir(&inside).expect("mkdir");
+        let ok = RepoSource::parse(inside.to_str().expect("utf8"), "", Some(root.path()));
+        assert!(matches!(ok, Ok(RepoSource::Local(_))), "{ok:?}");
+        let url = format!("file://{}", inside.display());
+        assert!(RepoSource::parse(&url, "", Some(root.path())).is_ok());
+        let escape = format!("{}/repo/../..", root.path().display());
+        assert!(RepoSource::parse(&escape, "", Some(root.path())).is_err());
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink("/", &link).expect("symlink");
+        assert!(RepoSource::parse(link.to_str().expect("utf8"), "", Some(root.path())).is_err());
+    }
+
+    #[test]
+    fn refs_that_look_like_options_are_refused() {
+        for good in ["main", "v1.2", "feature/x", "0123abcd"] {
+            assert!(check_ref(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-x", "--upload-pack=x", "a b", "a..b", "a:b", "HEAD^"] {
+            assert!(check_ref(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_token_travels_only_in_the_environment() {
+        let source = RepoSource::Remote("https://example.com/a.git".into());
+        let env = git_env(&source, Some("s3cret"));
+        let get = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        assert_eq!(get("GIT_CONFIG_COUNT").as_deref(), Some("2"));
+        assert_eq!(get("GIT_CONFIG_KEY_0").as_deref(), Some("http.extraHeader"));
+        assert_eq!(
+            get("GIT_CONFIG_KEY_1").as_deref(),
+            Some("http.followRedirects")
+        );
+        assert_eq!(get("GIT_CONFIG_VALUE_1").as_deref(), Some("false"));
+        let header = get("GIT_CONFIG_VALUE_0").expect("header");
+        let encoded = header.strip_prefix("Authorization: Basic ").expect("basic");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .expect("base64");
+        assert_eq!(decoded, b"x-access-token:s3cret");
+        assert_eq!(get("GIT_ALLOW_PROTOCOL").as_deref(), Some("http:https"));
+        let none = git_env(&source, None);
+        assert!(!none.iter().any(|(_, v)| v.contains("Authorization")));
+    }
+}
