@@ -3,6 +3,7 @@
 //! The SQL mirrors [`crate::sqlite`] statement for statement; the two differ in types
 //! (TIMESTAMPTZ, BOOLEAN), in case-insensitive matching (ILIKE) and in how imports are
 //! serialized (a row lock on the dataset, see `samples::import_samples`).
+mod github;
 mod interactions;
 mod rows;
 mod samples;
@@ -439,5 +440,27 @@ impl Store for PgStore {
 
     async fn list_unfinished_verification_jobs(&self) -> Result<Vec<VerificationJobRecord>> {
         verification_jobs::list_unfinished_verification_jobs(&self.pool).await
+    }
+
+    async fn update_github_profile(
+        &self,
+        user_id: &str,
+        github_login: &str,
+        name: &str,
+    ) -> Result<Option<User>> {
+        github::update_github_profile(&self.pool, user_id, github_login, name).await
+    }
+
+    async fn put_github_token(
+        &self,
+        user_id: &str,
+        sealed_token: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        github::put_github_token(&self.pool, user_id, sealed_token, at).await
+    }
+
+    async fn get_github_token(&self, user_id: &str) -> Result<Option<String>> {
+        github::get_github_token(&self.pool, user_id).await
     }
 }

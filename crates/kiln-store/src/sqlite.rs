@@ -4,6 +4,7 @@
 //! `BEGIN IMMEDIATE`, taking the write lock up front: a deferred transaction that upgrades
 //! from read to write can fail with SQLITE_BUSY regardless of the busy timeout, when another
 //! writer got in between.
+mod github;
 mod interactions;
 mod rows;
 mod samples;
@@ -450,5 +451,27 @@ impl Store for SqliteStore {
 
     async fn list_unfinished_verification_jobs(&self) -> Result<Vec<VerificationJobRecord>> {
         verification_jobs::list_unfinished_verification_jobs(&self.pool).await
+    }
+
+    async fn update_github_profile(
+        &self,
+        user_id: &str,
+        github_login: &str,
+        name: &str,
+    ) -> Result<Option<User>> {
+        github::update_github_profile(&self.pool, user_id, github_login, name).await
+    }
+
+    async fn put_github_token(
+        &self,
+        user_id: &str,
+        sealed_token: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        github::put_github_token(&self.pool, user_id, sealed_token, at).await
+    }
+
+    async fn get_github_token(&self, user_id: &str) -> Result<Option<String>> {
+        github::get_github_token(&self.pool, user_id).await
     }
 }

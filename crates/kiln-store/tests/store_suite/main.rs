@@ -9,6 +9,7 @@
 
 mod accounts;
 mod concurrency;
+mod github;
 mod harness;
 mod interactions;
 mod opening;
@@ -75,4 +76,6 @@ on_both_backends!(
     session_races::concurrent_interactions_get_consecutive_seqs,
     session_races::racing_outcomes_of_an_interaction_have_one_winner,
     session_races::racing_job_finishes_have_one_winner,
+    github::github_profile_updates_touch_only_login_and_name,
+    github::github_tokens_are_kept_per_user_and_replaced,
 );
