@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod github_models;
 pub mod models;
 mod openapi;
 pub mod routes;
@@ -54,6 +55,9 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(sessions::upload))
         .routes(routes!(sessions::verify))
         .routes(routes!(sessions::verification_job))
+        .routes(routes!(github::sign_in))
+        .routes(routes!(github::authorize))
+        .routes(routes!(github::list_repos))
 }
 
 /// The whole application, ready to serve.

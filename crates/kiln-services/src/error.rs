@@ -39,6 +39,8 @@ pub enum ServiceError {
     /// A capability this server cannot offer now (e.g. no sandbox runtime on the host).
     #[error("{0}")]
     Unavailable(String),
+    #[error(transparent)]
+    Github(#[from] crate::github::GithubError),
     #[error("storage failure: {0}")]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]

@@ -8,9 +8,11 @@ mod changes;
 pub mod datasets;
 pub mod demo;
 mod error;
+pub mod github;
 mod ids;
 pub mod records;
 pub mod repos;
+pub mod secret_box;
 pub mod sessions;
 pub mod verification;
 
@@ -25,6 +27,7 @@ pub use ids::new_id;
 
 use crate::auth::AuthService;
 use crate::datasets::DatasetService;
+use crate::github::GithubService;
 use crate::sessions::{RecoveryReport, SandboxBackend, SessionService};
 
 /// Everything a running Kiln needs, built once at start and shared by every request.
@@ -34,6 +37,7 @@ pub struct Kiln {
     pub auth: AuthService,
     pub datasets: DatasetService,
     pub sessions: Arc<SessionService>,
+    pub github: GithubService,
 }
 
 /// What happened at start that the operator must be told.
@@ -76,12 +80,14 @@ impl Kiln {
         let datasets = DatasetService::new(store.clone(), data_dir.join("repos"));
         let backend = sandbox_backend(&config);
         let sessions = SessionService::new(store.clone(), backend, config.sessions.clone());
+        let github = GithubService::new(store.clone(), config.github.clone(), &jwt_secret);
         Ok(Self {
             config,
             store,
             auth,
             datasets,
             sessions,
+            github,
         })
     }
 

@@ -1,6 +1,7 @@
 //! One module per resource; each handler's `#[utoipa::path]` is its OpenAPI entry.
 pub mod auth;
 pub mod datasets;
+pub mod github;
 pub mod health;
 pub mod samples;
 pub mod sessions;
