@@ -174,12 +174,17 @@ async fn access_token(
 }
 
 /// The account of the request's bearer token, after checking the headers GitHub requires.
-fn authorized(s: &FakeState, headers: &HeaderMap) -> Result<Account, Response> {
+type Refusal = (StatusCode, Json<serde_json::Value>);
+
+fn authorized(s: &FakeState, headers: &HeaderMap) -> Result<Account, Refusal> {
     s.calls.fetch_add(1, Ordering::SeqCst);
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if header("user-agent").is_none_or(str::is_empty) {
         // GitHub rejects requests without a User-Agent.
-        return Err((StatusCode::FORBIDDEN, "User-Agent required").into_response());
+        return Err((
+            StatusCode::FORBIDDEN,
+            Json(json!({"message": "User-Agent required"})),
+        ));
     }
     assert_eq!(header("accept"), Some("application/vnd.github+json"));
     let token = header("authorization")
@@ -195,7 +200,6 @@ fn authorized(s: &FakeState, headers: &HeaderMap) -> Result<Account, Response> {
                 StatusCode::UNAUTHORIZED,
                 Json(json!({"message": "Bad credentials", "status": "401"})),
             )
-                .into_response()
         })
 }
 
@@ -207,7 +211,7 @@ async fn user(State(s): State<Arc<FakeState>>, headers: HeaderMap) -> Response {
             "html_url": format!("https://github.com/{}", a.login),
         }))
         .into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -222,7 +226,7 @@ async fn emails(State(s): State<Arc<FakeState>>, headers: HeaderMap) -> Response
                 .collect::<Vec<_>>(),
         )
         .into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -239,7 +243,7 @@ async fn repos(
 ) -> Response {
     let a = match authorized(&s, &headers) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     assert!(q.page >= 1 && (1..=100).contains(&q.per_page), "bad paging");
     let start = (q.page - 1) * q.per_page;
