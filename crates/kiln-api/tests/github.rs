@@ -323,6 +323,15 @@ async fn null_email_is_read_from_user_emails(ctx: Ctx) {
     let (_, body) = sign_in(&s, &ctx.gh, &hidden).await;
     let (_, user) = me(&s, body["access_token"].as_str().expect("access")).await;
     assert_eq!(user["email"], "8+hidden@users.noreply.github.com");
+
+    // A token without the user:email scope cannot read the list: the same fallback.
+    let mut unscoped = Account::new(13, "unscoped");
+    unscoped.email = None;
+    unscoped.email_scope = false;
+    let (status, body) = sign_in(&s, &ctx.gh, &unscoped).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, user) = me(&s, body["access_token"].as_str().expect("access")).await;
+    assert_eq!(user["email"], "13+unscoped@users.noreply.github.com");
 }
 
 async fn bad_states_are_refused_before_github_is_called(ctx: Ctx) {

@@ -30,6 +30,9 @@ pub struct Account {
     pub email: Option<String>,
     /// What `/user/emails` lists: (address, primary, verified).
     pub emails: Vec<(String, bool, bool)>,
+    /// Whether the token may read `/user/emails` (the `user:email` scope); GitHub answers
+    /// 404 otherwise.
+    pub email_scope: bool,
     pub repos: usize,
 }
 
@@ -41,6 +44,7 @@ impl Account {
             name: Some(format!("{login} (name)")),
             email: Some(format!("{login}@example.com")),
             emails: Vec::new(),
+            email_scope: true,
             repos: 3,
         }
     }
@@ -217,6 +221,9 @@ async fn user(State(s): State<Arc<FakeState>>, headers: HeaderMap) -> Response {
 
 async fn emails(State(s): State<Arc<FakeState>>, headers: HeaderMap) -> Response {
     match authorized(&s, &headers) {
+        Ok(a) if !a.email_scope => {
+            (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response()
+        }
         Ok(a) => Json(
             a.emails
                 .iter()

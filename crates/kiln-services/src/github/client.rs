@@ -118,9 +118,17 @@ impl GithubClient {
         read_json(check_token(response)?, "user").await
     }
 
+    /// The user's addresses; none when the token lacks the `user:email` scope (GitHub then
+    /// answers 404 or 403), which must not stop the sign-in.
     pub(crate) async fn emails(&self, token: &str) -> Result<Vec<GithubEmail>, GithubError> {
-        let response = send(self.api(token, "/user/emails")).await?;
-        read_json(check_token(response)?, "emails").await
+        let response = check_token(send(self.api(token, "/user/emails")).await?)?;
+        if matches!(
+            response.status(),
+            StatusCode::NOT_FOUND | StatusCode::FORBIDDEN
+        ) {
+            return Ok(Vec::new());
+        }
+        read_json(response, "emails").await
     }
 
     /// One page (1-based) of the repositories the user can see.
