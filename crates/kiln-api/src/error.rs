@@ -5,6 +5,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use kiln_services::github::GithubError;
 use kiln_services::{FieldError, ServiceError};
 use serde_json::json;
 
@@ -35,6 +36,9 @@ pub enum ApiError {
     PaymentRequired(String),
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
+    /// GitHub sign-in and repositories; each kind has its own status and code.
+    #[error(transparent)]
+    Github(GithubError),
     /// Details are logged, never sent: they may name files, queries or secrets.
     #[error("internal error: {0}")]
     Internal(String),
@@ -58,6 +62,17 @@ impl ApiError {
             Self::ServiceUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::PaymentRequired(_) => (StatusCode::PAYMENT_REQUIRED, "insufficient_balance"),
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            Self::Github(e) => match e {
+                GithubError::NotConfigured => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "github_not_configured")
+                }
+                GithubError::InvalidState(_) => (StatusCode::BAD_REQUEST, "invalid_state"),
+                GithubError::InvalidCode(_) => (StatusCode::UNAUTHORIZED, "invalid_code"),
+                GithubError::Unavailable(_) => (StatusCode::BAD_GATEWAY, "github_unavailable"),
+                GithubError::NotLinked => (StatusCode::CONFLICT, "github_not_linked"),
+                GithubError::SignInAgain(_) => (StatusCode::CONFLICT, "github_sign_in_again"),
+                GithubError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+            },
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -86,6 +101,8 @@ impl From<ServiceError> for ApiError {
             ServiceError::Unavailable(m) => Self::ServiceUnavailable(m),
             ServiceError::PaymentRequired(m) => Self::PaymentRequired(m),
             ServiceError::BadRequest { code, message } => Self::BadRequest { code, message },
+            ServiceError::Github(GithubError::Internal(m)) => Self::Internal(m),
+            ServiceError::Github(e) => Self::Github(e),
             e @ (ServiceError::Store(_) | ServiceError::Internal(_)) => {
                 Self::Internal(e.to_string())
             }

@@ -6,6 +6,7 @@
 pub mod billing_models;
 pub mod error;
 pub mod extract;
+pub mod github_models;
 pub mod models;
 mod openapi;
 pub mod routes;
@@ -60,6 +61,9 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(agent_jobs::get))
         .routes(routes!(agent_jobs::completion))
         .routes(routes!(agent_jobs::result))
+        .routes(routes!(github::sign_in))
+        .routes(routes!(github::authorize))
+        .routes(routes!(github::list_repos))
 }
 
 /// The whole application, ready to serve.

@@ -50,6 +50,7 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     pub billing: BillingConfig,
     pub agent_jobs: AgentJobsConfig,
+    pub github: GithubConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -294,6 +295,7 @@ impl Default for Config {
             runtime: RuntimeConfig::default(),
             billing: BillingConfig::default(),
             agent_jobs: AgentJobsConfig::default(),
+            github: GithubConfig::default(),
         }
     }
 }
@@ -316,6 +318,87 @@ impl Default for LimitsConfig {
             max_import_bytes: 2 * 1024 * 1024 * 1024,
             max_import_samples: 100_000,
         }
+    }
+}
+
+/// GitHub sign-in (`POST /auth/github`) and repository listing (`GET /repos`). Off until
+/// both `client_id` and `client_secret` are set; API keys work either way.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GithubConfig {
+    /// The OAuth app's client id.
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    /// Where GitHub's OAuth endpoints are (`/login/oauth/authorize`, `/login/oauth/access_token`).
+    pub oauth_base: String,
+    /// GitHub's REST API (`/user`, `/user/emails`, `/user/repos`).
+    pub api_base: String,
+    /// The callback URL registered with the app; a request's own `redirect_uri` wins.
+    pub redirect_uri: Option<String>,
+    /// Scopes asked for at sign-in; `repo` lets `/repos` list (and agent jobs clone)
+    /// private repositories.
+    pub scope: String,
+    /// Deadline of each call to GitHub, in seconds.
+    pub timeout_secs: u64,
+    /// How long a sign-in `state` stays valid, in seconds.
+    pub state_ttl_secs: u64,
+    /// Most pages (of 100 repositories) `GET /repos` reads from GitHub.
+    pub max_repo_pages: u32,
+}
+
+impl Default for GithubConfig {
+    fn default() -> Self {
+        Self {
+            client_id: None,
+            client_secret: None,
+            oauth_base: "https://github.com".into(),
+            api_base: "https://api.github.com".into(),
+            redirect_uri: None,
+            scope: "read:user user:email repo".into(),
+            timeout_secs: 10,
+            state_ttl_secs: 600,
+            max_repo_pages: 10,
+        }
+    }
+}
+
+impl GithubConfig {
+    /// Whether sign-in can work: both halves of the app's credentials are set.
+    pub fn is_configured(&self) -> bool {
+        self.client_id.as_ref().is_some_and(|id| !id.is_empty())
+            && self
+                .client_secret
+                .as_ref()
+                .is_some_and(|s| !s.expose().is_empty())
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        for (name, url) in [
+            ("oauth_base", &self.oauth_base),
+            ("api_base", &self.api_base),
+        ] {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(ConfigError::Rule(format!(
+                    "github.{name} must be an http(s) URL, not {url:?}"
+                )));
+            }
+        }
+        if !(1..=300).contains(&self.timeout_secs) {
+            return Err(ConfigError::Rule(
+                "github.timeout_secs must be between 1 and 300".into(),
+            ));
+        }
+        if !(1..=86_400).contains(&self.state_ttl_secs) {
+            return Err(ConfigError::Rule(
+                "github.state_ttl_secs must be between 1 and 86400".into(),
+            ));
+        }
+        if !(1..=100).contains(&self.max_repo_pages) {
+            return Err(ConfigError::Rule(
+                "github.max_repo_pages must be between 1 and 100".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -437,6 +520,7 @@ impl Config {
                 )));
             }
         }
+        self.github.check()?;
         if self.limits.max_body_bytes < 1024 {
             return Err(ConfigError::Rule(
                 "limits.max_body_bytes must be at least 1024".into(),
@@ -523,11 +607,17 @@ mod tests {
                 jwt_secret: Some(Secret::new("topsecret")),
                 ..AuthConfig::default()
             },
+            github: GithubConfig {
+                client_secret: Some(Secret::new("ghsecret")),
+                ..GithubConfig::default()
+            },
             ..Config::default()
         };
         let printed = config.to_masked_toml();
         assert!(
-            !printed.contains("hunter2") && !printed.contains("topsecret"),
+            !printed.contains("hunter2")
+                && !printed.contains("topsecret")
+                && !printed.contains("ghsecret"),
             "{printed}"
         );
         assert!(!format!("{config:?}").contains("hunter2"));
@@ -585,6 +675,29 @@ mod tests {
             )?;
             let err = Config::load(Some(Path::new("bad.toml")), &Overrides::default()).unwrap_err();
             assert!(err.to_string().contains("no spaces"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn github_is_off_until_both_credentials_are_set_and_bounds_are_checked() {
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(None, &Overrides::default()).expect("loads");
+            assert!(!config.github.is_configured());
+            assert_eq!(config.github.api_base, "https://api.github.com");
+            jail.set_env("KILN_GITHUB__CLIENT_ID", "Iv1.abc");
+            let config = Config::load(None, &Overrides::default()).expect("loads");
+            assert!(!config.github.is_configured(), "no secret yet");
+            jail.set_env("KILN_GITHUB__CLIENT_SECRET", "s3cret");
+            let config = Config::load(None, &Overrides::default()).expect("loads");
+            assert!(config.github.is_configured());
+            jail.set_env("KILN_GITHUB__TIMEOUT_SECS", "0");
+            let err = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("github.timeout_secs"), "{err}");
+            jail.set_env("KILN_GITHUB__TIMEOUT_SECS", "5");
+            jail.set_env("KILN_GITHUB__API_BASE", "ftp://x");
+            let err = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("github.api_base"), "{err}");
             Ok(())
         });
     }

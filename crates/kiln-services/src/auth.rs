@@ -83,12 +83,35 @@ impl AuthService {
         email: &str,
         is_admin: bool,
     ) -> ServiceResult<User> {
+        self.insert_user(name, email, None, is_admin).await
+    }
+
+    /// A user made by their first GitHub sign-in. `Store(Conflict("github_id"))` if that
+    /// GitHub account already has a user.
+    pub async fn create_github_user(
+        &self,
+        name: &str,
+        email: &str,
+        github_id: &str,
+        github_login: &str,
+    ) -> ServiceResult<User> {
+        self.insert_user(name, email, Some((github_id, github_login)), false)
+            .await
+    }
+
+    async fn insert_user(
+        &self,
+        name: &str,
+        email: &str,
+        github: Option<(&str, &str)>,
+        is_admin: bool,
+    ) -> ServiceResult<User> {
         let user = NewUser {
             user_id: new_id("usr"),
             name: name.to_string(),
             email: email.to_string(),
-            github_id: None,
-            github_login: None,
+            github_id: github.map(|(id, _)| id.to_string()),
+            github_login: github.map(|(_, login)| login.to_string()),
             is_admin,
             created_at: Utc::now(),
         };

@@ -46,6 +46,8 @@ pub enum ServiceError {
     /// whose signature does not verify); `code` says why, for machines.
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
+    #[error(transparent)]
+    Github(#[from] crate::github::GithubError),
     #[error("storage failure: {0}")]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]

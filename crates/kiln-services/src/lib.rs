@@ -10,9 +10,11 @@ mod changes;
 pub mod datasets;
 pub mod demo;
 mod error;
+pub mod github;
 mod ids;
 pub mod records;
 pub mod repos;
+pub mod secret_box;
 pub mod sessions;
 pub mod verification;
 
@@ -25,10 +27,11 @@ use kiln_store::Store;
 pub use error::{FieldError, ServiceError, ServiceResult};
 pub use ids::new_id;
 
-use crate::agent_jobs::{AgentJobService, NoCredentials};
+use crate::agent_jobs::AgentJobService;
 use crate::auth::AuthService;
 use crate::billing::{BillingService, LedgerJobBilling};
 use crate::datasets::DatasetService;
+use crate::github::GithubService;
 use crate::sessions::{RecoveryReport, SandboxBackend, SessionService};
 
 /// Everything a running Kiln needs, built once at start and shared by every request.
@@ -40,6 +43,7 @@ pub struct Kiln {
     pub sessions: Arc<SessionService>,
     pub billing: BillingService,
     pub agent_jobs: Arc<AgentJobService>,
+    pub github: Arc<GithubService>,
 }
 
 /// What happened at start that the operator must be told.
@@ -88,13 +92,18 @@ impl Kiln {
             config.billing.clone(),
         );
         let billing = BillingService::new(store.clone(), config.billing.clone());
+        let github = Arc::new(GithubService::new(
+            store.clone(),
+            config.github.clone(),
+            &jwt_secret,
+        ));
         let agent_jobs = AgentJobService::new(
             store.clone(),
             sessions.clone(),
             config.agent_jobs.clone(),
             &data_dir,
             Arc::new(LedgerJobBilling::new(billing.clone())),
-            Arc::new(NoCredentials),
+            github.clone(),
         );
         Ok(Self {
             config,
@@ -104,6 +113,7 @@ impl Kiln {
             sessions,
             billing,
             agent_jobs,
+            github,
         })
     }
 

@@ -304,6 +304,26 @@ pub trait Store: Send + Sync + 'static {
     async fn set_agent_job_result(&self, job_id: &str, result_path: &str) -> Result<bool>;
     /// Unfinished jobs of every user, oldest `created_at` first (restart recovery).
     async fn list_unfinished_agent_jobs(&self) -> Result<Vec<AgentJobRecord>>;
+
+    // ---- github ------------------------------------------------------------------------
+    /// Records what GitHub says of a returning user: their login and display name (either
+    /// can change on GitHub). The updated user, or `None` for an unknown user.
+    async fn update_github_profile(
+        &self,
+        user_id: &str,
+        github_login: &str,
+        name: &str,
+    ) -> Result<Option<User>>;
+    /// Stores (or replaces) the user's GitHub access token, as the caller sealed it: the
+    /// store never sees it in the clear. `Missing("user")` for an unknown user.
+    async fn put_github_token(
+        &self,
+        user_id: &str,
+        sealed_token: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+    /// The user's sealed GitHub token, if they ever signed in with GitHub.
+    async fn get_github_token(&self, user_id: &str) -> Result<Option<String>>;
 }
 
 /// Opens the store named by `url`: `sqlite://PATH` (created if missing) or

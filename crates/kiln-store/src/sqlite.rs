@@ -6,6 +6,7 @@
 //! writer got in between.
 mod agent_jobs;
 mod billing;
+mod github;
 mod interactions;
 mod rows;
 mod samples;
@@ -532,5 +533,27 @@ impl Store for SqliteStore {
 
     async fn list_unfinished_agent_jobs(&self) -> Result<Vec<crate::AgentJobRecord>> {
         agent_jobs::list_unfinished_agent_jobs(&self.pool).await
+    }
+
+    async fn update_github_profile(
+        &self,
+        user_id: &str,
+        github_login: &str,
+        name: &str,
+    ) -> Result<Option<User>> {
+        github::update_github_profile(&self.pool, user_id, github_login, name).await
+    }
+
+    async fn put_github_token(
+        &self,
+        user_id: &str,
+        sealed_token: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        github::put_github_token(&self.pool, user_id, sealed_token, at).await
+    }
+
+    async fn get_github_token(&self, user_id: &str) -> Result<Option<String>> {
+        github::get_github_token(&self.pool, user_id).await
     }
 }

@@ -3,6 +3,7 @@ pub mod agent_jobs;
 pub mod auth;
 pub mod billing;
 pub mod datasets;
+pub mod github;
 pub mod health;
 pub mod samples;
 pub mod sessions;

@@ -11,6 +11,7 @@ mod accounts;
 mod agent_jobs;
 mod billing;
 mod concurrency;
+mod github;
 mod harness;
 mod interactions;
 mod opening;
@@ -88,4 +89,6 @@ on_both_backends!(
     agent_jobs::agent_job_errors_keep_their_message_and_ids_are_checked,
     agent_jobs::agent_jobs_paginate_newest_first_by_cursor,
     agent_jobs::racing_agent_job_finishes_have_one_winner,
+    github::github_profile_updates_touch_only_login_and_name,
+    github::github_tokens_are_kept_per_user_and_replaced,
 );
