@@ -347,6 +347,21 @@ fn percent_encode(value: &str) -> String {
     out
 }
 
+/// Agent jobs clone a user's private repositories with the token of their GitHub sign-in.
+#[async_trait::async_trait]
+impl crate::agent_jobs::CloneCredentials for GithubService {
+    async fn token_for(&self, user_id: &str) -> Option<String> {
+        match self.github_token_for(user_id).await {
+            Ok(token) => token,
+            Err(e) => {
+                // The clone then fails and its error says a sign-in is needed.
+                tracing::warn!(user_id, error = %e, "no usable GitHub token for a clone");
+                None
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,20 +375,5 @@ mod tests {
             ]),
             "scope=read%3Auser%20repo&redirect_uri=https%3A%2F%2Fa%2Fb%3Fc%3Dd%26e"
         );
-    }
-}
-
-/// Agent jobs clone a user's private repositories with the token of their GitHub sign-in.
-#[async_trait::async_trait]
-impl crate::agent_jobs::CloneCredentials for GithubService {
-    async fn token_for(&self, user_id: &str) -> Option<String> {
-        match self.github_token_for(user_id).await {
-            Ok(token) => token,
-            Err(e) => {
-                // The clone then fails and its error says a sign-in is needed.
-                tracing::warn!(user_id, error = %e, "no usable GitHub token for a clone");
-                None
-            }
-        }
     }
 }
