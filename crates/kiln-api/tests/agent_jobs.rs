@@ -2,58 +2,23 @@
 //! repository created here, its diff and logs in the result, failures, the completion
 //! secret, ownership, validation, cursor pagination and restarts. Every scenario runs on
 //! SQLite, and on PostgreSQL when `KILN_TEST_POSTGRES_URL` is set.
+#[macro_use]
+mod agent_job_support;
 mod common;
 mod sandbox;
 
 use std::collections::BTreeSet;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
-
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use base64::Engine;
-use common::{assert_error, assert_validation, json, TestServer};
+use agent_job_support::{
+    auth, basic_auth, create, finished, get_job, git, make_repo, private_git_host, result_files,
+    start, start_job, wait_for, wait_for_file, GitHost,
+};
+use common::{assert_error, assert_validation, json};
 use kiln_services::agent_jobs::{CloneCredentials, JobBilling, JobCharge};
 use kiln_services::{ServiceError, ServiceResult};
 use serde_json::{json, Value};
-
-/// Each scenario twice: on SQLite, and on a fresh PostgreSQL database.
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    if crate::sandbox::prerequisites() {
-                        crate::$scenario(None).await;
-                    }
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    if !crate::sandbox::prerequisites() {
-                        return;
-                    }
-                    let Some((url, name)) = crate::fresh_postgres(stringify!($scenario)).await else {
-                        eprintln!("SKIPPED: KILN_TEST_POSTGRES_URL is not set");
-                        return;
-                    };
-                    // On its own task, so that the database is dropped even after a failure.
-                    let outcome = tokio::spawn(crate::$scenario(Some(url))).await;
-                    crate::drop_postgres(&name).await;
-                    if let Err(e) = outcome {
-                        std::panic::resume_unwind(e.into_panic());
-                    }
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(
     a_job_over_a_local_repository_yields_its_diff_and_logs,
@@ -65,206 +30,6 @@ on_both_backends!(
     private_repositories_are_cloned_with_the_token_in_a_header,
     jobs_are_charged_when_accepted_and_refunded_on_error,
 );
-
-/// A new, empty database on the server of `KILN_TEST_POSTGRES_URL`: its URL and name.
-async fn fresh_postgres(scenario: &str) -> Option<(String, String)> {
-    use sqlx::Connection;
-    let admin = std::env::var("KILN_TEST_POSTGRES_URL").ok()?;
-    let name = format!(
-        "kiln_aj_{}_{}",
-        &scenario[..scenario.len().min(20)],
-        uuid_suffix()
-    );
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .expect("connect to KILN_TEST_POSTGRES_URL");
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut conn)
-        .await
-        .expect("create database");
-    let base = admin
-        .rsplit_once('/')
-        .map(|(b, _)| b)
-        .expect("url with a database");
-    Some((format!("{base}/{name}"), name))
-}
-
-async fn drop_postgres(name: &str) {
-    use sqlx::Connection;
-    let Ok(admin) = std::env::var("KILN_TEST_POSTGRES_URL") else {
-        return;
-    };
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .execute(&mut conn)
-            .await;
-    }
-}
-
-fn uuid_suffix() -> String {
-    format!(
-        "{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_nanos()
-    )
-}
-
-fn auth(key: &str) -> String {
-    format!("Bearer {key}")
-}
-
-/// A server whose `script` agent runs the repository's `.kiln/agent.sh` in the busybox
-/// test image, with local repositories allowed under `repos`.
-async fn start(db: Option<String>, repos: &Path) -> TestServer {
-    let root = repos.to_path_buf();
-    sandbox::start(move |c| {
-        if let Some(url) = db {
-            c.database_url = Some(kiln_config::Secret::new(url));
-        }
-        let agent = c
-            .agent_jobs
-            .agents
-            .get_mut("script")
-            .expect("built-in script agent");
-        agent.image =
-            kiln_services::sessions::sample_image_reference(sandbox::DATASET, sandbox::SAMPLE);
-        agent.timeout_secs = 120;
-        let mut sleepy = agent.clone();
-        sleepy.command = "echo going to sleep; sleep 100".into();
-        sleepy.timeout_secs = 2;
-        c.agent_jobs.agents.insert("sleepy".into(), sleepy);
-        c.agent_jobs.local_repo_root = Some(root);
-        c.agent_jobs.max_concurrent = 2;
-    })
-    .await
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A repository whose first commit holds `lib.py` and the agent script; a second commit
-/// on `main` changes `lib.py` again, so a job at the first commit shows which it saw.
-/// Returns (first, second) commit ids.
-fn make_repo(dir: &Path, script: &str) -> (String, String) {
-    std::fs::create_dir_all(dir.join(".kiln")).expect("mkdir");
-    git(dir, &["init", "-q", "-b", "main"]);
-    std::fs::write(dir.join("lib.py"), "def add(a, b):\n    return a - b\n").expect("write");
-    std::fs::write(dir.join(".kiln/agent.sh"), script).expect("write");
-    std::fs::write(dir.join("NOTES"), "to be removed\n").expect("write");
-    git(dir, &["add", "."]);
-    git(dir, &["commit", "-qm", "first"]);
-    let first = git(dir, &["rev-parse", "HEAD"]);
-    git(dir, &["tag", "v1"]);
-    std::fs::write(dir.join("lib.py"), "def add(a, b):\n    return b - a\n").expect("write");
-    git(dir, &["commit", "-qam", "second"]);
-    (first, git(dir, &["rev-parse", "HEAD"]))
-}
-
-async fn create(s: &TestServer, key: &str, body: Value) -> (u16, Value) {
-    json(
-        s.post("/agent-jobs")
-            .header("Authorization", auth(key))
-            .json(&body)
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await
-}
-
-async fn get_job(s: &TestServer, key: &str, id: &str) -> (u16, Value) {
-    json(
-        s.get(&format!("/agent-jobs/{id}"))
-            .header("Authorization", auth(key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await
-}
-
-/// Polls the job until `done` holds (generous deadline: CI machines are loaded).
-async fn wait_for(s: &TestServer, key: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let (status, job) = get_job(s, key, id).await;
-        assert_eq!(status, 200, "{job}");
-        if done(&job) {
-            return job;
-        }
-        assert!(Instant::now() < deadline, "job never got there: {job}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn finished(job: &Value) -> bool {
-    matches!(
-        job["status"].as_str(),
-        Some("completed" | "error" | "cancelled")
-    )
-}
-
-async fn start_job(s: &TestServer, key: &str, repo: &Path, git_ref: Option<&str>) -> String {
-    let (status, job) = create(
-        s,
-        key,
-        json!({"repo": repo.to_str().expect("utf8"), "ref": git_ref, "agent_id": "script"}),
-    )
-    .await;
-    assert_eq!(status, 202, "{job}");
-    assert_eq!(job["status"], "pending", "{job}");
-    assert_eq!(job["result_available"], false);
-    assert!(
-        job.get("secret").is_none() && !job.to_string().contains("secret"),
-        "{job}"
-    );
-    job["job_id"].as_str().expect("job_id").to_string()
-}
-
-/// The result archive's files, by name.
-async fn result_files(
-    s: &TestServer,
-    key: &str,
-    id: &str,
-) -> std::collections::BTreeMap<String, String> {
-    let response = s
-        .get(&format!("/agent-jobs/{id}/result"))
-        .header("Authorization", auth(key))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "application/gzip");
-    let bytes = response.bytes().await.expect("body");
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_ref()));
-    let mut files = std::collections::BTreeMap::new();
-    for entry in archive.entries().expect("tar") {
-        let mut entry = entry.expect("entry");
-        let name = entry.path().expect("path").to_string_lossy().into_owned();
-        let mut text = String::new();
-        entry.read_to_string(&mut text).expect("utf8 entry");
-        files.insert(name, text);
-    }
-    files
-}
 
 async fn a_job_over_a_local_repository_yields_its_diff_and_logs(db: Option<String>) {
     let repos = tempfile::tempdir().expect("tempdir");
@@ -541,21 +306,6 @@ async fn the_completion_secret_alone_finishes_a_job(db: Option<String>) {
     assert!(!files["diff.patch"].contains(&secret), "{files:?}");
 }
 
-async fn wait_for_file(path: &Path) -> String {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn requests_are_validated(db: Option<String>) {
     let repos = tempfile::tempdir().expect("tempdir");
     let repo = repos.path().join("r");
@@ -745,68 +495,6 @@ impl CloneCredentials for FixedToken {
     }
 }
 
-/// Requests a stand-in host received: (path, Authorization header).
-type SeenRequests = Arc<Mutex<Vec<(String, Option<String>)>>>;
-
-/// A stand-in git host serving a bare repository over git's "dumb" HTTP protocol under
-/// `/org/private.git`, only to requests carrying `Authorization: Basic x-access-token:tok`;
-/// `/moved/…` redirects there. Returns its base URL and the Authorization headers seen.
-async fn private_git_host(bare: PathBuf) -> (String, SeenRequests) {
-    use axum::extract::{Path as UrlPath, State};
-    use axum::http::{HeaderMap, StatusCode};
-    use axum::response::{IntoResponse, Response};
-    let seen: SeenRequests = Arc::default();
-    let expected = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode("x-access-token:tok")
-    );
-    let handler = move |State((bare, seen)): State<(PathBuf, SeenRequests)>,
-                        UrlPath(path): UrlPath<String>,
-                        headers: HeaderMap| async move {
-        let auth = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        seen.lock()
-            .expect("lock")
-            .push((path.clone(), auth.clone()));
-        if let Some(rest) = path.strip_prefix("moved/private.git/") {
-            return Response::builder()
-                .status(StatusCode::FOUND)
-                .header("location", format!("/org/private.git/{rest}"))
-                .body(axum::body::Body::empty())
-                .expect("response");
-        }
-        if auth.as_deref() != Some(expected.as_str()) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [("www-authenticate", "Basic realm=\"git\"")],
-                "",
-            )
-                .into_response();
-        }
-        let Some(rest) = path.strip_prefix("org/private.git/") else {
-            return StatusCode::NOT_FOUND.into_response();
-        };
-        if rest.contains("..") {
-            return StatusCode::NOT_FOUND.into_response();
-        }
-        match std::fs::read(bare.join(rest)) {
-            Ok(bytes) => bytes.into_response(),
-            Err(_) => StatusCode::NOT_FOUND.into_response(),
-        }
-    };
-    let app = axum::Router::new()
-        .route("/{*path}", axum::routing::get(handler))
-        .with_state((bare, seen.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (base, seen)
-}
-
 async fn private_repositories_are_cloned_with_the_token_in_a_header(db: Option<String>) {
     let repos = tempfile::tempdir().expect("tempdir");
     let work = repos.path().join("private");
@@ -817,7 +505,9 @@ async fn private_repositories_are_cloned_with_the_token_in_a_header(db: Option<S
         &["clone", "-q", "--bare", "private", "private.git"],
     );
     git(&bare, &["update-server-info"]);
-    let (host, seen) = private_git_host(bare).await;
+    let GitHost {
+        base: host, seen, ..
+    } = private_git_host(bare, "tok").await;
     let root = repos.path().to_path_buf();
     let host_for_config = host.clone();
     let s = sandbox::start(move |c| {
@@ -864,10 +554,7 @@ async fn private_repositories_are_cloned_with_the_token_in_a_header(db: Option<S
         files["diff.patch"].contains("+from a private repo"),
         "{files:?}"
     );
-    let expected = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode("x-access-token:tok")
-    );
+    let expected = basic_auth("tok");
     assert!(
         seen.lock()
             .expect("lock")

@@ -93,7 +93,8 @@ async fn execute(
     .await;
     // A user's token goes only to the git host it was issued for, never to a URL the
     // user typed for some other host.
-    let token = if source.is_on_host(&config.git_host) {
+    let on_host = source.is_on_host(&config.git_host);
+    let token = if on_host {
         service.credentials().token_for(&job.user_id).await
     } else {
         None
@@ -106,7 +107,16 @@ async fn execute(
         timeout: git_timeout,
         max_bytes: config.max_repo_bytes,
     };
-    repo_source::clone_bare(source, &clone_env, &git_dir, &limits).await?;
+    repo_source::clone_bare(source, &clone_env, &git_dir, &limits)
+        .await
+        .map_err(|e| {
+            // Most often a private repository: the user must be told what would let Kiln in.
+            if on_host && token.is_none() {
+                format!("{e} (no GitHub token for this user: sign in with GitHub to clone private repositories)")
+            } else {
+                e
+            }
+        })?;
     let commit =
         repo_source::resolve_ref(&local_env, &git_dir, job.git_ref.as_deref(), git_timeout).await?;
     progress(

@@ -590,3 +590,113 @@ pub async fn usage_is_filtered_paged_and_summed(db: TestDb) {
     assert_ledger_consistent(store, "ann").await;
     assert_ledger_consistent(store, "bob").await;
 }
+
+/// `find_transaction` is how a refund finds its charge: by kind and reference together,
+/// across users, and only once something was written.
+pub async fn transactions_are_found_by_kind_and_reference(db: TestDb) {
+    let store = db.store.as_ref();
+    create_user(store, "ann").await;
+    create_user(store, "bob").await;
+    let usage = TransactionKind::AgentJobUsage;
+    assert_eq!(store.find_transaction(usage, "job-1").await.unwrap(), None);
+
+    let charge = tx("t1", "ann", usage, -75, Some("job-1"));
+    let written = store
+        .insert_transaction(&charge)
+        .await
+        .unwrap()
+        .expect("written");
+    let found = store
+        .find_transaction(usage, "job-1")
+        .await
+        .unwrap()
+        .expect("found after the write");
+    assert_eq!(found, written);
+    assert_eq!(
+        (
+            found.user_id.as_str(),
+            found.amount_cents,
+            found.reference.as_deref()
+        ),
+        ("ann", -75, Some("job-1"))
+    );
+
+    // The kind matters: the same reference under another kind is another transaction.
+    assert_eq!(
+        store
+            .find_transaction(TransactionKind::AgentJobRefund, "job-1")
+            .await
+            .unwrap(),
+        None
+    );
+    let refund = tx(
+        "t2",
+        "ann",
+        TransactionKind::AgentJobRefund,
+        75,
+        Some("job-1"),
+    );
+    store
+        .insert_transaction(&refund)
+        .await
+        .unwrap()
+        .expect("written");
+    let found_refund = store
+        .find_transaction(TransactionKind::AgentJobRefund, "job-1")
+        .await
+        .unwrap()
+        .expect("the refund");
+    assert_eq!(
+        (
+            found_refund.transaction_id.as_str(),
+            found_refund.amount_cents
+        ),
+        ("t2", 75)
+    );
+    assert_eq!(
+        store
+            .find_transaction(usage, "job-1")
+            .await
+            .unwrap()
+            .map(|t| t.transaction_id),
+        Some("t1".to_string()),
+        "the charge is still the one found for its kind"
+    );
+
+    // The reference matters: exact, not a prefix, and found whoever's it is.
+    for other in ["job-2", "job-", "job-10", "JOB-1", ""] {
+        assert_eq!(
+            store.find_transaction(usage, other).await.unwrap(),
+            None,
+            "{other:?}"
+        );
+    }
+    store
+        .insert_transaction(&tx("t3", "bob", usage, -75, Some("job-2")))
+        .await
+        .unwrap()
+        .expect("written");
+    assert_eq!(
+        store
+            .find_transaction(usage, "job-2")
+            .await
+            .unwrap()
+            .map(|t| (t.transaction_id, t.user_id)),
+        Some(("t3".to_string(), "bob".to_string()))
+    );
+    // Transactions without a reference are never found by one.
+    store
+        .insert_transaction(&tx("t4", "ann", TransactionKind::Deposit, 500, None))
+        .await
+        .unwrap()
+        .expect("written");
+    assert_eq!(
+        store
+            .find_transaction(TransactionKind::Deposit, "")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_ledger_consistent(store, "ann").await;
+    assert_ledger_consistent(store, "bob").await;
+}

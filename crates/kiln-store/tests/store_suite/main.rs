@@ -85,6 +85,7 @@ on_both_backends!(
     billing::the_end_reason_is_set_by_the_call_that_ends,
     billing::stripe_credits_apply_once_per_event_and_checkout,
     billing::usage_is_filtered_paged_and_summed,
+    billing::transactions_are_found_by_kind_and_reference,
     agent_jobs::agent_job_runs_to_completion,
     agent_jobs::agent_job_errors_keep_their_message_and_ids_are_checked,
     agent_jobs::agent_jobs_paginate_newest_first_by_cursor,
