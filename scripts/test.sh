@@ -35,6 +35,10 @@ step "Rust workspace tests"
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 
+step "The API tests that start one server each, again on PostgreSQL"
+KILN_TEST_DATABASE_URL="$KILN_TEST_POSTGRES_URL" \
+  cargo test -p kiln-api --test api --test sessions --test billing --test billing_sessions
+
 step "kiln-runtime on a pure cgroup v2 kernel (Debian's kernel under QEMU; ~3 min)"
 scripts/cgroup2-vm.sh
 
