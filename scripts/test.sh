@@ -35,9 +35,11 @@ step "Rust workspace tests"
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 
+# --workspace keeps the features of the build above: `-p kiln-api` alone would rebuild
+# dependencies with a narrower feature set.
 step "The API tests that start one server each, again on PostgreSQL"
 KILN_TEST_DATABASE_URL="$KILN_TEST_POSTGRES_URL" \
-  cargo test -p kiln-api --test api --test sessions --test billing --test billing_sessions
+  cargo test --workspace --test api --test sessions --test billing --test billing_sessions
 
 step "kiln-runtime on a pure cgroup v2 kernel (Debian's kernel under QEMU; ~3 min)"
 scripts/cgroup2-vm.sh
