@@ -13,10 +13,10 @@ mod sandbox;
 use std::future::Future;
 
 use agent_job_support::{
-    basic_auth, create, finished, get_job, git, make_repo, private_git_host, result_files,
-    script_agent, wait_for,
+    basic_auth, create, finished, get_job, make_repo, private_git_host, result_files, script_agent,
+    wait_for,
 };
-use common::{assert_error, Backend};
+use common::{assert_error, git, Backend};
 use github_fake::Account;
 use github_support::{sign_in, Ctx};
 use serde_json::{json, Value};

@@ -12,10 +12,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use agent_job_support::{
-    basic_auth, create, finished, get_job, git, make_repo, private_git_host, result_files, start,
+    basic_auth, create, finished, get_job, make_repo, private_git_host, result_files, start,
     start_job, wait_for, wait_for_file, GitHost,
 };
-use common::{assert_error, assert_validation, bearer, json, Database};
+use common::{assert_error, assert_validation, bearer, git, json, Database};
 use kiln_services::agent_jobs::{CloneCredentials, JobBilling, JobCharge};
 use kiln_services::{ServiceError, ServiceResult};
 use serde_json::{json, Value};

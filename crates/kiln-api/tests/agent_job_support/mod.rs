@@ -6,14 +6,13 @@
 use std::future::Future;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::common::{bearer, Backend, Database, TestServer};
+use crate::common::{bearer, git, Backend, Database, TestServer};
 use crate::sandbox;
 
 /// Runs `scenario` on `backend` (see [`Database::of`]), when sandboxes can run here.
@@ -66,24 +65,6 @@ pub fn script_agent(c: &mut kiln_config::Config) {
     sleepy.command = "echo going to sleep; sleep 100".into();
     sleepy.timeout_secs = 2;
     c.agent_jobs.agents.insert("sleepy".into(), sleepy);
-}
-
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// A repository whose first commit holds `lib.py` and the agent script; a second commit
