@@ -7,7 +7,9 @@ mod common;
 mod agent_job_support;
 mod sandbox;
 
-use agent_job_support::{create, finished, make_repo, start_with, wait_for, wait_for_file};
+use agent_job_support::{
+    create, finished, make_repo, script_awaiting_go, start_with, wait_for, wait_for_file, workspace,
+};
 use common::{assert_error, json, Database, TestServer};
 use serde_json::{json, Value};
 
@@ -125,14 +127,8 @@ async fn without_the_price_a_job_is_refused_and_a_completed_job_is_charged_once(
 async fn a_job_ending_in_error_is_refunded_once(db: Database) {
     let repos = tempfile::tempdir().expect("tempdir");
     let repo = repos.path().join("broken");
-    // The agent leaves its secret where the test can read it (the workspace is the host's
-    // job directory), waits for the test's go, then fails.
-    make_repo(
-        &repo,
-        "printf %s \"$KILN_JOB_SECRET\" > .secret.tmp && mv .secret.tmp .secret\n\
-         i=0; while [ ! -e .go ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n\
-         echo 'it broke' >&2\nexit 3\n",
-    );
+    // The agent leaves its secret for the test, waits for the test's go, then fails.
+    make_repo(&repo, &script_awaiting_go("echo 'it broke' >&2\nexit 3\n"));
     let s = priced_server(db, repos.path()).await;
     let (user, key) = s.user("payer").await;
     s.kiln
@@ -148,13 +144,7 @@ async fn a_job_ending_in_error_is_refunded_once(db: Database) {
     .await;
     assert_eq!(status, 202, "{job}");
     let id = job["job_id"].as_str().expect("job_id").to_string();
-    let workspace = s
-        .kiln
-        .config
-        .data_dir
-        .join("agent-jobs")
-        .join(&id)
-        .join("work/workspace");
+    let workspace = workspace(&s, &id);
     let secret = wait_for_file(&workspace.join(".secret")).await;
 
     // Running: charged, not refunded.

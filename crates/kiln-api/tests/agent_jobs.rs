@@ -8,12 +8,11 @@ mod agent_job_support;
 mod sandbox;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use agent_job_support::{
-    basic_auth, create, finished, get_job, make_repo, private_git_host, result_files, start,
-    start_job, wait_for, wait_for_file, GitHost,
+    basic_auth, create, finished, get_job, make_repo, private_git_host, result_files,
+    script_awaiting_go, start, start_job, wait_for, wait_for_file, workspace, GitHost,
 };
 use common::{assert_error, assert_validation, bearer, git, json, Database};
 use kiln_services::agent_jobs::{CloneCredentials, JobBilling, JobCharge};
@@ -196,24 +195,15 @@ async fn failing_scripts_and_missing_refs_end_in_error(db: Database) {
 async fn the_completion_secret_alone_finishes_a_job(db: Database) {
     let repos = tempfile::tempdir().expect("tempdir");
     let repo = repos.path().join("reporting");
-    // The agent leaves its secret where the test can read it (the workspace is the host's
-    // job directory), then waits for the test's go before ending.
+    // The agent leaves its secret for the test, then waits for the test's go before ending.
     make_repo(
         &repo,
-        "printf %s \"$KILN_JOB_SECRET\" > .secret.tmp && mv .secret.tmp .secret\n\
-         i=0; while [ ! -e .go ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n\
-         rm -f .secret .go\necho finished > report.txt\n",
+        &script_awaiting_go("rm -f .secret .go\necho finished > report.txt\n"),
     );
     let s = start(db, repos.path()).await;
     let key = s.admin_key.clone();
     let id = start_job(&s, &key, &repo, None).await;
-    let workspace = s
-        .kiln
-        .config
-        .data_dir
-        .join("agent-jobs")
-        .join(&id)
-        .join("work/workspace");
+    let workspace = workspace(&s, &id);
     let secret = wait_for_file(&workspace.join(".secret")).await;
     assert_eq!(secret.len(), 48);
 
@@ -417,13 +407,7 @@ async fn a_restart_ends_running_jobs_in_error(db: Database) {
     let s = start(db, repos.path()).await;
     let key = s.admin_key.clone();
     let id = start_job(&s, &key, &repo, None).await;
-    let workspace: PathBuf = s
-        .kiln
-        .config
-        .data_dir
-        .join("agent-jobs")
-        .join(&id)
-        .join("work/workspace");
+    let workspace = workspace(&s, &id);
     wait_for_file(&workspace.join(".started")).await;
     let (_, job) = get_job(&s, &key, &id).await;
     assert_eq!(job["status"], "running", "{job}");

@@ -85,6 +85,25 @@ pub fn make_repo(dir: &Path, script: &str) -> (String, String) {
     (first, git(dir, &["rev-parse", "HEAD"]))
 }
 
+/// An agent script that leaves its secret in `.secret`, where the test can read it (see
+/// [`workspace`]), and waits for the test's `.go` (a minute at most) before running `then`.
+pub fn script_awaiting_go(then: &str) -> String {
+    format!(
+        "printf %s \"$KILN_JOB_SECRET\" > .secret.tmp && mv .secret.tmp .secret\n\
+         i=0; while [ ! -e .go ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n{then}"
+    )
+}
+
+/// The workspace of job `id` on the host (the agent's working directory).
+pub fn workspace(s: &TestServer, id: &str) -> PathBuf {
+    s.kiln
+        .config
+        .data_dir
+        .join("agent-jobs")
+        .join(id)
+        .join("work/workspace")
+}
+
 pub async fn create(s: &TestServer, key: &str, body: Value) -> (u16, Value) {
     s.post_as(key, "/agent-jobs", &body).await
 }
