@@ -71,7 +71,7 @@ async fn the_charge(s: &TestServer, key: &str, id: &str, per_minute: f64) -> Val
     charge
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_balance_a_session_is_refused_with_402() {
     if !sandbox::prerequisites() {
         return;
@@ -96,7 +96,7 @@ async fn without_balance_a_session_is_refused_with_402() {
     assert_eq!(status, 200);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_session_is_billed_once_with_its_minutes_even_without_billing() {
     if !sandbox::prerequisites() {
         return;
@@ -129,7 +129,7 @@ async fn a_closed_session_is_billed_once_with_its_minutes_even_without_billing()
     assert_eq!(usage["summary"]["session_count"], 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_between_ready_and_close_bills_once() {
     if !sandbox::prerequisites() {
         return;
@@ -152,7 +152,7 @@ async fn a_restart_between_ready_and_close_bills_once() {
     the_charge(&s, &key, &id, 60.0).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_close_racing_expiry_bills_once() {
     if !sandbox::prerequisites() {
         return;
@@ -173,7 +173,7 @@ async fn a_close_racing_expiry_bills_once() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_stop_when_the_balance_is_used_up() {
     if !sandbox::prerequisites() {
         return;
@@ -248,7 +248,7 @@ async fn sessions_stop_when_the_balance_is_used_up() {
     assert_eq!(status, 200);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sandbox_lost_while_down_is_billed_to_its_last_heartbeat() {
     if !sandbox::prerequisites() {
         return;

@@ -51,7 +51,7 @@ async fn run(s: &TestServer, key: &str, id: &str, command: &str, timeout: Option
     done
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_agent_loop() {
     if !sandbox::prerequisites() {
         return;
@@ -234,7 +234,7 @@ async fn the_whole_agent_loop() {
     assert_eq!((status, first["exit_code"].as_i64()), (200, Some(0)));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_and_other_users() {
     if !sandbox::prerequisites() {
         return;
@@ -391,7 +391,7 @@ async fn bad_inputs_and_other_users() {
     assert_error(status, &body, 404, "not_found");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_listing_and_expiry() {
     if !sandbox::prerequisites() {
         return;
@@ -454,7 +454,7 @@ async fn limits_listing_and_expiry() {
     create_ready(&s, &key).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_resume_or_end_sessions_and_fail_cut_off_commands() {
     if !sandbox::prerequisites() {
         return;
@@ -532,7 +532,7 @@ async fn verify(s: &TestServer, key: &str, id: &str) -> Value {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verification_passes_fails_times_out_and_is_cancelled() {
     if !sandbox::prerequisites() {
         return;
@@ -643,7 +643,7 @@ async fn verification_passes_fails_times_out_and_is_cancelled() {
     assert_error(status, &body, 404, "not_found");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codeset_grading_reads_junit_and_wants_the_exact_sets() {
     if !sandbox::prerequisites() {
         return;

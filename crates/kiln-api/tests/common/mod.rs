@@ -313,7 +313,10 @@ impl TestServer {
 
 impl Drop for TestServer {
     /// Also after a failed assertion: no sandbox may outlive its test. Drop cannot await,
-    /// so the runtime is shut down on a thread with a runtime of its own.
+    /// so Kiln is shut down on a thread with a runtime of its own. On PostgreSQL that
+    /// shutdown still needs the test's runtime (the pool's sockets are registered there):
+    /// tests with sandboxes use the multi-thread runtime, whose other worker keeps it going
+    /// (on a current-thread runtime the shutdown waits forever).
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
