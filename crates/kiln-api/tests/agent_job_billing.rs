@@ -3,23 +3,26 @@
 //! refunded once when the job ends in error, however many times it is ended. Every
 //! scenario runs on SQLite, and on PostgreSQL when `KILN_TEST_POSTGRES_URL` is set.
 #[macro_use]
-mod agent_job_support;
 mod common;
+mod agent_job_support;
 mod sandbox;
 
-use agent_job_support::{auth, create, finished, make_repo, start_with, wait_for, wait_for_file};
-use common::{assert_error, json, TestServer};
+use agent_job_support::{
+    create, finished, make_repo, script_awaiting_go, start_with, wait_for, wait_for_file, workspace,
+};
+use common::{assert_error, json, Database, TestServer};
 use serde_json::{json, Value};
 
 /// An odd price, so that no other amount is mistaken for it.
 const COST: i64 = 137;
 
 on_both_backends!(
+    crate::agent_job_support::run;
     without_the_price_a_job_is_refused_and_a_completed_job_is_charged_once,
     a_job_ending_in_error_is_refunded_once,
 );
 
-async fn priced_server(db: Option<String>, repos: &std::path::Path) -> TestServer {
+async fn priced_server(db: Database, repos: &std::path::Path) -> TestServer {
     start_with(db, repos, |c| {
         c.billing.enabled = true;
         c.billing.agent_job_cost_cents = COST;
@@ -29,16 +32,7 @@ async fn priced_server(db: Option<String>, repos: &std::path::Path) -> TestServe
 
 /// The caller's whole ledger, as `GET /billing/usage` shows it.
 async fn usage(s: &TestServer, key: &str) -> Value {
-    let (status, body) = json(
-        s.get("/billing/usage?limit=100")
-            .header("Authorization", auth(key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body
+    s.get_ok(key, "/billing/usage?limit=100").await
 }
 
 /// The transactions of one kind in a usage body, as (amount, job id).
@@ -58,34 +52,16 @@ fn of_kind(usage: &Value, kind: &str) -> Vec<(i64, Option<String>)> {
 }
 
 async fn balance(s: &TestServer, key: &str) -> i64 {
-    let (status, body) = json(
-        s.get("/billing/balance")
-            .header("Authorization", auth(key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body["balance"].as_i64().expect("balance")
+    s.get_ok(key, "/billing/balance").await["balance"]
+        .as_i64()
+        .expect("balance")
 }
 
 async fn listed_jobs(s: &TestServer, key: &str) -> Value {
-    let (status, body) = json(
-        s.get("/agent-jobs")
-            .header("Authorization", auth(key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body["jobs"].clone()
+    s.get_ok(key, "/agent-jobs").await["jobs"].clone()
 }
 
-async fn without_the_price_a_job_is_refused_and_a_completed_job_is_charged_once(
-    db: Option<String>,
-) {
+async fn without_the_price_a_job_is_refused_and_a_completed_job_is_charged_once(db: Database) {
     let repos = tempfile::tempdir().expect("tempdir");
     let repo = repos.path().join("good");
     make_repo(&repo, "echo ok > ok.txt\n");
@@ -148,17 +124,11 @@ async fn without_the_price_a_job_is_refused_and_a_completed_job_is_charged_once(
     );
 }
 
-async fn a_job_ending_in_error_is_refunded_once(db: Option<String>) {
+async fn a_job_ending_in_error_is_refunded_once(db: Database) {
     let repos = tempfile::tempdir().expect("tempdir");
     let repo = repos.path().join("broken");
-    // The agent leaves its secret where the test can read it (the workspace is the host's
-    // job directory), waits for the test's go, then fails.
-    make_repo(
-        &repo,
-        "printf %s \"$KILN_JOB_SECRET\" > .secret.tmp && mv .secret.tmp .secret\n\
-         i=0; while [ ! -e .go ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n\
-         echo 'it broke' >&2\nexit 3\n",
-    );
+    // The agent leaves its secret for the test, waits for the test's go, then fails.
+    make_repo(&repo, &script_awaiting_go("echo 'it broke' >&2\nexit 3\n"));
     let s = priced_server(db, repos.path()).await;
     let (user, key) = s.user("payer").await;
     s.kiln
@@ -174,13 +144,7 @@ async fn a_job_ending_in_error_is_refunded_once(db: Option<String>) {
     .await;
     assert_eq!(status, 202, "{job}");
     let id = job["job_id"].as_str().expect("job_id").to_string();
-    let workspace = s
-        .kiln
-        .config
-        .data_dir
-        .join("agent-jobs")
-        .join(&id)
-        .join("work/workspace");
+    let workspace = workspace(&s, &id);
     let secret = wait_for_file(&workspace.join(".secret")).await;
 
     // Running: charged, not refunded.

@@ -3,44 +3,36 @@
 //! stored by the real flow; a stand-in git host lets in only that token. Real HTTP, real
 //! sandboxes, on SQLite and on PostgreSQL (`KILN_TEST_POSTGRES_URL`; skipped without it,
 //! except in CI).
-mod agent_job_support;
+#[macro_use]
 mod common;
+mod agent_job_support;
 mod github_fake;
 mod github_support;
 mod sandbox;
 
+use std::future::Future;
+
 use agent_job_support::{
-    basic_auth, create, finished, get_job, git, make_repo, private_git_host, result_files,
-    script_agent, wait_for,
+    basic_auth, create, finished, get_job, make_repo, private_git_host, result_files, script_agent,
+    wait_for,
 };
-use common::assert_error;
+use common::{assert_error, git, Backend};
 use github_fake::Account;
-use github_support::{sign_in, Backend, Ctx};
+use github_support::{sign_in, Ctx};
 use serde_json::{json, Value};
 
-mod sqlite {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_github_sign_in_token_clones_private_repositories() {
-        if crate::sandbox::prerequisites() {
-            crate::github_support::run(
-                crate::Backend::Sqlite,
-                crate::the_github_sign_in_token_clones_private_repositories,
-            )
-            .await;
-        }
-    }
-}
+on_both_backends!(
+    crate::with_sandboxes;
+    the_github_sign_in_token_clones_private_repositories,
+);
 
-mod postgres {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_github_sign_in_token_clones_private_repositories() {
-        if crate::sandbox::prerequisites() {
-            crate::github_support::run(
-                crate::Backend::Postgres,
-                crate::the_github_sign_in_token_clones_private_repositories,
-            )
-            .await;
-        }
+/// [`github_support::run`], when sandboxes can run here.
+async fn with_sandboxes<Fut: Future<Output = ()>>(
+    backend: Backend,
+    scenario: impl FnOnce(Ctx) -> Fut,
+) {
+    if sandbox::prerequisites() {
+        github_support::run(backend, scenario).await;
     }
 }
 

@@ -3,24 +3,24 @@
 //! secret, ownership, validation, cursor pagination and restarts. Every scenario runs on
 //! SQLite, and on PostgreSQL when `KILN_TEST_POSTGRES_URL` is set.
 #[macro_use]
-mod agent_job_support;
 mod common;
+mod agent_job_support;
 mod sandbox;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use agent_job_support::{
-    auth, basic_auth, create, finished, get_job, git, make_repo, private_git_host, result_files,
-    start, start_job, wait_for, wait_for_file, GitHost,
+    basic_auth, create, finished, get_job, make_repo, private_git_host, result_files,
+    script_awaiting_go, start, start_job, wait_for, wait_for_file, workspace, GitHost,
 };
-use common::{assert_error, assert_validation, json};
+use common::{assert_error, assert_validation, bearer, git, json, Database};
 use kiln_services::agent_jobs::{CloneCredentials, JobBilling, JobCharge};
 use kiln_services::{ServiceError, ServiceResult};
 use serde_json::{json, Value};
 
 on_both_backends!(
+    crate::agent_job_support::run;
     a_job_over_a_local_repository_yields_its_diff_and_logs,
     failing_scripts_and_missing_refs_end_in_error,
     the_completion_secret_alone_finishes_a_job,
@@ -31,7 +31,7 @@ on_both_backends!(
     jobs_are_charged_when_accepted_and_refunded_on_error,
 );
 
-async fn a_job_over_a_local_repository_yields_its_diff_and_logs(db: Option<String>) {
+async fn a_job_over_a_local_repository_yields_its_diff_and_logs(db: Database) {
     let repos = tempfile::tempdir().expect("tempdir");
     let repo = repos.path().join("calc");
     let (first, _) = make_repo(
@@ -113,37 +113,16 @@ async fn a_job_over_a_local_repository_yields_its_diff_and_logs(db: Option<Strin
         .join(&id)
         .join("work");
     assert!(!work.exists(), "{} left behind", work.display());
-    let (_, listed) = json(
-        s.get("/agent-jobs")
-            .header("Authorization", auth(&key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (_, listed) = s.get_as(&key, "/agent-jobs").await;
     assert_eq!(listed["jobs"][0]["job_id"], id.as_str(), "{listed}");
 
     // Another user sees none of it, on any endpoint.
     let (_, bob) = s.user("bob").await;
     let (status, body) = get_job(&s, &bob, &id).await;
     assert_error(status, &body, 404, "not_found");
-    let (status, body) = json(
-        s.get(&format!("/agent-jobs/{id}/result"))
-            .header("Authorization", auth(&bob))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = s.get_as(&bob, &format!("/agent-jobs/{id}/result")).await;
     assert_error(status, &body, 404, "not_found");
-    let (status, body) = json(
-        s.get("/agent-jobs")
-            .header("Authorization", auth(&bob))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = s.get_as(&bob, "/agent-jobs").await;
     assert_eq!(status, 200);
     assert_eq!(body["jobs"], json!([]), "{body}");
     let (status, body) = json(
@@ -164,7 +143,7 @@ async fn a_job_over_a_local_repository_yields_its_diff_and_logs(db: Option<Strin
     assert_eq!(response.status(), 401);
 }
 
-async fn failing_scripts_and_missing_refs_end_in_error(db: Option<String>) {
+async fn failing_scripts_and_missing_refs_end_in_error(db: Database) {
     let repos = tempfile::tempdir().expect("tempdir");
     let repo = repos.path().join("broken");
     make_repo(
@@ -201,14 +180,9 @@ async fn failing_scripts_and_missing_refs_end_in_error(db: Option<String>) {
         "git's message: {error}"
     );
     assert_eq!(job["result_available"], false);
-    let (status, body) = json(
-        s.get(&format!("/agent-jobs/{missing}/result"))
-            .header("Authorization", auth(&key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = s
+        .get_as(&key, &format!("/agent-jobs/{missing}/result"))
+        .await;
     assert_error(status, &body, 409, "conflict");
 
     let job = wait_for(&s, &key, &tagged, finished).await;
@@ -218,27 +192,18 @@ async fn failing_scripts_and_missing_refs_end_in_error(db: Option<String>) {
     );
 }
 
-async fn the_completion_secret_alone_finishes_a_job(db: Option<String>) {
+async fn the_completion_secret_alone_finishes_a_job(db: Database) {
     let repos = tempfile::tempdir().expect("tempdir");
     let repo = repos.path().join("reporting");
-    // The agent leaves its secret where the test can read it (the workspace is the host's
-    // job directory), then waits for the test's go before ending.
+    // The agent leaves its secret for the test, then waits for the test's go before ending.
     make_repo(
         &repo,
-        "printf %s \"$KILN_JOB_SECRET\" > .secret.tmp && mv .secret.tmp .secret\n\
-         i=0; while [ ! -e .go ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n\
-         rm -f .secret .go\necho finished > report.txt\n",
+        &script_awaiting_go("rm -f .secret .go\necho finished > report.txt\n"),
     );
     let s = start(db, repos.path()).await;
     let key = s.admin_key.clone();
     let id = start_job(&s, &key, &repo, None).await;
-    let workspace = s
-        .kiln
-        .config
-        .data_dir
-        .join("agent-jobs")
-        .join(&id)
-        .join("work/workspace");
+    let workspace = workspace(&s, &id);
     let secret = wait_for_file(&workspace.join(".secret")).await;
     assert_eq!(secret.len(), 48);
 
@@ -306,7 +271,7 @@ async fn the_completion_secret_alone_finishes_a_job(db: Option<String>) {
     assert!(!files["diff.patch"].contains(&secret), "{files:?}");
 }
 
-async fn requests_are_validated(db: Option<String>) {
+async fn requests_are_validated(db: Database) {
     let repos = tempfile::tempdir().expect("tempdir");
     let repo = repos.path().join("r");
     make_repo(&repo, "true\n");
@@ -352,14 +317,7 @@ async fn requests_are_validated(db: Option<String>) {
     assert_eq!(status, 401);
     let (status, body) = get_job(&s, &key, "ajob_unknown").await;
     assert_error(status, &body, 404, "not_found");
-    let (_, listed) = json(
-        s.get("/agent-jobs")
-            .header("Authorization", auth(&key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (_, listed) = s.get_as(&key, "/agent-jobs").await;
     assert_eq!(
         listed["jobs"],
         json!([]),
@@ -367,7 +325,7 @@ async fn requests_are_validated(db: Option<String>) {
     );
 }
 
-async fn cursor_pagination_walks_every_job_once(db: Option<String>) {
+async fn cursor_pagination_walks_every_job_once(db: Database) {
     let repos = tempfile::tempdir().expect("tempdir");
     let repo = repos.path().join("r");
     make_repo(&repo, "true\n");
@@ -390,7 +348,7 @@ async fn cursor_pagination_walks_every_job_once(db: Option<String>) {
     loop {
         let mut request = s
             .get("/agent-jobs?limit=3")
-            .header("Authorization", auth(&key));
+            .header("Authorization", bearer(&key));
         if let Some(c) = &cursor {
             request = request.query(&[("cursor", c)]);
         }
@@ -423,14 +381,7 @@ async fn cursor_pagination_walks_every_job_once(db: Option<String>) {
     );
     assert_eq!(seen.iter().collect::<BTreeSet<_>>().len(), 7);
 
-    let (status, page) = json(
-        s.get("/agent-jobs")
-            .header("Authorization", auth(&key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, page) = s.get_as(&key, "/agent-jobs").await;
     assert_eq!(
         (status, page["jobs"].as_array().map(Vec::len)),
         (200, Some(7)),
@@ -443,33 +394,20 @@ async fn cursor_pagination_walks_every_job_once(db: Option<String>) {
         "cursor=garbage",
         "cursor=bm90OmEgY3Vyc29y",
     ] {
-        let (status, body) = json(
-            s.get(&format!("/agent-jobs?{bad}"))
-                .header("Authorization", auth(&key))
-                .send()
-                .await
-                .expect("send"),
-        )
-        .await;
+        let (status, body) = s.get_as(&key, &format!("/agent-jobs?{bad}")).await;
         let field = bad.split('=').next().expect("field");
         assert_validation(status, &body, &["query", field]);
     }
 }
 
-async fn a_restart_ends_running_jobs_in_error(db: Option<String>) {
+async fn a_restart_ends_running_jobs_in_error(db: Database) {
     let repos = tempfile::tempdir().expect("tempdir");
     let repo = repos.path().join("slow");
     make_repo(&repo, "touch .started\nsleep 100\n");
     let s = start(db, repos.path()).await;
     let key = s.admin_key.clone();
     let id = start_job(&s, &key, &repo, None).await;
-    let workspace: PathBuf = s
-        .kiln
-        .config
-        .data_dir
-        .join("agent-jobs")
-        .join(&id)
-        .join("work/workspace");
+    let workspace = workspace(&s, &id);
     wait_for_file(&workspace.join(".started")).await;
     let (_, job) = get_job(&s, &key, &id).await;
     assert_eq!(job["status"], "running", "{job}");
@@ -495,7 +433,7 @@ impl CloneCredentials for FixedToken {
     }
 }
 
-async fn private_repositories_are_cloned_with_the_token_in_a_header(db: Option<String>) {
+async fn private_repositories_are_cloned_with_the_token_in_a_header(db: Database) {
     let repos = tempfile::tempdir().expect("tempdir");
     let work = repos.path().join("private");
     make_repo(&work, "echo 'from a private repo' > found.txt\n");
@@ -510,10 +448,7 @@ async fn private_repositories_are_cloned_with_the_token_in_a_header(db: Option<S
     } = private_git_host(bare, "tok").await;
     let root = repos.path().to_path_buf();
     let host_for_config = host.clone();
-    let s = sandbox::start(move |c| {
-        if let Some(url) = db {
-            c.database_url = Some(kiln_config::Secret::new(url));
-        }
+    let s = sandbox::start_on(&db, move |c| {
         let agent = c.agent_jobs.agents.get_mut("script").expect("script agent");
         agent.image =
             kiln_services::sessions::sample_image_reference(sandbox::DATASET, sandbox::SAMPLE);
@@ -621,7 +556,7 @@ impl JobBilling for RecordingBilling {
     }
 }
 
-async fn jobs_are_charged_when_accepted_and_refunded_on_error(db: Option<String>) {
+async fn jobs_are_charged_when_accepted_and_refunded_on_error(db: Database) {
     let repos = tempfile::tempdir().expect("tempdir");
     let good = repos.path().join("good");
     make_repo(&good, "echo ok > ok.txt\n");
@@ -666,13 +601,6 @@ async fn jobs_are_charged_when_accepted_and_refunded_on_error(db: Option<String>
     )
     .await;
     assert_error(status, &body, 409, "conflict");
-    let (_, listed) = json(
-        s.get("/agent-jobs")
-            .header("Authorization", auth(&broke_key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (_, listed) = s.get_as(&broke_key, "/agent-jobs").await;
     assert_eq!(listed["jobs"], json!([]), "{listed}");
 }

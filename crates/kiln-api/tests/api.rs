@@ -4,13 +4,9 @@ mod common;
 
 use std::io::Read;
 
-use common::{assert_error, assert_validation, json, make_repo, TestServer};
+use common::{assert_error, assert_validation, bearer, json, make_repo, TestServer};
 use kiln_services::datasets::ImportRequest;
 use serde_json::{json, Value};
-
-fn bearer(key: &str) -> String {
-    format!("Bearer {key}")
-}
 
 #[tokio::test]
 async fn health_and_unknown_routes() {
@@ -66,15 +62,9 @@ async fn missing_and_bad_credentials_are_401() {
 async fn api_keys_are_shown_once_masked_after_and_revocable() {
     let s = TestServer::start().await;
     let (_, key) = s.user("alice").await;
-    let (status, body) = json(
-        s.post("/users/me/api-keys")
-            .header("Authorization", bearer(&key))
-            .json(&json!({"name": "ci"}))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = s
+        .post_as(&key, "/users/me/api-keys", &json!({"name": "ci"}))
+        .await;
     assert_eq!(status, 200, "{body}");
     let new_key = body["api_key"]["key"].as_str().expect("key").to_string();
     let key_id = body["api_key"]["key_id"].as_str().expect("id").to_string();
@@ -84,14 +74,7 @@ async fn api_keys_are_shown_once_masked_after_and_revocable() {
     );
 
     // The new key works, and listings never show a full secret.
-    let (status, me) = json(
-        s.get("/users/me")
-            .header("Authorization", bearer(&new_key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, me) = s.get_as(&new_key, "/users/me").await;
     assert_eq!(status, 200);
     let keys = me["api_keys"].as_array().expect("keys");
     assert_eq!(keys.len(), 2);
@@ -138,14 +121,7 @@ async fn api_keys_are_shown_once_masked_after_and_revocable() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["revoked_key_id"], key_id.as_str());
-    let (status, body) = json(
-        s.get("/users/me")
-            .header("Authorization", bearer(&new_key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = s.get_as(&new_key, "/users/me").await;
     assert_error(status, &body, 401, "unauthorized");
     // Revoking twice: the key is no longer an active key of the user.
     let (status, body) = json(
@@ -252,14 +228,7 @@ async fn refresh_tokens_rotate_and_reuse_is_refused() {
     let refresh1 = pair["refresh_token"].as_str().expect("refresh").to_string();
     assert_eq!(pair["token_type"], "Bearer");
 
-    let (status, me) = json(
-        s.get("/users/me")
-            .header("Authorization", bearer(&access))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, me) = s.get_as(&access, "/users/me").await;
     assert_eq!(status, 200);
     assert_eq!(me["name"], "dave");
     assert!(
@@ -268,14 +237,7 @@ async fn refresh_tokens_rotate_and_reuse_is_refused() {
     );
 
     // A refresh token is not an access token, and vice versa.
-    let (status, body) = json(
-        s.get("/users/me")
-            .header("Authorization", bearer(&refresh1))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = s.get_as(&refresh1, "/users/me").await;
     assert_error(status, &body, 401, "unauthorized");
     let (status, body) = json(
         s.post("/auth/refresh")
@@ -348,14 +310,7 @@ async fn refresh_tokens_rotate_and_reuse_is_refused() {
 async fn accept_terms_records_the_time() {
     let s = TestServer::start().await;
     let (_, key) = s.user("erin").await;
-    let (status, me) = json(
-        s.get("/users/me")
-            .header("Authorization", bearer(&key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, me) = s.get_as(&key, "/users/me").await;
     assert_eq!(status, 200);
     assert!(me["terms_accepted_at"].is_null());
     let (status, me) = json(
@@ -678,15 +633,7 @@ async fn download_serves_record_and_repository_by_version() {
 async fn bodies_over_the_limit_are_413() {
     let s = TestServer::start_with(|c| c.limits.max_body_bytes = 4096).await;
     let big = json!({"name": "x".repeat(10_000)});
-    let (status, body) = json(
-        s.post("/users/me/api-keys")
-            .header("Authorization", bearer(&s.admin_key))
-            .json(&big)
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = s.post_as(&s.admin_key, "/users/me/api-keys", &big).await;
     assert_error(status, &body, 413, "payload_too_large");
 }
 

@@ -6,17 +6,13 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use axum::http::HeaderMap;
-use common::{assert_error, assert_validation, json, TestServer};
+use common::{assert_error, assert_validation, bearer, json, TestServer};
 use hmac::{Hmac, Mac};
 use kiln_config::Secret;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
 const WEBHOOK_SECRET: &str = "whsec_test_kiln";
-
-fn auth(key: &str) -> String {
-    format!("Bearer {key}")
-}
 
 fn sign(payload: &str, t: i64, secret: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
@@ -48,16 +44,7 @@ async fn deliver(s: &TestServer, payload: &str, signature: Option<String>) -> (u
 }
 
 async fn balance(s: &TestServer, key: &str) -> Value {
-    let (status, body) = json(
-        s.get("/billing/balance")
-            .header("Authorization", auth(key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body
+    s.get_ok(key, "/billing/balance").await
 }
 
 async fn webhook_server() -> TestServer {
@@ -217,7 +204,7 @@ async fn a_deposit_creates_a_checkout_at_stripe() {
     let (user, key) = s.user("depositor").await;
     let deposit = |body: Value| {
         s.post("/billing/deposit")
-            .header("Authorization", auth(&key))
+            .header("Authorization", bearer(&key))
             .json(&body)
             .send()
     };
@@ -283,27 +270,22 @@ async fn a_deposit_creates_a_checkout_at_stripe() {
         c.billing.stripe.secret_key = Some(Secret::new("sk_wrong"));
     })
     .await;
-    let (status, body) = json(
-        wrong
-            .post("/billing/deposit")
-            .header("Authorization", auth(&wrong.admin_key))
-            .json(&json!({"amount_cents": 500}))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = wrong
+        .post_as(
+            &wrong.admin_key,
+            "/billing/deposit",
+            &json!({"amount_cents": 500}),
+        )
+        .await;
     assert_error(status, &body, 503, "unavailable");
     let bare = TestServer::start().await;
-    let (status, body) = json(
-        bare.post("/billing/deposit")
-            .header("Authorization", auth(&bare.admin_key))
-            .json(&json!({"amount_cents": 500}))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = bare
+        .post_as(
+            &bare.admin_key,
+            "/billing/deposit",
+            &json!({"amount_cents": 500}),
+        )
+        .await;
     assert_error(status, &body, 503, "unavailable");
     assert!(
         body["detail"]["message"]
@@ -315,10 +297,7 @@ async fn a_deposit_creates_a_checkout_at_stripe() {
 }
 
 async fn usage(s: &TestServer, key: &str, query: &str) -> (u16, Value) {
-    let request = s
-        .get(&format!("/billing/usage{query}"))
-        .header("Authorization", auth(key));
-    json(request.send().await.expect("send")).await
+    s.get_as(key, &format!("/billing/usage{query}")).await
 }
 
 #[tokio::test]

@@ -7,37 +7,21 @@ mod sandbox;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_error, json, TestServer};
+use common::{assert_error, TestServer};
 use sandbox::{DATASET, SAMPLE};
 use serde_json::{json, Value};
 
-fn auth(key: &str) -> String {
-    format!("Bearer {key}")
-}
-
 async fn create(s: &TestServer, key: &str) -> (u16, Value) {
-    json(
-        s.post("/sessions")
-            .header("Authorization", auth(key))
-            .json(&json!({"dataset": DATASET, "sample_id": SAMPLE}))
-            .send()
-            .await
-            .expect("send"),
+    s.post_as(
+        key,
+        "/sessions",
+        &json!({"dataset": DATASET, "sample_id": SAMPLE}),
     )
     .await
 }
 
 async fn session(s: &TestServer, key: &str, id: &str) -> Value {
-    let (status, body) = json(
-        s.get(&format!("/sessions/{id}"))
-            .header("Authorization", auth(key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body
+    s.get_ok(key, &format!("/sessions/{id}")).await
 }
 
 async fn create_ready(s: &TestServer, key: &str) -> String {
@@ -50,27 +34,17 @@ async fn create_ready(s: &TestServer, key: &str) -> String {
 }
 
 async fn close(s: &TestServer, key: &str, id: &str) -> (u16, Value) {
-    json(
-        s.delete(&format!("/sessions/{id}"))
-            .header("Authorization", auth(key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await
+    s.delete_as(key, &format!("/sessions/{id}")).await
 }
 
 /// The session usage charges of `id` in the caller's ledger.
 async fn charges(s: &TestServer, key: &str, id: &str) -> Vec<Value> {
-    let (status, body) = json(
-        s.get("/billing/usage?transaction_types=session_usage&limit=100")
-            .header("Authorization", auth(key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    let body = s
+        .get_ok(
+            key,
+            "/billing/usage?transaction_types=session_usage&limit=100",
+        )
+        .await;
     body["transactions"]
         .as_array()
         .expect("transactions")
@@ -97,7 +71,7 @@ async fn the_charge(s: &TestServer, key: &str, id: &str, per_minute: f64) -> Val
     charge
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_balance_a_session_is_refused_with_402() {
     if !sandbox::prerequisites() {
         return;
@@ -122,7 +96,7 @@ async fn without_balance_a_session_is_refused_with_402() {
     assert_eq!(status, 200);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_session_is_billed_once_with_its_minutes_even_without_billing() {
     if !sandbox::prerequisites() {
         return;
@@ -147,14 +121,7 @@ async fn a_closed_session_is_billed_once_with_its_minutes_even_without_billing()
     let (status, _) = close(&s, &key, &id).await;
     assert_eq!(status, 409);
     assert_eq!(charges(&s, &key, &id).await.len(), 1);
-    let (_, usage) = json(
-        s.get("/billing/usage")
-            .header("Authorization", auth(&key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (_, usage) = s.get_as(&key, "/billing/usage").await;
     assert_eq!(
         usage["current_balance_cents"], charge["amount_cents"],
         "{usage}"
@@ -162,7 +129,7 @@ async fn a_closed_session_is_billed_once_with_its_minutes_even_without_billing()
     assert_eq!(usage["summary"]["session_count"], 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_between_ready_and_close_bills_once() {
     if !sandbox::prerequisites() {
         return;
@@ -185,7 +152,7 @@ async fn a_restart_between_ready_and_close_bills_once() {
     the_charge(&s, &key, &id, 60.0).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_close_racing_expiry_bills_once() {
     if !sandbox::prerequisites() {
         return;
@@ -206,7 +173,7 @@ async fn a_close_racing_expiry_bills_once() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_stop_when_the_balance_is_used_up() {
     if !sandbox::prerequisites() {
         return;
@@ -281,7 +248,7 @@ async fn sessions_stop_when_the_balance_is_used_up() {
     assert_eq!(status, 200);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sandbox_lost_while_down_is_billed_to_its_last_heartbeat() {
     if !sandbox::prerequisites() {
         return;

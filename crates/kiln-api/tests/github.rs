@@ -1,42 +1,22 @@
 //! GitHub sign-in and `/repos`, against a real Kiln server and a local stand-in for GitHub
 //! (`github_fake`). Every scenario runs on SQLite and on PostgreSQL (a fresh database from
 //! `KILN_TEST_POSTGRES_URL`; skipped without it, except in CI).
+#[macro_use]
 mod common;
 mod github_fake;
 mod github_support;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_error, json};
+use common::{assert_error, bearer, json, Backend};
 use github_fake::Account;
-use github_support::{bearer, me, post_sign_in, repos, sign_in, state, Backend, Ctx, REDIRECT};
+use github_support::{me, post_sign_in, repos, sign_in, state, Ctx, REDIRECT};
 use kiln_config::{GithubConfig, Secret};
 use serde_json::{json, Value};
 use sqlx::Connection;
 
-/// Declares each scenario as `sqlite::<name>` and `postgres::<name>`.
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    crate::github_support::run(crate::Backend::Sqlite, crate::$scenario).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    crate::github_support::run(crate::Backend::Postgres, crate::$scenario).await;
-                }
-            )*
-        }
-    };
-}
-
 on_both_backends!(
+    crate::github_support::run;
     new_user_signs_in_and_tokens_work,
     returning_user_keeps_their_id_and_gets_a_new_login,
     null_email_is_read_from_user_emails,

@@ -6,35 +6,22 @@ mod sandbox;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{assert_error, assert_validation, json, TestServer};
+use common::{assert_error, assert_validation, bearer, json, TestServer};
 use sandbox::{DATASET, SAMPLE};
 use serde_json::{json, Value};
 
-fn auth(key: &str) -> String {
-    format!("Bearer {key}")
-}
-
 async fn create_ready(s: &TestServer, key: &str) -> String {
-    let (status, created) = json(
-        s.post("/sessions")
-            .header("Authorization", auth(key))
-            .json(&json!({"dataset": DATASET, "sample_id": SAMPLE}))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, created) = s
+        .post_as(
+            key,
+            "/sessions",
+            &json!({"dataset": DATASET, "sample_id": SAMPLE}),
+        )
+        .await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["status"], "creating");
     let id = created["session_id"].as_str().expect("id").to_string();
-    let (status, session) = json(
-        s.get(&format!("/sessions/{id}"))
-            .header("Authorization", auth(key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, session) = s.get_as(key, &format!("/sessions/{id}")).await;
     assert_eq!(status, 200);
     assert_eq!(
         session["status"], "ready",
@@ -49,26 +36,13 @@ async fn run(s: &TestServer, key: &str, id: &str, command: &str, timeout: Option
     if let Some(t) = timeout {
         body["command_timeout"] = json!(t);
     }
-    let (status, started) = json(
-        s.post(&format!("/sessions/{id}/exec"))
-            .header("Authorization", auth(key))
-            .json(&body)
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, started) = s.post_as(key, &format!("/sessions/{id}/exec"), &body).await;
     assert_eq!(status, 202, "{started}");
     assert_eq!(started["status"], "pending");
     let iid = started["interaction_id"].as_str().expect("iid");
-    let (status, done) = json(
-        s.get(&format!("/sessions/{id}/interactions/{iid}"))
-            .header("Authorization", auth(key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, done) = s
+        .get_as(key, &format!("/sessions/{id}/interactions/{iid}"))
+        .await;
     assert_eq!(status, 200);
     assert!(
         !done["exit_code"].is_null(),
@@ -77,7 +51,7 @@ async fn run(s: &TestServer, key: &str, id: &str, command: &str, timeout: Option
     done
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_agent_loop() {
     if !sandbox::prerequisites() {
         return;
@@ -86,14 +60,7 @@ async fn the_whole_agent_loop() {
     let key = s.admin_key.clone();
     let id = create_ready(&s, &key).await;
 
-    let (_, session) = json(
-        s.get(&format!("/sessions/{id}"))
-            .header("Authorization", auth(&key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (_, session) = s.get_as(&key, &format!("/sessions/{id}")).await;
     let info = &session["container_info"];
     assert_eq!(info["container_name"], id.as_str());
     assert_eq!(info["status"], "running");
@@ -120,15 +87,13 @@ async fn the_whole_agent_loop() {
     // Commands of one session run in the order received.
     let mut ids = Vec::new();
     for i in 0..15 {
-        let (status, started) = json(
-            s.post(&format!("/sessions/{id}/exec"))
-                .header("Authorization", auth(&key))
-                .json(&json!({"command": format!("echo {i} >> /tmp/order")}))
-                .send()
-                .await
-                .expect("send"),
-        )
-        .await;
+        let (status, started) = s
+            .post_as(
+                &key,
+                &format!("/sessions/{id}/exec"),
+                &json!({"command": format!("echo {i} >> /tmp/order")}),
+            )
+            .await;
         assert_eq!(status, 202);
         ids.push(started["interaction_id"].as_str().expect("iid").to_string());
     }
@@ -174,15 +139,13 @@ async fn the_whole_agent_loop() {
 
     // Upload, then run what was uploaded.
     let script = base64::engine::general_purpose::STANDARD.encode("#!/bin/sh\necho uploaded $1\n");
-    let (status, up) = json(
-        s.post(&format!("/sessions/{id}/upload"))
-            .header("Authorization", auth(&key))
-            .json(&json!({"file_path": "bin/tool.sh", "content_base64": script, "make_executable": true}))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, up) = s
+        .post_as(
+            &key,
+            &format!("/sessions/{id}/upload"),
+            &json!({"file_path": "bin/tool.sh", "content_base64": script, "make_executable": true}),
+        )
+        .await;
     assert_eq!(status, 200, "{up}");
     assert_eq!(
         (up["success"].as_bool(), up["file_path"].as_str()),
@@ -194,7 +157,7 @@ async fn the_whole_agent_loop() {
     // str_replace: exactly one occurrence, else nothing changes and it says how many.
     let replace = |old: &str, new: &str| {
         s.post(&format!("/sessions/{id}/str_replace"))
-            .header("Authorization", auth(&key))
+            .header("Authorization", bearer(&key))
             .json(&json!({"file_path": "hello.txt", "str_to_replace": old, "str_to_insert": new}))
     };
     let (_, none) = json(replace("absent", "x").send().await.expect("send")).await;
@@ -227,17 +190,13 @@ async fn the_whole_agent_loop() {
 
     // Paths with .. stay inside the sandbox.
     let marker = format!("/tmp/kiln-escape-{}", std::process::id());
-    let (_, up) = json(
-        s.post(&format!("/sessions/{id}/upload"))
-            .header("Authorization", auth(&key))
-            .json(
-                &json!({"file_path": format!("../../../../..{marker}"), "content_base64": "aGk="}),
-            )
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (_, up) = s
+        .post_as(
+            &key,
+            &format!("/sessions/{id}/upload"),
+            &json!({"file_path": format!("../../../../..{marker}"), "content_base64": "aGk="}),
+        )
+        .await;
     assert_eq!(up["success"], true, "{up}");
     assert!(
         !std::path::Path::new(&marker).exists(),
@@ -247,43 +206,20 @@ async fn the_whole_agent_loop() {
     assert_eq!(inside["stdout"], "hi");
 
     // Close: the sandbox goes, and the session cannot be used or closed again.
-    let (status, closed) = json(
-        s.delete(&format!("/sessions/{id}"))
-            .header("Authorization", auth(&key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, closed) = s.delete_as(&key, &format!("/sessions/{id}")).await;
     assert_eq!(status, 200, "{closed}");
     assert!(closed["duration_seconds"].as_f64().is_some_and(|d| d > 0.0));
-    let (status, body) = json(
-        s.delete(&format!("/sessions/{id}"))
-            .header("Authorization", auth(&key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = s.delete_as(&key, &format!("/sessions/{id}")).await;
     assert_error(status, &body, 409, "conflict");
-    let (status, body) = json(
-        s.post(&format!("/sessions/{id}/exec"))
-            .header("Authorization", auth(&key))
-            .json(&json!({"command": "true"}))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = s
+        .post_as(
+            &key,
+            &format!("/sessions/{id}/exec"),
+            &json!({"command": "true"}),
+        )
+        .await;
     assert_error(status, &body, 409, "conflict");
-    let (_, session) = json(
-        s.get(&format!("/sessions/{id}"))
-            .header("Authorization", auth(&key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (_, session) = s.get_as(&key, &format!("/sessions/{id}")).await;
     assert_eq!(session["status"], "closed");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     assert!(
@@ -292,18 +228,13 @@ async fn the_whole_agent_loop() {
     );
 
     // Earlier interactions are still readable, with their output.
-    let (status, first) = json(
-        s.get(&format!("/sessions/{id}/interactions/{}", ids[0]))
-            .header("Authorization", auth(&key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, first) = s
+        .get_as(&key, &format!("/sessions/{id}/interactions/{}", ids[0]))
+        .await;
     assert_eq!((status, first["exit_code"].as_i64()), (200, Some(0)));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_and_other_users() {
     if !sandbox::prerequisites() {
         return;
@@ -312,7 +243,7 @@ async fn bad_inputs_and_other_users() {
     let key = s.admin_key.clone();
     let create = |body: Value| {
         s.post("/sessions")
-            .header("Authorization", auth(&key))
+            .header("Authorization", bearer(&key))
             .json(&body)
     };
     let (status, body) = json(
@@ -354,7 +285,7 @@ async fn bad_inputs_and_other_users() {
     let id = create_ready(&s, &key).await;
     let exec = |body: Value| {
         s.post(&format!("/sessions/{id}/exec"))
-            .header("Authorization", auth(&key))
+            .header("Authorization", bearer(&key))
             .json(&body)
     };
     for (body, loc) in [
@@ -375,7 +306,7 @@ async fn bad_inputs_and_other_users() {
     }
     let upload = |body: Value| {
         s.post(&format!("/sessions/{id}/upload"))
-            .header("Authorization", auth(&key))
+            .header("Authorization", bearer(&key))
             .json(&body)
     };
     let (status, got) = json(
@@ -403,15 +334,13 @@ async fn bad_inputs_and_other_users() {
     )
     .await;
     assert_error(status, &got, 413, "payload_too_large");
-    let (status, got) = json(
-        s.post(&format!("/sessions/{id}/str_replace"))
-            .header("Authorization", auth(&key))
-            .json(&json!({"file_path": "hello.txt", "str_to_replace": "", "str_to_insert": "x"}))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, got) = s
+        .post_as(
+            &key,
+            &format!("/sessions/{id}/str_replace"),
+            &json!({"file_path": "hello.txt", "str_to_replace": "", "str_to_insert": "x"}),
+        )
+        .await;
     assert_validation(status, &got, &["body", "str_to_replace"]);
     // An upload onto a directory fails as the caller's mistake, not the server's.
     let (status, got) = json(
@@ -446,7 +375,7 @@ async fn bad_inputs_and_other_users() {
             _ => s.client.post(url).json(&json!({"command": "true", "file_path": "a", "str_to_replace": "a", "str_to_insert": "b", "content_base64": "aGk="})),
         };
         let (status, body) = json(
-            req.header("Authorization", auth(&other))
+            req.header("Authorization", bearer(&other))
                 .send()
                 .await
                 .expect("send"),
@@ -454,27 +383,15 @@ async fn bad_inputs_and_other_users() {
         .await;
         assert_error(status, &body, 404, "not_found");
     }
-    let (_, listing) = json(
-        s.get("/sessions")
-            .header("Authorization", auth(&other))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (_, listing) = s.get_as(&other, "/sessions").await;
     assert_eq!(listing["total_count"], 0);
-    let (status, body) = json(
-        s.get(&format!("/sessions/{id}/interactions/int_nope"))
-            .header("Authorization", auth(&key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = s
+        .get_as(&key, &format!("/sessions/{id}/interactions/int_nope"))
+        .await;
     assert_error(status, &body, 404, "not_found");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_listing_and_expiry() {
     if !sandbox::prerequisites() {
         return;
@@ -485,7 +402,7 @@ async fn limits_listing_and_expiry() {
     let b = create_ready(&s, &key).await;
     let response = s
         .post("/sessions")
-        .header("Authorization", auth(&key))
+        .header("Authorization", bearer(&key))
         .json(&json!({"dataset": DATASET, "sample_id": SAMPLE}))
         .send()
         .await
@@ -494,14 +411,7 @@ async fn limits_listing_and_expiry() {
     let (status, body) = json(response).await;
     assert_error(status, &body, 429, "too_many_requests");
 
-    let (_, listing) = json(
-        s.get("/sessions")
-            .header("Authorization", auth(&key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (_, listing) = s.get_as(&key, "/sessions").await;
     let ids: Vec<&str> = listing["sessions"]
         .as_array()
         .expect("list")
@@ -516,23 +426,9 @@ async fn limits_listing_and_expiry() {
         ),
         (Some(2), Some(false))
     );
-    let (_, page) = json(
-        s.get("/sessions?page=1&page_size=1")
-            .header("Authorization", auth(&key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (_, page) = s.get_as(&key, "/sessions?page=1&page_size=1").await;
     assert_eq!(page["has_more"], true);
-    let (status, body) = json(
-        s.get("/sessions?page_size=0")
-            .header("Authorization", auth(&key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = s.get_as(&key, "/sessions?page_size=0").await;
     assert_validation(status, &body, &["query", "page_size"]);
 
     // Expiry: the reaper terminates both; a command on an expired session is a 409.
@@ -542,39 +438,23 @@ async fn limits_listing_and_expiry() {
         .reap_expired(chrono::Utc::now() + chrono::Duration::minutes(31))
         .await;
     assert_eq!(ended, 2);
-    let (_, session) = json(
-        s.get(&format!("/sessions/{a}"))
-            .header("Authorization", auth(&key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (_, session) = s.get_as(&key, &format!("/sessions/{a}")).await;
     assert_eq!(session["status"], "terminated");
-    let (status, body) = json(
-        s.post(&format!("/sessions/{a}/exec"))
-            .header("Authorization", auth(&key))
-            .json(&json!({"command": "true"}))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = s
+        .post_as(
+            &key,
+            &format!("/sessions/{a}/exec"),
+            &json!({"command": "true"}),
+        )
+        .await;
     assert_error(status, &body, 409, "conflict");
-    let (status, body) = json(
-        s.delete(&format!("/sessions/{a}"))
-            .header("Authorization", auth(&key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = s.delete_as(&key, &format!("/sessions/{a}")).await;
     assert_error(status, &body, 409, "conflict");
     // The limit counts live sessions only: a new one can start now.
     create_ready(&s, &key).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_resume_or_end_sessions_and_fail_cut_off_commands() {
     if !sandbox::prerequisites() {
         return;
@@ -583,15 +463,13 @@ async fn restarts_resume_or_end_sessions_and_fail_cut_off_commands() {
     let key = s.admin_key.clone();
     let id = create_ready(&s, &key).await;
     run(&s, &key, &id, "echo kept > /tmp/state", None).await;
-    let (status, started) = json(
-        s.post(&format!("/sessions/{id}/exec"))
-            .header("Authorization", auth(&key))
-            .json(&json!({"command": "sleep 30"}))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, started) = s
+        .post_as(
+            &key,
+            &format!("/sessions/{id}/exec"),
+            &json!({"command": "sleep 30"}),
+        )
+        .await;
     assert_eq!(status, 202);
     let cut = started["interaction_id"].as_str().expect("iid").to_string();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -599,14 +477,9 @@ async fn restarts_resume_or_end_sessions_and_fail_cut_off_commands() {
     // After a crash, the sandbox is still running: the session resumes where it was,
     // and the command the crash cut off fails as an infrastructure failure (-1000).
     let s = s.restart(false).await;
-    let (_, interaction) = json(
-        s.get(&format!("/sessions/{id}/interactions/{cut}"))
-            .header("Authorization", auth(&key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (_, interaction) = s
+        .get_as(&key, &format!("/sessions/{id}/interactions/{cut}"))
+        .await;
     assert_eq!(interaction["exit_code"], -1000, "{interaction}");
     assert!(
         interaction["message"]
@@ -614,14 +487,7 @@ async fn restarts_resume_or_end_sessions_and_fail_cut_off_commands() {
             .is_some_and(|m| m.contains("restarted")),
         "{interaction}"
     );
-    let (_, session) = json(
-        s.get(&format!("/sessions/{id}"))
-            .header("Authorization", auth(&key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (_, session) = s.get_as(&key, &format!("/sessions/{id}")).await;
     assert_eq!(session["status"], "ready");
     let state = run(&s, &key, &id, "cat /tmp/state", None).await;
     assert_eq!(
@@ -631,31 +497,22 @@ async fn restarts_resume_or_end_sessions_and_fail_cut_off_commands() {
 
     // A graceful stop stops the sandboxes: the next start terminates their sessions.
     let s = s.restart(true).await;
-    let (_, session) = json(
-        s.get(&format!("/sessions/{id}"))
-            .header("Authorization", auth(&key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (_, session) = s.get_as(&key, &format!("/sessions/{id}")).await;
     assert_eq!(session["status"], "terminated", "{session}");
-    let (status, body) = json(
-        s.post(&format!("/sessions/{id}/exec"))
-            .header("Authorization", auth(&key))
-            .json(&json!({"command": "true"}))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = s
+        .post_as(
+            &key,
+            &format!("/sessions/{id}/exec"),
+            &json!({"command": "true"}),
+        )
+        .await;
     assert_error(status, &body, 409, "conflict");
 }
 
 async fn verify(s: &TestServer, key: &str, id: &str) -> Value {
     let response = s
         .post(&format!("/sessions/{id}/verify"))
-        .header("Authorization", auth(key))
+        .header("Authorization", bearer(key))
         .header("content-type", "application/json")
         .send()
         .await
@@ -665,14 +522,7 @@ async fn verify(s: &TestServer, key: &str, id: &str) -> Value {
     assert_eq!(started["status"], "pending");
     let job = started["job_id"].as_str().expect("job").to_string();
     loop {
-        let (status, body) = json(
-            s.get(&format!("/sessions/{id}/verify/{job}"))
-                .header("Authorization", auth(key))
-                .send()
-                .await
-                .expect("send"),
-        )
-        .await;
+        let (status, body) = s.get_as(key, &format!("/sessions/{id}/verify/{job}")).await;
         assert_eq!(status, 200, "{body}");
         if ["completed", "error", "cancelled"]
             .contains(&body["status"].as_str().unwrap_or_default())
@@ -682,7 +532,7 @@ async fn verify(s: &TestServer, key: &str, id: &str) -> Value {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verification_passes_fails_times_out_and_is_cancelled() {
     if !sandbox::prerequisites() {
         return;
@@ -691,7 +541,7 @@ async fn verification_passes_fails_times_out_and_is_cancelled() {
     let key = s.admin_key.clone();
     let id = create_ready(&s, &key).await;
     let script = |body: &str| {
-        s.post(&format!("/sessions/{id}/upload")).header("Authorization", auth(&key)).json(
+        s.post(&format!("/sessions/{id}/upload")).header("Authorization", bearer(&key)).json(
             &json!({"file_path": "run-tests.sh", "content_base64": base64::engine::general_purpose::STANDARD.encode(body)}),
         )
     };
@@ -764,7 +614,7 @@ async fn verification_passes_fails_times_out_and_is_cancelled() {
     script("sleep 1000\n").send().await.expect("send");
     let (_, started) = json(
         s.post(&format!("/sessions/{id}/verify"))
-            .header("Authorization", auth(&key))
+            .header("Authorization", bearer(&key))
             .send()
             .await
             .expect("send"),
@@ -772,77 +622,51 @@ async fn verification_passes_fails_times_out_and_is_cancelled() {
     .await;
     let job_id = started["job_id"].as_str().expect("job").to_string();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (status, _) = json(
-        s.delete(&format!("/sessions/{id}"))
-            .header("Authorization", auth(&key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, _) = s.delete_as(&key, &format!("/sessions/{id}")).await;
     assert_eq!(status, 200);
-    let (_, job) = json(
-        s.get(&format!("/sessions/{id}/verify/{job_id}"))
-            .header("Authorization", auth(&key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (_, job) = s
+        .get_as(&key, &format!("/sessions/{id}/verify/{job_id}"))
+        .await;
     assert_eq!(job["status"], "cancelled", "{job}");
     let (status, body) = json(
         s.post(&format!("/sessions/{id}/verify"))
-            .header("Authorization", auth(&key))
+            .header("Authorization", bearer(&key))
             .send()
             .await
             .expect("send"),
     )
     .await;
     assert_error(status, &body, 409, "conflict");
-    let (status, body) = json(
-        s.get(&format!("/sessions/{id}/verify/job_nope"))
-            .header("Authorization", auth(&key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = s
+        .get_as(&key, &format!("/sessions/{id}/verify/job_nope"))
+        .await;
     assert_error(status, &body, 404, "not_found");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codeset_grading_reads_junit_and_wants_the_exact_sets() {
     if !sandbox::prerequisites() {
         return;
     }
     let s = sandbox::start(|_| {}).await;
     let key = s.admin_key.clone();
-    let (status, created) = json(
-        s.post("/sessions")
-            .header("Authorization", auth(&key))
-            .json(&json!({"dataset": DATASET, "sample_id": sandbox::CODESET_SAMPLE}))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, created) = s
+        .post_as(
+            &key,
+            "/sessions",
+            &json!({"dataset": DATASET, "sample_id": sandbox::CODESET_SAMPLE}),
+        )
+        .await;
     assert_eq!(status, 201, "{created}");
     let id = created["session_id"].as_str().expect("id").to_string();
-    let (_, session) = json(
-        s.get(&format!("/sessions/{id}"))
-            .header("Authorization", auth(&key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (_, session) = s.get_as(&key, &format!("/sessions/{id}")).await;
     assert_eq!(session["status"], "ready");
     let verifier = |t3: &str| {
         let script = format!(
             "#!/bin/sh\ncat > /testbed/report.xml <<'XML'\n<testsuite name=\"s\" tests=\"3\">\n<testcase classname=\"suite\" name=\"t1\"/>\n<testcase classname=\"suite\" name=\"t2\"/>\n<testcase classname=\"suite\" name=\"t3\">{t3}</testcase>\n</testsuite>\nXML\n"
         );
         s.post(&format!("/sessions/{id}/upload"))
-            .header("Authorization", auth(&key))
+            .header("Authorization", bearer(&key))
             .json(&json!({
                 "file_path": "/verifier.sh", "make_executable": true,
                 "content_base64": base64::engine::general_purpose::STANDARD.encode(script),
@@ -873,7 +697,7 @@ async fn codeset_grading_reads_junit_and_wants_the_exact_sets() {
     )
     .await;
     s.post(&format!("/sessions/{id}/upload"))
-        .header("Authorization", auth(&key))
+        .header("Authorization", bearer(&key))
         .json(&json!({"file_path": "/verifier.sh", "make_executable": true, "content_base64": base64::engine::general_purpose::STANDARD.encode("#!/bin/sh\ntrue\n")}))
         .send()
         .await

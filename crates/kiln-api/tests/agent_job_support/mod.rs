@@ -1,123 +1,48 @@
-//! What the agent-job scenarios share: each scenario on both backends, a server with the
+//! What the agent-job scenarios share: running a scenario on a backend, a server with the
 //! `script` agent, git repositories made here, the job endpoints, and a stand-in git host
 //! for private repositories.
-#![allow(dead_code, unused_macros)]
+#![allow(dead_code)]
 
+use std::future::Future;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::common::{json, TestServer};
+use crate::common::{bearer, git, Backend, Database, TestServer};
 use crate::sandbox;
 
-/// Each scenario twice: on SQLite, and on a fresh PostgreSQL database.
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    if crate::sandbox::prerequisites() {
-                        crate::$scenario(None).await;
-                    }
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    if !crate::sandbox::prerequisites() {
-                        return;
-                    }
-                    let Some((url, name)) = crate::agent_job_support::fresh_postgres(stringify!($scenario)).await else {
-                        eprintln!("SKIPPED: KILN_TEST_POSTGRES_URL is not set");
-                        return;
-                    };
-                    // On its own task, so that the database is dropped even after a failure.
-                    let outcome = tokio::spawn(crate::$scenario(Some(url))).await;
-                    crate::agent_job_support::drop_postgres(&name).await;
-                    if let Err(e) = outcome {
-                        std::panic::resume_unwind(e.into_panic());
-                    }
-                }
-            )*
-        }
-    };
-}
-
-/// A new, empty database on the server of `KILN_TEST_POSTGRES_URL`: its URL and name.
-pub async fn fresh_postgres(scenario: &str) -> Option<(String, String)> {
-    use sqlx::Connection;
-    let admin = std::env::var("KILN_TEST_POSTGRES_URL").ok()?;
-    let name = format!(
-        "kiln_aj_{}_{}",
-        &scenario[..scenario.len().min(20)],
-        uuid_suffix()
-    );
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .expect("connect to KILN_TEST_POSTGRES_URL");
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut conn)
-        .await
-        .expect("create database");
-    let base = admin
-        .rsplit_once('/')
-        .map(|(b, _)| b)
-        .expect("url with a database");
-    Some((format!("{base}/{name}"), name))
-}
-
-pub async fn drop_postgres(name: &str) {
-    use sqlx::Connection;
-    let Ok(admin) = std::env::var("KILN_TEST_POSTGRES_URL") else {
+/// Runs `scenario` on `backend` (see [`Database::of`]), when sandboxes can run here.
+pub async fn run<F, Fut>(backend: Backend, scenario: F)
+where
+    F: FnOnce(Database) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    if !sandbox::prerequisites() {
         return;
-    };
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .execute(&mut conn)
-            .await;
     }
-}
-
-pub fn uuid_suffix() -> String {
-    format!(
-        "{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_nanos()
-    )
-}
-
-pub fn auth(key: &str) -> String {
-    format!("Bearer {key}")
+    if let Some(db) = Database::of(backend) {
+        scenario(db).await;
+    }
 }
 
 /// A server whose `script` agent runs the repository's `.kiln/agent.sh` in the busybox
 /// test image, with local repositories allowed under `repos`.
-pub async fn start(db: Option<String>, repos: &Path) -> TestServer {
+pub async fn start(db: Database, repos: &Path) -> TestServer {
     start_with(db, repos, |_| {}).await
 }
 
 /// [`start`], with `tweak` applied to the configuration last.
 pub async fn start_with(
-    db: Option<String>,
+    db: Database,
     repos: &Path,
     tweak: impl FnOnce(&mut kiln_config::Config),
 ) -> TestServer {
     let root = repos.to_path_buf();
-    sandbox::start(move |c| {
-        if let Some(url) = db {
-            c.database_url = Some(kiln_config::Secret::new(url));
-        }
+    sandbox::start_on(&db, move |c| {
         script_agent(c);
         c.agent_jobs.local_repo_root = Some(root);
         c.agent_jobs.max_concurrent = 2;
@@ -142,24 +67,6 @@ pub fn script_agent(c: &mut kiln_config::Config) {
     c.agent_jobs.agents.insert("sleepy".into(), sleepy);
 }
 
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// A repository whose first commit holds `lib.py` and the agent script; a second commit
 /// on `main` changes `lib.py` again, so a job at the first commit shows which it saw.
 /// Returns (first, second) commit ids.
@@ -178,27 +85,31 @@ pub fn make_repo(dir: &Path, script: &str) -> (String, String) {
     (first, git(dir, &["rev-parse", "HEAD"]))
 }
 
-pub async fn create(s: &TestServer, key: &str, body: Value) -> (u16, Value) {
-    json(
-        s.post("/agent-jobs")
-            .header("Authorization", auth(key))
-            .json(&body)
-            .send()
-            .await
-            .expect("send"),
+/// An agent script that leaves its secret in `.secret`, where the test can read it (see
+/// [`workspace`]), and waits for the test's `.go` (a minute at most) before running `then`.
+pub fn script_awaiting_go(then: &str) -> String {
+    format!(
+        "printf %s \"$KILN_JOB_SECRET\" > .secret.tmp && mv .secret.tmp .secret\n\
+         i=0; while [ ! -e .go ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n{then}"
     )
-    .await
+}
+
+/// The workspace of job `id` on the host (the agent's working directory).
+pub fn workspace(s: &TestServer, id: &str) -> PathBuf {
+    s.kiln
+        .config
+        .data_dir
+        .join("agent-jobs")
+        .join(id)
+        .join("work/workspace")
+}
+
+pub async fn create(s: &TestServer, key: &str, body: Value) -> (u16, Value) {
+    s.post_as(key, "/agent-jobs", &body).await
 }
 
 pub async fn get_job(s: &TestServer, key: &str, id: &str) -> (u16, Value) {
-    json(
-        s.get(&format!("/agent-jobs/{id}"))
-            .header("Authorization", auth(key))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await
+    s.get_as(key, &format!("/agent-jobs/{id}")).await
 }
 
 /// Polls the job until `done` holds (generous deadline: CI machines are loaded).
@@ -247,7 +158,7 @@ pub async fn result_files(
 ) -> std::collections::BTreeMap<String, String> {
     let response = s
         .get(&format!("/agent-jobs/{id}/result"))
-        .header("Authorization", auth(key))
+        .header("Authorization", bearer(key))
         .send()
         .await
         .expect("send");

@@ -1,8 +1,8 @@
 //! A real Kiln server on 127.0.0.1:0 over a real SQLite file, for tests that speak HTTP to
-//! it. With `KILN_TEST_DATABASE_URL` set to a PostgreSQL admin URL (such as
-//! `KILN_TEST_POSTGRES_URL`), each server gets a fresh PostgreSQL database instead, dropped
-//! with the server.
-#![allow(dead_code)]
+//! it, or over a fresh PostgreSQL database dropped with the server: explicitly
+//! ([`TestServer::start_on`], [`on_both_backends!`]), or for the one-server suites with
+//! `KILN_TEST_DATABASE_URL` set to a PostgreSQL admin URL (such as `KILN_TEST_POSTGRES_URL`).
+#![allow(dead_code, unused_macros)]
 
 use std::path::Path;
 use std::process::Command;
@@ -27,29 +27,100 @@ pub struct TestServer {
     database: Option<(String, String)>,
 }
 
-/// A fresh PostgreSQL database when `KILN_TEST_DATABASE_URL` names a server.
-async fn test_database() -> Option<(String, String, String)> {
+/// Which store a scenario runs on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Where a test server stores: a SQLite file in its data directory, or a fresh database
+/// on the PostgreSQL server of an admin URL, made for that server and dropped with it.
+#[derive(Clone, Debug)]
+pub enum Database {
+    Sqlite,
+    Postgres { admin_url: String },
+}
+
+impl Database {
+    /// PostgreSQL when `KILN_TEST_DATABASE_URL` names a server, else SQLite: how the
+    /// one-server suites are moved to PostgreSQL.
+    pub fn from_env() -> Self {
+        match std::env::var("KILN_TEST_DATABASE_URL") {
+            Ok(admin_url) if !admin_url.is_empty() => Database::Postgres { admin_url },
+            _ => Database::Sqlite,
+        }
+    }
+
+    /// `backend`, PostgreSQL on the server of `KILN_TEST_POSTGRES_URL`. `None` (skip) when
+    /// that is not set; under `CI` it must be, so CI cannot pass without the PostgreSQL half.
+    pub fn of(backend: Backend) -> Option<Self> {
+        match backend {
+            Backend::Sqlite => Some(Database::Sqlite),
+            Backend::Postgres => match std::env::var("KILN_TEST_POSTGRES_URL") {
+                Ok(admin_url) if !admin_url.is_empty() => Some(Database::Postgres { admin_url }),
+                _ if std::env::var_os("CI").is_some() => {
+                    panic!("KILN_TEST_POSTGRES_URL is not set, but CI is")
+                }
+                _ => {
+                    eprintln!("SKIPPED: KILN_TEST_POSTGRES_URL is not set");
+                    None
+                }
+            },
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Database::Sqlite => Backend::Sqlite,
+            Database::Postgres { .. } => Backend::Postgres,
+        }
+    }
+}
+
+/// Declares each scenario as `sqlite::<name>` and `postgres::<name>`, each running
+/// `$run(Backend, crate::<name>)` (a path from the crate root).
+macro_rules! on_both_backends {
+    ($run:path; $($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    $run(crate::common::Backend::Sqlite, crate::$scenario).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    $run(crate::common::Backend::Postgres, crate::$scenario).await;
+                }
+            )*
+        }
+    };
+}
+
+/// A fresh database on the server of `admin_url`: (name, URL).
+async fn create_database(admin_url: &str) -> (String, String) {
     use sqlx::{Connection, Executor};
-    let admin = std::env::var("KILN_TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.is_empty())?;
     let name = format!("kiln_api_test_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&admin)
+    let mut conn = sqlx::PgConnection::connect(admin_url)
         .await
-        .expect("connect to KILN_TEST_DATABASE_URL");
+        .expect("connect to the PostgreSQL test server");
     conn.execute(format!("CREATE DATABASE {name}").as_str())
         .await
         .expect("create database");
-    let (base, query) = match admin.split_once('?') {
+    let (base, query) = match admin_url.split_once('?') {
         Some((b, q)) => (b, format!("?{q}")),
-        None => (admin.as_str(), String::new()),
+        None => (admin_url, String::new()),
     };
     let authority = base.find("://").map_or(0, |i| i + 3);
     let path = base[authority..]
         .find('/')
         .map_or(base.len(), |i| authority + i);
     let url = format!("{}/{name}{query}", &base[..path]);
-    Some((admin, name, url))
+    (name, url)
 }
 
 fn drop_database(admin: &str, name: &str) {
@@ -78,17 +149,27 @@ impl TestServer {
         Self::start_with(|_| {}).await
     }
 
+    /// A server on [`Database::from_env`], after `tweak`.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_on(&Database::from_env(), tweak).await
+    }
+
+    /// A server storing in `database`, after `tweak`.
+    pub async fn start_on(database: &Database, tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = Config {
             data_dir: dir.path().join("data"),
             load_demo_dataset: false,
             ..Config::default()
         };
-        let database = test_database().await;
-        if let Some((_, _, url)) = &database {
-            config.database_url = Some(kiln_config::Secret::new(url.clone()));
-        }
+        let database = match database {
+            Database::Sqlite => None,
+            Database::Postgres { admin_url } => {
+                let (name, url) = create_database(admin_url).await;
+                config.database_url = Some(kiln_config::Secret::new(url));
+                Some((admin_url.clone(), name))
+            }
+        };
         tweak(&mut config);
         let kiln = Kiln::open(config).await.expect("open kiln");
         let report = kiln.bootstrap().await.expect("bootstrap");
@@ -110,7 +191,7 @@ impl TestServer {
             _dir: dir,
             stop: Some(stop),
             shutdown_on_drop: true,
-            database: database.map(|(admin, name, _)| (admin, name)),
+            database,
         }
     }
 
@@ -168,6 +249,50 @@ impl TestServer {
         self.client.delete(format!("{}{path}", self.base))
     }
 
+    /// `GET path` as the holder of `key`: (status, JSON body).
+    pub async fn get_as(&self, key: &str, path: &str) -> (u16, Value) {
+        json(
+            self.get(path)
+                .header("Authorization", bearer(key))
+                .send()
+                .await
+                .expect("send"),
+        )
+        .await
+    }
+
+    /// `GET path` as the holder of `key`, which must answer 200: the JSON body.
+    pub async fn get_ok(&self, key: &str, path: &str) -> Value {
+        let (status, body) = self.get_as(key, path).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// `POST path` with a JSON `body` as the holder of `key`: (status, JSON body).
+    pub async fn post_as(&self, key: &str, path: &str, body: &Value) -> (u16, Value) {
+        json(
+            self.post(path)
+                .header("Authorization", bearer(key))
+                .json(body)
+                .send()
+                .await
+                .expect("send"),
+        )
+        .await
+    }
+
+    /// `DELETE path` as the holder of `key`: (status, JSON body).
+    pub async fn delete_as(&self, key: &str, path: &str) -> (u16, Value) {
+        json(
+            self.delete(path)
+                .header("Authorization", bearer(key))
+                .send()
+                .await
+                .expect("send"),
+        )
+        .await
+    }
+
     /// A new non-admin user and an API key for it.
     pub async fn user(&self, name: &str) -> (String, String) {
         let user = self
@@ -188,7 +313,10 @@ impl TestServer {
 
 impl Drop for TestServer {
     /// Also after a failed assertion: no sandbox may outlive its test. Drop cannot await,
-    /// so the runtime is shut down on a thread with a runtime of its own.
+    /// so Kiln is shut down on a thread with a runtime of its own. On PostgreSQL that
+    /// shutdown still needs the test's runtime (the pool's sockets are registered there):
+    /// tests with sandboxes use the multi-thread runtime, whose other worker keeps it going
+    /// (on a current-thread runtime the shutdown waits forever).
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -212,6 +340,11 @@ impl Drop for TestServer {
             });
         });
     }
+}
+
+/// The `Authorization` header for an API key or access token.
+pub fn bearer(key: &str) -> String {
+    format!("Bearer {key}")
 }
 
 pub async fn json(response: Response) -> (u16, Value) {
@@ -255,25 +388,28 @@ pub fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) {
     );
 }
 
+/// Runs git in `dir` with a fixed author: its trimmed output.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// A git repository with two commits in `dir`; returns (first, second) commit ids.
 pub fn make_repo(dir: &Path) -> (String, String) {
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .output()
-            .expect("git");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let git = |args: &[&str]| self::git(dir, args);
     std::fs::create_dir_all(dir).expect("mkdir");
     git(&["init", "-q", "-b", "main"]);
     std::fs::write(dir.join("lib.py"), "def add(a, b):\n    return a - b\n").expect("write");

@@ -10,7 +10,7 @@ use kiln_envimage::{LayerCompression, LayerTarOptions, OciLayout};
 use kiln_services::datasets::ImportRequest;
 use serde_json::json;
 
-use crate::common::TestServer;
+use crate::common::{Database, TestServer};
 
 pub const DATASET: &str = "test";
 pub const SAMPLE: &str = "test-1";
@@ -149,10 +149,18 @@ pub async fn install_test_sample(server: &TestServer) {
         .expect("import sample");
 }
 
-/// A server that can run sessions of `test/test-1`.
+/// A server that can run sessions of `test/test-1`, on [`Database::from_env`].
 pub async fn start(tweak: impl FnOnce(&mut kiln_config::Config)) -> TestServer {
+    start_on(&Database::from_env(), tweak).await
+}
+
+/// [`start`], storing in `database`.
+pub async fn start_on(
+    database: &Database,
+    tweak: impl FnOnce(&mut kiln_config::Config),
+) -> TestServer {
     let agent = agent_binary();
-    let server = TestServer::start_with(|c| {
+    let server = TestServer::start_on(database, |c| {
         c.runtime.agent_binary = Some(agent);
         tweak(c);
     })
