@@ -74,7 +74,14 @@ pub enum StartError {
 impl Kiln {
     /// Opens (creating if needed) the data directory and the store, and prepares the
     /// services. It does not bootstrap: see [`Kiln::bootstrap`].
-    pub async fn open(config: Config) -> Result<Self, StartError> {
+    pub async fn open(mut config: Config) -> Result<Self, StartError> {
+        // Absolute once, here: sandboxes and agent jobs bind paths under it into mount
+        // namespaces, where a path relative to the server's working directory means nothing.
+        config.data_dir =
+            std::path::absolute(&config.data_dir).map_err(|source| StartError::DataDir {
+                path: config.data_dir.display().to_string(),
+                source,
+            })?;
         let data_dir = config.data_dir.clone();
         create_private_dir(&data_dir)?;
         let store = kiln_store::connect(&config.database_url()).await?;
@@ -267,5 +274,28 @@ fn load_or_create_secret(path: &Path) -> Result<Vec<u8>, StartError> {
             write_private_file(path, &secret)?;
             Ok(secret)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_relative_data_dir_is_made_absolute() {
+        let dir = tempfile::tempdir_in(".").expect("tempdir in the working directory");
+        let relative = PathBuf::from(dir.path().file_name().expect("a name")).join("data");
+        let config = Config {
+            data_dir: relative.clone(),
+            load_demo_dataset: false,
+            build_demo_images: false,
+            ..Config::default()
+        };
+        let kiln = Kiln::open(config).await.expect("opens");
+        let cwd = std::env::current_dir().expect("cwd");
+        assert_eq!(kiln.config.data_dir, cwd.join(&relative));
+        assert!(kiln.config.data_dir.join("kiln.db").exists());
     }
 }
