@@ -27,21 +27,27 @@ pub enum OpenError {
     Undecryptable,
 }
 
+/// A 32-byte key for one purpose, derived from the server secret: SHA-256 of the secret,
+/// a zero byte and the purpose (the separator keeps any secret/purpose pair from being
+/// re-split into another). Keys of different purposes are unrelated.
+pub(crate) fn purpose_key(server_secret: &[u8], purpose: &str) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(server_secret);
+    hash.update([0u8]);
+    hash.update(purpose.as_bytes());
+    hash.finalize().into()
+}
+
 pub struct SecretBox {
     cipher: XChaCha20Poly1305,
 }
 
 impl SecretBox {
-    /// The key is SHA-256 of the server secret followed by the purpose string (with a
-    /// separator, so that no secret/purpose pair can be re-split into another).
+    /// The key is [`purpose_key`] of the server secret and `purpose`.
     pub fn new(server_secret: &[u8], purpose: &str) -> Self {
-        let mut hash = Sha256::new();
-        hash.update(server_secret);
-        hash.update([0u8]);
-        hash.update(purpose.as_bytes());
-        let key = hash.finalize();
+        let key = purpose_key(server_secret, purpose);
         Self {
-            cipher: XChaCha20Poly1305::new(&key),
+            cipher: XChaCha20Poly1305::new(&key.into()),
         }
     }
 

@@ -8,7 +8,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 const PURPOSE: &str = "kiln github oauth state v1";
 const NONCE_LEN: usize = 16;
@@ -29,12 +29,8 @@ pub(crate) struct StateSigner {
 
 impl StateSigner {
     pub(crate) fn new(server_secret: &[u8]) -> Self {
-        let mut hash = Sha256::new();
-        hash.update(server_secret);
-        hash.update([0u8]);
-        hash.update(PURPOSE.as_bytes());
         Self {
-            key: hash.finalize().into(),
+            key: crate::secret_box::purpose_key(server_secret, PURPOSE),
         }
     }
 
