@@ -25,6 +25,9 @@ pub(crate) const CPU_PERIOD_US: u64 = 100_000;
 /// How long teardown waits for killed processes to leave the cgroup.
 const EMPTY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a freeze may take to stop every task before it is undone.
+pub(crate) const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long `rmdir` of an emptied cgroup is retried while the kernel still calls it busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -170,6 +173,32 @@ impl SandboxCgroup {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
+}
+
+/// Waits until a requested freeze has taken effect (`is_frozen`). When it has not within
+/// `timeout` (a task in uninterruptible sleep cannot stop), the freeze is undone with
+/// `thaw` before the error is returned: a freeze left pending would complete later and
+/// hold the cgroup frozen for ever, with nobody to thaw it (a kill's SIGKILL would never
+/// be delivered, a snapshot's sandbox would hang).
+pub(crate) fn await_frozen(
+    is_frozen: impl Fn() -> bool,
+    thaw: impl FnOnce() -> Result<()>,
+    path: &Path,
+    timeout: Duration,
+) -> Result<()> {
+    let start = Instant::now();
+    while !is_frozen() {
+        if start.elapsed() > timeout {
+            let thawed = thaw();
+            let message = format!("did not freeze within {} s", timeout.as_secs());
+            return Err(match thawed {
+                Ok(()) => cgroup_error(path, format!("{message}; thawed again")),
+                Err(e) => cgroup_error(path, format!("{message}, and cannot thaw: {e}")),
+            });
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(())
 }
 
 pub(crate) fn cgroup_error(path: &Path, message: impl Into<String>) -> RuntimeError {
@@ -467,13 +496,12 @@ impl CgroupBackend for CgroupV1 {
         write_file(&state, if frozen { "FROZEN" } else { "THAWED" })?;
         if frozen {
             // Freezing is asynchronous on v1: FREEZING until every task stopped.
-            let start = Instant::now();
-            while fs::read_to_string(&state).unwrap_or_default().trim() != "FROZEN" {
-                if start.elapsed() > Duration::from_secs(5) {
-                    return Err(cgroup_error(&state, "did not freeze within 5 s"));
-                }
-                std::thread::sleep(Duration::from_micros(200));
-            }
+            await_frozen(
+                || fs::read_to_string(&state).unwrap_or_default().trim() == "FROZEN",
+                || write_file(&state, "THAWED"),
+                &state,
+                FREEZE_TIMEOUT,
+            )?;
         }
         Ok(())
     }

@@ -3,11 +3,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use super::{
-    cgroup_error, make_dir, write_file, CgroupBackend, CgroupVersion, SandboxCgroup, CPU_PERIOD_US,
-    DELEGATE_FIX, NEEDED, SERVER_LEAF,
+    await_frozen, cgroup_error, make_dir, write_file, CgroupBackend, CgroupVersion, SandboxCgroup,
+    CPU_PERIOD_US, DELEGATE_FIX, FREEZE_TIMEOUT, NEEDED, SERVER_LEAF,
 };
 use crate::error::Result;
 use crate::spec::Limits;
@@ -147,18 +146,19 @@ impl CgroupBackend for CgroupV2 {
 
     fn set_frozen(&self, cgroup: &SandboxCgroup, frozen: bool) -> Result<()> {
         let dir = &cgroup.dirs[0];
-        write_file(&dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
+        let freeze = dir.join("cgroup.freeze");
+        write_file(&freeze, if frozen { "1" } else { "0" })?;
         if frozen {
-            let start = Instant::now();
-            while !fs::read_to_string(dir.join("cgroup.events"))
-                .unwrap_or_default()
-                .contains("frozen 1")
-            {
-                if start.elapsed() > Duration::from_secs(5) {
-                    return Err(cgroup_error(dir, "did not freeze within 5 s"));
-                }
-                std::thread::sleep(Duration::from_micros(200));
-            }
+            await_frozen(
+                || {
+                    fs::read_to_string(dir.join("cgroup.events"))
+                        .unwrap_or_default()
+                        .contains("frozen 1")
+                },
+                || write_file(&freeze, "0"),
+                dir,
+                FREEZE_TIMEOUT,
+            )?;
         }
         Ok(())
     }
@@ -209,6 +209,32 @@ mod v2_tests {
         for f in files {
             fs::write(dir.join(f), "").unwrap();
         }
+    }
+
+    #[test]
+    fn a_freeze_that_does_not_take_effect_is_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let freeze = dir.path().join("cgroup.freeze");
+        fs::write(&freeze, "1").unwrap();
+        let err = await_frozen(
+            || false,
+            || write_file(&freeze, "0"),
+            dir.path(),
+            std::time::Duration::from_millis(20),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("thawed again"), "{err}");
+        assert_eq!(fs::read_to_string(&freeze).unwrap(), "0");
+
+        fs::write(&freeze, "1").unwrap();
+        await_frozen(
+            || true,
+            || panic!("a freeze that took effect is not undone"),
+            dir.path(),
+            std::time::Duration::from_millis(20),
+        )
+        .unwrap();
+        assert_eq!(fs::read_to_string(&freeze).unwrap(), "1");
     }
 
     #[test]
