@@ -30,6 +30,12 @@ pub enum ApiError {
         message: String,
         retry_after_secs: u64,
     },
+    /// Over a request rate limit (`rate_limit.rs`), unlike a resource limit above.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("{0}")]
     ServiceUnavailable(String),
     #[error("{0}")]
@@ -59,6 +65,7 @@ impl ApiError {
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::ServiceUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::PaymentRequired(_) => (StatusCode::PAYMENT_REQUIRED, "insufficient_balance"),
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
@@ -134,6 +141,9 @@ impl IntoResponse for ApiError {
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             Self::TooManyRequests {
+                retry_after_secs, ..
+            }
+            | Self::RateLimited {
                 retry_after_secs, ..
             } => {
                 response

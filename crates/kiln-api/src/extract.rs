@@ -7,7 +7,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use kiln_services::auth::Principal;
 use kiln_services::FieldError;
 use serde::de::DeserializeOwned;
@@ -183,6 +183,10 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ValidPa
 /// The authenticated caller. Rejects with 401 when the credential is missing or bad.
 pub struct CurrentUser(pub Principal);
 
+/// A caller the rate-limit middleware already authenticated (request extension).
+#[derive(Clone)]
+pub(crate) struct Authenticated(pub Principal);
+
 impl FromRequestParts<Arc<AppState>> for CurrentUser {
     type Rejection = ApiError;
 
@@ -190,25 +194,34 @@ impl FromRequestParts<Arc<AppState>> for CurrentUser {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::Unauthorized("missing Authorization header: send `Authorization: Bearer <API key or access token>`".into())
-        })?;
-        let value = header.to_str().map_err(|_| {
-            ApiError::Unauthorized("the Authorization header is not valid text".into())
-        })?;
-        let token =
-            match value.split_once(' ') {
-                Some((scheme, token))
-                    if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-                {
-                    token.trim()
-                }
-                _ => return Err(ApiError::Unauthorized(
-                    "malformed Authorization header: expected `Bearer <API key or access token>`"
-                        .into(),
-                )),
-            };
+        if let Some(Authenticated(principal)) = parts.extensions.get::<Authenticated>() {
+            return Ok(CurrentUser(principal.clone()));
+        }
+        let token = bearer_token(&parts.headers)?;
         Ok(CurrentUser(state.kiln.auth.authenticate(token).await?))
+    }
+}
+
+/// The token of an `Authorization: Bearer …` header.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let header = headers.get(AUTHORIZATION).ok_or_else(|| {
+        ApiError::Unauthorized(
+            "missing Authorization header: send `Authorization: Bearer <API key or access token>`"
+                .into(),
+        )
+    })?;
+    let value = header
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("the Authorization header is not valid text".into()))?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(ApiError::Unauthorized(
+            "malformed Authorization header: expected `Bearer <API key or access token>`".into(),
+        )),
     }
 }
 

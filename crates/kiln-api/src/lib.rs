@@ -9,7 +9,9 @@ pub mod extract;
 pub mod github_models;
 pub mod models;
 mod openapi;
+mod rate_limit;
 pub mod routes;
+mod server;
 pub mod session_models;
 
 use std::future::Future;
@@ -17,6 +19,7 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
+use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
 use axum::{Json, Router};
 use kiln_services::Kiln;
@@ -27,12 +30,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
+use crate::rate_limit::RateLimits;
 
 pub use openapi::openapi;
 
 /// What every handler can reach.
 pub struct AppState {
     pub kiln: Arc<Kiln>,
+    limits: RateLimits,
 }
 
 /// The versioned API routes with their OpenAPI description.
@@ -69,7 +74,8 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
 /// The whole application, ready to serve.
 pub fn router(kiln: Arc<Kiln>) -> Router {
     let body_limit = kiln.config.limits.max_body_bytes;
-    let state = Arc::new(AppState { kiln });
+    let limits = RateLimits::new(&kiln.config.server);
+    let state = Arc::new(AppState { kiln, limits });
     let (api, doc) = api_routes().split_for_parts();
     let doc = Arc::new(doc);
     let spec = {
@@ -80,6 +86,7 @@ pub fn router(kiln: Arc<Kiln>) -> Router {
         .route("/openapi.json", axum::routing::get(spec))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn_with_state(state.clone(), rate_limit::limit))
         .with_state(state);
     Router::new()
         .nest("/api/v1", api)
@@ -101,13 +108,12 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight
-/// requests finish.
+/// requests finish. Timeouts and connection caps come from `[server]` (`server.rs`).
 pub async fn serve(
     kiln: Arc<Kiln>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(kiln))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = kiln.config.server.clone();
+    server::serve_router(router(kiln), listener, &limits, shutdown).await
 }

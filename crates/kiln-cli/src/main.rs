@@ -411,6 +411,7 @@ fn install_embedded_agent(config: &mut Config) -> anyhow::Result<()> {
 }
 
 async fn serve(mut config: Config) -> anyhow::Result<ExitCode> {
+    fit_connections_to_fd_limit(&mut config);
     let listen = config.listen;
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
@@ -466,6 +467,51 @@ async fn serve(mut config: Config) -> anyhow::Result<ExitCode> {
     kiln.shutdown().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit, then keeps `server.max_connections`
+/// under half of it, so the connection cap binds before the descriptors run out (the
+/// other half is for sandboxes, the store and files).
+fn fit_connections_to_fd_limit(config: &mut Config) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
+    let limit = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            // An unlimited hard limit still cannot pass the kernel's nr_open (2^20 by default).
+            let want = if hard == RLIM_INFINITY { 1 << 20 } else { hard };
+            if soft < want {
+                match setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
+                    Ok(()) => want,
+                    Err(e) => {
+                        tracing::warn!(error = %e, soft, hard, "cannot raise the file descriptor limit");
+                        soft
+                    }
+                }
+            } else {
+                soft
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the file descriptor limit");
+            return;
+        }
+    };
+    let fit = usize::try_from(limit / 2).unwrap_or(usize::MAX).max(1);
+    let server = &mut config.server;
+    if server.max_connections > fit {
+        tracing::warn!(
+            configured = server.max_connections,
+            fd_limit = limit,
+            "server.max_connections lowered to {fit}, half the file descriptor limit"
+        );
+        server.max_connections = fit;
+        server.max_connections_per_ip = server.max_connections_per_ip.min(fit);
+    }
+    tracing::info!(
+        fd_limit = limit,
+        max_connections = server.max_connections,
+        max_connections_per_ip = server.max_connections_per_ip,
+        "connection caps"
+    );
 }
 
 async fn shutdown_signal() {

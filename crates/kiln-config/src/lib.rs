@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod secret;
+mod server;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 pub use secret::Secret;
+pub use server::ServerConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -51,6 +53,7 @@ pub struct Config {
     pub billing: BillingConfig,
     pub agent_jobs: AgentJobsConfig,
     pub github: GithubConfig,
+    pub server: ServerConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -296,6 +299,7 @@ impl Default for Config {
             billing: BillingConfig::default(),
             agent_jobs: AgentJobsConfig::default(),
             github: GithubConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -521,6 +525,7 @@ impl Config {
             }
         }
         self.github.check()?;
+        self.server.check(self.sessions.long_poll_secs)?;
         if self.limits.max_body_bytes < 1024 {
             return Err(ConfigError::Rule(
                 "limits.max_body_bytes must be at least 1024".into(),

@@ -1,0 +1,353 @@
+//! The connection layer: our own accept loop over hyper's HTTP/1.1, so that hostile
+//! clients cannot hold the server. A client must send its request head within the
+//! header-read timeout (hyper's timer also closes idle keep-alive connections that way);
+//! a connection silent both ways for the idle timeout is dropped (stalled uploads,
+//! clients that stop reading); connections over the total or per-address cap are closed
+//! at once, before any parsing; and `accept` errors (EMFILE, ENFILE, ENOBUFS) make the
+//! loop back off instead of spinning or dying.
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use kiln_config::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tower_http::add_extension::AddExtension;
+
+/// Largest request head (request line and headers) accepted; more is a 431.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Longest pause of the accept loop after an `accept` error.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
+/// What a connection over a cap reads before it is closed: written without waiting
+/// (a full send buffer just loses it), never parsed against anything.
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\n\
+content-type: application/json\r\nretry-after: 1\r\ncontent-length: 80\r\n\r\n\
+{\"detail\":{\"code\":\"too_many_connections\",\"message\":\"too many open connections\"}}";
+
+/// The key of a client address for caps and rate limits: IPv4 as is, IPv6 by its /64
+/// (one host usually holds a whole /64), IPv4-mapped IPv6 as the IPv4 address.
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+    }
+}
+
+/// Open connections, in total and per client address.
+struct Counts {
+    max_total: usize,
+    max_per_ip: usize,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One admitted connection; its drop frees the place.
+struct Slot {
+    counts: Arc<Counts>,
+    ip: IpAddr,
+}
+
+impl Counts {
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        let ip = client_key(ip);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, per_ip) = &mut *open;
+        let mine = per_ip.entry(ip).or_insert(0);
+        if *total >= self.max_total || *mine >= self.max_per_ip {
+            if *mine == 0 {
+                per_ip.remove(&ip);
+            }
+            return None;
+        }
+        *mine += 1;
+        *total += 1;
+        Some(Slot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.counts.open.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, per_ip) = &mut *open;
+        *total = total.saturating_sub(1);
+        if let Some(mine) = per_ip.get_mut(&self.ip) {
+            *mine = mine.saturating_sub(1);
+            if *mine == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, asks every
+/// connection to finish its current exchange and close, and waits for them.
+pub(crate) async fn serve_router(
+    app: Router,
+    listener: TcpListener,
+    limits: &ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let counts = Arc::new(Counts {
+        max_total: limits.max_connections,
+        max_per_ip: limits.max_connections_per_ip,
+        open: Mutex::new((0, HashMap::new())),
+    });
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs))
+        .max_header_size(MAX_HEADER_BYTES)
+        .keep_alive(true);
+    let idle = Duration::from_secs(limits.idle_timeout_secs);
+    // Dropping `stop` tells connections to finish; every connection holds a `done`
+    // receiver, so `done_tx.closed()` resolves when the last one has ended.
+    let (stop, stop_rx) = watch::channel(());
+    let (done_tx, done) = watch::channel(());
+    let mut shutdown = pin!(shutdown);
+    let mut backoff = Duration::ZERO;
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => {
+                backoff = Duration::ZERO;
+                accepted
+            }
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                // Out of descriptors or buffers: the pending connection stays in the
+                // backlog, so retrying at once would spin. Pause, growing, and go on.
+                if backoff.is_zero() {
+                    tracing::warn!(error = %e, "accept failed; backing off");
+                }
+                backoff = (backoff * 2).clamp(Duration::from_millis(5), MAX_ACCEPT_BACKOFF);
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(backoff) => continue,
+                }
+            }
+        };
+        let Some(slot) = counts.admit(peer.ip()) else {
+            // Nothing is read from it and nothing waited for: a refused client costs one
+            // non-blocking write and a close.
+            let _ = stream.try_write(REFUSAL);
+            drop(stream);
+            tracing::debug!(%peer, "connection refused: over the connection cap");
+            continue;
+        };
+        let service = AddExtension::new(app.clone(), ConnectInfo(peer));
+        let activity = Activity::default();
+        let io = TokioIo::new(Tracked {
+            inner: stream,
+            activity: activity.clone(),
+        });
+        let conn = http.serve_connection(io, TowerToHyperService::new(service));
+        let stop_rx = stop_rx.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            drive(conn, activity, idle, stop_rx).await;
+            drop((slot, done));
+        });
+    }
+    drop(listener);
+    drop(stop);
+    drop(done);
+    drop(stop_rx);
+    done_tx.closed().await;
+    Ok(())
+}
+
+/// One client connection: the router, told the client's address.
+type Conn = http1::Connection<
+    TokioIo<Tracked>,
+    TowerToHyperService<AddExtension<Router, ConnectInfo<SocketAddr>>>,
+>;
+
+/// Runs one connection to its end: the client's close, an error or timeout, a graceful
+/// stop, or `idle` without a byte either way.
+async fn drive(conn: Conn, activity: Activity, idle: Duration, mut stop: watch::Receiver<()>) {
+    let mut conn = pin!(conn);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = tokio::time::sleep_until(activity.last() + idle) => {
+                if activity.last() + idle <= Instant::now() {
+                    tracing::debug!("closing a connection silent for {idle:?}");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// When bytes last moved on a connection.
+#[derive(Clone)]
+struct Activity {
+    epoch: Instant,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// A TCP stream that records when bytes move.
+struct Tracked {
+    inner: TcpStream,
+    activity: Activity,
+}
+
+impl Tracked {
+    fn moved<T>(&self, result: &Poll<io::Result<T>>, bytes: impl FnOnce(&T) -> usize) {
+        if let Poll::Ready(Ok(value)) = result {
+            if bytes(value) > 0 {
+                self.activity.touch();
+            }
+        }
+    }
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let after = buf.filled().len();
+        self.moved(&result, |()| after - before);
+        result
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.moved(&result, |n| *n);
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.moved(&result, |n| *n);
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Errors that concern one connection only (the client gave up before we took it).
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_count_per_address_and_in_total_and_free_on_drop() {
+        let counts = Arc::new(Counts {
+            max_total: 3,
+            max_per_ip: 2,
+            open: Mutex::new((0, HashMap::new())),
+        });
+        let a: IpAddr = "127.0.0.2".parse().expect("ip");
+        let b: IpAddr = "::ffff:127.0.0.3".parse().expect("ip");
+        let first = counts.admit(a).expect("first");
+        let _second = counts.admit(a).expect("second");
+        assert!(counts.admit(a).is_none(), "per-address cap");
+        let _third = counts.admit(b).expect("another address");
+        assert!(
+            counts.admit("127.0.0.4".parse().expect("ip")).is_none(),
+            "total cap"
+        );
+        drop(first);
+        assert!(
+            counts.admit(a).is_some(),
+            "a closed connection frees its place"
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64() {
+        let one: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+        let two: IpAddr = "2001:db8:1:2:bbbb::2".parse().expect("ip");
+        let other: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_eq!(client_key(one), client_key(two));
+        assert_ne!(client_key(one), client_key(other));
+        assert_eq!(
+            client_key("::ffff:10.0.0.1".parse().expect("ip")),
+            "10.0.0.1".parse::<IpAddr>().expect("ip")
+        );
+    }
+}

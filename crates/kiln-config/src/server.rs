@@ -1,0 +1,124 @@
+//! `[server]`: how the HTTP server holds against slow, idle, greedy or hostile clients.
+use serde::{Deserialize, Serialize};
+
+use crate::ConfigError;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Time a client has to send a complete request head, counted from the connection's
+    /// start and, on a kept-alive connection, from the end of the previous response (so
+    /// it also closes idle keep-alive connections). 1–300.
+    pub header_read_timeout_secs: u64,
+    /// A connection on which no byte moves either way for this long is closed (a stalled
+    /// upload, a client that stopped reading its response). More than
+    /// `sessions.long_poll_secs`, which is silent by design; at most 86400.
+    pub idle_timeout_secs: u64,
+    /// Open client connections in total; those over it are closed at once. At start the
+    /// server also keeps it under half of its file descriptor limit. 1–1000000.
+    pub max_connections: usize,
+    /// Open connections per client address (IPv6: per /64). 1–`max_connections`.
+    pub max_connections_per_ip: usize,
+    /// Sustained requests per second per API key (or per user, for access tokens) on
+    /// authenticated requests; over it, 429 with `Retry-After`. 0 turns it off.
+    pub key_requests_per_sec: u32,
+    /// Requests one key may send at once above the sustained rate (≥ 1).
+    pub key_burst: u32,
+    /// Sustained requests per second per client address on requests without a valid
+    /// credential (sign-in, refresh, failed authentication; `/health` is exempt). 0 turns
+    /// it off.
+    pub ip_requests_per_sec: u32,
+    /// Burst of the per-address rate (≥ 1).
+    pub ip_burst: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 120,
+            max_connections: 10_000,
+            max_connections_per_ip: 512,
+            key_requests_per_sec: 2_000,
+            key_burst: 4_000,
+            ip_requests_per_sec: 100,
+            ip_burst: 200,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub(crate) fn check(&self, long_poll_secs: u64) -> Result<(), ConfigError> {
+        let rule = |ok: bool, what: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Rule(format!("server.{what}")))
+            }
+        };
+        rule(
+            (1..=300).contains(&self.header_read_timeout_secs),
+            "header_read_timeout_secs must be between 1 and 300",
+        )?;
+        rule(
+            self.idle_timeout_secs > long_poll_secs && self.idle_timeout_secs <= 86_400,
+            "idle_timeout_secs must be more than sessions.long_poll_secs and at most 86400",
+        )?;
+        rule(
+            (1..=1_000_000).contains(&self.max_connections),
+            "max_connections must be between 1 and 1000000",
+        )?;
+        rule(
+            (1..=self.max_connections).contains(&self.max_connections_per_ip),
+            "max_connections_per_ip must be between 1 and max_connections",
+        )?;
+        for (name, rate, burst) in [
+            ("key", self.key_requests_per_sec, self.key_burst),
+            ("ip", self.ip_requests_per_sec, self.ip_burst),
+        ] {
+            rule(
+                rate <= 1_000_000 && (1..=1_000_000).contains(&burst),
+                &format!(
+                    "{name}_requests_per_sec must be at most 1000000 and {name}_burst between 1 and 1000000"
+                ),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure signature, not ours
+mod tests {
+    use crate::{Config, Overrides};
+
+    #[test]
+    fn server_section_reads_the_environment_and_checks_bounds() {
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(None, &Overrides::default()).expect("loads");
+            assert_eq!(config.server.header_read_timeout_secs, 10);
+            assert_eq!(config.server.max_connections, 10_000);
+            jail.set_env("KILN_SERVER__MAX_CONNECTIONS_PER_IP", "7");
+            jail.set_env("KILN_SERVER__KEY_REQUESTS_PER_SEC", "0");
+            let config = Config::load(None, &Overrides::default()).expect("loads");
+            assert_eq!(config.server.max_connections_per_ip, 7);
+            assert_eq!(config.server.key_requests_per_sec, 0);
+            for (key, bad) in [
+                ("HEADER_READ_TIMEOUT_SECS", "0"),
+                ("MAX_CONNECTIONS_PER_IP", "10001"),
+                ("IP_BURST", "0"),
+                ("IDLE_TIMEOUT_SECS", "20"), // not above the default long poll (20 s)
+            ] {
+                jail.set_env(format!("KILN_SERVER__{key}"), bad);
+                let err = Config::load(None, &Overrides::default()).unwrap_err();
+                assert!(err.to_string().contains("server."), "{key}: {err}");
+                jail.set_env("KILN_SERVER__MAX_CONNECTIONS_PER_IP", "7");
+                jail.set_env("KILN_SERVER__HEADER_READ_TIMEOUT_SECS", "10");
+                jail.set_env("KILN_SERVER__IP_BURST", "1");
+                jail.set_env("KILN_SERVER__IDLE_TIMEOUT_SECS", "21");
+            }
+            Config::load(None, &Overrides::default()).expect("loads again");
+            Ok(())
+        });
+    }
+}
