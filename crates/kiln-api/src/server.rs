@@ -339,6 +339,18 @@ mod tests {
     }
 
     #[test]
+    fn the_refusal_is_a_well_formed_response() {
+        let text = std::str::from_utf8(REFUSAL).expect("ascii");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let body: serde_json::Value = serde_json::from_str(body).expect("json");
+        assert_eq!(body["detail"]["code"], "too_many_connections");
+    }
+
+    #[test]
     fn ipv6_clients_are_keyed_by_their_64() {
         let one: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
         let two: IpAddr = "2001:db8:1:2:bbbb::2".parse().expect("ip");

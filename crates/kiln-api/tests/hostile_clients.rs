@@ -405,3 +405,32 @@ async fn requests_over_the_rate_limit_get_429_with_retry_after_per_key_and_per_a
     tokio::time::sleep(Duration::from_secs(retry_after)).await;
     s.get_ok(&s.admin_key, "/users/me").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upload_is_dropped_after_the_idle_timeout() {
+    let s = TestServer::start_with(|c| {
+        c.sessions.long_poll_secs = 1;
+        c.server.idle_timeout_secs = 2;
+    })
+    .await;
+    let mut stream = connect_from(Ipv4Addr::LOCALHOST, server_addr(&s))
+        .await
+        .expect("connect");
+    // A whole head (so the header timeout is out of play), then a tenth of the body.
+    let request = format!(
+        "POST /api/v1/sessions HTTP/1.1\r\nhost: kiln\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"dataset\"",
+        s.admin_key
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(6), wait_closed(stream))
+        .await
+        .expect("the stalled connection is closed");
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_millis(1500),
+        "closed too early: {after:?}"
+    );
+    s.get_ok(&s.admin_key, "/users/me").await;
+}
