@@ -1,0 +1,39 @@
+//! Reading rows into records, on either backend. Booleans decode as `bool` on both (SQLite's
+//! INTEGER 0/1 included); timestamps through [`Dialect::time`].
+use super::dialect::Dialect;
+use crate::{ApiKeyRecord, Result, User};
+
+/// `prefix` lets one decoder read aliased columns of a join (`u_name`, …).
+fn column(prefix: &str, name: &str) -> String {
+    format!("{prefix}{name}")
+}
+
+pub(super) fn user<D: Dialect>(row: &D::Row, prefix: &str) -> Result<User> {
+    let c = |name| column(prefix, name);
+    Ok(User {
+        user_id: D::get(row, &c("user_id"))?,
+        name: D::get(row, &c("name"))?,
+        email: D::get(row, &c("email"))?,
+        github_id: D::get(row, &c("github_id"))?,
+        github_login: D::get(row, &c("github_login"))?,
+        is_admin: D::get(row, &c("is_admin"))?,
+        is_active: D::get(row, &c("is_active"))?,
+        created_at: D::time(row, &c("created_at"))?,
+        last_login_at: D::opt_time(row, &c("last_login_at"))?,
+        terms_accepted_at: D::opt_time(row, &c("terms_accepted_at"))?,
+    })
+}
+
+pub(super) fn api_key<D: Dialect>(row: &D::Row, prefix: &str) -> Result<ApiKeyRecord> {
+    let c = |name| column(prefix, name);
+    Ok(ApiKeyRecord {
+        key_id: D::get(row, &c("key_id"))?,
+        user_id: D::get(row, &c("user_id"))?,
+        name: D::get(row, &c("name"))?,
+        masked: D::get(row, &c("masked"))?,
+        created_at: D::time(row, &c("created_at"))?,
+        expires_at: D::opt_time(row, &c("expires_at"))?,
+        revoked_at: D::opt_time(row, &c("revoked_at"))?,
+        last_used_at: D::opt_time(row, &c("last_used_at"))?,
+    })
+}
