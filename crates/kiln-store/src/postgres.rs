@@ -4,8 +4,6 @@
 mod agent_jobs;
 mod billing;
 mod interactions;
-mod rows;
-mod samples;
 mod sessions;
 mod verification_jobs;
 
@@ -16,17 +14,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgQueryResult};
-use sqlx::{Connection, Executor, Pool, Postgres, Transaction};
+use sqlx::{Connection, Executor, Pool, Postgres, QueryBuilder, Transaction};
 
+use crate::sql::dialect::SqlQuery;
 use crate::sql::{Dialect, SqlStore};
 use crate::{
     Balance, EndedSession, NewTransaction, SessionEnd, Transaction as LedgerTransaction,
     TransactionKind, TransactionPage, TransactionQuery,
 };
 use crate::{
-    Dataset, ImportSummary, InteractionOutcome, InteractionRecord, JobUpdate, NewInteraction,
-    NewSession, NewVerificationJob, Result, Sample, SampleImport, SamplePage, SampleQuery,
-    SessionRecord, SessionStatus, StoreError, VerificationJobRecord,
+    InteractionOutcome, InteractionRecord, JobUpdate, NewInteraction, NewSession,
+    NewVerificationJob, Result, SessionRecord, SessionStatus, StoreError, VerificationJobRecord,
 };
 
 /// Enough for the API's concurrency on a small server; PostgreSQL's default limit is 100.
@@ -46,6 +44,10 @@ impl Dialect for Postgres {
 
     fn exec<'c>(conn: &'c mut PgConnection) -> impl Executor<'c, Database = Self> {
         conn
+    }
+
+    fn build<'b, 'a: 'b>(builder: &'b mut QueryBuilder<'a, Self>) -> SqlQuery<'b, Self> {
+        builder.build()
     }
 
     fn rows_affected(result: &PgQueryResult) -> u64 {
@@ -106,34 +108,6 @@ fn open_error(url: &str, e: sqlx::Error) -> StoreError {
 /// Clamps a count from the API to what a BIGINT can hold.
 fn as_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-#[async_trait]
-impl crate::CatalogStore for PgStore {
-    async fn list_datasets(&self) -> Result<Vec<Dataset>> {
-        samples::list_datasets(self.pool()).await
-    }
-
-    async fn get_dataset(&self, name: &str) -> Result<Option<Dataset>> {
-        samples::get_dataset(self.pool(), name).await
-    }
-
-    async fn import_samples(&self, import: &SampleImport) -> Result<ImportSummary> {
-        samples::import_samples(self.pool(), import).await
-    }
-
-    async fn list_samples(&self, query: &SampleQuery) -> Result<SamplePage> {
-        samples::list_samples(self.pool(), query).await
-    }
-
-    async fn get_sample(
-        &self,
-        dataset: &str,
-        sample_id: &str,
-        version: Option<i64>,
-    ) -> Result<Option<Sample>> {
-        samples::get_sample(self.pool(), dataset, sample_id, version).await
-    }
 }
 
 #[async_trait]

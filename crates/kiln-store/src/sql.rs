@@ -5,6 +5,7 @@
 //! reads, boolean literals, case-insensitive `LIKE`, and how timestamps and command output
 //! are stored — is in [`Dialect`] and the column types it binds.
 mod accounts;
+mod catalog;
 pub mod dialect;
 mod github;
 mod output;
@@ -45,6 +46,11 @@ impl<D: Dialect> SqlStore<D> {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Clamps a count from the API to what a 64-bit integer column can hold.
+fn as_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 #[async_trait]

@@ -4,7 +4,6 @@ mod agent_jobs;
 mod billing;
 mod interactions;
 mod rows;
-mod samples;
 mod sessions;
 mod verification_jobs;
 
@@ -18,17 +17,17 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions,
     SqliteQueryResult, SqliteSynchronous,
 };
-use sqlx::{Executor, Pool, Sqlite, Transaction};
+use sqlx::{Executor, Pool, QueryBuilder, Sqlite, Transaction};
 
+use crate::sql::dialect::SqlQuery;
 use crate::sql::{Dialect, SqlStore};
 use crate::{
     Balance, EndedSession, NewTransaction, SessionEnd, Transaction as LedgerTransaction,
     TransactionKind, TransactionPage, TransactionQuery,
 };
 use crate::{
-    Dataset, ImportSummary, InteractionOutcome, InteractionRecord, JobUpdate, NewInteraction,
-    NewSession, NewVerificationJob, Result, Sample, SampleImport, SamplePage, SampleQuery,
-    SessionRecord, SessionStatus, StoreError, VerificationJobRecord,
+    InteractionOutcome, InteractionRecord, JobUpdate, NewInteraction, NewSession,
+    NewVerificationJob, Result, SessionRecord, SessionStatus, StoreError, VerificationJobRecord,
 };
 
 /// How long a connection waits for another one's write lock before giving up with "busy".
@@ -48,6 +47,10 @@ impl Dialect for Sqlite {
 
     fn exec<'c>(conn: &'c mut SqliteConnection) -> impl Executor<'c, Database = Self> {
         conn
+    }
+
+    fn build<'b, 'a: 'b>(builder: &'b mut QueryBuilder<'a, Self>) -> SqlQuery<'b, Self> {
+        builder.build()
     }
 
     fn rows_affected(result: &SqliteQueryResult) -> u64 {
@@ -111,34 +114,6 @@ impl SqlStore<Sqlite> {
 /// Clamps a count from the API to what SQLite's 64-bit integers can hold.
 fn as_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-#[async_trait]
-impl crate::CatalogStore for SqliteStore {
-    async fn list_datasets(&self) -> Result<Vec<Dataset>> {
-        samples::list_datasets(self.pool()).await
-    }
-
-    async fn get_dataset(&self, name: &str) -> Result<Option<Dataset>> {
-        samples::get_dataset(self.pool(), name).await
-    }
-
-    async fn import_samples(&self, import: &SampleImport) -> Result<ImportSummary> {
-        samples::import_samples(self.pool(), import).await
-    }
-
-    async fn list_samples(&self, query: &SampleQuery) -> Result<SamplePage> {
-        samples::list_samples(self.pool(), query).await
-    }
-
-    async fn get_sample(
-        &self,
-        dataset: &str,
-        sample_id: &str,
-        version: Option<i64>,
-    ) -> Result<Option<Sample>> {
-        samples::get_sample(self.pool(), dataset, sample_id, version).await
-    }
 }
 
 #[async_trait]

@@ -99,6 +99,11 @@ pub trait Dialect:
     /// `conn` as an executor: sqlx implements `Executor` per driver, not generically.
     fn exec<'c>(conn: &'c mut Self::Connection) -> impl Executor<'c, Database = Self>;
 
+    /// The builder's query. sqlx's `build` gives arguments that live longer than the query
+    /// (`'a` vs `'b`), which a generic `IntoArguments<'q>` cannot follow; a backend's own
+    /// argument type shortens to `'b` by variance.
+    fn build<'b, 'a: 'b>(builder: &'b mut QueryBuilder<'a, Self>) -> SqlQuery<'b, Self>;
+
     /// How many rows a statement changed (sqlx has no generic accessor).
     fn rows_affected(result: &Self::QueryResult) -> u64;
 
@@ -189,12 +194,6 @@ impl<'q, D: Dialect> BuilderExt<'q, D> for QueryBuilder<'q, D> {
     fn push_sql(&mut self, sql: &str) -> &mut Self {
         self.push(sql)
     }
-}
-
-/// The builder's query, with the arguments' lifetime and the query's made one (sqlx's
-/// `build` keeps them apart, which a generic `IntoArguments` bound cannot follow).
-pub fn built<'q, D: Dialect>(builder: &'q mut QueryBuilder<'q, D>) -> SqlQuery<'q, D> {
-    builder.build()
 }
 
 /// Reads a stored enum (`status`, `kind`), reporting an unknown value as corrupt data.

@@ -1,7 +1,7 @@
 //! Reading rows into records, on either backend. Booleans decode as `bool` on both (SQLite's
 //! INTEGER 0/1 included); timestamps through [`Dialect::time`].
 use super::dialect::Dialect;
-use crate::{ApiKeyRecord, Result, User};
+use crate::{ApiKeyRecord, Dataset, Result, Sample, SampleRecord, User};
 
 /// `prefix` lets one decoder read aliased columns of a join (`u_name`, …).
 fn column(prefix: &str, name: &str) -> String {
@@ -35,5 +35,31 @@ pub(super) fn api_key<D: Dialect>(row: &D::Row, prefix: &str) -> Result<ApiKeyRe
         expires_at: D::opt_time(row, &c("expires_at"))?,
         revoked_at: D::opt_time(row, &c("revoked_at"))?,
         last_used_at: D::opt_time(row, &c("last_used_at"))?,
+    })
+}
+
+pub(super) fn dataset<D: Dialect>(row: &D::Row) -> Result<Dataset> {
+    Ok(Dataset {
+        name: D::get(row, "name")?,
+        description: D::get(row, "description")?,
+        sample_count: D::get(row, "sample_count")?,
+        created_at: D::time(row, "created_at")?,
+    })
+}
+
+pub(super) fn sample<D: Dialect>(row: &D::Row) -> Result<Sample> {
+    let record: String = D::get(row, "record")?;
+    let record: SampleRecord = crate::sample_json::decode(&record)?;
+    Ok(Sample {
+        dataset: D::get(row, "dataset")?,
+        sample_id: D::get(row, "sample_id")?,
+        version: D::get(row, "version")?,
+        latest: D::get(row, "latest")?,
+        version_description: D::get(row, "version_description")?,
+        created_at: D::time(row, "created_at")?,
+        instance_id: D::get(row, "instance_id")?,
+        repo: D::get(row, "repo")?,
+        base_commit: D::get(row, "base_commit")?,
+        record,
     })
 }
