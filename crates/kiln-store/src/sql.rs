@@ -5,11 +5,16 @@
 //! reads, boolean literals, case-insensitive `LIKE`, and how timestamps and command output
 //! are stored — is in [`Dialect`] and the column types it binds.
 mod accounts;
+mod agent_jobs;
+mod billing;
 mod catalog;
 pub mod dialect;
 mod github;
+mod interactions;
 mod output;
 mod rows;
+mod sessions;
+mod verification_jobs;
 
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;

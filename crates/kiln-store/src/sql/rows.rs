@@ -1,7 +1,9 @@
 //! Reading rows into records, on either backend. Booleans decode as `bool` on both (SQLite's
 //! INTEGER 0/1 included); timestamps through [`Dialect::time`].
-use super::dialect::Dialect;
-use crate::{ApiKeyRecord, Dataset, Result, Sample, SampleRecord, User};
+use super::dialect::{parse_column, Dialect};
+use crate::{
+    ApiKeyRecord, Dataset, Result, Sample, SampleRecord, SessionRecord, SessionStatus, User,
+};
 
 /// `prefix` lets one decoder read aliased columns of a join (`u_name`, …).
 fn column(prefix: &str, name: &str) -> String {
@@ -61,5 +63,25 @@ pub(super) fn sample<D: Dialect>(row: &D::Row) -> Result<Sample> {
         repo: D::get(row, "repo")?,
         base_commit: D::get(row, "base_commit")?,
         record,
+    })
+}
+
+pub(super) fn session<D: Dialect>(row: &D::Row) -> Result<SessionRecord> {
+    let status: String = D::get(row, "status")?;
+    Ok(SessionRecord {
+        session_id: D::get(row, "session_id")?,
+        user_id: D::get(row, "user_id")?,
+        dataset: D::get(row, "dataset")?,
+        sample_id: D::get(row, "sample_id")?,
+        sample_version: D::get(row, "sample_version")?,
+        status: parse_column(&status, "session status", SessionStatus::parse)?,
+        requested_at: D::time(row, "requested_at")?,
+        ready_at: D::opt_time(row, "ready_at")?,
+        expires_at: D::time(row, "expires_at")?,
+        ended_at: D::opt_time(row, "ended_at")?,
+        sandbox_id: D::get(row, "sandbox_id")?,
+        location: D::get(row, "location")?,
+        error_code: D::get(row, "error_code")?,
+        error_message: D::get(row, "error_message")?,
     })
 }
