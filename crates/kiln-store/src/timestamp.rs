@@ -129,4 +129,31 @@ mod tests {
             Err(StoreError::Corrupt(_))
         ));
     }
+
+    /// The SQLite column form is what released databases hold: `Stamp` must write exactly it
+    /// and read it back, so that existing files open unchanged.
+    #[tokio::test]
+    async fn stamp_binds_and_reads_the_sqlite_column_form() {
+        use sqlx::{Connection, Row};
+        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let fine = Utc.with_ymd_and_hms(2024, 2, 29, 23, 59, 1).unwrap()
+            + chrono::Duration::nanoseconds(123_456_789);
+        let row = sqlx::query(
+            "SELECT typeof($1) AS kind, $1 AS bound, '2024-02-29T23:59:01.123456Z' AS stored",
+        )
+        .bind(Stamp(fine))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(row.get::<String, _>("kind"), "text");
+        assert_eq!(row.get::<String, _>("bound"), "2024-02-29T23:59:01.123456Z");
+        assert_eq!(row.get::<Stamp, _>("stored"), Stamp(to_micros(fine)));
+        let garbage = sqlx::query("SELECT 'yesterday' AS t")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert!(garbage.try_get::<Stamp, _>("t").is_err());
+    }
 }

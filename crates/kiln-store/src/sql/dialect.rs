@@ -143,7 +143,7 @@ pub trait Dialect:
 }
 
 /// `.arg(value)`: binds like sqlx's `.bind`, with [`Dialect`] as the only bound.
-pub trait QueryExt<'q, D: Dialect> {
+pub(crate) trait QueryExt<'q, D: Dialect> {
     fn arg<T>(self, value: T) -> Self
     where
         D: Binds<'q, T>;
@@ -159,7 +159,7 @@ impl<'q, D: Dialect> QueryExt<'q, D> for SqlQuery<'q, D> {
 }
 
 /// `.push_arg(value)` on a [`QueryBuilder`], like its `.push_bind`.
-pub trait BuilderExt<'q, D: Dialect> {
+pub(crate) trait BuilderExt<'q, D: Dialect> {
     fn push_arg<T>(&mut self, value: T) -> &mut Self
     where
         D: Binds<'q, T>;
@@ -197,6 +197,10 @@ impl<'q, D: Dialect> BuilderExt<'q, D> for QueryBuilder<'q, D> {
 }
 
 /// Reads a stored enum (`status`, `kind`), reporting an unknown value as corrupt data.
-pub fn parse_column<T>(text: &str, what: &str, parse: impl FnOnce(&str) -> Option<T>) -> Result<T> {
+pub(crate) fn parse_column<T>(
+    text: &str,
+    what: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<T> {
     parse(text).ok_or_else(|| StoreError::Corrupt(format!("unknown {what} {text:?}")))
 }
