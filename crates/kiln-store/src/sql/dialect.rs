@@ -123,12 +123,18 @@ pub trait Dialect:
         pool: &Pool<Self>,
     ) -> impl Future<Output = Result<Transaction<'static, Self>>> + Send;
 
-    /// The column as `T`.
+    /// The column as `T`. A value that does not decode (a timestamp that is not the store's
+    /// text form, output that is not UTF-8, …) is corrupt data, not a database failure.
     fn get<T>(row: &Self::Row, column: &str) -> Result<T>
     where
         Self: Reads<T>,
     {
-        Ok(<Self as Reads<T>>::read(row, column)?)
+        <Self as Reads<T>>::read(row, column).map_err(|e| match e {
+            sqlx::Error::ColumnDecode { index, source } => {
+                StoreError::Corrupt(format!("column {index}: {source}"))
+            }
+            other => other.into(),
+        })
     }
 
     /// A timestamp column.
@@ -203,4 +209,34 @@ pub(crate) fn parse_column<T>(
     parse: impl FnOnce(&str) -> Option<T>,
 ) -> Result<T> {
     parse(text).ok_or_else(|| StoreError::Corrupt(format!("unknown {what} {text:?}")))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use sqlx::{Connection, Sqlite, SqliteConnection};
+
+    use super::Dialect;
+    use crate::StoreError;
+
+    #[tokio::test]
+    async fn undecodable_values_are_corrupt_data() {
+        let mut conn = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+        let row = sqlx::query("SELECT 'yesterday' AS t, 'not a number' AS n")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert!(matches!(
+            Sqlite::time(&row, "t"),
+            Err(StoreError::Corrupt(m)) if m.contains("yesterday")
+        ));
+        assert!(matches!(
+            Sqlite::get::<i64>(&row, "n"),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            Sqlite::get::<String>(&row, "missing"),
+            Err(StoreError::Database(_))
+        ));
+    }
 }
