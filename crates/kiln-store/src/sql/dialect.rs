@@ -1,6 +1,6 @@
 //! What really differs between SQLite and PostgreSQL, and nothing else: how a write
 //! transaction takes its lock, how a read sees one snapshot, a few keywords, and (through the
-//! column types in [`crate::timestamp`] and [`super::output`]) how some values are stored.
+//! column types in [`Stamp`] and [`Output`]) how some values are stored.
 //!
 //! The queries themselves are written once, generic over a [`Dialect`]. sqlx's own traits
 //! would make every generic function repeat a dozen higher-ranked bounds (`for<'c> &'c mut
