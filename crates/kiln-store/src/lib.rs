@@ -1,9 +1,12 @@
-//! Kiln's storage. Everything that must survive a restart lives behind [`Store`]:
-//! users, API keys, refresh tokens, datasets and samples (and, as the service grows,
-//! sessions, interactions, verification jobs and the ledger).
+//! Kiln's storage. Everything that must survive a restart lives behind [`Store`], the union of
+//! one trait per area ([`AccountStore`], [`CatalogStore`], [`SessionStore`], …): users, keys
+//! and tokens, datasets and samples, sessions and interactions, verification jobs, the
+//! ledger, agent jobs.
 //!
-//! Two implementations share one test suite: [`sqlite::SqliteStore`] (the default, one
-//! file, WAL) and [`postgres::PgStore`] (multi-node). [`connect`] picks one from the URL.
+//! One implementation, [`sql::SqlStore`], writes every query once for both backends, with a
+//! small [`sql::Dialect`] for what differs: [`sqlite::SqliteStore`] (the default, one file,
+//! WAL) and [`postgres::PgStore`] (multi-node) share it and one test suite. [`connect`] picks
+//! one from the URL.
 #![forbid(unsafe_code)]
 
 mod agent_job_model;
@@ -18,313 +21,34 @@ mod sample_json;
 mod search_pattern;
 mod session_model;
 mod session_rules;
+pub mod sql;
 pub mod sqlite;
 mod timestamp;
+mod traits;
 mod unique_violation;
 
 use std::sync::Arc;
-
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 
 pub use agent_job_model::*;
 pub use billing_model::*;
 pub use error::StoreError;
 pub use model::*;
 pub use session_model::*;
+pub use traits::{
+    AccountStore, AgentJobStore, Backend, BillingStore, CatalogStore, GithubStore, SessionStore,
+    Store, VerificationStore,
+};
+
+/// Every store trait, for code that calls store methods on a concrete store type (on an
+/// `Arc<dyn Store>` they are callable without imports).
+pub mod prelude {
+    pub use crate::traits::{
+        AccountStore, AgentJobStore, Backend, BillingStore, CatalogStore, GithubStore,
+        SessionStore, Store, VerificationStore,
+    };
+}
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-/// The storage interface. Every method is one atomic operation: an implementation
-/// must never leave a half-applied change visible (imports in particular).
-///
-/// Conventions shared by both implementations (and checked by the suite in
-/// `tests/store_suite`, which runs every scenario against both):
-/// - Instants are kept in UTC with microsecond precision; finer digits are truncated on
-///   write, so a value read back equals the value written truncated to microseconds.
-/// - Unique-key violations are [`StoreError::Conflict`] naming the field (`"user_id"`,
-///   `"github_id"`, `"key_id"`, `"key_hash"`, `"token_id"`, `"sample_id"`).
-/// - Names are ordered by their bytes (`"B" < "_" < "a"`) on both backends.
-/// - Updates of a row that does not exist (`set_last_login` of an unknown user, …) are
-///   no-ops, not errors; conditional ones (`end_session`, `complete_interaction`, …) report
-///   it as `None` / `false`.
-/// - Inserting a record that refers to one that does not exist (a session of an unknown
-///   user, an interaction of an unknown session, …) is [`StoreError::Missing`].
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Which backend this is ("sqlite" or "postgres"), for logs and `/health`.
-    fn backend(&self) -> &'static str;
-
-    /// Cheap liveness check of the connection.
-    async fn ping(&self) -> Result<()>;
-
-    // ---- users -------------------------------------------------------------------
-    /// Creates an active user. `Conflict("user_id")` or `Conflict("github_id")` if taken;
-    /// any number of users may have no `github_id`.
-    async fn create_user(&self, user: &NewUser) -> Result<User>;
-    async fn get_user(&self, user_id: &str) -> Result<Option<User>>;
-    async fn get_user_by_github_id(&self, github_id: &str) -> Result<Option<User>>;
-    async fn count_users(&self) -> Result<u64>;
-    async fn set_terms_accepted(&self, user_id: &str, at: DateTime<Utc>) -> Result<()>;
-    async fn set_last_login(&self, user_id: &str, at: DateTime<Utc>) -> Result<()>;
-
-    // ---- API keys ------------------------------------------------------------------
-    /// Stores a new key. Only the hash of the secret is stored, never the secret.
-    /// `Conflict("key_id")` or `Conflict("key_hash")` if taken; the user must exist.
-    async fn insert_api_key(&self, key: &NewApiKey) -> Result<ApiKeyRecord>;
-    /// The active key with this hash, and its user: not revoked, and either without
-    /// expiry or with `now < expires_at` (a key is dead from its `expires_at` on). Whether
-    /// the user is active is the caller's to check.
-    async fn find_api_key(
-        &self,
-        key_hash: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Option<(ApiKeyRecord, User)>>;
-    /// All keys of a user, revoked ones included, oldest (`created_at`) first.
-    async fn list_api_keys(&self, user_id: &str) -> Result<Vec<ApiKeyRecord>>;
-    /// Revokes the user's key, recording `at`. `false`, changing nothing, if the key does
-    /// not exist, belongs to another user, or is already revoked. An expired key can still
-    /// be revoked.
-    async fn revoke_api_key(&self, user_id: &str, key_id: &str, at: DateTime<Utc>) -> Result<bool>;
-    /// Records a use of the key (`last_used_at`).
-    async fn touch_api_key(&self, key_id: &str, at: DateTime<Utc>) -> Result<()>;
-
-    // ---- refresh tokens -------------------------------------------------------------
-    /// `Conflict("token_id")` if the id is taken.
-    async fn insert_refresh_token(&self, token: &NewRefreshToken) -> Result<()>;
-    /// Atomically marks the token used. Exactly one caller can ever get `Consumed`
-    /// for a given token id, even under concurrency: the others get `Reused`.
-    ///
-    /// In order: `Unknown` if there is no such token; `Reused` if it was already used or
-    /// its family is revoked (even if it has expired since: a replay stays a replay);
-    /// `Expired` if `now >= expires_at` (the token is left unused); else `Consumed`.
-    /// A family is revoked once [`Store::revoke_refresh_family`] ran for it, which also
-    /// covers tokens inserted into the family afterwards.
-    async fn consume_refresh_token(
-        &self,
-        token_id: &str,
-        now: DateTime<Utc>,
-    ) -> Result<RefreshOutcome>;
-    /// Revokes every token of a family (used when a reuse is detected).
-    async fn revoke_refresh_family(&self, family_id: &str, at: DateTime<Utc>) -> Result<()>;
-
-    // ---- datasets and samples ------------------------------------------------------
-    /// All datasets, ordered by name, with the count of their samples (each sample
-    /// counted once, whatever its number of versions).
-    async fn list_datasets(&self) -> Result<Vec<Dataset>>;
-    async fn get_dataset(&self, name: &str) -> Result<Option<Dataset>>;
-    /// Creates the dataset if needed (`created_at = import.now`; an existing dataset keeps
-    /// its `created_at`, and its description when `description` is `None`) and inserts
-    /// every sample as a new version: `max(version) + 1`, or 1 for a new sample, which
-    /// becomes the `latest` in place of the previous one. `created` counts new samples,
-    /// `updated` new versions of existing ones.
-    ///
-    /// All in one transaction: on any error nothing is imported, the dataset included. A
-    /// `sample_id` appearing twice in one import is `Conflict("sample_id")`. Concurrent
-    /// imports into one dataset are serialized.
-    async fn import_samples(&self, import: &SampleImport) -> Result<ImportSummary>;
-    /// Latest versions only, ordered by (dataset, sample_id). `dataset` filters exactly;
-    /// `search` is a substring of `instance_id`, ignoring the case of ASCII letters, with
-    /// `%`, `_` and `\` matched literally. `limit`/`offset` select the page; `total`
-    /// counts every match.
-    async fn list_samples(&self, query: &SampleQuery) -> Result<SamplePage>;
-    /// One sample; the latest version when `version` is `None`, else that version
-    /// (latest or not).
-    async fn get_sample(
-        &self,
-        dataset: &str,
-        sample_id: &str,
-        version: Option<i64>,
-    ) -> Result<Option<Sample>>;
-
-    // ---- sessions -------------------------------------------------------------------
-    /// Inserts a session in `Creating`. `Conflict("session_id")` if taken;
-    /// `Missing("user or sample version")` unless the user and that exact version of the
-    /// sample exist.
-    async fn insert_session(&self, session: &NewSession) -> Result<SessionRecord>;
-    async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>>;
-    /// A page of the user's sessions, newest `requested_at` first (ties: greater
-    /// `session_id`, by bytes, first), and the total count of the user's sessions; both
-    /// from one snapshot.
-    async fn list_sessions(
-        &self,
-        user_id: &str,
-        limit: u64,
-        offset: u64,
-    ) -> Result<(Vec<SessionRecord>, u64)>;
-    /// Sessions of the user in `Creating` or `Ready`.
-    async fn count_live_sessions(&self, user_id: &str) -> Result<u64>;
-    /// All sessions in any of `statuses` (start-up reconciliation, the TTL reaper), oldest
-    /// `requested_at` first. None for an empty `statuses`.
-    async fn list_sessions_in(&self, statuses: &[SessionStatus]) -> Result<Vec<SessionRecord>>;
-    /// `Creating → Ready`, recording the sandbox. `None` if the session was not
-    /// `Creating` any more (e.g. closed meanwhile): the caller must then destroy the sandbox.
-    async fn mark_session_ready(
-        &self,
-        session_id: &str,
-        sandbox_id: &str,
-        location: &str,
-        at: DateTime<Utc>,
-    ) -> Result<Option<SessionRecord>>;
-    /// `Creating → Error`, recording the code and message, and `at` as `ended_at`. `None`
-    /// if the session was not `Creating` (or does not exist).
-    async fn mark_session_error(
-        &self,
-        session_id: &str,
-        code: &str,
-        message: &str,
-        at: DateTime<Utc>,
-    ) -> Result<Option<SessionRecord>>;
-    /// `Creating | Ready → Closed | Terminated`, setting `ended_at = at`, atomically: of
-    /// several racing callers (close and expiry) exactly one gets `Some` — the one that must
-    /// release the sandbox and bill. The others, and any call on a session already ended
-    /// (or unknown), get `None`. Any `status` other than `Closed` or `Terminated` is
-    /// [`StoreError::Invalid`].
-    async fn end_session(
-        &self,
-        session_id: &str,
-        status: SessionStatus,
-        at: DateTime<Utc>,
-    ) -> Result<Option<SessionRecord>>;
-
-    // ---- interactions ----------------------------------------------------------------
-    /// Inserts an unfinished interaction with the next `seq` of its session: 1, 2, 3…
-    /// without gaps or duplicates, even for concurrent inserts into one session (a failed
-    /// insert uses no number). `Conflict("interaction_id")` if taken, `Missing("session")`
-    /// for an unknown session. Whether the session is still live is the caller's to check.
-    async fn insert_interaction(&self, interaction: &NewInteraction) -> Result<InteractionRecord>;
-    /// Records the outcome. `false`, changing nothing, if it already had one (an outcome is
-    /// never overwritten; of racing callers exactly one gets `true`) or the interaction does
-    /// not exist.
-    async fn complete_interaction(
-        &self,
-        interaction_id: &str,
-        outcome: &InteractionOutcome,
-    ) -> Result<bool>;
-    /// The interaction, if it exists and belongs to this session.
-    async fn get_interaction(
-        &self,
-        session_id: &str,
-        interaction_id: &str,
-    ) -> Result<Option<InteractionRecord>>;
-    /// Interactions without an outcome, across all sessions, oldest `created_at` first
-    /// (restart recovery).
-    async fn list_unfinished_interactions(&self) -> Result<Vec<InteractionRecord>>;
-
-    // ---- verification jobs -----------------------------------------------------------
-    /// Inserts a job in `Pending`. `Conflict("job_id")` if taken, `Missing("session or
-    /// user")` unless both exist.
-    async fn insert_verification_job(
-        &self,
-        job: &NewVerificationJob,
-    ) -> Result<VerificationJobRecord>;
-    /// The job, if it exists and belongs to this session.
-    async fn get_verification_job(
-        &self,
-        session_id: &str,
-        job_id: &str,
-    ) -> Result<Option<VerificationJobRecord>>;
-    /// Applies `update` unless the job is already finished or does not exist (then `None`,
-    /// changing nothing; of racing updates that finish a job, exactly one applies). Moving
-    /// to `Starting` or `Running` sets `started_at` to `update.at` unless already set; to a
-    /// finished status sets `completed_at`. `result` and the error fields replace the
-    /// stored ones when `Some`. The order of moves is the caller's to respect.
-    async fn update_verification_job(
-        &self,
-        job_id: &str,
-        update: &JobUpdate,
-    ) -> Result<Option<VerificationJobRecord>>;
-    /// Unfinished jobs, across all sessions, oldest `created_at` first (restart recovery,
-    /// cancellation on close).
-    async fn list_unfinished_verification_jobs(&self) -> Result<Vec<VerificationJobRecord>>;
-
-    // ---- billing ----
-    /// Appends a transaction to the ledger. With a `reference`, at most one transaction of
-    /// a kind per reference ever exists: `None`, writing nothing, when one does (a retried
-    /// charge or refund). `Missing("user")` for an unknown user, `Conflict("transaction_id")`
-    /// if the id is taken.
-    async fn insert_transaction(&self, transaction: &NewTransaction)
-        -> Result<Option<Transaction>>;
-    /// Records a Stripe event and the credit it brings, together: `None`, writing no credit,
-    /// when the event was already recorded or the credit's reference already credited.
-    async fn record_stripe_credit(
-        &self,
-        event_id: &str,
-        credit: &NewTransaction,
-    ) -> Result<Option<Transaction>>;
-    /// The transaction of this kind with this reference, if one was written.
-    async fn find_transaction(
-        &self,
-        kind: TransactionKind,
-        reference: &str,
-    ) -> Result<Option<Transaction>>;
-    /// The user's balance and totals, summed over the ledger (zeros for no transactions).
-    async fn balance(&self, user_id: &str) -> Result<Balance>;
-    /// A page of the user's ledger, newest first, and per-kind totals of the matches; both
-    /// from one snapshot.
-    async fn list_transactions(&self, query: &TransactionQuery) -> Result<TransactionPage>;
-    /// [`Store::end_session`] and the session's usage charge in one transaction: of racing
-    /// callers exactly one gets `Some`, and a session is charged once, for its time from
-    /// `ready_at` to its `ended_at` (see [`SessionEnd::at_last_heartbeat`]), rounded up to
-    /// the cent (no charge for a session that never became ready). `end.reason`, if any,
-    /// becomes the session's error.
-    async fn end_session_billed(&self, end: &SessionEnd) -> Result<Option<EndedSession>>;
-    /// Records `at` as the last time these sessions' sandboxes were alive; only sessions
-    /// still `Ready` are touched. Returns how many were.
-    async fn record_heartbeats(&self, session_ids: &[String], at: DateTime<Utc>) -> Result<u64>;
-    /// The session's last heartbeat, if any.
-    async fn session_heartbeat(&self, session_id: &str) -> Result<Option<DateTime<Utc>>>;
-
-    // ---- agent_jobs -------------------------------------------------------------------
-    /// Inserts a job in `Pending`. `Conflict("job_id")` if taken, `Missing("user")` unless
-    /// the user exists.
-    async fn insert_agent_job(&self, job: &NewAgentJob) -> Result<AgentJobRecord>;
-    /// The job, whoever owns it (ownership is the caller's to check).
-    async fn get_agent_job(&self, job_id: &str) -> Result<Option<AgentJobRecord>>;
-    /// Up to `limit` of the user's jobs, newest `created_at` first (ties: greater
-    /// `job_id`, by bytes, first), starting strictly after `after` in that order.
-    async fn list_agent_jobs(
-        &self,
-        user_id: &str,
-        after: Option<&AgentJobCursor>,
-        limit: u64,
-    ) -> Result<Vec<AgentJobRecord>>;
-    /// Applies `update` unless the job is finished or does not exist (then `None`, changing
-    /// nothing; of racing updates that finish a job, exactly one applies). `Starting` or
-    /// `Running` set `started_at` unless already set; a finished status sets
-    /// `completed_at`.
-    async fn update_agent_job(
-        &self,
-        job_id: &str,
-        update: &AgentJobUpdate,
-    ) -> Result<Option<AgentJobRecord>>;
-    /// Records the result archive, whatever the status (the runner may attach it after an
-    /// agent reported completion). `false`, changing nothing, if the job already has one
-    /// or does not exist.
-    async fn set_agent_job_result(&self, job_id: &str, result_path: &str) -> Result<bool>;
-    /// Unfinished jobs of every user, oldest `created_at` first (restart recovery).
-    async fn list_unfinished_agent_jobs(&self) -> Result<Vec<AgentJobRecord>>;
-
-    // ---- github ------------------------------------------------------------------------
-    /// Records what GitHub says of a returning user: their login and display name (either
-    /// can change on GitHub). The updated user, or `None` for an unknown user.
-    async fn update_github_profile(
-        &self,
-        user_id: &str,
-        github_login: &str,
-        name: &str,
-    ) -> Result<Option<User>>;
-    /// Stores (or replaces) the user's GitHub access token, as the caller sealed it: the
-    /// store never sees it in the clear. `Missing("user")` for an unknown user.
-    async fn put_github_token(
-        &self,
-        user_id: &str,
-        sealed_token: &str,
-        at: DateTime<Utc>,
-    ) -> Result<()>;
-    /// The user's sealed GitHub token, if they ever signed in with GitHub.
-    async fn get_github_token(&self, user_id: &str) -> Result<Option<String>>;
-}
 
 /// Opens the store named by `url`: `sqlite://PATH` (created if missing) or
 /// `postgres://…` / `postgresql://…`. Migrations are applied before it returns.

@@ -2,7 +2,7 @@
 //! deposits through Stripe Checkout and the Stripe webhook that credits them.
 //!
 //! Session time is charged by the session service when a session ends (see
-//! [`kiln_store::Store::end_session_billed`]): the charge and the end are one store
+//! [`kiln_store::BillingStore::end_session_billed`]): the charge and the end are one store
 //! transaction, so a session is billed exactly once whoever ends it.
 mod agent_job_charges;
 mod stripe;

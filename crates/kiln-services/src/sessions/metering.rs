@@ -17,7 +17,7 @@ pub const INSUFFICIENT_BALANCE: &str = "insufficient_balance";
 
 impl SessionService {
     /// Ends the session and charges its ready time in one store transaction (see
-    /// [`kiln_store::Store::end_session_billed`]); `None` if it had already ended.
+    /// [`kiln_store::BillingStore::end_session_billed`]); `None` if it had already ended.
     pub(super) async fn end_billed(
         &self,
         session_id: &str,

@@ -1,5 +1,6 @@
 //! Opening stores from URLs: the forms accepted, what is created, what is refused.
-use kiln_store::{Store, StoreError};
+use kiln_store::prelude::*;
+use kiln_store::StoreError;
 
 #[tokio::test]
 async fn sqlite_accepts_both_url_forms_and_creates_missing_directories() {

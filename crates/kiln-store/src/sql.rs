@@ -1,0 +1,72 @@
+//! The one implementation of the store, for both backends: [`SqlStore`] over a [`Dialect`].
+//!
+//! Every query is written once, here, in the SQL both databases accept (`$1`-style
+//! placeholders, `RETURNING`, `ON CONFLICT`, …). What really differs — lock taking, snapshot
+//! reads, boolean literals, case-insensitive `LIKE`, and how timestamps and command output
+//! are stored — is in [`Dialect`] and the column types it binds.
+mod accounts;
+mod agent_jobs;
+mod billing;
+mod catalog;
+pub mod dialect;
+mod github;
+mod interactions;
+mod output;
+mod rows;
+mod sessions;
+mod verification_jobs;
+
+use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
+use sqlx::Pool;
+
+pub use crate::timestamp::Stamp;
+pub use dialect::Dialect;
+pub use output::Output;
+
+use crate::{Backend, Result};
+
+/// A store on the database of dialect `D`: [`crate::sqlite::SqliteStore`] or
+/// [`crate::postgres::PgStore`]. Opened by the backend's `open`.
+pub struct SqlStore<D: Dialect> {
+    pool: Pool<D>,
+}
+
+impl<D: Dialect> SqlStore<D> {
+    pub(crate) fn from_pool(pool: Pool<D>) -> Self {
+        Self { pool }
+    }
+
+    pub(crate) fn pool(&self) -> &Pool<D> {
+        &self.pool
+    }
+
+    /// A connection of the pool, for one statement (`D::exec(&mut conn)`).
+    async fn conn(&self) -> Result<PoolConnection<D>> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    /// Waits for every connection to close (on SQLite, so that the file is checkpointed and
+    /// released).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Clamps a count from the API to what a 64-bit integer column can hold.
+fn as_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl<D: Dialect> Backend for SqlStore<D> {
+    fn backend(&self) -> &'static str {
+        D::BACKEND
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let mut conn = self.conn().await?;
+        sqlx::query("SELECT 1").execute(D::exec(&mut conn)).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,87 @@
+//! Reading rows into records, on either backend. Booleans decode as `bool` on both (SQLite's
+//! INTEGER 0/1 included); timestamps through [`Dialect::time`].
+use super::dialect::{parse_column, Dialect};
+use crate::{
+    ApiKeyRecord, Dataset, Result, Sample, SampleRecord, SessionRecord, SessionStatus, User,
+};
+
+/// `prefix` lets one decoder read aliased columns of a join (`u_name`, …).
+fn column(prefix: &str, name: &str) -> String {
+    format!("{prefix}{name}")
+}
+
+pub(super) fn user<D: Dialect>(row: &D::Row, prefix: &str) -> Result<User> {
+    let c = |name| column(prefix, name);
+    Ok(User {
+        user_id: D::get(row, &c("user_id"))?,
+        name: D::get(row, &c("name"))?,
+        email: D::get(row, &c("email"))?,
+        github_id: D::get(row, &c("github_id"))?,
+        github_login: D::get(row, &c("github_login"))?,
+        is_admin: D::get(row, &c("is_admin"))?,
+        is_active: D::get(row, &c("is_active"))?,
+        created_at: D::time(row, &c("created_at"))?,
+        last_login_at: D::opt_time(row, &c("last_login_at"))?,
+        terms_accepted_at: D::opt_time(row, &c("terms_accepted_at"))?,
+    })
+}
+
+pub(super) fn api_key<D: Dialect>(row: &D::Row, prefix: &str) -> Result<ApiKeyRecord> {
+    let c = |name| column(prefix, name);
+    Ok(ApiKeyRecord {
+        key_id: D::get(row, &c("key_id"))?,
+        user_id: D::get(row, &c("user_id"))?,
+        name: D::get(row, &c("name"))?,
+        masked: D::get(row, &c("masked"))?,
+        created_at: D::time(row, &c("created_at"))?,
+        expires_at: D::opt_time(row, &c("expires_at"))?,
+        revoked_at: D::opt_time(row, &c("revoked_at"))?,
+        last_used_at: D::opt_time(row, &c("last_used_at"))?,
+    })
+}
+
+pub(super) fn dataset<D: Dialect>(row: &D::Row) -> Result<Dataset> {
+    Ok(Dataset {
+        name: D::get(row, "name")?,
+        description: D::get(row, "description")?,
+        sample_count: D::get(row, "sample_count")?,
+        created_at: D::time(row, "created_at")?,
+    })
+}
+
+pub(super) fn sample<D: Dialect>(row: &D::Row) -> Result<Sample> {
+    let record: String = D::get(row, "record")?;
+    let record: SampleRecord = crate::sample_json::decode(&record)?;
+    Ok(Sample {
+        dataset: D::get(row, "dataset")?,
+        sample_id: D::get(row, "sample_id")?,
+        version: D::get(row, "version")?,
+        latest: D::get(row, "latest")?,
+        version_description: D::get(row, "version_description")?,
+        created_at: D::time(row, "created_at")?,
+        instance_id: D::get(row, "instance_id")?,
+        repo: D::get(row, "repo")?,
+        base_commit: D::get(row, "base_commit")?,
+        record,
+    })
+}
+
+pub(super) fn session<D: Dialect>(row: &D::Row) -> Result<SessionRecord> {
+    let status: String = D::get(row, "status")?;
+    Ok(SessionRecord {
+        session_id: D::get(row, "session_id")?,
+        user_id: D::get(row, "user_id")?,
+        dataset: D::get(row, "dataset")?,
+        sample_id: D::get(row, "sample_id")?,
+        sample_version: D::get(row, "sample_version")?,
+        status: parse_column(&status, "session status", SessionStatus::parse)?,
+        requested_at: D::time(row, "requested_at")?,
+        ready_at: D::opt_time(row, "ready_at")?,
+        expires_at: D::time(row, "expires_at")?,
+        ended_at: D::opt_time(row, "ended_at")?,
+        sandbox_id: D::get(row, "sandbox_id")?,
+        location: D::get(row, "location")?,
+        error_code: D::get(row, "error_code")?,
+        error_message: D::get(row, "error_message")?,
+    })
+}

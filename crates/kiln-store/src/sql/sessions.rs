@@ -1,0 +1,223 @@
+//! Sessions, and (through [`super::interactions`]) the interactions run in them.
+//!
+//! Every status change is one conditional `UPDATE … RETURNING`, so of racing callers exactly
+//! one gets the row back: SQLite runs writers one at a time, and the later ones no longer find
+//! the status they expect; on PostgreSQL a racing caller blocks on the row lock, then
+//! re-checks the WHERE clause against the row the winner committed (READ COMMITTED) and
+//! matches nothing.
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::QueryBuilder;
+
+use super::dialect::{BuilderExt, Dialect, QueryExt};
+use super::{as_i64, interactions, rows, SqlStore};
+use crate::columns;
+use crate::missing_reference::insert_error;
+use crate::timestamp::Stamp;
+use crate::{
+    InteractionOutcome, InteractionRecord, NewInteraction, NewSession, Result, SessionRecord,
+    SessionStatus, SessionStore,
+};
+
+impl<D: Dialect> SqlStore<D> {
+    /// `UPDATE sessions SET {set_and_where} RETURNING …`, with `$1` the session id, `$2` and
+    /// `$3` the `args`, `$4` the instant.
+    async fn update_session(
+        &self,
+        set_and_where: &str,
+        session_id: &str,
+        args: [&str; 2],
+        at: DateTime<Utc>,
+    ) -> Result<Option<SessionRecord>> {
+        let sql = format!(
+            "UPDATE sessions SET {set_and_where} RETURNING {}",
+            columns::plain(columns::SESSION)
+        );
+        let mut conn = self.conn().await?;
+        let row = sqlx::query(&sql)
+            .arg(session_id)
+            .arg(args[0])
+            .arg(args[1])
+            .arg(Stamp(at))
+            .fetch_optional(D::exec(&mut conn))
+            .await?;
+        row.as_ref().map(rows::session::<D>).transpose()
+    }
+}
+
+#[async_trait]
+impl<D: Dialect> SessionStore for SqlStore<D> {
+    async fn insert_session(&self, session: &NewSession) -> Result<SessionRecord> {
+        let sql = format!(
+            "INSERT INTO sessions (session_id, user_id, dataset, sample_id, sample_version, status, \
+                 requested_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, 'creating', $6, $7) RETURNING {}",
+            columns::plain(columns::SESSION)
+        );
+        let mut conn = self.conn().await?;
+        let row = sqlx::query(&sql)
+            .arg(session.session_id.as_str())
+            .arg(session.user_id.as_str())
+            .arg(session.dataset.as_str())
+            .arg(session.sample_id.as_str())
+            .arg(session.sample_version)
+            .arg(Stamp(session.requested_at))
+            .arg(Stamp(session.expires_at))
+            .fetch_one(D::exec(&mut conn))
+            .await
+            .map_err(|e| insert_error(e, "session_id", "user or sample version"))?;
+        rows::session::<D>(&row)
+    }
+
+    async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>> {
+        let sql = format!(
+            "SELECT {} FROM sessions WHERE session_id = $1",
+            columns::plain(columns::SESSION)
+        );
+        let mut conn = self.conn().await?;
+        let row = sqlx::query(&sql)
+            .arg(session_id)
+            .fetch_optional(D::exec(&mut conn))
+            .await?;
+        row.as_ref().map(rows::session::<D>).transpose()
+    }
+
+    async fn list_sessions(
+        &self,
+        user_id: &str,
+        limit: u64,
+        offset: u64,
+    ) -> Result<(Vec<SessionRecord>, u64)> {
+        // The total and the page come from the same snapshot.
+        let mut tx = D::begin_snapshot(self.pool()).await?;
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM sessions WHERE user_id = $1")
+            .arg(user_id)
+            .fetch_one(D::exec(&mut tx))
+            .await?;
+        let total: i64 = D::get(&row, "n")?;
+        let sql = format!(
+            "SELECT {} FROM sessions WHERE user_id = $1 \
+             ORDER BY requested_at DESC, session_id DESC LIMIT $2 OFFSET $3",
+            columns::plain(columns::SESSION)
+        );
+        let found = sqlx::query(&sql)
+            .arg(user_id)
+            .arg(as_i64(limit))
+            .arg(as_i64(offset))
+            .fetch_all(D::exec(&mut tx))
+            .await?;
+        tx.commit().await?;
+        let sessions = found
+            .iter()
+            .map(rows::session::<D>)
+            .collect::<Result<_>>()?;
+        Ok((sessions, total.unsigned_abs()))
+    }
+
+    async fn count_live_sessions(&self, user_id: &str) -> Result<u64> {
+        let mut conn = self.conn().await?;
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM sessions WHERE user_id = $1 AND status IN ('creating', 'ready')",
+        )
+        .arg(user_id)
+        .fetch_one(D::exec(&mut conn))
+        .await?;
+        Ok(D::get::<i64>(&row, "n")?.unsigned_abs())
+    }
+
+    async fn list_sessions_in(&self, statuses: &[SessionStatus]) -> Result<Vec<SessionRecord>> {
+        if statuses.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut select = QueryBuilder::<D>::new(format!(
+            "SELECT {} FROM sessions WHERE status IN (",
+            columns::plain(columns::SESSION)
+        ));
+        select
+            .push_args(statuses.iter().map(|s| s.as_str()))
+            .push(") ORDER BY requested_at, session_id");
+        let mut conn = self.conn().await?;
+        let found = D::build(&mut select).fetch_all(D::exec(&mut conn)).await?;
+        found.iter().map(rows::session::<D>).collect()
+    }
+
+    async fn mark_session_ready(
+        &self,
+        session_id: &str,
+        sandbox_id: &str,
+        location: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<SessionRecord>> {
+        self.update_session(
+            "status = 'ready', sandbox_id = $2, location = $3, ready_at = $4 \
+             WHERE session_id = $1 AND status = 'creating'",
+            session_id,
+            [sandbox_id, location],
+            at,
+        )
+        .await
+    }
+
+    async fn mark_session_error(
+        &self,
+        session_id: &str,
+        code: &str,
+        message: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<SessionRecord>> {
+        self.update_session(
+            "status = 'error', error_code = $2, error_message = $3, ended_at = $4 \
+             WHERE session_id = $1 AND status = 'creating'",
+            session_id,
+            [code, message],
+            at,
+        )
+        .await
+    }
+
+    async fn end_session(
+        &self,
+        session_id: &str,
+        status: SessionStatus,
+        at: DateTime<Utc>,
+    ) -> Result<Option<SessionRecord>> {
+        crate::session_rules::check_end_status(status)?;
+        let sql = format!(
+            "UPDATE sessions SET status = $2, ended_at = $3 \
+             WHERE session_id = $1 AND status IN ('creating', 'ready') RETURNING {}",
+            columns::plain(columns::SESSION)
+        );
+        let mut conn = self.conn().await?;
+        let row = sqlx::query(&sql)
+            .arg(session_id)
+            .arg(status.as_str())
+            .arg(Stamp(at))
+            .fetch_optional(D::exec(&mut conn))
+            .await?;
+        row.as_ref().map(rows::session::<D>).transpose()
+    }
+
+    async fn insert_interaction(&self, interaction: &NewInteraction) -> Result<InteractionRecord> {
+        interactions::insert(self, interaction).await
+    }
+
+    async fn complete_interaction(
+        &self,
+        interaction_id: &str,
+        outcome: &InteractionOutcome,
+    ) -> Result<bool> {
+        interactions::complete(self, interaction_id, outcome).await
+    }
+
+    async fn get_interaction(
+        &self,
+        session_id: &str,
+        interaction_id: &str,
+    ) -> Result<Option<InteractionRecord>> {
+        interactions::get(self, session_id, interaction_id).await
+    }
+
+    async fn list_unfinished_interactions(&self) -> Result<Vec<InteractionRecord>> {
+        interactions::list_unfinished(self).await
+    }
+}

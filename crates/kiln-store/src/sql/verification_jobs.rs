@@ -1,0 +1,124 @@
+//! Verification jobs. An update is one conditional `UPDATE … RETURNING` that matches only an
+//! unfinished job, so nothing changes a job once it has finished.
+use async_trait::async_trait;
+
+use super::dialect::{parse_column, Dialect, QueryExt};
+use super::SqlStore;
+use crate::columns;
+use crate::json_column;
+use crate::missing_reference::insert_error;
+use crate::session_rules::{job_starts, UNFINISHED_JOB_STATUSES};
+use crate::timestamp::Stamp;
+use crate::{
+    JobStatus, JobUpdate, NewVerificationJob, Result, VerificationJobRecord, VerificationStore,
+};
+
+#[async_trait]
+impl<D: Dialect> VerificationStore for SqlStore<D> {
+    async fn insert_verification_job(
+        &self,
+        job: &NewVerificationJob,
+    ) -> Result<VerificationJobRecord> {
+        let sql = format!(
+            "INSERT INTO verification_jobs (job_id, session_id, user_id, sample_id, status, created_at) \
+             VALUES ($1, $2, $3, $4, 'pending', $5) RETURNING {}",
+            columns::plain(columns::VERIFICATION_JOB)
+        );
+        let mut conn = self.conn().await?;
+        let row = sqlx::query(&sql)
+            .arg(job.job_id.as_str())
+            .arg(job.session_id.as_str())
+            .arg(job.user_id.as_str())
+            .arg(job.sample_id.as_str())
+            .arg(Stamp(job.created_at))
+            .fetch_one(D::exec(&mut conn))
+            .await
+            .map_err(|e| insert_error(e, "job_id", "session or user"))?;
+        job_row::<D>(&row)
+    }
+
+    async fn get_verification_job(
+        &self,
+        session_id: &str,
+        job_id: &str,
+    ) -> Result<Option<VerificationJobRecord>> {
+        let sql = format!(
+            "SELECT {} FROM verification_jobs WHERE job_id = $1 AND session_id = $2",
+            columns::plain(columns::VERIFICATION_JOB)
+        );
+        let mut conn = self.conn().await?;
+        let row = sqlx::query(&sql)
+            .arg(job_id)
+            .arg(session_id)
+            .fetch_optional(D::exec(&mut conn))
+            .await?;
+        row.as_ref().map(job_row::<D>).transpose()
+    }
+
+    async fn update_verification_job(
+        &self,
+        job_id: &str,
+        update: &JobUpdate,
+    ) -> Result<Option<VerificationJobRecord>> {
+        let result = update
+            .result
+            .as_ref()
+            .map(json_column::encode)
+            .transpose()?;
+        let sql = format!(
+            "UPDATE verification_jobs SET status = $2, \
+                 started_at = CASE WHEN $3 THEN COALESCE(started_at, $5) ELSE started_at END, \
+                 completed_at = CASE WHEN $4 THEN $5 ELSE completed_at END, \
+                 result = COALESCE($6, result), \
+                 error_code = COALESCE($7, error_code), \
+                 error_message = COALESCE($8, error_message) \
+             WHERE job_id = $1 AND status IN {UNFINISHED_JOB_STATUSES} RETURNING {}",
+            columns::plain(columns::VERIFICATION_JOB)
+        );
+        let mut conn = self.conn().await?;
+        let row = sqlx::query(&sql)
+            .arg(job_id)
+            .arg(update.status.as_str())
+            .arg(job_starts(update.status))
+            .arg(update.status.is_finished())
+            .arg(Stamp(update.at))
+            .arg(result)
+            .arg(update.error_code.as_deref())
+            .arg(update.error_message.as_deref())
+            .fetch_optional(D::exec(&mut conn))
+            .await?;
+        row.as_ref().map(job_row::<D>).transpose()
+    }
+
+    async fn list_unfinished_verification_jobs(&self) -> Result<Vec<VerificationJobRecord>> {
+        let sql = format!(
+            "SELECT {} FROM verification_jobs WHERE status IN {UNFINISHED_JOB_STATUSES} \
+             ORDER BY created_at, job_id",
+            columns::plain(columns::VERIFICATION_JOB)
+        );
+        let mut conn = self.conn().await?;
+        let found = sqlx::query(&sql).fetch_all(D::exec(&mut conn)).await?;
+        found.iter().map(job_row::<D>).collect()
+    }
+}
+
+fn job_row<D: Dialect>(row: &D::Row) -> Result<VerificationJobRecord> {
+    let status: String = D::get(row, "status")?;
+    let result: Option<String> = D::get(row, "result")?;
+    Ok(VerificationJobRecord {
+        job_id: D::get(row, "job_id")?,
+        session_id: D::get(row, "session_id")?,
+        user_id: D::get(row, "user_id")?,
+        sample_id: D::get(row, "sample_id")?,
+        status: parse_column(&status, "job status", JobStatus::parse)?,
+        created_at: D::time(row, "created_at")?,
+        started_at: D::opt_time(row, "started_at")?,
+        completed_at: D::opt_time(row, "completed_at")?,
+        result: result
+            .as_deref()
+            .map(|text| json_column::decode("verification job result", text))
+            .transpose()?,
+        error_code: D::get(row, "error_code")?,
+        error_message: D::get(row, "error_message")?,
+    })
+}
