@@ -12,6 +12,7 @@ pub mod demo;
 mod error;
 pub mod github;
 mod ids;
+pub mod outbound;
 pub mod records;
 pub mod repos;
 pub mod secret_box;
