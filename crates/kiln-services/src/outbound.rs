@@ -5,7 +5,7 @@
 //! it when any address it resolves to is internal ([`internal_kind`]: loopback, private,
 //! link-local — cloud metadata lives there —, CGNAT, unspecified, multicast, broadcast,
 //! reserved, and IPv6 forms embedding one of those), unless an administrator allowed the
-//! host. The caller must then connect only to [`Vetted::addr`] (for git:
+//! host. The caller must then connect only to [`Vetted::addrs`] (for git:
 //! [`Vetted::curl_resolve`]), so a second DNS answer cannot point elsewhere (DNS
 //! rebinding), and must not follow redirects.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -43,30 +43,35 @@ pub enum OutboundError {
     },
 }
 
-/// A URL's destination, checked: connect to `addr`, nowhere else.
+/// A URL's destination, checked: connect to `addrs`, nowhere else.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vetted {
     /// The host as the URL names it (`example.com`, `10.0.0.1`, `[::1]`).
     pub host: String,
     pub port: u16,
-    /// The address that was checked.
-    pub addr: IpAddr,
+    /// The addresses that were checked (one for a literal; every address of a name, in
+    /// the resolver's order, so a client may still fall back from one to the next).
+    pub addrs: Vec<IpAddr>,
     /// Whether the host is a name (to be pinned) rather than an address literal.
     pub(crate) is_name: bool,
 }
 
 impl Vetted {
     /// curl's `CURLOPT_RESOLVE` entry (git: `http.curloptResolve`) pinning the host to the
-    /// checked address; `None` for an address literal, which curl never resolves.
+    /// checked addresses; `None` for an address literal, which curl never resolves.
     pub fn curl_resolve(&self) -> Option<String> {
         if !self.is_name {
             return None;
         }
-        let addr = match self.addr {
-            IpAddr::V4(v4) => v4.to_string(),
-            IpAddr::V6(v6) => format!("[{v6}]"),
-        };
-        Some(format!("{}:{}:{addr}", self.host, self.port))
+        let addrs: Vec<String> = self
+            .addrs
+            .iter()
+            .map(|addr| match addr {
+                IpAddr::V4(v4) => v4.to_string(),
+                IpAddr::V6(v6) => format!("[{v6}]"),
+            })
+            .collect();
+        Some(format!("{}:{}:{}", self.host, self.port, addrs.join(",")))
     }
 }
 
@@ -122,7 +127,7 @@ impl OutboundPolicy {
             _ => Ok(Vetted {
                 host: host_str.clone(),
                 port,
-                addr,
+                addrs: vec![addr],
                 is_name: false,
             }),
         };
@@ -146,14 +151,16 @@ impl OutboundPolicy {
         };
         // Every address must pass: a name with one public and one internal address would
         // otherwise reach the internal one whenever it came first.
-        let first = *addrs.first().ok_or_else(not_public)?;
+        if addrs.is_empty() {
+            return Err(not_public());
+        }
         if !allowed && addrs.iter().any(|a| internal_kind(*a).is_some()) {
             return Err(not_public());
         }
         Ok(Vetted {
             host: host_str,
             port,
-            addr: first,
+            addrs,
             is_name: true,
         })
     }
@@ -327,7 +334,7 @@ mod tests {
             .vet(&url("http://127.0.0.1:8123/x.git"))
             .await
             .expect("allowed");
-        assert_eq!(ok.addr, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(ok.addrs, [IpAddr::from([127, 0, 0, 1])]);
         assert_eq!(ok.curl_resolve(), None, "a literal needs no pin");
         assert!(allowing
             .vet(&url("http://127.0.0.1:8124/x.git"))
@@ -338,7 +345,7 @@ mod tests {
             .vet(&url("http://localhost:8123/x.git"))
             .await
             .expect("allowed name");
-        assert!(name.addr.is_loopback(), "{name:?}");
+        assert!(name.addrs.iter().all(IpAddr::is_loopback), "{name:?}");
         let pin = name.curl_resolve().expect("a name is pinned");
         assert!(pin.starts_with("localhost:8123:"), "{pin}");
     }
@@ -348,12 +355,15 @@ mod tests {
         let v6 = Vetted {
             host: "git.example".into(),
             port: 443,
-            addr: "2001:db8::1".parse().expect("addr"),
+            addrs: vec![
+                "2001:db8::1".parse().expect("addr"),
+                "192.0.2.1".parse().expect("addr"),
+            ],
             is_name: true,
         };
         assert_eq!(
             v6.curl_resolve().as_deref(),
-            Some("git.example:443:[2001:db8::1]")
+            Some("git.example:443:[2001:db8::1],192.0.2.1")
         );
     }
 }

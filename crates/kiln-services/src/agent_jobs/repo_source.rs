@@ -589,7 +589,11 @@ mod tests {
         let pin = Vetted {
             host: "kiln-pinned.invalid".into(),
             port,
-            addr: std::net::IpAddr::from([127, 0, 0, 1]),
+            // Nothing listens on the first: curl falls back to the next pinned address.
+            addrs: vec![
+                std::net::IpAddr::from([127, 0, 0, 2]),
+                std::net::IpAddr::from([127, 0, 0, 1]),
+            ],
             is_name: true,
         };
         let limits = FetchLimits {
@@ -611,6 +615,23 @@ mod tests {
         clone_bare(&source, &env, &dir.path().join("b.git"), &limits)
             .await
             .expect("cloned through the pin");
+
+        // A name that resolves to the server, pinned elsewhere: the pin wins over DNS.
+        let url = format!("http://localhost:{port}/r.git");
+        let source = RepoSource::parse(&url, "", None).expect("parses");
+        let env = git_env(&source, None, None);
+        clone_bare(&source, &env, &dir.path().join("c.git"), &limits)
+            .await
+            .expect("localhost reaches the server");
+        let elsewhere = Vetted {
+            host: "localhost".into(),
+            port,
+            addrs: vec![std::net::IpAddr::from([127, 0, 0, 2])],
+            is_name: true,
+        };
+        let env = git_env(&source, None, Some(&elsewhere));
+        let pinned = clone_bare(&source, &env, &dir.path().join("d.git"), &limits).await;
+        assert!(pinned.is_err(), "git looked the name up again");
     }
 
     #[test]
