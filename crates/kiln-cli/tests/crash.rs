@@ -360,7 +360,11 @@ async fn a_killed_server_restarts_without_leaks() {
             .unwrap()
             .trim()
             .to_string(),
-        http: reqwest::Client::new(),
+        // Long-polls answer within 20 s: a hung server fails the test instead of hanging it.
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap(),
     };
 
     let mut sessions = Vec::new();
