@@ -176,8 +176,8 @@ impl ImageStore {
     fn remove_checked(&self, reference: &str, force: bool) -> Result<GcStats> {
         let key = Reference::parse(reference)?.to_string();
         let root = self.inner.root.join("layers/sha256");
-        // Under the store lock, so no import can start using a layer between the check
-        // and the collection.
+        // Under the store lock (imports and pulls wait), so the index the check saw is the
+        // one the collection uses.
         let exclusive = store_lock::exclusive(&self.inner.store_lock)?;
         let users = self.layer_users();
         self.inner.index.update(|images| {
