@@ -13,8 +13,8 @@ mod sandbox;
 use std::future::Future;
 
 use agent_job_support::{
-    basic_auth, create, finished, get_job, make_repo, private_git_host, result_files, script_agent,
-    wait_for,
+    allow_git_host, basic_auth, create, finished, get_job, make_repo, private_git_host,
+    result_files, script_agent, wait_for,
 };
 use common::{assert_error, git, Backend};
 use github_fake::Account;
@@ -56,6 +56,7 @@ async fn the_github_sign_in_token_clones_private_repositories(ctx: Ctx) {
         .server_with(move |c| {
             c.runtime.agent_binary = Some(agent);
             script_agent(c);
+            allow_git_host(c, &git_host);
             c.agent_jobs.git_host = git_host;
         })
         .await;

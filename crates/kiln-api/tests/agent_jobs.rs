@@ -11,8 +11,9 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use agent_job_support::{
-    basic_auth, create, finished, get_job, make_repo, private_git_host, result_files,
-    script_awaiting_go, start, start_job, wait_for, wait_for_file, workspace, GitHost,
+    allow_git_host, basic_auth, create, finished, get_job, make_repo, private_git_host,
+    result_files, script_awaiting_go, start, start_job, wait_for, wait_for_file, workspace,
+    GitHost,
 };
 use common::{assert_error, assert_validation, bearer, git, json, Database};
 use kiln_services::agent_jobs::{CloneCredentials, JobBilling, JobCharge};
@@ -25,6 +26,7 @@ on_both_backends!(
     failing_scripts_and_missing_refs_end_in_error,
     the_completion_secret_alone_finishes_a_job,
     requests_are_validated,
+    internal_addresses_are_refused_before_any_connection,
     cursor_pagination_walks_every_job_once,
     a_restart_ends_running_jobs_in_error,
     private_repositories_are_cloned_with_the_token_in_a_header,
@@ -325,6 +327,86 @@ async fn requests_are_validated(db: Database) {
     );
 }
 
+/// A listener that counts the connections it accepts.
+async fn counting_listener(addr: &str) -> (u16, Arc<Mutex<usize>>) {
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let accepted = Arc::new(Mutex::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            *count.lock().expect("lock") += 1;
+            drop(stream);
+        }
+    });
+    (port, accepted)
+}
+
+async fn internal_addresses_are_refused_before_any_connection(db: Database) {
+    let repos = tempfile::tempdir().expect("tempdir");
+    // Something listens on the loopback ports the URLs name: a connection would show.
+    let (v4, v4_accepts) = counting_listener("127.0.0.1:0").await;
+    let (v6, v6_accepts) = counting_listener("[::1]:0").await;
+    let allowed = repos.path().join("allowed");
+    make_repo(&allowed, "echo allowed > allowed.txt\n");
+    let bare = repos.path().join("allowed.git");
+    git(
+        repos.path(),
+        &["clone", "-q", "--bare", "allowed", "allowed.git"],
+    );
+    git(&bare, &["update-server-info"]);
+    let host = private_git_host(bare, "tok").await;
+    let base = host.base.clone();
+    let s = agent_job_support::start_with(db, repos.path(), move |c| {
+        c.agent_jobs.allowed_internal_hosts = vec![base.trim_start_matches("http://").into()];
+    })
+    .await;
+    let key = s.admin_key.clone();
+    for repo in [
+        // 127.0.0.1 is allowed on the git host's port only.
+        format!("http://127.0.0.1:{v4}/org/x.git"),
+        format!("http://localhost:{v4}/org/x.git"),
+        format!("http://[::1]:{v6}/org/x.git"),
+        format!("http://[::ffff:127.0.0.1]:{v4}/org/x.git"),
+        format!("http://2130706433:{v4}/org/x.git"),
+        "http://169.254.169.254/latest/meta-data/".into(),
+        "http://10.0.0.1/org/x.git".into(),
+    ] {
+        let (status, body) = create(&s, &key, json!({"repo": repo, "agent_id": "script"})).await;
+        assert_validation(status, &body, &["body", "repo"]);
+        assert!(
+            body.to_string().contains("allowed_internal_hosts"),
+            "the refusal says how to allow a host: {body}"
+        );
+    }
+    let (_, listed) = s.get_as(&key, "/agent-jobs").await;
+    assert_eq!(listed["jobs"], json!([]), "nothing was stored: {listed}");
+    // Refused before the job exists, so nothing can connect later either.
+    assert_eq!(*v4_accepts.lock().expect("lock"), 0);
+    assert_eq!(*v6_accepts.lock().expect("lock"), 0);
+
+    // The allowed host still works (it refuses without a token, so the job reaches it).
+    let (status, job) = create(
+        &s,
+        &key,
+        json!({"repo": format!("{}/org/private.git", host.base), "agent_id": "script"}),
+    )
+    .await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["job_id"].as_str().expect("id");
+    let job = wait_for(&s, &key, id, finished).await;
+    assert!(
+        job["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot clone")),
+        "{job}"
+    );
+    assert!(
+        !host.seen.lock().expect("lock").is_empty(),
+        "the allowed host was reached"
+    );
+}
+
 async fn cursor_pagination_walks_every_job_once(db: Database) {
     let repos = tempfile::tempdir().expect("tempdir");
     let repo = repos.path().join("r");
@@ -453,6 +535,7 @@ async fn private_repositories_are_cloned_with_the_token_in_a_header(db: Database
         agent.image =
             kiln_services::sessions::sample_image_reference(sandbox::DATASET, sandbox::SAMPLE);
         c.agent_jobs.local_repo_root = Some(root);
+        allow_git_host(c, &host_for_config);
         c.agent_jobs.git_host = host_for_config;
     })
     .await;

@@ -1,5 +1,6 @@
 //! `kiln images …`: the environment image store, from the terminal.
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -24,8 +25,14 @@ pub enum ImagesCommand {
         #[arg(long = "insecure-registry")]
         insecure: Vec<String>,
     },
-    /// Remove an image; layers no other image uses are deleted.
-    Rm { reference: String },
+    /// Remove an image; layers no other image uses are deleted. Refused while a sandbox
+    /// (a live session or agent job of this data directory) uses them.
+    Rm {
+        reference: String,
+        /// Remove the image anyway; layers in use stay on disk until they are unused.
+        #[arg(long)]
+        force: bool,
+    },
     /// Build the environment images of the bundled kiln-demo dataset from Debian's
     /// packages (needs root and a Debian mirror; ≈ 5 minutes the first time, cached after).
     BuildDemo {
@@ -43,8 +50,13 @@ pub enum ImagesCommand {
 
 pub async fn run(config: &Config, command: ImagesCommand) -> anyhow::Result<()> {
     let dir = config.images_dir();
+    let runtime_root = config.data_dir.join("runtime");
     let store = ImageStore::open(&dir)
-        .with_context(|| format!("cannot open the image store in {}", dir.display()))?;
+        .with_context(|| format!("cannot open the image store in {}", dir.display()))?
+        // Sandboxes mount layers as overlay lower dirs: those are never deleted under them.
+        .with_layer_users(Arc::new(move || {
+            kiln_runtime::local::layer_users(&runtime_root)
+        }));
     match command {
         ImagesCommand::List => {
             for image in store.list()? {
@@ -78,9 +90,20 @@ pub async fn run(config: &Config, command: ImagesCommand) -> anyhow::Result<()> 
             let image = store.pull(&reference, &options).await?;
             println!("pulled {} ({})", image.reference(), image.manifest_digest());
         }
-        ImagesCommand::Rm { reference } => {
-            let stats = store.remove(&reference)?;
+        ImagesCommand::Rm { reference, force } => {
+            let stats = if force {
+                store.remove_forced(&reference)?
+            } else {
+                store.remove(&reference)?
+            };
             println!("removed {reference} ({stats:?})");
+            if stats.layers_kept > 0 {
+                println!(
+                    "{} layer(s) kept while sandboxes use them; a later `kiln images rm` or \
+                     import deletes them once unused",
+                    stats.layers_kept
+                );
+            }
         }
         ImagesCommand::BuildDemo {
             force,

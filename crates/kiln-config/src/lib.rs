@@ -211,6 +211,10 @@ pub struct AgentJobsConfig {
     pub local_repo_root: Option<PathBuf>,
     /// Where a repository named `owner/name` is cloned from: `<base>/owner/name.git`.
     pub git_host: String,
+    /// Hosts (`host` or `host:port`, as a URL writes them) that repositories may be
+    /// cloned from although they are internal (loopback, private, link-local, …): by
+    /// default the server refuses every internal address a user names.
+    pub allowed_internal_hosts: Vec<String>,
 }
 
 /// One agent: the image its sandbox is made from and the command run there, with the
@@ -248,6 +252,7 @@ impl Default for AgentJobsConfig {
             max_diff_bytes: 64 * 1024 * 1024,
             local_repo_root: None,
             git_host: "https://github.com".into(),
+            allowed_internal_hosts: Vec::new(),
         }
     }
 }

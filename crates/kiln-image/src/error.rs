@@ -54,6 +54,17 @@ pub enum ImageError {
     /// No image under this reference.
     #[error("image not found: {0}")]
     NotFound(String),
+    /// Removing the image would delete layers that live sandboxes use.
+    #[error(
+        "image {reference} is in use by {}: its layers are those sandboxes' root file systems; \
+         end them first, or remove the image with --force (the layers then stay until they are \
+         unused)",
+        users.join(", ")
+    )]
+    InUse {
+        reference: String,
+        users: Vec<String>,
+    },
     /// A registry request failed at the HTTP level.
     #[error("registry request {url} failed: {source}")]
     Http {

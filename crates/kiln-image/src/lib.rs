@@ -50,4 +50,4 @@ pub use progress::{Progress, ProgressEvent};
 pub use pull::PullOptions;
 pub use reference::Reference;
 pub use registry_client::{RegistryConfig, RegistryCredentials};
-pub use store::{GcStats, ImageStore};
+pub use store::{GcStats, ImageStore, LayerUser, LayerUsers};

@@ -32,13 +32,38 @@ pub(crate) const MAX_METADATA_BYTES: u64 = 16 * 1024 * 1024;
 pub struct GcStats {
     pub layers_removed: usize,
     pub blobs_removed: usize,
+    /// Layers no image uses any more but something outside the store still does (a live
+    /// sandbox's lower dir): kept for a later collection.
+    pub layers_kept: usize,
 }
+
+/// Something outside the store that uses layer directories (a sandbox, by name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerUser {
+    pub name: String,
+    /// The layer directories it uses (as [`Image::layer_dirs`] gives them).
+    pub layers: Vec<PathBuf>,
+}
+
+/// Who uses layers at this moment; asked by every removal and collection.
+pub type LayerUsers = Arc<dyn Fn() -> Vec<LayerUser> + Send + Sync>;
 
 /// A content-addressed image store rooted at one directory. Cheap to clone; safe to use from
 /// many threads and processes at once.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ImageStore {
     inner: Arc<Inner>,
+    /// Users of layers outside the store (see [`ImageStore::with_layer_users`]).
+    users: Option<LayerUsers>,
+}
+
+impl std::fmt::Debug for ImageStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageStore")
+            .field("inner", &self.inner)
+            .field("users", &self.users.as_ref().map(|_| "…"))
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -80,7 +105,20 @@ impl ImageStore {
         };
         Ok(Self {
             inner: Arc::new(inner),
+            users: None,
         })
+    }
+
+    /// Tells the store who uses its layers from outside (sandboxes mount them as overlay
+    /// lower dirs; the store cannot see mounts): [`ImageStore::remove`] then refuses to
+    /// delete a layer in use, and no collection deletes one.
+    pub fn with_layer_users(mut self, users: LayerUsers) -> Self {
+        self.users = Some(users);
+        self
+    }
+
+    fn layer_users(&self) -> Vec<LayerUser> {
+        self.users.as_ref().map(|users| users()).unwrap_or_default()
     }
 
     /// The store's root directory.
@@ -123,19 +161,57 @@ impl ImageStore {
     }
 
     /// Removes `reference` from the index, then garbage-collects the layers and blobs no image
-    /// uses any more.
-    ///
-    /// The store does not know about mounts: do not remove an image whose layers a running
-    /// sandbox still has as overlay lower dirs.
+    /// uses any more. Refused ([`ImageError::InUse`]) when a layer it would delete is used
+    /// by one of the [layer users](ImageStore::with_layer_users).
     pub fn remove(&self, reference: &str) -> Result<GcStats> {
+        self.remove_checked(reference, false)
+    }
+
+    /// Like [`ImageStore::remove`], but removes the image even when its layers are in use:
+    /// those layers stay on disk until a later collection finds them unused.
+    pub fn remove_forced(&self, reference: &str) -> Result<GcStats> {
+        self.remove_checked(reference, true)
+    }
+
+    fn remove_checked(&self, reference: &str, force: bool) -> Result<GcStats> {
         let key = Reference::parse(reference)?.to_string();
+        let root = self.inner.root.join("layers/sha256");
+        // Under the store lock (imports and pulls wait), so the index the check saw is the
+        // one the collection uses.
+        let exclusive = store_lock::exclusive(&self.inner.store_lock)?;
+        let users = self.layer_users();
         self.inner.index.update(|images| {
-            images
+            let record = images
                 .remove(&key)
-                .map(|_| ())
-                .ok_or_else(|| ImageError::NotFound(key.clone()))
+                .ok_or_else(|| ImageError::NotFound(key.clone()))?;
+            if force {
+                return Ok(());
+            }
+            let still_used: HashSet<&Digest> = images
+                .values()
+                .flat_map(|r| r.layers.iter().map(|l| &l.diff_id))
+                .collect();
+            let doomed: HashSet<PathBuf> = record
+                .layers
+                .iter()
+                .filter(|l| !still_used.contains(&l.diff_id))
+                .map(|l| root.join(l.diff_id.hex()))
+                .collect();
+            let blocking: Vec<String> = users
+                .iter()
+                .filter(|u| u.layers.iter().any(|l| doomed.contains(l)))
+                .map(|u| u.name.clone())
+                .collect();
+            if blocking.is_empty() {
+                Ok(())
+            } else {
+                Err(ImageError::InUse {
+                    reference: key.clone(),
+                    users: blocking,
+                })
+            }
         })?;
-        self.gc()
+        self.gc_locked(&exclusive)
     }
 
     /// Deletes unreferenced layers and blobs, and leftovers of interrupted imports. Waits for
@@ -167,11 +243,21 @@ impl ImageStore {
         }
         // Manifests reached through an index (multi-platform images) are kept by their child.
         let mut stats = GcStats::default();
+        let in_use: HashSet<PathBuf> = self
+            .layer_users()
+            .into_iter()
+            .flat_map(|u| u.layers)
+            .collect();
         for diff_id in self.inner.layers.all()? {
-            if !live_layers.contains(&diff_id) {
-                self.inner.layers.remove(&diff_id)?;
-                stats.layers_removed += 1;
+            if live_layers.contains(&diff_id) {
+                continue;
             }
+            if in_use.contains(&self.inner.layers.path(&diff_id)) {
+                stats.layers_kept += 1;
+                continue;
+            }
+            self.inner.layers.remove(&diff_id)?;
+            stats.layers_removed += 1;
         }
         for digest in self.inner.blobs.all()? {
             if !live_blobs.contains(&digest) {

@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use kiln_image::{ImageError, ImageStore, ImportOptions, Progress, ProgressEvent};
+use kiln_image::{ImageError, ImageStore, ImportOptions, LayerUser, Progress, ProgressEvent};
 use support::{digest, docker_save_tar, layer_tar, tar_dir, write_oci_layout, Entry, TestImage};
 
 fn base_layer() -> Vec<u8> {
@@ -366,6 +366,59 @@ fn shares_layers_between_images_and_collects_them_on_removal() {
     assert_eq!(layer_count(&store), 0);
     assert_eq!(blob_count(&store), 0);
     assert!(store.list().unwrap().is_empty());
+}
+
+#[test]
+fn layers_a_sandbox_uses_are_not_deleted_under_it() {
+    let base = base_layer();
+    let a = TestImage::new(&[base.clone(), top_layer(b"a")], true, &[], "/");
+    let b = TestImage::new(&[base, top_layer(b"b")], true, &[], "/");
+    let layout = tempfile::tempdir().unwrap();
+    write_oci_layout(layout.path(), &[(&a, "kiln/a:1"), (&b, "kiln/b:1")]);
+    let root = tempfile::tempdir().unwrap();
+    // What the runtime would report: one live sandbox on image a.
+    let users = Arc::new(Mutex::new(Vec::new()));
+    let seen = users.clone();
+    let store = ImageStore::open(root.path())
+        .unwrap()
+        .with_layer_users(Arc::new(move || seen.lock().unwrap().clone()));
+    store
+        .import(layout.path(), &ImportOptions::default())
+        .unwrap();
+    let a_dirs = store.get("kiln/a:1").unwrap().layer_dirs();
+    *users.lock().unwrap() = vec![LayerUser {
+        name: "sandbox sess_1".into(),
+        layers: a_dirs.clone(),
+    }];
+
+    // Refused, naming the sandbox; nothing changes.
+    match store.remove("kiln/a:1") {
+        Err(ImageError::InUse { reference, users }) => {
+            assert_eq!(reference, "kiln/a:1");
+            assert_eq!(users, ["sandbox sess_1"]);
+        }
+        other => panic!("removed under a live sandbox: {other:?}"),
+    }
+    assert!(store.get("kiln/a:1").is_ok());
+    assert_eq!(layer_count(&store), 3);
+    // An image sharing only the base layer with the sandbox can go: b's top layer is
+    // deleted, the shared base stays for a.
+    let gc = store.remove("kiln/b:1").unwrap();
+    assert_eq!((gc.layers_removed, gc.layers_kept), (1, 0));
+
+    // Forced: the image goes, its layers stay while the sandbox lives …
+    let gc = store.remove_forced("kiln/a:1").unwrap();
+    assert_eq!((gc.layers_removed, gc.layers_kept), (0, 2));
+    assert!(matches!(
+        store.get("kiln/a:1"),
+        Err(ImageError::NotFound(_))
+    ));
+    assert!(a_dirs.iter().all(|d| d.is_dir()));
+    // … and a later collection deletes them once it has ended.
+    users.lock().unwrap().clear();
+    let gc = store.gc().unwrap();
+    assert_eq!((gc.layers_removed, gc.layers_kept), (2, 0));
+    assert_eq!(layer_count(&store), 0);
 }
 
 #[test]

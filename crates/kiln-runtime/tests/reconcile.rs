@@ -51,7 +51,26 @@ async fn restart_adopts_known_and_removes_unknown() {
     // Shutdown leaves nothing mounted or running.
     let keep_dir = survivor.sandbox_dir(&id("keep"));
     let keep_pids = survivor.pids(&id("keep")).unwrap();
+    let sandboxes = std::fs::canonicalize(survivor.root.path().join("sandboxes")).unwrap();
+    let links_to_root = || {
+        std::fs::read_dir("/run/kiln")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == sandboxes))
+            .count()
+    };
+    assert_eq!(
+        links_to_root(),
+        1,
+        "the short socket link exists while running"
+    );
     survivor.shutdown().await.unwrap();
+    assert_eq!(
+        links_to_root(),
+        0,
+        "the short socket link is removed at shutdown"
+    );
     assert!(mounted_under(survivor.root.path()).is_empty());
     assert!(!keep_dir.exists());
     for pid in keep_pids {

@@ -12,6 +12,7 @@ pub mod demo;
 mod error;
 pub mod github;
 mod ids;
+pub mod outbound;
 pub mod records;
 pub mod repos;
 pub mod secret_box;
@@ -204,8 +205,12 @@ fn sandbox_backend(config: &Config) -> SandboxBackend {
             missing.join("; ")
         ));
     }
+    let runtime_root = local.root.clone();
     let images = match kiln_image::ImageStore::open(&config.images_dir()) {
-        Ok(images) => images,
+        // No collection deletes a layer a sandbox has mounted.
+        Ok(images) => images.with_layer_users(Arc::new(move || {
+            kiln_runtime::local::layer_users(&runtime_root)
+        })),
         Err(e) => return SandboxBackend::Unavailable(format!("cannot open the image store: {e}")),
     };
     match kiln_runtime::LocalRuntime::new(local) {

@@ -192,6 +192,16 @@ pub async fn wait_for_file(path: &Path) -> String {
     }
 }
 
+/// Lets the server clone from the stand-in git host at `base` (`http://127.0.0.1:PORT`),
+/// also under the name `localhost`: the server refuses internal addresses otherwise.
+pub fn allow_git_host(c: &mut kiln_config::Config, base: &str) {
+    let authority = base.trim_start_matches("http://").to_string();
+    let localhost = authority.replace("127.0.0.1", "localhost");
+    c.agent_jobs
+        .allowed_internal_hosts
+        .extend([authority, localhost]);
+}
+
 /// Requests a stand-in host received: (path, Authorization header).
 pub type SeenRequests = Arc<Mutex<Vec<(String, Option<String>)>>>;
 

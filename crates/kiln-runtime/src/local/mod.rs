@@ -202,6 +202,26 @@ impl LocalRuntime {
     }
 }
 
+/// The image layers each sandbox under the runtime root `root` uses, from its state file
+/// (live sandboxes, and those a crash left for the next start to adopt): what an image
+/// store must not delete (`kiln_image::ImageStore::with_layer_users`).
+pub fn layer_users(root: &Path) -> Vec<kiln_image::LayerUser> {
+    let sandboxes = root.join("sandboxes");
+    fs::read_dir(&sandboxes)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let state = layout::SandboxDirs::new(&sandboxes, &sandboxes, &name).read_state()?;
+            Some(kiln_image::LayerUser {
+                name: format!("sandbox {name}"),
+                layers: state.layers,
+            })
+        })
+        .collect()
+}
+
 /// Copies the agent into the runtime's own directory (atomically, only when it changed),
 /// so rebuilding the agent never changes the binary under running sandboxes.
 fn install_agent(source: &Path, bin_dir: &Path) -> Result<PathBuf> {
@@ -231,16 +251,23 @@ fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 /// is no /run), a symlink. Unix socket paths are limited to 107 bytes; through this link
 /// an agent's socket path stays near 70 bytes however deep the data directory is.
 fn short_socket_root(sandboxes: &Path) -> Result<PathBuf> {
-    let parent = if Path::new("/run").is_dir() {
+    short_socket_root_in(socket_links_dir(), sandboxes)
+}
+
+fn socket_links_dir() -> &'static Path {
+    if Path::new("/run").is_dir() {
         Path::new("/run/kiln")
     } else {
         Path::new("/tmp/kiln-run")
-    };
+    }
+}
+
+fn short_socket_root_in(parent: &Path, sandboxes: &Path) -> Result<PathBuf> {
     fs::create_dir_all(parent).map_err(|e| RuntimeError::io("cannot create", parent, e))?;
     fs::set_permissions(parent, fs::Permissions::from_mode(0o700))
         .map_err(|e| RuntimeError::io("cannot chmod", parent, e))?;
-    let key = sandboxes.as_os_str().as_encoded_bytes();
-    let link = parent.join(format!("{:016x}", cgroup::fnv1a(key)));
+    sweep_dangling_links(parent);
+    let link = parent.join(socket_link_name(sandboxes));
     match fs::read_link(&link) {
         Ok(target) if target == sandboxes => return Ok(link),
         Ok(_) => {
@@ -251,4 +278,81 @@ fn short_socket_root(sandboxes: &Path) -> Result<PathBuf> {
     std::os::unix::fs::symlink(sandboxes, &link)
         .map_err(|e| RuntimeError::io("cannot link", &link, e))?;
     Ok(link)
+}
+
+fn socket_link_name(sandboxes: &Path) -> String {
+    format!(
+        "{:016x}",
+        cgroup::fnv1a(sandboxes.as_os_str().as_encoded_bytes())
+    )
+}
+
+/// Removes the links (of this shape) whose data directory is gone: a server stopped by
+/// `kill -9`, or a deleted data directory, leaves them behind.
+fn sweep_dangling_links(parent: &Path) {
+    for entry in fs::read_dir(parent).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let ours = name.len() == 16
+            && name
+                .as_encoded_bytes()
+                .iter()
+                .all(|b| b.is_ascii_hexdigit());
+        let path = entry.path();
+        let is_link = fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        let dangling = matches!(fs::metadata(&path), Err(e) if e.kind() == ErrorKind::NotFound);
+        if ours && is_link && dangling {
+            if let Err(e) = fs::remove_file(&path) {
+                tracing::debug!(link = %path.display(), error = %e, "cannot remove a dangling socket link");
+            }
+        }
+    }
+}
+
+/// Removes `link` if it still leads to `sandboxes` (another server may have replaced it).
+fn remove_socket_link(link: &Path, sandboxes: &Path) {
+    if fs::read_link(link).is_ok_and(|target| target == sandboxes) {
+        if let Err(e) = fs::remove_file(link) {
+            tracing::warn!(link = %link.display(), error = %e, "cannot remove the socket link");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dangling_socket_links_are_swept_and_live_ones_kept() {
+        let parent = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let live = data.path().join("live");
+        let gone = data.path().join("gone");
+        fs::create_dir(&live).unwrap();
+        fs::create_dir(&gone).unwrap();
+        let live_link = short_socket_root_in(parent.path(), &live).unwrap();
+        let gone_link = short_socket_root_in(parent.path(), &gone).unwrap();
+        let foreign = parent.path().join("not-ours");
+        std::os::unix::fs::symlink("/nonexistent", &foreign).unwrap();
+        fs::remove_dir(&gone).unwrap();
+
+        let again = short_socket_root_in(parent.path(), &live).unwrap();
+        assert_eq!(again, live_link);
+        assert!(fs::read_link(&live_link).is_ok(), "a live link is kept");
+        assert!(
+            fs::symlink_metadata(&gone_link).is_err(),
+            "a dangling link is swept"
+        );
+        assert!(
+            fs::symlink_metadata(&foreign).is_ok(),
+            "others' files are left alone"
+        );
+
+        remove_socket_link(&live_link, &gone);
+        assert!(
+            fs::read_link(&live_link).is_ok(),
+            "only a link to this root is removed"
+        );
+        remove_socket_link(&live_link, &live);
+        assert!(fs::symlink_metadata(&live_link).is_err());
+    }
 }

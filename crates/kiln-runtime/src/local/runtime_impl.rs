@@ -13,7 +13,7 @@ use crate::error::{Result, RuntimeError};
 use crate::host_check::{self, HostReport};
 use crate::local::layout::SandboxDirs;
 use crate::local::sandbox::Sandbox;
-use crate::local::{teardown, LocalRuntime, Slot};
+use crate::local::{remove_socket_link, teardown, LocalRuntime, Slot};
 use crate::runtime::{ExecEventSink, ReconcileReport, Runtime};
 use crate::spec::{SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot};
 
@@ -255,6 +255,9 @@ impl Runtime for LocalRuntime {
             first_error.get_or_insert(err);
         }
         self.cgroups.remove_parents();
+        // Only this process's sandboxes used the short link (a next start makes it again);
+        // a crash leaves it for the next start to sweep.
+        remove_socket_link(&self.socket_root, &self.sandboxes_dir());
         first_error.map_or(Ok(()), Err)
     }
 }

@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::{new_id, random_token, sha256_hex};
+use crate::outbound::{OutboundPolicy, Vetted};
 use crate::sessions::SessionService;
 
 pub use billing::{CloneCredentials, JobBilling, JobCharge, NoBilling, NoCredentials};
@@ -30,6 +31,8 @@ use repo_source::{check_ref, RepoSource};
 
 /// The message of jobs a restart cut off.
 pub const INTERRUPTED: &str = "interrupted by a server restart";
+/// The configuration key that lets repository URLs reach internal hosts.
+const ALLOW_KEY: &str = "agent_jobs.allowed_internal_hosts";
 /// The environment variable holding the job's completion secret in the agent's process.
 pub const SECRET_ENV: &str = "KILN_JOB_SECRET";
 
@@ -64,6 +67,8 @@ pub struct AgentJobService {
     billing: std::sync::RwLock<Arc<dyn JobBilling>>,
     credentials: std::sync::RwLock<Arc<dyn CloneCredentials>>,
     slots: Arc<Semaphore>,
+    /// Which internal hosts users' repository URLs may reach.
+    outbound: OutboundPolicy,
     running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
 }
 
@@ -80,6 +85,7 @@ impl AgentJobService {
             store,
             sessions,
             slots: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+            outbound: OutboundPolicy::new(&config.allowed_internal_hosts, ALLOW_KEY),
             config,
             jobs_dir: data_dir.join("agent-jobs"),
             billing: std::sync::RwLock::new(billing),
@@ -142,6 +148,14 @@ impl AgentJobService {
         if let Some(git_ref) = request.git_ref {
             check_ref(git_ref)?;
         }
+        // Before anything connects: a user must not make the server reach its own
+        // loopback, private networks or metadata service (and read git's answer back).
+        let pin = match source.url() {
+            Some(url) => Some(self.outbound.vet(&url).await.map_err(|e| {
+                ServiceError::invalid(&["body", "repo"], e.to_string(), "value_error")
+            })?),
+            None => None,
+        };
         let (_, images, _, _) = self.sessions.sandbox_backend().map_err(|_| {
             ServiceError::Unavailable(
                 self.sessions
@@ -199,17 +213,23 @@ impl AgentJobService {
                 return Err(e.into());
             }
         };
-        self.spawn_runner(job.clone(), source, secret);
+        self.spawn_runner(job.clone(), source, pin, secret);
         Ok(job)
     }
 
-    fn spawn_runner(self: &Arc<Self>, job: AgentJobRecord, source: RepoSource, secret: String) {
+    fn spawn_runner(
+        self: &Arc<Self>,
+        job: AgentJobRecord,
+        source: RepoSource,
+        pin: Option<Vetted>,
+        secret: String,
+    ) {
         let this = self.clone();
         let job_id = job.job_id.clone();
         let mut running = self.lock_running();
         let task = tokio::spawn(async move {
             let job_id = job.job_id.clone();
-            runner::run(&this, job, source, secret).await;
+            runner::run(&this, job, source, pin, secret).await;
             this.lock_running().remove(&job_id);
         });
         running.insert(job_id, task.abort_handle());

@@ -7,7 +7,9 @@
 //! Credentials for private repositories travel in git's environment configuration
 //! (`GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n`/`GIT_CONFIG_VALUE_n`), never on the command line
 //! (other users can read it in `/proc`) and never in the clone's `.git/config`; redirects
-//! are not followed, so the header cannot be replayed to another host.
+//! are not followed, so the header cannot be replayed to another host. A remote URL is
+//! vetted ([`crate::outbound`]) before the job is accepted, and git connects only to the
+//! address that was vetted (`http.curloptResolve`).
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -17,6 +19,7 @@ use base64::Engine;
 use tokio::process::Command;
 
 use crate::error::{ServiceError, ServiceResult};
+use crate::outbound::Vetted;
 
 pub(crate) const MAX_REPO_CHARS: usize = 2048;
 pub(crate) const MAX_REF_CHARS: usize = 255;
@@ -52,7 +55,7 @@ impl RepoSource {
             if repo.contains(char::is_whitespace) {
                 return Err(bad("a repository URL cannot contain spaces".into()));
             }
-            return Ok(Self::Remote(repo.to_string()));
+            return Self::remote(repo).map_err(bad);
         }
         let shorthand = repo.split('/').collect::<Vec<_>>();
         let part_ok = |p: &str| {
@@ -63,17 +66,37 @@ impl RepoSource {
         };
         if shorthand.len() == 2 && shorthand.iter().all(|p| part_ok(p)) {
             let name = shorthand[1].strip_suffix(".git").unwrap_or(shorthand[1]);
-            return Ok(Self::Remote(format!(
+            return Self::remote(&format!(
                 "{}/{}/{name}.git",
                 git_host.trim_end_matches('/'),
                 shorthand[0]
-            )));
+            ))
+            .map_err(bad);
         }
         Err(bad(
             "repo must be owner/name, an https:// or http:// git URL, or a local path (file://) \
              under the server's local repository root"
                 .into(),
         ))
+    }
+
+    /// An http(s) URL in its normalised form: git is handed what the address check saw
+    /// (`http://0x7f.1/` is `http://127.0.0.1/` to both), not a string two URL parsers
+    /// might read differently.
+    fn remote(repo: &str) -> Result<Self, String> {
+        let url = url::Url::parse(repo).map_err(|e| format!("{repo} is not a valid URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(format!("{repo} is not an http(s) URL with a host"));
+        }
+        Ok(Self::Remote(url.into()))
+    }
+
+    /// The URL to vet before anything connects (`None` for a local repository).
+    pub(crate) fn url(&self) -> Option<url::Url> {
+        match self {
+            Self::Remote(url) => url::Url::parse(url).ok(),
+            Self::Local(_) => None,
+        }
     }
 
     fn local(path: &Path, root: Option<&Path>) -> Result<Self, String> {
@@ -138,7 +161,11 @@ pub(crate) fn check_ref(git_ref: &str) -> ServiceResult<()> {
 /// The environment of every git command Kiln runs for a job: no system or user
 /// configuration, no prompts, only the transports `source` needs, and the credential
 /// header when there is a token.
-pub(crate) fn git_env(source: &RepoSource, token: Option<&str>) -> Vec<(String, String)> {
+pub(crate) fn git_env(
+    source: &RepoSource,
+    token: Option<&str>,
+    pin: Option<&Vetted>,
+) -> Vec<(String, String)> {
     let protocols = match source {
         RepoSource::Remote(_) => "http:https",
         RepoSource::Local(_) => "file",
@@ -159,6 +186,10 @@ pub(crate) fn git_env(source: &RepoSource, token: Option<&str>) -> Vec<(String, 
         ));
     }
     config.push(("http.followRedirects".to_string(), "false".to_string()));
+    // curl connects to the address that was checked, whatever a second lookup would say.
+    if let Some(resolve) = pin.and_then(Vetted::curl_resolve) {
+        config.push(("http.curloptResolve".to_string(), resolve));
+    }
     env.push(("GIT_CONFIG_COUNT".to_string(), config.len().to_string()));
     for (i, (key, value)) in config.into_iter().enumerate() {
         env.push((format!("GIT_CONFIG_KEY_{i}"), key));
@@ -487,10 +518,126 @@ mod tests {
         }
     }
 
+    /// Serves the files under `root` over HTTP (git's "dumb" protocol), one request per
+    /// connection, until the test ends.
+    fn dumb_http_server(root: PathBuf) -> u16 {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(&stream);
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                let path = line.split(' ').nth(1).unwrap_or("/").to_string();
+                let mut header = String::new();
+                while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                    header.clear();
+                }
+                let file = path.split('?').next().unwrap_or("").trim_start_matches('/');
+                let body = (!file.contains("..")).then(|| std::fs::read(root.join(file)).ok());
+                let mut stream = &stream;
+                let _ = match body.flatten() {
+                    Some(body) => stream
+                        .write_all(
+                            format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len())
+                                .as_bytes(),
+                        )
+                        .and_then(|()| stream.write_all(&body)),
+                    None => {
+                        stream.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                    }
+                };
+            }
+        });
+        port
+    }
+
+    fn run_git(dir: &Path, args: &[&str]) {
+        let status = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .status()
+            .expect("git");
+        assert!(status.success(), "git {args:?}");
+    }
+
+    /// The clone goes to the vetted address: a name no resolver knows clones through
+    /// its pin, so git does not look the name up again (DNS rebinding).
+    #[tokio::test]
+    async fn the_clone_connects_to_the_pinned_address_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let work = dir.path().join("work");
+        std::fs::create_dir(&work).expect("mkdir");
+        run_git(&work, &["init", "-q", "-b", "main"]);
+        std::fs::write(work.join("f"), "x").expect("write");
+        run_git(&work, &["add", "f"]);
+        run_git(&work, &["commit", "-qm", "one"]);
+        let served = dir.path().join("served");
+        std::fs::create_dir(&served).expect("mkdir");
+        run_git(&served, &["clone", "-q", "--bare", "../work", "r.git"]);
+        run_git(&served.join("r.git"), &["update-server-info"]);
+        let port = dumb_http_server(served);
+
+        let url = format!("http://kiln-pinned.invalid:{port}/r.git");
+        let source = RepoSource::parse(&url, "", None).expect("parses");
+        let pin = Vetted {
+            host: "kiln-pinned.invalid".into(),
+            port,
+            // Nothing listens on the first: curl falls back to the next pinned address.
+            addrs: vec![
+                std::net::IpAddr::from([127, 0, 0, 2]),
+                std::net::IpAddr::from([127, 0, 0, 1]),
+            ],
+            is_name: true,
+        };
+        let limits = FetchLimits {
+            timeout: Duration::from_secs(60),
+            max_bytes: 1 << 20,
+        };
+        let unpinned = clone_bare(
+            &source,
+            &git_env(&source, None, None),
+            &dir.path().join("a.git"),
+            &limits,
+        )
+        .await;
+        assert!(
+            unpinned.is_err(),
+            "the name does not resolve without the pin"
+        );
+        let env = git_env(&source, None, Some(&pin));
+        clone_bare(&source, &env, &dir.path().join("b.git"), &limits)
+            .await
+            .expect("cloned through the pin");
+
+        // A name that resolves to the server, pinned elsewhere: the pin wins over DNS.
+        let url = format!("http://localhost:{port}/r.git");
+        let source = RepoSource::parse(&url, "", None).expect("parses");
+        let env = git_env(&source, None, None);
+        clone_bare(&source, &env, &dir.path().join("c.git"), &limits)
+            .await
+            .expect("localhost reaches the server");
+        let elsewhere = Vetted {
+            host: "localhost".into(),
+            port,
+            addrs: vec![std::net::IpAddr::from([127, 0, 0, 2])],
+            is_name: true,
+        };
+        let env = git_env(&source, None, Some(&elsewhere));
+        let pinned = clone_bare(&source, &env, &dir.path().join("d.git"), &limits).await;
+        assert!(pinned.is_err(), "git looked the name up again");
+    }
+
     #[test]
     fn a_token_travels_only_in_the_environment() {
         let source = RepoSource::Remote("https://example.com/a.git".into());
-        let env = git_env(&source, Some("s3cret"));
+        let env = git_env(&source, Some("s3cret"), None);
         let get = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
         assert_eq!(get("GIT_CONFIG_COUNT").as_deref(), Some("2"));
         assert_eq!(get("GIT_CONFIG_KEY_0").as_deref(), Some("http.extraHeader"));
@@ -506,7 +653,7 @@ mod tests {
             .expect("base64");
         assert_eq!(decoded, b"x-access-token:s3cret");
         assert_eq!(get("GIT_ALLOW_PROTOCOL").as_deref(), Some("http:https"));
-        let none = git_env(&source, None);
+        let none = git_env(&source, None, None);
         assert!(!none.iter().any(|(_, v)| v.contains("Authorization")));
     }
 }

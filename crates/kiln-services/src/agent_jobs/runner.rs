@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::repo_source::{self, FetchLimits, RepoSource};
 use super::{remove_dir, result_archive, AgentJobService, Outcome, SECRET_ENV};
+use crate::outbound::Vetted;
 
 /// Where the checkout appears inside the sandbox.
 pub const WORKSPACE: &str = "/workspace";
@@ -26,6 +27,7 @@ pub(super) async fn run(
     service: &Arc<AgentJobService>,
     job: AgentJobRecord,
     source: RepoSource,
+    pin: Option<Vetted>,
     secret: String,
 ) {
     progress(
@@ -40,7 +42,7 @@ pub(super) async fn run(
         return;
     };
     let work = service.work_dir(&job.job_id);
-    let outcome = execute(service, &job, &source, &secret, &work)
+    let outcome = execute(service, &job, (&source, pin.as_ref()), &secret, &work)
         .await
         .unwrap_or_else(Outcome::Error);
     let progress = match outcome {
@@ -69,7 +71,7 @@ async fn progress(service: &AgentJobService, job_id: &str, status: JobStatus, wh
 async fn execute(
     service: &Arc<AgentJobService>,
     job: &AgentJobRecord,
-    source: &RepoSource,
+    (source, pin): (&RepoSource, Option<&Vetted>),
     secret: &str,
     work: &Path,
 ) -> Result<Outcome, String> {
@@ -99,8 +101,8 @@ async fn execute(
     } else {
         None
     };
-    let clone_env = repo_source::git_env(source, token.as_deref());
-    let local_env = repo_source::git_env(source, None);
+    let clone_env = repo_source::git_env(source, token.as_deref(), pin);
+    let local_env = repo_source::git_env(source, None, None);
     let git_timeout = Duration::from_secs(config.clone_timeout_secs);
     let (git_dir, tree) = (work.join("repo.git"), work.join("workspace"));
     let limits = FetchLimits {

@@ -1,0 +1,526 @@
+//! A crash, as CI proves it: the real `kiln` binary, serving 20 sessions of which some are
+//! in the middle of a command, is killed with SIGKILL and started again on the same data
+//! directory. Every session must then be adopted (and usable, with its changes) or ended;
+//! commands the crash cut off end with -1000; the ledger charges each session at most
+//! once; `kiln images rm` refuses to delete the layers live sessions use. After the
+//! sessions are closed and the server stopped, nothing is left: no mount under the data
+//! directory, no sandbox cgroup, no sandbox process, no loop device, no socket link.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use kiln_envimage::{LayerCompression, LayerTarOptions, OciLayout};
+use serde_json::{json, Value};
+
+const SESSIONS: usize = 20;
+/// Sessions (by index) left running `sleep 30` when the server is killed.
+const CUT_OFF: [usize; 6] = [0, 3, 7, 11, 15, 19];
+/// Sessions whose sandbox dies while the server is down (one of them mid-command).
+const DIED: [usize; 3] = [1, 5, 7];
+/// The whole scenario's bound (CI machines are loaded; it takes ~20 s here).
+const DEADLINE: Duration = Duration::from_secs(240);
+
+fn prerequisites() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    });
+    let missing = if !root {
+        Some("the crash test needs root")
+    } else if kiln_runtime::local::find_in_path("bwrap").is_none() {
+        Some("bubblewrap is not installed (apt-get install bubblewrap)")
+    } else if !Path::new("/bin/busybox").is_file() {
+        Some("busybox is not installed (apt-get install busybox-static)")
+    } else {
+        None
+    };
+    match missing {
+        None => true,
+        Some(why) if std::env::var_os("CI").is_some() => panic!("cannot run: {why}"),
+        Some(why) => {
+            eprintln!("SKIPPED: {why}");
+            false
+        }
+    }
+}
+
+fn kiln(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .env_remove("KILN_DATABASE_URL")
+        .env_remove("KILN_IMAGES_DIR")
+        .env("KILN_LOAD_DEMO_DATASET", "false")
+        .output()
+        .expect("run kiln")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A busybox image with `/testbed/hello.txt`, imported with `kiln images import` as the
+/// image of sample `test/test-1`, whose record `kiln datasets import` imports.
+fn install_sample(data: &Path, work: &Path) -> String {
+    let root = work.join("rootfs");
+    for dir in ["bin", "etc", "tmp", "root", "proc", "dev", "sys", "testbed"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for applet in text(&list.stdout).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+        }
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(root.join("testbed/hello.txt"), "hello from the image\n").unwrap();
+    let reference = kiln_services::sessions::sample_image_reference("test", "test-1");
+    let layout = OciLayout::create(&work.join("layout")).unwrap();
+    let (layer, _) = layout
+        .write_layer(
+            &root,
+            &LayerTarOptions::default(),
+            LayerCompression::None,
+            |_, _| {},
+        )
+        .unwrap();
+    let config = json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/bin"], "WorkingDir": "/testbed"},
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
+    });
+    layout
+        .finish(&config, std::slice::from_ref(&layer), &reference)
+        .unwrap();
+    let out = kiln(
+        data,
+        &[
+            "images",
+            "import",
+            layout.dir().to_str().unwrap(),
+            "--reference",
+            &reference,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let record = json!({"instance_id": "test-1", "repo": "test/hello",
+        "base_commit": "0000000000000000000000000000000000000000",
+        "FAIL_TO_PASS": ["t1"], "PASS_TO_PASS": [], "test_patch": "", "test_cmd": "true"});
+    let records = work.join("records.jsonl");
+    std::fs::write(&records, format!("{record}\n")).unwrap();
+    let out = kiln(
+        data,
+        &[
+            "datasets",
+            "import",
+            records.to_str().unwrap(),
+            "--name",
+            "test",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    reference
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `kiln serve`; stopped gracefully when dropped (a failed assertion must not
+/// leave a server and its sandboxes running).
+struct Server(Child);
+
+impl Server {
+    /// SIGTERM, then waits for the graceful stop.
+    fn stop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let stop = Instant::now();
+        while self.0.try_wait().ok().flatten().is_none() {
+            if stop.elapsed() > Duration::from_secs(30) {
+                let _ = self.0.kill();
+                panic!("kiln serve did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Already waited for (the crash): its pid may belong to someone else by now.
+        if self.0.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        if !std::thread::panicking() {
+            return self.stop();
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// `kiln serve` on `data`, once it says it serves (its output goes to `log`).
+fn serve(data: &Path, port: u16, log: &Path) -> Server {
+    let out = std::fs::File::create(log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data)
+        .env("KILN_LOAD_DEMO_DATASET", "false")
+        .env("KILN_BUILD_DEMO_IMAGES", "false")
+        .env_remove("KILN_DATABASE_URL")
+        .env_remove("KILN_IMAGES_DIR")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !std::fs::read_to_string(log).is_ok_and(|l| l.contains("Kiln is serving")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "kiln serve did not start: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server(child)
+}
+
+struct Api {
+    base: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("send");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (status, body) = self.call(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// Runs `command` to its end and returns the interaction.
+    async fn run(&self, session: &str, command: &str) -> Value {
+        let iid = self.start(session, command).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let done = self
+                .get(&format!("/sessions/{session}/interactions/{iid}"))
+                .await;
+            if !done["exit_code"].is_null() {
+                return done;
+            }
+            assert!(Instant::now() < deadline, "{command} never ended: {done}");
+        }
+    }
+
+    async fn start(&self, session: &str, command: &str) -> String {
+        let (status, started) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/sessions/{session}/exec"),
+                Some(json!({ "command": command })),
+            )
+            .await;
+        assert_eq!(status, 202, "{started}");
+        started["interaction_id"].as_str().unwrap().to_string()
+    }
+}
+
+/// Processes of the host whose cgroup path names `sandbox`: (pid, start time).
+fn sandbox_processes(sandbox: &str) -> BTreeSet<(u32, String)> {
+    let mut found = BTreeSet::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        if cgroup.lines().any(|l| l.ends_with(&format!("/{sandbox}"))) {
+            if let Some(start) = start_time(pid) {
+                found.insert((pid, start));
+            }
+        }
+    }
+    found
+}
+
+/// Field 22 of `/proc/<pid>/stat` (start time), unless the process is gone or a zombie.
+fn start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    (fields.first() != Some(&"Z")).then(|| fields.get(19).map(|s| s.to_string()))?
+}
+
+fn alive(processes: &BTreeSet<(u32, String)>) -> Vec<u32> {
+    processes
+        .iter()
+        .filter(|(pid, start)| start_time(*pid).as_ref() == Some(start))
+        .map(|(pid, _)| *pid)
+        .collect()
+}
+
+/// cgroup directories named `name`, in every hierarchy.
+fn cgroups_named(name: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![(PathBuf::from("/sys/fs/cgroup"), 0)];
+    while let Some((dir, depth)) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if entry.file_name() == name {
+                found.push(entry.path());
+            } else if depth < 8 {
+                stack.push((entry.path(), depth + 1));
+            }
+        }
+    }
+    found
+}
+
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&dir))
+        .map(str::to_string)
+        .collect()
+}
+
+fn loop_devices_under(dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
+        .filter(|backing| backing.starts_with(&dir))
+        .collect()
+}
+
+fn socket_links_to(dir: &Path) -> Vec<PathBuf> {
+    ["/run/kiln", "/tmp/kiln-run"]
+        .iter()
+        .flat_map(|parent| std::fs::read_dir(parent).into_iter().flatten().flatten())
+        .map(|e| e.path())
+        .filter(|link| std::fs::read_link(link).is_ok_and(|t| t.starts_with(dir)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_restarts_without_leaks() {
+    if !prerequisites() {
+        return;
+    }
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let data = std::fs::canonicalize(dir.path()).unwrap().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let reference = install_sample(&data, dir.path());
+
+    let port = free_port();
+    let mut server = serve(&data, port, &dir.path().join("first.log"));
+    let api = Api {
+        base: format!("http://127.0.0.1:{port}/api/v1"),
+        key: std::fs::read_to_string(data.join("admin.key"))
+            .unwrap()
+            .trim()
+            .to_string(),
+        // Long-polls answer within 20 s: a hung server fails the test instead of hanging it.
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+    };
+
+    let mut sessions = Vec::new();
+    for _ in 0..SESSIONS {
+        let (status, created) = api
+            .call(
+                reqwest::Method::POST,
+                "/sessions",
+                Some(json!({"dataset": "test", "sample_id": "test-1"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        sessions.push(created["session_id"].as_str().unwrap().to_string());
+    }
+    let mut processes = BTreeMap::new();
+    let mut cut_off = BTreeMap::new();
+    for (i, id) in sessions.iter().enumerate() {
+        let session = api.get(&format!("/sessions/{id}")).await;
+        assert_eq!(session["status"], "ready", "{session}");
+        let done = api
+            .run(id, &format!("echo {id} > /root/state; echo up"))
+            .await;
+        assert_eq!(done["exit_code"], 0, "{done}");
+        if CUT_OFF.contains(&i) {
+            cut_off.insert(id.clone(), api.start(id, "sleep 30").await);
+        }
+    }
+    // The cut-off commands are running in their sandboxes (not merely queued).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in cut_off.keys() {
+        while !sandbox_processes(id).iter().any(|(pid, _)| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with("sleep\0"))
+        }) {
+            assert!(Instant::now() < deadline, "sleep 30 never ran in {id}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for id in &sessions {
+        let found = sandbox_processes(id);
+        assert!(!found.is_empty(), "no processes found for sandbox {id}");
+        assert!(!cgroups_named(id).is_empty(), "no cgroup found for {id}");
+        processes.insert(id.clone(), found);
+    }
+
+    // The crash; some sandboxes die with it (their mounts and cgroups stay behind).
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
+    for i in DIED {
+        let pids: Vec<String> = processes[&sessions[i]]
+            .iter()
+            .map(|(pid, _)| pid.to_string())
+            .collect();
+        Command::new("kill")
+            .arg("-KILL")
+            .args(&pids)
+            .status()
+            .unwrap();
+    }
+    let port = free_port();
+    let mut server = serve(&data, port, &dir.path().join("second.log"));
+    let api = Api {
+        base: format!("http://127.0.0.1:{port}/api/v1"),
+        ..api
+    };
+
+    // Every session is adopted (and has its changes) or ended (and left nothing behind).
+    let mut live = Vec::new();
+    for (i, id) in sessions.iter().enumerate() {
+        let session = api.get(&format!("/sessions/{id}")).await;
+        if DIED.contains(&i) {
+            assert_eq!(session["status"], "terminated", "{session}");
+        }
+        match session["status"].as_str() {
+            Some("ready") => {
+                let done = api.run(id, "cat /root/state").await;
+                assert_eq!(done["exit_code"], 0, "{done}");
+                assert_eq!(done["stdout"], format!("{id}\n"), "the same sandbox");
+                live.push(id.clone());
+            }
+            Some("terminated" | "closed") => {
+                assert_eq!(alive(&processes[id]), Vec::<u32>::new(), "{id}");
+                assert_eq!(cgroups_named(id), Vec::<PathBuf>::new(), "{id}");
+                let sandbox = data.join("runtime/sandboxes").join(id);
+                assert_eq!(mounts_under(&sandbox), Vec::<String>::new(), "{id}");
+            }
+            other => panic!("session {id} is {other:?} after the restart: {session}"),
+        }
+    }
+    for (id, iid) in &cut_off {
+        let cut = api.get(&format!("/sessions/{id}/interactions/{iid}")).await;
+        assert_eq!(cut["exit_code"], -1000, "{cut}");
+    }
+
+    // Removing the image under live sessions is refused, naming them, and breaks nothing.
+    if let Some(first) = live.first() {
+        let out = kiln(&data, &["images", "rm", &reference]);
+        assert!(!out.status.success(), "removed under live sessions");
+        let said = text(&out.stderr);
+        assert!(said.contains(first.as_str()), "{said}");
+        let done = api.run(first, "cat /testbed/hello.txt").await;
+        assert_eq!(done["stdout"], "hello from the image\n", "{done}");
+    }
+
+    for id in &live {
+        let (status, body) = api
+            .call(reqwest::Method::DELETE, &format!("/sessions/{id}"), None)
+            .await;
+        assert!(status == 200 || status == 204, "{status} {body}");
+    }
+    // Every session ended, and was charged once (at most once for any session, ever);
+    // the balance is the sum of the ledger.
+    let usage = api.get("/billing/usage?limit=100").await;
+    let transactions = usage["transactions"].as_array().unwrap();
+    let mut charged: BTreeMap<String, usize> = BTreeMap::new();
+    for t in transactions {
+        if t["type"] == "session_usage" {
+            *charged
+                .entry(t["session_id"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    for id in &sessions {
+        assert_eq!(charged.get(id), Some(&1), "{id}: {usage}");
+    }
+    let sum: i64 = transactions
+        .iter()
+        .map(|t| t["amount_cents"].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        usage["current_balance_cents"].as_i64(),
+        Some(sum),
+        "{usage}"
+    );
+
+    server.stop();
+
+    // Nothing is left of any sandbox.
+    for (id, found) in &processes {
+        assert_eq!(alive(found), Vec::<u32>::new(), "{id}");
+        assert_eq!(cgroups_named(id), Vec::<PathBuf>::new(), "{id}");
+    }
+    assert_eq!(mounts_under(&data), Vec::<String>::new());
+    assert_eq!(loop_devices_under(&data), Vec::<String>::new());
+    assert_eq!(socket_links_to(&data), Vec::<PathBuf>::new());
+    let out = kiln(&data, &["images", "rm", &reference]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        started.elapsed() < DEADLINE,
+        "the scenario took {:?}",
+        started.elapsed()
+    );
+    eprintln!(
+        "crash scenario: {SESSIONS} sessions, {} adopted, {:?}",
+        live.len(),
+        started.elapsed()
+    );
+    assert_eq!(live.len(), SESSIONS - DIED.len(), "the others are adopted");
+}
