@@ -10,7 +10,9 @@ mod exec_spawn;
 mod exec_supervise;
 mod exec_table;
 mod file_ops;
+mod leftovers;
 mod output_capture;
+mod process_tree;
 mod reaper;
 mod signals;
 mod str_replace;
@@ -21,7 +23,7 @@ use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::thread;
 use std::time::Instant;
 
@@ -61,6 +63,7 @@ fn run() -> Result<(), String> {
         socket_path: socket_path.clone(),
         is_pid1,
         connections: AtomicUsize::new(0),
+        spawn_gate: RwLock::default(),
     });
     {
         let agent = Arc::clone(&agent);
