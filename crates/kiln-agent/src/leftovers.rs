@@ -35,6 +35,12 @@ pub fn kill_leftovers(agent: &Agent) {
     let everything = agent.is_pid1 && protected.is_empty();
     let deadline = Instant::now() + MAX_CLEANUP;
     loop {
+        if everything {
+            // First, before any scan: a fork bomb shares the sandbox's CPU quota with the
+            // agent, so each scan is slow while it runs, and fast once it is dead.
+            let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+            agent.reaper.reap_all();
+        }
         let table = ProcessTable::scan();
         let leftovers = table.leftovers(me, &protected);
         // Zombies still count against the pids limit: done once they are collected too.
@@ -50,14 +56,12 @@ pub fn kill_leftovers(agent: &Agent) {
             eprintln!("kiln-agent: {left} leftover processes survived {MAX_CLEANUP:?} of killing");
             return;
         }
-        if everything {
-            let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
-        } else {
+        if !everything {
             for leftover in leftovers.iter().filter(|l| !l.zombie) {
                 let _ = kill(Pid::from_raw(leftover.pid), Signal::SIGKILL);
             }
+            agent.reaper.reap_all();
         }
-        agent.reaper.reap_all();
         thread::sleep(Duration::from_millis(1));
     }
 }
