@@ -47,6 +47,12 @@ fn run() -> Result<(), String> {
     // Order matters: signals are blocked before any thread exists so every thread
     // inherits the mask and only the signal thread ever receives them.
     signals::block_handled_signals().map_err(|err| format!("cannot block signals: {err}"))?;
+    // The sandbox's processes share the agent's uid: dumpable, the agent would be theirs
+    // to inspect and rewrite (`/proc/1/mem`, `pidfd_getfd` of its listening socket, so
+    // answering the host in its place). Not dumpable, that takes CAP_SYS_PTRACE.
+    // Commands are dumpable again from their exec.
+    nix::sys::prctl::set_dumpable(false)
+        .map_err(|err| format!("cannot make the agent non-dumpable: {err}"))?;
     let is_pid1 = std::process::id() == 1;
     if !is_pid1 {
         // Orphans of our commands come to us, as they would to PID 1, so the same

@@ -55,6 +55,28 @@ async fn assert_signals_change_nothing(rt: &TestRuntime, sandbox: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_cannot_be_inspected_or_rewritten() {
+    if !prerequisites() {
+        return;
+    }
+    let rt = runtime();
+    rt.create(busybox_spec("mem1")).await.unwrap();
+    // Same uid as the agent: only its being non-dumpable stops these.
+    for attempt in [
+        "cat /proc/1/environ",
+        "readlink /proc/1/exe",
+        "readlink /proc/1/fd/0",
+        "exec 3</proc/1/mem && echo opened",
+        "exec 3<>/proc/1/mem && echo opened",
+    ] {
+        let (code, out) = sh(&rt, "mem1", attempt).await;
+        assert_ne!(code, 0, "{attempt} succeeded: {out}");
+    }
+    let (code, out) = sh(&rt, "mem1", "cat /proc/1/comm").await;
+    assert_eq!((code, out.as_str()), (0, "agent\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_a_command_starts_outlives_it() {
     if !prerequisites() {
         return;
