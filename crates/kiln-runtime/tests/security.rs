@@ -46,8 +46,7 @@ async fn host_and_other_sandboxes_are_invisible() {
         assert_ne!(code, 0, "read {path}: {out}");
         assert!(!out.contains("host secret"));
     }
-    // overlayfs shows its host paths in /proc/mounts (as under Docker); they must not
-    // lead anywhere.
+    // Host paths must not lead anywhere (nor show: `inside::host_paths_…`).
     let host_dir = rt.root.path().display().to_string();
     let (code, out) = sh(&rt, "iso-a", &format!("ls {host_dir} /var/tmp /work")).await;
     assert_ne!(code, 0, "host directories reachable: {out}");
