@@ -61,7 +61,11 @@ async fn the_agent_cannot_be_inspected_or_rewritten() {
     }
     let rt = runtime();
     rt.create(busybox_spec("mem1")).await.unwrap();
-    // Same uid as the agent: only its being non-dumpable stops these.
+    assert_agent_is_out_of_reach(&rt, "mem1").await;
+}
+
+/// Same uid as the agent: only its being non-dumpable stops these.
+async fn assert_agent_is_out_of_reach(rt: &TestRuntime, sandbox: &str) {
     for attempt in [
         "cat /proc/1/environ",
         "readlink /proc/1/exe",
@@ -69,10 +73,10 @@ async fn the_agent_cannot_be_inspected_or_rewritten() {
         "exec 3</proc/1/mem && echo opened",
         "exec 3<>/proc/1/mem && echo opened",
     ] {
-        let (code, out) = sh(&rt, "mem1", attempt).await;
+        let (code, out) = sh(rt, sandbox, attempt).await;
         assert_ne!(code, 0, "{attempt} succeeded: {out}");
     }
-    let (code, out) = sh(&rt, "mem1", "cat /proc/1/comm").await;
+    let (code, out) = sh(rt, sandbox, "cat /proc/1/comm").await;
     assert_eq!((code, out.as_str()), (0, "agent\n"));
 }
 
@@ -343,6 +347,7 @@ async fn demo_images_keep_the_same_promises() {
             .await
             .unwrap();
         assert_signals_change_nothing(&rt, &name).await;
+        assert_agent_is_out_of_reach(&rt, &name).await;
         assert_leftovers_are_killed(&rt, &name, ":(){ :|:& };:").await;
         let host_paths = [
             rt.root.path().to_path_buf(),
@@ -357,11 +362,19 @@ async fn demo_images_keep_the_same_promises() {
                 &name,
                 "python3 -c 'import socket, errno\n\
                  socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()\n\
-                 try:\n    socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)\n    print(\"open\")\n\
-                 except OSError as e:\n    print(errno.errorcode[e.errno])'",
+                 socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0).close()\n\
+                 for family in (socket.AF_VSOCK, socket.AF_ALG, socket.AF_PACKET):\n\
+                 \x20   try:\n\
+                 \x20       socket.socket(family, socket.SOCK_DGRAM).close()\n\
+                 \x20       print(\"open\")\n\
+                 \x20   except OSError as e:\n\
+                 \x20       print(errno.errorcode[e.errno])'",
             )
             .await;
-            assert_eq!((code, out.as_str()), (0, "EAFNOSUPPORT\n"));
+            assert_eq!(
+                (code, out.as_str()),
+                (0, "EAFNOSUPPORT\nEAFNOSUPPORT\nEAFNOSUPPORT\n")
+            );
         }
         rt.destroy(&id(&name)).await.unwrap();
     }
