@@ -9,6 +9,7 @@ use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::mount::{mount, MsFlags};
 
@@ -55,13 +56,26 @@ pub fn stage(agent_source: &Path) -> Result<Staged> {
     })?;
     let agent = dir.join(format!("agent-{:016x}", fnv1a(&bytes)));
     if fs::read(&agent).ok().as_deref() != Some(bytes.as_slice()) {
-        super::replace_file(&agent, &bytes, 0o755)?;
+        replace_shared_file(&agent, &bytes, 0o755)?;
     }
     let cmdline = dir.join("cmdline");
     if fs::read(&cmdline).ok().as_deref() != Some(NEUTRAL_CMDLINE.as_bytes()) {
-        super::replace_file(&cmdline, NEUTRAL_CMDLINE.as_bytes(), 0o444)?;
+        replace_shared_file(&cmdline, NEUTRAL_CMDLINE.as_bytes(), 0o444)?;
     }
     Ok(Staged { agent, cmdline })
+}
+
+/// Writes `path` atomically. Several runtimes (one per test, in threads) may stage the
+/// same file at once: each writes its own temporary file, so a rename can never publish
+/// a file another writer is still filling.
+fn replace_shared_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let unique = NEXT.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{unique}", std::process::id()));
+    fs::write(&tmp, bytes).map_err(|e| RuntimeError::io("cannot write", &tmp, e))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
+        .map_err(|e| RuntimeError::io("cannot chmod", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| RuntimeError::io("cannot rename", path, e))
 }
 
 /// Mounts a tmpfs just big enough for the agent's socket on a sandbox's run directory.
