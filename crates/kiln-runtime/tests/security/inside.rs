@@ -54,6 +54,70 @@ async fn assert_signals_change_nothing(rt: &TestRuntime, sandbox: &str) {
     );
 }
 
+/// Set in the probe's environment: `signal_probe` then queues a forged SIGTERM to PID 1.
+const SIGNAL_PROBE_ENV: &str = "KILN_TEST_SIGNAL_PROBE";
+
+/// Not a test of its own: run inside a sandbox by
+/// `a_forged_sender_does_not_stop_the_agent`. `rt_sigqueueinfo` lets the sender fill in
+/// the siginfo: here `si_pid` 0, which is what a sender outside the namespace shows.
+#[test]
+fn signal_probe() {
+    if std::env::var_os(SIGNAL_PROBE_ENV).is_none() {
+        return;
+    }
+    // SAFETY: an all-zero siginfo_t is valid (si_pid and si_uid 0 are the forgery).
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    info.si_signo = libc::SIGTERM;
+    info.si_code = libc::SI_QUEUE;
+    // SAFETY: the pointer is to a live siginfo_t, which the kernel only reads.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigqueueinfo,
+            1,
+            libc::SIGTERM,
+            std::ptr::from_ref(&info),
+        )
+    };
+    let errno = if rc == 0 {
+        0
+    } else {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+    };
+    println!("kiln-probe:sigqueue={errno}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_sender_does_not_stop_the_agent() {
+    if !prerequisites() {
+        return;
+    }
+    let rt = runtime();
+    let layer = tempfile::Builder::new()
+        .prefix("kiln-probe-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let library_path = probe_layer(layer.path());
+    let layers = RootLayers::new(vec![layer.path().to_path_buf(), busybox_rootfs()]);
+    rt.create(SandboxSpec::new(id("forge1"), layers))
+        .await
+        .unwrap();
+    let done = rt
+        .exec(
+            &id("forge1"),
+            ExecRequest::argv(["/probe", "--exact", "inside::signal_probe", "--nocapture"])
+                .env(SIGNAL_PROBE_ENV, "1")
+                .env("LD_LIBRARY_PATH", library_path)
+                .timeout_ms(60_000),
+        )
+        .await
+        .unwrap();
+    let out = done.stdout.to_string_lossy();
+    assert!(out.contains("kiln-probe:sigqueue=0"), "not queued: {out}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (code, out) = sh(&rt, "forge1", "echo alive").await;
+    assert_eq!((code, out.as_str()), (0, "alive\n"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_cannot_be_inspected_or_rewritten() {
     if !prerequisites() {
@@ -123,15 +187,17 @@ async fn assert_leftovers_are_killed(rt: &TestRuntime, sandbox: &str, bomb: &str
     .await;
     assert_eq!((code, out.as_str()), (0, "started\n"));
     let began = Instant::now();
+    let (code, out) = sh(rt, sandbox, "echo ok").await;
+    let next_took = began.elapsed();
+    assert_eq!((code, out.as_str()), (0, "ok\n"));
+    assert!(next_took < Duration::from_secs(1), "{next_took:?}");
     let (code, out) = sh(
         rt,
         sandbox,
         r"for p in /proc/[0-9]*; do tr '\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -c '^sleep 1000 $' || true",
     )
     .await;
-    let next_took = began.elapsed();
     assert_eq!((code, out.as_str()), (0, "0\n"), "the daemon survived");
-    assert!(next_took < Duration::from_secs(1), "{next_took:?}");
 }
 
 /// Set in the probe's environment: `socket_probe` then tries every family.
