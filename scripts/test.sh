@@ -49,6 +49,10 @@ cargo build --quiet -p kiln-cli -p kiln-verify --bins
 export KILN_TEST_IMAGES_DIR="${KILN_TEST_IMAGES_DIR:-/var/cache/kiln-test/images}"
 KILN_IMAGES_DIR="$KILN_TEST_IMAGES_DIR" target/debug/kiln images build-demo --data-dir "$(mktemp -d)"
 
+step "Security tests from inside the demo images (Python, Rust, Node)"
+KILN_TEST_IMAGES_DIR="$KILN_TEST_IMAGES_DIR" KILN_TEST_DEMO_IMAGES=required \
+  cargo test --workspace --test security demo_images
+
 step "The demo dataset validates: every sample fails without its fix and passes with it"
 KILN_IMAGES_DIR="$KILN_TEST_IMAGES_DIR" target/debug/kiln datasets validate kiln-demo --data-dir "$(mktemp -d)"
 

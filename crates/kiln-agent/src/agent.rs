@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use crate::exec_table::ExecTable;
@@ -29,4 +29,7 @@ pub struct Agent {
     pub is_pid1: bool,
     /// Connections being served.
     pub connections: AtomicUsize,
+    /// Held shared while an exec is spawned and listed, exclusively while leftovers are
+    /// killed: a process being spawned is never taken for a leftover.
+    pub spawn_gate: RwLock<()>,
 }

@@ -20,6 +20,7 @@ use nix::unistd::Pid;
 use crate::agent::Agent;
 use crate::exec_spawn::build_command;
 use crate::exec_supervise::{Outcome, Pipe, Supervisor};
+use crate::leftovers::kill_leftovers;
 
 /// A client that stops reading a stream for this long is treated as gone, so the
 /// timeout keeps being enforced.
@@ -51,6 +52,10 @@ pub fn serve_exec(
         )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let spawn_gate = agent
+        .spawn_gate
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let (mut child, exit) = match agent.reaper.spawn(&mut command) {
         Ok(spawned) => spawned,
         Err(err) => return write_frame(client, &Response::Error(spawn_error(&err, &request))),
@@ -59,6 +64,7 @@ pub fn serve_exec(
     let pid = child.id();
     let pgid = Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
     let registration = agent.execs.register(pgid);
+    drop(spawn_gate);
 
     let mut client_alive = client.set_write_timeout(Some(STREAM_WRITE_TIMEOUT)).is_ok()
         && write_frame(
@@ -106,6 +112,8 @@ pub fn serve_exec(
         }
     });
     registration.mark_finished();
+    // Before answering, so the next command starts in a sandbox this one cannot clog.
+    kill_leftovers(agent);
 
     let done = exec_done(outcome, started);
     let result = write_frame(client, &Response::ExecDone(done));

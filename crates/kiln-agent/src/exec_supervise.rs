@@ -3,12 +3,11 @@
 //!
 //! Timeout: SIGTERM to the group, then SIGKILL to the group after the grace period (or
 //! as soon as the command has exited and its pipes closed, for whatever is left of its
-//! group). Processes that left the group with `setsid` escape this; inside a sandbox the
-//! pid namespace's teardown kills them when the session ends.
+//! group). Processes that left the group with `setsid` escape this; whatever survives is
+//! killed once the command is over (`crate::leftovers`).
 //!
-//! Background processes that outlive a command which did *not* time out are left
-//! running (`cmd &` is a legitimate way to start a server). If they keep the output
-//! pipes open, reading stops [`LINGER_AFTER_EXIT`] after the command exits.
+//! Background processes that keep the output pipes open after the command exited are
+//! read for [`LINGER_AFTER_EXIT`] more, then killed with the other leftovers.
 
 use std::fs::File;
 use std::io::Read;

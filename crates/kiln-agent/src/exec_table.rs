@@ -1,6 +1,6 @@
 //! The execs currently running, so `kill` and shutdown can signal their process groups.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -78,6 +78,15 @@ impl ExecTable {
         // this counts as delivered.
         let _ = killpg(pgid, signal);
         true
+    }
+
+    /// The process groups of the execs whose command is still running.
+    pub fn running_groups(&self) -> HashSet<i32> {
+        self.lock()
+            .running
+            .values()
+            .map(|pgid| pgid.as_raw())
+            .collect()
     }
 
     /// Signals every running exec's group.

@@ -10,7 +10,9 @@ mod exec_spawn;
 mod exec_supervise;
 mod exec_table;
 mod file_ops;
+mod leftovers;
 mod output_capture;
+mod process_tree;
 mod reaper;
 mod signals;
 mod str_replace;
@@ -21,7 +23,7 @@ use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::thread;
 use std::time::Instant;
 
@@ -45,6 +47,12 @@ fn run() -> Result<(), String> {
     // Order matters: signals are blocked before any thread exists so every thread
     // inherits the mask and only the signal thread ever receives them.
     signals::block_handled_signals().map_err(|err| format!("cannot block signals: {err}"))?;
+    // The sandbox's processes share the agent's uid: dumpable, the agent would be theirs
+    // to inspect and rewrite (`/proc/1/mem`, `pidfd_getfd` of its listening socket, so
+    // answering the host in its place). Not dumpable, that takes CAP_SYS_PTRACE.
+    // Commands are dumpable again from their exec.
+    nix::sys::prctl::set_dumpable(false)
+        .map_err(|err| format!("cannot make the agent non-dumpable: {err}"))?;
     let is_pid1 = std::process::id() == 1;
     if !is_pid1 {
         // Orphans of our commands come to us, as they would to PID 1, so the same
@@ -61,6 +69,7 @@ fn run() -> Result<(), String> {
         socket_path: socket_path.clone(),
         is_pid1,
         connections: AtomicUsize::new(0),
+        spawn_gate: RwLock::default(),
     });
     {
         let agent = Arc::clone(&agent);

@@ -1,5 +1,6 @@
 //! The agent as PID 1 of a fresh pid namespace (`unshare --pid --fork`), as in a
-//! sandbox: orphans are reaped, SIGTERM from outside reaches it, it exits cleanly.
+//! sandbox: orphans are reaped, signals from inside change nothing, SIGTERM from outside
+//! reaches it, it exits cleanly.
 //! Skipped (with a note) where `unshare` or the privilege to use it is missing.
 #![allow(clippy::unwrap_used)]
 
@@ -61,6 +62,23 @@ fn as_pid1_reaps_orphans_and_stops_on_sigterm() {
         !states.contains(") Z "),
         "zombies left under PID 1:\n{states}"
     );
+
+    // From inside, nothing stops or freezes the agent: the stop signals it takes are
+    // ignored when their sender is in its namespace, and the kernel drops SIGKILL and
+    // SIGSTOP sent to a namespace's init from within.
+    let done = client
+        .exec(ExecRequest::shell(
+            "for s in TERM INT HUP KILL STOP; do kill -$s 1 || echo failed $s; done; echo sent",
+        ))
+        .unwrap();
+    assert_eq!(done.stdout.to_string_lossy(), "sent\n", "{done:?}");
+    thread::sleep(Duration::from_millis(200));
+    let done = client
+        .exec(ExecRequest::shell("grep State /proc/1/status"))
+        .unwrap();
+    let state = done.stdout.to_string_lossy();
+    assert!(!state.contains("stopped"), "{state}");
+    assert!(unshare.try_wait().unwrap().is_none(), "the agent died");
 
     // SIGTERM from the parent namespace to the namespace's init.
     let agent_host_pid: i32 =

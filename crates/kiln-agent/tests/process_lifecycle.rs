@@ -89,22 +89,104 @@ fn one_gib_of_output_keeps_the_agent_small_and_reports_truncation() {
 #[test]
 fn orphans_are_reaped() {
     let agent = AgentProcess::start();
+    // The orphan outlives its parent but not the exec (which spares its own group).
     let done = agent
         .client()
         .exec(ExecRequest::shell(
-            "sh -c 'sleep 0.5 >/dev/null 2>&1 & echo $!'",
+            "p=$(sh -c 'sleep 0.3 >/dev/null 2>&1 & echo $!'); echo $p; \
+             grep PPid /proc/$p/status; sleep 1; \
+             if [ -e /proc/$p ]; then echo left; else echo gone; fi",
         ))
         .unwrap();
-    let orphan: u32 = done.stdout.to_string_lossy().trim().parse().unwrap();
+    let stdout = done.stdout.to_string_lossy();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
     assert_eq!(
-        proc_status_field(orphan, "PPid").as_deref(),
+        lines[1].split_whitespace().nth(1),
         Some(agent.pid().to_string().as_str()),
-        "the orphan is re-parented to the agent (subreaper)"
+        "the orphan is re-parented to the agent (subreaper): {stdout}"
     );
-    assert!(
-        wait_gone(orphan, Duration::from_secs(5)),
-        "orphan {orphan} was not reaped: state {:?}",
-        proc_status_field(orphan, "State")
+    assert_eq!(lines[2], "gone", "the orphan was not reaped: {stdout}");
+}
+
+#[test]
+fn what_a_command_leaves_behind_is_killed_when_it_ends() {
+    let agent = AgentProcess::start();
+    let client = agent.client();
+    // A background job, a daemon in its own session, a grandchild of a vanished parent.
+    let done = client
+        .exec(ExecRequest::shell(
+            "sleep 1000 >/dev/null 2>&1 & echo $!; \
+             setsid sh -c 'echo $$; exec sleep 1001' </dev/null 2>/dev/null & sleep 0.2; \
+             sh -c 'sleep 1002 >/dev/null 2>&1 & echo $!'",
+        ))
+        .unwrap();
+    assert_eq!(done.exit_code, 0);
+    let pids: Vec<u32> = done
+        .stdout
+        .to_string_lossy()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 3, "{:?}", done.stdout);
+    for pid in pids {
+        // Already gone when the result arrives: killed and reaped before the answer.
+        assert_eq!(
+            proc_status_field(pid, "State"),
+            None,
+            "leftover {pid} survived its command"
+        );
+    }
+    // The same after a timeout, for what escaped the group kill with setsid.
+    let done = client
+        .exec(
+            ExecRequest::shell("setsid sleep 1003 </dev/null >/dev/null 2>&1 & sleep 1000")
+                .timeout_ms(200),
+        )
+        .unwrap();
+    assert!(done.timed_out);
+    let count = client
+        .exec(ExecRequest::shell(
+            "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done \
+             | grep -c '^sleep 100' || true",
+        ))
+        .unwrap();
+    assert_eq!(count.stdout.to_string_lossy().trim(), "0");
+}
+
+#[test]
+fn a_running_exec_keeps_its_processes_when_another_ends() {
+    let agent = AgentProcess::start();
+    let (tx, rx) = mpsc::channel();
+    let long = {
+        let client = agent.client();
+        thread::spawn(move || {
+            // A background job, one re-parented to the agent (its sub-shell exits) and
+            // one in its own session: all this exec's own while it runs.
+            let script = "sleep 3017 & (sleep 3018 &); setsid sleep 3019 & echo started; \
+                          sleep 1.5; for p in /proc/[0-9]*; do \
+                          tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done \
+                          | grep -c '^sleep 301[789] $'";
+            client.exec_streaming(ExecRequest::shell(script), |event| {
+                if let ExecEvent::Output { data, .. } = event {
+                    if data.to_string_lossy().contains("started") {
+                        let _ = tx.send(());
+                    }
+                }
+            })
+        })
+    };
+    rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    for _ in 0..3 {
+        let done = agent.client().exec(ExecRequest::shell("true")).unwrap();
+        assert_eq!(done.exit_code, 0);
+    }
+    let done = long.join().unwrap().unwrap();
+    let stdout = done.stdout.to_string_lossy();
+    assert_eq!(
+        stdout.lines().last(),
+        Some("3"),
+        "the running exec's processes were killed: {stdout}"
     );
 }
 

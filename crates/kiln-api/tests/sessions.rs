@@ -120,16 +120,18 @@ async fn the_whole_agent_loop() {
     );
     assert!(start.elapsed() < Duration::from_secs(10));
     // Count processes whose whole command line is `sleep N` (this shell's and grep's own
-    // command lines contain the text too, but are longer). A background process of a
-    // command that ends normally survives by design: it proves the count sees survivors.
+    // command lines contain the text too, but are longer). The count sees a background
+    // process of its own command; once a command is over, the agent kills what it left.
     let count = |n: u32| {
         format!(
             r"for p in /proc/[0-9]*; do tr '\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -cx 'sleep {n} ' || true"
         )
     };
-    run(&s, &key, &id, "sleep 999 > /dev/null 2>&1 &", None).await;
-    let ps = run(&s, &key, &id, &count(999), None).await;
+    let started = format!("sleep 999 > /dev/null 2>&1 & {}", count(999));
+    let ps = run(&s, &key, &id, &started, None).await;
     assert_eq!(ps["stdout"].as_str().map(str::trim), Some("1"), "{ps}");
+    let ps = run(&s, &key, &id, &count(999), None).await;
+    assert_eq!(ps["stdout"].as_str().map(str::trim), Some("0"), "{ps}");
     let ps = run(&s, &key, &id, &count(1000), None).await;
     assert_eq!(
         ps["stdout"].as_str().map(str::trim),

@@ -75,7 +75,9 @@ pub enum Command {
     Argv(Vec<String>),
 }
 
-/// Parameters of [`Request::Exec`].
+/// Parameters of [`Request::Exec`]. Processes the command leaves behind (background jobs,
+/// daemons) are killed when it returns or times out, unless another exec still running
+/// owns them (its process group, or below its first process).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecRequest {

@@ -1,6 +1,8 @@
 //! The isolation promises, tested by trying to break them from inside real sandboxes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "security/inside.rs"]
+mod inside;
 mod support;
 
 use std::net::TcpListener;
@@ -44,8 +46,7 @@ async fn host_and_other_sandboxes_are_invisible() {
         assert_ne!(code, 0, "read {path}: {out}");
         assert!(!out.contains("host secret"));
     }
-    // overlayfs shows its host paths in /proc/mounts (as under Docker); they must not
-    // lead anywhere.
+    // Host paths must not lead anywhere (nor show: `inside::host_paths_…`).
     let host_dir = rt.root.path().display().to_string();
     let (code, out) = sh(&rt, "iso-a", &format!("ls {host_dir} /var/tmp /work")).await;
     assert_ne!(code, 0, "host directories reachable: {out}");
@@ -282,7 +283,7 @@ async fn agent_binary_and_socket_cannot_be_replaced() {
     }
     let rt = runtime();
     let h = rt.create(busybox_spec("seal1")).await.unwrap();
-    let agent_on_host = std::fs::read(rt.root.path().join("bin/kiln-agent")).unwrap();
+    let agent_on_host = std::fs::read(rt.agent_path()).unwrap();
     for attempt in [
         "echo evil > /.kiln/agent",
         "rm -f /.kiln/agent",
@@ -294,16 +295,15 @@ async fn agent_binary_and_socket_cannot_be_replaced() {
         "chmod 777 /.kiln/run/agent.sock",
         "echo evil > /proc/1/exe",
         "mount --bind /tmp /.kiln/run",
+        "touch /tmp/f; mount --bind /tmp/f /.kiln/agent",
+        "touch /tmp/f; mount --bind /tmp/f /.kiln/run/agent.sock",
     ] {
         let (code, out) = sh(&rt, "seal1", attempt).await;
         assert_ne!(code, 0, "{attempt} succeeded: {out}");
     }
     // Renaming the directory above does not move what the server connects to.
     let _ = sh(&rt, "seal1", "mv /.kiln /.kiln-moved; mkdir -p /.kiln/run").await;
-    assert_eq!(
-        std::fs::read(rt.root.path().join("bin/kiln-agent")).unwrap(),
-        agent_on_host
-    );
+    assert_eq!(std::fs::read(rt.agent_path()).unwrap(), agent_on_host);
     let run_dir = rt.sandbox_dir(&h.id).join("run");
     let names: Vec<String> = std::fs::read_dir(&run_dir)
         .unwrap()

@@ -36,6 +36,8 @@ pub struct BwrapLaunch<'a> {
     pub root: &'a Path,
     /// The agent binary on the host.
     pub agent: &'a Path,
+    /// Bound over `/proc/cmdline` (the host's names its boot device and options).
+    pub cmdline: &'a Path,
     /// The host directory bound at [`RUN_DIR`].
     pub run_dir: &'a Path,
     /// Hostname inside.
@@ -204,6 +206,9 @@ fn arguments(spec: &BwrapLaunch<'_>, info_fd: RawFd, seccomp: &[OwnedFd]) -> Vec
     push(&[
         "--proc".as_ref(),
         "/proc".as_ref(),
+        "--ro-bind".as_ref(),
+        spec.cmdline.as_os_str(),
+        "/proc/cmdline".as_ref(),
         "--dev".as_ref(),
         "/dev".as_ref(),
         "--tmpfs".as_ref(),
@@ -253,6 +258,7 @@ mod tests {
             bwrap: Path::new("/usr/bin/bwrap"),
             root: Path::new("/r/merged"),
             agent: Path::new("/a/kiln-agent"),
+            cmdline: Path::new("/a/cmdline"),
             run_dir: Path::new("/r/run"),
             hostname: "kiln",
             binds: &binds,

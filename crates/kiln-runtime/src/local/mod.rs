@@ -12,6 +12,7 @@ mod runtime_impl;
 mod sandbox;
 pub mod seccomp;
 mod snapshot;
+mod staging;
 mod start;
 mod teardown;
 
@@ -35,9 +36,10 @@ use sandbox::Sandbox;
 /// Settings of the local backend.
 #[derive(Debug, Clone)]
 pub struct LocalConfig {
-    /// Everything the backend writes lives here: `sandboxes/`, `layers/`, `bin/`, `seccomp/`.
+    /// Everything the backend writes lives here: `sandboxes/`, `layers/`, `seccomp/` (the
+    /// agent binary is staged in `/run/kiln`, see `staging.rs`).
     pub root: PathBuf,
-    /// The static `kiln-agent` binary (copied under `root/bin` at start-up).
+    /// The static `kiln-agent` binary (copied to `/run/kiln` at start-up).
     pub agent_binary: PathBuf,
     /// The bubblewrap executable.
     pub bwrap: PathBuf,
@@ -96,7 +98,8 @@ enum Slot {
 pub struct LocalRuntime {
     config: LocalConfig,
     cgroups: Arc<dyn CgroupBackend>,
-    agent_binary: PathBuf,
+    /// The agent binary and neutral files every sandbox gets.
+    staged: staging::Staged,
     seccomp_files: Vec<PathBuf>,
     sandboxes: Mutex<HashMap<SandboxId, Slot>>,
     /// A short symlink to `<root>/sandboxes`, for agent socket paths.
@@ -112,7 +115,7 @@ impl LocalRuntime {
         // Absolute and symlink-free: it names the cgroup scope and goes into mount options.
         config.root = fs::canonicalize(&config.root)
             .map_err(|e| RuntimeError::io("cannot resolve", &config.root, e))?;
-        for dir in ["sandboxes", "layers", "bin", "seccomp"] {
+        for dir in ["sandboxes", "layers", "seccomp"] {
             let path = config.root.join(dir);
             fs::create_dir_all(&path).map_err(|e| RuntimeError::io("cannot create", &path, e))?;
         }
@@ -124,10 +127,14 @@ impl LocalRuntime {
                 config.bwrap.display()
             )));
         }
-        let agent_binary = install_agent(&config.agent_binary, &config.root.join("bin"))?;
+        let staged = staging::stage(&config.agent_binary)?;
         let filters = seccomp::compile()?;
         let mut seccomp_files = Vec::new();
-        for (name, bytes) in [("deny.bpf", &filters.deny), ("nosys.bpf", &filters.nosys)] {
+        for (name, bytes) in [
+            ("deny.bpf", &filters.deny),
+            ("nosys.bpf", &filters.nosys),
+            ("families.bpf", &filters.families),
+        ] {
             let path = config.root.join("seccomp").join(name);
             replace_file(&path, bytes, 0o600)?;
             seccomp_files.push(path);
@@ -140,7 +147,7 @@ impl LocalRuntime {
         Ok(LocalRuntime {
             config,
             cgroups,
-            agent_binary,
+            staged,
             seccomp_files,
             sandboxes: Mutex::new(HashMap::new()),
             socket_root,
@@ -150,6 +157,11 @@ impl LocalRuntime {
     /// The settings.
     pub fn config(&self) -> &LocalConfig {
         &self.config
+    }
+
+    /// The agent binary sandboxes run (a copy of the configured one).
+    pub fn agent_path(&self) -> &Path {
+        &self.staged.agent
     }
 
     /// Which cgroup layout is in use.
@@ -222,23 +234,6 @@ pub fn layer_users(root: &Path) -> Vec<kiln_image::LayerUser> {
         .collect()
 }
 
-/// Copies the agent into the runtime's own directory (atomically, only when it changed),
-/// so rebuilding the agent never changes the binary under running sandboxes.
-fn install_agent(source: &Path, bin_dir: &Path) -> Result<PathBuf> {
-    let target = bin_dir.join("kiln-agent");
-    let new = fs::read(source).map_err(|e| match e.kind() {
-        ErrorKind::NotFound => RuntimeError::HostNotReady(format!(
-            "agent binary {} not found (build it with scripts/build-agent.sh)",
-            source.display()
-        )),
-        _ => RuntimeError::io("cannot read", source, e),
-    })?;
-    if fs::read(&target).ok().as_deref() != Some(new.as_slice()) {
-        replace_file(&target, &new, 0o755)?;
-    }
-    Ok(target)
-}
-
 fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     fs::write(&tmp, bytes).map_err(|e| RuntimeError::io("cannot write", &tmp, e))?;
@@ -251,15 +246,7 @@ fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 /// is no /run), a symlink. Unix socket paths are limited to 107 bytes; through this link
 /// an agent's socket path stays near 70 bytes however deep the data directory is.
 fn short_socket_root(sandboxes: &Path) -> Result<PathBuf> {
-    short_socket_root_in(socket_links_dir(), sandboxes)
-}
-
-fn socket_links_dir() -> &'static Path {
-    if Path::new("/run").is_dir() {
-        Path::new("/run/kiln")
-    } else {
-        Path::new("/tmp/kiln-run")
-    }
+    short_socket_root_in(&staging::short_dir()?, sandboxes)
 }
 
 fn short_socket_root_in(parent: &Path, sandboxes: &Path) -> Result<PathBuf> {

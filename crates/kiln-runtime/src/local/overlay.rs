@@ -49,6 +49,67 @@ pub fn mount_overlay(lowerdir: &str, upper: &Path, work: &Path, merged: &Path) -
     })
 }
 
+/// Mounts `layers` (topmost first) + `upper` (with `work`) at `merged`, naming every
+/// directory relative to `dir` in the options: overlayfs keeps its option strings as
+/// given, and the sandbox reads them in `/proc/self/mountinfo`. Directories under `dir`
+/// get their relative path; others a short symlink `dir/l/<n>` (as Docker's overlay2
+/// does), resolved once, at mount time.
+pub fn mount_overlay_relative(
+    dir: &Path,
+    layers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    merged: &Path,
+) -> Result<()> {
+    let links = dir.join("l");
+    fs::create_dir_all(&links).map_err(|e| RuntimeError::io("cannot create", &links, e))?;
+    let mut next = 0usize;
+    let mut short = |path: &Path| -> Result<PathBuf> {
+        if let Ok(relative) = path.strip_prefix(dir) {
+            if !relative.as_os_str().is_empty() {
+                return Ok(relative.to_path_buf());
+            }
+        }
+        let name = PathBuf::from("l").join(next.to_string());
+        next += 1;
+        std::os::unix::fs::symlink(path, dir.join(&name))
+            .map_err(|e| RuntimeError::io("cannot link", dir.join(&name), e))?;
+        Ok(name)
+    };
+    let mut lower = Vec::with_capacity(layers.len());
+    for layer in layers {
+        let name = short(layer)?;
+        lower.push(name.to_string_lossy().into_owned());
+    }
+    let (upper, work) = (short(upper)?, short(work)?);
+    let lowerdir = lower.join(":");
+    let (in_dir, target) = (dir.to_path_buf(), merged.to_path_buf());
+    // The working directory is per process; a thread of our own with a private copy
+    // (`unshare(CLONE_FS)`) changes it without moving the rest of the server.
+    let worker = std::thread::Builder::new()
+        .name("kiln-overlay".into())
+        .spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).map_err(|source| {
+                RuntimeError::Mount {
+                    what: "cannot unshare the fs context to mount",
+                    path: target.clone(),
+                    source,
+                }
+            })?;
+            std::env::set_current_dir(&in_dir)
+                .map_err(|e| RuntimeError::io("cannot enter", &in_dir, e))?;
+            mount_overlay(&lowerdir, &upper, &work, &target)
+        })
+        .map_err(|e| RuntimeError::io("cannot start a thread to mount", merged, e))?;
+    worker.join().map_err(|_| {
+        RuntimeError::io(
+            "a panic while mounting",
+            merged,
+            std::io::Error::other("panic"),
+        )
+    })?
+}
+
 /// Unmounts `path`; a path that is not mounted is fine. Busy mounts are retried briefly,
 /// then detached (they disappear once the last user is gone).
 pub fn unmount(path: &Path) -> Result<()> {

@@ -8,7 +8,11 @@
 //!   filtered; libc falls back to `clone` on `ENOSYS`) and every x32-ABI number fail with
 //!   `ENOSYS`, so the x32 aliases of denied calls cannot slip past `deny`.
 //!
-//! The kernel runs both and the stricter answer wins.
+//! - `families`: `socket()` of an address family a sandbox does not need fails with
+//!   `EAFNOSUPPORT`, the kernel's own answer for a family it lacks (see
+//!   [`ALLOWED_FAMILIES`]).
+//!
+//! The kernel runs them all and the stricter answer wins.
 
 use std::collections::BTreeMap;
 
@@ -72,6 +76,19 @@ const DENIED: &[(i64, &str)] = &[
     (libc::SYS_io_uring_register, "io_uring_register"),
 ];
 
+/// The socket families a sandbox may open: unix, IPv4, IPv6, and netlink for the
+/// protocols in [`ALLOWED_NETLINK`]. That is what git, Python, Node, `ip` and glibc's
+/// resolver use. Docker's default profile denies only `AF_VSOCK` (which reaches the
+/// hypervisor or host, beyond any network namespace); everything else here (packet,
+/// bluetooth, `AF_KEY`, `AF_ALG`, TIPC, RDS, XDP, CAN, …) is kernel surface with a
+/// history of privilege escalations and no use to a coding agent.
+const ALLOWED_FAMILIES: &[libc::c_int] = &[libc::AF_UNIX, libc::AF_INET, libc::AF_INET6];
+
+/// Netlink protocols allowed: routing (getaddrinfo, `ip`, interface lists) and socket
+/// diagnostics (`ss`). Not uevents, audit, netfilter, xfrm, generic netlink.
+const ALLOWED_NETLINK: &[libc::c_int] =
+    &[0 /* NETLINK_ROUTE */, 4 /* NETLINK_SOCK_DIAG */];
+
 /// The compiled filters, as bytes of `struct sock_filter` arrays.
 #[derive(Debug, Clone)]
 pub struct SeccompFilters {
@@ -79,6 +96,8 @@ pub struct SeccompFilters {
     pub deny: Vec<u8>,
     /// clone3 and x32 (ENOSYS).
     pub nosys: Vec<u8>,
+    /// Socket families (EAFNOSUPPORT).
+    pub families: Vec<u8>,
 }
 
 /// Compiles both filters.
@@ -110,7 +129,53 @@ pub fn compile() -> Result<SeccompFilters> {
     Ok(SeccompFilters {
         deny: to_bytes(&deny),
         nosys: to_bytes(&nosys_program()),
+        families: to_bytes(&families_program()?),
     })
+}
+
+/// `socket(family, …)` outside [`ALLOWED_FAMILIES`] (netlink: [`ALLOWED_NETLINK`]) →
+/// EAFNOSUPPORT. Rules are OR'ed, conditions within one rule AND'ed.
+fn families_program() -> Result<BpfProgram> {
+    let err = |e: seccompiler::BackendError| RuntimeError::Seccomp(e.to_string());
+    let arg_ne = |index: u8, value: libc::c_int| {
+        SeccompCondition::new(
+            index,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::Ne,
+            u64::from(value.unsigned_abs()),
+        )
+        .map_err(err)
+    };
+    let other_family: Vec<SeccompCondition> = ALLOWED_FAMILIES
+        .iter()
+        .chain([&libc::AF_NETLINK])
+        .map(|&family| arg_ne(0, family))
+        .collect::<Result<_>>()?;
+    let mut other_netlink = vec![SeccompCondition::new(
+        0,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::Eq,
+        u64::from(libc::AF_NETLINK.unsigned_abs()),
+    )
+    .map_err(err)?];
+    for &protocol in ALLOWED_NETLINK {
+        other_netlink.push(arg_ne(2, protocol)?);
+    }
+    let rules = BTreeMap::from([(
+        libc::SYS_socket,
+        vec![
+            SeccompRule::new(other_family).map_err(err)?,
+            SeccompRule::new(other_netlink).map_err(err)?,
+        ],
+    )]);
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EAFNOSUPPORT as u32),
+        TargetArch::x86_64,
+    )
+    .map_err(err)?;
+    filter.try_into().map_err(err)
 }
 
 /// `nr >= X32_SYSCALL_BIT || nr == clone3` → ENOSYS, else allow.

@@ -11,7 +11,7 @@ use crate::error::{Result, RuntimeError};
 use crate::local::bwrap::{self, BwrapLaunch, RUN_DIR};
 use crate::local::layout::{SandboxDirs, SandboxState};
 use crate::local::sandbox::Sandbox;
-use crate::local::{mount_namespace, overlay, proc_seal, teardown, LocalRuntime};
+use crate::local::{mount_namespace, overlay, proc_seal, staging, teardown, LocalRuntime};
 use crate::spec::SandboxSpec;
 
 /// The agent binds its socket, then restricts it to 0600: only then is it ready.
@@ -21,7 +21,8 @@ impl LocalRuntime {
     /// Starts `spec`; on failure removes everything it set up.
     pub(crate) async fn start(&self, spec: &SandboxSpec) -> Result<Arc<Sandbox>> {
         // 1. Validate before touching the host.
-        let lowerdir = spec.layers.lowerdir_option()?;
+        // (Layers must make a valid absolute `lowerdir=`, though it is mounted relative.)
+        spec.layers.lowerdir_option()?;
         for layer in spec.layers.dirs() {
             if !layer.is_dir() {
                 return Err(RuntimeError::InvalidSpec(format!(
@@ -51,7 +52,7 @@ impl LocalRuntime {
         if dirs.base.exists() {
             return Err(RuntimeError::AlreadyExists(spec.id.to_string()));
         }
-        let result = self.start_in(spec, &lowerdir, &dirs).await;
+        let result = self.start_in(spec, &dirs).await;
         if result.is_err() {
             let cgroups = Arc::clone(&self.cgroups);
             let _ = tokio::task::spawn_blocking(move || {
@@ -62,16 +63,19 @@ impl LocalRuntime {
         result
     }
 
-    async fn start_in(
-        &self,
-        spec: &SandboxSpec,
-        lowerdir: &str,
-        dirs: &SandboxDirs,
-    ) -> Result<Arc<Sandbox>> {
+    async fn start_in(&self, spec: &SandboxSpec, dirs: &SandboxDirs) -> Result<Arc<Sandbox>> {
         let t0 = Instant::now();
         dirs.create()?;
-        // 3. The root: image layers read-only, changes in our upper dir.
-        overlay::mount_overlay(lowerdir, &dirs.upper, &dirs.work, &dirs.merged)?;
+        staging::mount_run_dir(&dirs.run)?;
+        // 3. The root: image layers read-only, changes in our upper dir (named relative to
+        //    the sandbox's directory: the options show in the sandbox's mountinfo).
+        overlay::mount_overlay_relative(
+            &dirs.base,
+            spec.layers.dirs(),
+            &dirs.upper,
+            &dirs.work,
+            &dirs.merged,
+        )?;
         // 4. The cgroup with its limits, before any process exists, so the very first
         //    fork of bwrap is already accounted and limited.
         let t_mount = t0.elapsed();
@@ -82,7 +86,8 @@ impl LocalRuntime {
         let launched = bwrap::launch(BwrapLaunch {
             bwrap: &self.config.bwrap,
             root: &dirs.merged,
-            agent: &self.agent_binary,
+            agent: &self.staged.agent,
+            cmdline: &self.staged.cmdline,
             run_dir: &dirs.run,
             hostname: &spec.hostname,
             binds: &spec.binds,
