@@ -22,9 +22,9 @@ def kiln_server(tmp_path_factory):
     yield from start_kiln(tmp_path_factory, os.environ.get("KILN_TEST_IMAGES_DIR"))
 
 
-def start_kiln(tmp_path_factory, images_dir, name="kiln"):
-    """Starts `kiln serve` (images from `images_dir`, none when it is None), yields what the
-    tests need, and stops it. Also used by tests/fuzz."""
+def start_kiln(tmp_path_factory, images_dir, name="kiln", settings=None):
+    """Starts `kiln serve` (images from `images_dir`, none when it is None; `settings`: more
+    KILN_* variables), yields what the tests need, and stops it. Also used by tests/fuzz."""
     binary = os.environ.get("KILN_BIN")
     if not binary or not pathlib.Path(binary).is_file():
         pytest.fail("set KILN_BIN to the path of the built `kiln` binary (e.g. target/debug/kiln)")
@@ -35,6 +35,7 @@ def start_kiln(tmp_path_factory, images_dir, name="kiln"):
     env["KILN_BUILD_DEMO_IMAGES"] = "false"
     if images_dir:
         env["KILN_IMAGES_DIR"] = images_dir
+    env.update(settings or {})
     log = open(data_dir.parent / f"{name}-server.log", "w")
     proc = subprocess.Popen(
         [binary, "serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"],
