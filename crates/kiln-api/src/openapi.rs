@@ -43,10 +43,10 @@ pub(crate) fn base() -> OpenApiDoc {
 
 /// Adds the error responses that do not depend on the handler, so that no operation can
 /// answer a status its document does not list: 401 (with `WWW-Authenticate`) and 403 (a
-/// deactivated account) wherever a credential is required (`CurrentUser`), 422 wherever a parameter or body
-/// is parsed (`ValidJson`/`ValidQuery`/`ValidPath`), 413 wherever a body is read (the
-/// body limit). Handler-specific statuses (404, 409, 429, 503, …) stay in the handlers'
-/// annotations. Checked by API fuzzing: `tests/fuzz` (schemathesis).
+/// deactivated account) wherever a credential is required (`CurrentUser`), 422 wherever
+/// a parameter or body is parsed (`ValidJson`/`ValidQuery`/`ValidPath`), 413 wherever a
+/// body is read (the body limit). Handler-specific statuses (404, 409, 429, 503, …) stay
+/// in the handlers' annotations. Checked by API fuzzing: `tests/fuzz` (schemathesis).
 pub(crate) fn document_errors(doc: &mut OpenApiDoc) {
     for item in doc.paths.paths.values_mut() {
         for op in [
