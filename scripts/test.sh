@@ -63,5 +63,14 @@ if [ ! -x "$venv/bin/pytest" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
   "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps -r tests/parity/requirements.txt
 fi
+# API fuzzing (tests/fuzz): schemathesis needs a newer pytest than the SDK pins, so its
+# CLI gets a virtualenv of its own.
+fuzz_venv="${KILN_FUZZ_VENV:-target/fuzz-venv}"
+if [ ! -x "$fuzz_venv/bin/schemathesis" ]; then
+  python3 -m venv "$fuzz_venv"
+  "$fuzz_venv/bin/pip" install --quiet --disable-pip-version-check -r tests/fuzz/requirements.txt
+fi
+KILN_SCHEMATHESIS="$(realpath "$fuzz_venv")/bin/schemathesis"
+export KILN_SCHEMATHESIS
 export KILN_BIN="$PWD/target/debug/kiln" KILN_GRADE_BIN="$PWD/target/debug/kiln-grade"
-"$venv/bin/pytest" -q -p no:cacheprovider tests/sdk tests/parity
+"$venv/bin/pytest" -q -p no:cacheprovider tests/sdk tests/parity tests/fuzz

@@ -18,18 +18,25 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def kiln_server(tmp_path_factory):
+    # Environment images are slow to build: CI builds them once and every server shares them.
+    yield from start_kiln(tmp_path_factory, os.environ.get("KILN_TEST_IMAGES_DIR"))
+
+
+def start_kiln(tmp_path_factory, images_dir, name="kiln", settings=None):
+    """Starts `kiln serve` (images from `images_dir`, none when it is None; `settings`: more
+    KILN_* variables), yields what the tests need, and stops it. Also used by tests/fuzz."""
     binary = os.environ.get("KILN_BIN")
     if not binary or not pathlib.Path(binary).is_file():
         pytest.fail("set KILN_BIN to the path of the built `kiln` binary (e.g. target/debug/kiln)")
-    data_dir = tmp_path_factory.mktemp("kiln-data")
+    data_dir = tmp_path_factory.mktemp(f"{name}-data")
     port = _free_port()
     base = f"http://127.0.0.1:{port}/api/v1"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
     env["KILN_BUILD_DEMO_IMAGES"] = "false"
-    # Environment images are slow to build: CI builds them once and every server shares them.
-    if os.environ.get("KILN_TEST_IMAGES_DIR"):
-        env["KILN_IMAGES_DIR"] = os.environ["KILN_TEST_IMAGES_DIR"]
-    log = open(data_dir.parent / "kiln-server.log", "w")
+    if images_dir:
+        env["KILN_IMAGES_DIR"] = images_dir
+    env.update(settings or {})
+    log = open(data_dir.parent / f"{name}-server.log", "w")
     proc = subprocess.Popen(
         [binary, "serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"],
         stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -48,7 +55,7 @@ def kiln_server(tmp_path_factory):
             pytest.fail("kiln serve did not answer /health within 60 s")
         time.sleep(0.05)
     key = (data_dir / "admin.key").read_text().strip()
-    yield {"base_url": base, "api_key": key, "data_dir": data_dir, "images": bool(os.environ.get("KILN_TEST_IMAGES_DIR"))}
+    yield {"base_url": base, "api_key": key, "data_dir": data_dir, "images": bool(images_dir)}
     proc.terminate()
     try:
         assert proc.wait(timeout=15) == 0, "kiln serve did not shut down cleanly on SIGTERM"

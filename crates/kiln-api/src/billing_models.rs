@@ -43,8 +43,9 @@ pub struct MoneyDepositRequest {
     /// Amount to deposit in cents (at least the server's `billing.min_deposit_cents`).
     #[schema(minimum = 100)]
     pub amount_cents: i64,
-    /// Currency for payment; only `usd`.
+    /// Currency for payment; only `usd` (any case).
     #[serde(default = "usd")]
+    #[schema(pattern = "^[uU][sS][dD]$")]
     pub currency: String,
 }
 

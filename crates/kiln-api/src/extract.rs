@@ -64,7 +64,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::invalid(&["body"], "Field required", "missing"));
     }
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::Validation(vec![FieldError {
             loc: vec!["body".into(), e.column().to_string()],
             msg: format!("JSON decode error: {e}"),
@@ -80,10 +80,32 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "model_attributes_type",
         ));
     }
+    integral_floats_as_integers(&mut value);
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         ApiError::Validation(vec![describe(&path, &err.into_inner().to_string(), "body")])
     })
+}
+
+/// JSON Schema counts `30.0` as an integer, and so does FastAPI (pydantic's lax mode takes
+/// a float without a fraction for an `int`); serde does not. Without this, a body the
+/// document allows (`"ttl_minutes": 30.0`) would be a 422 (found by API fuzzing).
+fn integral_floats_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => {
+            // i64::MAX as f64 rounds up to 2^63, so the upper bound is exclusive.
+            const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+            if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
+                if f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f) {
+                    *value = Value::from(f as i64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
+    }
 }
 
 /// Query parameters, with the same error shape (`loc: ["query", name]`).
@@ -247,4 +269,45 @@ pub fn check_range(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Deserialize, Debug)]
+    struct Body {
+        n: i64,
+        #[serde(default)]
+        ratio: Option<f64>,
+    }
+
+    fn kind(err: ApiError) -> String {
+        match err {
+            ApiError::Validation(errors) => errors[0].kind.clone(),
+            other => panic!("not a validation error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn integral_floats_are_integers_as_in_json_schema() {
+        let body: Body = parse_json(br#"{"n": 30.0, "ratio": 2.0}"#).expect("30.0 is an integer");
+        assert_eq!(body.n, 30);
+        assert_eq!(body.ratio, Some(2.0));
+        let body: Body = parse_json(br#"{"n": -1e3}"#).expect("-1e3 is an integer");
+        assert_eq!(body.n, -1000);
+    }
+
+    #[test]
+    fn fractions_and_out_of_range_floats_are_still_refused() {
+        for text in [
+            &br#"{"n": 30.5}"#[..],
+            br#"{"n": 1e300}"#,
+            br#"{"n": 9.3e18}"#,
+        ] {
+            let err = parse_json::<Body>(text).expect_err("not an i64");
+            assert_eq!(kind(err), "int_type", "{}", String::from_utf8_lossy(text));
+        }
+    }
 }

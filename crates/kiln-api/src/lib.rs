@@ -43,7 +43,7 @@ pub struct AppState {
 /// The versioned API routes with their OpenAPI description.
 fn api_routes() -> OpenApiRouter<Arc<AppState>> {
     use routes::*;
-    OpenApiRouter::with_openapi(openapi::base())
+    let mut api = OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(health::health))
         .routes(routes!(auth::refresh))
         .routes(routes!(auth::token))
@@ -68,7 +68,9 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(agent_jobs::result))
         .routes(routes!(github::sign_in))
         .routes(routes!(github::authorize))
-        .routes(routes!(github::list_repos))
+        .routes(routes!(github::list_repos));
+    openapi::document_errors(api.get_openapi_mut());
+    api
 }
 
 /// The whole application, ready to serve.

@@ -259,17 +259,33 @@ pub struct SampleListParams {
 #[into_params(parameter_in = Query)]
 pub struct DownloadParams {
     /// A specific version of the sample; the latest when absent.
+    #[param(minimum = 1)]
     pub version: Option<i64>,
 }
 
 /// A FastAPI validation error item.
 #[derive(Serialize, ToSchema)]
 pub struct ValidationError {
-    #[schema(value_type = Vec<String>)]
+    /// Where the problem is: `body`/`query`/`path`, then field names and list indices
+    /// (integers, as FastAPI sends them).
+    #[schema(schema_with = loc_schema)]
     pub loc: Vec<serde_json::Value>,
     pub msg: String,
     #[serde(rename = "type")]
     pub kind: String,
+}
+
+/// `loc` items are strings or integers: FastAPI's own `ValidationError` schema.
+fn loc_schema() -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .title(Some("Location"))
+        .items(
+            AnyOfBuilder::new()
+                .item(ObjectBuilder::new().schema_type(Type::String))
+                .item(ObjectBuilder::new().schema_type(Type::Integer)),
+        )
+        .build()
 }
 
 #[derive(Serialize, ToSchema)]

@@ -33,10 +33,13 @@ impl From<SessionStatus> for SessionStatusView {
 /// Request to create a new session.
 #[derive(Deserialize, ToSchema)]
 pub struct SessionCreateRequest {
+    #[schema(min_length = 1)]
     pub dataset: String,
+    #[schema(min_length = 1)]
     pub sample_id: String,
-    /// Time to live for the session in minutes (default: 30).
-    #[schema(default = 30)]
+    /// Time to live for the session in minutes (default: 30; at most the server's
+    /// `sessions.max_ttl_minutes`).
+    #[schema(default = 30, minimum = 1)]
     pub ttl_minutes: Option<i64>,
 }
 
@@ -167,9 +170,12 @@ pub struct SessionDeleteResponse {
 /// Request to execute a bash command in a session.
 #[derive(Deserialize, ToSchema)]
 pub struct ExecRequest {
+    /// Not blank; at most the server's `sessions.max_command_bytes`.
+    #[schema(min_length = 1, pattern = "\\S")]
     pub command: String,
-    /// Timeout for command execution in seconds (default: 300).
-    #[schema(default = 300)]
+    /// Timeout for command execution in seconds (default: 300; at most the server's
+    /// `sessions.max_command_timeout_secs`).
+    #[schema(default = 300, minimum = 1)]
     pub command_timeout: Option<i64>,
 }
 
@@ -183,7 +189,10 @@ pub struct ExecStartResponse {
 /// Request to perform string replacement in a file.
 #[derive(Deserialize, ToSchema)]
 pub struct StringReplaceRequest {
+    /// 1 to 4096 bytes, no NUL.
+    #[schema(min_length = 1, max_length = 4096, pattern = "^[^\\x00]*$")]
     pub file_path: String,
+    #[schema(min_length = 1)]
     pub str_to_replace: String,
     pub str_to_insert: String,
 }
@@ -198,7 +207,13 @@ pub struct StringReplaceResponse {
 /// Request to upload a file to the session environment.
 #[derive(Deserialize, ToSchema)]
 pub struct FileUploadRequest {
+    /// 1 to 4096 bytes, no NUL.
+    #[schema(min_length = 1, max_length = 4096, pattern = "^[^\\x00]*$")]
     pub file_path: String,
+    /// Standard base64 with padding (surrounding whitespace is ignored).
+    #[schema(
+        pattern = "^\\s*(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?\\s*$"
+    )]
     pub content_base64: String,
     #[serde(default)]
     pub make_executable: bool,

@@ -34,6 +34,7 @@ pub struct AgentJobRequest {
     #[serde(rename = "ref", default)]
     pub git_ref: Option<String>,
     /// Agent type: one of the server's configured agents (`script` is built in).
+    #[schema(min_length = 1, max_length = 64)]
     pub agent_id: String,
 }
 
@@ -118,7 +119,8 @@ pub struct AgentJobListParams {
 /// command runs over it in a sandbox without network. Answers at once with `pending`.
 #[utoipa::path(post, path = "/agent-jobs", tag = "agent-jobs", operation_id = "create_agent_job_agent_jobs_post",
     request_body = AgentJobRequest,
-    responses((status = 202, body = AgentJobView), (status = 409, body = ErrorBody),
+    responses((status = 202, body = AgentJobView),
+              (status = 402, description = "insufficient_balance", body = ErrorBody), (status = 409, body = ErrorBody),
               (status = 422, body = HTTPValidationError), (status = 429, body = ErrorBody),
               (status = 503, body = ErrorBody)),
     security(("HTTPBearer" = [])))]

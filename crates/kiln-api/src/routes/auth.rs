@@ -13,6 +13,7 @@ use crate::AppState;
 #[utoipa::path(post, path = "/auth/refresh", tag = "auth", operation_id = "refresh_token_auth_refresh_post",
     request_body = TokenRefreshRequest,
     responses((status = 200, body = TokenRefreshResponse), (status = 401, body = crate::models::ErrorBody),
+              (status = 403, description = "the account is deactivated", body = crate::models::ErrorBody),
               (status = 422, body = crate::models::HTTPValidationError)))]
 pub async fn refresh(
     State(state): State<Arc<AppState>>,

@@ -97,7 +97,7 @@ pub async fn deposit(
 /// a paid checkout is credited once however often Stripe delivers it.
 #[utoipa::path(post, path = "/billing/webhook", tag = "billing", operation_id = "stripe_webhook_billing_webhook_post",
     responses((status = 200, body = Object, description = "received, and whether it credited"),
-              (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+              (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn webhook(
     State(state): State<Arc<AppState>>,
     request: Request,

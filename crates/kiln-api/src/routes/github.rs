@@ -20,6 +20,7 @@ use crate::AppState;
     responses((status = 200, body = GitHubOAuthResponse),
               (status = 400, description = "invalid_state", body = crate::models::ErrorBody),
               (status = 401, description = "invalid_code", body = crate::models::ErrorBody),
+              (status = 403, description = "the account is deactivated", body = crate::models::ErrorBody),
               (status = 422, body = crate::models::HTTPValidationError),
               (status = 502, description = "github_unavailable", body = crate::models::ErrorBody),
               (status = 503, description = "github_not_configured", body = crate::models::ErrorBody)))]
@@ -62,7 +63,8 @@ pub async fn authorize(
     responses((status = 200, body = GitHubReposResponse),
               (status = 401, body = crate::models::ErrorBody),
               (status = 409, description = "github_not_linked or github_sign_in_again", body = crate::models::ErrorBody),
-              (status = 502, description = "github_unavailable", body = crate::models::ErrorBody)),
+              (status = 502, description = "github_unavailable", body = crate::models::ErrorBody),
+              (status = 503, description = "github_not_configured", body = crate::models::ErrorBody)),
     security(("HTTPBearer" = [])))]
 pub async fn list_repos(
     State(state): State<Arc<AppState>>,

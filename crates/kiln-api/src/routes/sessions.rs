@@ -20,7 +20,8 @@ const MAX_PAGE_SIZE: i64 = 100;
 /// base_commit in /testbed. Answers at once with `creating`; GET the session to wait.
 #[utoipa::path(post, path = "/sessions", tag = "sessions", operation_id = "create_session_sessions_post",
     request_body = SessionCreateRequest,
-    responses((status = 201, body = SessionCreateResponse), (status = 404, body = ErrorBody),
+    responses((status = 201, body = SessionCreateResponse),
+              (status = 402, description = "insufficient_balance", body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = HTTPValidationError),
               (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("HTTPBearer" = [])))]
@@ -227,7 +228,7 @@ fn check_path(loc: &str, path: &str) -> ApiResult<()> {
     operation_id = "string_replace_sessions__session_id__str_replace_post",
     params(("session_id" = String, Path)), request_body = StringReplaceRequest,
     responses((status = 200, body = StringReplaceResponse), (status = 404, body = ErrorBody),
-              (status = 409, body = ErrorBody), (status = 422, body = HTTPValidationError)),
+              (status = 409, body = ErrorBody), (status = 422, body = HTTPValidationError), (status = 429, body = ErrorBody)),
     security(("HTTPBearer" = [])))]
 pub async fn str_replace(
     State(state): State<Arc<AppState>>,
@@ -273,7 +274,7 @@ pub async fn str_replace(
     operation_id = "upload_file_sessions__session_id__upload_post",
     params(("session_id" = String, Path)), request_body = FileUploadRequest,
     responses((status = 200, body = FileUploadResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
-              (status = 413, body = ErrorBody), (status = 422, body = HTTPValidationError)),
+              (status = 413, body = ErrorBody), (status = 422, body = HTTPValidationError), (status = 429, body = ErrorBody)),
     security(("HTTPBearer" = [])))]
 pub async fn upload(
     State(state): State<Arc<AppState>>,
@@ -328,7 +329,7 @@ pub async fn upload(
     operation_id = "start_verification_sessions__session_id__verify_post",
     params(("session_id" = String, Path)),
     responses((status = 202, body = VerifyStartResponse), (status = 404, body = ErrorBody),
-              (status = 409, body = ErrorBody), (status = 422, body = HTTPValidationError)),
+              (status = 409, body = ErrorBody), (status = 422, body = HTTPValidationError), (status = 429, body = ErrorBody)),
     security(("HTTPBearer" = [])))]
 pub async fn verify(
     State(state): State<Arc<AppState>>,

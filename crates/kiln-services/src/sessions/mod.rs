@@ -416,6 +416,19 @@ impl SessionService {
         let outcome = rx
             .await
             .map_err(|_| ServiceError::Internal("the session's worker stopped".into()))?;
+        if outcome.exit_code == INFRA_EXIT_CODE {
+            // The session ended (closed, expired) while this waited or ran: the caller's
+            // conflict, not a server failure. Ending stores the status before it stops
+            // the worker or the sandbox, so it is visible here.
+            let session = self.owned(user_id, session_id).await?;
+            if !session.status.is_live() {
+                return Err(ServiceError::Conflict(format!(
+                    "session {session_id} is {}; the request did not run: {}",
+                    session.status.as_str(),
+                    outcome.message.as_deref().unwrap_or("its sandbox is gone")
+                )));
+            }
+        }
         Ok((record, outcome))
     }
 
