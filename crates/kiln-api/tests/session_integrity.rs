@@ -1,7 +1,7 @@
 //! A session never lies about its sandbox, and a user's mistake or a race is never a 500:
 //! a sandbox killed from outside terminates its session at once (`sandbox_lost`, billed
 //! once, later calls 409); work queued behind a command when the session is closed gets a
-//! 409; NUL characters are a 422.
+//! 409; NUL characters are a 422; old output is trimmed and marked `output_expired`.
 mod common;
 mod sandbox;
 
@@ -301,4 +301,54 @@ async fn nul_characters_are_a_validation_error_on_every_route() {
     let first = start_exec(&s, &key, &id, "echo fine").await;
     let done = finished(&s, &key, &id, &first).await;
     assert_eq!(done["exit_code"], 0, "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_output_is_trimmed_and_marked_expired() {
+    if !sandbox::prerequisites() {
+        return;
+    }
+    let s = sandbox::start(|c| c.sessions.output_retention_days = 7).await;
+    let key = s.admin_key.clone();
+    let id = create_ready(&s, &key).await;
+    let iid = start_exec(&s, &key, &id, "echo out; echo err >&2").await;
+    let done = finished(&s, &key, &id, &iid).await;
+    assert_eq!(
+        (done["stdout"].as_str(), done["output_expired"].as_bool()),
+        (Some("out\n"), Some(false))
+    );
+
+    let now = chrono::Utc::now();
+    let trimmed = s.kiln.sessions.expire_output(now).await.expect("retention");
+    assert_eq!(trimmed, 0, "younger than 7 days: kept");
+    let later = now + chrono::Duration::days(8);
+    let trimmed = s
+        .kiln
+        .sessions
+        .expire_output(later)
+        .await
+        .expect("retention");
+    assert_eq!(trimmed, 1);
+    let expired = s
+        .get_ok(&key, &format!("/sessions/{id}/interactions/{iid}"))
+        .await;
+    assert_eq!(expired["output_expired"], true, "{expired}");
+    assert!(
+        expired["stdout"].is_null() && expired["stderr"].is_null(),
+        "{expired}"
+    );
+    assert_eq!(
+        (expired["exit_code"].as_i64(), expired["command"].as_str()),
+        (Some(0), Some("echo out; echo err >&2")),
+        "the rest of the interaction stays"
+    );
+    assert_eq!(
+        s.kiln
+            .sessions
+            .expire_output(later)
+            .await
+            .expect("retention"),
+        0,
+        "trimmed once"
+    );
 }

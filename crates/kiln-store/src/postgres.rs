@@ -421,6 +421,15 @@ impl Store for PgStore {
         interactions::list_unfinished_interactions(&self.pool).await
     }
 
+    async fn expire_interaction_output(
+        &self,
+        finished_before: DateTime<Utc>,
+        at: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<u64> {
+        interactions::expire_interaction_output(&self.pool, finished_before, at, limit).await
+    }
+
     async fn insert_verification_job(
         &self,
         job: &NewVerificationJob,

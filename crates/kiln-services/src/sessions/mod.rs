@@ -9,6 +9,7 @@ mod jobs;
 mod lost;
 mod metering;
 mod recovery;
+mod retention;
 mod worker;
 
 use std::collections::HashMap;

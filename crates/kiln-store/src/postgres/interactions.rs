@@ -95,6 +95,26 @@ pub(super) async fn list_unfinished_interactions(pool: &PgPool) -> Result<Vec<In
     found.iter().map(interaction_row).collect()
 }
 
+pub(super) async fn expire_interaction_output(
+    pool: &PgPool,
+    finished_before: chrono::DateTime<chrono::Utc>,
+    at: chrono::DateTime<chrono::Utc>,
+    limit: u64,
+) -> Result<u64> {
+    let done = sqlx::query(
+        "UPDATE interactions SET stdout = ''::bytea, stderr = ''::bytea, output_expired_at = $2 \
+         WHERE interaction_id IN (SELECT interaction_id FROM interactions \
+             WHERE output_expired_at IS NULL AND finished_at IS NOT NULL AND finished_at < $1 \
+             ORDER BY finished_at LIMIT $3)",
+    )
+    .bind(to_micros(finished_before))
+    .bind(to_micros(at))
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 fn utf8_column(row: &PgRow, name: &str) -> Result<String> {
     let bytes: Vec<u8> = row.try_get(name)?;
     String::from_utf8(bytes).map_err(|e| StoreError::Corrupt(format!("{name} is not UTF-8: {e}")))
@@ -125,5 +145,6 @@ fn interaction_row(row: &PgRow) -> Result<InteractionRecord> {
         created_at: row.try_get("created_at")?,
         request: json_column::decode("interaction request", &request)?,
         outcome,
+        output_expired_at: row.try_get("output_expired_at")?,
     })
 }

@@ -101,6 +101,27 @@ pub(super) async fn list_unfinished_interactions(
     found.iter().map(interaction_row).collect()
 }
 
+pub(super) async fn expire_interaction_output(
+    pool: &SqlitePool,
+    finished_before: chrono::DateTime<chrono::Utc>,
+    at: chrono::DateTime<chrono::Utc>,
+    limit: u64,
+) -> Result<u64> {
+    // Fixed-width UTC text compares in time order.
+    let done = sqlx::query(
+        "UPDATE interactions SET stdout = '', stderr = '', output_expired_at = $2 \
+         WHERE interaction_id IN (SELECT interaction_id FROM interactions \
+             WHERE output_expired_at IS NULL AND finished_at IS NOT NULL AND finished_at < $1 \
+             ORDER BY finished_at LIMIT $3)",
+    )
+    .bind(to_sqlite_text(finished_before))
+    .bind(to_sqlite_text(at))
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 fn interaction_row(row: &SqliteRow) -> Result<InteractionRecord> {
     let kind: String = row.try_get("kind")?;
     let request: String = row.try_get("request")?;
@@ -125,5 +146,6 @@ fn interaction_row(row: &SqliteRow) -> Result<InteractionRecord> {
         created_at: time(row, "created_at")?,
         request: json_column::decode("interaction request", &request)?,
         outcome,
+        output_expired_at: optional_time(row, "output_expired_at")?,
     })
 }
