@@ -243,6 +243,39 @@ async fn an_idle_session_learns_at_once_that_its_sandbox_died() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_adopted_after_a_restart_is_watched_too() {
+    if !sandbox::prerequisites() {
+        return;
+    }
+    let s = sandbox::start(|_| {}).await;
+    let key = s.admin_key.clone();
+    let id = create_ready(&s, &key).await;
+    // A crash: the sandbox survives, not a child of the next server.
+    let s = s.restart(false).await;
+    assert_eq!(
+        s.get_ok(&key, &format!("/sessions/{id}")).await["status"],
+        "ready"
+    );
+    kill("-KILL", init_pid(&s, &id));
+    let killed_at = Instant::now();
+    let session = loop {
+        let session = s.get_ok(&key, &format!("/sessions/{id}")).await;
+        if session["status"] != "ready" || killed_at.elapsed() > Duration::from_secs(5) {
+            break session;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(
+        (
+            session["status"].as_str(),
+            session["error"]["code"].as_str()
+        ),
+        (Some("terminated"), Some("sandbox_lost")),
+        "{session}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_a_session_with_work_queued_is_never_a_500() {
     if !sandbox::prerequisites() {
         return;
