@@ -39,7 +39,8 @@ cargo test --workspace --doc
 # dependencies with a narrower feature set.
 step "The API tests that start one server each, again on PostgreSQL"
 KILN_TEST_DATABASE_URL="$KILN_TEST_POSTGRES_URL" \
-  cargo test --workspace --test api --test sessions --test billing --test billing_sessions
+  cargo test --workspace --test api --test sessions --test billing --test billing_sessions \
+    --test session_integrity
 
 step "kiln-runtime on a pure cgroup v2 kernel (Debian's kernel under QEMU; ~3 min)"
 scripts/cgroup2-vm.sh

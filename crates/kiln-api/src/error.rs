@@ -23,6 +23,10 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
+    /// A session whose sandbox died: 409 with its own code, so clients can tell it from
+    /// an ordinary closed session and start a new one.
+    #[error("{0}")]
+    SandboxLost(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{message}")]
@@ -63,6 +67,7 @@ impl ApiError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::SandboxLost(_) => (StatusCode::CONFLICT, "sandbox_lost"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
@@ -101,6 +106,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound { what } => Self::NotFound(format!("{what} not found")),
             ServiceError::Validation(errors) => Self::Validation(errors),
             ServiceError::Conflict(m) => Self::Conflict(m),
+            ServiceError::SandboxLost(m) => Self::SandboxLost(m),
             ServiceError::LimitExceeded(m) => Self::TooManyRequests {
                 message: m,
                 retry_after_secs: 60,

@@ -244,6 +244,8 @@ pub struct ExecCommandInteraction {
     pub execution_time_seconds: Option<f64>,
     pub success: Option<bool>,
     pub message: Option<String>,
+    /// Kiln addition: true once retention removed `stdout` and `stderr` (then null).
+    pub output_expired: Option<bool>,
     pub command: String,
     pub command_timeout: i64,
 }
@@ -260,6 +262,8 @@ pub struct StringReplaceInteraction {
     pub execution_time_seconds: Option<f64>,
     pub success: Option<bool>,
     pub message: Option<String>,
+    /// Kiln addition: true once retention removed `stdout` and `stderr` (then null).
+    pub output_expired: Option<bool>,
     pub file_path: String,
     pub str_to_replace: String,
     pub str_to_insert: String,
@@ -277,6 +281,8 @@ pub struct FileUploadInteraction {
     pub execution_time_seconds: Option<f64>,
     pub success: Option<bool>,
     pub message: Option<String>,
+    /// Kiln addition: true once retention removed `stdout` and `stderr` (then null).
+    pub output_expired: Option<bool>,
     pub file_path: String,
     pub size_bytes: Option<i64>,
     pub make_executable: bool,
@@ -304,6 +310,12 @@ pub fn interaction_json(r: &InteractionRecord) -> Value {
         out["execution_time_seconds"] = json!(o.execution_time_seconds);
         out["success"] = json!(o.success);
         out["message"] = json!(o.message);
+    }
+    // Retention emptied the output: say it is gone rather than serve it as empty.
+    out["output_expired"] = json!(r.output_expired_at.is_some());
+    if r.output_expired_at.is_some() {
+        out["stdout"] = Value::Null;
+        out["stderr"] = Value::Null;
     }
     if let (Some(obj), Some(request)) = (out.as_object_mut(), r.request.as_object()) {
         for (k, v) in request {

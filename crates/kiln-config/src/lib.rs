@@ -75,6 +75,9 @@ pub struct SessionsConfig {
     pub max_upload_bytes: usize,
     /// Interactions that may wait in one session's queue.
     pub max_queued_interactions: usize,
+    /// Days an interaction's stdout and stderr are kept after it finished; older output is
+    /// emptied by a periodic task and the interaction says `output_expired`. 0 keeps it.
+    pub output_retention_days: u32,
 }
 
 impl Default for SessionsConfig {
@@ -90,6 +93,7 @@ impl Default for SessionsConfig {
             max_output_bytes: 1024 * 1024,
             max_upload_bytes: 10 * 1024 * 1024,
             max_queued_interactions: 1000,
+            output_retention_days: 7,
         }
     }
 }

@@ -22,7 +22,7 @@ pub mod spec;
 pub use error::{Result, RuntimeError};
 pub use host_check::{check_host, HostCheck, HostReport};
 pub use local::{default_agent_binary, LocalConfig, LocalRuntime};
-pub use runtime::{ExecEventSink, ReconcileReport, Runtime};
+pub use runtime::{ExecEventSink, ReconcileReport, Runtime, SandboxExit};
 pub use spec::{
     BindMount, Limits, Network, RootLayers, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec,
     Snapshot,

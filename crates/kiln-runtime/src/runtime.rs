@@ -24,6 +24,19 @@ pub struct ReconcileReport {
     pub lost: Vec<SandboxId>,
 }
 
+/// Why a sandbox stopped running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SandboxExit {
+    /// Destroyed through this runtime (`destroy`, `shutdown`, reconciliation).
+    Destroyed,
+    /// It stopped on its own: its init process ended (killed from outside, out of memory,
+    /// crashed). `reason` says what is known, for people.
+    Died {
+        /// What is known of the cause.
+        reason: String,
+    },
+}
+
 /// Creates, runs commands in, snapshots and destroys sandboxes. Object-safe, so the
 /// server holds an `Arc<dyn Runtime>` and picks the backend from its configuration.
 #[async_trait]
@@ -79,6 +92,11 @@ pub trait Runtime: Send + Sync {
 
     /// Kills everything in the sandbox and removes all trace of it.
     async fn destroy(&self, id: &SandboxId) -> Result<()>;
+
+    /// Resolves when the sandbox stops running, however it stops (at once if it already
+    /// has), so its owner can react to a sandbox that died under it. `NotFound` for a
+    /// sandbox this runtime does not run (any more).
+    async fn wait_exit(&self, id: &SandboxId) -> Result<SandboxExit>;
 
     /// The sandboxes this runtime runs.
     async fn list(&self) -> Result<Vec<SandboxInfo>>;

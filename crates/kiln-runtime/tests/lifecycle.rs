@@ -6,7 +6,7 @@ mod support;
 use std::time::Instant;
 
 use kiln_protocol::{ExecEvent, ExecRequest, FileKind, OutputStream, WriteFileRequest};
-use kiln_runtime::{RootLayers, Runtime, RuntimeError, SandboxSpec};
+use kiln_runtime::{RootLayers, Runtime, RuntimeError, SandboxExit, SandboxSpec};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,4 +273,55 @@ async fn a_deep_runtime_root_still_reaches_the_agent() {
         .unwrap();
     assert_eq!(done.stdout.to_string_lossy(), "deep\n");
     runtime.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_exit_tells_a_death_from_a_destroy() {
+    if !prerequisites() {
+        return;
+    }
+    let rt = runtime();
+    let dies = rt.create(busybox_spec("exit-dies")).await.unwrap();
+    let destroyed = rt.create(busybox_spec("exit-destroyed")).await.unwrap();
+    let wait = std::time::Duration::from_secs(5);
+    assert!(
+        tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            rt.wait_exit(&dies.id)
+        )
+        .await
+        .is_err(),
+        "a running sandbox has not exited"
+    );
+
+    // Killed from the host: its init ends, and with it the sandbox.
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &dies.init_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let exit = tokio::time::timeout(wait, rt.wait_exit(&dies.id))
+        .await
+        .expect("noticed")
+        .unwrap();
+    assert!(
+        matches!(&exit, SandboxExit::Died { reason } if reason.contains("init")),
+        "{exit:?}"
+    );
+    rt.destroy(&dies.id).await.unwrap();
+
+    // Destroyed through the runtime: not a death, whoever was waiting.
+    let (exit, gone) = tokio::join!(
+        tokio::time::timeout(wait, rt.wait_exit(&destroyed.id)),
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            rt.destroy(&destroyed.id).await
+        }
+    );
+    gone.unwrap();
+    assert_eq!(exit.expect("noticed").unwrap(), SandboxExit::Destroyed);
+    assert!(matches!(
+        rt.wait_exit(&destroyed.id).await,
+        Err(RuntimeError::NotFound(_))
+    ));
 }

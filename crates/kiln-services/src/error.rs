@@ -34,6 +34,10 @@ pub enum ServiceError {
     Validation(Vec<FieldError>),
     #[error("{0}")]
     Conflict(String),
+    /// The session's sandbox stopped on its own (killed, out of memory): the session was
+    /// terminated and nothing more can run in it.
+    #[error("{0}")]
+    SandboxLost(String),
     #[error("{0}")]
     LimitExceeded(String),
     /// A capability this server cannot offer now (e.g. no sandbox runtime on the host).

@@ -160,6 +160,7 @@ impl Kiln {
         }
         self.sessions.spawn_reaper();
         self.sessions.spawn_metering();
+        self.sessions.spawn_output_retention();
         Ok(report)
     }
 

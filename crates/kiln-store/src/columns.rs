@@ -68,6 +68,7 @@ pub(crate) const INTERACTION: &[&str] = &[
     "success",
     "message",
     "finished_at",
+    "output_expired_at",
 ];
 
 pub(crate) const VERIFICATION_JOB: &[&str] = &[

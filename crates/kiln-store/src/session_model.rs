@@ -138,6 +138,8 @@ pub struct InteractionRecord {
     pub request: serde_json::Value,
     /// `None` while pending or running.
     pub outcome: Option<InteractionOutcome>,
+    /// When retention emptied the outcome's stdout and stderr (`None`: kept).
+    pub output_expired_at: Option<DateTime<Utc>>,
 }
 
 /// The contract's `JobStatus`. Moves forward only: `Pending → Starting → Running →

@@ -255,6 +255,16 @@ pub trait SessionStore: Send + Sync {
     /// Interactions without an outcome, across all sessions, oldest `created_at` first
     /// (restart recovery).
     async fn list_unfinished_interactions(&self) -> Result<Vec<InteractionRecord>>;
+    /// Output retention: empties stdout and stderr of at most `limit` interactions that
+    /// finished before `finished_before` and still hold their output, oldest first, and
+    /// sets their `output_expired_at` to `at`. Returns how many it trimmed (fewer than
+    /// `limit`: none are left).
+    async fn expire_interaction_output(
+        &self,
+        finished_before: DateTime<Utc>,
+        at: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<u64>;
 }
 
 /// Verification jobs of sessions.

@@ -153,6 +153,13 @@ pub async fn exec(
             "string_too_short",
         ));
     }
+    if req.command.contains('\0') {
+        return Err(ApiError::invalid(
+            &["body", "command"],
+            "Value error, the command contains a NUL character (\\u0000), which no program argument can hold",
+            "value_error",
+        ));
+    }
     if req.command.len() > config.max_command_bytes {
         return Err(ApiError::invalid(
             &["body", "command"],

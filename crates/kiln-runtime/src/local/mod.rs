@@ -3,6 +3,7 @@
 
 mod bwrap;
 pub mod cgroup;
+mod exit_watch;
 mod layout;
 mod mount_namespace;
 mod overlay;

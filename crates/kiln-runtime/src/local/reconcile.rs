@@ -105,7 +105,7 @@ impl LocalRuntime {
         let sandbox = Sandbox::new(
             state.spec(id.clone()),
             dirs,
-            cgroup,
+            (Arc::clone(&self.cgroups), cgroup),
             state.init_pid,
             state.created_at(),
         );

@@ -14,7 +14,7 @@ use crate::host_check::{self, HostReport};
 use crate::local::layout::SandboxDirs;
 use crate::local::sandbox::Sandbox;
 use crate::local::{remove_socket_link, teardown, LocalRuntime, Slot};
-use crate::runtime::{ExecEventSink, ReconcileReport, Runtime};
+use crate::runtime::{ExecEventSink, ReconcileReport, Runtime, SandboxExit};
 use crate::spec::{SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot};
 
 /// How long destroy waits for bwrap's monitor to be reaped after the kill.
@@ -37,6 +37,7 @@ impl LocalRuntime {
 
     /// Removes a sandbox from the table and tears it down; `None` when it was not there.
     pub(crate) async fn destroy_sandbox(&self, sandbox: Arc<Sandbox>) -> Result<()> {
+        sandbox.exit.mark_destroying();
         let cgroups = Arc::clone(&self.cgroups);
         let (cgroup, dirs) = (sandbox.cgroup.clone(), sandbox.dirs.clone());
         tokio::task::spawn_blocking(move || teardown::teardown(cgroups.as_ref(), &cgroup, &dirs))
@@ -201,6 +202,12 @@ impl Runtime for LocalRuntime {
             _ if self.sandbox_dir(id).exists() => self.teardown_leftovers(id.as_str()).await,
             _ => Err(RuntimeError::NotFound(id.to_string())),
         }
+    }
+
+    async fn wait_exit(&self, id: &SandboxId) -> Result<SandboxExit> {
+        // The record is not held while waiting: a destroy may drop it meanwhile.
+        let exit = self.get(id)?.exit.wait();
+        Ok(exit.await)
     }
 
     async fn list(&self) -> Result<Vec<SandboxInfo>> {

@@ -6,7 +6,8 @@ use std::time::SystemTime;
 use kiln_protocol::AsyncAgentClient;
 use tokio::process::Child;
 
-use crate::local::cgroup::SandboxCgroup;
+use crate::local::cgroup::{CgroupBackend, SandboxCgroup};
+use crate::local::exit_watch::ExitWatch;
 use crate::local::layout::SandboxDirs;
 use crate::spec::{SandboxHandle, SandboxSpec};
 
@@ -31,18 +32,22 @@ pub struct Sandbox {
     pub monitor: tokio::sync::Mutex<Option<Child>>,
     /// The tail of bwrap's and the agent's stderr.
     pub stderr_tail: Option<Arc<Mutex<Vec<u8>>>>,
+    /// Tells when the init ends, and whether a destroy ended it.
+    pub exit: ExitWatch,
 }
 
 impl Sandbox {
-    /// A sandbox record; the client is pointed at its socket.
+    /// A sandbox record; the client is pointed at its socket, and the init (a process of
+    /// `cgroup`) is watched from now on.
     pub fn new(
         spec: SandboxSpec,
         dirs: SandboxDirs,
-        cgroup: SandboxCgroup,
+        (cgroups, cgroup): (Arc<dyn CgroupBackend>, SandboxCgroup),
         init_pid: u32,
         created_at: SystemTime,
     ) -> Self {
         Sandbox {
+            exit: ExitWatch::start(init_pid, cgroups, cgroup.clone()),
             client: AsyncAgentClient::new(dirs.socket()),
             spec,
             dirs,

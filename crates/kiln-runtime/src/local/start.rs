@@ -100,7 +100,7 @@ impl LocalRuntime {
         let mut sandbox = Sandbox::new(
             spec.clone(),
             dirs.clone(),
-            cgroup,
+            (Arc::clone(&self.cgroups), cgroup),
             launched.init_pid,
             SystemTime::now(),
         );

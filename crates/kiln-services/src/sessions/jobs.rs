@@ -18,10 +18,10 @@ impl SessionService {
     ) -> ServiceResult<VerificationJobRecord> {
         let session = self.owned(user_id, session_id).await?;
         if !session.status.is_live() {
-            return Err(ServiceError::Conflict(format!(
-                "session {session_id} is {}; verification needs a live session",
-                session.status.as_str()
-            )));
+            return Err(super::not_live(
+                &session,
+                "verification needs a live session",
+            ));
         }
         let sample = self
             .store

@@ -6,8 +6,10 @@
 //! [`Changes`], so long-polling readers see it at once and a restart loses nothing that
 //! was acknowledged.
 mod jobs;
+mod lost;
 mod metering;
 mod recovery;
+mod retention;
 mod worker;
 
 use std::collections::HashMap;
@@ -28,7 +30,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::changes::Changes;
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::new_id;
+use lost::{not_live, Ended};
 
+pub use lost::SANDBOX_LOST;
 pub use recovery::RecoveryReport;
 pub use worker::{Action, INFRA_EXIT_CODE};
 
@@ -49,8 +53,8 @@ pub enum SandboxBackend {
 enum Readiness {
     Creating,
     Ready(SandboxId),
-    /// Failed to start, closed, or expired: queued work fails.
-    Gone(String),
+    /// Failed to start, closed, expired, or its sandbox died: queued work fails.
+    Gone(Ended),
 }
 
 struct LiveSession {
@@ -218,7 +222,8 @@ impl SessionService {
                 .await
             {
                 Ok(Some(_)) => {
-                    live.readiness.send_replace(Readiness::Ready(id));
+                    live.readiness.send_replace(Readiness::Ready(id.clone()));
+                    self.watch_sandbox(&session.session_id, id);
                 }
                 // Closed (or failed) while the sandbox was starting: it must not outlive that.
                 Ok(None) => self.destroy_sandbox(&id).await,
@@ -251,9 +256,10 @@ impl SessionService {
         {
             tracing::error!(session = %session.session_id, error = %e, "cannot record a failed start");
         }
-        live.readiness.send_replace(Readiness::Gone(format!(
-            "the session failed to start: {message}"
-        )));
+        live.readiness
+            .send_replace(Readiness::Gone(Ended::closed(format!(
+                "the session failed to start: {message}"
+            ))));
         self.forget(&session.session_id);
         self.changes.notify(&session.session_id);
     }
@@ -274,6 +280,7 @@ impl SessionService {
         self.lock_live()
             .insert(session.session_id.clone(), live.clone());
         let ctx = worker::WorkerContext {
+            service: Arc::downgrade(self),
             store: self.store.clone(),
             runtime: self.runtime().ok().map(|(r, ..)| r.clone()),
             changes: self.changes.clone(),
@@ -318,19 +325,13 @@ impl SessionService {
     pub async fn close(&self, user_id: &str, session_id: &str) -> ServiceResult<SessionRecord> {
         let session = self.owned(user_id, session_id).await?;
         if !session.status.is_live() {
-            return Err(ServiceError::Conflict(format!(
-                "session {session_id} is already {}",
-                session.status.as_str()
-            )));
+            return Err(not_live(&session, "it cannot be closed again"));
         }
         match self.end(session_id, SessionStatus::Closed, None).await? {
             Some(ended) => Ok(ended),
             None => {
                 let now = self.owned(user_id, session_id).await?;
-                Err(ServiceError::Conflict(format!(
-                    "session {session_id} is already {}",
-                    now.status.as_str()
-                )))
+                Err(not_live(&now, "it cannot be closed again"))
             }
         }
     }
@@ -345,9 +346,14 @@ impl SessionService {
         reason: Option<(&str, String)>,
     ) -> ServiceResult<Option<SessionRecord>> {
         let gone = match (&reason, status) {
-            (Some((_, message)), _) => message.clone(),
-            (None, SessionStatus::Terminated) => "the session expired (its TTL ended)".into(),
-            (None, _) => "the session was closed".into(),
+            (Some((code, message)), _) => Ended {
+                lost: *code == SANDBOX_LOST,
+                message: message.clone(),
+            },
+            (None, SessionStatus::Terminated) => {
+                Ended::closed("the session expired (its TTL ended)")
+            }
+            (None, _) => Ended::closed("the session was closed"),
         };
         let Some(ended) = self
             .end_billed(
@@ -361,17 +367,16 @@ impl SessionService {
         else {
             return Ok(None);
         };
-        let reason = gone.as_str();
         if let Some(live) = self.forget(session_id) {
-            live.readiness.send_replace(Readiness::Gone(reason.into()));
+            live.readiness.send_replace(Readiness::Gone(gone.clone()));
         }
-        self.end_jobs(
-            Some(session_id),
-            JobStatus::Cancelled,
-            "session_ended",
-            reason,
-        )
-        .await?;
+        let (job_status, job_code) = if gone.lost {
+            (JobStatus::Error, SANDBOX_LOST)
+        } else {
+            (JobStatus::Cancelled, "session_ended")
+        };
+        self.end_jobs(Some(session_id), job_status, job_code, &gone.message)
+            .await?;
         if let Some(sandbox) = ended
             .sandbox_id
             .as_deref()
@@ -413,23 +418,21 @@ impl SessionService {
         let record = self
             .submit_inner(user_id, session_id, action, Some(tx))
             .await?;
-        let outcome = rx
-            .await
-            .map_err(|_| ServiceError::Internal("the session's worker stopped".into()))?;
-        if outcome.exit_code == INFRA_EXIT_CODE {
-            // The session ended (closed, expired) while this waited or ran: the caller's
-            // conflict, not a server failure. Ending stores the status before it stops
-            // the worker or the sandbox, so it is visible here.
-            let session = self.owned(user_id, session_id).await?;
-            if !session.status.is_live() {
-                return Err(ServiceError::Conflict(format!(
-                    "session {session_id} is {}; the request did not run: {}",
-                    session.status.as_str(),
-                    outcome.message.as_deref().unwrap_or("its sandbox is gone")
-                )));
+        match rx.await {
+            Ok(Ok(outcome)) => Ok((record, outcome)),
+            // Queued work of a session that ended (closed, expired, sandbox lost) first.
+            Ok(Err(ended)) => Err(ended.error(session_id)),
+            Err(_) => {
+                let session = self.owned(user_id, session_id).await?;
+                if session.status.is_live() {
+                    Err(ServiceError::Internal(
+                        "the session's worker stopped".into(),
+                    ))
+                } else {
+                    Err(not_live(&session, "commands need a live session"))
+                }
             }
         }
-        Ok((record, outcome))
     }
 
     async fn submit_inner(
@@ -437,18 +440,23 @@ impl SessionService {
         user_id: &str,
         session_id: &str,
         action: Action,
-        reply: Option<oneshot::Sender<InteractionOutcome>>,
+        reply: Option<worker::Reply>,
     ) -> ServiceResult<InteractionRecord> {
+        action.check()?;
         let session = self.owned(user_id, session_id).await?;
         if !session.status.is_live() {
-            return Err(ServiceError::Conflict(format!(
-                "session {session_id} is {}; commands need a live session",
-                session.status.as_str()
-            )));
+            return Err(not_live(&session, "commands need a live session"));
         }
-        let live = self.lock_live().get(session_id).cloned().ok_or_else(|| {
-            ServiceError::Conflict(format!("session {session_id} is no longer running"))
-        })?;
+        let live = self.lock_live().get(session_id).cloned();
+        let Some(live) = live else {
+            // Ended between the two reads: say how, as for any later call.
+            let now = self.owned(user_id, session_id).await?;
+            return Err(if now.status.is_live() {
+                ServiceError::Conflict(format!("session {session_id} is no longer running"))
+            } else {
+                not_live(&now, "commands need a live session")
+            });
+        };
         let permit = live.queue.try_reserve().map_err(|_| {
             ServiceError::LimitExceeded(format!(
                 "session {session_id} already has {} interactions waiting; wait for some to finish",
@@ -562,6 +570,23 @@ pub fn sample_image_reference(dataset: &str, instance_id: &str) -> String {
 
 /// The request half of an interaction, as the contract shows it.
 impl Action {
+    /// What no sandbox can take, whoever asks: a NUL cannot be part of a program's
+    /// argument or of a path. (The HTTP layer checks first; this guards other callers.)
+    fn check(&self) -> ServiceResult<()> {
+        let (field, value) = match self {
+            Action::Exec { command, .. } => ("command", command),
+            Action::StrReplace { path, .. } | Action::Upload { path, .. } => ("file_path", path),
+        };
+        if value.contains('\0') {
+            return Err(ServiceError::invalid(
+                &["body", field],
+                format!("Value error, the {field} contains a NUL character (\\u0000), which no program argument or path can hold"),
+                "value_error",
+            ));
+        }
+        Ok(())
+    }
+
     fn describe(&self) -> (InteractionKind, serde_json::Value) {
         match self {
             Action::Exec {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use kiln_runtime::SandboxId;
 use kiln_store::{InteractionOutcome, JobStatus, SessionStatus};
 
-use super::{Readiness, SessionService, INFRA_EXIT_CODE};
+use super::{Ended, Readiness, SessionService, INFRA_EXIT_CODE};
 use crate::error::{ServiceError, ServiceResult};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -119,7 +119,8 @@ impl SessionService {
             if alive && session.expires_at > now {
                 let id = SandboxId::new(session.sandbox_id.clone().unwrap_or_default())
                     .map_err(|e| ServiceError::Internal(e.to_string()))?;
-                self.start_worker(&session, Readiness::Ready(id));
+                self.start_worker(&session, Readiness::Ready(id.clone()));
+                self.watch_sandbox(&session.session_id, id);
                 report.sessions_resumed += 1;
             } else if session.status == SessionStatus::Creating {
                 self.store
@@ -173,8 +174,9 @@ impl SessionService {
         let sessions: Vec<String> = self.lock_live().keys().cloned().collect();
         for id in &sessions {
             if let Some(live) = self.forget(id) {
-                live.readiness
-                    .send_replace(Readiness::Gone("the server is shutting down".into()));
+                live.readiness.send_replace(Readiness::Gone(Ended::closed(
+                    "the server is shutting down",
+                )));
             }
         }
         if let Ok((runtime, ..)) = self.runtime() {

@@ -1,15 +1,16 @@
 //! A session's worker: runs its interactions one at a time, in the order received, and
 //! stores each outcome before announcing it.
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use kiln_protocol::{Binary, ExecRequest, WriteFileRequest};
-use kiln_runtime::{Runtime, RuntimeError, SandboxId};
+use kiln_runtime::{Runtime, RuntimeError, SandboxExit, SandboxId};
 use kiln_store::{InteractionOutcome, JobStatus, JobUpdate, Store};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::Readiness;
+use super::lost::{Ended, SANDBOX_LOST};
+use super::{Readiness, SessionService};
 use crate::changes::Changes;
 use crate::verification::run::Step;
 use crate::verification::{result_json, VerifyPlan};
@@ -19,6 +20,13 @@ use crate::verification::{result_json, VerifyPlan};
 pub const INFRA_EXIT_CODE: i64 = -1000;
 /// What `timeout(1)` returns, and what a timed-out command reports.
 const TIMEOUT_EXIT_CODE: i64 = 124;
+/// After an infrastructure failure, how long the runtime has to report that the sandbox
+/// died (an agent's broken connection and its process's end are noticed apart, ms apart).
+const LIVENESS_GRACE: Duration = Duration::from_secs(1);
+
+/// Where a caller waiting for its interaction hears how it went: its outcome, or why it
+/// could not run (the session ended first, or its sandbox died under it).
+pub(super) type Reply = oneshot::Sender<Result<InteractionOutcome, Ended>>;
 
 /// What an interaction asks of the sandbox.
 #[derive(Debug, Clone)]
@@ -43,7 +51,7 @@ pub(super) enum Work {
     Interaction {
         interaction_id: String,
         action: Action,
-        reply: Option<oneshot::Sender<InteractionOutcome>>,
+        reply: Option<Reply>,
     },
     Verify {
         job_id: String,
@@ -52,6 +60,8 @@ pub(super) enum Work {
 }
 
 pub(super) struct WorkerContext {
+    /// To end the session when its sandbox turns out dead (weak: the service owns workers).
+    pub service: Weak<SessionService>,
     pub store: Arc<dyn Store>,
     pub runtime: Option<Arc<dyn Runtime>>,
     pub changes: Arc<Changes>,
@@ -72,7 +82,7 @@ pub(super) async fn run(
                 break current;
             }
             if readiness.changed().await.is_err() {
-                break Readiness::Gone("the session's worker stopped".into());
+                break Readiness::Gone(Ended::closed("the session's worker stopped"));
             }
         };
         match work {
@@ -81,29 +91,29 @@ pub(super) async fn run(
                 action,
                 reply,
             } => {
-                let outcome = match (&state, &ctx.runtime) {
+                let result = match (&state, &ctx.runtime) {
                     (Readiness::Ready(sandbox), Some(runtime)) => {
-                        perform(runtime.as_ref(), sandbox, &action, ctx.max_output_bytes).await
+                        let outcome =
+                            perform(runtime.as_ref(), sandbox, &action, ctx.max_output_bytes).await;
+                        if outcome.exit_code != INFRA_EXIT_CODE {
+                            Ok(outcome)
+                        } else {
+                            // Failed in the infrastructure: was it the sandbox dying?
+                            let ended =
+                                ended_under(&ctx, runtime.as_ref(), sandbox, &readiness).await;
+                            ended.map_or(Ok(outcome), Err)
+                        }
                     }
-                    (Readiness::Gone(why), _) => failed(why.clone()),
-                    _ => failed("this server cannot run sandboxes".into()),
+                    (Readiness::Gone(ended), _) => Err(ended.clone()),
+                    _ => Ok(failed("this server cannot run sandboxes".into())),
                 };
-                finish(&ctx, &interaction_id, reply, outcome).await;
+                finish(&ctx, &interaction_id, reply, result).await;
             }
             Work::Verify { job_id, plan } => match (&state, &ctx.runtime) {
                 (Readiness::Ready(sandbox), Some(runtime)) => {
-                    verify(&ctx, runtime.as_ref(), sandbox, &job_id, &plan).await
+                    verify(&ctx, runtime.as_ref(), sandbox, &job_id, &plan, &readiness).await
                 }
-                (Readiness::Gone(why), _) => {
-                    update_job(
-                        &ctx,
-                        &job_id,
-                        JobStatus::Cancelled,
-                        None,
-                        Some(("session_ended", why.clone())),
-                    )
-                    .await
-                }
+                (Readiness::Gone(ended), _) => end_job(&ctx, &job_id, ended).await,
                 _ => {
                     let why = "this server cannot run sandboxes".to_string();
                     update_job(
@@ -120,23 +130,79 @@ pub(super) async fn run(
     }
 }
 
+/// Stores the outcome (an infrastructure failure, -1000, for work the session's end cut
+/// off), announces it, then answers a waiting caller.
 async fn finish(
     ctx: &WorkerContext,
     interaction_id: &str,
-    reply: Option<oneshot::Sender<InteractionOutcome>>,
-    outcome: InteractionOutcome,
+    reply: Option<Reply>,
+    result: Result<InteractionOutcome, Ended>,
 ) {
+    let cut_off;
+    let outcome = match &result {
+        Ok(outcome) => outcome,
+        Err(ended) => {
+            cut_off = failed(ended.message.clone());
+            &cut_off
+        }
+    };
     if let Err(e) = ctx
         .store
-        .complete_interaction(interaction_id, &outcome)
+        .complete_interaction(interaction_id, outcome)
         .await
     {
         tracing::error!(interaction = %interaction_id, error = %e, "cannot store an interaction's outcome");
     }
     ctx.changes.notify(&ctx.session_id);
     if let Some(reply) = reply {
-        let _ = reply.send(outcome);
+        let _ = reply.send(result);
     }
+}
+
+/// After an infrastructure failure: whether the session ended meanwhile, or its sandbox
+/// died (then the session is ended here, as the runtime's own notice would). `None`: the
+/// sandbox runs, and the failure was just that.
+async fn ended_under(
+    ctx: &WorkerContext,
+    runtime: &dyn Runtime,
+    sandbox: &SandboxId,
+    readiness: &watch::Receiver<Readiness>,
+) -> Option<Ended> {
+    let gone = || match &*readiness.borrow() {
+        Readiness::Gone(ended) => Some(ended.clone()),
+        _ => None,
+    };
+    if let Some(ended) = gone() {
+        return Some(ended);
+    }
+    match tokio::time::timeout(LIVENESS_GRACE, runtime.wait_exit(sandbox)).await {
+        Ok(Ok(SandboxExit::Died { reason })) => {
+            if let Some(service) = ctx.service.upgrade() {
+                service.sandbox_lost(&ctx.session_id, &reason).await;
+            }
+            Some(gone().unwrap_or_else(|| Ended::lost(&reason)))
+        }
+        // Destroyed or unknown: the session was ended (it is, before its sandbox goes).
+        Ok(_) => Some(gone().unwrap_or_else(|| Ended::closed("the session's sandbox was removed"))),
+        Err(_) => None,
+    }
+}
+
+/// A verification job that cannot run (or finish) because the session ended.
+async fn end_job(ctx: &WorkerContext, job_id: &str, ended: &Ended) {
+    let (status, code) = if ended.lost {
+        (JobStatus::Error, SANDBOX_LOST)
+    } else {
+        (JobStatus::Cancelled, "session_ended")
+    };
+    update_job(
+        ctx,
+        job_id,
+        status,
+        None,
+        Some((code, ended.message.clone())),
+    )
+    .await
 }
 
 async fn verify(
@@ -145,6 +211,7 @@ async fn verify(
     sandbox: &SandboxId,
     job_id: &str,
     plan: &VerifyPlan,
+    readiness: &watch::Receiver<Readiness>,
 ) {
     update_job(ctx, job_id, JobStatus::Starting, None, None).await;
     // Steps are reported from inside the run; the store is updated beside it, in order.
@@ -178,6 +245,9 @@ async fn verify(
             .await
         }
         Err(e) => {
+            if let Some(ended) = ended_under(ctx, runtime, sandbox, readiness).await {
+                return end_job(ctx, job_id, &ended).await;
+            }
             tracing::warn!(job = job_id, error = %e, "verification could not run");
             let why = format!("the verifier could not run: {e}");
             update_job(

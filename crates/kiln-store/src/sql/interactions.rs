@@ -3,6 +3,8 @@
 //! take the lock in turn (SQLite's write lock; on PostgreSQL the session's row lock, taken by
 //! the `UPDATE` and held to commit), so each reads the number the previous one committed. A
 //! failed insert rolls the counter back with it: no gap.
+use chrono::{DateTime, Utc};
+
 use super::dialect::{Dialect, QueryExt};
 use super::output::Output;
 use super::SqlStore;
@@ -107,6 +109,30 @@ pub(super) async fn list_unfinished<D: Dialect>(
     found.iter().map(interaction_row::<D>).collect()
 }
 
+/// Retention: see [`crate::SessionStore::expire_interaction_output`]. Both backends order
+/// `finished_at` as time (TIMESTAMPTZ; fixed-width UTC text on SQLite).
+pub(super) async fn expire_output<D: Dialect>(
+    store: &SqlStore<D>,
+    finished_before: DateTime<Utc>,
+    at: DateTime<Utc>,
+    limit: u64,
+) -> Result<u64> {
+    let mut conn = store.conn().await?;
+    let done = sqlx::query(
+        "UPDATE interactions SET stdout = $3, stderr = $3, output_expired_at = $2 \
+         WHERE interaction_id IN (SELECT interaction_id FROM interactions \
+             WHERE output_expired_at IS NULL AND finished_at IS NOT NULL AND finished_at < $1 \
+             ORDER BY finished_at LIMIT $4)",
+    )
+    .arg(Stamp(finished_before))
+    .arg(Stamp(at))
+    .arg(Output::of(""))
+    .arg(i64::try_from(limit).unwrap_or(i64::MAX))
+    .execute(D::exec(&mut conn))
+    .await?;
+    Ok(D::rows_affected(&done))
+}
+
 fn interaction_row<D: Dialect>(row: &D::Row) -> Result<InteractionRecord> {
     let kind: String = D::get(row, "kind")?;
     let request: String = D::get(row, "request")?;
@@ -130,5 +156,6 @@ fn interaction_row<D: Dialect>(row: &D::Row) -> Result<InteractionRecord> {
         created_at: D::time(row, "created_at")?,
         request: json_column::decode("interaction request", &request)?,
         outcome,
+        output_expired_at: D::opt_time(row, "output_expired_at")?,
     })
 }

@@ -220,4 +220,13 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
     async fn list_unfinished_interactions(&self) -> Result<Vec<InteractionRecord>> {
         interactions::list_unfinished(self).await
     }
+
+    async fn expire_interaction_output(
+        &self,
+        finished_before: DateTime<Utc>,
+        at: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<u64> {
+        interactions::expire_output(self, finished_before, at, limit).await
+    }
 }

@@ -15,6 +15,7 @@ mod github;
 mod harness;
 mod interactions;
 mod opening;
+mod output_retention;
 mod persistence;
 mod samples;
 mod session_races;
@@ -70,6 +71,7 @@ on_both_backends!(
     interactions::interactions_are_numbered_and_completed_once,
     interactions::interactions_belong_to_their_session,
     interactions::failed_interaction_inserts_use_no_number,
+    output_retention::old_output_is_expired_once_oldest_first,
     verification_jobs::job_runs_to_completion,
     verification_jobs::jobs_fail_cancel_and_skip_states,
     verification_jobs::job_ids_and_references_are_checked,
