@@ -19,7 +19,7 @@ pub mod local;
 pub mod runtime;
 pub mod spec;
 
-pub use error::{Result, RuntimeError};
+pub use error::{Resource, Result, RuntimeError};
 pub use host_check::{check_host, HostCheck, HostReport};
 pub use local::{default_agent_binary, LocalConfig, LocalRuntime};
 pub use runtime::{ExecEventSink, ReconcileReport, Runtime};

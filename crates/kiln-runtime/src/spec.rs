@@ -99,11 +99,15 @@ impl RootLayers {
     }
 }
 
-/// Resource limits enforced by the sandbox's cgroup. `None` leaves a resource unlimited.
+/// Resource limits enforced by the sandbox's cgroup and its disk. `None` leaves a
+/// resource unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Memory (including tmpfs) in bytes; swap is not allowed on top of it.
+    /// Memory in bytes; swap is not allowed on top of it.
     pub memory_bytes: Option<u64>,
+    /// Size of the writable layer (everything the sandbox writes, `/tmp` included), in
+    /// bytes: a filesystem of its own, so writing past it fails inside with `ENOSPC`.
+    pub disk_bytes: Option<u64>,
     /// Processes and threads at once.
     pub pids: Option<u64>,
     /// CPU time per wall-clock time, in thousandths of a core (1000 = one core).
@@ -111,10 +115,12 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// 2 GiB, 512 tasks, one core: enough for a test suite, small enough to pack many.
+    /// 2 GiB, 10 GiB of disk, 512 tasks, one core: enough for a test suite, small
+    /// enough to pack many.
     fn default() -> Self {
         Limits {
             memory_bytes: Some(2 << 30),
+            disk_bytes: Some(10 << 30),
             pids: Some(512),
             cpu_millicores: Some(1000),
         }

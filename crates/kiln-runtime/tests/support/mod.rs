@@ -125,11 +125,17 @@ impl Drop for TestRuntime {
 }
 
 pub fn runtime() -> TestRuntime {
+    runtime_with(|_| {})
+}
+
+/// A runtime in a fresh root directory with its configuration adjusted by `adjust`.
+pub fn runtime_with(adjust: impl FnOnce(&mut LocalConfig)) -> TestRuntime {
     let root = tempfile::Builder::new()
         .prefix("kiln-rt-test-")
         .tempdir_in("/var/tmp")
         .unwrap();
-    let config = LocalConfig::new(root.path(), agent_binary());
+    let mut config = LocalConfig::new(root.path(), agent_binary());
+    adjust(&mut config);
     let runtime = LocalRuntime::new(config).unwrap();
     TestRuntime { runtime, root }
 }
