@@ -1,0 +1,62 @@
+//! Admission control over HTTP, with real sandboxes: a node whose memory budget is taken
+//! refuses a new session with 503 `node_full` and `Retry-After` before storing anything,
+//! and a closed session gives its room back.
+mod common;
+mod sandbox;
+
+use common::{assert_error, bearer, json};
+use sandbox::{DATASET, SAMPLE};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_answers_503_node_full_with_retry_after() {
+    if !sandbox::prerequisites() {
+        return;
+    }
+    // Room for exactly one session of the default 2 GiB: a 2 GiB budget, no overcommit.
+    let s = sandbox::start(|c| {
+        c.runtime.memory_budget_mib = Some(2048);
+        c.runtime.memory_overcommit = 1.0;
+        c.runtime.disk_mib = 256;
+    })
+    .await;
+    let key = s.admin_key.clone();
+    let create = json!({"dataset": DATASET, "sample_id": SAMPLE});
+    let (status, first) = s.post_as(&key, "/sessions", &create).await;
+    assert_eq!(status, 201, "{first}");
+    let first = first["session_id"].as_str().expect("id").to_string();
+    let (_, session) = s.get_as(&key, &format!("/sessions/{first}")).await;
+    assert_eq!(session["status"], "ready", "{session}");
+
+    let response = s
+        .post("/sessions")
+        .header("Authorization", bearer(&key))
+        .json(&create)
+        .send()
+        .await
+        .expect("send");
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(retry_after.is_some_and(|secs| secs > 0), "{retry_after:?}");
+    let (status, body) = json(response).await;
+    assert_error(status, &body, 503, "node_full");
+    let (_, listing) = s.get_as(&key, "/sessions").await;
+    assert_eq!(
+        listing["total_count"], 1,
+        "a refused create stores nothing: {listing}"
+    );
+
+    let (status, _) = s.delete_as(&key, &format!("/sessions/{first}")).await;
+    assert_eq!(status, 200);
+    let (status, second) = s.post_as(&key, "/sessions", &create).await;
+    assert_eq!(
+        status, 201,
+        "the closed session's room is free again: {second}"
+    );
+    let second = second["session_id"].as_str().expect("id").to_string();
+    let (_, session) = s.get_as(&key, &format!("/sessions/{second}")).await;
+    assert_eq!(session["status"], "ready", "{session}");
+}
