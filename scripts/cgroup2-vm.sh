@@ -23,8 +23,9 @@ work="$(mktemp -d /var/tmp/kiln-vm.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$cache"
 
-# ---- 1. Debian's current kernel: vmlinuz, overlay.ko, and loop.ko + ext4.ko for the
-#         sandboxes' disk limits (each with what it depends on, unless built in) ----
+# ---- 1. Debian's current kernel: vmlinuz, overlay.ko, and for the sandboxes' disk limits
+#         loop.ko, ext4.ko and crc32c (which ext4 asks the crypto API for); each with what
+#         it depends on, unless built in ----
 kernel_package() {
   apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }'
 }
@@ -35,7 +36,7 @@ if [ -z "$pkg" ]; then
 fi
 [ -n "$pkg" ] || { say "cannot tell which kernel linux-image-amd64 depends on"; exit 2; }
 kdir="$cache/$pkg"
-want_modules="overlay loop ext4"
+want_modules="overlay loop crc32c_generic ext4"
 if [ ! -f "$kdir/vmlinuz" ] || [ ! -f "$kdir/modules.order" ] \
   || [ "$(cat "$kdir/modules.want" 2>/dev/null)" != "$want_modules" ]; then
   say "fetching $pkg from Debian"

@@ -24,6 +24,6 @@ pub use host_check::{check_host, HostCheck, HostReport};
 pub use local::{default_agent_binary, LocalConfig, LocalRuntime};
 pub use runtime::{ExecEventSink, ReconcileReport, Runtime};
 pub use spec::{
-    BindMount, Limits, Network, RootLayers, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec,
-    Snapshot,
+    BindMount, Limits, Network, ResourceUsage, RootLayers, SandboxHandle, SandboxId, SandboxInfo,
+    SandboxSpec, Snapshot,
 };

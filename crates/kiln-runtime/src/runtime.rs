@@ -7,7 +7,9 @@ use kiln_protocol::{
 
 use crate::error::Result;
 use crate::host_check::HostReport;
-use crate::spec::{Limits, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot};
+use crate::spec::{
+    Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot,
+};
 
 /// Receives the start and the output chunks of a streaming exec, in order.
 pub type ExecEventSink<'a> = &'a mut (dyn FnMut(ExecEvent) + Send);
@@ -92,6 +94,9 @@ pub trait Runtime: Send + Sync {
 
     /// The sandboxes this runtime runs.
     async fn list(&self) -> Result<Vec<SandboxInfo>>;
+
+    /// What a sandbox has used so far: CPU time, memory peak, disk, processes.
+    async fn usage(&self, id: &SandboxId) -> Result<ResourceUsage>;
 
     /// Whether the host can run sandboxes, and what to install if not.
     async fn health(&self) -> HostReport;

@@ -231,6 +231,20 @@ pub struct SandboxInfo {
     pub memory_bytes: Option<u64>,
 }
 
+/// What a sandbox has used, as its cgroup and its disk report it; `None` where this host
+/// does not report it (e.g. CPU time on cgroup v1 without `cpuacct` beside `cpu`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ResourceUsage {
+    /// CPU time of all its processes so far.
+    pub cpu_time: Option<std::time::Duration>,
+    /// Highest memory charged to it at once.
+    pub memory_peak_bytes: Option<u64>,
+    /// Bytes in use on its disk (only with a disk limit: its own filesystem).
+    pub disk_used_bytes: Option<u64>,
+    /// Processes and threads now.
+    pub pids: Option<u64>,
+}
+
 /// A frozen copy of a sandbox's changes: a read-only directory usable as an overlay layer.
 #[derive(Debug, Clone)]
 pub struct Snapshot {

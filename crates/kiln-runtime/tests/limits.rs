@@ -175,6 +175,15 @@ async fn filling_tmp_hits_the_disk_limit_not_memory_and_the_next_command_works()
         disk / MIB
     );
     assert!(!rt.oom_killed(&id("tmpfill")).unwrap());
+    let usage = rt.usage(&id("tmpfill")).await.unwrap();
+    assert!(
+        usage
+            .disk_used_bytes
+            .is_some_and(|used| used > disk * 8 / 10),
+        "{usage:?}"
+    );
+    assert!(usage.pids.is_some_and(|n| n >= 1), "{usage:?}");
+    assert!(usage.memory_peak_bytes.is_some_and(|m| m > 0), "{usage:?}");
     let start = Instant::now();
     let (code, out) = sh(&rt, "tmpfill", "echo next").await;
     assert_eq!((code, out.as_str()), (0, "next\n"));

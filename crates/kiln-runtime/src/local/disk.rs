@@ -19,12 +19,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::mount::{mount, MsFlags};
 
 use crate::error::{Result, RuntimeError};
 use crate::local::{find_in_path, loopdev, overlay};
+
+/// How long the refill waits before each entry while the pool still has one ready.
+const REFILL_PAUSE: Duration = Duration::from_millis(150);
 
 /// Images of one size, formatted and mounted ahead, in `<root>/disks`: for each entry
 /// `<n>.img`, its mount point `mnt/<n>` and, once it is complete, the marker
@@ -141,7 +144,13 @@ impl DiskPool {
             .name("kiln-disk-pool".into())
             .spawn(move || {
                 lower_priority();
-                while let Some(pool) = weak.upgrade() {
+                // While an entry is ready, let the create that just took one finish
+                // first: mkfs and the mount's superblock write compete with it.
+                while let Some(has_ready) = weak.upgrade().map(|p| !p.ready().is_empty()) {
+                    if has_ready {
+                        std::thread::sleep(REFILL_PAUSE);
+                    }
+                    let Some(pool) = weak.upgrade() else { break };
                     if !pool.make_entry() {
                         pool.refilling.store(false, Ordering::Release);
                         break;

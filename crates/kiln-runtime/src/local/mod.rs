@@ -17,6 +17,7 @@ pub mod seccomp;
 mod snapshot;
 mod start;
 mod teardown;
+mod usage;
 
 use std::collections::HashMap;
 use std::fs;

@@ -13,9 +13,11 @@ use crate::error::{Result, RuntimeError};
 use crate::host_check::{self, HostReport};
 use crate::local::layout::SandboxDirs;
 use crate::local::sandbox::Sandbox;
-use crate::local::{teardown, LocalRuntime, Slot};
+use crate::local::{teardown, usage, LocalRuntime, Slot};
 use crate::runtime::{ExecEventSink, ReconcileReport, Runtime};
-use crate::spec::{Limits, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot};
+use crate::spec::{
+    Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot,
+};
 
 /// How long destroy waits for bwrap's monitor to be reaped after the kill.
 const REAP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -250,6 +252,21 @@ impl Runtime for LocalRuntime {
             .collect();
         infos.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(infos)
+    }
+
+    async fn usage(&self, id: &SandboxId) -> Result<ResourceUsage> {
+        let sandbox = self.get(id)?;
+        let limited = sandbox.spec.limits.disk_bytes.is_some();
+        let (cgroup, disk) = (sandbox.cgroup.clone(), sandbox.dirs.disk.clone());
+        tokio::task::spawn_blocking(move || usage::read(&cgroup, limited.then_some(disk.as_path())))
+            .await
+            .map_err(|e| {
+                RuntimeError::io(
+                    "usage task failed for",
+                    &sandbox.dirs.base,
+                    std::io::Error::other(e),
+                )
+            })
     }
 
     async fn health(&self) -> HostReport {
