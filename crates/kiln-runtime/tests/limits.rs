@@ -345,6 +345,7 @@ async fn a_crashed_servers_disks_are_cleaned_up_by_reconcile() {
     let mut config = kiln_runtime::LocalConfig::new(survivor.root.path(), agent_binary());
     config.default_disk_bytes = Some(64 * MIB);
     config.memory_overcommit = 1000.0;
+    config.disk_overcommit = 1000.0;
     let before = kiln_runtime::LocalRuntime::new(config).unwrap();
     before.create(spec("orphan", GIB, 64 * MIB)).await.unwrap();
     before.create(spec("keep", GIB, 64 * MIB)).await.unwrap();

@@ -59,6 +59,12 @@ pub struct SandboxCgroup {
 pub trait CgroupBackend: Send + Sync + std::fmt::Debug {
     /// v1 or v2.
     fn version(&self) -> CgroupVersion;
+    /// Readies the hierarchy before this process starts any child (v2: moves the server
+    /// into its leaf and delegates the controllers, which a child left in the home cgroup
+    /// would make impossible).
+    fn prepare(&self) -> Result<()> {
+        Ok(())
+    }
     /// Creates `name`'s cgroup (reusing a leftover one) with these limits.
     fn create(&self, name: &str, limits: &Limits) -> Result<SandboxCgroup>;
     /// The cgroup `name` would have, whether or not it exists.

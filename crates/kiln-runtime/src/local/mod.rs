@@ -171,6 +171,9 @@ impl LocalRuntime {
             &config.root,
             Some(memory_budget),
         )?);
+        // Before the pool's first mkfs: on v2 no child may sit in the home cgroup when
+        // the server delegates its controllers.
+        cgroups.prepare()?;
         let disks = DiskPool::new(
             config.root.join("disks"),
             config.default_disk_bytes.unwrap_or(0),

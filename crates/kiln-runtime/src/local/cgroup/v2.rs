@@ -115,7 +115,7 @@ impl CgroupBackend for CgroupV2 {
         }
     }
 
-    fn create(&self, name: &str, limits: &Limits) -> Result<SandboxCgroup> {
+    fn prepare(&self) -> Result<()> {
         if !self.parent.join("cgroup.subtree_control").exists()
             || !fs::read_to_string(self.parent.join("cgroup.subtree_control"))
                 .unwrap_or_default()
@@ -123,6 +123,11 @@ impl CgroupBackend for CgroupV2 {
         {
             self.delegate()?;
         }
+        Ok(())
+    }
+
+    fn create(&self, name: &str, limits: &Limits) -> Result<SandboxCgroup> {
+        self.prepare()?;
         self.budget
             .ensure(|bytes| write_file(&self.parent.join("memory.max"), &bytes.to_string()))?;
         let cgroup = self.cgroup_of(name);
