@@ -23,7 +23,9 @@ work="$(mktemp -d /var/tmp/kiln-vm.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$cache"
 
-# ---- 1. Debian's current kernel: vmlinuz and overlay.ko (+ what overlay depends on) ----
+# ---- 1. Debian's current kernel: vmlinuz, overlay.ko, and for the sandboxes' disk limits
+#         loop.ko, ext4.ko and crc32c (which ext4 asks the crypto API for); each with what
+#         it depends on, unless built in ----
 kernel_package() {
   apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }'
 }
@@ -34,7 +36,9 @@ if [ -z "$pkg" ]; then
 fi
 [ -n "$pkg" ] || { say "cannot tell which kernel linux-image-amd64 depends on"; exit 2; }
 kdir="$cache/$pkg"
-if [ ! -f "$kdir/vmlinuz" ] || [ ! -f "$kdir/modules.order" ]; then
+want_modules="overlay loop crc32c_generic ext4"
+if [ ! -f "$kdir/vmlinuz" ] || [ ! -f "$kdir/modules.order" ] \
+  || [ "$(cat "$kdir/modules.want" 2>/dev/null)" != "$want_modules" ]; then
   say "fetching $pkg from Debian"
   rm -rf "$kdir.tmp"
   mkdir -p "$work/deb" "$kdir.tmp/modules"
@@ -45,6 +49,7 @@ if [ ! -f "$kdir/vmlinuz" ] || [ ! -f "$kdir/modules.order" ]; then
   add_module() { # $1: module name; its dependencies are loaded first
     local ko deps dep
     grep -qx "$1.ko" "$kdir.tmp/modules.order" && return 0
+    grep -qE "/$1\.ko$" "$work"/deb/x/lib/modules/*/modules.builtin 2>/dev/null && return 0
     ko="$(find "$work/deb/x/lib/modules" -name "$1.ko*" | head -n 1)"
     [ -n "$ko" ] || { say "module $1 not in $pkg"; exit 2; }
     case "$ko" in
@@ -57,7 +62,8 @@ if [ ! -f "$kdir/vmlinuz" ] || [ ! -f "$kdir/modules.order" ]; then
     for dep in $deps; do add_module "$dep"; done
     echo "$1.ko" >> "$kdir.tmp/modules.order"
   }
-  add_module overlay
+  for m in $want_modules; do add_module "$m"; done
+  echo "$want_modules" > "$kdir.tmp/modules.want"
   rm -rf "$kdir" && mv "$kdir.tmp" "$kdir"
 fi
 
@@ -86,6 +92,10 @@ copy_with_libs() { # $1: a dynamically linked program, $2: where it goes
 copy_with_libs "$(command -v bwrap)" /usr/bin/bwrap
 # Snapshots copy with `cp --reflink=auto`, which busybox's cp does not know.
 copy_with_libs "$(command -v cp)" /usr/bin/cp
+# Sandbox disks are ext4 images made with mke2fs.
+mkfs_ext4="$(PATH="$PATH:/usr/sbin:/sbin" command -v mkfs.ext4)" || { say "missing mkfs.ext4 (apt-get install e2fsprogs)"; exit 2; }
+copy_with_libs "$mkfs_ext4" /usr/bin/mkfs.ext4
+[ -f /etc/mke2fs.conf ] && cp /etc/mke2fs.conf "$root/etc/mke2fs.conf"
 cp "$agent" "$root/kiln/kiln-agent"
 for t in "${tests[@]}"; do
   name="$(basename "$t")"
@@ -109,6 +119,8 @@ cat > "$root/stage2" <<'EOF'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/usr/bin:/bin HOME=/root CI=1 KILN_AGENT_BIN=/kiln/kiln-agent RUST_BACKTRACE=1
+# The VM's disk is its RAM: the disk-limit tests write a 128 MiB limit's worth, not 1 GiB.
+export KILN_TEST_DISK_MIB=128
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -123,6 +135,7 @@ if mount -t cgroup -o memory cgroup /tmp/v1probe 2>/dev/null; then echo "KILN-VM
 echo "KILN-VM kernel $(uname -r); cgroup2 controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
 for m in $(cat /kiln/modules/modules.order); do insmod /kiln/modules/$m || { echo "KILN-VM insmod $m failed"; finish FAIL; }; done
 grep -q overlay /proc/filesystems || { echo "KILN-VM no overlayfs"; finish FAIL; }
+grep -q ext4 /proc/filesystems && [ -e /dev/loop-control ] || { echo "KILN-VM no ext4 or loop devices"; finish FAIL; }
 cg=/sys/fs/cgroup
 echo "+memory +pids +cpu" > $cg/cgroup.subtree_control
 mkdir -p $cg/kiln.slice $cg/undelegated/kiln.service

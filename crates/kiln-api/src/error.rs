@@ -42,6 +42,12 @@ pub enum ApiError {
     },
     #[error("{0}")]
     ServiceUnavailable(String),
+    /// No room for another sandbox on this node now: 503 with `Retry-After`.
+    #[error("{message}")]
+    NodeFull {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("{0}")]
     PaymentRequired(String),
     #[error("{message}")]
@@ -72,6 +78,7 @@ impl ApiError {
             Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::ServiceUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::NodeFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, "node_full"),
             Self::PaymentRequired(_) => (StatusCode::PAYMENT_REQUIRED, "insufficient_balance"),
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             Self::Github(e) => match e {
@@ -112,6 +119,13 @@ impl From<ServiceError> for ApiError {
                 retry_after_secs: 60,
             },
             ServiceError::Unavailable(m) => Self::ServiceUnavailable(m),
+            ServiceError::Capacity {
+                message,
+                retry_after_secs,
+            } => Self::NodeFull {
+                message,
+                retry_after_secs,
+            },
             ServiceError::PaymentRequired(m) => Self::PaymentRequired(m),
             ServiceError::BadRequest { code, message } => Self::BadRequest { code, message },
             ServiceError::Github(GithubError::Internal(m)) => Self::Internal(m),
@@ -150,6 +164,9 @@ impl IntoResponse for ApiError {
                 retry_after_secs, ..
             }
             | Self::RateLimited {
+                retry_after_secs, ..
+            }
+            | Self::NodeFull {
                 retry_after_secs, ..
             } => {
                 response

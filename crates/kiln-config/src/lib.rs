@@ -111,6 +111,15 @@ pub struct RuntimeConfig {
     pub pids: u64,
     /// Per-sandbox CPU limit, in thousandths of a core.
     pub cpu_millicores: u32,
+    /// Per-sandbox disk limit (its writable layer, `/tmp` included), in MiB; 0: none.
+    pub disk_mib: u64,
+    /// Memory of all sandboxes together (their parent cgroup's limit), in MiB; by
+    /// default MemTotal minus an eighth (at least 1 GiB) for the host.
+    pub memory_budget_mib: Option<u64>,
+    /// Admission: a create is refused (503) when the sandboxes' memory limits would sum
+    /// past the budget × this, or their disk limits past the usable disk × `disk_overcommit`.
+    pub memory_overcommit: f64,
+    pub disk_overcommit: f64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -128,6 +137,10 @@ impl Default for RuntimeConfig {
             memory_mib: 2048,
             pids: 512,
             cpu_millicores: 1000,
+            disk_mib: 10 * 1024,
+            memory_budget_mib: None,
+            memory_overcommit: 2.0,
+            disk_overcommit: 2.0,
         }
     }
 }
@@ -492,6 +505,13 @@ impl Config {
         {
             return Err(ConfigError::Rule(
                 "sessions.default_command_timeout_secs must be between 1 and max_command_timeout_secs".into(),
+            ));
+        }
+        let r = &self.runtime;
+        let positive = |x: f64| x > 0.0 && x.is_finite();
+        if !positive(r.memory_overcommit) || !positive(r.disk_overcommit) {
+            return Err(ConfigError::Rule(
+                "runtime.memory_overcommit and disk_overcommit must be positive numbers".into(),
             ));
         }
         let b = &self.billing;

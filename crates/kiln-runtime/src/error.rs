@@ -2,6 +2,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use kiln_protocol::ClientError;
 
@@ -67,6 +68,16 @@ pub enum RuntimeError {
         /// The client-side error (which may carry the agent's own error).
         source: ClientError,
     },
+    /// Admission control: this node has no room for another sandbox of this size now.
+    #[error("this node is full ({resource}): {message}")]
+    Capacity {
+        /// What ran out.
+        resource: Resource,
+        /// The numbers behind the refusal.
+        message: String,
+        /// When asking again may succeed (sandboxes end, space frees).
+        retry_after: Duration,
+    },
     /// The seccomp filter could not be compiled.
     #[error("seccomp filter: {0}")]
     Seccomp(String),
@@ -87,6 +98,24 @@ impl RuntimeError {
             RuntimeError::Agent { source, .. } => source.agent_error(),
             _ => None,
         }
+    }
+}
+
+/// What a node can run out of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    /// The memory budget of all sandboxes (the parent cgroup's limit).
+    Memory,
+    /// Free space on the filesystem holding the sandboxes' writable layers.
+    Disk,
+}
+
+impl std::fmt::Display for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Resource::Memory => "memory",
+            Resource::Disk => "disk",
+        })
     }
 }
 

@@ -133,6 +133,16 @@ pub fn check_host(config: &LocalConfig) -> HostReport {
         "build the static agent with scripts/build-agent.sh and point the runtime at it",
     );
 
+    if config.default_disk_bytes.is_some() {
+        let problem = crate::local::disk_limit_problem();
+        report.push(
+            "disk limits",
+            problem.is_none(),
+            problem.unwrap_or_else(|| "mkfs.ext4 and loop devices".into()),
+            "apt-get install e2fsprogs; modprobe loop ext4 (or set runtime.disk_mib = 0)",
+        );
+    }
+
     let writable = fs::create_dir_all(&config.root).is_ok() && tempfile_probe(&config.root);
     report.push(
         "runtime root",

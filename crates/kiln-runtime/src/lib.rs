@@ -19,11 +19,11 @@ pub mod local;
 pub mod runtime;
 pub mod spec;
 
-pub use error::{Result, RuntimeError};
+pub use error::{Resource, Result, RuntimeError};
 pub use host_check::{check_host, HostCheck, HostReport};
 pub use local::{default_agent_binary, LocalConfig, LocalRuntime};
 pub use runtime::{ExecEventSink, ReconcileReport, Runtime, SandboxExit};
 pub use spec::{
-    BindMount, Limits, Network, RootLayers, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec,
-    Snapshot,
+    BindMount, Limits, Network, ResourceUsage, RootLayers, SandboxHandle, SandboxId, SandboxInfo,
+    SandboxSpec, Snapshot,
 };

@@ -7,7 +7,9 @@ use kiln_protocol::{
 
 use crate::error::Result;
 use crate::host_check::HostReport;
-use crate::spec::{SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot};
+use crate::spec::{
+    Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot,
+};
 
 /// Receives the start and the output chunks of a streaming exec, in order.
 pub type ExecEventSink<'a> = &'a mut (dyn FnMut(ExecEvent) + Send);
@@ -41,7 +43,17 @@ pub enum SandboxExit {
 /// server holds an `Arc<dyn Runtime>` and picks the backend from its configuration.
 #[async_trait]
 pub trait Runtime: Send + Sync {
-    /// Starts a sandbox and returns once its agent answers.
+    /// Admission control: holds room for sandbox `id` with these limits until
+    /// `create(id)` takes it over (or `release`/`destroy` of `id`, or a lapse of ten
+    /// minutes), or refuses with [`RuntimeError::Capacity`](crate::RuntimeError) when
+    /// the node is full. Lets a caller refuse a request before accepting it.
+    fn reserve(&self, id: &SandboxId, limits: &Limits) -> Result<()>;
+
+    /// Gives back room reserved for a sandbox that will not be created.
+    fn release(&self, id: &SandboxId);
+
+    /// Starts a sandbox and returns once its agent answers. Admitted like `reserve`
+    /// unless its id holds a reservation; `Capacity` when the node is full.
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxHandle>;
 
     /// Runs a command and returns its (capped) output.
@@ -100,6 +112,9 @@ pub trait Runtime: Send + Sync {
 
     /// The sandboxes this runtime runs.
     async fn list(&self) -> Result<Vec<SandboxInfo>>;
+
+    /// What a sandbox has used so far: CPU time, memory peak, disk, processes.
+    async fn usage(&self, id: &SandboxId) -> Result<ResourceUsage>;
 
     /// Whether the host can run sandboxes, and what to install if not.
     async fn health(&self) -> HostReport;

@@ -99,11 +99,15 @@ impl RootLayers {
     }
 }
 
-/// Resource limits enforced by the sandbox's cgroup. `None` leaves a resource unlimited.
+/// Resource limits enforced by the sandbox's cgroup and its disk. `None` leaves a
+/// resource unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Memory (including tmpfs) in bytes; swap is not allowed on top of it.
+    /// Memory in bytes; swap is not allowed on top of it.
     pub memory_bytes: Option<u64>,
+    /// Size of the writable layer (everything the sandbox writes, `/tmp` included), in
+    /// bytes: a filesystem of its own, so writing past it fails inside with `ENOSPC`.
+    pub disk_bytes: Option<u64>,
     /// Processes and threads at once.
     pub pids: Option<u64>,
     /// CPU time per wall-clock time, in thousandths of a core (1000 = one core).
@@ -111,10 +115,12 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// 2 GiB, 512 tasks, one core: enough for a test suite, small enough to pack many.
+    /// 2 GiB, 10 GiB of disk, 512 tasks, one core: enough for a test suite, small
+    /// enough to pack many.
     fn default() -> Self {
         Limits {
             memory_bytes: Some(2 << 30),
+            disk_bytes: Some(10 << 30),
             pids: Some(512),
             cpu_millicores: Some(1000),
         }
@@ -223,6 +229,20 @@ pub struct SandboxInfo {
     pub created_at: SystemTime,
     /// Memory charged to its cgroup, when the cgroup reports it.
     pub memory_bytes: Option<u64>,
+}
+
+/// What a sandbox has used, as its cgroup and its disk report it; `None` where this host
+/// does not report it (e.g. CPU time on cgroup v1 without `cpuacct` beside `cpu`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ResourceUsage {
+    /// CPU time of all its processes so far.
+    pub cpu_time: Option<std::time::Duration>,
+    /// Highest memory charged to it at once.
+    pub memory_peak_bytes: Option<u64>,
+    /// Bytes in use on its disk (only with a disk limit: its own filesystem).
+    pub disk_used_bytes: Option<u64>,
+    /// Processes and threads now.
+    pub pids: Option<u64>,
 }
 
 /// A frozen copy of a sandbox's changes: a read-only directory usable as an overlay layer.

@@ -248,11 +248,11 @@ async fn a_deep_runtime_root_still_reaches_the_agent() {
         .path()
         .join("a-rather-long-directory-name-for-data")
         .join("and-another-level-of-nesting-here");
-    let runtime = kiln_runtime::LocalRuntime::new(kiln_runtime::LocalConfig::new(
-        &deep,
-        support::agent_binary(),
-    ))
-    .unwrap();
+    let mut config = kiln_runtime::LocalConfig::new(&deep, support::agent_binary());
+    // The VM's budgets are below one default sandbox.
+    config.memory_overcommit = 1000.0;
+    config.disk_overcommit = 1000.0;
+    let runtime = kiln_runtime::LocalRuntime::new(config).unwrap();
     let id = support::id("ses_01a208490a10719299a4679cb275f331");
     let long_socket = deep
         .join("sandboxes")

@@ -14,7 +14,10 @@ async fn restart_adopts_known_and_removes_unknown() {
     }
     // The runtime that will "restart": its table is lost, its sandboxes keep running.
     let survivor = runtime();
-    let before = LocalRuntime::new(LocalConfig::new(survivor.root.path(), agent_binary())).unwrap();
+    let mut config = LocalConfig::new(survivor.root.path(), agent_binary());
+    config.memory_overcommit = 1000.0;
+    config.disk_overcommit = 1000.0;
+    let before = LocalRuntime::new(config).unwrap();
     before.create(busybox_spec("keep")).await.unwrap();
     let orphan = before.create(busybox_spec("orphan")).await.unwrap();
     before

@@ -43,6 +43,13 @@ pub enum ServiceError {
     /// A capability this server cannot offer now (e.g. no sandbox runtime on the host).
     #[error("{0}")]
     Unavailable(String),
+    /// This node has no room for another sandbox now (admission control): a 503 with
+    /// `Retry-After`, never a session that fails later.
+    #[error("{message}")]
+    Capacity {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// The caller's balance does not cover what was asked (billing enabled).
     #[error("{0}")]
     PaymentRequired(String),
@@ -65,6 +72,21 @@ impl ServiceError {
 
     pub fn invalid(loc: &[&str], msg: impl Into<String>, kind: &str) -> Self {
         Self::Validation(vec![FieldError::new(loc, msg, kind)])
+    }
+
+    /// A refused sandbox admission (`Runtime::reserve`).
+    pub(crate) fn admission(e: kiln_runtime::RuntimeError) -> Self {
+        match e {
+            kiln_runtime::RuntimeError::Capacity {
+                message,
+                retry_after,
+                ..
+            } => Self::Capacity {
+                message: format!("this server is full, try again later: {message}"),
+                retry_after_secs: retry_after.as_secs().max(1),
+            },
+            other => Self::Internal(other.to_string()),
+        }
     }
 }
 

@@ -187,7 +187,16 @@ fn sandbox_backend(config: &Config) -> SandboxBackend {
             )
         }
     };
-    let local = kiln_runtime::LocalConfig::new(config.data_dir.join("runtime"), agent);
+    let mut local = kiln_runtime::LocalConfig::new(config.data_dir.join("runtime"), agent);
+    let disk_bytes =
+        (config.runtime.disk_mib > 0).then(|| config.runtime.disk_mib.saturating_mul(1 << 20));
+    local.default_disk_bytes = disk_bytes;
+    local.memory_budget = config
+        .runtime
+        .memory_budget_mib
+        .map(|m| m.saturating_mul(1 << 20));
+    local.memory_overcommit = config.runtime.memory_overcommit;
+    local.disk_overcommit = config.runtime.disk_overcommit;
     let report = kiln_runtime::check_host(&local);
     if !report.is_ready() {
         let missing: Vec<String> = report
@@ -220,6 +229,7 @@ fn sandbox_backend(config: &Config) -> SandboxBackend {
             images,
             limits: kiln_runtime::Limits {
                 memory_bytes: Some(config.runtime.memory_mib.saturating_mul(1024 * 1024)),
+                disk_bytes,
                 pids: Some(config.runtime.pids),
                 cpu_millicores: Some(config.runtime.cpu_millicores),
             },

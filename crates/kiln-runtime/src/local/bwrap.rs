@@ -211,8 +211,8 @@ fn arguments(spec: &BwrapLaunch<'_>, info_fd: RawFd, seccomp: &[OwnedFd]) -> Vec
         "/proc/cmdline".as_ref(),
         "--dev".as_ref(),
         "/dev".as_ref(),
-        "--tmpfs".as_ref(),
-        "/tmp".as_ref(),
+        // No tmpfs on /tmp: it is a directory of the writable layer (see disk.rs), so
+        // filling it hits the disk limit, not the memory limit.
         "--ro-bind".as_ref(),
         spec.agent.as_os_str(),
         AGENT_PATH.as_ref(),

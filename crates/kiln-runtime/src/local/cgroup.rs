@@ -7,6 +7,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -58,6 +59,12 @@ pub struct SandboxCgroup {
 pub trait CgroupBackend: Send + Sync + std::fmt::Debug {
     /// v1 or v2.
     fn version(&self) -> CgroupVersion;
+    /// Readies the hierarchy before this process starts any child (v2: moves the server
+    /// into its leaf and delegates the controllers, which a child left in the home cgroup
+    /// would make impossible).
+    fn prepare(&self) -> Result<()> {
+        Ok(())
+    }
     /// Creates `name`'s cgroup (reusing a leftover one) with these limits.
     fn create(&self, name: &str, limits: &Limits) -> Result<SandboxCgroup>;
     /// The cgroup `name` would have, whether or not it exists.
@@ -227,8 +234,14 @@ pub(crate) fn make_dir(path: &Path) -> Result<()> {
 /// Detects the host's layout and builds the matching backend. Sandbox cgroups go under
 /// `parent` (relative to each hierarchy's root), by default
 /// `<the server's own cgroup>/kiln/<hash of the runtime root>`: two runtimes with
-/// different roots (tests, two servers) never see each other's cgroups.
-pub fn detect(parent: Option<&str>, runtime_root: &Path) -> Result<Box<dyn CgroupBackend>> {
+/// different roots (tests, two servers) never see each other's cgroups. That parent's
+/// memory limit is `memory_budget`: all sandboxes together cannot take more, so the
+/// kernel kills inside a sandbox before the host runs out.
+pub fn detect(
+    parent: Option<&str>,
+    runtime_root: &Path,
+    memory_budget: Option<u64>,
+) -> Result<Box<dyn CgroupBackend>> {
     let mounts = CgroupMounts::read();
     let scope = format!(
         "kiln/{:016x}",
@@ -250,7 +263,10 @@ pub fn detect(parent: Option<&str>, runtime_root: &Path) -> Result<Box<dyn Cgrou
                 .unwrap_or_else(|| format!("{}/{scope}", own_cgroup(Some(controller))));
             hierarchies.push((controller, root.join(own.trim_start_matches('/'))));
         }
-        return Ok(Box::new(CgroupV1 { hierarchies }));
+        return Ok(Box::new(CgroupV1 {
+            hierarchies,
+            budget: ParentBudget::new(memory_budget),
+        }));
     }
     if let Some(root) = mounts.v2.clone() {
         // A configured parent is the administrator's: controllers are enabled all the way
@@ -272,16 +288,49 @@ pub fn detect(parent: Option<&str>, runtime_root: &Path) -> Result<Box<dyn Cgrou
             Some(p) => p.to_string(),
             None => format!("{checked}/{scope}"),
         };
-        return Ok(Box::new(CgroupV2::new(
-            root,
-            parent_path.trim_start_matches('/'),
-            home.as_deref().map(|h| h.trim_start_matches('/')),
-        )));
+        return Ok(Box::new(
+            CgroupV2::new(
+                root,
+                parent_path.trim_start_matches('/'),
+                home.as_deref().map(|h| h.trim_start_matches('/')),
+            )
+            .with_memory_budget(memory_budget),
+        ));
     }
     Err(RuntimeError::HostNotReady(
         "no cgroup controllers mounted (need v1 memory/pids/cpu or v2 with those controllers)"
             .into(),
     ))
+}
+
+/// The memory limit of the parent of all sandbox cgroups, written once, before the
+/// first sandbox cgroup is made.
+#[derive(Debug)]
+pub(crate) struct ParentBudget {
+    bytes: Option<u64>,
+    written: AtomicBool,
+}
+
+impl ParentBudget {
+    pub(crate) fn new(bytes: Option<u64>) -> Self {
+        ParentBudget {
+            bytes,
+            written: AtomicBool::new(false),
+        }
+    }
+
+    /// Calls `write` with the budget unless it was written already.
+    pub(crate) fn ensure(&self, write: impl FnOnce(u64) -> Result<()>) -> Result<()> {
+        let Some(bytes) = self.bytes else {
+            return Ok(());
+        };
+        if self.written.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        write(bytes)?;
+        self.written.store(true, Ordering::Release);
+        Ok(())
+    }
 }
 
 /// A hash that stays the same across builds and Rust versions (unlike `DefaultHasher`),
@@ -418,6 +467,7 @@ pub(crate) fn own_cgroup(controller: Option<&str>) -> String {
 struct CgroupV1 {
     /// (controller, parent directory of the sandbox cgroups); memory first.
     hierarchies: Vec<(&'static str, PathBuf)>,
+    budget: ParentBudget,
 }
 
 impl CgroupV1 {
@@ -449,6 +499,20 @@ impl CgroupBackend for CgroupV1 {
         let cgroup = self.cgroup_of(name);
         for dir in &cgroup.dirs {
             make_dir(dir)?;
+        }
+        if let Some((_, parent)) = self.hierarchies.iter().find(|(c, _)| *c == "memory") {
+            self.budget.ensure(|bytes| {
+                // memsw (memory + swap) must stay ≥ the memory limit at every step.
+                let memsw = parent.join("memory.memsw.limit_in_bytes");
+                if memsw.exists() {
+                    write_file(&memsw, "-1")?;
+                }
+                write_file(&parent.join("memory.limit_in_bytes"), &bytes.to_string())?;
+                if memsw.exists() {
+                    write_file(&memsw, &bytes.to_string())?;
+                }
+                Ok(())
+            })?;
         }
         if let (Some(bytes), Some(dir)) = (limits.memory_bytes, self.dir("memory", &cgroup)) {
             write_file(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,6 +18,11 @@ use crate::spec::{Limits, RootLayers, SandboxId, SandboxSpec};
 pub struct SandboxDirs {
     /// `<root>/sandboxes/<id>`.
     pub base: PathBuf,
+    /// The sandbox's disk image (an ext4 filesystem of the disk limit), when limited.
+    pub image: PathBuf,
+    /// Where that image is mounted (a plain directory without a limit); holds `upper`
+    /// and `work`.
+    pub disk: PathBuf,
     /// overlayfs upper directory: everything the sandbox changed.
     pub upper: PathBuf,
     /// overlayfs work directory.
@@ -37,31 +42,33 @@ impl SandboxDirs {
     /// to the same directory.
     pub fn new(sandboxes: &Path, socket_root: &Path, id: &str) -> Self {
         let base = sandboxes.join(id);
+        let disk = base.join("disk");
         SandboxDirs {
             socket: socket_root.join(id).join("run").join(SOCKET_NAME),
-            upper: base.join("upper"),
-            work: base.join("work"),
+            image: base.join("disk.img"),
+            upper: disk.join("upper"),
+            work: disk.join("work"),
+            disk,
             merged: base.join("merged"),
             run: base.join("run"),
             base,
         }
     }
 
-    /// Creates the directories, private to root.
+    /// Creates the directories, private to root (`upper` and `work` come later, on the
+    /// sandbox's disk: `disk::prepare_layer`).
     pub fn create(&self) -> Result<()> {
         let mut builder = fs::DirBuilder::new();
         builder.mode(0o700);
         builder
             .create(&self.base)
             .map_err(|e| RuntimeError::io("cannot create", &self.base, e))?;
-        for dir in [&self.upper, &self.work, &self.merged, &self.run] {
+        for dir in [&self.disk, &self.merged, &self.run] {
             builder
                 .create(dir)
                 .map_err(|e| RuntimeError::io("cannot create", dir, e))?;
         }
-        // The upper dir becomes the sandbox's `/`: it must look like a normal root.
-        fs::set_permissions(&self.upper, fs::Permissions::from_mode(0o755))
-            .map_err(|e| RuntimeError::io("cannot chmod", &self.upper, e))
+        Ok(())
     }
 
     /// The agent's socket as seen from the host.
@@ -106,6 +113,9 @@ pub struct SandboxState {
     pub hostname: String,
     /// Memory limit.
     pub memory_bytes: Option<u64>,
+    /// Disk limit (absent in the state of a sandbox from before disk limits).
+    #[serde(default)]
+    pub disk_bytes: Option<u64>,
     /// Pids limit.
     pub pids: Option<u64>,
     /// CPU limit.
@@ -126,6 +136,7 @@ impl SandboxState {
             workdir: spec.workdir.clone(),
             hostname: spec.hostname.clone(),
             memory_bytes: spec.limits.memory_bytes,
+            disk_bytes: spec.limits.disk_bytes,
             pids: spec.limits.pids,
             cpu_millicores: spec.limits.cpu_millicores,
         }
@@ -144,6 +155,7 @@ impl SandboxState {
         spec.hostname = self.hostname.clone();
         spec.limits = Limits {
             memory_bytes: self.memory_bytes,
+            disk_bytes: self.disk_bytes,
             pids: self.pids,
             cpu_millicores: self.cpu_millicores,
         };

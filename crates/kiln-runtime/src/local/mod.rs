@@ -1,10 +1,13 @@
 //! The `local` backend: overlayfs roots, bubblewrap sandboxes, cgroup limits, the agent
 //! as PID 1, all on this host, as root.
 
+mod admission;
 mod bwrap;
 pub mod cgroup;
 mod exit_watch;
+mod disk;
 mod layout;
+mod loopdev;
 mod mount_namespace;
 mod overlay;
 mod proc_seal;
@@ -16,6 +19,7 @@ mod snapshot;
 mod staging;
 mod start;
 mod teardown;
+mod usage;
 
 use std::collections::HashMap;
 use std::fs;
@@ -26,12 +30,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Result, RuntimeError};
-use crate::spec::SandboxId;
+use crate::spec::{Limits, SandboxId};
 
 pub use bwrap::{AGENT_PATH, RUN_DIR, SOCKET_PATH};
 pub use cgroup::CgroupVersion;
+pub use disk::disk_limit_problem;
 
+use admission::{Admission, Budget};
 use cgroup::CgroupBackend;
+use disk::DiskPool;
 use sandbox::Sandbox;
 
 /// Settings of the local backend.
@@ -49,6 +56,19 @@ pub struct LocalConfig {
     pub cgroup_parent: Option<String>,
     /// How long a sandbox may take to become ready.
     pub start_timeout: Duration,
+    /// Memory limit of the parent cgroup of all sandboxes: the host's budget for them.
+    /// `None`: MemTotal minus a reserve for the host (an eighth, at least 1 GiB).
+    pub memory_budget: Option<u64>,
+    /// Admission: the sum of the sandboxes' memory limits may reach the budget × this.
+    pub memory_overcommit: f64,
+    /// Admission: the sum of their disk limits may reach the disk space they can use
+    /// (free space of the runtime root's filesystem plus what they hold) × this.
+    pub disk_overcommit: f64,
+    /// The disk limit most sandboxes get: images of this size are formatted ahead of
+    /// time. `None`: sandboxes are usually unlimited (no image tools needed on the host).
+    pub default_disk_bytes: Option<u64>,
+    /// How many images are kept formatted ahead (0: each create formats its own).
+    pub disk_pool: usize,
 }
 
 impl LocalConfig {
@@ -60,6 +80,11 @@ impl LocalConfig {
             bwrap: find_in_path("bwrap").unwrap_or_else(|| PathBuf::from("/usr/bin/bwrap")),
             cgroup_parent: None,
             start_timeout: Duration::from_secs(10),
+            memory_budget: None,
+            memory_overcommit: 2.0,
+            disk_overcommit: 2.0,
+            default_disk_bytes: Limits::default().disk_bytes,
+            disk_pool: 4,
         }
     }
 }
@@ -105,6 +130,10 @@ pub struct LocalRuntime {
     sandboxes: Mutex<HashMap<SandboxId, Slot>>,
     /// A short symlink to `<root>/sandboxes`, for agent socket paths.
     socket_root: PathBuf,
+    /// Formatted disk images, ready for the next creates.
+    disks: Arc<DiskPool>,
+    /// The limits held against the node's budget.
+    admission: Admission,
 }
 
 impl LocalRuntime {
@@ -116,7 +145,7 @@ impl LocalRuntime {
         // Absolute and symlink-free: it names the cgroup scope and goes into mount options.
         config.root = fs::canonicalize(&config.root)
             .map_err(|e| RuntimeError::io("cannot resolve", &config.root, e))?;
-        for dir in ["sandboxes", "layers", "seccomp"] {
+        for dir in ["sandboxes", "layers", "seccomp", "disks"] {
             let path = config.root.join(dir);
             fs::create_dir_all(&path).map_err(|e| RuntimeError::io("cannot create", &path, e))?;
         }
@@ -141,10 +170,33 @@ impl LocalRuntime {
             seccomp_files.push(path);
         }
         let socket_root = short_socket_root(&config.root.join("sandboxes"))?;
+        let memory_budget = match config.memory_budget {
+            Some(bytes) => bytes,
+            None => default_memory_budget()?,
+        };
         let cgroups: Arc<dyn CgroupBackend> = Arc::from(cgroup::detect(
             config.cgroup_parent.as_deref(),
             &config.root,
+            Some(memory_budget),
         )?);
+        // Before the pool's first mkfs: on v2 no child may sit in the home cgroup when
+        // the server delegates its controllers.
+        cgroups.prepare()?;
+        let disks = DiskPool::new(
+            config.root.join("disks"),
+            config.default_disk_bytes.unwrap_or(0),
+            if config.default_disk_bytes.is_some() {
+                config.disk_pool
+            } else {
+                0
+            },
+        )?;
+        disks.refill();
+        let admission = Admission::new(Budget {
+            memory_bytes: memory_budget,
+            memory_overcommit: config.memory_overcommit,
+            disk_overcommit: config.disk_overcommit,
+        });
         Ok(LocalRuntime {
             config,
             cgroups,
@@ -152,7 +204,33 @@ impl LocalRuntime {
             seccomp_files,
             sandboxes: Mutex::new(HashMap::new()),
             socket_root,
+            disks,
+            admission,
         })
+    }
+
+    /// The memory all sandboxes together may use (their parent cgroup's limit).
+    pub fn memory_budget(&self) -> u64 {
+        self.admission.budget().memory_bytes
+    }
+
+    /// Sums of the memory and disk limits of the sandboxes held now (running, starting
+    /// or reserved).
+    pub fn limits_held(&self) -> (u64, u64) {
+        self.admission.held()
+    }
+
+    /// Disk space sandboxes can use: free space where their images live, plus what
+    /// their images already hold.
+    fn disk_space(&self) -> u64 {
+        let available = disk::space(&self.config.root).map_or(0, |(available, _)| available);
+        let held: u64 = fs::read_dir(self.sandboxes_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| disk::allocated_bytes(&e.path().join("disk.img")))
+            .sum();
+        available.saturating_add(held)
     }
 
     /// The settings.
@@ -168,6 +246,12 @@ impl LocalRuntime {
     /// Which cgroup layout is in use.
     pub fn cgroup_version(&self) -> CgroupVersion {
         self.cgroups.version()
+    }
+
+    /// The cgroup directories holding the sandboxes' cgroups (one per v1 hierarchy, one
+    /// on v2); the memory one carries the memory budget.
+    pub fn cgroup_parents(&self) -> Vec<PathBuf> {
+        self.cgroups.parents()
     }
 
     /// The host directory a sandbox lives in (upper dir, merged root, socket).
@@ -233,6 +317,20 @@ pub fn layer_users(root: &Path) -> Vec<kiln_image::LayerUser> {
             })
         })
         .collect()
+}
+
+/// MemTotal minus what the host keeps for itself: an eighth of it, at least 1 GiB.
+fn default_memory_budget() -> Result<u64> {
+    let meminfo = fs::read_to_string("/proc/meminfo")
+        .map_err(|e| RuntimeError::io("cannot read", "/proc/meminfo", e))?;
+    let total = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib.saturating_mul(1024))
+        .ok_or_else(|| RuntimeError::HostNotReady("no MemTotal in /proc/meminfo".into()))?;
+    let reserve = (total / 8).max(1 << 30);
+    Ok(total.saturating_sub(reserve).max(256 << 20))
 }
 
 fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {

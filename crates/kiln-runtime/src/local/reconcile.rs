@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::error::Result;
 use crate::local::layout::SandboxDirs;
 use crate::local::sandbox::Sandbox;
-use crate::local::{overlay, LocalRuntime, Slot};
+use crate::local::{loopdev, overlay, LocalRuntime, Slot};
 use crate::runtime::ReconcileReport;
 use crate::spec::SandboxId;
 
@@ -69,6 +69,21 @@ impl LocalRuntime {
                 }
             }
         }
+        // Loop devices of disks whose mount is gone but whose device was not freed
+        // (autoclear frees them with their last user; this covers anything else).
+        for (device, backing) in loopdev::attached_under(&sandboxes_dir) {
+            let owner = backing
+                .strip_prefix(&sandboxes_dir)
+                .ok()
+                .and_then(|rest| rest.components().next())
+                .and_then(|c| SandboxId::new(c.as_os_str().to_string_lossy()).ok());
+            if owner.is_some_and(|id| self.table().contains_key(&id)) {
+                continue;
+            }
+            if let Err(e) = loopdev::detach(&device) {
+                tracing::warn!(device = %device.display(), error = %e, "cannot detach a leftover loop device");
+            }
+        }
         for id in known {
             let accounted = self.table_entry(id).is_some() || report.lost.contains(id);
             if !accounted {
@@ -102,8 +117,10 @@ impl LocalRuntime {
         {
             return false;
         }
+        let spec = state.spec(id.clone());
+        let limits = spec.limits;
         let sandbox = Sandbox::new(
-            state.spec(id.clone()),
+            spec,
             dirs,
             (Arc::clone(&self.cgroups), cgroup),
             state.init_pid,
@@ -116,6 +133,7 @@ impl LocalRuntime {
         if client.ping().await.is_err() {
             return false;
         }
+        self.admission.adopt(id, &limits);
         self.table()
             .insert(id.clone(), Slot::Running(Arc::new(sandbox)));
         true

@@ -13,9 +13,11 @@ use crate::error::{Result, RuntimeError};
 use crate::host_check::{self, HostReport};
 use crate::local::layout::SandboxDirs;
 use crate::local::sandbox::Sandbox;
-use crate::local::{remove_socket_link, teardown, LocalRuntime, Slot};
+use crate::local::{remove_socket_link, teardown, usage, LocalRuntime, Slot};
 use crate::runtime::{ExecEventSink, ReconcileReport, Runtime, SandboxExit};
-use crate::spec::{SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot};
+use crate::spec::{
+    Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot,
+};
 
 /// How long destroy waits for bwrap's monitor to be reaped after the kill.
 const REAP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -38,6 +40,7 @@ impl LocalRuntime {
     /// Removes a sandbox from the table and tears it down; `None` when it was not there.
     pub(crate) async fn destroy_sandbox(&self, sandbox: Arc<Sandbox>) -> Result<()> {
         sandbox.exit.mark_destroying();
+        self.admission.release(&sandbox.spec.id);
         let cgroups = Arc::clone(&self.cgroups);
         let (cgroup, dirs) = (sandbox.cgroup.clone(), sandbox.dirs.clone());
         tokio::task::spawn_blocking(move || teardown::teardown(cgroups.as_ref(), &cgroup, &dirs))
@@ -57,6 +60,9 @@ impl LocalRuntime {
 
     /// Tears down whatever is on disk for `id` (no table entry needed).
     pub(crate) async fn teardown_leftovers(&self, id: &str) -> Result<()> {
+        if let Ok(id) = SandboxId::new(id) {
+            self.admission.release(&id);
+        }
         let cgroups = Arc::clone(&self.cgroups);
         let cgroup = self.cgroups.cgroup_of(id);
         let dirs = SandboxDirs::new(&self.sandboxes_dir(), &self.socket_root, id);
@@ -70,6 +76,17 @@ impl LocalRuntime {
 
 #[async_trait]
 impl Runtime for LocalRuntime {
+    fn reserve(&self, id: &SandboxId, limits: &Limits) -> Result<()> {
+        self.admission.reserve(id, limits, self.disk_space())
+    }
+
+    fn release(&self, id: &SandboxId) {
+        // Only a reservation: a sandbox's room goes with the sandbox (destroy).
+        if !self.table().contains_key(id) {
+            self.admission.release(id);
+        }
+    }
+
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxHandle> {
         {
             let mut table = self.table();
@@ -77,6 +94,13 @@ impl Runtime for LocalRuntime {
                 return Err(RuntimeError::AlreadyExists(spec.id.to_string()));
             }
             table.insert(spec.id.clone(), Slot::Starting);
+        }
+        if let Err(err) = self
+            .admission
+            .claim(&spec.id, &spec.limits, self.disk_space())
+        {
+            self.table().remove(&spec.id);
+            return Err(err);
         }
         match self.start(&spec).await {
             Ok(sandbox) => {
@@ -86,6 +110,7 @@ impl Runtime for LocalRuntime {
             }
             Err(err) => {
                 self.table().remove(&spec.id);
+                self.admission.release(&spec.id);
                 Err(err)
             }
         }
@@ -200,7 +225,11 @@ impl Runtime for LocalRuntime {
         match slot {
             Some(Slot::Running(sandbox)) => self.destroy_sandbox(sandbox).await,
             _ if self.sandbox_dir(id).exists() => self.teardown_leftovers(id.as_str()).await,
-            _ => Err(RuntimeError::NotFound(id.to_string())),
+            _ => {
+                // A reservation that never became a sandbox ends here too.
+                self.admission.release(id);
+                Err(RuntimeError::NotFound(id.to_string()))
+            }
         }
     }
 
@@ -230,6 +259,21 @@ impl Runtime for LocalRuntime {
             .collect();
         infos.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(infos)
+    }
+
+    async fn usage(&self, id: &SandboxId) -> Result<ResourceUsage> {
+        let sandbox = self.get(id)?;
+        let limited = sandbox.spec.limits.disk_bytes.is_some();
+        let (cgroup, disk) = (sandbox.cgroup.clone(), sandbox.dirs.disk.clone());
+        tokio::task::spawn_blocking(move || usage::read(&cgroup, limited.then_some(disk.as_path())))
+            .await
+            .map_err(|e| {
+                RuntimeError::io(
+                    "usage task failed for",
+                    &sandbox.dirs.base,
+                    std::io::Error::other(e),
+                )
+            })
     }
 
     async fn health(&self) -> HostReport {
@@ -265,6 +309,8 @@ impl Runtime for LocalRuntime {
         // Only this process's sandboxes used the short link (a next start makes it again);
         // a crash leaves it for the next start to sweep.
         remove_socket_link(&self.socket_root, &self.sandboxes_dir());
+        let disks = Arc::clone(&self.disks);
+        let _ = tokio::task::spawn_blocking(move || disks.drain()).await;
         first_error.map_or(Ok(()), Err)
     }
 }

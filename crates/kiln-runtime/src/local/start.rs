@@ -11,7 +11,9 @@ use crate::error::{Result, RuntimeError};
 use crate::local::bwrap::{self, BwrapLaunch, RUN_DIR};
 use crate::local::layout::{SandboxDirs, SandboxState};
 use crate::local::sandbox::Sandbox;
-use crate::local::{mount_namespace, overlay, proc_seal, staging, teardown, LocalRuntime};
+use crate::local::{
+    disk, mount_namespace, overlay, proc_seal, staging, teardown, LocalRuntime,
+};
 use crate::spec::SandboxSpec;
 
 /// The agent binds its socket, then restricts it to 0600: only then is it ready.
@@ -66,8 +68,29 @@ impl LocalRuntime {
     async fn start_in(&self, spec: &SandboxSpec, dirs: &SandboxDirs) -> Result<Arc<Sandbox>> {
         let t0 = Instant::now();
         dirs.create()?;
+        // 3. The writable layer on a filesystem of its own, the disk limit's size: a full
+        //    disk is the sandbox's ENOSPC, never the host's.
+        if let Some(bytes) = spec.limits.disk_bytes {
+            let (pool, image, disk) = (
+                Arc::clone(&self.disks),
+                dirs.image.clone(),
+                dirs.disk.clone(),
+            );
+            tokio::task::spawn_blocking(move || pool.take(bytes, &image, &disk))
+                .await
+                .map_err(|e| {
+                    RuntimeError::io(
+                        "disk task failed for",
+                        &dirs.image,
+                        std::io::Error::other(e),
+                    )
+                })??;
+        } else {
+            disk::prepare_layer(&dirs.upper, &dirs.work)?;
+        }
+        let t_disk = t0.elapsed();
         staging::mount_run_dir(&dirs.run)?;
-        // 3. The root: image layers read-only, changes in our upper dir (named relative to
+        // 4. The root: image layers read-only, changes in our upper dir (named relative to
         //    the sandbox's directory: the options show in the sandbox's mountinfo).
         overlay::mount_overlay_relative(
             &dirs.base,
@@ -76,13 +99,13 @@ impl LocalRuntime {
             &dirs.work,
             &dirs.merged,
         )?;
-        // 4. The cgroup with its limits, before any process exists, so the very first
+        // 5. The cgroup with its limits, before any process exists, so the very first
         //    fork of bwrap is already accounted and limited.
         let t_mount = t0.elapsed();
         let cgroup = self.cgroups.create(spec.id.as_str(), &spec.limits)?;
         let cgroup_procs = cgroup.open_procs()?;
         let t_cg = t0.elapsed();
-        // 5. bubblewrap: namespaces, mounts, capabilities, seccomp; the agent as PID 1.
+        // 6. bubblewrap: namespaces, mounts, capabilities, seccomp; the agent as PID 1.
         let launched = bwrap::launch(BwrapLaunch {
             bwrap: &self.config.bwrap,
             root: &dirs.merged,
@@ -106,7 +129,7 @@ impl LocalRuntime {
         );
         sandbox.stderr_tail = Some(Arc::clone(&launched.stderr_tail));
         let mut child = launched.child;
-        // 6. Wait for the agent's socket (bound and restricted).
+        // 7. Wait for the agent's socket (bound and restricted).
         let socket = dirs.socket();
         let deadline = Instant::now() + self.config.start_timeout;
         let mut pause = Duration::from_micros(250);
@@ -134,7 +157,7 @@ impl LocalRuntime {
             pause = (pause * 2).min(Duration::from_millis(2));
         }
         let t_sock = t0.elapsed();
-        // 7. Seal, from the host in the sandbox's mount namespace, before anything but
+        // 8. Seal, from the host in the sandbox's mount namespace, before anything but
         //    the agent runs inside: the socket directory (the sandbox's processes share
         //    the agent's uid and could replace the socket), and the host-wide kernel
         //    state in /proc (they are uid 0, which is all much of it asks for).
@@ -143,7 +166,7 @@ impl LocalRuntime {
             proc_seal::seal_proc(Path::new("/proc"))
         })?;
         let t_seal = t0.elapsed();
-        // 8. Ready means the agent answers its hello.
+        // 9. Ready means the agent answers its hello.
         let client = AsyncAgentClient::new(socket);
         let conn = client.connect().await.map_err(|e| {
             self.start_failed(
@@ -157,6 +180,7 @@ impl LocalRuntime {
         sandbox.client = client;
         tracing::debug!(
             sandbox = %spec.id,
+            disk = ?t_disk,
             mounted = ?t_mount,
             cgroup = ?t_cg,
             launched = ?t_launch,
@@ -165,7 +189,7 @@ impl LocalRuntime {
             ready = ?t0.elapsed(),
             "sandbox started"
         );
-        // 9. Remember it on disk for a restarted server.
+        // 10. Remember it on disk for a restarted server.
         dirs.write_state(&SandboxState::new(
             spec,
             launched.init_pid,

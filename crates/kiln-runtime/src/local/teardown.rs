@@ -1,4 +1,4 @@
-//! Removing every trace of a sandbox: processes, mounts, directories, cgroup. Each step
+//! Removing every trace of a sandbox: processes, mounts, disk, directories, cgroup. Each step
 //! tolerates what an earlier, interrupted teardown already removed.
 
 use std::fs;
@@ -17,9 +17,14 @@ pub fn teardown(
 ) -> Result<()> {
     // Processes first: nothing may hold the mounts or write into the directories.
     cgroups.kill_all(cgroup)?;
-    // Deepest mounts first (anything under the sandbox directory, then the root).
-    for mount in overlay::mounts_under(&dirs.base) {
-        overlay::unmount(&mount)?;
+    // Deepest mounts first (anything under the sandbox directory, then the root); the
+    // disk last, as the overlay on top of it uses it. Its loop device detaches itself
+    // (autoclear) once unmounted.
+    let (disk, others): (Vec<_>, Vec<_>) = overlay::mounts_under(&dirs.base)
+        .into_iter()
+        .partition(|m| *m == dirs.disk);
+    for mount in others.iter().chain(&disk) {
+        overlay::unmount(mount)?;
     }
     match fs::remove_dir_all(&dirs.base) {
         Ok(()) => {}

@@ -125,11 +125,21 @@ impl Drop for TestRuntime {
 }
 
 pub fn runtime() -> TestRuntime {
+    runtime_with(|_| {})
+}
+
+/// A runtime in a fresh root directory with its configuration adjusted by `adjust`.
+pub fn runtime_with(adjust: impl FnOnce(&mut LocalConfig)) -> TestRuntime {
     let root = tempfile::Builder::new()
         .prefix("kiln-rt-test-")
         .tempdir_in("/var/tmp")
         .unwrap();
-    let config = LocalConfig::new(root.path(), agent_binary());
+    let mut config = LocalConfig::new(root.path(), agent_binary());
+    // Admission is tested on its own (tests/limits.rs); elsewhere a small host (the
+    // cgroup v2 VM has 2 GiB) must not refuse a test's second sandbox.
+    config.memory_overcommit = 1000.0;
+    config.disk_overcommit = 1000.0;
+    adjust(&mut config);
     let runtime = LocalRuntime::new(config).unwrap();
     TestRuntime { runtime, root }
 }

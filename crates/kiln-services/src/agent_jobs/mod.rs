@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use kiln_config::AgentJobsConfig;
+use kiln_runtime::SandboxId;
 use kiln_store::{AgentJobCursor, AgentJobRecord, AgentJobUpdate, JobStatus, NewAgentJob, Store};
 use tokio::sync::Semaphore;
 
@@ -156,7 +157,7 @@ impl AgentJobService {
             })?),
             None => None,
         };
-        let (_, images, _, _) = self.sessions.sandbox_backend().map_err(|_| {
+        let (runtime, images, limits, _) = self.sessions.sandbox_backend().map_err(|_| {
             ServiceError::Unavailable(
                 self.sessions
                     .unavailable_reason()
@@ -190,8 +191,18 @@ impl AgentJobService {
             user_id: request.user_id.to_string(),
             agent_id: request.agent_id.to_string(),
         };
+        // A job's sandbox is admitted like a session's: a full node refuses now (503). The
+        // runner's create takes the reservation over (or it lapses after the runner).
+        let sandbox_id = SandboxId::new(charge.job_id.clone())
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        runtime
+            .reserve(&sandbox_id, limits)
+            .map_err(ServiceError::admission)?;
         // Charged before it exists, so a refused charge leaves no job behind.
-        self.billing().charge(&charge).await?;
+        self.billing()
+            .charge(&charge)
+            .await
+            .inspect_err(|_| runtime.release(&sandbox_id))?;
         let inserted = self
             .store
             .insert_agent_job(&NewAgentJob {
@@ -207,6 +218,7 @@ impl AgentJobService {
         let job = match inserted {
             Ok(job) => job,
             Err(e) => {
+                runtime.release(&sandbox_id);
                 if let Err(refund) = self.billing().refund(&charge).await {
                     tracing::error!(job = %charge.job_id, error = %refund, "cannot refund a job that was not stored");
                 }
@@ -230,6 +242,13 @@ impl AgentJobService {
         let task = tokio::spawn(async move {
             let job_id = job.job_id.clone();
             runner::run(&this, job, source, pin, secret).await;
+            // A job that ended before its sandbox was created gives its room back.
+            if let (Ok((runtime, ..)), Ok(id)) = (
+                this.sessions.sandbox_backend(),
+                SandboxId::new(job_id.clone()),
+            ) {
+                runtime.release(&id);
+            }
             this.lock_running().remove(&job_id);
         });
         running.insert(job_id, task.abort_handle());

@@ -174,11 +174,20 @@ impl SessionService {
                 self.config.max_live_sessions_per_user
             )));
         }
+        // Admission before the 201: a full node refuses now (503), not the session later.
+        // The worker's create takes the reservation over; a destroy gives it back.
+        let session_id = new_id("ses");
+        let sandbox_id = SandboxId::new(session_id.clone())
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let (runtime, _, limits, _) = self.runtime()?;
+        runtime
+            .reserve(&sandbox_id, limits)
+            .map_err(ServiceError::admission)?;
         let now = Utc::now();
         let record = self
             .store
             .insert_session(&NewSession {
-                session_id: new_id("ses"),
+                session_id,
                 user_id: request.user_id.to_string(),
                 dataset: request.dataset.to_string(),
                 sample_id: request.sample_id.to_string(),
@@ -186,7 +195,8 @@ impl SessionService {
                 requested_at: now,
                 expires_at: now + chrono::Duration::minutes(ttl),
             })
-            .await?;
+            .await
+            .inspect_err(|_| runtime.release(&sandbox_id))?;
         let live = self.start_worker(&record, Readiness::Creating);
         let this = self.clone();
         let session = record.clone();

@@ -5,8 +5,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{
-    await_frozen, cgroup_error, make_dir, write_file, CgroupBackend, CgroupVersion, SandboxCgroup,
-    CPU_PERIOD_US, DELEGATE_FIX, FREEZE_TIMEOUT, NEEDED, SERVER_LEAF,
+    await_frozen, cgroup_error, make_dir, write_file, CgroupBackend, CgroupVersion, ParentBudget,
+    SandboxCgroup, CPU_PERIOD_US, DELEGATE_FIX, FREEZE_TIMEOUT, NEEDED, SERVER_LEAF,
 };
 use crate::error::Result;
 use crate::spec::Limits;
@@ -24,6 +24,8 @@ pub(super) struct CgroupV2 {
     /// none when the home is the root (exempt from the "no internal processes" rule) or
     /// the parent was configured.
     server_leaf: Option<PathBuf>,
+    /// `memory.max` of `parent`.
+    budget: ParentBudget,
 }
 
 impl CgroupV2 {
@@ -38,7 +40,14 @@ impl CgroupV2 {
             root,
             delegate_from,
             server_leaf,
+            budget: ParentBudget::new(None),
         }
+    }
+
+    /// Limits the memory of all sandboxes together (`memory.max` of the parent).
+    pub(super) fn with_memory_budget(mut self, bytes: Option<u64>) -> Self {
+        self.budget = ParentBudget::new(bytes);
+        self
     }
 
     /// Moves this process into its leaf, then enables the controllers for children
@@ -106,7 +115,7 @@ impl CgroupBackend for CgroupV2 {
         }
     }
 
-    fn create(&self, name: &str, limits: &Limits) -> Result<SandboxCgroup> {
+    fn prepare(&self) -> Result<()> {
         if !self.parent.join("cgroup.subtree_control").exists()
             || !fs::read_to_string(self.parent.join("cgroup.subtree_control"))
                 .unwrap_or_default()
@@ -114,6 +123,13 @@ impl CgroupBackend for CgroupV2 {
         {
             self.delegate()?;
         }
+        Ok(())
+    }
+
+    fn create(&self, name: &str, limits: &Limits) -> Result<SandboxCgroup> {
+        self.prepare()?;
+        self.budget
+            .ensure(|bytes| write_file(&self.parent.join("memory.max"), &bytes.to_string()))?;
         let cgroup = self.cgroup_of(name);
         let dir = &cgroup.dirs[0];
         make_dir(dir)?;
@@ -245,6 +261,7 @@ mod v2_tests {
         for dir in [root.clone(), root.join("kiln"), parent.clone()] {
             fake_dir(&dir, &["cgroup.subtree_control"]);
         }
+        fake_dir(&parent, &["memory.max"]);
         let sandbox = parent.join("s1");
         fake_dir(
             &sandbox,
@@ -260,10 +277,12 @@ mod v2_tests {
             ],
         );
         // A configured parent: controllers enabled from the root down.
-        let v2 = CgroupV2::new(root.clone(), "kiln/0123456789abcdef", None);
+        let v2 = CgroupV2::new(root.clone(), "kiln/0123456789abcdef", None)
+            .with_memory_budget(Some(8 << 30));
         assert_eq!(v2.version(), CgroupVersion::V2);
         let limits = Limits {
             memory_bytes: Some(1 << 30),
+            disk_bytes: None,
             pids: Some(64),
             cpu_millicores: Some(500),
         };
@@ -271,6 +290,11 @@ mod v2_tests {
         assert_eq!(cgroup.dirs, vec![sandbox.clone()]);
         let read = |name: &str| fs::read_to_string(sandbox.join(name)).unwrap();
         assert_eq!(read("memory.max"), "1073741824");
+        assert_eq!(
+            fs::read_to_string(parent.join("memory.max")).unwrap(),
+            "8589934592",
+            "the parent holds the budget of all sandboxes"
+        );
         assert_eq!(read("memory.swap.max"), "0", "no swap");
         assert_eq!(read("pids.max"), "64");
         assert_eq!(read("cpu.max"), "50000 100000", "half a core");

@@ -1,0 +1,111 @@
+//! Admission control over HTTP, with real sandboxes: a node whose memory budget is taken
+//! refuses a new session or agent job with 503 `node_full` and `Retry-After` before
+//! storing anything, and a closed session gives its room back.
+mod agent_job_support;
+mod common;
+mod sandbox;
+
+use common::{assert_error, bearer, json, Database};
+use sandbox::{DATASET, SAMPLE};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_answers_503_node_full_with_retry_after() {
+    if !sandbox::prerequisites() {
+        return;
+    }
+    // Room for exactly one session of the default 2 GiB: a 2 GiB budget, no overcommit.
+    let s = sandbox::start(|c| {
+        c.runtime.memory_budget_mib = Some(2048);
+        c.runtime.memory_overcommit = 1.0;
+        c.runtime.disk_mib = 256;
+    })
+    .await;
+    let key = s.admin_key.clone();
+    let create = json!({"dataset": DATASET, "sample_id": SAMPLE});
+    let (status, first) = s.post_as(&key, "/sessions", &create).await;
+    assert_eq!(status, 201, "{first}");
+    let first = first["session_id"].as_str().expect("id").to_string();
+    let (_, session) = s.get_as(&key, &format!("/sessions/{first}")).await;
+    assert_eq!(session["status"], "ready", "{session}");
+
+    let response = s
+        .post("/sessions")
+        .header("Authorization", bearer(&key))
+        .json(&create)
+        .send()
+        .await
+        .expect("send");
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(retry_after.is_some_and(|secs| secs > 0), "{retry_after:?}");
+    let (status, body) = json(response).await;
+    assert_error(status, &body, 503, "node_full");
+    let (_, listing) = s.get_as(&key, "/sessions").await;
+    assert_eq!(
+        listing["total_count"], 1,
+        "a refused create stores nothing: {listing}"
+    );
+
+    let (status, _) = s.delete_as(&key, &format!("/sessions/{first}")).await;
+    assert_eq!(status, 200);
+    let (status, second) = s.post_as(&key, "/sessions", &create).await;
+    assert_eq!(
+        status, 201,
+        "the closed session's room is free again: {second}"
+    );
+    let second = second["session_id"].as_str().expect("id").to_string();
+    let (_, session) = s.get_as(&key, &format!("/sessions/{second}")).await;
+    assert_eq!(session["status"], "ready", "{session}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_jobs_do_not_bypass_admission() {
+    if !sandbox::prerequisites() {
+        return;
+    }
+    let repos = tempfile::tempdir().expect("tempdir");
+    let repo = repos.path().join("calc");
+    let (first, _) = agent_job_support::make_repo(&repo, "echo done\n");
+    let s = agent_job_support::start_with(Database::from_env(), repos.path(), |c| {
+        c.runtime.memory_budget_mib = Some(2048);
+        c.runtime.memory_overcommit = 1.0;
+        c.runtime.disk_mib = 256;
+    })
+    .await;
+    let key = s.admin_key.clone();
+    let (status, session) = s
+        .post_as(
+            &key,
+            "/sessions",
+            &json!({"dataset": DATASET, "sample_id": SAMPLE}),
+        )
+        .await;
+    assert_eq!(status, 201, "{session}");
+    let session = session["session_id"].as_str().expect("id").to_string();
+    let (_, ready) = s.get_as(&key, &format!("/sessions/{session}")).await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+
+    let job = json!({"repo": repo.to_str().expect("utf8"), "ref": first, "agent_id": "script"});
+    let response = s
+        .post("/agent-jobs")
+        .header("Authorization", bearer(&key))
+        .json(&job)
+        .send()
+        .await
+        .expect("send");
+    assert!(response.headers().contains_key("retry-after"));
+    let (status, body) = json(response).await;
+    assert_error(status, &body, 503, "node_full");
+    let (_, jobs) = s.get_as(&key, "/agent-jobs").await;
+    assert_eq!(jobs["jobs"].as_array().map(Vec::len), Some(0), "{jobs}");
+
+    let (status, _) = s.delete_as(&key, &format!("/sessions/{session}")).await;
+    assert_eq!(status, 200);
+    let id = agent_job_support::start_job(&s, &key, &repo, Some(&first)).await;
+    let done = agent_job_support::wait_for(&s, &key, &id, agent_job_support::finished).await;
+    assert_eq!(done["status"], "completed", "{done}");
+}
