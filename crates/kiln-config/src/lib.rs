@@ -139,8 +139,8 @@ impl Default for RuntimeConfig {
             cpu_millicores: 1000,
             disk_mib: 10 * 1024,
             memory_budget_mib: None,
-            memory_overcommit: 2.0,
-            disk_overcommit: 2.0,
+            memory_overcommit: 10.0,
+            disk_overcommit: 20.0,
         }
     }
 }

@@ -81,8 +81,8 @@ impl LocalConfig {
             cgroup_parent: None,
             start_timeout: Duration::from_secs(10),
             memory_budget: None,
-            memory_overcommit: 2.0,
-            disk_overcommit: 2.0,
+            memory_overcommit: 10.0,
+            disk_overcommit: 20.0,
             default_disk_bytes: Limits::default().disk_bytes,
             disk_pool: 4,
         }
