@@ -58,6 +58,9 @@ pub struct LoopDevice {
 /// How often a free device may be taken by someone else between asking and binding.
 const ATTACH_ATTEMPTS: usize = 16;
 
+/// Serializes this process's attaches (see [`attach`]).
+static ATTACH_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Attaches `image` to a free loop device (direct I/O when the backing filesystem can
 /// do it, so its blocks are not cached twice).
 pub fn attach(image: &Path) -> Result<LoopDevice> {
@@ -77,8 +80,15 @@ pub fn attach(image: &Path) -> Result<LoopDevice> {
                 e,
             )
         })?;
+    // LOOP_CTL_GET_FREE hands the same free device to every caller until one configures
+    // it: a burst of creates in this process would mostly lose that race (100 at once ran
+    // out of attempts). One attach at a time here; other processes are still retried.
+    let _turn = ATTACH_TURN.lock().unwrap_or_else(|p| p.into_inner());
     let mut last = std::io::Error::other("no attempt");
-    for _ in 0..ATTACH_ATTEMPTS {
+    for attempt in 0..ATTACH_ATTEMPTS {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1 << attempt.min(5)));
+        }
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
         let n = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
         if n < 0 {
