@@ -34,10 +34,11 @@ use crate::datasets::DatasetService;
 use crate::github::GithubService;
 use crate::sessions::{RecoveryReport, SandboxBackend, SessionService};
 
-/// Everything a running Kiln needs, built once at start and shared by every request.
+/// Everything a running Kiln needs, built once at start and shared by every request. The
+/// store stays inside: callers go through the services (and [`Kiln::ping_store`]).
 pub struct Kiln {
     pub config: Config,
-    pub store: Arc<dyn Store>,
+    store: Arc<dyn Store>,
     pub auth: AuthService,
     pub datasets: DatasetService,
     pub sessions: Arc<SessionService>,
@@ -160,6 +161,16 @@ impl Kiln {
         self.sessions.spawn_reaper();
         self.sessions.spawn_metering();
         Ok(report)
+    }
+
+    /// Whether the store answers, for health checks.
+    pub async fn ping_store(&self) -> ServiceResult<()> {
+        Ok(self.store.ping().await?)
+    }
+
+    /// Which backend stores ("sqlite" or "postgres"), for logs.
+    pub fn store_backend(&self) -> &'static str {
+        self.store.backend()
     }
 
     /// Stops every sandbox; the store keeps the sessions for the next start to resolve.
