@@ -300,7 +300,7 @@ async fn validate(mut config: Config, dataset: &str) -> anyhow::Result<ExitCode>
         None => "ERROR",
     };
     let started = std::time::Instant::now();
-    let results = kiln_services::verification::validate::validate_dataset(
+    let results = kiln_services::dataset_validation::validate_dataset(
         &kiln.sessions,
         &kiln.datasets,
         &user.user_id,

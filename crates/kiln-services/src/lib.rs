@@ -7,6 +7,7 @@ pub mod agent_jobs;
 pub mod auth;
 pub mod billing;
 mod changes;
+pub mod dataset_validation;
 pub mod datasets;
 pub mod demo;
 mod error;
