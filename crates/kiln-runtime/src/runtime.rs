@@ -6,7 +6,7 @@ use kiln_protocol::{
 };
 
 use crate::error::Result;
-use crate::host_check::HostReport;
+use crate::host_report::HostReport;
 use crate::spec::{SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot};
 
 /// Receives the start and the output chunks of a streaming exec, in order.

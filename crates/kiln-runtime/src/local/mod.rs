@@ -3,6 +3,7 @@
 
 mod bwrap;
 pub mod cgroup;
+pub mod host_check;
 mod layout;
 mod mount_namespace;
 mod overlay;
