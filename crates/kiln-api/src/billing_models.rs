@@ -1,7 +1,7 @@
 //! The contract's billing shapes: `UserCredits`, `UsageHistory`, `UsageTransaction`,
 //! `MoneyDepositRequest`/`Response`, and the query of `GET /billing/usage`.
 use chrono::{DateTime, NaiveDate, Utc};
-use kiln_store::{Balance, Transaction};
+use kiln_domain::{Balance, Transaction};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 

@@ -97,14 +97,6 @@ impl ApiError {
     }
 }
 
-/// Store errors reach a handler only through services; this keeps their mapping in
-/// one place (the service error's) for the few handlers that read the store directly.
-impl From<kiln_store::StoreError> for ApiError {
-    fn from(e: kiln_store::StoreError) -> Self {
-        ServiceError::from(e).into()
-    }
-}
-
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {

@@ -1,7 +1,7 @@
 //! The contract's JSON shapes (`spec/codeset-openapi.json`), as the API sends and
 //! receives them. Store records are mapped to these here and nowhere else.
 use chrono::{DateTime, SecondsFormat, Utc};
-use kiln_store::{ApiKeyRecord, Dataset, Sample, User};
+use kiln_domain::{ApiKeyRecord, Dataset, Sample, User};
 use serde::{Deserialize, Serialize, Serializer};
 use utoipa::{IntoParams, ToSchema};
 

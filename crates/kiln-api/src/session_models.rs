@@ -1,6 +1,6 @@
 //! The contract's shapes for sessions and interactions.
 use chrono::{DateTime, Utc};
-use kiln_store::{InteractionKind, InteractionRecord, SessionRecord, SessionStatus};
+use kiln_domain::{InteractionKind, InteractionRecord, SessionRecord, SessionStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -337,9 +337,9 @@ pub enum JobStatusView {
     Cancelled,
 }
 
-impl From<kiln_store::JobStatus> for JobStatusView {
-    fn from(s: kiln_store::JobStatus) -> Self {
-        use kiln_store::JobStatus as S;
+impl From<kiln_domain::JobStatus> for JobStatusView {
+    fn from(s: kiln_domain::JobStatus) -> Self {
+        use kiln_domain::JobStatus as S;
         match s {
             S::Pending => Self::Pending,
             S::Starting => Self::Starting,
@@ -398,8 +398,8 @@ pub struct VerificationJobView {
     pub container_info: Option<ContainerInfo>,
 }
 
-impl From<kiln_store::VerificationJobRecord> for VerificationJobView {
-    fn from(j: kiln_store::VerificationJobRecord) -> Self {
+impl From<kiln_domain::VerificationJobRecord> for VerificationJobView {
+    fn from(j: kiln_domain::VerificationJobRecord) -> Self {
         let error = j.error_code.map(|code| ErrorInfo {
             code,
             message: j.error_message.unwrap_or_default(),

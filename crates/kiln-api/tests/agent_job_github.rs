@@ -74,8 +74,8 @@ async fn the_github_sign_in_token_clones_private_repositories(ctx: Ctx) {
     assert_eq!(issued.len(), 1, "{issued:?}");
     let token = issued[0].clone();
     let stored = s
-        .kiln
-        .store
+        .store()
+        .await
         .get_github_token(user_id)
         .await
         .expect("store")

@@ -313,7 +313,7 @@ async fn usage_is_paged_filtered_and_private() {
             .expect("grant");
     }
     let billing = &s.kiln.billing;
-    use kiln_store::TransactionKind::*;
+    use kiln_domain::TransactionKind::*;
     billing
         .record(&ann, AgentJobUsage, -50, "job".into(), Some("job-1".into()))
         .await

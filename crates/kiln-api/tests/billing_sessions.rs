@@ -201,7 +201,7 @@ async fn sessions_stop_when_the_balance_is_used_up() {
     let a = create_ready(&s, &poor_key).await;
     let b = create_ready(&s, &poor_key).await;
     let other = create_ready(&s, &rich_key).await;
-    use kiln_store::TransactionKind::AgentJobUsage;
+    use kiln_domain::TransactionKind::AgentJobUsage;
     s.kiln
         .billing
         .record(
@@ -260,14 +260,10 @@ async fn a_sandbox_lost_while_down_is_billed_to_its_last_heartbeat() {
     .await;
     let (_, key) = s.user("user").await;
     let id = create_ready(&s, &key).await;
+    let store = s.store().await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let beat = loop {
-        let beat = s
-            .kiln
-            .store
-            .session_heartbeat(&id)
-            .await
-            .expect("heartbeat");
+        let beat = store.session_heartbeat(&id).await.expect("heartbeat");
         if let Some(beat) = beat {
             break beat;
         }
@@ -277,14 +273,13 @@ async fn a_sandbox_lost_while_down_is_billed_to_its_last_heartbeat() {
     // The server stops (its sandboxes with it) and stays down a while.
     s.kiln.shutdown().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let last = s
-        .kiln
-        .store
+    let last = store
         .session_heartbeat(&id)
         .await
         .expect("heartbeat")
         .expect("beat");
     assert!(last >= beat);
+    drop(store);
     let down_until = chrono::Utc::now();
     let s = s.restart(false).await;
 
@@ -292,8 +287,8 @@ async fn a_sandbox_lost_while_down_is_billed_to_its_last_heartbeat() {
     assert_eq!(ended["status"], "terminated", "{ended}");
     let charge = the_charge(&s, &key, &id, 6000.0).await;
     let stored = s
-        .kiln
-        .store
+        .store()
+        .await
         .get_session(&id)
         .await
         .expect("get")

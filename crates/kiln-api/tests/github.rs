@@ -349,8 +349,8 @@ async fn stored_token_is_sealed(ctx: Ctx) {
     let token = &tokens[0];
 
     let stored = s
-        .kiln
-        .store
+        .store()
+        .await
         .get_github_token(user_id)
         .await
         .expect("read")
@@ -392,8 +392,8 @@ async fn stored_token_is_sealed(ctx: Ctx) {
     let mut account = Account::new(11, "sealed");
     account.repos = 2;
     ctx.gh.add_token(legacy, &account);
-    s.kiln
-        .store
+    s.store()
+        .await
         .put_github_token(user_id, legacy, chrono::Utc::now())
         .await
         .expect("write");

@@ -46,10 +46,9 @@ async fn queued_then_closed(s: &TestServer, key: &str, path: &str, body: Value) 
         .send();
     let waiting = tokio::spawn(async move { json(request.await.expect("send")).await });
     // The request is queued once its interaction is stored (unfinished, behind the sleep).
+    let store = s.store().await;
     loop {
-        let unfinished = s
-            .kiln
-            .store
+        let unfinished = store
             .list_unfinished_interactions()
             .await
             .expect("list");

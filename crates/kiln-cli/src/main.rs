@@ -205,7 +205,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
         Command::Keys(KeysCommand::Create { user, name }) => {
             let kiln = Kiln::open(config).await?;
-            if kiln.store.get_user(&user).await?.is_none() {
+            if kiln.auth.get_user(&user).await?.is_none() {
                 bail!("no user with id {user:?} (create one with `kiln users create`)");
             }
             let key = kiln.auth.create_api_key(&user, name).await?;
@@ -218,7 +218,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             description,
         }) => {
             let kiln = Kiln::open(config).await?;
-            if kiln.store.get_user(&user).await?.is_none() {
+            if kiln.auth.get_user(&user).await?.is_none() {
                 bail!("no user with id {user:?} (create one with `kiln users create`)");
             }
             if cents < 1 {
@@ -300,9 +300,9 @@ async fn validate(mut config: Config, dataset: &str) -> anyhow::Result<ExitCode>
         None => "ERROR",
     };
     let started = std::time::Instant::now();
-    let results = kiln_services::verification::validate::validate_dataset(
+    let results = kiln_services::dataset_validation::validate_dataset(
         &kiln.sessions,
-        kiln.store.as_ref(),
+        &kiln.datasets,
         &user.user_id,
         dataset,
         |r| {
@@ -460,7 +460,7 @@ async fn serve(mut config: Config) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
-    tracing::info!(%local, store = kiln.store.backend(), data_dir = %data_dir.display(), "kiln is serving");
+    tracing::info!(%local, store = kiln.store_backend(), data_dir = %data_dir.display(), "kiln is serving");
     println!("Kiln is serving on http://{local}/api/v1 (docs: http://{local}/docs)");
     let kiln = Arc::new(kiln);
     kiln_api::serve(kiln.clone(), listener, shutdown_signal()).await?;

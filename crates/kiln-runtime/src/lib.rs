@@ -14,13 +14,14 @@
 //! ```
 
 pub mod error;
-pub mod host_check;
+pub mod host_report;
 pub mod local;
 pub mod runtime;
 pub mod spec;
 
 pub use error::{Resource, Result, RuntimeError};
-pub use host_check::{check_host, HostCheck, HostReport};
+pub use host_report::{HostCheck, HostReport};
+pub use local::host_check::check_host;
 pub use local::{default_agent_binary, LocalConfig, LocalRuntime};
 pub use runtime::{ExecEventSink, ReconcileReport, Runtime, SandboxExit};
 pub use spec::{

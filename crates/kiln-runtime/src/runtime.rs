@@ -6,7 +6,7 @@ use kiln_protocol::{
 };
 
 use crate::error::Result;
-use crate::host_check::HostReport;
+use crate::host_report::HostReport;
 use crate::spec::{
     Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot,
 };

@@ -161,6 +161,19 @@ impl AuthService {
         Ok(CreatedApiKey { record, secret })
     }
 
+    pub async fn get_user(&self, user_id: &str) -> ServiceResult<Option<User>> {
+        Ok(self.store.get_user(user_id).await?)
+    }
+
+    /// The user's API keys, masked (the store never had their secrets).
+    pub async fn list_api_keys(&self, user_id: &str) -> ServiceResult<Vec<ApiKeyRecord>> {
+        Ok(self.store.list_api_keys(user_id).await?)
+    }
+
+    pub async fn accept_terms(&self, user_id: &str, at: DateTime<Utc>) -> ServiceResult<()> {
+        Ok(self.store.set_terms_accepted(user_id, at).await?)
+    }
+
     pub async fn revoke_api_key(&self, user_id: &str, key_id: &str) -> ServiceResult<()> {
         if self
             .store

@@ -58,7 +58,7 @@ pub enum ServiceError {
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
     #[error(transparent)]
-    Github(#[from] crate::github::GithubError),
+    Github(#[from] GithubError),
     #[error("storage failure: {0}")]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -91,3 +91,26 @@ impl ServiceError {
 }
 
 pub type ServiceResult<T> = Result<T, ServiceError>;
+
+/// What can go wrong with GitHub; each has its own status and code at the HTTP edge.
+#[derive(Debug, Error)]
+pub enum GithubError {
+    #[error("GitHub sign-in is not configured on this server (set github.client_id and github.client_secret)")]
+    NotConfigured,
+    #[error("{0}")]
+    InvalidState(String),
+    #[error("GitHub refused the authorization code: {0}")]
+    InvalidCode(String),
+    /// GitHub is down, slow, or answered something unreadable.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The user never signed in with GitHub.
+    #[error("this account has no GitHub sign-in; sign in with GitHub first")]
+    NotLinked,
+    /// The stored token cannot be used any more (sealed under another server secret,
+    /// revoked on GitHub): only a new sign-in helps.
+    #[error("{0}; sign in with GitHub again")]
+    SignInAgain(String),
+    #[error("{0}")]
+    Internal(String),
+}

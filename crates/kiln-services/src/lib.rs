@@ -7,6 +7,7 @@ pub mod agent_jobs;
 pub mod auth;
 pub mod billing;
 mod changes;
+pub mod dataset_validation;
 pub mod datasets;
 pub mod demo;
 mod error;
@@ -35,10 +36,11 @@ use crate::datasets::DatasetService;
 use crate::github::GithubService;
 use crate::sessions::{RecoveryReport, SandboxBackend, SessionService};
 
-/// Everything a running Kiln needs, built once at start and shared by every request.
+/// Everything a running Kiln needs, built once at start and shared by every request. The
+/// store stays inside: callers go through the services (and [`Kiln::ping_store`]).
 pub struct Kiln {
     pub config: Config,
-    pub store: Arc<dyn Store>,
+    store: Arc<dyn Store>,
     pub auth: AuthService,
     pub datasets: DatasetService,
     pub sessions: Arc<SessionService>,
@@ -162,6 +164,16 @@ impl Kiln {
         self.sessions.spawn_metering();
         self.sessions.spawn_output_retention();
         Ok(report)
+    }
+
+    /// Whether the store answers, for health checks.
+    pub async fn ping_store(&self) -> ServiceResult<()> {
+        Ok(self.store.ping().await?)
+    }
+
+    /// Which backend stores ("sqlite" or "postgres"), for logs.
+    pub fn store_backend(&self) -> &'static str {
+        self.store.backend()
     }
 
     /// Stops every sandbox; the store keeps the sessions for the next start to resolve.
@@ -313,5 +325,8 @@ mod tests {
         let cwd = std::env::current_dir().expect("cwd");
         assert_eq!(kiln.config.data_dir, cwd.join(&relative));
         assert!(kiln.config.data_dir.join("kiln.db").exists());
+        // The runtime (when this host has one) keeps ready disks mounted under the data
+        // dir: a stop releases them, or the temp dir could not be removed.
+        kiln.shutdown().await;
     }
 }

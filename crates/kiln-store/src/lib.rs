@@ -9,17 +9,13 @@
 //! one from the URL.
 #![forbid(unsafe_code)]
 
-mod agent_job_model;
-mod billing_model;
 mod columns;
 mod error;
 mod json_column;
 mod missing_reference;
-mod model;
 pub mod postgres;
 mod sample_json;
 mod search_pattern;
-mod session_model;
 mod session_rules;
 pub mod sql;
 pub mod sqlite;
@@ -29,11 +25,8 @@ mod unique_violation;
 
 use std::sync::Arc;
 
-pub use agent_job_model::*;
-pub use billing_model::*;
 pub use error::StoreError;
-pub use model::*;
-pub use session_model::*;
+pub use kiln_domain::*;
 pub use traits::{
     AccountStore, AgentJobStore, Backend, BillingStore, CatalogStore, GithubStore, SessionStore,
     Store, VerificationStore,

@@ -8,8 +8,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
+use kiln_domain::AgentJobRecord;
 use kiln_services::agent_jobs::{CreateAgentJob, Outcome};
-use kiln_store::AgentJobRecord;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 

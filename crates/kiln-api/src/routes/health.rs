@@ -12,7 +12,7 @@ use crate::AppState;
 #[utoipa::path(get, path = "/health", tag = "health", operation_id = "health_check_health_get",
     responses((status = 200, body = HealthCheckResponse)))]
 pub async fn health(State(state): State<Arc<AppState>>) -> ApiResult<Json<HealthCheckResponse>> {
-    let status = match state.kiln.store.ping().await {
+    let status = match state.kiln.ping_store().await {
         Ok(()) => "healthy",
         Err(e) => {
             tracing::warn!(error = %e, "health check: store unreachable");

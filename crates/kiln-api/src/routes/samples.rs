@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use kiln_store::SampleQuery;
+use kiln_domain::SampleQuery;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{check_range, CurrentUser, ValidPath, ValidQuery};

@@ -13,12 +13,12 @@ use crate::models::{
 use crate::AppState;
 
 async fn view(state: &AppState, user_id: &str) -> ApiResult<UserView> {
-    let store = &state.kiln.store;
-    let user = store
+    let auth = &state.kiln.auth;
+    let user = auth
         .get_user(user_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("user not found".into()))?;
-    let keys = store.list_api_keys(user_id).await?;
+    let keys = auth.list_api_keys(user_id).await?;
     Ok(UserView::new(user, &keys))
 }
 
@@ -43,8 +43,8 @@ pub async fn accept_terms(
 ) -> ApiResult<Json<UserView>> {
     state
         .kiln
-        .store
-        .set_terms_accepted(&me.user.user_id, Utc::now())
+        .auth
+        .accept_terms(&me.user.user_id, Utc::now())
         .await?;
     Ok(Json(view(&state, &me.user.user_id).await?))
 }

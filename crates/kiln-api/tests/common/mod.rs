@@ -197,7 +197,15 @@ impl TestServer {
 
     /// Which backend the server stores in ("sqlite" or "postgres").
     pub fn backend(&self) -> &'static str {
-        self.kiln.store.backend()
+        self.kiln.store_backend()
+    }
+
+    /// The server's store, opened anew, for tests that check what was stored: the server
+    /// itself shows only services.
+    pub async fn store(&self) -> Arc<dyn kiln_store::Store> {
+        kiln_store::connect(&self.kiln.config.database_url())
+            .await
+            .expect("open the server's store")
     }
 
     /// Stops this server and starts another on the same data directory and store.

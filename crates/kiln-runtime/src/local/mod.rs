@@ -6,6 +6,7 @@ mod bwrap;
 pub mod cgroup;
 mod disk;
 mod exit_watch;
+pub mod host_check;
 mod layout;
 mod loopdev;
 mod mount_namespace;

@@ -9,8 +9,9 @@ use kiln_protocol::{
     WriteFileRequest,
 };
 
+use super::host_check;
 use crate::error::{Result, RuntimeError};
-use crate::host_check::{self, HostReport};
+use crate::host_report::HostReport;
 use crate::local::layout::SandboxDirs;
 use crate::local::sandbox::Sandbox;
 use crate::local::{remove_socket_link, teardown, usage, LocalRuntime, Slot};

@@ -12,6 +12,7 @@ use kiln_config::GithubConfig;
 use kiln_store::{Store, StoreError, User};
 
 use crate::auth::{AuthService, TokenPair};
+pub use crate::error::GithubError;
 use crate::error::{ServiceError, ServiceResult};
 use crate::secret_box::{OpenError, SecretBox};
 use client::{GithubClient, PER_PAGE};
@@ -20,29 +21,6 @@ use state::{StateError, StateSigner, MAX_STATE_LEN};
 const TOKEN_PURPOSE: &str = "kiln github access token v1";
 const MAX_CODE_LEN: usize = 512;
 const MAX_REDIRECT_URI_LEN: usize = 2048;
-
-/// What can go wrong with GitHub; each has its own status and code at the HTTP edge.
-#[derive(Debug, thiserror::Error)]
-pub enum GithubError {
-    #[error("GitHub sign-in is not configured on this server (set github.client_id and github.client_secret)")]
-    NotConfigured,
-    #[error("{0}")]
-    InvalidState(String),
-    #[error("GitHub refused the authorization code: {0}")]
-    InvalidCode(String),
-    /// GitHub is down, slow, or answered something unreadable.
-    #[error("{0}")]
-    Unavailable(String),
-    /// The user never signed in with GitHub.
-    #[error("this account has no GitHub sign-in; sign in with GitHub first")]
-    NotLinked,
-    /// The stored token cannot be used any more (sealed under another server secret,
-    /// revoked on GitHub): only a new sign-in helps.
-    #[error("{0}; sign in with GitHub again")]
-    SignInAgain(String),
-    #[error("{0}")]
-    Internal(String),
-}
 
 /// A GitHub sign-in: the Kiln user, whether this sign-in created it, and its tokens.
 #[derive(Debug, Clone)]

@@ -3,7 +3,6 @@
 //! session's worker, so they are ordered with the agent's own commands.
 pub mod plan;
 pub mod run;
-pub mod validate;
 
 use serde_json::{json, Value};
 

@@ -8,7 +8,6 @@ use sqlx::QueryBuilder;
 
 use super::dialect::{BuilderExt, Dialect, QueryExt};
 use super::{as_i64, rows, SqlStore};
-use crate::billing_model::{end_time, parse_kind, usage, TRANSACTION_COLUMNS};
 use crate::columns;
 use crate::missing_reference::insert_error;
 use crate::timestamp::Stamp;
@@ -16,6 +15,16 @@ use crate::{
     Balance, BillingStore, EndedSession, KindTotal, NewTransaction, Result, SessionEnd,
     Transaction, TransactionKind, TransactionPage, TransactionQuery,
 };
+use kiln_domain::{end_time, usage};
+
+/// The ledger's columns, in the order both backends' row readers expect.
+const TRANSACTION_COLUMNS: &str = "transaction_id, user_id, kind, amount_cents, \
+     description, created_at, session_id, job_id, duration_minutes, reference";
+
+fn parse_kind(kind: &str) -> Result<TransactionKind> {
+    TransactionKind::parse(kind)
+        .ok_or_else(|| crate::StoreError::Corrupt(format!("unknown transaction kind {kind:?}")))
+}
 
 /// Appends `new` on `conn` (a transaction's or the pool's), unless its reference was used.
 async fn insert_in<D: Dialect>(

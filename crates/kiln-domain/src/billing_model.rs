@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{SessionRecord, SessionStatus, StoreError};
+use crate::{SessionRecord, SessionStatus};
 
 /// The contract's transaction types. Deposits and refunds credit the user (positive
 /// amounts), usage charges them (negative amounts).
@@ -157,17 +157,13 @@ pub fn session_price(
     (minutes, i64::try_from(cents).unwrap_or(i64::MAX))
 }
 
-/// The ledger's columns, in the order both backends' row readers expect.
-pub(crate) const TRANSACTION_COLUMNS: &str = "transaction_id, user_id, kind, amount_cents, \
-     description, created_at, session_id, job_id, duration_minutes, reference";
-
 /// The description of a session's usage charge.
-pub(crate) fn usage_description(session_id: &str, minutes: f64, per_minute: i64) -> String {
+pub fn usage_description(session_id: &str, minutes: f64, per_minute: i64) -> String {
     format!("session {session_id}: {minutes:.4} minutes at {per_minute} cents per minute")
 }
 
 /// When a session being ended stops counting.
-pub(crate) fn end_time(
+pub fn end_time(
     end: &SessionEnd,
     ready_at: Option<DateTime<Utc>>,
     alive_at: Option<DateTime<Utc>>,
@@ -180,7 +176,7 @@ pub(crate) fn end_time(
 }
 
 /// The usage charge of a session that was ready from `ready_at` to `ended_at`.
-pub(crate) fn usage(
+pub fn usage(
     end: &SessionEnd,
     session: &SessionRecord,
     ready_at: DateTime<Utc>,
@@ -199,11 +195,6 @@ pub(crate) fn usage(
         duration_minutes: Some(minutes),
         reference: Some(session.session_id.clone()),
     }
-}
-
-pub(crate) fn parse_kind(kind: &str) -> crate::Result<TransactionKind> {
-    TransactionKind::parse(kind)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown transaction kind {kind:?}")))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use kiln_store::{JobStatus, SampleQuery};
 
+use crate::datasets::DatasetService;
 use crate::error::{ServiceError, ServiceResult};
 use crate::sessions::{Action, CreateSession, SessionService};
 
@@ -28,12 +29,12 @@ impl SampleValidation {
 /// Validates every latest sample of `dataset` as `user_id`, reporting each as it finishes.
 pub async fn validate_dataset(
     sessions: &Arc<SessionService>,
-    store: &dyn kiln_store::Store,
+    datasets: &DatasetService,
     user_id: &str,
     dataset: &str,
     mut report: impl FnMut(&SampleValidation),
 ) -> ServiceResult<Vec<SampleValidation>> {
-    let page = store
+    let page = datasets
         .list_samples(&SampleQuery {
             dataset: Some(dataset.to_string()),
             ..SampleQuery::default()

@@ -1,0 +1,16 @@
+//! Kiln's domain records: what users, samples, sessions, interactions, verification and
+//! agent jobs and ledger transactions are, with their statuses and the rules that need no
+//! I/O (e.g. how a session's time is priced). The store keeps them, the services act on
+//! them, the HTTP layer maps them to the contract's JSON; none of them is needed to read
+//! these types, so this crate depends on none of them.
+#![forbid(unsafe_code)]
+
+mod agent_job_model;
+mod billing_model;
+mod model;
+mod session_model;
+
+pub use agent_job_model::*;
+pub use billing_model::*;
+pub use model::*;
+pub use session_model::*;
