@@ -4,8 +4,8 @@
 mod admission;
 mod bwrap;
 pub mod cgroup;
-mod exit_watch;
 mod disk;
+mod exit_watch;
 mod layout;
 mod loopdev;
 mod mount_namespace;

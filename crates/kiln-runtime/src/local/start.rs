@@ -11,9 +11,7 @@ use crate::error::{Result, RuntimeError};
 use crate::local::bwrap::{self, BwrapLaunch, RUN_DIR};
 use crate::local::layout::{SandboxDirs, SandboxState};
 use crate::local::sandbox::Sandbox;
-use crate::local::{
-    disk, mount_namespace, overlay, proc_seal, staging, teardown, LocalRuntime,
-};
+use crate::local::{disk, mount_namespace, overlay, proc_seal, staging, teardown, LocalRuntime};
 use crate::spec::SandboxSpec;
 
 /// The agent binds its socket, then restricts it to 0600: only then is it ready.
