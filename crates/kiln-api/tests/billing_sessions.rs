@@ -8,50 +8,15 @@ mod sandbox;
 use std::time::{Duration, Instant};
 
 use common::{assert_error, TestServer};
-use sandbox::{DATASET, SAMPLE};
-use serde_json::{json, Value};
-
-async fn create(s: &TestServer, key: &str) -> (u16, Value) {
-    s.post_as(
-        key,
-        "/sessions",
-        &json!({"dataset": DATASET, "sample_id": SAMPLE}),
-    )
-    .await
-}
+use sandbox::{create_ready, create_session, session_usage_charges as charges, SAMPLE};
+use serde_json::Value;
 
 async fn session(s: &TestServer, key: &str, id: &str) -> Value {
     s.get_ok(key, &format!("/sessions/{id}")).await
 }
 
-async fn create_ready(s: &TestServer, key: &str) -> String {
-    let (status, created) = create(s, key).await;
-    assert_eq!(status, 201, "{created}");
-    let id = created["session_id"].as_str().expect("id").to_string();
-    let ready = session(s, key, &id).await;
-    assert_eq!(ready["status"], "ready", "{ready}");
-    id
-}
-
 async fn close(s: &TestServer, key: &str, id: &str) -> (u16, Value) {
     s.delete_as(key, &format!("/sessions/{id}")).await
-}
-
-/// The session usage charges of `id` in the caller's ledger.
-async fn charges(s: &TestServer, key: &str, id: &str) -> Vec<Value> {
-    let body = s
-        .get_ok(
-            key,
-            "/billing/usage?transaction_types=session_usage&limit=100",
-        )
-        .await;
-    body["transactions"]
-        .as_array()
-        .expect("transactions")
-        .iter()
-        .filter(|t| t["session_id"] == id)
-        .cloned()
-        .collect()
 }
 
 /// The one charge of a session, checked against the session's own duration and the price.
@@ -78,7 +43,7 @@ async fn without_balance_a_session_is_refused_with_402() {
     }
     let s = sandbox::start(|c| c.billing.enabled = true).await;
     let (user, key) = s.user("broke").await;
-    let (status, body) = create(&s, &key).await;
+    let (status, body) = create_session(&s, &key, SAMPLE).await;
     assert_error(status, &body, 402, "insufficient_balance");
     assert!(
         body["detail"]["message"]
@@ -88,7 +53,7 @@ async fn without_balance_a_session_is_refused_with_402() {
         "{body}"
     );
     s.kiln.billing.grant(&user, 4, None).await.expect("grant");
-    let (status, body) = create(&s, &key).await;
+    let (status, body) = create_session(&s, &key, SAMPLE).await;
     assert_error(status, &body, 402, "insufficient_balance");
     s.kiln.billing.grant(&user, 1, None).await.expect("grant");
     let id = create_ready(&s, &key).await;
@@ -242,7 +207,7 @@ async fn sessions_stop_when_the_balance_is_used_up() {
         "ready",
         "other users run on"
     );
-    let (status, body) = create(&s, &poor_key).await;
+    let (status, body) = create_session(&s, &poor_key, SAMPLE).await;
     assert_error(status, &body, 402, "insufficient_balance");
     let (status, _) = close(&s, &rich_key, &other).await;
     assert_eq!(status, 200);

@@ -8,23 +8,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::{bearer, json, TestServer};
-use sandbox::{DATASET, SAMPLE};
+use sandbox::create_ready;
 use serde_json::{json, Value};
-
-async fn create_ready(s: &TestServer, key: &str) -> String {
-    let (status, created) = s
-        .post_as(
-            key,
-            "/sessions",
-            &json!({"dataset": DATASET, "sample_id": SAMPLE}),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    let id = created["session_id"].as_str().expect("id").to_string();
-    let (_, session) = s.get_as(key, &format!("/sessions/{id}")).await;
-    assert_eq!(session["status"], "ready", "{session}");
-    id
-}
 
 /// Queues `body` on `path` behind a long command, closes the session, and returns what
 /// the queued request answered.

@@ -9,47 +9,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::{assert_error, assert_validation, TestServer};
-use sandbox::{DATASET, SAMPLE};
+use sandbox::{create_ready, finished, once_not_ready, session_usage_charges, start_exec};
 use serde_json::{json, Value};
-
-async fn create_ready(s: &TestServer, key: &str) -> String {
-    let (status, created) = s
-        .post_as(
-            key,
-            "/sessions",
-            &json!({"dataset": DATASET, "sample_id": SAMPLE}),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    let id = created["session_id"].as_str().expect("id").to_string();
-    let session = s.get_ok(key, &format!("/sessions/{id}")).await;
-    assert_eq!(session["status"], "ready", "{session}");
-    id
-}
-
-async fn start_exec(s: &TestServer, key: &str, id: &str, command: &str) -> String {
-    let (status, started) = s
-        .post_as(
-            key,
-            &format!("/sessions/{id}/exec"),
-            &json!({"command": command}),
-        )
-        .await;
-    assert_eq!(status, 202, "{started}");
-    started["interaction_id"].as_str().expect("iid").to_string()
-}
-
-/// Waits (long-poll) for an interaction to finish.
-async fn finished(s: &TestServer, key: &str, id: &str, iid: &str) -> Value {
-    loop {
-        let done = s
-            .get_ok(key, &format!("/sessions/{id}/interactions/{iid}"))
-            .await;
-        if !done["exit_code"].is_null() {
-            return done;
-        }
-    }
-}
 
 /// The host pid of the sandbox's init (its agent), as the local runtime recorded it.
 fn init_pid(s: &TestServer, id: &str) -> u32 {
@@ -86,21 +47,6 @@ async fn edit_and_upload(s: &TestServer, key: &str, id: &str) -> [(u16, Value); 
         s.post_as(key, &upload_path, &upload_body)
     );
     [replaced, uploaded]
-}
-
-async fn session_usage_charges(s: &TestServer, key: &str, id: &str) -> usize {
-    let body = s
-        .get_ok(
-            key,
-            "/billing/usage?transaction_types=session_usage&limit=100",
-        )
-        .await;
-    body["transactions"]
-        .as_array()
-        .expect("transactions")
-        .iter()
-        .filter(|t| t["session_id"] == id)
-        .count()
 }
 
 /// Every call that needs the session's sandbox, as (method, path, body).
@@ -155,13 +101,7 @@ async fn a_sandbox_killed_from_outside_terminates_its_session_at_once() {
     }
 
     // The session is terminated with the code at once, not left `ready` until its TTL.
-    let session = loop {
-        let session = s.get_ok(&key, &format!("/sessions/{id}")).await;
-        if session["status"] != "ready" || killed_at.elapsed() > Duration::from_secs(5) {
-            break session;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let session = once_not_ready(&s, &key, &id, killed_at).await;
     let noticed = killed_at.elapsed();
     eprintln!("sandbox death noticed after {noticed:?}");
     assert_eq!(session["status"], "terminated", "{session}");
@@ -192,13 +132,17 @@ async fn a_sandbox_killed_from_outside_terminates_its_session_at_once() {
         let (status, got) = call(&s, &key, method, &path, &body).await;
         assert_error(status, &got, 409, "sandbox_lost");
     }
-    assert_eq!(session_usage_charges(&s, &key, &id).await, 1, "billed once");
+    assert_eq!(
+        session_usage_charges(&s, &key, &id).await.len(),
+        1,
+        "billed once"
+    );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     assert!(!mounts.contains(&id), "the dead sandbox was cleaned up");
 
     // A restart finds nothing more to end or bill.
     let s = s.restart(false).await;
-    assert_eq!(session_usage_charges(&s, &key, &id).await, 1);
+    assert_eq!(session_usage_charges(&s, &key, &id).await.len(), 1);
     let session = s.get_ok(&key, &format!("/sessions/{id}")).await;
     assert_eq!(session["error"]["code"], "sandbox_lost");
 }
@@ -214,13 +158,7 @@ async fn an_idle_session_learns_at_once_that_its_sandbox_died() {
     // Nothing runs in it: only the runtime's notice can tell the session.
     kill("-KILL", init_pid(&s, &id));
     let killed_at = Instant::now();
-    let session = loop {
-        let session = s.get_ok(&key, &format!("/sessions/{id}")).await;
-        if session["status"] != "ready" || killed_at.elapsed() > Duration::from_secs(5) {
-            break session;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let session = once_not_ready(&s, &key, &id, killed_at).await;
     let noticed = killed_at.elapsed();
     eprintln!("idle sandbox death noticed after {noticed:?}");
     assert_eq!(
@@ -258,13 +196,7 @@ async fn a_sandbox_adopted_after_a_restart_is_watched_too() {
     );
     kill("-KILL", init_pid(&s, &id));
     let killed_at = Instant::now();
-    let session = loop {
-        let session = s.get_ok(&key, &format!("/sessions/{id}")).await;
-        if session["status"] != "ready" || killed_at.elapsed() > Duration::from_secs(5) {
-            break session;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let session = once_not_ready(&s, &key, &id, killed_at).await;
     assert_eq!(
         (
             session["status"].as_str(),

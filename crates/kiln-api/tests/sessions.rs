@@ -7,28 +7,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::{assert_error, assert_validation, bearer, json, TestServer};
-use sandbox::{DATASET, SAMPLE};
+use sandbox::{create_ready, DATASET, SAMPLE};
 use serde_json::{json, Value};
-
-async fn create_ready(s: &TestServer, key: &str) -> String {
-    let (status, created) = s
-        .post_as(
-            key,
-            "/sessions",
-            &json!({"dataset": DATASET, "sample_id": SAMPLE}),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    assert_eq!(created["status"], "creating");
-    let id = created["session_id"].as_str().expect("id").to_string();
-    let (status, session) = s.get_as(key, &format!("/sessions/{id}")).await;
-    assert_eq!(status, 200);
-    assert_eq!(
-        session["status"], "ready",
-        "a GET on a creating session waits for ready: {session}"
-    );
-    id
-}
 
 /// Runs a command and waits (long-poll) for its result.
 async fn run(s: &TestServer, key: &str, id: &str, command: &str, timeout: Option<i64>) -> Value {
@@ -402,15 +382,14 @@ async fn limits_listing_and_expiry() {
     let key = s.admin_key.clone();
     let a = create_ready(&s, &key).await;
     let b = create_ready(&s, &key).await;
-    let response = s
-        .post("/sessions")
-        .header("Authorization", bearer(&key))
-        .json(&json!({"dataset": DATASET, "sample_id": SAMPLE}))
-        .send()
-        .await
-        .expect("send");
-    assert!(response.headers().contains_key("retry-after"));
-    let (status, body) = json(response).await;
+    let (status, body, retry_after) = s
+        .post_retry_after(
+            &key,
+            "/sessions",
+            &json!({"dataset": DATASET, "sample_id": SAMPLE}),
+        )
+        .await;
+    assert!(retry_after.is_some());
     assert_error(status, &body, 429, "too_many_requests");
 
     let (_, listing) = s.get_as(&key, "/sessions").await;
@@ -652,17 +631,7 @@ async fn codeset_grading_reads_junit_and_wants_the_exact_sets() {
     }
     let s = sandbox::start(|_| {}).await;
     let key = s.admin_key.clone();
-    let (status, created) = s
-        .post_as(
-            &key,
-            "/sessions",
-            &json!({"dataset": DATASET, "sample_id": sandbox::CODESET_SAMPLE}),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    let id = created["session_id"].as_str().expect("id").to_string();
-    let (_, session) = s.get_as(&key, &format!("/sessions/{id}")).await;
-    assert_eq!(session["status"], "ready");
+    let id = sandbox::create_ready_sample(&s, &key, sandbox::CODESET_SAMPLE).await;
     let verifier = |t3: &str| {
         let script = format!(
             "#!/bin/sh\ncat > /testbed/report.xml <<'XML'\n<testsuite name=\"s\" tests=\"3\">\n<testcase classname=\"suite\" name=\"t1\"/>\n<testcase classname=\"suite\" name=\"t2\"/>\n<testcase classname=\"suite\" name=\"t3\">{t3}</testcase>\n</testsuite>\nXML\n"
