@@ -13,13 +13,7 @@ use kiln_runtime::{Limits, Runtime};
 use support::*;
 
 async fn sh(rt: &TestRuntime, sandbox: &str, script: &str) -> (i32, String) {
-    let done = rt
-        .exec(&id(sandbox), ExecRequest::shell(script).timeout_ms(120_000))
-        .await
-        .unwrap();
-    let mut out = done.stdout.to_string_lossy();
-    out.push_str(&done.stderr.to_string_lossy());
-    (done.exit_code, out)
+    sh_within(rt, sandbox, script, 120_000).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
