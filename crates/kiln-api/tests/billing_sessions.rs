@@ -38,10 +38,9 @@ async fn the_charge(s: &TestServer, key: &str, id: &str, per_minute: f64) -> Val
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_balance_a_session_is_refused_with_402() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|c| c.billing.enabled = true).await else {
         return;
-    }
-    let s = sandbox::start(|c| c.billing.enabled = true).await;
+    };
     let (user, key) = s.user("broke").await;
     let (status, body) = create_session(&s, &key, SAMPLE).await;
     assert_error(status, &body, 402, "insufficient_balance");
@@ -63,10 +62,10 @@ async fn without_balance_a_session_is_refused_with_402() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_session_is_billed_once_with_its_minutes_even_without_billing() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|c| c.billing.cost_per_minute_cents = 600).await
+    else {
         return;
-    }
-    let s = sandbox::start(|c| c.billing.cost_per_minute_cents = 600).await;
+    };
     let (_, key) = s.user("user").await;
     let id = create_ready(&s, &key).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -96,10 +95,9 @@ async fn a_closed_session_is_billed_once_with_its_minutes_even_without_billing()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_between_ready_and_close_bills_once() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|c| c.billing.cost_per_minute_cents = 60).await else {
         return;
-    }
-    let s = sandbox::start(|c| c.billing.cost_per_minute_cents = 60).await;
+    };
     let (_, key) = s.user("user").await;
     let id = create_ready(&s, &key).await;
     // A crash: the sandbox survives and the next server adopts it.
@@ -119,10 +117,9 @@ async fn a_restart_between_ready_and_close_bills_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_close_racing_expiry_bills_once() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
         return;
-    }
-    let s = sandbox::start(|_| {}).await;
+    };
     let (_, key) = s.user("user").await;
     for _ in 0..3 {
         let id = create_ready(&s, &key).await;
@@ -215,14 +212,14 @@ async fn sessions_stop_when_the_balance_is_used_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sandbox_lost_while_down_is_billed_to_its_last_heartbeat() {
-    if !sandbox::prerequisites() {
-        return;
-    }
-    let s = sandbox::start(|c| {
+    let Some(s) = sandbox::start_if_possible(|c| {
         c.billing.heartbeat_secs = 1;
         c.billing.cost_per_minute_cents = 6000;
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let (_, key) = s.user("user").await;
     let id = create_ready(&s, &key).await;
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -81,10 +81,9 @@ async fn call(s: &TestServer, key: &str, method: &str, path: &str, body: &Value)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sandbox_killed_from_outside_terminates_its_session_at_once() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|c| c.billing.cost_per_minute_cents = 60).await else {
         return;
-    }
-    let s = sandbox::start(|c| c.billing.cost_per_minute_cents = 60).await;
+    };
     let (_, key) = s.user("user").await;
     let id = create_ready(&s, &key).await;
     let running = start_exec(&s, &key, &id, "sleep 30").await;
@@ -149,10 +148,9 @@ async fn a_sandbox_killed_from_outside_terminates_its_session_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_session_learns_at_once_that_its_sandbox_died() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
         return;
-    }
-    let s = sandbox::start(|_| {}).await;
+    };
     let key = s.admin_key.clone();
     let id = create_ready(&s, &key).await;
     // Nothing runs in it: only the runtime's notice can tell the session.
@@ -182,10 +180,9 @@ async fn an_idle_session_learns_at_once_that_its_sandbox_died() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sandbox_adopted_after_a_restart_is_watched_too() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
         return;
-    }
-    let s = sandbox::start(|_| {}).await;
+    };
     let key = s.admin_key.clone();
     let id = create_ready(&s, &key).await;
     // A crash: the sandbox survives, not a child of the next server.
@@ -209,10 +206,9 @@ async fn a_sandbox_adopted_after_a_restart_is_watched_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_a_session_with_work_queued_is_never_a_500() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
         return;
-    }
-    let s = sandbox::start(|_| {}).await;
+    };
     let key = s.admin_key.clone();
     for round in 0..3 {
         let id = create_ready(&s, &key).await;
@@ -237,10 +233,9 @@ async fn closing_a_session_with_work_queued_is_never_a_500() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nul_characters_are_a_validation_error_on_every_route() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
         return;
-    }
-    let s = sandbox::start(|_| {}).await;
+    };
     let key = s.admin_key.clone();
     let id = create_ready(&s, &key).await;
     let cases = [
@@ -270,10 +265,9 @@ async fn nul_characters_are_a_validation_error_on_every_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_output_is_trimmed_and_marked_expired() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|c| c.sessions.output_retention_days = 7).await else {
         return;
-    }
-    let s = sandbox::start(|c| c.sessions.output_retention_days = 7).await;
+    };
     let key = s.admin_key.clone();
     let id = create_ready(&s, &key).await;
     let iid = start_exec(&s, &key, &id, "echo out; echo err >&2").await;

@@ -33,10 +33,9 @@ async fn run(s: &TestServer, key: &str, id: &str, command: &str, timeout: Option
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_agent_loop() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
         return;
-    }
-    let s = sandbox::start(|_| {}).await;
+    };
     let key = s.admin_key.clone();
     let id = create_ready(&s, &key).await;
 
@@ -218,10 +217,9 @@ async fn the_whole_agent_loop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_and_other_users() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|c| c.sessions.max_upload_bytes = 1024).await else {
         return;
-    }
-    let s = sandbox::start(|c| c.sessions.max_upload_bytes = 1024).await;
+    };
     let key = s.admin_key.clone();
     let create = |body: Value| {
         s.post("/sessions")
@@ -375,10 +373,10 @@ async fn bad_inputs_and_other_users() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_listing_and_expiry() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|c| c.sessions.max_live_sessions_per_user = 2).await
+    else {
         return;
-    }
-    let s = sandbox::start(|c| c.sessions.max_live_sessions_per_user = 2).await;
+    };
     let key = s.admin_key.clone();
     let a = create_ready(&s, &key).await;
     let b = create_ready(&s, &key).await;
@@ -437,10 +435,9 @@ async fn limits_listing_and_expiry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_resume_or_end_sessions_and_fail_cut_off_commands() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
         return;
-    }
-    let s = sandbox::start(|_| {}).await;
+    };
     let key = s.admin_key.clone();
     let id = create_ready(&s, &key).await;
     run(&s, &key, &id, "echo kept > /tmp/state", None).await;
@@ -515,10 +512,9 @@ async fn verify(s: &TestServer, key: &str, id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verification_passes_fails_times_out_and_is_cancelled() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
         return;
-    }
-    let s = sandbox::start(|_| {}).await;
+    };
     let key = s.admin_key.clone();
     let id = create_ready(&s, &key).await;
     let script = |body: &str| {
@@ -626,10 +622,9 @@ async fn verification_passes_fails_times_out_and_is_cancelled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codeset_grading_reads_junit_and_wants_the_exact_sets() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
         return;
-    }
-    let s = sandbox::start(|_| {}).await;
+    };
     let key = s.admin_key.clone();
     let id = sandbox::create_ready_sample(&s, &key, sandbox::CODESET_SAMPLE).await;
     let verifier = |t3: &str| {

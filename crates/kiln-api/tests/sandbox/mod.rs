@@ -155,6 +155,15 @@ pub async fn start(tweak: impl FnOnce(&mut kiln_config::Config)) -> TestServer {
     start_on(&Database::from_env(), tweak).await
 }
 
+/// [`start`] where sandboxes can run; `None` (the test skips) where [`prerequisites`]
+/// are missing.
+pub async fn start_if_possible(tweak: impl FnOnce(&mut kiln_config::Config)) -> Option<TestServer> {
+    if !prerequisites() {
+        return None;
+    }
+    Some(start(tweak).await)
+}
+
 /// [`start`], storing in `database`.
 pub async fn start_on(
     database: &Database,
