@@ -33,8 +33,7 @@ async fn assert_signals_change_nothing(rt: &TestRuntime, sandbox: &str) {
     .await;
     assert_eq!((code, out.as_str()), (0, "sent\n"));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (code, out) = sh(rt, sandbox, "echo alive").await;
-    assert_eq!((code, out.as_str()), (0, "alive\n"));
+    assert_alive(rt, sandbox).await;
     // Seen from the host: the agent runs, neither stopped nor dying.
     let states: Vec<String> = rt
         .pids(&id(sandbox))
@@ -102,8 +101,7 @@ async fn a_forged_sender_does_not_stop_the_agent() {
     let out = done.stdout.to_string_lossy();
     assert!(out.contains("kiln-probe:sigqueue=0"), "not queued: {out}");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (code, out) = sh(&rt, "forge1", "echo alive").await;
-    assert_eq!((code, out.as_str()), (0, "alive\n"));
+    assert_alive(&rt, "forge1").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -177,6 +177,12 @@ pub async fn sh_within(
     (done.exit_code, out)
 }
 
+/// Asserts that `sandbox` still runs commands (its agent survived what the test did).
+pub async fn assert_alive(rt: &TestRuntime, sandbox: &str) {
+    let (code, out) = sh_within(rt, sandbox, "echo alive", 120_000).await;
+    assert_eq!((code, out.as_str()), (0, "alive\n"));
+}
+
 /// Whether anything under `dir` is mounted (in this mount namespace).
 pub fn mounted_under(dir: &Path) -> Vec<String> {
     std::fs::read_to_string("/proc/self/mountinfo")
