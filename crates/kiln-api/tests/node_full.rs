@@ -11,16 +11,16 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_node_answers_503_node_full_with_retry_after() {
-    if !sandbox::prerequisites() {
-        return;
-    }
     // Room for exactly one session of the default 2 GiB: a 2 GiB budget, no overcommit.
-    let s = sandbox::start(|c| {
+    let Some(s) = sandbox::start_if_possible(|c| {
         c.runtime.memory_budget_mib = Some(2048);
         c.runtime.memory_overcommit = 1.0;
         c.runtime.disk_mib = 256;
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let key = s.admin_key.clone();
     let create = json!({"dataset": DATASET, "sample_id": SAMPLE});
     let first = create_ready(&s, &key).await;
