@@ -8,50 +8,15 @@ mod sandbox;
 use std::time::{Duration, Instant};
 
 use common::{assert_error, TestServer};
-use sandbox::{DATASET, SAMPLE};
-use serde_json::{json, Value};
-
-async fn create(s: &TestServer, key: &str) -> (u16, Value) {
-    s.post_as(
-        key,
-        "/sessions",
-        &json!({"dataset": DATASET, "sample_id": SAMPLE}),
-    )
-    .await
-}
+use sandbox::{create_ready, create_session, session_usage_charges as charges, SAMPLE};
+use serde_json::Value;
 
 async fn session(s: &TestServer, key: &str, id: &str) -> Value {
     s.get_ok(key, &format!("/sessions/{id}")).await
 }
 
-async fn create_ready(s: &TestServer, key: &str) -> String {
-    let (status, created) = create(s, key).await;
-    assert_eq!(status, 201, "{created}");
-    let id = created["session_id"].as_str().expect("id").to_string();
-    let ready = session(s, key, &id).await;
-    assert_eq!(ready["status"], "ready", "{ready}");
-    id
-}
-
 async fn close(s: &TestServer, key: &str, id: &str) -> (u16, Value) {
     s.delete_as(key, &format!("/sessions/{id}")).await
-}
-
-/// The session usage charges of `id` in the caller's ledger.
-async fn charges(s: &TestServer, key: &str, id: &str) -> Vec<Value> {
-    let body = s
-        .get_ok(
-            key,
-            "/billing/usage?transaction_types=session_usage&limit=100",
-        )
-        .await;
-    body["transactions"]
-        .as_array()
-        .expect("transactions")
-        .iter()
-        .filter(|t| t["session_id"] == id)
-        .cloned()
-        .collect()
 }
 
 /// The one charge of a session, checked against the session's own duration and the price.
@@ -73,12 +38,11 @@ async fn the_charge(s: &TestServer, key: &str, id: &str, per_minute: f64) -> Val
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_balance_a_session_is_refused_with_402() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|c| c.billing.enabled = true).await else {
         return;
-    }
-    let s = sandbox::start(|c| c.billing.enabled = true).await;
+    };
     let (user, key) = s.user("broke").await;
-    let (status, body) = create(&s, &key).await;
+    let (status, body) = create_session(&s, &key, SAMPLE).await;
     assert_error(status, &body, 402, "insufficient_balance");
     assert!(
         body["detail"]["message"]
@@ -88,7 +52,7 @@ async fn without_balance_a_session_is_refused_with_402() {
         "{body}"
     );
     s.kiln.billing.grant(&user, 4, None).await.expect("grant");
-    let (status, body) = create(&s, &key).await;
+    let (status, body) = create_session(&s, &key, SAMPLE).await;
     assert_error(status, &body, 402, "insufficient_balance");
     s.kiln.billing.grant(&user, 1, None).await.expect("grant");
     let id = create_ready(&s, &key).await;
@@ -98,10 +62,10 @@ async fn without_balance_a_session_is_refused_with_402() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_session_is_billed_once_with_its_minutes_even_without_billing() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|c| c.billing.cost_per_minute_cents = 600).await
+    else {
         return;
-    }
-    let s = sandbox::start(|c| c.billing.cost_per_minute_cents = 600).await;
+    };
     let (_, key) = s.user("user").await;
     let id = create_ready(&s, &key).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -131,10 +95,9 @@ async fn a_closed_session_is_billed_once_with_its_minutes_even_without_billing()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_between_ready_and_close_bills_once() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|c| c.billing.cost_per_minute_cents = 60).await else {
         return;
-    }
-    let s = sandbox::start(|c| c.billing.cost_per_minute_cents = 60).await;
+    };
     let (_, key) = s.user("user").await;
     let id = create_ready(&s, &key).await;
     // A crash: the sandbox survives and the next server adopts it.
@@ -154,10 +117,9 @@ async fn a_restart_between_ready_and_close_bills_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_close_racing_expiry_bills_once() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
         return;
-    }
-    let s = sandbox::start(|_| {}).await;
+    };
     let (_, key) = s.user("user").await;
     for _ in 0..3 {
         let id = create_ready(&s, &key).await;
@@ -175,17 +137,17 @@ async fn a_close_racing_expiry_bills_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_stop_when_the_balance_is_used_up() {
-    if !sandbox::prerequisites() {
-        return;
-    }
     // 60 cents a second per session: once the balance is down to 150 cents, two sessions
     // use it up in about 1.25 s.
-    let s = sandbox::start(|c| {
+    let Some(s) = sandbox::start_if_possible(|c| {
         c.billing.enabled = true;
         c.billing.cost_per_minute_cents = 3600;
         c.billing.balance_check_secs = 1;
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let (poor, poor_key) = s.user("poor").await;
     let (rich, rich_key) = s.user("rich").await;
     s.kiln
@@ -242,7 +204,7 @@ async fn sessions_stop_when_the_balance_is_used_up() {
         "ready",
         "other users run on"
     );
-    let (status, body) = create(&s, &poor_key).await;
+    let (status, body) = create_session(&s, &poor_key, SAMPLE).await;
     assert_error(status, &body, 402, "insufficient_balance");
     let (status, _) = close(&s, &rich_key, &other).await;
     assert_eq!(status, 200);
@@ -250,14 +212,14 @@ async fn sessions_stop_when_the_balance_is_used_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sandbox_lost_while_down_is_billed_to_its_last_heartbeat() {
-    if !sandbox::prerequisites() {
-        return;
-    }
-    let s = sandbox::start(|c| {
+    let Some(s) = sandbox::start_if_possible(|c| {
         c.billing.heartbeat_secs = 1;
         c.billing.cost_per_minute_cents = 6000;
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let (_, key) = s.user("user").await;
     let id = create_ready(&s, &key).await;
     let store = s.store().await;

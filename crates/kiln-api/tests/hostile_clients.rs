@@ -10,7 +10,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::{bearer, json, TestServer};
-use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
@@ -112,15 +111,7 @@ async fn probe(s: &TestServer, fresh: &reqwest::Client, session: Option<&str>) -
     );
     if let Some(id) = session {
         let started = Instant::now();
-        let (status, run) = s
-            .post_as(
-                &s.admin_key,
-                &format!("/sessions/{id}/exec"),
-                &json!({"command": "echo hi"}),
-            )
-            .await;
-        assert_eq!(status, 202, "{run}");
-        let iid = run["interaction_id"].as_str().expect("interaction id");
+        let iid = sandbox::start_exec(s, &s.admin_key, id, "echo hi").await;
         let done = s
             .get_ok(&s.admin_key, &format!("/sessions/{id}/interactions/{iid}"))
             .await;
@@ -146,18 +137,7 @@ async fn a_flood_of_half_open_connections_neither_blocks_health_nor_outlives_the
         TestServer::start_with(tweak).await
     };
     let session = if with_sandbox {
-        let (status, created) = s
-            .post_as(
-                &s.admin_key,
-                "/sessions",
-                &json!({"dataset": sandbox::DATASET, "sample_id": sandbox::SAMPLE}),
-            )
-            .await;
-        assert_eq!(status, 201, "{created}");
-        let id = created["session_id"].as_str().expect("id").to_string();
-        let ready = s.get_ok(&s.admin_key, &format!("/sessions/{id}")).await;
-        assert_eq!(ready["status"], "ready", "{ready}");
-        Some(id)
+        Some(sandbox::create_ready(&s, &s.admin_key).await)
     } else {
         eprintln!("no sandbox here: the exec under the flood is not checked");
         None

@@ -5,44 +5,29 @@ mod agent_job_support;
 mod common;
 mod sandbox;
 
-use common::{assert_error, bearer, json, Database};
-use sandbox::{DATASET, SAMPLE};
+use common::{assert_error, Database};
+use sandbox::{create_ready, DATASET, SAMPLE};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_node_answers_503_node_full_with_retry_after() {
-    if !sandbox::prerequisites() {
-        return;
-    }
     // Room for exactly one session of the default 2 GiB: a 2 GiB budget, no overcommit.
-    let s = sandbox::start(|c| {
+    let Some(s) = sandbox::start_if_possible(|c| {
         c.runtime.memory_budget_mib = Some(2048);
         c.runtime.memory_overcommit = 1.0;
         c.runtime.disk_mib = 256;
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let key = s.admin_key.clone();
     let create = json!({"dataset": DATASET, "sample_id": SAMPLE});
-    let (status, first) = s.post_as(&key, "/sessions", &create).await;
-    assert_eq!(status, 201, "{first}");
-    let first = first["session_id"].as_str().expect("id").to_string();
-    let (_, session) = s.get_as(&key, &format!("/sessions/{first}")).await;
-    assert_eq!(session["status"], "ready", "{session}");
+    let first = create_ready(&s, &key).await;
 
-    let response = s
-        .post("/sessions")
-        .header("Authorization", bearer(&key))
-        .json(&create)
-        .send()
-        .await
-        .expect("send");
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let (status, body, retry_after) = s.post_retry_after(&key, "/sessions", &create).await;
+    let retry_after = retry_after.and_then(|v| v.parse::<u64>().ok());
     assert!(retry_after.is_some_and(|secs| secs > 0), "{retry_after:?}");
-    let (status, body) = json(response).await;
     assert_error(status, &body, 503, "node_full");
     let (_, listing) = s.get_as(&key, "/sessions").await;
     assert_eq!(
@@ -77,28 +62,11 @@ async fn agent_jobs_do_not_bypass_admission() {
     })
     .await;
     let key = s.admin_key.clone();
-    let (status, session) = s
-        .post_as(
-            &key,
-            "/sessions",
-            &json!({"dataset": DATASET, "sample_id": SAMPLE}),
-        )
-        .await;
-    assert_eq!(status, 201, "{session}");
-    let session = session["session_id"].as_str().expect("id").to_string();
-    let (_, ready) = s.get_as(&key, &format!("/sessions/{session}")).await;
-    assert_eq!(ready["status"], "ready", "{ready}");
+    let session = create_ready(&s, &key).await;
 
     let job = json!({"repo": repo.to_str().expect("utf8"), "ref": first, "agent_id": "script"});
-    let response = s
-        .post("/agent-jobs")
-        .header("Authorization", bearer(&key))
-        .json(&job)
-        .send()
-        .await
-        .expect("send");
-    assert!(response.headers().contains_key("retry-after"));
-    let (status, body) = json(response).await;
+    let (status, body, retry_after) = s.post_retry_after(&key, "/agent-jobs", &job).await;
+    assert!(retry_after.is_some());
     assert_error(status, &body, 503, "node_full");
     let (_, jobs) = s.get_as(&key, "/agent-jobs").await;
     assert_eq!(jobs["jobs"].as_array().map(Vec::len), Some(0), "{jobs}");

@@ -8,23 +8,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::{bearer, json, TestServer};
-use sandbox::{DATASET, SAMPLE};
+use sandbox::create_ready;
 use serde_json::{json, Value};
-
-async fn create_ready(s: &TestServer, key: &str) -> String {
-    let (status, created) = s
-        .post_as(
-            key,
-            "/sessions",
-            &json!({"dataset": DATASET, "sample_id": SAMPLE}),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    let id = created["session_id"].as_str().expect("id").to_string();
-    let (_, session) = s.get_as(key, &format!("/sessions/{id}")).await;
-    assert_eq!(session["status"], "ready", "{session}");
-    id
-}
 
 /// Queues `body` on `path` behind a long command, closes the session, and returns what
 /// the queued request answered.
@@ -48,10 +33,7 @@ async fn queued_then_closed(s: &TestServer, key: &str, path: &str, body: Value) 
     // The request is queued once its interaction is stored (unfinished, behind the sleep).
     let store = s.store().await;
     loop {
-        let unfinished = store
-            .list_unfinished_interactions()
-            .await
-            .expect("list");
+        let unfinished = store.list_unfinished_interactions().await.expect("list");
         if unfinished.iter().filter(|i| i.session_id == id).count() == 2 {
             break;
         }
@@ -64,10 +46,9 @@ async fn queued_then_closed(s: &TestServer, key: &str, path: &str, body: Value) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_queued_on_a_session_that_closes_are_409() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
         return;
-    }
-    let s = sandbox::start(|_| {}).await;
+    };
     let key = s.admin_key.clone();
 
     let content = base64::engine::general_purpose::STANDARD.encode(b"data");

@@ -9,47 +9,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::{assert_error, assert_validation, TestServer};
-use sandbox::{DATASET, SAMPLE};
+use sandbox::{create_ready, finished, once_not_ready, session_usage_charges, start_exec};
 use serde_json::{json, Value};
-
-async fn create_ready(s: &TestServer, key: &str) -> String {
-    let (status, created) = s
-        .post_as(
-            key,
-            "/sessions",
-            &json!({"dataset": DATASET, "sample_id": SAMPLE}),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    let id = created["session_id"].as_str().expect("id").to_string();
-    let session = s.get_ok(key, &format!("/sessions/{id}")).await;
-    assert_eq!(session["status"], "ready", "{session}");
-    id
-}
-
-async fn start_exec(s: &TestServer, key: &str, id: &str, command: &str) -> String {
-    let (status, started) = s
-        .post_as(
-            key,
-            &format!("/sessions/{id}/exec"),
-            &json!({"command": command}),
-        )
-        .await;
-    assert_eq!(status, 202, "{started}");
-    started["interaction_id"].as_str().expect("iid").to_string()
-}
-
-/// Waits (long-poll) for an interaction to finish.
-async fn finished(s: &TestServer, key: &str, id: &str, iid: &str) -> Value {
-    loop {
-        let done = s
-            .get_ok(key, &format!("/sessions/{id}/interactions/{iid}"))
-            .await;
-        if !done["exit_code"].is_null() {
-            return done;
-        }
-    }
-}
 
 /// The host pid of the sandbox's init (its agent), as the local runtime recorded it.
 fn init_pid(s: &TestServer, id: &str) -> u32 {
@@ -88,21 +49,6 @@ async fn edit_and_upload(s: &TestServer, key: &str, id: &str) -> [(u16, Value); 
     [replaced, uploaded]
 }
 
-async fn session_usage_charges(s: &TestServer, key: &str, id: &str) -> usize {
-    let body = s
-        .get_ok(
-            key,
-            "/billing/usage?transaction_types=session_usage&limit=100",
-        )
-        .await;
-    body["transactions"]
-        .as_array()
-        .expect("transactions")
-        .iter()
-        .filter(|t| t["session_id"] == id)
-        .count()
-}
-
 /// Every call that needs the session's sandbox, as (method, path, body).
 fn calls(id: &str) -> Vec<(&'static str, String, Value)> {
     vec![
@@ -135,10 +81,9 @@ async fn call(s: &TestServer, key: &str, method: &str, path: &str, body: &Value)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sandbox_killed_from_outside_terminates_its_session_at_once() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|c| c.billing.cost_per_minute_cents = 60).await else {
         return;
-    }
-    let s = sandbox::start(|c| c.billing.cost_per_minute_cents = 60).await;
+    };
     let (_, key) = s.user("user").await;
     let id = create_ready(&s, &key).await;
     let running = start_exec(&s, &key, &id, "sleep 30").await;
@@ -155,13 +100,7 @@ async fn a_sandbox_killed_from_outside_terminates_its_session_at_once() {
     }
 
     // The session is terminated with the code at once, not left `ready` until its TTL.
-    let session = loop {
-        let session = s.get_ok(&key, &format!("/sessions/{id}")).await;
-        if session["status"] != "ready" || killed_at.elapsed() > Duration::from_secs(5) {
-            break session;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let session = once_not_ready(&s, &key, &id, killed_at).await;
     let noticed = killed_at.elapsed();
     eprintln!("sandbox death noticed after {noticed:?}");
     assert_eq!(session["status"], "terminated", "{session}");
@@ -192,35 +131,32 @@ async fn a_sandbox_killed_from_outside_terminates_its_session_at_once() {
         let (status, got) = call(&s, &key, method, &path, &body).await;
         assert_error(status, &got, 409, "sandbox_lost");
     }
-    assert_eq!(session_usage_charges(&s, &key, &id).await, 1, "billed once");
+    assert_eq!(
+        session_usage_charges(&s, &key, &id).await.len(),
+        1,
+        "billed once"
+    );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     assert!(!mounts.contains(&id), "the dead sandbox was cleaned up");
 
     // A restart finds nothing more to end or bill.
     let s = s.restart(false).await;
-    assert_eq!(session_usage_charges(&s, &key, &id).await, 1);
+    assert_eq!(session_usage_charges(&s, &key, &id).await.len(), 1);
     let session = s.get_ok(&key, &format!("/sessions/{id}")).await;
     assert_eq!(session["error"]["code"], "sandbox_lost");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_session_learns_at_once_that_its_sandbox_died() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
         return;
-    }
-    let s = sandbox::start(|_| {}).await;
+    };
     let key = s.admin_key.clone();
     let id = create_ready(&s, &key).await;
     // Nothing runs in it: only the runtime's notice can tell the session.
     kill("-KILL", init_pid(&s, &id));
     let killed_at = Instant::now();
-    let session = loop {
-        let session = s.get_ok(&key, &format!("/sessions/{id}")).await;
-        if session["status"] != "ready" || killed_at.elapsed() > Duration::from_secs(5) {
-            break session;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let session = once_not_ready(&s, &key, &id, killed_at).await;
     let noticed = killed_at.elapsed();
     eprintln!("idle sandbox death noticed after {noticed:?}");
     assert_eq!(
@@ -244,10 +180,9 @@ async fn an_idle_session_learns_at_once_that_its_sandbox_died() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sandbox_adopted_after_a_restart_is_watched_too() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
         return;
-    }
-    let s = sandbox::start(|_| {}).await;
+    };
     let key = s.admin_key.clone();
     let id = create_ready(&s, &key).await;
     // A crash: the sandbox survives, not a child of the next server.
@@ -258,13 +193,7 @@ async fn a_sandbox_adopted_after_a_restart_is_watched_too() {
     );
     kill("-KILL", init_pid(&s, &id));
     let killed_at = Instant::now();
-    let session = loop {
-        let session = s.get_ok(&key, &format!("/sessions/{id}")).await;
-        if session["status"] != "ready" || killed_at.elapsed() > Duration::from_secs(5) {
-            break session;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let session = once_not_ready(&s, &key, &id, killed_at).await;
     assert_eq!(
         (
             session["status"].as_str(),
@@ -277,10 +206,9 @@ async fn a_sandbox_adopted_after_a_restart_is_watched_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_a_session_with_work_queued_is_never_a_500() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
         return;
-    }
-    let s = sandbox::start(|_| {}).await;
+    };
     let key = s.admin_key.clone();
     for round in 0..3 {
         let id = create_ready(&s, &key).await;
@@ -305,10 +233,9 @@ async fn closing_a_session_with_work_queued_is_never_a_500() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nul_characters_are_a_validation_error_on_every_route() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
         return;
-    }
-    let s = sandbox::start(|_| {}).await;
+    };
     let key = s.admin_key.clone();
     let id = create_ready(&s, &key).await;
     let cases = [
@@ -338,10 +265,9 @@ async fn nul_characters_are_a_validation_error_on_every_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_output_is_trimmed_and_marked_expired() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|c| c.sessions.output_retention_days = 7).await else {
         return;
-    }
-    let s = sandbox::start(|c| c.sessions.output_retention_days = 7).await;
+    };
     let key = s.admin_key.clone();
     let id = create_ready(&s, &key).await;
     let iid = start_exec(&s, &key, &id, "echo out; echo err >&2").await;

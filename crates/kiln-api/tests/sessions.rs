@@ -7,28 +7,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::{assert_error, assert_validation, bearer, json, TestServer};
-use sandbox::{DATASET, SAMPLE};
+use sandbox::{create_ready, DATASET, SAMPLE};
 use serde_json::{json, Value};
-
-async fn create_ready(s: &TestServer, key: &str) -> String {
-    let (status, created) = s
-        .post_as(
-            key,
-            "/sessions",
-            &json!({"dataset": DATASET, "sample_id": SAMPLE}),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    assert_eq!(created["status"], "creating");
-    let id = created["session_id"].as_str().expect("id").to_string();
-    let (status, session) = s.get_as(key, &format!("/sessions/{id}")).await;
-    assert_eq!(status, 200);
-    assert_eq!(
-        session["status"], "ready",
-        "a GET on a creating session waits for ready: {session}"
-    );
-    id
-}
 
 /// Runs a command and waits (long-poll) for its result.
 async fn run(s: &TestServer, key: &str, id: &str, command: &str, timeout: Option<i64>) -> Value {
@@ -53,10 +33,9 @@ async fn run(s: &TestServer, key: &str, id: &str, command: &str, timeout: Option
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_agent_loop() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
         return;
-    }
-    let s = sandbox::start(|_| {}).await;
+    };
     let key = s.admin_key.clone();
     let id = create_ready(&s, &key).await;
 
@@ -238,10 +217,9 @@ async fn the_whole_agent_loop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_and_other_users() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|c| c.sessions.max_upload_bytes = 1024).await else {
         return;
-    }
-    let s = sandbox::start(|c| c.sessions.max_upload_bytes = 1024).await;
+    };
     let key = s.admin_key.clone();
     let create = |body: Value| {
         s.post("/sessions")
@@ -395,22 +373,21 @@ async fn bad_inputs_and_other_users() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_listing_and_expiry() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|c| c.sessions.max_live_sessions_per_user = 2).await
+    else {
         return;
-    }
-    let s = sandbox::start(|c| c.sessions.max_live_sessions_per_user = 2).await;
+    };
     let key = s.admin_key.clone();
     let a = create_ready(&s, &key).await;
     let b = create_ready(&s, &key).await;
-    let response = s
-        .post("/sessions")
-        .header("Authorization", bearer(&key))
-        .json(&json!({"dataset": DATASET, "sample_id": SAMPLE}))
-        .send()
-        .await
-        .expect("send");
-    assert!(response.headers().contains_key("retry-after"));
-    let (status, body) = json(response).await;
+    let (status, body, retry_after) = s
+        .post_retry_after(
+            &key,
+            "/sessions",
+            &json!({"dataset": DATASET, "sample_id": SAMPLE}),
+        )
+        .await;
+    assert!(retry_after.is_some());
     assert_error(status, &body, 429, "too_many_requests");
 
     let (_, listing) = s.get_as(&key, "/sessions").await;
@@ -458,10 +435,9 @@ async fn limits_listing_and_expiry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_resume_or_end_sessions_and_fail_cut_off_commands() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
         return;
-    }
-    let s = sandbox::start(|_| {}).await;
+    };
     let key = s.admin_key.clone();
     let id = create_ready(&s, &key).await;
     run(&s, &key, &id, "echo kept > /tmp/state", None).await;
@@ -536,10 +512,9 @@ async fn verify(s: &TestServer, key: &str, id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verification_passes_fails_times_out_and_is_cancelled() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
         return;
-    }
-    let s = sandbox::start(|_| {}).await;
+    };
     let key = s.admin_key.clone();
     let id = create_ready(&s, &key).await;
     let script = |body: &str| {
@@ -647,22 +622,11 @@ async fn verification_passes_fails_times_out_and_is_cancelled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codeset_grading_reads_junit_and_wants_the_exact_sets() {
-    if !sandbox::prerequisites() {
+    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
         return;
-    }
-    let s = sandbox::start(|_| {}).await;
+    };
     let key = s.admin_key.clone();
-    let (status, created) = s
-        .post_as(
-            &key,
-            "/sessions",
-            &json!({"dataset": DATASET, "sample_id": sandbox::CODESET_SAMPLE}),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    let id = created["session_id"].as_str().expect("id").to_string();
-    let (_, session) = s.get_as(&key, &format!("/sessions/{id}")).await;
-    assert_eq!(session["status"], "ready");
+    let id = sandbox::create_ready_sample(&s, &key, sandbox::CODESET_SAMPLE).await;
     let verifier = |t3: &str| {
         let script = format!(
             "#!/bin/sh\ncat > /testbed/report.xml <<'XML'\n<testsuite name=\"s\" tests=\"3\">\n<testcase classname=\"suite\" name=\"t1\"/>\n<testcase classname=\"suite\" name=\"t2\"/>\n<testcase classname=\"suite\" name=\"t3\">{t3}</testcase>\n</testsuite>\nXML\n"

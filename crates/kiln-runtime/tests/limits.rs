@@ -17,13 +17,7 @@ const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 
 async fn sh(rt: &TestRuntime, sandbox: &str, script: &str) -> (i32, String) {
-    let done = rt
-        .exec(&id(sandbox), ExecRequest::shell(script).timeout_ms(300_000))
-        .await
-        .unwrap();
-    let mut out = done.stdout.to_string_lossy();
-    out.push_str(&done.stderr.to_string_lossy());
-    (done.exit_code, out)
+    sh_within(rt, sandbox, script, 300_000).await
 }
 
 fn spec(name: &str, memory: u64, disk: u64) -> SandboxSpec {

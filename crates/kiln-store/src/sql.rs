@@ -11,6 +11,7 @@ mod catalog;
 pub mod dialect;
 mod github;
 mod interactions;
+mod jobs;
 mod output;
 mod rows;
 mod sessions;

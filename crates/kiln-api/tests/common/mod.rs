@@ -289,6 +289,30 @@ impl TestServer {
         .await
     }
 
+    /// `POST path` with a JSON `body` as the holder of `key`: (status, JSON body, the
+    /// `Retry-After` header if any), for the answers that tell a client when to come back.
+    pub async fn post_retry_after(
+        &self,
+        key: &str,
+        path: &str,
+        body: &Value,
+    ) -> (u16, Value, Option<String>) {
+        let response = self
+            .post(path)
+            .header("Authorization", bearer(key))
+            .json(body)
+            .send()
+            .await
+            .expect("send");
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let (status, body) = json(response).await;
+        (status, body, retry_after)
+    }
+
     /// `DELETE path` as the holder of `key`: (status, JSON body).
     pub async fn delete_as(&self, key: &str, path: &str) -> (u16, Value) {
         json(

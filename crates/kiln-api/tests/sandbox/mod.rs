@@ -5,10 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use kiln_envimage::{LayerCompression, LayerTarOptions, OciLayout};
 use kiln_services::datasets::ImportRequest;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::common::{Database, TestServer};
 
@@ -154,6 +155,15 @@ pub async fn start(tweak: impl FnOnce(&mut kiln_config::Config)) -> TestServer {
     start_on(&Database::from_env(), tweak).await
 }
 
+/// [`start`] where sandboxes can run; `None` (the test skips) where [`prerequisites`]
+/// are missing.
+pub async fn start_if_possible(tweak: impl FnOnce(&mut kiln_config::Config)) -> Option<TestServer> {
+    if !prerequisites() {
+        return None;
+    }
+    Some(start(tweak).await)
+}
+
 /// [`start`], storing in `database`.
 pub async fn start_on(
     database: &Database,
@@ -172,4 +182,87 @@ pub async fn start_on(
     );
     install_test_sample(&server).await;
     server
+}
+
+/// `POST /sessions` of `test/<sample>` as the holder of `key`: (status, JSON body).
+pub async fn create_session(s: &TestServer, key: &str, sample: &str) -> (u16, Value) {
+    s.post_as(
+        key,
+        "/sessions",
+        &json!({"dataset": DATASET, "sample_id": sample}),
+    )
+    .await
+}
+
+/// Creates a session of `test/<sample>` as the holder of `key` and waits (a GET on a
+/// creating session waits) until it is ready: its id.
+pub async fn create_ready_sample(s: &TestServer, key: &str, sample: &str) -> String {
+    let (status, created) = create_session(s, key, sample).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["status"], "creating", "{created}");
+    let id = created["session_id"].as_str().expect("id").to_string();
+    let session = s.get_ok(key, &format!("/sessions/{id}")).await;
+    assert_eq!(
+        session["status"], "ready",
+        "a GET on a creating session waits for ready: {session}"
+    );
+    id
+}
+
+/// [`create_ready_sample`] of `test/test-1`.
+pub async fn create_ready(s: &TestServer, key: &str) -> String {
+    create_ready_sample(s, key, SAMPLE).await
+}
+
+/// Starts `command` in session `id`: its interaction id.
+pub async fn start_exec(s: &TestServer, key: &str, id: &str, command: &str) -> String {
+    let (status, started) = s
+        .post_as(
+            key,
+            &format!("/sessions/{id}/exec"),
+            &json!({"command": command}),
+        )
+        .await;
+    assert_eq!(status, 202, "{started}");
+    started["interaction_id"].as_str().expect("iid").to_string()
+}
+
+/// Waits (long-poll) for an interaction to finish.
+pub async fn finished(s: &TestServer, key: &str, id: &str, iid: &str) -> Value {
+    loop {
+        let done = s
+            .get_ok(key, &format!("/sessions/{id}/interactions/{iid}"))
+            .await;
+        if !done["exit_code"].is_null() {
+            return done;
+        }
+    }
+}
+
+/// Session `id` once it is no longer `ready`, or as it is 5 s after `since`.
+pub async fn once_not_ready(s: &TestServer, key: &str, id: &str, since: Instant) -> Value {
+    loop {
+        let session = s.get_ok(key, &format!("/sessions/{id}")).await;
+        if session["status"] != "ready" || since.elapsed() > Duration::from_secs(5) {
+            return session;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The session usage charges of `id` in the caller's ledger.
+pub async fn session_usage_charges(s: &TestServer, key: &str, id: &str) -> Vec<Value> {
+    let body = s
+        .get_ok(
+            key,
+            "/billing/usage?transaction_types=session_usage&limit=100",
+        )
+        .await;
+    body["transactions"]
+        .as_array()
+        .expect("transactions")
+        .iter()
+        .filter(|t| t["session_id"] == id)
+        .cloned()
+        .collect()
 }

@@ -200,31 +200,34 @@ mod tests {
         SandboxId::new(format!("s{n}")).unwrap()
     }
 
+    /// An admission of `budget` holding `count` sandboxes of `limits` on `space` bytes.
+    fn holding(budget: Budget, count: usize, limits: &Limits, space: u64) -> Admission {
+        let admission = Admission::new(budget);
+        for n in 0..count {
+            admission.claim(&id(n), limits, space).unwrap();
+        }
+        admission
+    }
+
+    fn assert_full_of(err: &RuntimeError, want: Resource) {
+        assert!(
+            matches!(err, RuntimeError::Capacity { resource, .. } if *resource == want),
+            "{err}"
+        );
+    }
+
     #[test]
     fn the_21st_2_gib_sandbox_does_not_fit_20_gib_at_2x_and_a_release_makes_room() {
-        let admission = Admission::new(Budget {
+        let budget = Budget {
             memory_bytes: 20 * GIB,
             memory_overcommit: 2.0,
             disk_overcommit: 2.0,
-        });
-        for n in 0..20 {
-            admission
-                .claim(&id(n), &limits(2 * GIB, GIB), 100 * GIB)
-                .unwrap();
-        }
+        };
+        let admission = holding(budget, 20, &limits(2 * GIB, GIB), 100 * GIB);
         let err = admission
             .reserve(&id(20), &limits(2 * GIB, GIB), 100 * GIB)
             .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                RuntimeError::Capacity {
-                    resource: Resource::Memory,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert_full_of(&err, Resource::Memory);
         assert_eq!(admission.held(), (40 * GIB, 20 * GIB));
         admission.release(&id(3));
         admission
@@ -239,30 +242,17 @@ mod tests {
 
     #[test]
     fn disk_is_checked_against_the_space_times_the_ratio() {
-        let admission = Admission::new(Budget {
+        let budget = Budget {
             memory_bytes: 100 * GIB,
             memory_overcommit: 1.0,
             disk_overcommit: 2.0,
-        });
+        };
         // 30 GiB of space × 2 = 60 GiB: six 10 GiB sandboxes, not seven.
-        for n in 0..6 {
-            admission
-                .claim(&id(n), &limits(GIB, 10 * GIB), 30 * GIB)
-                .unwrap();
-        }
+        let admission = holding(budget, 6, &limits(GIB, 10 * GIB), 30 * GIB);
         let err = admission
             .claim(&id(6), &limits(GIB, 10 * GIB), 30 * GIB)
             .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                RuntimeError::Capacity {
-                    resource: Resource::Disk,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert_full_of(&err, Resource::Disk);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use kiln_protocol::ExecRequest;
+use kiln_protocol::{ExecDone, ExecRequest};
 use kiln_runtime::{RootLayers, Runtime, SandboxSpec};
 
 use super::sh;
@@ -33,8 +33,7 @@ async fn assert_signals_change_nothing(rt: &TestRuntime, sandbox: &str) {
     .await;
     assert_eq!((code, out.as_str()), (0, "sent\n"));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (code, out) = sh(rt, sandbox, "echo alive").await;
-    assert_eq!((code, out.as_str()), (0, "alive\n"));
+    assert_alive(rt, sandbox).await;
     // Seen from the host: the agent runs, neither stopped nor dying.
     let states: Vec<String> = rt
         .pids(&id(sandbox))
@@ -92,30 +91,17 @@ async fn a_forged_sender_does_not_stop_the_agent() {
         return;
     }
     let rt = runtime();
-    let layer = tempfile::Builder::new()
-        .prefix("kiln-probe-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    let library_path = probe_layer(layer.path());
-    let layers = RootLayers::new(vec![layer.path().to_path_buf(), busybox_rootfs()]);
-    rt.create(SandboxSpec::new(id("forge1"), layers))
-        .await
-        .unwrap();
-    let done = rt
-        .exec(
-            &id("forge1"),
-            ExecRequest::argv(["/probe", "--exact", "inside::signal_probe", "--nocapture"])
-                .env(SIGNAL_PROBE_ENV, "1")
-                .env("LD_LIBRARY_PATH", library_path)
-                .timeout_ms(60_000),
-        )
-        .await
-        .unwrap();
+    let (_layer, done) = run_probe(
+        &rt,
+        "forge1",
+        &["--exact", "inside::signal_probe", "--nocapture"],
+        SIGNAL_PROBE_ENV,
+    )
+    .await;
     let out = done.stdout.to_string_lossy();
     assert!(out.contains("kiln-probe:sigqueue=0"), "not queued: {out}");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (code, out) = sh(&rt, "forge1", "echo alive").await;
-    assert_eq!((code, out.as_str()), (0, "alive\n"));
+    assert_alive(&rt, "forge1").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,31 +247,18 @@ async fn unneeded_socket_families_are_refused() {
         return;
     }
     let rt = runtime();
-    let layer = tempfile::Builder::new()
-        .prefix("kiln-probe-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    let library_path = probe_layer(layer.path());
-    let layers = RootLayers::new(vec![layer.path().to_path_buf(), busybox_rootfs()]);
-    rt.create(SandboxSpec::new(id("sock1"), layers))
-        .await
-        .unwrap();
-    let done = rt
-        .exec(
-            &id("sock1"),
-            ExecRequest::argv([
-                "/probe",
-                "--exact",
-                "inside::socket_probe",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(PROBE_ENV, "1")
-            .env("LD_LIBRARY_PATH", library_path)
-            .timeout_ms(60_000),
-        )
-        .await
-        .unwrap();
+    let (_layer, done) = run_probe(
+        &rt,
+        "sock1",
+        &[
+            "--exact",
+            "inside::socket_probe",
+            "--nocapture",
+            "--test-threads=1",
+        ],
+        PROBE_ENV,
+    )
+    .await;
     let out = done.stdout.to_string_lossy();
     assert_eq!(done.exit_code, 0, "{out}{}", done.stderr.to_string_lossy());
     let inside: BTreeMap<String, i32> = out
@@ -302,6 +275,38 @@ async fn unneeded_socket_families_are_refused() {
             assert_eq!(*errno, libc::EAFNOSUPPORT, "{name} is not refused: {out}");
         }
     }
+}
+
+/// Creates `sandbox` with this test executable as `/probe` (see [`probe_layer`]) over the
+/// busybox root and runs it with `args` and `probe_env` set: the layer (removed when
+/// dropped, so kept until the sandbox is done with) and what the probe did.
+async fn run_probe(
+    rt: &TestRuntime,
+    sandbox: &str,
+    args: &[&str],
+    probe_env: &str,
+) -> (tempfile::TempDir, ExecDone) {
+    let layer = tempfile::Builder::new()
+        .prefix("kiln-probe-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let library_path = probe_layer(layer.path());
+    let layers = RootLayers::new(vec![layer.path().to_path_buf(), busybox_rootfs()]);
+    rt.create(SandboxSpec::new(id(sandbox), layers))
+        .await
+        .unwrap();
+    let argv = std::iter::once("/probe").chain(args.iter().copied());
+    let done = rt
+        .exec(
+            &id(sandbox),
+            ExecRequest::argv(argv)
+                .env(probe_env, "1")
+                .env("LD_LIBRARY_PATH", library_path)
+                .timeout_ms(60_000),
+        )
+        .await
+        .unwrap();
+    (layer, done)
 }
 
 /// Fills `layer` with this test executable as `/probe` and the shared libraries it runs

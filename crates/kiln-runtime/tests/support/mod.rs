@@ -156,6 +156,33 @@ pub fn id(s: &str) -> SandboxId {
     SandboxId::new(s).unwrap()
 }
 
+/// Runs `script` with the shell in `sandbox`, cut off after `timeout_ms`: the exit code and
+/// stdout followed by stderr.
+pub async fn sh_within(
+    rt: &TestRuntime,
+    sandbox: &str,
+    script: &str,
+    timeout_ms: u64,
+) -> (i32, String) {
+    use kiln_runtime::Runtime;
+    let done = rt
+        .exec(
+            &id(sandbox),
+            kiln_protocol::ExecRequest::shell(script).timeout_ms(timeout_ms),
+        )
+        .await
+        .unwrap();
+    let mut out = done.stdout.to_string_lossy();
+    out.push_str(&done.stderr.to_string_lossy());
+    (done.exit_code, out)
+}
+
+/// Asserts that `sandbox` still runs commands (its agent survived what the test did).
+pub async fn assert_alive(rt: &TestRuntime, sandbox: &str) {
+    let (code, out) = sh_within(rt, sandbox, "echo alive", 120_000).await;
+    assert_eq!((code, out.as_str()), (0, "alive\n"));
+}
+
 /// Whether anything under `dir` is mounted (in this mount namespace).
 pub fn mounted_under(dir: &Path) -> Vec<String> {
     std::fs::read_to_string("/proc/self/mountinfo")

@@ -5,10 +5,10 @@ use async_trait::async_trait;
 use sqlx::QueryBuilder;
 
 use super::dialect::{parse_column, BuilderExt, Dialect, QueryExt};
+use super::jobs::{bind_status_change, status_change_sql};
 use super::{as_i64, SqlStore};
 use crate::columns;
 use crate::missing_reference::insert_error;
-use crate::session_rules::{job_starts, UNFINISHED_JOB_STATUSES};
 use crate::timestamp::Stamp;
 use crate::{
     AgentJobCursor, AgentJobRecord, AgentJobStore, AgentJobUpdate, JobStatus, NewAgentJob, Result,
@@ -84,22 +84,13 @@ impl<D: Dialect> AgentJobStore for SqlStore<D> {
         job_id: &str,
         update: &AgentJobUpdate,
     ) -> Result<Option<AgentJobRecord>> {
-        let sql = format!(
-            "UPDATE agent_jobs SET status = $2, \
-                 started_at = CASE WHEN $3 THEN COALESCE(started_at, $5) ELSE started_at END, \
-                 completed_at = CASE WHEN $4 THEN $5 ELSE completed_at END, \
-                 progress = COALESCE($6, progress), \
-                 error_message = COALESCE($7, error_message) \
-             WHERE job_id = $1 AND status IN {UNFINISHED_JOB_STATUSES} RETURNING {}",
-            columns::plain(columns::AGENT_JOB)
+        let sql = status_change_sql(
+            "agent_jobs",
+            "progress = COALESCE($6, progress), error_message = COALESCE($7, error_message)",
+            &columns::plain(columns::AGENT_JOB),
         );
         let mut conn = self.conn().await?;
-        let row = sqlx::query(&sql)
-            .arg(job_id)
-            .arg(update.status.as_str())
-            .arg(job_starts(update.status))
-            .arg(update.status.is_finished())
-            .arg(Stamp(update.at))
+        let row = bind_status_change(sqlx::query(&sql), job_id, update.status, update.at)
             .arg(update.progress.as_deref())
             .arg(update.error_message.as_deref())
             .fetch_optional(D::exec(&mut conn))
@@ -120,14 +111,12 @@ impl<D: Dialect> AgentJobStore for SqlStore<D> {
     }
 
     async fn list_unfinished_agent_jobs(&self) -> Result<Vec<AgentJobRecord>> {
-        let sql = format!(
-            "SELECT {} FROM agent_jobs WHERE status IN {UNFINISHED_JOB_STATUSES} \
-             ORDER BY created_at, job_id",
-            columns::plain(columns::AGENT_JOB)
-        );
-        let mut conn = self.conn().await?;
-        let found = sqlx::query(&sql).fetch_all(D::exec(&mut conn)).await?;
-        found.iter().map(job_row::<D>).collect()
+        self.unfinished_jobs(
+            "agent_jobs",
+            &columns::plain(columns::AGENT_JOB),
+            job_row::<D>,
+        )
+        .await
     }
 }
 

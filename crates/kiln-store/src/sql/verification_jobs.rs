@@ -3,11 +3,11 @@
 use async_trait::async_trait;
 
 use super::dialect::{parse_column, Dialect, QueryExt};
+use super::jobs::{bind_status_change, status_change_sql};
 use super::SqlStore;
 use crate::columns;
 use crate::json_column;
 use crate::missing_reference::insert_error;
-use crate::session_rules::{job_starts, UNFINISHED_JOB_STATUSES};
 use crate::timestamp::Stamp;
 use crate::{
     JobStatus, JobUpdate, NewVerificationJob, Result, VerificationJobRecord, VerificationStore,
@@ -65,23 +65,15 @@ impl<D: Dialect> VerificationStore for SqlStore<D> {
             .as_ref()
             .map(json_column::encode)
             .transpose()?;
-        let sql = format!(
-            "UPDATE verification_jobs SET status = $2, \
-                 started_at = CASE WHEN $3 THEN COALESCE(started_at, $5) ELSE started_at END, \
-                 completed_at = CASE WHEN $4 THEN $5 ELSE completed_at END, \
-                 result = COALESCE($6, result), \
-                 error_code = COALESCE($7, error_code), \
-                 error_message = COALESCE($8, error_message) \
-             WHERE job_id = $1 AND status IN {UNFINISHED_JOB_STATUSES} RETURNING {}",
-            columns::plain(columns::VERIFICATION_JOB)
+        let sql = status_change_sql(
+            "verification_jobs",
+            "result = COALESCE($6, result), \
+             error_code = COALESCE($7, error_code), \
+             error_message = COALESCE($8, error_message)",
+            &columns::plain(columns::VERIFICATION_JOB),
         );
         let mut conn = self.conn().await?;
-        let row = sqlx::query(&sql)
-            .arg(job_id)
-            .arg(update.status.as_str())
-            .arg(job_starts(update.status))
-            .arg(update.status.is_finished())
-            .arg(Stamp(update.at))
+        let row = bind_status_change(sqlx::query(&sql), job_id, update.status, update.at)
             .arg(result)
             .arg(update.error_code.as_deref())
             .arg(update.error_message.as_deref())
@@ -91,14 +83,12 @@ impl<D: Dialect> VerificationStore for SqlStore<D> {
     }
 
     async fn list_unfinished_verification_jobs(&self) -> Result<Vec<VerificationJobRecord>> {
-        let sql = format!(
-            "SELECT {} FROM verification_jobs WHERE status IN {UNFINISHED_JOB_STATUSES} \
-             ORDER BY created_at, job_id",
-            columns::plain(columns::VERIFICATION_JOB)
-        );
-        let mut conn = self.conn().await?;
-        let found = sqlx::query(&sql).fetch_all(D::exec(&mut conn)).await?;
-        found.iter().map(job_row::<D>).collect()
+        self.unfinished_jobs(
+            "verification_jobs",
+            &columns::plain(columns::VERIFICATION_JOB),
+            job_row::<D>,
+        )
+        .await
     }
 }
 
