@@ -136,8 +136,19 @@ async fn a_sandbox_killed_from_outside_terminates_its_session_at_once() {
         1,
         "billed once"
     );
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    assert!(!mounts.contains(&id), "the dead sandbox was cleaned up");
+    // The session ends first (stored, announced), its sandbox's teardown follows: bounded wait.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        if !mounts.contains(&id) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead sandbox was not cleaned up within 15 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 
     // A restart finds nothing more to end or bill.
     let s = s.restart(false).await;
