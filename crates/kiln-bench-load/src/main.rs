@@ -191,6 +191,20 @@ async fn main() -> ExitCode {
 
     let commands_ok = ran.latencies.len();
     let throughput = commands_ok as f64 / run_wall.as_secs_f64().max(f64::EPSILON);
+    let create_latencies = Latencies::new(created.latencies.clone());
+    let summary_ms = |q: f64| {
+        create_latencies
+            .quantile(q)
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+    };
+    // One line for scripts (bench/concurrency/run.sh), milliseconds.
+    println!(
+        "summary sessions={} create_all_ready_ms={:.1} create_p50_ms={:.1} create_p99_ms={:.1} commands_per_s={throughput:.1}",
+        args.sessions,
+        create_wall.as_secs_f64() * 1000.0,
+        summary_ms(0.5),
+        summary_ms(0.99),
+    );
     println!(
         "session create → ready      {}   ({} at once, all ready after {:.2?})",
         Latencies::new(created.latencies),

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Concurrency: 100 concurrent creates until all ready, (a) through the runtime alone and
+# (b) over HTTP against a real `kiln serve` (POST /sessions + long-poll GET, by
+# kiln-bench-load with no commands), alternating, ROUNDS times; then (c) execs across
+# sessions (bench/load's 50 sessions × 200 commands) once per server. Prints every round
+# and the medians, with the ratio HTTP / runtime alone from the same run. Needs root.
+#
+#   bench/concurrency/run.sh [ROUNDS]            (default 5)
+#   KILN_BENCH_BASELINE_BIN=/path/to/old/kiln bench/concurrency/run.sh
+#       also runs (b) and (c) against that binary, alternating with this tree's
+#   KILN_BENCH_BURST=100  KILN_BENCH_LOAD=0 (skip (c))  KILN_BIN=…  KILN_BENCH_IMAGE_STORE=…
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROUNDS=${1:-5}
+BURST=${KILN_BENCH_BURST:-100}
+export KILN_BENCH_BURST=$BURST
+export KILN_BENCH_IMAGE_STORE="${KILN_BENCH_IMAGE_STORE:-/var/cache/kiln-test/images}"
+source bench/lib/kiln-server.sh
+
+export KILN_AGENT_BIN="${KILN_AGENT_BIN:-$(scripts/build-agent.sh | tail -n1)}"
+kiln_bench_build
+cargo build --quiet --release -p kiln-bench-load
+cargo bench --quiet --no-run -p kiln-runtime --bench concurrency 2>/dev/null
+LOAD_BIN="$(realpath -m "${CARGO_TARGET_DIR:-target}")/release/kiln-bench-load"
+RESULTS="$KILN_BENCH_WORK/results"
+
+echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+declare -A URL KEY
+SERVERS=(new)
+kiln_server_start new
+URL[new]=$SERVER_URL KEY[new]=$SERVER_KEY_FILE
+if [ -n "${KILN_BENCH_BASELINE_BIN:-}" ]; then
+    SERVERS+=(old)
+    NEW_BIN=$KILN_BIN KILN_BIN=$KILN_BENCH_BASELINE_BIN
+    kiln_server_start old
+    KILN_BIN=$NEW_BIN
+    URL[old]=$SERVER_URL KEY[old]=$SERVER_KEY_FILE
+fi
+
+# Reads `key=value` fields of a summary line.
+field() { tr ' ' '\n' | sed -n "s/^$1=//p"; }
+
+for round in $(seq 1 "$ROUNDS"); do
+    line=$(cargo bench --quiet -p kiln-runtime --bench concurrency -- 1 2>/dev/null | grep '^runtime-alone')
+    echo "round $round runtime-alone $line" | tee -a "$RESULTS"
+    for s in "${SERVERS[@]}"; do
+        line=$("$LOAD_BIN" --base-url "${URL[$s]}" --api-key-file "${KEY[$s]}" \
+            --sessions "$BURST" --commands 0 --deadline-secs 120 | grep '^summary')
+        echo "round $round http-$s $line" | tee -a "$RESULTS"
+    done
+done
+
+median() { sort -g | awk '{a[NR]=$1} END {if (NR) print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+echo
+echo "medians over $ROUNDS rounds ($BURST concurrent creates, all ready):"
+rt_wall=$(grep ' runtime-alone ' "$RESULTS" | field all_ready_ms | median)
+printf '  %-22s all ready %8.1f ms   p50 %7.1f ms   p99 %7.1f ms\n' "runtime alone" "$rt_wall" \
+    "$(grep ' runtime-alone ' "$RESULTS" | field p50_ms | median)" \
+    "$(grep ' runtime-alone ' "$RESULTS" | field p99_ms | median)"
+for s in "${SERVERS[@]}"; do
+    wall=$(grep " http-$s " "$RESULTS" | field create_all_ready_ms | median)
+    printf '  %-22s all ready %8.1f ms   p50 %7.1f ms   p99 %7.1f ms   HTTP/runtime %.2f\n' \
+        "HTTP ($s)" "$wall" \
+        "$(grep " http-$s " "$RESULTS" | field create_p50_ms | median)" \
+        "$(grep " http-$s " "$RESULTS" | field create_p99_ms | median)" \
+        "$(echo "$wall $rt_wall" | awk '{print $1 / $2}')"
+done
+
+if [ "${KILN_BENCH_LOAD:-1}" != 0 ]; then
+    echo
+    echo "execs across sessions (bench/load: 50 sessions × 200 × \`true\`):"
+    for s in "${SERVERS[@]}"; do
+        line=$("$LOAD_BIN" --base-url "${URL[$s]}" --api-key-file "${KEY[$s]}" --deadline-secs 300 |
+            grep '^summary')
+        echo "  HTTP ($s): $(echo "$line" | field commands_per_s) commands/s"
+    done
+fi
+echo "machine at the end: load average $(cut -d' ' -f1-3 /proc/loadavg)"
