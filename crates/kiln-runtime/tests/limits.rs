@@ -420,3 +420,27 @@ async fn create_time_with_and_without_the_disk_limit() {
         );
     }
 }
+
+/// A process that opens the runtime without running sandboxes (`kiln users create` and the
+/// other CLI commands open it through `Kiln::open`) must leave nothing mounted: the disk
+/// pool starts with the server's reconcile or the first create.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_the_runtime_mounts_no_disk() {
+    if !prerequisites() {
+        return;
+    }
+    let rt = runtime_with(|c| c.default_disk_bytes = Some(64 * MIB));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(mounted_under(rt.root.path()), Vec::<String>::new());
+    rt.reconcile(&[]).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while mounted_under(&rt.root.path().join("disks")).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reconcile did not start the disk pool"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    rt.shutdown().await.unwrap();
+    assert_eq!(mounted_under(rt.root.path()), Vec::<String>::new());
+}

@@ -51,12 +51,11 @@ pub struct DiskPool {
 }
 
 impl DiskPool {
-    /// A pool in `dir` (created, its `mnt` made a private mount; unfinished entries of a
-    /// previous run removed, finished ones kept). Nothing is made until `refill`.
+    /// A pool in `dir` (created; unfinished entries of a
+    /// previous run removed, finished ones kept). Nothing is made or mounted until `refill`.
     pub fn new(dir: PathBuf, ready_bytes: u64, target: usize) -> Result<Arc<Self>> {
         let mounts = dir.join("mnt");
         fs::create_dir_all(&mounts).map_err(|e| RuntimeError::io("cannot create", &mounts, e))?;
-        make_private_mount(&mounts)?;
         let pool = DiskPool {
             dir,
             mounts,
@@ -166,6 +165,12 @@ impl DiskPool {
     fn make_entry(&self) -> bool {
         let _making = self.making.lock().unwrap_or_else(|p| p.into_inner());
         if self.closed.load(Ordering::Acquire) || self.ready().len() >= self.target {
+            return false;
+        }
+        // The private mount is made with the first entry, not with the pool: a process
+        // that never makes one (a CLI command) leaves no mount behind.
+        if let Err(e) = make_private_mount(&self.mounts) {
+            tracing::warn!(error = %e, "cannot prepare the sandbox disk pool");
             return false;
         }
         let name = self.unique();

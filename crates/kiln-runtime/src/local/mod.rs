@@ -192,7 +192,9 @@ impl LocalRuntime {
                 0
             },
         )?;
-        disks.refill();
+        // No disk is made yet: a command that opens the runtime without running sandboxes
+        // (`kiln users create`, …) must not leave a pool mounted. The server's start-up
+        // (`reconcile`) and every create fill it.
         let admission = Admission::new(Budget {
             memory_bytes: memory_budget,
             memory_overcommit: config.memory_overcommit,

@@ -285,7 +285,10 @@ impl Runtime for LocalRuntime {
     }
 
     async fn reconcile(&self, known: &[SandboxId]) -> Result<ReconcileReport> {
-        self.reconcile_with(known).await
+        let report = self.reconcile_with(known).await;
+        // The owner of this root has started: have disks ready for its first creates.
+        self.disks.refill();
+        report
     }
 
     async fn shutdown(&self) -> Result<()> {
