@@ -62,3 +62,20 @@ def start_kiln(tmp_path_factory, images_dir, name="kiln", settings=None):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.fixture()
+def sdk_poll_sleeps(monkeypatch):
+    """The poll sleeps the SDK takes (it still sleeps them). Long-poll means none: a
+    count, unlike a wall-clock bound, does not depend on the machine's load."""
+    from codeset._resource import SyncAPIResource
+
+    slept = []
+    original = SyncAPIResource._sleep
+
+    def recording(self, seconds):
+        slept.append(seconds)
+        original(self, seconds)
+
+    monkeypatch.setattr(SyncAPIResource, "_sleep", recording)
+    return slept
