@@ -106,7 +106,11 @@ async fn the_whole_agent_loop() {
             r"for p in /proc/[0-9]*; do tr '\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -cx 'sleep {n} ' || true"
         )
     };
-    let started = format!("sleep 999 > /dev/null 2>&1 & {}", count(999));
+    // The background shell needs a moment to exec `sleep`: look until it shows (bounded).
+    let started = format!(
+        "sleep 999 > /dev/null 2>&1 & i=0; while [ $i -lt 100 ]; do c=$({}); [ \"$c\" = 1 ] && break; sleep 0.05; i=$((i+1)); done; echo $c",
+        count(999)
+    );
     let ps = run(&s, &key, &id, &started, None).await;
     assert_eq!(ps["stdout"].as_str().map(str::trim), Some("1"), "{ps}");
     let ps = run(&s, &key, &id, &count(999), None).await;
