@@ -19,7 +19,7 @@ use kiln_services::auth::{Credential, Principal};
 
 use crate::error::ApiError;
 use crate::extract::{bearer_token, Authenticated};
-use crate::server::client_key;
+use crate::server::{client_address, client_key};
 use crate::AppState;
 
 /// How often keys whose buckets are full again are forgotten.
@@ -31,6 +31,8 @@ pub struct RateLimits {
     clock: DefaultClock,
     epoch: Instant,
     pruned_at_secs: AtomicU64,
+    /// For `trusted_proxies`.
+    server: ServerConfig,
 }
 
 fn keyed<K: std::hash::Hash + Eq + Clone>(
@@ -52,6 +54,7 @@ impl RateLimits {
             clock: DefaultClock::default(),
             epoch: Instant::now(),
             pruned_at_secs: AtomicU64::new(0),
+            server: config.clone(),
         }
     }
 
@@ -139,7 +142,13 @@ pub(crate) async fn limit(
             let ip = req
                 .extensions()
                 .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(addr)| client_key(addr.ip()));
+                .map(|ConnectInfo(addr)| {
+                    client_key(client_address(
+                        addr.ip(),
+                        req.headers(),
+                        &state.limits.server,
+                    ))
+                });
             state.limits.check_address(ip)?;
         }
     }

@@ -49,6 +49,35 @@ pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The address a request is limited by: its peer's, or, when the peer is one of
+/// `trusted_proxies`, the right-most `X-Forwarded-For` entry that is not itself a trusted
+/// proxy (entries to its left were written by the client and prove nothing). A header
+/// that does not parse leaves the peer's address.
+pub(crate) fn client_address(
+    peer: IpAddr,
+    headers: &axum::http::HeaderMap,
+    config: &ServerConfig,
+) -> IpAddr {
+    if !config.is_trusted_proxy(peer) {
+        return peer;
+    }
+    let mut entries: Vec<&str> = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        let Ok(value) = value.to_str() else {
+            return peer;
+        };
+        entries.extend(value.split(',').map(str::trim));
+    }
+    for entry in entries.iter().rev() {
+        match entry.parse::<IpAddr>() {
+            Ok(ip) if config.is_trusted_proxy(ip) => continue,
+            Ok(ip) => return ip,
+            Err(_) => return peer,
+        }
+    }
+    peer
+}
+
 /// Open connections, in total and per client address.
 struct Counts {
     max_total: usize,
@@ -63,12 +92,14 @@ struct Slot {
 }
 
 impl Counts {
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+    /// Admits a connection from `ip`; a trusted proxy's connections (many clients behind
+    /// one address) count only against the total.
+    fn admit(self: &Arc<Self>, ip: IpAddr, trusted_proxy: bool) -> Option<Slot> {
         let ip = client_key(ip);
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let (total, per_ip) = &mut *open;
         let mine = per_ip.entry(ip).or_insert(0);
-        if *total >= self.max_total || *mine >= self.max_per_ip {
+        if *total >= self.max_total || (*mine >= self.max_per_ip && !trusted_proxy) {
             if *mine == 0 {
                 per_ip.remove(&ip);
             }
@@ -146,7 +177,7 @@ pub(crate) async fn serve_router(
                 }
             }
         };
-        let Some(slot) = counts.admit(peer.ip()) else {
+        let Some(slot) = counts.admit(peer.ip(), limits.is_trusted_proxy(peer.ip())) else {
             // Nothing is read from it and nothing waited for: a refused client costs one
             // non-blocking write and a close.
             let _ = stream.try_write(REFUSAL);
@@ -323,17 +354,33 @@ mod tests {
         });
         let a: IpAddr = "127.0.0.2".parse().expect("ip");
         let b: IpAddr = "::ffff:127.0.0.3".parse().expect("ip");
-        let first = counts.admit(a).expect("first");
-        let _second = counts.admit(a).expect("second");
-        assert!(counts.admit(a).is_none(), "per-address cap");
-        let _third = counts.admit(b).expect("another address");
+        let first = counts.admit(a, false).expect("first");
+        let _second = counts.admit(a, false).expect("second");
+        assert!(counts.admit(a, false).is_none(), "per-address cap");
+        let _third = counts.admit(b, false).expect("another address");
         assert!(
-            counts.admit("127.0.0.4".parse().expect("ip")).is_none(),
+            counts
+                .admit("127.0.0.4".parse().expect("ip"), false)
+                .is_none(),
             "total cap"
         );
         drop(first);
+        let proxy = Arc::new(Counts {
+            max_total: 3,
+            max_per_ip: 1,
+            open: Mutex::new((0, HashMap::new())),
+        });
+        let held: Vec<Slot> = (0..3)
+            .map(|_| {
+                proxy
+                    .admit(a, true)
+                    .expect("a trusted proxy is not capped per address")
+            })
+            .collect();
+        assert!(proxy.admit(a, true).is_none(), "but still in total");
+        drop(held);
         assert!(
-            counts.admit(a).is_some(),
+            counts.admit(a, false).is_some(),
             "a closed connection frees its place"
         );
     }
@@ -348,6 +395,51 @@ mod tests {
         );
         let body: serde_json::Value = serde_json::from_str(body).expect("json");
         assert_eq!(body["detail"]["code"], "too_many_connections");
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
+        let config = ServerConfig {
+            trusted_proxies: vec![
+                "127.0.0.1/32".parse().expect("net"),
+                "10.0.0.0/8".parse().expect("net"),
+            ],
+            ..ServerConfig::default()
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let headers = |values: &[&str]| {
+            let mut map = axum::http::HeaderMap::new();
+            for v in values {
+                map.append("x-forwarded-for", v.parse().expect("header value"));
+            }
+            map
+        };
+        let spoofed = headers(&["6.6.6.6"]);
+        // An untrusted peer cannot choose its address.
+        assert_eq!(
+            client_address(ip("192.0.2.9"), &spoofed, &config),
+            ip("192.0.2.9")
+        );
+        // Behind the proxy: the right-most entry the proxy did not write itself.
+        assert_eq!(
+            client_address(ip("127.0.0.1"), &spoofed, &config),
+            ip("6.6.6.6")
+        );
+        let chain = headers(&["1.1.1.1, 203.0.113.5", "10.1.1.1"]);
+        assert_eq!(
+            client_address(ip("127.0.0.1"), &chain, &config),
+            ip("203.0.113.5")
+        );
+        // No header, or garbage: the proxy's own address.
+        assert_eq!(
+            client_address(ip("127.0.0.1"), &headers(&[]), &config),
+            ip("127.0.0.1")
+        );
+        let garbage = headers(&["1.1.1.1, nonsense"]);
+        assert_eq!(
+            client_address(ip("127.0.0.1"), &garbage, &config),
+            ip("127.0.0.1")
+        );
     }
 
     #[test]

@@ -387,6 +387,52 @@ async fn requests_over_the_rate_limit_get_429_with_retry_after_per_key_and_per_a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket() {
+    let s = TestServer::start_with(|c| {
+        c.server.ip_requests_per_sec = 1;
+        c.server.ip_burst = 1;
+        c.server.trusted_proxies = vec!["127.0.0.3/32".parse().expect("net")];
+    })
+    .await;
+    let from = |last: u8| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, last]))
+            .build()
+            .expect("client")
+    };
+    let status = |client: reqwest::Client, forwarded: &'static str| {
+        let url = format!("{}/users/me", s.base);
+        async move {
+            client
+                .get(url)
+                .header("Authorization", "Bearer kiln_not_a_key")
+                .header("X-Forwarded-For", forwarded)
+                .send()
+                .await
+                .expect("send")
+                .status()
+                .as_u16()
+        }
+    };
+    let proxy = from(3);
+    assert_eq!(status(proxy.clone(), "198.51.100.1").await, 401);
+    assert_eq!(
+        status(proxy.clone(), "198.51.100.1").await,
+        429,
+        "same client"
+    );
+    assert_eq!(
+        status(proxy.clone(), "198.51.100.2").await,
+        401,
+        "another client behind the same proxy has its own bucket"
+    );
+    // A client that is not a trusted proxy cannot pick its bucket with the header.
+    let direct = from(4);
+    assert_eq!(status(direct.clone(), "198.51.100.3").await, 401);
+    assert_eq!(status(direct, "198.51.100.4").await, 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_upload_is_dropped_after_the_idle_timeout() {
     let s = TestServer::start_with(|c| {
         c.sessions.long_poll_secs = 1;

@@ -30,6 +30,34 @@ pub struct ServerConfig {
     pub ip_requests_per_sec: u32,
     /// Burst of the per-address rate (≥ 1).
     pub ip_burst: u32,
+    /// Reverse proxies (addresses or CIDR blocks, e.g. `["127.0.0.1", "10.0.0.0/8"]`)
+    /// whose `X-Forwarded-For` names the real client. Requests from them are rate
+    /// limited by that client's address, and their connections count only against
+    /// `max_connections`, not the per-address cap. Empty (the default): the header is
+    /// ignored, so a client cannot pick the address it is limited by. At most 64.
+    #[serde(deserialize_with = "addresses_or_blocks")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// `"10.0.0.0/8"` or a bare address (`"127.0.0.1"`, a block of one).
+fn addresses_or_blocks<'de, D>(deserializer: D) -> Result<Vec<ipnet::IpNet>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let items = Vec::<String>::deserialize(deserializer)?;
+    items
+        .iter()
+        .map(|item| {
+            let item = item.trim();
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "{item:?} is neither an IP address nor a CIDR block"
+                    ))
+                })
+        })
+        .collect()
 }
 
 impl Default for ServerConfig {
@@ -43,6 +71,7 @@ impl Default for ServerConfig {
             key_burst: 4_000,
             ip_requests_per_sec: 100,
             ip_burst: 200,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -83,7 +112,19 @@ impl ServerConfig {
                 ),
             )?;
         }
-        Ok(())
+        rule(
+            self.trusted_proxies.len() <= 64,
+            "trusted_proxies may name at most 64 addresses or blocks",
+        )
+    }
+
+    /// Whether `ip` is one of the trusted reverse proxies.
+    pub fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 }
 
@@ -118,6 +159,23 @@ mod tests {
                 jail.set_env("KILN_SERVER__IDLE_TIMEOUT_SECS", "21");
             }
             Config::load(None, &Overrides::default()).expect("loads again");
+            jail.set_env(
+                "KILN_SERVER__TRUSTED_PROXIES",
+                r#"["127.0.0.1", "10.0.0.0/8"]"#,
+            );
+            let config = Config::load(None, &Overrides::default()).expect("loads proxies");
+            assert!(config
+                .server
+                .is_trusted_proxy("127.0.0.1".parse().expect("ip")));
+            assert!(config
+                .server
+                .is_trusted_proxy("::ffff:10.1.2.3".parse().expect("ip")));
+            assert!(!config
+                .server
+                .is_trusted_proxy("127.0.0.2".parse().expect("ip")));
+            jail.set_env("KILN_SERVER__TRUSTED_PROXIES", r#"["not-an-address"]"#);
+            let err = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("not-an-address"), "{err}");
             Ok(())
         });
     }
