@@ -138,7 +138,9 @@ async fn only_loopback_network() {
     let (code, out) = sh(
         &rt,
         "net1",
-        "nc -l -p 7070 > /tmp/got & sleep 0.2; echo ping | nc -w 1 127.0.0.1 7070; sleep 0.2; cat /tmp/got",
+        // The client retries until the listener is up; `wait` lets the listener (which
+        // ends with its one connection) write what it got: no timing guess.
+        "nc -l -p 7070 > /tmp/got & for i in $(seq 100); do echo ping | nc -w 1 127.0.0.1 7070 && break; sleep 0.05; done; wait; cat /tmp/got",
     )
     .await;
     assert!(
