@@ -155,7 +155,15 @@ async fn execute(
         "collecting the result",
     )
     .await;
-    let diff = repo_source::diff_against(&local_env, &git_dir, &tree, &commit, git_timeout).await?;
+    let diff = repo_source::diff_against(
+        &local_env,
+        &git_dir,
+        &tree,
+        &commit,
+        git_timeout,
+        config.max_diff_bytes,
+    )
+    .await?;
     if diff.len() as u64 > config.max_diff_bytes {
         return Err(format!(
             "the agent's diff is larger than the limit of {} bytes",
