@@ -249,29 +249,14 @@ impl Git {
                     return Err(GitError::Wait(e.into()));
                 }
             }
-            let stop = if start.elapsed() >= self.timeout {
-                Some(GitError::TimedOut {
-                    command: command.clone(),
-                    after: self.timeout,
-                })
-            } else if overflow.load(Ordering::Acquire) {
-                Some(GitError::OutputTooLarge {
-                    command: command.clone(),
-                    limit: self.max_stdout,
-                })
-            } else if self.cancel.iter().any(|c| c.load(Ordering::Acquire)) {
-                Some(GitError::Cancelled {
-                    command: command.clone(),
-                })
-            } else if next_watch.is_some_and(|at| Instant::now() >= at) {
+            let mut stop = self.stop_reason(&command, start, &overflow);
+            if stop.is_none() && next_watch.is_some_and(|at| Instant::now() >= at) {
                 next_watch = Instant::now().checked_add(every);
-                watch().err().map(|reason| GitError::Stopped {
+                stop = watch().err().map(|reason| GitError::Stopped {
                     command: command.clone(),
                     reason,
-                })
-            } else {
-                None
-            };
+                });
+            }
             if let Some(error) = stop {
                 // The readers are not joined: a process that left the group could keep
                 // a pipe open for ever.
@@ -299,6 +284,33 @@ impl Git {
             });
         }
         Ok(GitOutput { stdout, stderr })
+    }
+
+    /// Why git must be killed now, if it must: its deadline passed, its stdout overflowed,
+    /// or its caller cancelled it.
+    fn stop_reason(
+        &self,
+        command: &str,
+        start: Instant,
+        overflow: &AtomicBool,
+    ) -> Option<GitError> {
+        if start.elapsed() >= self.timeout {
+            Some(GitError::TimedOut {
+                command: command.to_string(),
+                after: self.timeout,
+            })
+        } else if overflow.load(Ordering::Acquire) {
+            Some(GitError::OutputTooLarge {
+                command: command.to_string(),
+                limit: self.max_stdout,
+            })
+        } else if self.cancel.iter().any(|c| c.load(Ordering::Acquire)) {
+            Some(GitError::Cancelled {
+                command: command.to_string(),
+            })
+        } else {
+            None
+        }
     }
 
     fn command(&self, home: &OsStr) -> Command {
