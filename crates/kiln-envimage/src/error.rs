@@ -27,6 +27,9 @@ pub enum EnvImageError {
         status: String,
         output: String,
     },
+    /// git failed (a sample's checkout).
+    #[error(transparent)]
+    Git(#[from] kiln_git::GitError),
     /// The image store refused an operation.
     #[error(transparent)]
     Image(#[from] kiln_image::ImageError),

@@ -3,9 +3,9 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use kiln_git::{Git, GitOutput};
 use kiln_image::{Image, ImageStore};
 use serde_json::{json, Value};
 
@@ -15,7 +15,6 @@ use crate::error::{EnvImageError, Result};
 use crate::image_spec::BuildOptions;
 use crate::layer_tar::LayerTarOptions;
 use crate::oci_layout::{LayerBlob, OciLayout};
-use crate::tool_command::{output_of, run_logged};
 
 /// Config label holding the commit checked out in `/testbed`.
 pub const BASE_COMMIT_LABEL: &str = "org.kiln.sample.base_commit";
@@ -24,6 +23,9 @@ pub const BASE_IMAGE_LABEL: &str = "org.kiln.sample.base_image";
 
 /// Where the repository goes, inside the image.
 const TESTBED: &str = "testbed";
+
+/// Deadline of each git command of a checkout (a large repository from a local bundle).
+const GIT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// Stores `base` + a layer with `repo_bundle` (a `git bundle`, or any repository `git clone`
 /// accepts) checked out at `base_commit` in `/testbed`, under `reference`.
@@ -119,21 +121,31 @@ fn is_current(image: &Image, base: &Image, base_commit: &str) -> bool {
             == Some(base_commit)
 }
 
-/// git, isolated from the caller's configuration (which could set `core.autocrlf`, hooks or
-/// a default branch and so change the checkout).
-fn git() -> Command {
-    let mut command = Command::new("git");
-    command
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_TERMINAL_PROMPT", "0")
+/// git ([`kiln_git`]: no caller's configuration, hooks or prompts), with the settings that
+/// make the checkout the same on every host (a caller's `core.autocrlf` or default branch
+/// would change it). The repository is a local bundle or directory: the `file` transport
+/// is allowed.
+fn git() -> Git {
+    Git::new()
         .args([
             "-c",
             "init.defaultBranch=main",
             "-c",
             "advice.detachedHead=false",
-        ]);
-    command
+        ])
+        .allow_file_protocol()
+        .timeout(GIT_TIMEOUT)
+}
+
+/// Runs `git`, then hands each line it printed to `on_line` (the build's log).
+fn git_logged(git: Git, on_line: &mut impl FnMut(&str)) -> Result<GitOutput> {
+    let out = git.output()?;
+    for stream in [&out.stdout, &out.stderr] {
+        for line in String::from_utf8_lossy(stream).lines() {
+            on_line(line);
+        }
+    }
+    Ok(out)
 }
 
 /// Clones `repo` into `dest` at `commit` and strips the build-specific parts of `.git`.
@@ -144,34 +156,34 @@ fn check_out(repo: &Path, commit: &str, dest: &Path, mut on_line: impl FnMut(&st
             format!("{commit:?} is not a commit hash"),
         ));
     }
-    let mut clone = git();
     // No template: hooks and samples would come from the build host's git.
-    clone
+    let clone = git()
         .args(["clone", "--quiet", "--no-checkout", "--template="])
         .arg(repo)
         .arg(dest);
-    run_logged(clone, &mut on_line)?;
-    let mut reset = git();
-    reset
+    git_logged(clone, &mut on_line)?;
+    let reset = git()
         .arg("-C")
         .arg(dest)
         .args(["reset", "--quiet", "--hard", commit]);
-    run_logged(reset, &mut on_line)?;
-    let mut head = git();
-    head.arg("-C").arg(dest).args(["rev-parse", "HEAD"]);
-    let head = output_of(head)?;
+    git_logged(reset, &mut on_line)?;
+    let head = git()
+        .arg("-C")
+        .arg(dest)
+        .args(["rev-parse", "HEAD"])
+        .output()?;
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
     if !head.starts_with(&commit.to_ascii_lowercase()) {
         return Err(EnvImageError::invalid(
             "checkout",
             format!("HEAD is {head}, expected {commit}"),
         ));
     }
-    let mut remote = git();
-    remote
+    let remote = git()
         .arg("-C")
         .arg(dest)
         .args(["remote", "remove", "origin"]);
-    run_logged(remote, &mut on_line)?;
+    git_logged(remote, &mut on_line)?;
     let dot_git = dest.join(".git");
     let logs = dot_git.join("logs");
     if logs.exists() {
@@ -184,9 +196,8 @@ fn check_out(repo: &Path, commit: &str, dest: &Path, mut on_line: impl FnMut(&st
         }
     }
     // An index without stat data: the same bytes on every build.
-    let mut read_tree = git();
-    read_tree.arg("-C").arg(dest).args(["read-tree", "HEAD"]);
-    run_logged(read_tree, &mut on_line)
+    let read_tree = git().arg("-C").arg(dest).args(["read-tree", "HEAD"]);
+    git_logged(read_tree, &mut on_line).map(|_| ())
 }
 
 fn read_base_config(store: &ImageStore, base: &Image) -> Result<Value> {

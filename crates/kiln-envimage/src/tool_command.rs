@@ -1,4 +1,4 @@
-//! Runs an external tool (debootstrap, git), forwarding each output line as it arrives and
+//! Runs an external tool (debootstrap, umount), forwarding each output line as it arrives and
 //! keeping the last ones for the error message.
 
 use std::collections::VecDeque;
@@ -70,24 +70,6 @@ pub(crate) fn run_logged(mut command: Command, mut on_line: impl FnMut(&str)) ->
         status: status.to_string(),
         output: Vec::from(tail).join("\n"),
     })
-}
-
-/// Runs `command` and returns its trimmed stdout.
-pub(crate) fn output_of(mut command: Command) -> Result<String> {
-    let shown = format!("{command:?}");
-    let program = command.get_program().to_string_lossy().into_owned();
-    let out = command
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| EnvImageError::Spawn { program, source })?;
-    if !out.status.success() {
-        return Err(EnvImageError::CommandFailed {
-            command: shown,
-            status: out.status.to_string(),
-            output: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 #[cfg(test)]

@@ -3,12 +3,19 @@
 //! implementation, present wherever the samples' repositories come from, and what the
 //! SWE-bench harness itself uses.
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::time::Duration;
 
-use tokio::process::Command;
+use kiln_git::{Git, GitError};
 
 use crate::error::{ServiceError, ServiceResult};
 use crate::records::check_repo;
+
+/// Deadline of an import's `init` and `fetch` (a large repository from a local path).
+const IMPORT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Deadline of a lookup or an archive.
+const READ_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// Largest tree `archive` returns (it is held in memory).
+const MAX_ARCHIVE_BYTES: usize = 2 * 1024 * 1024 * 1024;
 
 pub struct RepoStore {
     root: PathBuf,
@@ -62,22 +69,24 @@ impl RepoStore {
         if !dest.exists() {
             return Ok(false);
         }
-        let status = Command::new("git")
+        let found = Git::new()
             .arg("-C")
             .arg(&dest)
             .args(["cat-file", "-e", &format!("{commit}^{{commit}}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await
-            .map_err(io("run git"))?;
-        Ok(status.success())
+            .timeout(READ_TIMEOUT)
+            .output_async()
+            .await;
+        match found {
+            Ok(_) => Ok(true),
+            Err(GitError::Failed { .. }) => Ok(false),
+            Err(e) => Err(ServiceError::Internal(e.to_string())),
+        }
     }
 
     /// The tree at `commit` as an uncompressed tar, every path under `prefix`.
     pub async fn archive(&self, repo: &str, commit: &str, prefix: &str) -> ServiceResult<Vec<u8>> {
         let dest = self.path_for(repo)?;
-        let output = Command::new("git")
+        let output = Git::new()
             .arg("-C")
             .arg(&dest)
             .args([
@@ -86,16 +95,16 @@ impl RepoStore {
                 &format!("--prefix={prefix}"),
                 commit,
             ])
-            .stdin(Stdio::null())
-            .output()
+            .timeout(READ_TIMEOUT)
+            .max_stdout(MAX_ARCHIVE_BYTES)
+            .output_async()
             .await
-            .map_err(io("run git archive"))?;
-        if !output.status.success() {
-            return Err(ServiceError::Internal(format!(
-                "git archive of {repo}@{commit} failed: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
-        }
+            .map_err(|e| match e {
+                GitError::Failed { stderr_tail, .. } => ServiceError::Internal(format!(
+                    "git archive of {repo}@{commit} failed: {stderr_tail}"
+                )),
+                other => ServiceError::Internal(format!("git archive of {repo}@{commit}: {other}")),
+            })?;
         Ok(output.stdout)
     }
 }
@@ -118,24 +127,25 @@ async fn fetch_all(repo_dir: &Path, source: &Path) -> ServiceResult<()> {
     .await
 }
 
+/// Runs an import's git command in `dir`. The source is a local path or bundle by design,
+/// so the `file` transport is allowed here.
 async fn git(args: &[&str], dir: &Path) -> ServiceResult<()> {
-    let output = Command::new("git")
+    Git::new()
         .args(args)
         .current_dir(dir)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(Stdio::null())
-        .output()
+        .allow_file_protocol()
+        .timeout(IMPORT_TIMEOUT)
+        .output_async()
         .await
-        .map_err(io("run git (is it installed?)"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(ServiceError::Internal(format!(
-            "git {} failed: {}",
-            args.first().copied().unwrap_or_default(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        )))
-    }
+        .map(|_| ())
+        .map_err(|e| match e {
+            GitError::Spawn(e) => io("run git (is it installed?)")(e),
+            GitError::Failed { stderr_tail, .. } => ServiceError::Internal(format!(
+                "git {} failed: {stderr_tail}",
+                args.first().copied().unwrap_or_default(),
+            )),
+            other => ServiceError::Internal(other.to_string()),
+        })
 }
 
 fn io(what: &'static str) -> impl Fn(std::io::Error) -> ServiceError {

@@ -12,17 +12,18 @@
 //! address that was vetted (`http.curloptResolve`).
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use base64::Engine;
-use tokio::process::Command;
+use kiln_git::{Git, GitError};
 
 use crate::error::{ServiceError, ServiceResult};
 use crate::outbound::Vetted;
 
 pub(crate) const MAX_REPO_CHARS: usize = 2048;
 pub(crate) const MAX_REF_CHARS: usize = 255;
+/// Output cap of the git commands that print little (a commit id, nothing).
+const SMALL_OUTPUT: usize = 64 * 1024;
 
 /// A validated repository location.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,9 +159,9 @@ pub(crate) fn check_ref(git_ref: &str) -> ServiceResult<()> {
     }
 }
 
-/// The environment of every git command Kiln runs for a job: no system or user
-/// configuration, no prompts, only the transports `source` needs, and the credential
-/// header when there is a token.
+/// The environment of every git command Kiln runs for a job, on top of what [`kiln_git`]
+/// always sets (no system or user configuration, no prompts, no hooks): only the
+/// transports `source` needs, and the credential header when there is a token.
 pub(crate) fn git_env(
     source: &RepoSource,
     token: Option<&str>,
@@ -170,12 +171,7 @@ pub(crate) fn git_env(
         RepoSource::Remote(_) => "http:https",
         RepoSource::Local(_) => "file",
     };
-    let mut env = vec![
-        ("GIT_CONFIG_NOSYSTEM".to_string(), "1".to_string()),
-        ("GIT_CONFIG_GLOBAL".to_string(), "/dev/null".to_string()),
-        ("GIT_TERMINAL_PROMPT".to_string(), "0".to_string()),
-        ("GIT_ALLOW_PROTOCOL".to_string(), protocols.to_string()),
-    ];
+    let mut env = vec![("GIT_ALLOW_PROTOCOL".to_string(), protocols.to_string())];
     let mut config = Vec::new();
     if let Some(token) = token {
         let basic =
@@ -199,22 +195,21 @@ pub(crate) fn git_env(
 }
 
 /// How a git command ended badly, in words for the job's error.
-fn failure(what: &str, stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr);
-    let text = text.trim();
-    let tail: String = text
-        .chars()
-        .rev()
-        .take(2000)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    if tail.is_empty() {
-        what.to_string()
-    } else {
-        format!("{what}: {tail}")
+fn failure(what: &str, error: &GitError) -> String {
+    match error {
+        GitError::Failed { stderr_tail, .. } if stderr_tail.is_empty() => what.to_string(),
+        GitError::Failed { stderr_tail, .. } => format!("{what}: {stderr_tail}"),
+        GitError::TimedOut { after, .. } => format!("git timed out after {} s", after.as_secs()),
+        other => other.to_string(),
     }
+}
+
+/// A git command with the job's environment, deadline and output cap.
+fn job_git(env: &[(String, String)], timeout: Duration, max_stdout: usize) -> Git {
+    Git::new()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .timeout(timeout)
+        .max_stdout(max_stdout)
 }
 
 /// Runs git with the job's environment and returns its standard output.
@@ -222,22 +217,14 @@ async fn git(
     env: &[(String, String)],
     args: &[&std::ffi::OsStr],
     timeout: Duration,
+    max_stdout: usize,
 ) -> Result<Vec<u8>, String> {
-    let child = Command::new("git")
+    job_git(env, timeout, max_stdout)
         .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot run git: {e}"))?;
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Err(_) => Err(format!("git timed out after {} s", timeout.as_secs())),
-        Ok(Err(e)) => Err(format!("git failed: {e}")),
-        Ok(Ok(out)) if out.status.success() => Ok(out.stdout),
-        Ok(Ok(out)) => Err(failure("git failed", &out.stderr)),
-    }
+        .output_async()
+        .await
+        .map(|out| out.stdout)
+        .map_err(|e| failure("git failed", &e))
 }
 
 /// The limits of fetching one repository.
@@ -254,58 +241,41 @@ pub(crate) async fn clone_bare(
     git_dir: &Path,
     limits: &FetchLimits,
 ) -> Result<(), String> {
-    let mut command = Command::new("git");
-    command.arg("clone").arg("--bare").arg("--quiet");
+    let mut command = job_git(env, limits.timeout, 64 * 1024).args(["clone", "--bare", "--quiet"]);
     if matches!(source, RepoSource::Local(_)) {
         // Through the pack protocol, not by copying the object directory (which
         // would follow whatever links the source holds).
-        command.arg("--no-local");
+        command = command.arg("--no-local").allow_file_protocol();
     }
-    let mut child = command
-        .arg("--")
-        .arg(source.clone_argument())
-        .arg(git_dir)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot run git: {e}"))?;
-    let mut stderr = child.stderr.take();
-    let read_stderr = tokio::spawn(async move {
-        let mut buf = Vec::new();
-        if let Some(stderr) = stderr.as_mut() {
-            use tokio::io::AsyncReadExt;
-            let _ = stderr.take(64 * 1024).read_to_end(&mut buf).await;
-        }
-        buf
-    });
-    let deadline = tokio::time::Instant::now() + limits.timeout;
-    let status = loop {
-        tokio::select! {
-            status = child.wait() => break status.map_err(|e| format!("git failed: {e}"))?,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                if tokio::time::Instant::now() >= deadline {
-                    let _ = child.kill().await;
-                    return Err(format!("cloning took longer than {} s", limits.timeout.as_secs()));
-                }
-                if dir_size(git_dir.to_path_buf()).await > limits.max_bytes {
-                    let _ = child.kill().await;
-                    return Err(format!("the repository is larger than the limit of {} bytes", limits.max_bytes));
-                }
+    let command = command.arg("--").arg(source.clone_argument()).arg(git_dir);
+    let too_large = format!(
+        "the repository is larger than the limit of {} bytes",
+        limits.max_bytes
+    );
+    let (watched, max_bytes) = (git_dir.to_path_buf(), limits.max_bytes);
+    let watch_message = too_large.clone();
+    let cloned = command
+        .output_watched_async(Duration::from_millis(500), move || {
+            if dir_size_blocking(watched.clone()) > max_bytes {
+                Err(watch_message.clone())
+            } else {
+                Ok(())
             }
+        })
+        .await;
+    match cloned {
+        Ok(_) => {}
+        Err(GitError::TimedOut { .. }) => {
+            return Err(format!(
+                "cloning took longer than {} s",
+                limits.timeout.as_secs()
+            ))
         }
-    };
-    let stderr = read_stderr.await.unwrap_or_default();
-    if !status.success() {
-        return Err(failure("cannot clone the repository", &stderr));
+        Err(GitError::Stopped { reason, .. }) => return Err(reason),
+        Err(e) => return Err(failure("cannot clone the repository", &e)),
     }
     if dir_size(git_dir.to_path_buf()).await > limits.max_bytes {
-        return Err(format!(
-            "the repository is larger than the limit of {} bytes",
-            limits.max_bytes
-        ));
+        return Err(too_large);
     }
     Ok(())
 }
@@ -329,6 +299,7 @@ pub(crate) async fn resolve_ref(
             spec.as_ref(),
         ],
         timeout,
+        SMALL_OUTPUT,
     )
     .await
     .map_err(|e| {
@@ -376,6 +347,7 @@ pub(crate) async fn checkout(
             commit.as_ref(),
         ],
         timeout,
+        SMALL_OUTPUT,
     )
     .await
     .map(|_| ())
@@ -383,13 +355,14 @@ pub(crate) async fn checkout(
 }
 
 /// The work tree's changes against `commit`, new files included (ignored ones are not),
-/// as a binary-safe patch.
+/// as a binary-safe patch of at most `max_bytes` (a larger one is an error).
 pub(crate) async fn diff_against(
     env: &[(String, String)],
     git_dir: &Path,
     work_tree: &Path,
     commit: &str,
     timeout: Duration,
+    max_bytes: u64,
 ) -> Result<Vec<u8>, String> {
     let (dir, tree) = (git_dir_arg(git_dir), work_tree_arg(work_tree));
     let base: [&std::ffi::OsStr; 4] = [
@@ -400,7 +373,7 @@ pub(crate) async fn diff_against(
     ];
     let mut add = base.to_vec();
     add.extend(["add", "--all"].map(OsStr::new));
-    git(env, &add, timeout)
+    git(env, &add, timeout, SMALL_OUTPUT)
         .await
         .map_err(|e| format!("cannot collect the changes: {e}"))?;
     let mut diff = base.to_vec();
@@ -415,33 +388,48 @@ pub(crate) async fn diff_against(
         ]
         .map(OsStr::new),
     );
-    git(env, &diff, timeout)
+    let max_stdout = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+    match job_git(env, timeout, max_stdout)
+        .args(&diff)
+        .output_async()
         .await
-        .map_err(|e| format!("cannot compute the diff: {e}"))
+    {
+        Ok(out) => Ok(out.stdout),
+        Err(GitError::OutputTooLarge { .. }) => Err(format!(
+            "the agent's diff is larger than the limit of {max_bytes} bytes"
+        )),
+        Err(e) => Err(format!(
+            "cannot compute the diff: {}",
+            failure("git failed", &e)
+        )),
+    }
 }
 
 /// Bytes of the files under `dir` (symbolic links not followed), on a blocking thread.
 pub(crate) async fn dir_size(dir: PathBuf) -> u64 {
-    tokio::task::spawn_blocking(move || {
-        let mut total = 0u64;
-        let mut stack = vec![dir];
-        while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let Ok(meta) = entry.metadata() else { continue };
-                if meta.is_dir() {
-                    stack.push(entry.path());
-                } else {
-                    total = total.saturating_add(meta.len());
-                }
+    tokio::task::spawn_blocking(move || dir_size_blocking(dir))
+        .await
+        .unwrap_or(u64::MAX)
+}
+
+/// Bytes of the files under `dir` (symbolic links not followed).
+fn dir_size_blocking(dir: PathBuf) -> u64 {
+    let mut total = 0u64;
+    let mut stack = vec![dir];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                total = total.saturating_add(meta.len());
             }
         }
-        total
-    })
-    .await
-    .unwrap_or(u64::MAX)
+    }
+    total
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! One job's run: clone on the host, check the ref out, run the agent's command in a
 //! sandbox that sees the checkout at `/workspace`, destroy the sandbox, collect the diff
 //! and the logs into the result archive, and finish the job.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,7 +85,48 @@ async fn execute(
     tokio::fs::create_dir_all(work)
         .await
         .map_err(|e| format!("cannot create the job's work directory: {e}"))?;
+    let checkout = fetch_and_check_out(service, job, (source, pin), work).await?;
+    let tree = checkout.tree.clone();
 
+    progress(
+        service,
+        &job.job_id,
+        JobStatus::Running,
+        "running the agent",
+    )
+    .await;
+    let done = run_in_sandbox(service, job, agent, &tree, secret).await?;
+
+    progress(
+        service,
+        &job.job_id,
+        JobStatus::Running,
+        "collecting the result",
+    )
+    .await;
+    let stderr = store_result(service, job, &checkout, &done).await?;
+    Ok(outcome_of(&done, &stderr, agent))
+}
+
+/// The repository on the host: a bare clone kept outside the tree the agent sees, and
+/// that tree checked out at the job's commit.
+struct Checkout {
+    git_dir: PathBuf,
+    tree: PathBuf,
+    commit: String,
+    /// The environment of the git commands that do not reach the remote (no token).
+    local_env: Vec<(String, String)>,
+    git_timeout: Duration,
+}
+
+/// Clones the job's repository into `work`, resolves its ref and checks it out.
+async fn fetch_and_check_out(
+    service: &Arc<AgentJobService>,
+    job: &AgentJobRecord,
+    (source, pin): (&RepoSource, Option<&Vetted>),
+    work: &Path,
+) -> Result<Checkout, String> {
+    let config = &service.config;
     progress(
         service,
         &job.job_id,
@@ -138,24 +179,40 @@ async fn execute(
             config.max_repo_bytes
         ));
     }
+    Ok(Checkout {
+        git_dir,
+        tree,
+        commit,
+        local_env,
+        git_timeout,
+    })
+}
 
-    progress(
-        service,
-        &job.job_id,
-        JobStatus::Running,
-        "running the agent",
+/// Writes the diff, the logs and a summary into the job's result archive and records it;
+/// returns the (marked) stderr, which the job's error quotes.
+async fn store_result(
+    service: &AgentJobService,
+    job: &AgentJobRecord,
+    checkout: &Checkout,
+    done: &ExecDone,
+) -> Result<String, String> {
+    let config = &service.config;
+    let Checkout {
+        git_dir,
+        tree,
+        commit,
+        local_env,
+        git_timeout,
+    } = checkout;
+    let diff = repo_source::diff_against(
+        local_env,
+        git_dir,
+        tree,
+        commit,
+        *git_timeout,
+        config.max_diff_bytes,
     )
-    .await;
-    let done = run_in_sandbox(service, job, agent, &tree, secret).await?;
-
-    progress(
-        service,
-        &job.job_id,
-        JobStatus::Running,
-        "collecting the result",
-    )
-    .await;
-    let diff = repo_source::diff_against(&local_env, &git_dir, &tree, &commit, git_timeout).await?;
+    .await?;
     if diff.len() as u64 > config.max_diff_bytes {
         return Err(format!(
             "the agent's diff is larger than the limit of {} bytes",
@@ -186,8 +243,12 @@ async fn execute(
         .set_agent_job_result(&job.job_id, &archive)
         .await
         .map_err(|e| format!("cannot record the result: {e}"))?;
+    Ok(stderr)
+}
 
-    Ok(if done.timed_out {
+/// How the agent's command ended, as the job's outcome.
+fn outcome_of(done: &ExecDone, stderr: &str, agent: &AgentConfig) -> Outcome {
+    if done.timed_out {
         Outcome::Error(format!(
             "the agent's command timed out after {} s",
             agent.timeout_secs
@@ -204,7 +265,7 @@ async fn execute(
         ))
     } else {
         Outcome::Completed
-    })
+    }
 }
 
 /// Runs the agent's command in a fresh sandbox, which is destroyed whatever happens.

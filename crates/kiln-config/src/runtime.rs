@@ -1,0 +1,65 @@
+//! `[runtime]`: the sandbox backend and each sandbox's default limits.
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ConfigError;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// `local` (sandboxes on this machine) or `none` (no sessions; datasets only).
+    pub backend: RuntimeBackend,
+    /// The static `kiln-agent` to put in sandboxes; by default the one built into `kiln`.
+    pub agent_binary: Option<PathBuf>,
+    /// Per-sandbox memory limit, in MiB.
+    pub memory_mib: u64,
+    /// Per-sandbox process limit.
+    pub pids: u64,
+    /// Per-sandbox CPU limit, in thousandths of a core.
+    pub cpu_millicores: u32,
+    /// Per-sandbox disk limit (its writable layer, `/tmp` included), in MiB; 0: none.
+    pub disk_mib: u64,
+    /// Memory of all sandboxes together (their parent cgroup's limit), in MiB; by
+    /// default MemTotal minus an eighth (at least 1 GiB) for the host.
+    pub memory_budget_mib: Option<u64>,
+    /// Admission: a create is refused (503) when the sandboxes' memory limits would sum
+    /// past the budget × this, or their disk limits past the usable disk × `disk_overcommit`.
+    pub memory_overcommit: f64,
+    pub disk_overcommit: f64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeBackend {
+    Local,
+    None,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            backend: RuntimeBackend::Local,
+            agent_binary: None,
+            memory_mib: 2048,
+            pids: 512,
+            cpu_millicores: 1000,
+            disk_mib: 10 * 1024,
+            memory_budget_mib: None,
+            memory_overcommit: 10.0,
+            disk_overcommit: 20.0,
+        }
+    }
+}
+
+impl RuntimeConfig {
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        let positive = |x: f64| x > 0.0 && x.is_finite();
+        if !positive(self.memory_overcommit) || !positive(self.disk_overcommit) {
+            return Err(ConfigError::Rule(
+                "runtime.memory_overcommit and disk_overcommit must be positive numbers".into(),
+            ));
+        }
+        Ok(())
+    }
+}
