@@ -13,7 +13,7 @@
 mod docker_baseline;
 mod docker_engine;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,20 +60,6 @@ fn report(name: &str, mut samples: Vec<Duration>) -> Summary {
 
 fn spec(id: &str) -> SandboxSpec {
     SandboxSpec::new(SandboxId::new(id).unwrap(), RootLayers::single(ROOTFS))
-}
-
-fn agent_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("KILN_AGENT_BIN") {
-        return PathBuf::from(path);
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-agent.sh");
-    let out = Command::new(script).output().expect("build-agent.sh");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 fn ensure_rootfs() {
@@ -162,7 +148,7 @@ async fn main() {
         .prefix("kiln-bench-")
         .tempdir_in("/var/tmp")
         .unwrap();
-    let mut config = LocalConfig::new(root.path(), agent_binary());
+    let mut config = LocalConfig::new(root.path(), kiln_test_support::agent_binary());
     // Hundreds of idle sandboxes: admission control is not what is measured here.
     config.memory_overcommit = 1000.0;
     config.disk_overcommit = 1000.0;

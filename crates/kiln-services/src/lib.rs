@@ -77,7 +77,24 @@ pub enum StartError {
 impl Kiln {
     /// Opens (creating if needed) the data directory and the store, and prepares the
     /// services. It does not bootstrap: see [`Kiln::bootstrap`].
-    pub async fn open(mut config: Config) -> Result<Self, StartError> {
+    pub async fn open(config: Config) -> Result<Self, StartError> {
+        Self::open_with(config, sandbox_backend).await
+    }
+
+    /// [`Kiln::open`] with sandboxes from `runtime` instead of the configured backend
+    /// (images still come from the data directory's image store): how the services' tests
+    /// run over an in-memory backend, and the seam a backend of its own plugs into.
+    pub async fn open_with_runtime(
+        config: Config,
+        runtime: Arc<dyn kiln_runtime::Runtime>,
+    ) -> Result<Self, StartError> {
+        Self::open_with(config, move |config| given_backend(config, runtime)).await
+    }
+
+    async fn open_with(
+        mut config: Config,
+        backend: impl FnOnce(&Config) -> SandboxBackend,
+    ) -> Result<Self, StartError> {
         // Absolute once, here: sandboxes and agent jobs bind paths under it into mount
         // namespaces, where a path relative to the server's working directory means nothing.
         config.data_dir =
@@ -94,7 +111,7 @@ impl Kiln {
         };
         let auth = AuthService::new(store.clone(), config.auth.clone(), &jwt_secret);
         let datasets = DatasetService::new(store.clone(), data_dir.join("repos"));
-        let backend = sandbox_backend(&config);
+        let backend = backend(&config);
         let sessions = SessionService::new(
             store.clone(),
             backend,
@@ -200,9 +217,8 @@ fn sandbox_backend(config: &Config) -> SandboxBackend {
         }
     };
     let mut local = kiln_runtime::LocalConfig::new(config.data_dir.join("runtime"), agent);
-    let disk_bytes =
-        (config.runtime.disk_mib > 0).then(|| config.runtime.disk_mib.saturating_mul(1 << 20));
-    local.default_disk_bytes = disk_bytes;
+    let limits = sandbox_limits(config);
+    local.default_disk_bytes = limits.disk_bytes;
     local.memory_budget = config
         .runtime
         .memory_budget_mib
@@ -239,15 +255,35 @@ fn sandbox_backend(config: &Config) -> SandboxBackend {
         Ok(runtime) => SandboxBackend::Available {
             runtime: Arc::new(runtime),
             images,
-            limits: kiln_runtime::Limits {
-                memory_bytes: Some(config.runtime.memory_mib.saturating_mul(1024 * 1024)),
-                disk_bytes,
-                pids: Some(config.runtime.pids),
-                cpu_millicores: Some(config.runtime.cpu_millicores),
-            },
+            limits,
             location: format!("local:{}", hostname()),
         },
         Err(e) => SandboxBackend::Unavailable(format!("cannot start the local runtime: {e}")),
+    }
+}
+
+/// A runtime handed to [`Kiln::open_with_runtime`], with the configured image store and
+/// limits.
+fn given_backend(config: &Config, runtime: Arc<dyn kiln_runtime::Runtime>) -> SandboxBackend {
+    match kiln_image::ImageStore::open(&config.images_dir()) {
+        Ok(images) => SandboxBackend::Available {
+            runtime,
+            images,
+            limits: sandbox_limits(config),
+            location: "fake".into(),
+        },
+        Err(e) => SandboxBackend::Unavailable(format!("cannot open the image store: {e}")),
+    }
+}
+
+/// Every sandbox's limits, from `runtime.*`.
+fn sandbox_limits(config: &Config) -> kiln_runtime::Limits {
+    kiln_runtime::Limits {
+        memory_bytes: Some(config.runtime.memory_mib.saturating_mul(1024 * 1024)),
+        disk_bytes: (config.runtime.disk_mib > 0)
+            .then(|| config.runtime.disk_mib.saturating_mul(1 << 20)),
+        pids: Some(config.runtime.pids),
+        cpu_millicores: Some(config.runtime.cpu_millicores),
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use kiln_config::Config;
 use kiln_services::Kiln;
+use kiln_test_support::postgres::{Locale, TestDatabase};
 use reqwest::{Client, RequestBuilder, Response};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -23,8 +24,8 @@ pub struct TestServer {
     stop: Option<oneshot::Sender<()>>,
     /// Cleared when a restart hands the sandboxes over to the next server.
     shutdown_on_drop: bool,
-    /// The PostgreSQL test database (admin URL, name), dropped with the last server using it.
-    database: Option<(String, String)>,
+    /// The PostgreSQL test database, dropped with the last server using it.
+    database: Option<TestDatabase>,
 }
 
 /// Which store a scenario runs on.
@@ -57,16 +58,8 @@ impl Database {
     pub fn of(backend: Backend) -> Option<Self> {
         match backend {
             Backend::Sqlite => Some(Database::Sqlite),
-            Backend::Postgres => match std::env::var("KILN_TEST_POSTGRES_URL") {
-                Ok(admin_url) if !admin_url.is_empty() => Some(Database::Postgres { admin_url }),
-                _ if std::env::var_os("CI").is_some() => {
-                    panic!("KILN_TEST_POSTGRES_URL is not set, but CI is")
-                }
-                _ => {
-                    eprintln!("SKIPPED: KILN_TEST_POSTGRES_URL is not set");
-                    None
-                }
-            },
+            Backend::Postgres => kiln_test_support::postgres::admin_url()
+                .map(|admin_url| Database::Postgres { admin_url }),
         }
     }
 
@@ -101,49 +94,6 @@ macro_rules! on_both_backends {
     };
 }
 
-/// A fresh database on the server of `admin_url`: (name, URL).
-async fn create_database(admin_url: &str) -> (String, String) {
-    use sqlx::{Connection, Executor};
-    let name = format!("kiln_api_test_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(admin_url)
-        .await
-        .expect("connect to the PostgreSQL test server");
-    conn.execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .expect("create database");
-    let (base, query) = match admin_url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (admin_url, String::new()),
-    };
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let path = base[authority..]
-        .find('/')
-        .map_or(base.len(), |i| authority + i);
-    let url = format!("{}/{name}{query}", &base[..path]);
-    (name, url)
-}
-
-fn drop_database(admin: &str, name: &str) {
-    use sqlx::{Connection, Executor};
-    let run = async {
-        let mut conn = sqlx::PgConnection::connect(admin).await?;
-        conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-            .await?;
-        Ok::<_, sqlx::Error>(())
-    };
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => {
-            if let Err(e) = rt.block_on(run) {
-                eprintln!("cannot drop test database {name}: {e}");
-            }
-        }
-        Err(e) => eprintln!("cannot drop test database {name}: {e}"),
-    }
-}
-
 impl TestServer {
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
@@ -165,9 +115,10 @@ impl TestServer {
         let database = match database {
             Database::Sqlite => None,
             Database::Postgres { admin_url } => {
-                let (name, url) = create_database(admin_url).await;
-                config.database_url = Some(kiln_config::Secret::new(url));
-                Some((admin_url.clone(), name))
+                let db =
+                    TestDatabase::create(admin_url, "kiln_api_test", Locale::ServerDefault).await;
+                config.database_url = Some(kiln_config::Secret::new(db.url.clone()));
+                Some(db)
             }
         };
         tweak(&mut config);
@@ -366,8 +317,8 @@ impl Drop for TestServer {
                     Ok(rt) => rt.block_on(kiln.shutdown()),
                     Err(e) => eprintln!("cannot shut the test server's sandboxes down: {e}"),
                 }
-                if let Some((admin, name)) = &self.database {
-                    drop_database(admin, name);
+                if let Some(database) = &self.database {
+                    database.drop_blocking();
                 }
             });
         });

@@ -2,9 +2,8 @@
 //! small busybox image registered as the sample `test/test-1`.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use kiln_envimage::{LayerCompression, LayerTarOptions, OciLayout};
@@ -50,24 +49,7 @@ fn nix_is_root() -> bool {
 }
 
 /// The static agent: `KILN_AGENT_BIN`, or built once with `scripts/build-agent.sh`.
-pub fn agent_binary() -> PathBuf {
-    static AGENT: OnceLock<PathBuf> = OnceLock::new();
-    AGENT
-        .get_or_init(|| {
-            if let Some(path) = std::env::var_os("KILN_AGENT_BIN") {
-                return PathBuf::from(path);
-            }
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-agent.sh");
-            let out = Command::new(&script).output().expect("run build-agent.sh");
-            assert!(
-                out.status.success(),
-                "build-agent.sh failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-        })
-        .clone()
-}
+pub use kiln_test_support::agent_binary;
 
 /// A busybox root with `/testbed/hello.txt`, written as an OCI layout and imported into
 /// the server's image store as the image of `test/test-1`; the sample is imported too.

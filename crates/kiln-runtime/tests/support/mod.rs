@@ -74,24 +74,7 @@ pub fn busybox_rootfs() -> PathBuf {
 }
 
 /// The static agent, built once per test binary with `scripts/build-agent.sh`.
-pub fn agent_binary() -> PathBuf {
-    static AGENT: OnceLock<PathBuf> = OnceLock::new();
-    AGENT
-        .get_or_init(|| {
-            if let Some(path) = std::env::var_os("KILN_AGENT_BIN") {
-                return PathBuf::from(path);
-            }
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-agent.sh");
-            let out = Command::new(&script).output().expect("run build-agent.sh");
-            assert!(
-                out.status.success(),
-                "build-agent.sh failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-        })
-        .clone()
-}
+pub use kiln_test_support::agent_binary;
 
 /// A runtime in a fresh root directory, removed (with everything in it) on drop.
 pub struct TestRuntime {

@@ -1,7 +1,6 @@
 //! Runs one scenario against a fresh database of either backend, and the fixtures the
 //! scenarios share.
 use std::future::Future;
-use std::io::Write;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -9,7 +8,7 @@ use kiln_store::{
     InteractionKind, NewInteraction, NewSample, NewSession, NewUser, SampleImport, SampleRecord,
     SessionRecord, Store, User,
 };
-use sqlx::{Connection, Executor, PgConnection};
+use kiln_test_support::postgres::{self, Locale, TestDatabase};
 
 /// What a scenario gets: a migrated, empty store, and the URL it was opened with (so that a
 /// scenario can open the same database again).
@@ -53,80 +52,18 @@ where
     }
 }
 
-/// The admin URL of the PostgreSQL server to test against, if there is one. Without one the
-/// PostgreSQL half of the suite is skipped on a developer's machine but fails in CI, where a
-/// silently skipped backend would look like a passing one.
-fn postgres_admin_url() -> Option<String> {
-    match std::env::var("KILN_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) => panic!(
-            "KILN_TEST_POSTGRES_URL is not set, but CI is: the PostgreSQL half of the store suite must run \
-             in CI. Start a server with scripts/start-postgres.sh and export the URL it prints."
-        ),
-        _ => {
-            // Once per run, and past the test harness's output capture (which would hide it
-            // behind an "ok"), so that a skipped backend is visible.
-            static NOTE: std::sync::Once = std::sync::Once::new();
-            NOTE.call_once(|| {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "note: KILN_TEST_POSTGRES_URL is not set: the postgres:: tests pass without running. \
-                     Set it (scripts/start-postgres.sh prints one) to run them."
-                );
-            });
-            None
-        }
-    }
-}
-
-/// `admin_url` with its database replaced by `database` (query parameters kept).
-fn with_database(admin_url: &str, database: &str) -> String {
-    let (base, query) = match admin_url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (admin_url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
-    let mut url = format!("{}/{database}", &base[..path_start]);
-    if let Some(query) = query {
-        url.push('?');
-        url.push_str(query);
-    }
-    url
-}
-
 pub async fn run_postgres<F, Fut>(scenario: F)
 where
     F: FnOnce(TestDb) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let Some(admin_url) = postgres_admin_url() else {
+    let Some(admin_url) = postgres::admin_url() else {
         return;
     };
-    let database = format!("kiln_test_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
-        panic!(
-            "cannot connect to {}: {e}",
-            kiln_store::redact_url(&admin_url)
-        )
-    });
     // A linguistic locale (ICU en-US, as production databases often have) rather than the
     // server's default, which is often C: the store must give byte order whatever the locale.
-    let icu = format!(
-        "CREATE DATABASE {database} LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8' \
-         TEMPLATE template0"
-    );
-    if let Err(e) = admin.execute(icu.as_str()).await {
-        eprintln!("note: no ICU en-US database ({e}); using the server's default locale");
-        admin
-            .execute(format!("CREATE DATABASE {database}").as_str())
-            .await
-            .expect("create test database");
-    }
-
-    let url = with_database(&admin_url, &database);
+    let database = TestDatabase::create(&admin_url, "kiln_test", Locale::IcuEnUs).await;
+    let url = database.url.clone();
     let outcome = match kiln_store::connect(&url).await {
         Ok(store) => {
             run_scenario(
@@ -143,12 +80,7 @@ where
             Err(Box::new(format!("open postgres store: {e}")) as Box<dyn std::any::Any + Send>)
         }
     };
-
-    // FORCE ends the connections the dropped store's pool may still be closing.
-    admin
-        .execute(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str())
-        .await
-        .expect("drop test database");
+    database.drop_now().await.expect("drop test database");
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
@@ -226,19 +158,6 @@ pub fn import(
             .collect(),
         now,
     }
-}
-
-#[test]
-fn with_database_replaces_only_the_path() {
-    assert_eq!(
-        with_database("postgres://u:p@h:5432/postgres", "x"),
-        "postgres://u:p@h:5432/x"
-    );
-    assert_eq!(
-        with_database("postgres://u:p@h:5432/postgres?sslmode=disable", "x"),
-        "postgres://u:p@h:5432/x?sslmode=disable"
-    );
-    assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
 }
 
 /// The dataset and sample every session fixture runs.
