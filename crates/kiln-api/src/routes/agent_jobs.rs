@@ -13,7 +13,7 @@ use kiln_services::agent_jobs::{CreateAgentJob, Outcome};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Input};
 use crate::extract::{check_range, CurrentUser, ValidJson, ValidPath, ValidQuery};
 use crate::models::{rfc3339, rfc3339_opt, ErrorBody, HTTPValidationError};
 use crate::session_models::JobStatusView;
@@ -165,7 +165,8 @@ pub async fn list(
         .kiln
         .agent_jobs
         .list(&me.user.user_id, limit as u64, params.cursor.as_deref())
-        .await?;
+        .await
+        .map_err(ApiError::from_service(Input::Query))?;
     Ok(Json(AgentJobListResponse {
         has_more: page.next_cursor.is_some(),
         next_cursor: page.next_cursor,

@@ -132,7 +132,7 @@ impl AgentJobService {
         let agent = self.config.agents.get(request.agent_id).ok_or_else(|| {
             let known: Vec<&str> = self.config.agents.keys().map(String::as_str).collect();
             ServiceError::invalid(
-                &["body", "agent_id"],
+                &["agent_id"],
                 format!(
                     "unknown agent {:?}; this server has: {}",
                     request.agent_id,
@@ -152,9 +152,12 @@ impl AgentJobService {
         // Before anything connects: a user must not make the server reach its own
         // loopback, private networks or metadata service (and read git's answer back).
         let pin = match source.url() {
-            Some(url) => Some(self.outbound.vet(&url).await.map_err(|e| {
-                ServiceError::invalid(&["body", "repo"], e.to_string(), "value_error")
-            })?),
+            Some(url) => Some(
+                self.outbound
+                    .vet(&url)
+                    .await
+                    .map_err(|e| ServiceError::invalid(&["repo"], e.to_string(), "value_error"))?,
+            ),
             None => None,
         };
         let (runtime, images, limits, _) = self.sessions.sandbox_backend().map_err(|_| {
@@ -432,7 +435,7 @@ fn encode_cursor(created_at: DateTime<Utc>, job_id: &str) -> String {
 fn decode_cursor(cursor: &str) -> ServiceResult<AgentJobCursor> {
     let bad = || {
         ServiceError::invalid(
-            &["query", "cursor"],
+            &["cursor"],
             "cursor is not one this server gave out (use next_cursor from the previous page)",
             "value_error",
         )

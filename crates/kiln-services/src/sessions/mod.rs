@@ -5,11 +5,11 @@
 //! time, in the order received. Every change is stored first and then announced through
 //! [`Changes`], so long-polling readers see it at once and a restart loses nothing that
 //! was acknowledged.
-mod jobs;
 mod lost;
 mod metering;
 mod recovery;
 mod retention;
+pub(crate) mod work_queue;
 mod worker;
 
 use std::collections::HashMap;
@@ -140,7 +140,7 @@ impl SessionService {
         let max = i64::from(self.config.max_ttl_minutes);
         if !(1..=max).contains(&ttl) {
             return Err(ServiceError::invalid(
-                &["body", "ttl_minutes"],
+                &["ttl_minutes"],
                 format!("Input should be between 1 and {max} (minutes)"),
                 if ttl < 1 {
                     "greater_than_equal"
@@ -589,7 +589,7 @@ impl Action {
         };
         if value.contains('\0') {
             return Err(ServiceError::invalid(
-                &["body", field],
+                &[field],
                 format!("Value error, the {field} contains a NUL character (\\u0000), which no program argument or path can hold"),
                 "value_error",
             ));
