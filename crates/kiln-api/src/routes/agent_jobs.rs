@@ -13,10 +13,10 @@ use kiln_services::agent_jobs::{CreateAgentJob, Outcome};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::sessions_models::JobStatusView;
 use crate::error::{ApiError, ApiResult, Input};
 use crate::extract::{check_range, CurrentUser, ValidJson, ValidPath, ValidQuery};
 use crate::models::{rfc3339, rfc3339_opt, ErrorBody, HTTPValidationError};
-use crate::session_models::JobStatusView;
 use crate::AppState;
 
 const DEFAULT_PAGE_SIZE: i64 = 20;

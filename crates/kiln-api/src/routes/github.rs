@@ -4,12 +4,12 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::Json;
 
-use crate::error::{ApiError, ApiResult, Input};
-use crate::extract::{CurrentUser, ValidJson, ValidQuery};
-use crate::github_models::{
+use super::github_models::{
     GitHubAuthorizeParams, GitHubAuthorizeResponse, GitHubOAuthRequest, GitHubOAuthResponse,
     GitHubReposResponse,
 };
+use crate::error::{ApiError, ApiResult, Input};
+use crate::extract::{CurrentUser, ValidJson, ValidQuery};
 use crate::AppState;
 
 /// Authenticate user with GitHub OAuth: exchanges the code, creates the user on a first

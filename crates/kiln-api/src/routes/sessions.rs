@@ -7,10 +7,10 @@ use base64::Engine;
 use kiln_services::sessions::{sandbox_path, Action, CreateSession};
 use serde_json::Value;
 
+use super::sessions_models::*;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{check_range, CurrentUser, ValidJson, ValidPath, ValidQuery};
 use crate::models::{ErrorBody, HTTPValidationError};
-use crate::session_models::*;
 use crate::AppState;
 
 const MAX_PATH_BYTES: usize = 4096;
