@@ -6,8 +6,46 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kiln_services::github::GithubError;
-use kiln_services::{FieldError, ServiceError};
+use kiln_services::ServiceError;
 use serde_json::json;
+
+/// One entry of a 422 body, in the shape FastAPI reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Where the bad value is, e.g. `["body", "ttl_minutes"]` or `["query", "page"]`.
+    pub loc: Vec<String>,
+    pub msg: String,
+    /// A machine-readable kind, e.g. `missing`, `int_parsing`, `less_than_equal`.
+    pub kind: String,
+}
+
+impl FieldError {
+    pub fn new(loc: &[&str], msg: impl Into<String>, kind: &str) -> Self {
+        Self {
+            loc: loc.iter().map(|s| s.to_string()).collect(),
+            msg: msg.into(),
+            kind: kind.to_string(),
+        }
+    }
+}
+
+/// Where a request carries an input: the first element of FastAPI's `loc`. Services name
+/// inputs without it (`kiln_services::FieldError::field`); the route that read the input
+/// knows where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    Body,
+    Query,
+}
+
+impl Input {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Body => "body",
+            Self::Query => "query",
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -65,6 +103,26 @@ impl ApiError {
         Self::Validation(vec![FieldError::new(loc, msg, kind)])
     }
 
+    /// A service's error, its invalid inputs read from `input`. (`?` on a service call
+    /// takes them from the body, where most routes carry theirs.)
+    pub fn from_service(input: Input) -> impl FnOnce(ServiceError) -> Self {
+        move |e| match e {
+            ServiceError::Validation(errors) => Self::Validation(
+                errors
+                    .into_iter()
+                    .map(|e| FieldError {
+                        loc: std::iter::once(input.as_str().to_string())
+                            .chain(e.field)
+                            .collect(),
+                        msg: e.msg,
+                        kind: e.kind,
+                    })
+                    .collect(),
+            ),
+            other => other.into(),
+        }
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_error"),
@@ -103,7 +161,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Unauthorized(m) => Self::Unauthorized(m),
             ServiceError::Forbidden(m) => Self::Forbidden(m),
             ServiceError::NotFound { what } => Self::NotFound(format!("{what} not found")),
-            ServiceError::Validation(errors) => Self::Validation(errors),
+            e @ ServiceError::Validation(_) => Self::from_service(Input::Body)(e),
             ServiceError::Conflict(m) => Self::Conflict(m),
             ServiceError::SandboxLost(m) => Self::SandboxLost(m),
             ServiceError::LimitExceeded(m) => Self::TooManyRequests {
@@ -182,3 +240,31 @@ fn loc_json(loc: &[String]) -> Vec<serde_json::Value> {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn locs(e: ApiError) -> Vec<Vec<String>> {
+        match e {
+            ApiError::Validation(errors) => errors.into_iter().map(|e| e.loc).collect(),
+            other => panic!("not a validation error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_edge_says_where_a_service_input_came_from() {
+        let bad = || ServiceError::invalid(&["cursor"], "not ours", "value_error");
+        assert_eq!(
+            locs(ApiError::from_service(Input::Query)(bad())),
+            [["query", "cursor"]]
+        );
+        assert_eq!(locs(ApiError::from(bad())), [["body", "cursor"]]);
+        let nested = ServiceError::invalid(&["items", "0"], "no", "missing");
+        assert_eq!(locs(nested.into()), [["body", "items", "0"]]);
+        assert!(matches!(
+            ApiError::from_service(Input::Query)(ServiceError::Conflict("c".into())),
+            ApiError::Conflict(_)
+        ));
+    }
+}

@@ -9,10 +9,9 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use kiln_services::auth::Principal;
-use kiln_services::FieldError;
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, FieldError};
 use crate::AppState;
 
 /// A JSON body, parsed leniently about `Content-Type` (clients differ) but strictly

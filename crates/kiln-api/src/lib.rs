@@ -3,16 +3,13 @@
 //! request is turned into calls on [`kiln_services::Kiln`].
 #![forbid(unsafe_code)]
 
-pub mod billing_models;
 pub mod error;
 pub mod extract;
-pub mod github_models;
 pub mod models;
 mod openapi;
 mod rate_limit;
 pub mod routes;
 mod server;
-pub mod session_models;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -15,7 +15,7 @@ use utoipa_scalar::{Scalar, Servable};
     info(title = "Kiln (Codeset API)", description = "Sandboxed environments for coding agents, graded like SWE-bench."),
     servers((url = "/api/v1")),
     modifiers(&BearerAuth),
-    components(schemas(crate::models::VerificationTool, crate::models::ErrorInfo, crate::models::ValidationError,
+    components(schemas(crate::routes::samples_models::VerificationTool, crate::models::ErrorInfo, crate::models::ValidationError,
         crate::models::ErrorBody, crate::models::HTTPValidationError))
 )]
 struct ApiDoc;

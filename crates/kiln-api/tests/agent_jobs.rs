@@ -286,6 +286,13 @@ async fn requests_are_validated(db: Database) {
     assert_validation(status, &body, &["body", "agent_id"]);
     let (status, body) = create(&s, &key, json!({"repo": path})).await;
     assert_validation(status, &body, &["body", "agent_id"]);
+    let long = "a".repeat(65);
+    let (status, body) = create(&s, &key, json!({"repo": path, "agent_id": long})).await;
+    assert_validation(status, &body, &["body", "agent_id"]);
+    assert_eq!(
+        body["detail"][0]["msg"], "String should have 1 to 64 characters",
+        "{body}"
+    );
     for bad in [
         "ssh://example.com/x.git",
         "ext::sh -c id",
@@ -471,6 +478,7 @@ async fn cursor_pagination_walks_every_job_once(db: Database) {
     );
     for bad in [
         "limit=0",
+        "limit=-1",
         "limit=101",
         "limit=x",
         "cursor=garbage",

@@ -2,7 +2,9 @@
 //! agent jobs and ledger transactions are, with their statuses and the rules that need no
 //! I/O (e.g. how a session's time is priced). The store keeps them, the services act on
 //! them, the HTTP layer maps them to the contract's JSON; none of them is needed to read
-//! these types, so this crate depends on none of them.
+//! these types, so this crate depends on none of them. (A verification job's result is
+//! `kiln_verify::VerificationResult`, re-exported here: the verifier, pure itself, defines
+//! what its grading says.)
 #![forbid(unsafe_code)]
 
 mod agent_job_model;
@@ -14,3 +16,5 @@ pub use agent_job_model::*;
 pub use billing_model::*;
 pub use model::*;
 pub use session_model::*;
+
+pub use kiln_verify::VerificationResult;

@@ -204,7 +204,7 @@ pub struct VerificationJobRecord {
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     /// The `TestSuiteResult` (and Kiln's grading details), when completed.
-    pub result: Option<serde_json::Value>,
+    pub result: Option<kiln_verify::VerificationResult>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
 }
@@ -214,7 +214,7 @@ pub struct VerificationJobRecord {
 pub struct JobUpdate {
     pub status: JobStatus,
     pub at: DateTime<Utc>,
-    pub result: Option<serde_json::Value>,
+    pub result: Option<kiln_verify::VerificationResult>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
 }

@@ -129,7 +129,7 @@ impl AuthService {
             .is_some_and(|n| n.chars().count() > MAX_KEY_NAME_LEN)
         {
             return Err(ServiceError::invalid(
-                &["body", "name"],
+                &["name"],
                 format!("String should have at most {MAX_KEY_NAME_LEN} characters"),
                 "string_too_long",
             ));

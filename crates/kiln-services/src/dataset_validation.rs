@@ -131,9 +131,7 @@ async fn grade(
             }
         };
         match (job.status, job.result) {
-            (JobStatus::Completed, Some(result)) => {
-                Ok(result["is_success"].as_bool().unwrap_or(false))
-            }
+            (JobStatus::Completed, Some(result)) => Ok(result.is_success),
             (status, _) => Err(ServiceError::Internal(format!(
                 "verification ended {}: {}",
                 status.as_str(),

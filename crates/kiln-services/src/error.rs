@@ -1,20 +1,22 @@
 use kiln_store::StoreError;
 use thiserror::Error;
 
-/// One field that failed validation, in the shape FastAPI reports it.
+/// One input that failed validation. Services name the input only (its path inside the
+/// request, e.g. `["ttl_minutes"]`), never where a protocol carried it: the HTTP edge adds
+/// that (`body`, `query`) to make FastAPI's `loc`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
-    /// Where the bad value is, e.g. `["body", "ttl_minutes"]` or `["query", "page"]`.
-    pub loc: Vec<String>,
+    /// The input's path, e.g. `["ttl_minutes"]` or `["items", "0", "name"]`.
+    pub field: Vec<String>,
     pub msg: String,
     /// A machine-readable kind, e.g. `missing`, `int_parsing`, `less_than_equal`.
     pub kind: String,
 }
 
 impl FieldError {
-    pub fn new(loc: &[&str], msg: impl Into<String>, kind: &str) -> Self {
+    pub fn new(field: &[&str], msg: impl Into<String>, kind: &str) -> Self {
         Self {
-            loc: loc.iter().map(|s| s.to_string()).collect(),
+            field: field.iter().map(|s| s.to_string()).collect(),
             msg: msg.into(),
             kind: kind.to_string(),
         }
@@ -70,8 +72,8 @@ impl ServiceError {
         Self::NotFound { what: what.into() }
     }
 
-    pub fn invalid(loc: &[&str], msg: impl Into<String>, kind: &str) -> Self {
-        Self::Validation(vec![FieldError::new(loc, msg, kind)])
+    pub fn invalid(field: &[&str], msg: impl Into<String>, kind: &str) -> Self {
+        Self::Validation(vec![FieldError::new(field, msg, kind)])
     }
 
     /// A refused sandbox admission (`Runtime::reserve`).

@@ -19,6 +19,7 @@ pub mod parsers;
 mod python_str;
 pub mod report;
 pub mod repos;
+pub mod result;
 pub mod rules;
 pub mod status;
 
@@ -41,5 +42,6 @@ pub use repos::{
     eval_type_for_repo, parser_for_repo, python_test_command, python_test_command_for_patch,
     test_directives,
 };
+pub use result::{CodesetGrading, CodesetRules, Grading, SwebenchGrading, VerificationResult};
 pub use rules::{EvalType, GradingRules};
 pub use status::{StatusMap, TestStatus};

@@ -13,17 +13,13 @@ use kiln_services::agent_jobs::{CreateAgentJob, Outcome};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{check_range, CurrentUser, ValidJson, ValidPath, ValidQuery};
+use super::sessions_models::JobStatusView;
+use crate::error::{ApiError, ApiResult, Input};
+use crate::extract::{CurrentUser, ValidJson, ValidPath, ValidQuery};
 use crate::models::{rfc3339, rfc3339_opt, ErrorBody, HTTPValidationError};
-use crate::session_models::JobStatusView;
 use crate::AppState;
 
 const DEFAULT_PAGE_SIZE: i64 = 20;
-const MAX_PAGE_SIZE: i64 = 100;
-const MAX_AGENT_ID_CHARS: usize = 64;
-const MAX_SECRET_CHARS: usize = 256;
-const MAX_ERROR_MESSAGE_CHARS: usize = 10_000;
 
 #[derive(Deserialize, ToSchema)]
 pub struct AgentJobRequest {
@@ -129,13 +125,6 @@ pub async fn create(
     CurrentUser(me): CurrentUser,
     ValidJson(req): ValidJson<AgentJobRequest>,
 ) -> ApiResult<(StatusCode, Json<AgentJobView>)> {
-    if req.agent_id.is_empty() || req.agent_id.chars().count() > MAX_AGENT_ID_CHARS {
-        return Err(ApiError::invalid(
-            &["body", "agent_id"],
-            format!("String should have 1 to {MAX_AGENT_ID_CHARS} characters"),
-            "string_too_long",
-        ));
-    }
     let job = state
         .kiln
         .agent_jobs
@@ -159,13 +148,14 @@ pub async fn list(
     CurrentUser(me): CurrentUser,
     ValidQuery(params): ValidQuery<AgentJobListParams>,
 ) -> ApiResult<Json<AgentJobListResponse>> {
-    let limit = params.limit.unwrap_or(DEFAULT_PAGE_SIZE);
-    check_range(&["query", "limit"], limit, Some(1), Some(MAX_PAGE_SIZE))?;
+    // The service checks the range; below 0 is below it as 0 is.
+    let limit = u64::try_from(params.limit.unwrap_or(DEFAULT_PAGE_SIZE).max(0)).unwrap_or(0);
     let page = state
         .kiln
         .agent_jobs
-        .list(&me.user.user_id, limit as u64, params.cursor.as_deref())
-        .await?;
+        .list(&me.user.user_id, limit, params.cursor.as_deref())
+        .await
+        .map_err(ApiError::from_service(Input::Query))?;
     Ok(Json(AgentJobListResponse {
         has_more: page.next_cursor.is_some(),
         next_cursor: page.next_cursor,
@@ -199,22 +189,12 @@ pub async fn completion(
     ValidPath(job_id): ValidPath<String>,
     ValidJson(req): ValidJson<AgentJobCompletionRequest>,
 ) -> ApiResult<Json<AgentJobView>> {
-    if req.secret.chars().count() > MAX_SECRET_CHARS {
-        return Err(ApiError::NotFound(format!("agent job {job_id} not found")));
-    }
     let outcome = match req.outcome {
         CompletionOutcome::Completed => Outcome::Completed,
         CompletionOutcome::Error => {
             let message = req
                 .error_message
                 .unwrap_or_else(|| "the agent reported an error".into());
-            if message.chars().count() > MAX_ERROR_MESSAGE_CHARS {
-                return Err(ApiError::invalid(
-                    &["body", "error_message"],
-                    format!("String should have at most {MAX_ERROR_MESSAGE_CHARS} characters"),
-                    "string_too_long",
-                ));
-            }
             Outcome::Error(message)
         }
     };

@@ -2,10 +2,11 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::error::ApiResult;
 use crate::extract::{CurrentUser, ValidJson};
-use crate::models::{TokenRefreshRequest, TokenRefreshResponse};
 use crate::AppState;
 
 /// Refresh an access token using a refresh token. Refresh tokens rotate: the response
@@ -44,4 +45,20 @@ pub async fn token(
         token_type: "Bearer".into(),
         expires_in: pair.expires_in,
     }))
+}
+
+/// Request to refresh an access token.
+#[derive(Deserialize, ToSchema)]
+pub struct TokenRefreshRequest {
+    pub refresh_token: String,
+}
+
+/// Response for token refresh. `refresh_token` is a Kiln addition: refresh tokens
+/// rotate, so every refresh hands out the next one.
+#[derive(Serialize, ToSchema)]
+pub struct TokenRefreshResponse {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub token_type: String,
+    pub expires_in: u64,
 }

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::billing_models::*;
+use super::billing_models::*;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{check_range, CurrentUser, ValidJson};
 use crate::models::{ErrorBody, HTTPValidationError};

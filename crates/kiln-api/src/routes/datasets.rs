@@ -2,9 +2,13 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
+use chrono::{DateTime, Utc};
+use kiln_domain::Dataset;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::error::ApiResult;
-use crate::models::DatasetView;
+use crate::models::rfc3339_opt;
 use crate::AppState;
 
 /// List available datasets (a bare array; no authentication needed).
@@ -13,4 +17,26 @@ use crate::AppState;
 pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<Vec<DatasetView>>> {
     let datasets = state.kiln.datasets.list_datasets().await?;
     Ok(Json(datasets.into_iter().map(DatasetView::from).collect()))
+}
+
+/// Information about a dataset.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Dataset)]
+pub struct DatasetView {
+    pub name: String,
+    pub description: Option<String>,
+    pub sample_count: i64,
+    #[serde(serialize_with = "rfc3339_opt")]
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+impl From<Dataset> for DatasetView {
+    fn from(d: Dataset) -> Self {
+        Self {
+            name: d.name,
+            description: d.description,
+            sample_count: d.sample_count,
+            created_at: Some(d.created_at),
+        }
+    }
 }

@@ -4,12 +4,12 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::Json;
 
-use crate::error::ApiResult;
-use crate::extract::{CurrentUser, ValidJson, ValidQuery};
-use crate::github_models::{
+use super::github_models::{
     GitHubAuthorizeParams, GitHubAuthorizeResponse, GitHubOAuthRequest, GitHubOAuthResponse,
     GitHubReposResponse,
 };
+use crate::error::{ApiError, ApiResult, Input};
+use crate::extract::{CurrentUser, ValidJson, ValidQuery};
 use crate::AppState;
 
 /// Authenticate user with GitHub OAuth: exchanges the code, creates the user on a first
@@ -54,7 +54,8 @@ pub async fn authorize(
     let authorize = state
         .kiln
         .github
-        .authorize(params.redirect_uri.as_deref())?;
+        .authorize(params.redirect_uri.as_deref())
+        .map_err(ApiError::from_service(Input::Query))?;
     Ok(Json(authorize.into()))
 }
 

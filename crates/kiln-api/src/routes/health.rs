@@ -3,9 +3,10 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::Json;
 use chrono::{SecondsFormat, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::error::ApiResult;
-use crate::models::HealthCheckResponse;
 use crate::AppState;
 
 /// Health check endpoint. `status` is `healthy` when the store answers.
@@ -25,4 +26,13 @@ pub async fn health(State(state): State<Arc<AppState>>) -> ApiResult<Json<Health
         version: env!("CARGO_PKG_VERSION").into(),
         timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
     }))
+}
+
+/// Response model for health check endpoint.
+#[derive(Serialize, ToSchema)]
+pub struct HealthCheckResponse {
+    pub status: String,
+    pub service: String,
+    pub version: String,
+    pub timestamp: String,
 }

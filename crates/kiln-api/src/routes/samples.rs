@@ -6,9 +6,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kiln_domain::SampleQuery;
 
+use super::samples_models::{DownloadParams, SampleListParams, SampleListResponse, SampleView};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{check_range, CurrentUser, ValidPath, ValidQuery};
-use crate::models::{DownloadParams, SampleListParams, SampleListResponse, SampleView};
 use crate::AppState;
 
 pub const MAX_PAGE_SIZE: i64 = 100;

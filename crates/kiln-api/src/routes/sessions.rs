@@ -7,10 +7,10 @@ use base64::Engine;
 use kiln_services::sessions::{sandbox_path, Action, CreateSession};
 use serde_json::Value;
 
+use super::sessions_models::*;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{check_range, CurrentUser, ValidJson, ValidPath, ValidQuery};
 use crate::models::{ErrorBody, HTTPValidationError};
-use crate::session_models::*;
 use crate::AppState;
 
 const MAX_PATH_BYTES: usize = 4096;
@@ -145,43 +145,15 @@ pub async fn exec(
     ValidPath(session_id): ValidPath<String>,
     ValidJson(req): ValidJson<ExecRequest>,
 ) -> ApiResult<(StatusCode, Json<ExecStartResponse>)> {
-    let config = state.kiln.sessions.config();
-    if req.command.trim().is_empty() {
-        return Err(ApiError::invalid(
-            &["body", "command"],
-            "the command is empty",
-            "string_too_short",
-        ));
-    }
-    if req.command.contains('\0') {
-        return Err(ApiError::invalid(
-            &["body", "command"],
-            "Value error, the command contains a NUL character (\\u0000), which no program argument can hold",
-            "value_error",
-        ));
-    }
-    if req.command.len() > config.max_command_bytes {
-        return Err(ApiError::invalid(
-            &["body", "command"],
-            format!(
-                "String should have at most {} bytes",
-                config.max_command_bytes
-            ),
-            "string_too_long",
-        ));
-    }
-    let timeout = req
-        .command_timeout
-        .unwrap_or(i64::from(config.default_command_timeout_secs));
-    check_range(
-        &["body", "command_timeout"],
-        timeout,
-        Some(1),
-        Some(i64::from(config.max_command_timeout_secs)),
-    )?;
+    // The service checks the command and its timeout; out of `u32`'s range is out of its
+    // range too (0 is below the minimum, `u32::MAX` above the maximum), so it says which.
+    let timeout = req.command_timeout.map_or(
+        state.kiln.sessions.config().default_command_timeout_secs,
+        |t| u32::try_from(t.max(0)).unwrap_or(u32::MAX),
+    );
     let action = Action::Exec {
         command: req.command,
-        timeout_secs: timeout as u32,
+        timeout_secs: timeout,
     };
     let record = state
         .kiln

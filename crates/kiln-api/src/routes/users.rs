@@ -4,12 +4,12 @@ use axum::extract::State;
 use axum::Json;
 use chrono::Utc;
 
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{CurrentUser, OptionalJson, ValidJson};
-use crate::models::{
+use super::users_models::{
     ApiKey, ApiKeyCreateRequest, ApiKeyCreateResponse, ApiKeyRevokeRequest, ApiKeyRevokeResponse,
     UserView,
 };
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{CurrentUser, OptionalJson, ValidJson};
 use crate::AppState;
 
 async fn view(state: &AppState, user_id: &str) -> ApiResult<UserView> {

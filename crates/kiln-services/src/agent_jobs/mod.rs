@@ -36,6 +36,12 @@ pub const INTERRUPTED: &str = "interrupted by a server restart";
 const ALLOW_KEY: &str = "agent_jobs.allowed_internal_hosts";
 /// The environment variable holding the job's completion secret in the agent's process.
 pub const SECRET_ENV: &str = "KILN_JOB_SECRET";
+/// The most jobs one page lists.
+pub const MAX_PAGE_SIZE: u64 = 100;
+pub const MAX_AGENT_ID_CHARS: usize = 64;
+/// Longer completion secrets cannot be ours: refused as an unknown job, before any lookup.
+pub const MAX_SECRET_CHARS: usize = 256;
+pub const MAX_ERROR_MESSAGE_CHARS: usize = 10_000;
 
 /// A new job request, validated by the caller's shape but not its meaning.
 pub struct CreateAgentJob<'a> {
@@ -129,10 +135,18 @@ impl AgentJobService {
         self: &Arc<Self>,
         request: CreateAgentJob<'_>,
     ) -> ServiceResult<AgentJobRecord> {
+        let agent_id = request.agent_id;
+        if agent_id.is_empty() || agent_id.chars().count() > MAX_AGENT_ID_CHARS {
+            return Err(ServiceError::invalid(
+                &["agent_id"],
+                format!("String should have 1 to {MAX_AGENT_ID_CHARS} characters"),
+                "string_too_long",
+            ));
+        }
         let agent = self.config.agents.get(request.agent_id).ok_or_else(|| {
             let known: Vec<&str> = self.config.agents.keys().map(String::as_str).collect();
             ServiceError::invalid(
-                &["body", "agent_id"],
+                &["agent_id"],
                 format!(
                     "unknown agent {:?}; this server has: {}",
                     request.agent_id,
@@ -152,9 +166,12 @@ impl AgentJobService {
         // Before anything connects: a user must not make the server reach its own
         // loopback, private networks or metadata service (and read git's answer back).
         let pin = match source.url() {
-            Some(url) => Some(self.outbound.vet(&url).await.map_err(|e| {
-                ServiceError::invalid(&["body", "repo"], e.to_string(), "value_error")
-            })?),
+            Some(url) => Some(
+                self.outbound
+                    .vet(&url)
+                    .await
+                    .map_err(|e| ServiceError::invalid(&["repo"], e.to_string(), "value_error"))?,
+            ),
             None => None,
         };
         let (runtime, images, limits, _) = self.sessions.sandbox_backend().map_err(|_| {
@@ -274,6 +291,20 @@ impl AgentJobService {
         limit: u64,
         cursor: Option<&str>,
     ) -> ServiceResult<AgentJobPage> {
+        if limit == 0 {
+            return Err(ServiceError::invalid(
+                &["limit"],
+                "Input should be greater than or equal to 1",
+                "greater_than_equal",
+            ));
+        }
+        if limit > MAX_PAGE_SIZE {
+            return Err(ServiceError::invalid(
+                &["limit"],
+                format!("Input should be less than or equal to {MAX_PAGE_SIZE}"),
+                "less_than_equal",
+            ));
+        }
         let after = cursor.map(decode_cursor).transpose()?;
         let mut jobs = self
             .store
@@ -298,6 +329,18 @@ impl AgentJobService {
         outcome: Outcome,
     ) -> ServiceResult<AgentJobRecord> {
         let refused = || ServiceError::not_found(format!("agent job {job_id}"));
+        if secret.chars().count() > MAX_SECRET_CHARS {
+            return Err(refused());
+        }
+        if let Outcome::Error(message) = &outcome {
+            if message.chars().count() > MAX_ERROR_MESSAGE_CHARS {
+                return Err(ServiceError::invalid(
+                    &["error_message"],
+                    format!("String should have at most {MAX_ERROR_MESSAGE_CHARS} characters"),
+                    "string_too_long",
+                ));
+            }
+        }
         let job = self
             .store
             .get_agent_job(job_id)
@@ -432,7 +475,7 @@ fn encode_cursor(created_at: DateTime<Utc>, job_id: &str) -> String {
 fn decode_cursor(cursor: &str) -> ServiceResult<AgentJobCursor> {
     let bad = || {
         ServiceError::invalid(
-            &["query", "cursor"],
+            &["cursor"],
             "cursor is not one this server gave out (use next_cursor from the previous page)",
             "value_error",
         )

@@ -40,7 +40,7 @@ impl RepoSource {
         git_host: &str,
         local_root: Option<&Path>,
     ) -> ServiceResult<Self> {
-        let bad = |msg: String| ServiceError::invalid(&["body", "repo"], msg, "value_error");
+        let bad = |msg: String| ServiceError::invalid(&["repo"], msg, "value_error");
         if repo.is_empty() || repo.len() > MAX_REPO_CHARS || repo.chars().any(char::is_control) {
             return Err(bad(format!(
                 "repo must be 1 to {MAX_REPO_CHARS} characters without control characters"
@@ -152,7 +152,7 @@ pub(crate) fn check_ref(git_ref: &str) -> ServiceResult<()> {
         Ok(())
     } else {
         Err(ServiceError::invalid(
-            &["body", "ref"],
+            &["ref"],
             format!("ref must be a branch, tag or commit name of 1 to {MAX_REF_CHARS} characters"),
             "value_error",
         ))

@@ -172,7 +172,7 @@ impl BillingService {
         let min = self.config.min_deposit_cents;
         if amount_cents < min {
             return Err(ServiceError::invalid(
-                &["body", "amount_cents"],
+                &["amount_cents"],
                 format!("Input should be greater than or equal to {min}"),
                 "greater_than_equal",
             ));

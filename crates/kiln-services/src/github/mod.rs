@@ -90,7 +90,7 @@ impl GithubService {
     /// (the request's, else the configured one).
     pub fn authorize(&self, redirect_uri: Option<&str>) -> ServiceResult<GithubAuthorize> {
         let (client_id, _, _) = self.configured()?;
-        let redirect_uri = self.redirect_uri(redirect_uri, "query")?;
+        let redirect_uri = self.redirect_uri(redirect_uri)?;
         let ttl = self.config.state_ttl_secs;
         let state = self.states.issue(
             redirect_uri.unwrap_or_default(),
@@ -126,12 +126,12 @@ impl GithubService {
         let (client_id, client_secret, client) = self.configured()?;
         if code.is_empty() || code.len() > MAX_CODE_LEN {
             return Err(ServiceError::invalid(
-                &["body", "code"],
+                &["code"],
                 format!("the code must have between 1 and {MAX_CODE_LEN} characters"),
                 "string_length",
             ));
         }
-        let redirect_uri = self.redirect_uri(redirect_uri, "body")?;
+        let redirect_uri = self.redirect_uri(redirect_uri)?;
         self.check_state(state, redirect_uri.unwrap_or_default())?;
 
         let token = client
@@ -242,17 +242,13 @@ impl GithubService {
             .ok_or_else(|| ServiceError::Unauthorized("the user no longer exists".into()))
     }
 
-    fn redirect_uri<'a>(
-        &'a self,
-        given: Option<&'a str>,
-        place: &str,
-    ) -> ServiceResult<Option<&'a str>> {
+    fn redirect_uri<'a>(&'a self, given: Option<&'a str>) -> ServiceResult<Option<&'a str>> {
         let uri = given
             .filter(|u| !u.is_empty())
             .or(self.config.redirect_uri.as_deref());
         if uri.is_some_and(|u| u.len() > MAX_REDIRECT_URI_LEN) {
             return Err(ServiceError::invalid(
-                &[place, "redirect_uri"],
+                &["redirect_uri"],
                 format!("String should have at most {MAX_REDIRECT_URI_LEN} characters"),
                 "string_too_long",
             ));

@@ -16,7 +16,7 @@ pub const SANDBOX_LOST: &str = "sandbox_lost";
 
 /// Why a session can no longer run anything, as its worker and callers learn it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Ended {
+pub(crate) struct Ended {
     /// The sandbox died (rather than the session being closed, expired or stopped).
     pub lost: bool,
     pub message: String,
@@ -58,7 +58,7 @@ fn lost_message(reason: &str) -> String {
 }
 
 /// The error for a call on a session that is no longer live; `what` says what needed it.
-pub(super) fn not_live(session: &SessionRecord, what: &str) -> ServiceError {
+pub(crate) fn not_live(session: &SessionRecord, what: &str) -> ServiceError {
     let id = &session.session_id;
     if session.error_code.as_deref() == Some(SANDBOX_LOST) {
         let message = session

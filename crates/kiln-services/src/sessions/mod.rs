@@ -5,11 +5,12 @@
 //! time, in the order received. Every change is stored first and then announced through
 //! [`Changes`], so long-polling readers see it at once and a restart loses nothing that
 //! was acknowledged.
-mod jobs;
+mod action_limits;
 mod lost;
 mod metering;
 mod recovery;
 mod retention;
+pub(crate) mod work_queue;
 mod worker;
 
 use std::collections::HashMap;
@@ -140,7 +141,7 @@ impl SessionService {
         let max = i64::from(self.config.max_ttl_minutes);
         if !(1..=max).contains(&ttl) {
             return Err(ServiceError::invalid(
-                &["body", "ttl_minutes"],
+                &["ttl_minutes"],
                 format!("Input should be between 1 and {max} (minutes)"),
                 if ttl < 1 {
                     "greater_than_equal"
@@ -452,7 +453,7 @@ impl SessionService {
         action: Action,
         reply: Option<worker::Reply>,
     ) -> ServiceResult<InteractionRecord> {
-        action.check()?;
+        action.check(&self.config)?;
         let session = self.owned(user_id, session_id).await?;
         if !session.status.is_live() {
             return Err(not_live(&session, "commands need a live session"));
@@ -580,23 +581,6 @@ pub fn sample_image_reference(dataset: &str, instance_id: &str) -> String {
 
 /// The request half of an interaction, as the contract shows it.
 impl Action {
-    /// What no sandbox can take, whoever asks: a NUL cannot be part of a program's
-    /// argument or of a path. (The HTTP layer checks first; this guards other callers.)
-    fn check(&self) -> ServiceResult<()> {
-        let (field, value) = match self {
-            Action::Exec { command, .. } => ("command", command),
-            Action::StrReplace { path, .. } | Action::Upload { path, .. } => ("file_path", path),
-        };
-        if value.contains('\0') {
-            return Err(ServiceError::invalid(
-                &["body", field],
-                format!("Value error, the {field} contains a NUL character (\\u0000), which no program argument or path can hold"),
-                "value_error",
-            ));
-        }
-        Ok(())
-    }
-
     fn describe(&self) -> (InteractionKind, serde_json::Value) {
         match self {
             Action::Exec {

@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use kiln_protocol::{Binary, ExecRequest, WriteFileRequest};
 use kiln_runtime::{Runtime, RuntimeError, SandboxExit, SandboxId};
-use kiln_store::{InteractionOutcome, JobStatus, JobUpdate, Store};
+use kiln_store::{InteractionOutcome, JobStatus, JobUpdate, Store, VerificationResult};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::lost::{Ended, SANDBOX_LOST};
 use super::{Readiness, SessionService};
 use crate::changes::Changes;
 use crate::verification::run::Step;
-use crate::verification::{result_json, VerifyPlan};
+use crate::verification::{result_of, VerifyPlan};
 
 /// The exit code the contract reserves for "the infrastructure failed" (the SDK raises
 /// on it). Never used for a command's own failure.
@@ -47,7 +47,7 @@ pub enum Action {
     },
 }
 
-pub(super) enum Work {
+pub(crate) enum Work {
     Interaction {
         interaction_id: String,
         action: Action,
@@ -239,7 +239,7 @@ async fn verify(
                 ctx,
                 job_id,
                 JobStatus::Completed,
-                Some(result_json(&verified)),
+                Some(result_of(&verified)),
                 None,
             )
             .await
@@ -266,7 +266,7 @@ async fn update_job(
     ctx: &WorkerContext,
     job_id: &str,
     status: JobStatus,
-    result: Option<serde_json::Value>,
+    result: Option<VerificationResult>,
     error: Option<(&str, String)>,
 ) {
     let update = JobUpdate {

@@ -1,6 +1,6 @@
 //! Verification jobs: status moves, timestamps, results, and the end of changes.
 use chrono::Duration;
-use kiln_store::{JobStatus, JobUpdate, NewVerificationJob, StoreError};
+use kiln_store::{JobStatus, JobUpdate, NewVerificationJob, StoreError, VerificationResult};
 
 use crate::harness::{base_time, creating_session, TestDb};
 
@@ -80,10 +80,7 @@ pub async fn job_runs_to_completion(db: TestDb) {
         vec![running.clone()]
     );
 
-    let result = serde_json::json!({
-        "passed": ["t::a", "t::b"], "failed": [], "log": "ok\u{0}\n", "score": 1.0,
-        "nested": { "ü": [1, 2, { "x": null }] },
-    });
+    let result = a_result("ok\u{0}\nü\n");
     let mut finish = update(JobStatus::Completed, 9);
     finish.at += Duration::nanoseconds(999);
     finish.result = Some(result.clone());
@@ -124,7 +121,7 @@ pub async fn job_runs_to_completion(db: TestDb) {
     ] {
         let mut late = update(status, 20);
         late.error_code = Some("late".into());
-        late.result = Some(serde_json::json!("overwrite"));
+        late.result = Some(a_result("overwrite"));
         assert_eq!(
             store.update_verification_job("job-1", &late).await.unwrap(),
             None,
@@ -268,4 +265,20 @@ pub async fn job_ids_and_references_are_checked(db: TestDb) {
         .update_verification_job("nope", &update(JobStatus::Running, 1))
         .await;
     assert_eq!(unknown.unwrap(), None);
+}
+
+/// A verification result as the verifier makes them, with `stdout` as given.
+fn a_result(stdout: &str) -> VerificationResult {
+    serde_json::from_value(serde_json::json!({
+        "tool": "test_suite", "is_success": true, "execution_duration_seconds": 1.5,
+        "total": 2, "passed": 2, "failed": 0, "skipped": 0,
+        "passes": [{"name": "t::a", "status": "PASSED"}, {"name": "t::b", "status": "PASSED"}],
+        "failures": [], "skips": [], "stdout": stdout, "stderr": "",
+        "grading": {
+            "rules": "codeset_gym", "expected_passes_correct": true,
+            "expected_failures_correct": true, "actual_passes": ["t::a", "t::b"],
+            "actual_failures": [], "actual_skipped": [],
+        },
+    }))
+    .expect("a verification result")
 }

@@ -1,12 +1,14 @@
-//! Verification jobs of a session: started, watched and ended here; run by the worker.
+//! Verification jobs of a session: started, watched and ended here; run by the session's
+//! worker (`sessions::worker`), so they are ordered with the agent's own commands.
 use std::time::Duration;
 
 use chrono::Utc;
 use kiln_store::{JobStatus, JobUpdate, NewVerificationJob, VerificationJobRecord};
 
-use super::{worker, SessionService};
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::new_id;
+use crate::sessions::work_queue::{not_live, Work};
+use crate::sessions::SessionService;
 
 impl SessionService {
     /// Starts grading the session's current state: a job, queued behind the session's
@@ -18,13 +20,10 @@ impl SessionService {
     ) -> ServiceResult<VerificationJobRecord> {
         let session = self.owned(user_id, session_id).await?;
         if !session.status.is_live() {
-            return Err(super::not_live(
-                &session,
-                "verification needs a live session",
-            ));
+            return Err(not_live(&session, "verification needs a live session"));
         }
         let sample = self
-            .store
+            .store()
             .get_sample(
                 &session.dataset,
                 &session.sample_id,
@@ -34,16 +33,9 @@ impl SessionService {
             .ok_or_else(|| {
                 ServiceError::Internal(format!("the sample of session {session_id} is gone"))
             })?;
-        let live = self.lock_live().get(session_id).cloned().ok_or_else(|| {
-            ServiceError::Conflict(format!("session {session_id} is no longer running"))
-        })?;
-        let permit = live.queue.try_reserve().map_err(|_| {
-            ServiceError::LimitExceeded(format!(
-                "session {session_id} has too much work queued; wait for some to finish"
-            ))
-        })?;
+        let permit = self.reserve_work(&session)?;
         let job = self
-            .store
+            .store()
             .insert_verification_job(&NewVerificationJob {
                 job_id: new_id("job"),
                 session_id: session_id.to_string(),
@@ -53,10 +45,12 @@ impl SessionService {
             })
             .await?;
         match crate::verification::plan_for(&sample.record) {
-            Ok(plan) => permit.send(worker::Work::Verify {
-                job_id: job.job_id.clone(),
-                plan: Box::new(plan),
-            }),
+            Ok(plan) => {
+                permit.send(Work::Verify {
+                    job_id: job.job_id.clone(),
+                    plan: Box::new(plan),
+                });
+            }
             Err(why) => {
                 drop(permit);
                 let update = JobUpdate {
@@ -66,10 +60,10 @@ impl SessionService {
                     error_code: Some("not_verifiable".into()),
                     error_message: Some(format!("this sample cannot be verified: {why}")),
                 };
-                self.store
+                self.store()
                     .update_verification_job(&job.job_id, &update)
                     .await?;
-                self.changes.notify(session_id);
+                self.changes().notify(session_id);
             }
         }
         Ok(job)
@@ -85,14 +79,14 @@ impl SessionService {
     ) -> ServiceResult<VerificationJobRecord> {
         self.owned(user_id, session_id).await?;
         let timeout = if wait {
-            self.long_poll()
+            self.long_poll_window()
         } else {
             Duration::ZERO
         };
-        self.changes
+        self.changes()
             .wait_for(session_id, timeout, || async {
                 let job = self
-                    .store
+                    .store()
                     .get_verification_job(session_id, job_id)
                     .await?
                     .ok_or_else(|| ServiceError::not_found(format!("verification job {job_id}")))?;
@@ -103,7 +97,7 @@ impl SessionService {
     }
 
     /// Marks unfinished jobs (of one session, or all) as ended.
-    pub(super) async fn end_jobs(
+    pub(crate) async fn end_jobs(
         &self,
         session_id: Option<&str>,
         status: JobStatus,
@@ -111,7 +105,7 @@ impl SessionService {
         message: &str,
     ) -> ServiceResult<usize> {
         let mut n = 0;
-        for job in self.store.list_unfinished_verification_jobs().await? {
+        for job in self.store().list_unfinished_verification_jobs().await? {
             if session_id.is_some_and(|s| s != job.session_id) {
                 continue;
             }
@@ -123,7 +117,7 @@ impl SessionService {
                 error_message: Some(message.into()),
             };
             if self
-                .store
+                .store()
                 .update_verification_job(&job.job_id, &update)
                 .await?
                 .is_some()

@@ -393,7 +393,7 @@ pub struct VerificationJobView {
     #[serde(serialize_with = "rfc3339_opt")]
     pub completed_at: Option<DateTime<Utc>>,
     #[schema(value_type = Option<TestSuiteResult>)]
-    pub result: Option<Value>,
+    pub result: Option<kiln_domain::VerificationResult>,
     pub error: Option<ErrorInfo>,
     pub container_info: Option<ContainerInfo>,
 }
