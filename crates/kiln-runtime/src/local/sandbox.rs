@@ -48,7 +48,7 @@ impl Sandbox {
     ) -> Self {
         Sandbox {
             exit: ExitWatch::start(init_pid, cgroups, cgroup.clone()),
-            client: AsyncAgentClient::new(dirs.socket()),
+            client: AsyncAgentClient::unix(dirs.socket()),
             spec,
             dirs,
             cgroup,

@@ -165,7 +165,7 @@ impl LocalRuntime {
         })?;
         let t_seal = t0.elapsed();
         // 9. Ready means the agent answers its hello.
-        let client = AsyncAgentClient::new(socket);
+        let client = AsyncAgentClient::unix(socket);
         let conn = client.connect().await.map_err(|e| {
             self.start_failed(
                 spec,
