@@ -31,6 +31,9 @@ step "kiln-agent (static)"
 KILN_AGENT_BIN="$(scripts/build-agent.sh | tail -n 1)"
 export KILN_AGENT_BIN
 
+step "Layering: services and the API name no sandbox backend"
+scripts/check-runtime-neutral.sh
+
 step "Rust workspace tests"
 cargo test --workspace --all-targets
 cargo test --workspace --doc

@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kiln_runtime::{Limits, LocalConfig, LocalRuntime, Runtime, SandboxId, SandboxSpec};
+use kiln_runtime::local::{LocalConfig, LocalRuntime};
+use kiln_runtime::{Limits, Runtime, SandboxId, SandboxSpec};
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
@@ -58,10 +59,7 @@ async fn main() {
         }
     }
     let agent = PathBuf::from(std::env::var_os("KILN_AGENT_BIN").expect("KILN_AGENT_BIN"));
-    let image = kiln_image::ImageStore::open(&store)
-        .unwrap()
-        .get(&reference)
-        .unwrap();
+    let images = kiln_image::ImageStore::open(&store).unwrap();
     let root = tempfile::Builder::new()
         .prefix("kiln-bench-conc-")
         .tempdir_in("/var/tmp")
@@ -71,7 +69,7 @@ async fn main() {
     // the benchmark measures creates, not admission.
     config.memory_overcommit = 1000.0;
     config.disk_overcommit = 1000.0;
-    let rt = Arc::new(LocalRuntime::new(config).unwrap());
+    let rt = Arc::new(LocalRuntime::new(config).unwrap().with_images(images));
     // The server's default limits (kiln-config's runtime section).
     let limits = Limits {
         memory_bytes: Some(2048 * 1024 * 1024),
@@ -80,7 +78,7 @@ async fn main() {
         ..Limits::default()
     };
     let spec = |id: &str| {
-        let mut spec = SandboxSpec::from_image(SandboxId::new(id).unwrap(), &image);
+        let mut spec = SandboxSpec::image(SandboxId::new(id).unwrap(), &reference);
         spec.limits = limits;
         spec.hostname = "kiln".into();
         spec

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kiln_protocol::ExecRequest;
-use kiln_runtime::{LocalConfig, LocalRuntime, RootLayers, Runtime, SandboxId, SandboxSpec};
+use kiln_runtime::local::{LocalConfig, LocalRuntime, LocalSpec, RootLayers};
+use kiln_runtime::{Runtime, SandboxId, SandboxSpec};
 
 const ROOTFS: &str = "/var/cache/kiln-test/busybox-rootfs";
 
@@ -58,8 +59,8 @@ fn report(name: &str, mut samples: Vec<Duration>) -> Summary {
     }
 }
 
-fn spec(id: &str) -> SandboxSpec {
-    SandboxSpec::new(SandboxId::new(id).unwrap(), RootLayers::single(ROOTFS))
+fn spec(id: &str) -> LocalSpec {
+    LocalSpec::new(SandboxId::new(id).unwrap(), RootLayers::single(ROOTFS))
 }
 
 fn ensure_rootfs() {
@@ -114,7 +115,7 @@ async fn create_many(rt: &Arc<LocalRuntime>, prefix: &str, n: usize, parallel: u
             .map(|i| {
                 let rt = Arc::clone(rt);
                 let id = format!("{prefix}{i}");
-                tokio::spawn(async move { rt.create(spec(&id)).await.unwrap() })
+                tokio::spawn(async move { rt.create_local(spec(&id)).await.unwrap() })
             })
             .collect();
         for task in batch {
@@ -166,7 +167,7 @@ async fn main() {
     );
 
     // Warm-up (page cache, first bwrap exec).
-    rt.create(spec("warm")).await.unwrap();
+    rt.create_local(spec("warm")).await.unwrap();
     rt.destroy(&SandboxId::new("warm").unwrap()).await.unwrap();
 
     // 1. create → ready (agent answered hello): sequentially with the sandboxes kept,
@@ -176,7 +177,7 @@ async fn main() {
     let mut create_t = Vec::new();
     for i in 0..creates {
         let t = Instant::now();
-        rt.create(spec(&format!("seq{i}"))).await.unwrap();
+        rt.create_local(spec(&format!("seq{i}"))).await.unwrap();
         create_t.push(t.elapsed());
     }
     let mut destroy_t = Vec::new();
@@ -193,7 +194,7 @@ async fn main() {
     for i in 0..creates {
         let id = format!("int{i}");
         let t = Instant::now();
-        rt.create(spec(&id)).await.unwrap();
+        rt.create_local(spec(&id)).await.unwrap();
         interleaved.push(t.elapsed());
         rt.destroy(&SandboxId::new(id).unwrap()).await.unwrap();
     }
@@ -201,7 +202,7 @@ async fn main() {
 
     // 2. exec round trips.
     let id = SandboxId::new("execs").unwrap();
-    rt.create(spec("execs")).await.unwrap();
+    rt.create_local(spec("execs")).await.unwrap();
     let mut exec_true = None;
     for (name, request) in [
         ("exec `true` (argv)", ExecRequest::argv(["true"])),
@@ -240,7 +241,7 @@ async fn main() {
         snap_t.push(t.elapsed());
         let fork = SandboxId::new(format!("fork{i}")).unwrap();
         let t = Instant::now();
-        rt.create(SandboxSpec::from_snapshot(fork.clone(), &snap))
+        rt.create(SandboxSpec::fork(fork.clone(), &snap))
             .await
             .unwrap();
         fork_t.push(t.elapsed());

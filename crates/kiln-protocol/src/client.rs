@@ -63,7 +63,7 @@ impl AgentClient {
     /// Connects and completes the handshake.
     pub fn connect(&self, timeout: Duration) -> Result<AgentConnection<UnixStream>, ClientError> {
         let stream = UnixStream::connect(&self.socket).map_err(|source| ClientError::Connect {
-            path: self.socket.clone(),
+            target: self.socket.display().to_string(),
             source,
         })?;
         let io = |source| ClientError::Frame(FrameError::Io(source));

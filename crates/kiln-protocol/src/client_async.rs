@@ -1,12 +1,21 @@
 //! Async twin of [`crate::AgentClient`], over tokio. Same one-connection-per-request
 //! design and the same exchange rules (see `exchange.rs`).
+//!
+//! The client is written once; how a connection is made is a [`Connect`]or each sandbox
+//! backend supplies: a unix socket for the local backend ([`UnixConnector`]), TCP for an
+//! agent in a container or a Pod ([`TcpConnector`]).
 
+use std::fmt;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::UnixStream;
+use tokio::net::{TcpStream, UnixStream};
 
 use crate::client::{exec_deadline, DEFAULT_REQUEST_TIMEOUT};
 use crate::client_error::ClientError;
@@ -17,20 +26,84 @@ use crate::frame_async::{read_frame_async, write_frame_async};
 use crate::request::{ExecRequest, ReadFileRequest, Request, StrReplaceRequest, WriteFileRequest};
 use crate::response::{DirListing, ExecDone, FileContent, Metadata, Replaced, Response};
 
-/// Talks to one agent over its unix socket, asynchronously.
+/// A byte stream to an agent: whatever a [`Connect`]or opens.
+pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncStream for T {}
+
+/// Opens a fresh connection to one agent (the client makes one per request).
+#[async_trait]
+pub trait Connect: Send + Sync + fmt::Debug {
+    /// A new connection, not yet handshaken.
+    async fn connect(&self) -> io::Result<Box<dyn AsyncStream>>;
+
+    /// Where it connects, for error messages (a socket path, an address).
+    fn target(&self) -> String;
+}
+
+/// Connects to an agent's unix socket (the local backend).
+#[derive(Debug, Clone)]
+pub struct UnixConnector {
+    /// The socket path.
+    pub path: PathBuf,
+}
+
+#[async_trait]
+impl Connect for UnixConnector {
+    async fn connect(&self) -> io::Result<Box<dyn AsyncStream>> {
+        Ok(Box::new(UnixStream::connect(&self.path).await?))
+    }
+
+    fn target(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// Connects to an agent listening on TCP (an agent in a container or a Pod).
+#[derive(Debug, Clone)]
+pub struct TcpConnector {
+    /// The agent's address.
+    pub addr: SocketAddr,
+}
+
+#[async_trait]
+impl Connect for TcpConnector {
+    async fn connect(&self) -> io::Result<Box<dyn AsyncStream>> {
+        let stream = TcpStream::connect(self.addr).await?;
+        // Requests are single small frames, answered at once: no Nagle delay.
+        stream.set_nodelay(true)?;
+        Ok(Box::new(stream))
+    }
+
+    fn target(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+/// Talks to one agent, asynchronously, over connections its [`Connect`]or opens.
 #[derive(Debug, Clone)]
 pub struct AsyncAgentClient {
-    socket: PathBuf,
+    connector: Arc<dyn Connect>,
     request_timeout: Duration,
 }
 
 impl AsyncAgentClient {
-    /// A client for the agent listening on `socket`. Nothing is connected yet.
-    pub fn new(socket: impl Into<PathBuf>) -> Self {
+    /// A client for the agent `connector` reaches. Nothing is connected yet.
+    pub fn new(connector: impl Connect + 'static) -> Self {
         AsyncAgentClient {
-            socket: socket.into(),
+            connector: Arc::new(connector),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
+    }
+
+    /// A client for the agent listening on the unix socket `path`.
+    pub fn unix(path: impl Into<PathBuf>) -> Self {
+        Self::new(UnixConnector { path: path.into() })
+    }
+
+    /// A client for the agent listening on TCP at `addr`.
+    pub fn tcp(addr: SocketAddr) -> Self {
+        Self::new(TcpConnector { addr })
     }
 
     /// Sets the deadline for non-exec requests (execs wait for their own timeout).
@@ -39,20 +112,21 @@ impl AsyncAgentClient {
         self
     }
 
-    /// The socket path.
-    pub fn socket(&self) -> &Path {
-        &self.socket
+    /// Where the client connects (a socket path, an address).
+    pub fn target(&self) -> String {
+        self.connector.target()
     }
 
     /// Connects and completes the handshake.
-    pub async fn connect(&self) -> Result<AsyncAgentConnection<UnixStream>, ClientError> {
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| ClientError::Connect {
-                    path: self.socket.clone(),
-                    source,
-                })?;
+    pub async fn connect(&self) -> Result<AsyncAgentConnection<Box<dyn AsyncStream>>, ClientError> {
+        let stream = self
+            .connector
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect {
+                target: self.connector.target(),
+                source,
+            })?;
         AsyncAgentConnection::handshake(stream).await
     }
 

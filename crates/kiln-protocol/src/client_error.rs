@@ -1,7 +1,6 @@
 //! What can go wrong talking to the agent, from the client's side.
 
 use std::io;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::agent_error::{AgentError, VersionMismatch};
@@ -10,11 +9,11 @@ use crate::frame::FrameError;
 /// A failed exchange with the agent.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The socket could not be connected (agent not started, or gone).
-    #[error("cannot connect to the agent at {path}: {source}")]
+    /// The agent could not be connected (not started, or gone).
+    #[error("cannot connect to the agent at {target}: {source}")]
     Connect {
-        /// The socket path.
-        path: PathBuf,
+        /// Where: the socket path or the address.
+        target: String,
         /// The OS error.
         source: io::Error,
     },

@@ -32,7 +32,9 @@ pub use agent_error::{check_versions, AgentError, ErrorCode, VersionMismatch};
 pub use binary::Binary;
 pub use client::{AgentClient, AgentConnection, DEFAULT_REQUEST_TIMEOUT};
 #[cfg(feature = "tokio")]
-pub use client_async::{AsyncAgentClient, AsyncAgentConnection};
+pub use client_async::{
+    AsyncAgentClient, AsyncAgentConnection, AsyncStream, Connect, TcpConnector, UnixConnector,
+};
 pub use client_error::ClientError;
 pub use exchange::ExecEvent;
 pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME_BYTES};

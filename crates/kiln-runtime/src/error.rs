@@ -15,6 +15,20 @@ pub enum RuntimeError {
     /// The spec cannot be run (e.g. no layers, a layer path overlayfs cannot take).
     #[error("invalid sandbox spec: {0}")]
     InvalidSpec(String),
+    /// The image reference names no image this backend has.
+    #[error("image {reference}: {reason}")]
+    ImageNotFound {
+        /// The reference asked for.
+        reference: String,
+        /// What the image store said.
+        reason: String,
+    },
+    /// This backend cannot do this (e.g. snapshots on a backend without them).
+    #[error("this sandbox backend does not support {what}")]
+    Unsupported {
+        /// What was asked for.
+        what: &'static str,
+    },
     /// No sandbox with this id.
     #[error("no sandbox {0}")]
     NotFound(String),

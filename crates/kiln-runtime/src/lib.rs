@@ -1,30 +1,41 @@
-//! Sandboxes: the [`Runtime`] trait and its `local` backend (overlayfs + bubblewrap +
-//! cgroups, with `kiln-agent` as PID 1). Knows nothing of HTTP.
+//! Sandboxes: the backend-neutral [`Runtime`] trait, [`open`] that builds the backend
+//! the configuration names, and the `local` backend (overlayfs + bubblewrap + cgroups,
+//! with `kiln-agent` as PID 1). Knows nothing of HTTP.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), kiln_runtime::RuntimeError> {
-//! use kiln_runtime::{LocalConfig, LocalRuntime, RootLayers, Runtime, SandboxId, SandboxSpec};
-//! let runtime = LocalRuntime::new(LocalConfig::new("/var/lib/kiln/runtime", "/usr/lib/kiln/kiln-agent"))?;
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use kiln_runtime::{Runtime, SandboxId, SandboxSpec};
+//! let config = kiln_config::RuntimeConfig::default();
+//! let opened = kiln_runtime::open(
+//!     &config,
+//!     "/var/lib/kiln".as_ref(),
+//!     "/var/lib/kiln/images".as_ref(),
+//! )?;
 //! let id = SandboxId::new("s1")?;
-//! runtime.create(SandboxSpec::new(id.clone(), RootLayers::single("/srv/rootfs"))).await?;
-//! let done = runtime.exec(&id, kiln_protocol::ExecRequest::shell("echo hi")).await?;
+//! let mut spec = SandboxSpec::image(id.clone(), "kiln/python:3.12");
+//! spec.limits = opened.limits;
+//! opened.runtime.create(spec).await?;
+//! let done = opened
+//!     .runtime
+//!     .exec(&id, kiln_protocol::ExecRequest::shell("echo hi"))
+//!     .await?;
 //! assert_eq!(done.stdout.as_bytes(), b"hi\n");
-//! runtime.destroy(&id).await?;
+//! opened.runtime.destroy(&id).await?;
 //! # Ok(()) }
 //! ```
 
 pub mod error;
 pub mod host_report;
 pub mod local;
+mod open;
 pub mod runtime;
 pub mod spec;
 
 pub use error::{Resource, Result, RuntimeError};
 pub use host_report::{HostCheck, HostReport};
-pub use local::host_check::check_host;
-pub use local::{default_agent_binary, LocalConfig, LocalRuntime};
+pub use open::{default_limits, open, Opened, Unavailable};
 pub use runtime::{ExecEventSink, ReconcileReport, Runtime, SandboxExit};
 pub use spec::{
-    BindMount, Limits, Network, ResourceUsage, RootLayers, SandboxHandle, SandboxId, SandboxInfo,
-    SandboxSpec, Snapshot,
+    Limits, Network, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSource,
+    SandboxSpec, Snapshot, SnapshotId, Workspace,
 };

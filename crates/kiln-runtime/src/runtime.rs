@@ -5,10 +5,10 @@ use kiln_protocol::{
     DirListing, ExecDone, ExecEvent, ExecRequest, FileContent, Metadata, Replaced, WriteFileRequest,
 };
 
-use crate::error::Result;
+use crate::error::{Result, RuntimeError};
 use crate::host_report::HostReport;
 use crate::spec::{
-    Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot,
+    Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot, SnapshotId,
 };
 
 /// Receives the start and the output chunks of a streaming exec, in order.
@@ -40,7 +40,10 @@ pub enum SandboxExit {
 }
 
 /// Creates, runs commands in, snapshots and destroys sandboxes. Object-safe, so the
-/// server holds an `Arc<dyn Runtime>` and picks the backend from its configuration.
+/// server holds an `Arc<dyn Runtime>` and picks the backend from its configuration
+/// ([`open`](crate::open)). Everything here is backend-neutral: a sandbox is asked for
+/// by image reference, limits, network, environment and workspace ([`SandboxSpec`]);
+/// host paths, bind mounts and pids are the business of each backend alone.
 #[async_trait]
 pub trait Runtime: Send + Sync {
     /// Admission control: holds room for sandbox `id` with these limits until
@@ -53,8 +56,14 @@ pub trait Runtime: Send + Sync {
     fn release(&self, id: &SandboxId);
 
     /// Starts a sandbox and returns once its agent answers. Admitted like `reserve`
-    /// unless its id holds a reservation; `Capacity` when the node is full.
+    /// unless its id holds a reservation; `Capacity` when the node is full;
+    /// `ImageNotFound` for an image this backend does not have; `Unsupported` for a fork
+    /// ([`SandboxSource::Snapshot`](crate::SandboxSource)) on a backend without snapshots.
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxHandle>;
+
+    /// Whether `create` could find the image `reference`: `ImageNotFound` if not. Lets a
+    /// caller refuse a request before accepting it.
+    async fn check_image(&self, reference: &str) -> Result<()>;
 
     /// Runs a command and returns its (capped) output.
     async fn exec(&self, id: &SandboxId, request: ExecRequest) -> Result<ExecDone>;
@@ -96,11 +105,20 @@ pub trait Runtime: Send + Sync {
     /// Metadata of a path.
     async fn stat(&self, id: &SandboxId, path: &str) -> Result<Metadata>;
 
-    /// Freezes the sandbox's changes into a new read-only layer; the sandbox keeps running.
-    async fn snapshot(&self, id: &SandboxId) -> Result<Snapshot>;
+    /// Freezes the sandbox's files into a snapshot that forks start from
+    /// ([`SandboxSpec::fork`]); the sandbox keeps running. A backend that cannot
+    /// answers [`RuntimeError::Unsupported`] (the default).
+    async fn snapshot(&self, id: &SandboxId) -> Result<Snapshot> {
+        let _ = id;
+        Err(RuntimeError::Unsupported { what: "snapshots" })
+    }
 
-    /// Deletes a snapshot's layer. Sandboxes forked from it must be destroyed first.
-    async fn remove_snapshot(&self, snapshot_id: &str) -> Result<()>;
+    /// Deletes a snapshot. Sandboxes forked from it must be destroyed first.
+    /// [`RuntimeError::Unsupported`] (the default) on a backend without snapshots.
+    async fn remove_snapshot(&self, snapshot_id: &SnapshotId) -> Result<()> {
+        let _ = snapshot_id;
+        Err(RuntimeError::Unsupported { what: "snapshots" })
+    }
 
     /// Kills everything in the sandbox and removes all trace of it.
     async fn destroy(&self, id: &SandboxId) -> Result<()>;

@@ -1,7 +1,7 @@
 //! What a sandbox is made of: the spec a caller asks for and what it gets back.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use crate::error::{Result, RuntimeError};
@@ -34,68 +34,6 @@ impl SandboxId {
 impl std::fmt::Display for SandboxId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
-    }
-}
-
-/// The read-only layers a sandbox's root is stacked from, **topmost first** (overlayfs
-/// order: the first directory wins).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RootLayers {
-    top_first: Vec<PathBuf>,
-}
-
-impl RootLayers {
-    /// Layers given topmost first.
-    pub fn new(top_first: Vec<PathBuf>) -> Self {
-        RootLayers { top_first }
-    }
-
-    /// A single directory used as the whole (read-only) root, e.g. a test rootfs.
-    pub fn single(dir: impl Into<PathBuf>) -> Self {
-        RootLayers {
-            top_first: vec![dir.into()],
-        }
-    }
-
-    /// The unpacked layers of an image.
-    pub fn from_image(image: &kiln_image::Image) -> Self {
-        let mut dirs = image.layer_dirs();
-        dirs.reverse();
-        RootLayers { top_first: dirs }
-    }
-
-    /// These layers with `layer` on top (how a fork stacks a snapshot on its image).
-    pub fn with_top(&self, layer: &Path) -> Self {
-        let mut top_first = Vec::with_capacity(self.top_first.len() + 1);
-        top_first.push(layer.to_path_buf());
-        top_first.extend(self.top_first.iter().cloned());
-        RootLayers { top_first }
-    }
-
-    /// The directories, topmost first.
-    pub fn dirs(&self) -> &[PathBuf] {
-        &self.top_first
-    }
-
-    /// The overlayfs `lowerdir=` value.
-    pub(crate) fn lowerdir_option(&self) -> Result<String> {
-        if self.top_first.is_empty() {
-            return Err(RuntimeError::InvalidSpec("no root layers".into()));
-        }
-        let mut parts = Vec::with_capacity(self.top_first.len());
-        for dir in &self.top_first {
-            let s = dir
-                .to_str()
-                .filter(|s| s.starts_with('/') && !s.contains([':', ',', '\\']))
-                .ok_or_else(|| {
-                    RuntimeError::InvalidSpec(format!(
-                        "layer {} must be an absolute UTF-8 path without ':', ',' or '\\'",
-                        dir.display()
-                    ))
-                })?;
-            parts.push(s);
-        }
-        Ok(parts.join(":"))
     }
 }
 
@@ -137,71 +75,76 @@ pub enum Network {
     Loopback,
 }
 
-/// Everything needed to start a sandbox.
-#[derive(Debug, Clone)]
-pub struct SandboxSpec {
-    /// Its id.
-    pub id: SandboxId,
-    /// The read-only layers of its root (image layers, snapshot layers on top).
-    pub layers: RootLayers,
-    /// Resource limits.
-    pub limits: Limits,
-    /// Network access.
-    pub network: Network,
-    /// Environment of every command (the image's `ENV`, then the caller's).
-    pub env: BTreeMap<String, String>,
-    /// Working directory of commands that name none (the image's `WorkingDir`);
-    /// when `None` the agent uses `/testbed` if it exists, else `/`.
-    pub workdir: Option<String>,
-    /// Hostname inside.
-    pub hostname: String,
-    /// Host directories bound read-write inside, e.g. an agent job's checkout.
-    pub binds: Vec<BindMount>,
+/// What a sandbox's root is made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SandboxSource {
+    /// An image, by reference as the image store names it (e.g. `kiln/python:3.12`).
+    Image(String),
+    /// A fork: a snapshot taken by this runtime (see [`Runtime::snapshot`]).
+    ///
+    /// [`Runtime::snapshot`]: crate::Runtime::snapshot
+    Snapshot(SnapshotId),
 }
 
-/// A host directory seen read-write at `target` inside the sandbox. The sandbox's
-/// writes land in the host directory itself, not in its overlay.
+/// A directory on the server whose contents the sandbox sees at `target`, and whose
+/// changes are in `dir` once the sandbox is destroyed (e.g. an agent job's checkout).
+/// How is the backend's business: the local one binds it, a remote one would copy it in
+/// and out.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BindMount {
-    /// The directory on the host (absolute).
-    pub source: PathBuf,
+pub struct Workspace {
+    /// The directory on the server (absolute).
+    pub dir: PathBuf,
     /// Where it appears inside (absolute), created if missing.
     pub target: String,
 }
 
+/// Everything needed to start a sandbox, in terms any backend understands.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// Its id.
+    pub id: SandboxId,
+    /// What its root is made from.
+    pub source: SandboxSource,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Network access.
+    pub network: Network,
+    /// Environment of every command: the backend puts the image's `ENV` (or the
+    /// snapshot's sandbox's environment) under it.
+    pub env: BTreeMap<String, String>,
+    /// Working directory of commands that name none; `None`: the image's `WorkingDir`
+    /// (for a fork, its sandbox's), and when that is unset `/testbed` if it exists, else `/`.
+    pub workdir: Option<String>,
+    /// Hostname inside.
+    pub hostname: String,
+    /// A server directory the sandbox works in, if any.
+    pub workspace: Option<Workspace>,
+}
+
 impl SandboxSpec {
-    /// A spec with default limits, loopback network, no extra environment, hostname `kiln`.
-    pub fn new(id: SandboxId, layers: RootLayers) -> Self {
+    /// A spec with default limits, loopback network, no extra environment, hostname
+    /// `kiln`, no workspace.
+    pub fn new(id: SandboxId, source: SandboxSource) -> Self {
         SandboxSpec {
             id,
-            layers,
+            source,
             limits: Limits::default(),
             network: Network::default(),
             env: BTreeMap::new(),
             workdir: None,
             hostname: "kiln".into(),
-            binds: Vec::new(),
+            workspace: None,
         }
     }
 
-    /// A spec for an image: its layers, `ENV` and `WorkingDir`.
-    pub fn from_image(id: SandboxId, image: &kiln_image::Image) -> Self {
-        let mut spec = SandboxSpec::new(id, RootLayers::from_image(image));
-        for kv in &image.config().env {
-            if let Some((k, v)) = kv.split_once('=') {
-                spec.env.insert(k.to_string(), v.to_string());
-            }
-        }
-        spec.workdir = image.config().working_dir.clone();
-        spec
+    /// A spec for an image, by reference.
+    pub fn image(id: SandboxId, reference: impl Into<String>) -> Self {
+        SandboxSpec::new(id, SandboxSource::Image(reference.into()))
     }
 
-    /// A spec for a fork of a snapshot: the snapshot's layers and its sandbox's settings.
-    pub fn from_snapshot(id: SandboxId, snapshot: &Snapshot) -> Self {
-        let mut spec = snapshot.spec_template.clone();
-        spec.id = id;
-        spec.layers = snapshot.layers.clone();
-        spec
+    /// A spec for a fork of `snapshot`.
+    pub fn fork(id: SandboxId, snapshot: &Snapshot) -> Self {
+        SandboxSpec::new(id, SandboxSource::Snapshot(snapshot.id.clone()))
     }
 }
 
@@ -212,8 +155,6 @@ pub struct SandboxHandle {
     pub id: SandboxId,
     /// Version reported by the agent in its hello.
     pub agent_version: String,
-    /// Pid of the sandbox's init (the agent) on the host.
-    pub init_pid: u32,
     /// When it became ready.
     pub created_at: SystemTime,
 }
@@ -223,8 +164,6 @@ pub struct SandboxHandle {
 pub struct SandboxInfo {
     /// Its id.
     pub id: SandboxId,
-    /// Pid of the sandbox's init (the agent) on the host.
-    pub init_pid: u32,
     /// When it became ready.
     pub created_at: SystemTime,
     /// Memory charged to its cgroup, when the cgroup reports it.
@@ -245,17 +184,45 @@ pub struct ResourceUsage {
     pub pids: Option<u64>,
 }
 
-/// A frozen copy of a sandbox's changes: a read-only directory usable as an overlay layer.
-#[derive(Debug, Clone)]
+/// Names a snapshot: the same alphabet as sandbox ids, up to 128 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SnapshotId(String);
+
+impl SnapshotId {
+    /// Accepts 1 to 128 characters from `[A-Za-z0-9_-]`.
+    pub fn new(id: impl Into<String>) -> Result<Self> {
+        let id = id.into();
+        let ok = (1..=128).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok {
+            Ok(SnapshotId(id))
+        } else {
+            Err(RuntimeError::InvalidId(id))
+        }
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for SnapshotId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A frozen copy of a sandbox's files, which forks start from. Where it is kept is the
+/// backend's business.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
-    /// Names the layer directory.
-    pub id: String,
-    /// The layer directory itself (the sandbox's changes only).
-    pub layer: PathBuf,
-    /// The full stack for a fork: `layer` on top of the sandbox's own layers.
-    pub layers: RootLayers,
-    /// The settings of the sandbox it was taken from, for [`SandboxSpec::from_snapshot`].
-    pub spec_template: SandboxSpec,
+    /// Names it for forks ([`SandboxSource::Snapshot`]) and `remove_snapshot`.
+    pub id: SnapshotId,
+    /// The sandbox it was taken from.
+    pub sandbox: SandboxId,
 }
 
 #[cfg(test)]
@@ -269,15 +236,9 @@ mod tests {
         for bad in ["", "../x", "a/b", "a b", ".", &"x".repeat(65)] {
             assert!(SandboxId::new(bad).is_err(), "{bad:?} accepted");
         }
-    }
-
-    #[test]
-    fn lowerdir_is_topmost_first_and_rejects_separators() {
-        let base = RootLayers::new(vec!["/l/b".into(), "/l/a".into()]);
-        let forked = base.with_top(Path::new("/snap/1"));
-        assert_eq!(forked.lowerdir_option().unwrap(), "/snap/1:/l/b:/l/a");
-        assert!(RootLayers::single("/x:y").lowerdir_option().is_err());
-        assert!(RootLayers::single("relative").lowerdir_option().is_err());
-        assert!(RootLayers::default().lowerdir_option().is_err());
+        for bad in ["", "../x", "a/b", "a b", ".", &"x".repeat(129)] {
+            assert!(SnapshotId::new(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(SnapshotId::new("x".repeat(128)).is_ok());
     }
 }

@@ -6,7 +6,8 @@
 //! `KILN_TEST_EXPECT_CGROUPS=refused`: then both must refuse up front and say how to fix it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use kiln_runtime::{check_host, LocalConfig, LocalRuntime};
+use kiln_runtime::local::host_check::check_host;
+use kiln_runtime::local::{LocalConfig, LocalRuntime};
 
 #[test]
 fn the_servers_own_cgroup_is_checked() {

@@ -6,7 +6,8 @@ mod support;
 use std::time::Instant;
 
 use kiln_protocol::{ExecEvent, ExecRequest, FileKind, OutputStream, WriteFileRequest};
-use kiln_runtime::{RootLayers, Runtime, RuntimeError, SandboxExit, SandboxSpec};
+use kiln_runtime::local::{LocalSpec, RootLayers};
+use kiln_runtime::{Runtime, RuntimeError, SandboxExit, SandboxSpec};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,7 +17,7 @@ async fn create_exec_destroy_leaves_nothing_behind() {
     }
     let rt = runtime();
     let start = Instant::now();
-    let handle = rt.create(busybox_spec("life1")).await.unwrap();
+    let handle = rt.create_local(busybox_spec("life1")).await.unwrap();
     eprintln!("create took {:?}", start.elapsed());
     assert!(!handle.agent_version.is_empty());
     let done = rt
@@ -45,7 +46,7 @@ async fn create_exec_destroy_leaves_nothing_behind() {
 
     let dir = rt.sandbox_dir(&handle.id);
     let pids = rt.pids(&handle.id).unwrap();
-    assert!(pids.contains(&(handle.init_pid as i32)));
+    assert!(pids.contains(&(rt.init_pid(&handle.id).unwrap() as i32)));
     assert!(!mounted_under(&dir).is_empty());
     rt.destroy(&handle.id).await.unwrap();
     assert!(
@@ -81,7 +82,7 @@ async fn env_workdir_and_exec_options() {
     spec.env.insert("PATH".into(), "/bin".into());
     spec.workdir = Some("/root".into());
     spec.hostname = "box-7".into();
-    let h = rt.create(spec).await.unwrap();
+    let h = rt.create_local(spec).await.unwrap();
 
     let done = rt
         .exec(
@@ -150,7 +151,7 @@ async fn files_through_the_agent() {
         return;
     }
     let rt = runtime();
-    let h = rt.create(busybox_spec("files1")).await.unwrap();
+    let h = rt.create_local(busybox_spec("files1")).await.unwrap();
     let written = rt
         .write_file(
             &h.id,
@@ -210,16 +211,16 @@ async fn bad_specs_and_duplicates_leave_nothing() {
         return;
     }
     let rt = runtime();
-    let spec = SandboxSpec::new(id("bad1"), RootLayers::single("/definitely/not/a/layer"));
+    let spec = LocalSpec::new(id("bad1"), RootLayers::single("/definitely/not/a/layer"));
     assert!(matches!(
-        rt.create(spec).await,
+        rt.create_local(spec).await,
         Err(RuntimeError::InvalidSpec(_))
     ));
     assert!(!rt.sandbox_dir(&id("bad1")).exists());
 
-    rt.create(busybox_spec("dup1")).await.unwrap();
+    rt.create_local(busybox_spec("dup1")).await.unwrap();
     assert!(matches!(
-        rt.create(busybox_spec("dup1")).await,
+        rt.create_local(busybox_spec("dup1")).await,
         Err(RuntimeError::AlreadyExists(_))
     ));
     // The first one is unaffected.
@@ -231,6 +232,39 @@ async fn bad_specs_and_duplicates_leave_nothing() {
 
     let report = rt.health().await;
     assert!(report.is_ready(), "{report}");
+}
+
+/// An image reference the image store does not know is a typed error, found before
+/// anything is made; without an image store every reference is unknown.
+#[tokio::test]
+async fn unknown_images_are_image_not_found_and_leave_nothing() {
+    if !prerequisites() {
+        return;
+    }
+    let store_dir = tempfile::tempdir().unwrap();
+    let root = tempfile::Builder::new()
+        .prefix("kiln-rt-test-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let config = kiln_runtime::local::LocalConfig::new(root.path(), support::agent_binary());
+    let images = kiln_image::ImageStore::open(store_dir.path()).unwrap();
+    let with_store = kiln_runtime::local::LocalRuntime::new(config)
+        .unwrap()
+        .with_images(images);
+    let without_store = runtime();
+    for rt in [&with_store, &without_store.runtime] {
+        let err = rt.check_image("nope/missing:1").await.unwrap_err();
+        assert!(
+            matches!(&err, RuntimeError::ImageNotFound { reference, .. } if reference == "nope/missing:1"),
+            "{err:?}"
+        );
+        let spec = SandboxSpec::image(id("noimage"), "nope/missing:1");
+        let err = rt.create(spec).await.unwrap_err();
+        assert!(matches!(err, RuntimeError::ImageNotFound { .. }), "{err:?}");
+        assert!(!rt.sandbox_dir(&id("noimage")).exists());
+        assert!(rt.list().await.unwrap().is_empty());
+    }
+    with_store.shutdown().await.unwrap();
 }
 
 /// A unix socket's path may not exceed 107 bytes; a deep data directory must still work
@@ -248,11 +282,11 @@ async fn a_deep_runtime_root_still_reaches_the_agent() {
         .path()
         .join("a-rather-long-directory-name-for-data")
         .join("and-another-level-of-nesting-here");
-    let mut config = kiln_runtime::LocalConfig::new(&deep, support::agent_binary());
+    let mut config = kiln_runtime::local::LocalConfig::new(&deep, support::agent_binary());
     // The VM's budgets are below one default sandbox.
     config.memory_overcommit = 1000.0;
     config.disk_overcommit = 1000.0;
-    let runtime = kiln_runtime::LocalRuntime::new(config).unwrap();
+    let runtime = kiln_runtime::local::LocalRuntime::new(config).unwrap();
     let id = support::id("ses_01a208490a10719299a4679cb275f331");
     let long_socket = deep
         .join("sandboxes")
@@ -262,11 +296,11 @@ async fn a_deep_runtime_root_still_reaches_the_agent() {
         long_socket.as_os_str().len() > 107,
         "the test must use a path over the limit"
     );
-    let spec = kiln_runtime::SandboxSpec::new(
-        id.clone(),
-        kiln_runtime::RootLayers::single(support::busybox_rootfs()),
-    );
-    runtime.create(spec).await.expect("create with a deep root");
+    let spec = LocalSpec::new(id.clone(), RootLayers::single(support::busybox_rootfs()));
+    runtime
+        .create_local(spec)
+        .await
+        .expect("create with a deep root");
     let done = runtime
         .exec(&id, kiln_protocol::ExecRequest::shell("echo deep"))
         .await
@@ -281,8 +315,11 @@ async fn wait_exit_tells_a_death_from_a_destroy() {
         return;
     }
     let rt = runtime();
-    let dies = rt.create(busybox_spec("exit-dies")).await.unwrap();
-    let destroyed = rt.create(busybox_spec("exit-destroyed")).await.unwrap();
+    let dies = rt.create_local(busybox_spec("exit-dies")).await.unwrap();
+    let destroyed = rt
+        .create_local(busybox_spec("exit-destroyed"))
+        .await
+        .unwrap();
     let wait = std::time::Duration::from_secs(5);
     assert!(
         tokio::time::timeout(
@@ -296,7 +333,7 @@ async fn wait_exit_tells_a_death_from_a_destroy() {
 
     // Killed from the host: its init ends, and with it the sandbox.
     let killed = std::process::Command::new("kill")
-        .args(["-KILL", &dies.init_pid.to_string()])
+        .args(["-KILL", &rt.init_pid(&dies.id).unwrap().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kiln_protocol::ExecRequest;
+use kiln_runtime::local::LocalSpec;
 use kiln_runtime::{Limits, Resource, Runtime, RuntimeError, SandboxSpec};
 use support::*;
 
@@ -20,7 +21,7 @@ async fn sh(rt: &TestRuntime, sandbox: &str, script: &str) -> (i32, String) {
     sh_within(rt, sandbox, script, 300_000).await
 }
 
-fn spec(name: &str, memory: u64, disk: u64) -> SandboxSpec {
+fn spec(name: &str, memory: u64, disk: u64) -> LocalSpec {
     let mut spec = busybox_spec(name);
     spec.limits = Limits {
         memory_bytes: Some(memory),
@@ -77,8 +78,10 @@ async fn writing_5_gb_with_a_1_gb_limit_stops_with_enospc_and_costs_the_host_at_
     }
     let limit = disk_limit();
     let rt = runtime_with(|c| c.default_disk_bytes = Some(limit));
-    rt.create(spec("full", 2 * GIB, limit)).await.unwrap();
-    rt.create(spec("neighbour", 2 * GIB, limit)).await.unwrap();
+    rt.create_local(spec("full", 2 * GIB, limit)).await.unwrap();
+    rt.create_local(spec("neighbour", 2 * GIB, limit))
+        .await
+        .unwrap();
     let (_, df) = sh(&rt, "full", "df -k / | tail -n 1").await;
     let size_kib: u64 = df.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(
@@ -149,7 +152,9 @@ async fn filling_tmp_hits_the_disk_limit_not_memory_and_the_next_command_works()
     // the VM, whose disk is RAM).
     let disk = disk_limit() / 4;
     let rt = runtime_with(|c| c.default_disk_bytes = Some(disk));
-    rt.create(spec("tmpfill", 128 * MIB, disk)).await.unwrap();
+    rt.create_local(spec("tmpfill", 128 * MIB, disk))
+        .await
+        .unwrap();
     let (_, out) = sh(&rt, "tmpfill", "stat -c %a /tmp; ls -A /tmp | wc -l").await;
     assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["1777", "0"]);
 
@@ -191,9 +196,9 @@ async fn filling_tmp_hits_the_disk_limit_not_memory_and_the_next_command_works()
     )
     .await;
     let snapshot = rt.snapshot(&id("tmpfill")).await.unwrap();
-    rt.create(SandboxSpec::from_snapshot(id("fork"), &snapshot))
-        .await
-        .unwrap();
+    let mut fork = SandboxSpec::fork(id("fork"), &snapshot);
+    fork.limits = spec("fork", 128 * MIB, disk).limits;
+    rt.create(fork).await.unwrap();
     let (_, out) = sh(
         &rt,
         "fork",
@@ -219,7 +224,7 @@ async fn with_a_20_gib_budget_and_2x_the_21st_2_gib_sandbox_is_refused() {
         c.default_disk_bytes = Some(64 * MIB);
     });
     for n in 0..20 {
-        rt.create(spec(&format!("s{n}"), 2 * GIB, 64 * MIB))
+        rt.create_local(spec(&format!("s{n}"), 2 * GIB, 64 * MIB))
             .await
             .unwrap();
     }
@@ -236,7 +241,10 @@ async fn with_a_20_gib_budget_and_2x_the_21st_2_gib_sandbox_is_refused() {
         "the parent cgroup of all sandboxes holds the budget"
     );
 
-    let err = rt.create(spec("s20", 2 * GIB, 64 * MIB)).await.unwrap_err();
+    let err = rt
+        .create_local(spec("s20", 2 * GIB, 64 * MIB))
+        .await
+        .unwrap_err();
     match &err {
         RuntimeError::Capacity {
             resource,
@@ -261,14 +269,21 @@ async fn with_a_20_gib_budget_and_2x_the_21st_2_gib_sandbox_is_refused() {
     rt.destroy(&id("s3")).await.unwrap();
     rt.reserve(&id("s20"), &spec("s20", 2 * GIB, 64 * MIB).limits)
         .unwrap();
-    assert!(rt.create(spec("other", 2 * GIB, 64 * MIB)).await.is_err());
-    rt.create(spec("s20", 2 * GIB, 64 * MIB)).await.unwrap();
+    assert!(rt
+        .create_local(spec("other", 2 * GIB, 64 * MIB))
+        .await
+        .is_err());
+    rt.create_local(spec("s20", 2 * GIB, 64 * MIB))
+        .await
+        .unwrap();
     // Released without a create, a reservation frees its room too.
     rt.destroy(&id("s4")).await.unwrap();
     rt.reserve(&id("later"), &spec("later", 2 * GIB, 64 * MIB).limits)
         .unwrap();
     rt.release(&id("later"));
-    rt.create(spec("other", 2 * GIB, 64 * MIB)).await.unwrap();
+    rt.create_local(spec("other", 2 * GIB, 64 * MIB))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,7 +301,9 @@ async fn memory_hogs_in_many_sandboxes_end_inside_them_within_the_budget() {
     });
     let names = ["hog-a", "hog-b", "hog-c"];
     for name in names {
-        rt.create(spec(name, 300 * MIB, 64 * MIB)).await.unwrap();
+        rt.create_local(spec(name, 300 * MIB, 64 * MIB))
+            .await
+            .unwrap();
     }
     let hog = "awk 'BEGIN { s = \"xxxxxxxx\"; while (length(s) < 100000000) s = s s; \
                system(\"sleep 3\"); print length(s) }'";
@@ -336,13 +353,19 @@ async fn a_crashed_servers_disks_are_cleaned_up_by_reconcile() {
         return;
     }
     let survivor = runtime_with(|c| c.default_disk_bytes = Some(64 * MIB));
-    let mut config = kiln_runtime::LocalConfig::new(survivor.root.path(), agent_binary());
+    let mut config = kiln_runtime::local::LocalConfig::new(survivor.root.path(), agent_binary());
     config.default_disk_bytes = Some(64 * MIB);
     config.memory_overcommit = 1000.0;
     config.disk_overcommit = 1000.0;
-    let before = kiln_runtime::LocalRuntime::new(config).unwrap();
-    before.create(spec("orphan", GIB, 64 * MIB)).await.unwrap();
-    before.create(spec("keep", GIB, 64 * MIB)).await.unwrap();
+    let before = kiln_runtime::local::LocalRuntime::new(config).unwrap();
+    before
+        .create_local(spec("orphan", GIB, 64 * MIB))
+        .await
+        .unwrap();
+    before
+        .create_local(spec("keep", GIB, 64 * MIB))
+        .await
+        .unwrap();
     sh_on(&before, "keep", "echo state > /root/state").await;
     let dir = before.sandbox_dir(&id("orphan"));
     assert_eq!(
@@ -365,7 +388,7 @@ async fn a_crashed_servers_disks_are_cleaned_up_by_reconcile() {
     assert_eq!(loops_under(survivor.root.path()), Vec::<String>::new());
 }
 
-async fn sh_on(rt: &kiln_runtime::LocalRuntime, sandbox: &str, script: &str) {
+async fn sh_on(rt: &kiln_runtime::local::LocalRuntime, sandbox: &str, script: &str) {
     let done = rt
         .exec(&id(sandbox), ExecRequest::shell(script))
         .await
@@ -390,7 +413,7 @@ async fn create_time_with_and_without_the_disk_limit() {
         c.memory_overcommit = 1000.0;
         c.disk_overcommit = 1000.0;
     });
-    rt.create(busybox_spec("warm")).await.unwrap();
+    rt.create_local(busybox_spec("warm")).await.unwrap();
     rt.destroy(&id("warm")).await.unwrap();
     let (mut with, mut without) = (Vec::new(), Vec::new());
     for i in 0..n {
@@ -401,7 +424,7 @@ async fn create_time_with_and_without_the_disk_limit() {
             }
             let id = spec.id.clone();
             let t = Instant::now();
-            rt.create(spec).await.unwrap();
+            rt.create_local(spec).await.unwrap();
             if limited { &mut with } else { &mut without }.push(t.elapsed());
             rt.destroy(&id).await.unwrap();
         }

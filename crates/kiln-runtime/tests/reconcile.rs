@@ -4,7 +4,8 @@
 mod support;
 
 use kiln_protocol::ExecRequest;
-use kiln_runtime::{LocalConfig, LocalRuntime, Runtime};
+use kiln_runtime::local::{LocalConfig, LocalRuntime};
+use kiln_runtime::Runtime;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,8 +19,8 @@ async fn restart_adopts_known_and_removes_unknown() {
     config.memory_overcommit = 1000.0;
     config.disk_overcommit = 1000.0;
     let before = LocalRuntime::new(config).unwrap();
-    before.create(busybox_spec("keep")).await.unwrap();
-    let orphan = before.create(busybox_spec("orphan")).await.unwrap();
+    before.create_local(busybox_spec("keep")).await.unwrap();
+    let orphan = before.create_local(busybox_spec("orphan")).await.unwrap();
     before
         .exec(&id("keep"), ExecRequest::shell("echo state > /root/state"))
         .await

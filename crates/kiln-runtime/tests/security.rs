@@ -24,8 +24,8 @@ async fn host_and_other_sandboxes_are_invisible() {
     let rt = runtime();
     let marker = rt.root.path().join("host-marker.txt");
     std::fs::write(&marker, "host secret").unwrap();
-    rt.create(busybox_spec("iso-a")).await.unwrap();
-    rt.create(busybox_spec("iso-b")).await.unwrap();
+    rt.create_local(busybox_spec("iso-a")).await.unwrap();
+    rt.create_local(busybox_spec("iso-b")).await.unwrap();
 
     let (code, out) = sh(&rt, "iso-a", "cat /etc/shadow").await;
     assert_ne!(code, 0, "read /etc/shadow: {out}");
@@ -62,7 +62,7 @@ async fn privileges_are_dropped() {
         return;
     }
     let rt = runtime();
-    rt.create(busybox_spec("priv1")).await.unwrap();
+    rt.create_local(busybox_spec("priv1")).await.unwrap();
     let (_, out) = sh(
         &rt,
         "priv1",
@@ -121,7 +121,7 @@ async fn only_loopback_network() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
-    rt.create(busybox_spec("net1")).await.unwrap();
+    rt.create_local(busybox_spec("net1")).await.unwrap();
     let (_, out) = sh(&rt, "net1", "ip -o link").await;
     let links: Vec<&str> = out.lines().collect();
     assert_eq!(links.len(), 1, "{out}");
@@ -160,7 +160,7 @@ async fn fork_bomb_hits_the_pids_limit() {
         pids: Some(64),
         ..Limits::default()
     };
-    rt.create(spec).await.unwrap();
+    rt.create_local(spec).await.unwrap();
     let start = Instant::now();
     let done = rt
         .exec(
@@ -192,7 +192,7 @@ async fn memory_hog_is_killed_inside_the_sandbox() {
         memory_bytes: Some(64 << 20),
         ..Limits::default()
     };
-    rt.create(spec).await.unwrap();
+    rt.create_local(spec).await.unwrap();
     let done = rt
         .exec(
             &id("hog1"),
@@ -214,7 +214,7 @@ async fn background_processes_die_with_a_timed_out_command() {
         return;
     }
     let rt = runtime();
-    rt.create(busybox_spec("bg1")).await.unwrap();
+    rt.create_local(busybox_spec("bg1")).await.unwrap();
     let done = rt
         .exec(
             &id("bg1"),
@@ -253,7 +253,7 @@ async fn a_gib_of_output_keeps_memory_bounded() {
         return;
     }
     let rt = runtime();
-    rt.create(busybox_spec("out1")).await.unwrap();
+    rt.create_local(busybox_spec("out1")).await.unwrap();
     let before = rss_kib();
     let done = rt
         .exec(
@@ -277,7 +277,7 @@ async fn agent_binary_and_socket_cannot_be_replaced() {
         return;
     }
     let rt = runtime();
-    let h = rt.create(busybox_spec("seal1")).await.unwrap();
+    let h = rt.create_local(busybox_spec("seal1")).await.unwrap();
     let agent_on_host = std::fs::read(rt.agent_path()).unwrap();
     for attempt in [
         "echo evil > /.kiln/agent",
@@ -319,7 +319,7 @@ async fn host_kernel_state_in_proc_is_read_only() {
         return;
     }
     let rt = runtime();
-    rt.create(busybox_spec("proc1")).await.unwrap();
+    rt.create_local(busybox_spec("proc1")).await.unwrap();
     let (code, out) = sh(
         &rt,
         "proc1",

@@ -6,7 +6,7 @@ mod support;
 use std::time::Instant;
 
 use kiln_protocol::ExecRequest;
-use kiln_runtime::{Runtime, SandboxSpec};
+use kiln_runtime::{Runtime, RuntimeError, SandboxSpec, SnapshotId};
 use support::*;
 
 async fn out(rt: &TestRuntime, sandbox: &str, script: &str) -> String {
@@ -31,7 +31,7 @@ async fn fork_sees_the_snapshot_and_nothing_after_it() {
     let rt = runtime();
     let mut spec = busybox_spec("parent");
     spec.env.insert("FROM_PARENT".into(), "yes".into());
-    rt.create(spec).await.unwrap();
+    rt.create_local(spec).await.unwrap();
     out(
         &rt,
         "parent",
@@ -44,8 +44,10 @@ async fn fork_sees_the_snapshot_and_nothing_after_it() {
     let start = Instant::now();
     let snap = rt.snapshot(&id("parent")).await.unwrap();
     eprintln!("snapshot of 10 MB took {:?}", start.elapsed());
-    assert!(snap.layer.join("testbed/a.txt").is_file());
-    assert_eq!(snap.layers.dirs()[0], snap.layer);
+    assert_eq!(snap.sandbox, id("parent"));
+    let layers = rt.snapshot_layers(&snap.id).unwrap();
+    assert!(layers.dirs()[0].join("testbed/a.txt").is_file());
+    assert_eq!(layers.dirs().len(), 2, "{layers:?}");
 
     // The parent keeps running and changes after the snapshot.
     out(
@@ -56,7 +58,7 @@ async fn fork_sees_the_snapshot_and_nothing_after_it() {
     .await;
 
     let start = Instant::now();
-    rt.create(SandboxSpec::from_snapshot(id("fork"), &snap))
+    rt.create(SandboxSpec::fork(id("fork"), &snap))
         .await
         .unwrap();
     eprintln!("fork took {:?}", start.elapsed());
@@ -78,8 +80,9 @@ async fn fork_sees_the_snapshot_and_nothing_after_it() {
 
     // A fork of a fork stacks both snapshot layers.
     let snap2 = rt.snapshot(&id("fork")).await.unwrap();
-    assert_eq!(snap2.layers.dirs().len(), 3);
-    rt.create(SandboxSpec::from_snapshot(id("fork2"), &snap2))
+    let layers2 = rt.snapshot_layers(&snap2.id).unwrap();
+    assert_eq!(layers2.dirs().len(), 3);
+    rt.create(SandboxSpec::fork(id("fork2"), &snap2))
         .await
         .unwrap();
     assert_eq!(
@@ -89,6 +92,10 @@ async fn fork_sees_the_snapshot_and_nothing_after_it() {
 
     rt.destroy(&id("fork2")).await.unwrap();
     rt.remove_snapshot(&snap2.id).await.unwrap();
-    assert!(!snap2.layer.exists());
-    assert!(rt.remove_snapshot("../../etc").await.is_err());
+    assert!(!layers2.dirs()[0].exists());
+    assert!(matches!(
+        rt.create(SandboxSpec::fork(id("fork3"), &snap2)).await,
+        Err(RuntimeError::NotFound(_))
+    ));
+    assert!(SnapshotId::new("../../etc").is_err());
 }

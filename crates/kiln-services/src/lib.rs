@@ -16,6 +16,7 @@ mod ids;
 pub mod outbound;
 pub mod records;
 pub mod repos;
+pub mod sandboxes;
 pub mod secret_box;
 pub mod sessions;
 pub mod verification;
@@ -23,7 +24,8 @@ pub mod verification;
 use std::path::Path;
 use std::sync::Arc;
 
-use kiln_config::{Config, RuntimeBackend};
+use kiln_config::Config;
+use kiln_runtime::Runtime;
 use kiln_store::Store;
 
 pub use error::{FieldError, ServiceError, ServiceResult};
@@ -34,13 +36,16 @@ use crate::auth::AuthService;
 use crate::billing::{BillingService, LedgerJobBilling};
 use crate::datasets::DatasetService;
 use crate::github::GithubService;
-use crate::sessions::{RecoveryReport, SandboxBackend, SessionService};
+use crate::sandboxes::Sandboxes;
+use crate::sessions::{RecoveryReport, SessionService};
 
 /// Everything a running Kiln needs, built once at start and shared by every request. The
 /// store stays inside: callers go through the services (and [`Kiln::ping_store`]).
 pub struct Kiln {
     pub config: Config,
     store: Arc<dyn Store>,
+    /// The sandbox backend, shared by sessions, verification and agent jobs.
+    pub sandboxes: Arc<Sandboxes>,
     pub auth: AuthService,
     pub datasets: DatasetService,
     pub sessions: Arc<SessionService>,
@@ -76,24 +81,30 @@ pub enum StartError {
 
 impl Kiln {
     /// Opens (creating if needed) the data directory and the store, and prepares the
-    /// services. It does not bootstrap: see [`Kiln::bootstrap`].
+    /// services with the sandbox backend the configuration names. It does not
+    /// bootstrap: see [`Kiln::bootstrap`].
     pub async fn open(config: Config) -> Result<Self, StartError> {
-        Self::open_with(config, sandbox_backend).await
+        Self::open_with(config, Sandboxes::open).await
     }
 
-    /// [`Kiln::open`] with sandboxes from `runtime` instead of the configured backend
-    /// (images still come from the data directory's image store): how the services' tests
-    /// run over an in-memory backend, and the seam a backend of its own plugs into.
+    /// Like [`Kiln::open`], with a sandbox backend the caller supplies (a test's fake,
+    /// a backend in its own crate) instead of the configured one; sandboxes get the
+    /// configuration's default limits, and `location` names where they run.
     pub async fn open_with_runtime(
         config: Config,
-        runtime: Arc<dyn kiln_runtime::Runtime>,
+        runtime: Arc<dyn Runtime>,
+        location: impl Into<String>,
     ) -> Result<Self, StartError> {
-        Self::open_with(config, move |config| given_backend(config, runtime)).await
+        let location = location.into();
+        Self::open_with(config, move |config| {
+            Sandboxes::with_runtime(config, runtime, location)
+        })
+        .await
     }
 
     async fn open_with(
         mut config: Config,
-        backend: impl FnOnce(&Config) -> SandboxBackend,
+        sandboxes: impl FnOnce(&Config) -> Sandboxes,
     ) -> Result<Self, StartError> {
         // Absolute once, here: sandboxes and agent jobs bind paths under it into mount
         // namespaces, where a path relative to the server's working directory means nothing.
@@ -111,10 +122,10 @@ impl Kiln {
         };
         let auth = AuthService::new(store.clone(), config.auth.clone(), &jwt_secret);
         let datasets = DatasetService::new(store.clone(), data_dir.join("repos"));
-        let backend = backend(&config);
+        let sandboxes = Arc::new(sandboxes(&config));
         let sessions = SessionService::new(
             store.clone(),
-            backend,
+            sandboxes.clone(),
             config.sessions.clone(),
             config.billing.clone(),
         );
@@ -126,7 +137,7 @@ impl Kiln {
         ));
         let agent_jobs = AgentJobService::new(
             store.clone(),
-            sessions.clone(),
+            sandboxes.clone(),
             config.agent_jobs.clone(),
             &data_dir,
             Arc::new(LedgerJobBilling::new(billing.clone())),
@@ -135,6 +146,7 @@ impl Kiln {
         Ok(Self {
             config,
             store,
+            sandboxes,
             auth,
             datasets,
             sessions,
@@ -198,99 +210,6 @@ impl Kiln {
         self.agent_jobs.shutdown();
         self.sessions.shutdown().await;
     }
-}
-
-/// The local sandbox runtime when this host can run it; otherwise the reason, with what
-/// to install, so that `kiln serve` can say it at start instead of failing on the first
-/// session.
-fn sandbox_backend(config: &Config) -> SandboxBackend {
-    if config.runtime.backend == RuntimeBackend::None {
-        return SandboxBackend::Unavailable("runtime.backend is \"none\"".into());
-    }
-    let agent = match config.runtime.agent_binary.clone().or_else(kiln_runtime::default_agent_binary) {
-        Some(agent) => agent,
-        None => {
-            return SandboxBackend::Unavailable(
-                "no kiln-agent binary found (set runtime.agent_binary or KILN_AGENT_BIN; scripts/build-agent.sh builds one)"
-                    .into(),
-            )
-        }
-    };
-    let mut local = kiln_runtime::LocalConfig::new(config.data_dir.join("runtime"), agent);
-    let limits = sandbox_limits(config);
-    local.default_disk_bytes = limits.disk_bytes;
-    local.memory_budget = config
-        .runtime
-        .memory_budget_mib
-        .map(|m| m.saturating_mul(1 << 20));
-    local.memory_overcommit = config.runtime.memory_overcommit;
-    local.disk_overcommit = config.runtime.disk_overcommit;
-    let report = kiln_runtime::check_host(&local);
-    if !report.is_ready() {
-        let missing: Vec<String> = report
-            .missing()
-            .map(|c| {
-                format!(
-                    "{} ({}){}",
-                    c.name,
-                    c.detail,
-                    c.fix.as_ref().map(|f| format!(": {f}")).unwrap_or_default()
-                )
-            })
-            .collect();
-        return SandboxBackend::Unavailable(format!(
-            "this host cannot run sandboxes: {}",
-            missing.join("; ")
-        ));
-    }
-    let runtime_root = local.root.clone();
-    let images = match kiln_image::ImageStore::open(&config.images_dir()) {
-        // No collection deletes a layer a sandbox has mounted.
-        Ok(images) => images.with_layer_users(Arc::new(move || {
-            kiln_runtime::local::layer_users(&runtime_root)
-        })),
-        Err(e) => return SandboxBackend::Unavailable(format!("cannot open the image store: {e}")),
-    };
-    match kiln_runtime::LocalRuntime::new(local) {
-        Ok(runtime) => SandboxBackend::Available {
-            runtime: Arc::new(runtime),
-            images,
-            limits,
-            location: format!("local:{}", hostname()),
-        },
-        Err(e) => SandboxBackend::Unavailable(format!("cannot start the local runtime: {e}")),
-    }
-}
-
-/// A runtime handed to [`Kiln::open_with_runtime`], with the configured image store and
-/// limits.
-fn given_backend(config: &Config, runtime: Arc<dyn kiln_runtime::Runtime>) -> SandboxBackend {
-    match kiln_image::ImageStore::open(&config.images_dir()) {
-        Ok(images) => SandboxBackend::Available {
-            runtime,
-            images,
-            limits: sandbox_limits(config),
-            location: "fake".into(),
-        },
-        Err(e) => SandboxBackend::Unavailable(format!("cannot open the image store: {e}")),
-    }
-}
-
-/// Every sandbox's limits, from `runtime.*`.
-fn sandbox_limits(config: &Config) -> kiln_runtime::Limits {
-    kiln_runtime::Limits {
-        memory_bytes: Some(config.runtime.memory_mib.saturating_mul(1024 * 1024)),
-        disk_bytes: (config.runtime.disk_mib > 0)
-            .then(|| config.runtime.disk_mib.saturating_mul(1 << 20)),
-        pids: Some(config.runtime.pids),
-        cpu_millicores: Some(config.runtime.cpu_millicores),
-    }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
 }
 
 fn create_private_dir(path: &Path) -> Result<(), StartError> {

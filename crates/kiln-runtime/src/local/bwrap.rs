@@ -43,7 +43,7 @@ pub struct BwrapLaunch<'a> {
     /// Hostname inside.
     pub hostname: &'a str,
     /// Extra host directories bound read-write, after the root.
-    pub binds: &'a [crate::spec::BindMount],
+    pub binds: &'a [crate::local::spec::BindMount],
     /// The agent's environment, which every command inherits.
     pub env: &'a BTreeMap<String, String>,
     /// Compiled seccomp filters, one file each, all applied.
@@ -250,7 +250,7 @@ mod tests {
     #[test]
     fn extra_binds_come_after_the_root_and_before_the_agent_runs() {
         let env = BTreeMap::new();
-        let binds = [crate::spec::BindMount {
+        let binds = [crate::local::spec::BindMount {
             source: "/host/job/workspace".into(),
             target: "/workspace".into(),
         }];

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RuntimeError};
 use crate::local::bwrap::SOCKET_NAME;
-use crate::spec::{Limits, RootLayers, SandboxId, SandboxSpec};
+use crate::local::spec::{LocalSpec, RootLayers};
+use crate::spec::{Limits, SandboxId};
 
 /// The directories of one sandbox under `<root>/sandboxes/<id>/`.
 #[derive(Debug, Clone)]
@@ -124,7 +125,7 @@ pub struct SandboxState {
 
 impl SandboxState {
     /// The state of a sandbox started from `spec`.
-    pub fn new(spec: &SandboxSpec, init_pid: u32, created_at: SystemTime) -> Self {
+    pub fn new(spec: &LocalSpec, init_pid: u32, created_at: SystemTime) -> Self {
         SandboxState {
             init_pid,
             created_at_ms: created_at
@@ -148,8 +149,8 @@ impl SandboxState {
     }
 
     /// The spec the sandbox was started from.
-    pub fn spec(&self, id: SandboxId) -> SandboxSpec {
-        let mut spec = SandboxSpec::new(id, RootLayers::new(self.layers.clone()));
+    pub fn spec(&self, id: SandboxId) -> LocalSpec {
+        let mut spec = LocalSpec::new(id, RootLayers::new(self.layers.clone()));
         spec.env = self.env.clone();
         spec.workdir = self.workdir.clone();
         spec.hostname = self.hostname.clone();

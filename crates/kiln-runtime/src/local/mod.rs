@@ -13,10 +13,12 @@ mod mount_namespace;
 mod overlay;
 mod proc_seal;
 mod reconcile;
+mod resolve;
 mod runtime_impl;
 mod sandbox;
 pub mod seccomp;
 mod snapshot;
+pub mod spec;
 mod staging;
 mod start;
 mod teardown;
@@ -36,6 +38,7 @@ use crate::spec::{Limits, SandboxId};
 pub use bwrap::{AGENT_PATH, RUN_DIR, SOCKET_PATH};
 pub use cgroup::CgroupVersion;
 pub use disk::disk_limit_problem;
+pub use spec::{BindMount, LocalSpec, RootLayers};
 
 use admission::{Admission, Budget};
 use cgroup::CgroupBackend;
@@ -135,6 +138,8 @@ pub struct LocalRuntime {
     disks: Arc<DiskPool>,
     /// The limits held against the node's budget.
     admission: Admission,
+    /// Where image references are resolved (`with_images`).
+    images: Option<resolve::Images>,
 }
 
 impl LocalRuntime {
@@ -209,6 +214,7 @@ impl LocalRuntime {
             socket_root,
             disks,
             admission,
+            images: None,
         })
     }
 
@@ -274,6 +280,11 @@ impl LocalRuntime {
         Ok(self.cgroups.oom_killed(&sandbox.cgroup))
     }
 
+    /// Host pid of the sandbox's init (the agent).
+    pub fn init_pid(&self, id: &SandboxId) -> Result<u32> {
+        Ok(self.get(id)?.init_pid)
+    }
+
     /// Host pids of every process in the sandbox (bwrap's monitor included).
     pub fn pids(&self, id: &SandboxId) -> Result<Vec<i32>> {
         Ok(self.get(id)?.cgroup.pids())
@@ -336,7 +347,7 @@ fn default_memory_budget() -> Result<u64> {
     Ok(total.saturating_sub(reserve).max(256 << 20))
 }
 
-fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+pub(crate) fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     fs::write(&tmp, bytes).map_err(|e| RuntimeError::io("cannot write", &tmp, e))?;
     fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))

@@ -14,10 +14,11 @@ use crate::error::{Result, RuntimeError};
 use crate::host_report::HostReport;
 use crate::local::layout::SandboxDirs;
 use crate::local::sandbox::Sandbox;
+use crate::local::spec::LocalSpec;
 use crate::local::{remove_socket_link, teardown, usage, LocalRuntime, Slot};
 use crate::runtime::{ExecEventSink, ReconcileReport, Runtime, SandboxExit};
 use crate::spec::{
-    Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot,
+    Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot, SnapshotId,
 };
 
 /// How long destroy waits for bwrap's monitor to be reaped after the kill.
@@ -59,6 +60,37 @@ impl LocalRuntime {
         Ok(())
     }
 
+    /// Starts a sandbox from layer directories and host binds: what `create` does once
+    /// the spec is resolved (and how the runtime's own tests start one from a directory).
+    pub async fn create_local(&self, spec: LocalSpec) -> Result<SandboxHandle> {
+        {
+            let mut table = self.table();
+            if table.contains_key(&spec.id) {
+                return Err(RuntimeError::AlreadyExists(spec.id.to_string()));
+            }
+            table.insert(spec.id.clone(), Slot::Starting);
+        }
+        if let Err(err) = self
+            .admission
+            .claim(&spec.id, &spec.limits, self.disk_space())
+        {
+            self.table().remove(&spec.id);
+            return Err(err);
+        }
+        match self.start(&spec).await {
+            Ok(sandbox) => {
+                let handle = sandbox.handle();
+                self.table().insert(spec.id.clone(), Slot::Running(sandbox));
+                Ok(handle)
+            }
+            Err(err) => {
+                self.table().remove(&spec.id);
+                self.admission.release(&spec.id);
+                Err(err)
+            }
+        }
+    }
+
     /// Tears down whatever is on disk for `id` (no table entry needed).
     pub(crate) async fn teardown_leftovers(&self, id: &str) -> Result<()> {
         if let Ok(id) = SandboxId::new(id) {
@@ -89,32 +121,12 @@ impl Runtime for LocalRuntime {
     }
 
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxHandle> {
-        {
-            let mut table = self.table();
-            if table.contains_key(&spec.id) {
-                return Err(RuntimeError::AlreadyExists(spec.id.to_string()));
-            }
-            table.insert(spec.id.clone(), Slot::Starting);
-        }
-        if let Err(err) = self
-            .admission
-            .claim(&spec.id, &spec.limits, self.disk_space())
-        {
-            self.table().remove(&spec.id);
-            return Err(err);
-        }
-        match self.start(&spec).await {
-            Ok(sandbox) => {
-                let handle = sandbox.handle();
-                self.table().insert(spec.id.clone(), Slot::Running(sandbox));
-                Ok(handle)
-            }
-            Err(err) => {
-                self.table().remove(&spec.id);
-                self.admission.release(&spec.id);
-                Err(err)
-            }
-        }
+        let spec = self.resolve(spec)?;
+        self.create_local(spec).await
+    }
+
+    async fn check_image(&self, reference: &str) -> Result<()> {
+        self.image(reference).map(|_| ())
     }
 
     async fn exec(&self, id: &SandboxId, request: ExecRequest) -> Result<ExecDone> {
@@ -208,7 +220,7 @@ impl Runtime for LocalRuntime {
         self.snapshot_sandbox(&sandbox).await
     }
 
-    async fn remove_snapshot(&self, snapshot_id: &str) -> Result<()> {
+    async fn remove_snapshot(&self, snapshot_id: &SnapshotId) -> Result<()> {
         self.remove_snapshot_layer(snapshot_id).await
     }
 
@@ -253,7 +265,6 @@ impl Runtime for LocalRuntime {
             .iter()
             .map(|sandbox| SandboxInfo {
                 id: sandbox.spec.id.clone(),
-                init_pid: sandbox.init_pid,
                 created_at: sandbox.created_at,
                 memory_bytes: self.cgroups.memory_usage(&sandbox.cgroup),
             })

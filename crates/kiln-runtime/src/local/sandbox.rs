@@ -9,13 +9,14 @@ use tokio::process::Child;
 use crate::local::cgroup::{CgroupBackend, SandboxCgroup};
 use crate::local::exit_watch::ExitWatch;
 use crate::local::layout::SandboxDirs;
-use crate::spec::{SandboxHandle, SandboxSpec};
+use crate::local::spec::LocalSpec;
+use crate::spec::SandboxHandle;
 
 /// A sandbox that is running (or was, until destroyed).
 #[derive(Debug)]
 pub struct Sandbox {
     /// What it was started from (layers, env, limits), for snapshots and forks.
-    pub spec: SandboxSpec,
+    pub spec: LocalSpec,
     /// Its directories.
     pub dirs: SandboxDirs,
     /// Its cgroup.
@@ -40,7 +41,7 @@ impl Sandbox {
     /// A sandbox record; the client is pointed at its socket, and the init (a process of
     /// `cgroup`) is watched from now on.
     pub fn new(
-        spec: SandboxSpec,
+        spec: LocalSpec,
         dirs: SandboxDirs,
         (cgroups, cgroup): (Arc<dyn CgroupBackend>, SandboxCgroup),
         init_pid: u32,
@@ -48,7 +49,7 @@ impl Sandbox {
     ) -> Self {
         Sandbox {
             exit: ExitWatch::start(init_pid, cgroups, cgroup.clone()),
-            client: AsyncAgentClient::new(dirs.socket()),
+            client: AsyncAgentClient::unix(dirs.socket()),
             spec,
             dirs,
             cgroup,
@@ -65,7 +66,6 @@ impl Sandbox {
         SandboxHandle {
             id: self.spec.id.clone(),
             agent_version: self.agent_version.clone(),
-            init_pid: self.init_pid,
             created_at: self.created_at,
         }
     }

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Result, RuntimeError};
+use crate::local::resolve::SnapshotRecord;
 use crate::local::sandbox::Sandbox;
-use crate::local::LocalRuntime;
-use crate::spec::{SandboxId, Snapshot};
+use crate::local::{replace_file, LocalRuntime};
+use crate::spec::{Snapshot, SnapshotId};
 
 static SNAPSHOT_SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -23,8 +24,8 @@ impl LocalRuntime {
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         let seq = SNAPSHOT_SEQ.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}-{nanos:x}{seq:x}", sandbox.spec.id);
-        let layer = self.layers_dir().join(&id);
+        let id = SnapshotId::new(format!("{}-{nanos:x}{seq:x}", sandbox.spec.id))?;
+        let layer = self.layers_dir().join(id.as_str());
         let tmp = self.layers_dir().join(format!("{id}.partial"));
         let cgroups = Arc::clone(&self.cgroups);
         let cgroup = sandbox.cgroup.clone();
@@ -46,21 +47,36 @@ impl LocalRuntime {
         .inspect_err(|_| {
             let _ = fs::remove_dir_all(&tmp);
         })?;
+        let record = SnapshotRecord {
+            layers: sandbox.spec.layers.with_top(&layer).dirs().to_vec(),
+            env: sandbox.spec.env.clone(),
+            workdir: sandbox.spec.workdir.clone(),
+        };
+        let written = serde_json::to_vec(&record)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .map_err(|e| RuntimeError::io("cannot encode the record of", &layer, e))
+            .and_then(|json| replace_file(&self.snapshot_record_path(&id), &json, 0o600));
+        if let Err(e) = written {
+            let _ = fs::remove_dir_all(&layer);
+            return Err(e);
+        }
         Ok(Snapshot {
             id,
-            layers: sandbox.spec.layers.with_top(&layer),
-            layer,
-            spec_template: sandbox.spec.clone(),
+            sandbox: sandbox.spec.id.clone(),
         })
     }
 
-    pub(crate) async fn remove_snapshot_layer(&self, snapshot_id: &str) -> Result<()> {
-        // Same alphabet as sandbox ids plus nothing that could leave the layers dir.
-        SandboxId::new(snapshot_id)
-            .map_err(|_| RuntimeError::NotFound(format!("snapshot {snapshot_id}")))?;
-        let layer = self.layers_dir().join(snapshot_id);
+    pub(crate) async fn remove_snapshot_layer(&self, snapshot_id: &SnapshotId) -> Result<()> {
+        // The id's alphabet keeps both paths inside the layers directory.
+        let layer = self.layers_dir().join(snapshot_id.as_str());
+        let record = self.snapshot_record_path(snapshot_id);
         tokio::task::spawn_blocking(move || match fs::remove_dir_all(&layer) {
-            Ok(()) => Ok(()),
+            Ok(()) => match fs::remove_file(&record) {
+                Err(e) if e.kind() != ErrorKind::NotFound => {
+                    Err(RuntimeError::io("cannot remove", &record, e))
+                }
+                _ => Ok(()),
+            },
             Err(e) if e.kind() == ErrorKind::NotFound => Err(RuntimeError::NotFound(format!(
                 "snapshot {}",
                 layer.display()
@@ -71,7 +87,7 @@ impl LocalRuntime {
         .map_err(|e| {
             RuntimeError::io(
                 "snapshot removal failed for",
-                snapshot_id,
+                snapshot_id.as_str(),
                 std::io::Error::other(e),
             )
         })?

@@ -11,15 +11,15 @@ use crate::error::{Result, RuntimeError};
 use crate::local::bwrap::{self, BwrapLaunch, RUN_DIR};
 use crate::local::layout::{SandboxDirs, SandboxState};
 use crate::local::sandbox::Sandbox;
+use crate::local::spec::LocalSpec;
 use crate::local::{disk, mount_namespace, overlay, proc_seal, staging, teardown, LocalRuntime};
-use crate::spec::SandboxSpec;
 
 /// The agent binds its socket, then restricts it to 0600: only then is it ready.
 const SOCKET_READY_MODE: u32 = 0o600;
 
 impl LocalRuntime {
     /// Starts `spec`; on failure removes everything it set up.
-    pub(crate) async fn start(&self, spec: &SandboxSpec) -> Result<Arc<Sandbox>> {
+    pub(crate) async fn start(&self, spec: &LocalSpec) -> Result<Arc<Sandbox>> {
         // 1. Validate before touching the host.
         // (Layers must make a valid absolute `lowerdir=`, though it is mounted relative.)
         spec.layers.lowerdir_option()?;
@@ -63,7 +63,7 @@ impl LocalRuntime {
         result
     }
 
-    async fn start_in(&self, spec: &SandboxSpec, dirs: &SandboxDirs) -> Result<Arc<Sandbox>> {
+    async fn start_in(&self, spec: &LocalSpec, dirs: &SandboxDirs) -> Result<Arc<Sandbox>> {
         let t0 = Instant::now();
         dirs.create()?;
         // 3. The writable layer on a filesystem of its own, the disk limit's size: a full
@@ -165,7 +165,7 @@ impl LocalRuntime {
         })?;
         let t_seal = t0.elapsed();
         // 9. Ready means the agent answers its hello.
-        let client = AsyncAgentClient::new(socket);
+        let client = AsyncAgentClient::unix(socket);
         let conn = client.connect().await.map_err(|e| {
             self.start_failed(
                 spec,
@@ -199,7 +199,7 @@ impl LocalRuntime {
 
     fn start_failed(
         &self,
-        spec: &SandboxSpec,
+        spec: &LocalSpec,
         tail: &Arc<std::sync::Mutex<Vec<u8>>>,
         reason: String,
     ) -> RuntimeError {

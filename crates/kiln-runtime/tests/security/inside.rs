@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kiln_protocol::{ExecDone, ExecRequest};
-use kiln_runtime::{RootLayers, Runtime, SandboxSpec};
+use kiln_runtime::local::{LocalSpec, RootLayers};
+use kiln_runtime::Runtime;
 
 use super::sh;
 use crate::support::*;
@@ -18,7 +19,7 @@ async fn signals_from_inside_change_nothing() {
         return;
     }
     let rt = runtime();
-    rt.create(busybox_spec("sig1")).await.unwrap();
+    rt.create_local(busybox_spec("sig1")).await.unwrap();
     assert_signals_change_nothing(&rt, "sig1").await;
 }
 
@@ -110,7 +111,7 @@ async fn the_agent_cannot_be_inspected_or_rewritten() {
         return;
     }
     let rt = runtime();
-    rt.create(busybox_spec("mem1")).await.unwrap();
+    rt.create_local(busybox_spec("mem1")).await.unwrap();
     assert_agent_is_out_of_reach(&rt, "mem1").await;
 }
 
@@ -137,7 +138,7 @@ async fn nothing_a_command_starts_outlives_it() {
     }
     let rt = runtime();
     // The default limits: 512 tasks, which a fork bomb fills in an instant.
-    rt.create(busybox_spec("left1")).await.unwrap();
+    rt.create_local(busybox_spec("left1")).await.unwrap();
     assert_leftovers_are_killed(&rt, "left1", "bomb() { bomb | bomb & }; bomb").await;
 }
 
@@ -292,7 +293,7 @@ async fn run_probe(
         .unwrap();
     let library_path = probe_layer(layer.path());
     let layers = RootLayers::new(vec![layer.path().to_path_buf(), busybox_rootfs()]);
-    rt.create(SandboxSpec::new(id(sandbox), layers))
+    rt.create_local(LocalSpec::new(id(sandbox), layers))
         .await
         .unwrap();
     let argv = std::iter::once("/probe").chain(args.iter().copied());
@@ -343,7 +344,7 @@ async fn host_paths_and_boot_options_do_not_show_inside() {
         return;
     }
     let rt = runtime();
-    rt.create(busybox_spec("paths1")).await.unwrap();
+    rt.create_local(busybox_spec("paths1")).await.unwrap();
     let host_paths = [
         rt.root.path().to_path_buf(),
         busybox_rootfs(),
@@ -414,7 +415,7 @@ async fn demo_images_keep_the_same_promises() {
     for (n, image) in images.iter().enumerate() {
         let name = format!("demo{n}");
         eprintln!("{name}: {}", image.reference());
-        rt.create(SandboxSpec::from_image(id(&name), image))
+        rt.create_local(LocalSpec::from_image(id(&name), image))
             .await
             .unwrap();
         assert_signals_change_nothing(&rt, &name).await;

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use kiln_runtime::{LocalConfig, LocalRuntime, RootLayers, SandboxId, SandboxSpec};
+use kiln_runtime::local::{LocalConfig, LocalRuntime, LocalSpec, RootLayers};
+use kiln_runtime::SandboxId;
 
 /// Where the busybox test rootfs is cached between runs.
 pub const BUSYBOX_ROOTFS: &str = "/var/cache/kiln-test/busybox-rootfs";
@@ -128,8 +129,8 @@ pub fn runtime_with(adjust: impl FnOnce(&mut LocalConfig)) -> TestRuntime {
 }
 
 /// A spec for the busybox rootfs.
-pub fn busybox_spec(id: &str) -> SandboxSpec {
-    SandboxSpec::new(
+pub fn busybox_spec(id: &str) -> LocalSpec {
+    LocalSpec::new(
         SandboxId::new(id).unwrap(),
         RootLayers::single(busybox_rootfs()),
     )

@@ -18,14 +18,14 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use kiln_config::AgentJobsConfig;
-use kiln_runtime::SandboxId;
+use kiln_runtime::{RuntimeError, SandboxId};
 use kiln_store::{AgentJobCursor, AgentJobRecord, AgentJobUpdate, JobStatus, NewAgentJob, Store};
 use tokio::sync::Semaphore;
 
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::{new_id, random_token, sha256_hex};
 use crate::outbound::{OutboundPolicy, Vetted};
-use crate::sessions::SessionService;
+use crate::sandboxes::Sandboxes;
 
 pub use billing::{CloneCredentials, JobBilling, JobCharge, NoBilling, NoCredentials};
 use repo_source::{check_ref, RepoSource};
@@ -67,7 +67,7 @@ pub struct AgentJobPage {
 
 pub struct AgentJobService {
     store: Arc<dyn Store>,
-    sessions: Arc<SessionService>,
+    sandboxes: Arc<Sandboxes>,
     config: AgentJobsConfig,
     /// `<data_dir>/agent-jobs`: one directory per job (work files, then the result).
     jobs_dir: PathBuf,
@@ -82,7 +82,7 @@ pub struct AgentJobService {
 impl AgentJobService {
     pub fn new(
         store: Arc<dyn Store>,
-        sessions: Arc<SessionService>,
+        sandboxes: Arc<Sandboxes>,
         config: AgentJobsConfig,
         data_dir: &Path,
         billing: Arc<dyn JobBilling>,
@@ -90,7 +90,7 @@ impl AgentJobService {
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
-            sessions,
+            sandboxes,
             slots: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
             outbound: OutboundPolicy::new(&config.allowed_internal_hosts, ALLOW_KEY),
             config,
@@ -174,19 +174,26 @@ impl AgentJobService {
             ),
             None => None,
         };
-        let (runtime, images, limits, _) = self.sessions.sandbox_backend().map_err(|_| {
-            ServiceError::Unavailable(
-                self.sessions
-                    .unavailable_reason()
-                    .map(|why| format!("agent jobs are not available on this server: {why}"))
-                    .unwrap_or_else(|| "agent jobs are not available on this server".into()),
-            )
+        let sandboxes = self.sandboxes.available().map_err(|why| {
+            ServiceError::Unavailable(format!(
+                "agent jobs are not available on this server: {why}"
+            ))
         })?;
-        if images.get(&agent.image).is_err() {
-            return Err(ServiceError::Conflict(format!(
-                "the image {} of agent {} is not on this server; import or build it first",
-                agent.image, request.agent_id
-            )));
+        let (runtime, limits) = (&sandboxes.runtime, &sandboxes.limits);
+        match runtime.check_image(&agent.image).await {
+            Ok(()) => {}
+            Err(RuntimeError::ImageNotFound { .. }) => {
+                return Err(ServiceError::Conflict(format!(
+                    "the image {} of agent {} is not on this server; import or build it first",
+                    agent.image, request.agent_id
+                )))
+            }
+            Err(e) => {
+                return Err(ServiceError::Internal(format!(
+                    "cannot look the image {} up: {e}",
+                    agent.image
+                )))
+            }
         }
         let unfinished = self
             .store
@@ -260,11 +267,10 @@ impl AgentJobService {
             let job_id = job.job_id.clone();
             runner::run(&this, job, source, pin, secret).await;
             // A job that ended before its sandbox was created gives its room back.
-            if let (Ok((runtime, ..)), Ok(id)) = (
-                this.sessions.sandbox_backend(),
-                SandboxId::new(job_id.clone()),
-            ) {
-                runtime.release(&id);
+            if let (Ok(sandboxes), Ok(id)) =
+                (this.sandboxes.available(), SandboxId::new(job_id.clone()))
+            {
+                sandboxes.runtime.release(&id);
             }
             this.lock_running().remove(&job_id);
         });

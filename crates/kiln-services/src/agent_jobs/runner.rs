@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use kiln_config::AgentConfig;
 use kiln_protocol::{ExecDone, ExecRequest};
-use kiln_runtime::{BindMount, SandboxId, SandboxSpec};
+use kiln_runtime::{RuntimeError, SandboxId, SandboxSpec, Workspace};
 use kiln_store::{AgentJobRecord, AgentJobUpdate, JobStatus};
 use serde_json::json;
 
@@ -276,25 +276,25 @@ async fn run_in_sandbox(
     tree: &Path,
     secret: &str,
 ) -> Result<ExecDone, String> {
-    let (runtime, images, limits, _) = service
-        .sessions
-        .sandbox_backend()
-        .map_err(|e| e.to_string())?;
-    let image = images
-        .get(&agent.image)
-        .map_err(|e| format!("the agent's image {}: {e}", agent.image))?;
+    let sandboxes = service
+        .sandboxes
+        .available()
+        .map_err(|why| format!("agent jobs are not available on this server: {why}"))?;
+    let runtime = &sandboxes.runtime;
     let id = SandboxId::new(job.job_id.clone()).map_err(|e| e.to_string())?;
-    let mut spec = SandboxSpec::from_image(id.clone(), &image);
-    spec.limits = *limits;
+    let mut spec = SandboxSpec::image(id.clone(), agent.image.clone());
+    spec.limits = sandboxes.limits;
     spec.workdir = Some(WORKSPACE.into());
-    spec.binds = vec![BindMount {
-        source: tree.to_path_buf(),
+    spec.workspace = Some(Workspace {
+        dir: tree.to_path_buf(),
         target: WORKSPACE.into(),
-    }];
-    runtime
-        .create(spec)
-        .await
-        .map_err(|e| format!("the sandbox failed to start: {e}"))?;
+    });
+    runtime.create(spec).await.map_err(|e| match e {
+        RuntimeError::ImageNotFound { reason, .. } => {
+            format!("the agent's image {}: {reason}", agent.image)
+        }
+        e => format!("the sandbox failed to start: {e}"),
+    })?;
 
     let mut request = ExecRequest::shell(agent.command.clone());
     request.cwd = Some(WORKSPACE.into());

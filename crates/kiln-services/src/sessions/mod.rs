@@ -19,8 +19,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kiln_config::{BillingConfig, SessionsConfig};
-use kiln_image::ImageStore;
-use kiln_runtime::{Limits, Runtime, SandboxId, SandboxSpec};
+use kiln_runtime::{Limits, Runtime, RuntimeError, SandboxId, SandboxSpec};
 use kiln_store::{
     InteractionKind, InteractionOutcome, InteractionRecord, JobStatus, NewInteraction, NewSession,
     SessionRecord, SessionStatus, Store,
@@ -31,23 +30,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::changes::Changes;
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::new_id;
+use crate::sandboxes::Sandboxes;
 use lost::{not_live, Ended};
 
 pub use lost::SANDBOX_LOST;
 pub use recovery::RecoveryReport;
 pub use worker::{Action, INFRA_EXIT_CODE};
-
-/// The runtime, when this server can make sandboxes.
-pub enum SandboxBackend {
-    Available {
-        runtime: Arc<dyn Runtime>,
-        images: ImageStore,
-        limits: Limits,
-        location: String,
-    },
-    /// Why sessions cannot be served here, and how to fix it.
-    Unavailable(String),
-}
 
 /// What the worker of a session knows about its sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +55,7 @@ struct LiveSession {
 
 pub struct SessionService {
     store: Arc<dyn Store>,
-    backend: SandboxBackend,
+    sandboxes: Arc<Sandboxes>,
     config: SessionsConfig,
     billing: BillingConfig,
     changes: Arc<Changes>,
@@ -85,13 +73,13 @@ pub struct CreateSession<'a> {
 impl SessionService {
     pub fn new(
         store: Arc<dyn Store>,
-        backend: SandboxBackend,
+        sandboxes: Arc<Sandboxes>,
         config: SessionsConfig,
         billing: BillingConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
-            backend,
+            sandboxes,
             config,
             billing,
             changes: Arc::new(Changes::default()),
@@ -99,33 +87,24 @@ impl SessionService {
         })
     }
 
+    /// Why this server cannot run sessions, when it cannot.
     pub fn unavailable_reason(&self) -> Option<String> {
-        match &self.backend {
-            SandboxBackend::Unavailable(why) => Some(why.clone()),
-            SandboxBackend::Available { .. } => None,
-        }
+        self.sandboxes.unavailable_reason()
     }
 
     pub fn config(&self) -> &SessionsConfig {
         &self.config
     }
 
-    /// The runtime, image store, limits and location, for other sandbox users (agent jobs).
-    pub(crate) fn sandbox_backend(
-        &self,
-    ) -> ServiceResult<(&Arc<dyn Runtime>, &ImageStore, &Limits, &str)> {
-        self.runtime()
-    }
-
-    fn runtime(&self) -> ServiceResult<(&Arc<dyn Runtime>, &ImageStore, &Limits, &str)> {
-        match &self.backend {
-            SandboxBackend::Available {
-                runtime,
-                images,
-                limits,
-                location,
-            } => Ok((runtime, images, limits, location.as_str())),
-            SandboxBackend::Unavailable(why) => Err(ServiceError::Unavailable(format!(
+    /// The runtime, the limits of a session's sandbox, and where sandboxes run.
+    fn runtime(&self) -> ServiceResult<(&Arc<dyn Runtime>, &Limits, &str)> {
+        match self.sandboxes.available() {
+            Ok(available) => Ok((
+                &available.runtime,
+                &available.limits,
+                available.location.as_str(),
+            )),
+            Err(why) => Err(ServiceError::Unavailable(format!(
                 "sessions are not available on this server: {why}"
             ))),
         }
@@ -150,7 +129,7 @@ impl SessionService {
                 },
             ));
         }
-        let (_, images, _, _) = self.runtime()?;
+        let (runtime, limits, _) = self.runtime()?;
         let sample = self
             .store
             .get_sample(request.dataset, request.sample_id, None)
@@ -159,13 +138,14 @@ impl SessionService {
                 ServiceError::not_found(format!("sample {}/{}", request.dataset, request.sample_id))
             })?;
         let reference = session_image(request.dataset, &sample.record);
-        let image = images.get(&reference).map_err(|_| {
-            ServiceError::Conflict(format!(
+        runtime.check_image(&reference).await.map_err(|e| match e {
+            RuntimeError::ImageNotFound { .. } => ServiceError::Conflict(format!(
                 "the environment image {reference} of sample {}/{} is not on this server yet: a server that \
                  builds the demo images at start logs its progress; otherwise build them with `kiln images \
                  build-demo`, or import the image with `kiln images import`",
                 request.dataset, request.sample_id
-            ))
+            )),
+            other => ServiceError::Internal(format!("cannot look the image {reference} up: {other}")),
         })?;
         self.check_balance(request.user_id).await?;
         let live = self.store.count_live_sessions(request.user_id).await?;
@@ -180,7 +160,6 @@ impl SessionService {
         let session_id = new_id("ses");
         let sandbox_id = SandboxId::new(session_id.clone())
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let (runtime, _, limits, _) = self.runtime()?;
         runtime
             .reserve(&sandbox_id, limits)
             .map_err(ServiceError::admission)?;
@@ -201,7 +180,7 @@ impl SessionService {
         let live = self.start_worker(&record, Readiness::Creating);
         let this = self.clone();
         let session = record.clone();
-        tokio::spawn(async move { this.start_sandbox(session, image, live).await });
+        tokio::spawn(async move { this.start_sandbox(session, reference, live).await });
         Ok(record)
     }
 
@@ -209,10 +188,10 @@ impl SessionService {
     async fn start_sandbox(
         self: Arc<Self>,
         session: SessionRecord,
-        image: kiln_image::Image,
+        image: String,
         live: Arc<LiveSession>,
     ) {
-        let Ok((runtime, _, limits, location)) = self.runtime() else {
+        let Ok((runtime, limits, location)) = self.runtime() else {
             return;
         };
         let id = match SandboxId::new(session.session_id.clone()) {
@@ -223,7 +202,7 @@ impl SessionService {
                     .await
             }
         };
-        let mut spec = SandboxSpec::from_image(id.clone(), &image);
+        let mut spec = SandboxSpec::image(id.clone(), image);
         spec.limits = *limits;
         spec.hostname = "kiln".into();
         match runtime.create(spec).await {

@@ -82,7 +82,7 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> Env {
 
 /// Opens and bootstraps a Kiln on `config`'s data directory over `fake`.
 pub async fn open(config: &Config, fake: &Arc<FakeRuntime>) -> Kiln {
-    let kiln = Kiln::open_with_runtime(config.clone(), fake.clone())
+    let kiln = Kiln::open_with_runtime(config.clone(), fake.clone(), "fake")
         .await
         .unwrap();
     kiln.bootstrap().await.unwrap();

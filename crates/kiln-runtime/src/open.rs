@@ -1,0 +1,124 @@
+//! Picks and builds the sandbox backend the configuration names, so that the server
+//! never names a backend's own settings (`LocalConfig`), host checks or paths.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use kiln_config::{RuntimeBackend, RuntimeConfig};
+
+use crate::local::{default_agent_binary, layer_users, LocalConfig, LocalRuntime};
+use crate::runtime::Runtime;
+use crate::spec::Limits;
+
+/// A backend ready to make sandboxes, and what its users need to know of it.
+pub struct Opened {
+    /// The backend.
+    pub runtime: Arc<dyn Runtime>,
+    /// The limits a sandbox gets unless asked otherwise ([`default_limits`]).
+    pub limits: Limits,
+    /// Where its sandboxes run, for records and people (e.g. `local:<hostname>`).
+    pub location: String,
+}
+
+/// Why this server cannot make sandboxes, and what to install or set to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Unavailable {
+    /// For people: the cause and the fix.
+    pub reason: String,
+}
+
+impl Unavailable {
+    fn new(reason: impl Into<String>) -> Self {
+        Unavailable {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The backend `config.backend` names, with its state under `data_dir` and its images
+/// in `images_dir`; or why this host cannot run it (so that `kiln serve` can say so at
+/// start instead of failing on the first session). Opening makes no sandbox.
+pub fn open(
+    config: &RuntimeConfig,
+    data_dir: &Path,
+    images_dir: &Path,
+) -> Result<Opened, Unavailable> {
+    match config.backend {
+        RuntimeBackend::None => Err(Unavailable::new("runtime.backend is \"none\"")),
+        RuntimeBackend::Local => open_local(config, data_dir, images_dir),
+    }
+}
+
+/// The per-sandbox limits the configuration sets.
+pub fn default_limits(config: &RuntimeConfig) -> Limits {
+    Limits {
+        memory_bytes: Some(config.memory_mib.saturating_mul(1024 * 1024)),
+        disk_bytes: disk_bytes(config),
+        pids: Some(config.pids),
+        cpu_millicores: Some(config.cpu_millicores),
+    }
+}
+
+fn disk_bytes(config: &RuntimeConfig) -> Option<u64> {
+    (config.disk_mib > 0).then(|| config.disk_mib.saturating_mul(1 << 20))
+}
+
+fn open_local(
+    config: &RuntimeConfig,
+    data_dir: &Path,
+    images_dir: &Path,
+) -> Result<Opened, Unavailable> {
+    let agent = config
+        .agent_binary
+        .clone()
+        .or_else(default_agent_binary)
+        .ok_or_else(|| {
+            Unavailable::new(
+                "no kiln-agent binary found (set runtime.agent_binary or KILN_AGENT_BIN; \
+                 scripts/build-agent.sh builds one)",
+            )
+        })?;
+    let mut local = LocalConfig::new(data_dir.join("runtime"), agent);
+    local.default_disk_bytes = disk_bytes(config);
+    local.memory_budget = config.memory_budget_mib.map(|m| m.saturating_mul(1 << 20));
+    local.memory_overcommit = config.memory_overcommit;
+    local.disk_overcommit = config.disk_overcommit;
+    let report = crate::local::host_check::check_host(&local);
+    if !report.is_ready() {
+        let missing: Vec<String> = report
+            .missing()
+            .map(|c| {
+                format!(
+                    "{} ({}){}",
+                    c.name,
+                    c.detail,
+                    c.fix.as_ref().map(|f| format!(": {f}")).unwrap_or_default()
+                )
+            })
+            .collect();
+        return Err(Unavailable::new(format!(
+            "this host cannot run sandboxes: {}",
+            missing.join("; ")
+        )));
+    }
+    let runtime_root = local.root.clone();
+    let images = kiln_image::ImageStore::open(images_dir)
+        .map_err(|e| Unavailable::new(format!("cannot open the image store: {e}")))?
+        // No collection deletes a layer a sandbox has mounted.
+        .with_layer_users(Arc::new(move || layer_users(&runtime_root)));
+    let runtime = LocalRuntime::new(local)
+        .map_err(|e| Unavailable::new(format!("cannot start the local runtime: {e}")))?
+        .with_images(images);
+    Ok(Opened {
+        runtime: Arc::new(runtime),
+        limits: default_limits(config),
+        location: format!("local:{}", hostname()),
+    })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
