@@ -39,7 +39,9 @@ async fn app() -> App {
         &sample_image_reference(DATASET, SAMPLE),
     );
     let fake = FakeRuntime::new();
-    let kiln = Kiln::open_with_runtime(config, fake.clone(), "fake").await.unwrap();
+    let kiln = Kiln::open_with_runtime(config, fake.clone(), "fake")
+        .await
+        .unwrap();
     let key = kiln.bootstrap().await.unwrap().admin_key.unwrap();
     let record = json!({"instance_id": SAMPLE, "repo": "test/hello",
         "base_commit": "0000000000000000000000000000000000000000",

@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use kiln_protocol::{Binary, ErrorCode, ExecEvent, ExecRequest, FileKind, WriteFileRequest};
-use kiln_runtime::{
-    Limits, RootLayers, Runtime, RuntimeError, SandboxExit, SandboxId, SandboxSpec,
-};
+use kiln_runtime::{Limits, Runtime, RuntimeError, SandboxExit, SandboxId, SandboxSpec};
 use kiln_test_support::{FakeRuntime, Reply};
 
 fn id(name: &str) -> SandboxId {
@@ -14,7 +12,7 @@ fn id(name: &str) -> SandboxId {
 }
 
 async fn sandbox(fake: &FakeRuntime, name: &str) -> SandboxId {
-    fake.create(SandboxSpec::new(id(name), RootLayers::default()))
+    fake.create(SandboxSpec::image(id(name), "kiln/fake:1"))
         .await
         .unwrap();
     id(name)
@@ -251,7 +249,7 @@ async fn a_fork_of_a_snapshot_starts_with_its_files() {
     fake.write_file(&s, write("/testbed/kept", "v2", false))
         .await
         .unwrap();
-    fake.create(SandboxSpec::from_snapshot(id("fork"), &snapshot))
+    fake.create(SandboxSpec::fork(id("fork"), &snapshot))
         .await
         .unwrap();
     let forked = fake
@@ -261,4 +259,21 @@ async fn a_fork_of_a_snapshot_starts_with_its_files() {
     assert_eq!(forked.content.to_string_lossy(), "v1");
     fake.remove_snapshot(&snapshot.id).await.unwrap();
     assert!(fake.remove_snapshot(&snapshot.id).await.is_err());
+}
+
+#[tokio::test]
+async fn a_forgotten_image_is_image_not_found_and_starts_nothing() {
+    let fake = FakeRuntime::new();
+    fake.forget_image("kiln/gone:1");
+    assert!(matches!(
+        fake.check_image("kiln/gone:1").await,
+        Err(RuntimeError::ImageNotFound { .. })
+    ));
+    fake.check_image("kiln/fake:1").await.unwrap();
+    let created = fake
+        .create(SandboxSpec::image(id("s1"), "kiln/gone:1"))
+        .await;
+    assert!(matches!(created, Err(RuntimeError::ImageNotFound { .. })));
+    assert!(fake.running().is_empty());
+    assert_eq!(fake.reservations(), 0);
 }

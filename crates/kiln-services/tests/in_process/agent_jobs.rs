@@ -86,10 +86,14 @@ async fn an_agent_that_succeeds_completes_with_its_diff_and_logs() {
             return None;
         }
         assert!(call.request.env.contains_key("KILN_JOB_SECRET"));
-        let bind = call.spec.binds.first().expect("the checkout is bound");
+        let bind = call
+            .spec
+            .workspace
+            .as_ref()
+            .expect("the checkout is the workspace");
         assert_eq!(bind.target, "/workspace");
         std::fs::write(
-            bind.source.join("lib.py"),
+            bind.dir.join("lib.py"),
             "def add(a, b):\n    return a + b\n",
         )
         .unwrap();

@@ -241,6 +241,34 @@ async fn a_full_node_refuses_with_capacity_before_accepting() {
 }
 
 #[tokio::test]
+async fn a_sample_whose_image_the_backend_lacks_is_refused_before_accepting() {
+    let env = start(|_| {}).await;
+    env.fake
+        .forget_image(&kiln_services::sessions::sample_image_reference(
+            DATASET, SAMPLE,
+        ));
+    let refused = env
+        .kiln
+        .sessions
+        .create(CreateSession {
+            user_id: &env.user,
+            dataset: DATASET,
+            sample_id: SAMPLE,
+            ttl_minutes: None,
+        })
+        .await;
+    match refused {
+        Err(ServiceError::Conflict(message)) => {
+            assert!(message.contains("is not on this server"), "{message}")
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let (sessions, total) = env.kiln.sessions.list(&env.user, 10, 0).await.unwrap();
+    assert_eq!((sessions.len(), total), (0, 0), "nothing was stored");
+    assert_eq!(env.fake.creates(), 0);
+}
+
+#[tokio::test]
 async fn a_sandbox_that_fails_to_start_leaves_the_session_in_error() {
     let env = start(|_| {}).await;
     env.fake.fail_creates(Some("no agent answered"));
@@ -287,7 +315,7 @@ async fn a_restart_resumes_live_sandboxes_and_ends_the_rest() {
     // A sandbox nobody knows, and one that vanished while the server was down.
     let stray = SandboxId::new("stray").unwrap();
     env.fake
-        .create(SandboxSpec::new(stray.clone(), Default::default()))
+        .create(SandboxSpec::image(stray.clone(), "kiln/stray:1"))
         .await
         .unwrap();
     env.fake.destroy(&sandbox_of(&vanished)).await.unwrap();

@@ -72,7 +72,7 @@ async fn passing_tests_grade_as_resolved() {
         .on_exec(harness_script("PASSED t1\nPASSED t2\n", None));
     let job = verify(&env).await;
     assert_eq!(job.status, JobStatus::Completed, "{job:?}");
-    let result = job.result.expect("a completed job has a result");
+    let result = serde_json::to_value(job.result.expect("a completed job has a result")).unwrap();
     assert_eq!(result["is_success"], true, "{result}");
     assert_eq!(result["grading"]["resolution"], "RESOLVED_FULL", "{result}");
     assert_eq!(result["passed"], 2, "{result}");
@@ -85,7 +85,7 @@ async fn a_failing_fail_to_pass_test_grades_as_not_resolved() {
         .on_exec(harness_script("FAILED t1\nPASSED t2\n", None));
     let job = verify(&env).await;
     assert_eq!(job.status, JobStatus::Completed, "{job:?}");
-    let result = job.result.expect("a completed job has a result");
+    let result = serde_json::to_value(job.result.expect("a completed job has a result")).unwrap();
     assert_eq!(result["is_success"], false, "{result}");
     assert_eq!(result["grading"]["resolution"], "RESOLVED_NO", "{result}");
 }

@@ -21,7 +21,8 @@ use kiln_protocol::{
 };
 use kiln_runtime::{
     ExecEventSink, HostReport, Limits, ReconcileReport, Resource, ResourceUsage, Result, Runtime,
-    RuntimeError, SandboxExit, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot,
+    RuntimeError, SandboxExit, SandboxHandle, SandboxId, SandboxInfo, SandboxSource, SandboxSpec,
+    Snapshot, SnapshotId,
 };
 use tokio::sync::{oneshot, watch};
 
@@ -29,7 +30,6 @@ pub use files::{normalize, Files};
 
 /// Where a snapshot's (pretend) layer lives: a fork whose top layer is one of these starts
 /// with the snapshot's files.
-const SNAPSHOT_DIR: &str = "/fake-snapshots";
 
 /// What a script answers to one command.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -109,6 +109,8 @@ struct State {
     sandboxes: BTreeMap<SandboxId, Sandbox>,
     reserved: BTreeSet<SandboxId>,
     snapshots: BTreeMap<String, (Files, SandboxSpec)>,
+    /// Image references that do not exist (every other one does).
+    missing_images: BTreeSet<String>,
     capacity: Option<usize>,
     seed: Files,
     create_delay: Duration,
@@ -167,6 +169,11 @@ impl FakeRuntime {
     /// How long each create takes.
     pub fn set_create_delay(&self, delay: Duration) {
         self.lock().create_delay = delay;
+    }
+
+    /// Makes `reference` an image this backend does not have (`ImageNotFound`).
+    pub fn forget_image(&self, reference: &str) {
+        self.lock().missing_images.insert(reference.to_string());
     }
 
     /// Makes every create fail (`StartFailed`) with this reason; `None` restores them.
@@ -475,14 +482,16 @@ impl Runtime for FakeRuntime {
                 reason,
             });
         }
-        let from_snapshot = spec
-            .layers
-            .dirs()
-            .first()
-            .and_then(|top| top.strip_prefix(SNAPSHOT_DIR).ok())
-            .and_then(|name| state.snapshots.get(&name.to_string_lossy().into_owned()))
-            .map(|(files, _)| files.clone());
-        let files = from_snapshot.unwrap_or_else(|| state.seed.clone());
+        let files = match &spec.source {
+            SandboxSource::Snapshot(snapshot) => match state.snapshots.get(snapshot.as_str()) {
+                Some((files, _)) => files.clone(),
+                None => return Err(RuntimeError::NotFound(format!("snapshot {snapshot}"))),
+            },
+            SandboxSource::Image(reference) if state.missing_images.contains(reference) => {
+                return Err(image_not_found(reference))
+            }
+            SandboxSource::Image(_) => state.seed.clone(),
+        };
         let created_at = SystemTime::now();
         let (exit, _) = watch::channel(None);
         state.creates += 1;
@@ -501,9 +510,15 @@ impl Runtime for FakeRuntime {
         Ok(SandboxHandle {
             id,
             agent_version: "fake".into(),
-            init_pid: 1,
             created_at,
         })
+    }
+
+    async fn check_image(&self, reference: &str) -> Result<()> {
+        if self.lock().missing_images.contains(reference) {
+            return Err(image_not_found(reference));
+        }
+        Ok(())
     }
 
     async fn exec(&self, id: &SandboxId, request: ExecRequest) -> Result<ExecDone> {
@@ -575,19 +590,16 @@ impl Runtime for FakeRuntime {
         let snapshot_id = format!("snap-{}", state.next_id);
         let sandbox = live(&mut state, id)?;
         let (files, spec) = (sandbox.files.clone(), sandbox.spec.clone());
-        let layer = PathBuf::from(SNAPSHOT_DIR).join(&snapshot_id);
         let snapshot = Snapshot {
-            id: snapshot_id.clone(),
-            layers: spec.layers.with_top(&layer),
-            layer,
-            spec_template: spec.clone(),
+            id: SnapshotId::new(snapshot_id.clone())?,
+            sandbox: id.clone(),
         };
         state.snapshots.insert(snapshot_id, (files, spec));
         Ok(snapshot)
     }
 
-    async fn remove_snapshot(&self, snapshot_id: &str) -> Result<()> {
-        match self.lock().snapshots.remove(snapshot_id) {
+    async fn remove_snapshot(&self, snapshot_id: &SnapshotId) -> Result<()> {
+        match self.lock().snapshots.remove(snapshot_id.as_str()) {
             Some(_) => Ok(()),
             None => Err(RuntimeError::NotFound(format!("snapshot {snapshot_id}"))),
         }
@@ -627,7 +639,6 @@ impl Runtime for FakeRuntime {
             .filter(|(_, s)| s.died.is_none())
             .map(|(id, s)| SandboxInfo {
                 id: id.clone(),
-                init_pid: 1,
                 created_at: s.created_at,
                 memory_bytes: None,
             })
@@ -680,5 +691,12 @@ impl Runtime for FakeRuntime {
             destroyed(sandbox);
         }
         Ok(())
+    }
+}
+
+fn image_not_found(reference: &str) -> RuntimeError {
+    RuntimeError::ImageNotFound {
+        reference: reference.to_string(),
+        reason: "the fake backend was told to forget it".into(),
     }
 }
