@@ -23,7 +23,7 @@ pub use error::{Resource, Result, RuntimeError};
 pub use host_report::{HostCheck, HostReport};
 pub use local::host_check::check_host;
 pub use local::{default_agent_binary, LocalConfig, LocalRuntime};
-pub use runtime::{ExecEventSink, ReconcileReport, Runtime, SandboxExit};
+pub use runtime::{ExecEventSink, NodeCapacity, ReconcileReport, Runtime, SandboxExit};
 pub use spec::{
     BindMount, Limits, Network, ResourceUsage, RootLayers, SandboxHandle, SandboxId, SandboxInfo,
     SandboxSpec, Snapshot,

@@ -243,6 +243,8 @@ pub struct ResourceUsage {
     pub disk_used_bytes: Option<u64>,
     /// Processes and threads now.
     pub pids: Option<u64>,
+    /// Its disk limit (`Limits::disk_bytes`), to read `disk_used_bytes` against.
+    pub disk_limit_bytes: Option<u64>,
 }
 
 /// A frozen copy of a sandbox's changes: a read-only directory usable as an overlay layer.
