@@ -1,7 +1,7 @@
 //! `[server]`: how the HTTP server holds against slow, idle, greedy or hostile clients.
 use serde::{Deserialize, Serialize};
 
-use crate::ConfigError;
+use crate::{ConfigError, Secret};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -30,6 +30,10 @@ pub struct ServerConfig {
     pub ip_requests_per_sec: u32,
     /// Burst of the per-address rate (≥ 1).
     pub ip_burst: u32,
+    /// Bearer token `GET /metrics` (Prometheus) requires. Unset: `/metrics` answers only
+    /// clients connecting from a loopback address (others get 404); behind a reverse proxy
+    /// on the same host, set a token, since every request then comes from loopback.
+    pub metrics_token: Option<Secret>,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +47,7 @@ impl Default for ServerConfig {
             key_burst: 4_000,
             ip_requests_per_sec: 100,
             ip_burst: 200,
+            metrics_token: None,
         }
     }
 }
@@ -83,6 +88,12 @@ impl ServerConfig {
                 ),
             )?;
         }
+        rule(
+            self.metrics_token
+                .as_ref()
+                .is_none_or(|t| t.expose().len() >= 16),
+            "metrics_token must be at least 16 characters",
+        )?;
         Ok(())
     }
 }

@@ -13,6 +13,7 @@ pub mod demo;
 mod error;
 pub mod github;
 mod ids;
+pub mod metrics;
 pub mod outbound;
 pub mod records;
 pub mod repos;
@@ -246,6 +247,7 @@ fn sandbox_backend(config: &Config) -> SandboxBackend {
                 cpu_millicores: Some(config.runtime.cpu_millicores),
             },
             location: format!("local:{}", hostname()),
+            max_disk_bytes: config.runtime.max_disk_mib.saturating_mul(1 << 20),
         },
         Err(e) => SandboxBackend::Unavailable(format!("cannot start the local runtime: {e}")),
     }

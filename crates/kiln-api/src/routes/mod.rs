@@ -5,6 +5,7 @@ pub mod billing;
 pub mod datasets;
 pub mod github;
 pub mod health;
+pub mod metrics;
 pub mod samples;
 pub mod sessions;
 pub mod users;

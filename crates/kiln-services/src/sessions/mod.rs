@@ -10,6 +10,8 @@ mod lost;
 mod metering;
 mod recovery;
 mod retention;
+mod sample_limits;
+mod usage;
 mod worker;
 
 use std::collections::HashMap;
@@ -43,6 +45,8 @@ pub enum SandboxBackend {
         images: ImageStore,
         limits: Limits,
         location: String,
+        /// The largest disk a sample may ask for (`runtime.max_disk_mib`).
+        max_disk_bytes: u64,
     },
     /// Why sessions cannot be served here, and how to fix it.
     Unavailable(String),
@@ -71,6 +75,7 @@ pub struct SessionService {
     billing: BillingConfig,
     changes: Arc<Changes>,
     live: Mutex<HashMap<String, Arc<LiveSession>>>,
+    metrics: crate::metrics::Metrics,
 }
 
 /// A new session request, validated by the caller's shape but not its meaning.
@@ -95,6 +100,7 @@ impl SessionService {
             billing,
             changes: Arc::new(Changes::default()),
             live: Mutex::new(HashMap::new()),
+            metrics: crate::metrics::Metrics::new(),
         })
     }
 
@@ -116,6 +122,13 @@ impl SessionService {
         self.runtime()
     }
 
+    fn max_disk_bytes(&self) -> u64 {
+        match &self.backend {
+            SandboxBackend::Available { max_disk_bytes, .. } => *max_disk_bytes,
+            SandboxBackend::Unavailable(_) => 0,
+        }
+    }
+
     fn runtime(&self) -> ServiceResult<(&Arc<dyn Runtime>, &ImageStore, &Limits, &str)> {
         match &self.backend {
             SandboxBackend::Available {
@@ -123,6 +136,7 @@ impl SessionService {
                 images,
                 limits,
                 location,
+                ..
             } => Ok((runtime, images, limits, location.as_str())),
             SandboxBackend::Unavailable(why) => Err(ServiceError::Unavailable(format!(
                 "sessions are not available on this server: {why}"
@@ -180,8 +194,9 @@ impl SessionService {
         let sandbox_id = SandboxId::new(session_id.clone())
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let (runtime, _, limits, _) = self.runtime()?;
+        let limits = sample_limits::sample_limits(&sample.record, limits, self.max_disk_bytes())?;
         runtime
-            .reserve(&sandbox_id, limits)
+            .reserve(&sandbox_id, &limits)
             .map_err(ServiceError::admission)?;
         let now = Utc::now();
         let record = self
@@ -197,10 +212,11 @@ impl SessionService {
             })
             .await
             .inspect_err(|_| runtime.release(&sandbox_id))?;
+        self.metrics.session_created();
         let live = self.start_worker(&record, Readiness::Creating);
         let this = self.clone();
         let session = record.clone();
-        tokio::spawn(async move { this.start_sandbox(session, image, live).await });
+        tokio::spawn(async move { this.start_sandbox(session, image, limits, live).await });
         Ok(record)
     }
 
@@ -209,9 +225,10 @@ impl SessionService {
         self: Arc<Self>,
         session: SessionRecord,
         image: kiln_image::Image,
+        limits: Limits,
         live: Arc<LiveSession>,
     ) {
-        let Ok((runtime, _, limits, location)) = self.runtime() else {
+        let Ok((runtime, _, _, location)) = self.runtime() else {
             return;
         };
         let id = match SandboxId::new(session.session_id.clone()) {
@@ -223,9 +240,15 @@ impl SessionService {
             }
         };
         let mut spec = SandboxSpec::from_image(id.clone(), &image);
-        spec.limits = *limits;
+        spec.limits = limits;
         spec.hostname = "kiln".into();
-        match runtime.create(spec).await {
+        let started = std::time::Instant::now();
+        let created = runtime.create(spec).await;
+        match &created {
+            Ok(_) => self.metrics.sandbox_created(started.elapsed()),
+            Err(_) => self.metrics.sandbox_create_failed(),
+        }
+        match created {
             Ok(_) => match self
                 .store
                 .mark_session_ready(&session.session_id, id.as_str(), location, Utc::now())
@@ -259,12 +282,16 @@ impl SessionService {
         code: &str,
         message: &str,
     ) {
-        if let Err(e) = self
+        match self
             .store
             .mark_session_error(&session.session_id, code, message, Utc::now())
             .await
         {
-            tracing::error!(session = %session.session_id, error = %e, "cannot record a failed start");
+            Ok(Some(_)) => self.metrics.session_ended(SessionStatus::Error),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(session = %session.session_id, error = %e, "cannot record a failed start")
+            }
         }
         live.readiness
             .send_replace(Readiness::Gone(Ended::closed(format!(
@@ -377,6 +404,7 @@ impl SessionService {
         else {
             return Ok(None);
         };
+        self.metrics.session_ended(status);
         if let Some(live) = self.forget(session_id) {
             live.readiness.send_replace(Readiness::Gone(gone.clone()));
         }
@@ -392,6 +420,7 @@ impl SessionService {
             .as_deref()
             .and_then(|s| SandboxId::new(s).ok())
         {
+            self.record_final_usage(session_id, &sandbox).await;
             self.destroy_sandbox(&sandbox).await;
         }
         self.changes.notify(session_id);
@@ -474,6 +503,7 @@ impl SessionService {
             ))
         })?;
         let (kind, request) = action.describe();
+        self.metrics.interaction(kind.as_str());
         let record = self
             .store
             .insert_interaction(&NewInteraction {
