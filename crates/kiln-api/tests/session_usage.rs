@@ -187,3 +187,39 @@ async fn metrics_need_the_token_when_one_is_set() {
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("kiln_sessions_created_total 0"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_sandbox_still_leaves_its_last_sample() {
+    let Some(s) = sandbox::start_if_possible(|c| c.billing.heartbeat_secs = 3600).await else {
+        return;
+    };
+    let key = s.admin_key.clone();
+    let id = create_ready_sample(&s, &key, SAMPLE).await;
+    run(&s, &key, &id, "echo busy > /testbed/busy").await;
+    // The agent (the sandbox's init) killed from the host, as an OOM or an admin would.
+    let state = s
+        .kiln
+        .config
+        .data_dir
+        .join("runtime/sandboxes")
+        .join(&id)
+        .join("state.json");
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(state).expect("state")).expect("JSON");
+    let pid = state["init_pid"].as_u64().expect("init_pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let session = sandbox::once_not_ready(&s, &key, &id, Instant::now()).await;
+    assert_eq!(session["error"]["code"], "sandbox_lost", "{session}");
+    let resources = &session["resources"];
+    assert!(
+        resources["memory_peak_bytes"]
+            .as_u64()
+            .is_some_and(|m| m > 0),
+        "sampled before the dead sandbox was removed: {session}"
+    );
+    assert_eq!(resources["disk_limit_bytes"], 10u64 << 30, "{session}");
+}

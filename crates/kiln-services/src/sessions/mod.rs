@@ -392,6 +392,7 @@ impl SessionService {
             }
             (None, _) => Ended::closed("the session was closed"),
         };
+        let cpu_micros = self.sample_before_end(session_id).await;
         let Some(ended) = self
             .end_billed(
                 session_id,
@@ -405,6 +406,7 @@ impl SessionService {
             return Ok(None);
         };
         self.metrics.session_ended(status);
+        self.metrics.ended_cpu(cpu_micros.unwrap_or(0));
         if let Some(live) = self.forget(session_id) {
             live.readiness.send_replace(Readiness::Gone(gone.clone()));
         }
@@ -420,7 +422,6 @@ impl SessionService {
             .as_deref()
             .and_then(|s| SandboxId::new(s).ok())
         {
-            self.record_final_usage(session_id, &sandbox).await;
             self.destroy_sandbox(&sandbox).await;
         }
         self.changes.notify(session_id);

@@ -1,6 +1,7 @@
 //! What each session's sandbox uses (CPU time, memory peak, disk, processes), sampled from
-//! the runtime with the heartbeat and once more just before the sandbox is destroyed
-//! (close, expiry, a lost sandbox), and stored with the session. Usage is information, not
+//! the runtime with the heartbeat and once more as the session ends (close, expiry, a
+//! lost sandbox: before it is stored as ended, so before its sandbox is destroyed), and
+//! stored with the session. Usage is information, not
 //! a gate: a sample that cannot be read or stored is logged and skipped.
 use chrono::Utc;
 use kiln_runtime::{ResourceUsage, SandboxId};
@@ -37,16 +38,19 @@ impl SessionService {
         stored
     }
 
-    /// The last sample of a session whose sandbox is about to be destroyed; its CPU time
-    /// goes to the ended sessions' total.
-    pub(super) async fn record_final_usage(&self, session_id: &str, sandbox: &SandboxId) {
-        if let Some(usage) = self.read_usage(sandbox).await {
-            if let Some(cpu) = usage.cpu_time {
-                self.metrics
-                    .ended_cpu(u64::try_from(cpu.as_micros()).unwrap_or(u64::MAX));
-            }
-            self.store_usage(session_id, &usage).await;
-        }
+    /// The last sample of a session about to end, taken before it is stored as ended, so
+    /// whoever reads it ended reads its final usage. Its CPU time in microseconds, for the
+    /// ended sessions' total (counted by the caller that wins the end).
+    pub(super) async fn sample_before_end(&self, session_id: &str) -> Option<u64> {
+        let sandbox = match &*self.lock_live().get(session_id)?.readiness.borrow() {
+            Readiness::Ready(id) => id.clone(),
+            _ => return None,
+        };
+        let usage = self.read_usage(&sandbox).await?;
+        self.store_usage(session_id, &usage).await;
+        usage
+            .cpu_time
+            .map(|t| u64::try_from(t.as_micros()).unwrap_or(u64::MAX))
     }
 
     async fn read_usage(&self, sandbox: &SandboxId) -> Option<ResourceUsage> {
