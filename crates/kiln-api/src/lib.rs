@@ -81,6 +81,7 @@ pub fn router(kiln: Arc<Kiln>) -> Router {
         let doc = doc.clone();
         move || async move { Json(doc.as_ref().clone()) }
     };
+    let metrics = axum::routing::get(routes::metrics::metrics).with_state(state.clone());
     let api = api
         .route("/openapi.json", axum::routing::get(spec))
         .fallback(not_found)
@@ -89,6 +90,7 @@ pub fn router(kiln: Arc<Kiln>) -> Router {
         .with_state(state);
     Router::new()
         .nest("/api/v1", api)
+        .route("/metrics", metrics)
         .merge(openapi::docs_ui(doc.as_ref().clone()))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -27,6 +27,9 @@ pub struct RuntimeConfig {
     /// past the budget × this, or their disk limits past the usable disk × `disk_overcommit`.
     pub memory_overcommit: f64,
     pub disk_overcommit: f64,
+    /// The largest disk a sample may ask for (its record's `disk_mib`, overriding
+    /// `disk_mib` for its sessions), in MiB. A sample asking for more cannot be started.
+    pub max_disk_mib: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -48,6 +51,7 @@ impl Default for RuntimeConfig {
             memory_budget_mib: None,
             memory_overcommit: 10.0,
             disk_overcommit: 20.0,
+            max_disk_mib: 100 * 1024,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `[server]`: how the HTTP server holds against slow, idle, greedy or hostile clients.
 use serde::{Deserialize, Serialize};
 
-use crate::ConfigError;
+use crate::{ConfigError, Secret};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -37,6 +37,10 @@ pub struct ServerConfig {
     /// ignored, so a client cannot pick the address it is limited by. At most 64.
     #[serde(deserialize_with = "addresses_or_blocks")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Bearer token `GET /metrics` (Prometheus) requires. Unset: `/metrics` answers only
+    /// clients connecting from a loopback address (others get 404); behind a reverse proxy
+    /// on the same host, set a token, since every request then comes from loopback.
+    pub metrics_token: Option<Secret>,
 }
 
 /// `"10.0.0.0/8"` or a bare address (`"127.0.0.1"`, a block of one).
@@ -72,6 +76,7 @@ impl Default for ServerConfig {
             ip_requests_per_sec: 100,
             ip_burst: 200,
             trusted_proxies: Vec::new(),
+            metrics_token: None,
         }
     }
 }
@@ -112,6 +117,12 @@ impl ServerConfig {
                 ),
             )?;
         }
+        rule(
+            self.metrics_token
+                .as_ref()
+                .is_none_or(|t| t.expose().len() >= 16),
+            "metrics_token must be at least 16 characters",
+        )?;
         rule(
             self.trusted_proxies.len() <= 64,
             "trusted_proxies may name at most 64 addresses or blocks",

@@ -74,6 +74,26 @@ pub struct SessionRecord {
     pub location: Option<String>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
+    /// What its sandbox used, as last sampled; `None` before the first sample.
+    pub usage: Option<SessionUsage>,
+}
+
+/// What a session's sandbox used, sampled while it runs and once more before it is
+/// destroyed. A field is `None` where the host does not report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionUsage {
+    /// CPU time of all its processes, in microseconds.
+    pub cpu_micros: Option<u64>,
+    /// Highest memory charged to it at once.
+    pub memory_peak_bytes: Option<u64>,
+    /// Bytes in use on its disk (with a disk limit).
+    pub disk_used_bytes: Option<u64>,
+    /// Its disk limit.
+    pub disk_limit_bytes: Option<u64>,
+    /// Most processes and threads seen in one sample.
+    pub pids_peak: Option<u64>,
+    /// When it was sampled.
+    pub sampled_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -39,6 +39,23 @@ pub enum SandboxExit {
     },
 }
 
+/// What a node's sandboxes hold against what admission lets them hold, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct NodeCapacity {
+    /// Sum of the memory limits of the sandboxes held (running, starting or reserved).
+    pub memory_reserved_bytes: u64,
+    /// Memory for all sandboxes (the parent cgroup's limit).
+    pub memory_budget_bytes: u64,
+    /// Admission allows memory limits up to the budget × this.
+    pub memory_overcommit: f64,
+    /// Sum of the disk limits held.
+    pub disk_reserved_bytes: u64,
+    /// Disk space sandboxes can use: free space plus what their disks already hold.
+    pub disk_budget_bytes: u64,
+    /// Admission allows disk limits up to the disk budget × this.
+    pub disk_overcommit: f64,
+}
+
 /// Creates, runs commands in, snapshots and destroys sandboxes. Object-safe, so the
 /// server holds an `Arc<dyn Runtime>` and picks the backend from its configuration
 /// ([`open`](crate::open)). Everything here is backend-neutral: a sandbox is asked for
@@ -143,4 +160,10 @@ pub trait Runtime: Send + Sync {
 
     /// Destroys every sandbox, leaving nothing mounted or running.
     async fn shutdown(&self) -> Result<()>;
+
+    /// What the node holds against its admission budget; `None` for a backend without
+    /// admission control.
+    async fn capacity(&self) -> Option<NodeCapacity> {
+        None
+    }
 }

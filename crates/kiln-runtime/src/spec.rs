@@ -182,6 +182,8 @@ pub struct ResourceUsage {
     pub disk_used_bytes: Option<u64>,
     /// Processes and threads now.
     pub pids: Option<u64>,
+    /// Its disk limit (`Limits::disk_bytes`), to read `disk_used_bytes` against.
+    pub disk_limit_bytes: Option<u64>,
 }
 
 /// Names a snapshot: the same alphabet as sandbox ids, up to 128 characters.

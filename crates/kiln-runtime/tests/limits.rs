@@ -467,3 +467,175 @@ async fn opening_the_runtime_mounts_no_disk() {
     rt.shutdown().await.unwrap();
     assert_eq!(mounted_under(rt.root.path()), Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_shm_is_bounded_and_charged_to_the_sandbox() {
+    if !prerequisites() {
+        return;
+    }
+    let rt = runtime();
+    // 256 MiB of memory: a 64 MiB /dev/shm.
+    rt.create_local(spec("shm", 256 * MIB, GIB)).await.unwrap();
+    let host_shm_before = free_bytes(Path::new("/dev/shm"));
+    let (code, out) = sh(
+        &rt,
+        "shm",
+        "dd if=/dev/zero of=/dev/shm/fill bs=1M count=512 2>&1; echo rc=$?; \
+         stat -c %s /dev/shm/fill; stat -c %a /dev/shm",
+    )
+    .await;
+    assert_eq!(code, 0, "the shell survived the fill: {out}");
+    assert!(out.contains("No space left on device"), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    let size: u64 = lines[lines.len() - 2].trim().parse().unwrap();
+    assert!(
+        size > 60 * MIB && size <= 64 * MIB,
+        "/dev/shm took {} MiB",
+        size / MIB
+    );
+    assert_eq!(lines[lines.len() - 1], "1777");
+    // Charged to the sandbox's memory: its peak holds the 64 MiB.
+    let usage = rt.usage(&id("shm")).await.unwrap();
+    assert!(
+        usage.memory_peak_bytes.is_some_and(|m| m >= 60 * MIB),
+        "{usage:?}"
+    );
+    assert!(!rt.oom_killed(&id("shm")).unwrap());
+    // The host's own /dev/shm did not pay for it (others may use it: allow some slack).
+    let host_shm_after = free_bytes(Path::new("/dev/shm"));
+    assert!(host_shm_before.saturating_sub(host_shm_after) < 32 * MIB);
+    // The rest of /dev takes no files; its devices still work.
+    let (_, out) = sh(
+        &rt,
+        "shm",
+        "touch /dev/x 2>&1; echo ok > /dev/null && echo null-works",
+    )
+    .await;
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(out.contains("null-works"), "{out}");
+    let (code, out) = sh(&rt, "shm", "rm /dev/shm/fill && echo next").await;
+    assert_eq!((code, out.as_str()), (0, "next\n"));
+}
+
+/// An XFS filesystem on a loop device, mounted for the test and removed on drop.
+struct XfsMount {
+    dir: tempfile::TempDir,
+}
+
+impl XfsMount {
+    /// `None` (the test skips) where mkfs.xfs is missing (scripts/test.sh installs it).
+    fn new(size: u64) -> Option<XfsMount> {
+        let Some(mkfs) = which("mkfs.xfs") else {
+            eprintln!("SKIPPED: mkfs.xfs is missing (apt-get install xfsprogs)");
+            return None;
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-xfs-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let image = dir.path().join("xfs.img");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(size)
+            .unwrap();
+        run(std::process::Command::new(mkfs)
+            .args(["-q", "-f"])
+            .arg(&image));
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        run(std::process::Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(&mnt));
+        Some(XfsMount { dir })
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+}
+
+impl Drop for XfsMount {
+    fn drop(&mut self) {
+        // The loop device was attached with autoclear by mount: unmounting frees it.
+        let _ = std::process::Command::new("umount")
+            .arg(self.path())
+            .status();
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
+}
+
+fn run(command: &mut std::process::Command) {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_limit_holds_with_the_runtime_root_on_xfs() {
+    if !prerequisites() {
+        return;
+    }
+    let Some(xfs) = XfsMount::new(4 * GIB) else {
+        return;
+    };
+    let fs_type = std::process::Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(xfs.path())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&fs_type.stdout).trim(), "xfs");
+    // Declared after the mount, so dropped (shut down, its disks unmounted) before it.
+    let limit = 256 * MIB;
+    let rt = runtime_in(&xfs.path(), |c| c.default_disk_bytes = Some(limit));
+    rt.create_local(spec("onxfs", 2 * GIB, limit))
+        .await
+        .unwrap();
+    let (_, df) = sh(&rt, "onxfs", "df -k / | tail -n 1").await;
+    let size_kib: u64 = df.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(
+        size_kib <= limit / 1024 && size_kib > limit / 1024 * 8 / 10,
+        "df inside shows the limit: {df}"
+    );
+    let free_before = free_bytes(&xfs.path());
+    let (_, out) = sh(
+        &rt,
+        "onxfs",
+        "dd if=/dev/zero of=/testbed/big bs=1M count=1024 2>&1; echo rc=$?; sync; \
+         stat -c %s /testbed/big",
+    )
+    .await;
+    assert!(out.contains("No space left on device"), "{out}");
+    assert!(!out.contains("rc=0"), "{out}");
+    let size: u64 = out.lines().last().unwrap().trim().parse().unwrap();
+    assert!(
+        size > limit * 8 / 10 && size <= limit,
+        "stopped at {} MiB",
+        size / MIB
+    );
+    // Only this runtime writes to this filesystem: the drop is the limit, plus what the
+    // disk pool's refill may have formatted meanwhile (a few MiB per image).
+    let dropped = free_before.saturating_sub(free_bytes(&xfs.path()));
+    assert!(
+        dropped <= limit + limit / 4,
+        "XFS free space dropped {} MiB",
+        dropped / MIB
+    );
+    let image = rt.sandbox_dir(&id("onxfs")).join("disk.img");
+    assert!(std::fs::metadata(&image).unwrap().blocks() * 512 <= limit);
+
+    let dir = rt.sandbox_dir(&id("onxfs"));
+    rt.destroy(&id("onxfs")).await.unwrap();
+    assert!(mounted_under(&dir).is_empty());
+    assert!(!dir.exists());
+    assert_eq!(loops_under(&dir), Vec::<String>::new());
+}

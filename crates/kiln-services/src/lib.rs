@@ -13,6 +13,7 @@ pub mod demo;
 mod error;
 pub mod github;
 mod ids;
+pub mod metrics;
 pub mod outbound;
 pub mod records;
 pub mod repos;

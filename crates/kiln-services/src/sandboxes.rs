@@ -16,6 +16,8 @@ pub struct Available {
     pub runtime: Arc<dyn Runtime>,
     pub limits: Limits,
     pub location: String,
+    /// The largest disk a sample may ask for (`runtime.max_disk_mib`), in bytes.
+    pub max_disk_bytes: u64,
 }
 
 impl Sandboxes {
@@ -26,6 +28,7 @@ impl Sandboxes {
                 runtime: opened.runtime,
                 limits: opened.limits,
                 location: opened.location,
+                max_disk_bytes: config.runtime.max_disk_mib.saturating_mul(1 << 20),
             })
             .map_err(|unavailable| unavailable.reason);
         Sandboxes { state }
@@ -43,6 +46,7 @@ impl Sandboxes {
                 runtime,
                 limits: kiln_runtime::default_limits(&config.runtime),
                 location: location.into(),
+                max_disk_bytes: config.runtime.max_disk_mib.saturating_mul(1 << 20),
             }),
         }
     }

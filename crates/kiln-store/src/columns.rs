@@ -52,6 +52,12 @@ pub(crate) const SESSION: &[&str] = &[
     "location",
     "error_code",
     "error_message",
+    "usage_cpu_micros",
+    "usage_memory_peak_bytes",
+    "usage_disk_used_bytes",
+    "usage_disk_limit_bytes",
+    "usage_pids_peak",
+    "usage_at",
 ];
 
 pub(crate) const INTERACTION: &[&str] = &[

@@ -8,8 +8,8 @@ use crate::{
     ImportSummary, InteractionOutcome, InteractionRecord, JobUpdate, NewAgentJob, NewApiKey,
     NewInteraction, NewRefreshToken, NewSession, NewTransaction, NewUser, NewVerificationJob,
     RefreshOutcome, Result, Sample, SampleImport, SamplePage, SampleQuery, SessionEnd,
-    SessionRecord, SessionStatus, Transaction, TransactionKind, TransactionPage, TransactionQuery,
-    User, VerificationJobRecord,
+    SessionRecord, SessionStatus, SessionUsage, Transaction, TransactionKind, TransactionPage,
+    TransactionQuery, User, VerificationJobRecord,
 };
 
 /// The storage interface. Every method is one atomic operation: an implementation
@@ -231,6 +231,11 @@ pub trait SessionStore: Send + Sync {
         status: SessionStatus,
         at: DateTime<Utc>,
     ) -> Result<Option<SessionRecord>>;
+    /// Stores a usage sample of the session's sandbox, whatever the session's status (the
+    /// last sample is taken after it ended, before its sandbox is destroyed). A field the
+    /// sample lacks keeps its stored value; `pids_peak` keeps the highest seen. `false`,
+    /// changing nothing, for an unknown session or a sample older than the stored one.
+    async fn record_session_usage(&self, session_id: &str, usage: &SessionUsage) -> Result<bool>;
 
     // ---- interactions ----------------------------------------------------------------
     /// Inserts an unfinished interaction with the next `seq` of its session: 1, 2, 3…

@@ -9,6 +9,7 @@ pub mod datasets;
 pub mod github;
 pub mod github_models;
 pub mod health;
+pub mod metrics;
 pub mod samples;
 pub mod samples_models;
 pub mod sessions;

@@ -86,6 +86,43 @@ pub struct SessionView {
     pub duration_seconds: Option<f64>,
     pub container_info: Option<ContainerInfo>,
     pub error: Option<ErrorInfo>,
+    /// What the sandbox used, as last sampled (Kiln's addition to the contract; `null`
+    /// before the first sample).
+    pub resources: Option<SessionResources>,
+}
+
+/// A session's resource usage: sampled while it runs and once more before its sandbox is
+/// destroyed. A field is `null` where the host does not report it.
+#[derive(Serialize, ToSchema)]
+pub struct SessionResources {
+    /// CPU time of all its processes.
+    pub cpu_seconds: Option<f64>,
+    /// Highest memory charged to it at once.
+    pub memory_peak_bytes: Option<u64>,
+    /// Bytes in use on its disk.
+    pub disk_used_bytes: Option<u64>,
+    /// Its disk limit.
+    pub disk_limit_bytes: Option<u64>,
+    /// Most processes and threads seen in one sample.
+    pub pids_peak: Option<u64>,
+    /// When it was sampled.
+    #[serde(serialize_with = "rfc3339")]
+    pub sampled_at: DateTime<Utc>,
+}
+
+impl From<kiln_domain::SessionUsage> for SessionResources {
+    fn from(u: kiln_domain::SessionUsage) -> Self {
+        Self {
+            // u64 → f64 is exact up to 2^53 µs (285 years of CPU).
+            #[allow(clippy::cast_precision_loss)]
+            cpu_seconds: u.cpu_micros.map(|us| us as f64 / 1e6),
+            memory_peak_bytes: u.memory_peak_bytes,
+            disk_used_bytes: u.disk_used_bytes,
+            disk_limit_bytes: u.disk_limit_bytes,
+            pids_peak: u.pids_peak,
+            sampled_at: u.sampled_at,
+        }
+    }
 }
 
 /// Seconds from ready to the end (or to now, while live).
@@ -137,6 +174,7 @@ impl From<SessionRecord> for SessionView {
             duration_seconds: duration,
             container_info,
             error,
+            resources: s.usage.map(SessionResources::from),
         }
     }
 }

@@ -16,6 +16,10 @@ pub const DATASET: &str = "test";
 pub const SAMPLE: &str = "test-1";
 /// The same image, graded the codeset-gym way (`/verifier.sh` writes JUnit XML).
 pub const CODESET_SAMPLE: &str = "test-2";
+/// The same image with a 64 MiB disk of its own (`disk_mib` in the record).
+pub const SMALL_DISK_SAMPLE: &str = "test-3";
+/// Asks for a disk past any `runtime.max_disk_mib`.
+pub const HUGE_DISK_SAMPLE: &str = "test-4";
 
 /// Whether sandbox tests can run here. Under `CI` a missing prerequisite fails the test
 /// instead of skipping it, so CI cannot pass without running them.
@@ -106,6 +110,10 @@ pub async fn install_test_sample(server: &TestServer) {
     store
         .tag(&reference, &codeset_reference)
         .expect("tag image");
+    for sample in [SMALL_DISK_SAMPLE, HUGE_DISK_SAMPLE] {
+        let tag = kiln_services::sessions::sample_image_reference(DATASET, sample);
+        store.tag(&reference, &tag).expect("tag image");
+    }
 
     // Verification runs the script the test writes, parsed as pytest output, with a
     // short timeout: one sample can pass, fail or hang as a test needs.
@@ -117,6 +125,14 @@ pub async fn install_test_sample(server: &TestServer) {
         + &json!({"instance_id": CODESET_SAMPLE, "repo": "test/hello", "base_commit": "0000000000000000000000000000000000000000",
                   "language": "python", "grading": "codeset", "verify_timeout_secs": 10,
                   "FAIL_TO_PASS": ["suite::t1"], "PASS_TO_PASS": ["suite::t2"], "FAIL_TO_FAIL": ["suite::t3"]})
+        .to_string()
+        + "\n"
+        + &json!({"instance_id": SMALL_DISK_SAMPLE, "repo": "test/hello", "base_commit": "0000000000000000000000000000000000000000",
+                  "disk_mib": 64})
+        .to_string()
+        + "\n"
+        + &json!({"instance_id": HUGE_DISK_SAMPLE, "repo": "test/hello", "base_commit": "0000000000000000000000000000000000000000",
+                  "disk_mib": 1u64 << 40})
         .to_string();
     server
         .kiln

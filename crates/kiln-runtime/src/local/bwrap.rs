@@ -50,6 +50,20 @@ pub struct BwrapLaunch<'a> {
     pub seccomp_files: &'a [std::path::PathBuf],
     /// Opened `cgroup.procs` files the child joins before exec.
     pub cgroup_procs: Vec<File>,
+    /// Size of `/dev/shm` ([`shm_bytes`]).
+    pub shm_bytes: u64,
+}
+
+/// `/dev/shm` when memory is unlimited (Docker's default size).
+const SHM_UNLIMITED_MEMORY: u64 = 64 << 20;
+
+/// The size of a sandbox's `/dev/shm`: a quarter of its memory limit. It is a tmpfs of
+/// its own, whose pages are charged to the sandbox's memory cgroup, so it can neither
+/// grow past this nor past the sandbox's memory; writing beyond is `ENOSPC` inside.
+pub fn shm_bytes(limits: &crate::spec::Limits) -> u64 {
+    limits
+        .memory_bytes
+        .map_or(SHM_UNLIMITED_MEMORY, |m| (m / 4).max(1 << 20))
 }
 
 /// A started sandbox process.
@@ -223,6 +237,20 @@ fn arguments(spec: &BwrapLaunch<'_>, info_fd: RawFd, seccomp: &[OwnedFd]) -> Vec
         "/".as_ref(),
         "--clearenv".as_ref(),
     ]);
+    // bwrap's `/dev` is a tmpfs as large as the host allows, `/dev/shm` a directory in
+    // it: give `/dev/shm` a bounded tmpfs of its own, then make the rest of `/dev`
+    // read-only (its device nodes still work; only new files there are refused).
+    let shm = spec.shm_bytes.to_string();
+    push(&[
+        "--perms".as_ref(),
+        "1777".as_ref(),
+        "--size".as_ref(),
+        shm.as_ref(),
+        "--tmpfs".as_ref(),
+        "/dev/shm".as_ref(),
+        "--remount-ro".as_ref(),
+        "/dev".as_ref(),
+    ]);
     for (key, value) in spec.env {
         push(&["--setenv".as_ref(), key.as_ref(), value.as_ref()]);
     }
@@ -265,6 +293,7 @@ mod tests {
             env: &env,
             seccomp_files: &[],
             cgroup_procs: Vec::new(),
+            shm_bytes: 512 << 20,
         };
         let args: Vec<String> = arguments(&spec, 3, &[])
             .into_iter()
@@ -279,6 +308,10 @@ mod tests {
         let bind = at(&["--bind", "/host/job/workspace", "/workspace"]);
         let agent = at(&["--", AGENT_PATH]);
         assert!(root < bind && bind < agent, "{args:?}");
+        let dev = at(&["--dev", "/dev"]);
+        let shm = at(&["--size", "536870912", "--tmpfs", "/dev/shm"]);
+        let ro = at(&["--remount-ro", "/dev"]);
+        assert!(dev < shm && shm < ro && ro < agent, "{args:?}");
     }
 
     #[test]

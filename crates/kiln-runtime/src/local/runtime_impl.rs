@@ -16,7 +16,7 @@ use crate::local::layout::SandboxDirs;
 use crate::local::sandbox::Sandbox;
 use crate::local::spec::LocalSpec;
 use crate::local::{remove_socket_link, teardown, usage, LocalRuntime, Slot};
-use crate::runtime::{ExecEventSink, ReconcileReport, Runtime, SandboxExit};
+use crate::runtime::{ExecEventSink, NodeCapacity, ReconcileReport, Runtime, SandboxExit};
 use crate::spec::{
     Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot, SnapshotId,
 };
@@ -37,6 +37,20 @@ impl LocalRuntime {
             request.cwd.clone_from(&sandbox.spec.workdir);
         }
         request
+    }
+
+    /// What admission holds against its budget (a `statvfs` and a short directory read).
+    fn node_capacity(&self) -> NodeCapacity {
+        let budget = self.admission.budget();
+        let (memory, disk) = self.admission.held();
+        NodeCapacity {
+            memory_reserved_bytes: memory,
+            memory_budget_bytes: budget.memory_bytes,
+            memory_overcommit: budget.memory_overcommit,
+            disk_reserved_bytes: disk,
+            disk_budget_bytes: self.disk_space(),
+            disk_overcommit: budget.disk_overcommit,
+        }
     }
 
     /// Removes a sandbox from the table and tears it down; `None` when it was not there.
@@ -275,17 +289,23 @@ impl Runtime for LocalRuntime {
 
     async fn usage(&self, id: &SandboxId) -> Result<ResourceUsage> {
         let sandbox = self.get(id)?;
-        let limited = sandbox.spec.limits.disk_bytes.is_some();
+        let limit = sandbox.spec.limits.disk_bytes;
         let (cgroup, disk) = (sandbox.cgroup.clone(), sandbox.dirs.disk.clone());
-        tokio::task::spawn_blocking(move || usage::read(&cgroup, limited.then_some(disk.as_path())))
-            .await
-            .map_err(|e| {
-                RuntimeError::io(
-                    "usage task failed for",
-                    &sandbox.dirs.base,
-                    std::io::Error::other(e),
-                )
-            })
+        tokio::task::spawn_blocking(move || {
+            let disk = limit.is_some().then_some(disk.as_path());
+            ResourceUsage {
+                disk_limit_bytes: limit,
+                ..usage::read(&cgroup, disk)
+            }
+        })
+        .await
+        .map_err(|e| {
+            RuntimeError::io(
+                "usage task failed for",
+                &sandbox.dirs.base,
+                std::io::Error::other(e),
+            )
+        })
     }
 
     async fn health(&self) -> HostReport {
@@ -300,6 +320,10 @@ impl Runtime for LocalRuntime {
         // The owner of this root has started: have disks ready for its first creates.
         self.disks.refill();
         report
+    }
+
+    async fn capacity(&self) -> Option<NodeCapacity> {
+        Some(self.node_capacity())
     }
 
     async fn shutdown(&self) -> Result<()> {

@@ -115,6 +115,7 @@ impl LocalRuntime {
             env: &spec.env,
             seccomp_files: &self.seccomp_files,
             cgroup_procs,
+            shm_bytes: bwrap::shm_bytes(&spec.limits),
         })
         .await?;
         let t_launch = t0.elapsed();

@@ -69,6 +69,7 @@ mod tests {
                 memory_peak_bytes: Some(50 << 20),
                 disk_used_bytes: None,
                 pids: Some(3),
+                disk_limit_bytes: None,
             }
         );
 

@@ -114,9 +114,14 @@ pub fn runtime() -> TestRuntime {
 
 /// A runtime in a fresh root directory with its configuration adjusted by `adjust`.
 pub fn runtime_with(adjust: impl FnOnce(&mut LocalConfig)) -> TestRuntime {
+    runtime_in(Path::new("/var/tmp"), adjust)
+}
+
+/// [`runtime_with`], its root a fresh directory under `parent` (e.g. another filesystem).
+pub fn runtime_in(parent: &Path, adjust: impl FnOnce(&mut LocalConfig)) -> TestRuntime {
     let root = tempfile::Builder::new()
         .prefix("kiln-rt-test-")
-        .tempdir_in("/var/tmp")
+        .tempdir_in(parent)
         .unwrap();
     let mut config = LocalConfig::new(root.path(), agent_binary());
     // Admission is tested on its own (tests/limits.rs); elsewhere a small host (the

@@ -147,6 +147,8 @@ impl SessionService {
                 if let Err(e) = this.record_heartbeats(Utc::now()).await {
                     tracing::warn!(error = %e, "cannot record session heartbeats");
                 }
+                // Usage is sampled at the heartbeat's pace (`billing.heartbeat_secs`).
+                this.sample_usage().await;
             }
         });
         if !self.billing.enabled {

@@ -10,6 +10,8 @@ mod lost;
 mod metering;
 mod recovery;
 mod retention;
+mod sample_limits;
+mod usage;
 pub(crate) mod work_queue;
 mod worker;
 
@@ -60,6 +62,7 @@ pub struct SessionService {
     billing: BillingConfig,
     changes: Arc<Changes>,
     live: Mutex<HashMap<String, Arc<LiveSession>>>,
+    metrics: crate::metrics::Metrics,
 }
 
 /// A new session request, validated by the caller's shape but not its meaning.
@@ -84,6 +87,7 @@ impl SessionService {
             billing,
             changes: Arc::new(Changes::default()),
             live: Mutex::new(HashMap::new()),
+            metrics: crate::metrics::Metrics::new(),
         })
     }
 
@@ -94,6 +98,14 @@ impl SessionService {
 
     pub fn config(&self) -> &SessionsConfig {
         &self.config
+    }
+
+    /// The largest disk a sample may ask for (`runtime.max_disk_mib`).
+    fn max_disk_bytes(&self) -> u64 {
+        self.sandboxes
+            .available()
+            .map(|available| available.max_disk_bytes)
+            .unwrap_or(0)
     }
 
     /// The runtime, the limits of a session's sandbox, and where sandboxes run.
@@ -160,8 +172,9 @@ impl SessionService {
         let session_id = new_id("ses");
         let sandbox_id = SandboxId::new(session_id.clone())
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let limits = sample_limits::sample_limits(&sample.record, limits, self.max_disk_bytes())?;
         runtime
-            .reserve(&sandbox_id, limits)
+            .reserve(&sandbox_id, &limits)
             .map_err(ServiceError::admission)?;
         let now = Utc::now();
         let record = self
@@ -177,10 +190,11 @@ impl SessionService {
             })
             .await
             .inspect_err(|_| runtime.release(&sandbox_id))?;
+        self.metrics.session_created();
         let live = self.start_worker(&record, Readiness::Creating);
         let this = self.clone();
         let session = record.clone();
-        tokio::spawn(async move { this.start_sandbox(session, reference, live).await });
+        tokio::spawn(async move { this.start_sandbox(session, reference, limits, live).await });
         Ok(record)
     }
 
@@ -189,9 +203,10 @@ impl SessionService {
         self: Arc<Self>,
         session: SessionRecord,
         image: String,
+        limits: Limits,
         live: Arc<LiveSession>,
     ) {
-        let Ok((runtime, limits, location)) = self.runtime() else {
+        let Ok((runtime, _, location)) = self.runtime() else {
             return;
         };
         let id = match SandboxId::new(session.session_id.clone()) {
@@ -203,9 +218,15 @@ impl SessionService {
             }
         };
         let mut spec = SandboxSpec::image(id.clone(), image);
-        spec.limits = *limits;
+        spec.limits = limits;
         spec.hostname = "kiln".into();
-        match runtime.create(spec).await {
+        let started = std::time::Instant::now();
+        let created = runtime.create(spec).await;
+        match &created {
+            Ok(_) => self.metrics.sandbox_created(started.elapsed()),
+            Err(_) => self.metrics.sandbox_create_failed(),
+        }
+        match created {
             Ok(_) => match self
                 .store
                 .mark_session_ready(&session.session_id, id.as_str(), location, Utc::now())
@@ -239,12 +260,16 @@ impl SessionService {
         code: &str,
         message: &str,
     ) {
-        if let Err(e) = self
+        match self
             .store
             .mark_session_error(&session.session_id, code, message, Utc::now())
             .await
         {
-            tracing::error!(session = %session.session_id, error = %e, "cannot record a failed start");
+            Ok(Some(_)) => self.metrics.session_ended(SessionStatus::Error),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(session = %session.session_id, error = %e, "cannot record a failed start")
+            }
         }
         live.readiness
             .send_replace(Readiness::Gone(Ended::closed(format!(
@@ -345,6 +370,7 @@ impl SessionService {
             }
             (None, _) => Ended::closed("the session was closed"),
         };
+        let cpu_micros = self.sample_before_end(session_id).await;
         let Some(ended) = self
             .end_billed(
                 session_id,
@@ -357,6 +383,8 @@ impl SessionService {
         else {
             return Ok(None);
         };
+        self.metrics.session_ended(status);
+        self.metrics.ended_cpu(cpu_micros.unwrap_or(0));
         if let Some(live) = self.forget(session_id) {
             live.readiness.send_replace(Readiness::Gone(gone.clone()));
         }
@@ -454,6 +482,7 @@ impl SessionService {
             ))
         })?;
         let (kind, request) = action.describe();
+        self.metrics.interaction(kind.as_str());
         let record = self
             .store
             .insert_interaction(&NewInteraction {

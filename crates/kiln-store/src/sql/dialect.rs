@@ -65,6 +65,7 @@ pub trait Dialect:
     + for<'q> Binds<'q, String>
     + for<'q> Binds<'q, Option<String>>
     + for<'q> Binds<'q, i64>
+    + for<'q> Binds<'q, Option<i64>>
     + for<'q> Binds<'q, bool>
     + for<'q> Binds<'q, Option<f64>>
     + for<'q> Binds<'q, f64>

@@ -2,7 +2,8 @@
 //! INTEGER 0/1 included); timestamps through [`Dialect::time`].
 use super::dialect::{parse_column, Dialect};
 use crate::{
-    ApiKeyRecord, Dataset, Result, Sample, SampleRecord, SessionRecord, SessionStatus, User,
+    ApiKeyRecord, Dataset, Result, Sample, SampleRecord, SessionRecord, SessionStatus,
+    SessionUsage, User,
 };
 
 /// `prefix` lets one decoder read aliased columns of a join (`u_name`, …).
@@ -83,5 +84,24 @@ pub(super) fn session<D: Dialect>(row: &D::Row) -> Result<SessionRecord> {
         location: D::get(row, "location")?,
         error_code: D::get(row, "error_code")?,
         error_message: D::get(row, "error_message")?,
+        usage: session_usage::<D>(row)?,
     })
+}
+
+fn session_usage<D: Dialect>(row: &D::Row) -> Result<Option<SessionUsage>> {
+    let Some(sampled_at) = D::opt_time(row, "usage_at")? else {
+        return Ok(None);
+    };
+    let number = |column: &str| -> Result<Option<u64>> {
+        let value: Option<i64> = D::get(row, column)?;
+        Ok(value.map(i64::unsigned_abs))
+    };
+    Ok(Some(SessionUsage {
+        cpu_micros: number("usage_cpu_micros")?,
+        memory_peak_bytes: number("usage_memory_peak_bytes")?,
+        disk_used_bytes: number("usage_disk_used_bytes")?,
+        disk_limit_bytes: number("usage_disk_limit_bytes")?,
+        pids_peak: number("usage_pids_peak")?,
+        sampled_at,
+    }))
 }

@@ -16,7 +16,7 @@ use crate::missing_reference::insert_error;
 use crate::timestamp::Stamp;
 use crate::{
     InteractionOutcome, InteractionRecord, NewInteraction, NewSession, Result, SessionRecord,
-    SessionStatus, SessionStore,
+    SessionStatus, SessionStore, SessionUsage,
 };
 
 impl<D: Dialect> SqlStore<D> {
@@ -195,6 +195,31 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
             .fetch_optional(D::exec(&mut conn))
             .await?;
         row.as_ref().map(rows::session::<D>).transpose()
+    }
+
+    async fn record_session_usage(&self, session_id: &str, usage: &SessionUsage) -> Result<bool> {
+        let number = |n: Option<u64>| n.map(super::as_i64);
+        let mut conn = self.conn().await?;
+        let done = sqlx::query(
+            "UPDATE sessions SET usage_cpu_micros = COALESCE($2, usage_cpu_micros), \
+                 usage_memory_peak_bytes = COALESCE($3, usage_memory_peak_bytes), \
+                 usage_disk_used_bytes = COALESCE($4, usage_disk_used_bytes), \
+                 usage_disk_limit_bytes = COALESCE($5, usage_disk_limit_bytes), \
+                 usage_pids_peak = CASE WHEN usage_pids_peak IS NULL OR usage_pids_peak < $6 \
+                     THEN $6 ELSE usage_pids_peak END, \
+                 usage_at = $7 \
+             WHERE session_id = $1 AND (usage_at IS NULL OR usage_at <= $7)",
+        )
+        .arg(session_id)
+        .arg(number(usage.cpu_micros))
+        .arg(number(usage.memory_peak_bytes))
+        .arg(number(usage.disk_used_bytes))
+        .arg(number(usage.disk_limit_bytes))
+        .arg(number(usage.pids_peak))
+        .arg(Stamp(usage.sampled_at))
+        .execute(D::exec(&mut conn))
+        .await?;
+        Ok(D::rows_affected(&done) > 0)
     }
 
     async fn insert_interaction(&self, interaction: &NewInteraction) -> Result<InteractionRecord> {

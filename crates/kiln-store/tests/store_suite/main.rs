@@ -68,6 +68,7 @@ on_both_backends!(
     sessions::session_insert_checks_ids_and_references,
     sessions::sessions_listed_newest_first_with_total,
     sessions::live_sessions_counted_and_listed_by_status,
+    sessions::session_usage_samples_are_kept_with_the_session,
     interactions::interactions_are_numbered_and_completed_once,
     interactions::interactions_belong_to_their_session,
     interactions::failed_interaction_inserts_use_no_number,

@@ -1,6 +1,6 @@
 //! Sessions: insertion, status moves, listings.
 use chrono::Duration;
-use kiln_store::{SessionStatus, StoreError};
+use kiln_store::{SessionStatus, SessionUsage, StoreError};
 
 use crate::harness::{
     base_time, create_user, creating_session, new_session, prepare_sessions, TestDb,
@@ -426,4 +426,79 @@ pub async fn live_sessions_counted_and_listed_by_status(db: TestDb) {
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].error_code.as_deref(), Some("c"));
     assert!(store.list_sessions_in(&[]).await.unwrap().is_empty());
+}
+
+pub async fn session_usage_samples_are_kept_with_the_session(db: TestDb) {
+    let store = db.store.as_ref();
+    prepare_sessions(store, "alice").await;
+    store
+        .insert_session(&new_session("used", "alice", base_time()))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_session("used").await.unwrap().unwrap().usage,
+        None
+    );
+    assert!(!store
+        .record_session_usage("nope", &usage_at(base_time(), Some(1)))
+        .await
+        .unwrap());
+
+    let first = SessionUsage {
+        cpu_micros: Some(1_500_000),
+        memory_peak_bytes: Some(50 << 20),
+        disk_used_bytes: Some(4 << 20),
+        disk_limit_bytes: Some(10 << 30),
+        pids_peak: Some(7),
+        sampled_at: base_time() + Duration::seconds(10),
+    };
+    assert!(store.record_session_usage("used", &first).await.unwrap());
+    assert_eq!(
+        store.get_session("used").await.unwrap().unwrap().usage,
+        Some(first)
+    );
+
+    // Ending the session keeps its usage; the last sample (taken after the end, before
+    // the sandbox goes) still lands. Fewer processes now: the peak stays; a field the
+    // sample lacks keeps its value.
+    let closed = store
+        .end_session("used", SessionStatus::Closed, first.sampled_at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(closed.usage, Some(first));
+    let last = SessionUsage {
+        cpu_micros: Some(2_000_000),
+        memory_peak_bytes: None,
+        pids_peak: Some(2),
+        sampled_at: first.sampled_at + Duration::seconds(5),
+        ..first
+    };
+    assert!(store.record_session_usage("used", &last).await.unwrap());
+    let expected = SessionUsage {
+        memory_peak_bytes: first.memory_peak_bytes,
+        pids_peak: Some(7),
+        ..last
+    };
+    assert_eq!(
+        store.get_session("used").await.unwrap().unwrap().usage,
+        Some(expected)
+    );
+
+    // A periodic sample that lost the race with the last one changes nothing.
+    let stale = usage_at(first.sampled_at + Duration::seconds(1), Some(99));
+    assert!(!store.record_session_usage("used", &stale).await.unwrap());
+    let (listed, _) = store.list_sessions("alice", 10, 0).await.unwrap();
+    assert_eq!(listed[0].usage, Some(expected));
+}
+
+fn usage_at(sampled_at: chrono::DateTime<chrono::Utc>, pids: Option<u64>) -> SessionUsage {
+    SessionUsage {
+        cpu_micros: None,
+        memory_peak_bytes: None,
+        disk_used_bytes: None,
+        disk_limit_bytes: None,
+        pids_peak: pids,
+        sampled_at,
+    }
 }

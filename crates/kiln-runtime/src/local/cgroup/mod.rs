@@ -254,15 +254,20 @@ pub fn detect(
     );
     if mounts.v1("memory").is_some() {
         let mut hierarchies = Vec::new();
-        for controller in ["memory", "pids", "cpu", "freezer"] {
+        // cpuacct only for the usage's CPU time, where it is a hierarchy of its own
+        // (co-mounted as `cpu,cpuacct`, the cpu directory has its files already).
+        for controller in ["memory", "pids", "cpu", "freezer", "cpuacct"] {
             let Some(root) = mounts.v1(controller) else {
-                if controller == "freezer" {
+                if controller == "freezer" || controller == "cpuacct" {
                     continue;
                 }
                 return Err(RuntimeError::HostNotReady(format!(
                     "cgroup v1 controller {controller} is not mounted"
                 )));
             };
+            if controller == "cpuacct" && mounts.v1("cpu") == Some(root) {
+                continue;
+            }
             let own = parent
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("{}/{scope}", own_cgroup(Some(controller))));

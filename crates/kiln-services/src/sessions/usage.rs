@@ -1,0 +1,102 @@
+//! What each session's sandbox uses (CPU time, memory peak, disk, processes), sampled from
+//! the runtime with the heartbeat and once more as the session ends (close, expiry, a
+//! lost sandbox: before it is stored as ended, so before its sandbox is destroyed), and
+//! stored with the session. Usage is information, not
+//! a gate: a sample that cannot be read or stored is logged and skipped.
+use chrono::Utc;
+use kiln_runtime::{ResourceUsage, SandboxId};
+use kiln_store::SessionUsage;
+
+use super::{Readiness, SessionService};
+use crate::error::ServiceResult;
+
+impl SessionService {
+    /// Samples every ready session's sandbox and stores the samples; sets the live-usage
+    /// gauges to their sums. Returns how many it stored.
+    pub async fn sample_usage(&self) -> usize {
+        let ready: Vec<(String, SandboxId)> = self
+            .lock_live()
+            .iter()
+            .filter_map(|(session, live)| match &*live.readiness.borrow() {
+                Readiness::Ready(id) => Some((session.clone(), id.clone())),
+                _ => None,
+            })
+            .collect();
+        let (mut memory, mut disk, mut pids, mut stored) = (0u64, 0u64, 0u64, 0);
+        for (session_id, sandbox) in ready {
+            let Some(usage) = self.read_usage(&sandbox).await else {
+                continue;
+            };
+            memory = memory.saturating_add(usage.memory_peak_bytes.unwrap_or(0));
+            disk = disk.saturating_add(usage.disk_used_bytes.unwrap_or(0));
+            pids = pids.saturating_add(usage.pids.unwrap_or(0));
+            if self.store_usage(&session_id, &usage).await {
+                stored += 1;
+            }
+        }
+        self.metrics.set_live_usage(memory, disk, pids);
+        stored
+    }
+
+    /// The last sample of a session about to end, taken before it is stored as ended, so
+    /// whoever reads it ended reads its final usage. Its CPU time in microseconds, for the
+    /// ended sessions' total (counted by the caller that wins the end).
+    pub(super) async fn sample_before_end(&self, session_id: &str) -> Option<u64> {
+        let sandbox = match &*self.lock_live().get(session_id)?.readiness.borrow() {
+            Readiness::Ready(id) => id.clone(),
+            _ => return None,
+        };
+        let usage = self.read_usage(&sandbox).await?;
+        self.store_usage(session_id, &usage).await;
+        usage
+            .cpu_time
+            .map(|t| u64::try_from(t.as_micros()).unwrap_or(u64::MAX))
+    }
+
+    async fn read_usage(&self, sandbox: &SandboxId) -> Option<ResourceUsage> {
+        let (runtime, ..) = self.runtime().ok()?;
+        runtime
+            .usage(sandbox)
+            .await
+            .inspect_err(|e| tracing::debug!(sandbox = %sandbox, error = %e, "no usage sample"))
+            .ok()
+    }
+
+    async fn store_usage(&self, session_id: &str, usage: &ResourceUsage) -> bool {
+        let sample = SessionUsage {
+            cpu_micros: usage
+                .cpu_time
+                .map(|t| u64::try_from(t.as_micros()).unwrap_or(u64::MAX)),
+            memory_peak_bytes: usage.memory_peak_bytes,
+            disk_used_bytes: usage.disk_used_bytes,
+            disk_limit_bytes: usage.disk_limit_bytes,
+            pids_peak: usage.pids,
+            sampled_at: Utc::now(),
+        };
+        self.store
+            .record_session_usage(session_id, &sample)
+            .await
+            .inspect_err(|e| tracing::warn!(session = session_id, error = %e, "cannot store usage"))
+            .unwrap_or(false)
+    }
+
+    /// Renders the metrics, with the gauges read now: sessions live on this server (those
+    /// with a worker here) and the node's capacity.
+    pub async fn render_metrics(&self) -> ServiceResult<String> {
+        let (mut creating, mut ready) = (0u64, 0u64);
+        for live in self.lock_live().values() {
+            match &*live.readiness.borrow() {
+                Readiness::Creating => creating += 1,
+                Readiness::Ready(_) => ready += 1,
+                Readiness::Gone(_) => {}
+            }
+        }
+        self.metrics.set_live_sessions(creating, ready);
+        if let Ok((runtime, ..)) = self.runtime() {
+            if let Some(capacity) = runtime.capacity().await {
+                self.metrics.set_capacity(&capacity);
+            }
+        }
+        self.metrics.render()
+    }
+}
