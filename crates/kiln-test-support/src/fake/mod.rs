@@ -28,9 +28,6 @@ use tokio::sync::{oneshot, watch};
 
 pub use files::{normalize, Files};
 
-/// Where a snapshot's (pretend) layer lives: a fork whose top layer is one of these starts
-/// with the snapshot's files.
-
 /// What a script answers to one command.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reply {
