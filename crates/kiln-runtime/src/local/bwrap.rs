@@ -15,6 +15,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
 use crate::error::{Result, RuntimeError};
+use crate::local::launch_ns::LaunchNs;
 
 /// Where the agent binary appears inside every sandbox (read-only bind mount).
 pub const AGENT_PATH: &str = "/.kiln/agent";
@@ -50,6 +51,8 @@ pub struct BwrapLaunch<'a> {
     pub seccomp_files: &'a [std::path::PathBuf],
     /// Opened `cgroup.procs` files the child joins before exec.
     pub cgroup_procs: Vec<File>,
+    /// The mount namespace bwrap starts in (see `launch_ns.rs`); `None`: the caller's.
+    pub launch_ns: Option<LaunchNs>,
 }
 
 /// A started sandbox process.
@@ -63,7 +66,8 @@ pub struct Launched {
 }
 
 /// Starts bubblewrap. Returns once bwrap reported the sandbox init's pid (or failed).
-pub async fn launch(spec: BwrapLaunch<'_>) -> Result<Launched> {
+pub async fn launch(mut spec: BwrapLaunch<'_>) -> Result<Launched> {
+    let mut launch_ns = spec.launch_ns.take();
     let (info_read, info_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| RuntimeError::io("cannot create a pipe for", spec.bwrap, e.into()))?;
     // Each sandbox opens the filters anew: bwrap reads them to the end, and a shared
@@ -86,8 +90,9 @@ pub async fn launch(spec: BwrapLaunch<'_>) -> Result<Launched> {
         .stderr(Stdio::piped())
         .kill_on_drop(false);
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe syscalls (write, fcntl) on descriptors the parent keeps open
-    // until `spawn` returns; it allocates nothing and takes no locks.
+    // async-signal-safe syscalls (write, fcntl, and those of `LaunchNs::enter`) on
+    // descriptors the parent keeps open until `spawn` returns and memory allocated
+    // before the fork; it allocates nothing and takes no locks.
     unsafe {
         cmd.pre_exec(move || {
             for &fd in &procs {
@@ -97,6 +102,9 @@ pub async fn launch(spec: BwrapLaunch<'_>) -> Result<Launched> {
                 if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
                     return Err(std::io::Error::last_os_error());
                 }
+            }
+            if let Some(ns) = launch_ns.as_mut() {
+                ns.enter()?;
             }
             for &fd in &inherit {
                 // SAFETY: fd is open; clearing FD_CLOEXEC lets bwrap inherit it.
@@ -265,6 +273,7 @@ mod tests {
             env: &env,
             seccomp_files: &[],
             cgroup_procs: Vec::new(),
+            launch_ns: None,
         };
         let args: Vec<String> = arguments(&spec, 3, &[])
             .into_iter()
