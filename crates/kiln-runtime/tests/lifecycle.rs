@@ -362,3 +362,32 @@ async fn wait_exit_tells_a_death_from_a_destroy() {
         Err(RuntimeError::NotFound(_))
     ));
 }
+
+/// bwrap starts in a mount namespace of its own: no process of a sandbox (its bwrap
+/// monitor included) holds another sandbox's mounts. bwrap reads the whole mount table
+/// for each bind it makes, so those made a burst of creates quadratic (`launch_ns.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandboxes_start_without_each_others_mounts() {
+    if !prerequisites() {
+        return;
+    }
+    let rt = runtime();
+    let first = rt.create_local(busybox_spec("ns1")).await.unwrap();
+    let second = rt.create_local(busybox_spec("ns2")).await.unwrap();
+    let first_dir = rt.sandbox_dir(&first.id).to_string_lossy().into_owned();
+    let pids = rt.pids(&second.id).unwrap();
+    assert!(pids.len() >= 2, "bwrap's monitor and the agent: {pids:?}");
+    for pid in pids {
+        let table = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+        assert!(
+            !table.contains(&first_dir),
+            "pid {pid} of ns2 holds ns1's mounts:\n{table}"
+        );
+    }
+    // The host still has them: teardown, reconcile and the socket find them there.
+    let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(host.contains(&format!("{first_dir}/merged")), "{host}");
+    for id in [&first.id, &second.id] {
+        rt.destroy(id).await.unwrap();
+    }
+}

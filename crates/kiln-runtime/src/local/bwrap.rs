@@ -15,6 +15,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
 use crate::error::{Result, RuntimeError};
+use crate::local::launch_ns::LaunchNs;
 
 /// Where the agent binary appears inside every sandbox (read-only bind mount).
 pub const AGENT_PATH: &str = "/.kiln/agent";
@@ -52,6 +53,8 @@ pub struct BwrapLaunch<'a> {
     pub cgroup_procs: Vec<File>,
     /// Size of `/dev/shm` ([`shm_bytes`]).
     pub shm_bytes: u64,
+    /// The mount namespace bwrap starts in (see `launch_ns.rs`); `None`: the caller's.
+    pub launch_ns: Option<LaunchNs>,
 }
 
 /// `/dev/shm` when memory is unlimited (Docker's default size).
@@ -77,7 +80,8 @@ pub struct Launched {
 }
 
 /// Starts bubblewrap. Returns once bwrap reported the sandbox init's pid (or failed).
-pub async fn launch(spec: BwrapLaunch<'_>) -> Result<Launched> {
+pub async fn launch(mut spec: BwrapLaunch<'_>) -> Result<Launched> {
+    let mut launch_ns = spec.launch_ns.take();
     let (info_read, info_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| RuntimeError::io("cannot create a pipe for", spec.bwrap, e.into()))?;
     // Each sandbox opens the filters anew: bwrap reads them to the end, and a shared
@@ -100,8 +104,9 @@ pub async fn launch(spec: BwrapLaunch<'_>) -> Result<Launched> {
         .stderr(Stdio::piped())
         .kill_on_drop(false);
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe syscalls (write, fcntl) on descriptors the parent keeps open
-    // until `spawn` returns; it allocates nothing and takes no locks.
+    // async-signal-safe syscalls (write, fcntl, and those of `LaunchNs::enter`) on
+    // descriptors the parent keeps open until `spawn` returns and memory allocated
+    // before the fork; it allocates nothing and takes no locks.
     unsafe {
         cmd.pre_exec(move || {
             for &fd in &procs {
@@ -111,6 +116,9 @@ pub async fn launch(spec: BwrapLaunch<'_>) -> Result<Launched> {
                 if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
                     return Err(std::io::Error::last_os_error());
                 }
+            }
+            if let Some(ns) = launch_ns.as_mut() {
+                ns.enter()?;
             }
             for &fd in &inherit {
                 // SAFETY: fd is open; clearing FD_CLOEXEC lets bwrap inherit it.
@@ -294,6 +302,7 @@ mod tests {
             seccomp_files: &[],
             cgroup_procs: Vec::new(),
             shm_bytes: 512 << 20,
+            launch_ns: None,
         };
         let args: Vec<String> = arguments(&spec, 3, &[])
             .into_iter()

@@ -284,9 +284,19 @@ impl DiskPool {
             drop(file);
             // No journal: the filesystem dies with its sandbox, a host crash removes both.
             // No reserved blocks: the limit is all the sandbox's. Lazy inode tables, never
-            // zeroed (`noinit_itable` at mount): the image stays sparse.
+            // zeroed (`noinit_itable` at mount): the image stays sparse. No resize inode:
+            // a disk is never grown, and its reserved descriptor blocks were most of what
+            // mkfs wrote (4.3 MB of a 10 GiB image, now 0.2 MB).
             let out = Command::new(mkfs)
-                .args(["-q", "-F", "-O", "^has_journal", "-m", "0", "-E"])
+                .args([
+                    "-q",
+                    "-F",
+                    "-O",
+                    "^has_journal,^resize_inode",
+                    "-m",
+                    "0",
+                    "-E",
+                ])
                 .arg("lazy_itable_init=1,nodiscard,root_owner=0:0")
                 .arg(dest)
                 .stdin(Stdio::null())

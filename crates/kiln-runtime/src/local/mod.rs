@@ -7,6 +7,7 @@ pub mod cgroup;
 mod disk;
 mod exit_watch;
 pub mod host_check;
+mod launch_ns;
 mod layout;
 mod loopdev;
 mod mount_namespace;
@@ -151,7 +152,14 @@ impl LocalRuntime {
         // Absolute and symlink-free: it names the cgroup scope and goes into mount options.
         config.root = fs::canonicalize(&config.root)
             .map_err(|e| RuntimeError::io("cannot resolve", &config.root, e))?;
-        for dir in ["sandboxes", "layers", "seccomp", "disks"] {
+        for dir in [
+            "sandboxes",
+            "layers",
+            "seccomp",
+            "disks",
+            "launch/root",
+            "launch/run",
+        ] {
             let path = config.root.join(dir);
             fs::create_dir_all(&path).map_err(|e| RuntimeError::io("cannot create", &path, e))?;
         }
@@ -292,6 +300,13 @@ impl LocalRuntime {
 
     fn sandboxes_dir(&self) -> PathBuf {
         self.config.root.join("sandboxes")
+    }
+
+    /// Where a starting sandbox's root and socket directory are bound in its launch
+    /// namespace (empty directories on the host; see `launch_ns.rs`).
+    fn launch_dirs(&self) -> (PathBuf, PathBuf) {
+        let launch = self.config.root.join("launch");
+        (launch.join("root"), launch.join("run"))
     }
 
     fn layers_dir(&self) -> PathBuf {

@@ -9,6 +9,7 @@ use kiln_protocol::AsyncAgentClient;
 
 use crate::error::{Result, RuntimeError};
 use crate::local::bwrap::{self, BwrapLaunch, RUN_DIR};
+use crate::local::launch_ns::LaunchNs;
 use crate::local::layout::{SandboxDirs, SandboxState};
 use crate::local::sandbox::Sandbox;
 use crate::local::spec::LocalSpec;
@@ -103,19 +104,24 @@ impl LocalRuntime {
         let cgroup = self.cgroups.create(spec.id.as_str(), &spec.limits)?;
         let cgroup_procs = cgroup.open_procs()?;
         let t_cg = t0.elapsed();
+        // bwrap starts in a mount namespace of its own without the other sandboxes'
+        // mounts, where this one's root and socket directory are bound at fixed paths.
+        let (root, run) = self.launch_dirs();
+        let launch_ns = LaunchNs::new(&[(&dirs.merged, &root), (&dirs.run, &run)])?;
         // 6. bubblewrap: namespaces, mounts, capabilities, seccomp; the agent as PID 1.
         let launched = bwrap::launch(BwrapLaunch {
             bwrap: &self.config.bwrap,
-            root: &dirs.merged,
+            root: &root,
             agent: &self.staged.agent,
             cmdline: &self.staged.cmdline,
-            run_dir: &dirs.run,
+            run_dir: &run,
             hostname: &spec.hostname,
             binds: &spec.binds,
             env: &spec.env,
             seccomp_files: &self.seccomp_files,
             cgroup_procs,
             shm_bytes: bwrap::shm_bytes(&spec.limits),
+            launch_ns: Some(launch_ns),
         })
         .await?;
         let t_launch = t0.elapsed();
