@@ -30,6 +30,10 @@ pub struct RuntimeConfig {
     /// The largest disk a sample may ask for (its record's `disk_mib`, overriding
     /// `disk_mib` for its sessions), in MiB. A sample asking for more cannot be started.
     pub max_disk_mib: u64,
+    /// Disks of `disk_mib` kept formatted and mounted ahead of creates, refilled in the
+    /// background: a burst of more creates than this formats the rest inline (tens of
+    /// milliseconds each). 0–256.
+    pub disk_pool: usize,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -52,6 +56,7 @@ impl Default for RuntimeConfig {
             memory_overcommit: 10.0,
             disk_overcommit: 20.0,
             max_disk_mib: 100 * 1024,
+            disk_pool: 4,
         }
     }
 }
@@ -64,6 +69,32 @@ impl RuntimeConfig {
                 "runtime.memory_overcommit and disk_overcommit must be positive numbers".into(),
             ));
         }
+        if self.disk_pool > 256 {
+            return Err(ConfigError::Rule(
+                "runtime.disk_pool must be at most 256".into(),
+            ));
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure signature, not ours
+mod tests {
+    use crate::{Config, Overrides};
+
+    #[test]
+    fn the_disk_pool_reads_the_environment_and_is_bounded() {
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(None, &Overrides::default()).expect("loads");
+            assert_eq!(config.runtime.disk_pool, 4);
+            jail.set_env("KILN_RUNTIME__DISK_POOL", "32");
+            let config = Config::load(None, &Overrides::default()).expect("loads");
+            assert_eq!(config.runtime.disk_pool, 32);
+            jail.set_env("KILN_RUNTIME__DISK_POOL", "257");
+            let err = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("disk_pool"), "{err}");
+            Ok(())
+        });
     }
 }

@@ -84,6 +84,7 @@ fn open_local(
     local.memory_budget = config.memory_budget_mib.map(|m| m.saturating_mul(1 << 20));
     local.memory_overcommit = config.memory_overcommit;
     local.disk_overcommit = config.disk_overcommit;
+    local.disk_pool = config.disk_pool;
     let report = crate::local::host_check::check_host(&local);
     if !report.is_ready() {
         let missing: Vec<String> = report

@@ -468,6 +468,38 @@ async fn opening_the_runtime_mounts_no_disk() {
     assert_eq!(mounted_under(rt.root.path()), Vec::<String>::new());
 }
 
+/// `runtime.disk_pool` reaches the local backend through `kiln_runtime::open`: the pool
+/// fills to that many disks, not the default 4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_disk_pool_size_is_what_fills() {
+    if !prerequisites() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let config = kiln_config::RuntimeConfig {
+        agent_binary: Some(agent_binary()),
+        disk_mib: 64,
+        disk_pool: 2,
+        ..kiln_config::RuntimeConfig::default()
+    };
+    let opened = kiln_runtime::open(&config, data.path(), &data.path().join("images"))
+        .unwrap_or_else(|e| panic!("{}", e.reason));
+    let disks = data.path().join("runtime").join("disks");
+    // The pool's own (private) mount, then one mount per ready disk.
+    let entries = || mounted_under(&disks).len().saturating_sub(1);
+    opened.runtime.reconcile(&[]).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while entries() < 2 {
+        assert!(Instant::now() < deadline, "the pool did not fill");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The refill pauses between disks; give a pool of the default size time to go on.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(entries(), 2, "{:?}", mounted_under(&disks));
+    opened.runtime.shutdown().await.unwrap();
+    assert_eq!(mounted_under(data.path()), Vec::<String>::new());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_shm_is_bounded_and_charged_to_the_sandbox() {
     if !prerequisites() {
