@@ -9,7 +9,6 @@ use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use kiln_config::Config;
 use kiln_services::datasets::ImportRequest;
-use kiln_services::sessions::sample_image_reference;
 use kiln_services::Kiln;
 use kiln_test_support::FakeRuntime;
 use serde_json::{json, Value};
@@ -34,10 +33,6 @@ async fn app() -> App {
         build_demo_images: false,
         ..Config::default()
     };
-    kiln_test_support::image::install_tiny_image(
-        &config.images_dir(),
-        &sample_image_reference(DATASET, SAMPLE),
-    );
     let fake = FakeRuntime::new();
     let kiln = Kiln::open_with_runtime(config, fake.clone(), "fake")
         .await

@@ -1,11 +1,10 @@
 //! Helpers shared by Kiln's tests (a dev-dependency only, never published): the static
-//! agent binary, fresh PostgreSQL test databases, a tiny image for an image store, and
+//! agent binary, fresh PostgreSQL test databases, and
 //! [`FakeRuntime`], a sandbox backend kept wholly in memory, so that services can be
 //! tested in-process, in seconds, without root.
 #![forbid(unsafe_code)]
 
 pub mod fake;
-pub mod image;
 pub mod postgres;
 
 use std::path::{Path, PathBuf};

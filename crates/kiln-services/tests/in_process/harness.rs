@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kiln_config::Config;
 use kiln_services::datasets::ImportRequest;
-use kiln_services::sessions::{sample_image_reference, Action, CreateSession};
+use kiln_services::sessions::{Action, CreateSession};
 use kiln_services::Kiln;
 use kiln_store::{InteractionOutcome, SessionRecord, SessionStatus};
 use kiln_test_support::FakeRuntime;
@@ -14,8 +14,6 @@ use serde_json::json;
 
 pub const DATASET: &str = "test";
 pub const SAMPLE: &str = "test-1";
-/// The image of the default `script` agent.
-pub const AGENT_IMAGE: &str = "kiln-demo/python:1";
 
 pub struct Env {
     pub kiln: Arc<Kiln>,
@@ -39,13 +37,6 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
     tweak(&mut config);
-    let images = kiln_test_support::image::install_tiny_image(
-        &config.images_dir(),
-        &sample_image_reference(DATASET, SAMPLE),
-    );
-    images
-        .tag(&sample_image_reference(DATASET, SAMPLE), AGENT_IMAGE)
-        .unwrap();
     let fake = FakeRuntime::new();
     let kiln = Arc::new(open(&config, &fake).await);
     let user = kiln
