@@ -447,7 +447,9 @@ async fn workspace_shows_no_host_path_and_keeps_its_edits() {
         assert!(!mountinfo.contains(&root), "{name}:\n{mountinfo}");
         assert_eq!(rest, "old\n750\n", "{name}");
 
+        let sandbox_dir = rt.sandbox_dir(&handle.id);
         rt.destroy(&handle.id).await.unwrap();
+        assert!(mounted_under(&sandbox_dir).is_empty(), "{name}");
         assert_eq!(
             std::fs::read_to_string(dir.join("src/keep.txt")).unwrap(),
             "old\nnew\n"

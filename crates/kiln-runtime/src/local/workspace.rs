@@ -94,7 +94,10 @@ fn replace(copy: &Path, dest: &Path) -> Result<()> {
         return Err(e);
     }
     fs::rename(dest, &old).map_err(|e| RuntimeError::io("cannot rename", dest, e))?;
-    fs::rename(&new, dest).map_err(|e| RuntimeError::io("cannot rename", &new, e))?;
+    if let Err(e) = fs::rename(&new, dest) {
+        let _ = fs::rename(&old, dest);
+        return Err(RuntimeError::io("cannot rename", &new, e));
+    }
     remove_all(&old)
 }
 
