@@ -8,7 +8,8 @@ mod agent_job_support;
 mod sandbox;
 
 use agent_job_support::{
-    create, finished, make_repo, script_awaiting_go, start_with, wait_for, wait_for_file, workspace,
+    create, finished, live_workspace, make_repo, script_awaiting_go, start_with, wait_for,
+    wait_for_file,
 };
 use common::{assert_error, json, Database, TestServer};
 use serde_json::{json, Value};
@@ -144,7 +145,7 @@ async fn a_job_ending_in_error_is_refunded_once(db: Database) {
     .await;
     assert_eq!(status, 202, "{job}");
     let id = job["job_id"].as_str().expect("job_id").to_string();
-    let workspace = workspace(&s, &id);
+    let workspace = live_workspace(&s, &id);
     let secret = wait_for_file(&workspace.join(".secret")).await;
 
     // Running: charged, not refunded.

@@ -11,9 +11,9 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use agent_job_support::{
-    allow_git_host, basic_auth, create, finished, get_job, make_repo, private_git_host,
-    result_files, script_awaiting_go, start, start_job, wait_for, wait_for_file, workspace,
-    GitHost,
+    allow_git_host, basic_auth, create, finished, get_job, live_workspace, make_repo,
+    private_git_host, result_files, script_awaiting_go, start, start_job, wait_for, wait_for_file,
+    workspace, GitHost,
 };
 use common::{assert_error, assert_validation, bearer, git, json, Database};
 use kiln_services::agent_jobs::{CloneCredentials, JobBilling, JobCharge};
@@ -205,7 +205,7 @@ async fn the_completion_secret_alone_finishes_a_job(db: Database) {
     let s = start(db, repos.path()).await;
     let key = s.admin_key.clone();
     let id = start_job(&s, &key, &repo, None).await;
-    let workspace = workspace(&s, &id);
+    let workspace = live_workspace(&s, &id);
     let secret = wait_for_file(&workspace.join(".secret")).await;
     assert_eq!(secret.len(), 48);
 
@@ -497,8 +497,8 @@ async fn a_restart_ends_running_jobs_in_error(db: Database) {
     let s = start(db, repos.path()).await;
     let key = s.admin_key.clone();
     let id = start_job(&s, &key, &repo, None).await;
+    wait_for_file(&live_workspace(&s, &id).join(".started")).await;
     let workspace = workspace(&s, &id);
-    wait_for_file(&workspace.join(".started")).await;
     let (_, job) = get_job(&s, &key, &id).await;
     assert_eq!(job["status"], "running", "{job}");
 

@@ -391,3 +391,86 @@ async fn sandboxes_start_without_each_others_mounts() {
         rt.destroy(id).await.unwrap();
     }
 }
+
+/// A workspace (an agent job's checkout) is seen at its target, writable, without the
+/// server's paths in the sandbox's mountinfo (a bind mount's root field is the source's
+/// path in its filesystem), and after destroy the host directory holds exactly the
+/// sandbox's edits: with a disk limit (the workspace on the sandbox's disk) and without.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workspace_shows_no_host_path_and_keeps_its_edits() {
+    if !prerequisites() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let rt = runtime();
+    for (name, disk_bytes) in [("ws-disk", Some(64 << 20)), ("ws-plain", None)] {
+        let dir = rt
+            .root
+            .path()
+            .join("srv-data-7f3a/agent-jobs/job-q9z/workspace-tree");
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        std::fs::write(dir.join("src/keep.txt"), "old\n").unwrap();
+        std::fs::write(dir.join("gone.txt"), "delete me\n").unwrap();
+        std::fs::write(dir.join("run.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(dir.join("run.sh"), std::fs::Permissions::from_mode(0o750))
+            .unwrap();
+        std::os::unix::fs::symlink("src/keep.txt", dir.join("link")).unwrap();
+
+        let mut spec = busybox_spec(name);
+        spec.limits.disk_bytes = disk_bytes;
+        spec.binds = vec![kiln_runtime::local::BindMount {
+            source: dir.clone(),
+            target: "/workspace".into(),
+        }];
+        let handle = rt.create_local(spec).await.unwrap();
+        let script = "cat /proc/self/mountinfo; echo ---; cat /workspace/link; \
+                      stat -c %a /workspace/run.sh; echo new >> /workspace/src/keep.txt; \
+                      echo fresh > /workspace/new.txt; rm /workspace/gone.txt";
+        let done = rt
+            .exec(&handle.id, ExecRequest::shell(script))
+            .await
+            .unwrap();
+        let out = done.stdout.to_string_lossy();
+        assert_eq!(done.exit_code, 0, "{out} {}", done.stderr.to_string_lossy());
+        let (mountinfo, rest) = out.split_once("---\n").unwrap();
+        assert!(
+            mountinfo.contains(" /workspace "),
+            "no workspace mount:\n{mountinfo}"
+        );
+        for host_path in ["srv-data-7f3a", "agent-jobs", "workspace-tree"] {
+            assert!(
+                !mountinfo.contains(host_path),
+                "{name}: the sandbox sees {host_path}:\n{mountinfo}"
+            );
+        }
+        let root = rt.root.path().to_string_lossy().into_owned();
+        assert!(!mountinfo.contains(&root), "{name}:\n{mountinfo}");
+        assert_eq!(rest, "old\n750\n", "{name}");
+
+        let sandbox_dir = rt.sandbox_dir(&handle.id);
+        rt.destroy(&handle.id).await.unwrap();
+        assert!(mounted_under(&sandbox_dir).is_empty(), "{name}");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("src/keep.txt")).unwrap(),
+            "old\nnew\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("new.txt")).unwrap(),
+            "fresh\n"
+        );
+        assert!(
+            !dir.join("gone.txt").exists(),
+            "{name}: a deletion was lost"
+        );
+        assert_eq!(
+            std::fs::read_link(dir.join("link")).unwrap(),
+            std::path::Path::new("src/keep.txt")
+        );
+        let mode = std::fs::metadata(dir.join("run.sh"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o750);
+        std::fs::remove_dir_all(rt.root.path().join("srv-data-7f3a")).unwrap();
+    }
+}

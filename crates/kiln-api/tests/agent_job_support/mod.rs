@@ -86,7 +86,7 @@ pub fn make_repo(dir: &Path, script: &str) -> (String, String) {
 }
 
 /// An agent script that leaves its secret in `.secret`, where the test can read it (see
-/// [`workspace`]), and waits for the test's `.go` (a minute at most) before running `then`.
+/// [`live_workspace`]), and waits for the test's `.go` (a minute at most) before running `then`.
 pub fn script_awaiting_go(then: &str) -> String {
     format!(
         "printf %s \"$KILN_JOB_SECRET\" > .secret.tmp && mv .secret.tmp .secret\n\
@@ -102,6 +102,24 @@ pub fn workspace(s: &TestServer, id: &str) -> PathBuf {
         .join("agent-jobs")
         .join(id)
         .join("work/workspace")
+}
+
+/// The running sandbox's copy of job `id`'s workspace, as the host reaches it (the local
+/// backend copies a workspace onto the sandbox's own filesystem and back at destroy:
+/// `kiln-runtime/src/local/workspace.rs`): the tests' channel to a running agent.
+pub fn live_workspace(s: &TestServer, id: &str) -> PathBuf {
+    let limited = s
+        .kiln
+        .sandboxes
+        .available()
+        .map(|a| a.limits.disk_bytes.is_some())
+        .expect("sandboxes are available");
+    let sandbox = s.kiln.config.data_dir.join("runtime/sandboxes").join(id);
+    if limited {
+        sandbox.join("disk/workspaces/0")
+    } else {
+        sandbox.join("workspaces/0")
+    }
 }
 
 pub async fn create(s: &TestServer, key: &str, body: Value) -> (u16, Value) {

@@ -187,15 +187,15 @@ fn unescape_field(field: &mut [u8]) -> Option<usize> {
     Some(write)
 }
 
-/// Mount points of kiln's layout under any runtime root: a sandbox's `disk`, `merged`
-/// and `run` (`…/sandboxes/<id>/<leaf>`), the disk pool (`…/disks/mnt`) and its entries
+/// Mount points of kiln's layout under any runtime root: a sandbox's `disk`, `merged`,
+/// `run` and `workspaces` (`…/sandboxes/<id>/<leaf>`), the disk pool (`…/disks/mnt`) and its entries
 /// (`…/disks/mnt/<n>`). See `layout.rs` and `disk.rs`.
 fn is_kiln_mount_point(path: &[u8]) -> bool {
     let mut parts = path.rsplit(|&b| b == b'/');
     let leaf = parts.next().unwrap_or_default();
     let parent = parts.next().unwrap_or_default();
     let grand = parts.next().unwrap_or_default();
-    (grand == b"sandboxes" && [&b"disk"[..], b"merged", b"run"].contains(&leaf))
+    (grand == b"sandboxes" && [&b"disk"[..], b"merged", b"run", b"workspaces"].contains(&leaf))
         || (parent == b"disks" && leaf == b"mnt")
         || (grand == b"disks" && parent == b"mnt")
 }
@@ -235,6 +235,7 @@ mod tests {
             ("/d/runtime/sandboxes/abc/disk", true),
             ("/d/runtime/sandboxes/abc/merged", true),
             ("/d/runtime/sandboxes/abc/run", true),
+            ("/d/runtime/sandboxes/abc/workspaces", true),
             ("/d/runtime/disks/mnt", true),
             ("/d/runtime/disks/mnt/18f3a", true),
             ("/d/runtime/sandboxes", false),

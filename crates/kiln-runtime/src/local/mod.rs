@@ -24,6 +24,7 @@ mod staging;
 mod start;
 mod teardown;
 mod usage;
+mod workspace;
 
 use std::collections::HashMap;
 use std::fs;
@@ -159,6 +160,7 @@ impl LocalRuntime {
             "disks",
             "launch/root",
             "launch/run",
+            "launch/workspaces",
         ] {
             let path = config.root.join(dir);
             fs::create_dir_all(&path).map_err(|e| RuntimeError::io("cannot create", &path, e))?;
@@ -307,6 +309,11 @@ impl LocalRuntime {
     fn launch_dirs(&self) -> (PathBuf, PathBuf) {
         let launch = self.config.root.join("launch");
         (launch.join("root"), launch.join("run"))
+    }
+
+    /// Where a starting sandbox's workspace copies are bound in its launch namespace.
+    fn launch_workspaces(&self) -> PathBuf {
+        self.config.root.join("launch").join("workspaces")
     }
 
     fn layers_dir(&self) -> PathBuf {

@@ -1,6 +1,7 @@
 //! From the backend-neutral [`SandboxSpec`] to what this backend starts: an image
 //! reference becomes the image's unpacked layers (and its `ENV` and `WorkingDir`), a
-//! snapshot the layer stack it was taken on, a workspace a bind mount.
+//! snapshot the layer stack it was taken on, a workspace a `BindMount` (copied in and
+//! back, `workspace.rs`).
 
 use std::fs;
 use std::io::ErrorKind;

@@ -15,7 +15,7 @@ use crate::host_report::HostReport;
 use crate::local::layout::SandboxDirs;
 use crate::local::sandbox::Sandbox;
 use crate::local::spec::LocalSpec;
-use crate::local::{remove_socket_link, teardown, usage, LocalRuntime, Slot};
+use crate::local::{remove_socket_link, teardown, usage, workspace, LocalRuntime, Slot};
 use crate::runtime::{ExecEventSink, NodeCapacity, ReconcileReport, Runtime, SandboxExit};
 use crate::spec::{
     Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot, SnapshotId,
@@ -59,15 +59,31 @@ impl LocalRuntime {
         self.admission.release(&sandbox.spec.id);
         let cgroups = Arc::clone(&self.cgroups);
         let (cgroup, dirs) = (sandbox.cgroup.clone(), sandbox.dirs.clone());
-        tokio::task::spawn_blocking(move || teardown::teardown(cgroups.as_ref(), &cgroup, &dirs))
-            .await
-            .map_err(|e| {
-                RuntimeError::io(
-                    "teardown task failed for",
-                    &sandbox.dirs.base,
-                    std::io::Error::other(e),
-                )
-            })??;
+        let (binds, limited) = (
+            sandbox.spec.binds.clone(),
+            sandbox.spec.limits.disk_bytes.is_some(),
+        );
+        tokio::task::spawn_blocking(move || {
+            // The workspaces' changes go back to the host once nothing in the sandbox
+            // can write any more, before their filesystem goes away.
+            let copied = if binds.is_empty() {
+                Ok(())
+            } else {
+                cgroups
+                    .kill_all(&cgroup)
+                    .and_then(|()| workspace::copy_back(&dirs, limited, &binds))
+            };
+            let torn = teardown::teardown(cgroups.as_ref(), &cgroup, &dirs);
+            copied.and(torn)
+        })
+        .await
+        .map_err(|e| {
+            RuntimeError::io(
+                "teardown task failed for",
+                &sandbox.dirs.base,
+                std::io::Error::other(e),
+            )
+        })??;
         if let Some(mut child) = sandbox.monitor.lock().await.take() {
             let _ = tokio::time::timeout(REAP_TIMEOUT, child.wait()).await;
         }

@@ -92,12 +92,14 @@ pub struct LocalSpec {
     pub workdir: Option<String>,
     /// Hostname inside.
     pub hostname: String,
-    /// Host directories bound read-write inside, e.g. an agent job's checkout.
+    /// Host directories seen read-write inside, e.g. an agent job's checkout.
     pub binds: Vec<BindMount>,
 }
 
-/// A host directory seen read-write at `target` inside the sandbox. The sandbox's
-/// writes land in the host directory itself, not in its overlay.
+/// A host directory seen read-write at `target` inside the sandbox. It is copied onto
+/// the sandbox's own filesystem (never bound from the host, whose path would show in
+/// the sandbox's mountinfo), not into its overlay, and the sandbox's tree replaces the
+/// host directory at destroy (`workspace.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindMount {
     /// The directory on the host (absolute).

@@ -13,7 +13,9 @@ use crate::local::launch_ns::LaunchNs;
 use crate::local::layout::{SandboxDirs, SandboxState};
 use crate::local::sandbox::Sandbox;
 use crate::local::spec::LocalSpec;
-use crate::local::{disk, mount_namespace, overlay, proc_seal, staging, teardown, LocalRuntime};
+use crate::local::{
+    disk, mount_namespace, overlay, proc_seal, staging, teardown, workspace, LocalRuntime,
+};
 
 /// The agent binds its socket, then restricts it to 0600: only then is it ready.
 const SOCKET_READY_MODE: u32 = 0o600;
@@ -87,6 +89,30 @@ impl LocalRuntime {
         } else {
             disk::prepare_layer(&dirs.upper, &dirs.work)?;
         }
+        // Workspaces are copied onto the sandbox's own filesystem, never bound from the
+        // host: a bind's mountinfo line would show the host path (`workspace.rs`).
+        let launch_workspaces = self.launch_workspaces();
+        let binds = if spec.binds.is_empty() {
+            Vec::new()
+        } else {
+            let (owned, limits, binds, launch) = (
+                dirs.clone(),
+                spec.limits,
+                spec.binds.clone(),
+                launch_workspaces.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                workspace::copy_in(&owned, &limits, &binds, &launch)
+            })
+            .await
+            .map_err(|e| {
+                RuntimeError::io(
+                    "workspace task failed for",
+                    &dirs.base,
+                    std::io::Error::other(e),
+                )
+            })??
+        };
         let t_disk = t0.elapsed();
         staging::mount_run_dir(&dirs.run)?;
         // 4. The root: image layers read-only, changes in our upper dir (named relative to
@@ -107,7 +133,13 @@ impl LocalRuntime {
         // bwrap starts in a mount namespace of its own without the other sandboxes'
         // mounts, where this one's root and socket directory are bound at fixed paths.
         let (root, run) = self.launch_dirs();
-        let launch_ns = LaunchNs::new(&[(&dirs.merged, &root), (&dirs.run, &run)])?;
+        let workspaces = workspace::dir(dirs, spec.limits.disk_bytes.is_some());
+        let mut launch_binds = vec![(dirs.merged.as_path(), root.as_path())];
+        launch_binds.push((&dirs.run, &run));
+        if !binds.is_empty() {
+            launch_binds.push((&workspaces, &launch_workspaces));
+        }
+        let launch_ns = LaunchNs::new(&launch_binds)?;
         // 6. bubblewrap: namespaces, mounts, capabilities, seccomp; the agent as PID 1.
         let launched = bwrap::launch(BwrapLaunch {
             bwrap: &self.config.bwrap,
@@ -116,7 +148,7 @@ impl LocalRuntime {
             cmdline: &self.staged.cmdline,
             run_dir: &run,
             hostname: &spec.hostname,
-            binds: &spec.binds,
+            binds: &binds,
             env: &spec.env,
             seccomp_files: &self.seccomp_files,
             cgroup_procs,
