@@ -425,7 +425,8 @@ async fn workspace_shows_no_host_path_and_keeps_its_edits() {
         let handle = rt.create_local(spec).await.unwrap();
         let script = "cat /proc/self/mountinfo; echo ---; cat /workspace/link; \
                       stat -c %a /workspace/run.sh; echo new >> /workspace/src/keep.txt; \
-                      echo fresh > /workspace/new.txt; rm /workspace/gone.txt";
+                      echo fresh > /workspace/new.txt; rm /workspace/gone.txt; \
+                      cp /bin/busybox /workspace/suid && chmod 6755 /workspace/suid";
         let done = rt
             .exec(&handle.id, ExecRequest::shell(script))
             .await
@@ -461,6 +462,15 @@ async fn workspace_shows_no_host_path_and_keeps_its_edits() {
         assert!(
             !dir.join("gone.txt").exists(),
             "{name}: a deletion was lost"
+        );
+        let suid = std::fs::metadata(dir.join("suid"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            suid & 0o7777,
+            0o755,
+            "{name}: setuid/setgid came back to the host"
         );
         assert_eq!(
             std::fs::read_link(dir.join("link")).unwrap(),

@@ -89,7 +89,7 @@ fn replace(copy: &Path, dest: &Path) -> Result<()> {
     for leftover in [&new, &old] {
         remove_all(leftover)?;
     }
-    if let Err(e) = cp(copy, &new) {
+    if let Err(e) = cp(copy, &new).and_then(|()| strip_set_id(&new)) {
         let _ = remove_all(&new);
         return Err(e);
     }
@@ -99,6 +99,34 @@ fn replace(copy: &Path, dest: &Path) -> Result<()> {
         return Err(RuntimeError::io("cannot rename", &new, e));
     }
     remove_all(&old)
+}
+
+/// Clears the setuid and setgid bits of every file under `dir`: the sandbox runs as root,
+/// so without this a job could leave a setuid-root binary on the server's disk.
+fn strip_set_id(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta =
+            fs::symlink_metadata(&path).map_err(|e| RuntimeError::io("cannot stat", &path, e))?;
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        let mode = meta.permissions().mode();
+        if meta.is_file() && mode & 0o6000 != 0 {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode & !0o6000))
+                .map_err(|e| RuntimeError::io("cannot chmod", &path, e))?;
+        }
+        if meta.is_dir() {
+            for entry in
+                fs::read_dir(&path).map_err(|e| RuntimeError::io("cannot list", &path, e))?
+            {
+                let entry = entry.map_err(|e| RuntimeError::io("cannot list", &path, e))?;
+                pending.push(entry.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn remove_all(path: &Path) -> Result<()> {

@@ -305,7 +305,10 @@ async fn run_in_sandbox(
     request.max_output_bytes = service.config.max_log_bytes;
     let backstop = Duration::from_secs(agent.timeout_secs).saturating_add(BACKSTOP);
     let done = tokio::time::timeout(backstop, runtime.exec(&id, request)).await;
-    if let Err(e) = runtime.destroy(&id).await {
+    // Destroying also hands the workspace's changes back: if that fails, the diff would
+    // be the untouched checkout, so the job fails rather than report nothing changed.
+    let destroyed = runtime.destroy(&id).await;
+    if let Err(e) = &destroyed {
         tracing::error!(job = %job.job_id, error = %e, "cannot destroy an agent job's sandbox");
     }
     match done {
@@ -314,6 +317,10 @@ async fn run_in_sandbox(
             backstop.as_secs()
         )),
         Ok(Err(e)) => Err(format!("the agent's command could not run: {e}")),
+        Ok(Ok(_)) if destroyed.is_err() => Err(format!(
+            "the agent's changes could not be collected from its sandbox: {}",
+            destroyed.err().map(|e| e.to_string()).unwrap_or_default()
+        )),
         Ok(Ok(done)) => Ok(done),
     }
 }

@@ -133,3 +133,16 @@ async fn an_agent_that_fails_ends_the_job_in_error() {
     assert!(message.contains("exited with status 3: boom"), "{message}");
     assert!(env.fake.running().is_empty());
 }
+
+#[tokio::test]
+async fn changes_that_cannot_be_collected_end_the_job_in_error() {
+    let (root, repo) = make_repo();
+    let env = start(|c| c.agent_jobs.local_repo_root = Some(root.path().to_path_buf())).await;
+    env.fake.respond("agent.sh", Reply::ok("done\n"));
+    env.fake.fail_destroys(Some("disk full"));
+    let job = run_job(&env, &repo).await;
+    assert_eq!(job.status, JobStatus::Error, "{job:?}");
+    let message = job.error_message.unwrap_or_default();
+    assert!(message.contains("could not be collected"), "{message}");
+    assert!(env.fake.running().is_empty());
+}

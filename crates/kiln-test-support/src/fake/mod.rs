@@ -112,6 +112,9 @@ struct State {
     seed: Files,
     create_delay: Duration,
     create_failure: Option<String>,
+    /// Destroys still remove the sandbox but answer this error (as when a backend cannot
+    /// hand a workspace back).
+    destroy_failure: Option<String>,
     next_id: u64,
     creates: u64,
     execs: Vec<(SandboxId, String)>,
@@ -166,6 +169,12 @@ impl FakeRuntime {
     /// How long each create takes.
     pub fn set_create_delay(&self, delay: Duration) {
         self.lock().create_delay = delay;
+    }
+
+    /// Makes every destroy remove its sandbox but fail with this reason; `None` restores
+    /// them.
+    pub fn fail_destroys(&self, reason: Option<&str>) {
+        self.lock().destroy_failure = reason.map(str::to_string);
     }
 
     /// Makes `reference` an image this backend does not have (`ImageNotFound`).
@@ -608,7 +617,14 @@ impl Runtime for FakeRuntime {
         match state.sandboxes.remove(id) {
             Some(sandbox) => {
                 destroyed(&sandbox);
-                Ok(())
+                match state.destroy_failure.clone() {
+                    Some(reason) => Err(RuntimeError::Io {
+                        what: "cannot hand the workspace back",
+                        path: PathBuf::from("/fake"),
+                        source: std::io::Error::other(reason),
+                    }),
+                    None => Ok(()),
+                }
             }
             None if reserved => Ok(()),
             None => Err(RuntimeError::NotFound(id.to_string())),
