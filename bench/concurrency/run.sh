@@ -37,6 +37,19 @@ if [ -n "${KILN_BENCH_BASELINE_BIN:-}" ]; then
     URL[old]=$SERVER_URL KEY[old]=$SERVER_KEY_FILE
 fi
 
+# Runs kiln-bench-load and prints its summary line; when there is none (creates refused,
+# e.g. `node_full` on a host without disk for BURST sessions of runtime.disk_mib), prints
+# what it said and fails, instead of the round ending silently.
+load_summary() {
+    local out
+    out=$("$LOAD_BIN" "$@" 2>&1) || true
+    if ! grep -q '^summary' <<<"$out"; then
+        printf 'kiln-bench-load %s gave no summary:\n%s\n' "$*" "$out" >&2
+        return 1
+    fi
+    grep '^summary' <<<"$out"
+}
+
 # Reads `key=value` fields of a summary line.
 field() { tr ' ' '\n' | sed -n "s/^$1=//p"; }
 
@@ -44,8 +57,8 @@ for round in $(seq 1 "$ROUNDS"); do
     line=$(cargo bench --quiet -p kiln-runtime --bench concurrency -- 1 2>/dev/null | grep '^runtime-alone')
     echo "round $round runtime-alone $line" | tee -a "$RESULTS"
     for s in "${SERVERS[@]}"; do
-        line=$("$LOAD_BIN" --base-url "${URL[$s]}" --api-key-file "${KEY[$s]}" \
-            --sessions "$BURST" --commands 0 --deadline-secs 120 | grep '^summary')
+        line=$(load_summary --base-url "${URL[$s]}" --api-key-file "${KEY[$s]}" \
+            --sessions "$BURST" --commands 0 --deadline-secs 120)
         echo "round $round http-$s $line" | tee -a "$RESULTS"
     done
 done
@@ -70,8 +83,7 @@ if [ "${KILN_BENCH_LOAD:-1}" != 0 ]; then
     echo
     echo "execs across sessions (bench/load: 50 sessions × 200 × \`true\`):"
     for s in "${SERVERS[@]}"; do
-        line=$("$LOAD_BIN" --base-url "${URL[$s]}" --api-key-file "${KEY[$s]}" --deadline-secs 300 |
-            grep '^summary')
+        line=$(load_summary --base-url "${URL[$s]}" --api-key-file "${KEY[$s]}" --deadline-secs 300)
         echo "  HTTP ($s): $(echo "$line" | field commands_per_s) commands/s"
     done
 fi
