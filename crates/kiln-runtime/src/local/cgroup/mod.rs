@@ -28,8 +28,12 @@ use v2::CgroupV2;
 /// CFS period used for CPU quotas.
 pub(crate) const CPU_PERIOD_US: u64 = 100_000;
 
-/// How long teardown waits for killed processes to leave the cgroup.
-const EMPTY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long teardown waits for killed processes to leave the cgroup. A killed process
+/// is gone only once the kernel has torn down what it held (its mount namespaces, their
+/// mounts): when hundreds of sandboxes are destroyed at once (a server's shutdown, the
+/// 500-session bench), that work queues up in the kernel and one exit took over 10 s on
+/// a 2-core CI machine. Giving up early would leave a half-torn sandbox behind.
+const EMPTY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a freeze may take to stop every task before it is undone.
 pub(crate) const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
