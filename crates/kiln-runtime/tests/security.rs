@@ -138,9 +138,12 @@ async fn only_loopback_network() {
     let (code, out) = sh(
         &rt,
         "net1",
-        // The client retries until the listener is up; `wait` lets the listener (which
-        // ends with its one connection) write what it got: no timing guess.
-        "nc -l -p 7070 > /tmp/got & for i in $(seq 100); do echo ping | nc -w 1 127.0.0.1 7070 && break; sleep 0.05; done; wait; cat /tmp/got",
+        // The listener's stdin stays open (a background job's is /dev/null, whose EOF can
+        // end busybox nc before it reads); the client retries until the listener is up,
+        // then the file is polled: no timing guess either way.
+        "(sleep 5 | nc -l -p 7070 > /tmp/got) & \
+         for i in $(seq 100); do echo ping | nc -w 1 127.0.0.1 7070 && break; sleep 0.05; done; \
+         for i in $(seq 100); do grep -q ping /tmp/got && break; sleep 0.05; done; cat /tmp/got",
     )
     .await;
     assert!(
