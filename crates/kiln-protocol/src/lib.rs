@@ -27,6 +27,7 @@ pub mod frame_async;
 mod limits;
 mod request;
 mod response;
+pub mod str_replace;
 
 pub use agent_error::{check_versions, AgentError, ErrorCode, VersionMismatch};
 pub use binary::Binary;

@@ -8,8 +8,6 @@ use kiln_protocol::{
     WriteFileRequest, MAX_DIR_ENTRIES, MAX_FILE_BYTES,
 };
 
-const SNIPPET_LINES: usize = 4;
-
 #[derive(Debug, Clone)]
 enum Node {
     File {
@@ -237,7 +235,7 @@ impl Files {
             ));
         }
         let key = normalize(path);
-        let (content, mode) = match self.nodes.get(&key) {
+        let (updated, replaced, mode) = match self.nodes.get(&key) {
             None => return Err(not_found("edit", path)),
             Some(Node::Dir { .. }) => {
                 return Err(AgentError::new(
@@ -245,50 +243,11 @@ impl Files {
                     format!("{path} is a directory"),
                 ))
             }
-            Some(Node::File { content, mode, .. }) => (content.clone(), *mode),
-        };
-        let starts = occurrences(&content, old.as_bytes());
-        let start = match starts.as_slice() {
-            [] => {
-                return Err(AgentError::new(
-                    ErrorCode::NoMatch,
-                    format!(
-                        "No replacement was performed, old_str `{old}` did not appear verbatim in {path}."
-                    ),
-                ))
+            Some(Node::File { content, mode, .. }) => {
+                let (updated, replaced) =
+                    kiln_protocol::str_replace::replace_once(content, path, old, new)?;
+                (updated, replaced, *mode)
             }
-            [only] => *only,
-            many => {
-                let lines: Vec<u64> = many.iter().map(|&at| line_of(&content, at)).collect();
-                return Err(AgentError::new(
-                    ErrorCode::MultipleMatches {
-                        count: many.len() as u64,
-                        lines: lines.clone(),
-                    },
-                    format!(
-                        "No replacement was performed. Multiple occurrences of old_str `{old}` in lines {lines:?}. Please ensure it is unique"
-                    ),
-                ));
-            }
-        };
-        let mut updated = Vec::with_capacity(content.len() - old.len() + new.len());
-        updated.extend_from_slice(&content[..start]);
-        updated.extend_from_slice(new.as_bytes());
-        updated.extend_from_slice(&content[start + old.len()..]);
-        let first_line = usize::try_from(line_of(&content, start)).unwrap_or(1) - 1;
-        let snippet_start = first_line.saturating_sub(SNIPPET_LINES);
-        let snippet_end = first_line + SNIPPET_LINES + new.matches('\n').count();
-        let text = String::from_utf8_lossy(&updated).into_owned();
-        let snippet: Vec<&str> = text
-            .split('\n')
-            .skip(snippet_start)
-            .take(snippet_end + 1 - snippet_start)
-            .collect();
-        let replaced = Replaced {
-            size: updated.len() as u64,
-            line: first_line as u64 + 1,
-            snippet: snippet.join("\n"),
-            snippet_start_line: snippet_start as u64 + 1,
         };
         self.nodes.insert(
             key,
@@ -358,24 +317,4 @@ fn kind_size_mode(node: &Node) -> (FileKind, u64, u32) {
         Node::File { content, mode, .. } => (FileKind::File, content.len() as u64, *mode),
         Node::Dir { mode, .. } => (FileKind::Dir, 4096, *mode),
     }
-}
-
-/// Starts of the non-overlapping occurrences of `needle`, left to right.
-fn occurrences(haystack: &[u8], needle: &[u8]) -> Vec<usize> {
-    let mut found = Vec::new();
-    let mut at = 0;
-    while at + needle.len() <= haystack.len() {
-        if haystack[at..].starts_with(needle) {
-            found.push(at);
-            at += needle.len();
-        } else {
-            at += 1;
-        }
-    }
-    found
-}
-
-/// 1-based line of byte `at`.
-fn line_of(content: &[u8], at: usize) -> u64 {
-    content[..at].iter().filter(|&&b| b == b'\n').count() as u64 + 1
 }
