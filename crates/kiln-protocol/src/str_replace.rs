@@ -23,12 +23,14 @@ pub fn replace_once(
     }
     let starts = occurrences(content, old.as_bytes());
     let start = match starts.as_slice() {
-        [] => return Err(AgentError::new(
-            ErrorCode::NoMatch,
-            format!(
+        [] => {
+            return Err(AgentError::new(
+                ErrorCode::NoMatch,
+                format!(
                 "No replacement was performed, old_str `{old}` did not appear verbatim in {path}."
             ),
-        )),
+            ))
+        }
         [only] => *only,
         many => {
             let lines: Vec<u64> = many.iter().map(|&at| line_of(content, at)).collect();
