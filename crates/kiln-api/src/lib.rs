@@ -29,7 +29,7 @@ use utoipa_axum::routes;
 use crate::error::ApiError;
 use crate::rate_limit::RateLimits;
 
-pub use openapi::openapi;
+pub use openapi::{openapi, openapi_v1};
 
 /// What every handler can reach.
 pub struct AppState {
@@ -70,6 +70,28 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
     api
 }
 
+/// The instance API's routes (`/v1`) with their OpenAPI description.
+fn v1_routes() -> OpenApiRouter<Arc<AppState>> {
+    let mut api = OpenApiRouter::with_openapi(openapi::v1_base()).merge(routes::v1::routes());
+    openapi::document_errors(api.get_openapi_mut());
+    api
+}
+
+/// Serves `doc` and falls back to JSON errors, behind the rate limiter: what every
+/// versioned API root shares.
+fn finish_api(
+    api: Router<Arc<AppState>>,
+    doc: Arc<utoipa::openapi::OpenApi>,
+    state: &Arc<AppState>,
+) -> Router {
+    let spec = move || async move { Json(doc.as_ref().clone()) };
+    api.route("/openapi.json", axum::routing::get(spec))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn_with_state(state.clone(), rate_limit::limit))
+        .with_state(state.clone())
+}
+
 /// The whole application, ready to serve.
 pub fn router(kiln: Arc<Kiln>) -> Router {
     let body_limit = kiln.config.limits.max_body_bytes;
@@ -77,19 +99,13 @@ pub fn router(kiln: Arc<Kiln>) -> Router {
     let state = Arc::new(AppState { kiln, limits });
     let (api, doc) = api_routes().split_for_parts();
     let doc = Arc::new(doc);
-    let spec = {
-        let doc = doc.clone();
-        move || async move { Json(doc.as_ref().clone()) }
-    };
+    let (v1, v1_doc) = v1_routes().split_for_parts();
     let metrics = axum::routing::get(routes::metrics::metrics).with_state(state.clone());
-    let api = api
-        .route("/openapi.json", axum::routing::get(spec))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(from_fn_with_state(state.clone(), rate_limit::limit))
-        .with_state(state);
+    let api = finish_api(api, doc.clone(), &state);
+    let v1 = finish_api(v1, Arc::new(v1_doc), &state);
     Router::new()
         .nest("/api/v1", api)
+        .nest("/v1", v1)
         .route("/metrics", metrics)
         .merge(openapi::docs_ui(doc.as_ref().clone()))
         .fallback(not_found)

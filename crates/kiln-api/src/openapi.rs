@@ -20,6 +20,18 @@ use utoipa_scalar::{Scalar, Servable};
 )]
 struct ApiDoc;
 
+/// The `/v1` instance API's document, served at `/v1/openapi.json`: a document of its
+/// own because its server root differs, and the Codeset one must stay the contract.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Kiln (instances API)", description = "Instances: sandboxes to run commands in, edit, snapshot, fork and reach."),
+    servers((url = "/v1")),
+    modifiers(&BearerAuth),
+    components(schemas(crate::models::ErrorInfo, crate::models::ValidationError,
+        crate::models::ErrorBody, crate::models::HTTPValidationError))
+)]
+struct V1Doc;
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -39,6 +51,10 @@ impl Modify for BearerAuth {
 
 pub(crate) fn base() -> OpenApiDoc {
     ApiDoc::openapi()
+}
+
+pub(crate) fn v1_base() -> OpenApiDoc {
+    V1Doc::openapi()
 }
 
 /// Adds the error responses that do not depend on the handler, so that no operation can
@@ -129,6 +145,11 @@ fn error_response(description: &str, schema: &str) -> Response {
 /// The complete document, as served at `/api/v1/openapi.json`.
 pub fn openapi() -> OpenApiDoc {
     crate::api_routes().split_for_parts().1
+}
+
+/// The instance API's document, as served at `/v1/openapi.json`.
+pub fn openapi_v1() -> OpenApiDoc {
+    crate::v1_routes().split_for_parts().1
 }
 
 /// A docs UI at `/docs`. Scalar's page loads its script from a CDN in the browser, so

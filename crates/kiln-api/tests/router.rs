@@ -289,3 +289,17 @@ async fn a_full_node_is_503_with_retry_after() {
     assert!(headers.contains_key(header::RETRY_AFTER));
     assert!(body["detail"]["code"].is_string(), "{body}");
 }
+
+#[tokio::test]
+async fn the_v1_root_serves_its_own_document_and_json_errors() {
+    let app = app().await;
+    let (status, _, doc) = app.call("GET", "/v1/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["servers"][0]["url"], "/v1");
+    // The Codeset document stays the contract: no /v1 route leaks into it.
+    let (_, _, codeset) = app.call("GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!(codeset["servers"][0]["url"], "/api/v1");
+    let (status, body) = app.as_admin("GET", "/v1/no-such-thing", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_error(&body, "not_found");
+}

@@ -13,6 +13,7 @@ pub mod demo;
 mod error;
 pub mod github;
 mod ids;
+pub mod instances;
 pub mod metrics;
 pub mod outbound;
 pub mod records;
@@ -37,6 +38,7 @@ use crate::auth::AuthService;
 use crate::billing::{BillingService, LedgerJobBilling};
 use crate::datasets::DatasetService;
 use crate::github::GithubService;
+use crate::instances::InstanceService;
 use crate::sandboxes::Sandboxes;
 use crate::sessions::{RecoveryReport, SessionService};
 
@@ -50,6 +52,8 @@ pub struct Kiln {
     pub auth: AuthService,
     pub datasets: DatasetService,
     pub sessions: Arc<SessionService>,
+    /// The `/v1` instance API over the same sessions.
+    pub instances: InstanceService,
     pub billing: BillingService,
     pub agent_jobs: Arc<AgentJobService>,
     pub github: Arc<GithubService>,
@@ -130,6 +134,7 @@ impl Kiln {
             config.sessions.clone(),
             config.billing.clone(),
         );
+        let instances = InstanceService::new(store.clone(), sessions.clone(), sandboxes.clone());
         let billing = BillingService::new(store.clone(), config.billing.clone());
         let github = Arc::new(GithubService::new(
             store.clone(),
@@ -151,6 +156,7 @@ impl Kiln {
             auth,
             datasets,
             sessions,
+            instances,
             billing,
             agent_jobs,
             github,

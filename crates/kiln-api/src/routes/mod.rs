@@ -16,3 +16,4 @@ pub mod sessions;
 pub mod sessions_models;
 pub mod users;
 pub mod users_models;
+pub mod v1;

@@ -1,0 +1,25 @@
+//! The general sandbox API under `/v1` (document 002): instances and what can be done
+//! to them. Same authentication, errors and rate limits as `/api/v1`; its own OpenAPI
+//! document at `/v1/openapi.json`. One module per area, each with a `routes()`.
+use std::sync::Arc;
+
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::AppState;
+
+pub mod exec;
+pub mod files;
+pub mod instances;
+pub mod ports;
+pub mod snapshots;
+pub mod webhooks;
+
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .merge(instances::routes())
+        .merge(exec::routes())
+        .merge(files::routes())
+        .merge(snapshots::routes())
+        .merge(ports::routes())
+        .merge(webhooks::routes())
+}

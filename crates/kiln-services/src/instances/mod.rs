@@ -1,0 +1,93 @@
+//! Instances: the general sandbox API served under `/v1` (document 002). An instance is
+//! a session: a Codeset session's id works on every instance route, so an agent loop
+//! started with the Codeset SDK can be forked, snapshotted or streamed from. Each area
+//! (exec, files, snapshots, forks, port forwards) has its own module here; they all
+//! reach a sandbox through [`InstanceService::sandbox`], which is where ownership and
+//! readiness are checked, once.
+use std::sync::Arc;
+
+use kiln_runtime::{Runtime, SandboxId};
+use kiln_store::{SessionRecord, SessionStatus, Store};
+
+use crate::error::{ServiceError, ServiceResult};
+use crate::sandboxes::Sandboxes;
+use crate::sessions::SessionService;
+
+pub struct InstanceService {
+    #[allow(dead_code)] // used by the instance areas as they land
+    store: Arc<dyn Store>,
+    sessions: Arc<SessionService>,
+    sandboxes: Arc<Sandboxes>,
+}
+
+/// A running instance's sandbox, reached by its owner.
+pub struct InstanceSandbox {
+    pub runtime: Arc<dyn Runtime>,
+    pub id: SandboxId,
+    pub session: SessionRecord,
+}
+
+impl InstanceService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        sessions: Arc<SessionService>,
+        sandboxes: Arc<Sandboxes>,
+    ) -> Self {
+        Self {
+            store,
+            sessions,
+            sandboxes,
+        }
+    }
+
+    /// The sandbox of `user_id`'s ready instance `instance_id`. Someone else's (or no)
+    /// instance is "not found"; one that is starting or has ended is a conflict that
+    /// says which.
+    pub async fn sandbox(
+        &self,
+        user_id: &str,
+        instance_id: &str,
+    ) -> ServiceResult<InstanceSandbox> {
+        let session = self
+            .sessions
+            .owned(user_id, instance_id)
+            .await
+            .map_err(|e| match e {
+                ServiceError::NotFound { .. } => {
+                    ServiceError::not_found(format!("instance {instance_id}"))
+                }
+                other => other,
+            })?;
+        let status = session.status;
+        let sandbox_id = match (&session.sandbox_id, status) {
+            (Some(id), SessionStatus::Ready) => id.clone(),
+            (_, SessionStatus::Creating) => {
+                return Err(ServiceError::Conflict(format!(
+                    "instance {instance_id} is still starting: wait until it is ready"
+                )))
+            }
+            _ => {
+                return Err(ServiceError::Conflict(format!(
+                    "instance {instance_id} is {} and has no running sandbox",
+                    status.as_str()
+                )))
+            }
+        };
+        let runtime = self
+            .sandboxes
+            .available()
+            .map_err(|why| {
+                ServiceError::Unavailable(format!(
+                    "instances are not available on this server: {why}"
+                ))
+            })?
+            .runtime
+            .clone();
+        let id = SandboxId::new(sandbox_id).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        Ok(InstanceSandbox {
+            runtime,
+            id,
+            session,
+        })
+    }
+}
