@@ -264,6 +264,28 @@ impl TestServer {
         (status, body, retry_after)
     }
 
+    /// A request to the instance API: `path` is under `/v1` (not `/api/v1`).
+    pub fn v1(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        let root = self.base.trim_end_matches("/api/v1");
+        self.client.request(method, format!("{root}/v1{path}"))
+    }
+
+    /// A request to the instance API as the holder of `key`, with an optional JSON body:
+    /// (status, JSON body).
+    pub async fn v1_as(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut request = self.v1(method, path).header("Authorization", bearer(key));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        json(request.send().await.expect("send")).await
+    }
+
     /// `DELETE path` as the holder of `key`: (status, JSON body).
     pub async fn delete_as(&self, key: &str, path: &str) -> (u16, Value) {
         json(
