@@ -14,7 +14,7 @@ use crate::agent::{Agent, MAX_CONNECTIONS};
 use crate::atomic_write::write_atomically;
 use crate::exec_run::serve_exec;
 use crate::file_ops;
-use crate::str_replace::str_replace;
+use crate::str_replace::{edit_lines, str_replace};
 
 /// A client has this long to send each of its two frames.
 const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -67,7 +67,7 @@ fn serve(agent: &Agent, stream: &mut UnixStream) -> Result<(), FrameError> {
             "expected a request, got a second hello",
         )),
         Request::ReadFile(read) => {
-            file_ops::read_file(&read.path, read.max_bytes).map(Response::File)
+            file_ops::read_file(&read.path, read.offset, read.max_bytes).map(Response::File)
         }
         Request::WriteFile(write) => write_atomically(
             &write.path,
@@ -81,6 +81,7 @@ fn serve(agent: &Agent, stream: &mut UnixStream) -> Result<(), FrameError> {
         Request::StrReplace(edit) => {
             str_replace(&edit.path, &edit.old, &edit.new).map(Response::Replaced)
         }
+        Request::EditLines(edit) => edit_lines(&edit).map(Response::Replaced),
         Request::ListDir { path } => file_ops::list_dir(&path).map(Response::Dir),
         Request::Stat { path } => file_ops::stat(&path).map(Response::Metadata),
         Request::Ping => Ok(Response::Pong {

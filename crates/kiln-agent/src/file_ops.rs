@@ -1,7 +1,7 @@
 //! Reading, listing and inspecting files, with OS errors mapped to protocol codes.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;
 use std::time::UNIX_EPOCH;
 
@@ -39,10 +39,14 @@ fn kind_of(file_type: fs::FileType) -> FileKind {
     }
 }
 
-/// The first `min(max_bytes, MAX_FILE_BYTES)` bytes of a file.
-pub fn read_file(path: &str, max_bytes: Option<u64>) -> Result<FileContent, AgentError> {
+/// `min(max_bytes, MAX_FILE_BYTES)` bytes of a file from byte `offset` on.
+pub fn read_file(
+    path: &str,
+    offset: u64,
+    max_bytes: Option<u64>,
+) -> Result<FileContent, AgentError> {
     let cap = max_bytes.unwrap_or(MAX_FILE_BYTES).min(MAX_FILE_BYTES);
-    let file = File::open(path).map_err(|err| io_error("read", path, &err))?;
+    let mut file = File::open(path).map_err(|err| io_error("read", path, &err))?;
     let meta = file
         .metadata()
         .map_err(|err| io_error("read", path, &err))?;
@@ -51,6 +55,10 @@ pub fn read_file(path: &str, max_bytes: Option<u64>) -> Result<FileContent, Agen
             ErrorCode::IsDirectory,
             format!("{path} is a directory"),
         ));
+    }
+    if offset > 0 {
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|err| io_error("read", path, &err))?;
     }
     // One byte past the cap tells "exactly cap" from "more", even for files whose
     // reported size is 0 (/proc).
@@ -61,7 +69,7 @@ pub fn read_file(path: &str, max_bytes: Option<u64>) -> Result<FileContent, Agen
     let truncated = content.len() as u64 > cap;
     content.truncate(usize::try_from(cap).unwrap_or(usize::MAX));
     Ok(FileContent {
-        size: meta.len().max(content.len() as u64),
+        size: meta.len().max(offset.saturating_add(content.len() as u64)),
         mode: permission_bits(&meta),
         content: Binary(content),
         truncated,
@@ -89,6 +97,7 @@ pub fn list_dir(path: &str) -> Result<DirListing, AgentError> {
             kind: kind_of(meta.file_type()),
             size: meta.len(),
             mode: permission_bits(&meta),
+            modified_ms: modified_ms(&meta),
         });
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
@@ -100,8 +109,18 @@ pub fn list_dir(path: &str) -> Result<DirListing, AgentError> {
 /// Metadata of a path, symlinks not followed.
 pub fn stat(path: &str) -> Result<Metadata, AgentError> {
     let meta = fs::symlink_metadata(path).map_err(|err| io_error("stat", path, &err))?;
-    let modified_ms = meta
-        .modified()
+    Ok(Metadata {
+        kind: kind_of(meta.file_type()),
+        size: meta.len(),
+        mode: permission_bits(&meta),
+        modified_ms: modified_ms(&meta),
+    })
+}
+
+/// Modification time in milliseconds since the Unix epoch (negative before it; 0 when
+/// the filesystem has none).
+fn modified_ms(meta: &fs::Metadata) -> i64 {
+    meta.modified()
         .ok()
         .and_then(|t| match t.duration_since(UNIX_EPOCH) {
             Ok(after) => i64::try_from(after.as_millis()).ok(),
@@ -109,11 +128,45 @@ pub fn stat(path: &str) -> Result<Metadata, AgentError> {
                 .ok()
                 .map(|ms| -ms),
         })
-        .unwrap_or(0);
-    Ok(Metadata {
-        kind: kind_of(meta.file_type()),
-        size: meta.len(),
-        mode: permission_bits(&meta),
-        modified_ms,
-    })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_starts_at_its_offset_and_says_what_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        fs::write(&path, &bytes).unwrap();
+        let path = path.to_str().unwrap();
+
+        let middle = read_file(path, 100, Some(50)).unwrap();
+        assert_eq!(middle.content.as_bytes(), &bytes[100..150]);
+        assert_eq!(middle.size, 1000);
+        assert!(middle.truncated);
+
+        let tail = read_file(path, 990, Some(50)).unwrap();
+        assert_eq!(tail.content.as_bytes(), &bytes[990..]);
+        assert!(!tail.truncated);
+
+        let past = read_file(path, 5000, None).unwrap();
+        assert!(past.content.is_empty());
+        assert!(!past.truncated);
+    }
+
+    #[test]
+    fn listed_entries_carry_their_modification_time() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a"), "x").unwrap();
+        let listing = list_dir(dir.path().to_str().unwrap()).unwrap();
+        let entry = &listing.entries[0];
+        assert_eq!(entry.name, "a");
+        let stat = stat(dir.path().join("a").to_str().unwrap()).unwrap();
+        assert_eq!(entry.modified_ms, stat.modified_ms);
+        assert!(entry.modified_ms > 0);
+    }
 }

@@ -46,6 +46,11 @@ pub enum ErrorCode {
         /// 1-based line where each occurrence starts.
         lines: Vec<u64>,
     },
+    /// `edit_lines`: the range is not inside the file (or is reversed).
+    LinesOutOfRange {
+        /// Lines the file has.
+        line_count: u64,
+    },
     /// Something exceeds a limit (frame, file, output cap, timeout).
     TooLarge,
     /// The request is malformed or not allowed at this point.
@@ -70,6 +75,9 @@ impl fmt::Display for ErrorCode {
             ErrorCode::NoMatch => "no_match",
             ErrorCode::MultipleMatches { count, .. } => {
                 return write!(f, "multiple_matches, count {count}")
+            }
+            ErrorCode::LinesOutOfRange { line_count } => {
+                return write!(f, "lines_out_of_range, {line_count} lines")
             }
             ErrorCode::TooLarge => "too_large",
             ErrorCode::InvalidRequest => "invalid_request",

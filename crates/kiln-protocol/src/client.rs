@@ -116,6 +116,7 @@ impl AgentClient {
         let resp = self.call(&Request::ReadFile(ReadFileRequest {
             path: path.into(),
             max_bytes,
+            offset: 0,
         }))?;
         expect_one("file", resp, |r| match r {
             Response::File(file) => Ok(file),

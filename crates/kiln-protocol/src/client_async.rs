@@ -23,7 +23,9 @@ use crate::exchange::{
     accept_hello, exec_step, expect_one, hello, ExecEvent, ExecStep, CLIENT_VERSION,
 };
 use crate::frame_async::{read_frame_async, write_frame_async};
-use crate::request::{ExecRequest, ReadFileRequest, Request, StrReplaceRequest, WriteFileRequest};
+use crate::request::{
+    EditLinesRequest, ExecRequest, ReadFileRequest, Request, StrReplaceRequest, WriteFileRequest,
+};
 use crate::response::{DirListing, ExecDone, FileContent, Metadata, Replaced, Response};
 
 /// A byte stream to an agent: whatever a [`Connect`]or opens.
@@ -174,10 +176,22 @@ impl AsyncAgentClient {
         path: impl Into<String>,
         max_bytes: Option<u64>,
     ) -> Result<FileContent, ClientError> {
+        self.read_file_at(path, 0, max_bytes).await
+    }
+
+    /// Reads at most `max_bytes` (capped by [`crate::MAX_FILE_BYTES`]) of a file,
+    /// starting `offset` bytes in.
+    pub async fn read_file_at(
+        &self,
+        path: impl Into<String>,
+        offset: u64,
+        max_bytes: Option<u64>,
+    ) -> Result<FileContent, ClientError> {
         let resp = self
             .call(Request::ReadFile(ReadFileRequest {
                 path: path.into(),
                 max_bytes,
+                offset,
             }))
             .await?;
         expect_one("file", resp, |r| match r {
@@ -209,6 +223,15 @@ impl AsyncAgentClient {
                 new: new.into(),
             }))
             .await?;
+        expect_one("replaced", resp, |r| match r {
+            Response::Replaced(replaced) => Ok(replaced),
+            other => Err(other),
+        })
+    }
+
+    /// Replaces (or inserts) whole lines of a file, atomically.
+    pub async fn edit_lines(&self, request: EditLinesRequest) -> Result<Replaced, ClientError> {
+        let resp = self.call(Request::EditLines(request)).await?;
         expect_one("replaced", resp, |r| match r {
             Response::Replaced(replaced) => Ok(replaced),
             other => Err(other),

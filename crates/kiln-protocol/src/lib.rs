@@ -25,6 +25,7 @@ pub mod frame;
 #[cfg(feature = "tokio")]
 pub mod frame_async;
 mod limits;
+pub mod line_edit;
 mod request;
 mod response;
 pub mod str_replace;
@@ -44,7 +45,8 @@ pub use limits::{
     MAX_EXEC_TIMEOUT_MS, MAX_FILE_BYTES, MAX_OUTPUT_BYTES,
 };
 pub use request::{
-    Command, ExecRequest, ReadFileRequest, Request, StrReplaceRequest, WriteFileRequest,
+    Command, EditLinesRequest, ExecRequest, ReadFileRequest, Request, StrReplaceRequest,
+    WriteFileRequest,
 };
 pub use response::{
     DirEntry, DirListing, ExecDone, FileContent, FileKind, Metadata, OutputStream, Replaced,

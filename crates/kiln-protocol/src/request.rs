@@ -26,6 +26,8 @@ pub enum Request {
     WriteFile(WriteFileRequest),
     /// Replace the one occurrence of `old` by `new`; answered by `replaced`.
     StrReplace(StrReplaceRequest),
+    /// Replace a range of whole lines (or insert lines); answered by `replaced`.
+    EditLines(EditLinesRequest),
     /// List a directory; answered by `dir`.
     ListDir {
         /// Absolute path, or relative to the agent's working directory.
@@ -57,6 +59,7 @@ impl Request {
             Request::ReadFile(_) => "read_file",
             Request::WriteFile(_) => "write_file",
             Request::StrReplace(_) => "str_replace",
+            Request::EditLines(_) => "edit_lines",
             Request::ListDir { .. } => "list_dir",
             Request::Stat { .. } => "stat",
             Request::Ping => "ping",
@@ -168,6 +171,14 @@ pub struct ReadFileRequest {
     /// Bytes returned at most; [`crate::MAX_FILE_BYTES`] when absent or larger.
     #[serde(default)]
     pub max_bytes: Option<u64>,
+    /// Where to start reading, in bytes from the start of the file. Left out of the
+    /// frame when 0, so a plain read still reaches an agent that predates it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Parameters of [`Request::WriteFile`].
@@ -198,6 +209,23 @@ pub struct StrReplaceRequest {
     pub new: String,
 }
 
+/// Parameters of [`Request::EditLines`]: lines `start_line..=end_line` (1-based) are
+/// replaced by `new_text`; `end_line = start_line - 1` inserts before `start_line`
+/// (`start_line` = line count + 1 appends). Semantics in [`crate::line_edit`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EditLinesRequest {
+    /// The file.
+    pub path: String,
+    /// First line replaced, from 1.
+    pub start_line: u64,
+    /// Last line replaced (inclusive); `start_line - 1` for an insertion.
+    pub end_line: u64,
+    /// The new lines; a final newline is added when missing (unless the range ends a
+    /// file that has none).
+    pub new_text: String,
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -222,6 +250,23 @@ mod tests {
         assert!(err.to_string().contains("recursive"), "{err}");
         let err = serde_json::from_str::<Request>(r#"{"type":"reboot"}"#).unwrap_err();
         assert!(err.to_string().contains("reboot"), "{err}");
+    }
+
+    #[test]
+    fn a_read_from_the_start_leaves_the_offset_out() {
+        let plain = Request::ReadFile(ReadFileRequest {
+            path: "/f".into(),
+            max_bytes: None,
+            offset: 0,
+        });
+        let json = serde_json::to_value(&plain).unwrap();
+        assert!(json.get("offset").is_none(), "{json}");
+        let ranged: Request =
+            serde_json::from_str(r#"{"type":"read_file","path":"/f","offset":7}"#).unwrap();
+        let Request::ReadFile(read) = ranged else {
+            panic!("not read_file")
+        };
+        assert_eq!(read.offset, 7);
     }
 
     #[test]

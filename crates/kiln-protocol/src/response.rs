@@ -197,6 +197,10 @@ pub struct DirEntry {
     pub size: u64,
     /// Permission bits.
     pub mode: u32,
+    /// Modification time, milliseconds since the Unix epoch (0 from agents that
+    /// predate it).
+    #[serde(default)]
+    pub modified_ms: i64,
 }
 
 /// A directory listing, sorted by name.

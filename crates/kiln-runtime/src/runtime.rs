@@ -2,7 +2,8 @@
 
 use async_trait::async_trait;
 use kiln_protocol::{
-    DirListing, ExecDone, ExecEvent, ExecRequest, FileContent, Metadata, Replaced, WriteFileRequest,
+    DirListing, EditLinesRequest, ExecDone, ExecEvent, ExecRequest, FileContent, Metadata,
+    Replaced, WriteFileRequest,
 };
 
 use crate::error::{Result, RuntimeError};
@@ -104,6 +105,24 @@ pub trait Runtime: Send + Sync {
         max_bytes: Option<u64>,
     ) -> Result<FileContent>;
 
+    /// Reads at most `max_bytes` of a file from byte `offset` on. The default serves
+    /// reads from the start through [`Runtime::read_file`] and answers
+    /// [`RuntimeError::Unsupported`] for others.
+    async fn read_file_at(
+        &self,
+        id: &SandboxId,
+        path: &str,
+        offset: u64,
+        max_bytes: Option<u64>,
+    ) -> Result<FileContent> {
+        if offset == 0 {
+            return self.read_file(id, path, max_bytes).await;
+        }
+        Err(RuntimeError::Unsupported {
+            what: "reads from an offset",
+        })
+    }
+
     /// Replaces a file atomically; returns the bytes written.
     async fn write_file(&self, id: &SandboxId, request: WriteFileRequest) -> Result<u64>;
 
@@ -115,6 +134,13 @@ pub trait Runtime: Send + Sync {
         old: &str,
         new: &str,
     ) -> Result<Replaced>;
+
+    /// Replaces (or inserts) whole lines of a file, atomically, inside the sandbox
+    /// ([`kiln_protocol::line_edit`]). [`RuntimeError::Unsupported`] by default.
+    async fn edit_lines(&self, id: &SandboxId, request: EditLinesRequest) -> Result<Replaced> {
+        let _ = (id, request);
+        Err(RuntimeError::Unsupported { what: "line edits" })
+    }
 
     /// Lists a directory.
     async fn list_dir(&self, id: &SandboxId, path: &str) -> Result<DirListing>;

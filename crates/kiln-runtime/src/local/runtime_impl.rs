@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kiln_protocol::{
-    ClientError, DirListing, ExecDone, ExecRequest, FileContent, Metadata, Replaced,
-    WriteFileRequest,
+    ClientError, DirListing, EditLinesRequest, ExecDone, ExecRequest, FileContent, Metadata,
+    Replaced, WriteFileRequest,
 };
 
 use super::host_check;
@@ -203,6 +203,30 @@ impl Runtime for LocalRuntime {
         sandbox
             .client
             .read_file(path, max_bytes)
+            .await
+            .map_err(Self::agent_err(id))
+    }
+
+    async fn read_file_at(
+        &self,
+        id: &SandboxId,
+        path: &str,
+        offset: u64,
+        max_bytes: Option<u64>,
+    ) -> Result<FileContent> {
+        let sandbox = self.get(id)?;
+        sandbox
+            .client
+            .read_file_at(path, offset, max_bytes)
+            .await
+            .map_err(Self::agent_err(id))
+    }
+
+    async fn edit_lines(&self, id: &SandboxId, request: EditLinesRequest) -> Result<Replaced> {
+        let sandbox = self.get(id)?;
+        sandbox
+            .client
+            .edit_lines(request)
             .await
             .map_err(Self::agent_err(id))
     }

@@ -285,6 +285,7 @@ impl Files {
                     kind,
                     size,
                     mode,
+                    modified_ms: 0,
                 }
             })
             .collect();
