@@ -9,6 +9,7 @@ use crate::AppState;
 
 pub mod exec;
 pub mod files;
+pub mod files_models;
 pub mod instances;
 pub mod ports;
 pub mod snapshots;
