@@ -266,13 +266,17 @@ async fn a_reader_never_sees_half_a_write() {
         &s,
         &key,
         &id,
-        "end=$(($(date +%s)+6)); while [ $(date +%s) -lt $end ]; do \
+        "end=$(($(date +%s)+8)); while [ $(date +%s) -lt $end ]; do \
          sha256sum /testbed/big.bin | cut -c1-64; done | sort | uniq -c",
     )
     .await;
     let started = Instant::now();
     let mut writes = 0;
-    while started.elapsed() < Duration::from_secs(5) {
+    // A 5 MB write takes most of a second in a debug build on a busy machine: at least
+    // three, within the reader's 8 s.
+    while started.elapsed() < Duration::from_secs(4)
+        || (writes < 3 && started.elapsed() < Duration::from_secs(7))
+    {
         let (status, body) =
             put_raw(&s, &key, &id, "path=big.bin", versions[writes % 2].clone()).await;
         assert_eq!(status, 200, "{body}");
@@ -290,7 +294,7 @@ async fn a_reader_never_sees_half_a_write() {
         reads += count.parse::<u32>().expect("count");
     }
     eprintln!("{writes} writes of 5 MB, {reads} checksums, all whole: {out}");
-    assert!(writes >= 5 && reads >= 5, "{writes} writes, {reads} reads");
+    assert!(writes >= 3 && reads >= 5, "{writes} writes, {reads} reads");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
