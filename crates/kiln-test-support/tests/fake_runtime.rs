@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use kiln_protocol::{Binary, ErrorCode, ExecEvent, ExecRequest, FileKind, WriteFileRequest};
+use kiln_protocol::{
+    Binary, EditLinesRequest, ErrorCode, ExecEvent, ExecRequest, FileKind, WriteFileRequest,
+};
 use kiln_runtime::{Limits, Runtime, RuntimeError, SandboxExit, SandboxId, SandboxSpec};
 use kiln_test_support::{FakeRuntime, Reply};
 
@@ -75,6 +77,33 @@ async fn file_operations_give_the_agents_error_codes() {
         fake.stat(&s, "/a/../a/b").await.unwrap().kind,
         FileKind::Dir
     );
+}
+
+#[tokio::test]
+async fn ranged_reads_and_line_edits_answer_as_the_agent() {
+    let fake = FakeRuntime::new();
+    let s = sandbox(&fake, "s1").await;
+    fake.write_file(&s, write("/t/f.txt", "one\ntwo\nthree\n", true))
+        .await
+        .unwrap();
+    let part = fake.read_file_at(&s, "/t/f.txt", 4, Some(3)).await.unwrap();
+    assert_eq!(part.content.as_bytes(), b"two");
+    assert!(part.truncated);
+    let past = fake.read_file_at(&s, "/t/f.txt", 99, None).await.unwrap();
+    assert!(past.content.is_empty() && !past.truncated);
+
+    let edit = |start_line, end_line, new_text: &str| EditLinesRequest {
+        path: "/t/f.txt".into(),
+        start_line,
+        end_line,
+        new_text: new_text.into(),
+    };
+    let replaced = fake.edit_lines(&s, edit(2, 2, "TWO")).await.unwrap();
+    assert_eq!(replaced.line, 2);
+    let content = fake.read_file(&s, "/t/f.txt", None).await.unwrap();
+    assert_eq!(content.content.as_bytes(), b"one\nTWO\nthree\n");
+    let outside = fake.edit_lines(&s, edit(5, 5, "x")).await.unwrap_err();
+    assert_eq!(code(outside), ErrorCode::LinesOutOfRange { line_count: 3 });
 }
 
 #[tokio::test]

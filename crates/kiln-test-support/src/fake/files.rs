@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kiln_protocol::{
-    AgentError, Binary, DirEntry, DirListing, ErrorCode, FileContent, FileKind, Metadata, Replaced,
-    WriteFileRequest, MAX_DIR_ENTRIES, MAX_FILE_BYTES,
+    AgentError, Binary, DirEntry, DirListing, EditLinesRequest, ErrorCode, FileContent, FileKind,
+    Metadata, Replaced, WriteFileRequest, MAX_DIR_ENTRIES, MAX_FILE_BYTES,
 };
 
 #[derive(Debug, Clone)]
@@ -162,20 +162,33 @@ impl Files {
 
     /// The agent's `read_file`.
     pub fn read(&self, path: &str, max_bytes: Option<u64>) -> Result<FileContent, AgentError> {
+        self.read_at(path, 0, max_bytes)
+    }
+
+    /// The agent's `read_file` from byte `offset` on.
+    pub fn read_at(
+        &self,
+        path: &str,
+        offset: u64,
+        max_bytes: Option<u64>,
+    ) -> Result<FileContent, AgentError> {
         let key = normalize(path);
         match self.nodes.get(&key) {
             None => Err(not_found("read", path)),
             Some(Node::Dir { .. }) => Err(is_directory("read", path)),
             Some(Node::File { content, mode, .. }) => {
                 let cap = max_bytes.unwrap_or(MAX_FILE_BYTES).min(MAX_FILE_BYTES);
-                let keep = usize::try_from(cap)
+                let from = usize::try_from(offset)
                     .unwrap_or(usize::MAX)
                     .min(content.len());
+                let keep = usize::try_from(cap)
+                    .unwrap_or(usize::MAX)
+                    .min(content.len() - from);
                 Ok(FileContent {
-                    content: Binary(content[..keep].to_vec()),
+                    content: Binary(content[from..from + keep].to_vec()),
                     mode: *mode,
                     size: content.len() as u64,
-                    truncated: keep < content.len(),
+                    truncated: from + keep < content.len(),
                 })
             }
         }
@@ -219,6 +232,35 @@ impl Files {
             },
         );
         Ok(size)
+    }
+
+    /// The agent's `edit_lines` ([`kiln_protocol::line_edit`]).
+    pub fn edit_lines(&mut self, request: &EditLinesRequest) -> Result<Replaced, AgentError> {
+        let path = &request.path;
+        let key = normalize(path);
+        let (updated, replaced, mode) = match self.nodes.get(&key) {
+            None => return Err(not_found("edit", path)),
+            Some(Node::Dir { .. }) => return Err(is_directory("edit", path)),
+            Some(Node::File { content, mode, .. }) => {
+                let (updated, replaced) = kiln_protocol::line_edit::replace_lines(
+                    content,
+                    path,
+                    request.start_line,
+                    request.end_line,
+                    &request.new_text,
+                )?;
+                (updated, replaced, *mode)
+            }
+        };
+        self.nodes.insert(
+            key,
+            Node::File {
+                content: updated,
+                mode,
+                modified_ms: now_ms(),
+            },
+        );
+        Ok(replaced)
     }
 
     /// The agent's `str_replace` (SWE-agent's rules and wording).

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use kiln_protocol::{
-    AgentError, Binary, ClientError, Command, DirListing, ErrorCode, ExecDone, ExecEvent,
-    ExecRequest, FileContent, Metadata, OutputStream, Replaced, WriteFileRequest,
+    AgentError, Binary, ClientError, Command, DirListing, EditLinesRequest, ErrorCode, ExecDone,
+    ExecEvent, ExecRequest, FileContent, Metadata, OutputStream, Replaced, WriteFileRequest,
 };
 use kiln_runtime::{
     ExecEventSink, HostReport, Limits, ReconcileReport, Resource, ResourceUsage, Result, Runtime,
@@ -566,6 +566,20 @@ impl Runtime for FakeRuntime {
         max_bytes: Option<u64>,
     ) -> Result<FileContent> {
         self.on_files(id, |files| files.read(path, max_bytes))
+    }
+
+    async fn read_file_at(
+        &self,
+        id: &SandboxId,
+        path: &str,
+        offset: u64,
+        max_bytes: Option<u64>,
+    ) -> Result<FileContent> {
+        self.on_files(id, |files| files.read_at(path, offset, max_bytes))
+    }
+
+    async fn edit_lines(&self, id: &SandboxId, request: EditLinesRequest) -> Result<Replaced> {
+        self.on_files(id, |files| files.edit_lines(&request))
     }
 
     async fn write_file(&self, id: &SandboxId, request: WriteFileRequest) -> Result<u64> {
