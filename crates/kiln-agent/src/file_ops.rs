@@ -1,8 +1,8 @@
 //! Reading, listing and inspecting files, with OS errors mapped to protocol codes.
 
-use std::fs::{self, File};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::time::UNIX_EPOCH;
 
 use kiln_protocol::{
@@ -46,7 +46,13 @@ pub fn read_file(
     max_bytes: Option<u64>,
 ) -> Result<FileContent, AgentError> {
     let cap = max_bytes.unwrap_or(MAX_FILE_BYTES).min(MAX_FILE_BYTES);
-    let mut file = File::open(path).map_err(|err| io_error("read", path, &err))?;
+    // Non-blocking open: opening a FIFO nobody writes to would otherwise wait forever
+    // (holding a connection); it is refused below instead. No effect on regular files.
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|err| io_error("read", path, &err))?;
     let meta = file
         .metadata()
         .map_err(|err| io_error("read", path, &err))?;
@@ -56,6 +62,7 @@ pub fn read_file(
             format!("{path} is a directory"),
         ));
     }
+    refuse_special(path, &meta)?;
     if offset > 0 {
         file.seek(SeekFrom::Start(offset))
             .map_err(|err| io_error("read", path, &err))?;
@@ -74,6 +81,23 @@ pub fn read_file(
         content: Binary(content),
         truncated,
     })
+}
+
+/// FIFOs and sockets are not files one can read to an end: a read could wait forever.
+/// (Character devices are allowed: `/dev/null`, `/dev/urandom` end or are capped.)
+pub fn refuse_special(path: &str, meta: &fs::Metadata) -> Result<(), AgentError> {
+    let file_type = meta.file_type();
+    let kind = if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else {
+        return Ok(());
+    };
+    Err(AgentError::new(
+        ErrorCode::InvalidRequest,
+        format!("{path} is {kind}, not a regular file"),
+    ))
 }
 
 /// A directory's entries, sorted by name, symlinks not followed.
@@ -156,6 +180,27 @@ mod tests {
         let past = read_file(path, 5000, None).unwrap();
         assert!(past.content.is_empty());
         assert!(!past.truncated);
+    }
+
+    #[test]
+    fn a_fifo_is_refused_at_once_instead_of_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // A hang (the old blocking open) becomes a failure instead of a stuck test run.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.to_str().unwrap().to_string();
+        std::thread::spawn(move || tx.send(read_file(&path, 0, None)));
+        let answer = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("read_file of a FIFO must answer, not wait for a writer");
+        let err = answer.unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
+        assert!(err.message.contains("FIFO"), "{}", err.message);
     }
 
     #[test]

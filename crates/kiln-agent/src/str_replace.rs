@@ -7,7 +7,7 @@ use std::fs;
 use kiln_protocol::{AgentError, EditLinesRequest, ErrorCode, Replaced};
 
 use crate::atomic_write::write_atomically;
-use crate::file_ops::io_error;
+use crate::file_ops::{io_error, refuse_special};
 
 /// Largest file `str_replace` and `edit_lines` will edit.
 const MAX_EDIT_BYTES: u64 = 64 * 1024 * 1024;
@@ -51,6 +51,7 @@ fn read_for_edit(path: &str, op: &str) -> Result<Vec<u8>, AgentError> {
             format!("{path} is a directory"),
         ));
     }
+    refuse_special(path, &meta)?;
     if meta.len() > MAX_EDIT_BYTES {
         return Err(AgentError::new(
             ErrorCode::TooLarge,
