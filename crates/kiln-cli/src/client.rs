@@ -34,14 +34,14 @@ pub enum SessionsCommand {
     Close { session_id: String },
 }
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    key: String,
+pub(crate) struct Client {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) key: String,
 }
 
 impl Client {
-    fn new(config: &Config, server: Server) -> anyhow::Result<Self> {
+    pub(crate) fn new(config: &Config, server: Server) -> anyhow::Result<Self> {
         let base = server
             .url
             .unwrap_or_else(|| format!("http://{}/api/v1", config.listen))
@@ -89,22 +89,27 @@ impl Client {
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            let detail = &body["detail"];
-            let message = match detail {
-                Value::Array(errors) => errors
-                    .iter()
-                    .map(|e| format!("{}: {}", e["loc"], e["msg"].as_str().unwrap_or_default()))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                _ => detail["message"]
-                    .as_str()
-                    .unwrap_or("no details")
-                    .to_string(),
-            };
-            bail!("{status}: {message}");
+            return Err(api_error(status, &body));
         }
         Ok(body)
     }
+}
+
+/// An error answer of the API (either of its two body shapes) as one line.
+pub(crate) fn api_error(status: reqwest::StatusCode, body: &Value) -> anyhow::Error {
+    let detail = &body["detail"];
+    let message = match detail {
+        Value::Array(errors) => errors
+            .iter()
+            .map(|e| format!("{}: {}", e["loc"], e["msg"].as_str().unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => detail["message"]
+            .as_str()
+            .unwrap_or("no details")
+            .to_string(),
+    };
+    anyhow::anyhow!("{status}: {message}")
 }
 
 pub async fn sessions(

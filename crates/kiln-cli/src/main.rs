@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod files;
 mod images;
 
 use std::net::SocketAddr;
@@ -72,6 +73,13 @@ enum Command {
         server: client::Server,
         #[command(subcommand)]
         command: client::SessionsCommand,
+    },
+    /// Read, write and list an instance's files on a running server.
+    Files {
+        #[command(flatten)]
+        server: client::Server,
+        #[command(subcommand)]
+        command: files::FilesCommand,
     },
     /// Run a command in a session on a running server; exits with its exit code.
     Exec {
@@ -249,6 +257,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sessions { server, command } => client::sessions(&config, server, command).await,
+        Command::Files { server, command } => files::run(&config, server, command).await,
         Command::Exec {
             server,
             session,
