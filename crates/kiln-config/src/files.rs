@@ -51,3 +51,34 @@ impl FilesConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_must_leave_room_and_fit_one_agent_frame() {
+        assert!(FilesConfig::default().check().is_ok());
+        let at_most = FilesConfig {
+            max_write_bytes: MAX_FILE_WRITE_BYTES,
+            ..FilesConfig::default()
+        };
+        assert!(at_most.check().is_ok());
+        for bad in [
+            FilesConfig {
+                max_write_bytes: MAX_FILE_WRITE_BYTES + 1,
+                ..FilesConfig::default()
+            },
+            FilesConfig {
+                max_read_bytes: 0,
+                ..FilesConfig::default()
+            },
+            FilesConfig {
+                max_list_depth: 0,
+                ..FilesConfig::default()
+            },
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
+    }
+}
