@@ -105,6 +105,7 @@ async fn bytes_round_trip_exactly_in_whole_and_in_ranges() {
     assert_eq!(status, 200);
     assert_eq!(headers["content-type"], "application/octet-stream");
     assert_eq!(headers["x-kiln-file-size"], blob.len().to_string().as_str());
+    assert_eq!(headers["x-kiln-file-mode"], "0600");
     assert!(
         body == blob,
         "the bytes read back differ from those written"

@@ -128,7 +128,9 @@ pub async fn read(
     h.insert(CONTENT_LENGTH, HeaderValue::from(length));
     h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert("x-kiln-file-size", HeaderValue::from(file.size));
-    h.insert("x-kiln-file-mode", HeaderValue::from(file.mode));
+    if let Ok(mode) = HeaderValue::from_str(&octal(file.mode)) {
+        h.insert("x-kiln-file-mode", mode);
+    }
     if header_range.is_some() {
         let last = file.offset + length.max(1) - 1;
         let value = format!("bytes {}-{last}/{}", file.offset, file.size);
