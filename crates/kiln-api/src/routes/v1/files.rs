@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
-use kiln_services::instances::files::{FileEdit, FileWrite, ReadRange};
+use kiln_services::instances::files::{FileBytes, FileEdit, FileWrite, ReadRange};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -97,27 +97,36 @@ pub async fn read(
             Some(file.size),
         ));
     }
-    if params.format.unwrap_or_default() == ReadFormat::Json {
-        let length = file.content.len() as u64;
-        let (encoding, content) = match String::from_utf8(file.content) {
-            Ok(text) => (ContentEncoding::Utf8, text),
-            Err(e) => (
-                ContentEncoding::Base64,
-                base64::engine::general_purpose::STANDARD.encode(e.into_bytes()),
-            ),
-        };
-        let view = FileContentView {
-            path: file.path,
-            size: file.size,
-            offset: file.offset,
-            length,
-            mode: octal(file.mode),
-            encoding,
-            content,
-            truncated: file.truncated,
-        };
-        return Ok(Json(view).into_response());
+    Ok(match params.format.unwrap_or_default() {
+        ReadFormat::Json => Json(json_view(file)).into_response(),
+        ReadFormat::Raw => raw_response(file, header_range.is_some()),
+    })
+}
+
+/// The bytes as UTF-8 text when they are, else base64.
+fn json_view(file: FileBytes) -> FileContentView {
+    let length = file.content.len() as u64;
+    let (encoding, content) = match String::from_utf8(file.content) {
+        Ok(text) => (ContentEncoding::Utf8, text),
+        Err(e) => (
+            ContentEncoding::Base64,
+            base64::engine::general_purpose::STANDARD.encode(e.into_bytes()),
+        ),
+    };
+    FileContentView {
+        path: file.path,
+        size: file.size,
+        offset: file.offset,
+        length,
+        mode: octal(file.mode),
+        encoding,
+        content,
+        truncated: file.truncated,
     }
+}
+
+/// The bytes as `application/octet-stream`; a 206 with `Content-Range` for a `Range`.
+fn raw_response(file: FileBytes, ranged: bool) -> Response {
     let length = file.content.len() as u64;
     let mut response = Response::new(Body::from(file.content));
     let h = response.headers_mut();
@@ -131,7 +140,7 @@ pub async fn read(
     if let Ok(mode) = HeaderValue::from_str(&octal(file.mode)) {
         h.insert("x-kiln-file-mode", mode);
     }
-    if header_range.is_some() {
+    if ranged {
         let last = file.offset + length.max(1) - 1;
         let value = format!("bytes {}-{last}/{}", file.offset, file.size);
         if let Ok(value) = HeaderValue::from_str(&value) {
@@ -139,7 +148,7 @@ pub async fn read(
         }
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
     }
-    Ok(response)
+    response
 }
 
 /// `bytes=a-b`, `bytes=a-` or `bytes=-n` (one range; several are not served).
