@@ -8,6 +8,7 @@ mod agent_jobs;
 mod auth;
 mod billing;
 mod github;
+mod instances;
 mod limits;
 mod load;
 mod runtime;
@@ -24,6 +25,7 @@ pub use agent_jobs::{AgentConfig, AgentJobsConfig};
 pub use auth::AuthConfig;
 pub use billing::{BillingConfig, StripeConfig};
 pub use github::GithubConfig;
+pub use instances::InstancesConfig;
 pub use limits::LimitsConfig;
 pub use load::Overrides;
 pub use runtime::{RuntimeBackend, RuntimeConfig};
@@ -68,6 +70,7 @@ pub struct Config {
     pub agent_jobs: AgentJobsConfig,
     pub github: GithubConfig,
     pub server: ServerConfig,
+    pub instances: InstancesConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -95,6 +98,7 @@ impl Default for Config {
             agent_jobs: AgentJobsConfig::default(),
             github: GithubConfig::default(),
             server: ServerConfig::default(),
+            instances: InstancesConfig::default(),
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::AppState;
 pub mod exec;
 pub mod files;
 pub mod instances;
+pub mod instances_models;
 pub mod ports;
 pub mod snapshots;
 pub mod webhooks;
