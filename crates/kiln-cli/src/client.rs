@@ -34,14 +34,14 @@ pub enum SessionsCommand {
     Close { session_id: String },
 }
 
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     key: String,
 }
 
 impl Client {
-    fn new(config: &Config, server: Server) -> anyhow::Result<Self> {
+    pub(crate) fn new(config: &Config, server: Server) -> anyhow::Result<Self> {
         let base = server
             .url
             .unwrap_or_else(|| format!("http://{}/api/v1", config.listen))
@@ -69,7 +69,7 @@ impl Client {
         })
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -104,6 +104,15 @@ impl Client {
             bail!("{status}: {message}");
         }
         Ok(body)
+    }
+}
+
+impl Client {
+    /// The same server's instance API (`/v1`, beside `/api/v1`).
+    pub(crate) fn v1(config: &Config, server: Server) -> anyhow::Result<Self> {
+        let mut client = Self::new(config, server)?;
+        client.base = format!("{}/v1", client.base.trim_end_matches("/api/v1"));
+        Ok(client)
     }
 }
 

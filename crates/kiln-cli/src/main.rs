@@ -3,6 +3,7 @@
 
 mod client;
 mod images;
+mod instances;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,13 @@ enum Command {
         server: client::Server,
         #[command(subcommand)]
         command: client::SessionsCommand,
+    },
+    /// Create, list, show, change and delete instances (`/v1/instances`) on a running server.
+    Instances {
+        #[command(flatten)]
+        server: client::Server,
+        #[command(subcommand)]
+        command: instances::InstancesCommand,
     },
     /// Run a command in a session on a running server; exits with its exit code.
     Exec {
@@ -249,6 +257,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sessions { server, command } => client::sessions(&config, server, command).await,
+        Command::Instances { server, command } => instances::run(&config, server, command).await,
         Command::Exec {
             server,
             session,
