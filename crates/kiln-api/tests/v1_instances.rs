@@ -207,3 +207,55 @@ async fn a_sample_instance_is_a_codeset_session() {
         .await;
     assert_eq!(all["total"], 2, "{all}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_instance_and_its_changes_survive_a_crash() {
+    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
+        return;
+    };
+    let key = s.admin_key.clone();
+    let image = kiln_services::sessions::sample_image_reference(DATASET, SAMPLE);
+    let instance = ready(&s, &key, json!({"image": image, "ttl_minutes": 10})).await;
+    let id = instance["id"].as_str().expect("id").to_string();
+    let (status, changed) = s
+        .v1_as(
+            &key,
+            Method::PATCH,
+            &format!("/instances/{id}"),
+            Some(&json!({"name": "survivor", "labels": {"a": "b"}, "ttl_minutes": 100})),
+        )
+        .await;
+    assert_eq!(status, 200, "{changed}");
+
+    // After a crash its sandbox is adopted again, with what the PATCH stored.
+    let s = s.restart(false).await;
+    let (_, after) = s
+        .v1_as(&key, Method::GET, &format!("/instances/{id}"), None)
+        .await;
+    assert_eq!(after["status"], "ready", "{after}");
+    for field in ["name", "labels", "source", "expires_at", "resources"] {
+        assert_eq!(after[field], changed[field], "{field}");
+    }
+    let done = run(&s, &key, &id, "cat /testbed/hello.txt").await;
+    assert_eq!(done["stdout"], "hello from the image\n", "{done}");
+    // The reaper reads the stored expiry: not expired 20 minutes on, expired 2 hours on.
+    let now = chrono::Utc::now();
+    assert_eq!(
+        s.kiln
+            .sessions
+            .reap_expired(now + chrono::Duration::minutes(20))
+            .await,
+        0
+    );
+    assert_eq!(
+        s.kiln
+            .sessions
+            .reap_expired(now + chrono::Duration::hours(2))
+            .await,
+        1
+    );
+    let (_, ended) = s
+        .v1_as(&key, Method::GET, &format!("/instances/{id}"), None)
+        .await;
+    assert_eq!(ended["status"], "terminated", "{ended}");
+}
