@@ -315,7 +315,10 @@ async fn every_invalid_input_is_a_422_at_its_place() {
     let (_, page) = app.admin("GET", "/v1/instances", None).await;
     assert_eq!(page["total"], 0, "nothing was stored");
 
+    let too_many: Vec<String> = (0..33).map(|i| format!("label=k{i}:v")).collect();
+    let too_many = too_many.join("&");
     for (query, loc) in [
+        (too_many.as_str(), vec!["query", "label"]),
         ("limit=0", vec!["query", "limit"]),
         ("limit=101", vec!["query", "limit"]),
         ("limit=x", vec!["query", "limit"]),
@@ -323,6 +326,7 @@ async fn every_invalid_input_is_a_422_at_its_place() {
         ("status=running", vec!["query", "status"]),
         ("label=nocolon", vec!["query", "label"]),
         ("label=bad%20key:v", vec!["query", "label", "bad key"]),
+        ("label=a:1&label=a:2", vec!["query", "label", "a"]),
     ] {
         let (status, answer) = app
             .admin("GET", &format!("/v1/instances?{query}"), None)

@@ -138,7 +138,9 @@ fn list_query(raw: Option<&str>, state: &AppState) -> ApiResult<InstanceQuery> {
                             "enum",
                         )
                     })?;
-                    query.statuses.push(parsed);
+                    if !query.statuses.contains(&parsed) {
+                        query.statuses.push(parsed);
+                    }
                 }
             }
             "label" => {
@@ -149,7 +151,15 @@ fn list_query(raw: Option<&str>, state: &AppState) -> ApiResult<InstanceQuery> {
                         "value_error",
                     )
                 })?;
-                labels.insert(k.to_string(), v.to_string());
+                // One value per key (two could never both match), so the filter's size
+                // is bounded by `instances.max_labels` like an instance's labels.
+                if labels.insert(k.to_string(), v.to_string()).is_some() {
+                    return Err(ApiError::invalid(
+                        &["query", "label", k],
+                        "each label key may be given once",
+                        "value_error",
+                    ));
+                }
                 query.labels.push((k.to_string(), v.to_string()));
             }
             _ => {}
