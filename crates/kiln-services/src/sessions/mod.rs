@@ -179,21 +179,7 @@ impl SessionService {
         }
         let (runtime, base, _) = self.runtime()?;
         let (source, reference, limits) = self.resolve_source(request.source, base).await?;
-        runtime.check_image(&reference).await.map_err(|e| match (e, &source) {
-            (RuntimeError::ImageNotFound { .. }, SessionSource::Sample { dataset, sample_id, .. }) => {
-                ServiceError::Conflict(format!(
-                    "the environment image {reference} of sample {dataset}/{sample_id} is not on this server yet: a server that \
-                     builds the demo images at start logs its progress; otherwise build them with `kiln images \
-                     build-demo`, or import the image with `kiln images import`"
-                ))
-            }
-            (RuntimeError::ImageNotFound { .. }, SessionSource::Image { .. }) => ServiceError::invalid(
-                &["image"],
-                format!("there is no image {reference} in this server's image store (`kiln images list`)"),
-                "image_not_found",
-            ),
-            (other, _) => ServiceError::Internal(format!("cannot look the image {reference} up: {other}")),
-        })?;
+        check_source_image(runtime.as_ref(), &reference, &source).await?;
         let limits = Limits {
             cpu_millicores: request
                 .limits
@@ -651,6 +637,44 @@ impl SessionService {
             .filter(|l| l.user_id == user_id)
             .count()
     }
+}
+
+/// Refuses a session whose image the backend lacks, before it is accepted: a sample's is a
+/// conflict (build or import it), an image the caller named is an invalid input.
+async fn check_source_image(
+    runtime: &dyn Runtime,
+    reference: &str,
+    source: &SessionSource,
+) -> ServiceResult<()> {
+    runtime
+        .check_image(reference)
+        .await
+        .map_err(|e| match (e, source) {
+            (
+                RuntimeError::ImageNotFound { .. },
+                SessionSource::Sample {
+                    dataset, sample_id, ..
+                },
+            ) => ServiceError::Conflict(format!(
+                "the environment image {reference} of sample {dataset}/{sample_id} is not on \
+                     this server yet: a server that builds the demo images at start logs its \
+                     progress; otherwise build them with `kiln images build-demo`, or import the \
+                     image with `kiln images import`"
+            )),
+            (RuntimeError::ImageNotFound { .. }, SessionSource::Image { .. }) => {
+                ServiceError::invalid(
+                    &["image"],
+                    format!(
+                        "there is no image {reference} in this server's image store \
+                         (`kiln images list`)"
+                    ),
+                    "image_not_found",
+                )
+            }
+            (other, _) => {
+                ServiceError::Internal(format!("cannot look the image {reference} up: {other}"))
+            }
+        })
 }
 
 /// Where a path given by a caller points inside the sandbox: relative paths are taken
