@@ -65,6 +65,9 @@ pub enum ApiError {
     /// an ordinary closed session and start a new one.
     #[error("{0}")]
     SandboxLost(String),
+    /// A 409 with its own code (`ServiceError::Refused`).
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{message}")]
@@ -132,6 +135,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::SandboxLost(_) => (StatusCode::CONFLICT, "sandbox_lost"),
+            Self::Refused { code, .. } => (StatusCode::CONFLICT, code),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
@@ -164,6 +168,7 @@ impl From<ServiceError> for ApiError {
             e @ ServiceError::Validation(_) => Self::from_service(Input::Body)(e),
             ServiceError::Conflict(m) => Self::Conflict(m),
             ServiceError::SandboxLost(m) => Self::SandboxLost(m),
+            ServiceError::Refused { code, message } => Self::Refused { code, message },
             ServiceError::LimitExceeded(m) => Self::TooManyRequests {
                 message: m,
                 retry_after_secs: 60,

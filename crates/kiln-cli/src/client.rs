@@ -69,7 +69,7 @@ impl Client {
         })
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -110,6 +110,15 @@ pub(crate) fn api_error(status: reqwest::StatusCode, body: &Value) -> anyhow::Er
             .to_string(),
     };
     anyhow::anyhow!("{status}: {message}")
+}
+
+impl Client {
+    /// The same server's instance API (`/v1`, beside `/api/v1`).
+    pub(crate) fn v1(config: &Config, server: Server) -> anyhow::Result<Self> {
+        let mut client = Self::new(config, server)?;
+        client.base = format!("{}/v1", client.base.trim_end_matches("/api/v1"));
+        Ok(client)
+    }
 }
 
 pub async fn sessions(

@@ -4,6 +4,7 @@
 mod client;
 mod files;
 mod images;
+mod instances;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -80,6 +81,13 @@ enum Command {
         server: client::Server,
         #[command(subcommand)]
         command: files::FilesCommand,
+    },
+    /// Create, list, show, change and delete instances (`/v1/instances`) on a running server.
+    Instances {
+        #[command(flatten)]
+        server: client::Server,
+        #[command(subcommand)]
+        command: instances::InstancesCommand,
     },
     /// Run a command in a session on a running server; exits with its exit code.
     Exec {
@@ -258,6 +266,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
         Command::Sessions { server, command } => client::sessions(&config, server, command).await,
         Command::Files { server, command } => files::run(&config, server, command).await,
+        Command::Instances { server, command } => instances::run(&config, server, command).await,
         Command::Exec {
             server,
             session,

@@ -9,6 +9,7 @@ mod auth;
 mod billing;
 mod files;
 mod github;
+mod instances;
 mod limits;
 mod load;
 mod runtime;
@@ -26,6 +27,7 @@ pub use auth::AuthConfig;
 pub use billing::{BillingConfig, StripeConfig};
 pub use files::{FilesConfig, MAX_FILE_WRITE_BYTES};
 pub use github::GithubConfig;
+pub use instances::InstancesConfig;
 pub use limits::LimitsConfig;
 pub use load::Overrides;
 pub use runtime::{RuntimeBackend, RuntimeConfig};
@@ -71,6 +73,7 @@ pub struct Config {
     pub github: GithubConfig,
     pub server: ServerConfig,
     pub files: FilesConfig,
+    pub instances: InstancesConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -99,6 +102,7 @@ impl Default for Config {
             github: GithubConfig::default(),
             server: ServerConfig::default(),
             files: FilesConfig::default(),
+            instances: InstancesConfig::default(),
         }
     }
 }

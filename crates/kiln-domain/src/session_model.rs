@@ -43,24 +43,87 @@ impl SessionStatus {
     }
 }
 
+/// What a session's (an instance's) sandbox is made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionSource {
+    /// One exact version of a dataset's sample (every Codeset session).
+    Sample {
+        dataset: String,
+        sample_id: String,
+        version: i64,
+    },
+    /// An image in Kiln's image store, by its reference (an instance made from a base image).
+    Image { reference: String },
+}
+
+impl SessionSource {
+    /// `(dataset, sample_id, version)` of a sample session; `None` for an image.
+    pub fn sample(&self) -> Option<(&str, &str, i64)> {
+        match self {
+            Self::Sample {
+                dataset,
+                sample_id,
+                version,
+            } => Some((dataset, sample_id, *version)),
+            Self::Image { .. } => None,
+        }
+    }
+}
+
+/// The limits a session's sandbox was given; `None` where it has none (or, for sessions
+/// made before they were recorded, where they are not known).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionLimits {
+    /// Thousandths of a core.
+    pub cpu_millicores: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub disk_bytes: Option<u64>,
+}
+
+/// An instance's labels: string keys to string values, ordered by key.
+pub type Labels = std::collections::BTreeMap<String, String>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewSession {
     pub session_id: String,
     pub user_id: String,
-    pub dataset: String,
-    pub sample_id: String,
-    pub sample_version: i64,
+    pub source: SessionSource,
+    pub name: Option<String>,
+    pub labels: Labels,
+    pub limits: SessionLimits,
     pub requested_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+}
+
+/// A change to an instance (`PATCH`): each `Some` replaces the stored value.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SessionChange {
+    /// `Some(None)` removes the name.
+    pub name: Option<Option<String>>,
+    pub labels: Option<Labels>,
+    /// Only while the session is live (`Creating` or `Ready`).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Which of a user's sessions to list (`GET /v1/instances`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SessionFilter {
+    /// Any of these statuses; all when empty.
+    pub statuses: Vec<SessionStatus>,
+    /// Every one of these labels (key, value) must be present.
+    pub labels: Vec<(String, String)>,
+    /// Only sessions made from a sample (the Codeset listing).
+    pub samples_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
     pub session_id: String,
     pub user_id: String,
-    pub dataset: String,
-    pub sample_id: String,
-    pub sample_version: i64,
+    pub source: SessionSource,
+    pub name: Option<String>,
+    pub labels: Labels,
+    pub limits: SessionLimits,
     pub status: SessionStatus,
     pub requested_at: DateTime<Utc>,
     /// When the sandbox became ready (billing starts here).

@@ -84,12 +84,7 @@ async fn grade(
     patch: Option<&str>,
 ) -> ServiceResult<bool> {
     let session = sessions
-        .create(CreateSession {
-            user_id,
-            dataset,
-            sample_id,
-            ttl_minutes: Some(60),
-        })
+        .create(CreateSession::sample(user_id, dataset, sample_id, Some(60)))
         .await?;
     let id = session.session_id.clone();
     let outcome = async {

@@ -40,6 +40,10 @@ pub enum ServiceError {
     /// terminated and nothing more can run in it.
     #[error("{0}")]
     SandboxLost(String),
+    /// A conflict clients tell apart by its `code` (e.g. `resources_fixed`: this backend
+    /// cannot change a running instance's resources; `not_made_from_sample`).
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
     #[error("{0}")]
     LimitExceeded(String),
     /// A capability this server cannot offer now (e.g. no sandbox runtime on the host).

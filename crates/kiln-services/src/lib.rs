@@ -135,6 +135,7 @@ impl Kiln {
             config.billing.clone(),
         );
         let instances = InstanceService::new(store.clone(), sessions.clone(), sandboxes.clone());
+        let instances = instances.with_config(config.instances.clone());
         let billing = BillingService::new(store.clone(), config.billing.clone());
         let github = Arc::new(GithubService::new(
             store.clone(),

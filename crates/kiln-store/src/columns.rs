@@ -58,6 +58,12 @@ pub(crate) const SESSION: &[&str] = &[
     "usage_disk_limit_bytes",
     "usage_pids_peak",
     "usage_at",
+    "image",
+    "name",
+    "labels",
+    "limit_cpu_millicores",
+    "limit_memory_bytes",
+    "limit_disk_bytes",
 ];
 
 pub(crate) const INTERACTION: &[&str] = &[

@@ -7,9 +7,9 @@ use crate::{
     AgentJobCursor, AgentJobRecord, AgentJobUpdate, ApiKeyRecord, Balance, Dataset, EndedSession,
     ImportSummary, InteractionOutcome, InteractionRecord, JobUpdate, NewAgentJob, NewApiKey,
     NewInteraction, NewRefreshToken, NewSession, NewTransaction, NewUser, NewVerificationJob,
-    RefreshOutcome, Result, Sample, SampleImport, SamplePage, SampleQuery, SessionEnd,
-    SessionRecord, SessionStatus, SessionUsage, Transaction, TransactionKind, TransactionPage,
-    TransactionQuery, User, VerificationJobRecord,
+    RefreshOutcome, Result, Sample, SampleImport, SamplePage, SampleQuery, SessionChange,
+    SessionEnd, SessionFilter, SessionRecord, SessionStatus, SessionUsage, Transaction,
+    TransactionKind, TransactionPage, TransactionQuery, User, VerificationJobRecord,
 };
 
 /// The storage interface. Every method is one atomic operation: an implementation
@@ -184,11 +184,12 @@ pub trait CatalogStore: Send + Sync {
 pub trait SessionStore: Send + Sync {
     // ---- sessions -------------------------------------------------------------------
     /// Inserts a session in `Creating`. `Conflict("session_id")` if taken;
-    /// `Missing("user or sample version")` unless the user and that exact version of the
-    /// sample exist.
+    /// `Missing("user or sample version")` unless the user and, for a sample session, that
+    /// exact version of the sample exist.
     async fn insert_session(&self, session: &NewSession) -> Result<SessionRecord>;
     async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>>;
-    /// A page of the user's sessions, newest `requested_at` first (ties: greater
+    /// A page of the user's sessions made from a sample (the Codeset listing: instances
+    /// made from an image are left out), newest `requested_at` first (ties: greater
     /// `session_id`, by bytes, first), and the total count of the user's sessions; both
     /// from one snapshot.
     async fn list_sessions(
@@ -197,6 +198,24 @@ pub trait SessionStore: Send + Sync {
         limit: u64,
         offset: u64,
     ) -> Result<(Vec<SessionRecord>, u64)>;
+    // ---- instances (the /v1 view of sessions) ----------------------------------------
+    /// Like [`SessionStore::list_sessions`] (which lists sample sessions only), over the
+    /// user's sessions that match `filter`; the total counts the matches.
+    async fn list_instances(
+        &self,
+        user_id: &str,
+        filter: &SessionFilter,
+        limit: u64,
+        offset: u64,
+    ) -> Result<(Vec<SessionRecord>, u64)>;
+    /// Applies `change` to the session. `None`, changing nothing, for an unknown session,
+    /// or when `change.expires_at` is set and the session is no longer live.
+    async fn change_session(
+        &self,
+        session_id: &str,
+        change: &SessionChange,
+    ) -> Result<Option<SessionRecord>>;
+
     /// Sessions of the user in `Creating` or `Ready`.
     async fn count_live_sessions(&self, user_id: &str) -> Result<u64>;
     /// All sessions in any of `statuses` (start-up reconciliation, the TTL reaper), oldest

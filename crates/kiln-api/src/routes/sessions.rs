@@ -42,12 +42,12 @@ pub async fn create(
     let session = state
         .kiln
         .sessions
-        .create(CreateSession {
-            user_id: &me.user.user_id,
-            dataset: &req.dataset,
-            sample_id: &req.sample_id,
-            ttl_minutes: req.ttl_minutes,
-        })
+        .create(CreateSession::sample(
+            &me.user.user_id,
+            &req.dataset,
+            &req.sample_id,
+            req.ttl_minutes,
+        ))
         .await?;
     Ok((
         StatusCode::CREATED,

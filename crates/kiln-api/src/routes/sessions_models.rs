@@ -133,8 +133,14 @@ pub fn duration_seconds(s: &SessionRecord) -> Option<f64> {
 }
 
 impl From<SessionRecord> for SessionView {
+    /// An instance made from an image (`/v1/instances`) has no dataset or sample: it shows
+    /// empty strings there, which keeps the contract's required fields.
     fn from(s: SessionRecord) -> Self {
         let duration = duration_seconds(&s);
+        let (dataset, sample_id) = match s.source.sample() {
+            Some((dataset, sample_id, _)) => (dataset.to_string(), sample_id.to_string()),
+            None => (String::new(), String::new()),
+        };
         let container_info = match (&s.sandbox_id, s.ready_at) {
             (Some(sandbox), Some(ready)) => Some(ContainerInfo {
                 container_name: sandbox.clone(),
@@ -142,7 +148,7 @@ impl From<SessionRecord> for SessionView {
                     "kiln://{}/sandboxes/{sandbox}",
                     s.location.as_deref().unwrap_or("local")
                 ),
-                sample_id: s.sample_id.clone(),
+                sample_id: sample_id.clone(),
                 status: if s.status == SessionStatus::Ready {
                     "running"
                 } else {
@@ -165,8 +171,8 @@ impl From<SessionRecord> for SessionView {
         Self {
             session_id: s.session_id,
             user_id: s.user_id,
-            dataset: s.dataset,
-            sample_id: s.sample_id,
+            dataset,
+            sample_id,
             status: s.status.into(),
             requested_at: s.requested_at,
             created_at: s.ready_at,

@@ -5,9 +5,11 @@
 //! reach a sandbox through [`InstanceService::sandbox`], which is where ownership and
 //! readiness are checked, once.
 pub mod files;
+mod crud;
 
 use std::sync::Arc;
 
+use kiln_config::InstancesConfig;
 use kiln_runtime::{Runtime, SandboxId};
 use kiln_store::{SessionRecord, SessionStatus, Store};
 
@@ -15,9 +17,15 @@ use crate::error::{ServiceError, ServiceResult};
 use crate::sandboxes::Sandboxes;
 use crate::sessions::SessionService;
 
+pub use crud::{
+    check_labels, valid_label_key, InstanceQuery, InstanceSource, InstanceUpdate, NewInstance,
+    ResourceRequest,
+};
+
 pub struct InstanceService {
-    #[allow(dead_code)] // used by the instance areas as they land
     store: Arc<dyn Store>,
+    /// `[instances]`: limits on what a caller attaches to an instance.
+    config: InstancesConfig,
     sessions: Arc<SessionService>,
     sandboxes: Arc<Sandboxes>,
 }
@@ -37,9 +45,20 @@ impl InstanceService {
     ) -> Self {
         Self {
             store,
+            config: InstancesConfig::default(),
             sessions,
             sandboxes,
         }
+    }
+
+    /// With the server's `[instances]` limits instead of the defaults.
+    pub fn with_config(mut self, config: InstancesConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    pub fn config(&self) -> &InstancesConfig {
+        &self.config
     }
 
     /// The sandbox of `user_id`'s ready instance `instance_id`. Someone else's (or no)

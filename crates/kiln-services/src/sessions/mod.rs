@@ -23,8 +23,8 @@ use chrono::{DateTime, Utc};
 use kiln_config::{BillingConfig, SessionsConfig};
 use kiln_runtime::{Limits, Runtime, RuntimeError, SandboxId, SandboxSpec};
 use kiln_store::{
-    InteractionKind, InteractionOutcome, InteractionRecord, JobStatus, NewInteraction, NewSession,
-    SessionRecord, SessionStatus, Store,
+    InteractionKind, InteractionOutcome, InteractionRecord, JobStatus, Labels, NewInteraction,
+    NewSession, SessionLimits, SessionRecord, SessionSource, SessionStatus, Store,
 };
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -50,7 +50,8 @@ enum Readiness {
 
 struct LiveSession {
     user_id: String,
-    expires_at: DateTime<Utc>,
+    /// What the TTL reaper reads; `PATCH /v1/instances/{id}` moves it after the store.
+    expires_at: Mutex<DateTime<Utc>>,
     queue: mpsc::Sender<worker::Work>,
     readiness: watch::Sender<Readiness>,
 }
@@ -65,12 +66,47 @@ pub struct SessionService {
     metrics: crate::metrics::Metrics,
 }
 
+/// What a new session is made from.
+#[derive(Debug, Clone, Copy)]
+pub enum NewSource<'a> {
+    /// The latest version of a dataset's sample, in its environment image.
+    Sample {
+        dataset: &'a str,
+        sample_id: &'a str,
+    },
+    /// An image in the server's image store, by its reference.
+    Image { reference: &'a str },
+}
+
 /// A new session request, validated by the caller's shape but not its meaning.
 pub struct CreateSession<'a> {
     pub user_id: &'a str,
-    pub dataset: &'a str,
-    pub sample_id: &'a str,
+    pub source: NewSource<'a>,
     pub ttl_minutes: Option<i64>,
+    /// An instance's name and labels (checked by [`crate::instances`]); none for Codeset.
+    pub name: Option<String>,
+    pub labels: Labels,
+    /// Limits asked for in place of the server's (checked by [`crate::instances`]).
+    pub limits: SessionLimits,
+}
+
+impl<'a> CreateSession<'a> {
+    /// A Codeset session: a sample, with the server's limits, no name and no labels.
+    pub fn sample(
+        user_id: &'a str,
+        dataset: &'a str,
+        sample_id: &'a str,
+        ttl_minutes: Option<i64>,
+    ) -> Self {
+        Self {
+            user_id,
+            source: NewSource::Sample { dataset, sample_id },
+            ttl_minutes,
+            name: None,
+            labels: Labels::new(),
+            limits: SessionLimits::default(),
+        }
+    }
 }
 
 impl SessionService {
@@ -141,24 +177,19 @@ impl SessionService {
                 },
             ));
         }
-        let (runtime, limits, _) = self.runtime()?;
-        let sample = self
-            .store
-            .get_sample(request.dataset, request.sample_id, None)
-            .await?
-            .ok_or_else(|| {
-                ServiceError::not_found(format!("sample {}/{}", request.dataset, request.sample_id))
-            })?;
-        let reference = session_image(request.dataset, &sample.record);
-        runtime.check_image(&reference).await.map_err(|e| match e {
-            RuntimeError::ImageNotFound { .. } => ServiceError::Conflict(format!(
-                "the environment image {reference} of sample {}/{} is not on this server yet: a server that \
-                 builds the demo images at start logs its progress; otherwise build them with `kiln images \
-                 build-demo`, or import the image with `kiln images import`",
-                request.dataset, request.sample_id
-            )),
-            other => ServiceError::Internal(format!("cannot look the image {reference} up: {other}")),
-        })?;
+        let (runtime, base, _) = self.runtime()?;
+        let (source, reference, limits) = self.resolve_source(request.source, base).await?;
+        check_source_image(runtime.as_ref(), &reference, &source).await?;
+        let limits = Limits {
+            cpu_millicores: request
+                .limits
+                .cpu_millicores
+                .map(|m| u32::try_from(m).unwrap_or(u32::MAX))
+                .or(limits.cpu_millicores),
+            memory_bytes: request.limits.memory_bytes.or(limits.memory_bytes),
+            disk_bytes: request.limits.disk_bytes.or(limits.disk_bytes),
+            ..limits
+        };
         self.check_balance(request.user_id).await?;
         let live = self.store.count_live_sessions(request.user_id).await?;
         if live >= u64::from(self.config.max_live_sessions_per_user) {
@@ -172,7 +203,6 @@ impl SessionService {
         let session_id = new_id("ses");
         let sandbox_id = SandboxId::new(session_id.clone())
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let limits = sample_limits::sample_limits(&sample.record, limits, self.max_disk_bytes())?;
         runtime
             .reserve(&sandbox_id, &limits)
             .map_err(ServiceError::admission)?;
@@ -182,9 +212,14 @@ impl SessionService {
             .insert_session(&NewSession {
                 session_id,
                 user_id: request.user_id.to_string(),
-                dataset: request.dataset.to_string(),
-                sample_id: request.sample_id.to_string(),
-                sample_version: sample.version,
+                source,
+                name: request.name,
+                labels: request.labels,
+                limits: SessionLimits {
+                    cpu_millicores: limits.cpu_millicores.map(u64::from),
+                    memory_bytes: limits.memory_bytes,
+                    disk_bytes: limits.disk_bytes,
+                },
                 requested_at: now,
                 expires_at: now + chrono::Duration::minutes(ttl),
             })
@@ -196,6 +231,42 @@ impl SessionService {
         let session = record.clone();
         tokio::spawn(async move { this.start_sandbox(session, reference, limits, live).await });
         Ok(record)
+    }
+
+    /// The stored source of a new session, the image its sandbox runs and its limits
+    /// before the caller's: a sample's (with the disk it asks for), or the server's.
+    async fn resolve_source(
+        &self,
+        source: NewSource<'_>,
+        base: &Limits,
+    ) -> ServiceResult<(SessionSource, String, Limits)> {
+        match source {
+            NewSource::Sample { dataset, sample_id } => {
+                let sample = self
+                    .store
+                    .get_sample(dataset, sample_id, None)
+                    .await?
+                    .ok_or_else(|| {
+                        ServiceError::not_found(format!("sample {dataset}/{sample_id}"))
+                    })?;
+                let reference = session_image(dataset, &sample.record);
+                let limits =
+                    sample_limits::sample_limits(&sample.record, base, self.max_disk_bytes())?;
+                let source = SessionSource::Sample {
+                    dataset: dataset.to_string(),
+                    sample_id: sample_id.to_string(),
+                    version: sample.version,
+                };
+                Ok((source, reference, limits))
+            }
+            NewSource::Image { reference } => Ok((
+                SessionSource::Image {
+                    reference: reference.to_string(),
+                },
+                reference.to_string(),
+                *base,
+            )),
+        }
     }
 
     /// Starts the session's sandbox and records the outcome.
@@ -288,7 +359,7 @@ impl SessionService {
         let (readiness, watcher) = watch::channel(readiness);
         let live = Arc::new(LiveSession {
             user_id: session.user_id.clone(),
-            expires_at: session.expires_at,
+            expires_at: Mutex::new(session.expires_at),
             queue,
             readiness,
         });
@@ -542,6 +613,14 @@ impl SessionService {
         Duration::from_secs(self.config.long_poll_secs)
     }
 
+    /// Moves a live session's expiry, as the TTL reaper sees it, to what the store now
+    /// holds. A session that is not live any more has nothing to move.
+    pub(crate) fn set_live_expiry(&self, session_id: &str, at: DateTime<Utc>) {
+        if let Some(live) = self.lock_live().get(session_id) {
+            *live.expires_at.lock().unwrap_or_else(|p| p.into_inner()) = at;
+        }
+    }
+
     fn forget(&self, session_id: &str) -> Option<Arc<LiveSession>> {
         self.lock_live().remove(session_id)
     }
@@ -558,6 +637,44 @@ impl SessionService {
             .filter(|l| l.user_id == user_id)
             .count()
     }
+}
+
+/// Refuses a session whose image the backend lacks, before it is accepted: a sample's is a
+/// conflict (build or import it), an image the caller named is an invalid input.
+async fn check_source_image(
+    runtime: &dyn Runtime,
+    reference: &str,
+    source: &SessionSource,
+) -> ServiceResult<()> {
+    runtime
+        .check_image(reference)
+        .await
+        .map_err(|e| match (e, source) {
+            (
+                RuntimeError::ImageNotFound { .. },
+                SessionSource::Sample {
+                    dataset, sample_id, ..
+                },
+            ) => ServiceError::Conflict(format!(
+                "the environment image {reference} of sample {dataset}/{sample_id} is not on \
+                     this server yet: a server that builds the demo images at start logs its \
+                     progress; otherwise build them with `kiln images build-demo`, or import the \
+                     image with `kiln images import`"
+            )),
+            (RuntimeError::ImageNotFound { .. }, SessionSource::Image { .. }) => {
+                ServiceError::invalid(
+                    &["image"],
+                    format!(
+                        "there is no image {reference} in this server's image store \
+                         (`kiln images list`)"
+                    ),
+                    "image_not_found",
+                )
+            }
+            (other, _) => {
+                ServiceError::Internal(format!("cannot look the image {reference} up: {other}"))
+            }
+        })
 }
 
 /// Where a path given by a caller points inside the sandbox: relative paths are taken

@@ -24,7 +24,7 @@ impl SessionService {
         let expired: Vec<String> = self
             .lock_live()
             .iter()
-            .filter(|(_, l)| l.expires_at <= now)
+            .filter(|(_, l)| *l.expires_at.lock().unwrap_or_else(|p| p.into_inner()) <= now)
             .map(|(id, _)| id.clone())
             .collect();
         let mut ended = 0;

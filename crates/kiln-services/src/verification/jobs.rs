@@ -22,13 +22,18 @@ impl SessionService {
         if !session.status.is_live() {
             return Err(not_live(&session, "verification needs a live session"));
         }
+        let Some((dataset, sample_id, version)) = session.source.sample() else {
+            return Err(ServiceError::Refused {
+                code: "not_made_from_sample",
+                message: format!(
+                    "session {session_id} was not made from a sample (it runs an image): there \
+                     are no tests to verify it with"
+                ),
+            });
+        };
         let sample = self
             .store()
-            .get_sample(
-                &session.dataset,
-                &session.sample_id,
-                Some(session.sample_version),
-            )
+            .get_sample(dataset, sample_id, Some(version))
             .await?
             .ok_or_else(|| {
                 ServiceError::Internal(format!("the sample of session {session_id} is gone"))
@@ -40,7 +45,7 @@ impl SessionService {
                 job_id: new_id("job"),
                 session_id: session_id.to_string(),
                 user_id: user_id.to_string(),
-                sample_id: session.sample_id.clone(),
+                sample_id: sample_id.to_string(),
                 created_at: Utc::now(),
             })
             .await?;

@@ -88,12 +88,12 @@ impl Env {
     pub async fn create_with_ttl(&self, ttl_minutes: Option<i64>) -> SessionRecord {
         self.kiln
             .sessions
-            .create(CreateSession {
-                user_id: &self.user,
-                dataset: DATASET,
-                sample_id: SAMPLE,
+            .create(CreateSession::sample(
+                &self.user,
+                DATASET,
+                SAMPLE,
                 ttl_minutes,
-            })
+            ))
             .await
             .unwrap()
     }

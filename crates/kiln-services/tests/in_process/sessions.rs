@@ -215,12 +215,7 @@ async fn a_full_node_refuses_with_capacity_before_accepting() {
     let refused = env
         .kiln
         .sessions
-        .create(CreateSession {
-            user_id: &env.user,
-            dataset: DATASET,
-            sample_id: SAMPLE,
-            ttl_minutes: None,
-        })
+        .create(CreateSession::sample(&env.user, DATASET, SAMPLE, None))
         .await;
     assert!(
         matches!(refused, Err(ServiceError::Capacity { .. })),
@@ -250,12 +245,7 @@ async fn a_sample_whose_image_the_backend_lacks_is_refused_before_accepting() {
     let refused = env
         .kiln
         .sessions
-        .create(CreateSession {
-            user_id: &env.user,
-            dataset: DATASET,
-            sample_id: SAMPLE,
-            ttl_minutes: None,
-        })
+        .create(CreateSession::sample(&env.user, DATASET, SAMPLE, None))
         .await;
     match refused {
         Err(ServiceError::Conflict(message)) => {

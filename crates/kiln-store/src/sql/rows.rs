@@ -2,8 +2,8 @@
 //! INTEGER 0/1 included); timestamps through [`Dialect::time`].
 use super::dialect::{parse_column, Dialect};
 use crate::{
-    ApiKeyRecord, Dataset, Result, Sample, SampleRecord, SessionRecord, SessionStatus,
-    SessionUsage, User,
+    ApiKeyRecord, Dataset, Result, Sample, SampleRecord, SessionLimits, SessionRecord,
+    SessionSource, SessionStatus, SessionUsage, User,
 };
 
 /// `prefix` lets one decoder read aliased columns of a join (`u_name`, …).
@@ -72,9 +72,14 @@ pub(super) fn session<D: Dialect>(row: &D::Row) -> Result<SessionRecord> {
     Ok(SessionRecord {
         session_id: D::get(row, "session_id")?,
         user_id: D::get(row, "user_id")?,
-        dataset: D::get(row, "dataset")?,
-        sample_id: D::get(row, "sample_id")?,
-        sample_version: D::get(row, "sample_version")?,
+        source: session_source::<D>(row)?,
+        name: D::get(row, "name")?,
+        labels: crate::json_column::decode("labels", &D::get::<String>(row, "labels")?)?,
+        limits: SessionLimits {
+            cpu_millicores: number::<D>(row, "limit_cpu_millicores")?,
+            memory_bytes: number::<D>(row, "limit_memory_bytes")?,
+            disk_bytes: number::<D>(row, "limit_disk_bytes")?,
+        },
         status: parse_column(&status, "session status", SessionStatus::parse)?,
         requested_at: D::time(row, "requested_at")?,
         ready_at: D::opt_time(row, "ready_at")?,
@@ -86,6 +91,30 @@ pub(super) fn session<D: Dialect>(row: &D::Row) -> Result<SessionRecord> {
         error_message: D::get(row, "error_message")?,
         usage: session_usage::<D>(row)?,
     })
+}
+
+/// A sample's three columns, or the image's; the schema's CHECK keeps exactly one.
+fn session_source<D: Dialect>(row: &D::Row) -> Result<SessionSource> {
+    let image: Option<String> = D::get(row, "image")?;
+    let dataset: Option<String> = D::get(row, "dataset")?;
+    let sample_id: Option<String> = D::get(row, "sample_id")?;
+    let version: Option<i64> = D::get(row, "sample_version")?;
+    match (image, dataset, sample_id, version) {
+        (Some(reference), None, None, None) => Ok(SessionSource::Image { reference }),
+        (None, Some(dataset), Some(sample_id), Some(version)) => Ok(SessionSource::Sample {
+            dataset,
+            sample_id,
+            version,
+        }),
+        _ => Err(crate::StoreError::Corrupt(
+            "a session has neither one image nor one sample version".into(),
+        )),
+    }
+}
+
+fn number<D: Dialect>(row: &D::Row, column: &str) -> Result<Option<u64>> {
+    let value: Option<i64> = D::get(row, column)?;
+    Ok(value.map(i64::unsigned_abs))
 }
 
 fn session_usage<D: Dialect>(row: &D::Row) -> Result<Option<SessionUsage>> {

@@ -10,13 +10,12 @@ use chrono::{DateTime, Utc};
 use sqlx::QueryBuilder;
 
 use super::dialect::{BuilderExt, Dialect, QueryExt};
-use super::{as_i64, interactions, rows, SqlStore};
+use super::{instances, interactions, rows, SqlStore};
 use crate::columns;
-use crate::missing_reference::insert_error;
 use crate::timestamp::Stamp;
 use crate::{
-    InteractionOutcome, InteractionRecord, NewInteraction, NewSession, Result, SessionRecord,
-    SessionStatus, SessionStore, SessionUsage,
+    InteractionOutcome, InteractionRecord, NewInteraction, NewSession, Result, SessionChange,
+    SessionFilter, SessionRecord, SessionStatus, SessionStore, SessionUsage,
 };
 
 impl<D: Dialect> SqlStore<D> {
@@ -48,25 +47,7 @@ impl<D: Dialect> SqlStore<D> {
 #[async_trait]
 impl<D: Dialect> SessionStore for SqlStore<D> {
     async fn insert_session(&self, session: &NewSession) -> Result<SessionRecord> {
-        let sql = format!(
-            "INSERT INTO sessions (session_id, user_id, dataset, sample_id, sample_version, status, \
-                 requested_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, 'creating', $6, $7) RETURNING {}",
-            columns::plain(columns::SESSION)
-        );
-        let mut conn = self.conn().await?;
-        let row = sqlx::query(&sql)
-            .arg(session.session_id.as_str())
-            .arg(session.user_id.as_str())
-            .arg(session.dataset.as_str())
-            .arg(session.sample_id.as_str())
-            .arg(session.sample_version)
-            .arg(Stamp(session.requested_at))
-            .arg(Stamp(session.expires_at))
-            .fetch_one(D::exec(&mut conn))
-            .await
-            .map_err(|e| insert_error(e, "session_id", "user or sample version"))?;
-        rows::session::<D>(&row)
+        instances::insert(self, session).await
     }
 
     async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>> {
@@ -88,30 +69,29 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
         limit: u64,
         offset: u64,
     ) -> Result<(Vec<SessionRecord>, u64)> {
-        // The total and the page come from the same snapshot.
-        let mut tx = D::begin_snapshot(self.pool()).await?;
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM sessions WHERE user_id = $1")
-            .arg(user_id)
-            .fetch_one(D::exec(&mut tx))
-            .await?;
-        let total: i64 = D::get(&row, "n")?;
-        let sql = format!(
-            "SELECT {} FROM sessions WHERE user_id = $1 \
-             ORDER BY requested_at DESC, session_id DESC LIMIT $2 OFFSET $3",
-            columns::plain(columns::SESSION)
-        );
-        let found = sqlx::query(&sql)
-            .arg(user_id)
-            .arg(as_i64(limit))
-            .arg(as_i64(offset))
-            .fetch_all(D::exec(&mut tx))
-            .await?;
-        tx.commit().await?;
-        let sessions = found
-            .iter()
-            .map(rows::session::<D>)
-            .collect::<Result<_>>()?;
-        Ok((sessions, total.unsigned_abs()))
+        let filter = SessionFilter {
+            samples_only: true,
+            ..SessionFilter::default()
+        };
+        instances::list(self, user_id, &filter, limit, offset).await
+    }
+
+    async fn list_instances(
+        &self,
+        user_id: &str,
+        filter: &SessionFilter,
+        limit: u64,
+        offset: u64,
+    ) -> Result<(Vec<SessionRecord>, u64)> {
+        instances::list(self, user_id, filter, limit, offset).await
+    }
+
+    async fn change_session(
+        &self,
+        session_id: &str,
+        change: &SessionChange,
+    ) -> Result<Option<SessionRecord>> {
+        instances::change(self, session_id, change).await
     }
 
     async fn count_live_sessions(&self, user_id: &str) -> Result<u64> {

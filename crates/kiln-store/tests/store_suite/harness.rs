@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use kiln_store::{
-    InteractionKind, NewInteraction, NewSample, NewSession, NewUser, SampleImport, SampleRecord,
-    SessionRecord, Store, User,
+    InteractionKind, Labels, NewInteraction, NewSample, NewSession, NewUser, SampleImport,
+    SampleRecord, SessionLimits, SessionRecord, SessionSource, Store, User,
 };
 use kiln_test_support::postgres::{self, Locale, TestDatabase};
 
@@ -184,9 +184,14 @@ pub fn new_session(session_id: &str, user_id: &str, requested_at: DateTime<Utc>)
     NewSession {
         session_id: session_id.to_string(),
         user_id: user_id.to_string(),
-        dataset: SESSION_DATASET.to_string(),
-        sample_id: SESSION_SAMPLE.to_string(),
-        sample_version: 1,
+        source: SessionSource::Sample {
+            dataset: SESSION_DATASET.to_string(),
+            sample_id: SESSION_SAMPLE.to_string(),
+            version: 1,
+        },
+        name: None,
+        labels: Labels::new(),
+        limits: SessionLimits::default(),
         requested_at,
         expires_at: requested_at + Duration::minutes(30),
     }

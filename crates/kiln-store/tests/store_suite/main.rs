@@ -13,7 +13,9 @@ mod billing;
 mod concurrency;
 mod github;
 mod harness;
+mod instances;
 mod interactions;
+mod migration_0008;
 mod opening;
 mod output_retention;
 mod persistence;
@@ -69,6 +71,9 @@ on_both_backends!(
     sessions::sessions_listed_newest_first_with_total,
     sessions::live_sessions_counted_and_listed_by_status,
     sessions::session_usage_samples_are_kept_with_the_session,
+    instances::image_instances_keep_name_labels_and_limits,
+    instances::instances_listed_by_status_and_labels,
+    instances::instance_changes_apply_and_expiry_only_while_live,
     interactions::interactions_are_numbered_and_completed_once,
     interactions::interactions_belong_to_their_session,
     interactions::failed_interaction_inserts_use_no_number,

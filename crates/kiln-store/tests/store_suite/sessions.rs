@@ -1,6 +1,6 @@
 //! Sessions: insertion, status moves, listings.
 use chrono::Duration;
-use kiln_store::{SessionStatus, SessionUsage, StoreError};
+use kiln_store::{SessionSource, SessionStatus, SessionUsage, StoreError};
 
 use crate::harness::{
     base_time, create_user, creating_session, new_session, prepare_sessions, TestDb,
@@ -16,12 +16,8 @@ pub async fn session_lifecycle_creating_ready_closed(db: TestDb) {
     assert_eq!(created.session_id, "sess-1");
     assert_eq!(created.user_id, "alice");
     assert_eq!(
-        (
-            created.dataset.as_str(),
-            created.sample_id.as_str(),
-            created.sample_version
-        ),
-        (SESSION_DATASET, SESSION_SAMPLE, 1)
+        created.source.sample(),
+        Some((SESSION_DATASET, SESSION_SAMPLE, 1))
     );
     assert_eq!(created.status, SessionStatus::Creating);
     assert_eq!(
@@ -267,14 +263,22 @@ pub async fn session_insert_checks_ids_and_references(db: TestDb) {
         "{unknown_user:?}"
     );
     let mut unknown_version = new_session("s3", "alice", base_time());
-    unknown_version.sample_version = 2;
+    unknown_version.source = SessionSource::Sample {
+        dataset: SESSION_DATASET.into(),
+        sample_id: SESSION_SAMPLE.into(),
+        version: 2,
+    };
     let outcome = store.insert_session(&unknown_version).await;
     assert!(
         matches!(outcome, Err(StoreError::Missing(_))),
         "{outcome:?}"
     );
     let mut unknown_sample = new_session("s4", "alice", base_time());
-    unknown_sample.sample_id = "org__other-9".into();
+    unknown_sample.source = SessionSource::Sample {
+        dataset: SESSION_DATASET.into(),
+        sample_id: "org__other-9".into(),
+        version: 1,
+    };
     let outcome = store.insert_session(&unknown_sample).await;
     assert!(
         matches!(outcome, Err(StoreError::Missing(_))),

@@ -11,6 +11,7 @@ pub mod exec;
 pub mod files;
 pub mod files_models;
 pub mod instances;
+pub mod instances_models;
 pub mod ports;
 pub mod snapshots;
 pub mod webhooks;
