@@ -13,6 +13,7 @@ pub mod instances;
 pub mod ports;
 pub mod snapshots;
 pub mod webhooks;
+mod webhooks_models;
 
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
