@@ -264,9 +264,11 @@ impl SessionService {
                 .await
             {
                 Ok(Some(ready)) => {
-                    self.announce(EventType::SessionReady, &ready).await;
                     live.readiness.send_replace(Readiness::Ready(id.clone()));
                     self.watch_sandbox(&session.session_id, id);
+                    // Waiters first: the event must not delay the ready long-poll.
+                    self.changes.notify(&session.session_id);
+                    self.announce(EventType::SessionReady, &ready).await;
                 }
                 // Closed (or failed) while the sandbox was starting: it must not outlive that.
                 Ok(None) => self.destroy_sandbox(&id).await,

@@ -140,6 +140,15 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
         only_webhook: Option<&str>,
         new_delivery_id: &(dyn Fn() -> String + Send + Sync),
     ) -> Result<Vec<String>> {
+        // Most users have no webhook: a plain read first spares every session event a
+        // write transaction (SQLite's lock) when nothing would be written.
+        let wanted = |hook: &WebhookRecord| match only_webhook {
+            Some(only) => hook.webhook_id == only,
+            None => hook.active && wants(&hook.events, &event.event_type),
+        };
+        if !self.list_webhooks(&event.user_id).await?.iter().any(wanted) {
+            return Ok(Vec::new());
+        }
         let mut tx = D::begin_write(self.pool()).await?;
         let rows = sqlx::query(&format!(
             "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE user_id = $1 ORDER BY created_at, webhook_id"
@@ -150,11 +159,7 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
         let mut ids = Vec::new();
         for row in &rows {
             let hook = webhook_row::<D>(row)?;
-            let wanted = match only_webhook {
-                Some(only) => hook.webhook_id == only,
-                None => hook.active && wants(&hook.events, &event.event_type),
-            };
-            if !wanted {
+            if !wanted(&hook) {
                 continue;
             }
             let id = new_delivery_id();
