@@ -246,6 +246,11 @@ async fn webhooks_are_validated_owned_and_limited() {
             json!({"url": "http://[::1]:9/hook", "events": ["*"]}),
             vec!["body", "url"],
         ),
+        // A name is checked by what it resolves to: 127.0.0.1 is allowed, `localhost` not.
+        (
+            json!({"url": "http://localhost:9/hook", "events": ["*"]}),
+            vec!["body", "url"],
+        ),
         (
             json!({"url": "http://user:pw@127.0.0.1/hook", "events": ["*"]}),
             vec!["body", "url"],
@@ -513,7 +518,9 @@ async fn a_receiver_that_is_down_gets_it_after_retries() {
         l.first().is_some_and(|d| d["status"] == "delivered")
     })
     .await;
-    assert!(done[0]["attempts"].as_u64() >= Some(5), "{done:?}");
+    // At least one refused connection, then the receiver's three (an attempt that was
+    // in flight while the port came up may be among those three).
+    assert!(done[0]["attempts"].as_u64() >= Some(4), "{done:?}");
 }
 
 #[tokio::test]
@@ -717,4 +724,64 @@ async fn a_sessions_life_arrives_signed_in_order_of_events() {
         "{:?}",
         other_receiver.got()
     );
+}
+
+/// Not a check: numbers for the report. `cargo test -p kiln-api --test v1_webhooks --
+/// --ignored --nocapture webhook_numbers`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn webhook_numbers() {
+    let s = TestServer::start_with(fast).await;
+    let key = s.admin_key.clone();
+    let receiver = Receiver::start(Answer::Ok).await;
+    let (hook, _) = create_hook(&s, &key, &receiver.url, json!(["session.ready"])).await;
+    let pct = |mut v: Vec<Duration>| {
+        v.sort();
+        let at = |p: usize| v[(v.len() - 1) * p / 100].as_secs_f64() * 1000.0;
+        format!("p50 {:.2} ms, p90 {:.2} ms", at(50), at(90))
+    };
+    let mut latency = Vec::new();
+    for n in 1..=50 {
+        let start = Instant::now();
+        s.v1_as(&key, Method::POST, &format!("/webhooks/{hook}/test"), None)
+            .await;
+        receiver.wait_for(n).await;
+        latency.push(start.elapsed());
+    }
+    eprintln!("POST /test -> received: {}", pct(latency));
+
+    use kiln_services::webhooks::EventType;
+    let events = s.kiln.webhooks.events();
+    let (bob, _) = s.user("bob").await;
+    let me = s
+        .kiln
+        .auth
+        .authenticate(&key)
+        .await
+        .expect("admin")
+        .user
+        .user_id;
+    for (who, kind, label) in [
+        (bob.as_str(), EventType::SessionReady, "no webhook"),
+        (
+            me.as_str(),
+            EventType::SessionClosed,
+            "a webhook for another type",
+        ),
+        (me.as_str(), EventType::SessionReady, "a matching webhook"),
+    ] {
+        let mut took = Vec::new();
+        for _ in 0..200 {
+            let start = Instant::now();
+            events
+                .publish(who, kind, json!({"session_id": "ses_x"}))
+                .await;
+            took.push(start.elapsed());
+        }
+        eprintln!(
+            "publish, user with {label}: {} ({})",
+            pct(took),
+            s.backend()
+        );
+    }
 }
