@@ -76,6 +76,7 @@ impl WebhookService {
             secrets: self.secrets.clone(),
             policy: self.policy.clone(),
             wake: self.wake.clone(),
+            clients: Mutex::default(),
         });
         let task = tokio::spawn(sender.run());
         if let Some(old) = self.lock_sender().replace(task) {

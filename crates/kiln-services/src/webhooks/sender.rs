@@ -4,8 +4,9 @@
 //! backoff until `max_attempts`, then dead. A delivery whose sender died mid-attempt is
 //! claimed again once its lease runs out, so delivery is at least once; every attempt of
 //! a delivery sends the same body and `Kiln-Webhook-Id`, by which receivers deduplicate.
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -17,13 +18,15 @@ use tokio::task::JoinSet;
 use url::Url;
 
 use super::{backoff, signing};
-use crate::outbound::OutboundPolicy;
+use crate::outbound::{OutboundPolicy, Vetted};
 use crate::secret_box::SecretBox;
 
 /// Attempts in flight at once, per server.
 const MAX_IN_FLIGHT: usize = 32;
 /// A lease outlasts an attempt's timeout by this much (time to record its result).
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// Destinations whose clients are kept (all are dropped when it is reached).
+const MAX_CLIENTS: usize = 256;
 
 pub(crate) struct Sender {
     pub store: Arc<dyn Store>,
@@ -31,6 +34,8 @@ pub(crate) struct Sender {
     pub secrets: Arc<SecretBox>,
     pub policy: OutboundPolicy,
     pub wake: Arc<Notify>,
+    /// HTTP clients by destination, see [`Sender::client_for`].
+    pub clients: Mutex<HashMap<String, reqwest::Client>>,
 }
 
 /// What one attempt got back.
@@ -81,6 +86,37 @@ impl Sender {
                 _ = tokio::time::sleep(poll) => {}
             }
         }
+    }
+
+    /// A client whose connections go only to `vetted`'s addresses: one per destination
+    /// (host, port and checked addresses), kept so that connections and TLS set-up are
+    /// reused; a name that resolves elsewhere later gets a new one.
+    fn client_for(&self, url: &Url, vetted: &Vetted) -> reqwest::Result<reqwest::Client> {
+        let key = format!("{}:{}:{:?}", vetted.host, vetted.port, vetted.addrs);
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            // A proxy would resolve the name itself, past the pin.
+            .no_proxy()
+            .timeout(self.timeout())
+            .user_agent("Kiln-Webhooks/1");
+        if let Some(url::Host::Domain(name)) = url.host() {
+            let addrs: Vec<SocketAddr> = vetted
+                .addrs
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, vetted.port))
+                .collect();
+            builder = builder.resolve_to_addrs(name, &addrs);
+        }
+        let client = builder.build()?;
+        if clients.len() >= MAX_CLIENTS {
+            clients.clear();
+        }
+        clients.insert(key, client.clone());
+        Ok(client)
     }
 
     async fn attempt(&self, delivery: DeliveryRecord) {
@@ -157,21 +193,7 @@ impl Sender {
             Ok(vetted) => vetted,
             Err(e) => return failed(e.to_string()),
         };
-        let mut client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            // A proxy would resolve the name itself, past the pin.
-            .no_proxy()
-            .timeout(self.timeout())
-            .user_agent("Kiln-Webhooks/1");
-        if let Some(url::Host::Domain(name)) = url.host() {
-            let addrs: Vec<SocketAddr> = vetted
-                .addrs
-                .iter()
-                .map(|ip| SocketAddr::new(*ip, vetted.port))
-                .collect();
-            client = client.resolve_to_addrs(name, &addrs);
-        }
-        let client = match client.build() {
+        let client = match self.client_for(&url, &vetted) {
             Ok(client) => client,
             Err(e) => return failed(format!("cannot build an HTTP client: {e}")),
         };
