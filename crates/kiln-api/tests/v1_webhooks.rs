@@ -213,6 +213,10 @@ async fn webhooks_are_validated_owned_and_limited() {
         fast(c);
         c.webhooks.max_per_user = 2;
         c.webhooks.max_events_per_hook = 3;
+        c.webhooks.max_pending_for_test = 2;
+        // Failed deliveries stay pending for the whole test.
+        c.webhooks.backoff_base_ms = 120_000;
+        c.webhooks.max_attempts = 50;
     })
     .await;
     let key = s.admin_key.clone();
@@ -349,6 +353,14 @@ async fn webhooks_are_validated_owned_and_limited() {
         )
         .await;
     assert_eq!(status, 422, "unknown fields are refused: {got}");
+
+    // Test events are limited by what is still pending.
+    for expected in [202, 202, 429] {
+        let (status, got) = s
+            .v1_as(&key, Method::POST, &format!("/webhooks/{id}/test"), None)
+            .await;
+        assert_eq!(status, expected, "{got}");
+    }
 
     // Another user sees none of it.
     let (_, other) = s.user("mallory").await;

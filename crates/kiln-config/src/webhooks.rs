@@ -28,6 +28,11 @@ pub struct WebhooksConfig {
     pub max_response_bytes: usize,
     /// How often the sender looks for due deliveries when nothing woke it.
     pub poll_interval_ms: u64,
+    /// A test event is refused (429) while this many deliveries of the webhook are
+    /// pending, so `POST …/test` cannot grow the outbox without bound.
+    pub max_pending_for_test: u32,
+    /// Days delivered and dead deliveries are kept (then deleted); 0 keeps them.
+    pub delivery_retention_days: u32,
     /// Internal hosts webhook URLs may still name (`host` or `host:port`, as
     /// `agent_jobs.allowed_internal_hosts`); empty by default: URLs that resolve to
     /// loopback or private addresses are refused.
@@ -48,6 +53,8 @@ impl Default for WebhooksConfig {
             attempt_timeout_secs: 10,
             max_response_bytes: 1024,
             poll_interval_ms: 1000,
+            delivery_retention_days: 30,
+            max_pending_for_test: 100,
             allowed_internal_hosts: Vec::new(),
         }
     }

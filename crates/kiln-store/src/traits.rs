@@ -450,6 +450,9 @@ pub trait WebhookStore: Send + Sync {
         webhook_id: &str,
         delivery_id: &str,
     ) -> Result<Option<DeliveryRecord>>;
+    /// Retention: deletes up to `limit` delivered or dead deliveries created before
+    /// `before`; how many it deleted (fewer than `limit`: none are left).
+    async fn expire_webhook_deliveries(&self, before: DateTime<Utc>, limit: u64) -> Result<u64>;
     /// `Dead → Pending`, due at `now`, with its attempts counted afresh; `None` unless
     /// the delivery exists under this webhook and is dead.
     async fn retry_webhook_delivery(

@@ -243,6 +243,17 @@ impl WebhookService {
     /// not): the delivery, as stored.
     pub async fn test(&self, user_id: &str, webhook_id: &str) -> ServiceResult<DeliveryRecord> {
         self.get(user_id, webhook_id).await?;
+        let max = self.config.max_pending_for_test;
+        let pending = self
+            .store
+            .list_webhook_deliveries(webhook_id, Some(DeliveryStatus::Pending), u64::from(max), 0)
+            .await?;
+        if pending.len() as u64 >= u64::from(max) {
+            return Err(ServiceError::LimitExceeded(format!(
+                "{max} deliveries of webhook {webhook_id} are pending (the limit for a test); \
+                 wait for them or delete the webhook"
+            )));
+        }
         let data = json!({"webhook_id": webhook_id, "message": "a test event from Kiln"});
         let ids = self
             .events

@@ -25,6 +25,8 @@ use crate::secret_box::SecretBox;
 const MAX_IN_FLIGHT: usize = 32;
 /// A lease outlasts an attempt's timeout by this much (time to record its result).
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// How often finished deliveries past their retention are deleted.
+const RETENTION_EVERY: Duration = Duration::from_secs(600);
 /// Destinations whose clients are kept (all are dropped when it is reached).
 const MAX_CLIENTS: usize = 256;
 
@@ -55,7 +57,12 @@ impl Sender {
     pub async fn run(self: Arc<Self>) {
         let mut in_flight = JoinSet::new();
         let poll = Duration::from_millis(self.config.poll_interval_ms);
+        let mut swept: Option<std::time::Instant> = None;
         loop {
+            if swept.is_none_or(|at| at.elapsed() >= RETENTION_EVERY) {
+                swept = Some(std::time::Instant::now());
+                self.expire_old().await;
+            }
             let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len());
             if room > 0 {
                 let now = Utc::now();
@@ -117,6 +124,26 @@ impl Sender {
         }
         clients.insert(key, client.clone());
         Ok(client)
+    }
+
+    /// Deletes finished deliveries past `delivery_retention_days`, in batches.
+    async fn expire_old(&self) {
+        let days = self.config.delivery_retention_days;
+        if days == 0 {
+            return;
+        }
+        let before = Utc::now() - chrono::Duration::days(i64::from(days));
+        const BATCH: u64 = 500;
+        loop {
+            match self.store.expire_webhook_deliveries(before, BATCH).await {
+                Ok(BATCH) => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot expire old webhook deliveries");
+                    break;
+                }
+            }
+        }
     }
 
     async fn attempt(&self, delivery: DeliveryRecord) {

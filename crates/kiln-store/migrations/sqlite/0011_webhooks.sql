@@ -42,3 +42,6 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
     WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_by_hook ON webhook_deliveries (webhook_id, created_at DESC, delivery_id DESC);
+-- Retention deletes finished deliveries by age.
+CREATE INDEX webhook_deliveries_finished ON webhook_deliveries (created_at)
+    WHERE status <> 'pending';

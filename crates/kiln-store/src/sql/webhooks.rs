@@ -281,6 +281,19 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
         row.as_ref().map(delivery_row::<D>).transpose()
     }
 
+    async fn expire_webhook_deliveries(&self, before: DateTime<Utc>, limit: u64) -> Result<u64> {
+        let mut conn = self.conn().await?;
+        let done = sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE delivery_id IN (SELECT delivery_id \
+             FROM webhook_deliveries WHERE status <> 'pending' AND created_at < $1 LIMIT $2)",
+        )
+        .arg(Stamp(before))
+        .arg(as_i64(limit))
+        .execute(D::exec(&mut conn))
+        .await?;
+        Ok(D::rows_affected(&done))
+    }
+
     async fn retry_webhook_delivery(
         &self,
         webhook_id: &str,

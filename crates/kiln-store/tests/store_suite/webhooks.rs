@@ -319,4 +319,29 @@ pub async fn deliveries_are_leased_retried_and_dead_lettered(db: TestDb) {
         (DeliveryStatus::Delivered, Some(t(50)))
     );
     assert_eq!(d.body, r#"{"id":"e1"}"#, "the body never changes");
+
+    // Retention deletes finished deliveries by age, never pending ones.
+    let pending = store
+        .enqueue_webhook_event(
+            &event("e2", "alice", "session.ready", 20),
+            None,
+            &counter("p"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.expire_webhook_deliveries(t(10), 100).await.unwrap(),
+        0,
+        "not older"
+    );
+    assert_eq!(
+        store.expire_webhook_deliveries(t(1000), 100).await.unwrap(),
+        1
+    );
+    let left = store
+        .list_webhook_deliveries("w1", None, 10, 0)
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].delivery_id, pending[0]);
 }
