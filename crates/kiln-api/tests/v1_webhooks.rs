@@ -467,15 +467,16 @@ async fn a_test_event_arrives_signed() {
     assert_eq!(list[0]["last_status_code"], 200, "{list:?}");
     assert_eq!(list[0]["attempts"], 1);
 
-    // A rotated secret signs what follows.
+    // A rotated secret signs what follows; a disabled webhook still gets test events.
     let (_, changed) = s
         .v1_as(
             &key,
             Method::PATCH,
             &format!("/webhooks/{hook}"),
-            Some(&json!({"rotate_secret": true})),
+            Some(&json!({"rotate_secret": true, "active": false})),
         )
         .await;
+    assert_eq!(changed["active"], false, "{changed}");
     let rotated = changed["secret"].as_str().expect("secret").to_string();
     s.v1_as(&key, Method::POST, &format!("/webhooks/{hook}/test"), None)
         .await;

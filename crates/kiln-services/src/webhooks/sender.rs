@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use url::Url;
 
-use super::{backoff, signing};
+use super::{backoff, signing, EventType};
 use crate::outbound::{OutboundPolicy, Vetted};
 use crate::secret_box::SecretBox;
 
@@ -203,7 +203,8 @@ impl Sender {
             Ok(None) => return failed("the webhook was deleted".into()),
             Err(e) => return failed(format!("storage failure: {e}")),
         };
-        if !hook.active {
+        // A test event is sent whatever the state: it is how a disabled one is checked.
+        if !hook.active && delivery.event_type != EventType::WebhookTest.as_str() {
             return failed("the webhook is disabled".into());
         }
         let Ok(secret) = self
