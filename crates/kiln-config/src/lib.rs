@@ -16,6 +16,7 @@ mod runtime;
 mod secret;
 mod server;
 mod sessions;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,6 +35,7 @@ pub use runtime::{RuntimeBackend, RuntimeConfig};
 pub use secret::Secret;
 pub use server::ServerConfig;
 pub use sessions::SessionsConfig;
+pub use webhooks::WebhooksConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -74,6 +76,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub files: FilesConfig,
     pub instances: InstancesConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -103,6 +106,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             files: FilesConfig::default(),
             instances: InstancesConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }

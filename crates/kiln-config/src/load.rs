@@ -79,6 +79,7 @@ impl Config {
         self.server.check(self.sessions.long_poll_secs)?;
         self.limits.check()?;
         self.files.check()?;
+        self.webhooks.check()?;
         Ok(())
     }
 }

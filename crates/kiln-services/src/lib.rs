@@ -22,6 +22,7 @@ pub mod sandboxes;
 pub mod secret_box;
 pub mod sessions;
 pub mod verification;
+pub mod webhooks;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -41,6 +42,7 @@ use crate::github::GithubService;
 use crate::instances::InstanceService;
 use crate::sandboxes::Sandboxes;
 use crate::sessions::{RecoveryReport, SessionService};
+use crate::webhooks::WebhookService;
 
 /// Everything a running Kiln needs, built once at start and shared by every request. The
 /// store stays inside: callers go through the services (and [`Kiln::ping_store`]).
@@ -57,6 +59,8 @@ pub struct Kiln {
     pub billing: BillingService,
     pub agent_jobs: Arc<AgentJobService>,
     pub github: Arc<GithubService>,
+    /// Users' webhooks and the sender of their deliveries.
+    pub webhooks: WebhookService,
 }
 
 /// What happened at start that the operator must be told.
@@ -134,6 +138,8 @@ impl Kiln {
             config.sessions.clone(),
             config.billing.clone(),
         );
+        let webhooks = WebhookService::new(store.clone(), config.webhooks.clone(), &jwt_secret);
+        sessions.set_events(webhooks.events());
         let instances = InstanceService::new(store.clone(), sessions.clone(), sandboxes.clone());
         let instances = instances.with_config(config.instances.clone());
         let billing = BillingService::new(store.clone(), config.billing.clone());
@@ -161,6 +167,7 @@ impl Kiln {
             billing,
             agent_jobs,
             github,
+            webhooks,
         })
     }
 
@@ -200,6 +207,7 @@ impl Kiln {
         self.sessions.spawn_reaper();
         self.sessions.spawn_metering();
         self.sessions.spawn_output_retention();
+        self.webhooks.spawn_sender();
         Ok(report)
     }
 
@@ -216,6 +224,7 @@ impl Kiln {
     /// Stops every sandbox; the store keeps the sessions for the next start to resolve.
     pub async fn shutdown(&self) {
         self.agent_jobs.shutdown();
+        self.webhooks.shutdown();
         self.sessions.shutdown().await;
     }
 }

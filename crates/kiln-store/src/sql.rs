@@ -17,6 +17,7 @@ mod output;
 mod rows;
 mod sessions;
 mod verification_jobs;
+mod webhooks;
 
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;

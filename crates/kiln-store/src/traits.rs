@@ -11,6 +11,9 @@ use crate::{
     SessionEnd, SessionFilter, SessionRecord, SessionStatus, SessionUsage, Transaction,
     TransactionKind, TransactionPage, TransactionQuery, User, VerificationJobRecord,
 };
+use crate::{
+    AttemptResult, DeliveryRecord, DeliveryStatus, NewWebhookEvent, WebhookRecord, WebhookUpdate,
+};
 
 /// The storage interface. Every method is one atomic operation: an implementation
 /// must never leave a half-applied change visible (imports in particular).
@@ -40,6 +43,7 @@ pub trait Store:
     + VerificationStore
     + BillingStore
     + AgentJobStore
+    + WebhookStore
     + 'static
 {
 }
@@ -53,6 +57,7 @@ impl<T> Store for T where
         + VerificationStore
         + BillingStore
         + AgentJobStore
+        + WebhookStore
         + ?Sized
         + 'static
 {
@@ -395,4 +400,84 @@ pub trait AgentJobStore: Send + Sync {
     async fn set_agent_job_result(&self, job_id: &str, result_path: &str) -> Result<bool>;
     /// Unfinished jobs of every user, oldest `created_at` first (restart recovery).
     async fn list_unfinished_agent_jobs(&self) -> Result<Vec<AgentJobRecord>>;
+}
+
+/// Users' webhooks and the outbox of their deliveries.
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    // ---- webhooks ---------------------------------------------------------------------
+    /// Inserts the webhook unless its user already has `max_per_user` (then `None`,
+    /// writing nothing; concurrent inserts are counted one after the other).
+    /// `Conflict("webhook_id")` if taken, `Missing("user")` for an unknown user.
+    async fn insert_webhook(
+        &self,
+        hook: &WebhookRecord,
+        max_per_user: u64,
+    ) -> Result<Option<WebhookRecord>>;
+    /// The webhook, whoever owns it (ownership is the caller's to check).
+    async fn get_webhook(&self, webhook_id: &str) -> Result<Option<WebhookRecord>>;
+    /// The user's webhooks, oldest first.
+    async fn list_webhooks(&self, user_id: &str) -> Result<Vec<WebhookRecord>>;
+    /// Applies `update` and sets `updated_at`; `None` for an unknown webhook.
+    async fn update_webhook(
+        &self,
+        webhook_id: &str,
+        update: &WebhookUpdate,
+        at: DateTime<Utc>,
+    ) -> Result<Option<WebhookRecord>>;
+    /// Deletes the webhook and its deliveries; `false` if there was none.
+    async fn delete_webhook(&self, webhook_id: &str) -> Result<bool>;
+
+    // ---- deliveries (the outbox) ------------------------------------------------------
+    /// Stores one `pending` delivery of `event`, due at once, for each of the user's active
+    /// webhooks whose events name its type (or `*`), or only for `only_webhook` (active
+    /// or not, whatever its events: a test delivery). All or none, in one transaction.
+    /// Returns the new deliveries' ids (each from `new_delivery_id`).
+    async fn enqueue_webhook_event(
+        &self,
+        event: &NewWebhookEvent,
+        only_webhook: Option<&str>,
+        new_delivery_id: &(dyn Fn() -> String + Send + Sync),
+    ) -> Result<Vec<String>>;
+    /// Claims up to `limit` pending deliveries due at `now` whose lease (if any) has run
+    /// out: each gets `lease_until`, `attempts + 1` and `last_attempt_at = now`. Of racing
+    /// claimers exactly one gets a given delivery. Earliest due first.
+    async fn claim_webhook_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<DeliveryRecord>>;
+    /// Records an attempt's result and releases the lease, only if the delivery is still
+    /// `pending` at attempt `result.attempt` (`false`, changing nothing, otherwise: the
+    /// lease ran out and someone claimed it again, or it was retried by hand).
+    async fn record_webhook_attempt(
+        &self,
+        delivery_id: &str,
+        result: &AttemptResult,
+    ) -> Result<bool>;
+    /// A page of the webhook's deliveries, newest first, of one status or all.
+    async fn list_webhook_deliveries(
+        &self,
+        webhook_id: &str,
+        status: Option<DeliveryStatus>,
+        limit: u64,
+        offset: u64,
+    ) -> Result<Vec<DeliveryRecord>>;
+    async fn get_webhook_delivery(
+        &self,
+        webhook_id: &str,
+        delivery_id: &str,
+    ) -> Result<Option<DeliveryRecord>>;
+    /// Retention: deletes up to `limit` delivered or dead deliveries created before
+    /// `before`; how many it deleted (fewer than `limit`: none are left).
+    async fn expire_webhook_deliveries(&self, before: DateTime<Utc>, limit: u64) -> Result<u64>;
+    /// `Dead → Pending`, due at `now`, with its attempts counted afresh; `None` unless
+    /// the delivery exists under this webhook and is dead.
+    async fn retry_webhook_delivery(
+        &self,
+        webhook_id: &str,
+        delivery_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DeliveryRecord>>;
 }

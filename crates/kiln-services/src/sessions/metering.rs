@@ -38,17 +38,19 @@ impl SessionService {
                 transaction_id: new_id("txn"),
             })
             .await?;
-        Ok(ended.map(|e| {
-            if let Some(charge) = &e.charge {
-                tracing::info!(
-                    session = session_id,
-                    cents = -charge.amount_cents,
-                    minutes = charge.duration_minutes,
-                    "session billed"
-                );
-            }
-            e.session
-        }))
+        let Some(ended) = ended else { return Ok(None) };
+        if let Some(charge) = &ended.charge {
+            tracing::info!(
+                session = session_id,
+                cents = -charge.amount_cents,
+                minutes = charge.duration_minutes,
+                "session billed"
+            );
+        }
+        // Every end (close, expiry, balance, a lost sandbox, recovery) passes here once.
+        let event = crate::webhooks::EventType::ended(ended.session.status);
+        self.announce(event, &ended.session).await;
+        Ok(Some(ended.session))
     }
 
     /// With billing enabled, a new session needs at least one minute's price.

@@ -16,7 +16,7 @@ pub(crate) mod work_queue;
 mod worker;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -33,6 +33,7 @@ use crate::changes::Changes;
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::new_id;
 use crate::sandboxes::Sandboxes;
+use crate::webhooks::EventType;
 use lost::{not_live, Ended};
 
 pub use lost::SANDBOX_LOST;
@@ -64,6 +65,8 @@ pub struct SessionService {
     changes: Arc<Changes>,
     live: Mutex<HashMap<String, Arc<LiveSession>>>,
     metrics: crate::metrics::Metrics,
+    /// Where session events go (webhooks); set once when the services are wired.
+    events: OnceLock<crate::webhooks::Events>,
 }
 
 /// What a new session is made from.
@@ -124,7 +127,34 @@ impl SessionService {
             changes: Arc::new(Changes::default()),
             live: Mutex::new(HashMap::new()),
             metrics: crate::metrics::Metrics::new(),
+            events: OnceLock::new(),
         })
+    }
+
+    /// Connects the session events to webhooks (once; later calls are ignored).
+    pub fn set_events(&self, events: crate::webhooks::Events) {
+        let _ = self.events.set(events);
+    }
+
+    /// Publishes `event` about `session` (stored as it is now) to its owner's webhooks.
+    async fn announce(&self, event: crate::webhooks::EventType, session: &SessionRecord) {
+        if let Some(events) = self.events.get() {
+            let data = crate::webhooks::session_data(session);
+            events.publish(&session.user_id, event, data).await;
+        }
+    }
+
+    /// Publishes a verification job's end (completed with its result, or error).
+    async fn announce_job(&self, job: &kiln_store::VerificationJobRecord) {
+        let event = match job.status {
+            JobStatus::Completed => EventType::VerificationCompleted,
+            JobStatus::Error => EventType::VerificationError,
+            _ => return,
+        };
+        if let Some(events) = self.events.get() {
+            let data = crate::webhooks::verification_data(job);
+            events.publish(&job.user_id, event, data).await;
+        }
     }
 
     /// Why this server cannot run sessions, when it cannot.
@@ -226,6 +256,7 @@ impl SessionService {
             .await
             .inspect_err(|_| runtime.release(&sandbox_id))?;
         self.metrics.session_created();
+        self.announce(EventType::SessionCreated, &record).await;
         let live = self.start_worker(&record, Readiness::Creating);
         let this = self.clone();
         let session = record.clone();
@@ -303,9 +334,12 @@ impl SessionService {
                 .mark_session_ready(&session.session_id, id.as_str(), location, Utc::now())
                 .await
             {
-                Ok(Some(_)) => {
+                Ok(Some(ready)) => {
                     live.readiness.send_replace(Readiness::Ready(id.clone()));
                     self.watch_sandbox(&session.session_id, id);
+                    // Waiters first: the event must not delay the ready long-poll.
+                    self.changes.notify(&session.session_id);
+                    self.announce(EventType::SessionReady, &ready).await;
                 }
                 // Closed (or failed) while the sandbox was starting: it must not outlive that.
                 Ok(None) => self.destroy_sandbox(&id).await,
@@ -336,7 +370,10 @@ impl SessionService {
             .mark_session_error(&session.session_id, code, message, Utc::now())
             .await
         {
-            Ok(Some(_)) => self.metrics.session_ended(SessionStatus::Error),
+            Ok(Some(failed)) => {
+                self.metrics.session_ended(SessionStatus::Error);
+                self.announce(EventType::SessionError, &failed).await;
+            }
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(session = %session.session_id, error = %e, "cannot record a failed start")

@@ -123,7 +123,8 @@ impl SessionService {
                 self.watch_sandbox(&session.session_id, id);
                 report.sessions_resumed += 1;
             } else if session.status == SessionStatus::Creating {
-                self.store
+                let failed = self
+                    .store
                     .mark_session_error(
                         &session.session_id,
                         "server_restarted",
@@ -131,6 +132,10 @@ impl SessionService {
                         now,
                     )
                     .await?;
+                if let Some(failed) = failed {
+                    self.announce(crate::webhooks::EventType::SessionError, &failed)
+                        .await;
+                }
                 report.sessions_ended += 1;
             } else {
                 // A sandbox that vanished while nobody watched is billed up to its last

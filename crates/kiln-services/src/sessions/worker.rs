@@ -276,8 +276,16 @@ async fn update_job(
         error_code: error.as_ref().map(|(c, _)| c.to_string()),
         error_message: error.map(|(_, m)| m),
     };
-    if let Err(e) = ctx.store.update_verification_job(job_id, &update).await {
-        tracing::error!(job = job_id, error = %e, "cannot store a verification job's state");
+    match ctx.store.update_verification_job(job_id, &update).await {
+        Ok(Some(job)) => {
+            if let Some(service) = ctx.service.upgrade() {
+                service.announce_job(&job).await;
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(job = job_id, error = %e, "cannot store a verification job's state")
+        }
     }
     ctx.changes.notify(&ctx.session_id);
 }

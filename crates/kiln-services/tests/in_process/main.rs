@@ -8,3 +8,4 @@ mod agent_jobs;
 mod harness;
 mod sessions;
 mod verification;
+mod webhooks;

@@ -23,6 +23,7 @@ mod samples;
 mod session_races;
 mod sessions;
 mod verification_jobs;
+mod webhooks;
 
 /// Declares each scenario as two tests, `sqlite::<name>` and `postgres::<name>`.
 macro_rules! on_both_backends {
@@ -100,4 +101,6 @@ on_both_backends!(
     agent_jobs::racing_agent_job_finishes_have_one_winner,
     github::github_profile_updates_touch_only_login_and_name,
     github::github_tokens_are_kept_per_user_and_replaced,
+    webhooks::webhooks_fan_out_and_are_limited,
+    webhooks::deliveries_are_leased_retried_and_dead_lettered,
 );

@@ -15,6 +15,7 @@ pub mod instances_models;
 pub mod ports;
 pub mod snapshots;
 pub mod webhooks;
+mod webhooks_models;
 
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
