@@ -10,6 +10,7 @@ mod billing;
 mod github;
 mod limits;
 mod load;
+mod ports;
 mod runtime;
 mod secret;
 mod server;
@@ -26,6 +27,7 @@ pub use billing::{BillingConfig, StripeConfig};
 pub use github::GithubConfig;
 pub use limits::LimitsConfig;
 pub use load::Overrides;
+pub use ports::PortsConfig;
 pub use runtime::{RuntimeBackend, RuntimeConfig};
 pub use secret::Secret;
 pub use server::ServerConfig;
@@ -68,6 +70,7 @@ pub struct Config {
     pub agent_jobs: AgentJobsConfig,
     pub github: GithubConfig,
     pub server: ServerConfig,
+    pub ports: PortsConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -95,6 +98,7 @@ impl Default for Config {
             agent_jobs: AgentJobsConfig::default(),
             github: GithubConfig::default(),
             server: ServerConfig::default(),
+            ports: PortsConfig::default(),
         }
     }
 }

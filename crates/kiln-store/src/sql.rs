@@ -13,6 +13,7 @@ mod github;
 mod interactions;
 mod jobs;
 mod output;
+mod ports;
 mod rows;
 mod sessions;
 mod verification_jobs;

@@ -6,10 +6,10 @@ use chrono::{DateTime, Utc};
 use crate::{
     AgentJobCursor, AgentJobRecord, AgentJobUpdate, ApiKeyRecord, Balance, Dataset, EndedSession,
     ImportSummary, InteractionOutcome, InteractionRecord, JobUpdate, NewAgentJob, NewApiKey,
-    NewInteraction, NewRefreshToken, NewSession, NewTransaction, NewUser, NewVerificationJob,
-    RefreshOutcome, Result, Sample, SampleImport, SamplePage, SampleQuery, SessionEnd,
-    SessionRecord, SessionStatus, SessionUsage, Transaction, TransactionKind, TransactionPage,
-    TransactionQuery, User, VerificationJobRecord,
+    NewInteraction, NewPortForward, NewRefreshToken, NewSession, NewTransaction, NewUser,
+    NewVerificationJob, PortForwardRecord, RefreshOutcome, Result, Sample, SampleImport,
+    SamplePage, SampleQuery, SessionEnd, SessionRecord, SessionStatus, SessionUsage, Transaction,
+    TransactionKind, TransactionPage, TransactionQuery, User, VerificationJobRecord,
 };
 
 /// The storage interface. Every method is one atomic operation: an implementation
@@ -40,6 +40,7 @@ pub trait Store:
     + VerificationStore
     + BillingStore
     + AgentJobStore
+    + PortForwardStore
     + 'static
 {
 }
@@ -53,6 +54,7 @@ impl<T> Store for T where
         + VerificationStore
         + BillingStore
         + AgentJobStore
+        + PortForwardStore
         + ?Sized
         + 'static
 {
@@ -376,4 +378,30 @@ pub trait AgentJobStore: Send + Sync {
     async fn set_agent_job_result(&self, job_id: &str, result_path: &str) -> Result<bool>;
     /// Unfinished jobs of every user, oldest `created_at` first (restart recovery).
     async fn list_unfinished_agent_jobs(&self) -> Result<Vec<AgentJobRecord>>;
+}
+
+/// Port forwards into instances (`/v1/instances/{id}/port-forwards`).
+#[async_trait]
+pub trait PortForwardStore: Send + Sync {
+    /// Inserts an open forward. `Conflict("forward_id")` if taken, `Missing("session or
+    /// user")` unless both exist.
+    async fn insert_port_forward(&self, forward: &NewPortForward) -> Result<PortForwardRecord>;
+    /// The forward, open or closed, whoever owns it (ownership is the caller's to check).
+    async fn get_port_forward(&self, forward_id: &str) -> Result<Option<PortForwardRecord>>;
+    /// Open forwards of one session (every session's when `None`: restart recovery),
+    /// oldest first.
+    async fn list_open_port_forwards(
+        &self,
+        session_id: Option<&str>,
+    ) -> Result<Vec<PortForwardRecord>>;
+    /// How many forwards the user has open, over all their sessions.
+    async fn count_open_port_forwards(&self, user_id: &str) -> Result<u64>;
+    /// Closes an open forward with `reason`; `None`, changing nothing, when it is closed
+    /// already or does not exist.
+    async fn close_port_forward(
+        &self,
+        forward_id: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<PortForwardRecord>>;
 }

@@ -17,6 +17,7 @@ mod interactions;
 mod opening;
 mod output_retention;
 mod persistence;
+mod ports;
 mod samples;
 mod session_races;
 mod sessions;
@@ -95,4 +96,6 @@ on_both_backends!(
     agent_jobs::racing_agent_job_finishes_have_one_winner,
     github::github_profile_updates_touch_only_login_and_name,
     github::github_tokens_are_kept_per_user_and_replaced,
+    ports::port_forwards_are_listed_counted_and_closed_once,
+    ports::port_forward_ids_and_references_are_checked,
 );
