@@ -13,11 +13,14 @@ use crate::error::{ServiceError, ServiceResult};
 use crate::sandboxes::Sandboxes;
 use crate::sessions::SessionService;
 
+pub mod ports;
+
 pub struct InstanceService {
     #[allow(dead_code)] // used by the instance areas as they land
     store: Arc<dyn Store>,
     sessions: Arc<SessionService>,
     sandboxes: Arc<Sandboxes>,
+    ports: Arc<ports::PortRegistry>,
 }
 
 /// A running instance's sandbox, reached by its owner.
@@ -37,6 +40,7 @@ impl InstanceService {
             store,
             sessions,
             sandboxes,
+            ports: Arc::default(),
         }
     }
 

@@ -11,6 +11,8 @@ pub mod exec;
 pub mod files;
 pub mod instances;
 pub mod ports;
+pub mod ports_models;
+mod ports_proxy;
 pub mod snapshots;
 pub mod webhooks;
 
