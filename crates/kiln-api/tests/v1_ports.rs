@@ -338,3 +338,142 @@ async fn nothing_listening_is_a_502_and_bad_requests_are_refused() {
         .await;
     assert_error(status, &body, 404, "not_found");
 }
+
+/// Answers each connection with the head of the request it got (as the body), and
+/// `/cgi-bin/echo` answers the method, the query and the body of a request.
+const ECHO_SERVERS: &str = r#"mkdir -p /srv/cgi-bin && cat > /srv/head.sh <<'END'
+: > /tmp/head
+while IFS= read -r line; do
+  [ ${#line} -le 1 ] && break
+  echo "$line" >> /tmp/head
+done
+printf 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %s\r\nConnection: close\r\n\r\n' "$(wc -c < /tmp/head)"
+cat /tmp/head
+END
+printf '#!/bin/sh\necho "Content-Type: text/plain"\necho\necho "$REQUEST_METHOD $QUERY_STRING"\ncat\n' > /srv/cgi-bin/echo
+chmod +x /srv/cgi-bin/echo"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_passes_the_request_on_without_the_callers_credential() {
+    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
+        return;
+    };
+    let key = s.admin_key.clone();
+    let id = sandbox::create_ready(&s, &key).await;
+    run(&s, &key, &id, ECHO_SERVERS).await;
+    sandbox::start_exec(
+        &s,
+        &key,
+        &id,
+        "nc -ll -p 7001 -e sh /srv/head.sh & httpd -f -p 127.0.0.1:8080 -h /srv",
+    )
+    .await;
+    open(&s, &key, &id, json!({"port": 7001, "mode": "path"})).await;
+    open(&s, &key, &id, json!({"port": 8080, "mode": "path"})).await;
+
+    let (status, head) = fetch(|| {
+        s.v1(
+            Method::GET,
+            &format!("/instances/{id}/ports/7001/a/b%20c?x=1&y=2"),
+        )
+        .header("Authorization", bearer(&key))
+        .header("X-Test", "kept")
+        .header("Connection", "keep-alive, X-Hop")
+        .header("X-Hop", "dropped")
+    })
+    .await;
+    assert_eq!(status, 200);
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    let lines: Vec<&str> = head.lines().map(str::trim_end).collect();
+    assert_eq!(lines[0], "get /a/b%20c?x=1&y=2 http/1.1", "{head}");
+    assert!(lines.contains(&"x-test: kept"), "{head}");
+    assert!(lines.contains(&"host: localhost:7001"), "{head}");
+    assert!(
+        lines.contains(&format!("x-forwarded-prefix: /v1/instances/{id}/ports/7001").as_str()),
+        "{head}"
+    );
+    for gone in ["authorization", "x-hop", "connection: keep-alive"] {
+        assert!(!head.contains(gone), "{gone} reached the service: {head}");
+    }
+    assert!(
+        !head.contains(&key.to_lowercase()),
+        "the caller's key reached the service"
+    );
+
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let (status, echoed) = fetch(|| {
+        s.v1(
+            Method::POST,
+            &format!("/instances/{id}/ports/8080/cgi-bin/echo?q=1"),
+        )
+        .header("Authorization", bearer(&key))
+        .body(body.clone())
+    })
+    .await;
+    assert_eq!(status, 200);
+    let mut want = b"POST q=1\n".to_vec();
+    want.extend_from_slice(&body);
+    assert!(
+        echoed == want,
+        "the body reached the service intact ({} bytes back)",
+        echoed.len()
+    );
+
+    let (status, doc) = s.v1_as(&key, Method::GET, "/openapi.json", None).await;
+    assert_eq!(status, 200);
+    for path in [
+        "/instances/{id}/port-forwards",
+        "/instances/{id}/port-forwards/{forward_id}",
+        "/instances/{id}/ports/{port}/{path}",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is not documented");
+    }
+    assert!(doc["components"]["schemas"]["PortForwardView"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_are_reopened_after_a_crash_and_limited_per_user() {
+    let Some(s) = sandbox::start_if_possible(|c| c.ports.max_per_user = 2).await else {
+        return;
+    };
+    let key = s.admin_key.clone();
+    let id = sandbox::create_ready(&s, &key).await;
+    serve_files(&s, &key, &id).await;
+    let path = open(&s, &key, &id, json!({"port": 8080, "mode": "path"})).await;
+    let host = open(&s, &key, &id, json!({"port": 8080})).await;
+    let (status, body) = s
+        .v1_as(
+            &key,
+            Method::POST,
+            &format!("/instances/{id}/port-forwards"),
+            Some(&json!({"port": 8081})),
+        )
+        .await;
+    assert_error(status, &body, 429, "too_many_requests");
+
+    // A crash: the sandbox (and the server inside) live on; the next server adopts them.
+    let s = s.restart(false).await;
+    let path_id = path["forward_id"].as_str().expect("id");
+    assert!(listed(&s, &key, &id).await.contains(&path_id.to_string()));
+    let (status, hello) = fetch(|| {
+        s.v1(
+            Method::GET,
+            &format!("/instances/{id}/ports/8080/hello.txt"),
+        )
+        .header("Authorization", bearer(&key))
+    })
+    .await;
+    assert_eq!((status, hello.as_slice()), (200, b"hello\n".as_slice()));
+    // In this test the crashed server's listener still holds the host port (the process
+    // lives on), so the forward cannot listen there again: it is closed, saying why.
+    let host_id = host["forward_id"].as_str().expect("id");
+    let stored = s
+        .store()
+        .await
+        .get_port_forward(host_id)
+        .await
+        .expect("store")
+        .expect("recorded");
+    let reason = stored.close_reason.expect("closed at the restart");
+    assert!(reason.contains("again after a restart"), "{reason}");
+}

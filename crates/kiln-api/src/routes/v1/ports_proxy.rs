@@ -46,10 +46,10 @@ const HOP_BY_HOP: [&str; 8] = [
 pub async fn proxy(
     State(state): State<Arc<AppState>>,
     CurrentUser(me): CurrentUser,
-    ValidPath((id, port, path)): ValidPath<(String, i64, String)>,
+    ValidPath((id, port, _path)): ValidPath<(String, i64, String)>,
     request: Request,
 ) -> ApiResult<Response> {
-    forward(&state, &me.user.user_id, &id, port, &path, request).await
+    forward(&state, &me.user.user_id, &id, port, request).await
 }
 
 /// `proxy` for the root path of the service.
@@ -59,7 +59,7 @@ pub async fn proxy_root(
     ValidPath((id, port)): ValidPath<(String, i64)>,
     request: Request,
 ) -> ApiResult<Response> {
-    forward(&state, &me.user.user_id, &id, port, "", request).await
+    forward(&state, &me.user.user_id, &id, port, request).await
 }
 
 /// Adds the proxy's operation (from its annotation) to the document.
@@ -77,7 +77,6 @@ async fn forward(
     user_id: &str,
     id: &str,
     port: i64,
-    path: &str,
     request: Request,
 ) -> ApiResult<Response> {
     check_range(&["path", "port"], port, Some(1), Some(65535))?;
@@ -94,7 +93,7 @@ async fn forward(
             "the request body exceeds {max_body} bytes (ports.max_proxy_body_bytes)"
         )));
     }
-    let upstream = upstream_request(request, port, id, path, max_body)?;
+    let upstream = upstream_request(request, port, id, max_body)?;
     let stream = state.kiln.instances.connect_path(user_id, id, port).await?;
     let gateway = |what: &str, e: &dyn std::fmt::Display| {
         ApiError::BadGateway(format!("the service on port {port} {what}: {e}"))
@@ -125,7 +124,6 @@ fn upstream_request(
     request: Request,
     port: u16,
     id: &str,
-    path: &str,
     max_body: u64,
 ) -> ApiResult<hyper::Request<Body>> {
     let (mut parts, body) = request.into_parts();
@@ -134,6 +132,9 @@ fn upstream_request(
         .query()
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
+    // The path as the caller wrote it (still percent-encoded), after
+    // `/instances/{id}/ports/{port}/` (the router has taken `/v1` off).
+    let path = parts.uri.path().splitn(6, '/').nth(5).unwrap_or_default();
     let target = format!("/{path}{query}");
     parts.uri = target.parse::<Uri>().map_err(|e| {
         ApiError::invalid(
