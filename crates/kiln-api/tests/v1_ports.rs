@@ -254,7 +254,17 @@ async fn a_server_inside_is_reached_on_a_host_port_and_under_the_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_listening_is_a_502_and_bad_requests_are_refused() {
-    let Some(s) = sandbox::start_if_possible(|c| c.ports.max_per_instance = 3).await else {
+    // One host port to give out: a second `host_port` forward finds none free.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let Some(s) = sandbox::start_if_possible(|c| {
+        c.ports.max_per_instance = 3;
+        c.ports.host_port_range = [free, free];
+    })
+    .await
+    else {
         return;
     };
     let key = s.admin_key.clone();
@@ -278,10 +288,19 @@ async fn nothing_listening_is_a_502_and_bad_requests_are_refused() {
     );
     let host = open(&s, &key, &id, json!({"port": 9})).await;
     let address = host["host_address"].as_str().expect("address");
+    assert_eq!(
+        address,
+        format!("127.0.0.1:{free}"),
+        "from ports.host_port_range"
+    );
     assert!(
         stops_answering(address).await,
         "a connection to nothing is closed at once"
     );
+    let (status, body) = s
+        .v1_as(&key, Method::POST, &forwards, Some(&json!({"port": 10})))
+        .await;
+    assert_error(status, &body, 503, "unavailable");
 
     let (status, body) = s
         .v1_as(
@@ -323,9 +342,14 @@ async fn nothing_listening_is_a_502_and_bad_requests_are_refused() {
         .await;
     assert_validation(status, &got, &["path", "port"]);
 
-    open(&s, &key, &id, json!({"port": 10})).await;
+    open(&s, &key, &id, json!({"port": 10, "mode": "path"})).await;
     let (status, body) = s
-        .v1_as(&key, Method::POST, &forwards, Some(&json!({"port": 11})))
+        .v1_as(
+            &key,
+            Method::POST,
+            &forwards,
+            Some(&json!({"port": 11, "mode": "path"})),
+        )
         .await;
     assert_error(status, &body, 429, "too_many_requests");
     let (status, body) = s
