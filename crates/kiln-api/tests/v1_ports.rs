@@ -206,6 +206,27 @@ async fn a_server_inside_is_reached_on_a_host_port_and_under_the_api() {
         401,
         "the path proxy needs the owner's token"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_forward_or_the_instance_stops_it() {
+    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
+        return;
+    };
+    let key = s.admin_key.clone();
+    let id = sandbox::create_ready(&s, &key).await;
+    serve_files(&s, &key, &id).await;
+    let forwards = format!("/instances/{id}/port-forwards");
+    let host = open(&s, &key, &id, json!({"port": 8080})).await;
+    let address = host["host_address"].as_str().expect("address").to_string();
+    let path = open(&s, &key, &id, json!({"port": 8080, "mode": "path"})).await;
+    let through_api = |p: &str| {
+        s.v1(Method::GET, &format!("/instances/{id}/ports/8080/{p}"))
+            .header("Authorization", bearer(&key))
+    };
+    let client = reqwest::Client::new();
+    let (status, _) = fetch(|| client.get(format!("http://{address}/hello.txt"))).await;
+    assert_eq!(status, 200);
 
     // Closing the host forward stops its listener; the path forward goes on.
     let host_id = host["forward_id"].as_str().expect("id");

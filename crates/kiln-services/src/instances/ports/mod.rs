@@ -56,9 +56,47 @@ impl InstanceService {
             ));
         }
         let sandbox = self.sandbox(user_id, instance_id).await?;
-        let config = self.ports.config().clone();
-        // One create at a time: the limits below are checked and taken atomically.
+        // One create at a time: the limits are checked and taken atomically.
         let _creating = self.ports.create_lock.lock().await;
+        self.check_room(user_id, instance_id, port, mode).await?;
+        let listener = match mode {
+            PortForwardMode::HostPort => Some(bind_host_port(self.ports.config()).await?),
+            PortForwardMode::Path => None,
+        };
+        let host_address = match &listener {
+            Some(l) => Some(
+                l.local_addr()
+                    .map_err(|e| ServiceError::Internal(format!("listener address: {e}")))?
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let record = self
+            .store
+            .insert_port_forward(&NewPortForward {
+                forward_id: new_id("pfw"),
+                session_id: sandbox.session.session_id.clone(),
+                user_id: user_id.to_string(),
+                port,
+                mode,
+                host_address,
+                created_at: Utc::now(),
+            })
+            .await?;
+        self.start_forward(&record, sandbox.runtime, sandbox.id, listener);
+        Ok(record)
+    }
+
+    /// Whether one more forward fits the instance's and the user's limits, and a `path`
+    /// forward is the only one to its port.
+    async fn check_room(
+        &self,
+        user_id: &str,
+        instance_id: &str,
+        port: u16,
+        mode: PortForwardMode,
+    ) -> ServiceResult<()> {
+        let config = self.ports.config();
         let open = self
             .store
             .list_open_port_forwards(Some(instance_id))
@@ -85,32 +123,7 @@ impl InstanceService {
                  close one first"
             )));
         }
-        let listener = match mode {
-            PortForwardMode::HostPort => Some(bind_host_port(&config).await?),
-            PortForwardMode::Path => None,
-        };
-        let host_address = match &listener {
-            Some(l) => Some(
-                l.local_addr()
-                    .map_err(|e| ServiceError::Internal(format!("listener address: {e}")))?
-                    .to_string(),
-            ),
-            None => None,
-        };
-        let record = self
-            .store
-            .insert_port_forward(&NewPortForward {
-                forward_id: new_id("pfw"),
-                session_id: sandbox.session.session_id.clone(),
-                user_id: user_id.to_string(),
-                port,
-                mode,
-                host_address,
-                created_at: Utc::now(),
-            })
-            .await?;
-        self.start_forward(&record, sandbox.runtime, sandbox.id, listener);
-        Ok(record)
+        Ok(())
     }
 
     /// The open forwards of `user_id`'s instance (any status: an ended one has none).
