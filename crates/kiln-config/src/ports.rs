@@ -68,3 +68,55 @@ impl PortsConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure signature, not ours
+mod tests {
+    use std::path::Path;
+
+    use crate::{Config, Overrides};
+
+    use super::*;
+
+    #[test]
+    fn defaults_pass_and_bad_ranges_and_caps_are_refused() {
+        assert!(PortsConfig::default().check().is_ok());
+        for bad in [
+            PortsConfig {
+                host_port_range: [2000, 0],
+                ..PortsConfig::default()
+            },
+            PortsConfig {
+                host_port_range: [3000, 2000],
+                ..PortsConfig::default()
+            },
+            PortsConfig {
+                max_connections_per_forward: 0,
+                ..PortsConfig::default()
+            },
+            PortsConfig {
+                idle_timeout_secs: 0,
+                ..PortsConfig::default()
+            },
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn read_from_the_file_and_checked_at_load() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "kiln.toml",
+                "[ports]\nbind_address = \"0.0.0.0\"\nhost_port_range = [20000, 20099]\n",
+            )?;
+            let config =
+                Config::load(Some(Path::new("kiln.toml")), &Overrides::default()).expect("loads");
+            assert_eq!(config.ports.host_port_range, [20000, 20099]);
+            assert_eq!(config.ports.bind_address.to_string(), "0.0.0.0");
+            jail.create_file("bad.toml", "[ports]\nhost_port_range = [5, 1]\n")?;
+            assert!(Config::load(Some(Path::new("bad.toml")), &Overrides::default()).is_err());
+            Ok(())
+        });
+    }
+}
