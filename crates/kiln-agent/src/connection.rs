@@ -14,6 +14,7 @@ use crate::agent::{Agent, MAX_CONNECTIONS};
 use crate::atomic_write::write_atomically;
 use crate::exec_run::serve_exec;
 use crate::file_ops;
+use crate::port_pipe::serve_connect_port;
 use crate::str_replace::{edit_lines, str_replace};
 
 /// A client has this long to send each of its two frames.
@@ -62,6 +63,7 @@ fn serve(agent: &Agent, stream: &mut UnixStream) -> Result<(), FrameError> {
     stream.set_read_timeout(None)?;
     let answer = match request {
         Request::Exec(exec) => return serve_exec(agent, exec, stream),
+        Request::ConnectPort { port } => return serve_connect_port(port, stream),
         Request::Hello { .. } => Err(AgentError::new(
             ErrorCode::InvalidRequest,
             "expected a request, got a second hello",

@@ -12,6 +12,7 @@ mod exec_table;
 mod file_ops;
 mod leftovers;
 mod output_capture;
+mod port_pipe;
 mod process_tree;
 mod reaper;
 mod signals;

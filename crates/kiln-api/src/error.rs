@@ -91,6 +91,9 @@ pub enum ApiError {
     },
     #[error("{0}")]
     PaymentRequired(String),
+    /// What the server relays to failed (nothing listens on a forwarded port): 502.
+    #[error("{0}")]
+    BadGateway(String),
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
     /// GitHub sign-in and repositories; each kind has its own status and code.
@@ -143,6 +146,7 @@ impl ApiError {
             Self::NodeFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, "node_full"),
             Self::PaymentRequired(_) => (StatusCode::PAYMENT_REQUIRED, "insufficient_balance"),
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            Self::BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
             Self::Github(e) => match e {
                 GithubError::NotConfigured => {
                     (StatusCode::SERVICE_UNAVAILABLE, "github_not_configured")
@@ -182,6 +186,7 @@ impl From<ServiceError> for ApiError {
                 retry_after_secs,
             },
             ServiceError::PaymentRequired(m) => Self::PaymentRequired(m),
+            ServiceError::BadGateway(m) => Self::BadGateway(m),
             ServiceError::BadRequest { code, message } => Self::BadRequest { code, message },
             ServiceError::Github(GithubError::Internal(m)) => Self::Internal(m),
             ServiceError::Github(e) => Self::Github(e),

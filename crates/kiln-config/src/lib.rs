@@ -12,6 +12,7 @@ mod github;
 mod instances;
 mod limits;
 mod load;
+mod ports;
 mod runtime;
 mod secret;
 mod server;
@@ -31,6 +32,7 @@ pub use github::GithubConfig;
 pub use instances::InstancesConfig;
 pub use limits::LimitsConfig;
 pub use load::Overrides;
+pub use ports::PortsConfig;
 pub use runtime::{RuntimeBackend, RuntimeConfig};
 pub use secret::Secret;
 pub use server::ServerConfig;
@@ -77,6 +79,7 @@ pub struct Config {
     pub files: FilesConfig,
     pub instances: InstancesConfig,
     pub webhooks: WebhooksConfig,
+    pub ports: PortsConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -107,6 +110,7 @@ impl Default for Config {
             files: FilesConfig::default(),
             instances: InstancesConfig::default(),
             webhooks: WebhooksConfig::default(),
+            ports: PortsConfig::default(),
         }
     }
 }

@@ -80,6 +80,7 @@ impl Config {
         self.limits.check()?;
         self.files.check()?;
         self.webhooks.check()?;
+        self.ports.check()?;
         Ok(())
     }
 }

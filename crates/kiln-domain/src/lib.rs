@@ -10,12 +10,14 @@
 mod agent_job_model;
 mod billing_model;
 mod model;
+mod port_forward_model;
 mod session_model;
 mod webhook_model;
 
 pub use agent_job_model::*;
 pub use billing_model::*;
 pub use model::*;
+pub use port_forward_model::*;
 pub use session_model::*;
 pub use webhook_model::*;
 

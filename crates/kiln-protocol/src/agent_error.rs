@@ -63,6 +63,8 @@ pub enum ErrorCode {
     Busy,
     /// Any other I/O failure.
     Io,
+    /// `connect_port`: nothing accepts connections on that port inside the sandbox.
+    ConnectionRefused,
 }
 
 impl fmt::Display for ErrorCode {
@@ -85,6 +87,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::UnknownExec => "unknown_exec",
             ErrorCode::Busy => "busy",
             ErrorCode::Io => "io",
+            ErrorCode::ConnectionRefused => "connection_refused",
         };
         f.write_str(name)
     }

@@ -265,6 +265,24 @@ impl AsyncAgentClient {
         })
     }
 
+    /// Connects to `port` on the loopback interface inside the sandbox and returns the
+    /// connection as a raw byte stream to it. Nothing listening there is the agent's
+    /// [`crate::ErrorCode::ConnectionRefused`]. Only the set-up has a deadline: the stream
+    /// lives as long as both ends keep it.
+    pub async fn connect_port(&self, port: u16) -> Result<Box<dyn AsyncStream>, ClientError> {
+        with_deadline(self.request_timeout, async {
+            let mut conn = self.connect().await?;
+            conn.send(&Request::ConnectPort { port }).await?;
+            let resp = conn.recv().await?;
+            expect_one("port_connected", resp, |r| match r {
+                Response::PortConnected { .. } => Ok(()),
+                other => Err(other),
+            })?;
+            Ok(conn.into_stream())
+        })
+        .await
+    }
+
     async fn call(&self, request: Request) -> Result<Option<Response>, ClientError> {
         with_deadline(self.request_timeout, async {
             let mut conn = self.connect().await?;
@@ -313,6 +331,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncAgentConnection<S> {
     /// The agent's crate version from its hello.
     pub fn agent_version(&self) -> &str {
         &self.agent_version
+    }
+
+    /// The byte stream underneath, for an exchange that leaves framing (`connect_port`).
+    /// Frames are read exactly, so nothing the agent sent after the last frame is lost.
+    pub fn into_stream(self) -> S {
+        self.stream
     }
 
     /// Sends one request frame.

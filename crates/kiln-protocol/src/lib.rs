@@ -6,7 +6,9 @@
 //! 1. client → [`Request::Hello`] `{protocol_version}`; agent → [`Response::Hello`]
 //!    `{protocol_version, agent_version}` (then an `error` and close on mismatch);
 //! 2. client → one request; agent → its answer: one frame, or for exec
-//!    `exec_started`, `output`* (when streaming), `exec_done`; or an `error`.
+//!    `exec_started`, `output`* (when streaming), `exec_done`; or an `error`. After
+//!    `port_connected` (the answer to `connect_port`) there are no more frames: the
+//!    connection carries the raw bytes of a TCP connection to the sandbox's loopback.
 //!
 //! Frames are a `u32` big-endian length and a JSON body ([`frame`]); binary payloads are
 //! base64 strings ([`Binary`]). Blocking use: [`AgentClient`]; async (feature `tokio`):

@@ -48,6 +48,14 @@ pub enum Request {
         #[serde(default)]
         signal: Option<i32>,
     },
+    /// Connect to `127.0.0.1:port` (else `[::1]:port`) inside the sandbox's network
+    /// namespace; answered by `port_connected`, after which the connection carries the raw
+    /// bytes of that TCP connection both ways until either side closes. Only loopback is
+    /// ever reached: the request names a port, never a host.
+    ConnectPort {
+        /// The TCP port, 1 to 65535.
+        port: u16,
+    },
 }
 
 impl Request {
@@ -64,6 +72,7 @@ impl Request {
             Request::Stat { .. } => "stat",
             Request::Ping => "ping",
             Request::Kill { .. } => "kill",
+            Request::ConnectPort { .. } => "connect_port",
         }
     }
 }

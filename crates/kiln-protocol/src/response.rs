@@ -56,6 +56,11 @@ pub enum Response {
         /// The exec signalled.
         exec_id: u64,
     },
+    /// The agent reached the port of `connect_port`: raw bytes follow, both ways.
+    PortConnected {
+        /// The port connected to.
+        port: u16,
+    },
     /// The request failed; ends the exchange.
     Error(AgentError),
 }
@@ -75,6 +80,7 @@ impl Response {
             Response::Metadata(_) => "metadata",
             Response::Pong { .. } => "pong",
             Response::Killed { .. } => "killed",
+            Response::PortConnected { .. } => "port_connected",
             Response::Error(_) => "error",
         }
     }

@@ -34,7 +34,7 @@ pub mod spec;
 pub use error::{Resource, Result, RuntimeError};
 pub use host_report::{HostCheck, HostReport};
 pub use open::{default_limits, open, Opened, Unavailable};
-pub use runtime::{ExecEventSink, NodeCapacity, ReconcileReport, Runtime, SandboxExit};
+pub use runtime::{ExecEventSink, NodeCapacity, PortStream, ReconcileReport, Runtime, SandboxExit};
 pub use spec::{
     Limits, Network, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSource,
     SandboxSpec, Snapshot, SnapshotId, Workspace,

@@ -12,6 +12,9 @@ use crate::spec::{
     Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot, SnapshotId,
 };
 
+/// A TCP connection to a port inside a sandbox, as a byte stream ([`Runtime::connect_port`]).
+pub type PortStream = Box<dyn kiln_protocol::AsyncStream>;
+
 /// Receives the start and the output chunks of a streaming exec, in order.
 pub type ExecEventSink<'a> = &'a mut (dyn FnMut(ExecEvent) + Send);
 
@@ -161,6 +164,17 @@ pub trait Runtime: Send + Sync {
     async fn remove_snapshot(&self, snapshot_id: &SnapshotId) -> Result<()> {
         let _ = snapshot_id;
         Err(RuntimeError::Unsupported { what: "snapshots" })
+    }
+
+    /// Connects to TCP `port` on the sandbox's own loopback interface (its network stays
+    /// isolated: nothing else is reachable this way) and returns the connection as a byte
+    /// stream. Nothing listening there is an agent error with code `connection_refused`.
+    /// [`RuntimeError::Unsupported`] (the default) on a backend that cannot.
+    async fn connect_port(&self, id: &SandboxId, port: u16) -> Result<PortStream> {
+        let _ = (id, port);
+        Err(RuntimeError::Unsupported {
+            what: "port forwarding",
+        })
     }
 
     /// Kills everything in the sandbox and removes all trace of it.

@@ -56,6 +56,10 @@ pub enum ServiceError {
         message: String,
         retry_after_secs: u64,
     },
+    /// Something the server relays to did not answer as it should (a port forward to
+    /// a port where nothing listens inside the instance): a 502 saying what.
+    #[error("{0}")]
+    BadGateway(String),
     /// The caller's balance does not cover what was asked (billing enabled).
     #[error("{0}")]
     PaymentRequired(String),

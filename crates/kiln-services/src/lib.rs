@@ -140,8 +140,9 @@ impl Kiln {
         );
         let webhooks = WebhookService::new(store.clone(), config.webhooks.clone(), &jwt_secret);
         sessions.set_events(webhooks.events());
-        let instances = InstanceService::new(store.clone(), sessions.clone(), sandboxes.clone());
-        let instances = instances.with_config(config.instances.clone());
+        let instances = InstanceService::new(store.clone(), sessions.clone(), sandboxes.clone())
+            .with_config(config.instances.clone())
+            .with_ports(config.ports.clone());
         let billing = BillingService::new(store.clone(), config.billing.clone());
         let github = Arc::new(GithubService::new(
             store.clone(),
@@ -204,6 +205,8 @@ impl Kiln {
                 "agent jobs cut off by the restart ended in error"
             );
         }
+        // After the sessions' recovery: forwards of instances that survived are re-opened.
+        self.instances.recover_port_forwards().await?;
         self.sessions.spawn_reaper();
         self.sessions.spawn_metering();
         self.sessions.spawn_output_retention();

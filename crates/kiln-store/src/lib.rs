@@ -28,6 +28,7 @@ use std::sync::Arc;
 pub use error::StoreError;
 pub use kiln_domain::*;
 pub use traits::WebhookStore;
+pub use traits::PortForwardStore;
 pub use traits::{
     AccountStore, AgentJobStore, Backend, BillingStore, CatalogStore, GithubStore, SessionStore,
     Store, VerificationStore,
@@ -37,6 +38,7 @@ pub use traits::{
 /// `Arc<dyn Store>` they are callable without imports).
 pub mod prelude {
     pub use crate::traits::WebhookStore;
+    pub use crate::traits::PortForwardStore;
     pub use crate::traits::{
         AccountStore, AgentJobStore, Backend, BillingStore, CatalogStore, GithubStore,
         SessionStore, Store, VerificationStore,

@@ -14,6 +14,7 @@ mod instances;
 mod interactions;
 mod jobs;
 mod output;
+mod ports;
 mod rows;
 mod sessions;
 mod verification_jobs;

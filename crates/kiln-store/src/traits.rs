@@ -12,7 +12,8 @@ use crate::{
     TransactionKind, TransactionPage, TransactionQuery, User, VerificationJobRecord,
 };
 use crate::{
-    AttemptResult, DeliveryRecord, DeliveryStatus, NewWebhookEvent, WebhookRecord, WebhookUpdate,
+    AttemptResult, DeliveryRecord, DeliveryStatus, NewPortForward, NewWebhookEvent, PortForwardRecord,
+    WebhookRecord, WebhookUpdate,
 };
 
 /// The storage interface. Every method is one atomic operation: an implementation
@@ -44,6 +45,7 @@ pub trait Store:
     + BillingStore
     + AgentJobStore
     + WebhookStore
+    + PortForwardStore
     + 'static
 {
 }
@@ -58,6 +60,7 @@ impl<T> Store for T where
         + BillingStore
         + AgentJobStore
         + WebhookStore
+        + PortForwardStore
         + ?Sized
         + 'static
 {
@@ -480,4 +483,28 @@ pub trait WebhookStore: Send + Sync {
         delivery_id: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<DeliveryRecord>>;
+/// Port forwards into instances (`/v1/instances/{id}/port-forwards`).
+#[async_trait]
+pub trait PortForwardStore: Send + Sync {
+    /// Inserts an open forward. `Conflict("forward_id")` if taken, `Missing("session or
+    /// user")` unless both exist.
+    async fn insert_port_forward(&self, forward: &NewPortForward) -> Result<PortForwardRecord>;
+    /// The forward, open or closed, whoever owns it (ownership is the caller's to check).
+    async fn get_port_forward(&self, forward_id: &str) -> Result<Option<PortForwardRecord>>;
+    /// Open forwards of one session (every session's when `None`: restart recovery),
+    /// oldest first.
+    async fn list_open_port_forwards(
+        &self,
+        session_id: Option<&str>,
+    ) -> Result<Vec<PortForwardRecord>>;
+    /// How many forwards the user has open, over all their sessions.
+    async fn count_open_port_forwards(&self, user_id: &str) -> Result<u64>;
+    /// Closes an open forward with `reason`; `None`, changing nothing, when it is closed
+    /// already or does not exist.
+    async fn close_port_forward(
+        &self,
+        forward_id: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<PortForwardRecord>>;
 }

@@ -16,7 +16,9 @@ use crate::local::layout::SandboxDirs;
 use crate::local::sandbox::Sandbox;
 use crate::local::spec::LocalSpec;
 use crate::local::{remove_socket_link, teardown, usage, workspace, LocalRuntime, Slot};
-use crate::runtime::{ExecEventSink, NodeCapacity, ReconcileReport, Runtime, SandboxExit};
+use crate::runtime::{
+    ExecEventSink, NodeCapacity, PortStream, ReconcileReport, Runtime, SandboxExit,
+};
 use crate::spec::{
     Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot, SnapshotId,
 };
@@ -267,6 +269,15 @@ impl Runtime for LocalRuntime {
     async fn stat(&self, id: &SandboxId, path: &str) -> Result<Metadata> {
         let sandbox = self.get(id)?;
         sandbox.client.stat(path).await.map_err(Self::agent_err(id))
+    }
+
+    async fn connect_port(&self, id: &SandboxId, port: u16) -> Result<PortStream> {
+        let sandbox = self.get(id)?;
+        sandbox
+            .client
+            .connect_port(port)
+            .await
+            .map_err(Self::agent_err(id))
     }
 
     async fn snapshot(&self, id: &SandboxId) -> Result<Snapshot> {

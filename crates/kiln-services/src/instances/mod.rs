@@ -21,6 +21,7 @@ pub use crud::{
     check_labels, valid_label_key, InstanceQuery, InstanceSource, InstanceUpdate, NewInstance,
     ResourceRequest,
 };
+pub mod ports;
 
 pub struct InstanceService {
     store: Arc<dyn Store>,
@@ -28,6 +29,7 @@ pub struct InstanceService {
     config: InstancesConfig,
     sessions: Arc<SessionService>,
     sandboxes: Arc<Sandboxes>,
+    ports: Arc<ports::PortRegistry>,
 }
 
 /// A running instance's sandbox, reached by its owner.
@@ -48,6 +50,7 @@ impl InstanceService {
             config: InstancesConfig::default(),
             sessions,
             sandboxes,
+            ports: Arc::default(),
         }
     }
 

@@ -19,6 +19,7 @@ mod migration_0008;
 mod opening;
 mod output_retention;
 mod persistence;
+mod ports;
 mod samples;
 mod session_races;
 mod sessions;
@@ -103,4 +104,6 @@ on_both_backends!(
     github::github_tokens_are_kept_per_user_and_replaced,
     webhooks::webhooks_fan_out_and_are_limited,
     webhooks::deliveries_are_leased_retried_and_dead_lettered,
+    ports::port_forwards_are_listed_counted_and_closed_once,
+    ports::port_forward_ids_and_references_are_checked,
 );

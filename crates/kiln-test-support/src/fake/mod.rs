@@ -28,6 +28,9 @@ use tokio::sync::{oneshot, watch};
 
 pub use files::{normalize, Files};
 
+/// The port of a fake sandbox where something listens: it echoes what it is sent.
+pub const ECHO_PORT: u16 = 7;
+
 /// What a script answers to one command.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reply {
@@ -623,6 +626,25 @@ impl Runtime for FakeRuntime {
             Some(_) => Ok(()),
             None => Err(RuntimeError::NotFound(format!("snapshot {snapshot_id}"))),
         }
+    }
+
+    /// Port [`ECHO_PORT`] of a fake sandbox is an echo service; every other port is one
+    /// nothing listens on (`connection_refused`, as the agent says it).
+    async fn connect_port(&self, id: &SandboxId, port: u16) -> Result<kiln_runtime::PortStream> {
+        live(&mut self.lock(), id)?;
+        if port != ECHO_PORT {
+            let message = format!("nothing accepts connections on port {port} inside the sandbox");
+            return Err(RuntimeError::Agent {
+                id: id.to_string(),
+                source: ClientError::Agent(AgentError::new(ErrorCode::ConnectionRefused, message)),
+            });
+        }
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            let (mut reader, mut writer) = tokio::io::split(far);
+            let _ = tokio::io::copy(&mut reader, &mut writer).await;
+        });
+        Ok(Box::new(near))
     }
 
     async fn destroy(&self, id: &SandboxId) -> Result<()> {

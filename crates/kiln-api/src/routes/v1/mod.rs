@@ -13,6 +13,8 @@ pub mod files_models;
 pub mod instances;
 pub mod instances_models;
 pub mod ports;
+pub mod ports_models;
+mod ports_proxy;
 pub mod snapshots;
 pub mod webhooks;
 mod webhooks_models;

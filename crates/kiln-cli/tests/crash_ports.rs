@@ -1,0 +1,304 @@
+//! Port forwards survive a crash: the real `kiln` binary opens a host-port and a path
+//! forward into a session, is killed with SIGKILL and started again on the same data
+//! directory; the adopted session's forwards are listed again, the host port listens again
+//! on the same address, and both reach a server started inside after the restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use kiln_envimage::{LayerCompression, LayerTarOptions, OciLayout};
+use serde_json::{json, Value};
+
+fn prerequisites() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    });
+    let missing = if !root {
+        Some("the crash test needs root")
+    } else if kiln_runtime::local::find_in_path("bwrap").is_none() {
+        Some("bubblewrap is not installed (apt-get install bubblewrap)")
+    } else if !Path::new("/bin/busybox").is_file() {
+        Some("busybox is not installed (apt-get install busybox-static)")
+    } else {
+        None
+    };
+    match missing {
+        None => true,
+        Some(why) if std::env::var_os("CI").is_some() => panic!("cannot run: {why}"),
+        Some(why) => {
+            eprintln!("SKIPPED: {why}");
+            false
+        }
+    }
+}
+
+fn kiln(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .env_remove("KILN_DATABASE_URL")
+        .env_remove("KILN_IMAGES_DIR")
+        .env("KILN_LOAD_DEMO_DATASET", "false")
+        .output()
+        .expect("run kiln")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A busybox image imported as the image of sample `test/test-1`, and its record.
+fn install_sample(data: &Path, work: &Path) {
+    let root = work.join("rootfs");
+    for dir in ["bin", "etc", "tmp", "root", "proc", "dev", "sys", "testbed"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for applet in text(&list.stdout).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+        }
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    let reference = kiln_services::sessions::sample_image_reference("test", "test-1");
+    let layout = OciLayout::create(&work.join("layout")).unwrap();
+    let (layer, _) = layout
+        .write_layer(
+            &root,
+            &LayerTarOptions::default(),
+            LayerCompression::None,
+            |_, _| {},
+        )
+        .unwrap();
+    let config = json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/bin"], "WorkingDir": "/testbed"},
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
+    });
+    layout
+        .finish(&config, std::slice::from_ref(&layer), &reference)
+        .unwrap();
+    let layout_dir = layout.dir().to_str().unwrap().to_string();
+    let out = kiln(
+        data,
+        &["images", "import", &layout_dir, "--reference", &reference],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let record = json!({"instance_id": "test-1", "repo": "test/hello",
+        "base_commit": "0000000000000000000000000000000000000000",
+        "FAIL_TO_PASS": ["t1"], "PASS_TO_PASS": [], "test_patch": "", "test_cmd": "true"});
+    let records = work.join("records.jsonl");
+    std::fs::write(&records, format!("{record}\n")).unwrap();
+    let out = kiln(
+        data,
+        &[
+            "datasets",
+            "import",
+            records.to_str().unwrap(),
+            "--name",
+            "test",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `kiln serve`; stopped with SIGTERM when dropped (unless it was killed).
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// `kiln serve` on `data`, once it says it serves.
+fn serve(data: &Path, port: u16, log: &Path) -> Server {
+    let out = std::fs::File::create(log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data)
+        .env("KILN_LOAD_DEMO_DATASET", "false")
+        .env("KILN_BUILD_DEMO_IMAGES", "false")
+        .env_remove("KILN_DATABASE_URL")
+        .env_remove("KILN_IMAGES_DIR")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !std::fs::read_to_string(log).is_ok_and(|l| l.contains("Kiln is serving")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "kiln serve did not start: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server(child)
+}
+
+/// Calls `method root+path` with the admin's key: status and JSON body.
+async fn call(
+    root: &str,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{root}{path}"))
+        .bearer_auth(key)
+        .timeout(Duration::from_secs(60));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("send");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// GET `url` (with `key`, if any) until it answers 200 within 10 s: the body.
+async fn fetch_ok(url: &str, key: Option<&str>) -> String {
+    let start = Instant::now();
+    loop {
+        let mut request = reqwest::Client::new().get(url);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Ok(response) = request.send().await {
+            if response.status().as_u16() == 200 {
+                return response.text().await.expect("body");
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{url} never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_of_an_adopted_session_listen_again_after_a_crash() {
+    if !prerequisites() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = std::fs::canonicalize(dir.path()).unwrap().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    install_sample(&data, dir.path());
+    let port = free_port();
+    let mut server = serve(&data, port, &dir.path().join("first.log"));
+    let key = std::fs::read_to_string(data.join("admin.key"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let root = format!("http://127.0.0.1:{port}");
+    let (status, created) = call(
+        &root,
+        &key,
+        reqwest::Method::POST,
+        "/api/v1/sessions",
+        Some(json!({"dataset": "test", "sample_id": "test-1"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["session_id"].as_str().unwrap().to_string();
+    let (_, session) = call(
+        &root,
+        &key,
+        reqwest::Method::GET,
+        &format!("/api/v1/sessions/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(session["status"], "ready", "{session}");
+    let forwards = format!("/v1/instances/{id}/port-forwards");
+    let (status, host) = call(
+        &root,
+        &key,
+        reqwest::Method::POST,
+        &forwards,
+        Some(json!({"port": 8080})),
+    )
+    .await;
+    assert_eq!(status, 201, "{host}");
+    let address = host["host_address"].as_str().unwrap().to_string();
+    let (status, path) = call(
+        &root,
+        &key,
+        reqwest::Method::POST,
+        &forwards,
+        Some(json!({"port": 8080, "mode": "path"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{path}");
+
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
+    let port = free_port();
+    let _server = serve(&data, port, &dir.path().join("second.log"));
+    let root = format!("http://127.0.0.1:{port}");
+
+    let (status, list) = call(&root, &key, reqwest::Method::GET, &forwards, None).await;
+    assert_eq!(status, 200, "{list}");
+    let listed: Vec<&Value> = list["port_forwards"].as_array().unwrap().iter().collect();
+    assert_eq!(listed.len(), 2, "both forwards are open again: {list}");
+    assert!(listed
+        .iter()
+        .any(|f| f["forward_id"] == host["forward_id"] && f["host_address"] == address.as_str()));
+    assert!(listed.iter().any(|f| f["forward_id"] == path["forward_id"]));
+
+    // A server inside, started after the restart, is reached through both.
+    let command =
+        "mkdir -p /srv && echo hello > /srv/hello.txt && httpd -f -p 127.0.0.1:8080 -h /srv";
+    let (status, started) = call(
+        &root,
+        &key,
+        reqwest::Method::POST,
+        &format!("/api/v1/sessions/{id}/exec"),
+        Some(json!({"command": command, "command_timeout": 120})),
+    )
+    .await;
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(
+        fetch_ok(&format!("http://{address}/hello.txt"), None).await,
+        "hello\n"
+    );
+    let through_api = format!("{root}/v1/instances/{id}/ports/8080/hello.txt");
+    assert_eq!(fetch_ok(&through_api, Some(&key)).await, "hello\n");
+
+    let (status, _) = call(
+        &root,
+        &key,
+        reqwest::Method::DELETE,
+        &format!("/api/v1/sessions/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+}
