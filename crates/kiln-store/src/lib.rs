@@ -27,8 +27,8 @@ use std::sync::Arc;
 
 pub use error::StoreError;
 pub use kiln_domain::*;
-pub use traits::WebhookStore;
 pub use traits::PortForwardStore;
+pub use traits::WebhookStore;
 pub use traits::{
     AccountStore, AgentJobStore, Backend, BillingStore, CatalogStore, GithubStore, SessionStore,
     Store, VerificationStore,
@@ -37,8 +37,8 @@ pub use traits::{
 /// Every store trait, for code that calls store methods on a concrete store type (on an
 /// `Arc<dyn Store>` they are callable without imports).
 pub mod prelude {
-    pub use crate::traits::WebhookStore;
     pub use crate::traits::PortForwardStore;
+    pub use crate::traits::WebhookStore;
     pub use crate::traits::{
         AccountStore, AgentJobStore, Backend, BillingStore, CatalogStore, GithubStore,
         SessionStore, Store, VerificationStore,

@@ -12,8 +12,8 @@ use crate::{
     TransactionKind, TransactionPage, TransactionQuery, User, VerificationJobRecord,
 };
 use crate::{
-    AttemptResult, DeliveryRecord, DeliveryStatus, NewPortForward, NewWebhookEvent, PortForwardRecord,
-    WebhookRecord, WebhookUpdate,
+    AttemptResult, DeliveryRecord, DeliveryStatus, NewPortForward, NewWebhookEvent,
+    PortForwardRecord, WebhookRecord, WebhookUpdate,
 };
 
 /// The storage interface. Every method is one atomic operation: an implementation
@@ -483,6 +483,8 @@ pub trait WebhookStore: Send + Sync {
         delivery_id: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<DeliveryRecord>>;
+}
+
 /// Port forwards into instances (`/v1/instances/{id}/port-forwards`).
 #[async_trait]
 pub trait PortForwardStore: Send + Sync {

@@ -4,8 +4,8 @@
 //! (exec, files, snapshots, forks, port forwards) has its own module here; they all
 //! reach a sandbox through [`InstanceService::sandbox`], which is where ownership and
 //! readiness are checked, once.
-pub mod files;
 mod crud;
+pub mod files;
 
 use std::sync::Arc;
 

@@ -154,10 +154,17 @@ pub(crate) fn event_body(
 
 /// What a `session.*` event says of the session.
 pub fn session_data(session: &SessionRecord) -> Value {
+    let (dataset, sample_id, image) = match &session.source {
+        kiln_store::SessionSource::Sample {
+            dataset, sample_id, ..
+        } => (Some(dataset), Some(sample_id), None),
+        kiln_store::SessionSource::Image { reference } => (None, None, Some(reference)),
+    };
     json!({
         "session_id": session.session_id,
-        "dataset": session.dataset,
-        "sample_id": session.sample_id,
+        "dataset": dataset,
+        "sample_id": sample_id,
+        "image": image,
         "status": session.status.as_str(),
         "requested_at": session.requested_at,
         "ready_at": session.ready_at,
