@@ -14,6 +14,7 @@ mod runtime;
 mod secret;
 mod server;
 mod sessions;
+mod snapshots;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +31,7 @@ pub use runtime::{RuntimeBackend, RuntimeConfig};
 pub use secret::Secret;
 pub use server::ServerConfig;
 pub use sessions::SessionsConfig;
+pub use snapshots::SnapshotsConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -68,6 +70,7 @@ pub struct Config {
     pub agent_jobs: AgentJobsConfig,
     pub github: GithubConfig,
     pub server: ServerConfig,
+    pub snapshots: SnapshotsConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -95,6 +98,7 @@ impl Default for Config {
             agent_jobs: AgentJobsConfig::default(),
             github: GithubConfig::default(),
             server: ServerConfig::default(),
+            snapshots: SnapshotsConfig::default(),
         }
     }
 }

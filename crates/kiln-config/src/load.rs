@@ -78,6 +78,7 @@ impl Config {
         self.github.check()?;
         self.server.check(self.sessions.long_poll_secs)?;
         self.limits.check()?;
+        self.snapshots.check()?;
         Ok(())
     }
 }

@@ -11,10 +11,12 @@ mod agent_job_model;
 mod billing_model;
 mod model;
 mod session_model;
+mod snapshot_model;
 
 pub use agent_job_model::*;
 pub use billing_model::*;
 pub use model::*;
 pub use session_model::*;
+pub use snapshot_model::*;
 
 pub use kiln_verify::VerificationResult;

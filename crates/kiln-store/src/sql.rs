@@ -15,6 +15,7 @@ mod jobs;
 mod output;
 mod rows;
 mod sessions;
+mod snapshots;
 mod verification_jobs;
 
 use async_trait::async_trait;
