@@ -134,7 +134,8 @@ impl Kiln {
             config.sessions.clone(),
             config.billing.clone(),
         );
-        let instances = InstanceService::new(store.clone(), sessions.clone(), sandboxes.clone());
+        let instances = InstanceService::new(store.clone(), sessions.clone(), sandboxes.clone())
+            .with_snapshot_config(config.snapshots.clone());
         let billing = BillingService::new(store.clone(), config.billing.clone());
         let github = Arc::new(GithubService::new(
             store.clone(),
@@ -199,6 +200,7 @@ impl Kiln {
         self.sessions.spawn_reaper();
         self.sessions.spawn_metering();
         self.sessions.spawn_output_retention();
+        self.instances.snapshot_gc().spawn();
         Ok(report)
     }
 

@@ -4,6 +4,8 @@
 //! (exec, files, snapshots, forks, port forwards) has its own module here; they all
 //! reach a sandbox through [`InstanceService::sandbox`], which is where ownership and
 //! readiness are checked, once.
+pub mod snapshots;
+
 use std::sync::Arc;
 
 use kiln_runtime::{Runtime, SandboxId};
@@ -18,6 +20,8 @@ pub struct InstanceService {
     store: Arc<dyn Store>,
     sessions: Arc<SessionService>,
     sandboxes: Arc<Sandboxes>,
+    /// `[snapshots]`: quotas, fork size, GC interval (`snapshots.rs`).
+    snapshot_config: kiln_config::SnapshotsConfig,
 }
 
 /// A running instance's sandbox, reached by its owner.
@@ -37,7 +41,14 @@ impl InstanceService {
             store,
             sessions,
             sandboxes,
+            snapshot_config: kiln_config::SnapshotsConfig::default(),
         }
+    }
+
+    /// With these snapshot quotas and limits instead of the defaults.
+    pub fn with_snapshot_config(mut self, config: kiln_config::SnapshotsConfig) -> Self {
+        self.snapshot_config = config;
+        self
     }
 
     /// The sandbox of `user_id`'s ready instance `instance_id`. Someone else's (or no)

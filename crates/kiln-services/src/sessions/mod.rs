@@ -6,9 +6,11 @@
 //! [`Changes`], so long-polling readers see it at once and a restart loses nothing that
 //! was acknowledged.
 mod action_limits;
+mod forks;
 mod lost;
 mod metering;
 mod recovery;
+mod replace;
 mod retention;
 mod sample_limits;
 mod usage;
@@ -21,7 +23,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kiln_config::{BillingConfig, SessionsConfig};
-use kiln_runtime::{Limits, Runtime, RuntimeError, SandboxId, SandboxSpec};
+use kiln_runtime::{Limits, Runtime, RuntimeError, SandboxId, SandboxSource, SandboxSpec};
 use kiln_store::{
     InteractionKind, InteractionOutcome, InteractionRecord, JobStatus, NewInteraction, NewSession,
     SessionRecord, SessionStatus, Store,
@@ -63,6 +65,8 @@ pub struct SessionService {
     changes: Arc<Changes>,
     live: Mutex<HashMap<String, Arc<LiveSession>>>,
     metrics: crate::metrics::Metrics,
+    /// Told when a session ends, for the snapshot GC (what it stood on may be free now).
+    ended: tokio::sync::Notify,
 }
 
 /// A new session request, validated by the caller's shape but not its meaning.
@@ -88,6 +92,7 @@ impl SessionService {
             changes: Arc::new(Changes::default()),
             live: Mutex::new(HashMap::new()),
             metrics: crate::metrics::Metrics::new(),
+            ended: tokio::sync::Notify::new(),
         })
     }
 
@@ -194,7 +199,8 @@ impl SessionService {
         let live = self.start_worker(&record, Readiness::Creating);
         let this = self.clone();
         let session = record.clone();
-        tokio::spawn(async move { this.start_sandbox(session, reference, limits, live).await });
+        let source = SandboxSource::Image(reference);
+        tokio::spawn(async move { this.start_sandbox(session, source, limits, live).await });
         Ok(record)
     }
 
@@ -202,7 +208,7 @@ impl SessionService {
     async fn start_sandbox(
         self: Arc<Self>,
         session: SessionRecord,
-        image: String,
+        source: SandboxSource,
         limits: Limits,
         live: Arc<LiveSession>,
     ) {
@@ -217,7 +223,7 @@ impl SessionService {
                     .await
             }
         };
-        let mut spec = SandboxSpec::image(id.clone(), image);
+        let mut spec = SandboxSpec::new(id.clone(), source);
         spec.limits = limits;
         spec.hostname = "kiln".into();
         let started = std::time::Instant::now();
@@ -402,6 +408,7 @@ impl SessionService {
         {
             self.destroy_sandbox(&sandbox).await;
         }
+        self.ended.notify_one();
         self.changes.notify(session_id);
         Ok(Some(ended))
     }

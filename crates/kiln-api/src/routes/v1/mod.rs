@@ -12,6 +12,7 @@ pub mod files;
 pub mod instances;
 pub mod ports;
 pub mod snapshots;
+pub mod snapshots_models;
 pub mod webhooks;
 
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {

@@ -1,0 +1,133 @@
+//! Sessions started from a snapshot instead of their sample's image: the copies of a fork
+//! (`POST /v1/instances/{id}/fork`) and a restore into a new instance. Each is an ordinary
+//! session of the same user and the same sample (so a fork of a Codeset session can still
+//! be verified), `creating` until its sandbox answers, long-polled like any other.
+use std::sync::Arc;
+
+use chrono::Utc;
+use kiln_runtime::{SandboxId, SandboxSource, SnapshotId};
+use kiln_store::{NewSession, SessionRecord};
+
+use super::{sample_limits, Readiness, SessionService};
+use crate::error::{ServiceError, ServiceResult};
+use crate::ids::new_id;
+
+impl SessionService {
+    /// Starts `count` sessions of `parent`'s user and sample from `snapshot` (the runtime's
+    /// id of one of `parent`'s snapshots) and returns them at once, `creating`. `source` is
+    /// recorded as the snapshot each stands on before its sandbox starts, so the snapshot is
+    /// never collected under it.
+    ///
+    /// All or nothing where it can be: the balance, the live-session limit and admission
+    /// (room on the node for all `count` sandboxes) are checked for the whole call before
+    /// any session exists, and a refusal refuses all of them. A store failure midway
+    /// leaves the sessions made so far running (they are ordinary sessions; they expire).
+    pub async fn create_forks(
+        self: &Arc<Self>,
+        parent: &SessionRecord,
+        snapshot: &SnapshotId,
+        source: &str,
+        count: u32,
+    ) -> ServiceResult<Vec<SessionRecord>> {
+        let (runtime, base_limits, _) = self.runtime()?;
+        let runtime = Arc::clone(runtime);
+        let sample = self
+            .store
+            .get_sample(
+                &parent.dataset,
+                &parent.sample_id,
+                Some(parent.sample_version),
+            )
+            .await?
+            .ok_or_else(|| {
+                ServiceError::Conflict(format!(
+                    "the sample {}/{} of instance {} is gone",
+                    parent.dataset, parent.sample_id, parent.session_id
+                ))
+            })?;
+        self.check_balance(&parent.user_id).await?;
+        let live = self.store.count_live_sessions(&parent.user_id).await?;
+        let max = u64::from(self.config.max_live_sessions_per_user);
+        if live.saturating_add(u64::from(count)) > max {
+            return Err(ServiceError::LimitExceeded(format!(
+                "you have {live} live sessions and asked for {count} more (the limit is {max}); \
+                 close some first or ask for fewer"
+            )));
+        }
+        let limits =
+            sample_limits::sample_limits(&sample.record, base_limits, self.max_disk_bytes())?;
+        let mut reserved: Vec<SandboxId> = Vec::new();
+        for _ in 0..count {
+            let id =
+                SandboxId::new(new_id("ses")).map_err(|e| ServiceError::Internal(e.to_string()))?;
+            if let Err(e) = runtime.reserve(&id, &limits) {
+                for id in &reserved {
+                    runtime.release(id);
+                }
+                return Err(ServiceError::admission(e));
+            }
+            reserved.push(id);
+        }
+        // The parent's TTL, counted from now.
+        let ttl = (parent.expires_at - parent.requested_at)
+            .num_minutes()
+            .clamp(1, i64::from(self.config.max_ttl_minutes));
+        let mut made = Vec::with_capacity(reserved.len());
+        let mut pending = reserved.into_iter();
+        while let Some(id) = pending.next() {
+            match self.insert_fork(parent, &id, source, ttl).await {
+                Ok(record) => {
+                    self.metrics.session_created();
+                    let live = self.start_worker(&record, Readiness::Creating);
+                    let this = Arc::clone(self);
+                    let session = record.clone();
+                    let from = SandboxSource::Snapshot(snapshot.clone());
+                    tokio::spawn(
+                        async move { this.start_sandbox(session, from, limits, live).await },
+                    );
+                    made.push(record);
+                }
+                Err(e) => {
+                    runtime.release(&id);
+                    for id in pending {
+                        runtime.release(&id);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(made)
+    }
+
+    async fn insert_fork(
+        &self,
+        parent: &SessionRecord,
+        id: &SandboxId,
+        source: &str,
+        ttl_minutes: i64,
+    ) -> ServiceResult<SessionRecord> {
+        let now = Utc::now();
+        let record = self
+            .store
+            .insert_session(&NewSession {
+                session_id: id.as_str().to_string(),
+                user_id: parent.user_id.clone(),
+                dataset: parent.dataset.clone(),
+                sample_id: parent.sample_id.clone(),
+                sample_version: parent.sample_version,
+                requested_at: now,
+                expires_at: now + chrono::Duration::minutes(ttl_minutes),
+            })
+            .await?;
+        self.store
+            .set_instance_source(&record.session_id, source, now)
+            .await?;
+        Ok(record)
+    }
+
+    /// Waits for the next session end (or for ever, if none comes): the snapshot GC looks
+    /// again then, as what the session stood on may be free.
+    pub(crate) async fn session_ended(&self) {
+        self.ended.notified().await
+    }
+}
