@@ -205,6 +205,12 @@ async fn rollback_restores_files_byte_for_byte() {
         )
         .await;
     assert_error(status, &body, 404, "not_found");
+
+    // The store knows the new sandbox: a crash and restart adopt it, with its files.
+    let s = s.restart(false).await;
+    let session = s.get_ok(&key, &format!("/sessions/{id}")).await;
+    assert_eq!(session["status"], "ready", "{session}");
+    assert_eq!(sh(&s, &key, &id, "cat /testbed/new.txt").await, "new\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
