@@ -20,6 +20,7 @@ mod persistence;
 mod samples;
 mod session_races;
 mod sessions;
+mod snapshots;
 mod verification_jobs;
 
 /// Declares each scenario as two tests, `sqlite::<name>` and `postgres::<name>`.
@@ -95,4 +96,8 @@ on_both_backends!(
     agent_jobs::racing_agent_job_finishes_have_one_winner,
     github::github_profile_updates_touch_only_login_and_name,
     github::github_tokens_are_kept_per_user_and_replaced,
+    snapshots::snapshot_quota_names_and_deletes,
+    snapshots::racing_snapshot_inserts_keep_the_quota,
+    snapshots::only_snapshots_nothing_stands_on_are_purgeable,
+    snapshots::a_sandbox_swap_needs_the_old_sandbox_and_a_ready_session,
 );
