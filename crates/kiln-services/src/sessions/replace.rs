@@ -7,7 +7,7 @@
 //! failed start changes nothing), the worker is held (`Creating`) so queued work waits,
 //! the store swaps the id only if the session is still ready with the old one (a close
 //! racing the restore wins, and the new sandbox is destroyed), the new sandbox is watched,
-//! then the old one is destroyed. Its watcher sees a destroy, not a death, so the session
+//! then the old one is destroyed (after the answer). Its watcher sees a destroy, not a death, so the session
 //! is not reported lost. Files come back as they were in the snapshot; processes do not
 //! (the new sandbox starts with only its agent), and a command running in the old sandbox
 //! at the swap is cut off.
@@ -93,7 +93,11 @@ impl SessionService {
         match swapped {
             Ok(Some(record)) => {
                 self.watch_sandbox(id, new);
-                self.destroy_sandbox(&old).await;
+                // Nothing reaches the old sandbox any more: it goes after the answer (a
+                // crash first leaves it to start-up reconciliation, which removes sandboxes
+                // the store does not name).
+                let this = Arc::clone(self);
+                tokio::spawn(async move { this.destroy_sandbox(&old).await });
                 self.changes.notify(id);
                 Ok(record)
             }
