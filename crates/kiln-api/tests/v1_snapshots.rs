@@ -405,4 +405,25 @@ async fn quota_names_validation_and_other_users() {
         .v1_as(&key, Method::GET, &format!("{base}/{sid}"), None)
         .await;
     assert_eq!(status, 200);
+
+    // Every route is in the served document, with its schemas.
+    let (status, doc) = s.v1_as(&key, Method::GET, "/openapi.json", None).await;
+    assert_eq!(status, 200);
+    for path in [
+        "/instances/{id}/snapshots",
+        "/instances/{id}/snapshots/{snapshot_id}",
+        "/instances/{id}/snapshots/{snapshot_id}/restore",
+        "/instances/{id}/rollback",
+        "/instances/{id}/fork",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    for schema in [
+        "SnapshotView",
+        "ForkRequest",
+        "ForkResponse",
+        "RestoreResponse",
+    ] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
 }
