@@ -34,14 +34,14 @@ pub enum SessionsCommand {
     Close { session_id: String },
 }
 
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     key: String,
 }
 
 impl Client {
-    fn new(config: &Config, server: Server) -> anyhow::Result<Self> {
+    pub(crate) fn new(config: &Config, server: Server) -> anyhow::Result<Self> {
         let base = server
             .url
             .unwrap_or_else(|| format!("http://{}/api/v1", config.listen))
@@ -69,16 +69,34 @@ impl Client {
         })
     }
 
-    async fn call(
+    /// A call to the instance API: `path` is under `/v1`, beside the `/api/v1` base.
+    pub(crate) async fn call_v1(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.key);
+        let root = self.base.trim_end_matches("/api/v1");
+        self.request(method, format!("{root}/v1{path}"), body).await
+    }
+
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        self.request(method, format!("{}{path}", self.base), body)
+            .await
+    }
+
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        url: String,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut request = self.http.request(method, url).bearer_auth(&self.key);
         if let Some(body) = body {
             request = request.json(&body);
         }
