@@ -423,23 +423,6 @@ pub fn prepare_layer(upper: &Path, work: &Path) -> Result<()> {
     set_opaque(&tmp)
 }
 
-/// A fork's `/tmp` is its snapshot's: the upper `tmp` stops being opaque, so the snapshot
-/// layer's `/tmp` (itself opaque over the image's) shows through; writes still land in
-/// the upper layer, on the sandbox's disk.
-pub fn show_lower_tmp(upper: &Path) -> Result<()> {
-    let tmp = upper.join("tmp");
-    let path = CString::new(tmp.as_os_str().as_bytes())
-        .map_err(|e| RuntimeError::io("cannot unmark opaque", &tmp, std::io::Error::other(e)))?;
-    // SAFETY: both strings are NUL-terminated; the kernel only reads them.
-    let rc = unsafe { libc::removexattr(path.as_ptr(), c"trusted.overlay.opaque".as_ptr()) };
-    let error = std::io::Error::last_os_error();
-    if rc == 0 || error.raw_os_error() == Some(libc::ENODATA) {
-        Ok(())
-    } else {
-        Err(RuntimeError::io("cannot unmark opaque", &tmp, error))
-    }
-}
-
 /// Marks a directory of an overlay's upper layer opaque: the layers below do not show
 /// through it.
 fn set_opaque(dir: &Path) -> Result<()> {

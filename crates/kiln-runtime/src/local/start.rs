@@ -89,15 +89,6 @@ impl LocalRuntime {
         } else {
             disk::prepare_layer(&dirs.upper, &dirs.work)?;
         }
-        // A fork (its top layer a snapshot's) keeps the snapshot's /tmp.
-        if spec
-            .layers
-            .dirs()
-            .first()
-            .is_some_and(|top| top.starts_with(self.layers_dir()))
-        {
-            disk::show_lower_tmp(&dirs.upper)?;
-        }
         // Workspaces are copied onto the sandbox's own filesystem, never bound from the
         // host: a bind's mountinfo line would show the host path (`workspace.rs`).
         let launch_workspaces = self.launch_workspaces();
