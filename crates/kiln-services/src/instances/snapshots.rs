@@ -12,7 +12,7 @@
 //! copies when a snapshot is deleted, when a session ends, and every
 //! `snapshots.gc_interval_secs`. A fork takes one snapshot of its own, stored deleted
 //! (invisible, not counted), so it goes with the last of its copies.
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -21,6 +21,7 @@ use kiln_store::{
     NewSnapshot, SessionRecord, SnapshotInsert, SnapshotKind, SnapshotQuota, SnapshotRecord, Store,
     StoreError,
 };
+use tokio::sync::Notify;
 
 use super::InstanceService;
 use crate::error::{ServiceError, ServiceResult};
@@ -310,7 +311,8 @@ impl InstanceService {
         SnapshotGc {
             store: Arc::clone(&self.store),
             sandboxes: Arc::clone(&self.sandboxes),
-            sessions: Arc::clone(&self.sessions),
+            sessions: Arc::downgrade(&self.sessions),
+            ended: self.sessions.ended_signal(),
             interval: Duration::from_secs(self.snapshot_config.gc_interval_secs),
         }
     }
@@ -320,7 +322,10 @@ impl InstanceService {
 pub struct SnapshotGc {
     store: Arc<dyn Store>,
     sandboxes: Arc<Sandboxes>,
-    sessions: Arc<SessionService>,
+    /// Weak: the collector stops with the service, and never keeps it (or its watchers)
+    /// alive.
+    sessions: Weak<SessionService>,
+    ended: Arc<Notify>,
     interval: Duration,
 }
 
@@ -384,32 +389,15 @@ impl SnapshotGc {
     /// Runs at once, then after every session end and every interval, while the
     /// session service lives.
     pub fn spawn(self) {
-        let sessions = Arc::downgrade(&self.sessions);
-        let SnapshotGc {
-            store,
-            sandboxes,
-            interval,
-            ..
-        } = self;
         tokio::spawn(async move {
-            loop {
-                let Some(sessions) = sessions.upgrade() else {
-                    break;
-                };
-                let gc = SnapshotGc {
-                    store: Arc::clone(&store),
-                    sandboxes: Arc::clone(&sandboxes),
-                    sessions: Arc::clone(&sessions),
-                    interval,
-                };
-                let n = gc.run().await;
+            while self.sessions.strong_count() > 0 {
+                let n = self.run().await;
                 if n > 0 {
                     tracing::info!(snapshots = n, "snapshots nothing refers to removed");
                 }
-                drop(gc);
                 tokio::select! {
-                    _ = sessions.session_ended() => {}
-                    _ = tokio::time::sleep(interval) => {}
+                    _ = self.ended.notified() => {}
+                    _ = tokio::time::sleep(self.interval) => {}
                 }
             }
         });

@@ -125,9 +125,9 @@ impl SessionService {
         Ok(record)
     }
 
-    /// Waits for the next session end (or for ever, if none comes): the snapshot GC looks
-    /// again then, as what the session stood on may be free.
-    pub(crate) async fn session_ended(&self) {
-        self.ended.notified().await
+    /// Told at every session end: the snapshot GC looks again then, as what the session
+    /// stood on may be free. (A handle of its own, so the GC need not keep the service.)
+    pub(crate) fn ended_signal(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.ended)
     }
 }

@@ -66,7 +66,7 @@ pub struct SessionService {
     live: Mutex<HashMap<String, Arc<LiveSession>>>,
     metrics: crate::metrics::Metrics,
     /// Told when a session ends, for the snapshot GC (what it stood on may be free now).
-    ended: tokio::sync::Notify,
+    ended: Arc<tokio::sync::Notify>,
 }
 
 /// A new session request, validated by the caller's shape but not its meaning.
@@ -92,7 +92,7 @@ impl SessionService {
             changes: Arc::new(Changes::default()),
             live: Mutex::new(HashMap::new()),
             metrics: crate::metrics::Metrics::new(),
-            ended: tokio::sync::Notify::new(),
+            ended: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
