@@ -42,7 +42,8 @@ pub struct NewSnapshot {
     /// What the runtime calls it (`SnapshotId`).
     pub runtime_ref: String,
     pub created_at: DateTime<Utc>,
-    /// Stored already deleted: a snapshot made only to fork from, removed with its last fork.
+    /// Stored already deleted (hidden, outside the quota, collected once nothing stands
+    /// on it).
     pub deleted: bool,
 }
 

@@ -10,8 +10,8 @@
 //! Deleting hides a snapshot at once; the runtime's copy goes when nothing stands on it
 //! (no live instance started from it, no snapshot above it): [`SnapshotGc`] removes such
 //! copies when a snapshot is deleted, when a session ends, and every
-//! `snapshots.gc_interval_secs`. A fork takes one snapshot of its own, stored deleted
-//! (invisible, not counted), so it goes with the last of its copies.
+//! `snapshots.gc_interval_secs`. A fork takes one snapshot of its own, outside the quota,
+//! deleted as soon as its copies stand on it, so it goes with the last of them.
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
