@@ -69,16 +69,34 @@ impl Client {
         })
     }
 
+    /// A call to the instance API: `path` is under `/v1`, beside the `/api/v1` base.
+    pub(crate) async fn call_v1(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let root = self.base.trim_end_matches("/api/v1");
+        self.request(method, format!("{root}/v1{path}"), body).await
+    }
+
     pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.key);
+        self.request(method, format!("{}{path}", self.base), body)
+            .await
+    }
+
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        url: String,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut request = self.http.request(method, url).bearer_auth(&self.key);
         if let Some(body) = body {
             request = request.json(&body);
         }

@@ -5,6 +5,7 @@ mod client;
 mod files;
 mod images;
 mod instances;
+mod snapshots;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -100,6 +101,21 @@ enum Command {
         /// The command (joined with spaces and run by bash).
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// Snapshots, checkpoints and rollback of an instance on a running server.
+    Snapshot {
+        #[command(flatten)]
+        server: client::Server,
+        #[command(subcommand)]
+        command: snapshots::SnapshotCommand,
+    },
+    /// Fork an instance on a running server into COUNT copies; prints their ids once ready.
+    Fork {
+        #[command(flatten)]
+        server: client::Server,
+        instance: String,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
     },
 }
 
@@ -273,6 +289,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             timeout,
             command,
         } => client::exec(&config, server, &session, timeout, &command).await,
+        Command::Snapshot { server, command } => {
+            snapshots::snapshot(&config, server, command).await
+        }
+        Command::Fork {
+            server,
+            instance,
+            count,
+        } => snapshots::fork(&config, server, &instance, count).await,
         Command::Datasets(DatasetsCommand::Validate { name }) => validate(config, &name).await,
         Command::Datasets(DatasetsCommand::Import {
             file,

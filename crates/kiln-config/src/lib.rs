@@ -17,6 +17,7 @@ mod runtime;
 mod secret;
 mod server;
 mod sessions;
+mod snapshots;
 mod webhooks;
 
 use std::net::SocketAddr;
@@ -37,6 +38,7 @@ pub use runtime::{RuntimeBackend, RuntimeConfig};
 pub use secret::Secret;
 pub use server::ServerConfig;
 pub use sessions::SessionsConfig;
+pub use snapshots::SnapshotsConfig;
 pub use webhooks::WebhooksConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +82,7 @@ pub struct Config {
     pub instances: InstancesConfig,
     pub webhooks: WebhooksConfig,
     pub ports: PortsConfig,
+    pub snapshots: SnapshotsConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -111,6 +114,7 @@ impl Default for Config {
             instances: InstancesConfig::default(),
             webhooks: WebhooksConfig::default(),
             ports: PortsConfig::default(),
+            snapshots: SnapshotsConfig::default(),
         }
     }
 }

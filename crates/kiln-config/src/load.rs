@@ -81,6 +81,7 @@ impl Config {
         self.files.check()?;
         self.webhooks.check()?;
         self.ports.check()?;
+        self.snapshots.check()?;
         Ok(())
     }
 }

@@ -12,6 +12,7 @@ mod billing_model;
 mod model;
 mod port_forward_model;
 mod session_model;
+mod snapshot_model;
 mod webhook_model;
 
 pub use agent_job_model::*;
@@ -19,6 +20,7 @@ pub use billing_model::*;
 pub use model::*;
 pub use port_forward_model::*;
 pub use session_model::*;
+pub use snapshot_model::*;
 pub use webhook_model::*;
 
 pub use kiln_verify::VerificationResult;

@@ -225,6 +225,9 @@ pub struct Snapshot {
     pub id: SnapshotId,
     /// The sandbox it was taken from.
     pub sandbox: SandboxId,
+    /// What it holds of its own (the sandbox's changes, not the image below), in bytes:
+    /// what a quota on snapshots counts.
+    pub size_bytes: u64,
 }
 
 #[cfg(test)]

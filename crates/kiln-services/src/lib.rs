@@ -142,7 +142,8 @@ impl Kiln {
         sessions.set_events(webhooks.events());
         let instances = InstanceService::new(store.clone(), sessions.clone(), sandboxes.clone())
             .with_config(config.instances.clone())
-            .with_ports(config.ports.clone());
+            .with_ports(config.ports.clone())
+            .with_snapshot_config(config.snapshots.clone());
         let billing = BillingService::new(store.clone(), config.billing.clone());
         let github = Arc::new(GithubService::new(
             store.clone(),
@@ -211,6 +212,7 @@ impl Kiln {
         self.sessions.spawn_metering();
         self.sessions.spawn_output_retention();
         self.webhooks.spawn_sender();
+        self.instances.snapshot_gc().spawn();
         Ok(report)
     }
 

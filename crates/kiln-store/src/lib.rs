@@ -28,6 +28,7 @@ use std::sync::Arc;
 pub use error::StoreError;
 pub use kiln_domain::*;
 pub use traits::PortForwardStore;
+pub use traits::SnapshotStore;
 pub use traits::WebhookStore;
 pub use traits::{
     AccountStore, AgentJobStore, Backend, BillingStore, CatalogStore, GithubStore, SessionStore,
@@ -38,6 +39,7 @@ pub use traits::{
 /// `Arc<dyn Store>` they are callable without imports).
 pub mod prelude {
     pub use crate::traits::PortForwardStore;
+    pub use crate::traits::SnapshotStore;
     pub use crate::traits::WebhookStore;
     pub use crate::traits::{
         AccountStore, AgentJobStore, Backend, BillingStore, CatalogStore, GithubStore,

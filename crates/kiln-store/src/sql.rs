@@ -17,6 +17,7 @@ mod output;
 mod ports;
 mod rows;
 mod sessions;
+mod snapshots;
 mod verification_jobs;
 mod webhooks;
 

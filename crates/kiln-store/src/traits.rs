@@ -46,6 +46,7 @@ pub trait Store:
     + AgentJobStore
     + WebhookStore
     + PortForwardStore
+    + SnapshotStore
     + 'static
 {
 }
@@ -61,6 +62,7 @@ impl<T> Store for T where
         + AgentJobStore
         + WebhookStore
         + PortForwardStore
+        + SnapshotStore
         + ?Sized
         + 'static
 {
@@ -509,4 +511,55 @@ pub trait PortForwardStore: Send + Sync {
         reason: &str,
         at: DateTime<Utc>,
     ) -> Result<Option<PortForwardRecord>>;
+}
+
+/// Snapshots and checkpoints of instances, and which snapshot each instance stands on
+/// (`/v1`; implemented in `sql/snapshots.rs`).
+#[async_trait]
+pub trait SnapshotStore: Send + Sync {
+    /// Inserts a snapshot if the user's snapshots (not deleted) stay within `quota` with it
+    /// (checked in the same transaction); a snapshot stored deleted is not counted.
+    /// `Conflict("name")` if the instance has a snapshot of that name that is not deleted;
+    /// `Missing("user, instance or parent snapshot")`.
+    async fn insert_snapshot(
+        &self,
+        snapshot: &crate::NewSnapshot,
+        quota: crate::SnapshotQuota,
+    ) -> Result<crate::SnapshotInsert>;
+    async fn get_snapshot(&self, snapshot_id: &str) -> Result<Option<crate::SnapshotRecord>>;
+    /// The instance's snapshots that are not deleted, newest first (ties: greater id first).
+    async fn list_snapshots(&self, instance_id: &str) -> Result<Vec<crate::SnapshotRecord>>;
+    /// What the user's snapshots that are not deleted hold.
+    async fn snapshot_usage(&self, user_id: &str) -> Result<crate::SnapshotUsage>;
+    /// Sets `deleted_at`; `None` if it was deleted already (or does not exist).
+    async fn mark_snapshot_deleted(
+        &self,
+        snapshot_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<crate::SnapshotRecord>>;
+    /// Records that the instance's sandbox now stands on this snapshot (a fork, a restore),
+    /// replacing what it stood on before.
+    async fn set_instance_source(
+        &self,
+        instance_id: &str,
+        snapshot_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+    /// The snapshot the instance's sandbox stands on, if any.
+    async fn instance_source(&self, instance_id: &str) -> Result<Option<String>>;
+    /// Deleted snapshots still in the runtime that nothing refers to any more: no live
+    /// (`creating`/`ready`) instance stands on them and no snapshot still in the runtime
+    /// has them as parent. At most `limit`, oldest first.
+    async fn purgeable_snapshots(&self, limit: u64) -> Result<Vec<crate::SnapshotRecord>>;
+    /// Sets `purged_at` of a deleted snapshot; `false` if it was purged already.
+    async fn mark_snapshot_purged(&self, snapshot_id: &str, at: DateTime<Utc>) -> Result<bool>;
+    /// Records that a ready session's sandbox was replaced (a restore into the same
+    /// instance): `sandbox_id` becomes `new_sandbox` if it was `old_sandbox` and the session
+    /// is still `Ready`; `None` otherwise (ended meanwhile, or replaced by someone else).
+    async fn replace_session_sandbox(
+        &self,
+        session_id: &str,
+        old_sandbox: &str,
+        new_sandbox: &str,
+    ) -> Result<Option<SessionRecord>>;
 }

@@ -31,14 +31,17 @@ impl LocalRuntime {
         let cgroup = sandbox.cgroup.clone();
         let upper = sandbox.dirs.upper.clone();
         let (layer_c, tmp_c) = (layer.clone(), tmp.clone());
-        tokio::task::spawn_blocking(move || -> Result<()> {
+        let size_bytes = tokio::task::spawn_blocking(move || -> Result<u64> {
             // Frozen, no process can write while the copy reads: the layer is one
             // consistent point in time. Thawed whatever the copy's outcome.
             cgroups.set_frozen(&cgroup, true)?;
             let copied = copy_tree(&upper, &tmp_c);
             let thawed = cgroups.set_frozen(&cgroup, false);
             copied.and(thawed)?;
-            fs::rename(&tmp_c, &layer_c).map_err(|e| RuntimeError::io("cannot rename", &layer_c, e))
+            let size = tree_size(&tmp_c);
+            fs::rename(&tmp_c, &layer_c)
+                .map_err(|e| RuntimeError::io("cannot rename", &layer_c, e))?;
+            Ok(size)
         })
         .await
         .map_err(|e| {
@@ -63,6 +66,7 @@ impl LocalRuntime {
         Ok(Snapshot {
             id,
             sandbox: sandbox.spec.id.clone(),
+            size_bytes,
         })
     }
 
@@ -92,6 +96,22 @@ impl LocalRuntime {
             )
         })?
     }
+}
+
+/// The bytes a tree's files and symlinks hold (apparent sizes; hard links counted once
+/// per name, which overstates rather than hides). Unreadable entries count as nothing.
+fn tree_size(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => tree_size(&entry.path()),
+            Ok(_) => entry.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// Copies a directory tree with everything overlayfs cares about: owners, modes,

@@ -6,6 +6,7 @@
 //! readiness are checked, once.
 mod crud;
 pub mod files;
+pub mod snapshots;
 
 use std::sync::Arc;
 
@@ -30,6 +31,8 @@ pub struct InstanceService {
     sessions: Arc<SessionService>,
     sandboxes: Arc<Sandboxes>,
     ports: Arc<ports::PortRegistry>,
+    /// `[snapshots]`: quotas, fork size, GC interval (`snapshots.rs`).
+    snapshot_config: kiln_config::SnapshotsConfig,
 }
 
 /// A running instance's sandbox, reached by its owner.
@@ -51,6 +54,7 @@ impl InstanceService {
             sessions,
             sandboxes,
             ports: Arc::default(),
+            snapshot_config: kiln_config::SnapshotsConfig::default(),
         }
     }
 
@@ -64,6 +68,29 @@ impl InstanceService {
         &self.config
     }
 
+    /// With these snapshot quotas and limits instead of the defaults.
+    pub fn with_snapshot_config(mut self, config: kiln_config::SnapshotsConfig) -> Self {
+        self.snapshot_config = config;
+        self
+    }
+
+    /// The caller's instance in any status; anyone else's (or none) is "not found".
+    pub(crate) async fn owned_instance(
+        &self,
+        user_id: &str,
+        instance_id: &str,
+    ) -> ServiceResult<SessionRecord> {
+        self.sessions
+            .owned(user_id, instance_id)
+            .await
+            .map_err(|e| match e {
+                ServiceError::NotFound { .. } => {
+                    ServiceError::not_found(format!("instance {instance_id}"))
+                }
+                other => other,
+            })
+    }
+
     /// The sandbox of `user_id`'s ready instance `instance_id`. Someone else's (or no)
     /// instance is "not found"; one that is starting or has ended is a conflict that
     /// says which.
@@ -72,16 +99,7 @@ impl InstanceService {
         user_id: &str,
         instance_id: &str,
     ) -> ServiceResult<InstanceSandbox> {
-        let session = self
-            .sessions
-            .owned(user_id, instance_id)
-            .await
-            .map_err(|e| match e {
-                ServiceError::NotFound { .. } => {
-                    ServiceError::not_found(format!("instance {instance_id}"))
-                }
-                other => other,
-            })?;
+        let session = self.owned_instance(user_id, instance_id).await?;
         let status = session.status;
         let sandbox_id = match (&session.sandbox_id, status) {
             (Some(id), SessionStatus::Ready) => id.clone(),

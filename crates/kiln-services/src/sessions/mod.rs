@@ -6,9 +6,11 @@
 //! [`Changes`], so long-polling readers see it at once and a restart loses nothing that
 //! was acknowledged.
 mod action_limits;
+mod forks;
 mod lost;
 mod metering;
 mod recovery;
+mod replace;
 mod retention;
 mod sample_limits;
 mod usage;
@@ -21,7 +23,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kiln_config::{BillingConfig, SessionsConfig};
-use kiln_runtime::{Limits, Runtime, RuntimeError, SandboxId, SandboxSpec};
+use kiln_runtime::{Limits, Runtime, RuntimeError, SandboxId, SandboxSource, SandboxSpec};
 use kiln_store::{
     InteractionKind, InteractionOutcome, InteractionRecord, JobStatus, Labels, NewInteraction,
     NewSession, SessionLimits, SessionRecord, SessionSource, SessionStatus, Store,
@@ -67,6 +69,8 @@ pub struct SessionService {
     metrics: crate::metrics::Metrics,
     /// Where session events go (webhooks); set once when the services are wired.
     events: OnceLock<crate::webhooks::Events>,
+    /// Told when a session ends, for the snapshot GC (what it stood on may be free now).
+    ended: Arc<tokio::sync::Notify>,
 }
 
 /// What a new session is made from.
@@ -128,6 +132,7 @@ impl SessionService {
             live: Mutex::new(HashMap::new()),
             metrics: crate::metrics::Metrics::new(),
             events: OnceLock::new(),
+            ended: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -260,7 +265,8 @@ impl SessionService {
         let live = self.start_worker(&record, Readiness::Creating);
         let this = self.clone();
         let session = record.clone();
-        tokio::spawn(async move { this.start_sandbox(session, reference, limits, live).await });
+        let source = SandboxSource::Image(reference);
+        tokio::spawn(async move { this.start_sandbox(session, source, limits, live).await });
         Ok(record)
     }
 
@@ -304,7 +310,7 @@ impl SessionService {
     async fn start_sandbox(
         self: Arc<Self>,
         session: SessionRecord,
-        image: String,
+        source: SandboxSource,
         limits: Limits,
         live: Arc<LiveSession>,
     ) {
@@ -319,7 +325,7 @@ impl SessionService {
                     .await
             }
         };
-        let mut spec = SandboxSpec::image(id.clone(), image);
+        let mut spec = SandboxSpec::new(id.clone(), source);
         spec.limits = limits;
         spec.hostname = "kiln".into();
         let started = std::time::Instant::now();
@@ -510,6 +516,7 @@ impl SessionService {
         {
             self.destroy_sandbox(&sandbox).await;
         }
+        self.ended.notify_one();
         self.changes.notify(session_id);
         Ok(Some(ended))
     }

@@ -23,6 +23,7 @@ mod ports;
 mod samples;
 mod session_races;
 mod sessions;
+mod snapshots;
 mod verification_jobs;
 mod webhooks;
 
@@ -106,4 +107,8 @@ on_both_backends!(
     webhooks::deliveries_are_leased_retried_and_dead_lettered,
     ports::port_forwards_are_listed_counted_and_closed_once,
     ports::port_forward_ids_and_references_are_checked,
+    snapshots::snapshot_quota_names_and_deletes,
+    snapshots::racing_snapshot_inserts_keep_the_quota,
+    snapshots::only_snapshots_nothing_stands_on_are_purgeable,
+    snapshots::a_sandbox_swap_needs_the_old_sandbox_and_a_ready_session,
 );

@@ -116,6 +116,17 @@ impl Files {
             .map(|b| String::from_utf8_lossy(b).into_owned())
     }
 
+    /// The bytes all files hold (what a snapshot of this tree is sized at).
+    pub fn size_bytes(&self) -> u64 {
+        self.nodes
+            .values()
+            .map(|node| match node {
+                Node::File { content, .. } => content.len() as u64,
+                Node::Dir { .. } => 0,
+            })
+            .sum()
+    }
+
     /// Whether anything is at `path`.
     pub fn exists(&self, path: &str) -> bool {
         self.nodes.contains_key(&normalize(path))

@@ -616,6 +616,7 @@ impl Runtime for FakeRuntime {
         let snapshot = Snapshot {
             id: SnapshotId::new(snapshot_id.clone())?,
             sandbox: id.clone(),
+            size_bytes: files.size_bytes(),
         };
         state.snapshots.insert(snapshot_id, (files, spec));
         Ok(snapshot)

@@ -16,6 +16,7 @@ pub mod ports;
 pub mod ports_models;
 mod ports_proxy;
 pub mod snapshots;
+pub mod snapshots_models;
 pub mod webhooks;
 mod webhooks_models;
 

@@ -288,19 +288,6 @@ impl InstanceService {
             }
         });
     }
-
-    async fn owned_instance(&self, user_id: &str, instance_id: &str) -> ServiceResult<()> {
-        self.sessions
-            .owned(user_id, instance_id)
-            .await
-            .map(|_| ())
-            .map_err(|e| match e {
-                ServiceError::NotFound { .. } => {
-                    ServiceError::not_found(format!("instance {instance_id}"))
-                }
-                other => other,
-            })
-    }
 }
 
 /// Records the end of a forward (once) and stops what runs it.
