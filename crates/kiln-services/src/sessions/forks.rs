@@ -125,7 +125,7 @@ impl SessionService {
         parent: &SessionRecord,
         base: &Limits,
     ) -> ServiceResult<Limits> {
-        let mut limits = base.clone();
+        let mut limits = *base;
         if let Some((dataset, sample_id, version)) = parent.source.sample() {
             let sample = self
                 .store

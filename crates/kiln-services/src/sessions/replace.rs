@@ -45,7 +45,7 @@ impl SessionService {
         let (runtime, base_limits, _) = self.runtime()?;
         let runtime = Arc::clone(runtime);
         // The same limits as the sandbox it replaces.
-        let limits = self.fork_limits(&session, base_limits).await?;
+        let limits = self.fork_limits(session, base_limits).await?;
         let new = SandboxId::new(format!("{id}-r{}", random_token(8).to_ascii_lowercase()))
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let mut spec = SandboxSpec::new(new.clone(), SandboxSource::Snapshot(snapshot.clone()));
