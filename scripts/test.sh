@@ -43,7 +43,8 @@ cargo test --workspace --doc
 step "The API tests that start one server each, again on PostgreSQL"
 KILN_TEST_DATABASE_URL="$KILN_TEST_POSTGRES_URL" \
   cargo test --workspace --test api --test sessions --test billing --test billing_sessions \
-    --test session_integrity
+    --test session_integrity \
+    --test v1_exec
 
 step "kiln-runtime on a pure cgroup v2 kernel (Debian's kernel under QEMU; ~3 min)"
 scripts/cgroup2-vm.sh

@@ -81,6 +81,10 @@ enum Command {
         /// Seconds before the command is killed (exit code 124).
         #[arg(long)]
         timeout: Option<u32>,
+        /// Through the instance API's stream: output as it comes (resumed if the
+        /// connection drops), beside the session's own commands.
+        #[arg(long)]
+        stream: bool,
         /// The command (joined with spaces and run by bash).
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -253,8 +257,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             server,
             session,
             timeout,
+            stream,
             command,
-        } => client::exec(&config, server, &session, timeout, &command).await,
+        } => client::exec(&config, server, &session, timeout, &command, stream).await,
         Command::Datasets(DatasetsCommand::Validate { name }) => validate(config, &name).await,
         Command::Datasets(DatasetsCommand::Import {
             file,

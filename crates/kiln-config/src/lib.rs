@@ -7,6 +7,7 @@
 mod agent_jobs;
 mod auth;
 mod billing;
+mod exec;
 mod github;
 mod limits;
 mod load;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 pub use agent_jobs::{AgentConfig, AgentJobsConfig};
 pub use auth::AuthConfig;
 pub use billing::{BillingConfig, StripeConfig};
+pub use exec::ExecConfig;
 pub use github::GithubConfig;
 pub use limits::LimitsConfig;
 pub use load::Overrides;
@@ -68,6 +70,8 @@ pub struct Config {
     pub agent_jobs: AgentJobsConfig,
     pub github: GithubConfig,
     pub server: ServerConfig,
+    /// `[exec]`: commands of the instance API.
+    pub exec: ExecConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -95,6 +99,7 @@ impl Default for Config {
             agent_jobs: AgentJobsConfig::default(),
             github: GithubConfig::default(),
             server: ServerConfig::default(),
+            exec: ExecConfig::default(),
         }
     }
 }

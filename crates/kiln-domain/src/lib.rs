@@ -9,11 +9,13 @@
 
 mod agent_job_model;
 mod billing_model;
+mod exec_model;
 mod model;
 mod session_model;
 
 pub use agent_job_model::*;
 pub use billing_model::*;
+pub use exec_model::*;
 pub use model::*;
 pub use session_model::*;
 

@@ -134,7 +134,8 @@ impl Kiln {
             config.sessions.clone(),
             config.billing.clone(),
         );
-        let instances = InstanceService::new(store.clone(), sessions.clone(), sandboxes.clone());
+        let instances = InstanceService::new(store.clone(), sessions.clone(), sandboxes.clone())
+            .with_exec(config.exec.clone(), data_dir.join("exec-streams"));
         let billing = BillingService::new(store.clone(), config.billing.clone());
         let github = Arc::new(GithubService::new(
             store.clone(),
@@ -188,6 +189,7 @@ impl Kiln {
         }
         report.sessions_unavailable = self.sessions.unavailable_reason();
         report.recovery = self.sessions.recover().await?;
+        self.instances.recover_execs().await?;
         // After the sessions' recovery, which removes sandboxes nobody knows (theirs too).
         let interrupted = self.agent_jobs.recover().await?;
         if interrupted > 0 {

@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 pub use error::StoreError;
 pub use kiln_domain::*;
+pub use traits::ExecStore;
 pub use traits::{
     AccountStore, AgentJobStore, Backend, BillingStore, CatalogStore, GithubStore, SessionStore,
     Store, VerificationStore,
@@ -35,6 +36,7 @@ pub use traits::{
 /// Every store trait, for code that calls store methods on a concrete store type (on an
 /// `Arc<dyn Store>` they are callable without imports).
 pub mod prelude {
+    pub use crate::traits::ExecStore;
     pub use crate::traits::{
         AccountStore, AgentJobStore, Backend, BillingStore, CatalogStore, GithubStore,
         SessionStore, Store, VerificationStore,

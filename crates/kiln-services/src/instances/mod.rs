@@ -4,7 +4,10 @@
 //! (exec, files, snapshots, forks, port forwards) has its own module here; they all
 //! reach a sandbox through [`InstanceService::sandbox`], which is where ownership and
 //! readiness are checked, once.
+use std::path::PathBuf;
 use std::sync::Arc;
+
+pub mod exec;
 
 use kiln_runtime::{Runtime, SandboxId};
 use kiln_store::{SessionRecord, SessionStatus, Store};
@@ -18,6 +21,7 @@ pub struct InstanceService {
     store: Arc<dyn Store>,
     sessions: Arc<SessionService>,
     sandboxes: Arc<Sandboxes>,
+    exec: Arc<exec::ExecHub>,
 }
 
 /// A running instance's sandbox, reached by its owner.
@@ -33,11 +37,24 @@ impl InstanceService {
         sessions: Arc<SessionService>,
         sandboxes: Arc<Sandboxes>,
     ) -> Self {
+        let exec = exec::ExecHub::new(
+            kiln_config::ExecConfig::default(),
+            sessions.config().max_output_bytes,
+            std::env::temp_dir().join("kiln-exec-streams"),
+        );
         Self {
             store,
             sessions,
             sandboxes,
+            exec: Arc::new(exec),
         }
+    }
+
+    /// Exec limits from the configuration, streams spooled under `spool_dir`.
+    pub fn with_exec(mut self, config: kiln_config::ExecConfig, spool_dir: PathBuf) -> Self {
+        let max_output = self.sessions.config().max_output_bytes;
+        self.exec = Arc::new(exec::ExecHub::new(config, max_output, spool_dir));
+        self
     }
 
     /// The sandbox of `user_id`'s ready instance `instance_id`. Someone else's (or no)
