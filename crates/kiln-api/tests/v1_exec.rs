@@ -363,6 +363,53 @@ async fn sync_exec_runs_with_stdin_cwd_env_and_timeout_and_is_listed() {
     let (status, got) = s
         .v1_as(
             &key,
+            Method::GET,
+            &format!("/instances/{id}/exec/{exec_id}/stream"),
+            None,
+        )
+        .await;
+    assert_error(status, &got, 409, "conflict");
+    let response = s
+        .v1(
+            Method::GET,
+            &format!("/instances/{id}/exec/{exec_id}/stream"),
+        )
+        .header("Authorization", bearer(&key))
+        .header("Last-Event-ID", "x")
+        .send()
+        .await
+        .expect("send");
+    let (status, got) = common::json(response).await;
+    assert_validation(status, &got, &["header", "Last-Event-ID"]);
+
+    // The document describes every route with its shapes.
+    let (status, doc) = s.v1_as(&key, Method::GET, "/openapi.json", None).await;
+    assert_eq!(status, 200);
+    for (path, method) in [
+        ("/instances/{id}/exec", "post"),
+        ("/instances/{id}/exec", "get"),
+        ("/instances/{id}/exec/stream", "post"),
+        ("/instances/{id}/exec/{exec_id}", "get"),
+        ("/instances/{id}/exec/{exec_id}/stream", "get"),
+        ("/instances/{id}/exec/{exec_id}/kill", "post"),
+    ] {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} documented"
+        );
+    }
+    for schema in [
+        "ExecBody",
+        "ExecView",
+        "ExecListView",
+        "KillBody",
+        "ExecStartedView",
+    ] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+    let (status, got) = s
+        .v1_as(
+            &key,
             Method::POST,
             &format!("/instances/{id}/exec/{exec_id}/kill"),
             Some(&json!({"signal": "KILL"})),
@@ -444,7 +491,7 @@ async fn sse_carries_50_mb_in_order_and_resumes_after_a_drop() {
 /// answer at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_stops_a_process_group_and_background_execs_run_on() {
-    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
+    let Some(s) = sandbox::start_if_possible(|c| c.exec.stream_retention_secs = 1).await else {
         return;
     };
     let key = s.admin_key.clone();
@@ -525,4 +572,25 @@ async fn kill_stops_a_process_group_and_background_execs_run_on() {
     drop(reader);
     let done = ended(&s, &key, &id, &exec_id).await;
     assert_eq!(done["signal"], 9, "{done}");
+
+    // Streams are kept `stream_retention_secs` after their exec ended, then removed.
+    let path = format!("/instances/{id}/exec/{exec_id}/stream");
+    let started = Instant::now();
+    loop {
+        let response = s
+            .v1(Method::GET, &path)
+            .header("Authorization", bearer(&key))
+            .send()
+            .await
+            .expect("send");
+        if response.status() == 409 {
+            break;
+        }
+        assert_eq!(response.status(), 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the stream is still kept"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
