@@ -460,6 +460,21 @@ async fn sse_carries_50_mb_in_order_and_resumes_after_a_drop() {
         .await
         .expect("send");
     let mut reader = SseReader::new(response);
+    let (status, body) = common::json(
+        s.v1(
+            Method::GET,
+            &format!(
+                "/instances/{id}/exec/{exec_id}/stream?last_event_id={}",
+                last_id - 1
+            ),
+        )
+        .header("Authorization", bearer(&key))
+        .send()
+        .await
+        .expect("send"),
+    )
+    .await;
+    assert_validation(status, &body, &["query", "last_event_id"]);
     let exit = loop {
         let frame = reader.next().await.expect("frames up to the exit");
         assert!(frame.id > last_id, "each frame once, in order");
@@ -593,4 +608,39 @@ async fn kill_stops_a_process_group_and_background_execs_run_on() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Execs running at once in an instance are bounded (429); an instance closed under a
+/// stream ends it with an `error` frame and the exec `failed`; a closed instance runs
+/// nothing more but keeps its history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_execs_are_bounded_and_a_closed_instance_ends_its_streams() {
+    let Some(s) = sandbox::start_if_possible(|c| c.exec.max_running_per_instance = 1).await else {
+        return;
+    };
+    let key = s.admin_key.clone();
+    let id = create_ready(&s, &key).await;
+
+    let (exec_id, mut reader) =
+        open_stream(&s, &key, &id, json!({"command": "echo up; sleep 1000"})).await;
+    while reader.next().await.expect("frames").event != "stdout" {}
+    let (status, body) = exec(&s, &key, &id, json!({"command": "true"})).await;
+    assert_error(status, &body, 429, "too_many_requests");
+
+    let (status, closed) = s.delete_as(&key, &format!("/sessions/{id}")).await;
+    assert_eq!(status, 200, "{closed}");
+    let last = reader.next().await.expect("a final frame");
+    assert_eq!(last.event, "error", "{last:?}");
+    assert!(last.data["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(reader.next().await.is_none(), "the stream ends after it");
+    let done = ended(&s, &key, &id, &exec_id).await;
+    assert_eq!(done["status"], "failed", "{done}");
+
+    let (status, body) = exec(&s, &key, &id, json!({"command": "true"})).await;
+    assert_error(status, &body, 409, "conflict");
+    let (status, page) = s
+        .v1_as(&key, Method::GET, &format!("/instances/{id}/exec"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(page["items"][0]["exec_id"], exec_id.as_str());
 }

@@ -441,10 +441,15 @@ impl InstanceService {
             .get(exec_id)
             .and_then(|l| l.progress.clone());
         let path = spool_path(&self.exec.spool_dir, exec_id);
-        let reader = SpoolReader::open(&path, from, progress).map_err(|_| {
-            ServiceError::Conflict(format!(
+        let reader = SpoolReader::open(&path, from, progress).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidInput => ServiceError::invalid(
+                &["last_event_id"],
+                "not an event id of this stream",
+                "value_error",
+            ),
+            _ => ServiceError::Conflict(format!(
                 "the stream of exec {exec_id} is no longer kept: GET the exec for its result"
-            ))
+            )),
         })?;
         Ok(ExecStream {
             reader,

@@ -17,6 +17,7 @@ use axum::Json;
 use base64::Engine;
 use futures_util::Stream;
 use kiln_services::instances::exec::{ExecCommand, ExecMode, ExecSpec, ExecStream};
+use kiln_services::ServiceError;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -128,12 +129,17 @@ async fn resume(
     ValidQuery(params): ValidQuery<StreamParams>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let from = match headers.get("last-event-id") {
-        Some(value) => parse_event_id(value.to_str().ok(), "header", "Last-Event-ID")?,
-        None => match params.last_event_id.as_deref() {
-            Some(value) => parse_event_id(Some(value), "query", "last_event_id")?,
-            None => 0,
-        },
+    let (place, name, value) = match headers.get("last-event-id") {
+        Some(value) => (
+            "header",
+            "Last-Event-ID",
+            Some(value.to_str().unwrap_or("?")),
+        ),
+        None => ("query", "last_event_id", params.last_event_id.as_deref()),
+    };
+    let from = match value {
+        Some(value) => parse_event_id(Some(value), place, name)?,
+        None => 0,
     };
     let frames = state
         .kiln
@@ -145,7 +151,15 @@ async fn resume(
             from,
             params.kill_on_disconnect,
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            ServiceError::Validation(_) => ApiError::invalid(
+                &[place, name],
+                "not an event id of this stream",
+                "value_error",
+            ),
+            other => other.into(),
+        })?;
     Ok(sse_response(&state, frames, &exec_id))
 }
 

@@ -246,15 +246,34 @@ pub struct SpoolReader {
 
 impl SpoolReader {
     /// Opens the spool at `path` at offset `from`, following `progress` when the exec runs
-    /// (`None`: the file is complete, or will never grow again).
+    /// (`None`: the file is complete, or will never grow again). `from` must be 0 or a
+    /// frame's id (else `InvalidInput`): record headers are walked up to it.
     pub fn open(
         path: &Path,
         from: u64,
         progress: Option<watch::Receiver<Progress>>,
     ) -> io::Result<Self> {
         let mut file = File::open(path)?;
-        let end = file.metadata()?.len();
-        let from = from.min(end);
+        let written = match &progress {
+            Some(rx) => rx.borrow().len,
+            None => file.metadata()?.len(),
+        };
+        let mut pos = 0;
+        let mut header = [0u8; HEADER as usize];
+        while pos < from && pos + HEADER <= written {
+            file.seek(SeekFrom::Start(pos))?;
+            file.read_exact(&mut header)?;
+            pos += HEADER
+                + u64::from(u32::from_le_bytes([
+                    header[1], header[2], header[3], header[4],
+                ]));
+        }
+        if pos != from {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not an event id of this stream",
+            ));
+        }
         file.seek(SeekFrom::Start(from))?;
         Ok(SpoolReader {
             file,
@@ -359,6 +378,10 @@ mod tests {
         assert_eq!(all[2].data_json(), json!({"text": "€"}));
         assert_eq!(all[3].data_json(), json!({"base64": "/w=="}));
         assert!(all[4].is_final());
+        for bad in [1, all[0].id + 1, all[4].id + 1] {
+            let err = SpoolReader::open(&path, bad, None).err().unwrap();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{bad}");
+        }
         for (i, frame) in all.iter().enumerate() {
             let mut rest = Vec::new();
             let mut reader = SpoolReader::open(&path, frame.id, None).unwrap();
