@@ -7,33 +7,30 @@
 //! clients read; the spool is removed `exec.stream_retention_secs` after the exec ended, or
 //! once its instance has ended. What runs is remembered in memory ([`ExecHub`]): the agent's
 //! exec id (for kill) and the spool's progress. A restart fails execs still `running`.
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use kiln_config::ExecConfig;
-use kiln_protocol::{Binary, ExecDone, ExecEvent, ExecRequest};
-use kiln_runtime::{Runtime, RuntimeError, SandboxId};
-use kiln_store::{
-    ExecCursor, ExecFinish, ExecStatus, InstanceExecRecord, NewInstanceExec, SessionRecord, Store,
-};
+use kiln_store::{ExecCursor, ExecStatus, InstanceExecRecord, NewInstanceExec, SessionRecord};
 use serde_json::json;
-use tokio::sync::watch;
 
 use super::InstanceService;
 use crate::error::{ServiceError, ServiceResult};
 
+mod hub;
+mod limits;
 pub mod spool;
+mod task;
 
-use spool::{spool_path, Progress, SpoolReader, SpoolWriter};
+pub use hub::ExecHub;
+use hub::LiveExec;
+use spool::{spool_path, SpoolReader, SpoolWriter};
 pub use spool::{Frame, FrameKind};
+use task::ExecTask;
 
 /// Most execs one listing returns.
 pub const MAX_LIST_LIMIT: u64 = 100;
-const MAX_CWD_BYTES: usize = 4096;
 
 /// What to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,155 +72,6 @@ pub struct ExecSpec {
     pub env: BTreeMap<String, String>,
     pub stdin: Option<Vec<u8>>,
     pub mode: ExecMode,
-}
-
-/// The running execs of this server, and the spools kept for reconnects.
-pub struct ExecHub {
-    config: ExecConfig,
-    max_output_bytes: usize,
-    spool_dir: PathBuf,
-    live: Mutex<HashMap<String, Arc<LiveExec>>>,
-    /// Spools on disk this server wrote: exec id → (instance, when the exec ended).
-    spools: Mutex<HashMap<String, (String, Option<Instant>)>>,
-    sweeping: AtomicBool,
-}
-
-struct LiveExec {
-    session_id: String,
-    runtime: Arc<dyn Runtime>,
-    sandbox: SandboxId,
-    /// The agent's id of the exec, once it started: what `kill` names.
-    agent_exec: Mutex<Option<u64>>,
-    progress: Option<watch::Receiver<Progress>>,
-}
-
-impl ExecHub {
-    /// Execs keeping `max_output_bytes` per stream, spooling streams under `spool_dir`.
-    pub fn new(config: ExecConfig, max_output_bytes: usize, spool_dir: PathBuf) -> Self {
-        Self {
-            config,
-            max_output_bytes,
-            spool_dir,
-            live: Mutex::new(HashMap::new()),
-            spools: Mutex::new(HashMap::new()),
-            sweeping: AtomicBool::new(false),
-        }
-    }
-
-    fn live(&self) -> MutexGuard<'_, HashMap<String, Arc<LiveExec>>> {
-        // Every critical section is one map operation: a poisoned map is consistent.
-        self.live.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn spools(&self) -> MutexGuard<'_, HashMap<String, (String, Option<Instant>)>> {
-        self.spools.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Registers a new exec, within `max_running_per_instance` for its instance.
-    fn admit(&self, exec_id: &str, live: Arc<LiveExec>) -> ServiceResult<()> {
-        let mut map = self.live();
-        let running = map
-            .values()
-            .filter(|l| l.session_id == live.session_id)
-            .count();
-        if running >= self.config.max_running_per_instance {
-            return Err(ServiceError::LimitExceeded(format!(
-                "instance {} already runs {running} execs (the limit is {}): wait for one to end",
-                live.session_id, self.config.max_running_per_instance
-            )));
-        }
-        map.insert(exec_id.to_string(), live);
-        Ok(())
-    }
-
-    fn ended(&self, exec_id: &str) {
-        self.live().remove(exec_id);
-        if let Some(entry) = self.spools().get_mut(exec_id) {
-            entry.1 = Some(Instant::now());
-        }
-    }
-
-    async fn signal(&self, exec_id: &str, signal: i32) -> ServiceResult<()> {
-        let live = self.live().get(exec_id).cloned();
-        let Some(live) = live else {
-            return Err(ServiceError::Conflict(format!(
-                "exec {exec_id} is not running"
-            )));
-        };
-        let agent_exec = *live.agent_exec.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(agent_exec) = agent_exec else {
-            return Err(ServiceError::Conflict(format!(
-                "exec {exec_id} cannot be signalled: it is synchronous, or not started yet"
-            )));
-        };
-        match live
-            .runtime
-            .kill_exec(&live.sandbox, agent_exec, Some(signal))
-            .await
-        {
-            Ok(()) => Ok(()),
-            // It ended between our look-up and the agent's.
-            Err(e) if e.agent_error().is_some() => Err(ServiceError::Conflict(format!(
-                "exec {exec_id} is not running"
-            ))),
-            Err(e) => Err(ServiceError::Internal(format!("cannot signal exec: {e}"))),
-        }
-    }
-
-    /// Removes the spools whose exec ended more than the retention ago, or whose
-    /// instance ended; spools left by an earlier run go by their age.
-    async fn sweep(&self, store: &dyn Store) {
-        let retention = Duration::from_secs(self.config.stream_retention_secs);
-        let Ok(entries) = std::fs::read_dir(&self.spool_dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Some(exec_id) = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .map(str::to_string)
-            else {
-                continue;
-            };
-            if self.live().contains_key(&exec_id) {
-                continue;
-            }
-            let known = self.spools().get(&exec_id).cloned();
-            let expired = match known {
-                Some((session_id, ended)) => {
-                    ended.is_some_and(|at| at.elapsed() >= retention)
-                        || !matches!(store.get_session(&session_id).await,
-                                     Ok(Some(s)) if s.status.is_live())
-                }
-                None => entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|at| at.elapsed().ok())
-                    .is_none_or(|age| age >= retention),
-            };
-            if expired {
-                let _ = std::fs::remove_file(&path);
-                self.spools().remove(&exec_id);
-            }
-        }
-    }
-
-    fn start_sweeper(self: &Arc<Self>, store: Arc<dyn Store>) {
-        if self.sweeping.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let hub: Weak<Self> = Arc::downgrade(self);
-        let period = Duration::from_secs(self.config.stream_retention_secs.clamp(1, 60));
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(period).await;
-                let Some(hub) = hub.upgrade() else { return };
-                hub.sweep(store.as_ref()).await;
-            }
-        });
-    }
 }
 
 /// A stream of an exec's frames, from where the client asked. Dropped before its final
@@ -289,7 +137,7 @@ impl InstanceService {
         instance_id: &str,
         spec: ExecSpec,
     ) -> ServiceResult<InstanceExecRecord> {
-        let request = self.exec_request(&spec)?;
+        let request = limits::exec_request(&self.exec.config, self.exec.max_output_bytes, &spec)?;
         let sandbox = self.sandbox(user_id, instance_id).await?;
         let exec_id = crate::new_id("exec");
         let command = match &spec.command {
@@ -500,226 +348,6 @@ impl InstanceService {
     fn forget_spool(&self, exec_id: &str) {
         if self.exec.spools().remove(exec_id).is_some() {
             let _ = std::fs::remove_file(spool_path(&self.exec.spool_dir, exec_id));
-        }
-    }
-
-    fn exec_request(&self, spec: &ExecSpec) -> ServiceResult<ExecRequest> {
-        let limits = &self.exec.config;
-        let mut request = match &spec.command {
-            ExecCommand::Shell(command) => {
-                check_text(&["command"], command, limits.max_command_bytes)?;
-                ExecRequest::shell(command.clone())
-            }
-            ExecCommand::Argv(argv) => {
-                if argv.is_empty() || argv.len() > limits.max_argv_items {
-                    return Err(ServiceError::invalid(
-                        &["argv"],
-                        format!("argv must have 1 to {} items", limits.max_argv_items),
-                        "value_error",
-                    ));
-                }
-                let total: usize = argv.iter().map(|a| a.len() + 1).sum();
-                if total > limits.max_command_bytes || argv.iter().any(|a| a.contains('\0')) {
-                    return Err(ServiceError::invalid(
-                        &["argv"],
-                        format!(
-                            "argv must be at most {} bytes in all, without NUL",
-                            limits.max_command_bytes
-                        ),
-                        "value_error",
-                    ));
-                }
-                if argv[0].is_empty() {
-                    return Err(ServiceError::invalid(
-                        &["argv", "0"],
-                        "the program must not be empty",
-                        "value_error",
-                    ));
-                }
-                ExecRequest::argv(argv.clone())
-            }
-        };
-        let timeout = spec.timeout_secs.unwrap_or(limits.default_timeout_secs);
-        if timeout == 0 || timeout > limits.max_timeout_secs {
-            return Err(ServiceError::invalid(
-                &["timeout_secs"],
-                format!(
-                    "Input should be between 1 and {} (seconds)",
-                    limits.max_timeout_secs
-                ),
-                "less_than_equal",
-            ));
-        }
-        request.timeout_ms = u64::from(timeout) * 1000;
-        request.max_output_bytes = self.exec.max_output_bytes as u64;
-        if let Some(cwd) = &spec.cwd {
-            check_text(&["cwd"], cwd, MAX_CWD_BYTES)?;
-            request.cwd = Some(cwd.clone());
-        }
-        check_env(&spec.env, limits)?;
-        request.env = spec.env.clone();
-        if let Some(stdin) = &spec.stdin {
-            if stdin.len() > limits.max_stdin_bytes {
-                return Err(ServiceError::invalid(
-                    &["stdin"],
-                    format!("stdin must be at most {} bytes", limits.max_stdin_bytes),
-                    "value_error",
-                ));
-            }
-            request.stdin = Some(Binary(stdin.clone()));
-        }
-        Ok(request)
-    }
-}
-
-fn check_text(field: &[&str], text: &str, max: usize) -> ServiceResult<()> {
-    if text.is_empty() || text.len() > max || text.contains('\0') {
-        return Err(ServiceError::invalid(
-            field,
-            format!("must be 1 to {max} bytes, without NUL"),
-            "value_error",
-        ));
-    }
-    Ok(())
-}
-
-fn check_env(env: &BTreeMap<String, String>, limits: &ExecConfig) -> ServiceResult<()> {
-    let total: usize = env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
-    if env.len() > limits.max_env_vars || total > limits.max_env_bytes {
-        return Err(ServiceError::invalid(
-            &["env"],
-            format!(
-                "at most {} variables and {} bytes in all",
-                limits.max_env_vars, limits.max_env_bytes
-            ),
-            "value_error",
-        ));
-    }
-    for (name, value) in env {
-        let bad_name = name.is_empty() || name.contains(['=', '\0']);
-        if bad_name || value.contains('\0') {
-            return Err(ServiceError::invalid(
-                &["env", name.as_str()],
-                "a name is non-empty without '=' or NUL; a value has no NUL",
-                "value_error",
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// One exec, run to its end in a task of its own.
-struct ExecTask {
-    store: Arc<dyn Store>,
-    hub: Arc<ExecHub>,
-    live: Arc<LiveExec>,
-    exec_id: String,
-    request: ExecRequest,
-}
-
-impl ExecTask {
-    async fn run_sync(self) -> ServiceResult<InstanceExecRecord> {
-        let result = self
-            .live
-            .runtime
-            .exec(&self.live.sandbox, self.request.clone())
-            .await;
-        let finish = finish_of(result, self.hub.max_output_bytes);
-        let stored = self.store_finish(&finish).await;
-        self.hub.ended(&self.exec_id);
-        stored
-    }
-
-    async fn run_streamed(self, mut writer: SpoolWriter) {
-        let result = {
-            let live = &self.live;
-            let exec_id = &self.exec_id;
-            let writer = &mut writer;
-            let mut sink = |event: ExecEvent| match event {
-                ExecEvent::Started { exec_id: id, .. } => {
-                    *live.agent_exec.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
-                    writer.start(exec_id);
-                }
-                ExecEvent::Output { stream, data } => writer.output(stream, data.as_bytes()),
-            };
-            live.runtime
-                .exec_streaming(&live.sandbox, self.request.clone(), &mut sink)
-                .await
-        };
-        let finish = finish_of(result, self.hub.max_output_bytes);
-        let _ = self.store_finish(&finish).await;
-        match &finish.error {
-            Some(message) => writer.finish(FrameKind::Error, json!({ "message": message })),
-            None => writer.finish(
-                FrameKind::Exit,
-                json!({
-                    "status": finish.status.as_str(),
-                    "exit_code": finish.exit_code,
-                    "signal": finish.signal,
-                    "timed_out": finish.status == ExecStatus::TimedOut,
-                    "duration_ms": finish.duration_ms,
-                }),
-            ),
-        }
-        // Only now: a reader that finds the exec gone reads a complete spool.
-        self.hub.ended(&self.exec_id);
-    }
-
-    /// Stores the outcome (before the stream's last frame, so a client that saw it finds
-    /// the exec ended).
-    async fn store_finish(&self, finish: &ExecFinish) -> ServiceResult<InstanceExecRecord> {
-        let stored = self.store.finish_instance_exec(&self.exec_id, finish).await;
-        match stored {
-            Ok(Some(record)) => Ok(record),
-            Ok(None) => Err(ServiceError::Internal(format!(
-                "exec {} was finished twice",
-                self.exec_id
-            ))),
-            Err(e) => {
-                tracing::warn!(exec_id = %self.exec_id, error = %e, "cannot store an exec's outcome");
-                Err(e.into())
-            }
-        }
-    }
-}
-
-fn finish_of(result: Result<ExecDone, RuntimeError>, max_output: usize) -> ExecFinish {
-    let now = Utc::now();
-    match result {
-        Ok(done) => ExecFinish {
-            status: if done.timed_out {
-                ExecStatus::TimedOut
-            } else {
-                ExecStatus::Exited
-            },
-            exit_code: Some(if done.timed_out { 124 } else { done.exit_code }),
-            signal: done.signal,
-            stdout: done.stdout_marked(max_output as u64),
-            stderr: done.stderr_marked(max_output as u64),
-            truncated: done.stdout_truncated_bytes > 0 || done.stderr_truncated_bytes > 0,
-            duration_ms: Some(done.duration_ms),
-            error: None,
-            finished_at: now,
-        },
-        Err(e) => {
-            let error = match e.agent_error() {
-                Some(agent) => agent.message.clone(),
-                None => {
-                    tracing::warn!(error = %e, "an instance exec failed in the infrastructure");
-                    format!("infrastructure failure: {e}")
-                }
-            };
-            ExecFinish {
-                status: ExecStatus::Failed,
-                exit_code: None,
-                signal: None,
-                stdout: String::new(),
-                stderr: String::new(),
-                truncated: false,
-                duration_ms: None,
-                error: Some(error),
-                finished_at: now,
-            }
         }
     }
 }
