@@ -644,3 +644,38 @@ async fn running_execs_are_bounded_and_a_closed_instance_ends_its_streams() {
     assert_eq!(status, 200);
     assert_eq!(page["items"][0]["exec_id"], exec_id.as_str());
 }
+
+/// A restart cuts off what the server was running: such execs are `failed`, with why;
+/// the instance (adopted) runs new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_fails_the_execs_it_cut_off() {
+    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
+        return;
+    };
+    let key = s.admin_key.clone();
+    let id = create_ready(&s, &key).await;
+    let (status, started) = exec(
+        &s,
+        &key,
+        &id,
+        json!({"command": "sleep 1000", "background": true}),
+    )
+    .await;
+    assert_eq!(status, 202, "{started}");
+    let exec_id = started["exec_id"].as_str().expect("id").to_string();
+
+    let s = s.restart(false).await;
+    let (status, got) = s
+        .v1_as(
+            &key,
+            Method::GET,
+            &format!("/instances/{id}/exec/{exec_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["status"], "failed", "{got}");
+    assert_eq!(got["error"], "cut off by a server restart");
+    let done = run(&s, &key, &id, json!({"command": "echo again"})).await;
+    assert_eq!(done["stdout"], "again\n", "{done}");
+}
