@@ -646,10 +646,11 @@ async fn running_execs_are_bounded_and_a_closed_instance_ends_its_streams() {
 }
 
 /// A restart cuts off what the server was running: such execs are `failed`, with why;
-/// the instance (adopted) runs new ones.
+/// the instance (adopted) runs new ones. (Also: spools beyond `max_stream_disk_bytes`
+/// refuse new streams.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_fails_the_execs_it_cut_off() {
-    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
+    let Some(s) = sandbox::start_if_possible(|c| c.exec.max_stream_disk_bytes = 1).await else {
         return;
     };
     let key = s.admin_key.clone();
@@ -663,6 +664,22 @@ async fn a_restart_fails_the_execs_it_cut_off() {
     .await;
     assert_eq!(status, 202, "{started}");
     let exec_id = started["exec_id"].as_str().expect("id").to_string();
+    // Its spool (1 byte allowed for all) leaves no room for another stream.
+    let started = Instant::now();
+    loop {
+        let (status, body) = exec(
+            &s,
+            &key,
+            &id,
+            json!({"command": "true", "background": true}),
+        )
+        .await;
+        if status == 503 {
+            assert_error(status, &body, 503, "unavailable");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{body}");
+    }
 
     let s = s.restart(false).await;
     let (status, got) = s

@@ -25,6 +25,9 @@ pub struct ExecConfig {
     /// Most bytes of one exec's stream spooled on the server for (re)connecting clients;
     /// output past it is not streamed (an `error` frame says so), the command runs on.
     pub max_stream_bytes: u64,
+    /// Spools of all execs together, on this server's disk: past it, new background and
+    /// streamed execs are refused (503) until old spools expire.
+    pub max_stream_disk_bytes: u64,
     /// How long a finished exec's stream stays on the server for reconnects.
     pub stream_retention_secs: u64,
     /// Interval of keep-alive comments on an idle stream.
@@ -43,6 +46,7 @@ impl Default for ExecConfig {
             max_stdin_bytes: 10 * 1024 * 1024,
             max_running_per_instance: 32,
             max_stream_bytes: 256 * 1024 * 1024,
+            max_stream_disk_bytes: 8 * 1024 * 1024 * 1024,
             stream_retention_secs: 3600,
             keep_alive_secs: 15,
         }

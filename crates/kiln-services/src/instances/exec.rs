@@ -331,6 +331,13 @@ impl InstanceService {
 
     fn create_spool(&self, exec_id: &str, session: &SessionRecord) -> ServiceResult<SpoolWriter> {
         let dir = &self.exec.spool_dir;
+        let cap = self.exec.config.max_stream_disk_bytes;
+        if self.exec.spool_disk_used() >= cap {
+            return Err(ServiceError::Unavailable(format!(
+                "the streams of running and recent execs fill their {cap} bytes on this server: \
+                 retry later, or run the command synchronously"
+            )));
+        }
         std::fs::create_dir_all(dir)
             .map_err(|e| ServiceError::Internal(format!("cannot create {}: {e}", dir.display())))?;
         let path = spool_path(dir, exec_id);

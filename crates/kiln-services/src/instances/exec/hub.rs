@@ -80,6 +80,18 @@ impl ExecHub {
         }
     }
 
+    /// Bytes the spools take on disk now.
+    pub(super) fn spool_disk_used(&self) -> u64 {
+        let Ok(entries) = std::fs::read_dir(&self.spool_dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
     pub(super) async fn signal(&self, exec_id: &str, signal: i32) -> ServiceResult<()> {
         let live = self.live().get(exec_id).cloned();
         let Some(live) = live else {
