@@ -76,37 +76,27 @@ async fn follow(
     response: &mut reqwest::Response,
     last_id: &mut Option<String>,
 ) -> anyhow::Result<Option<ExitCode>> {
-    let mut buf: Vec<u8> = Vec::new();
+    let mut parser = SseParser::default();
     loop {
-        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
-            let block: Vec<u8> = buf.drain(..end + 2).collect();
-            let (mut event, mut id, mut data) = (None, None, String::new());
-            for line in String::from_utf8_lossy(&block).lines() {
-                if let Some(v) = line.strip_prefix("event: ") {
-                    event = Some(v.to_string());
-                } else if let Some(v) = line.strip_prefix("id: ") {
-                    id = Some(v.to_string());
-                } else if let Some(v) = line.strip_prefix("data: ") {
-                    data.push_str(v);
-                }
+        while let Some(frame) = parser.next_frame() {
+            if frame.id.is_some() {
+                last_id.clone_from(&frame.id);
             }
-            if id.is_some() {
-                *last_id = id;
-            }
-            let data: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
-            match event.as_deref() {
-                Some("stdout") => write_out(&mut std::io::stdout(), &data)?,
-                Some("stderr") => write_out(&mut std::io::stderr(), &data)?,
+            match frame.event.as_deref() {
+                Some("stdout") => write_out(&mut std::io::stdout(), &frame.data)?,
+                Some("stderr") => write_out(&mut std::io::stderr(), &frame.data)?,
                 Some("exit") => {
-                    if data["timed_out"] == true {
+                    if frame.data["timed_out"] == true {
                         eprintln!("kiln: the command timed out and was killed");
                     }
-                    let code = data["exit_code"].as_i64().unwrap_or(1);
-                    return Ok(Some(ExitCode::from(u8::try_from(code).unwrap_or(1))));
+                    return Ok(Some(exit_code(&frame.data)));
                 }
                 Some("error") => {
-                    eprintln!("kiln: {}", data["message"].as_str().unwrap_or("error"));
-                    if data["final"] != false {
+                    eprintln!(
+                        "kiln: {}",
+                        frame.data["message"].as_str().unwrap_or("error")
+                    );
+                    if frame.data["final"] != false {
                         return Ok(Some(ExitCode::FAILURE));
                     }
                 }
@@ -114,10 +104,57 @@ async fn follow(
             }
         }
         match response.chunk().await {
-            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+            Ok(Some(chunk)) => parser.push(&chunk),
             Ok(None) | Err(_) => return Ok(None),
         }
     }
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, PartialEq)]
+struct SseFrame {
+    event: Option<String>,
+    id: Option<String>,
+    data: Value,
+}
+
+/// Splits a byte stream into events, whatever the chunking.
+#[derive(Default)]
+struct SseParser {
+    buf: Vec<u8>,
+}
+
+impl SseParser {
+    fn push(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// The next complete event (comments and keep-alives come out with no event name).
+    fn next_frame(&mut self) -> Option<SseFrame> {
+        let end = self.buf.windows(2).position(|w| w == b"\n\n")?;
+        let block: Vec<u8> = self.buf.drain(..end + 2).collect();
+        let (mut event, mut id, mut data) = (None, None, String::new());
+        for line in String::from_utf8_lossy(&block).lines() {
+            if let Some(v) = line.strip_prefix("event: ") {
+                event = Some(v.to_string());
+            } else if let Some(v) = line.strip_prefix("id: ") {
+                id = Some(v.to_string());
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                data.push_str(v);
+            }
+        }
+        Some(SseFrame {
+            event,
+            id,
+            data: serde_json::from_str(&data).unwrap_or(Value::Null),
+        })
+    }
+}
+
+/// The command's exit code as ours (1 when it does not fit: a signal's 128 + n does).
+fn exit_code(exit: &Value) -> ExitCode {
+    let code = exit["exit_code"].as_i64().unwrap_or(1);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 fn write_out(out: &mut impl Write, data: &Value) -> anyhow::Result<()> {
@@ -129,4 +166,39 @@ fn write_out(out: &mut impl Write, data: &Value) -> anyhow::Result<()> {
     out.write_all(&bytes)?;
     out.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_found_across_any_chunking() {
+        let wire = b"event: start\nid: 20\ndata: {\"exec_id\":\"e\"}\n\n:keep-alive\n\n\
+event: stdout\nid: 31\ndata: {\"base64\":\"/w==\"}\n\n";
+        for size in [1, 2, 7, wire.len()] {
+            let mut parser = SseParser::default();
+            let mut frames = Vec::new();
+            for chunk in wire.chunks(size) {
+                parser.push(chunk);
+                while let Some(frame) = parser.next_frame() {
+                    frames.push(frame);
+                }
+            }
+            let named: Vec<_> = frames.iter().filter(|f| f.event.is_some()).collect();
+            assert_eq!(named.len(), 2, "chunks of {size}");
+            assert_eq!(named[0].id.as_deref(), Some("20"));
+            assert_eq!(named[1].data, json!({"base64": "/w=="}));
+            let mut out = Vec::new();
+            write_out(&mut out, &named[1].data).expect("write");
+            assert_eq!(out, [0xff]);
+        }
+    }
+
+    #[test]
+    fn the_exit_code_is_the_commands() {
+        assert_eq!(exit_code(&json!({"exit_code": 7})), ExitCode::from(7));
+        assert_eq!(exit_code(&json!({"exit_code": 137})), ExitCode::from(137));
+        assert_eq!(exit_code(&json!({"exit_code": null})), ExitCode::from(1));
+    }
 }
