@@ -185,6 +185,9 @@ pub(crate) async fn serve_router(
             tracing::debug!(%peer, "connection refused: over the connection cap");
             continue;
         };
+        // Streamed responses (SSE) write small frames after the head: with Nagle on, each
+        // waits for the client's delayed ACK of the previous one (≈ 40 ms).
+        let _ = stream.set_nodelay(true);
         let service = AddExtension::new(app.clone(), ConnectInfo(peer));
         let activity = Activity::default();
         let io = TokioIo::new(Tracked {

@@ -7,6 +7,8 @@ use clap::{Args, Subcommand};
 use kiln_config::Config;
 use serde_json::{json, Value};
 
+mod exec_stream;
+
 #[derive(Args)]
 pub struct Server {
     /// The API's base URL [default: http://<listen>/api/v1].
@@ -217,8 +219,12 @@ pub async fn exec(
     session: &str,
     timeout: Option<u32>,
     command: &[String],
+    stream: bool,
 ) -> anyhow::Result<ExitCode> {
     let client = Client::new(config, server)?;
+    if stream {
+        return exec_stream::run(&client, session, timeout, command).await;
+    }
     let mut body = json!({"command": command.join(" ")});
     if let Some(t) = timeout {
         body["command_timeout"] = json!(t);

@@ -98,6 +98,10 @@ enum Command {
         /// Seconds before the command is killed (exit code 124).
         #[arg(long)]
         timeout: Option<u32>,
+        /// Through the instance API's stream: output as it comes (resumed if the
+        /// connection drops), beside the session's own commands.
+        #[arg(long)]
+        stream: bool,
         /// The command (joined with spaces and run by bash).
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -287,8 +291,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             server,
             session,
             timeout,
+            stream,
             command,
-        } => client::exec(&config, server, &session, timeout, &command).await,
+        } => client::exec(&config, server, &session, timeout, &command, stream).await,
         Command::Snapshot { server, command } => {
             snapshots::snapshot(&config, server, command).await
         }

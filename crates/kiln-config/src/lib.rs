@@ -7,6 +7,7 @@
 mod agent_jobs;
 mod auth;
 mod billing;
+mod exec;
 mod files;
 mod github;
 mod instances;
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 pub use agent_jobs::{AgentConfig, AgentJobsConfig};
 pub use auth::AuthConfig;
 pub use billing::{BillingConfig, StripeConfig};
+pub use exec::ExecConfig;
 pub use files::{FilesConfig, MAX_FILE_WRITE_BYTES};
 pub use github::GithubConfig;
 pub use instances::InstancesConfig;
@@ -83,6 +85,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     pub ports: PortsConfig,
     pub snapshots: SnapshotsConfig,
+    /// `[exec]`: commands of the instance API.
+    pub exec: ExecConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -115,6 +119,7 @@ impl Default for Config {
             webhooks: WebhooksConfig::default(),
             ports: PortsConfig::default(),
             snapshots: SnapshotsConfig::default(),
+            exec: ExecConfig::default(),
         }
     }
 }

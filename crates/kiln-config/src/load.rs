@@ -76,6 +76,7 @@ impl Config {
         self.billing.check()?;
         self.agent_jobs.check()?;
         self.github.check()?;
+        self.exec.check()?;
         self.server.check(self.sessions.long_poll_secs)?;
         self.limits.check()?;
         self.files.check()?;

@@ -9,6 +9,7 @@
 
 mod agent_job_model;
 mod billing_model;
+mod exec_model;
 mod model;
 mod port_forward_model;
 mod session_model;
@@ -17,6 +18,7 @@ mod webhook_model;
 
 pub use agent_job_model::*;
 pub use billing_model::*;
+pub use exec_model::*;
 pub use model::*;
 pub use port_forward_model::*;
 pub use session_model::*;

@@ -143,7 +143,8 @@ impl Kiln {
         let instances = InstanceService::new(store.clone(), sessions.clone(), sandboxes.clone())
             .with_config(config.instances.clone())
             .with_ports(config.ports.clone())
-            .with_snapshot_config(config.snapshots.clone());
+            .with_snapshot_config(config.snapshots.clone())
+            .with_exec(config.exec.clone(), data_dir.join("exec-streams"));
         let billing = BillingService::new(store.clone(), config.billing.clone());
         let github = Arc::new(GithubService::new(
             store.clone(),
@@ -198,6 +199,7 @@ impl Kiln {
         }
         report.sessions_unavailable = self.sessions.unavailable_reason();
         report.recovery = self.sessions.recover().await?;
+        self.instances.recover_execs().await?;
         // After the sessions' recovery, which removes sandboxes nobody knows (theirs too).
         let interrupted = self.agent_jobs.recover().await?;
         if interrupted > 0 {

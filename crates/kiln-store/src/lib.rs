@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 pub use error::StoreError;
 pub use kiln_domain::*;
+pub use traits::ExecStore;
 pub use traits::PortForwardStore;
 pub use traits::SnapshotStore;
 pub use traits::WebhookStore;
@@ -38,6 +39,7 @@ pub use traits::{
 /// Every store trait, for code that calls store methods on a concrete store type (on an
 /// `Arc<dyn Store>` they are callable without imports).
 pub mod prelude {
+    pub use crate::traits::ExecStore;
     pub use crate::traits::PortForwardStore;
     pub use crate::traits::SnapshotStore;
     pub use crate::traits::WebhookStore;

@@ -10,6 +10,7 @@ mod billing;
 mod catalog;
 pub mod dialect;
 mod github;
+mod instance_execs;
 mod instances;
 mod interactions;
 mod jobs;

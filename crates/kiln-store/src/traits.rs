@@ -47,6 +47,7 @@ pub trait Store:
     + WebhookStore
     + PortForwardStore
     + SnapshotStore
+    + ExecStore
     + 'static
 {
 }
@@ -63,6 +64,7 @@ impl<T> Store for T where
         + WebhookStore
         + PortForwardStore
         + SnapshotStore
+        + ExecStore
         + ?Sized
         + 'static
 {
@@ -562,4 +564,35 @@ pub trait SnapshotStore: Send + Sync {
         old_sandbox: &str,
         new_sandbox: &str,
     ) -> Result<Option<SessionRecord>>;
+}
+
+/// Commands run through the instance API (`/v1/instances/{id}/exec`), table `instance_execs`.
+#[async_trait]
+pub trait ExecStore: Send + Sync {
+    /// Stores a `running` exec. `Missing` for an unknown session or user.
+    async fn insert_instance_exec(
+        &self,
+        exec: &crate::NewInstanceExec,
+    ) -> Result<crate::InstanceExecRecord>;
+    /// Ends a running exec; `None` if it is not running (already finished, or unknown).
+    async fn finish_instance_exec(
+        &self,
+        exec_id: &str,
+        finish: &crate::ExecFinish,
+    ) -> Result<Option<crate::InstanceExecRecord>>;
+    async fn get_instance_exec(
+        &self,
+        session_id: &str,
+        exec_id: &str,
+    ) -> Result<Option<crate::InstanceExecRecord>>;
+    /// An instance's execs, newest first (`created_at`, then `exec_id`), after `after`.
+    async fn list_instance_execs(
+        &self,
+        session_id: &str,
+        after: Option<&crate::ExecCursor>,
+        limit: u64,
+    ) -> Result<Vec<crate::InstanceExecRecord>>;
+    /// Start-up: every exec still `running` was cut off by the restart; they fail with
+    /// `error`. Returns how many.
+    async fn fail_running_instance_execs(&self, error: &str, at: DateTime<Utc>) -> Result<u64>;
 }

@@ -5,9 +5,11 @@
 //! reach a sandbox through [`InstanceService::sandbox`], which is where ownership and
 //! readiness are checked, once.
 mod crud;
+pub mod exec;
 pub mod files;
 pub mod snapshots;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use kiln_config::InstancesConfig;
@@ -33,6 +35,7 @@ pub struct InstanceService {
     ports: Arc<ports::PortRegistry>,
     /// `[snapshots]`: quotas, fork size, GC interval (`snapshots.rs`).
     snapshot_config: kiln_config::SnapshotsConfig,
+    exec: Arc<exec::ExecHub>,
 }
 
 /// A running instance's sandbox, reached by its owner.
@@ -48,6 +51,11 @@ impl InstanceService {
         sessions: Arc<SessionService>,
         sandboxes: Arc<Sandboxes>,
     ) -> Self {
+        let exec = exec::ExecHub::new(
+            kiln_config::ExecConfig::default(),
+            sessions.config().max_output_bytes,
+            std::env::temp_dir().join("kiln-exec-streams"),
+        );
         Self {
             store,
             config: InstancesConfig::default(),
@@ -55,6 +63,7 @@ impl InstanceService {
             sandboxes,
             ports: Arc::default(),
             snapshot_config: kiln_config::SnapshotsConfig::default(),
+            exec: Arc::new(exec),
         }
     }
 
@@ -89,6 +98,13 @@ impl InstanceService {
                 }
                 other => other,
             })
+    }
+
+    /// Exec limits from the configuration, streams spooled under `spool_dir`.
+    pub fn with_exec(mut self, config: kiln_config::ExecConfig, spool_dir: PathBuf) -> Self {
+        let max_output = self.sessions.config().max_output_bytes;
+        self.exec = Arc::new(exec::ExecHub::new(config, max_output, spool_dir));
+        self
     }
 
     /// The sandbox of `user_id`'s ready instance `instance_id`. Someone else's (or no)

@@ -13,6 +13,7 @@ mod billing;
 mod concurrency;
 mod github;
 mod harness;
+mod instance_execs;
 mod instances;
 mod interactions;
 mod migration_0008;
@@ -101,6 +102,7 @@ on_both_backends!(
     agent_jobs::agent_job_errors_keep_their_message_and_ids_are_checked,
     agent_jobs::agent_jobs_paginate_newest_first_by_cursor,
     agent_jobs::racing_agent_job_finishes_have_one_winner,
+    instance_execs::instance_execs_finish_once_and_list_newest_first,
     github::github_profile_updates_touch_only_login_and_name,
     github::github_tokens_are_kept_per_user_and_replaced,
     webhooks::webhooks_fan_out_and_are_limited,

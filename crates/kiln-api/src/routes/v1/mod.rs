@@ -8,6 +8,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::AppState;
 
 pub mod exec;
+mod exec_models;
 pub mod files;
 pub mod files_models;
 pub mod instances;
