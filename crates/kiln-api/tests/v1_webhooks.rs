@@ -741,6 +741,114 @@ async fn a_sessions_life_arrives_signed_in_order_of_events() {
     );
 }
 
+/// Snapshots and forks are announced too: `snapshot.created`, `session.forked` (with the
+/// forks' ids), a `session.created` per fork, `snapshot.restored` and `snapshot.deleted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_and_forks_are_announced() {
+    let Some(s) = sandbox::start_if_possible(fast).await else {
+        return;
+    };
+    let key = s.admin_key.clone();
+    let id = sandbox::create_ready(&s, &key).await;
+    let receiver = Receiver::start(Answer::Ok).await;
+    let events = json!([
+        "snapshot.created",
+        "snapshot.restored",
+        "snapshot.deleted",
+        "session.forked",
+        "session.created"
+    ]);
+    let (_hook, secret) = create_hook(&s, &key, &receiver.url, events).await;
+
+    let (status, snap) = s
+        .v1_as(
+            &key,
+            Method::POST,
+            &format!("/instances/{id}/snapshots"),
+            Some(&json!({"name": "before"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{snap}");
+    let snapshot_id = snap["snapshot_id"]
+        .as_str()
+        .expect("snapshot id")
+        .to_string();
+    let (status, forked) = s
+        .v1_as(
+            &key,
+            Method::POST,
+            &format!("/instances/{id}/fork"),
+            Some(&json!({"count": 2})),
+        )
+        .await;
+    assert_eq!(status, 201, "{forked}");
+    let (status, restored) = s
+        .v1_as(
+            &key,
+            Method::POST,
+            &format!("/instances/{id}/snapshots/{snapshot_id}/restore"),
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{restored}");
+    let (status, deleted) = s
+        .v1_as(
+            &key,
+            Method::DELETE,
+            &format!("/instances/{id}/snapshots/{snapshot_id}"),
+            None,
+        )
+        .await;
+    assert!(status == 200 || status == 204, "{status} {deleted}");
+
+    // created, forked, 2 × session.created, restored, deleted
+    let got = receiver.wait_for(6).await;
+    let events: Vec<Value> = got
+        .iter()
+        .map(|r| {
+            assert_signed(&secret, r);
+            serde_json::from_str(&r.body).expect("json")
+        })
+        .collect();
+    let of = |t: &str| -> Vec<&Value> {
+        events
+            .iter()
+            .filter(|e| e["type"] == t)
+            .map(|e| &e["data"])
+            .collect()
+    };
+    let created = of("snapshot.created");
+    assert_eq!(created.len(), 1, "{events:?}");
+    assert_eq!(created[0]["snapshot_id"], snapshot_id.as_str());
+    assert_eq!(created[0]["instance_id"], id.as_str());
+    assert_eq!(created[0]["name"], "before");
+    let forked_events = of("session.forked");
+    assert_eq!(forked_events.len(), 1, "{events:?}");
+    assert_eq!(forked_events[0]["session_id"], id.as_str());
+    let fork_ids: Vec<&str> = forked_events[0]["forks"]
+        .as_array()
+        .expect("forks")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(fork_ids.len(), 2, "{events:?}");
+    let new_sessions: Vec<&str> = of("session.created")
+        .iter()
+        .filter_map(|d| d["session_id"].as_str())
+        .collect();
+    for fork in &fork_ids {
+        assert!(
+            new_sessions.contains(fork),
+            "no session.created for {fork}: {events:?}"
+        );
+    }
+    let restored_events = of("snapshot.restored");
+    assert_eq!(restored_events.len(), 1, "{events:?}");
+    assert_eq!(restored_events[0]["restored_into"], id.as_str());
+    assert_eq!(restored_events[0]["new_instance"], false);
+    assert_eq!(of("snapshot.deleted").len(), 1, "{events:?}");
+}
+
 /// Not a check: numbers for the report. `cargo test -p kiln-api --test v1_webhooks --
 /// --ignored --nocapture webhook_numbers`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

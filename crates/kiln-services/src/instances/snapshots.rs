@@ -28,6 +28,7 @@ use crate::error::{ServiceError, ServiceResult};
 use crate::ids::new_id;
 use crate::sandboxes::Sandboxes;
 use crate::sessions::SessionService;
+use crate::webhooks::EventType;
 
 /// Longest snapshot name, in bytes.
 pub const MAX_NAME_BYTES: usize = 128;
@@ -87,7 +88,13 @@ impl InstanceService {
         };
         let inserted = self.store.insert_snapshot(&record, quota).await;
         let outcome = match inserted {
-            Ok(SnapshotInsert::Inserted(record)) => return Ok(record),
+            Ok(SnapshotInsert::Inserted(record)) => {
+                let data = crate::webhooks::snapshot_data(&record);
+                self.sessions
+                    .publish(user_id, EventType::SnapshotCreated, data)
+                    .await;
+                return Ok(record);
+            }
             Ok(SnapshotInsert::OverQuota(usage)) => over_quota(usage, quota),
             Err(StoreError::Conflict("name")) => name_taken(instance_id, &record.name),
             Err(e) => e.into(),
@@ -138,7 +145,7 @@ impl InstanceService {
         instance_id: &str,
         snapshot_id: &str,
     ) -> ServiceResult<bool> {
-        self.get_snapshot(user_id, instance_id, snapshot_id).await?;
+        let snapshot = self.get_snapshot(user_id, instance_id, snapshot_id).await?;
         if self
             .store
             .mark_snapshot_deleted(snapshot_id, Utc::now())
@@ -147,6 +154,10 @@ impl InstanceService {
         {
             return Err(ServiceError::not_found(format!("snapshot {snapshot_id}")));
         }
+        let data = crate::webhooks::snapshot_data(&snapshot);
+        self.sessions
+            .publish(user_id, EventType::SnapshotDeleted, data)
+            .await;
         self.snapshot_gc().run().await;
         let now = self.store.get_snapshot(snapshot_id).await?;
         Ok(now.is_some_and(|s| s.purged_at.is_some()))
@@ -244,13 +255,39 @@ impl InstanceService {
         self.store
             .mark_snapshot_deleted(&snapshot_id, Utc::now())
             .await?;
-        if forks.is_err() {
-            self.snapshot_gc().run().await;
+        match &forks {
+            Ok(made) => {
+                let ids: Vec<&str> = made.iter().map(|f| f.session_id.as_str()).collect();
+                let data = serde_json::json!({"session_id": instance_id, "forks": ids});
+                self.sessions
+                    .publish(user_id, EventType::SessionForked, data)
+                    .await;
+            }
+            Err(_) => {
+                self.snapshot_gc().run().await;
+            }
         }
         forks
     }
 
+    /// Restores `snapshot` and tells the owner's webhooks (`snapshot.restored`).
     async fn restore_record(
+        &self,
+        user_id: &str,
+        snapshot: &SnapshotRecord,
+        new_instance: bool,
+    ) -> ServiceResult<Restored> {
+        let restored = self.restore_into(user_id, snapshot, new_instance).await?;
+        let mut data = crate::webhooks::snapshot_data(snapshot);
+        data["restored_into"] = restored.instance.session_id.clone().into();
+        data["new_instance"] = new_instance.into();
+        self.sessions
+            .publish(user_id, EventType::SnapshotRestored, data)
+            .await;
+        Ok(restored)
+    }
+
+    async fn restore_into(
         &self,
         user_id: &str,
         snapshot: &SnapshotRecord,

@@ -11,6 +11,7 @@ use kiln_store::{NewSession, SessionLimits, SessionRecord};
 use super::{sample_limits, Readiness, SessionService};
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::new_id;
+use crate::webhooks::EventType;
 
 impl SessionService {
     /// Starts `count` sessions of `parent`'s user and sample from `snapshot` (the runtime's
@@ -63,6 +64,7 @@ impl SessionService {
             match self.insert_fork(parent, &id, source, &limits, ttl).await {
                 Ok(record) => {
                     self.metrics.session_created();
+                    self.announce(EventType::SessionCreated, &record).await;
                     let live = self.start_worker(&record, Readiness::Creating);
                     let this = Arc::clone(self);
                     let session = record.clone();

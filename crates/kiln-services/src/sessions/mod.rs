@@ -141,6 +141,19 @@ impl SessionService {
         let _ = self.events.set(events);
     }
 
+    /// Publishes an event of another area (snapshots, forks) to `user_id`'s webhooks,
+    /// through the same outbox as the session events.
+    pub(crate) async fn publish(
+        &self,
+        user_id: &str,
+        event: crate::webhooks::EventType,
+        data: serde_json::Value,
+    ) {
+        if let Some(events) = self.events.get() {
+            events.publish(user_id, event, data).await;
+        }
+    }
+
     /// Publishes `event` about `session` (stored as it is now) to its owner's webhooks.
     async fn announce(&self, event: crate::webhooks::EventType, session: &SessionRecord) {
         if let Some(events) = self.events.get() {

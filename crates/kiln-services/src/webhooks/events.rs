@@ -36,6 +36,10 @@ event_types! {
     SessionError => "session.error",
     VerificationCompleted => "verification.completed",
     VerificationError => "verification.error",
+    SnapshotCreated => "snapshot.created",
+    SnapshotDeleted => "snapshot.deleted",
+    SnapshotRestored => "snapshot.restored",
+    SessionForked => "session.forked",
     WebhookTest => "webhook.test",
 }
 
@@ -172,6 +176,19 @@ pub fn session_data(session: &SessionRecord) -> Value {
         "ended_at": session.ended_at,
         "error_code": session.error_code,
         "error_message": session.error_message,
+    })
+}
+
+/// What a `snapshot.*` event says of the snapshot (or checkpoint).
+pub fn snapshot_data(snapshot: &kiln_store::SnapshotRecord) -> Value {
+    json!({
+        "snapshot_id": snapshot.snapshot_id,
+        "instance_id": snapshot.instance_id,
+        "parent_snapshot_id": snapshot.parent_snapshot_id,
+        "name": snapshot.name,
+        "kind": snapshot.kind.as_str(),
+        "size_bytes": snapshot.size_bytes,
+        "created_at": snapshot.created_at,
     })
 }
 

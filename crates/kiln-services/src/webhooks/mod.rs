@@ -23,7 +23,7 @@ use crate::outbound::OutboundPolicy;
 use crate::secret_box::SecretBox;
 
 pub use backoff::delay as backoff_delay;
-pub use events::{session_data, verification_data, EventType, Events};
+pub use events::{session_data, snapshot_data, verification_data, EventType, Events};
 
 /// The configuration key named when a URL is refused for its address.
 const ALLOW_KEY: &str = "webhooks.allowed_internal_hosts";
