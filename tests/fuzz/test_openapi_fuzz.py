@@ -49,18 +49,19 @@ def _key_works(server, key: str) -> bool:
 
 @pytest.fixture(scope="module")
 def keys(fuzz_server):
-    # Both minted first: the fuzzer creates keys too, up to the per-user limit.
-    return {name: _mint_key(fuzz_server, f"fuzz-{name}") for name in ("all", "revoke")}
+    # All minted first: the fuzzer creates keys too, up to the per-user limit.
+    return {name: _mint_key(fuzz_server, f"fuzz-{name}") for name in ("all", "revoke", "v1")}
 
 
-def _fuzz(server, key, tmp_path, name: str, *selection: str, revokes_its_key=False):
+def _fuzz(server, key, tmp_path, name: str, *selection: str, revokes_its_key=False,
+          document=None):
     seed = os.environ.get("KILN_FUZZ_SEED") or str(random.randrange(1 << 32))
     examples = os.environ.get("KILN_FUZZ_MAX_EXAMPLES", "60")
     assert _key_works(server, key)
     env = {**os.environ, "KILN_FUZZ_API_KEY": key}
     command = [
         _schemathesis(), "--no-color", "--config-file", str(HERE / "schemathesis.toml"),
-        "run", f"{server['base_url']}/openapi.json",
+        "run", document or f"{server['base_url']}/openapi.json",
         "--checks", CHECKS, "--max-examples", examples, "--seed", seed,
         "--workers", "2", "--request-timeout", "30", "--continue-on-failure",
         "--report", "junit", "--report-junit-path", str(tmp_path / f"{name}.xml"),
@@ -85,3 +86,9 @@ def test_every_response_matches_the_openapi_document(fuzz_server, keys, tmp_path
 def test_key_revocation_matches_the_openapi_document(fuzz_server, keys, tmp_path):
     _fuzz(fuzz_server, keys["revoke"], tmp_path, "revoke", "--include-name", REVOKE,
           revokes_its_key=True)
+
+
+def test_the_instance_api_matches_its_openapi_document(fuzz_server, keys, tmp_path):
+    # `/v1` has its own document (`/v1/openapi.json`), beside `/api/v1`'s.
+    root = fuzz_server["base_url"].removesuffix("/api/v1")
+    _fuzz(fuzz_server, keys["v1"], tmp_path, "v1", document=f"{root}/v1/openapi.json")

@@ -20,6 +20,7 @@ pub struct ReadFileParams {
     pub path: String,
     /// `raw` (default): the bytes as `application/octet-stream`; `json`: a JSON object
     /// with the content as UTF-8 text or base64.
+    #[param(inline)]
     pub format: Option<ReadFormat>,
     /// First byte to read (default 0). Or use a `Range: bytes=a-b` header.
     pub offset: Option<u64>,
