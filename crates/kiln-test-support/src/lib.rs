@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod fake;
+pub mod mounts;
 pub mod postgres;
 
 use std::path::{Path, PathBuf};

@@ -316,6 +316,15 @@ impl TestServer {
     }
 }
 
+/// Unmounts everything under its directory when dropped (after the rest of `drop`).
+struct UnmountOnDrop(std::path::PathBuf);
+
+impl Drop for UnmountOnDrop {
+    fn drop(&mut self) {
+        kiln_test_support::mounts::unmount_all_under(&self.0);
+    }
+}
+
 impl Drop for TestServer {
     /// Also after a failed assertion: no sandbox may outlive its test. Drop cannot await,
     /// so Kiln is shut down on a thread with a runtime of its own. On PostgreSQL that
@@ -329,6 +338,9 @@ impl Drop for TestServer {
         if !self.shutdown_on_drop {
             return;
         }
+        // Then what the shutdown does not know of: pool disks mounted by a predecessor
+        // "crashed" in-process (`restart(false)`), whose refill thread outlived it.
+        let _unmount = UnmountOnDrop(self._dir.path().to_path_buf());
         let kiln = self.kiln.clone();
         std::thread::scope(|scope| {
             scope.spawn(|| {
