@@ -2,68 +2,16 @@
 //! sandboxes come from `FakeRuntime`: statuses and body shapes at the HTTP edge.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
-
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
-use axum::Router;
-use kiln_config::Config;
-use kiln_services::datasets::ImportRequest;
-use kiln_services::Kiln;
-use kiln_test_support::FakeRuntime;
+use axum::http::{header, StatusCode};
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
-const DATASET: &str = "test";
-const SAMPLE: &str = "test-1";
+mod inproc;
 
-struct App {
-    router: Router,
-    kiln: Arc<Kiln>,
-    fake: Arc<FakeRuntime>,
-    key: String,
-    _dir: tempfile::TempDir,
-}
-
-async fn app() -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        data_dir: dir.path().join("data"),
-        load_demo_dataset: false,
-        build_demo_images: false,
-        ..Config::default()
-    };
-    let fake = FakeRuntime::new();
-    let kiln = Kiln::open_with_runtime(config, fake.clone(), "fake")
-        .await
-        .unwrap();
-    let key = kiln.bootstrap().await.unwrap().admin_key.unwrap();
-    let record = json!({"instance_id": SAMPLE, "repo": "test/hello",
-        "base_commit": "0000000000000000000000000000000000000000",
-        "FAIL_TO_PASS": ["t1"], "PASS_TO_PASS": []})
-    .to_string();
-    kiln.datasets
-        .import(ImportRequest {
-            dataset: DATASET,
-            description: None,
-            version_description: None,
-            text: &record,
-            repos_dir: None,
-        })
-        .await
-        .unwrap();
-    let kiln = Arc::new(kiln);
-    App {
-        router: kiln_api::router(kiln.clone()),
-        kiln,
-        fake,
-        key,
-        _dir: dir,
-    }
-}
+use inproc::{app, App, DATASET, SAMPLE};
 
 impl App {
-    /// One request; the status and the body as JSON (`Null` when empty).
+    /// One request (`body`: JSON text, sent as it is, malformed or not); the status and
+    /// the body as JSON (`Null` when empty).
     async fn call(
         &self,
         method: &str,
@@ -71,22 +19,9 @@ impl App {
         key: Option<&str>,
         body: Option<&str>,
     ) -> (StatusCode, axum::http::HeaderMap, Value) {
-        let mut request = Request::builder().method(method).uri(uri);
-        if let Some(key) = key {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
-        }
-        if body.is_some() {
-            request = request.header(header::CONTENT_TYPE, "application/json");
-        }
-        let request = request
-            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-            .unwrap();
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
+        let content_type = body.map(|_| "application/json");
+        let bytes = body.unwrap_or_default().as_bytes().to_vec();
+        let (status, headers, bytes) = self.send(method, uri, key, content_type, bytes).await;
         let json = if bytes.is_empty() {
             Value::Null
         } else {

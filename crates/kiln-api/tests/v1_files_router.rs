@@ -2,56 +2,12 @@
 //! HTTP edge and the service add to the agent's answers, where sandboxes cannot run.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
-
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
-use axum::Router;
-use kiln_config::Config;
-use kiln_services::datasets::ImportRequest;
-use kiln_services::Kiln;
-use kiln_test_support::FakeRuntime;
+use axum::http::StatusCode;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
-struct App {
-    router: Router,
-    key: String,
-    _dir: tempfile::TempDir,
-}
+mod inproc;
 
-async fn app() -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        data_dir: dir.path().join("data"),
-        load_demo_dataset: false,
-        build_demo_images: false,
-        ..Config::default()
-    };
-    let kiln = Kiln::open_with_runtime(config, FakeRuntime::new(), "fake")
-        .await
-        .unwrap();
-    let key = kiln.bootstrap().await.unwrap().admin_key.unwrap();
-    let record = json!({"instance_id": "test-1", "repo": "test/hello",
-        "base_commit": "0000000000000000000000000000000000000000",
-        "FAIL_TO_PASS": ["t1"], "PASS_TO_PASS": []})
-    .to_string();
-    kiln.datasets
-        .import(ImportRequest {
-            dataset: "test",
-            description: None,
-            version_description: None,
-            text: &record,
-            repos_dir: None,
-        })
-        .await
-        .unwrap();
-    App {
-        router: kiln_api::router(Arc::new(kiln)),
-        key,
-        _dir: dir,
-    }
-}
+use inproc::{app, App};
 
 impl App {
     /// One request as the admin: status, headers, body bytes.
@@ -62,24 +18,8 @@ impl App {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(header::AUTHORIZATION, format!("Bearer {}", self.key));
-        if let Some(content_type) = content_type {
-            request = request.header(header::CONTENT_TYPE, content_type);
-        }
-        let response = self
-            .router
-            .clone()
-            .oneshot(request.body(Body::from(body)).unwrap())
+        self.send(method, uri, Some(&self.key), content_type, body)
             .await
-            .unwrap();
-        let (status, headers) = (response.status(), response.headers().clone());
-        let bytes = axum::body::to_bytes(response.into_body(), 64 << 20)
-            .await
-            .unwrap();
-        (status, headers, bytes.to_vec())
     }
 
     async fn json(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {

@@ -3,67 +3,22 @@
 //! reaper, and how the Codeset routes treat an instance made from an image.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
-
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
-use axum::Router;
-use kiln_config::Config;
-use kiln_services::datasets::ImportRequest;
-use kiln_services::Kiln;
-use kiln_test_support::FakeRuntime;
+use axum::http::StatusCode;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
-const DATASET: &str = "test";
-const SAMPLE: &str = "test-1";
 const IMAGE: &str = "kiln/busybox:1";
 
-struct App {
-    router: Router,
-    kiln: Arc<Kiln>,
-    fake: Arc<FakeRuntime>,
-    key: String,
-    _dir: tempfile::TempDir,
-}
+mod inproc;
 
+use inproc::{App, DATASET, SAMPLE};
+
+/// Disks up to 2 GiB, lifetimes up to two hours.
 async fn app() -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        data_dir: dir.path().join("data"),
-        load_demo_dataset: false,
-        build_demo_images: false,
-        ..Config::default()
-    };
-    config.runtime.max_disk_mib = 2048;
-    config.sessions.max_ttl_minutes = 120;
-    let fake = FakeRuntime::new();
-    let kiln = Kiln::open_with_runtime(config, fake.clone(), "fake")
-        .await
-        .unwrap();
-    let key = kiln.bootstrap().await.unwrap().admin_key.unwrap();
-    let record = json!({"instance_id": SAMPLE, "repo": "test/hello",
-        "base_commit": "0000000000000000000000000000000000000000",
-        "FAIL_TO_PASS": ["t1"], "PASS_TO_PASS": []})
-    .to_string();
-    kiln.datasets
-        .import(ImportRequest {
-            dataset: DATASET,
-            description: None,
-            version_description: None,
-            text: &record,
-            repos_dir: None,
-        })
-        .await
-        .unwrap();
-    let kiln = Arc::new(kiln);
-    App {
-        router: kiln_api::router(kiln.clone()),
-        kiln,
-        fake,
-        key,
-        _dir: dir,
-    }
+    inproc::app_with(|config| {
+        config.runtime.max_disk_mib = 2048;
+        config.sessions.max_ttl_minutes = 120;
+    })
+    .await
 }
 
 impl App {
@@ -74,26 +29,7 @@ impl App {
         uri: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(header::AUTHORIZATION, format!("Bearer {key}"));
-        if body.is_some() {
-            request = request.header(header::CONTENT_TYPE, "application/json");
-        }
-        let request = request
-            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-            .unwrap();
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        let json = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap()
-        };
+        let (status, _, json) = self.send_json(method, uri, Some(key), body.as_ref()).await;
         (status, json)
     }
 

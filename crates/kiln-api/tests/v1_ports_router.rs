@@ -3,82 +3,37 @@
 //! that ends is closed.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
-use axum::Router;
-use kiln_config::Config;
-use kiln_services::datasets::ImportRequest;
-use kiln_services::Kiln;
+use axum::http::StatusCode;
 use kiln_test_support::fake::ECHO_PORT;
-use kiln_test_support::FakeRuntime;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tower::ServiceExt;
 
-async fn app() -> (Router, Arc<Kiln>, String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        data_dir: dir.path().join("data"),
-        load_demo_dataset: false,
-        build_demo_images: false,
-        ..Config::default()
-    };
-    let kiln = Kiln::open_with_runtime(config, FakeRuntime::new(), "fake")
-        .await
-        .unwrap();
-    let key = kiln.bootstrap().await.unwrap().admin_key.unwrap();
-    let record = json!({"instance_id": "test-1", "repo": "test/hello",
-        "base_commit": "0000000000000000000000000000000000000000",
-        "FAIL_TO_PASS": ["t1"], "PASS_TO_PASS": []})
-    .to_string();
-    kiln.datasets
-        .import(ImportRequest {
-            dataset: "test",
-            description: None,
-            version_description: None,
-            text: &record,
-            repos_dir: None,
-        })
-        .await
-        .unwrap();
-    let kiln = Arc::new(kiln);
-    (kiln_api::router(kiln.clone()), kiln, key, dir)
+mod inproc;
+
+use inproc::App;
+
+async fn app() -> (App, String) {
+    let app = inproc::app().await;
+    let key = app.key.clone();
+    (app, key)
 }
 
 async fn call(
-    router: &Router,
+    app: &App,
     key: &str,
     method: &str,
     uri: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(header::AUTHORIZATION, format!("Bearer {key}"));
-    if body.is_some() {
-        request = request.header(header::CONTENT_TYPE, "application/json");
-    }
-    let request = request
-        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-        .unwrap();
-    let response = router.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    let (status, _, json) = app.send_json(method, uri, Some(key), body.as_ref()).await;
+    (status, json)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_port_reaches_the_fake_echo_and_closes_with_the_instance() {
-    let (router, _kiln, key, _dir) = app().await;
+    let (router, key) = app().await;
     let (status, created) = call(
         &router,
         &key,
