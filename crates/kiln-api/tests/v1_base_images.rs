@@ -4,6 +4,7 @@
 //! image store checked after each; admins only for changes. On SQLite, or PostgreSQL with
 //! `KILN_TEST_DATABASE_URL` (scripts/test.sh runs both). Unpacking layers needs root.
 mod common;
+mod sandbox;
 
 use std::path::Path;
 use std::process::Command;
@@ -20,10 +21,31 @@ fn write_layout(dir: &Path, text: &str) {
     let root = work.path().join("rootfs");
     std::fs::create_dir_all(&root).expect("mkdir");
     std::fs::write(root.join("hello.txt"), text).expect("hello");
+    write_root(dir, &root);
+}
+
+/// A busybox root with `/hello.txt` holding `text`, as an OCI layout in `dir`: an image
+/// an instance can run on, with layers of its own.
+fn write_busybox_layout(dir: &Path, text: &str) {
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = work.path().join("rootfs");
+    for sub in ["bin", "etc", "tmp", "root", "proc", "dev", "sys"] {
+        std::fs::create_dir_all(root.join(sub)).expect("mkdir");
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy busybox");
+    for applet in ["sh", "cat", "ls"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).expect("symlink");
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
+    std::fs::write(root.join("hello.txt"), text).expect("hello");
+    write_root(dir, &root);
+}
+
+fn write_root(dir: &Path, root: &Path) {
     let layout = OciLayout::create(dir).expect("layout");
     let (layer, _) = layout
         .write_layer(
-            &root,
+            root,
             &LayerTarOptions::default(),
             LayerCompression::Gzip,
             |_, _| {},
@@ -31,7 +53,7 @@ fn write_layout(dir: &Path, text: &str) {
         .expect("layer");
     let config = json!({
         "architecture": "amd64", "os": "linux",
-        "config": {"Env": ["PATH=/bin"]},
+        "config": {"Env": ["PATH=/bin"], "WorkingDir": "/"},
         "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
     });
     layout
@@ -433,4 +455,69 @@ async fn the_v1_document_describes_the_base_image_routes() {
     ] {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_run_on_the_current_version_which_cannot_be_deleted_under_them() {
+    let import_dir = tempfile::tempdir().expect("tempdir");
+    let dir = import_dir.path().to_path_buf();
+    let Some(s) = sandbox::start_if_possible(move |c| {
+        c.base_images.import_dir = Some(dir);
+        c.runtime.memory_mib = 128;
+        c.runtime.disk_mib = 256;
+    })
+    .await
+    else {
+        return;
+    };
+    write_busybox_layout(&import_dir.path().join("busy"), "from the base image\n");
+    let v1 = prepared(&s, "busy", json!({"import": "busy"})).await;
+    promote(&s, &v1["id"]).await;
+
+    let (_, key) = s.user("alice").await;
+    let body = json!({"base_image": "busy"});
+    let (status, created) = s.v1_as(&key, Method::POST, "/instances", Some(&body)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    let session = s.get_ok(&key, &format!("/sessions/{id}")).await;
+    assert_eq!(session["status"], "ready", "{session}");
+    let iid = sandbox::start_exec(&s, &key, &id, "cat /hello.txt").await;
+    let done = sandbox::finished(&s, &key, &id, &iid).await;
+    assert_eq!(done["stdout"], "from the base image\n", "{done}");
+
+    // Version 2 (the sample's image) becomes current; version 1 still runs the instance.
+    let sample = kiln_services::sessions::sample_image_reference(sandbox::DATASET, sandbox::SAMPLE);
+    let v2 = prepared(&s, "busy", json!({"from": sample})).await;
+    promote(&s, &v2["id"]).await;
+    let path1 = format!("/base-images/{}", v1["id"].as_str().expect("id"));
+    let (status, body) = call(&s, Method::DELETE, &path1, None).await;
+    assert_error(status, &body, 409, "conflict");
+    let message = body["detail"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("in use"), "{body}");
+    assert!(in_store(&s, &v1["reference"]));
+
+    // Neither both sources, nor a family without a current version.
+    let both = json!({"base_image": "busy", "image": sample});
+    let (status, body) = s.v1_as(&key, Method::POST, "/instances", Some(&both)).await;
+    assert_validation(status, &body, &["body", "base_image"]);
+    let none = json!({"base_image": "nothing"});
+    let (status, body) = s.v1_as(&key, Method::POST, "/instances", Some(&none)).await;
+    assert_error(status, &body, 404, "not_found");
+
+    // Once the instance is gone, version 1 can go.
+    let (status, body) = s
+        .v1_as(&key, Method::DELETE, &format!("/instances/{id}"), None)
+        .await;
+    assert!(status == 200 || status == 204, "{status} {body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = call(&s, Method::DELETE, &path1, None).await;
+        if status == 200 {
+            break;
+        }
+        assert_error(status, &body, 409, "conflict");
+        assert!(Instant::now() < deadline, "still refused: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!in_store(&s, &v1["reference"]));
 }
