@@ -521,3 +521,200 @@ async fn instances_run_on_the_current_version_which_cannot_be_deleted_under_them
     }
     assert!(!in_store(&s, &v1["reference"]));
 }
+
+/// The test registry (`scripts/start-registry.sh`), if one answers.
+async fn registry() -> Option<String> {
+    let addr = std::env::var("KILN_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into());
+    let answer = reqwest::Client::new()
+        .get(format!("http://{addr}/v2/"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    match answer {
+        Ok(r) if r.status().as_u16() == 200 => Some(addr),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("CI: no registry at {addr}; run scripts/start-registry.sh")
+        }
+        _ => {
+            eprintln!("SKIPPED: no registry at {addr} (run scripts/start-registry.sh)");
+            None
+        }
+    }
+}
+
+/// Pushes the OCI layout in `layout` to `http://{addr}/v2/{repo}` under `tag`.
+async fn push(addr: &str, repo: &str, tag: &str, layout: &Path) {
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}/v2/{repo}");
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index"))
+            .expect("index json");
+    let manifest = &index["manifests"][0];
+    let manifest_digest = manifest["digest"].as_str().expect("digest");
+    for entry in std::fs::read_dir(layout.join("blobs/sha256")).expect("blobs") {
+        let path = entry.expect("entry").path();
+        let hex = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let digest = format!("sha256:{hex}");
+        if digest == manifest_digest {
+            continue;
+        }
+        let started = http
+            .post(format!("{base}/blobs/uploads/"))
+            .send()
+            .await
+            .expect("upload");
+        assert_eq!(started.status().as_u16(), 202);
+        let location = started.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_string();
+        let location = if location.starts_with('/') {
+            format!("http://{addr}{location}")
+        } else {
+            location
+        };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let put = http
+            .put(format!("{location}{sep}digest={digest}"))
+            .header("content-type", "application/octet-stream")
+            .body(std::fs::read(&path).expect("blob"))
+            .send()
+            .await
+            .expect("put blob");
+        assert_eq!(put.status().as_u16(), 201);
+    }
+    let hex = manifest_digest.trim_start_matches("sha256:");
+    let put = http
+        .put(format!("{base}/manifests/{tag}"))
+        .header(
+            "content-type",
+            manifest["mediaType"].as_str().expect("media type"),
+        )
+        .body(std::fs::read(layout.join("blobs/sha256").join(hex)).expect("manifest"))
+        .send()
+        .await
+        .expect("put manifest");
+    assert_eq!(
+        put.status().as_u16(),
+        201,
+        "{}",
+        put.text().await.unwrap_or_default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_are_pulled_from_an_allowed_registry() {
+    let Some(addr) = registry().await else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    write_layout(&work.path().join("layout"), "pulled\n");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    let repo = format!("kiln-test/base-{}-{nanos}", std::process::id());
+    push(&addr, &repo, "1", &work.path().join("layout")).await;
+    let allowed = addr.clone();
+    let s = TestServer::start_with(move |c| c.base_images.allowed_registries = vec![allowed]).await;
+
+    let source = format!("{addr}/{repo}:1");
+    let v1 = prepared(&s, "pulled", json!({"pull": source})).await;
+    assert_eq!(v1["source"], format!("pull:{source}"), "{v1}");
+    let progress = &v1["progress"];
+    assert_eq!(progress["layers_done"], 1, "{v1}");
+    assert!(
+        progress["bytes_total"].as_u64().is_some_and(|n| n > 0),
+        "{v1}"
+    );
+    assert_eq!(progress["bytes_done"], progress["bytes_total"], "{v1}");
+    assert!(in_store(&s, &v1["reference"]));
+    // Only the base image's own reference stays in the store.
+    assert!(!in_store(&s, &json!(source)));
+
+    // A tag the registry does not have: the version fails, saying why.
+    let missing = format!("{addr}/{repo}:nope");
+    let image = prepare(&s, "pulled", json!({"pull": missing})).await;
+    let failed = settled(&s, image["id"].as_str().expect("id")).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(
+        failed["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{failed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_racing_the_preparation_leaves_no_image() {
+    let Setup { s, import_dir } = start().await;
+    write_layout(&import_dir.path().join("v1"), "one\n");
+    for _ in 0..5 {
+        let image = prepare(&s, "python", json!({"import": "v1"})).await;
+        // Preparing or already prepared: either way it ends aborted, without its image.
+        let (status, aborted) = call(
+            &s,
+            Method::POST,
+            "/images/abort",
+            Some(json!({"id": image["id"]})),
+        )
+        .await;
+        assert_eq!(
+            (status, &aborted["status"]),
+            (200, &json!("aborted")),
+            "{aborted}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while in_store(&s, &image["reference"]) {
+            assert!(Instant::now() < deadline, "the image of {image} stays");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let after = settled(&s, image["id"].as_str().expect("id")).await;
+        assert_eq!(after["status"], "aborted", "{after}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_fails_versions_left_preparing() {
+    let Setup { s, import_dir } = start().await;
+    write_layout(&import_dir.path().join("v1"), "one\n");
+    let v1 = prepared(&s, "python", json!({"import": "v1"})).await;
+    // A version whose preparation died with a previous run of the server.
+    let new = kiln_store::NewBaseImage {
+        image_id: "bim_cut_off".into(),
+        family: "python".into(),
+        source: "import:v1".into(),
+        created_by: v1["created_by"].as_str().expect("creator").into(),
+        created_at: chrono::Utc::now(),
+    };
+    let limits = kiln_store::BaseImageLimits {
+        max_versions_per_family: 100,
+        max_preparing: 100,
+    };
+    s.store()
+        .await
+        .insert_base_image(&new, limits)
+        .await
+        .expect("insert");
+    let s = s.restart(true).await;
+    let (status, cut) = call(&s, Method::GET, "/base-images/bim_cut_off", None).await;
+    assert_eq!((status, &cut["status"]), (200, &json!("failed")), "{cut}");
+    assert!(
+        cut["error"].as_str().is_some_and(|e| e.contains("restart")),
+        "{cut}"
+    );
+    let (status, kept) = call(
+        &s,
+        Method::GET,
+        &format!("/base-images/{}", v1["id"].as_str().expect("id")),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, &kept["status"]),
+        (200, &json!("prepared")),
+        "{kept}"
+    );
+}
