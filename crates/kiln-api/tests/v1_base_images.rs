@@ -650,8 +650,13 @@ async fn versions_are_pulled_from_an_allowed_registry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abort_racing_the_preparation_leaves_no_image() {
     let Setup { s, import_dir } = start().await;
-    write_layout(&import_dir.path().join("v1"), "one\n");
-    for _ in 0..5 {
+    // Big enough (64 MiB to hash and unpack) that the abort comes while it is preparing.
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = work.path().join("rootfs");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    std::fs::write(root.join("big"), vec![7u8; 64 << 20]).expect("big");
+    write_root(&import_dir.path().join("v1"), &root);
+    for _ in 0..3 {
         let image = prepare(&s, "python", json!({"import": "v1"})).await;
         // Preparing or already prepared: either way it ends aborted, without its image.
         let (status, aborted) = call(
@@ -667,10 +672,11 @@ async fn an_abort_racing_the_preparation_leaves_no_image() {
             "{aborted}"
         );
         let deadline = Instant::now() + Duration::from_secs(30);
-        while in_store(&s, &image["reference"]) {
-            assert!(Instant::now() < deadline, "the image of {image} stays");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        while s.kiln.base_images.preparing_here() > 0 {
+            assert!(Instant::now() < deadline, "{image} is still being prepared");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        assert!(!in_store(&s, &image["reference"]), "{image}");
         let after = settled(&s, image["id"].as_str().expect("id")).await;
         assert_eq!(after["status"], "aborted", "{after}");
     }

@@ -189,17 +189,17 @@ impl BaseImageService {
         let Some(aborted) = self.store.abort_base_image(image_id, Utc::now()).await? else {
             return Err(wrong_status(&record, "aborted", "preparing or prepared"));
         };
-        let running = self.lock_running().get(image_id).cloned();
-        match running {
-            // The preparation stops and removes what it made itself.
-            Some(stop) => stop.notify_one(),
-            None => {
-                let images = self.images()?.clone();
-                if let Err(e) = pipeline::remove_image(images, aborted.reference()).await {
-                    tracing::warn!(image = %aborted.reference(), error = %e,
-                        "cannot remove the image of an aborted base image");
-                }
-            }
+        if let Some(stop) = self.lock_running().get(image_id).cloned() {
+            // A pull stops; a preparation that ends anyway removes what it made itself.
+            stop.notify_one();
+        }
+        // Here too (the preparation removes what it made when it ends aborted, but one that
+        // had just recorded `prepared` does not). The store's removal waits for an import
+        // in progress to commit, so the image cannot slip in after it.
+        let images = self.images()?.clone();
+        if let Err(e) = pipeline::remove_image(images, aborted.reference()).await {
+            tracing::warn!(image = %aborted.reference(), error = %e,
+                "cannot remove the image of an aborted base image");
         }
         Ok(aborted)
     }
@@ -276,6 +276,12 @@ impl BaseImageService {
             }
         }
         Ok(failed)
+    }
+
+    /// How many preparations run on this server now (they end on their own; an abort
+    /// stops a pull at once, an import or copy when it ends).
+    pub fn preparing_here(&self) -> usize {
+        self.lock_running().len()
     }
 
     fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
