@@ -704,7 +704,12 @@ async fn a_restart_fails_versions_left_preparing() {
         .insert_base_image(&new, limits)
         .await
         .expect("insert");
+    // Its import had committed the image before the stop.
+    let store = kiln_image::ImageStore::open(&s.kiln.config.images_dir()).expect("image store");
+    store.tag("base/python:1", "base/python:2").expect("tag");
     let s = s.restart(true).await;
+    assert!(!in_store(&s, &json!("base/python:2")));
+    assert!(in_store(&s, &v1["reference"]));
     let (status, cut) = call(&s, Method::GET, "/base-images/bim_cut_off", None).await;
     assert_eq!((status, &cut["status"]), (200, &json!("failed")), "{cut}");
     assert!(
@@ -722,5 +727,57 @@ async fn a_restart_fails_versions_left_preparing() {
         (status, &kept["status"]),
         (200, &json!("prepared")),
         "{kept}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_and_preparations_are_limited() {
+    let import_dir = tempfile::tempdir().expect("tempdir");
+    let dir = import_dir.path().to_path_buf();
+    let s = TestServer::start_with(move |c| {
+        c.base_images.import_dir = Some(dir);
+        c.base_images.max_versions_per_family = 2;
+    })
+    .await;
+    write_layout(&import_dir.path().join("v1"), "one\n");
+    let body = json!({"import": "v1"});
+    prepared(&s, "python", body.clone()).await;
+    prepared(&s, "python", body.clone()).await;
+    let third = json!({"family": "python", "source": body.clone()});
+    let (status, answer) = call(&s, Method::POST, "/images/prepare", Some(third)).await;
+    assert_error(status, &answer, 409, "conflict");
+    // Another family has room.
+    prepared(&s, "node", body).await;
+    let long = json!({"family": "python", "source": {"from": "x".repeat(1025)}});
+    let (status, answer) = call(&s, Method::POST, "/images/prepare", Some(long)).await;
+    assert_validation(status, &answer, &["body", "source", "from"]);
+    let (status, answer) = call(&s, Method::POST, "/base-images/family/ruby/rollback", None).await;
+    assert_error(status, &answer, 404, "not_found");
+
+    // At most `max_preparing` at once, over all families (checked where they are recorded).
+    let store = s.store().await;
+    let limits = kiln_store::BaseImageLimits {
+        max_versions_per_family: 100,
+        max_preparing: 1,
+    };
+    let admin = s.kiln.base_images.list().await.expect("list")[0]
+        .created_by
+        .clone();
+    let new = |id: &str, family: &str| kiln_store::NewBaseImage {
+        image_id: id.into(),
+        family: family.into(),
+        source: "from:x".into(),
+        created_by: admin.clone(),
+        created_at: chrono::Utc::now(),
+    };
+    let first = store.insert_base_image(&new("bim_a", "go"), limits).await;
+    assert!(
+        matches!(first, Ok(kiln_store::BaseImageInsert::Inserted(_))),
+        "{first:?}"
+    );
+    let second = store.insert_base_image(&new("bim_b", "java"), limits).await;
+    assert!(
+        matches!(second, Ok(kiln_store::BaseImageInsert::TooManyPreparing)),
+        "{second:?}"
     );
 }

@@ -53,3 +53,25 @@ impl BaseImagesConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_checked() {
+        assert!(BaseImagesConfig::default().check().is_ok());
+        for bad in [
+            BaseImagesConfig {
+                max_preparing: 0,
+                ..Default::default()
+            },
+            BaseImagesConfig {
+                max_versions_per_family: 0,
+                ..Default::default()
+            },
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
+    }
+}

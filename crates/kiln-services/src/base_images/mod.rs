@@ -255,7 +255,8 @@ impl BaseImageService {
         Ok(())
     }
 
-    /// Versions a stopped server left `preparing` can never end: they fail.
+    /// Versions a stopped server left `preparing` can never end: they fail, and whatever
+    /// image they made is removed.
     pub async fn recover(&self) -> ServiceResult<u64> {
         let mut failed = 0;
         for record in self.store.list_base_images(None).await? {
@@ -272,6 +273,14 @@ impl BaseImageService {
                     .is_some()
                 {
                     failed += 1;
+                    // An import may have committed its image before the stop.
+                    if let Ok(images) = self.images() {
+                        let reference = record.reference();
+                        if let Err(e) = pipeline::remove_image(images.clone(), reference).await {
+                            tracing::warn!(image_id = record.image_id, error = %e,
+                                "cannot remove the image of a cut-off base image");
+                        }
+                    }
                 }
             }
         }
