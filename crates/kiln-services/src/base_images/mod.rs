@@ -189,17 +189,29 @@ impl BaseImageService {
         let Some(aborted) = self.store.abort_base_image(image_id, Utc::now()).await? else {
             return Err(wrong_status(&record, "aborted", "preparing or prepared"));
         };
-        if let Some(stop) = self.lock_running().get(image_id).cloned() {
-            // A pull stops; a preparation that ends anyway removes what it made itself.
-            stop.notify_one();
-        }
-        // Here too (the preparation removes what it made when it ends aborted, but one that
-        // had just recorded `prepared` does not). The store's removal waits for an import
-        // in progress to commit, so the image cannot slip in after it.
         let images = self.images()?.clone();
-        if let Err(e) = pipeline::remove_image(images, aborted.reference()).await {
-            tracing::warn!(image = %aborted.reference(), error = %e,
-                "cannot remove the image of an aborted base image");
+        let reference = aborted.reference();
+        let running = self.lock_running().get(image_id).cloned();
+        match running {
+            None => {
+                if let Err(e) = pipeline::remove_image(images, reference.clone()).await {
+                    tracing::warn!(image = %reference, error = %e,
+                        "cannot remove the image of an aborted base image");
+                }
+            }
+            Some(stop) => {
+                // A pull stops; an import or copy removes what it made when it ends. Here too,
+                // in the background, for one that had just recorded `prepared`: the store's
+                // removal waits for an import in progress to commit, so nothing slips in
+                // after it, and the caller does not wait for a long import.
+                stop.notify_one();
+                tokio::spawn(async move {
+                    if let Err(e) = pipeline::remove_image(images, reference.clone()).await {
+                        tracing::warn!(image = %reference, error = %e,
+                            "cannot remove the image of an aborted base image");
+                    }
+                });
+            }
         }
         Ok(aborted)
     }
