@@ -1,6 +1,7 @@
 //! `kiln`: the server and its administration commands.
 #![forbid(unsafe_code)]
 
+mod base_images;
 mod client;
 mod files;
 mod images;
@@ -105,6 +106,14 @@ enum Command {
         /// The command (joined with spaces and run by bash).
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// Base image families on a running server: list, prepare, promote, abort, rollback,
+    /// delete (`/v1/base-images`; changes need an admin's key).
+    BaseImages {
+        #[command(flatten)]
+        server: client::Server,
+        #[command(subcommand)]
+        command: base_images::BaseImagesCommand,
     },
     /// Snapshots, checkpoints and rollback of an instance on a running server.
     Snapshot {
@@ -294,6 +303,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             stream,
             command,
         } => client::exec(&config, server, &session, timeout, &command, stream).await,
+        Command::BaseImages { server, command } => base_images::run(&config, server, command).await,
         Command::Snapshot { server, command } => {
             snapshots::snapshot(&config, server, command).await
         }

@@ -6,6 +6,7 @@
 
 mod agent_jobs;
 mod auth;
+mod base_images;
 mod billing;
 mod exec;
 mod files;
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 pub use agent_jobs::{AgentConfig, AgentJobsConfig};
 pub use auth::AuthConfig;
+pub use base_images::BaseImagesConfig;
 pub use billing::{BillingConfig, StripeConfig};
 pub use exec::ExecConfig;
 pub use files::{FilesConfig, MAX_FILE_WRITE_BYTES};
@@ -87,6 +89,8 @@ pub struct Config {
     pub snapshots: SnapshotsConfig,
     /// `[exec]`: commands of the instance API.
     pub exec: ExecConfig,
+    /// `[base_images]`: base image families and their pipeline.
+    pub base_images: BaseImagesConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -120,6 +124,7 @@ impl Default for Config {
             ports: PortsConfig::default(),
             snapshots: SnapshotsConfig::default(),
             exec: ExecConfig::default(),
+            base_images: BaseImagesConfig::default(),
         }
     }
 }

@@ -83,6 +83,7 @@ impl Config {
         self.webhooks.check()?;
         self.ports.check()?;
         self.snapshots.check()?;
+        self.base_images.check()?;
         Ok(())
     }
 }

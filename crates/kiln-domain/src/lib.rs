@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod agent_job_model;
+mod base_image_model;
 mod billing_model;
 mod exec_model;
 mod model;
@@ -17,6 +18,7 @@ mod snapshot_model;
 mod webhook_model;
 
 pub use agent_job_model::*;
+pub use base_image_model::*;
 pub use billing_model::*;
 pub use exec_model::*;
 pub use model::*;

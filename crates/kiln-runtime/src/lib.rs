@@ -33,7 +33,7 @@ pub mod spec;
 
 pub use error::{Resource, Result, RuntimeError};
 pub use host_report::{HostCheck, HostReport};
-pub use open::{default_limits, open, Opened, Unavailable};
+pub use open::{default_limits, open, open_images, Opened, Unavailable};
 pub use runtime::{ExecEventSink, NodeCapacity, PortStream, ReconcileReport, Runtime, SandboxExit};
 pub use spec::{
     Limits, Network, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSource,

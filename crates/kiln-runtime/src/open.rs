@@ -103,11 +103,8 @@ fn open_local(
             missing.join("; ")
         )));
     }
-    let runtime_root = local.root.clone();
-    let images = kiln_image::ImageStore::open(images_dir)
-        .map_err(|e| Unavailable::new(format!("cannot open the image store: {e}")))?
-        // No collection deletes a layer a sandbox has mounted.
-        .with_layer_users(Arc::new(move || layer_users(&runtime_root)));
+    let images = open_images(data_dir, images_dir)
+        .map_err(|e| Unavailable::new(format!("cannot open the image store: {e}")))?;
     let runtime = LocalRuntime::new(local)
         .map_err(|e| Unavailable::new(format!("cannot start the local runtime: {e}")))?
         .with_images(images);
@@ -116,6 +113,19 @@ fn open_local(
         limits: default_limits(config),
         location: format!("local:{}", hostname()),
     })
+}
+
+/// The image store in `images_dir` as the local backend with its state under `data_dir`
+/// shares it: no removal or collection deletes a layer one of its sandboxes has mounted.
+/// For the server's own image management (base images), which must not race sandboxes.
+pub fn open_images(
+    data_dir: &Path,
+    images_dir: &Path,
+) -> kiln_image::Result<kiln_image::ImageStore> {
+    // The root `open_local` gives the local runtime.
+    let runtime_root = data_dir.join("runtime");
+    Ok(kiln_image::ImageStore::open(images_dir)?
+        .with_layer_users(Arc::new(move || layer_users(&runtime_root))))
 }
 
 fn hostname() -> String {

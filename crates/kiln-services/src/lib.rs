@@ -5,6 +5,7 @@
 
 pub mod agent_jobs;
 pub mod auth;
+pub mod base_images;
 pub mod billing;
 mod changes;
 pub mod dataset_validation;
@@ -61,6 +62,8 @@ pub struct Kiln {
     pub github: Arc<GithubService>,
     /// Users' webhooks and the sender of their deliveries.
     pub webhooks: WebhookService,
+    /// Base image families and their pipeline (`/v1/base-images`).
+    pub base_images: base_images::BaseImageService,
 }
 
 /// What happened at start that the operator must be told.
@@ -159,7 +162,13 @@ impl Kiln {
             Arc::new(LedgerJobBilling::new(billing.clone())),
             github.clone(),
         );
+        let base_images = base_images::BaseImageService::new(
+            store.clone(),
+            config.base_images.clone(),
+            kiln_runtime::open_images(&data_dir, &config.images_dir()).map_err(|e| e.to_string()),
+        );
         Ok(Self {
+            base_images,
             config,
             store,
             sandboxes,
@@ -200,6 +209,13 @@ impl Kiln {
         report.sessions_unavailable = self.sessions.unavailable_reason();
         report.recovery = self.sessions.recover().await?;
         self.instances.recover_execs().await?;
+        let failed = self.base_images.recover().await?;
+        if failed > 0 {
+            tracing::warn!(
+                failed,
+                "base images left preparing by a stop of the server failed"
+            );
+        }
         // After the sessions' recovery, which removes sandboxes nobody knows (theirs too).
         let interrupted = self.agent_jobs.recover().await?;
         if interrupted > 0 {

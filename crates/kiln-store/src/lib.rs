@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 pub use error::StoreError;
 pub use kiln_domain::*;
+pub use traits::BaseImageStore;
 pub use traits::ExecStore;
 pub use traits::PortForwardStore;
 pub use traits::SnapshotStore;
@@ -39,6 +40,7 @@ pub use traits::{
 /// Every store trait, for code that calls store methods on a concrete store type (on an
 /// `Arc<dyn Store>` they are callable without imports).
 pub mod prelude {
+    pub use crate::traits::BaseImageStore;
     pub use crate::traits::ExecStore;
     pub use crate::traits::PortForwardStore;
     pub use crate::traits::SnapshotStore;

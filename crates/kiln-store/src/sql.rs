@@ -6,6 +6,7 @@
 //! are stored — is in [`Dialect`] and the column types it binds.
 mod accounts;
 mod agent_jobs;
+mod base_images;
 mod billing;
 mod catalog;
 pub mod dialect;

@@ -48,6 +48,7 @@ pub trait Store:
     + PortForwardStore
     + SnapshotStore
     + ExecStore
+    + BaseImageStore
     + 'static
 {
 }
@@ -65,6 +66,7 @@ impl<T> Store for T where
         + PortForwardStore
         + SnapshotStore
         + ExecStore
+        + BaseImageStore
         + ?Sized
         + 'static
 {
@@ -595,4 +597,57 @@ pub trait ExecStore: Send + Sync {
     /// Start-up: every exec still `running` was cut off by the restart; they fail with
     /// `error`. Returns how many.
     async fn fail_running_instance_execs(&self, error: &str, at: DateTime<Utc>) -> Result<u64>;
+}
+
+/// Base images: numbered versions of families and which is current (`/v1/base-images`;
+/// implemented in `sql/base_images.rs`).
+#[async_trait]
+pub trait BaseImageStore: Send + Sync {
+    /// Records a version in `preparing`, numbered one more than the last its family gave
+    /// (numbers are never reused), unless a limit is reached. `Missing("user")`.
+    async fn insert_base_image(
+        &self,
+        image: &crate::NewBaseImage,
+        limits: crate::BaseImageLimits,
+    ) -> Result<crate::BaseImageInsert>;
+    async fn get_base_image(&self, image_id: &str) -> Result<Option<crate::BaseImageRecord>>;
+    /// Every version (of one family when given), by family, newest version first.
+    async fn list_base_images(&self, family: Option<&str>) -> Result<Vec<crate::BaseImageRecord>>;
+    /// The family's current version, if it has one.
+    async fn current_base_image(&self, family: &str) -> Result<Option<crate::BaseImageRecord>>;
+    /// Records progress of a version still `preparing` (otherwise changes nothing).
+    async fn set_base_image_progress(
+        &self,
+        image_id: &str,
+        progress: crate::BaseImageProgress,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+    /// `preparing → prepared | failed`; `None`, changing nothing, if it is not preparing
+    /// (aborted meanwhile) or does not exist.
+    async fn finish_base_image(
+        &self,
+        image_id: &str,
+        outcome: &crate::BaseImageOutcome,
+        at: DateTime<Utc>,
+    ) -> Result<Option<crate::BaseImageRecord>>;
+    /// `preparing | prepared → aborted`; `None` otherwise.
+    async fn abort_base_image(
+        &self,
+        image_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<crate::BaseImageRecord>>;
+    /// `prepared → promoted`, and the family's current version; `None` unless prepared.
+    async fn promote_base_image(
+        &self,
+        image_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<crate::BaseImageRecord>>;
+    /// Makes the highest promoted version below the current one current; `None`, changing
+    /// nothing, when the family has no current version or none before it.
+    async fn rollback_base_image_family(
+        &self,
+        family: &str,
+    ) -> Result<Option<crate::BaseImageRecord>>;
+    /// Deletes a version that is neither current nor preparing; whether it did.
+    async fn delete_base_image(&self, image_id: &str) -> Result<bool>;
 }

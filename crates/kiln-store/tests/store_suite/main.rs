@@ -9,6 +9,7 @@
 
 mod accounts;
 mod agent_jobs;
+mod base_images;
 mod billing;
 mod concurrency;
 mod github;
@@ -113,4 +114,6 @@ on_both_backends!(
     snapshots::racing_snapshot_inserts_keep_the_quota,
     snapshots::only_snapshots_nothing_stands_on_are_purgeable,
     snapshots::a_sandbox_swap_needs_the_old_sandbox_and_a_ready_session,
+    base_images::base_image_versions_move_through_their_statuses_once,
+    base_images::racing_base_image_inserts_get_distinct_numbers,
 );

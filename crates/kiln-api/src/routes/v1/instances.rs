@@ -87,8 +87,18 @@ fn source(req: &InstanceCreateRequest) -> ApiResult<InstanceSource> {
 pub async fn create(
     State(state): State<Arc<AppState>>,
     CurrentUser(me): CurrentUser,
-    ValidJson(req): ValidJson<InstanceCreateRequest>,
+    ValidJson(mut req): ValidJson<InstanceCreateRequest>,
 ) -> ApiResult<(StatusCode, Json<InstanceView>)> {
+    if let Some(family) = req.base_image.take() {
+        if req.image.is_some() {
+            return Err(ApiError::invalid(
+                &["body", "base_image"],
+                "Give an image or a base_image, not both",
+                "value_error",
+            ));
+        }
+        req.image = Some(state.kiln.base_images.current_reference(&family).await?);
+    }
     let source = source(&req)?;
     let instance = state
         .kiln

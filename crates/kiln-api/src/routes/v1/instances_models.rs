@@ -32,6 +32,9 @@ pub struct ResourcesRequest {
 pub struct InstanceCreateRequest {
     /// An image reference as `kiln images list` shows it, e.g. `kiln-demo/python:1`.
     pub image: Option<String>,
+    /// A base image family (`/v1/base-images`): the instance runs on its current version.
+    /// Instead of `image`.
+    pub base_image: Option<String>,
     pub dataset: Option<String>,
     pub sample_id: Option<String>,
     /// Up to `instances.max_name_chars` (128) characters.

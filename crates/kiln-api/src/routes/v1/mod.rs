@@ -7,6 +7,8 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
 
+pub mod base_images;
+pub mod base_images_models;
 pub mod exec;
 mod exec_models;
 pub mod files;
@@ -29,4 +31,5 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .merge(snapshots::routes())
         .merge(ports::routes())
         .merge(webhooks::routes())
+        .merge(base_images::routes())
 }
