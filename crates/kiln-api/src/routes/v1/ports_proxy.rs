@@ -34,7 +34,7 @@ const HOP_BY_HOP: [&str; 8] = [
 /// Call a service inside the instance over HTTP through its `path` forward (any method;
 /// the same for `/v1/instances/{id}/ports/{port}/`). Only the instance's owner, with their
 /// bearer token. Nothing listening on the port inside is a 502.
-#[utoipa::path(get, path = "/instances/{id}/ports/{port}/{path}", tag = "ports",
+#[utoipa::path(get, path = "/instances/{id}/ports/{port}/{path}", tag = "ports", operation_id = "proxy_instance_port",
     params(("id" = String, Path, description = "The instance (a session id works too)"),
            ("port" = u16, Path, description = "A port with an open `path` forward"),
            ("path" = String, Path, description = "Passed on as the request's path")),
