@@ -56,6 +56,31 @@ pub enum InvalidLog {
     ParserFailed { message: String },
 }
 
+/// The stable, documented text of `grading.invalid_reason` (README, "Grading"): a fixed
+/// prefix per kind (`harness marker:`, `missing test output markers`, `no tests ran`,
+/// `exit code without failures:`, `parser failed:`), then the detail for people. Scripts
+/// may match on the prefix; it never changes.
+impl std::fmt::Display for InvalidLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InvalidLog::HarnessMarker { marker } => {
+                write!(f, "harness marker: the log contains {marker:?}")
+            }
+            InvalidLog::MissingMarkers => f.write_str(
+                "missing test output markers: the log lacks the start or end of the test output",
+            ),
+            InvalidLog::NoTestsRan => {
+                f.write_str("no tests ran: nothing parsed and nothing shows the suite ran")
+            }
+            InvalidLog::ExitCodeWithoutFailures { exit_code } => write!(
+                f,
+                "exit code without failures: the tests exited {exit_code} but no test failed"
+            ),
+            InvalidLog::ParserFailed { message } => write!(f, "parser failed: {message}"),
+        }
+    }
+}
+
 /// Which text produced the status map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -89,7 +89,7 @@ impl VerificationResult {
         let grading = Grading::Swebench(SwebenchGrading {
             eval_type: grade.eval_type,
             fail_to_pass_score: grade.fail_to_pass_score,
-            invalid_reason: grade.log.invalid.as_ref().map(|r| format!("{r:?}")),
+            invalid_reason: grade.log.invalid.as_ref().map(ToString::to_string),
             log_valid: grade.log.valid,
             parser: grade.parser,
             pass_to_pass_score: grade.pass_to_pass_score,

@@ -31,7 +31,8 @@ fn legacy_swebench(grade: &SwebenchGrade, seconds: f64, stdout: &str) -> Value {
             "fail_to_pass_score": grade.fail_to_pass_score,
             "pass_to_pass_score": grade.pass_to_pass_score,
             "log_valid": grade.log.valid,
-            "invalid_reason": grade.log.invalid.as_ref().map(|r| format!("{r:?}")),
+            // Was Rust's `Debug` text before issue 14; now the documented `Display` text.
+            "invalid_reason": grade.log.invalid.as_ref().map(ToString::to_string),
             "tests_status": grade.tests_status,
             "status_map": grade.log.status_map.to_btree(),
         },
@@ -194,4 +195,57 @@ fn stored_results_read_back_and_serve_unchanged() {
         codeset.grading,
         kiln_verify::result::Grading::Codeset(_)
     ));
+}
+
+/// `grading.invalid_reason` is the documented text (README, "Grading"): a stable prefix per
+/// kind and a readable detail, never Rust's `Debug` form (`HarnessMarker { marker: … }`).
+#[test]
+fn invalid_reason_is_documented_text() {
+    let cases: [(&str, Option<i64>, &str); 4] = [
+        (
+            ">>>>> Start Test Output\nPASSED a\n>>>>> End Test Output\n>>>>> Tests Timed Out\n",
+            None,
+            "harness marker: the log contains \">>>>> Tests Timed Out\"",
+        ),
+        (
+            "PASSED a\n",
+            None,
+            "missing test output markers: the log lacks the start or end of the test output",
+        ),
+        (
+            ">>>>> Start Test Output\nPASSED a\n>>>>> End Test Output\n",
+            Some(2),
+            "exit code without failures: the tests exited 2 but no test failed",
+        ),
+        (
+            ">>>>> Start Test Output\n>>>>> End Test Output\n",
+            Some(0),
+            "no tests ran: nothing parsed and nothing shows the suite ran",
+        ),
+    ];
+    for (log, exit_code, want) in cases {
+        let grade = grade_swebench(&GradeRequest {
+            parser: if want.starts_with("no tests ran") {
+                Parser::Jest
+            } else {
+                Parser::Pytest
+            },
+            log,
+            expected: &ExpectedTests {
+                fail_to_pass: vec!["a".into()],
+                ..ExpectedTests::default()
+            },
+            eval_type: EvalType::PassAndFail,
+            rules: GradingRules::Swebench5,
+            exit_code: exit_code.map_or(ExitCodeSource::FromLog, ExitCodeSource::Trusted),
+        });
+        let json = serde_json::to_value(VerificationResult::swebench(&grade, 0.1, String::new()))
+            .expect("serialises");
+        assert_eq!(
+            json["grading"]["invalid_reason"],
+            json!(want),
+            "log {log:?}"
+        );
+        assert_eq!(json["grading"]["log_valid"], json!(false));
+    }
 }
