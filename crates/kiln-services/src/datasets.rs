@@ -124,7 +124,20 @@ impl DatasetService {
         let mut problems = Vec::new();
         for repo in repos {
             match find_repo_source(dir, repo) {
-                Some(source) => self.repos.import(repo, &source).await?,
+                Some(source) => {
+                    if let Err(e) = self.repos.import(repo, &source).await {
+                        // Named: which repository, from where, and which samples need it.
+                        problems.push(RecordProblem {
+                            location: format!("repo {repo}"),
+                            reason: format!(
+                                "cannot import {} (needed by {}): {}",
+                                source.display(),
+                                samples_of(samples, repo),
+                                service_message(&e)
+                            ),
+                        });
+                    }
+                }
                 None => problems.push(RecordProblem {
                     location: format!("repo {repo}"),
                     reason: format!(
@@ -252,6 +265,28 @@ pub fn repo_candidates(repo: &str) -> Vec<String> {
         format!("{owner}__{name}"),
         format!("{name}"),
     ]
+}
+
+/// "sample 1 (id), sample 3 (id)": the records that name `repo`, at most five.
+fn samples_of(samples: &[NewSample], repo: &str) -> String {
+    let named: Vec<String> = samples
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.record.repo == repo)
+        .map(|(i, s)| format!("sample {} ({})", i + 1, s.sample_id))
+        .collect();
+    match named.len() {
+        0..=5 => named.join(", "),
+        n => format!("{} and {} more", named[..5].join(", "), n - 5),
+    }
+}
+
+/// The text of an internal error without its "internal error:" framing.
+fn service_message(e: &ServiceError) -> String {
+    match e {
+        ServiceError::Internal(message) => message.clone(),
+        other => other.to_string(),
+    }
 }
 
 fn find_repo_source(dir: &Path, repo: &str) -> Option<PathBuf> {

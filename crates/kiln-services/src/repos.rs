@@ -35,7 +35,10 @@ impl RepoStore {
 
     /// Brings every branch and tag of `source` (a git directory, a bundle file, or
     /// anything `git fetch` accepts as a local path) into the stored repository.
+    /// A source that cannot give the whole history (a shallow clone, one with no branch
+    /// or tag) is refused before anything is stored.
     pub async fn import(&self, repo: &str, source: &Path) -> ServiceResult<()> {
+        check_source(source).await?;
         let dest = self.path_for(repo)?;
         if !dest.exists() {
             let parent = dest
@@ -109,6 +112,49 @@ impl RepoStore {
     }
 }
 
+/// Refuses what would import a cut history: a shallow clone (its oldest commits have no
+/// parents here, so a base commit may be there while its history is not), or a source
+/// with no branch or tag (a fetch of `refs/heads/*` and `refs/tags/*` brings nothing,
+/// leaving a base commit that only the source's loose objects held).
+async fn check_source(source: &Path) -> ServiceResult<()> {
+    let shown = source.display();
+    if source.is_dir() {
+        let shallow = git_stdout(&["rev-parse", "--is-shallow-repository"], source).await?;
+        if shallow.trim() == "true" {
+            return Err(ServiceError::Internal(format!(
+                "{shown} is a shallow clone (its history is cut): import needs the whole \
+                 history (run `git fetch --unshallow` there, or give a bundle made with \
+                 `git bundle create X.bundle --all` from a full clone)"
+            )));
+        }
+    }
+    let path = source
+        .to_str()
+        .ok_or_else(|| ServiceError::Internal(format!("{shown}: the path is not UTF-8")))?;
+    let cwd = source.parent().unwrap_or(Path::new("/"));
+    let refs = git_stdout(&["ls-remote", "--heads", "--tags", path], cwd).await?;
+    if refs.trim().is_empty() {
+        return Err(ServiceError::Internal(format!(
+            "{shown} has no branch or tag: nothing would be imported (create a branch at \
+             the commits the records need, e.g. `git branch kiln-import <commit>`)"
+        )));
+    }
+    Ok(())
+}
+
+/// Runs a read-only git command in `dir` and returns its stdout.
+async fn git_stdout(args: &[&str], dir: &Path) -> ServiceResult<String> {
+    Git::new()
+        .args(args)
+        .current_dir(dir)
+        .allow_file_protocol()
+        .timeout(READ_TIMEOUT)
+        .output_async()
+        .await
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .map_err(|e| git_error(args, e))
+}
+
 async fn fetch_all(repo_dir: &Path, source: &Path) -> ServiceResult<()> {
     let source = source
         .to_str()
@@ -138,14 +184,19 @@ async fn git(args: &[&str], dir: &Path) -> ServiceResult<()> {
         .output_async()
         .await
         .map(|_| ())
-        .map_err(|e| match e {
-            GitError::Spawn(e) => io("run git (is it installed?)")(e),
-            GitError::Failed { stderr_tail, .. } => ServiceError::Internal(format!(
-                "git {} failed: {stderr_tail}",
-                args.first().copied().unwrap_or_default(),
-            )),
-            other => ServiceError::Internal(other.to_string()),
-        })
+        .map_err(|e| git_error(args, e))
+}
+
+fn git_error(args: &[&str], e: GitError) -> ServiceError {
+    match e {
+        GitError::Spawn(e) => io("run git (is it installed?)")(e),
+        GitError::Failed { stderr_tail, .. } => ServiceError::Internal(format!(
+            "git {} failed: {}",
+            args.first().copied().unwrap_or_default(),
+            stderr_tail.trim_end()
+        )),
+        other => ServiceError::Internal(other.to_string()),
+    }
 }
 
 fn io(what: &'static str) -> impl Fn(std::io::Error) -> ServiceError {

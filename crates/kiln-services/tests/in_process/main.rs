@@ -6,6 +6,7 @@
 
 mod agent_jobs;
 mod harness;
+mod imports;
 mod sessions;
 mod verification;
 mod webhooks;
