@@ -1,6 +1,5 @@
 //! `kiln images …`: the environment image store, from the terminal.
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -50,13 +49,10 @@ pub enum ImagesCommand {
 
 pub async fn run(config: &Config, command: ImagesCommand) -> anyhow::Result<()> {
     let dir = config.images_dir();
-    let runtime_root = config.data_dir.join("runtime");
-    let store = ImageStore::open(&dir)
-        .with_context(|| format!("cannot open the image store in {}", dir.display()))?
-        // Sandboxes mount layers as overlay lower dirs: those are never deleted under them.
-        .with_layer_users(Arc::new(move || {
-            kiln_runtime::local::layer_users(&runtime_root)
-        }));
+    // Sandboxes mount layers as overlay lower dirs: those are never deleted under them,
+    // whichever process on this data directory runs them.
+    let store = kiln_runtime::open_images(&config.data_dir, &dir)
+        .with_context(|| format!("cannot open the image store in {}", dir.display()))?;
     match command {
         ImagesCommand::List => {
             for image in store.list()? {

@@ -7,6 +7,7 @@ mod files;
 mod images;
 mod instances;
 mod snapshots;
+mod validate;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -197,8 +198,15 @@ enum DatasetsCommand {
     List,
     /// Check every sample: graded without the fix it must fail, with the gold patch it
     /// must pass. Prints a table; exits non-zero on any disagreement. Needs the samples'
-    /// environment images.
-    Validate { name: String },
+    /// environment images. Prints, for a disagreeing sample, which expected tests did
+    /// otherwise. Runs beside a server on the same data directory without touching it;
+    /// Ctrl-C closes its sessions.
+    Validate {
+        name: String,
+        /// Only these samples: an instance id or a glob (`*`, `?`); repeatable.
+        #[arg(long = "sample", value_name = "ID")]
+        samples: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -312,7 +320,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             instance,
             count,
         } => snapshots::fork(&config, server, &instance, count).await,
-        Command::Datasets(DatasetsCommand::Validate { name }) => validate(config, &name).await,
+        Command::Datasets(DatasetsCommand::Validate { name, samples }) => {
+            validate::run(config, &name, samples).await
+        }
         Command::Datasets(DatasetsCommand::Import {
             file,
             name,
@@ -331,64 +341,6 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             .await
         }
     }
-}
-
-async fn validate(mut config: Config, dataset: &str) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
-    install_embedded_agent(&mut config)?;
-    config.build_demo_images = false;
-    let kiln = Kiln::open(config).await?;
-    let report = kiln.bootstrap().await?;
-    if let Some(why) = report.sessions_unavailable {
-        bail!("cannot validate: {why}");
-    }
-    let user = kiln
-        .auth
-        .create_user("kiln datasets validate", "validate@localhost", false)
-        .await?;
-    println!(
-        "{:<40} {:>14} {:>14}  verdict",
-        "sample", "without patch", "with gold"
-    );
-    let show = |v: Option<bool>| match v {
-        Some(true) => "pass",
-        Some(false) => "fail",
-        None => "ERROR",
-    };
-    let started = std::time::Instant::now();
-    let results = kiln_services::dataset_validation::validate_dataset(
-        &kiln.sessions,
-        &kiln.datasets,
-        &user.user_id,
-        dataset,
-        |r| {
-            let verdict = if r.agrees() { "ok" } else { "DISAGREES" };
-            println!(
-                "{:<40} {:>14} {:>14}  {verdict}",
-                r.sample_id,
-                show(r.without_patch),
-                show(r.with_gold)
-            );
-            if let Some(problem) = &r.problem {
-                println!("    {problem}");
-            }
-        },
-    )
-    .await?;
-    let bad = results.iter().filter(|r| !r.agrees()).count();
-    println!(
-        "{} samples, {} agree, {bad} disagree ({:.1} s)",
-        results.len(),
-        results.len() - bad,
-        started.elapsed().as_secs_f64()
-    );
-    kiln.shutdown().await;
-    Ok(if bad == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
 
 async fn import(
@@ -444,7 +396,7 @@ async fn import(
 
 /// Uses the agent built into this binary unless one is configured: written once into
 /// the data directory (rewritten only when this build's differs).
-fn install_embedded_agent(config: &mut Config) -> anyhow::Result<()> {
+pub(crate) fn install_embedded_agent(config: &mut Config) -> anyhow::Result<()> {
     if config.runtime.agent_binary.is_some()
         || std::env::var_os("KILN_AGENT_BIN").is_some()
         || EMBEDDED_AGENT.is_empty()

@@ -27,13 +27,14 @@
 pub mod error;
 pub mod host_report;
 pub mod local;
+pub mod node;
 mod open;
 pub mod runtime;
 pub mod spec;
 
 pub use error::{Resource, Result, RuntimeError};
 pub use host_report::{HostCheck, HostReport};
-pub use open::{default_limits, open, open_images, Opened, Unavailable};
+pub use open::{default_limits, open, open_at, open_images, Opened, Unavailable};
 pub use runtime::{ExecEventSink, NodeCapacity, PortStream, ReconcileReport, Runtime, SandboxExit};
 pub use spec::{
     Limits, Network, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSource,

@@ -46,7 +46,21 @@ pub fn open(
 ) -> Result<Opened, Unavailable> {
     match config.backend {
         RuntimeBackend::None => Err(Unavailable::new("runtime.backend is \"none\"")),
-        RuntimeBackend::Local => open_local(config, data_dir, images_dir),
+        RuntimeBackend::Local => open_local(config, data_dir, images_dir, None),
+    }
+}
+
+/// [`open`] for a node of the data directory (`crate::node`): the local backend keeps its
+/// sandboxes under `runtime_root` instead of `<data-dir>/runtime`.
+pub fn open_at(
+    config: &RuntimeConfig,
+    runtime_root: &Path,
+    data_dir: &Path,
+    images_dir: &Path,
+) -> Result<Opened, Unavailable> {
+    match config.backend {
+        RuntimeBackend::Local => open_local(config, data_dir, images_dir, Some(runtime_root)),
+        _ => open(config, data_dir, images_dir),
     }
 }
 
@@ -68,6 +82,7 @@ fn open_local(
     config: &RuntimeConfig,
     data_dir: &Path,
     images_dir: &Path,
+    runtime_root: Option<&Path>,
 ) -> Result<Opened, Unavailable> {
     let agent = config
         .agent_binary
@@ -79,7 +94,8 @@ fn open_local(
                  scripts/build-agent.sh builds one)",
             )
         })?;
-    let mut local = LocalConfig::new(data_dir.join("runtime"), agent);
+    let root = runtime_root.map_or_else(|| data_dir.join("runtime"), Path::to_path_buf);
+    let mut local = LocalConfig::new(root, agent);
     local.default_disk_bytes = disk_bytes(config);
     local.memory_budget = config.memory_budget_mib.map(|m| m.saturating_mul(1 << 20));
     local.memory_overcommit = config.memory_overcommit;
@@ -122,10 +138,17 @@ pub fn open_images(
     data_dir: &Path,
     images_dir: &Path,
 ) -> kiln_image::Result<kiln_image::ImageStore> {
-    // The root `open_local` gives the local runtime.
-    let runtime_root = data_dir.join("runtime");
-    Ok(kiln_image::ImageStore::open(images_dir)?
-        .with_layer_users(Arc::new(move || layer_users(&runtime_root))))
+    // Every node's runtime root: a sandbox of another process on this data directory
+    // (`kiln datasets validate` beside `kiln serve`) holds its layers as much as ours.
+    let data_dir = data_dir.to_path_buf();
+    Ok(
+        kiln_image::ImageStore::open(images_dir)?.with_layer_users(Arc::new(move || {
+            crate::node::runtime_roots(&data_dir)
+                .iter()
+                .flat_map(|root| layer_users(root))
+                .collect()
+        })),
+    )
 }
 
 fn hostname() -> String {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use kiln_store::{JobStatus, SampleQuery};
+use kiln_verify::{Grading, VerificationResult};
 
 use crate::datasets::DatasetService;
 use crate::error::{ServiceError, ServiceResult};
@@ -17,6 +18,54 @@ pub struct SampleValidation {
     pub with_gold: Option<bool>,
     /// Why grading failed, when it did.
     pub problem: Option<String>,
+    /// For a run that disagrees, which expected tests did not do what the record says
+    /// (one line each: "with the gold patch: FAIL_TO_PASS failed: a, b").
+    pub disagreeing_tests: Vec<String>,
+}
+
+/// Which samples to validate: those whose id equals one of the patterns or matches it as
+/// a glob (`*` any run of characters, `?` one); every sample when there is none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SampleFilter {
+    pub patterns: Vec<String>,
+}
+
+impl SampleFilter {
+    pub fn matches(&self, sample_id: &str) -> bool {
+        self.patterns.is_empty()
+            || self
+                .patterns
+                .iter()
+                .any(|p| p == sample_id || glob_matches(p.as_bytes(), sample_id.as_bytes()))
+    }
+}
+
+/// `*` and `?` only (instance ids have no path separators to respect).
+fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    // Where the last `*` was, and how much of the text it has taken so far.
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p.min(pattern.len())..].iter().all(|&c| c == b'*')
 }
 
 impl SampleValidation {
@@ -26,12 +75,14 @@ impl SampleValidation {
     }
 }
 
-/// Validates every latest sample of `dataset` as `user_id`, reporting each as it finishes.
+/// Validates the latest samples of `dataset` that `filter` selects, as `user_id`,
+/// reporting each as it finishes.
 pub async fn validate_dataset(
     sessions: &Arc<SessionService>,
     datasets: &DatasetService,
     user_id: &str,
     dataset: &str,
+    filter: &SampleFilter,
     mut report: impl FnMut(&SampleValidation),
 ) -> ServiceResult<Vec<SampleValidation>> {
     let page = datasets
@@ -45,16 +96,35 @@ pub async fn validate_dataset(
             "dataset {dataset} (or it has no samples)"
         )));
     }
+    let chosen: Vec<_> = page
+        .samples
+        .into_iter()
+        .filter(|s| filter.matches(&s.sample_id))
+        .collect();
+    if chosen.is_empty() {
+        return Err(ServiceError::not_found(format!(
+            "a sample of {dataset} matching {}",
+            filter.patterns.join(", ")
+        )));
+    }
     let mut results = Vec::new();
-    for sample in page.samples {
+    for sample in chosen {
         let mut result = SampleValidation {
             sample_id: sample.sample_id.clone(),
             without_patch: None,
             with_gold: None,
             problem: None,
+            disagreeing_tests: Vec::new(),
         };
         match grade(sessions, user_id, dataset, &sample.sample_id, None).await {
-            Ok(v) => result.without_patch = Some(v),
+            Ok(v) => {
+                result.without_patch = Some(v.is_success);
+                if v.is_success {
+                    result
+                        .disagreeing_tests
+                        .extend(disagreeing("without the patch", &v, false));
+                }
+            }
             Err(e) => result.problem = Some(format!("without patch: {e}")),
         }
         match grade(
@@ -66,13 +136,53 @@ pub async fn validate_dataset(
         )
         .await
         {
-            Ok(v) => result.with_gold = Some(v),
+            Ok(v) => {
+                result.with_gold = Some(v.is_success);
+                if !v.is_success {
+                    result
+                        .disagreeing_tests
+                        .extend(disagreeing("with the gold patch", &v, true));
+                }
+            }
             Err(e) => result.problem = Some(format!("with the gold patch: {e}")),
         }
         report(&result);
         results.push(result);
     }
     Ok(results)
+}
+
+/// The expected tests a run got wrong: with the gold patch, those that failed; without
+/// it (which should fail), the FAIL_TO_PASS tests that already pass. An invalid log says
+/// why instead.
+fn disagreeing(run: &str, result: &VerificationResult, gold: bool) -> Vec<String> {
+    let Grading::Swebench(grading) = &result.grading else {
+        return Vec::new();
+    };
+    if let Some(reason) = &grading.invalid_reason {
+        return vec![format!("{run}: the log is invalid ({reason})")];
+    }
+    let status = &grading.tests_status;
+    let lists: [(&str, &str, &[String]); 2] = if gold {
+        [
+            ("FAIL_TO_PASS", "failed", &status.fail_to_pass.failure),
+            ("PASS_TO_PASS", "failed", &status.pass_to_pass.failure),
+        ]
+    } else {
+        [
+            (
+                "FAIL_TO_PASS",
+                "passed already",
+                &status.fail_to_pass.success,
+            ),
+            ("PASS_TO_PASS", "failed", &status.pass_to_pass.failure),
+        ]
+    };
+    lists
+        .into_iter()
+        .filter(|(_, _, tests)| !tests.is_empty())
+        .map(|(kind, what, tests)| format!("{run}: {kind} {what}: {}", tests.join(", ")))
+        .collect()
 }
 
 /// One fresh session, optionally patched, verified, closed.
@@ -82,7 +192,7 @@ async fn grade(
     dataset: &str,
     sample_id: &str,
     patch: Option<&str>,
-) -> ServiceResult<bool> {
+) -> ServiceResult<VerificationResult> {
     let session = sessions
         .create(CreateSession::sample(user_id, dataset, sample_id, Some(60)))
         .await?;
@@ -126,7 +236,7 @@ async fn grade(
             }
         };
         match (job.status, job.result) {
-            (JobStatus::Completed, Some(result)) => Ok(result.is_success),
+            (JobStatus::Completed, Some(result)) => Ok(result),
             (status, _) => Err(ServiceError::Internal(format!(
                 "verification ended {}: {}",
                 status.as_str(),
@@ -140,5 +250,27 @@ async fn grade(
     match (outcome, closed) {
         (Ok(v), Ok(_)) => Ok(v),
         (Ok(_), Err(e)) | (Err(e), _) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filter_takes_ids_and_globs() {
+        let all = SampleFilter::default();
+        assert!(all.matches("anything"));
+        let f = SampleFilter {
+            patterns: vec!["astropy__astropy-12907".into(), "django__*-1?".into()],
+        };
+        assert!(f.matches("astropy__astropy-12907"));
+        assert!(!f.matches("astropy__astropy-1290"));
+        assert!(f.matches("django__django-11"));
+        assert!(!f.matches("django__django-111"));
+        assert!(!f.matches("sympy__sympy-11"));
+        assert!(glob_matches(b"*a*b*", b"xxaxxbxx"));
+        assert!(!glob_matches(b"*a*b", b"xxaxxbxx"));
+        assert!(glob_matches(b"**", b""));
     }
 }

@@ -99,6 +99,19 @@ impl Kiln {
         Self::open_with(config, Sandboxes::open).await
     }
 
+    /// Like [`Kiln::open`], as a node of its own beside the data directory's server (a
+    /// one-off process: `kiln datasets validate`): its sessions and sandboxes are apart
+    /// from the server's, which it never recovers or stops, and the other way round.
+    /// [`Kiln::shutdown`] removes the node; one whose process died is reclaimed by the
+    /// next process to start on the data directory.
+    pub async fn open_ephemeral(config: Config, label: &str) -> Result<Self, StartError> {
+        let label = label.to_string();
+        Self::open_with(config, move |config| {
+            Sandboxes::open_ephemeral(config, &label)
+        })
+        .await
+    }
+
     /// Like [`Kiln::open`], with a sandbox backend the caller supplies (a test's fake,
     /// a backend in its own crate) instead of the configured one; sandboxes get the
     /// configuration's default limits, and `location` names where they run.
@@ -208,6 +221,12 @@ impl Kiln {
         }
         report.sessions_unavailable = self.sessions.unavailable_reason();
         report.recovery = self.sessions.recover().await?;
+        if self.sandboxes.is_ephemeral() {
+            // A one-off node beside the server: the rest is the server's to recover and run.
+            self.sessions.spawn_reaper();
+            self.sessions.spawn_metering();
+            return Ok(report);
+        }
         self.instances.recover_execs().await?;
         let failed = self.base_images.recover().await?;
         if failed > 0 {
@@ -249,6 +268,7 @@ impl Kiln {
         self.agent_jobs.shutdown();
         self.webhooks.shutdown();
         self.sessions.shutdown().await;
+        self.sandboxes.retire_node();
     }
 }
 

@@ -29,6 +29,7 @@ pub use error::StoreError;
 pub use kiln_domain::*;
 pub use traits::BaseImageStore;
 pub use traits::ExecStore;
+pub use traits::NodeStore;
 pub use traits::PortForwardStore;
 pub use traits::SnapshotStore;
 pub use traits::WebhookStore;
@@ -42,6 +43,7 @@ pub use traits::{
 pub mod prelude {
     pub use crate::traits::BaseImageStore;
     pub use crate::traits::ExecStore;
+    pub use crate::traits::NodeStore;
     pub use crate::traits::PortForwardStore;
     pub use crate::traits::SnapshotStore;
     pub use crate::traits::WebhookStore;

@@ -15,6 +15,7 @@ mod instance_execs;
 mod instances;
 mod interactions;
 mod jobs;
+mod nodes;
 mod output;
 mod ports;
 mod rows;

@@ -49,6 +49,7 @@ pub trait Store:
     + SnapshotStore
     + ExecStore
     + BaseImageStore
+    + NodeStore
     + 'static
 {
 }
@@ -67,6 +68,7 @@ impl<T> Store for T where
         + SnapshotStore
         + ExecStore
         + BaseImageStore
+        + NodeStore
         + ?Sized
         + 'static
 {
@@ -650,4 +652,16 @@ pub trait BaseImageStore: Send + Sync {
     ) -> Result<Option<crate::BaseImageRecord>>;
     /// Deletes a version that is neither current nor preparing; whether it did.
     async fn delete_base_image(&self, image_id: &str) -> Result<bool>;
+}
+
+/// Which node runs each session (`sessions.node_id`; implemented in `sql/nodes.rs`). A
+/// node is one process with its own runtime root on a data directory (ARCHITECTURE.md,
+/// "Nodes on one data directory"); NULL is the data directory's own node before 0015.
+#[async_trait]
+pub trait NodeStore: Send + Sync {
+    /// `SessionStore::insert_session`, recording `node_id` as the node that runs it.
+    async fn insert_session_on(&self, session: &NewSession, node_id: &str)
+        -> Result<SessionRecord>;
+    /// `(session_id, node_id)` of every `creating` or `ready` session.
+    async fn live_session_nodes(&self) -> Result<Vec<(String, Option<String>)>>;
 }

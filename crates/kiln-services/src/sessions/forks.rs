@@ -96,7 +96,6 @@ impl SessionService {
     ) -> ServiceResult<SessionRecord> {
         let now = Utc::now();
         let record = self
-            .store
             .insert_session(&NewSession {
                 session_id: id.as_str().to_string(),
                 user_id: parent.user_id.clone(),

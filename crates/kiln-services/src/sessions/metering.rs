@@ -73,6 +73,19 @@ impl SessionService {
     /// least their balance (priced as the charge will be). Returns how many it ended.
     pub async fn reap_unpaid(&self, now: DateTime<Utc>) -> ServiceResult<usize> {
         let ready = self.store.list_sessions_in(&[SessionStatus::Ready]).await?;
+        // Another node's sessions are its own to end (their sandboxes are not ours).
+        let others: std::collections::HashSet<String> = self
+            .store
+            .live_session_nodes()
+            .await?
+            .into_iter()
+            .filter(|(_, node)| !self.sandboxes.owns(node.as_deref()))
+            .map(|(id, _)| id)
+            .collect();
+        let ready: Vec<_> = ready
+            .into_iter()
+            .filter(|s| !others.contains(&s.session_id))
+            .collect();
         let mut accrued: BTreeMap<&str, (i64, Vec<&str>)> = BTreeMap::new();
         for session in &ready {
             let cost = session.ready_at.map_or(0, |ready_at| {

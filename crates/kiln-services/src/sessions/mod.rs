@@ -256,7 +256,6 @@ impl SessionService {
             .map_err(ServiceError::admission)?;
         let now = Utc::now();
         let record = self
-            .store
             .insert_session(&NewSession {
                 session_id,
                 user_id: request.user_id.to_string(),
@@ -532,6 +531,14 @@ impl SessionService {
         self.ended.notify_one();
         self.changes.notify(session_id);
         Ok(Some(ended))
+    }
+
+    /// Stores a new session as this process's node's (`sessions.node_id`).
+    async fn insert_session(&self, session: &NewSession) -> ServiceResult<SessionRecord> {
+        Ok(match self.sandboxes.node_id() {
+            Some(node) => self.store.insert_session_on(session, node).await?,
+            None => self.store.insert_session(session).await?,
+        })
     }
 
     async fn destroy_sandbox(&self, id: &SandboxId) {

@@ -1,13 +1,18 @@
 //! The life around sessions: TTL expiry, start-up recovery, shutdown.
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use kiln_runtime::node::DeadNode;
 use kiln_runtime::SandboxId;
 use kiln_store::{InteractionOutcome, JobStatus, SessionStatus};
 
 use super::{Ended, Readiness, SessionService, INFRA_EXIT_CODE};
 use crate::error::{ServiceError, ServiceResult};
+
+/// The error code of a session whose node's process ended without stopping it.
+pub const NODE_LOST: &str = "node_lost";
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RecoveryReport {
@@ -60,11 +65,22 @@ impl SessionService {
     /// Start-up recovery: the store and the runtime are made to agree. Sandboxes nobody
     /// knows are removed; sessions whose sandbox is gone end (`error` while creating,
     /// `terminated` when ready); interactions cut off by the restart fail with
-    /// [`INFRA_EXIT_CODE`]; sessions whose sandbox survived get a worker again.
+    /// [`INFRA_EXIT_CODE`]; sessions whose sandbox survived get a worker again. Only this
+    /// node's sessions (and those of nodes whose process is gone, which end `node_lost`):
+    /// another process's on the same store are left alone (ARCHITECTURE.md, "Nodes on
+    /// one data directory").
     pub async fn recover(self: &Arc<Self>) -> ServiceResult<RecoveryReport> {
         let mut report = RecoveryReport::default();
         let now = Utc::now();
-        for interaction in self.store.list_unfinished_interactions().await? {
+        // Listed before the owners, so every session they name is in `owners` if live.
+        let interactions = self.store.list_unfinished_interactions().await?;
+        let jobs = self.store.list_unfinished_verification_jobs().await?;
+        let owners = Owners::read(self).await?;
+        report.sessions_ended += self.reclaim_dead_nodes(&owners, now).await?;
+        for interaction in interactions {
+            if !owners.recovers(self, &interaction.session_id).await? {
+                continue;
+            }
             let outcome = InteractionOutcome {
                 exit_code: INFRA_EXIT_CODE,
                 message: Some("the server restarted before this interaction finished".into()),
@@ -79,18 +95,28 @@ impl SessionService {
                 report.interactions_failed += 1;
             }
         }
-        report.jobs_failed = self
-            .end_jobs(
-                None,
-                JobStatus::Error,
-                "server_restarted",
-                "the server restarted before this job finished",
-            )
-            .await?;
-        let live = self
+        let mut job_sessions: Vec<String> = jobs.into_iter().map(|j| j.session_id).collect();
+        job_sessions.sort();
+        job_sessions.dedup();
+        for session_id in job_sessions {
+            if owners.recovers(self, &session_id).await? {
+                report.jobs_failed += self
+                    .end_jobs(
+                        Some(&session_id),
+                        JobStatus::Error,
+                        "server_restarted",
+                        "the server restarted before this job finished",
+                    )
+                    .await?;
+            }
+        }
+        let live: Vec<_> = self
             .store
             .list_sessions_in(&[SessionStatus::Creating, SessionStatus::Ready])
-            .await?;
+            .await?
+            .into_iter()
+            .filter(|s| owners.is_mine(&s.session_id))
+            .collect();
         let known: Vec<SandboxId> = live
             .iter()
             .filter(|s| s.status == SessionStatus::Ready)
@@ -167,6 +193,24 @@ impl SessionService {
         Ok(report)
     }
 
+    /// Closes every session this process runs, as a close would (billed, sandbox
+    /// destroyed): a one-off process that stops early (`kiln datasets validate` on a
+    /// signal) leaves nothing live behind. Returns how many it closed.
+    pub async fn close_all(&self) -> usize {
+        let ids: Vec<String> = self.lock_live().keys().cloned().collect();
+        let mut closed = 0;
+        for id in ids {
+            match self.end(&id, SessionStatus::Closed, None).await {
+                Ok(Some(_)) => closed += 1,
+                Ok(None) => {
+                    self.forget(&id);
+                }
+                Err(e) => tracing::error!(session = %id, error = %e, "cannot close session"),
+            }
+        }
+        closed
+    }
+
     /// Ends nothing in the store (a restart resumes or terminates sessions, billing them up
     /// to the heartbeat recorded here), but stops every sandbox so nothing is left running
     /// or mounted.
@@ -189,5 +233,104 @@ impl SessionService {
                 tracing::error!(error = %e, "runtime shutdown failed");
             }
         }
+    }
+}
+
+/// Which node each live session belongs to, at the start of a recovery.
+struct Owners {
+    nodes: HashMap<String, Option<String>>,
+    /// Sessions of this node (and, on the data directory's own node, of none).
+    mine: HashSet<String>,
+    /// Ephemeral nodes whose process is gone, leased to this recovery until reclaimed.
+    dead: Mutex<Vec<DeadNode>>,
+    dead_ids: HashSet<String>,
+}
+
+impl Owners {
+    async fn read(service: &SessionService) -> ServiceResult<Self> {
+        let nodes: HashMap<String, Option<String>> = service
+            .store
+            .live_session_nodes()
+            .await?
+            .into_iter()
+            .collect();
+        let mine = nodes
+            .iter()
+            .filter(|(_, node)| service.sandboxes.owns(node.as_deref()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let dead = service.sandboxes.dead_nodes();
+        Ok(Self {
+            nodes,
+            mine,
+            dead_ids: dead.iter().map(|d| d.id.clone()).collect(),
+            dead: Mutex::new(dead),
+        })
+    }
+
+    fn is_mine(&self, session_id: &str) -> bool {
+        self.mine.contains(session_id)
+    }
+
+    /// Whether what a session left unfinished (interactions, jobs) is this recovery's to
+    /// fail: the session is this node's, a dead node's, or no longer live. A live session
+    /// of another node, or one made after the owners were read, is not.
+    async fn recovers(&self, service: &SessionService, session_id: &str) -> ServiceResult<bool> {
+        if self.is_mine(session_id) {
+            return Ok(true);
+        }
+        if let Some(node) = self.nodes.get(session_id) {
+            return Ok(node.as_deref().is_some_and(|n| self.is_dead(n)));
+        }
+        let session = service.store.get_session(session_id).await?;
+        Ok(!session.is_some_and(|s| s.status.is_live()))
+    }
+
+    fn is_dead(&self, node: &str) -> bool {
+        self.dead_ids.contains(node)
+    }
+}
+
+impl SessionService {
+    /// Ends the sessions of nodes whose process is gone (`terminated`, `node_lost`, billed
+    /// up to their last heartbeat; their jobs end in `error`) and tears down what those
+    /// nodes left running. Returns how many sessions it ended.
+    async fn reclaim_dead_nodes(
+        &self,
+        owners: &Owners,
+        now: DateTime<Utc>,
+    ) -> ServiceResult<usize> {
+        let dead: Vec<DeadNode> =
+            std::mem::take(&mut *owners.dead.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut ended = 0;
+        for node in &dead {
+            let message = format!("the process that ran this session (node {}) ended", node.id);
+            for (session_id, _) in owners
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.as_deref() == Some(node.id.as_str()))
+            {
+                self.end_jobs(Some(session_id), JobStatus::Error, NODE_LOST, &message)
+                    .await?;
+                let reason = Some((NODE_LOST.to_string(), message.clone()));
+                if self
+                    .end_billed(session_id, SessionStatus::Terminated, now, true, reason)
+                    .await?
+                    .is_some()
+                {
+                    ended += 1;
+                }
+            }
+        }
+        // Their interactions are failed with this node's (`Owners::recovers`).
+        for node in dead {
+            let id = node.id.clone();
+            if let Err(e) = self.sandboxes.reclaim_node(node).await {
+                tracing::error!(node = %id, error = %e, "cannot tear down a dead node's sandboxes");
+            } else {
+                tracing::info!(node = %id, "reclaimed the sandboxes of a node whose process ended");
+            }
+        }
+        Ok(ended)
     }
 }

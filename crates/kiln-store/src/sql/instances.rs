@@ -12,12 +12,14 @@ use crate::{NewSession, Result, SessionChange, SessionFilter, SessionRecord, Ses
 pub(super) async fn insert<D: Dialect>(
     store: &SqlStore<D>,
     session: &NewSession,
+    node_id: Option<&str>,
 ) -> Result<SessionRecord> {
     let sql = format!(
         "INSERT INTO sessions (session_id, user_id, dataset, sample_id, sample_version, image, \
              name, labels, limit_cpu_millicores, limit_memory_bytes, limit_disk_bytes, status, \
-             requested_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'creating', $12, $13) RETURNING {}",
+             requested_at, expires_at, node_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'creating', $12, $13, $14) \
+         RETURNING {}",
         columns::plain(columns::SESSION)
     );
     let (dataset, sample_id, version, image) = match &session.source {
@@ -50,6 +52,7 @@ pub(super) async fn insert<D: Dialect>(
         .arg(limit(session.limits.disk_bytes))
         .arg(Stamp(session.requested_at))
         .arg(Stamp(session.expires_at))
+        .arg(node_id)
         .fetch_one(D::exec(&mut conn))
         .await
         .map_err(|e| insert_error(e, "session_id", "user or sample version"))?;

@@ -47,7 +47,7 @@ impl<D: Dialect> SqlStore<D> {
 #[async_trait]
 impl<D: Dialect> SessionStore for SqlStore<D> {
     async fn insert_session(&self, session: &NewSession) -> Result<SessionRecord> {
-        instances::insert(self, session).await
+        instances::insert(self, session, None).await
     }
 
     async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>> {
