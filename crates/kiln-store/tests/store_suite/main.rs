@@ -18,6 +18,7 @@ mod instance_execs;
 mod instances;
 mod interactions;
 mod migration_0008;
+mod nodes;
 mod opening;
 mod output_retention;
 mod persistence;
@@ -116,4 +117,5 @@ on_both_backends!(
     snapshots::a_sandbox_swap_needs_the_old_sandbox_and_a_ready_session,
     base_images::base_image_versions_move_through_their_statuses_once,
     base_images::racing_base_image_inserts_get_distinct_numbers,
+    nodes::live_sessions_name_their_node,
 );
