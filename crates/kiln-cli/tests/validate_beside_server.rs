@@ -425,6 +425,11 @@ async fn validate_beside_a_server_touches_nothing_of_it() {
     let status = wait_exit(&mut validate, Duration::from_secs(120));
     let said = std::fs::read_to_string(dir.path().join("validate1.log")).unwrap();
     assert!(said.contains("1 samples"), "{status}: {said}");
+    // Its tests pass without the fix, so it says which expected test did otherwise.
+    assert!(
+        said.contains("without the patch: FAIL_TO_PASS passed already: t1"),
+        "{said}"
+    );
     assert_eq!(
         nodes(&data),
         Vec::<PathBuf>::new(),
