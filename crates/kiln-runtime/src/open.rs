@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use kiln_config::{RuntimeBackend, RuntimeConfig};
 
+use crate::docker::{DockerRuntime, DockerSettings};
 use crate::local::{default_agent_binary, layer_users, LocalConfig, LocalRuntime};
 use crate::runtime::Runtime;
 use crate::spec::Limits;
@@ -47,6 +48,7 @@ pub fn open(
     match config.backend {
         RuntimeBackend::None => Err(Unavailable::new("runtime.backend is \"none\"")),
         RuntimeBackend::Local => open_local(config, data_dir, images_dir),
+        RuntimeBackend::Docker => open_docker(config, data_dir, images_dir),
     }
 }
 
@@ -64,12 +66,8 @@ fn disk_bytes(config: &RuntimeConfig) -> Option<u64> {
     (config.disk_mib > 0).then(|| config.disk_mib.saturating_mul(1 << 20))
 }
 
-fn open_local(
-    config: &RuntimeConfig,
-    data_dir: &Path,
-    images_dir: &Path,
-) -> Result<Opened, Unavailable> {
-    let agent = config
+fn agent_binary(config: &RuntimeConfig) -> Result<std::path::PathBuf, Unavailable> {
+    config
         .agent_binary
         .clone()
         .or_else(default_agent_binary)
@@ -78,7 +76,50 @@ fn open_local(
                 "no kiln-agent binary found (set runtime.agent_binary or KILN_AGENT_BIN; \
                  scripts/build-agent.sh builds one)",
             )
-        })?;
+        })
+}
+
+/// The Docker backend: containers in the engine `[runtime.docker]` names, from images of
+/// the store in `images_dir` (loaded into the engine on first use) or of the engine.
+fn open_docker(
+    config: &RuntimeConfig,
+    data_dir: &Path,
+    images_dir: &Path,
+) -> Result<Opened, Unavailable> {
+    let docker = &config.docker;
+    let mut settings = DockerSettings::new(agent_binary(config)?, data_dir.join("docker"));
+    settings.host.clone_from(&docker.host);
+    settings.connection = docker.agent_connection;
+    settings.network.clone_from(&docker.network);
+    settings.label_prefix.clone_from(&docker.label_prefix);
+    settings.agent_port = docker.agent_port;
+    settings.start_timeout = std::time::Duration::from_secs(docker.start_timeout_secs);
+    let images = kiln_image::ImageStore::open(images_dir)
+        .map_err(|e| Unavailable::new(format!("cannot open the image store: {e}")))?;
+    let runtime = DockerRuntime::new(settings)
+        .map_err(|e| Unavailable::new(format!("cannot use the Docker engine: {e}")))?
+        .with_images(images);
+    let location = format!(
+        "docker:{}",
+        docker.host.clone().unwrap_or_else(|| "local".into())
+    );
+    Ok(Opened {
+        runtime: Arc::new(runtime),
+        limits: Limits {
+            // The engine's storage driver, not Kiln, bounds a container's disk.
+            disk_bytes: None,
+            ..default_limits(config)
+        },
+        location,
+    })
+}
+
+fn open_local(
+    config: &RuntimeConfig,
+    data_dir: &Path,
+    images_dir: &Path,
+) -> Result<Opened, Unavailable> {
+    let agent = agent_binary(config)?;
     let mut local = LocalConfig::new(data_dir.join("runtime"), agent);
     local.default_disk_bytes = disk_bytes(config);
     local.memory_budget = config.memory_budget_mib.map(|m| m.saturating_mul(1 << 20));
