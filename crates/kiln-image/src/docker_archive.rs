@@ -1,10 +1,12 @@
 //! Images out of the store as a `docker save` tarball, which `docker load` (the Engine
 //! API's `POST /images/load`) takes: how the Docker backend moves a store image into an
-//! engine. The layers go as stored (compressed is fine: the engine decompresses them and
-//! checks each against the config's `diff_ids`), so the engine's image id is the
-//! config's digest.
+//! engine. Plain and gzip layers go as stored (the engine decompresses them and checks each
+//! against the config's `diff_ids`); zstd ones go decompressed, since engines before
+//! Docker 23 cannot read zstd. Either way the engine's image id is the config's digest.
 
-use std::io::Write;
+use std::io::{Read, Write};
+
+use crate::compression::{decompressed, Compression};
 
 use crate::error::{ImageError, Result};
 use crate::image::Image;
@@ -29,7 +31,7 @@ impl ImageStore {
         for layer in image.layers() {
             let name = format!("{}/layer.tar", layer.digest.hex());
             if !layer_names.contains(&name) {
-                append_blob(self, &mut tar, &layer.digest, &name)?;
+                append_layer(self, &mut tar, &layer.digest, &name)?;
             }
             layer_names.push(name);
         }
@@ -74,6 +76,30 @@ fn append_blob(
             path: store.blobs().path(digest),
             source,
         })
+}
+
+/// A layer blob as stored, or decompressed when it is zstd: the size a tar header needs
+/// is learnt by a first decompression pass (zstd decodes at memory speed; no temporary).
+fn append_layer(
+    store: &ImageStore,
+    tar: &mut tar::Builder<impl Write>,
+    digest: &crate::Digest,
+    name: &str,
+) -> Result<()> {
+    let (compression, mut reader) = decompressed(store.blobs().open(digest)?)?;
+    if compression != Compression::Zstd {
+        return append_blob(store, tar, digest, name);
+    }
+    let io_err = |source| ImageError::Io {
+        action: "cannot decompress for the docker archive the layer",
+        path: store.blobs().path(digest),
+        source,
+    };
+    let len = std::io::copy(&mut reader, &mut std::io::sink()).map_err(io_err)?;
+    let (_, reader) = decompressed(store.blobs().open(digest)?)?;
+    let mut header = header(len);
+    tar.append_data(&mut header, name, reader.take(len))
+        .map_err(io_err)
 }
 
 fn append_bytes(tar: &mut tar::Builder<impl Write>, name: &str, bytes: &[u8]) -> Result<()> {

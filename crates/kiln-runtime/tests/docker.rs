@@ -243,3 +243,43 @@ async fn an_engine_that_does_not_answer_is_a_clear_error() {
     assert!(err.to_string().contains("does not answer"), "{err}");
     assert!(!rt.health().await.is_ready());
 }
+
+/// A demo environment image (Debian with Python) from Kiln's image store: loaded into the
+/// engine on first use, then found by its config digest. Skipped without the demo images
+/// (`kiln images build-demo`, see scripts/test.sh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demo_image_from_the_store_is_loaded_and_runs_its_tests() {
+    let Some(host) = host() else { return };
+    let dir = std::env::var("KILN_TEST_IMAGES_DIR")
+        .unwrap_or_else(|_| "/var/cache/kiln-test/images".into());
+    let reference = "kiln-demo/sample/kiln-demo__inifile-1:1";
+    let Ok(store) = kiln_image::ImageStore::open(std::path::Path::new(&dir)) else {
+        eprintln!("SKIPPED: no demo images in {dir}");
+        return;
+    };
+    let Ok(image) = store.get(reference) else {
+        eprintln!("SKIPPED: no {reference} in {dir}");
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let rt = runtime(&host, "kilntest-demo", root.path()).with_images(store);
+    rt.reconcile(&[]).await.unwrap();
+    rt.check_image(reference).await.unwrap();
+    let sid = id("demo-1");
+    rt.create(SandboxSpec::image(sid.clone(), reference))
+        .await
+        .unwrap();
+    // The engine holds it under the config digest: its own id.
+    let loaded = rt
+        .engine()
+        .inspect_image(&image.config_digest().to_string())
+        .await
+        .unwrap();
+    assert_eq!(
+        loaded.id.as_deref(),
+        Some(image.config_digest().to_string().as_str())
+    );
+    let (code, out) = sh(&rt, &sid, "pwd; python3 -c 'print(6*7)'").await;
+    assert_eq!((code, out.as_str()), (0, "/testbed\n42\n"), "{out}");
+    rt.destroy(&sid).await.unwrap();
+}
