@@ -283,3 +283,44 @@ async fn a_demo_image_from_the_store_is_loaded_and_runs_its_tests() {
     assert_eq!((code, out.as_str()), (0, "/testbed\n42\n"), "{out}");
     rt.destroy(&sid).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_is_a_commit_and_forks_start_from_it() {
+    let Some(host) = host() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let rt = runtime(&host, "kilntest-snap", root.path());
+    ensure_busybox(&rt).await;
+    rt.reconcile(&[]).await.unwrap();
+    let (parent, child) = (id("snap-parent"), id("snap-child"));
+    rt.create(SandboxSpec::image(parent.clone(), BUSYBOX))
+        .await
+        .unwrap();
+    sh(
+        &rt,
+        &parent,
+        "echo 'before the snapshot' > /testbed/state.txt",
+    )
+    .await;
+    let snapshot = rt.snapshot(&parent).await.unwrap();
+    assert_eq!(snapshot.sandbox, parent);
+    assert!(snapshot.size_bytes > 0, "{snapshot:?}");
+    sh(&rt, &parent, "echo 'after' > /testbed/state.txt").await;
+    rt.create(SandboxSpec::fork(child.clone(), &snapshot))
+        .await
+        .unwrap();
+    let (code, out) = sh(&rt, &child, "cat /testbed/state.txt; pwd").await;
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "before the snapshot\n/testbed\n"),
+        "{out}"
+    );
+    // In use by a fork: not removable; once the fork is gone, removed.
+    assert!(rt.remove_snapshot(&snapshot.id).await.is_err());
+    rt.destroy(&child).await.unwrap();
+    rt.remove_snapshot(&snapshot.id).await.unwrap();
+    assert!(matches!(
+        rt.remove_snapshot(&snapshot.id).await,
+        Err(RuntimeError::NotFound(_))
+    ));
+    rt.destroy(&parent).await.unwrap();
+}

@@ -10,6 +10,7 @@
 
 mod image;
 mod runtime_impl;
+mod snapshot;
 mod start;
 
 use std::collections::HashMap;

@@ -19,6 +19,7 @@ use crate::host_report::HostReport;
 use crate::runtime::{ExecEventSink, PortStream, ReconcileReport, Runtime, SandboxExit};
 use crate::spec::{
     Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSource, SandboxSpec,
+    Snapshot, SnapshotId,
 };
 
 fn agent_err(id: &SandboxId) -> impl FnOnce(ClientError) -> RuntimeError + '_ {
@@ -109,11 +110,6 @@ impl Runtime for DockerRuntime {
     fn release(&self, _id: &SandboxId) {}
 
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxHandle> {
-        let SandboxSource::Image(reference) = &spec.source else {
-            return Err(RuntimeError::Unsupported {
-                what: "forks (snapshots)",
-            });
-        };
         self.negotiate().await?;
         {
             let mut table = self.table();
@@ -122,7 +118,11 @@ impl Runtime for DockerRuntime {
             }
             table.insert(spec.id.clone(), Slot::Starting);
         }
-        let started = match self.image(reference).await {
+        let image = match &spec.source {
+            SandboxSource::Image(reference) => self.image(reference).await,
+            SandboxSource::Snapshot(snapshot) => self.snapshot_engine_image(snapshot).await,
+        };
+        let started = match image {
             Ok(image) => self.start(&spec, &image).await,
             Err(err) => Err(err),
         };
@@ -258,6 +258,15 @@ impl Runtime for DockerRuntime {
             .connect_port(port)
             .await
             .map_err(agent_err(id))
+    }
+
+    async fn snapshot(&self, id: &SandboxId) -> Result<Snapshot> {
+        let sandbox = self.get(id)?;
+        self.commit(id, &sandbox.container).await
+    }
+
+    async fn remove_snapshot(&self, snapshot_id: &SnapshotId) -> Result<()> {
+        self.remove_snapshot_image(snapshot_id).await
     }
 
     async fn destroy(&self, id: &SandboxId) -> Result<()> {
