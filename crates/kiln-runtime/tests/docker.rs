@@ -324,3 +324,40 @@ async fn a_snapshot_is_a_commit_and_forks_start_from_it() {
     ));
     rt.destroy(&parent).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_and_process_limits_hold_and_the_sandbox_survives_them() {
+    let Some(host) = host() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let rt = runtime(&host, "kilntest-lim", root.path());
+    ensure_busybox(&rt).await;
+    rt.reconcile(&[]).await.unwrap();
+    let sid = id("lim-1");
+    let mut spec = SandboxSpec::image(sid.clone(), BUSYBOX);
+    spec.limits = Limits {
+        memory_bytes: Some(64 << 20),
+        disk_bytes: None,
+        pids: Some(32),
+        cpu_millicores: Some(1000),
+    };
+    rt.create(spec).await.unwrap();
+    // A memory hog is killed (no swap to hide in); the agent, small, is not.
+    let (code, _) = sh(
+        &rt,
+        &sid,
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#x}",
+    )
+    .await;
+    assert_ne!(code, 0, "a 200 MB string fit in 64 MiB");
+    // A fork bomb stops at the pids limit (`kill -1` spares the agent, PID 1).
+    let bomb = ExecRequest::shell("for i in $(seq 60); do sleep 30 & done; kill -9 -1");
+    let done = rt.exec(&sid, bomb).await.unwrap();
+    let stderr = String::from_utf8_lossy(done.stderr.as_bytes()).into_owned();
+    assert!(
+        stderr.contains("fork"),
+        "60 processes under a limit of 32: {stderr:?}"
+    );
+    let (code, out) = sh(&rt, &sid, "echo still here").await;
+    assert_eq!((code, out.as_str()), (0, "still here\n"));
+    rt.destroy(&sid).await.unwrap();
+}
