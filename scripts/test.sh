@@ -12,7 +12,7 @@ step() { printf '\n==> %s\n' "$*"; }
 step "Debian packages the tests need"
 need=()
 for pair in bwrap:bubblewrap busybox:busybox-static debootstrap:debootstrap git:git curl:curl \
-  qemu-system-x86_64:qemu-system-x86 cpio:cpio mkfs.xfs:xfsprogs; do
+  qemu-system-x86_64:qemu-system-x86 cpio:cpio mkfs.xfs:xfsprogs dockerd:docker.io; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -24,7 +24,9 @@ pub struct Agent {
     /// For `pong`.
     pub started: Instant,
     /// Removed on shutdown.
-    pub socket_path: PathBuf,
+    pub socket_path: Option<PathBuf>,
+    /// What the hello of a TCP client must carry.
+    pub secret: Option<String>,
     /// PID 1 of a pid namespace: shutdown may signal every process (`kill(-1)`).
     pub is_pid1: bool,
     /// Connections being served.

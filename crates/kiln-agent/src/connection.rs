@@ -1,6 +1,5 @@
 //! One connection: handshake, one request, its answer.
 
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -16,12 +15,13 @@ use crate::exec_run::serve_exec;
 use crate::file_ops;
 use crate::port_pipe::serve_connect_port;
 use crate::str_replace::{edit_lines, str_replace};
+use crate::stream::{secrets_match, Stream};
 
 /// A client has this long to send each of its two frames.
 const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves one connection to the end; errors only concern this connection.
-pub fn serve_connection(agent: &Agent, mut stream: UnixStream) {
+pub fn serve_connection(agent: &Agent, mut stream: Stream) {
     let active = agent.connections.fetch_add(1, Ordering::SeqCst) + 1;
     if active > MAX_CONNECTIONS {
         let _ = send_error(
@@ -35,18 +35,35 @@ pub fn serve_connection(agent: &Agent, mut stream: UnixStream) {
     agent.connections.fetch_sub(1, Ordering::SeqCst);
 }
 
-fn serve(agent: &Agent, stream: &mut UnixStream) -> Result<(), FrameError> {
+fn serve(agent: &Agent, stream: &mut Stream) -> Result<(), FrameError> {
     stream.set_read_timeout(Some(REQUEST_READ_TIMEOUT))?;
     let Some(first) = read_request(stream)? else {
         return Ok(());
     };
-    let Request::Hello { protocol_version } = first else {
+    let Request::Hello {
+        protocol_version,
+        secret,
+    } = first
+    else {
         return send_error(
             stream,
             ErrorCode::InvalidRequest,
             format!("expected hello, got {}", first.name()),
         );
     };
+    if stream.needs_secret() {
+        // Anyone on the network can connect: nothing is answered (not even our version)
+        // before the secret is checked.
+        let expected = agent.secret.as_deref().unwrap_or_default();
+        let given = secret.as_deref().unwrap_or_default();
+        if expected.is_empty() || !secrets_match(expected, given) {
+            return send_error(
+                stream,
+                ErrorCode::PermissionDenied,
+                "the hello lacks this agent's secret",
+            );
+        }
+    }
     write_frame(
         stream,
         &Response::Hello {
@@ -97,7 +114,7 @@ fn serve(agent: &Agent, stream: &mut UnixStream) -> Result<(), FrameError> {
 
 /// Reads a request; frame problems are answered in-band (so the client learns why)
 /// and end the connection.
-fn read_request(stream: &mut UnixStream) -> Result<Option<Request>, FrameError> {
+fn read_request(stream: &mut Stream) -> Result<Option<Request>, FrameError> {
     match read_frame::<_, Request>(stream) {
         Ok(request) => Ok(request),
         Err(err @ FrameError::TooLarge { .. }) => {
@@ -133,7 +150,7 @@ fn kill(agent: &Agent, exec_id: u64, signal: Option<i32>) -> Result<Response, Ag
 }
 
 fn send_error(
-    stream: &mut UnixStream,
+    stream: &mut Stream,
     code: ErrorCode,
     message: impl Into<String>,
 ) -> Result<(), FrameError> {

@@ -1,10 +1,10 @@
 //! Serving one exec request: validate, spawn, feed stdin, hand the command to the
 //! [`Supervisor`], answer with its result (and output frames when streaming).
 
+use crate::stream::Stream;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Stdio;
 use std::thread;
@@ -31,7 +31,7 @@ const STREAM_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn serve_exec(
     agent: &Agent,
     request: ExecRequest,
-    client: &mut UnixStream,
+    client: &mut Stream,
 ) -> Result<(), FrameError> {
     if let Err(err) = validate(&request) {
         return write_frame(client, &Response::Error(err));

@@ -22,7 +22,7 @@ const DEFAULT_ENV: &[(&str, &str)] = &[
 ];
 
 /// Variables meant for the agent itself, not passed on.
-const AGENT_ONLY_ENV: &[&str] = &["KILN_AGENT_SOCKET"];
+const AGENT_ONLY_ENV: &[&str] = &["KILN_AGENT_SOCKET", "KILN_AGENT_SECRET"];
 
 /// Working directory when the request names none and `/testbed` exists.
 const DEFAULT_CWD: &str = "/testbed";

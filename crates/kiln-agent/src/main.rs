@@ -1,4 +1,5 @@
-//! `kiln-agent`: PID 1 of every Kiln sandbox. Listens on a unix socket and serves the
+//! `kiln-agent`: PID 1 of every Kiln sandbox. Listens on a unix socket (and/or on TCP,
+//! with a per-sandbox secret, in a container or a Pod) and serves the
 //! `kiln-protocol` requests: exec, files, str_replace. Also reaps zombies (as PID 1, or
 //! as a child subreaper when started as an ordinary process, e.g. in tests).
 
@@ -17,8 +18,10 @@ mod process_tree;
 mod reaper;
 mod signals;
 mod str_replace;
+mod stream;
 
 use std::fs;
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
@@ -29,8 +32,10 @@ use std::thread;
 use std::time::Instant;
 
 use agent::Agent;
+use stream::Stream;
 
-const USAGE: &str = "usage: kiln-agent --listen <socket path>   (or env KILN_AGENT_SOCKET)";
+const USAGE: &str = "usage: kiln-agent [--listen <socket path>] [--listen-tcp <address:port>]\n  \
+     (or env KILN_AGENT_SOCKET; TCP needs env KILN_AGENT_SECRET, which every hello must carry)";
 
 fn main() -> ExitCode {
     match run() {
@@ -44,7 +49,7 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), String> {
     let started = Instant::now();
-    let socket_path = socket_path_from_args()?;
+    let listen = listen_from_args()?;
     // Order matters: signals are blocked before any thread exists so every thread
     // inherits the mask and only the signal thread ever receives them.
     signals::block_handled_signals().map_err(|err| format!("cannot block signals: {err}"))?;
@@ -61,13 +66,20 @@ fn run() -> Result<(), String> {
         nix::sys::prctl::set_child_subreaper(true)
             .map_err(|err| format!("cannot become a child subreaper: {err}"))?;
     }
-    let listener = bind(&socket_path)?;
+    let unix = listen.socket.as_ref().map(bind).transpose()?;
+    let tcp = match &listen.tcp {
+        Some(addr) => {
+            Some(TcpListener::bind(addr).map_err(|err| format!("cannot listen on {addr}: {err}"))?)
+        }
+        None => None,
+    };
     let agent = Arc::new(Agent {
         reaper: reaper::ChildReaper::default(),
         execs: Arc::default(),
         base_env: exec_spawn::base_env(std::env::vars_os()),
         started,
-        socket_path: socket_path.clone(),
+        socket_path: listen.socket.clone(),
+        secret: listen.secret,
         is_pid1,
         connections: AtomicUsize::new(0),
         spawn_gate: RwLock::default(),
@@ -79,39 +91,100 @@ fn run() -> Result<(), String> {
             .spawn(move || signals::run_signal_loop(agent))
             .map_err(|err| format!("cannot start the signal thread: {err}"))?;
     }
+    let mut places = Vec::new();
+    if let Some(path) = &listen.socket {
+        places.push(path.display().to_string());
+    }
+    if let Some(tcp) = &tcp {
+        let addr = tcp
+            .local_addr()
+            .map_err(|err| format!("no local address: {err}"))?;
+        places.push(format!("tcp {addr}"));
+    }
     eprintln!(
         "kiln-agent {}: listening on {} (pid {}{})",
         env!("CARGO_PKG_VERSION"),
-        socket_path.display(),
+        places.join(" and "),
         std::process::id(),
         if is_pid1 { ", init" } else { ", subreaper" }
     );
-    for stream in listener.incoming() {
-        let stream = match stream {
-            Ok(stream) => stream,
-            Err(err) => {
-                eprintln!("kiln-agent: accept failed: {err}");
-                continue;
-            }
-        };
-        let agent = Arc::clone(&agent);
-        let spawned = thread::Builder::new()
-            .name("connection".into())
-            .spawn(move || connection::serve_connection(&agent, stream));
-        if let Err(err) = spawned {
-            eprintln!("kiln-agent: cannot start a connection thread: {err}");
+    match (unix, tcp) {
+        (Some(unix), Some(tcp)) => {
+            let on_tcp = Arc::clone(&agent);
+            thread::Builder::new()
+                .name("accept-tcp".into())
+                .spawn(move || accept_tcp(&on_tcp, &tcp))
+                .map_err(|err| format!("cannot start the TCP accept thread: {err}"))?;
+            accept_unix(&agent, &unix);
         }
+        (Some(unix), None) => accept_unix(&agent, &unix),
+        (None, Some(tcp)) => accept_tcp(&agent, &tcp),
+        (None, None) => unreachable!("listen_from_args asks for at least one"),
     }
     Ok(())
 }
 
-fn socket_path_from_args() -> Result<PathBuf, String> {
+fn accept_unix(agent: &Arc<Agent>, listener: &UnixListener) {
+    for stream in listener.incoming() {
+        serve_accepted(agent, stream.map(Stream::Unix));
+    }
+}
+
+fn accept_tcp(agent: &Arc<Agent>, listener: &TcpListener) {
+    for stream in listener.incoming() {
+        serve_accepted(
+            agent,
+            stream.map(|s| {
+                // Requests are single small frames answered at once: no Nagle delay.
+                let _ = s.set_nodelay(true);
+                Stream::Tcp(s)
+            }),
+        );
+    }
+}
+
+fn serve_accepted(agent: &Arc<Agent>, stream: std::io::Result<Stream>) {
+    let stream = match stream {
+        Ok(stream) => stream,
+        Err(err) => {
+            eprintln!("kiln-agent: accept failed: {err}");
+            return;
+        }
+    };
+    let agent = Arc::clone(agent);
+    let spawned = thread::Builder::new()
+        .name("connection".into())
+        .spawn(move || connection::serve_connection(&agent, stream));
+    if let Err(err) = spawned {
+        eprintln!("kiln-agent: cannot start a connection thread: {err}");
+    }
+}
+
+/// Where the agent listens, and the secret TCP clients must send.
+struct Listen {
+    socket: Option<PathBuf>,
+    tcp: Option<SocketAddr>,
+    secret: Option<String>,
+}
+
+/// Shortest secret accepted for TCP: guessing it must be hopeless.
+const MIN_SECRET_LEN: usize = 16;
+
+fn listen_from_args() -> Result<Listen, String> {
     let mut args = std::env::args_os().skip(1);
-    let mut path = None;
+    let (mut socket, mut tcp) = (None, None);
     while let Some(arg) = args.next() {
         match arg.to_str() {
             Some("--listen") => {
-                path = Some(PathBuf::from(args.next().ok_or("--listen needs a path")?));
+                socket = Some(PathBuf::from(args.next().ok_or("--listen needs a path")?));
+            }
+            Some("--listen-tcp") => {
+                let addr = args.next().ok_or("--listen-tcp needs an address")?;
+                let addr = addr.to_string_lossy();
+                tcp = Some(
+                    addr.parse::<SocketAddr>()
+                        .map_err(|err| format!("--listen-tcp {addr}: {err}"))?,
+                );
             }
             Some("--help" | "-h") => {
                 println!("{USAGE}");
@@ -124,8 +197,25 @@ fn socket_path_from_args() -> Result<PathBuf, String> {
             _ => return Err(format!("unexpected argument {arg:?}\n{USAGE}")),
         }
     }
-    path.or_else(|| std::env::var_os("KILN_AGENT_SOCKET").map(PathBuf::from))
-        .ok_or_else(|| format!("no socket path given\n{USAGE}"))
+    if socket.is_none() && tcp.is_none() {
+        socket = std::env::var_os("KILN_AGENT_SOCKET").map(PathBuf::from);
+    }
+    let secret = std::env::var("KILN_AGENT_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty());
+    if tcp.is_some() && secret.as_ref().is_none_or(|s| s.len() < MIN_SECRET_LEN) {
+        return Err(format!(
+            "--listen-tcp needs KILN_AGENT_SECRET of at least {MIN_SECRET_LEN} characters"
+        ));
+    }
+    if socket.is_none() && tcp.is_none() {
+        return Err(format!("no socket path or TCP address given\n{USAGE}"));
+    }
+    Ok(Listen {
+        socket,
+        tcp,
+        secret,
+    })
 }
 
 /// Binds the socket, replacing a stale socket file (never any other kind of file), and

@@ -3,9 +3,9 @@
 //! network namespace stays closed. The request carries a port, never a host: nothing
 //! beyond the sandbox's loopback can be reached this way.
 
+use crate::stream::Stream;
 use std::io::{self, ErrorKind};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream};
-use std::os::unix::net::UnixStream;
 use std::thread;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HALF_CLOSED_IDLE: Duration = Duration::from_secs(60);
 
 /// Serves one `connect_port` to the end of the piped connection.
-pub fn serve_connect_port(port: u16, stream: &mut UnixStream) -> Result<(), FrameError> {
+pub fn serve_connect_port(port: u16, stream: &mut Stream) -> Result<(), FrameError> {
     if port == 0 {
         let error = AgentError::new(ErrorCode::InvalidRequest, "port 0 cannot be connected to");
         return write_frame(stream, &Response::Error(error));
@@ -57,7 +57,7 @@ fn connect_loopback(port: u16) -> io::Result<TcpStream> {
 /// Copies both ways until both directions have ended. An end of file in one direction is
 /// passed on as a half close (`shutdown(Write)`), so request/response protocols that
 /// close their sending side still get their answer.
-fn pipe(client: &mut UnixStream, tcp: TcpStream) -> io::Result<()> {
+fn pipe(client: &mut Stream, tcp: TcpStream) -> io::Result<()> {
     tcp.set_nodelay(true)?;
     let mut client_reader = client.try_clone()?;
     let mut tcp_writer = tcp.try_clone()?;

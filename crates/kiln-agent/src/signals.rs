@@ -149,7 +149,9 @@ fn shutdown(agent: &Agent) {
     if agent.is_pid1 {
         let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
     }
-    let _ = std::fs::remove_file(&agent.socket_path);
+    if let Some(path) = &agent.socket_path {
+        let _ = std::fs::remove_file(path);
+    }
     std::process::exit(0);
 }
 

@@ -27,6 +27,7 @@ fn version_mismatch_is_answered_with_both_versions() {
         &mut stream,
         &Request::Hello {
             protocol_version: 99,
+            secret: None,
         },
     )
     .unwrap();
@@ -103,6 +104,7 @@ fn request_before_hello_and_malformed_json_are_invalid() {
         &mut stream,
         &Request::Hello {
             protocol_version: PROTOCOL_VERSION,
+            secret: None,
         },
     )
     .unwrap();

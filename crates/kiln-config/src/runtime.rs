@@ -8,7 +8,8 @@ use crate::ConfigError;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// `local` (sandboxes on this machine) or `none` (no sessions; datasets only).
+    /// `local` (sandboxes on this machine), `docker` (containers in a Docker engine,
+    /// `[runtime.docker]`) or `none` (no sessions; datasets only).
     pub backend: RuntimeBackend,
     /// The static `kiln-agent` to put in sandboxes; by default the one built into `kiln`.
     pub agent_binary: Option<PathBuf>,
@@ -34,12 +35,15 @@ pub struct RuntimeConfig {
     /// background: a burst of more creates than this formats the rest inline (tens of
     /// milliseconds each). 0–256.
     pub disk_pool: usize,
+    /// `[runtime.docker]`: the Docker backend's engine and agent connection.
+    pub docker: crate::docker::DockerConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum RuntimeBackend {
     Local,
+    Docker,
     None,
 }
 
@@ -57,6 +61,7 @@ impl Default for RuntimeConfig {
             disk_overcommit: 20.0,
             max_disk_mib: 100 * 1024,
             disk_pool: 4,
+            docker: crate::docker::DockerConfig::default(),
         }
     }
 }
@@ -74,7 +79,7 @@ impl RuntimeConfig {
                 "runtime.disk_pool must be at most 256".into(),
             ));
         }
-        Ok(())
+        self.docker.check()
     }
 }
 

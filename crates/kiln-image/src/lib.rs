@@ -25,6 +25,7 @@
 mod blob_store;
 mod compression;
 mod digest;
+mod docker_archive;
 mod error;
 mod image;
 mod image_index;

@@ -218,7 +218,7 @@ impl<S: Read + Write> AgentConnection<S> {
             agent_version: String::new(),
             timeout,
         };
-        conn.send(&hello(version))?;
+        conn.send(&hello(version, None))?;
         let got = conn.recv()?;
         conn.agent_version = accept_hello(version, got)?;
         Ok(conn)

@@ -41,6 +41,12 @@ pub trait Connect: Send + Sync + fmt::Debug {
 
     /// Where it connects, for error messages (a socket path, an address).
     fn target(&self) -> String;
+
+    /// The secret the agent behind it requires in the hello (an agent on TCP); `None`
+    /// (the default) for one the file system guards (a unix socket).
+    fn secret(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Connects to an agent's unix socket (the local backend).
@@ -61,11 +67,24 @@ impl Connect for UnixConnector {
     }
 }
 
-/// Connects to an agent listening on TCP (an agent in a container or a Pod).
-#[derive(Debug, Clone)]
+/// Connects to an agent listening on TCP (an agent in a container or a Pod), which
+/// answers only a hello carrying its per-sandbox secret.
+#[derive(Clone)]
 pub struct TcpConnector {
     /// The agent's address.
     pub addr: SocketAddr,
+    /// The agent's secret (`kiln-agent --listen-tcp`, `KILN_AGENT_SECRET`).
+    pub secret: Option<String>,
+}
+
+impl fmt::Debug for TcpConnector {
+    // The secret stays out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpConnector")
+            .field("addr", &self.addr)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 #[async_trait]
@@ -79,6 +98,10 @@ impl Connect for TcpConnector {
 
     fn target(&self) -> String {
         self.addr.to_string()
+    }
+
+    fn secret(&self) -> Option<&str> {
+        self.secret.as_deref()
     }
 }
 
@@ -103,9 +126,9 @@ impl AsyncAgentClient {
         Self::new(UnixConnector { path: path.into() })
     }
 
-    /// A client for the agent listening on TCP at `addr`.
-    pub fn tcp(addr: SocketAddr) -> Self {
-        Self::new(TcpConnector { addr })
+    /// A client for the agent listening on TCP at `addr`, which requires `secret`.
+    pub fn tcp(addr: SocketAddr, secret: Option<String>) -> Self {
+        Self::new(TcpConnector { addr, secret })
     }
 
     /// Sets the deadline for non-exec requests (execs wait for their own timeout).
@@ -129,7 +152,7 @@ impl AsyncAgentClient {
                 target: self.connector.target(),
                 source,
             })?;
-        AsyncAgentConnection::handshake(stream).await
+        AsyncAgentConnection::handshake_with(stream, CLIENT_VERSION, self.connector.secret()).await
     }
 
     /// Liveness check; returns the agent's uptime.
@@ -318,11 +341,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncAgentConnection<S> {
     /// Handshake claiming another protocol version (for tests of version checks).
     #[doc(hidden)]
     pub async fn handshake_as(stream: S, version: u32) -> Result<Self, ClientError> {
+        Self::handshake_with(stream, version, None).await
+    }
+
+    /// Sends our hello (with the secret an agent on TCP requires) and checks the agent's.
+    pub async fn handshake_with(
+        stream: S,
+        version: u32,
+        secret: Option<&str>,
+    ) -> Result<Self, ClientError> {
         let mut conn = AsyncAgentConnection {
             stream,
             agent_version: String::new(),
         };
-        conn.send(&hello(version)).await?;
+        conn.send(&hello(version, secret)).await?;
         let got = conn.recv().await?;
         conn.agent_version = accept_hello(version, got)?;
         Ok(conn)

@@ -61,10 +61,11 @@ pub(crate) fn accept_hello(
     }
 }
 
-/// The client's hello.
-pub(crate) fn hello(client_version: u32) -> crate::Request {
+/// The client's hello, with the agent's secret when it listens on TCP.
+pub(crate) fn hello(client_version: u32, secret: Option<&str>) -> crate::Request {
     crate::Request::Hello {
         protocol_version: client_version,
+        secret: secret.map(str::to_owned),
     }
 }
 

@@ -17,6 +17,10 @@ pub enum Request {
     Hello {
         /// The version the client speaks ([`crate::PROTOCOL_VERSION`]).
         protocol_version: u32,
+        /// The per-sandbox secret an agent listening on TCP requires (it refuses a hello
+        /// without the right one); absent on a unix socket, which the file system guards.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secret: Option<String>,
     },
     /// Run a command; answered by `exec_started`, `output`* (when streaming), `exec_done`.
     Exec(ExecRequest),

@@ -142,7 +142,7 @@ async fn the_same_client_speaks_over_tcp() {
         stderr_truncated_bytes: 0,
     };
     let (addr, agent) = fake_tcp_agent(exec_answers(&done));
-    let client = AsyncAgentClient::tcp(addr);
+    let client = AsyncAgentClient::tcp(addr, None);
     assert_eq!(client.target(), addr.to_string());
     let mut events = Vec::new();
     let got = client
@@ -157,7 +157,10 @@ async fn the_same_client_speaks_over_tcp() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let closed = listener.local_addr().unwrap();
     drop(listener);
-    let err = AsyncAgentClient::tcp(closed).ping().await.unwrap_err();
+    let err = AsyncAgentClient::tcp(closed, None)
+        .ping()
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, ClientError::Connect { target, .. } if *target == closed.to_string()),
         "{err:?}"

@@ -64,7 +64,8 @@ fn version_mismatch_names_both_versions() {
     assert_eq!(
         seen[0],
         Request::Hello {
-            protocol_version: PROTOCOL_VERSION
+            protocol_version: PROTOCOL_VERSION,
+            secret: None,
         }
     );
 }

@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod docker;
 pub mod error;
 pub mod host_report;
 pub mod local;

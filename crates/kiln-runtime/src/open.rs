@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use kiln_config::{RuntimeBackend, RuntimeConfig};
 
+use crate::docker::{DockerRuntime, DockerSettings};
 use crate::local::{default_agent_binary, layer_users, LocalConfig, LocalRuntime};
 use crate::runtime::Runtime;
 use crate::spec::Limits;
@@ -47,11 +48,14 @@ pub fn open(
     match config.backend {
         RuntimeBackend::None => Err(Unavailable::new("runtime.backend is \"none\"")),
         RuntimeBackend::Local => open_local(config, data_dir, images_dir, None),
+        RuntimeBackend::Docker => open_docker(config, data_dir, images_dir, None),
     }
 }
 
 /// [`open`] for a node of the data directory (`crate::node`): the local backend keeps its
-/// sandboxes under `runtime_root` instead of `<data-dir>/runtime`.
+/// sandboxes under `runtime_root` instead of `<data-dir>/runtime`; the Docker backend keeps
+/// its state there and labels its containers with the node, so neither touches another
+/// node's sandboxes.
 pub fn open_at(
     config: &RuntimeConfig,
     runtime_root: &Path,
@@ -60,7 +64,8 @@ pub fn open_at(
 ) -> Result<Opened, Unavailable> {
     match config.backend {
         RuntimeBackend::Local => open_local(config, data_dir, images_dir, Some(runtime_root)),
-        _ => open(config, data_dir, images_dir),
+        RuntimeBackend::Docker => open_docker(config, data_dir, images_dir, Some(runtime_root)),
+        RuntimeBackend::None => open(config, data_dir, images_dir),
     }
 }
 
@@ -78,13 +83,8 @@ fn disk_bytes(config: &RuntimeConfig) -> Option<u64> {
     (config.disk_mib > 0).then(|| config.disk_mib.saturating_mul(1 << 20))
 }
 
-fn open_local(
-    config: &RuntimeConfig,
-    data_dir: &Path,
-    images_dir: &Path,
-    runtime_root: Option<&Path>,
-) -> Result<Opened, Unavailable> {
-    let agent = config
+fn agent_binary(config: &RuntimeConfig) -> Result<std::path::PathBuf, Unavailable> {
+    config
         .agent_binary
         .clone()
         .or_else(default_agent_binary)
@@ -93,7 +93,58 @@ fn open_local(
                 "no kiln-agent binary found (set runtime.agent_binary or KILN_AGENT_BIN; \
                  scripts/build-agent.sh builds one)",
             )
-        })?;
+        })
+}
+
+/// The Docker backend: containers in the engine `[runtime.docker]` names, from images of
+/// the store in `images_dir` (loaded into the engine on first use) or of the engine.
+fn open_docker(
+    config: &RuntimeConfig,
+    data_dir: &Path,
+    images_dir: &Path,
+    runtime_root: Option<&Path>,
+) -> Result<Opened, Unavailable> {
+    let docker = &config.docker;
+    let state = runtime_root.map_or_else(|| data_dir.join("docker"), |r| r.join("docker"));
+    let mut settings = DockerSettings::new(agent_binary(config)?, state);
+    settings.host.clone_from(&docker.host);
+    settings.connection = docker.agent_connection;
+    settings.network.clone_from(&docker.network);
+    settings.label_prefix.clone_from(&docker.label_prefix);
+    if let Some(node) = runtime_root.and_then(Path::file_name) {
+        // Reconcile removes the containers its label finds that no session owns: a node
+        // of its own must only ever find its own.
+        settings.label_prefix = format!("{}.{}", settings.label_prefix, node.to_string_lossy());
+    }
+    settings.agent_port = docker.agent_port;
+    settings.start_timeout = std::time::Duration::from_secs(docker.start_timeout_secs);
+    let images = kiln_image::ImageStore::open(images_dir)
+        .map_err(|e| Unavailable::new(format!("cannot open the image store: {e}")))?;
+    let runtime = DockerRuntime::new(settings)
+        .map_err(|e| Unavailable::new(format!("cannot use the Docker engine: {e}")))?
+        .with_images(images);
+    let location = format!(
+        "docker:{}",
+        docker.host.clone().unwrap_or_else(|| "local".into())
+    );
+    Ok(Opened {
+        runtime: Arc::new(runtime),
+        limits: Limits {
+            // The engine's storage driver, not Kiln, bounds a container's disk.
+            disk_bytes: None,
+            ..default_limits(config)
+        },
+        location,
+    })
+}
+
+fn open_local(
+    config: &RuntimeConfig,
+    data_dir: &Path,
+    images_dir: &Path,
+    runtime_root: Option<&Path>,
+) -> Result<Opened, Unavailable> {
+    let agent = agent_binary(config)?;
     let root = runtime_root.map_or_else(|| data_dir.join("runtime"), Path::to_path_buf);
     let mut local = LocalConfig::new(root, agent);
     local.default_disk_bytes = disk_bytes(config);

@@ -4,6 +4,7 @@
 //! tested in-process, in seconds, without root.
 #![forbid(unsafe_code)]
 
+pub mod docker;
 pub mod fake;
 pub mod mounts;
 pub mod postgres;
