@@ -3,6 +3,7 @@
 
 mod base_images;
 mod client;
+mod eval;
 mod files;
 mod images;
 mod instances;
@@ -70,6 +71,9 @@ enum Command {
     /// Manage environment images.
     #[command(subcommand)]
     Images(images::ImagesCommand),
+    /// Evaluate a model's predictions on a dataset as the SWE-bench harness does, with
+    /// its outputs (logs/run_evaluation/…, <model>.<run_id>.json); resumable by run id.
+    Eval(eval::EvalArgs),
     /// Create, list and close sessions on a running server.
     Sessions {
         #[command(flatten)]
@@ -176,8 +180,9 @@ enum KeysCommand {
 
 #[derive(Subcommand)]
 enum DatasetsCommand {
-    /// Import SWE-bench-style records (a JSON array or JSON lines). Re-importing a
-    /// sample makes a new version. All or nothing: any bad record imports nothing.
+    /// Import SWE-bench-style records (a JSON array, JSON lines or Parquet, as Hugging
+    /// Face publishes SWE-bench). Re-importing a sample makes a new version. All or
+    /// nothing: any bad record imports nothing.
     Import {
         file: PathBuf,
         /// The dataset to import into (created if new).
@@ -313,6 +318,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             count,
         } => snapshots::fork(&config, server, &instance, count).await,
         Command::Datasets(DatasetsCommand::Validate { name }) => validate(config, &name).await,
+        Command::Eval(args) => eval::run(config, args).await,
         Command::Datasets(DatasetsCommand::Import {
             file,
             name,
@@ -409,8 +415,14 @@ async fn import(
             file.display()
         );
     }
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read {} as UTF-8 text", file.display()))?;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let text = match kiln_services::record_formats::records_text(bytes) {
+        Ok(text) => text,
+        Err(problem) => {
+            eprintln!("kiln: {}: {problem}; nothing was imported", file.display());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     let kiln = Kiln::open(config).await?;
     let request = ImportRequest {
         dataset: name,
@@ -444,7 +456,7 @@ async fn import(
 
 /// Uses the agent built into this binary unless one is configured: written once into
 /// the data directory (rewritten only when this build's differs).
-fn install_embedded_agent(config: &mut Config) -> anyhow::Result<()> {
+pub(crate) fn install_embedded_agent(config: &mut Config) -> anyhow::Result<()> {
     if config.runtime.agent_binary.is_some()
         || std::env::var_os("KILN_AGENT_BIN").is_some()
         || EMBEDDED_AGENT.is_empty()
