@@ -5,6 +5,7 @@
 //! files (see [`layout`]): started again with the same run id, a run skips what is done.
 pub mod instance;
 pub mod layout;
+pub mod parallel;
 pub mod predictions;
 
 use std::collections::{BTreeSet, VecDeque};
