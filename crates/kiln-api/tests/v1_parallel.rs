@@ -153,3 +153,60 @@ async fn a_parallel_run_grades_gold_and_wrong_predictions() {
         .await;
     assert_eq!(status, 422, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_run_stops_and_says_so() {
+    if !sandbox::prerequisites() {
+        return;
+    }
+    let Some(images) = demo_images() else { return };
+    let agent = sandbox::agent_binary();
+    let server = TestServer::start_with(|c| {
+        c.images_dir = Some(images);
+        c.load_demo_dataset = true;
+        c.build_demo_images = false;
+        c.runtime.agent_binary = Some(agent);
+    })
+    .await;
+    let (_, key) = server.user("evaluator").await;
+    let ids = [GOLD, WRONG, "kiln-demo__wraptext-1", "kiln-demo__lrukit-1"];
+    let predictions: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"instance_id": id, "model_name_or_path": "m", "model_patch": gold_patch(id)}))
+        .collect();
+    let body = json!({"dataset": "kiln-demo", "predictions": predictions, "max_workers": 1});
+    let (status, run) = server
+        .v1_as(&key, Method::POST, "/parallel/runs", Some(&body))
+        .await;
+    assert_eq!(status, 201, "{run}");
+    let path = format!("/parallel/runs/{}", run["run_id"].as_str().expect("id"));
+    let (status, _) = server
+        .v1_as(&key, Method::POST, &format!("{path}/cancel"), None)
+        .await;
+    assert_eq!(status, 200);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let (_, run) = server.v1_as(&key, Method::GET, &path, None).await;
+        if run["status"] != "running" {
+            break run;
+        }
+        assert!(Instant::now() < deadline, "{run}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(run["status"], "cancelled", "{run}");
+    assert!(
+        run["finished"].as_u64().expect("finished") < 4,
+        "nothing new starts after a cancel: {run}"
+    );
+    let (_, members) = server
+        .v1_as(&key, Method::GET, &format!("{path}/members"), None)
+        .await;
+    assert!(
+        members["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .any(|m| m["status"] == "queued"),
+        "{members}"
+    );
+}

@@ -287,3 +287,35 @@ fn a_run_killed_half_way_resumes_where_it_stopped() {
         log_before
     );
 }
+
+#[test]
+fn ctrl_c_stops_a_run_that_then_resumes() {
+    let Some(eval) = setup() else { return };
+    let mut child = eval
+        .command("int", &["--max-workers", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn kiln eval");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let done = |id: &str| eval.instance("int", id).join("report.json").exists();
+    while ![GOLD, WRONG].iter().any(|id| done(id)) {
+        assert!(
+            Instant::now() < deadline,
+            "no instance finished in 5 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(sent.success());
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130), "a cancelled run exits 130");
+    let (lines, _) = eval.run("int", &[]);
+    let report = lines.last().expect("report");
+    assert_eq!(ids(report, "resolved_ids"), [GOLD]);
+    assert_eq!(ids(report, "unresolved_ids"), [WRONG]);
+    assert_eq!(ids(report, "error_ids"), [BROKEN]);
+}
