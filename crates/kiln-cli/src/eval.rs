@@ -14,7 +14,7 @@ use kiln_services::eval_runs::{self, EvalRequest, Finished, Layout, RunReport};
 use kiln_services::Kiln;
 
 #[derive(Args)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct EvalArgs {
     #[command(subcommand)]
     command: Option<EvalCommand>,
@@ -34,13 +34,13 @@ enum EvalCommand {
 
 #[derive(Args)]
 struct Inputs {
-    /// The dataset the predictions are for.
+    /// The dataset the predictions are for (required).
     #[arg(long)]
-    dataset: String,
+    dataset: Option<String>,
     /// Predictions: a JSON list, a JSON object keyed by instance id, or JSON lines of
-    /// `instance_id`, `model_name_or_path`, `model_patch`.
+    /// `instance_id`, `model_name_or_path`, `model_patch` (required).
     #[arg(long)]
-    predictions: PathBuf,
+    predictions: Option<PathBuf>,
     /// Only these instances (space or comma separated, or the option repeated).
     #[arg(long, num_args = 1.., value_delimiter = ',')]
     instance_ids: Vec<String>,
@@ -87,9 +87,14 @@ fn request(inputs: &Inputs, run: Option<&RunArgs>) -> anyhow::Result<EvalRequest
             bail!("--max-workers and --timeout must be at least 1");
         }
     }
+    // Checked here, not by clap: the options are shared with `kiln eval report`, and clap
+    // would demand them of `kiln eval` before seeing the subcommand.
+    let (Some(dataset), Some(predictions)) = (&inputs.dataset, &inputs.predictions) else {
+        bail!("kiln eval needs --dataset and --predictions");
+    };
     Ok(EvalRequest {
-        dataset: inputs.dataset.clone(),
-        predictions: read_predictions(&inputs.predictions)?,
+        dataset: dataset.clone(),
+        predictions: read_predictions(predictions)?,
         instance_ids: (!inputs.instance_ids.is_empty()).then(|| {
             inputs
                 .instance_ids

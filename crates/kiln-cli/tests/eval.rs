@@ -240,6 +240,29 @@ fn gold_resolves_and_empty_wrong_and_broken_patches_do_not() {
         .expect("mtime");
     assert_eq!(before, after, "a finished instance was run again");
     assert_eq!(ids(lines.last().expect("report"), "resolved_ids"), [GOLD]);
+
+    // `kiln eval report` writes the run report again from the saved instance reports.
+    let written = eval.run_report("r1");
+    let path = eval.out.path().join("org__test-model.r1.json");
+    std::fs::remove_file(&path).expect("remove the run report");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["eval", "report", "r1", "--dataset", "kiln-demo", "--json"])
+        .arg("--predictions")
+        .arg(&eval.predictions)
+        .arg("--output-dir")
+        .arg(eval.out.path())
+        .arg("--data-dir")
+        .arg(eval.data.path())
+        .env_remove("KILN_DATABASE_URL")
+        .env("KILN_IMAGES_DIR", &eval.images)
+        .output()
+        .expect("kiln eval report");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(eval.run_report("r1"), written);
 }
 
 #[test]
