@@ -63,6 +63,12 @@ KILN_TEST_IMAGES_DIR="$KILN_TEST_IMAGES_DIR" KILN_TEST_DEMO_IMAGES=required \
 step "The demo dataset validates: every sample fails without its fix and passes with it"
 KILN_IMAGES_DIR="$KILN_TEST_IMAGES_DIR" target/debug/kiln datasets validate kiln-demo --data-dir "$(mktemp -d)"
 
+step "kiln eval on the demo dataset: gold, empty, wrong and non-applying predictions; resume after a kill; a parallel run over /v1 (~30 s)"
+KILN_TEST_IMAGES_DIR="$KILN_TEST_IMAGES_DIR" KILN_TEST_DEMO_IMAGES=required \
+  cargo test -p kiln-cli --test eval
+KILN_TEST_IMAGES_DIR="$KILN_TEST_IMAGES_DIR" KILN_TEST_DEMO_IMAGES=required \
+  cargo test -p kiln-api --test v1_parallel
+
 step "Python: the official codeset SDK and the SWE-bench parity tests"
 venv="${KILN_TEST_VENV:-target/py-venv}"
 if [ ! -x "$venv/bin/pytest" ]; then

@@ -3,6 +3,7 @@
 
 mod base_images;
 mod client;
+mod eval;
 mod files;
 mod images;
 mod instances;
@@ -71,6 +72,9 @@ enum Command {
     /// Manage environment images.
     #[command(subcommand)]
     Images(images::ImagesCommand),
+    /// Evaluate a model's predictions on a dataset as the SWE-bench harness does, with
+    /// its outputs (logs/run_evaluation/…, <model>.<run_id>.json); resumable by run id.
+    Eval(eval::EvalArgs),
     /// Create, list and close sessions on a running server.
     Sessions {
         #[command(flatten)]
@@ -177,8 +181,9 @@ enum KeysCommand {
 
 #[derive(Subcommand)]
 enum DatasetsCommand {
-    /// Import SWE-bench-style records (a JSON array or JSON lines). Re-importing a
-    /// sample makes a new version. All or nothing: any bad record imports nothing.
+    /// Import SWE-bench-style records (a JSON array, JSON lines or Parquet, as Hugging
+    /// Face publishes SWE-bench). Re-importing a sample makes a new version. All or
+    /// nothing: any bad record imports nothing.
     Import {
         file: PathBuf,
         /// The dataset to import into (created if new).
@@ -323,6 +328,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Datasets(DatasetsCommand::Validate { name, samples }) => {
             validate::run(config, &name, samples).await
         }
+        Command::Eval(args) => eval::run(config, args).await,
         Command::Datasets(DatasetsCommand::Import {
             file,
             name,
@@ -361,8 +367,14 @@ async fn import(
             file.display()
         );
     }
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read {} as UTF-8 text", file.display()))?;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let text = match kiln_services::record_formats::records_text(bytes) {
+        Ok(text) => text,
+        Err(problem) => {
+            eprintln!("kiln: {}: {problem}; nothing was imported", file.display());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     let kiln = Kiln::open(config).await?;
     let request = ImportRequest {
         dataset: name,

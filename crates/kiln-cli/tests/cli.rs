@@ -228,6 +228,44 @@ fn import_reports_bad_records_by_line_and_imports_nothing() {
     );
 }
 
+/// A Parquet file as Hugging Face publishes SWE-bench imports; a binary file that is not
+/// Parquet is refused and imports nothing.
+#[test]
+fn import_reads_parquet_and_refuses_other_binaries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let parquet = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../kiln-services/tests/data/swebench-hf.parquet");
+    let import = |file: &Path| {
+        kiln(
+            &data,
+            &[
+                "datasets",
+                "import",
+                file.to_str().expect("utf8"),
+                "--name",
+                "hf",
+            ],
+        )
+    };
+    let out = import(&parquet);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("2 new sample(s)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let binary = dir.path().join("records.bin");
+    std::fs::write(&binary, [0xffu8, 0xfe, 0, 1]).expect("write");
+    let out = import(&binary);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("nor Parquet"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn users_and_keys_from_the_command_line() {
     let dir = tempfile::tempdir().expect("tempdir");

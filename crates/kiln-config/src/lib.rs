@@ -22,6 +22,9 @@ mod server;
 mod sessions;
 mod snapshots;
 mod webhooks;
+// `[eval]`: eval runs (`/v1/parallel/runs`).
+mod eval;
+pub use eval::EvalConfig;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -93,6 +96,8 @@ pub struct Config {
     pub exec: ExecConfig,
     /// `[base_images]`: base image families and their pipeline.
     pub base_images: BaseImagesConfig,
+    /// `[eval]`: limits of eval runs on the server.
+    pub eval: EvalConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -127,6 +132,7 @@ impl Default for Config {
             snapshots: SnapshotsConfig::default(),
             exec: ExecConfig::default(),
             base_images: BaseImagesConfig::default(),
+            eval: EvalConfig::default(),
         }
     }
 }

@@ -81,6 +81,7 @@ impl Config {
         self.limits.check()?;
         self.files.check()?;
         self.webhooks.check()?;
+        self.eval.check()?;
         self.ports.check()?;
         self.snapshots.check()?;
         self.base_images.check()?;

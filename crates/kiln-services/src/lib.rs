@@ -12,11 +12,13 @@ pub mod dataset_validation;
 pub mod datasets;
 pub mod demo;
 mod error;
+pub mod eval_runs;
 pub mod github;
 mod ids;
 pub mod instances;
 pub mod metrics;
 pub mod outbound;
+pub mod record_formats;
 pub mod records;
 pub mod repos;
 pub mod sandboxes;
@@ -64,6 +66,8 @@ pub struct Kiln {
     pub webhooks: WebhookService,
     /// Base image families and their pipeline (`/v1/base-images`).
     pub base_images: base_images::BaseImageService,
+    /// Eval runs on the server (`/v1/parallel/runs`).
+    pub parallel_runs: eval_runs::parallel::ParallelRuns,
 }
 
 /// What happened at start that the operator must be told.
@@ -180,7 +184,13 @@ impl Kiln {
             config.base_images.clone(),
             kiln_runtime::open_images(&data_dir, &config.images_dir()).map_err(|e| e.to_string()),
         );
+        let parallel_runs = eval_runs::parallel::ParallelRuns::new(
+            sessions.clone(),
+            eval_runs::parallel::runs_root(&data_dir),
+            config.eval.clone(),
+        );
         Ok(Self {
+            parallel_runs,
             base_images,
             config,
             store,

@@ -15,6 +15,8 @@ pub mod files;
 pub mod files_models;
 pub mod instances;
 pub mod instances_models;
+pub mod parallel;
+mod parallel_models;
 pub mod ports;
 pub mod ports_models;
 mod ports_proxy;
@@ -32,4 +34,5 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .merge(ports::routes())
         .merge(webhooks::routes())
         .merge(base_images::routes())
+        .merge(parallel::routes())
 }
