@@ -6,6 +6,7 @@ mod client;
 mod files;
 mod images;
 mod instances;
+mod mcp;
 mod snapshots;
 
 use std::net::SocketAddr;
@@ -76,6 +77,11 @@ enum Command {
         server: client::Server,
         #[command(subcommand)]
         command: client::SessionsCommand,
+    },
+    /// MCP over stdio for a local agent, relayed to a running server's /mcp with an API key.
+    Mcp {
+        #[command(flatten)]
+        server: client::Server,
     },
     /// Read, write and list an instance's files on a running server.
     Files {
@@ -295,6 +301,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
         Command::Sessions { server, command } => client::sessions(&config, server, command).await,
         Command::Files { server, command } => files::run(&config, server, command).await,
+        Command::Mcp { server } => mcp::run(&config, server).await,
         Command::Instances { server, command } => instances::run(&config, server, command).await,
         Command::Exec {
             server,

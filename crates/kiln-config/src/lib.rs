@@ -14,6 +14,7 @@ mod github;
 mod instances;
 mod limits;
 mod load;
+mod mcp;
 mod ports;
 mod runtime;
 mod secret;
@@ -37,6 +38,7 @@ pub use github::GithubConfig;
 pub use instances::InstancesConfig;
 pub use limits::LimitsConfig;
 pub use load::Overrides;
+pub use mcp::McpConfig;
 pub use ports::PortsConfig;
 pub use runtime::{RuntimeBackend, RuntimeConfig};
 pub use secret::Secret;
@@ -91,6 +93,8 @@ pub struct Config {
     pub exec: ExecConfig,
     /// `[base_images]`: base image families and their pipeline.
     pub base_images: BaseImagesConfig,
+    /// `[mcp]`: the MCP server (`/mcp`, `kiln mcp`).
+    pub mcp: McpConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -125,6 +129,7 @@ impl Default for Config {
             snapshots: SnapshotsConfig::default(),
             exec: ExecConfig::default(),
             base_images: BaseImagesConfig::default(),
+            mcp: McpConfig::default(),
         }
     }
 }

@@ -84,6 +84,7 @@ impl Config {
         self.ports.check()?;
         self.snapshots.check()?;
         self.base_images.check()?;
+        self.mcp.check()?;
         Ok(())
     }
 }
