@@ -87,3 +87,13 @@ KILN_SCHEMATHESIS="$(realpath "$fuzz_venv")/bin/schemathesis"
 export KILN_SCHEMATHESIS
 export KILN_BIN="$PWD/target/debug/kiln" KILN_GRADE_BIN="$PWD/target/debug/kiln-grade"
 "$venv/bin/pytest" -q -p no:cacheprovider tests/sdk tests/parity tests/fuzz
+
+# The MCP server through the official MCP Python SDK (its own virtualenv: its dependencies
+# are newer than the codeset SDK's pins), over HTTP and over `kiln mcp` (stdio).
+step "MCP: the official MCP Python SDK against /mcp and kiln mcp"
+mcp_venv="${KILN_MCP_VENV:-target/mcp-venv}"
+if [ ! -x "$mcp_venv/bin/pytest" ]; then
+  python3 -m venv "$mcp_venv"
+  "$mcp_venv/bin/pip" install --quiet --disable-pip-version-check -r tests/mcp/requirements.txt
+fi
+"$mcp_venv/bin/pytest" -q -p no:cacheprovider tests/mcp

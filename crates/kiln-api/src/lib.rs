@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod extract;
+mod mcp;
 pub mod models;
 mod openapi;
 mod rate_limit;
@@ -94,6 +95,11 @@ fn finish_api(
 
 /// The whole application, ready to serve.
 pub fn router(kiln: Arc<Kiln>) -> Router {
+    router_with_shutdown(kiln, kiln_mcp::CancellationToken::new())
+}
+
+/// [`router`], whose long-lived MCP sessions end when `shutdown` is cancelled.
+pub fn router_with_shutdown(kiln: Arc<Kiln>, shutdown: kiln_mcp::CancellationToken) -> Router {
     let body_limit = kiln.config.limits.max_body_bytes;
     let limits = RateLimits::new(&kiln.config.server);
     let state = Arc::new(AppState { kiln, limits });
@@ -103,8 +109,11 @@ pub fn router(kiln: Arc<Kiln>) -> Router {
     let metrics = axum::routing::get(routes::metrics::metrics).with_state(state.clone());
     let api = finish_api(api, doc.clone(), &state);
     let v1 = finish_api(v1, Arc::new(v1_doc), &state);
-    Router::new()
-        .nest("/api/v1", api)
+    let mut app = Router::new();
+    if state.kiln.config.mcp.enabled {
+        app = app.merge(mcp::routes(&state, shutdown));
+    }
+    app.nest("/api/v1", api)
         .nest("/v1", v1)
         .route("/metrics", metrics)
         .merge(openapi::docs_ui(doc.as_ref().clone()))
@@ -132,5 +141,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = kiln.config.server.clone();
-    server::serve_router(router(kiln), listener, &limits, shutdown).await
+    // MCP event streams stay open while their clients are connected: ended at shutdown,
+    // so the graceful stop does not wait for them.
+    let mcp_stop = kiln_mcp::CancellationToken::new();
+    let app = router_with_shutdown(kiln, mcp_stop.clone());
+    let shutdown = async move {
+        shutdown.await;
+        mcp_stop.cancel();
+    };
+    server::serve_router(app, listener, &limits, shutdown).await
 }

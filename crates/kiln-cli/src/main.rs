@@ -7,6 +7,7 @@ mod eval;
 mod files;
 mod images;
 mod instances;
+mod mcp;
 mod snapshots;
 mod validate;
 
@@ -81,6 +82,11 @@ enum Command {
         server: client::Server,
         #[command(subcommand)]
         command: client::SessionsCommand,
+    },
+    /// MCP over stdio for a local agent, relayed to a running server's /mcp with an API key.
+    Mcp {
+        #[command(flatten)]
+        server: client::Server,
     },
     /// Read, write and list an instance's files on a running server.
     Files {
@@ -308,6 +314,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
         Command::Sessions { server, command } => client::sessions(&config, server, command).await,
         Command::Files { server, command } => files::run(&config, server, command).await,
+        Command::Mcp { server } => mcp::run(&config, server).await,
         Command::Instances { server, command } => instances::run(&config, server, command).await,
         Command::Exec {
             server,

@@ -15,6 +15,7 @@ mod github;
 mod instances;
 mod limits;
 mod load;
+mod mcp;
 mod ports;
 mod runtime;
 mod secret;
@@ -42,6 +43,7 @@ pub use github::GithubConfig;
 pub use instances::InstancesConfig;
 pub use limits::LimitsConfig;
 pub use load::Overrides;
+pub use mcp::McpConfig;
 pub use ports::PortsConfig;
 pub use runtime::{RuntimeBackend, RuntimeConfig};
 pub use secret::Secret;
@@ -98,6 +100,8 @@ pub struct Config {
     pub base_images: BaseImagesConfig,
     /// `[eval]`: limits of eval runs on the server.
     pub eval: EvalConfig,
+    /// `[mcp]`: the MCP server (`/mcp`, `kiln mcp`).
+    pub mcp: McpConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -133,6 +137,7 @@ impl Default for Config {
             exec: ExecConfig::default(),
             base_images: BaseImagesConfig::default(),
             eval: EvalConfig::default(),
+            mcp: McpConfig::default(),
         }
     }
 }

@@ -85,6 +85,7 @@ impl Config {
         self.ports.check()?;
         self.snapshots.check()?;
         self.base_images.check()?;
+        self.mcp.check()?;
         Ok(())
     }
 }
