@@ -4,6 +4,7 @@
 //! `KILN_AUTH__ACCESS_TOKEN_TTL_SECS=600`.
 #![forbid(unsafe_code)]
 
+mod accounts;
 mod agent_jobs;
 mod auth;
 mod base_images;
@@ -14,6 +15,7 @@ mod github;
 mod instances;
 mod limits;
 mod load;
+mod mail;
 mod ports;
 mod runtime;
 mod secret;
@@ -27,6 +29,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use accounts::AccountsConfig;
 pub use agent_jobs::{AgentConfig, AgentJobsConfig};
 pub use auth::AuthConfig;
 pub use base_images::BaseImagesConfig;
@@ -37,6 +40,7 @@ pub use github::GithubConfig;
 pub use instances::InstancesConfig;
 pub use limits::LimitsConfig;
 pub use load::Overrides;
+pub use mail::{MailConfig, SmtpTls};
 pub use ports::PortsConfig;
 pub use runtime::{RuntimeBackend, RuntimeConfig};
 pub use secret::Secret;
@@ -91,6 +95,10 @@ pub struct Config {
     pub exec: ExecConfig,
     /// `[base_images]`: base image families and their pipeline.
     pub base_images: BaseImagesConfig,
+    /// `[accounts]`: password accounts under `/v1/auth`.
+    pub accounts: AccountsConfig,
+    /// `[mail]`: SMTP for account mails.
+    pub mail: MailConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -125,6 +133,8 @@ impl Default for Config {
             snapshots: SnapshotsConfig::default(),
             exec: ExecConfig::default(),
             base_images: BaseImagesConfig::default(),
+            accounts: AccountsConfig::default(),
+            mail: MailConfig::default(),
         }
     }
 }

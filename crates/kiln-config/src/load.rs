@@ -84,6 +84,8 @@ impl Config {
         self.ports.check()?;
         self.snapshots.check()?;
         self.base_images.check()?;
+        self.accounts.check()?;
+        self.mail.check()?;
         Ok(())
     }
 }

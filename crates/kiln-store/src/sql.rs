@@ -5,6 +5,7 @@
 //! reads, boolean literals, case-insensitive `LIKE`, and how timestamps and command output
 //! are stored — is in [`Dialect`] and the column types it binds.
 mod accounts;
+mod accounts_v1;
 mod agent_jobs;
 mod base_images;
 mod billing;
@@ -15,6 +16,7 @@ mod instance_execs;
 mod instances;
 mod interactions;
 mod jobs;
+mod mfa;
 mod output;
 mod ports;
 mod rows;
