@@ -917,3 +917,35 @@ async fn totp_and_backup_codes() {
     .await;
     assert_error(status, &body, 401, "unauthorized");
 }
+
+/// Without an SMTP server, mails are logged and their links kept for an admin
+/// (`kiln accounts pending-links`); the link works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_smtp_links_wait_for_an_admin() {
+    let (s, smtp) = start(|c| c.mail.smtp_host = None).await;
+    signup(&s, "ivy@example.com", "ivy's password!").await;
+    let mut links = Vec::new();
+    for _ in 0..200 {
+        links = s.kiln.accounts.pending_links(10).await.expect("links");
+        if links.first().is_some_and(|l| l.status == "logged") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(links.len(), 1, "{links:?}");
+    assert_eq!(
+        (links[0].status, links[0].to.as_str()),
+        ("logged", "ivy@example.com")
+    );
+    assert!(smtp.to("ivy@example.com").is_empty());
+    let token = token_of(&links[0].link);
+    let (status, body) = call(
+        &s,
+        None,
+        Method::GET,
+        &format!("/auth/verify-email?token={token}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
