@@ -139,11 +139,6 @@ impl AccountService {
         let new_email = validate::email(new_email, &["new_email"])?;
         self.recheck_password(me, Some(password), &["password"])
             .await?;
-        if self.store.get_account(&me.user.user_id).await?.is_none() {
-            return Err(ServiceError::Conflict(
-                "this account has no password sign-in, so no e-mail to change".into(),
-            ));
-        }
         self.count_mail_request(client)?;
         if self
             .store

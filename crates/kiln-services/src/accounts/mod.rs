@@ -278,8 +278,8 @@ impl AccountService {
         })
     }
 
-    /// Soft-deletes the caller's account. A password account must give its password again
-    /// (a stolen access token alone cannot delete it).
+    /// Soft-deletes the caller's password account; its password must be given again (a
+    /// stolen access token or API key alone cannot delete it).
     pub async fn delete_me(
         &self,
         me: &Principal,
@@ -314,7 +314,9 @@ impl AccountService {
             .await?)
     }
 
-    /// The caller's password must match (an account without one has nothing to check).
+    /// The caller's password must match. An account without one (API keys, GitHub) cannot
+    /// prove itself again this way, so what needs it is refused (409) rather than allowed
+    /// on the strength of a bearer credential alone.
     async fn recheck_password(
         &self,
         me: &Principal,
@@ -322,7 +324,9 @@ impl AccountService {
         field: &[&str],
     ) -> ServiceResult<()> {
         let Some(account) = self.store.get_account(&me.user.user_id).await? else {
-            return Ok(());
+            return Err(ServiceError::Conflict(
+                "this account has no password sign-in; an admin manages it".into(),
+            ));
         };
         let Some(password) = password else {
             return Err(ServiceError::invalid(field, "Field required", "missing"));

@@ -208,7 +208,8 @@ pub async fn update_me(
 /// Delete the caller's account (soft): every API key is revoked and every sign-in ended
 /// at once; the address can sign up again. A password account gives its password.
 #[utoipa::path(delete, path = "/auth/me", tag = "auth", request_body = DeleteMeRequest,
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 422, body = HTTPValidationError)),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 422, body = HTTPValidationError),
+              (status = 409, description = "no password sign-in", body = ErrorBody)),
     security(("HTTPBearer" = [])))]
 pub async fn delete_me(
     State(state): State<Arc<AppState>>,
@@ -226,7 +227,8 @@ pub async fn delete_me(
 /// Change the password; every other sign-in of the account ends.
 #[utoipa::path(post, path = "/auth/me/password", tag = "auth", request_body = ChangePasswordRequest,
     responses((status = 200, body = RevokedResponse), (status = 401, body = ErrorBody),
-              (status = 422, body = HTTPValidationError)),
+              (status = 422, body = HTTPValidationError),
+              (status = 409, description = "no password sign-in", body = ErrorBody)),
     security(("HTTPBearer" = [])))]
 pub async fn change_password(
     State(state): State<Arc<AppState>>,
@@ -299,7 +301,8 @@ pub async fn verify_email(
 /// is the same when the address is taken (then nothing is sent).
 #[utoipa::path(post, path = "/auth/me/email", tag = "auth", request_body = ChangeEmailRequest,
     responses((status = 200, body = MessageResponse), (status = 401, body = ErrorBody),
-              (status = 422, body = HTTPValidationError)),
+              (status = 422, body = HTTPValidationError),
+              (status = 409, description = "no password sign-in", body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("HTTPBearer" = [])))]
 pub async fn change_email(
     State(state): State<Arc<AppState>>,

@@ -131,7 +131,8 @@ pub async fn factors(
 /// Remove a factor (the password again; with the last factor, the backup codes go too).
 #[utoipa::path(post, path = "/auth/mfa/factors/{id}/remove", tag = "auth", params(("id" = String, Path)),
     request_body = PasswordRequest,
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, description = "no password sign-in", body = ErrorBody), (status = 422, body = HTTPValidationError)),
     security(("HTTPBearer" = [])))]
 pub async fn remove_factor(
     State(state): State<Arc<AppState>>,
@@ -150,7 +151,8 @@ pub async fn remove_factor(
 /// New backup codes; the old ones stop working (the password again).
 #[utoipa::path(post, path = "/auth/mfa/backup-codes/regenerate", tag = "auth", request_body = PasswordRequest,
     responses((status = 200, body = BackupCodesResponse), (status = 401, body = ErrorBody),
-              (status = 409, body = ErrorBody)),
+              (status = 409, body = ErrorBody),
+              (status = 422, body = HTTPValidationError)),
     security(("HTTPBearer" = [])))]
 pub async fn regenerate_backup_codes(
     State(state): State<Arc<AppState>>,
