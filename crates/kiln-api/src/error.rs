@@ -99,6 +99,9 @@ pub enum ApiError {
     /// GitHub sign-in and repositories; each kind has its own status and code.
     #[error(transparent)]
     Github(GithubError),
+    /// 501: a feature this server does not offer; `code` says which.
+    #[error("{message}")]
+    NotImplemented { code: &'static str, message: String },
     /// Details are logged, never sent: they may name files, queries or secrets.
     #[error("internal error: {0}")]
     Internal(String),
@@ -147,6 +150,7 @@ impl ApiError {
             Self::PaymentRequired(_) => (StatusCode::PAYMENT_REQUIRED, "insufficient_balance"),
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             Self::BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
+            Self::NotImplemented { code, .. } => (StatusCode::NOT_IMPLEMENTED, code),
             Self::Github(e) => match e {
                 GithubError::NotConfigured => {
                     (StatusCode::SERVICE_UNAVAILABLE, "github_not_configured")
@@ -188,6 +192,16 @@ impl From<ServiceError> for ApiError {
             ServiceError::PaymentRequired(m) => Self::PaymentRequired(m),
             ServiceError::BadGateway(m) => Self::BadGateway(m),
             ServiceError::BadRequest { code, message } => Self::BadRequest { code, message },
+            ServiceError::TooManyAttempts {
+                message,
+                retry_after_secs,
+            } => Self::RateLimited {
+                message,
+                retry_after_secs,
+            },
+            ServiceError::NotImplemented { code, message } => {
+                Self::NotImplemented { code, message }
+            }
             ServiceError::Github(GithubError::Internal(m)) => Self::Internal(m),
             ServiceError::Github(e) => Self::Github(e),
             e @ (ServiceError::Store(_) | ServiceError::Internal(_)) => {

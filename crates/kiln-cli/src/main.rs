@@ -1,6 +1,7 @@
 //! `kiln`: the server and its administration commands.
 #![forbid(unsafe_code)]
 
+mod accounts;
 mod base_images;
 mod client;
 mod eval;
@@ -64,6 +65,9 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Password accounts: links of mails not sent over SMTP.
+    #[command(subcommand)]
+    Accounts(accounts::AccountsCommand),
     /// Manage datasets.
     #[command(subcommand)]
     Datasets(DatasetsCommand),
@@ -310,6 +314,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
         Command::Images(command) => {
             images::run(&config, command).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Accounts(command) => {
+            accounts::run(config, command).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sessions { server, command } => client::sessions(&config, server, command).await,

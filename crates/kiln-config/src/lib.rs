@@ -4,6 +4,7 @@
 //! `KILN_AUTH__ACCESS_TOKEN_TTL_SECS=600`.
 #![forbid(unsafe_code)]
 
+mod accounts;
 mod agent_jobs;
 mod auth;
 mod base_images;
@@ -16,6 +17,7 @@ mod instances;
 mod limits;
 mod load;
 mod mcp;
+mod mail;
 mod ports;
 mod runtime;
 mod secret;
@@ -32,6 +34,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use accounts::AccountsConfig;
 pub use agent_jobs::{AgentConfig, AgentJobsConfig};
 pub use auth::AuthConfig;
 pub use base_images::BaseImagesConfig;
@@ -44,6 +47,7 @@ pub use instances::InstancesConfig;
 pub use limits::LimitsConfig;
 pub use load::Overrides;
 pub use mcp::McpConfig;
+pub use mail::{MailConfig, SmtpTls};
 pub use ports::PortsConfig;
 pub use runtime::{RuntimeBackend, RuntimeConfig};
 pub use secret::Secret;
@@ -102,6 +106,10 @@ pub struct Config {
     pub eval: EvalConfig,
     /// `[mcp]`: the MCP server (`/mcp`, `kiln mcp`).
     pub mcp: McpConfig,
+    /// `[accounts]`: password accounts under `/v1/auth`.
+    pub accounts: AccountsConfig,
+    /// `[mail]`: SMTP for account mails.
+    pub mail: MailConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -138,6 +146,8 @@ impl Default for Config {
             base_images: BaseImagesConfig::default(),
             eval: EvalConfig::default(),
             mcp: McpConfig::default(),
+            accounts: AccountsConfig::default(),
+            mail: MailConfig::default(),
         }
     }
 }

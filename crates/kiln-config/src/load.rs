@@ -86,6 +86,8 @@ impl Config {
         self.snapshots.check()?;
         self.base_images.check()?;
         self.mcp.check()?;
+        self.accounts.check()?;
+        self.mail.check()?;
         Ok(())
     }
 }

@@ -7,6 +7,7 @@
 //! what its grading says.)
 #![forbid(unsafe_code)]
 
+mod accounts_model;
 mod agent_job_model;
 mod base_image_model;
 mod billing_model;
@@ -17,6 +18,7 @@ mod session_model;
 mod snapshot_model;
 mod webhook_model;
 
+pub use accounts_model::*;
 pub use agent_job_model::*;
 pub use base_image_model::*;
 pub use billing_model::*;

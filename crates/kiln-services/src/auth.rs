@@ -22,6 +22,8 @@ const MAX_KEY_NAME_LEN: usize = 100;
 pub struct Principal {
     pub user: User,
     pub via: Credential,
+    /// The device session (`/v1/auth` sign-in) the access token belongs to, if any.
+    pub session_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +57,10 @@ struct Claims {
     /// The refresh family, on refresh tokens only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fam: Option<String>,
+    /// The device session (`device_sessions`) of a `/v1/auth` sign-in, on both tokens of
+    /// its pair: each use checks the session is live, so revoking it stops them at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<String>,
 }
 
 const ACCESS: &str = "access";
@@ -206,16 +212,22 @@ impl AuthService {
             return Ok(Principal {
                 user,
                 via: Credential::ApiKey { key_id: key.key_id },
+                session_id: None,
             });
         }
         let claims = self.decode(bearer, ACCESS)?;
         let user = self.store.get_user(&claims.sub).await?.ok_or_else(|| {
             ServiceError::Unauthorized("the token's user no longer exists".into())
         })?;
+        // A deleted account's sign-ins were ended with it: that (401) comes first.
+        if let Some(sid) = &claims.sid {
+            self.check_session(sid, &user.user_id, now).await?;
+        }
         ensure_active(&user)?;
         Ok(Principal {
             user,
             via: Credential::AccessToken,
+            session_id: claims.sid,
         })
     }
 
@@ -223,7 +235,50 @@ impl AuthService {
     pub async fn issue_tokens(&self, user: &User) -> ServiceResult<TokenPair> {
         let now = Utc::now();
         self.store.set_last_login(&user.user_id, now).await?;
-        self.mint_pair(&user.user_id, &new_id("fam"), now).await
+        self.mint_pair(&user.user_id, &new_id("fam"), None, now)
+            .await
+    }
+
+    /// A pair for a device session (a `/v1/auth` sign-in): the session id is the refresh
+    /// family and the `sid` of both tokens.
+    pub async fn issue_session_tokens(
+        &self,
+        user: &User,
+        session_id: &str,
+    ) -> ServiceResult<TokenPair> {
+        let now = Utc::now();
+        self.store.set_last_login(&user.user_id, now).await?;
+        self.mint_pair(&user.user_id, session_id, Some(session_id), now)
+            .await
+    }
+
+    /// The device session must exist, be the user's and not be revoked. Its last use is
+    /// recorded at most once a minute (informative; a failed write fails nothing).
+    async fn check_session(
+        &self,
+        sid: &str,
+        user_id: &str,
+        now: DateTime<Utc>,
+    ) -> ServiceResult<()> {
+        let live = self
+            .store
+            .get_device_session(sid)
+            .await?
+            .filter(|s| s.user_id == user_id && s.revoked_at.is_none());
+        if live.is_none() {
+            return Err(ServiceError::Unauthorized(
+                "this sign-in was ended (signed out, revoked or the account changed); sign in again"
+                    .into(),
+            ));
+        }
+        if let Err(e) = self
+            .store
+            .touch_device_session(sid, now, now - Duration::seconds(60))
+            .await
+        {
+            tracing::warn!(error = %e, "could not record device session use");
+        }
+        Ok(())
     }
 
     /// Exchanges a refresh token for a new pair. The old refresh token is spent: using
@@ -231,13 +286,17 @@ impl AuthService {
     pub async fn refresh(&self, refresh_token: &str) -> ServiceResult<TokenPair> {
         let claims = self.decode(refresh_token, REFRESH)?;
         let now = Utc::now();
+        if let Some(sid) = &claims.sid {
+            self.check_session(sid, &claims.sub, now).await?;
+        }
         match self.store.consume_refresh_token(&claims.jti, now).await? {
             RefreshOutcome::Consumed { user_id, family_id } => {
                 let user = self.store.get_user(&user_id).await?.ok_or_else(|| {
                     ServiceError::Unauthorized("the token's user no longer exists".into())
                 })?;
                 ensure_active(&user)?;
-                self.mint_pair(&user_id, &family_id, now).await
+                self.mint_pair(&user_id, &family_id, claims.sid.as_deref(), now)
+                    .await
             }
             RefreshOutcome::Reused { family_id, .. } => {
                 self.store.revoke_refresh_family(&family_id, now).await?;
@@ -263,6 +322,7 @@ impl AuthService {
         &self,
         user_id: &str,
         family_id: &str,
+        sid: Option<&str>,
         now: DateTime<Utc>,
     ) -> ServiceResult<TokenPair> {
         let access_exp = now + secs(self.config.access_token_ttl_secs);
@@ -274,6 +334,7 @@ impl AuthService {
             jti: new_id("jti"),
             typ: ACCESS.into(),
             fam: None,
+            sid: sid.map(str::to_string),
         })?;
         let refresh_id = new_id("rtk");
         let refresh = self.sign(&Claims {
@@ -283,6 +344,7 @@ impl AuthService {
             jti: refresh_id.clone(),
             typ: REFRESH.into(),
             fam: Some(family_id.to_string()),
+            sid: sid.map(str::to_string),
         })?;
         self.store
             .insert_refresh_token(&NewRefreshToken {

@@ -67,6 +67,17 @@ pub enum ServiceError {
     /// whose signature does not verify); `code` says why, for machines.
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
+    /// Too many attempts of something guessable (sign-ins) or costly (mails): a 429 with
+    /// `Retry-After`.
+    #[error("{message}")]
+    TooManyAttempts {
+        message: String,
+        retry_after_secs: u64,
+    },
+    /// A feature this server does not offer (e.g. SMS factors: no SMS provider): a 501
+    /// whose `code` says which.
+    #[error("{message}")]
+    NotImplemented { code: &'static str, message: String },
     #[error(transparent)]
     Github(#[from] GithubError),
     #[error("storage failure: {0}")]

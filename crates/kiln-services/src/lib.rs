@@ -3,6 +3,7 @@
 //! the API crate calls them, and they call the store (and, later, the runtime).
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod agent_jobs;
 pub mod auth;
 pub mod base_images;
@@ -55,6 +56,8 @@ pub struct Kiln {
     /// The sandbox backend, shared by sessions, verification and agent jobs.
     pub sandboxes: Arc<Sandboxes>,
     pub auth: AuthService,
+    /// Password accounts under `/v1/auth` and their mail sender.
+    pub accounts: accounts::AccountService,
     pub datasets: DatasetService,
     pub sessions: Arc<SessionService>,
     /// The `/v1` instance API over the same sessions.
@@ -150,6 +153,13 @@ impl Kiln {
             None => load_or_create_secret(&data_dir.join("jwt.secret"))?,
         };
         let auth = AuthService::new(store.clone(), config.auth.clone(), &jwt_secret);
+        let accounts = accounts::AccountService::new(
+            store.clone(),
+            config.accounts.clone(),
+            config.mail.clone(),
+            config.auth.clone(),
+            &jwt_secret,
+        )?;
         let datasets = DatasetService::new(store.clone(), data_dir.join("repos"));
         let sandboxes = Arc::new(sandboxes(&config));
         let sessions = SessionService::new(
@@ -196,6 +206,7 @@ impl Kiln {
             store,
             sandboxes,
             auth,
+            accounts,
             datasets,
             sessions,
             instances,
@@ -259,6 +270,7 @@ impl Kiln {
         self.sessions.spawn_metering();
         self.sessions.spawn_output_retention();
         self.webhooks.spawn_sender();
+        self.accounts.spawn_sender();
         self.instances.snapshot_gc().spawn();
         Ok(report)
     }
@@ -277,6 +289,7 @@ impl Kiln {
     pub async fn shutdown(&self) {
         self.agent_jobs.shutdown();
         self.webhooks.shutdown();
+        self.accounts.shutdown();
         self.sessions.shutdown().await;
         self.sandboxes.retire_node();
     }

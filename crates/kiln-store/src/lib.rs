@@ -37,6 +37,7 @@ pub use traits::{
     AccountStore, AgentJobStore, Backend, BillingStore, CatalogStore, GithubStore, SessionStore,
     Store, VerificationStore,
 };
+pub use traits::{MfaStore, PasswordAccountStore};
 
 /// Every store trait, for code that calls store methods on a concrete store type (on an
 /// `Arc<dyn Store>` they are callable without imports).
@@ -51,6 +52,7 @@ pub mod prelude {
         AccountStore, AgentJobStore, Backend, BillingStore, CatalogStore, GithubStore,
         SessionStore, Store, VerificationStore,
     };
+    pub use crate::traits::{MfaStore, PasswordAccountStore};
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

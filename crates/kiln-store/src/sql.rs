@@ -5,6 +5,7 @@
 //! reads, boolean literals, case-insensitive `LIKE`, and how timestamps and command output
 //! are stored — is in [`Dialect`] and the column types it binds.
 mod accounts;
+mod accounts_v1;
 mod agent_jobs;
 mod base_images;
 mod billing;
@@ -16,6 +17,7 @@ mod instances;
 mod interactions;
 mod jobs;
 mod nodes;
+mod mfa;
 mod output;
 mod ports;
 mod rows;

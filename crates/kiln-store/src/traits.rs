@@ -50,6 +50,8 @@ pub trait Store:
     + ExecStore
     + BaseImageStore
     + NodeStore
+    + PasswordAccountStore
+    + MfaStore
     + 'static
 {
 }
@@ -69,6 +71,8 @@ impl<T> Store for T where
         + ExecStore
         + BaseImageStore
         + NodeStore
+        + PasswordAccountStore
+        + MfaStore
         + ?Sized
         + 'static
 {
@@ -664,4 +668,187 @@ pub trait NodeStore: Send + Sync {
         -> Result<SessionRecord>;
     /// `(session_id, node_id)` of every `creating` or `ready` session.
     async fn live_session_nodes(&self) -> Result<Vec<(String, Option<String>)>>;
+}
+
+/// Password accounts (`/v1/auth`): credentials, device sessions, emailed single-use tokens
+/// and the mail outbox. A token and the mail that carries it are always written in one
+/// transaction, so a crash never leaves a token nobody was told about, nor a mail whose
+/// token does not exist.
+#[async_trait]
+pub trait PasswordAccountStore: Send + Sync {
+    /// Creates the user row and its credential, and (when given) the e-mail verification
+    /// token and its mail, in one transaction. `Conflict("email_lower")` when a live
+    /// account already signs in with this address.
+    async fn create_account(
+        &self,
+        account: &crate::NewAccount,
+        verification: Option<(&crate::AccountToken, &crate::OutboxMail)>,
+    ) -> Result<User>;
+    /// The live account signing in with this (lower-cased) address, and its user.
+    async fn find_account_by_email(
+        &self,
+        email_lower: &str,
+    ) -> Result<Option<(crate::AccountCredential, User)>>;
+    /// The live credential of a user (none for API-key-only and GitHub users).
+    async fn get_account(&self, user_id: &str) -> Result<Option<crate::AccountCredential>>;
+    async fn set_account_name(&self, user_id: &str, name: &str) -> Result<()>;
+    /// Replaces the password hash; with `revoke_sessions`, every device session of the user
+    /// is revoked except `keep` (in the same transaction). Returns how many were revoked.
+    async fn set_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        at: DateTime<Utc>,
+        keep: Option<&str>,
+    ) -> Result<u64>;
+    /// Stores a token and the mail carrying it, atomically.
+    async fn insert_token_with_mail(
+        &self,
+        token: &crate::AccountToken,
+        mail: &crate::OutboxMail,
+    ) -> Result<()>;
+    /// Spends a token: only one caller ever gets it, and only before `expires_at`.
+    async fn consume_account_token(
+        &self,
+        token_hash: &str,
+        purpose: crate::AccountTokenPurpose,
+        now: DateTime<Utc>,
+    ) -> Result<Option<crate::AccountToken>>;
+    /// Marks the address verified if it is still the account's address.
+    async fn mark_email_verified(
+        &self,
+        user_id: &str,
+        email: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Moves the account to `email` (verified by the link that got here) and revokes every
+    /// device session. `Conflict("email_lower")` if another live account took it meanwhile.
+    async fn change_account_email(
+        &self,
+        user_id: &str,
+        email: &str,
+        at: DateTime<Utc>,
+    ) -> Result<u64>;
+    /// Soft delete: the credential is marked deleted (its address freed), the user
+    /// deactivated, every API key, device session and refresh token revoked; one
+    /// transaction.
+    async fn soft_delete_account(
+        &self,
+        user_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<crate::AccountDeletion>;
+
+    // ---- device sessions -------------------------------------------------------------
+    async fn insert_device_session(&self, session: &crate::DeviceSession) -> Result<()>;
+    async fn get_device_session(&self, session_id: &str) -> Result<Option<crate::DeviceSession>>;
+    /// The user's live sessions, newest first, at most `limit`.
+    async fn list_device_sessions(
+        &self,
+        user_id: &str,
+        limit: u64,
+    ) -> Result<Vec<crate::DeviceSession>>;
+    /// Records a use (`last_seen_at`), only if the recorded one is older than `unless_after`.
+    async fn touch_device_session(
+        &self,
+        session_id: &str,
+        at: DateTime<Utc>,
+        unless_after: DateTime<Utc>,
+    ) -> Result<()>;
+    /// Revokes one live session of the user; `false` if none (unknown, another user's,
+    /// already revoked).
+    async fn revoke_device_session(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        at: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<bool>;
+    /// Revokes every live session of the user but `keep`; returns how many.
+    async fn revoke_device_sessions(
+        &self,
+        user_id: &str,
+        keep: Option<&str>,
+        at: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<u64>;
+
+    // ---- mail outbox -------------------------------------------------------------------
+    /// Claims due pending mails with a lease until `lease_until`, counting the attempt.
+    async fn claim_mail(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<crate::OutboxMail>>;
+    /// Records an attempt's outcome, only if `attempt` is still the mail's latest attempt.
+    /// `Sent` clears the body (the link in it is a secret that has done its job); `Logged`
+    /// keeps the link for an admin; `Pending` schedules the next attempt at `next_at`.
+    async fn record_mail_attempt(
+        &self,
+        mail_id: &str,
+        attempt: u32,
+        status: crate::MailStatus,
+        next_at: DateTime<Utc>,
+        error: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Mails not sent over SMTP (logged, pending or dead) that carry a link, newest first.
+    async fn list_unsent_mail(&self, limit: u64) -> Result<Vec<crate::OutboxMail>>;
+    /// Mails to a user, newest first (for the data export).
+    async fn list_user_mail(&self, user_id: &str, limit: u64) -> Result<Vec<crate::OutboxMail>>;
+}
+
+/// Second factors of password accounts: TOTP factors, backup codes, and sign-in challenges.
+#[async_trait]
+pub trait MfaStore: Send + Sync {
+    /// Stores an unconfirmed factor, dropping the user's earlier unconfirmed ones.
+    async fn insert_mfa_factor(&self, factor: &crate::MfaFactor) -> Result<()>;
+    async fn get_mfa_factor(&self, factor_id: &str) -> Result<Option<crate::MfaFactor>>;
+    /// The user's confirmed factors, oldest first.
+    async fn list_mfa_factors(&self, user_id: &str) -> Result<Vec<crate::MfaFactor>>;
+    /// Confirms an unconfirmed factor of the user at `step`; with `backup_codes`, they
+    /// replace the user's codes (one transaction). `false` if there was nothing to confirm.
+    async fn confirm_mfa_factor(
+        &self,
+        user_id: &str,
+        factor_id: &str,
+        step: i64,
+        backup_codes: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Accepts `step` for a confirmed factor only if it is later than the last accepted one.
+    async fn use_totp_step(&self, factor_id: &str, step: i64, at: DateTime<Utc>) -> Result<bool>;
+    /// Removes a factor of the user (and the backup codes with the last one).
+    async fn delete_mfa_factor(&self, user_id: &str, factor_id: &str) -> Result<bool>;
+    /// Replaces every backup code of the user.
+    async fn replace_backup_codes(
+        &self,
+        user_id: &str,
+        code_hashes: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+    /// Spends an unused backup code.
+    async fn use_backup_code(
+        &self,
+        user_id: &str,
+        code_hash: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool>;
+    async fn count_backup_codes(&self, user_id: &str) -> Result<u64>;
+    async fn insert_mfa_challenge(&self, challenge: &crate::MfaChallenge) -> Result<()>;
+    /// A live challenge: unused, unexpired, under `max_failures`.
+    async fn get_mfa_challenge(
+        &self,
+        challenge_hash: &str,
+        now: DateTime<Utc>,
+        max_failures: u32,
+    ) -> Result<Option<crate::MfaChallenge>>;
+    async fn fail_mfa_challenge(&self, challenge_hash: &str) -> Result<()>;
+    /// Spends a live challenge (once).
+    async fn consume_mfa_challenge(
+        &self,
+        challenge_hash: &str,
+        now: DateTime<Utc>,
+        max_failures: u32,
+    ) -> Result<bool>;
 }

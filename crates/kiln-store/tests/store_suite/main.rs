@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod accounts;
+mod accounts_v1;
 mod agent_jobs;
 mod base_images;
 mod billing;
@@ -53,6 +54,10 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    accounts_v1::mailed_tokens_are_spent_once,
+    accounts_v1::mail_outbox_leases_and_outcomes,
+    accounts_v1::soft_delete_revokes_everything,
+    accounts_v1::second_factors_are_accepted_once,
     accounts::backend_answers_ping,
     accounts::users_round_trip,
     accounts::timestamps_keep_microseconds_in_utc,

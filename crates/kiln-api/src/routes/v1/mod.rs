@@ -7,6 +7,9 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
 
+pub mod auth;
+pub mod auth_mfa;
+pub mod auth_models;
 pub mod base_images;
 pub mod base_images_models;
 pub mod exec;
@@ -35,4 +38,6 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .merge(webhooks::routes())
         .merge(base_images::routes())
         .merge(parallel::routes())
+        .merge(auth::routes())
+        .merge(auth_mfa::routes())
 }
