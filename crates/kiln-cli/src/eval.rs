@@ -113,7 +113,9 @@ async fn open(mut config: Config) -> anyhow::Result<Kiln> {
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
     crate::install_embedded_agent(&mut config)?;
     config.build_demo_images = false;
-    let kiln = Kiln::open(config).await?;
+    // A node of its own (like `datasets validate`): a server on the same data directory
+    // keeps its sandboxes, and what a killed eval leaves is reclaimed by the next start.
+    let kiln = Kiln::open_ephemeral(config, "eval").await?;
     kiln.bootstrap().await?;
     Ok(kiln)
 }
@@ -184,6 +186,7 @@ async fn evaluate(config: Config, inputs: &Inputs, args: &RunArgs) -> anyhow::Re
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
+    kiln.sessions.close_all().await;
     kiln.shutdown().await;
     let report = outcome?;
     print_report(&report, inputs, &layout, &request, started.elapsed())?;
