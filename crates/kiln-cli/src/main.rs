@@ -7,6 +7,7 @@ mod files;
 mod images;
 mod instances;
 mod snapshots;
+mod swebench;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
