@@ -63,6 +63,26 @@ KILN_TEST_IMAGES_DIR="$KILN_TEST_IMAGES_DIR" KILN_TEST_DEMO_IMAGES=required \
 step "The demo dataset validates: every sample fails without its fix and passes with it"
 KILN_IMAGES_DIR="$KILN_TEST_IMAGES_DIR" target/debug/kiln datasets validate kiln-demo --data-dir "$(mktemp -d)"
 
+step "SWE-bench fixture: images from the harness's specs, import, validate (cached after the first build)"
+# Cold: two debootstraps and ~5 pip environments (network: deb.debian.org, PyPI); cached:
+# every image is kept by the hash of its inputs, so only import and validate run.
+swe_images="${KILN_TEST_SWEBENCH_IMAGES_DIR:-/var/cache/kiln-test/swebench-images}"
+if ! mkdir -p "$swe_images" 2>/dev/null || [ ! -w "$swe_images" ]; then
+  echo "SKIPPED: $swe_images is not writable (set KILN_TEST_SWEBENCH_IMAGES_DIR)"
+elif ! curl -fsS -m 10 -o /dev/null https://pypi.org/simple/pip/ \
+  || ! curl -fsS -m 10 -o /dev/null http://deb.debian.org/debian/dists/bookworm/Release; then
+  echo "SKIPPED: PyPI or deb.debian.org is unreachable (the fixture's environments come from them)"
+else
+  swe_data="$(mktemp -d)"
+  KILN_IMAGES_DIR="$swe_images" target/debug/kiln images build-swebench \
+    datasets/swebench-fixture/samples.jsonl --data-dir "$swe_data"
+  KILN_IMAGES_DIR="$swe_images" target/debug/kiln datasets import \
+    datasets/swebench-fixture/samples.jsonl --name swebench-fixture \
+    --repos datasets/swebench-fixture/repos --data-dir "$swe_data"
+  KILN_IMAGES_DIR="$swe_images" target/debug/kiln datasets validate swebench-fixture \
+    --data-dir "$swe_data"
+fi
+
 step "Python: the official codeset SDK and the SWE-bench parity tests"
 venv="${KILN_TEST_VENV:-target/py-venv}"
 if [ ! -x "$venv/bin/pytest" ]; then
