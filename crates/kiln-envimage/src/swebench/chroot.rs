@@ -12,6 +12,11 @@ use crate::tool_command::run_logged;
 /// Where the host's pip cache is mounted during a step (inside the step's `/tmp`, a tmpfs,
 /// so the mount point never lands in the layer).
 pub(crate) const PIP_CACHE_IN_STEP: &str = "/tmp/.kiln-pip-cache";
+/// Where the build host's CA bundle is mounted during a step, when it has one: downloads
+/// trust what the host trusts (an HTTPS proxy's own CA), and the image keeps its own.
+pub(crate) const HOST_CA_IN_STEP: &str = "/tmp/.kiln-host-ca.crt";
+/// The build host's CA bundle (Debian's location).
+pub(crate) const HOST_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// What a step runs and sees.
 pub(crate) struct Step<'a> {
@@ -25,6 +30,8 @@ pub(crate) struct Step<'a> {
     pub merged: &'a Path,
     /// Host directory mounted at [`PIP_CACHE_IN_STEP`].
     pub pip_cache: &'a Path,
+    /// Host file mounted at [`HOST_CA_IN_STEP`], if any.
+    pub host_ca: Option<&'a Path>,
     /// The environment of the command (nothing of the builder's leaks in).
     pub env: &'a [(String, String)],
     /// Working directory inside the image.
@@ -36,14 +43,18 @@ pub(crate) struct Step<'a> {
 /// The mount-and-chroot wrapper. Paths arrive as positional parameters, never spliced into
 /// the script text.
 const WRAPPER: &str = r#"set -eu
-lower=$1 upper=$2 work=$3 merged=$4 cache=$5 cwd=$6 script=$7
-shift 7
+lower=$1 upper=$2 work=$3 merged=$4 cache=$5 cwd=$6 script=$7 ca=$8
+shift 8
 mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$work" "$merged"
 mount -t proc proc "$merged/proc"
 mount --bind /dev "$merged/dev"
 mount -t tmpfs -o mode=1777 tmpfs "$merged/tmp"
 mkdir -p "$merged/tmp/.kiln-pip-cache"
 mount --bind "$cache" "$merged/tmp/.kiln-pip-cache"
+if [ -n "$ca" ]; then
+  : > "$merged/tmp/.kiln-host-ca.crt"
+  mount --bind "$ca" "$merged/tmp/.kiln-host-ca.crt"
+fi
 if [ -e "$merged/etc/resolv.conf" ] && [ -e /etc/resolv.conf ]; then
   mount --bind /etc/resolv.conf "$merged/etc/resolv.conf"
 fi
@@ -63,7 +74,8 @@ pub(crate) fn step_command(step: &Step<'_>) -> Command {
         .arg(step.merged)
         .arg(step.pip_cache)
         .arg(step.cwd)
-        .arg(step.script);
+        .arg(step.script)
+        .arg(step.host_ca.unwrap_or(Path::new("")));
     for (key, value) in step.env {
         command.arg(format!("{key}={value}"));
     }
@@ -94,6 +106,7 @@ mod tests {
             work: Path::new("/w/work"),
             merged: Path::new("/w/merged"),
             pip_cache: Path::new("/c/pip"),
+            host_ca: None,
             env: &env,
             cwd: "/testbed",
             script: "echo '$(x)'",
@@ -119,6 +132,7 @@ mod tests {
                 "/c/pip",
                 "/testbed",
                 "echo '$(x)'",
+                "",
                 "PATH=/opt/venv/bin:/usr/bin"
             ]
         );

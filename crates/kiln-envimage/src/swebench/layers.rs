@@ -10,7 +10,7 @@ use std::time::Instant;
 use kiln_image::{Image, ImageStore};
 use serde_json::{json, Value};
 
-use super::chroot::{run_step, Step};
+use super::chroot::{run_step, Step, HOST_CA};
 use crate::base_image::{import_layout, pack_layer, scratch_dir};
 use crate::build_progress::{BuildEvent, BuildPhase, BuildProgress};
 use crate::error::{EnvImageError, Result};
@@ -66,6 +66,7 @@ pub(crate) fn build_layer(
             work: &scratch.path().join("work"),
             merged: &scratch.path().join("merged"),
             pip_cache: &pip_cache,
+            host_ca: Some(Path::new(HOST_CA)).filter(|p| p.is_file()),
             env: step.env,
             cwd: step.cwd,
             script: step.script,

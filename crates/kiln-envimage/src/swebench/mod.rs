@@ -357,6 +357,11 @@ fn step_env(options: &BuildOptions) -> Vec<(String, String)> {
         ]
         .map(|(k, v)| (k.to_owned(), v)),
     );
+    if Path::new(chroot::HOST_CA).is_file() {
+        for key in ["PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"] {
+            env.push((key.to_owned(), chroot::HOST_CA_IN_STEP.to_owned()));
+        }
+    }
     env
 }
 
