@@ -4,12 +4,13 @@
 //! - **base** `swebench/base:<suite>-<key>`: debootstrap of the Debian release whose `python3`
 //!   is the spec's Python (bullseye 3.9, bookworm 3.11), with git and patch. Shared by every
 //!   environment on that release.
-//! - **environment** `swebench/env/<owner>__<name>-<version>:<key>`: base + a layer holding the
+//! - **environment** `swebench/env/<owner>__<name>:<key>`: base + a layer holding the
 //!   virtualenv `/opt/venv` with the spec's packages (a requirements file read from the
 //!   repository at the environment setup commit, conda package names, `pip_packages`). Its
 //!   `Env` puts `/opt/venv/bin` first on `PATH` (and sets `VIRTUAL_ENV`): that is the whole
-//!   activation. Shared by the instances of one repository version; `<key>` hashes every
-//!   input, so a changed spec is a new image and an unchanged one is never rebuilt.
+//!   activation. Shared by the instances of one repository version (and of other versions
+//!   whose installs are identical); `<key>` hashes every input, so a changed spec is a new
+//!   image and an unchanged one is never rebuilt.
 //! - **instance** `<dataset>/sample/<instance_id>:1` (what sessions use, see
 //!   `kiln_services::sessions::session_image`): environment + a layer with the repository at
 //!   its base commit in `/testbed` and what the spec's `pre_install` and `install` commands
@@ -283,7 +284,8 @@ fn plan_environments(
         );
         let key = &sha256_hex(&inputs)[..16];
         let name = record.repo.replace('/', "__").to_ascii_lowercase();
-        let reference = format!("swebench/env/{name}-{}:{key}", record.version);
+        // No version in the name: versions whose installs are identical share the image.
+        let reference = format!("swebench/env/{name}:{key}");
         Reference::parse(&reference).map_err(|e| context(e.into()))?;
         plans
             .entry(reference.clone())
@@ -530,7 +532,7 @@ mod tests {
         let env = image_env();
         assert!(env[0].starts_with("PATH=/opt/venv/bin:/usr/local/sbin"));
         assert!(env.contains(&"VIRTUAL_ENV=/opt/venv".to_owned()));
-        Reference::parse("swebench/env/pytest-dev__pytest-5.4:0123456789abcdef").unwrap();
+        Reference::parse("swebench/env/pytest-dev__pytest:0123456789abcdef").unwrap();
         Reference::parse(&base_spec("bullseye").reference).unwrap();
     }
 
