@@ -78,7 +78,7 @@ else
     datasets/swebench-fixture/samples.jsonl --data-dir "$swe_data"
   KILN_IMAGES_DIR="$swe_images" target/debug/kiln datasets import \
     datasets/swebench-fixture/samples.jsonl --name swebench-fixture \
-    --repos datasets/swebench-fixture/repos --data-dir "$swe_data"
+    --repos "$PWD/datasets/swebench-fixture/repos" --data-dir "$swe_data"
   KILN_IMAGES_DIR="$swe_images" target/debug/kiln datasets validate swebench-fixture \
     --data-dir "$swe_data"
 fi
