@@ -303,11 +303,15 @@ fn plan_environments(
 }
 
 /// The harness's environment script, with a virtualenv where it has a conda environment.
-/// Conda would also bring the newest pip, setuptools and wheel: so do we.
+/// Conda would also bring its pip, setuptools and wheel: so do we (the versions of when the
+/// harness's images were built).
 fn env_script(spec: &VersionSpec, requirements: Option<&str>) -> String {
     let mut lines = vec![
         format!("python3 -m venv {VENV}"),
-        "python -m pip install --upgrade pip setuptools wheel".to_owned(),
+        // What a conda env made when the harness's images were (mid-2024) brings. Newer pip
+        // (25.3) dropped the `setup.py develop` fallback that editable installs of
+        // projects pinning setuptools < 64 need (pylint 2.15).
+        "python -m pip install 'pip==24.2' 'setuptools==72.1.0' wheel".to_owned(),
     ];
     if let Some(text) = requirements {
         lines.push(format!(
