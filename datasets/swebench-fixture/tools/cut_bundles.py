@@ -2,7 +2,8 @@
 
 For every commit a record names (base_commit, environment_setup_commit), a new commit with the
 same tree, author, committer and message (plus an `Upstream-Commit:` trailer) is made; they are
-chained oldest first, so the bundle is one connected history with no prerequisites. The records
+chained oldest first, so the bundle is one connected history with no prerequisites. Each new
+commit also gets the upstream commit's nearest tag (versions computed by setuptools_scm). The records
 get the new hashes; the upstream ones stay in `upstream_base_commit` /
 `upstream_environment_setup_commit`.
 """
@@ -36,6 +37,13 @@ for repo, commits in sorted(need.items()):
         new = git(gd, *args, env=env, inp=f"{msg}\n\nUpstream-Commit: {c}\n")
         mapping[c] = new
         parent = new
+        # The nearest upstream tag, on the rewritten commit: setuptools_scm derives the
+        # package version from it (pytest's own `minversion` check needs a real version).
+        tag = subprocess.run(["git", "--git-dir", mirror, "describe", "--tags", "--abbrev=0", c],
+                             capture_output=True, text=True).stdout.strip()
+        if tag and subprocess.run(["git", "--git-dir", gd, "rev-parse", "-q", "--verify",
+                                   f"refs/tags/{tag}"], capture_output=True).returncode != 0:
+            git(gd, "tag", tag, new)
     git(gd, "update-ref", "refs/heads/main", parent)
     name = repo.split("/")[1]
     # A self-contained pack: repack without the alternate, then bundle.
@@ -43,7 +51,7 @@ for repo, commits in sorted(need.items()):
     os.remove(os.path.join(gd, "objects/info/alternates"))
     git(gd, "fsck", "--connectivity-only")
     out = os.path.join(out_dir, f"{name}.bundle")
-    git(gd, "bundle", "create", "-q", out, "refs/heads/main")
+    git(gd, "bundle", "create", "-q", out, "refs/heads/main", "--tags")
     print(repo, len(dated), os.path.getsize(out) // 1024, "KiB", file=sys.stderr)
 
 for r in recs:

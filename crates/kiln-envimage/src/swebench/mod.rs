@@ -438,10 +438,17 @@ fn build_instance(
     } else {
         script.join("\n")
     };
+    // The nearest tag is an input too: setuptools_scm makes the installed version from it.
+    let described = kiln_git::Git::new()
+        .arg("-C")
+        .arg(repo)
+        .args(["describe", "--tags", "--always", &record.base_commit])
+        .output()?;
     let inputs = sha256_hex(&format!(
-        "{RECIPE_VERSION}\n{}\n{}\n{script}",
+        "{RECIPE_VERSION}\n{}\n{}\n{}\n{script}",
         env_image.manifest_digest(),
-        record.base_commit
+        record.base_commit,
+        String::from_utf8_lossy(&described.stdout).trim()
     ));
     if let Some(image) = up_to_date(store, &reference, &inputs, options.force)? {
         progress.emit(BuildEvent::AlreadyBuilt { reference });
