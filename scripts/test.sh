@@ -68,6 +68,50 @@ KILN_TEST_IMAGES_DIR="$KILN_TEST_IMAGES_DIR" KILN_TEST_DEMO_IMAGES=required \
   cargo test -p kiln-cli --test eval
 KILN_TEST_IMAGES_DIR="$KILN_TEST_IMAGES_DIR" KILN_TEST_DEMO_IMAGES=required \
   cargo test -p kiln-api --test v1_parallel
+step "SWE-bench fixture: images from the harness's specs, import, validate (cached after the first build)"
+# Cold: two debootstraps and ~5 pip environments (network: deb.debian.org, PyPI); cached:
+# every image is kept by the hash of its inputs, so only import and validate run.
+swe_images="${KILN_TEST_SWEBENCH_IMAGES_DIR:-/var/cache/kiln-test/swebench-images}"
+if ! mkdir -p "$swe_images" 2>/dev/null || [ ! -w "$swe_images" ]; then
+  echo "SKIPPED: $swe_images is not writable (set KILN_TEST_SWEBENCH_IMAGES_DIR)"
+elif ! curl -fsS -m 10 -o /dev/null https://pypi.org/simple/pip/ \
+  || ! curl -fsS -m 10 -o /dev/null http://deb.debian.org/debian/dists/bookworm/Release; then
+  echo "SKIPPED: PyPI or deb.debian.org is unreachable (the fixture's environments come from them)"
+else
+  swe_data="$(mktemp -d)"
+  KILN_IMAGES_DIR="$swe_images" target/debug/kiln images build-swebench \
+    datasets/swebench-fixture/samples.jsonl --data-dir "$swe_data"
+  KILN_IMAGES_DIR="$swe_images" target/debug/kiln datasets import \
+    datasets/swebench-fixture/samples.jsonl --name swebench-fixture \
+    --repos "$PWD/datasets/swebench-fixture/repos" --data-dir "$swe_data"
+  KILN_IMAGES_DIR="$swe_images" target/debug/kiln datasets validate swebench-fixture \
+    --data-dir "$swe_data"
+  # kiln eval as a user runs it: gold predictions resolve; an empty and a non-applying one
+  # do not (listed as empty and as an error in the harness's run report).
+  python3 - "$swe_data/predictions.jsonl" <<'PY'
+import json, sys
+with open(sys.argv[1], "w") as out:
+    for line in open("datasets/swebench-fixture/samples.jsonl"):
+        r = json.loads(line)
+        patch = {"pytest-dev__pytest-5227": "",
+                 "pallets__flask-4992": "diff --git a/nope.py b/nope.py\n--- a/nope.py\n+++ b/nope.py\n@@ -1 +1 @@\n-x\n+y\n"}.get(r["instance_id"], r["patch"])
+        out.write(json.dumps({"instance_id": r["instance_id"], "model_name_or_path": "gold",
+                              "model_patch": patch}) + "\n")
+PY
+  KILN_IMAGES_DIR="$swe_images" target/debug/kiln eval --dataset swebench-fixture \
+    --predictions "$swe_data/predictions.jsonl" --run-id ci --max-workers 2 \
+    --output-dir "$swe_data/eval" --data-dir "$swe_data"
+  python3 - "$swe_data/eval/gold.ci.json" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+ids = [json.loads(l)["instance_id"] for l in open("datasets/swebench-fixture/samples.jsonl")]
+want = sorted(set(ids) - {"pytest-dev__pytest-5227", "pallets__flask-4992"})
+assert sorted(report["resolved_ids"]) == want, report
+assert report["empty_patch_ids"] == ["pytest-dev__pytest-5227"], report
+assert report["error_ids"] == ["pallets__flask-4992"], report
+print(f"kiln eval: {len(want)} gold resolved, the empty and the non-applying prediction did not")
+PY
+fi
 
 step "Python: the official codeset SDK and the SWE-bench parity tests"
 venv="${KILN_TEST_VENV:-target/py-venv}"

@@ -45,6 +45,9 @@ pub enum ImagesCommand {
         #[arg(long, short)]
         verbose: bool,
     },
+    /// Build the environment images the SWE-bench harness would build for a file of
+    /// records, from its install specs, Debian and PyPI (needs root and the network).
+    BuildSwebench(crate::swebench::BuildSwebenchArgs),
 }
 
 pub async fn run(config: &Config, command: ImagesCommand) -> anyhow::Result<()> {
@@ -108,6 +111,11 @@ pub async fn run(config: &Config, command: ImagesCommand) -> anyhow::Result<()> 
         } => {
             let cache = cache.unwrap_or_else(|| sibling(&dir, "-cache"));
             tokio::task::spawn_blocking(move || build_demo(&store, &cache, force, verbose))
+                .await??;
+        }
+        ImagesCommand::BuildSwebench(args) => {
+            let cache = sibling(&dir, "-cache");
+            tokio::task::spawn_blocking(move || crate::swebench::build(&store, cache, args))
                 .await??;
         }
     }

@@ -11,6 +11,7 @@ mod instances;
 mod mcp;
 mod snapshots;
 mod validate;
+mod swebench;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -13,6 +13,9 @@ pub enum BuildPhase {
     Cleaning,
     /// Cloning a sample's repository and checking out its base commit.
     Checkout,
+    /// Running a layer's install steps (pip, the harness's pre-install and install
+    /// commands) inside the image; their output arrives as [`BuildEvent::Log`].
+    Installing,
     /// Writing the layer tar (progress as [`BuildEvent::PackBytes`]).
     Packing,
     /// Handing the OCI layout to the image store (its events arrive as
@@ -26,6 +29,7 @@ impl fmt::Display for BuildPhase {
             Self::Debootstrap => "debootstrap",
             Self::Cleaning => "cleaning",
             Self::Checkout => "checkout",
+            Self::Installing => "installing",
             Self::Packing => "packing",
             Self::Importing => "importing",
         })

@@ -6,6 +6,8 @@
 //!   debootstrapped tree is cached by package list, so a rebuild only repacks.
 //! - [`build_sample_layer`]: a base image plus one layer with a sample's repository checked
 //!   out at its base commit in `/testbed`, `.git` included.
+//! - [`swebench::build_swebench_images`]: the images the SWE-bench harness would build for
+//!   its records (base, environment and instance layers; see [`swebench`]).
 //! - [`build_demo_images`]: both, for every sample of the bundled `kiln-demo` dataset
 //!   (`kiln-demo/{python,rust,node}:1` and `kiln-demo/sample/<instance_id>:1`).
 //!
@@ -37,6 +39,7 @@ mod layer_tar;
 mod oci_layout;
 mod rootfs_cleanup;
 mod sample_image;
+pub mod swebench;
 mod terminal;
 mod tool_command;
 

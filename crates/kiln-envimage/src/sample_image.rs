@@ -149,7 +149,12 @@ fn git_logged(git: Git, on_line: &mut impl FnMut(&str)) -> Result<GitOutput> {
 }
 
 /// Clones `repo` into `dest` at `commit` and strips the build-specific parts of `.git`.
-fn check_out(repo: &Path, commit: &str, dest: &Path, mut on_line: impl FnMut(&str)) -> Result<()> {
+pub(crate) fn check_out(
+    repo: &Path,
+    commit: &str,
+    dest: &Path,
+    mut on_line: impl FnMut(&str),
+) -> Result<()> {
     if !commit.bytes().all(|b| b.is_ascii_hexdigit()) || commit.len() < 7 {
         return Err(EnvImageError::invalid(
             "base_commit",
