@@ -10,8 +10,8 @@ mod images;
 mod instances;
 mod mcp;
 mod snapshots;
-mod validate;
 mod swebench;
+mod validate;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -498,9 +498,10 @@ async fn serve(mut config: Config) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
     tracing::info!(%local, store = kiln.store_backend(), data_dir = %data_dir.display(), "kiln is serving");
+    let stop = shutdown_signal();
     println!("Kiln is serving on http://{local}/api/v1 (docs: http://{local}/docs)");
     let kiln = Arc::new(kiln);
-    kiln_api::serve(kiln.clone(), listener, shutdown_signal()).await?;
+    kiln_api::serve(kiln.clone(), listener, stop).await?;
     kiln.shutdown().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
@@ -551,22 +552,34 @@ fn fit_connections_to_fd_limit(config: &mut Config) {
     );
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await
-            }
+/// Listens for SIGINT and SIGTERM from the moment it is called (not from its first poll):
+/// a signal that arrives while the server starts must stop it gracefully, never kill it
+/// with the default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listen = |kind: SignalKind, name: &'static str| match signal(kind) {
+        Ok(stream) => Some(stream),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for {name}");
+            None
         }
     };
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT: shutting down"),
-        _ = term => tracing::info!("SIGTERM: shutting down"),
+    let mut int = listen(SignalKind::interrupt(), "SIGINT");
+    let mut term = listen(SignalKind::terminate(), "SIGTERM");
+    async move {
+        tokio::select! {
+            () = recv_signal(int.as_mut()) => tracing::info!("SIGINT: shutting down"),
+            () = recv_signal(term.as_mut()) => tracing::info!("SIGTERM: shutting down"),
+        }
+    }
+}
+
+async fn recv_signal(stream: Option<&mut tokio::signal::unix::Signal>) {
+    match stream {
+        Some(stream) => {
+            stream.recv().await;
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 
