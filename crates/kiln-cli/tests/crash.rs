@@ -7,13 +7,16 @@
 //! directory, no sandbox cgroup, no sandbox process, no loop device, no socket link.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
+mod server_harness;
+use server_harness::*;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kiln_envimage::{LayerCompression, LayerTarOptions, OciLayout};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const SESSIONS: usize = 20;
 /// Sessions (by index) left running `sleep 30` when the server is killed.
@@ -22,46 +25,6 @@ const CUT_OFF: [usize; 6] = [0, 3, 7, 11, 15, 19];
 const DIED: [usize; 3] = [1, 5, 7];
 /// The whole scenario's bound (CI machines are loaded; it takes ~20 s here).
 const DEADLINE: Duration = Duration::from_secs(240);
-
-fn prerequisites() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-    });
-    let missing = if !root {
-        Some("the crash test needs root")
-    } else if kiln_runtime::local::find_in_path("bwrap").is_none() {
-        Some("bubblewrap is not installed (apt-get install bubblewrap)")
-    } else if !Path::new("/bin/busybox").is_file() {
-        Some("busybox is not installed (apt-get install busybox-static)")
-    } else {
-        None
-    };
-    match missing {
-        None => true,
-        Some(why) if std::env::var_os("CI").is_some() => panic!("cannot run: {why}"),
-        Some(why) => {
-            eprintln!("SKIPPED: {why}");
-            false
-        }
-    }
-}
-
-fn kiln(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .env_remove("KILN_DATABASE_URL")
-        .env_remove("KILN_IMAGES_DIR")
-        .env("KILN_LOAD_DEMO_DATASET", "false")
-        .output()
-        .expect("run kiln")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// A busybox image with `/testbed/hello.txt`, imported with `kiln images import` as the
 /// image of sample `test/test-1`, whose record `kiln datasets import` imports.
@@ -128,169 +91,6 @@ fn install_sample(data: &Path, work: &Path) -> String {
     reference
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running `kiln serve`; stopped gracefully when dropped (a failed assertion must not
-/// leave a server and its sandboxes running).
-struct Server(Child);
-
-impl Server {
-    /// SIGTERM, then waits for the graceful stop.
-    fn stop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let stop = Instant::now();
-        while self.0.try_wait().ok().flatten().is_none() {
-            if stop.elapsed() > Duration::from_secs(30) {
-                let _ = self.0.kill();
-                panic!("kiln serve did not stop on SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Already waited for (the crash): its pid may belong to someone else by now.
-        if self.0.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        if !std::thread::panicking() {
-            return self.stop();
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-/// `kiln serve` on `data`, once it says it serves (its output goes to `log`).
-fn serve(data: &Path, port: u16, log: &Path) -> Server {
-    let out = std::fs::File::create(log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data)
-        .env("KILN_LOAD_DEMO_DATASET", "false")
-        .env("KILN_BUILD_DEMO_IMAGES", "false")
-        .env_remove("KILN_DATABASE_URL")
-        .env_remove("KILN_IMAGES_DIR")
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !std::fs::read_to_string(log).is_ok_and(|l| l.contains("Kiln is serving")) {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "kiln serve did not start: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Server(child)
-}
-
-struct Api {
-    base: String,
-    key: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.key);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("send");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let (status, body) = self.call(reqwest::Method::GET, path, None).await;
-        assert_eq!(status, 200, "GET {path}: {body}");
-        body
-    }
-
-    /// Runs `command` to its end and returns the interaction.
-    async fn run(&self, session: &str, command: &str) -> Value {
-        let iid = self.start(session, command).await;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let done = self
-                .get(&format!("/sessions/{session}/interactions/{iid}"))
-                .await;
-            if !done["exit_code"].is_null() {
-                return done;
-            }
-            assert!(Instant::now() < deadline, "{command} never ended: {done}");
-        }
-    }
-
-    async fn start(&self, session: &str, command: &str) -> String {
-        let (status, started) = self
-            .call(
-                reqwest::Method::POST,
-                &format!("/sessions/{session}/exec"),
-                Some(json!({ "command": command })),
-            )
-            .await;
-        assert_eq!(status, 202, "{started}");
-        started["interaction_id"].as_str().unwrap().to_string()
-    }
-}
-
-/// Processes of the host whose cgroup path names `sandbox`: (pid, start time).
-fn sandbox_processes(sandbox: &str) -> BTreeSet<(u32, String)> {
-    let mut found = BTreeSet::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-        if cgroup.lines().any(|l| l.ends_with(&format!("/{sandbox}"))) {
-            if let Some(start) = start_time(pid) {
-                found.insert((pid, start));
-            }
-        }
-    }
-    found
-}
-
-/// Field 22 of `/proc/<pid>/stat` (start time), unless the process is gone or a zombie.
-fn start_time(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    (fields.first() != Some(&"Z")).then(|| fields.get(19).map(|s| s.to_string()))?
-}
-
-fn alive(processes: &BTreeSet<(u32, String)>) -> Vec<u32> {
-    processes
-        .iter()
-        .filter(|(pid, start)| start_time(*pid).as_ref() == Some(start))
-        .map(|(pid, _)| *pid)
-        .collect()
-}
-
 /// cgroup directories named `name`, in every hierarchy.
 fn cgroups_named(name: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -308,17 +108,6 @@ fn cgroups_named(name: &str) -> Vec<PathBuf> {
         }
     }
     found
-}
-
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let dir = dir.to_string_lossy().into_owned();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(&dir))
-        .map(str::to_string)
-        .collect()
 }
 
 fn loop_devices_under(dir: &Path) -> Vec<String> {

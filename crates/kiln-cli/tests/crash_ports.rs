@@ -4,52 +4,15 @@
 //! on the same address, and both reach a server started inside after the restart.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod server_harness;
+use server_harness::{kiln, prerequisites, text};
+
 use std::path::Path;
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use kiln_envimage::{LayerCompression, LayerTarOptions, OciLayout};
 use serde_json::{json, Value};
-
-fn prerequisites() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-    });
-    let missing = if !root {
-        Some("the crash test needs root")
-    } else if kiln_runtime::local::find_in_path("bwrap").is_none() {
-        Some("bubblewrap is not installed (apt-get install bubblewrap)")
-    } else if !Path::new("/bin/busybox").is_file() {
-        Some("busybox is not installed (apt-get install busybox-static)")
-    } else {
-        None
-    };
-    match missing {
-        None => true,
-        Some(why) if std::env::var_os("CI").is_some() => panic!("cannot run: {why}"),
-        Some(why) => {
-            eprintln!("SKIPPED: {why}");
-            false
-        }
-    }
-}
-
-fn kiln(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .env_remove("KILN_DATABASE_URL")
-        .env_remove("KILN_IMAGES_DIR")
-        .env("KILN_LOAD_DEMO_DATASET", "false")
-        .output()
-        .expect("run kiln")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// A busybox image imported as the image of sample `test/test-1`, and its record.
 fn install_sample(data: &Path, work: &Path) {
