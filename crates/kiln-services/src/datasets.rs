@@ -99,7 +99,14 @@ impl DatasetService {
         })?;
         let samples = parse_records(request.text).map_err(ImportError::Records)?;
         if let Some(dir) = request.repos_dir {
-            self.import_repositories(&samples, dir).await?;
+            // git runs in other directories: a path relative to ours would mean nothing there.
+            let dir = std::path::absolute(dir).map_err(|e| {
+                ImportError::Records(vec![RecordProblem {
+                    location: "--repos".into(),
+                    reason: format!("cannot use {}: {e}", dir.display()),
+                }])
+            })?;
+            self.import_repositories(&samples, &dir).await?;
         }
         let import = SampleImport {
             dataset: request.dataset.to_string(),

@@ -133,6 +133,38 @@ async fn a_source_without_refs_is_refused() {
     assert!(problems[0].contains("has no branch or tag"), "{problems:?}");
 }
 
+#[tokio::test]
+async fn a_relative_repository_directory_is_found() {
+    let work = tempfile::tempdir().unwrap();
+    let (first, _) = make_repo(&work.path().join("full"));
+    // Relative to this process's directory: git runs elsewhere, so the import must not
+    // hand the relative path on.
+    let repos = tempfile::tempdir_in(".").unwrap();
+    std::fs::create_dir_all(repos.path().join("acme")).unwrap();
+    std::fs::rename(
+        work.path().join("full"),
+        repos.path().join("acme").join("calc"),
+    )
+    .unwrap();
+    let relative = Path::new(repos.path().file_name().unwrap());
+    assert!(relative.is_relative());
+    let env = start(|_| {}).await;
+    let text = records(&first);
+    let summary = env
+        .kiln
+        .datasets
+        .import(ImportRequest {
+            dataset: "imports",
+            description: None,
+            version_description: None,
+            text: &text,
+            repos_dir: Some(relative),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("a relative --repos: {e}"));
+    assert_eq!(summary.created, 2, "{summary:?}");
+}
+
 /// The loose objects under `objects` (files in its two-hex-digit directories).
 fn walkdir(objects: &Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
