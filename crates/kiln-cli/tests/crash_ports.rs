@@ -5,10 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod server_harness;
-use server_harness::{kiln, prerequisites, text};
+use server_harness::{free_port, kiln, prerequisites, serve, text};
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kiln_envimage::{LayerCompression, LayerTarOptions, OciLayout};
@@ -68,56 +68,6 @@ fn install_sample(data: &Path, work: &Path) {
         ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running `kiln serve`; stopped with SIGTERM when dropped (unless it was killed).
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-/// `kiln serve` on `data`, once it says it serves.
-fn serve(data: &Path, port: u16, log: &Path) -> Server {
-    let out = std::fs::File::create(log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data)
-        .env("KILN_LOAD_DEMO_DATASET", "false")
-        .env("KILN_BUILD_DEMO_IMAGES", "false")
-        .env_remove("KILN_DATABASE_URL")
-        .env_remove("KILN_IMAGES_DIR")
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !std::fs::read_to_string(log).is_ok_and(|l| l.contains("Kiln is serving")) {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "kiln serve did not start: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Server(child)
 }
 
 /// Calls `method root+path` with the admin's key: status and JSON body.
