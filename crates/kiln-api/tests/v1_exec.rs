@@ -542,14 +542,25 @@ async fn kill_stops_a_process_group_and_background_execs_run_on() {
             break;
         }
     }
-    let ps = run(
-        &s,
-        &key,
-        &id,
-        json!({"command": "ps -o args | grep -c '^sleep 1000'"}),
-    )
-    .await;
-    assert_eq!(ps["stdout"], "2\n", "both sleeps run: {ps}");
+    // `up` is printed before the forked shells have exec'd `sleep`; wait (≤ 5 s) for both.
+    let waiting = Instant::now();
+    loop {
+        let ps = run(
+            &s,
+            &key,
+            &id,
+            json!({"command": "ps -o args | grep -c '^sleep 1000'"}),
+        )
+        .await;
+        if ps["stdout"] == "2\n" {
+            break;
+        }
+        assert!(
+            waiting.elapsed() < Duration::from_secs(5),
+            "both sleeps run: {ps}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let (status, killed) = s
         .v1_as(
