@@ -16,6 +16,8 @@ use crate::ids::{new_id, random_token, sha256_hex};
 pub const API_KEY_PREFIX: &str = "kiln_";
 const API_KEY_SECRET_LEN: usize = 32;
 const MAX_KEY_NAME_LEN: usize = 100;
+/// How fresh an API key's `last_used_at` is kept: at most one write per key per minute.
+const LAST_USED_RESOLUTION_SECS: i64 = 60;
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
@@ -205,9 +207,16 @@ impl AuthService {
                 ));
             };
             ensure_active(&user)?;
-            // Last-used is informative only; a failed write must not fail the request.
-            if let Err(e) = self.store.touch_api_key(&key.key_id, now).await {
-                tracing::warn!(error = %e, "could not record API key use");
+            // Last-used is informative only: recorded to the minute, so a busy key does
+            // not cost a write per request (writes queue behind each other on SQLite),
+            // and a failed write must not fail the request.
+            let stale = key
+                .last_used_at
+                .is_none_or(|at| now - at >= chrono::Duration::seconds(LAST_USED_RESOLUTION_SECS));
+            if stale {
+                if let Err(e) = self.store.touch_api_key(&key.key_id, now).await {
+                    tracing::warn!(error = %e, "could not record API key use");
+                }
             }
             return Ok(Principal {
                 user,

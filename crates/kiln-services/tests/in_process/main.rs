@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod agent_jobs;
+mod auth;
 mod harness;
 mod imports;
 mod sessions;
