@@ -12,8 +12,14 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{json, Value};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// Debian's paths; `KILN_CHROMIUM` / `KILN_CHROMEDRIVER` name others.
+fn chromium() -> String {
+    std::env::var("KILN_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
+}
+
+fn chromedriver() -> String {
+    std::env::var("KILN_CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into())
+}
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// How long a wait for something on the page lasts before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -21,7 +27,7 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// Whether the browser test can run here: Debian's `chromium` and `chromium-driver`.
 /// With `KILN_REQUIRE_BROWSER=1` (CI) a missing browser fails the test instead.
 pub fn available() -> bool {
-    let missing = [CHROMIUM, CHROMEDRIVER]
+    let missing = [chromium(), chromedriver()]
         .into_iter()
         .find(|p| !Path::new(p).exists());
     match missing {
@@ -53,7 +59,7 @@ impl Browser {
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let driver = Command::new(CHROMEDRIVER)
+        let driver = Command::new(chromedriver())
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -76,7 +82,7 @@ impl Browser {
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:loggingPrefs": {"browser": "ALL"},
-            "goog:chromeOptions": {"binary": CHROMIUM, "args": [
+            "goog:chromeOptions": {"binary": chromium(), "args": [
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--window-size=1280,900", "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--disable-default-apps",
