@@ -214,7 +214,13 @@ async fn dashboard_in_a_real_browser() {
 
     // Usage, and the same pages on a phone-sized window.
     b.goto(&format!("{root}/#/usage")).await;
-    b.text_of("main", "Balance").await;
+    b.text_of("#ledger", "session_usage").await;
+    b.until(
+        "the usage chart",
+        "return document.querySelector('#usage-chart')",
+        json!([]),
+    )
+    .await;
     b.screenshot("09-usage").await;
     b.window_size(390, 844).await;
     b.goto(&format!("{root}/#/sessions")).await;

@@ -461,11 +461,50 @@ async function usagePage() {
   const usage = await api("GET", "/api/v1/billing/usage?limit=100");
   render("Usage",
     h("p", {}, `Balance ${cents(usage.current_balance_cents)} · deposited ${cents(usage.total_deposits_cents)} · used ${cents(usage.total_usage_cents)}`),
+    h("h2", {}, "Spend and session minutes per day"), usageChart(usage.transactions),
+    h("h2", {}, "Ledger"),
     h("div", { class: "scroll" }, h("table", { id: "ledger" },
       h("thead", {}, h("tr", {}, h("th", {}, "When"), h("th", {}, "Kind"), h("th", {}, "Amount"), h("th", {}, "Description"), h("th", { class: "hide-narrow" }, "Minutes"))),
-      h("tbody", {}, usage.transactions.map((t) => h("tr", {}, h("td", {}, when(t.created_at)), h("td", {}, t.kind),
+      h("tbody", {}, usage.transactions.map((t) => h("tr", {}, h("td", {}, when(t.created_at)), h("td", {}, t.type),
         h("td", {}, cents(t.amount_cents)), h("td", {}, t.description),
         h("td", { class: "hide-narrow" }, t.duration_minutes === null || t.duration_minutes === undefined ? "" : t.duration_minutes.toFixed(1))))))));
+}
+
+// Charges (negative amounts) summed per day, as bars: spend above, minutes in the label.
+function usageChart(transactions) {
+  const days = new Map();
+  for (const t of transactions) {
+    if (t.amount_cents >= 0) continue;
+    const day = t.created_at.slice(0, 10);
+    const d = days.get(day) || { cents: 0, minutes: 0 };
+    d.cents -= t.amount_cents; d.minutes += t.duration_minutes || 0;
+    days.set(day, d);
+  }
+  if (!days.size) return h("p", { class: "muted", id: "usage-chart" }, "No usage yet.");
+  const rows = [...days.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).slice(-30);
+  const max = Math.max(...rows.map(([, d]) => d.cents), 1);
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  const w = 24 * rows.length; const height = 120;
+  svg.setAttribute("viewBox", `0 0 ${w} ${height + 14}`);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("id", "usage-chart");
+  svg.setAttribute("class", "chart");
+  svg.setAttribute("aria-label", rows.map(([day, d]) => `${day}: ${cents(d.cents)} spent, ${d.minutes.toFixed(1)} session minutes`).join("; "));
+  rows.forEach(([day, d], i) => {
+    const bar = document.createElementNS(ns, "rect");
+    const bh = Math.max(1, Math.round((d.cents / max) * height));
+    bar.setAttribute("x", String(i * 24 + 4)); bar.setAttribute("width", "16");
+    bar.setAttribute("y", String(height - bh)); bar.setAttribute("height", String(bh));
+    const title = document.createElementNS(ns, "title");
+    title.textContent = `${day}: ${cents(d.cents)} spent, ${d.minutes.toFixed(1)} session minutes`;
+    bar.append(title); svg.append(bar);
+    const label = document.createElementNS(ns, "text");
+    label.setAttribute("x", String(i * 24 + 12)); label.setAttribute("y", String(height + 12));
+    label.setAttribute("text-anchor", "middle"); label.textContent = day.slice(8);
+    svg.append(label);
+  });
+  return svg;
 }
 
 // ---- routing -------------------------------------------------------------------------
