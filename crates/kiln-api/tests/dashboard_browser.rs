@@ -92,7 +92,9 @@ async fn dashboard_in_a_real_browser() {
     b.type_into("#email", EMAIL).await;
     b.type_into("#password", PASSWORD).await;
     b.screenshot("01-sign-in").await;
-    b.click("#login-form button[type=submit]").await;
+    // Submitted from the keyboard (Enter in the password field), as a form should be.
+    b.type_into("#password", &format!("{PASSWORD}\u{E007}"))
+        .await;
     b.text_of("#live-count", "live").await;
     b.screenshot("02-sessions").await;
 
@@ -241,6 +243,16 @@ async fn dashboard_in_a_real_browser() {
     b.screenshot("11-docs").await;
     assert_local(&b, &root).await;
     assert_no_console_errors(&b, "/docs").await;
+    b.goto(&format!("{root}/docs/v1")).await;
+    b.until(
+        "Redoc's rendering of the instance API",
+        "return document.body.innerText.includes('Kiln (instances API)') && document.querySelector('.api-content') ? true : null",
+        json!([]),
+    )
+    .await;
+    b.screenshot("12-docs-v1").await;
+    assert_local(&b, &root).await;
+    assert_no_console_errors(&b, "/docs/v1").await;
 }
 
 async fn assert_local(b: &Browser, root: &str) {
