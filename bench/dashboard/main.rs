@@ -6,7 +6,8 @@
 //! binary) plus its two API calls (`/v1/instances?limit=100` and the live count); the
 //! keys page is `/api/v1/users/me`; `/docs` is its page and Redoc's bundle. The 1,000
 //! sessions belong to one user (rows only: no sandboxes). Prints p50/p99/min/max per
-//! series; `bench/dashboard/run.sh` runs it. `KILN_BENCH_ROUNDS` (default 200).
+//! series; `bench/dashboard/run.sh` runs it. `KILN_BENCH_ROUNDS` (default 200; 3 when run
+//! by `cargo test --all-targets`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../../crates/kiln-api/tests/common/mod.rs"]
@@ -56,10 +57,12 @@ async fn load(s: &TestServer, root: &str, key: &str, paths: &[&str]) -> Duration
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this as a smoke test.
+    let benching = std::env::args().any(|a| a == "--bench");
     let rounds: usize = std::env::var("KILN_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+        .unwrap_or(if benching { 200 } else { 3 });
     let s = TestServer::start_with(|c| {
         c.server.key_requests_per_sec = 0;
         c.server.ip_requests_per_sec = 0;
