@@ -19,6 +19,11 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+step "Headless Chromium for the dashboard's browser test (tests/dashboard_browser.rs)"
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
+
 step "PostgreSQL"
 KILN_TEST_POSTGRES_URL="$(scripts/start-postgres.sh | tail -n 1)"
 export KILN_TEST_POSTGRES_URL

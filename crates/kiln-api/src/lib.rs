@@ -1,8 +1,9 @@
 //! Kiln's HTTP layer: the Codeset API under `/api/v1`, its OpenAPI document at
-//! `/api/v1/openapi.json` and a docs UI at `/docs`. It knows nothing of Linux: every
+//! `/api/v1/openapi.json`, a docs UI at `/docs` and the dashboard at `/`. It knows nothing of Linux: every
 //! request is turned into calls on [`kiln_services::Kiln`].
 #![forbid(unsafe_code)]
 
+mod dashboard;
 pub mod error;
 pub mod extract;
 mod mcp;
@@ -116,7 +117,7 @@ pub fn router_with_shutdown(kiln: Arc<Kiln>, shutdown: kiln_mcp::CancellationTok
     app.nest("/api/v1", api)
         .nest("/v1", v1)
         .route("/metrics", metrics)
-        .merge(openapi::docs_ui(doc.as_ref().clone()))
+        .merge(dashboard::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(|_| {

@@ -1,6 +1,5 @@
 //! The OpenAPI document, generated from the handlers' annotations; `tests/contract.rs`
 //! checks it against the Codeset contract in `spec/codeset-openapi.json`.
-use axum::Router;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -8,7 +7,6 @@ use utoipa::openapi::{
     ContentBuilder, OpenApi as OpenApiDoc, Ref, RefOr, Response, ResponseBuilder,
 };
 use utoipa::{Modify, OpenApi};
-use utoipa_scalar::{Scalar, Servable};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -150,10 +148,4 @@ pub fn openapi() -> OpenApiDoc {
 /// The instance API's document, as served at `/v1/openapi.json`.
 pub fn openapi_v1() -> OpenApiDoc {
     crate::v1_routes().split_for_parts().1
-}
-
-/// A docs UI at `/docs`. Scalar's page loads its script from a CDN in the browser, so
-/// the server itself needs no network and ships no frontend bundle.
-pub(crate) fn docs_ui(doc: OpenApiDoc) -> Router {
-    Router::new().merge(Scalar::with_url("/docs", doc))
 }

@@ -1,0 +1,545 @@
+// Kiln's dashboard: a hash-routed page over the public API (/api/v1 and /v1), with the
+// caller's bearer token (a sign-in's access token or a pasted API key) kept in
+// localStorage. Every value from the server is put in the page as text (never as HTML).
+"use strict";
+
+const TOKEN = "kiln.token";
+const REFRESH = "kiln.refresh";
+const main = () => document.getElementById("main");
+let timers = [];
+let aborts = [];
+
+// ---- small helpers -------------------------------------------------------------------
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.className = v;
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+function say(message) {
+  const s = document.getElementById("status");
+  s.textContent = message;
+  clearTimeout(say.t);
+  say.t = setTimeout(() => { s.textContent = ""; }, 4000);
+}
+
+function when(t) { return t ? new Date(t).toLocaleString() : "—"; }
+function badge(text) { return h("span", { class: "badge " + text }, text); }
+function cents(c) { return (c / 100).toFixed(2); }
+function enc(s) { return encodeURIComponent(s); }
+
+function render(title, ...children) {
+  const m = main();
+  m.replaceChildren(h("h1", {}, title), ...children);
+  document.title = title + " · Kiln";
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    const d = body && body.detail;
+    const msg = d && d.message ? d.message
+      : Array.isArray(d) && d.length ? d.map((e) => e.msg).join("; ") : "HTTP " + status;
+    super(msg);
+    this.status = status;
+  }
+}
+
+async function refreshToken() {
+  const refresh = localStorage.getItem(REFRESH);
+  if (!refresh) return false;
+  const r = await fetch("/v1/auth/refresh", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ refresh_token: refresh }),
+  });
+  if (!r.ok) return false;
+  const body = await r.json();
+  localStorage.setItem(TOKEN, body.access_token);
+  if (body.refresh_token) localStorage.setItem(REFRESH, body.refresh_token);
+  return true;
+}
+
+async function raw(method, path, body, retried) {
+  const headers = { Authorization: "Bearer " + (localStorage.getItem(TOKEN) || "") };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const r = await fetch(path, {
+    method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (r.status === 401 && !retried && await refreshToken()) return raw(method, path, body, true);
+  if (r.status === 401) { signOut(false); throw new ApiError(401, null); }
+  return r;
+}
+
+async function api(method, path, body) {
+  const r = await raw(method, path, body);
+  const text = await r.text();
+  const json = text ? JSON.parse(text) : null;
+  if (!r.ok) throw new ApiError(r.status, json);
+  return json;
+}
+
+function signOut(tell) {
+  const had = localStorage.getItem(TOKEN);
+  localStorage.removeItem(TOKEN);
+  localStorage.removeItem(REFRESH);
+  if (had && tell) fetch("/v1/auth/logout", { method: "POST", headers: { Authorization: "Bearer " + had } });
+  location.hash = "#/login";
+}
+
+// Runs an action from a button, reporting failures in the status line.
+function action(fn) {
+  return async (ev) => {
+    if (ev) ev.preventDefault();
+    const b = ev && ev.currentTarget instanceof HTMLButtonElement ? ev.currentTarget : null;
+    if (b) b.disabled = true;
+    try { await fn(ev); } catch (e) { say(e.message); } finally { if (b) b.disabled = false; }
+  };
+}
+
+function every(ms, fn) { timers.push(setInterval(fn, ms)); }
+
+// ---- sign-in -------------------------------------------------------------------------
+
+function loginPage() {
+  const email = h("input", { type: "email", id: "email", name: "email", autocomplete: "username", required: true });
+  const password = h("input", { type: "password", id: "password", name: "password", autocomplete: "current-password", required: true });
+  const key = h("input", { type: "password", id: "apikey", name: "apikey", autocomplete: "off", placeholder: "kiln_…" });
+  const error = h("p", { role: "alert", class: "muted", id: "login-error" });
+  const done = () => { location.hash = "#/sessions"; };
+  const withPassword = h("form", { class: "card signin", id: "login-form", onsubmit: action(async () => {
+    error.textContent = "";
+    const r = await fetch("/v1/auth/login", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ email: email.value, password: password.value }) });
+    const body = await r.json().catch(() => null);
+    if (!r.ok) { error.textContent = new ApiError(r.status, body).message; return; }
+    if (body.mfa_required) { error.textContent = "This account has a second factor: sign in with an API key here."; return; }
+    localStorage.setItem(TOKEN, body.access_token);
+    localStorage.setItem(REFRESH, body.refresh_token);
+    done();
+  }) },
+  h("h2", {}, "E-mail and password"),
+  h("label", { for: "email" }, "E-mail", email),
+  h("label", { for: "password" }, "Password", password),
+  h("p", {}, h("button", { class: "primary", type: "submit" }, "Sign in")));
+  const withKey = h("form", { class: "card signin", id: "key-form", onsubmit: action(async () => {
+    error.textContent = "";
+    localStorage.setItem(TOKEN, key.value.trim());
+    localStorage.removeItem(REFRESH);
+    try { await api("GET", "/api/v1/users/me"); done(); } catch (e) { error.textContent = "That key was refused."; }
+  }) },
+  h("h2", {}, "Or an API key"),
+  h("label", { for: "apikey" }, "API key", key),
+  h("p", {}, h("button", { type: "submit" }, "Use key")));
+  render("Sign in", error, withPassword, withKey);
+}
+
+// ---- sessions ------------------------------------------------------------------------
+
+const STATES = ["", "creating", "ready", "error", "closed", "terminated"];
+
+async function sessionsPage(params) {
+  const state = params.get("status") || "";
+  const select = h("select", { id: "state-filter", name: "status" },
+    STATES.map((s) => h("option", { value: s, selected: s === state }, s || "all")));
+  const search = h("input", { type: "search", id: "session-search", name: "q", value: params.get("q") || "" });
+  const count = h("p", { id: "live-count", "aria-live": "polite" });
+  const body = h("tbody", {});
+  const table = h("div", { class: "scroll" }, h("table", { id: "sessions" },
+    h("thead", {}, h("tr", {}, h("th", {}, "Session"), h("th", {}, "Status"), h("th", {}, "Source"),
+      h("th", { class: "hide-narrow" }, "Created"), h("th", { class: "hide-narrow" }, "Expires"))), body));
+  const apply = () => {
+    const p = new URLSearchParams();
+    if (select.value) p.set("status", select.value);
+    if (search.value) p.set("q", search.value);
+    location.hash = "#/sessions?" + p;
+  };
+  select.addEventListener("change", apply);
+  const form = h("form", { class: "inline", role: "search", onsubmit: (e) => { e.preventDefault(); apply(); } },
+    h("label", { for: "state-filter" }, "State", select),
+    h("label", { for: "session-search" }, "Search (id, name, sample)", search),
+    h("button", { type: "submit" }, "Filter"));
+  render("Sessions", form, count, table);
+  const load = async () => {
+    const q = new URLSearchParams({ limit: "100" });
+    if (state) q.set("status", state);
+    const list = await api("GET", "/v1/instances?" + q);
+    const live = await api("GET", "/v1/instances?limit=1&status=creating,ready");
+    const needle = (params.get("q") || "").toLowerCase();
+    const rows = list.instances.filter((i) => !needle || [i.id, i.name || "", sourceText(i.source)]
+      .some((t) => t.toLowerCase().includes(needle)));
+    count.textContent = `${live.total} live · ${list.total} shown by this filter`;
+    body.replaceChildren(...rows.map((i) => h("tr", {},
+      h("td", {}, h("a", { href: "#/session/" + enc(i.id) }, i.name || i.id)),
+      h("td", {}, badge(i.status)), h("td", {}, sourceText(i.source)),
+      h("td", { class: "hide-narrow" }, when(i.created_at)), h("td", { class: "hide-narrow" }, when(i.expires_at)))));
+    if (!rows.length) body.replaceChildren(h("tr", {}, h("td", { colspan: 5 }, "No sessions.")));
+  };
+  await load();
+  every(5000, () => load().catch(() => {}));
+}
+
+function sourceText(s) {
+  return s.type === "sample" ? `${s.dataset}/${s.sample_id}` : s.image;
+}
+
+// ---- one session ---------------------------------------------------------------------
+
+async function sessionPage(id) {
+  const inst = await api("GET", "/v1/instances/" + enc(id));
+  const status = h("span", { id: "session-status" }, badge(inst.status));
+  const buttons = h("div", { class: "row" },
+    inst.source.type === "sample" ? h("button", { id: "verify", class: "primary", onclick: action(() => verify(id)) }, "Verify") : null,
+    h("button", { id: "snapshot", onclick: action(async () => {
+      const s = await api("POST", `/v1/instances/${enc(id)}/snapshots`, {});
+      say("Snapshot " + s.name + " taken"); await loadSnapshots();
+    }) }, "Snapshot"),
+    h("button", { id: "fork", onclick: action(async () => {
+      const f = await api("POST", `/v1/instances/${enc(id)}/fork`, { count: 1 });
+      location.hash = "#/session/" + enc(f.instances[0].instance_id);
+    }) }, "Fork"),
+    h("button", { id: "close", class: "danger", onclick: action(async () => {
+      await api("DELETE", "/v1/instances/" + enc(id));
+      say("Session closed"); route();
+    }) }, "Close"));
+  const command = h("input", { type: "text", id: "command", name: "command", required: true, autocomplete: "off" });
+  const output = h("pre", { id: "live-output", "aria-live": "polite", "aria-label": "Output" });
+  const exitLine = h("p", { id: "exit-code" });
+  const runForm = h("form", { class: "inline", onsubmit: action(async () => {
+    output.textContent = ""; exitLine.textContent = "running…";
+    await streamExec(id, command.value, output, exitLine);
+    await loadTimeline();
+  }) }, h("label", { for: "command" }, "Command", command), h("button", { class: "primary", type: "submit" }, "Run"));
+  const timeline = h("ol", { class: "timeline", id: "timeline" });
+  const snaps = h("ul", { id: "snapshots" });
+  const tree = h("div", { class: "tree", id: "file-tree" });
+  const viewer = h("pre", { id: "file-viewer", "aria-label": "File content" });
+  const viewerName = h("p", { class: "muted" }, "Pick a file.");
+  render("Session " + (inst.name || inst.id),
+    h("p", {}, status, " ", sourceText(inst.source), " · created ", when(inst.created_at),
+      " · expires ", when(inst.expires_at), inst.error ? " · " + inst.error.message : ""),
+    buttons,
+    h("h2", {}, "Run a command"), runForm, output, exitLine,
+    h("div", { class: "grid" },
+      h("section", { "aria-labelledby": "files-h" }, h("h2", { id: "files-h" }, "Files"), tree),
+      h("section", { "aria-labelledby": "viewer-h" }, h("h2", { id: "viewer-h" }, "Viewer"), viewerName, viewer)),
+    h("h2", {}, "Timeline"), timeline,
+    h("h2", {}, "Snapshots"), snaps);
+  const loadTimeline = async () => {
+    const execs = await api("GET", `/v1/instances/${enc(id)}/exec?limit=50`);
+    timeline.replaceChildren(...execs.items.map((e) => h("li", {},
+      h("div", {}, badge(e.status), " ", h("code", {}, e.command || (e.argv || []).join(" ")),
+        " · ", when(e.created_at), e.exit_code === null ? "" : " · exit " + e.exit_code),
+      e.stdout || e.stderr ? h("details", {}, h("summary", {}, "output"), h("pre", {}, e.stdout + e.stderr)) : null)));
+    if (!execs.items.length) timeline.replaceChildren(h("li", { class: "muted" }, "No commands yet."));
+  };
+  const loadSnapshots = async () => {
+    const list = await api("GET", `/v1/instances/${enc(id)}/snapshots`);
+    snaps.replaceChildren(...list.snapshots.map((s) => h("li", {}, s.name, " ", h("span", { class: "muted" },
+      `${s.kind}, ${s.size_bytes} bytes, ${when(s.created_at)}`, s.parent_snapshot_id ? " ← " + s.parent_snapshot_id : ""))));
+    if (!list.snapshots.length) snaps.replaceChildren(h("li", { class: "muted" }, "None."));
+  };
+  const open = async (path) => {
+    const f = await api("GET", `/v1/instances/${enc(id)}/files?path=${enc(path)}&format=json&length=262144`);
+    viewerName.textContent = path + (f.truncated ? " (first 256 KiB)" : "");
+    viewer.textContent = f.encoding === "base64" ? "(binary, " + f.size + " bytes)" : f.content;
+  };
+  const listDir = async (path, into) => {
+    const l = await api("GET", `/v1/instances/${enc(id)}/files/list?path=${enc(path)}&depth=1`);
+    into.replaceChildren(h("ul", {}, l.entries.map((e) => {
+      const li = h("li", {});
+      const sub = h("div", {});
+      li.append(h("button", { type: "button", "data-path": e.path, "aria-expanded": e.type === "directory" ? "false" : null,
+        onclick: action(async (ev) => {
+          if (e.type === "directory") {
+            const b = ev.currentTarget; const openNow = b.getAttribute("aria-expanded") !== "true";
+            b.setAttribute("aria-expanded", String(openNow));
+            if (openNow) await listDir(e.path, sub); else sub.replaceChildren();
+          } else await open(e.path);
+        }) }, (e.type === "directory" ? "▸ " : "") + e.name), sub);
+      return li;
+    })));
+  };
+  const live = inst.status === "ready";
+  await loadTimeline().catch((e) => say(e.message));
+  await loadSnapshots().catch(() => {});
+  if (live) await listDir(".", tree).catch((e) => { tree.textContent = e.message; });
+  else tree.textContent = inst.status === "creating" ? "Starting…" : "The sandbox is gone.";
+  if (inst.status === "creating") {
+    every(1500, async () => {
+      const now = await api("GET", "/v1/instances/" + enc(id));
+      if (now.status !== "creating") route();
+    });
+  }
+}
+
+// POST …/exec/stream answers Server-Sent Events; read them from the body as they come
+// (EventSource cannot send the bearer header).
+async function streamExec(id, command, output, exitLine) {
+  const ctl = new AbortController();
+  aborts.push(ctl);
+  const r = await fetch(`/v1/instances/${enc(id)}/exec/stream`, {
+    method: "POST", signal: ctl.signal,
+    headers: { Authorization: "Bearer " + localStorage.getItem(TOKEN), "Content-Type": "application/json" },
+    body: JSON.stringify({ command }),
+  });
+  if (!r.ok) throw new ApiError(r.status, await r.json().catch(() => null));
+  const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += value;
+    let cut;
+    while ((cut = buf.indexOf("\n\n")) >= 0) {
+      const block = buf.slice(0, cut); buf = buf.slice(cut + 2);
+      let event = "message"; let data = "";
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event:")) event = line.slice(6).trim();
+        else if (line.startsWith("data:")) data += line.slice(5).trim();
+      }
+      if (!data) continue;
+      const d = JSON.parse(data);
+      if (event === "stdout" || event === "stderr") output.append(d.text !== undefined ? d.text : atob(d.base64));
+      else if (event === "exit") exitLine.textContent = "exit code " + d.exit_code;
+      else if (event === "error") exitLine.textContent = "error: " + (d.message || JSON.stringify(d));
+    }
+  }
+}
+
+async function verify(id) {
+  const job = await api("POST", `/api/v1/sessions/${enc(id)}/verify`, {});
+  location.hash = `#/verify/${enc(id)}/${enc(job.job_id)}`;
+}
+
+// ---- verification --------------------------------------------------------------------
+
+async function verifyPage(sessionId, jobId) {
+  const job = await api("GET", `/api/v1/sessions/${enc(sessionId)}/verify/${enc(jobId)}`);
+  const head = h("p", {}, "Job ", h("code", {}, job.job_id), " ", h("span", { id: "job-status" }, badge(job.status)),
+    " · session ", h("a", { href: "#/session/" + enc(sessionId) }, sessionId));
+  if (job.status === "pending" || job.status === "starting" || job.status === "running") {
+    render("Verification", head, h("p", { "aria-live": "polite" }, "Running the tests…"));
+    every(1000, async () => {
+      const now = await api("GET", `/api/v1/sessions/${enc(sessionId)}/verify/${enc(jobId)}`);
+      if (now.status !== job.status) route();
+    });
+    return;
+  }
+  if (!job.result) {
+    render("Verification", head, h("p", { role: "alert" }, job.error ? job.error.message : "No result."));
+    return;
+  }
+  const res = job.result;
+  const g = res.grading || {};
+  const rows = [];
+  const ts = g.tests_status || {};
+  for (const group of ["FAIL_TO_PASS", "PASS_TO_PASS", "FAIL_TO_FAIL", "PASS_TO_FAIL"]) {
+    const s = ts[group]; if (!s) continue;
+    for (const t of s.success || []) rows.push([group, t, "passed"]);
+    for (const t of s.failure || []) rows.push([group, t, "failed"]);
+  }
+  for (const t of res.skips || []) rows.push(["skipped", t.name || JSON.stringify(t), "skipped"]);
+  const table = h("div", { class: "scroll" }, h("table", { id: "test-results" },
+    h("caption", { class: "muted" }, `${res.passed} passed, ${res.failed} failed, ${res.skipped} skipped of ${res.total}`),
+    h("thead", {}, h("tr", {}, h("th", {}, "Group"), h("th", {}, "Test"), h("th", {}, "Result"))),
+    h("tbody", {}, rows.map(([grp, t, r]) => h("tr", {}, h("td", {}, grp), h("td", {}, h("code", {}, t)),
+      h("td", {}, badge(r === "passed" ? "pass" : r === "failed" ? "fail" : r), " ", r))))));
+  render("Verification", head,
+    h("p", { id: "resolution" }, "Resolution: ", badge(g.resolution || (res.is_success ? "resolved" : "unresolved")),
+      g.rules ? " · rules " + (typeof g.rules === "string" ? g.rules : JSON.stringify(g.rules)) : "",
+      g.parser ? " · parser " + g.parser : "", ` · ${res.execution_duration_seconds.toFixed(1)} s`),
+    table, h("h2", {}, "Log"), logView(res.stdout + (res.stderr ? "\n" + res.stderr : "")));
+}
+
+// The harness prints markers around the test run; that region is highlighted.
+function logView(text) {
+  const pre = h("pre", { class: "log", id: "verify-log" });
+  let inside = false;
+  for (const line of text.split("\n")) {
+    const start = /start test output/i.test(line); const end = /end test output/i.test(line);
+    if (start) inside = true;
+    pre.append(inside || start || end ? h("span", { class: "region" }, line + "\n") : line + "\n");
+    if (end) inside = false;
+  }
+  return pre;
+}
+
+// ---- datasets and samples ------------------------------------------------------------
+
+async function samplesPage(params) {
+  const datasets = await api("GET", "/api/v1/datasets");
+  const list = Array.isArray(datasets) ? datasets : datasets.datasets || [];
+  const ds = params.get("dataset") || "";
+  const select = h("select", { id: "dataset", name: "dataset" }, h("option", { value: "" }, "all"),
+    list.map((d) => h("option", { value: d.name || d.dataset, selected: (d.name || d.dataset) === ds }, d.name || d.dataset)));
+  const search = h("input", { type: "search", id: "sample-search", name: "search", value: params.get("search") || "" });
+  const q = new URLSearchParams({ page_size: "50" });
+  if (ds) q.set("dataset", ds);
+  if (params.get("search")) q.set("search", params.get("search"));
+  const samples = await api("GET", "/api/v1/samples?" + q);
+  render("Datasets and samples",
+    h("form", { class: "inline", role: "search", onsubmit: (e) => {
+      e.preventDefault();
+      const p = new URLSearchParams(); if (select.value) p.set("dataset", select.value); if (search.value) p.set("search", search.value);
+      location.hash = "#/samples?" + p;
+    } }, h("label", { for: "dataset" }, "Dataset", select), h("label", { for: "sample-search" }, "Search", search),
+    h("button", { type: "submit" }, "Search")),
+    h("p", { class: "muted" }, `${samples.total_count} samples`),
+    h("div", { class: "scroll" }, h("table", { id: "samples" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Sample"), h("th", {}, "Dataset"), h("th", { class: "hide-narrow" }, "Repository"), h("th", {}, "Language"))),
+      h("tbody", {}, samples.samples.map((s) => h("tr", {},
+        h("td", {}, h("a", { href: `#/sample/${enc(s.dataset)}/${enc(s.sample_id)}` }, s.sample_id)),
+        h("td", {}, s.dataset), h("td", { class: "hide-narrow" }, s.repo), h("td", {}, s.language)))))));
+}
+
+async function samplePage(dataset, sampleId) {
+  const found = await api("GET", `/api/v1/samples?dataset=${enc(dataset)}&search=${enc(sampleId)}&page_size=100`);
+  const s = found.samples.find((x) => x.sample_id === sampleId);
+  if (!s) { render("Sample not found", h("p", {}, sampleId)); return; }
+  render(s.sample_id,
+    h("p", {}, s.repo, " @ ", h("code", {}, s.base_commit.slice(0, 12)), " · ", s.language, " · ", s.dataset),
+    h("div", { class: "row" }, h("button", { id: "start-session", class: "primary", onclick: action(async () => {
+      const made = await api("POST", "/api/v1/sessions", { dataset: s.dataset, sample_id: s.sample_id });
+      location.hash = "#/session/" + enc(made.session_id);
+    }) }, "Start a session")),
+    h("h2", {}, "Problem statement"), h("pre", { id: "problem" }, s.problem_statement),
+    h("h2", {}, "Gold patch"), diffView(s.patch, "gold-patch"),
+    h("h2", {}, "Test patch"), diffView(s.test_patch, "test-patch"),
+    h("h2", {}, "Tests"), h("p", {}, "FAIL_TO_PASS: ", s.fail_to_pass.join(", ") || "—"),
+    h("p", {}, "PASS_TO_PASS: ", s.pass_to_pass.join(", ") || "—"));
+}
+
+function diffView(text, id) {
+  const pre = h("pre", { class: "diff", id });
+  for (const line of (text || "").split("\n")) {
+    const cls = line.startsWith("+++") || line.startsWith("---") ? "hunk" : line.startsWith("@@") ? "hunk"
+      : line.startsWith("+") ? "add" : line.startsWith("-") ? "del" : null;
+    pre.append(cls ? h("span", { class: cls }, line) : line + "\n");
+  }
+  return pre;
+}
+
+// ---- API keys ------------------------------------------------------------------------
+
+async function keysPage() {
+  const me = await api("GET", "/api/v1/users/me");
+  const name = h("input", { type: "text", id: "key-name", name: "name", maxlength: 100 });
+  const shown = h("div", { id: "new-key", "aria-live": "polite" });
+  render("API keys",
+    h("p", { class: "muted" }, me.email || me.name),
+    h("form", { class: "inline", onsubmit: action(async () => {
+      const made = await api("POST", "/api/v1/users/me/api-keys", { name: name.value || null });
+      await keysPage();
+      document.getElementById("new-key").replaceChildren(h("p", {}, "Copy it now: it is shown only once."),
+        h("div", { class: "secret", id: "new-key-secret" }, made.api_key.key));
+    }) }, h("label", { for: "key-name" }, "Name", name), h("button", { class: "primary", type: "submit" }, "Create key")),
+    shown,
+    h("div", { class: "scroll" }, h("table", { id: "keys" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Key"), h("th", {}, "Created"), h("th", {}, "Last used"), h("th", {}, ""))),
+      h("tbody", {}, me.api_keys.map((k) => h("tr", { "data-key-id": k.key_id },
+        h("td", {}, k.name || "—"), h("td", {}, h("code", {}, k.key)), h("td", {}, when(k.created_at)),
+        h("td", {}, when(k.last_used_at)),
+        h("td", {}, k.is_active ? h("button", { class: "danger", "aria-label": "Revoke " + (k.name || k.key_id),
+          onclick: action(async () => {
+            await api("DELETE", "/api/v1/users/me/api-keys", { key_id: k.key_id });
+            say("Key revoked"); await keysPage();
+          }) }, "Revoke") : "revoked")))))));
+}
+
+// ---- usage ---------------------------------------------------------------------------
+
+async function usagePage() {
+  const usage = await api("GET", "/api/v1/billing/usage?limit=100");
+  render("Usage",
+    h("p", {}, `Balance ${cents(usage.current_balance_cents)} · deposited ${cents(usage.total_deposits_cents)} · used ${cents(usage.total_usage_cents)}`),
+    h("h2", {}, "Spend and session minutes per day"), usageChart(usage.transactions),
+    h("h2", {}, "Ledger"),
+    h("div", { class: "scroll" }, h("table", { id: "ledger" },
+      h("thead", {}, h("tr", {}, h("th", {}, "When"), h("th", {}, "Kind"), h("th", {}, "Amount"), h("th", {}, "Description"), h("th", { class: "hide-narrow" }, "Minutes"))),
+      h("tbody", {}, usage.transactions.map((t) => h("tr", {}, h("td", {}, when(t.created_at)), h("td", {}, t.type),
+        h("td", {}, cents(t.amount_cents)), h("td", {}, t.description),
+        h("td", { class: "hide-narrow" }, t.duration_minutes === null || t.duration_minutes === undefined ? "" : t.duration_minutes.toFixed(1))))))));
+}
+
+// Charges (negative amounts) summed per day, as bars: spend above, minutes in the label.
+function usageChart(transactions) {
+  const days = new Map();
+  for (const t of transactions) {
+    if (t.amount_cents >= 0) continue;
+    const day = t.created_at.slice(0, 10);
+    const d = days.get(day) || { cents: 0, minutes: 0 };
+    d.cents -= t.amount_cents; d.minutes += t.duration_minutes || 0;
+    days.set(day, d);
+  }
+  if (!days.size) return h("p", { class: "muted", id: "usage-chart" }, "No usage yet.");
+  const rows = [...days.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).slice(-30);
+  const max = Math.max(...rows.map(([, d]) => d.cents), 1);
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  const w = 24 * rows.length; const height = 120;
+  svg.setAttribute("viewBox", `0 0 ${w} ${height + 14}`);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("id", "usage-chart");
+  svg.setAttribute("class", "chart");
+  svg.setAttribute("aria-label", rows.map(([day, d]) => `${day}: ${cents(d.cents)} spent, ${d.minutes.toFixed(1)} session minutes`).join("; "));
+  rows.forEach(([day, d], i) => {
+    const bar = document.createElementNS(ns, "rect");
+    const bh = Math.max(1, Math.round((d.cents / max) * height));
+    bar.setAttribute("x", String(i * 24 + 4)); bar.setAttribute("width", "16");
+    bar.setAttribute("y", String(height - bh)); bar.setAttribute("height", String(bh));
+    const title = document.createElementNS(ns, "title");
+    title.textContent = `${day}: ${cents(d.cents)} spent, ${d.minutes.toFixed(1)} session minutes`;
+    bar.append(title); svg.append(bar);
+    const label = document.createElementNS(ns, "text");
+    label.setAttribute("x", String(i * 24 + 12)); label.setAttribute("y", String(height + 12));
+    label.setAttribute("text-anchor", "middle"); label.textContent = day.slice(8);
+    svg.append(label);
+  });
+  return svg;
+}
+
+// ---- routing -------------------------------------------------------------------------
+
+async function route() {
+  timers.forEach(clearInterval); timers = [];
+  aborts.forEach((c) => c.abort()); aborts = [];
+  const hash = location.hash.slice(1) || "/sessions";
+  const [path, query] = hash.split("?");
+  const params = new URLSearchParams(query || "");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  const signedIn = !!localStorage.getItem(TOKEN);
+  document.getElementById("nav").hidden = !signedIn;
+  if (!signedIn && parts[0] !== "login") { location.hash = "#/login"; return; }
+  try {
+    switch (parts[0]) {
+      case "login": return loginPage();
+      case "sessions": return await sessionsPage(params);
+      case "session": return await sessionPage(parts[1]);
+      case "verify": return await verifyPage(parts[1], parts[2]);
+      case "samples": return await samplesPage(params);
+      case "sample": return await samplePage(parts[1], parts[2]);
+      case "keys": return await keysPage();
+      case "usage": return await usagePage();
+      default: render("Not found", h("p", {}, h("a", { href: "#/sessions" }, "Sessions")));
+    }
+  } catch (e) {
+    if (e.status !== 401) render("Something went wrong", h("p", { role: "alert" }, e.message));
+  } finally {
+    main().focus({ preventScroll: true });
+  }
+}
+
+window.addEventListener("hashchange", route);
+document.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("signout").addEventListener("click", () => signOut(true));
+  route();
+});

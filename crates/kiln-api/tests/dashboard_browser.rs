@@ -1,0 +1,275 @@
+//! The dashboard (`/`) and the offline API reference (`/docs`) in a real headless
+//! Chromium, against a real server with real sandboxes: sign in with a password, open a
+//! sample, start a session, watch a command's output arrive live, browse files, verify
+//! and read the FAIL_TO_PASS table, fork, close, create and revoke an API key, read the
+//! ledger, render `/docs`. Chromium resolves no host name; every page must load only
+//! from the server and log no console error. Screenshots go to
+//! `target/dashboard-screenshots/`. Skips (saying why) without chromium/chromedriver or
+//! sandbox prerequisites; fails without them when `KILN_REQUIRE_BROWSER=1` (CI).
+mod browser;
+mod common;
+mod sandbox;
+
+use browser::Browser;
+use common::{bearer, TestServer};
+use serde_json::{json, Value};
+
+const EMAIL: &str = "ada@example.com";
+const PASSWORD: &str = "correct horse battery";
+
+#[tokio::test]
+async fn static_files_are_served_from_the_binary() {
+    let s = TestServer::start().await;
+    let root = s.base.replace("/api/v1", "");
+    let http = reqwest::Client::new();
+    for (path, kind, needle) in [
+        ("/", "text/html", "/dashboard/app.js"),
+        ("/dashboard/app.js", "text/javascript", "streamExec"),
+        ("/dashboard/app.css", "text/css", "@media"),
+        ("/docs", "text/html", "/api/v1/openapi.json"),
+        ("/docs/v1", "text/html", "/v1/openapi.json"),
+        ("/docs/redoc.standalone.js", "text/javascript", "Redoc"),
+    ] {
+        let r = http
+            .get(format!("{root}{path}"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200, "{path}");
+        let header = |name: &str| {
+            r.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(header("content-type").starts_with(kind), "{path}");
+        let csp = header("content-security-policy");
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+            "{path}: {csp}"
+        );
+        assert!(
+            !csp.contains("http"),
+            "{path} may load from elsewhere: {csp}"
+        );
+        let body = r.text().await.expect("body");
+        assert!(body.contains(needle), "{path} lacks {needle}");
+        assert!(!body.contains("cdn.jsdelivr.net"), "{path} names a CDN");
+    }
+    let missing = http
+        .get(format!("{root}/dashboard/nope.js"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.expect("json");
+    assert_eq!(body["detail"]["code"], "not_found", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_in_a_real_browser() {
+    if !browser::available() {
+        return;
+    }
+    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
+        return;
+    };
+    let root = s.base.replace("/api/v1", "");
+    let signup = s
+        .client
+        .post(format!("{root}/v1/auth/signup"))
+        .json(&json!({"email": EMAIL, "password": PASSWORD, "name": "Ada"}))
+        .send()
+        .await
+        .expect("signup");
+    assert_eq!(signup.status(), 201);
+    let shots = kiln_test_support::workspace_root().join("target/dashboard-screenshots");
+    let b = Browser::start(shots).await;
+
+    // Sign in with e-mail and password.
+    b.goto(&format!("{root}/")).await;
+    b.type_into("#email", EMAIL).await;
+    b.type_into("#password", PASSWORD).await;
+    b.screenshot("01-sign-in").await;
+    // Submitted from the keyboard (Enter in the password field), as a form should be.
+    b.type_into("#password", &format!("{PASSWORD}\u{E007}"))
+        .await;
+    b.text_of("#live-count", "live").await;
+    b.screenshot("02-sessions").await;
+
+    // The sample, then a session of it.
+    b.goto(&format!("{root}/#/samples")).await;
+    b.text_of("#samples", sandbox::SAMPLE).await;
+    b.screenshot("03-samples").await;
+    b.goto(&format!(
+        "{root}/#/sample/{}/{}",
+        sandbox::DATASET,
+        sandbox::SAMPLE
+    ))
+    .await;
+    b.text_of("h1", sandbox::SAMPLE).await;
+    b.screenshot("04-sample").await;
+    b.click("#start-session").await;
+    b.text_of("#session-status", "ready").await;
+    let session = b
+        .js("return location.hash.split('/')[2]", json!([]))
+        .await
+        .as_str()
+        .expect("session id in the URL")
+        .to_string();
+
+    // A command whose first line must show before it ends: output arrives live. It also
+    // writes the test script the sample's verification runs.
+    b.type_into(
+        "#command",
+        "echo first-line; sleep 2; echo \"echo 'PASSED t1'\" > /testbed/run-tests.sh; echo second-line",
+    )
+    .await;
+    b.click("form.inline button[type=submit]").await;
+    b.text_of("#live-output", "first-line").await;
+    let exit_then = b
+        .js(
+            "return document.querySelector('#exit-code').textContent",
+            json!([]),
+        )
+        .await;
+    assert_eq!(exit_then, "running…", "the first line came only at the end");
+    b.text_of("#exit-code", "exit code 0").await;
+    b.text_of("#live-output", "second-line").await;
+    b.text_of("#timeline", "first-line").await;
+
+    // The file tree and viewer.
+    b.click("#file-tree button[data-path$='hello.txt']").await;
+    b.text_of("#file-viewer", "hello from the image").await;
+    b.screenshot("05-session").await;
+
+    // Verification: the F2P/P2P table.
+    b.click("#verify").await;
+    b.text_of("#test-results", "FAIL_TO_PASS").await;
+    b.text_of("#test-results", "t1").await;
+    b.text_of("#resolution", "RESOLVED_FULL").await;
+    b.screenshot("06-verification").await;
+
+    // Snapshot, fork, close the fork.
+    b.goto(&format!("{root}/#/session/{session}")).await;
+    b.text_of("#session-status", "ready").await;
+    b.click("#snapshot").await;
+    b.until(
+        "a snapshot in the list",
+        "return document.querySelector('#snapshots li:not(.muted)')",
+        json!([]),
+    )
+    .await;
+    b.click("#fork").await;
+    let fork = b
+        .until(
+            "the fork's page",
+            "const id = location.hash.split('/')[2]; return id && id !== arguments[0] ? id : null",
+            json!([session]),
+        )
+        .await;
+    let fork = fork.as_str().expect("fork id").to_string();
+    b.text_of("#session-status", "ready").await;
+    b.screenshot("07-fork").await;
+    b.click("#close").await;
+    b.text_of("#session-status", "closed").await;
+    b.goto(&format!("{root}/#/sessions?status=closed")).await;
+    b.text_of("#sessions", &fork).await;
+
+    // API keys: created (shown once), works, revoked, refused.
+    b.goto(&format!("{root}/#/keys")).await;
+    b.type_into("#key-name", "browser-key").await;
+    b.click("form.inline button[type=submit]").await;
+    let secret = b.text_of("#new-key-secret", "kiln_").await;
+    b.screenshot("08-keys").await;
+    let me = s
+        .client
+        .get(format!("{root}/api/v1/users/me"))
+        .header("Authorization", bearer(&secret))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(me.status(), 200);
+    let forks_view: Value = s
+        .client
+        .get(format!("{root}/v1/instances/{fork}"))
+        .header("Authorization", bearer(&secret))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(forks_view["status"], "closed", "{forks_view}");
+    b.click("#keys button[aria-label='Revoke browser-key']")
+        .await;
+    b.text_of("#status", "Key revoked").await;
+    let refused = s
+        .client
+        .get(format!("{root}/api/v1/users/me"))
+        .header("Authorization", bearer(&secret))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(refused.status(), 401);
+
+    // Usage, and the same pages on a phone-sized window.
+    b.goto(&format!("{root}/#/usage")).await;
+    b.text_of("#ledger", "session_usage").await;
+    b.until(
+        "the usage chart",
+        "return document.querySelector('#usage-chart')",
+        json!([]),
+    )
+    .await;
+    b.screenshot("09-usage").await;
+    b.window_size(390, 844).await;
+    b.goto(&format!("{root}/#/sessions")).await;
+    b.text_of("#live-count", "live").await;
+    b.screenshot("10-sessions-phone").await;
+    b.window_size(1280, 900).await;
+    assert_local(&b, &root).await;
+    assert_no_console_errors(&b, "the dashboard").await;
+
+    // The API reference, with nothing but this server reachable.
+    b.goto(&format!("{root}/docs")).await;
+    b.until(
+        "Redoc's rendering of the Codeset API",
+        "return document.body.innerText.includes('Kiln (Codeset API)') && document.querySelector('.api-content') ? true : null",
+        json!([]),
+    )
+    .await;
+    b.screenshot("11-docs").await;
+    assert_local(&b, &root).await;
+    assert_no_console_errors(&b, "/docs").await;
+    b.goto(&format!("{root}/docs/v1")).await;
+    b.until(
+        "Redoc's rendering of the instance API",
+        "return document.body.innerText.includes('Kiln (instances API)') && document.querySelector('.api-content') ? true : null",
+        json!([]),
+    )
+    .await;
+    b.screenshot("12-docs-v1").await;
+    assert_local(&b, &root).await;
+    assert_no_console_errors(&b, "/docs/v1").await;
+}
+
+async fn assert_local(b: &Browser, root: &str) {
+    for url in b.requested_urls().await {
+        assert!(
+            url.starts_with(root) || url.starts_with("data:") || url.starts_with("blob:"),
+            "the page requested {url}, not from {root}"
+        );
+    }
+}
+
+async fn assert_no_console_errors(b: &Browser, page: &str) {
+    let errors: Vec<Value> = b
+        .console()
+        .await
+        .into_iter()
+        .filter(|e| e["level"] == "SEVERE")
+        .collect();
+    assert!(errors.is_empty(), "console errors on {page}: {errors:?}");
+}
