@@ -499,7 +499,9 @@ async fn serve(mut config: Config) -> anyhow::Result<ExitCode> {
     let local = listener.local_addr()?;
     tracing::info!(%local, store = kiln.store_backend(), data_dir = %data_dir.display(), "kiln is serving");
     let stop = shutdown_signal();
-    println!("Kiln is serving on http://{local}/api/v1 (docs: http://{local}/docs)");
+    println!(
+        "Kiln is serving on http://{local}/api/v1 (dashboard: http://{local}/, docs: http://{local}/docs)"
+    );
     let kiln = Arc::new(kiln);
     kiln_api::serve(kiln.clone(), listener, stop).await?;
     kiln.shutdown().await;
