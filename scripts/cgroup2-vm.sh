@@ -37,6 +37,8 @@ fi
 [ -n "$pkg" ] || { say "cannot tell which kernel linux-image-amd64 depends on"; exit 2; }
 kdir="$cache/$pkg"
 want_modules="overlay loop crc32c_generic ext4"
+# Project quotas (tests/disk_quota.rs): XFS with its quota code, and ext4's quota format.
+want_modules="$want_modules quota_v2 xfs"
 if [ ! -f "$kdir/vmlinuz" ] || [ ! -f "$kdir/modules.order" ] \
   || [ "$(cat "$kdir/modules.want" 2>/dev/null)" != "$want_modules" ]; then
   say "fetching $pkg from Debian"
@@ -96,9 +98,14 @@ copy_with_libs "$(command -v cp)" /usr/bin/cp
 mkfs_ext4="$(PATH="$PATH:/usr/sbin:/sbin" command -v mkfs.ext4)" || { say "missing mkfs.ext4 (apt-get install e2fsprogs)"; exit 2; }
 copy_with_libs "$mkfs_ext4" /usr/bin/mkfs.ext4
 [ -f /etc/mke2fs.conf ] && cp /etc/mke2fs.conf "$root/etc/mke2fs.conf"
+# The project-quota tests make an XFS filesystem.
+mkfs_xfs="$(PATH="$PATH:/usr/sbin:/sbin" command -v mkfs.xfs)" || { say "missing mkfs.xfs (apt-get install xfsprogs)"; exit 2; }
+copy_with_libs "$mkfs_xfs" /usr/bin/mkfs.xfs
 cp "$agent" "$root/kiln/kiln-agent"
 for t in "${tests[@]}"; do
   name="$(basename "$t")"
+  # KILN_VM_TESTS="disk_quota limits": only these test binaries (while iterating).
+  if [ -n "${KILN_VM_TESTS:-}" ] && ! printf ' %s ' $KILN_VM_TESTS | grep -q " ${name%-*} "; then continue; fi
   strip --strip-debug -o "$root/kiln/tests/${name%-*}" "$t" 2>/dev/null || cp "$t" "$root/kiln/tests/${name%-*}"
   copy_libs "$t"
 done
@@ -121,6 +128,8 @@ cat > "$root/stage2" <<'EOF'
 export PATH=/usr/bin:/bin HOME=/root CI=1 KILN_AGENT_BIN=/kiln/kiln-agent RUST_BACKTRACE=1
 # The VM's disk is its RAM: the disk-limit tests write a 128 MiB limit's worth, not 1 GiB.
 export KILN_TEST_DISK_MIB=128
+# Debian's kernel has project quotas: their tests must run, not skip.
+export KILN_TEST_EXPECT_QUOTA=required
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
