@@ -128,10 +128,16 @@ fn loop_devices() -> Vec<String> {
         .collect()
 }
 
+/// One test at a time: a test's `mkfs`/`mount` children sit in the test process's own
+/// cgroup until its first runtime moves it to a leaf, and another test's runtime cannot
+/// enable controllers there meanwhile (cgroup v2's no-internal-processes rule).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn limit_stops_dd(kind: Kind) {
     if !prerequisites() {
         return;
     }
+    let _serial = SERIAL.lock().await;
     let Some(fs) = QuotaFs::new(kind) else {
         return;
     };
@@ -211,7 +217,7 @@ async fn limit_stops_dd(kind: Kind) {
     let (code, out) = sh_within(
         &rt,
         "full",
-        "rm /testbed/big /tmp/more; echo again > /testbed/small && cat /testbed/small",
+        "rm -f /testbed/big /tmp/more; echo again > /testbed/small && cat /testbed/small",
         60_000,
     )
     .await;
@@ -242,6 +248,7 @@ async fn a_crashed_runtimes_projects_are_reclaimed_by_reconcile() {
     if !prerequisites() {
         return;
     }
+    let _serial = SERIAL.lock().await;
     let Some(fs) = QuotaFs::new(Kind::Xfs) else {
         return;
     };
@@ -294,6 +301,7 @@ async fn without_project_quotas_auto_uses_loop_disks_and_project_quota_is_refuse
     if !prerequisites() {
         return;
     }
+    let _serial = SERIAL.lock().await;
     let plain = tempfile::tempdir_in("/var/tmp").unwrap();
     if quota::problem(plain.path()).is_none() {
         eprintln!("SKIPPED: /var/tmp has project quotas");
@@ -320,6 +328,7 @@ async fn create_time_without_a_limit_with_a_loop_disk_and_with_a_project_quota()
     if !prerequisites() {
         return;
     }
+    let _serial = SERIAL.lock().await;
     let Some(fs) = QuotaFs::new(Kind::Xfs) else {
         return;
     };
