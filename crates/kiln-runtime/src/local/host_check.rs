@@ -179,8 +179,8 @@ fn elf_needs_interpreter(bytes: &[u8]) -> Option<bool> {
 /// Whether the configured `disk_limit_mode` can work here, and how limits are enforced.
 fn check_disk_limits(config: &LocalConfig) -> (bool, String, &'static str) {
     use crate::local::{quota, DiskLimitMode};
-    let sandboxes = config.root.join("sandboxes");
-    let _ = fs::create_dir_all(&sandboxes);
+    let root = &config.root;
+    let _ = fs::create_dir_all(root);
     let loop_disk = || {
         let problem = crate::local::disk_limit_problem();
         (
@@ -195,11 +195,11 @@ fn check_disk_limits(config: &LocalConfig) -> (bool, String, &'static str) {
     match config.disk_limit_mode {
         DiskLimitMode::None => (true, "not enforced (disk_limit_mode = none)".into(), ""),
         DiskLimitMode::LoopDisk => loop_disk(),
-        DiskLimitMode::ProjectQuota => match quota::problem(&sandboxes) {
+        DiskLimitMode::ProjectQuota => match quota::problem(root) {
             None => (true, "project quotas".into(), quota_fix),
             Some(why) => (false, why, quota_fix),
         },
-        DiskLimitMode::Auto => match quota::problem(&sandboxes) {
+        DiskLimitMode::Auto => match quota::problem(root) {
             None => (true, "project quotas".into(), quota_fix),
             Some(_) => loop_disk(),
         },

@@ -205,7 +205,9 @@ impl LocalRuntime {
         // Before the pool's first mkfs: on v2 no child may sit in the home cgroup when
         // the server delegates its controllers.
         cgroups.prepare()?;
-        let disk_mode = resolve_disk_mode(config.disk_limit_mode, &config.root.join("sandboxes"))?;
+        // Probed in the root, not in `sandboxes/` (same filesystem), whose entries a
+        // concurrent reconcile would take for leftover sandboxes.
+        let disk_mode = resolve_disk_mode(config.disk_limit_mode, &config.root)?;
         let disks = DiskPool::new(
             config.root.join("disks"),
             config.default_disk_bytes.unwrap_or(0),
@@ -373,18 +375,18 @@ pub fn layer_users(root: &Path) -> Vec<kiln_image::LayerUser> {
         .collect()
 }
 
-/// `Auto` becomes project quotas where the filesystem of `sandboxes` has them, else
+/// `Auto` becomes project quotas where the filesystem of the runtime root has them, else
 /// loop disks; an explicit `ProjectQuota` where they are not on is an error.
-fn resolve_disk_mode(mode: DiskLimitMode, sandboxes: &Path) -> Result<DiskLimitMode> {
+fn resolve_disk_mode(mode: DiskLimitMode, root: &Path) -> Result<DiskLimitMode> {
     match mode {
-        DiskLimitMode::Auto => Ok(match quota::problem(sandboxes) {
+        DiskLimitMode::Auto => Ok(match quota::problem(root) {
             None => DiskLimitMode::ProjectQuota,
             Some(why) => {
                 tracing::debug!(reason = %why, "disk limits by loop disks");
                 DiskLimitMode::LoopDisk
             }
         }),
-        DiskLimitMode::ProjectQuota => match quota::problem(sandboxes) {
+        DiskLimitMode::ProjectQuota => match quota::problem(root) {
             None => Ok(DiskLimitMode::ProjectQuota),
             Some(why) => Err(RuntimeError::HostNotReady(format!(
                 "runtime.disk_limit_mode = \"project_quota\": {why}"
