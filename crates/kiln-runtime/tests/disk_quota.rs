@@ -119,6 +119,20 @@ fn limited(name: &str) -> LocalSpec {
     spec
 }
 
+/// The quota of project `id` once it is free, or as it is after 10 s: limits are cleared at
+/// once, but XFS inactivates removed inodes in the background (and only then uncharges
+/// them).
+async fn freed(fs: &Path, id: u32) -> (u64, u64, u64, u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let usage = quota::project_usage(fs, id).unwrap_or_default();
+        if usage == (0, 0, 0, 0) || std::time::Instant::now() > deadline {
+            return usage;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Loop devices attached now (their backing files).
 fn loop_devices() -> Vec<String> {
     std::fs::read_dir("/sys/block")
@@ -227,10 +241,7 @@ async fn limit_stops_dd(kind: Kind) {
     let dir = rt.sandbox_dir(&id("full"));
     rt.destroy(&id("full")).await.unwrap();
     assert!(!dir.exists());
-    assert_eq!(
-        quota::project_usage(&fs.path(), project).unwrap_or_default(),
-        (0, 0, 0, 0)
-    );
+    assert_eq!(freed(&fs.path(), project).await, (0, 0, 0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,7 +291,7 @@ async fn a_crashed_runtimes_projects_are_reclaimed_by_reconcile() {
     let report = survivor.reconcile(&[id("keep")]).await.unwrap();
     assert_eq!(report.removed, ["orphan"]);
     assert_eq!(
-        quota::project_usage(&fs.path(), orphan).unwrap_or_default(),
+        freed(&fs.path(), orphan).await,
         (0, 0, 0, 0),
         "the orphan's project is free again"
     );
@@ -288,10 +299,7 @@ async fn a_crashed_runtimes_projects_are_reclaimed_by_reconcile() {
     let usage = survivor.usage(&id("keep")).await.unwrap();
     assert!(usage.disk_used_bytes.is_some());
     survivor.shutdown().await.unwrap();
-    assert_eq!(
-        quota::project_usage(&fs.path(), keep).unwrap_or_default(),
-        (0, 0, 0, 0)
-    );
+    assert_eq!(freed(&fs.path(), keep).await, (0, 0, 0, 0));
 }
 
 /// Without project quotas on the runtime root's filesystem, `auto` falls back to loop
@@ -316,6 +324,34 @@ async fn without_project_quotas_auto_uses_loop_disks_and_project_quota_is_refuse
         matches!(&err, RuntimeError::HostNotReady(m) if m.contains("project_quota")),
         "{err}"
     );
+}
+
+/// `none`: the limit is not enforced (no disk, no project) and no limit is reported,
+/// while admission still counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_disk_limit_mode_none_nothing_is_enforced_but_admission_counts() {
+    if !prerequisites() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let rt = runtime_with(|c| {
+        c.default_disk_bytes = Some(LIMIT);
+        c.disk_limit_mode = DiskLimitMode::None;
+    });
+    assert_eq!(rt.disk_limit_mode(), DiskLimitMode::None);
+    let loops_before = loop_devices();
+    rt.create_local(limited("free")).await.unwrap();
+    let disk = rt.sandbox_dir(&id("free")).join("disk");
+    assert!(!disk.join("../disk.img").exists());
+    assert_eq!(quota::project_id(&disk), None);
+    assert_eq!(loop_devices(), loops_before);
+    let usage = rt.usage(&id("free")).await.unwrap();
+    assert_eq!(
+        (usage.disk_limit_bytes, usage.disk_used_bytes),
+        (None, None)
+    );
+    assert_eq!(rt.limits_held().1, LIMIT);
+    rt.destroy(&id("free")).await.unwrap();
 }
 
 /// Numbers for the record (not an assertion): create → ready without a disk limit, with
