@@ -35,6 +35,9 @@ pub struct RuntimeConfig {
     /// background: a burst of more creates than this formats the rest inline (tens of
     /// milliseconds each). 0–256.
     pub disk_pool: usize,
+    /// How the disk limit is enforced: `auto` (project quotas where the runtime root's
+    /// filesystem has them on, else loop disks), `project_quota`, `loop_disk` or `none`.
+    pub disk_limit_mode: crate::quota::DiskLimitMode,
     /// `[runtime.docker]`: the Docker backend's engine and agent connection.
     pub docker: crate::docker::DockerConfig,
 }
@@ -61,6 +64,7 @@ impl Default for RuntimeConfig {
             disk_overcommit: 20.0,
             max_disk_mib: 100 * 1024,
             disk_pool: 4,
+            disk_limit_mode: crate::quota::DiskLimitMode::Auto,
             docker: crate::docker::DockerConfig::default(),
         }
     }
@@ -99,6 +103,22 @@ mod tests {
             jail.set_env("KILN_RUNTIME__DISK_POOL", "257");
             let err = Config::load(None, &Overrides::default()).unwrap_err();
             assert!(err.to_string().contains("disk_pool"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_disk_limit_mode_defaults_to_auto_and_reads_the_environment() {
+        use crate::DiskLimitMode;
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(None, &Overrides::default()).expect("loads");
+            assert_eq!(config.runtime.disk_limit_mode, DiskLimitMode::Auto);
+            jail.set_env("KILN_RUNTIME__DISK_LIMIT_MODE", "project_quota");
+            let config = Config::load(None, &Overrides::default()).expect("loads");
+            assert_eq!(config.runtime.disk_limit_mode, DiskLimitMode::ProjectQuota);
+            jail.set_env("KILN_RUNTIME__DISK_LIMIT_MODE", "xfs");
+            let err = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("project_quota"), "{err}");
             Ok(())
         });
     }

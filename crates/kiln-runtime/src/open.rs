@@ -118,6 +118,10 @@ fn open_docker(
     }
     settings.agent_port = docker.agent_port;
     settings.start_timeout = std::time::Duration::from_secs(docker.start_timeout_secs);
+    // Admission as on the local backend (`docker/limits.rs`).
+    settings.memory_budget = config.memory_budget_mib.map(|m| m.saturating_mul(1 << 20));
+    settings.memory_overcommit = config.memory_overcommit;
+    settings.disk_overcommit = config.disk_overcommit;
     let images = kiln_image::ImageStore::open(images_dir)
         .map_err(|e| Unavailable::new(format!("cannot open the image store: {e}")))?;
     let runtime = DockerRuntime::new(settings)
@@ -129,11 +133,9 @@ fn open_docker(
     );
     Ok(Opened {
         runtime: Arc::new(runtime),
-        limits: Limits {
-            // The engine's storage driver, not Kiln, bounds a container's disk.
-            disk_bytes: None,
-            ..default_limits(config)
-        },
+        // The engine enforces the disk limit where its storage can (`storage_opt`);
+        // admission counts it either way.
+        limits: default_limits(config),
         location,
     })
 }
@@ -152,6 +154,12 @@ fn open_local(
     local.memory_overcommit = config.memory_overcommit;
     local.disk_overcommit = config.disk_overcommit;
     local.disk_pool = config.disk_pool;
+    local.disk_limit_mode = match config.disk_limit_mode {
+        kiln_config::DiskLimitMode::Auto => crate::local::DiskLimitMode::Auto,
+        kiln_config::DiskLimitMode::ProjectQuota => crate::local::DiskLimitMode::ProjectQuota,
+        kiln_config::DiskLimitMode::LoopDisk => crate::local::DiskLimitMode::LoopDisk,
+        kiln_config::DiskLimitMode::None => crate::local::DiskLimitMode::None,
+    };
     let report = crate::local::host_check::check_host(&local);
     if !report.is_ready() {
         let missing: Vec<String> = report

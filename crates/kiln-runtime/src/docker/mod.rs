@@ -9,6 +9,7 @@
 //! is, so a restarted server finds its containers and removes those no session owns.
 
 mod image;
+mod limits;
 mod runtime_impl;
 mod snapshot;
 mod start;
@@ -27,6 +28,8 @@ use tokio::sync::watch;
 use crate::error::{Result, RuntimeError};
 use crate::runtime::SandboxExit;
 use crate::spec::SandboxId;
+
+pub use limits::DiskLimitSupport;
 
 /// Where the agent is inside every container.
 pub const AGENT_PATH: &str = "/.kiln/agent";
@@ -56,6 +59,11 @@ pub struct DockerSettings {
     pub agent_binary: PathBuf,
     /// Scratch space (image archives on their way into the engine).
     pub root: PathBuf,
+    /// Admission: memory for all containers (`None`: the engine's MemTotal minus an
+    /// eighth), and the overcommit ratios, as on the local backend (`limits.rs`).
+    pub memory_budget: Option<u64>,
+    pub memory_overcommit: f64,
+    pub disk_overcommit: f64,
 }
 
 impl DockerSettings {
@@ -71,6 +79,9 @@ impl DockerSettings {
             start_timeout: Duration::from_secs(defaults.start_timeout_secs),
             agent_binary: agent_binary.into(),
             root: root.into(),
+            memory_budget: None,
+            memory_overcommit: 10.0,
+            disk_overcommit: 20.0,
         }
     }
 
@@ -100,6 +111,8 @@ struct Sandbox {
     agent_version: String,
     exit: watch::Receiver<Option<SandboxExit>>,
     destroying: Arc<AtomicBool>,
+    /// The disk limit the engine enforces on it, if any.
+    disk_limit: Option<u64>,
 }
 
 impl Sandbox {
@@ -125,6 +138,8 @@ pub struct DockerRuntime {
     loading: tokio::sync::Mutex<()>,
     /// Set once the API version is agreed on.
     negotiated: tokio::sync::OnceCell<()>,
+    /// Admission and the engine's disk limit support.
+    limits: limits::DockerLimits,
 }
 
 impl DockerRuntime {
@@ -145,7 +160,13 @@ impl DockerRuntime {
         .map_err(|e| engine_down(&settings, &e))?;
         std::fs::create_dir_all(&settings.root)
             .map_err(|e| RuntimeError::io("cannot create", &settings.root, e))?;
+        let limits = limits::DockerLimits::new(
+            settings.memory_budget,
+            settings.memory_overcommit,
+            settings.disk_overcommit,
+        );
         Ok(DockerRuntime {
+            limits,
             docker,
             settings,
             images: None,
@@ -166,7 +187,9 @@ impl DockerRuntime {
                     .negotiate_version()
                     .await
                     .map(|_| ())
-                    .map_err(|e| engine_down(&self.settings, &e))
+                    .map_err(|e| engine_down(&self.settings, &e))?;
+                self.limits.learn(&self.docker).await;
+                Ok::<(), RuntimeError>(())
             })
             .await
             .map(|_| ())
@@ -177,6 +200,11 @@ impl DockerRuntime {
     pub fn with_images(mut self, images: kiln_image::ImageStore) -> Self {
         self.images = Some(images);
         self
+    }
+
+    /// Whether the engine enforces disk limits, and why not.
+    pub fn disk_limit_support(&self) -> (DiskLimitSupport, String) {
+        self.limits.disk_support()
     }
 
     /// The engine client, for tests and benchmarks that compare with plain Docker.

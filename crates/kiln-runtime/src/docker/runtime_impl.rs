@@ -39,6 +39,7 @@ fn with_default_cwd(sandbox: &Sandbox, mut request: ExecRequest) -> ExecRequest 
 impl DockerRuntime {
     async fn destroy_sandbox(&self, sandbox: &Sandbox) {
         sandbox.mark_destroying();
+        self.limits.release(&sandbox.id);
         self.remove_container(&sandbox.container).await;
         let _ = std::fs::remove_dir_all(self.settings.run_dir(sandbox.id.as_str()));
     }
@@ -75,6 +76,19 @@ impl DockerRuntime {
             .await
             .map_err(|e| super::engine_err(id, "cannot inspect the container", &e))?;
         let config = inspect.config.unwrap_or_default();
+        // Its limits count against the budget again, whatever it says: it runs already.
+        let host = inspect.host_config.unwrap_or_default();
+        let disk_limit = host
+            .storage_opt
+            .and_then(|o| o.get("size").and_then(|s| s.parse().ok()));
+        self.limits.adopt(
+            id,
+            &Limits {
+                memory_bytes: host.memory.and_then(|m| u64::try_from(m).ok()),
+                disk_bytes: disk_limit,
+                ..Limits::default()
+            },
+        );
         let secret = config
             .env
             .unwrap_or_default()
@@ -93,6 +107,7 @@ impl DockerRuntime {
             agent_version: hello.agent_version().to_string(),
             exit: self.watch_exit(name, Arc::clone(&destroying)),
             destroying,
+            disk_limit,
         };
         self.table()
             .insert(id.clone(), Slot::Running(Arc::new(sandbox)));
@@ -102,12 +117,16 @@ impl DockerRuntime {
 
 #[async_trait]
 impl Runtime for DockerRuntime {
-    fn reserve(&self, _id: &SandboxId, _limits: &Limits) -> Result<()> {
-        // The engine admits containers itself (no admission budget here).
-        Ok(())
+    fn reserve(&self, id: &SandboxId, limits: &Limits) -> Result<()> {
+        self.limits.reserve(id, limits)
     }
 
-    fn release(&self, _id: &SandboxId) {}
+    fn release(&self, id: &SandboxId) {
+        // Only a reservation: a sandbox's room goes with the sandbox (destroy).
+        if !self.table().contains_key(id) {
+            self.limits.release(id);
+        }
+    }
 
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxHandle> {
         self.negotiate().await?;
@@ -117,6 +136,10 @@ impl Runtime for DockerRuntime {
                 return Err(RuntimeError::AlreadyExists(spec.id.to_string()));
             }
             table.insert(spec.id.clone(), Slot::Starting);
+        }
+        if let Err(err) = self.limits.claim(&spec.id, &spec.limits) {
+            self.table().remove(&spec.id);
+            return Err(err);
         }
         let image = match &spec.source {
             SandboxSource::Image(reference) => self.image(reference).await,
@@ -139,6 +162,7 @@ impl Runtime for DockerRuntime {
             }
             Err(err) => {
                 self.table().remove(&spec.id);
+                self.limits.release(&spec.id);
                 Err(err)
             }
         }
@@ -352,7 +376,7 @@ impl Runtime for DockerRuntime {
             memory_peak_bytes: memory.max_usage.or(memory.usage),
             disk_used_bytes: None,
             pids: stats.pids_stats.and_then(|p| p.current),
-            disk_limit_bytes: None,
+            disk_limit_bytes: sandbox.disk_limit,
         })
     }
 
@@ -377,6 +401,19 @@ impl Runtime for DockerRuntime {
                 "start dockerd, or set runtime.docker.host",
             ),
         }
+        let (support, why) = self.limits.disk_support();
+        report.push(
+            "disk limits",
+            true,
+            match support {
+                super::DiskLimitSupport::Supported => {
+                    "enforced by the engine (storage_opt size)".into()
+                }
+                super::DiskLimitSupport::Unknown => "unknown until the first limited create".into(),
+                super::DiskLimitSupport::Unsupported => format!("unsupported: {why}"),
+            },
+            "",
+        );
         let agent = &self.settings.agent_binary;
         report.push(
             "kiln-agent",
@@ -427,6 +464,10 @@ impl Runtime for DockerRuntime {
             }
         }
         Ok(report)
+    }
+
+    async fn capacity(&self) -> Option<crate::runtime::NodeCapacity> {
+        Some(self.limits.capacity())
     }
 
     async fn shutdown(&self) -> Result<()> {

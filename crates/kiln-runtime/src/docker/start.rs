@@ -39,20 +39,9 @@ impl DockerRuntime {
         if self.settings.connection == AgentConnection::Socket {
             prepare_run_dir(&run_dir)?;
         }
-        let body = self.container_body(spec, image, secret.as_deref());
-        let options = CreateContainerOptions {
-            name: Some(name.clone()),
-            ..Default::default()
-        };
-        self.docker
-            .create_container(Some(options), body)
-            .await
-            .map_err(|e| match e {
-                bollard::errors::Error::DockerResponseServerError {
-                    status_code: 409, ..
-                } => RuntimeError::AlreadyExists(spec.id.to_string()),
-                other => engine_err(&spec.id, "the engine refused the container", &other),
-            })?;
+        let disk_limit = self
+            .create_container(spec, image, &name, secret.as_deref())
+            .await?;
         let ready = async {
             self.docker
                 .start_container(&name, None)
@@ -73,12 +62,55 @@ impl DockerRuntime {
                     created_at: SystemTime::now(),
                     agent_version: started.agent_version,
                     destroying,
+                    disk_limit,
                 })
             }
             Err(err) => {
                 self.remove_container(&name).await;
                 let _ = std::fs::remove_dir_all(&run_dir);
                 Err(err)
+            }
+        }
+    }
+
+    /// Creates the container; returns the disk limit the engine enforces on it. An
+    /// engine that cannot limit a container's disk is asked once more without the limit,
+    /// and never again with one (`limits.rs`).
+    async fn create_container(
+        &self,
+        spec: &SandboxSpec,
+        image: &EngineImage,
+        name: &str,
+        secret: Option<&str>,
+    ) -> Result<Option<u64>> {
+        let mut storage_opt = self.limits.storage_opt(&spec.limits);
+        loop {
+            let mut body = self.container_body(spec, image, secret);
+            if let Some(host) = body.host_config.as_mut() {
+                host.storage_opt.clone_from(&storage_opt);
+            }
+            let options = CreateContainerOptions {
+                name: Some(name.to_string()),
+                ..Default::default()
+            };
+            match self.docker.create_container(Some(options), body).await {
+                Ok(_) => {
+                    if storage_opt.is_some() {
+                        self.limits.mark_supported();
+                    }
+                    return Ok(spec.limits.disk_bytes.filter(|_| storage_opt.is_some()));
+                }
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409, ..
+                }) => return Err(RuntimeError::AlreadyExists(spec.id.to_string())),
+                Err(e)
+                    if storage_opt.is_some()
+                        && super::limits::DockerLimits::refuses_storage_opt(&e.to_string()) =>
+                {
+                    self.limits.mark_unsupported(&e.to_string());
+                    storage_opt = None;
+                }
+                Err(e) => return Err(engine_err(&spec.id, "the engine refused the container", &e)),
             }
         }
     }

@@ -39,7 +39,7 @@ struct Held {
 /// The limits held per sandbox id.
 #[derive(Debug)]
 pub struct Admission {
-    budget: Budget,
+    budget: Mutex<Budget>,
     held: Mutex<HashMap<SandboxId, Held>>,
 }
 
@@ -47,14 +47,22 @@ impl Admission {
     /// Nothing held yet.
     pub fn new(budget: Budget) -> Self {
         Admission {
-            budget,
+            budget: Mutex::new(budget),
             held: Mutex::new(HashMap::new()),
         }
     }
 
     /// The budget.
     pub fn budget(&self) -> Budget {
+        *self.budget.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces the memory budget (the Docker backend learns it from the engine).
+    pub fn set_memory_budget(&self, bytes: u64) {
         self.budget
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .memory_bytes = bytes;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SandboxId, Held>> {
@@ -95,11 +103,13 @@ impl Admission {
 
     /// Sum of the memory and disk limits held now.
     pub fn held(&self) -> (u64, u64) {
+        let budget = self.budget();
         let held = self.lock();
-        sums(&held, None, self.budget.memory_bytes, u64::MAX)
+        sums(&held, None, budget.memory_bytes, u64::MAX)
     }
 
     fn hold(&self, id: &SandboxId, limits: &Limits, disk_space: u64, claim: bool) -> Result<()> {
+        let budget = self.budget();
         let mut held = self.lock();
         held.retain(|_, h| h.claimed || h.since.elapsed() < RESERVATION_TTL);
         if let Some(existing) = held.get_mut(id) {
@@ -108,20 +118,20 @@ impl Admission {
                 return Ok(());
             }
         }
-        let (memory, disk) = sums(&held, Some(id), self.budget.memory_bytes, disk_space);
+        let (memory, disk) = sums(&held, Some(id), budget.memory_bytes, disk_space);
         check(
             Resource::Memory,
             memory,
-            limits.memory_bytes.unwrap_or(self.budget.memory_bytes),
-            self.budget.memory_bytes,
-            self.budget.memory_overcommit,
+            limits.memory_bytes.unwrap_or(budget.memory_bytes),
+            budget.memory_bytes,
+            budget.memory_overcommit,
         )?;
         check(
             Resource::Disk,
             disk,
             limits.disk_bytes.unwrap_or(disk_space),
             disk_space,
-            self.budget.disk_overcommit,
+            budget.disk_overcommit,
         )?;
         let claimed = claim || held.get(id).is_some_and(|h| h.claimed);
         held.insert(

@@ -80,13 +80,8 @@ pub fn check_host(config: &LocalConfig) -> HostReport {
     );
 
     if config.default_disk_bytes.is_some() {
-        let problem = crate::local::disk_limit_problem();
-        report.push(
-            "disk limits",
-            problem.is_none(),
-            problem.unwrap_or_else(|| "mkfs.ext4 and loop devices".into()),
-            "apt-get install e2fsprogs; modprobe loop ext4 (or set runtime.disk_mib = 0)",
-        );
+        let (ok, detail, fix) = check_disk_limits(config);
+        report.push("disk limits", ok, detail, fix);
     }
 
     let writable = fs::create_dir_all(&config.root).is_ok() && tempfile_probe(&config.root);
@@ -179,6 +174,36 @@ fn elf_needs_interpreter(bytes: &[u8]) -> Option<bool> {
         }
     }
     Some(false)
+}
+
+/// Whether the configured `disk_limit_mode` can work here, and how limits are enforced.
+fn check_disk_limits(config: &LocalConfig) -> (bool, String, &'static str) {
+    use crate::local::{quota, DiskLimitMode};
+    let root = &config.root;
+    let _ = fs::create_dir_all(root);
+    let loop_disk = || {
+        let problem = crate::local::disk_limit_problem();
+        (
+            problem.is_none(),
+            problem.unwrap_or_else(|| "loop disks (mkfs.ext4 and loop devices)".into()),
+            "apt-get install e2fsprogs; modprobe loop ext4 (or set runtime.disk_mib = 0)",
+        )
+    };
+    let quota_fix = "put the runtime root on XFS mounted with prjquota (or ext4 made with \
+                     -O quota,project and mounted with prjquota), or set \
+                     runtime.disk_limit_mode = \"loop_disk\"";
+    match config.disk_limit_mode {
+        DiskLimitMode::None => (true, "not enforced (disk_limit_mode = none)".into(), ""),
+        DiskLimitMode::LoopDisk => loop_disk(),
+        DiskLimitMode::ProjectQuota => match quota::problem(root) {
+            None => (true, "project quotas".into(), quota_fix),
+            Some(why) => (false, why, quota_fix),
+        },
+        DiskLimitMode::Auto => match quota::problem(root) {
+            None => (true, "project quotas".into(), quota_fix),
+            Some(_) => loop_disk(),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The `local` backend: overlayfs roots, bubblewrap sandboxes, cgroup limits, the agent
 //! as PID 1, all on this host, as root.
 
-mod admission;
+pub(crate) mod admission;
 mod bwrap;
 pub mod cgroup;
 mod disk;
@@ -13,6 +13,7 @@ mod loopdev;
 mod mount_namespace;
 mod overlay;
 mod proc_seal;
+pub mod quota;
 mod reconcile;
 mod resolve;
 mod runtime_impl;
@@ -40,6 +41,7 @@ use crate::spec::{Limits, SandboxId};
 pub use bwrap::{AGENT_PATH, RUN_DIR, SOCKET_PATH};
 pub use cgroup::CgroupVersion;
 pub use disk::disk_limit_problem;
+pub use quota::DiskLimitMode;
 pub use spec::{BindMount, LocalSpec, RootLayers};
 
 use admission::{Admission, Budget};
@@ -75,6 +77,8 @@ pub struct LocalConfig {
     pub default_disk_bytes: Option<u64>,
     /// How many images are kept formatted ahead (0: each create formats its own).
     pub disk_pool: usize,
+    /// How disk limits are enforced (`quota.rs`).
+    pub disk_limit_mode: DiskLimitMode,
 }
 
 impl LocalConfig {
@@ -91,6 +95,7 @@ impl LocalConfig {
             disk_overcommit: 20.0,
             default_disk_bytes: Limits::default().disk_bytes,
             disk_pool: 4,
+            disk_limit_mode: DiskLimitMode::Auto,
         }
     }
 }
@@ -138,6 +143,8 @@ pub struct LocalRuntime {
     socket_root: PathBuf,
     /// Formatted disk images, ready for the next creates.
     disks: Arc<DiskPool>,
+    /// How disk limits are enforced here: never `Auto` (resolved at start).
+    disk_mode: DiskLimitMode,
     /// The limits held against the node's budget.
     admission: Admission,
     /// Where image references are resolved (`with_images`).
@@ -198,10 +205,13 @@ impl LocalRuntime {
         // Before the pool's first mkfs: on v2 no child may sit in the home cgroup when
         // the server delegates its controllers.
         cgroups.prepare()?;
+        // Probed in the root, not in `sandboxes/` (same filesystem), whose entries a
+        // concurrent reconcile would take for leftover sandboxes.
+        let disk_mode = resolve_disk_mode(config.disk_limit_mode, &config.root)?;
         let disks = DiskPool::new(
             config.root.join("disks"),
             config.default_disk_bytes.unwrap_or(0),
-            if config.default_disk_bytes.is_some() {
+            if config.default_disk_bytes.is_some() && disk_mode == DiskLimitMode::LoopDisk {
                 config.disk_pool
             } else {
                 0
@@ -223,6 +233,7 @@ impl LocalRuntime {
             sandboxes: Mutex::new(HashMap::new()),
             socket_root,
             disks,
+            disk_mode,
             admission,
             images: None,
         })
@@ -247,9 +258,18 @@ impl LocalRuntime {
             .into_iter()
             .flatten()
             .flatten()
-            .map(|e| disk::allocated_bytes(&e.path().join("disk.img")))
+            .map(|e| {
+                let path = e.path();
+                disk::allocated_bytes(&path.join("disk.img"))
+                    + quota::used_bytes(&path.join("disk")).unwrap_or(0)
+            })
             .sum();
         available.saturating_add(held)
+    }
+
+    /// How disk limits are enforced on this runtime (`Auto` resolved).
+    pub fn disk_limit_mode(&self) -> DiskLimitMode {
+        self.disk_mode
     }
 
     /// The settings.
@@ -353,6 +373,27 @@ pub fn layer_users(root: &Path) -> Vec<kiln_image::LayerUser> {
             })
         })
         .collect()
+}
+
+/// `Auto` becomes project quotas where the filesystem of the runtime root has them, else
+/// loop disks; an explicit `ProjectQuota` where they are not on is an error.
+fn resolve_disk_mode(mode: DiskLimitMode, root: &Path) -> Result<DiskLimitMode> {
+    match mode {
+        DiskLimitMode::Auto => Ok(match quota::problem(root) {
+            None => DiskLimitMode::ProjectQuota,
+            Some(why) => {
+                tracing::debug!(reason = %why, "disk limits by loop disks");
+                DiskLimitMode::LoopDisk
+            }
+        }),
+        DiskLimitMode::ProjectQuota => match quota::problem(root) {
+            None => Ok(DiskLimitMode::ProjectQuota),
+            Some(why) => Err(RuntimeError::HostNotReady(format!(
+                "runtime.disk_limit_mode = \"project_quota\": {why}"
+            ))),
+        },
+        other => Ok(other),
+    }
 }
 
 /// MemTotal minus what the host keeps for itself: an eighth of it, at least 1 GiB.

@@ -340,7 +340,12 @@ impl Runtime for LocalRuntime {
 
     async fn usage(&self, id: &SandboxId) -> Result<ResourceUsage> {
         let sandbox = self.get(id)?;
-        let limit = sandbox.spec.limits.disk_bytes;
+        // Not enforced (`disk_limit_mode = "none"`): neither a limit nor a usage to show.
+        let limit = sandbox
+            .spec
+            .limits
+            .disk_bytes
+            .filter(|_| self.disk_mode != crate::local::DiskLimitMode::None);
         let (cgroup, disk) = (sandbox.cgroup.clone(), sandbox.dirs.disk.clone());
         tokio::task::spawn_blocking(move || {
             let disk = limit.is_some().then_some(disk.as_path());

@@ -14,7 +14,8 @@ use crate::local::layout::{SandboxDirs, SandboxState};
 use crate::local::sandbox::Sandbox;
 use crate::local::spec::LocalSpec;
 use crate::local::{
-    disk, mount_namespace, overlay, proc_seal, staging, teardown, workspace, LocalRuntime,
+    disk, mount_namespace, overlay, proc_seal, quota, staging, teardown, workspace, DiskLimitMode,
+    LocalRuntime,
 };
 
 /// The agent binds its socket, then restricts it to 0600: only then is it ready.
@@ -71,7 +72,16 @@ impl LocalRuntime {
         dirs.create()?;
         // 3. The writable layer on a filesystem of its own, the disk limit's size: a full
         //    disk is the sandbox's ENOSPC, never the host's.
-        if let Some(bytes) = spec.limits.disk_bytes {
+        let disk_bytes = spec
+            .limits
+            .disk_bytes
+            .filter(|_| self.disk_mode != DiskLimitMode::None);
+        if let (Some(bytes), DiskLimitMode::ProjectQuota) = (disk_bytes, self.disk_mode) {
+            // Or a project of its own on the runtime root's filesystem: `disk/` stays a
+            // plain directory, and what is made below it inherits the project.
+            quota::assign(&dirs.disk, bytes)?;
+            disk::prepare_layer(&dirs.upper, &dirs.work)?;
+        } else if let Some(bytes) = disk_bytes {
             let (pool, image, disk) = (
                 Arc::clone(&self.disks),
                 dirs.image.clone(),

@@ -7,7 +7,7 @@ use std::io::ErrorKind;
 use crate::error::{Result, RuntimeError};
 use crate::local::cgroup::{CgroupBackend, SandboxCgroup};
 use crate::local::layout::SandboxDirs;
-use crate::local::overlay;
+use crate::local::{overlay, quota};
 
 /// Kills, unmounts, removes. Blocking: run it off the async threads.
 pub fn teardown(
@@ -26,6 +26,10 @@ pub fn teardown(
     for mount in others.iter().chain(&disk) {
         overlay::unmount(mount)?;
     }
+    // A project quota's limits are cleared before its files go: once they are gone the
+    // id is free for another sandbox (`quota.rs`), and a crash in between leaves a
+    // directory the next reconcile removes, never limits on someone else's files.
+    quota::release(&dirs.disk);
     match fs::remove_dir_all(&dirs.base) {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::NotFound => {}

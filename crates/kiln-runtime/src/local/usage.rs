@@ -6,13 +6,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::local::cgroup::SandboxCgroup;
-use crate::local::disk;
+use crate::local::{disk, quota};
 use crate::spec::ResourceUsage;
 
 /// Reads the usage of a sandbox with `cgroup`; `disk` is its mounted disk, when limited.
 pub fn read(cgroup: &SandboxCgroup, disk: Option<&Path>) -> ResourceUsage {
     let mut usage = ResourceUsage {
-        disk_used_bytes: disk.and_then(disk::space).map(|(_, used)| used),
+        // A project quota's charge, else the used space of the sandbox's own filesystem.
+        disk_used_bytes: disk
+            .and_then(|d| quota::used_bytes(d).or_else(|| disk::space(d).map(|(_, used)| used))),
         ..ResourceUsage::default()
     };
     for dir in &cgroup.dirs {
