@@ -9,7 +9,7 @@ use crate::ConfigError;
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfig {
     /// `local` (sandboxes on this machine), `docker` (containers in a Docker engine,
-    /// `[runtime.docker]`) or `none` (no sessions; datasets only).
+    /// `[runtime.docker]`), `kubernetes` (a Pod per sandbox, `[runtime.kubernetes]`) or `none` (no sessions; datasets only).
     pub backend: RuntimeBackend,
     /// The static `kiln-agent` to put in sandboxes; by default the one built into `kiln`.
     pub agent_binary: Option<PathBuf>,
@@ -37,6 +37,8 @@ pub struct RuntimeConfig {
     pub disk_pool: usize,
     /// `[runtime.docker]`: the Docker backend's engine and agent connection.
     pub docker: crate::docker::DockerConfig,
+    /// `[runtime.kubernetes]`: the Kubernetes backend's cluster, namespace and Pods.
+    pub kubernetes: crate::kubernetes::KubernetesConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -44,6 +46,7 @@ pub struct RuntimeConfig {
 pub enum RuntimeBackend {
     Local,
     Docker,
+    Kubernetes,
     None,
 }
 
@@ -62,6 +65,7 @@ impl Default for RuntimeConfig {
             max_disk_mib: 100 * 1024,
             disk_pool: 4,
             docker: crate::docker::DockerConfig::default(),
+            kubernetes: crate::kubernetes::KubernetesConfig::default(),
         }
     }
 }
@@ -79,7 +83,8 @@ impl RuntimeConfig {
                 "runtime.disk_pool must be at most 256".into(),
             ));
         }
-        self.docker.check()
+        self.docker.check()?;
+        self.kubernetes.check()
     }
 }
 
