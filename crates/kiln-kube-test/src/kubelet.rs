@@ -24,6 +24,7 @@ const AGENT_PATH: &str = "/.kiln/agent";
 
 pub(super) fn run(shared: Arc<Shared>, ns: String, name: String) {
     tokio::spawn(async move {
+        tokio::time::sleep(shared.options.start_delay).await;
         let pod = shared.lock().pods.get(&(ns.clone(), name.clone())).cloned();
         if let Some(pod) = pod {
             start(&shared, &ns, &name, pod).await;

@@ -44,6 +44,9 @@ pub struct ClusterOptions {
     pub node_memory_bytes: u64,
     /// How often watches that allow them get a bookmark.
     pub bookmark_interval: Duration,
+    /// How long the kubelet waits before it takes up a new Pod (so that a client's
+    /// list sees it Pending and the rest comes through its watch).
+    pub start_delay: Duration,
 }
 
 impl ClusterOptions {
@@ -55,6 +58,7 @@ impl ClusterOptions {
             missing_images: Vec::new(),
             node_memory_bytes: 8 << 30,
             bookmark_interval: Duration::from_millis(200),
+            start_delay: Duration::ZERO,
         }
     }
 }

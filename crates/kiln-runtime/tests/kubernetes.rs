@@ -21,10 +21,15 @@ fn id(s: &str) -> SandboxId {
 }
 
 async fn cluster(missing: &[&str]) -> TestCluster {
+    cluster_with(missing, Duration::ZERO).await
+}
+
+async fn cluster_with(missing: &[&str], start_delay: Duration) -> TestCluster {
     let mut options = ClusterOptions::new(kiln_test_support::agent_binary(), AGENT_IMAGE);
     options.missing_images = missing.iter().map(|s| s.to_string()).collect();
     options.node_memory_bytes = 4 << 30;
     options.bookmark_interval = Duration::from_millis(50);
+    options.start_delay = start_delay;
     TestCluster::start(options).await.unwrap()
 }
 
@@ -184,10 +189,13 @@ async fn pods_that_cannot_start_fail_at_once_and_clearly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_and_expired_watches_are_resumed_and_a_death_is_seen() {
-    let cluster = cluster(&[]).await;
+    // The kubelet waits, so the backend's list sees the Pod Pending and its readiness
+    // can only come through the watch.
+    let cluster = cluster_with(&[], Duration::from_millis(300)).await;
     let rt = runtime(&cluster, "node-a");
     let sid = id("watched");
-    // The first watches end after one event each: readiness still arrives, by resuming.
+    // The first watches end after one event each (Running, then Ready): readiness still
+    // arrives, by resuming.
     cluster.break_next_watches(2);
     rt.create(spec(&sid, "python:3.12")).await.unwrap();
     assert!(

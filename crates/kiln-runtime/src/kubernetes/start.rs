@@ -140,6 +140,16 @@ impl KubeRuntime {
         if let Some(failure) = status::failure(&pod) {
             return Err(failed(id, image, failure));
         }
+        if !status::is_ready(&pod) {
+            // The watch ended without an answer (the runtime is going away).
+            return Err(RuntimeError::StartFailed {
+                id: id.to_string(),
+                reason: format!(
+                    "its Pod's watch ended before it was ready ({})",
+                    describe(&view.borrow())
+                ),
+            });
+        }
         let ip = status::pod_ip(&pod).ok_or_else(|| RuntimeError::StartFailed {
             id: id.to_string(),
             reason: "its Pod is ready without an address".into(),
