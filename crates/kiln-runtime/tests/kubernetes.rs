@@ -324,3 +324,53 @@ async fn a_real_cluster_runs_a_sandbox() {
     let err = rt.create(missing).await.unwrap_err();
     assert!(matches!(err, RuntimeError::ImageNotFound { .. }), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_backend_opens_reports_health_and_runs() {
+    let cluster = cluster(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = kiln_config::RuntimeConfig {
+        backend: kiln_config::RuntimeBackend::Kubernetes,
+        memory_mib: 512,
+        ..Default::default()
+    };
+    config.kubernetes.kubeconfig = Some(cluster.kubeconfig());
+    config.kubernetes.namespace = NS.into();
+    config.kubernetes.agent_image = AGENT_IMAGE.into();
+    config.kubernetes.node = Some("cfg-node".into());
+    let opened = kiln_runtime::open(&config, dir.path(), &dir.path().join("images")).unwrap();
+    assert_eq!(opened.location, "kubernetes:cfg-node/sandboxes");
+    assert_eq!(opened.limits.memory_bytes, Some(512 << 20));
+    let health = opened.runtime.health().await;
+    assert!(health.is_ready(), "{health:?}");
+    assert!(health.checks[0].detail.contains("v1.35.0"), "{health:?}");
+
+    let sid = id("configured");
+    let mut spec = SandboxSpec::image(sid.clone(), "python:3.12");
+    spec.limits = opened.limits;
+    opened.runtime.create(spec).await.unwrap();
+    let (_, out) = sh(opened.runtime.as_ref(), &sid, "echo configured").await;
+    assert_eq!(out, "configured\n");
+    let pod = &cluster.pods()[0];
+    assert_eq!(
+        pod.metadata.labels.as_ref().unwrap()["kiln.dev/node"],
+        "cfg-node"
+    );
+    opened.runtime.shutdown().await.unwrap();
+    assert!(cluster.pods().is_empty());
+
+    // An unreachable cluster is a clear "not ready", not a hang or a panic.
+    config.kubernetes.kubeconfig = Some(dir.path().join("missing-kubeconfig"));
+    let opened = kiln_runtime::open(&config, dir.path(), &dir.path().join("images")).unwrap();
+    let health = opened.runtime.health().await;
+    assert!(!health.is_ready());
+    let err = opened
+        .runtime
+        .create(SandboxSpec::image(id("nowhere"), "python:3.12"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RuntimeError::HostNotReady(m) if m.contains("kubeconfig")),
+        "{err}"
+    );
+}
