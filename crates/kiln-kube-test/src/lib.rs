@@ -242,6 +242,16 @@ impl TestCluster {
         self.shared.lock().policies.values().cloned().collect()
     }
 
+    /// Adds a NetworkPolicy directly (e.g. the leftover of a crashed create).
+    pub fn insert_network_policy(&self, namespace: &str, mut policy: NetworkPolicy) {
+        let name = policy.metadata.name.clone().unwrap_or_default();
+        policy.metadata.namespace = Some(namespace.to_string());
+        self.shared
+            .lock()
+            .policies
+            .insert((namespace.to_string(), name), policy);
+    }
+
     /// Kills Pod `name`'s running container, its status then saying `reason` (e.g.
     /// `OOMKilled`), as a kubelet would for a container out of memory.
     pub fn kill_container(&self, namespace: &str, name: &str, reason: &str) -> bool {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kiln_kube_test::{ClusterOptions, TestCluster};
 use kiln_protocol::{ExecRequest, WriteFileRequest};
-use kiln_runtime::kubernetes::{pod_name, KubeRuntime, KubeSettings};
+use kiln_runtime::kubernetes::{network_policy, pod_name, KubeRuntime, KubeSettings};
 use kiln_runtime::{Limits, Runtime, RuntimeError, SandboxExit, SandboxId, SandboxSpec};
 
 const AGENT_IMAGE: &str = "kiln/agent:test";
@@ -266,6 +266,13 @@ async fn reconcile_adopts_known_pods_and_removes_the_rest_of_its_node() {
         .await
         .unwrap();
 
+    // A crash between a NetworkPolicy's create and its Pod's left policies behind.
+    let orphan = id("orphan");
+    let a = runtime(&cluster, "node-a");
+    cluster.insert_network_policy(NS, network_policy(a.settings(), &orphan));
+    let b = runtime(&cluster, "node-b");
+    cluster.insert_network_policy(NS, network_policy(b.settings(), &id("b-orphan")));
+
     // A restarted server of node-a: knows `kept` only.
     let restarted = runtime(&cluster, "node-a");
     let report = restarted
@@ -273,7 +280,7 @@ async fn reconcile_adopts_known_pods_and_removes_the_rest_of_its_node() {
         .await
         .unwrap();
     assert_eq!(report.adopted, vec![kept.clone()]);
-    assert_eq!(report.removed, vec![pod_name(&dropped)]);
+    assert_eq!(report.removed, vec![pod_name(&dropped), pod_name(&orphan)]);
     let (_, out) = sh(&restarted, &kept, "echo adopted").await;
     assert_eq!(out, "adopted\n");
     let names: Vec<_> = cluster
@@ -286,6 +293,16 @@ async fn reconcile_adopts_known_pods_and_removes_the_rest_of_its_node() {
         "another node's Pod was touched"
     );
     assert!(!names.contains(&pod_name(&dropped)));
+    let policies: Vec<_> = cluster
+        .network_policies()
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert!(!policies.contains(&pod_name(&orphan)));
+    assert!(
+        policies.contains(&pod_name(&id("b-orphan"))),
+        "another node's policy was touched"
+    );
     restarted.shutdown().await.unwrap();
     neighbour.shutdown().await.unwrap();
     assert!(cluster.pods().is_empty());

@@ -306,6 +306,20 @@ impl Runtime for KubeRuntime {
                 }
             }
         }
+        // Policies whose Pod never came (a crash between the two creates) go too.
+        let policies = self.policies(&client);
+        let (listed, _) = retry(|| policies.list(&params)).await;
+        let live: Vec<String> = pods
+            .iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        for policy in listed.map(|l| l.items).unwrap_or_default() {
+            let name = policy.metadata.name.unwrap_or_default();
+            if !live.contains(&name) {
+                self.delete_objects(&client, &name).await?;
+                report.removed.push(name);
+            }
+        }
         for id in known {
             if !seen.contains(id) && !self.table().contains_key(id) {
                 report.lost.push(id.clone());
