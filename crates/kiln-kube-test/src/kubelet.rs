@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
     Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodStatus,
+    ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodStatus, Secret,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
@@ -162,7 +162,19 @@ async fn start(shared: &Arc<Shared>, ns: &str, name: &str, pod: Pod) {
         );
         return;
     }
-    let (program, args, env) = command(main, ip);
+    let secrets = shared.lock().secrets.clone();
+    let Some((program, args, env)) = command(main, ip, ns, &secrets) else {
+        let state = waiting("CreateContainerConfigError", "a secret it names is missing");
+        set_pending(
+            shared,
+            ns,
+            name,
+            ip,
+            init_statuses,
+            vec![container_status(main, state, false)],
+        );
+        return;
+    };
     if program != AGENT_PATH {
         let state = waiting(
             "RunContainerError",
@@ -303,8 +315,14 @@ fn set_pending(
 }
 
 /// The container's program, its arguments with `$(VAR)` expanded, and its environment
-/// (`status.podIP` from the downward API; other sources are not imitated).
-fn command(c: &Container, ip: Ipv4Addr) -> (String, Vec<String>, BTreeMap<String, String>) {
+/// (`status.podIP` from the downward API, `secretKeyRef`s from the namespace's Secrets;
+/// other sources are not imitated). `None` when a Secret or key it names is missing.
+fn command(
+    c: &Container,
+    ip: Ipv4Addr,
+    ns: &str,
+    secrets: &BTreeMap<(String, String), Secret>,
+) -> Option<(String, Vec<String>, BTreeMap<String, String>)> {
     let mut env = BTreeMap::from([(
         "PATH".to_string(),
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
@@ -312,10 +330,19 @@ fn command(c: &Container, ip: Ipv4Addr) -> (String, Vec<String>, BTreeMap<String
     for var in c.env.iter().flatten() {
         let value = match (&var.value, &var.value_from) {
             (Some(v), _) => v.clone(),
-            (None, Some(from)) => match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
-                Some("status.podIP") => ip.to_string(),
-                _ => String::new(),
-            },
+            (None, Some(from)) => {
+                if let Some(key) = &from.secret_key_ref {
+                    let secret = secrets.get(&(ns.to_string(), key.name.clone()))?;
+                    let bytes = secret.data.as_ref()?.get(&key.key)?;
+                    String::from_utf8(bytes.0.clone()).ok()?
+                } else if from.field_ref.as_ref().map(|f| f.field_path.as_str())
+                    == Some("status.podIP")
+                {
+                    ip.to_string()
+                } else {
+                    String::new()
+                }
+            }
             (None, None) => String::new(),
         };
         env.insert(var.name.clone(), value);
@@ -334,5 +361,5 @@ fn command(c: &Container, ip: Ipv4Addr) -> (String, Vec<String>, BTreeMap<String
     } else {
         argv.remove(0)
     };
-    (program, argv, env)
+    Some((program, argv, env))
 }

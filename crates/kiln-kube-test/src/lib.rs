@@ -1,5 +1,5 @@
 //! A test Kubernetes API server: the subset Kiln's Kubernetes backend uses — discovery,
-//! Pods (create, get, list and watch by label and name, delete), NetworkPolicies — with
+//! Pods (create, get, list and watch by label and name, delete), NetworkPolicies, Secrets — with
 //! resourceVersions, bookmarks, 410 Gone for a compacted version, and injected faults
 //! (an HTTP status on the next N calls, watches that break). Its test kubelet "runs" each
 //! Pod: schedules it against a memory capacity, fails images it is told are missing, and
@@ -26,7 +26,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use k8s_openapi::api::core::v1::{Pod, PodStatus, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
@@ -75,6 +75,7 @@ struct Inner {
     version: u64,
     pods: BTreeMap<(String, String), Pod>,
     policies: BTreeMap<(String, String), NetworkPolicy>,
+    secrets: BTreeMap<(String, String), Secret>,
     history: VecDeque<Event>,
     /// Watches from versions below this get 410 Gone.
     compacted_below: u64,
@@ -237,6 +238,11 @@ impl TestCluster {
         self.shared.lock().pods.values().cloned().collect()
     }
 
+    /// The Secrets there are now.
+    pub fn secrets(&self) -> Vec<Secret> {
+        self.shared.lock().secrets.values().cloned().collect()
+    }
+
     /// The NetworkPolicies there are now.
     pub fn network_policies(&self) -> Vec<NetworkPolicy> {
         self.shared.lock().policies.values().cloned().collect()
@@ -279,6 +285,14 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/apis", get(api_groups))
         .route(pods, get(list_pods).post(create_pod))
         .route(&format!("{pods}/{{name}}"), get(get_pod).delete(delete_pod))
+        .route(
+            "/api/v1/namespaces/{ns}/secrets",
+            get(list_secrets).post(create_secret),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/secrets/{name}",
+            get(get_secret).delete(delete_secret),
+        )
         .route(policies, get(list_policies).post(create_policy))
         .route(
             &format!("{policies}/{{name}}"),
@@ -535,5 +549,64 @@ async fn delete_policy(
             "NotFound",
             &format!("networkpolicies \"{name}\" not found"),
         ),
+    }
+}
+
+async fn list_secrets(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    UrlPath(ns): UrlPath<String>,
+    Query(query): Query<Selectors>,
+) -> Response {
+    let inner = shared.lock();
+    let items: Vec<&Secret> = inner
+        .secrets
+        .iter()
+        .filter(|((n, _), s)| *n == ns && query.matches(&s.metadata))
+        .map(|(_, s)| s)
+        .collect();
+    Json(json!({"kind": "SecretList", "apiVersion": "v1",
+        "metadata": {"resourceVersion": inner.version.to_string()}, "items": items}))
+    .into_response()
+}
+
+async fn create_secret(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    UrlPath(ns): UrlPath<String>,
+    Json(mut secret): Json<Secret>,
+) -> Response {
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let mut inner = shared.lock();
+    let key = (ns.clone(), name.clone());
+    if inner.secrets.contains_key(&key) {
+        return status(
+            409,
+            "AlreadyExists",
+            &format!("secrets \"{name}\" already exists"),
+        );
+    }
+    inner.version += 1;
+    secret.metadata.namespace = Some(ns);
+    secret.metadata.resource_version = Some(inner.version.to_string());
+    inner.secrets.insert(key, secret.clone());
+    (StatusCode::CREATED, Json(secret)).into_response()
+}
+
+async fn get_secret(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+) -> Response {
+    match shared.lock().secrets.get(&(ns, name.clone())) {
+        Some(secret) => Json(secret).into_response(),
+        None => status(404, "NotFound", &format!("secrets \"{name}\" not found")),
+    }
+}
+
+async fn delete_secret(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+) -> Response {
+    match shared.lock().secrets.remove(&(ns, name.clone())) {
+        Some(secret) => Json(secret).into_response(),
+        None => status(404, "NotFound", &format!("secrets \"{name}\" not found")),
     }
 }

@@ -88,6 +88,16 @@ async fn a_pod_sandbox_runs_commands_and_files_and_goes_away() {
     assert_eq!(pods[0].metadata.name.as_deref(), Some(name.as_str()));
     let policies = cluster.network_policies();
     assert_eq!(policies[0].metadata.name.as_deref(), Some(name.as_str()));
+    // The agent's secret is in a Secret of the same name, not in the Pod spec.
+    assert_eq!(
+        cluster.secrets()[0].metadata.name.as_deref(),
+        Some(name.as_str())
+    );
+    let spec_json = serde_json::to_string(&pods[0].spec).unwrap();
+    let secrets = cluster.secrets();
+    let secret = &secrets[0].data.as_ref().unwrap()["agent-secret"].0;
+    assert_eq!(secret.len(), 32);
+    assert!(!spec_json.contains(std::str::from_utf8(secret).unwrap()));
 
     // Commands run through the injected agent, with the Pod's environment, and never
     // see the agent's secret.
@@ -122,6 +132,7 @@ async fn a_pod_sandbox_runs_commands_and_files_and_goes_away() {
     rt.destroy(&sid).await.unwrap();
     assert!(cluster.pods().is_empty());
     assert!(cluster.network_policies().is_empty());
+    assert!(cluster.secrets().is_empty());
     assert!(matches!(
         rt.exec(&sid, ExecRequest::shell("true")).await,
         Err(RuntimeError::NotFound(_))

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    ObjectFieldSelector, Pod, PodSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecurityContext, TCPSocketAction, Volume, VolumeMount,
+    ObjectFieldSelector, Pod, PodSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
+    SecretKeySelector, SecurityContext, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec,
@@ -15,6 +15,7 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::ByteString;
 
 use super::KubeSettings;
 use crate::spec::{Limits, SandboxId, SandboxSpec};
@@ -37,6 +38,8 @@ pub const SANDBOX_LABEL: &str = "kiln.dev/sandbox";
 pub const ID_ANNOTATION: &str = "kiln.dev/sandbox-id";
 /// The variable the agent reads its secret from.
 pub const SECRET_ENV: &str = "KILN_AGENT_SECRET";
+/// The key of the agent's secret in the sandbox's Secret.
+pub const SECRET_KEY: &str = "agent-secret";
 /// The Pod's IP (downward API), which the agent listens on.
 const POD_IP_ENV: &str = "KILN_POD_IP";
 const AGENT_VOLUME: &str = "kiln-agent";
@@ -126,8 +129,8 @@ fn env_var(name: &str, value: &str) -> EnvVar {
 
 /// The sandbox's Pod: the image as asked, its command replaced by the agent (copied in
 /// by an init container from `settings.agent_image`), listening on the Pod's IP with
-/// `secret`.
-pub fn sandbox_pod(settings: &KubeSettings, spec: &SandboxSpec, image: &str, secret: &str) -> Pod {
+/// the secret of its Secret ([`agent_secret`]).
+pub fn sandbox_pod(settings: &KubeSettings, spec: &SandboxSpec, image: &str) -> Pod {
     let name = pod_name(&spec.id);
     let port = i32::from(settings.agent_port);
     let mut env: Vec<EnvVar> = spec
@@ -147,7 +150,19 @@ pub fn sandbox_pod(settings: &KubeSettings, spec: &SandboxSpec, image: &str, sec
             ..Default::default()
         }),
     });
-    env.push(env_var(SECRET_ENV, secret));
+    // From a Secret, not the Pod spec: reading Pods must not be enough to reach agents.
+    env.push(EnvVar {
+        name: SECRET_ENV.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: name.clone(),
+                key: SECRET_KEY.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+    });
     let agent_mount = |read_only| VolumeMount {
         name: AGENT_VOLUME.into(),
         mount_path: AGENT_DIR.into(),
@@ -234,6 +249,25 @@ pub fn sandbox_pod(settings: &KubeSettings, spec: &SandboxSpec, image: &str, sec
     }
 }
 
+/// The Secret holding the agent's secret, named like the Pod.
+pub fn agent_secret(settings: &KubeSettings, id: &SandboxId, secret: &str) -> Secret {
+    let name = pod_name(id);
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(settings.namespace.clone()),
+            labels: Some(labels(settings, &name)),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            SECRET_KEY.to_string(),
+            ByteString(secret.as_bytes().to_vec()),
+        )])),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
+}
+
 /// No egress at all; ingress only to the agent's port (the server dials it).
 pub fn network_policy(settings: &KubeSettings, id: &SandboxId) -> NetworkPolicy {
     let name = pod_name(id);
@@ -308,13 +342,7 @@ mod tests {
 
     #[test]
     fn the_pod_injects_the_agent_and_locks_down() {
-        let pod = serde_json::to_value(sandbox_pod(
-            &settings(),
-            &spec(),
-            "python:3.12",
-            "s".repeat(32).as_str(),
-        ))
-        .unwrap();
+        let pod = serde_json::to_value(sandbox_pod(&settings(), &spec(), "python:3.12")).unwrap();
         let spec = &pod["spec"];
         assert_eq!(spec["automountServiceAccountToken"], false);
         assert_eq!(spec["enableServiceLinks"], false);
@@ -353,7 +381,23 @@ mod tests {
         let env = main["env"].as_array().unwrap();
         let secrets: Vec<_> = env.iter().filter(|e| e["name"] == SECRET_ENV).collect();
         assert_eq!(secrets.len(), 1, "the caller cannot set the agent's secret");
-        assert_eq!(secrets[0]["value"], "s".repeat(32));
+        assert!(
+            secrets[0].get("value").is_none(),
+            "the secret is not in the Pod spec"
+        );
+        assert_eq!(
+            secrets[0]["valueFrom"]["secretKeyRef"]["name"],
+            pod["metadata"]["name"]
+        );
+        assert_eq!(secrets[0]["valueFrom"]["secretKeyRef"]["key"], SECRET_KEY);
+        let secret = serde_json::to_value(agent_secret(
+            &settings(),
+            &SandboxId::new("Sess_01").unwrap(),
+            "abc",
+        ))
+        .unwrap();
+        assert_eq!(secret["data"][SECRET_KEY], "YWJj");
+        assert_eq!(secret["metadata"]["name"], pod["metadata"]["name"]);
         assert!(env
             .iter()
             .any(|e| e["name"] == "LANG" && e["value"] == "C.UTF-8"));

@@ -306,15 +306,28 @@ impl Runtime for KubeRuntime {
                 }
             }
         }
-        // Policies whose Pod never came (a crash between the two creates) go too.
-        let policies = self.policies(&client);
+        // Policies and Secrets whose Pod never came (a crash between the creates) go too.
+        let (policies, secrets) = (self.policies(&client), self.secrets(&client));
         let (listed, _) = retry(|| policies.list(&params)).await;
+        let mut names: Vec<String> = listed
+            .map(|l| {
+                l.items
+                    .into_iter()
+                    .filter_map(|p| p.metadata.name)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (listed, _) = retry(|| secrets.list(&params)).await;
+        for secret in listed.map(|l| l.items).unwrap_or_default() {
+            names.extend(secret.metadata.name);
+        }
+        names.sort();
+        names.dedup();
         let live: Vec<String> = pods
             .iter()
             .filter_map(|p| p.metadata.name.clone())
             .collect();
-        for policy in listed.map(|l| l.items).unwrap_or_default() {
-            let name = policy.metadata.name.unwrap_or_default();
+        for name in names {
             if !live.contains(&name) {
                 self.delete_objects(&client, &name).await?;
                 report.removed.push(name);

@@ -6,14 +6,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kiln_protocol::AsyncAgentClient;
 use kube::api::{Api, DeleteParams, PostParams};
 use rand::Rng;
 use tokio::sync::watch as channel;
 
-use super::pod::{self, SANDBOX_CONTAINER, SECRET_ENV};
+use super::pod::{self, SANDBOX_CONTAINER, SECRET_KEY};
 use super::retry::retry;
 use super::status::{self, PodFailure};
 use super::watch::{watch_pod, PodView};
@@ -27,6 +27,10 @@ const CONNECT_POLL: Duration = Duration::from_millis(20);
 
 impl KubeRuntime {
     pub(super) fn pods(&self, client: &kube::Client) -> Api<Pod> {
+        Api::namespaced(client.clone(), &self.settings.namespace)
+    }
+
+    pub(super) fn secrets(&self, client: &kube::Client) -> Api<Secret> {
         Api::namespaced(client.clone(), &self.settings.namespace)
     }
 
@@ -52,7 +56,7 @@ impl KubeRuntime {
         };
         let id = &spec.id;
         let name = pod::pod_name(id);
-        let secret = new_secret();
+        let secret = self.make_secret(client, id).await?;
         let policy = pod::network_policy(&self.settings, id);
         let (policies, pods, post) = (
             self.policies(client),
@@ -64,9 +68,12 @@ impl KubeRuntime {
             // A leftover of ours by the same name selects the same Pod the same way.
             Ok(_) => {}
             Err(err) if api_code(&err) == Some(409) => {}
-            Err(err) => return Err(api_err(id, "the cluster refused the NetworkPolicy", &err)),
+            Err(err) => {
+                let _ = self.delete_objects(client, &name).await;
+                return Err(api_err(id, "the cluster refused the NetworkPolicy", &err));
+            }
         }
-        let body = pod::sandbox_pod(&self.settings, spec, &image, &secret);
+        let body = pod::sandbox_pod(&self.settings, spec, &image);
         let (created, retried) = retry(|| pods.create(&post, &body)).await;
         match created {
             Ok(_) => {}
@@ -172,14 +179,7 @@ impl KubeRuntime {
                 reason: "its Pod is not ready".into(),
             });
         }
-        let secret = pod
-            .spec
-            .iter()
-            .flat_map(|s| s.containers.iter())
-            .filter(|c| c.name == SANDBOX_CONTAINER)
-            .flat_map(|c| c.env.iter().flatten())
-            .find(|e| e.name == SECRET_ENV)
-            .and_then(|e| e.value.clone());
+        let secret = self.read_secret(client, &name).await;
         let ip = status::pod_ip(pod).ok_or_else(|| RuntimeError::StartFailed {
             id: id.to_string(),
             reason: "its Pod has no address".into(),
@@ -202,7 +202,33 @@ impl KubeRuntime {
         })
     }
 
-    /// Deletes Pod and NetworkPolicy `name` at once (no grace: the sandbox is thrown
+    /// Creates the sandbox's Secret with a fresh secret and returns it; a leftover of
+    /// the same name (a crashed create) is used as it is.
+    async fn make_secret(&self, client: &kube::Client, id: &SandboxId) -> Result<String> {
+        let secrets = self.secrets(client);
+        let fresh = new_secret();
+        let body = pod::agent_secret(&self.settings, id, &fresh);
+        let post = PostParams::default();
+        let (created, _) = retry(|| secrets.create(&post, &body)).await;
+        match created {
+            Ok(_) => Ok(fresh),
+            Err(err) if api_code(&err) == Some(409) => self
+                .read_secret(client, &pod::pod_name(id))
+                .await
+                .ok_or_else(|| api_err(id, "cannot read the agent's Secret", &err)),
+            Err(err) => Err(api_err(id, "the cluster refused the Secret", &err)),
+        }
+    }
+
+    /// The agent's secret from Secret `name`.
+    async fn read_secret(&self, client: &kube::Client, name: &str) -> Option<String> {
+        let secrets = self.secrets(client);
+        let (found, _) = retry(|| secrets.get(name)).await;
+        let bytes = found.ok()?.data?.remove(SECRET_KEY)?.0;
+        String::from_utf8(bytes).ok()
+    }
+
+    /// Deletes Pod, NetworkPolicy and Secret `name` at once (no grace: the sandbox is thrown
     /// away); whether the Pod was there.
     pub(super) async fn delete_objects(&self, client: &kube::Client, name: &str) -> Result<bool> {
         let now = DeleteParams {
@@ -224,6 +250,13 @@ impl KubeRuntime {
         if let Err(err) = deleted {
             if api_code(&err) != Some(404) {
                 tracing::warn!(policy = name, error = %err, "cannot delete NetworkPolicy");
+            }
+        }
+        let secrets = self.secrets(client);
+        let (deleted, _) = retry(|| secrets.delete(name, &now)).await;
+        if let Err(err) = deleted {
+            if api_code(&err) != Some(404) {
+                tracing::warn!(secret = name, error = %err, "cannot delete Secret");
             }
         }
         Ok(existed)
