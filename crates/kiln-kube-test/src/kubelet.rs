@@ -190,6 +190,22 @@ async fn start(shared: &Arc<Shared>, ns: &str, name: &str, pod: Pod) {
         );
         return;
     }
+    let main = main.clone();
+    run_agent(shared, ns, name, ip, &main, init_statuses, (args, env)).await;
+}
+
+/// Runs the agent as a process of this machine until it exits, is killed, or its Pod is
+/// deleted, reporting each step in the Pod's status.
+async fn run_agent(
+    shared: &Arc<Shared>,
+    ns: &str,
+    name: &str,
+    ip: Ipv4Addr,
+    main: &Container,
+    init_statuses: Vec<ContainerStatus>,
+    (args, env): (Vec<String>, BTreeMap<String, String>),
+) {
+    let options = &shared.options;
     let workdir = shared.dir_for(ns, name);
     let _ = std::fs::create_dir_all(&workdir);
     let child = tokio::process::Command::new(&options.agent_binary)
