@@ -29,6 +29,9 @@ mod webhooks;
 // `[eval]`: eval runs (`/v1/parallel/runs`).
 mod eval;
 pub use eval::EvalConfig;
+// `[runtime.kubernetes]`: the Kubernetes backend.
+mod kubernetes;
+pub use kubernetes::KubernetesConfig;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

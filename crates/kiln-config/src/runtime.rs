@@ -9,7 +9,7 @@ use crate::ConfigError;
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfig {
     /// `local` (sandboxes on this machine), `docker` (containers in a Docker engine,
-    /// `[runtime.docker]`) or `none` (no sessions; datasets only).
+    /// `[runtime.docker]`), `kubernetes` (a Pod per sandbox, `[runtime.kubernetes]`) or `none` (no sessions; datasets only).
     pub backend: RuntimeBackend,
     /// The static `kiln-agent` to put in sandboxes; by default the one built into `kiln`.
     pub agent_binary: Option<PathBuf>,
@@ -40,6 +40,8 @@ pub struct RuntimeConfig {
     pub disk_limit_mode: crate::quota::DiskLimitMode,
     /// `[runtime.docker]`: the Docker backend's engine and agent connection.
     pub docker: crate::docker::DockerConfig,
+    /// `[runtime.kubernetes]`: the Kubernetes backend's cluster, namespace and Pods.
+    pub kubernetes: crate::kubernetes::KubernetesConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -47,6 +49,7 @@ pub struct RuntimeConfig {
 pub enum RuntimeBackend {
     Local,
     Docker,
+    Kubernetes,
     None,
 }
 
@@ -66,6 +69,7 @@ impl Default for RuntimeConfig {
             disk_pool: 4,
             disk_limit_mode: crate::quota::DiskLimitMode::Auto,
             docker: crate::docker::DockerConfig::default(),
+            kubernetes: crate::kubernetes::KubernetesConfig::default(),
         }
     }
 }
@@ -83,7 +87,8 @@ impl RuntimeConfig {
                 "runtime.disk_pool must be at most 256".into(),
             ));
         }
-        self.docker.check()
+        self.docker.check()?;
+        self.kubernetes.check()
     }
 }
 

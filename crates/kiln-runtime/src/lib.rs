@@ -27,6 +27,7 @@
 pub mod docker;
 pub mod error;
 pub mod host_report;
+pub mod kubernetes;
 pub mod local;
 pub mod node;
 mod open;

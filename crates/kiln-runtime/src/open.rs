@@ -49,6 +49,7 @@ pub fn open(
         RuntimeBackend::None => Err(Unavailable::new("runtime.backend is \"none\"")),
         RuntimeBackend::Local => open_local(config, data_dir, images_dir, None),
         RuntimeBackend::Docker => open_docker(config, data_dir, images_dir, None),
+        RuntimeBackend::Kubernetes => Ok(open_kubernetes(config, None)),
     }
 }
 
@@ -65,6 +66,7 @@ pub fn open_at(
     match config.backend {
         RuntimeBackend::Local => open_local(config, data_dir, images_dir, Some(runtime_root)),
         RuntimeBackend::Docker => open_docker(config, data_dir, images_dir, Some(runtime_root)),
+        RuntimeBackend::Kubernetes => Ok(open_kubernetes(config, Some(runtime_root))),
         RuntimeBackend::None => open(config, data_dir, images_dir),
     }
 }
@@ -208,6 +210,24 @@ pub fn open_images(
                 .collect()
         })),
     )
+}
+
+/// The Kubernetes backend: a Pod per sandbox in the cluster `[runtime.kubernetes]` names.
+/// The client is built on first use, so opening needs no cluster yet.
+fn open_kubernetes(config: &RuntimeConfig, runtime_root: Option<&Path>) -> Opened {
+    let kube = &config.kubernetes;
+    let mut node = hostname();
+    if let Some(name) = runtime_root.and_then(Path::file_name) {
+        // Nodes sharing a data directory each reconcile their own Pods only.
+        node = format!("{node}-{}", name.to_string_lossy());
+    }
+    let settings = crate::kubernetes::KubeSettings::from_config(kube, &node);
+    let location = format!("kubernetes:{}/{}", settings.node, settings.namespace);
+    Opened {
+        runtime: Arc::new(crate::kubernetes::KubeRuntime::new(settings)),
+        limits: default_limits(config),
+        location,
+    }
 }
 
 fn hostname() -> String {
