@@ -68,6 +68,17 @@ KILN_TEST_IMAGES_DIR="$KILN_TEST_IMAGES_DIR" KILN_TEST_DEMO_IMAGES=required \
 step "The demo dataset validates: every sample fails without its fix and passes with it"
 KILN_IMAGES_DIR="$KILN_TEST_IMAGES_DIR" target/debug/kiln datasets validate kiln-demo --data-dir "$(mktemp -d)"
 
+step "The demo dataset validates on the Docker backend too (its images loaded into a private dockerd)"
+if docker_host="$(scripts/start-dockerd.sh | tail -n 1)"; then
+  KILN_IMAGES_DIR="$KILN_TEST_IMAGES_DIR" KILN_RUNTIME__BACKEND=docker \
+    KILN_RUNTIME__DOCKER__HOST="$docker_host" KILN_RUNTIME__DOCKER__LABEL_PREFIX=kiln-ci-validate \
+    target/debug/kiln datasets validate kiln-demo --data-dir "$(mktemp -d)"
+elif [ "${KILN_REQUIRE_DOCKER:-}" = 1 ]; then
+  echo "KILN_REQUIRE_DOCKER=1 but dockerd cannot start here" >&2; exit 1
+else
+  echo "SKIPPED: dockerd cannot start here"
+fi
+
 step "kiln eval on the demo dataset: gold, empty, wrong and non-applying predictions; resume after a kill; a parallel run over /v1 (~30 s)"
 KILN_TEST_IMAGES_DIR="$KILN_TEST_IMAGES_DIR" KILN_TEST_DEMO_IMAGES=required \
   cargo test -p kiln-cli --test eval

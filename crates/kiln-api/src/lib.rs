@@ -44,6 +44,9 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
     use routes::*;
     let mut api = OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(health::health))
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .routes(routes!(health::startup))
         .routes(routes!(auth::refresh))
         .routes(routes!(auth::token))
         .routes(routes!(users::me))
@@ -108,6 +111,16 @@ pub fn router_with_shutdown(kiln: Arc<Kiln>, shutdown: kiln_mcp::CancellationTok
     let doc = Arc::new(doc);
     let (v1, v1_doc) = v1_routes().split_for_parts();
     let metrics = axum::routing::get(routes::metrics::metrics).with_state(state.clone());
+    // Document 002 lists the probes at the server's root (where Kubernetes asks them);
+    // the same handlers as `/api/v1/health/*`, outside the rate limiter.
+    let probes = Router::new()
+        .route("/health/live", axum::routing::get(routes::health::live))
+        .route("/health/ready", axum::routing::get(routes::health::ready))
+        .route(
+            "/health/startup",
+            axum::routing::get(routes::health::startup),
+        )
+        .with_state(state.clone());
     let api = finish_api(api, doc.clone(), &state);
     let v1 = finish_api(v1, Arc::new(v1_doc), &state);
     let mut app = Router::new();
@@ -118,6 +131,7 @@ pub fn router_with_shutdown(kiln: Arc<Kiln>, shutdown: kiln_mcp::CancellationTok
         .nest("/v1", v1)
         .route("/metrics", metrics)
         .merge(dashboard::routes())
+        .merge(probes)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(|_| {

@@ -1,7 +1,7 @@
 //! Request rate limits (GCRA token buckets from `governor`): per API key (per user for
 //! access tokens) on authenticated requests, per client address on everything else —
 //! sign-in, refresh, and requests whose credential fails, so guessing keys is throttled
-//! too. `/health` is exempt, so a monitor never sees a 429. Over a limit: 429
+//! too. `/health` (and its probes `/health/*`) is exempt, so a monitor never sees a 429. Over a limit: 429
 //! `rate_limited` with `Retry-After`.
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -126,7 +126,8 @@ pub(crate) async fn limit(
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if req.uri().path() == "/health" {
+    let path = req.uri().path();
+    if path == "/health" || path.starts_with("/health/") {
         return Ok(next.run(req).await);
     }
     let principal = match bearer_token(req.headers()) {

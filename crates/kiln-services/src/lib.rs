@@ -15,6 +15,7 @@ pub mod demo;
 mod error;
 pub mod eval_runs;
 pub mod github;
+pub mod health;
 mod ids;
 pub mod instances;
 pub mod metrics;
@@ -71,6 +72,8 @@ pub struct Kiln {
     pub base_images: base_images::BaseImageService,
     /// Eval runs on the server (`/v1/parallel/runs`).
     pub parallel_runs: eval_runs::parallel::ParallelRuns,
+    /// Set when [`Kiln::bootstrap`] finished (`health.rs`: the start-up probe).
+    started: std::sync::atomic::AtomicBool,
 }
 
 /// What happened at start that the operator must be told.
@@ -214,6 +217,7 @@ impl Kiln {
             agent_jobs,
             github,
             webhooks,
+            started: Default::default(),
         })
     }
 
@@ -246,6 +250,7 @@ impl Kiln {
             // A one-off node beside the server: the rest is the server's to recover and run.
             self.sessions.spawn_reaper();
             self.sessions.spawn_metering();
+            self.mark_started();
             return Ok(report);
         }
         self.instances.recover_execs().await?;
@@ -272,6 +277,7 @@ impl Kiln {
         self.webhooks.spawn_sender();
         self.accounts.spawn_sender();
         self.instances.snapshot_gc().spawn();
+        self.mark_started();
         Ok(report)
     }
 

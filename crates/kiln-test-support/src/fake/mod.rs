@@ -115,6 +115,8 @@ struct State {
     seed: Files,
     create_delay: Duration,
     create_failure: Option<String>,
+    /// What `health` reports (ready when empty).
+    health: HostReport,
     /// Destroys still remove the sandbox but answer this error (as when a backend cannot
     /// hand a workspace back).
     destroy_failure: Option<String>,
@@ -183,6 +185,11 @@ impl FakeRuntime {
     /// Makes `reference` an image this backend does not have (`ImageNotFound`).
     pub fn forget_image(&self, reference: &str) {
         self.lock().missing_images.insert(reference.to_string());
+    }
+
+    /// What `health` reports from now on (readiness probes); the default is ready.
+    pub fn set_health(&self, report: HostReport) {
+        self.lock().health = report;
     }
 
     /// Makes every create fail (`StartFailed`) with this reason; `None` restores them.
@@ -705,7 +712,7 @@ impl Runtime for FakeRuntime {
     }
 
     async fn health(&self) -> HostReport {
-        HostReport { checks: Vec::new() }
+        self.lock().health.clone()
     }
 
     async fn reconcile(&self, known: &[SandboxId]) -> Result<ReconcileReport> {

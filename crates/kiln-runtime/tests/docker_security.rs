@@ -1,0 +1,116 @@
+//! The isolation promises of `security.rs`, on the Docker backend: the same checks
+//! (`security/shared.rs`) against containers of the private engine
+//! (`scripts/start-dockerd.sh`). Skipped, saying why, where dockerd cannot start.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod docker_support;
+#[path = "security/shared.rs"]
+mod shared;
+
+use docker_support::{ensure_busybox, host, runtime, BUSYBOX};
+use kiln_runtime::docker::DockerRuntime;
+use kiln_runtime::{Limits, Runtime, SandboxId, SandboxSpec};
+
+fn id(s: &str) -> SandboxId {
+    SandboxId::new(s).unwrap()
+}
+
+/// A runtime of its own (`prefix`: tests running at once never reconcile each other's
+/// containers away) with the busybox image, and its state directory.
+async fn docker(prefix: &str) -> Option<(DockerRuntime, tempfile::TempDir)> {
+    let host = host()?;
+    let root = tempfile::Builder::new()
+        .prefix("kiln-docker-sec-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let rt = runtime(&host, prefix, root.path());
+    ensure_busybox(&rt).await;
+    rt.reconcile(&[]).await.unwrap();
+    Some((rt, root))
+}
+
+async fn create(rt: &DockerRuntime, name: &str, limits: Limits) -> SandboxId {
+    let sid = id(name);
+    let mut spec = SandboxSpec::image(sid.clone(), BUSYBOX);
+    spec.limits = limits;
+    rt.create(spec).await.unwrap();
+    sid
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_and_other_containers_are_invisible() {
+    let Some((rt, root)) = docker("kilntest-sec-iso").await else {
+        return;
+    };
+    let marker = root.path().join("host-marker.txt");
+    std::fs::write(&marker, "host secret").unwrap();
+    let a = create(&rt, "iso-a", Limits::default()).await;
+    let b = create(&rt, "iso-b", Limits::default()).await;
+    shared::assert_host_and_neighbour_invisible(&rt, &a, &b, &marker, root.path()).await;
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileges_are_dropped_and_init_ignores_signals() {
+    let Some((rt, _root)) = docker("kilntest-sec-priv").await else {
+        return;
+    };
+    let sid = create(&rt, "priv1", Limits::default()).await;
+    shared::assert_privileges_dropped(&rt, &sid).await;
+    shared::assert_signals_to_init_ignored(&rt, &sid).await;
+    rt.shutdown().await.unwrap();
+}
+
+/// Known gap: in a container, root (no capabilities) may chmod host-wide `/proc`
+/// entries such as `/proc/version` (procfs shares them between mounts; Docker makes only
+/// `/proc/{bus,fs,irq,sys,sysrq-trigger}` read-only). The local backend passes this.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails on the Docker backend: /proc entries' modes can be changed (read-only /proc paths not set yet)"]
+async fn proc_entry_modes_cannot_be_changed() {
+    let Some((rt, _root)) = docker("kilntest-sec-proc").await else {
+        return;
+    };
+    let sid = create(&rt, "proc1", Limits::default()).await;
+    shared::assert_proc_modes_unchangeable(&rt, &sid).await;
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_loopback_network() {
+    let Some((rt, _root)) = docker("kilntest-sec-net").await else {
+        return;
+    };
+    let sid = create(&rt, "net1", Limits::default()).await;
+    shared::assert_only_loopback(&rt, &sid).await;
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fork_bomb_memory_hog_and_output_flood_are_contained() {
+    let Some((rt, _root)) = docker("kilntest-sec-res").await else {
+        return;
+    };
+    let bomb = create(
+        &rt,
+        "bomb1",
+        Limits {
+            pids: Some(64),
+            ..Limits::default()
+        },
+    )
+    .await;
+    shared::assert_fork_bomb_contained(&rt, &bomb, 64).await;
+    let hog = create(
+        &rt,
+        "hog1",
+        Limits {
+            memory_bytes: Some(64 << 20),
+            ..Limits::default()
+        },
+    )
+    .await;
+    shared::assert_memory_hog_killed(&rt, &hog).await;
+    let out = create(&rt, "out1", Limits::default()).await;
+    shared::assert_output_flood_bounded(&rt, &out).await;
+    rt.shutdown().await.unwrap();
+}
