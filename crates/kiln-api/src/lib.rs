@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod forward;
 mod mcp;
 pub mod models;
 mod openapi;
@@ -118,6 +119,8 @@ pub fn router_with_shutdown(kiln: Arc<Kiln>, shutdown: kiln_mcp::CancellationTok
         .route("/metrics", metrics)
         .merge(openapi::docs_ui(doc.as_ref().clone()))
         .fallback(not_found)
+        // Issue 12: a session another node runs is answered by that node.
+        .layer(from_fn_with_state(state.clone(), forward::route))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".into()).into_response()
