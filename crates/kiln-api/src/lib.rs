@@ -6,6 +6,7 @@
 mod dashboard;
 pub mod error;
 pub mod extract;
+pub mod forward;
 mod mcp;
 pub mod models;
 mod openapi;
@@ -133,6 +134,8 @@ pub fn router_with_shutdown(kiln: Arc<Kiln>, shutdown: kiln_mcp::CancellationTok
         .merge(dashboard::routes())
         .merge(probes)
         .fallback(not_found)
+        // Issue 12: a session another node runs is answered by that node.
+        .layer(from_fn_with_state(state.clone(), forward::route))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".into()).into_response()

@@ -9,6 +9,7 @@ mod files;
 mod images;
 mod instances;
 mod mcp;
+mod nodes;
 mod snapshots;
 mod swebench;
 mod validate;
@@ -106,6 +107,13 @@ enum Command {
         server: client::Server,
         #[command(subcommand)]
         command: instances::InstancesCommand,
+    },
+    /// The servers (nodes) sharing a PostgreSQL: list, drain (admins).
+    Nodes {
+        #[command(flatten)]
+        server: client::Server,
+        #[command(subcommand)]
+        command: nodes::NodesCommand,
     },
     /// Run a command in a session on a running server; exits with its exit code.
     Exec {
@@ -325,6 +333,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Files { server, command } => files::run(&config, server, command).await,
         Command::Mcp { server } => mcp::run(&config, server).await,
         Command::Instances { server, command } => instances::run(&config, server, command).await,
+        Command::Nodes { server, command } => nodes::run(&config, server, command).await,
         Command::Exec {
             server,
             session,

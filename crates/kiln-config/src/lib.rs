@@ -9,6 +9,7 @@ mod agent_jobs;
 mod auth;
 mod base_images;
 mod billing;
+mod cluster;
 mod docker;
 mod exec;
 mod files;
@@ -43,6 +44,7 @@ pub use agent_jobs::{AgentConfig, AgentJobsConfig};
 pub use auth::AuthConfig;
 pub use base_images::BaseImagesConfig;
 pub use billing::{BillingConfig, StripeConfig};
+pub use cluster::ClusterConfig;
 pub use docker::{AgentConnection, DockerConfig};
 pub use exec::ExecConfig;
 pub use files::{FilesConfig, MAX_FILE_WRITE_BYTES};
@@ -115,6 +117,8 @@ pub struct Config {
     pub accounts: AccountsConfig,
     /// `[mail]`: SMTP for account mails.
     pub mail: MailConfig,
+    /// `[cluster]`: the node registry on PostgreSQL (issue 12).
+    pub cluster: ClusterConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -153,6 +157,7 @@ impl Default for Config {
             mcp: McpConfig::default(),
             accounts: AccountsConfig::default(),
             mail: MailConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }

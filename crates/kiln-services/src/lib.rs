@@ -9,6 +9,7 @@ pub mod auth;
 pub mod base_images;
 pub mod billing;
 mod changes;
+pub mod cluster;
 pub mod dataset_validation;
 pub mod datasets;
 pub mod demo;
@@ -74,6 +75,8 @@ pub struct Kiln {
     pub parallel_runs: eval_runs::parallel::ParallelRuns,
     /// Set when [`Kiln::bootstrap`] finished (`health.rs`: the start-up probe).
     started: std::sync::atomic::AtomicBool,
+    /// The node registry on PostgreSQL (`/v1/admin/servers`).
+    pub cluster: Arc<cluster::ClusterService>,
 }
 
 /// What happened at start that the operator must be told.
@@ -202,7 +205,14 @@ impl Kiln {
             eval_runs::parallel::runs_root(&data_dir),
             config.eval.clone(),
         );
+        let cluster = Arc::new(cluster::ClusterService::new(
+            store.clone(),
+            sessions.clone(),
+            &config,
+            sandboxes.node_id().filter(|_| !sandboxes.is_ephemeral()),
+        ));
         Ok(Self {
+            cluster,
             parallel_runs,
             base_images,
             config,
@@ -277,6 +287,9 @@ impl Kiln {
         self.webhooks.spawn_sender();
         self.accounts.spawn_sender();
         self.instances.snapshot_gc().spawn();
+        // After recovery: a node registers once it has made its sandboxes and the store
+        // agree.
+        self.cluster.start().await?;
         self.mark_started();
         Ok(report)
     }
@@ -293,6 +306,7 @@ impl Kiln {
 
     /// Stops every sandbox; the store keeps the sessions for the next start to resolve.
     pub async fn shutdown(&self) {
+        self.cluster.shutdown();
         self.agent_jobs.shutdown();
         self.webhooks.shutdown();
         self.accounts.shutdown();

@@ -29,6 +29,7 @@ pub use error::StoreError;
 pub use kiln_domain::*;
 pub use traits::BaseImageStore;
 pub use traits::ExecStore;
+pub use traits::NodeRegistryStore;
 pub use traits::NodeStore;
 pub use traits::PortForwardStore;
 pub use traits::SnapshotStore;
@@ -44,6 +45,7 @@ pub use traits::{MfaStore, PasswordAccountStore};
 pub mod prelude {
     pub use crate::traits::BaseImageStore;
     pub use crate::traits::ExecStore;
+    pub use crate::traits::NodeRegistryStore;
     pub use crate::traits::NodeStore;
     pub use crate::traits::PortForwardStore;
     pub use crate::traits::SnapshotStore;

@@ -17,6 +17,7 @@ mod instances;
 mod interactions;
 mod jobs;
 mod mfa;
+mod node_registry;
 mod nodes;
 mod output;
 mod ports;

@@ -50,6 +50,7 @@ pub trait Store:
     + ExecStore
     + BaseImageStore
     + NodeStore
+    + NodeRegistryStore
     + PasswordAccountStore
     + MfaStore
     + 'static
@@ -71,6 +72,7 @@ impl<T> Store for T where
         + ExecStore
         + BaseImageStore
         + NodeStore
+        + NodeRegistryStore
         + PasswordAccountStore
         + MfaStore
         + ?Sized
@@ -668,6 +670,42 @@ pub trait NodeStore: Send + Sync {
         -> Result<SessionRecord>;
     /// `(session_id, node_id)` of every `creating` or `ready` session.
     async fn live_session_nodes(&self) -> Result<Vec<(String, Option<String>)>>;
+}
+
+/// The node registry (`nodes`, migration 0017; implemented in `sql/node_registry.rs`):
+/// the servers sharing this database, their capacity and their last heartbeat.
+#[async_trait]
+pub trait NodeRegistryStore: Send + Sync {
+    /// Inserts or refreshes the node's row; it becomes `active` unless it was `draining`.
+    async fn register_node(&self, node: &crate::NodeRegistration) -> Result<crate::NodeRecord>;
+    /// Records a heartbeat unless the node is `down` (or unknown): `None` then, and the
+    /// node must reconcile before registering again.
+    async fn heartbeat_node(
+        &self,
+        node_id: &str,
+        at: DateTime<Utc>,
+        live_sessions: u64,
+    ) -> Result<Option<crate::NodeStatus>>;
+    /// Sets `down` every node not down whose last heartbeat is before `heard_before`, and
+    /// returns them: each to exactly one caller.
+    async fn mark_stale_nodes_down(
+        &self,
+        heard_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<crate::NodeRecord>>;
+    /// Sets a node's status; `(changed, node)`, `changed` true for exactly one caller of
+    /// racing equal changes; `None` for an unknown node.
+    async fn set_node_status(
+        &self,
+        node_id: &str,
+        status: crate::NodeStatus,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(bool, crate::NodeRecord)>>;
+    async fn get_node(&self, node_id: &str) -> Result<Option<crate::NodeRecord>>;
+    /// Every node, by id.
+    async fn list_nodes(&self) -> Result<Vec<crate::NodeRecord>>;
+    /// The node a session was placed on (`None`: no such session, or stored without one).
+    async fn session_node(&self, session_id: &str) -> Result<Option<String>>;
 }
 
 /// Password accounts (`/v1/auth`): credentials, device sessions, emailed single-use tokens

@@ -229,3 +229,90 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// `kiln serve` listening on `listen` with extra environment (`KILN_DATABASE_URL`,
+/// `KILN_CLUSTER__…`), once it says it serves: a node of a cluster test.
+pub fn serve_node(data: &Path, listen: &str, env: &[(&str, &str)], log: &Path) -> Server {
+    let out = std::fs::File::create(log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["serve", "--listen", listen])
+        .arg("--data-dir")
+        .arg(data)
+        .env("KILN_LOAD_DEMO_DATASET", "false")
+        .env("KILN_BUILD_DEMO_IMAGES", "false")
+        .envs(env.iter().copied())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !std::fs::read_to_string(log).is_ok_and(|l| l.contains("Kiln is serving")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "kiln serve did not start: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server(child)
+}
+
+/// A busybox image with `/testbed/hello.txt` as the image of sample `test/test-1`, and
+/// that sample's record, imported with `run` (`kiln` with the caller's data directory,
+/// database and image store).
+pub fn install_busybox_sample(run: &dyn Fn(&[&str]) -> Output, work: &Path) -> String {
+    use kiln_envimage::{LayerCompression, LayerTarOptions, OciLayout};
+    let root = work.join("rootfs");
+    for dir in ["bin", "etc", "tmp", "root", "proc", "dev", "sys", "testbed"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for applet in text(&list.stdout).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+        }
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(root.join("testbed/hello.txt"), "hello from the image\n").unwrap();
+    let reference = kiln_services::sessions::sample_image_reference("test", "test-1");
+    let layout = OciLayout::create(&work.join("layout")).unwrap();
+    let (layer, _) = layout
+        .write_layer(
+            &root,
+            &LayerTarOptions::default(),
+            LayerCompression::None,
+            |_, _| {},
+        )
+        .unwrap();
+    let config = json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/bin"], "WorkingDir": "/testbed"},
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
+    });
+    layout
+        .finish(&config, std::slice::from_ref(&layer), &reference)
+        .unwrap();
+    let out = run(&[
+        "images",
+        "import",
+        layout.dir().to_str().unwrap(),
+        "--reference",
+        &reference,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let record = json!({"instance_id": "test-1", "repo": "test/hello",
+        "base_commit": "0000000000000000000000000000000000000000",
+        "FAIL_TO_PASS": ["t1"], "PASS_TO_PASS": [], "test_patch": "", "test_cmd": "true"});
+    let records = work.join("records.jsonl");
+    std::fs::write(&records, format!("{record}\n")).unwrap();
+    let out = run(&[
+        "datasets",
+        "import",
+        records.to_str().unwrap(),
+        "--name",
+        "test",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    reference
+}

@@ -9,6 +9,7 @@ mod action_limits;
 mod forks;
 mod lost;
 mod metering;
+mod node_registry;
 mod recovery;
 mod replace;
 mod retention;

@@ -19,6 +19,7 @@ mod instance_execs;
 mod instances;
 mod interactions;
 mod migration_0008;
+mod node_registry;
 mod nodes;
 mod opening;
 mod output_retention;
@@ -123,4 +124,5 @@ on_both_backends!(
     base_images::base_image_versions_move_through_their_statuses_once,
     base_images::racing_base_image_inserts_get_distinct_numbers,
     nodes::live_sessions_name_their_node,
+    node_registry::nodes_heartbeat_and_go_down_once,
 );

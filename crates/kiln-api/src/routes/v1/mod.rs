@@ -23,6 +23,8 @@ mod parallel_models;
 pub mod ports;
 pub mod ports_models;
 mod ports_proxy;
+pub mod servers;
+mod servers_models;
 pub mod snapshots;
 pub mod snapshots_models;
 pub mod webhooks;
@@ -40,4 +42,5 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .merge(parallel::routes())
         .merge(auth::routes())
         .merge(auth_mfa::routes())
+        .merge(servers::routes())
 }

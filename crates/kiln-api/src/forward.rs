@@ -1,0 +1,212 @@
+//! Any node answers any request (issue 12): a request for a session or instance that
+//! another node runs is relayed to that node, and a create goes to the node placement
+//! picks (`ClusterService::{owner_of, place_create}`). The hop is plain HTTP/1.1 to the
+//! node's advertised address with the cluster secret in [`SECRET_HEADER`]; a request
+//! carrying the right secret is answered where it lands, so a request is forwarded at
+//! most once. Bodies stream both ways (SSE included): nothing is buffered here.
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::uri::Authority;
+use axum::http::{Method, Uri, Version};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use kiln_services::cluster::Route;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Carries the cluster secret on the internal hop.
+pub const SECRET_HEADER: &str = "x-kiln-cluster-secret";
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// What a request is about, for routing.
+#[derive(Debug, PartialEq, Eq)]
+enum Target<'a> {
+    Create,
+    Session(&'a str),
+}
+
+/// Session and instance routes: `POST /api/v1/sessions`, `POST /v1/instances`, and
+/// everything under `/api/v1/sessions/{id}` and `/v1/instances/{id}`.
+fn target<'a>(method: &Method, path: &'a str) -> Option<Target<'a>> {
+    let rest = path
+        .strip_prefix("/api/v1/sessions")
+        .or_else(|| path.strip_prefix("/v1/instances"))?;
+    match rest {
+        "" | "/" if method == Method::POST => Some(Target::Create),
+        _ => {
+            let id = rest.strip_prefix('/')?.split('/').next()?;
+            (!id.is_empty()).then_some(Target::Session(id))
+        }
+    }
+}
+
+/// Byte comparison whose time does not depend on where the bytes differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The middleware: answers here, or relays to the node that should answer.
+pub async fn route(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let cluster = &state.kiln.cluster;
+    let Some(secret) = cluster.forwarding_secret() else {
+        return next.run(request).await;
+    };
+    let forwarded = request
+        .headers()
+        .get(SECRET_HEADER)
+        .is_some_and(|v| same(v.as_bytes(), secret.as_bytes()));
+    if forwarded {
+        return next.run(request).await;
+    }
+    let route = match target(request.method(), request.uri().path()) {
+        None => return next.run(request).await,
+        Some(Target::Create) => cluster.place_create().await,
+        Some(Target::Session(id)) => cluster.owner_of(id).await,
+    };
+    let address = match route {
+        Ok(Route::Local) => return next.run(request).await,
+        Ok(Route::Remote(address)) => address,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    match connect(&address).await {
+        Ok((stream, authority)) => relay(stream, &authority, secret, request)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
+        // The owner is gone but not yet marked down: a read is answered from the store
+        // (the session as last stored); anything else needs the owner.
+        Err(_) if request.method() == Method::GET => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn gateway(address: &str, what: &str, e: &dyn std::fmt::Display) -> ApiError {
+    ApiError::BadGateway(format!("the server at {address} {what}: {e}"))
+}
+
+/// A connection to the node at `address` (`http://host:port`), and its authority.
+async fn connect(address: &str) -> Result<(tokio::net::TcpStream, Authority), ApiError> {
+    let base: Uri = address
+        .parse()
+        .map_err(|e| gateway(address, "has an unusable address", &e))?;
+    let authority = base
+        .authority()
+        .ok_or_else(|| gateway(address, "has an unusable address", &"no host"))?
+        .clone();
+    let port = authority.port_u16().unwrap_or(80);
+    let connect = tokio::net::TcpStream::connect((authority.host(), port));
+    let stream = tokio::time::timeout(Duration::from_secs(5), connect)
+        .await
+        .map_err(|_| gateway(address, "cannot be reached", &"connect timed out"))?
+        .map_err(|e| gateway(address, "cannot be reached", &e))?;
+    let _ = stream.set_nodelay(true);
+    Ok((stream, authority))
+}
+
+/// Sends `request` over `stream` and streams the answer back.
+async fn relay(
+    stream: tokio::net::TcpStream,
+    authority: &Authority,
+    secret: &str,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let address = authority.as_str();
+    let gateway = |what: &str, e: &dyn std::fmt::Display| gateway(address, what, e);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| gateway("could not be spoken to", &e))?;
+    // Drives the connection until the answer's body has been passed on.
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "forwarding connection ended");
+        }
+    });
+    let (mut parts, body) = request.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    parts.uri = path
+        .parse()
+        .map_err(|e| gateway("was given an unusable path", &e))?;
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    let host =
+        HeaderValue::from_str(authority.as_str()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    parts.headers.insert(header::HOST, host);
+    let secret = HeaderValue::from_str(secret).map_err(|e| ApiError::Internal(e.to_string()))?;
+    parts
+        .headers
+        .insert(HeaderName::from_static(SECRET_HEADER), secret);
+    let answer = sender
+        .send_request(hyper::Request::from_parts(parts, body))
+        .await
+        .map_err(|e| gateway("closed the connection without an answer", &e))?;
+    let (mut parts, body) = answer.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers the `Connection` header names are this hop's too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_and_instance_routes_are_routed_and_others_are_not() {
+        let post = Method::POST;
+        let get = Method::GET;
+        assert_eq!(target(&post, "/api/v1/sessions"), Some(Target::Create));
+        assert_eq!(target(&post, "/v1/instances"), Some(Target::Create));
+        assert_eq!(target(&get, "/api/v1/sessions"), None);
+        assert_eq!(
+            target(&get, "/api/v1/sessions/s-1"),
+            Some(Target::Session("s-1"))
+        );
+        assert_eq!(
+            target(&post, "/api/v1/sessions/s-1/exec"),
+            Some(Target::Session("s-1"))
+        );
+        assert_eq!(
+            target(&get, "/v1/instances/i-2/exec/stream"),
+            Some(Target::Session("i-2"))
+        );
+        assert_eq!(target(&get, "/api/v1/sessionsX"), None);
+        assert_eq!(target(&get, "/api/v1/datasets"), None);
+        assert_eq!(target(&get, "/v1/admin/servers"), None);
+        assert!(same(b"abc", b"abc") && !same(b"abc", b"abd") && !same(b"ab", b"abc"));
+    }
+}

@@ -1,0 +1,388 @@
+//! The node registry (issue 12; ARCHITECTURE.md, "Nodes on PostgreSQL"). Every
+//! `kiln serve` on PostgreSQL registers a `nodes` row and heartbeats it; on each beat it
+//! also marks down the nodes whose last heartbeat is older than `cluster.down_after_ms`
+//! (one conditional UPDATE: each death is seen by exactly one node) and ends their live
+//! sessions `node_lost`. A node that finds itself marked down while still running drops
+//! what the store no longer has live and registers again. On SQLite a server is the only
+//! node: nothing is registered and the admin API says so.
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kiln_config::{ClusterConfig, Config};
+use kiln_store::{NodeRecord, NodeRegistration, NodeStatus, Store, User};
+
+use crate::error::{ServiceError, ServiceResult};
+use crate::sessions::SessionService;
+
+/// What the admin API tells about one node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeMetrics {
+    pub node: NodeRecord,
+    /// How long ago its last heartbeat was, at the time of asking.
+    pub heartbeat_age_ms: i64,
+    pub free_sessions: u64,
+}
+
+pub struct ClusterService {
+    store: Arc<dyn Store>,
+    sessions: Arc<SessionService>,
+    config: ClusterConfig,
+    /// This server's registration, or why it has none (SQLite, no sandbox backend).
+    me: Result<NodeRegistration, String>,
+    stopped: AtomicBool,
+}
+
+impl ClusterService {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        sessions: Arc<SessionService>,
+        config: &Config,
+        node_id: Option<&str>,
+    ) -> Self {
+        let me = if store.backend() != "postgres" {
+            Err(
+                "this server stores on SQLite and is a single node; the node registry \
+                 needs PostgreSQL (database_url = \"postgres://…\")"
+                    .to_string(),
+            )
+        } else if let Some(id) = node_id {
+            Ok(NodeRegistration {
+                node_id: id.to_string(),
+                address: config
+                    .cluster
+                    .advertise_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{}", config.listen)),
+                backend: serde_json::to_value(config.runtime.backend)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                max_sessions: config.cluster.max_sessions,
+                memory_mib: config.runtime.memory_budget_mib.unwrap_or(0),
+                disk_mib: config.runtime.max_disk_mib,
+                at: Utc::now(),
+            })
+        } else {
+            Err("this server runs no sandbox backend of its own and is no node".to_string())
+        };
+        Self {
+            store,
+            sessions,
+            config: config.cluster.clone(),
+            me,
+            stopped: AtomicBool::new(false),
+        }
+    }
+
+    /// This server's node id, when it is a registered node.
+    pub fn node_id(&self) -> Option<&str> {
+        self.me.as_ref().ok().map(|me| me.node_id.as_str())
+    }
+
+    /// Registers this node (after start-up recovery) and starts its heartbeat.
+    pub async fn start(self: &Arc<Self>) -> ServiceResult<()> {
+        let Ok(me) = &self.me else { return Ok(()) };
+        let node = self
+            .store
+            .register_node(&registration(me, Utc::now()))
+            .await?;
+        tracing::info!(node = %node.node_id, address = %node.address, status = node.status.as_str(),
+            "registered in the node registry");
+        let weak = Arc::downgrade(self);
+        let every = Duration::from_millis(self.config.heartbeat_interval_ms);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(this) = weak.upgrade() else { break };
+                if this.stopped.load(Ordering::Acquire) {
+                    break;
+                }
+                if let Err(e) = this.beat(Utc::now()).await {
+                    tracing::warn!(error = %e, "node heartbeat failed");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Stops heartbeating (a graceful stop): the row stays; if this node does not come
+    /// back within `down_after_ms`, another marks it down and ends its sessions, billed
+    /// up to the last heartbeat the stop recorded.
+    pub fn shutdown(&self) {
+        self.stopped.store(true, Ordering::Release);
+    }
+
+    /// One heartbeat: this node's, then the reclaim of nodes that stopped.
+    pub async fn beat(&self, now: DateTime<Utc>) -> ServiceResult<()> {
+        let Ok(me) = &self.me else { return Ok(()) };
+        let running = u64::try_from(self.sessions.running_count()).unwrap_or(u64::MAX);
+        if self
+            .store
+            .heartbeat_node(&me.node_id, now, running)
+            .await?
+            .is_none()
+        {
+            // Marked down while alive: its sessions were ended elsewhere.
+            let dropped = self.sessions.drop_sessions_no_longer_live().await?;
+            tracing::warn!(node = %me.node_id, dropped,
+                "this node had been marked down; it dropped what is no longer its own and registers again");
+            self.store.register_node(&registration(me, now)).await?;
+        }
+        let window = chrono::Duration::milliseconds(
+            i64::try_from(self.config.down_after_ms).unwrap_or(i64::MAX),
+        );
+        for node in self.store.mark_stale_nodes_down(now - window, now).await? {
+            self.reclaim(&node, now).await;
+        }
+        Ok(())
+    }
+
+    async fn reclaim(&self, node: &NodeRecord, now: DateTime<Utc>) {
+        match self.sessions.reclaim_lost_node(&node.node_id, now).await {
+            Ok(ended) => tracing::warn!(node = %node.node_id, sessions = ended,
+                last_heartbeat = %node.last_heartbeat_at, "node marked down; its sessions ended node_lost"),
+            Err(e) => tracing::error!(node = %node.node_id, error = %e,
+                "cannot end the sessions of a node marked down"),
+        }
+    }
+
+    fn registry(&self, actor: &User) -> ServiceResult<()> {
+        if !actor.is_admin {
+            return Err(ServiceError::Forbidden(
+                "only an admin may see or change servers".into(),
+            ));
+        }
+        match &self.me {
+            Err(why) if self.store.backend() != "postgres" => Err(ServiceError::Refused {
+                code: "single_node",
+                message: why.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every node, by id (admins).
+    pub async fn list(&self, actor: &User) -> ServiceResult<Vec<NodeRecord>> {
+        self.registry(actor)?;
+        Ok(self.store.list_nodes().await?)
+    }
+
+    /// One node (admins).
+    pub async fn get(&self, actor: &User, node_id: &str) -> ServiceResult<NodeRecord> {
+        self.registry(actor)?;
+        self.store
+            .get_node(node_id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found(format!("server {node_id}")))
+    }
+
+    /// No new sessions are placed on the node; its live ones run on until they end.
+    pub async fn drain(&self, actor: &User, node_id: &str) -> ServiceResult<NodeRecord> {
+        let node = self.get(actor, node_id).await?;
+        if node.status == NodeStatus::Down {
+            return Err(ServiceError::Conflict(format!(
+                "server {node_id} is down: only a running server can drain"
+            )));
+        }
+        self.set_status(actor, node_id, NodeStatus::Draining).await
+    }
+
+    /// Sets a node's status (admins). `down` ends its live sessions `node_lost` at once
+    /// (the operator knows the machine is gone); a node that is in fact running drops
+    /// them at its next heartbeat and registers again.
+    pub async fn set_status(
+        &self,
+        actor: &User,
+        node_id: &str,
+        status: NodeStatus,
+    ) -> ServiceResult<NodeRecord> {
+        self.registry(actor)?;
+        let now = Utc::now();
+        let (changed, node) = self
+            .store
+            .set_node_status(node_id, status, now)
+            .await?
+            .ok_or_else(|| ServiceError::not_found(format!("server {node_id}")))?;
+        if changed && status == NodeStatus::Down {
+            self.reclaim(&node, now).await;
+        }
+        Ok(node)
+    }
+
+    /// The node's figures as of its last heartbeat (admins).
+    pub async fn metrics(&self, actor: &User, node_id: &str) -> ServiceResult<NodeMetrics> {
+        let node = self.get(actor, node_id).await?;
+        Ok(NodeMetrics {
+            heartbeat_age_ms: (Utc::now() - node.last_heartbeat_at).num_milliseconds(),
+            free_sessions: node.free_sessions(),
+            node,
+        })
+    }
+}
+
+/// Which node answers a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// This one.
+    Local,
+    /// The node at this address (`cluster.advertise_url` of it).
+    Remote(String),
+}
+
+impl ClusterService {
+    /// The secret of the internal hop, when this node forwards (a registered node with
+    /// `cluster.secret` set).
+    pub fn forwarding_secret(&self) -> Option<&str> {
+        self.me.as_ref().ok()?;
+        self.config.secret.as_ref().map(|s| s.expose())
+    }
+
+    /// Where a new session goes: [`place`] over the registry, sampled at random. Every
+    /// node full (or draining, or down) is a 429 with `Retry-After`.
+    pub async fn place_create(&self) -> ServiceResult<Route> {
+        let Ok(me) = &self.me else {
+            return Ok(Route::Local);
+        };
+        let nodes = self.store.list_nodes().await?;
+        let fresh_after = Utc::now()
+            - chrono::Duration::milliseconds(
+                i64::try_from(self.config.down_after_ms).unwrap_or(i64::MAX),
+            );
+        let chosen = {
+            use rand::Rng;
+            let mut rng = rand::thread_rng();
+            place(&nodes, Some(&me.node_id), fresh_after, |n| {
+                rng.gen_range(0..n.max(1))
+            })
+            .cloned()
+        };
+        match chosen {
+            Some(node) if node.node_id == me.node_id => Ok(Route::Local),
+            Some(node) => Ok(Route::Remote(node.address)),
+            None => Err(ServiceError::TooManyAttempts {
+                message: "every server is full, draining or down; try again later".into(),
+                retry_after_secs: (self.config.heartbeat_interval_ms / 1000).max(1),
+            }),
+        }
+    }
+
+    /// Which node answers for a session: the node it was placed on while that node is
+    /// not down; this one otherwise (the store has the answer: it ended `node_lost`).
+    pub async fn owner_of(&self, session_id: &str) -> ServiceResult<Route> {
+        let Ok(me) = &self.me else {
+            return Ok(Route::Local);
+        };
+        let Some(node_id) = self.store.session_node(session_id).await? else {
+            return Ok(Route::Local);
+        };
+        if node_id == me.node_id {
+            return Ok(Route::Local);
+        }
+        Ok(match self.store.get_node(&node_id).await? {
+            Some(node) if node.status != NodeStatus::Down => Route::Remote(node.address),
+            _ => Route::Local,
+        })
+    }
+}
+
+fn registration(me: &NodeRegistration, at: DateTime<Utc>) -> NodeRegistration {
+    NodeRegistration { at, ..me.clone() }
+}
+
+/// Placement (ARCHITECTURE.md, "Nodes on PostgreSQL"): among `nodes` that take sessions
+/// (active, heard from since `fresh_after`, with free room) two are sampled with `pick`
+/// (an index below its argument) and the one with more free sessions wins; on a tie,
+/// `me` (no hop). `None` when every node is full, draining or down.
+pub fn place<'a>(
+    nodes: &'a [NodeRecord],
+    me: Option<&str>,
+    fresh_after: DateTime<Utc>,
+    mut pick: impl FnMut(usize) -> usize,
+) -> Option<&'a NodeRecord> {
+    let open: Vec<&NodeRecord> = nodes
+        .iter()
+        .filter(|n| {
+            n.status == NodeStatus::Active
+                && n.last_heartbeat_at >= fresh_after
+                && n.free_sessions() > 0
+        })
+        .collect();
+    let first = *open.get(pick(open.len()) % open.len().max(1))?;
+    if open.len() == 1 {
+        return Some(first);
+    }
+    // A second, distinct sample: an index among the others.
+    let mut second_index = pick(open.len() - 1) % (open.len() - 1);
+    let first_index = open.iter().position(|n| n.node_id == first.node_id)?;
+    if second_index >= first_index {
+        second_index += 1;
+    }
+    let second = open[second_index];
+    let key = |n: &NodeRecord| (n.free_sessions(), Some(n.node_id.as_str()) == me);
+    Some(if key(second) > key(first) {
+        second
+    } else {
+        first
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, status: NodeStatus, max: u64, live: u64, beat: DateTime<Utc>) -> NodeRecord {
+        NodeRecord {
+            node_id: id.into(),
+            address: format!("http://{id}"),
+            backend: "local".into(),
+            version: "0".into(),
+            status,
+            max_sessions: max,
+            memory_mib: 0,
+            disk_mib: 0,
+            live_sessions: live,
+            registered_at: beat,
+            last_heartbeat_at: beat,
+            down_at: None,
+        }
+    }
+
+    #[test]
+    fn placement_takes_the_roomier_of_two_and_skips_what_takes_nothing() {
+        let now = Utc::now();
+        let stale = now - chrono::Duration::seconds(60);
+        let fresh = now - chrono::Duration::seconds(10);
+        let nodes = vec![
+            node("a", NodeStatus::Active, 10, 9, now),
+            node("b", NodeStatus::Active, 10, 2, now),
+            node("c", NodeStatus::Draining, 10, 0, now),
+            node("d", NodeStatus::Down, 10, 0, now),
+            node("e", NodeStatus::Active, 10, 0, stale),
+            node("f", NodeStatus::Active, 4, 4, now),
+        ];
+        // Every pair of samples among the open nodes (a, b): b has more room.
+        for first in 0..2 {
+            let mut picks = vec![first, 0].into_iter();
+            let chosen = place(&nodes, None, fresh, |_| picks.next().unwrap_or(0));
+            assert_eq!(chosen.map(|n| n.node_id.as_str()), Some("b"));
+        }
+        // A tie goes to this node.
+        let tied = vec![
+            node("a", NodeStatus::Active, 10, 5, now),
+            node("b", NodeStatus::Active, 10, 5, now),
+        ];
+        for first in 0..2 {
+            let mut picks = vec![first, 0].into_iter();
+            let chosen = place(&tied, Some("b"), fresh, |_| picks.next().unwrap_or(0));
+            assert_eq!(chosen.map(|n| n.node_id.as_str()), Some("b"));
+        }
+        // Nothing open: full, draining, down or silent.
+        assert!(place(&nodes[2..], None, fresh, |_| 0).is_none());
+        assert!(place(&[], None, fresh, |_| 0).is_none());
+    }
+}

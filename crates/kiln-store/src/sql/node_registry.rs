@@ -1,0 +1,166 @@
+//! The node registry (`nodes`, migration 0017). Liveness is one conditional UPDATE per
+//! question: a heartbeat counts only while the node is not `down`, and marking stale nodes
+//! down returns each node to exactly one caller, so of several nodes noticing the same
+//! death exactly one reclaims its sessions.
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::dialect::{parse_column, Dialect, QueryExt};
+use super::{as_i64, SqlStore};
+use crate::timestamp::Stamp;
+use crate::{NodeRecord, NodeRegistration, NodeRegistryStore, NodeStatus, Result};
+
+const COLUMNS: &str = "node_id, address, backend, version, status, max_sessions, memory_mib, \
+     disk_mib, live_sessions, registered_at, last_heartbeat_at, down_at";
+
+fn count(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn node_row<D: Dialect>(row: &D::Row) -> Result<NodeRecord> {
+    let status: String = D::get(row, "status")?;
+    Ok(NodeRecord {
+        node_id: D::get(row, "node_id")?,
+        address: D::get(row, "address")?,
+        backend: D::get(row, "backend")?,
+        version: D::get(row, "version")?,
+        status: parse_column(&status, "node status", NodeStatus::parse)?,
+        max_sessions: count(D::get(row, "max_sessions")?),
+        memory_mib: count(D::get(row, "memory_mib")?),
+        disk_mib: count(D::get(row, "disk_mib")?),
+        live_sessions: count(D::get(row, "live_sessions")?),
+        registered_at: D::time(row, "registered_at")?,
+        last_heartbeat_at: D::time(row, "last_heartbeat_at")?,
+        down_at: D::opt_time(row, "down_at")?,
+    })
+}
+
+#[async_trait]
+impl<D: Dialect> NodeRegistryStore for SqlStore<D> {
+    async fn register_node(&self, node: &NodeRegistration) -> Result<NodeRecord> {
+        // A node that comes back keeps `draining` (an operator's choice); `down` is over
+        // once it has reconciled, which its caller does before registering.
+        let sql = format!(
+            "INSERT INTO nodes (node_id, address, backend, version, status, max_sessions, \
+                 memory_mib, disk_mib, live_sessions, registered_at, last_heartbeat_at) \
+             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, 0, $8, $8) \
+             ON CONFLICT (node_id) DO UPDATE SET address = excluded.address, \
+                 backend = excluded.backend, version = excluded.version, \
+                 max_sessions = excluded.max_sessions, memory_mib = excluded.memory_mib, \
+                 disk_mib = excluded.disk_mib, registered_at = excluded.registered_at, \
+                 last_heartbeat_at = excluded.last_heartbeat_at, down_at = NULL, \
+                 status = CASE WHEN nodes.status = 'draining' THEN 'draining' ELSE 'active' END \
+             RETURNING {COLUMNS}"
+        );
+        let mut conn = self.conn().await?;
+        let row = sqlx::query(&sql)
+            .arg(node.node_id.as_str())
+            .arg(node.address.as_str())
+            .arg(node.backend.as_str())
+            .arg(node.version.as_str())
+            .arg(as_i64(node.max_sessions))
+            .arg(as_i64(node.memory_mib))
+            .arg(as_i64(node.disk_mib))
+            .arg(Stamp(node.at))
+            .fetch_one(D::exec(&mut conn))
+            .await?;
+        node_row::<D>(&row)
+    }
+
+    async fn heartbeat_node(
+        &self,
+        node_id: &str,
+        at: DateTime<Utc>,
+        live_sessions: u64,
+    ) -> Result<Option<NodeStatus>> {
+        let mut conn = self.conn().await?;
+        let row = sqlx::query(
+            "UPDATE nodes SET last_heartbeat_at = $2, live_sessions = $3 \
+             WHERE node_id = $1 AND status <> 'down' RETURNING status",
+        )
+        .arg(node_id)
+        .arg(Stamp(at))
+        .arg(as_i64(live_sessions))
+        .fetch_optional(D::exec(&mut conn))
+        .await?;
+        row.map(|row| {
+            let status: String = D::get(&row, "status")?;
+            parse_column(&status, "node status", NodeStatus::parse)
+        })
+        .transpose()
+    }
+
+    async fn mark_stale_nodes_down(
+        &self,
+        heard_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<NodeRecord>> {
+        let sql = format!(
+            "UPDATE nodes SET status = 'down', down_at = $2 \
+             WHERE status <> 'down' AND last_heartbeat_at < $1 RETURNING {COLUMNS}"
+        );
+        let mut conn = self.conn().await?;
+        let rows = sqlx::query(&sql)
+            .arg(Stamp(heard_before))
+            .arg(Stamp(now))
+            .fetch_all(D::exec(&mut conn))
+            .await?;
+        rows.iter().map(node_row::<D>).collect()
+    }
+
+    async fn set_node_status(
+        &self,
+        node_id: &str,
+        status: NodeStatus,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(bool, NodeRecord)>> {
+        // Conditional on a change: of two callers setting `down`, only one sees it change
+        // (and reclaims the node's sessions).
+        let down_at = (status == NodeStatus::Down).then_some(Stamp(now));
+        let sql = format!(
+            "UPDATE nodes SET status = $2, down_at = COALESCE($3, down_at) \
+             WHERE node_id = $1 AND status <> $2 RETURNING {COLUMNS}"
+        );
+        let mut conn = self.conn().await?;
+        let row = sqlx::query(&sql)
+            .arg(node_id)
+            .arg(status.as_str())
+            .arg(down_at)
+            .fetch_optional(D::exec(&mut conn))
+            .await?;
+        drop(conn);
+        match row {
+            Some(row) => Ok(Some((true, node_row::<D>(&row)?))),
+            None => Ok(self.get_node(node_id).await?.map(|node| (false, node))),
+        }
+    }
+
+    async fn get_node(&self, node_id: &str) -> Result<Option<NodeRecord>> {
+        let sql = format!("SELECT {COLUMNS} FROM nodes WHERE node_id = $1");
+        let mut conn = self.conn().await?;
+        let row = sqlx::query(&sql)
+            .arg(node_id)
+            .fetch_optional(D::exec(&mut conn))
+            .await?;
+        row.as_ref().map(node_row::<D>).transpose()
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
+        let sql = format!("SELECT {COLUMNS} FROM nodes ORDER BY node_id");
+        let mut conn = self.conn().await?;
+        let rows = sqlx::query(&sql).fetch_all(D::exec(&mut conn)).await?;
+        rows.iter().map(node_row::<D>).collect()
+    }
+
+    async fn session_node(&self, session_id: &str) -> Result<Option<String>> {
+        let mut conn = self.conn().await?;
+        let row = sqlx::query("SELECT node_id FROM sessions WHERE session_id = $1")
+            .arg(session_id)
+            .fetch_optional(D::exec(&mut conn))
+            .await?;
+        Ok(match row {
+            Some(row) => D::get(&row, "node_id")?,
+            None => None,
+        })
+    }
+}
