@@ -28,6 +28,9 @@ mod webhooks;
 // `[eval]`: eval runs (`/v1/parallel/runs`).
 mod eval;
 pub use eval::EvalConfig;
+// `[orgs]`: organizations (`/v1/orgs`).
+mod orgs;
+pub use orgs::OrgsConfig;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -110,6 +113,8 @@ pub struct Config {
     pub accounts: AccountsConfig,
     /// `[mail]`: SMTP for account mails.
     pub mail: MailConfig,
+    /// `[orgs]`: organizations, invitations, org keys.
+    pub orgs: OrgsConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -148,6 +153,7 @@ impl Default for Config {
             mcp: McpConfig::default(),
             accounts: AccountsConfig::default(),
             mail: MailConfig::default(),
+            orgs: OrgsConfig::default(),
         }
     }
 }

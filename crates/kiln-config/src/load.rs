@@ -88,6 +88,7 @@ impl Config {
         self.mcp.check()?;
         self.accounts.check()?;
         self.mail.check()?;
+        self.orgs.check()?;
         Ok(())
     }
 }

@@ -18,6 +18,7 @@ pub mod github;
 mod ids;
 pub mod instances;
 pub mod metrics;
+pub mod orgs;
 pub mod outbound;
 pub mod record_formats;
 pub mod records;
@@ -71,6 +72,8 @@ pub struct Kiln {
     pub base_images: base_images::BaseImageService,
     /// Eval runs on the server (`/v1/parallel/runs`).
     pub parallel_runs: eval_runs::parallel::ParallelRuns,
+    /// Organizations, members, invitations, org keys, audit (`/v1/orgs`).
+    pub orgs: orgs::OrgService,
 }
 
 /// What happened at start that the operator must be told.
@@ -199,7 +202,9 @@ impl Kiln {
             eval_runs::parallel::runs_root(&data_dir),
             config.eval.clone(),
         );
+        let orgs = orgs::OrgService::new(store.clone(), config.orgs.clone(), config.mail.clone());
         Ok(Self {
+            orgs,
             parallel_runs,
             base_images,
             config,

@@ -18,6 +18,7 @@ mod interactions;
 mod jobs;
 mod mfa;
 mod nodes;
+mod orgs;
 mod output;
 mod ports;
 mod rows;

@@ -19,6 +19,7 @@ mod instance_execs;
 mod instances;
 mod interactions;
 mod migration_0008;
+mod migration_0016;
 mod nodes;
 mod opening;
 mod output_retention;
