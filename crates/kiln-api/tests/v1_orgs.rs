@@ -554,8 +554,8 @@ async fn sessions_are_the_orgs_and_charged_once() {
     let Some(s) = sandbox::start_if_possible(|c| c.billing.enabled = true).await else {
         return;
     };
-    let (_, alice) = s.user("alice").await;
-    let (_, bob) = s.user("bob").await;
+    let (alice_id, alice) = s.user("alice").await;
+    let (bob_id, bob) = s.user("bob").await;
     let (_, dave) = s.user("dave").await;
     create_org(&s, &alice, "acme").await;
     let alice_org = member_key(&s, &alice, "acme", None).await;
@@ -589,4 +589,53 @@ async fn sessions_are_the_orgs_and_charged_once() {
     assert!(sandbox::session_usage_charges(&s, &dave, &id)
         .await
         .is_empty());
+    // Who created and who closed it, in the org's log.
+    let events = audit_all(&s, &alice, "acme", 100).await;
+    let by = |action: &str| {
+        events
+            .iter()
+            .find(|e| e["action"] == action && e["target"] == id.as_str())
+            .unwrap_or_else(|| panic!("no {action} in {events:?}"))["actor_id"]
+            .clone()
+    };
+    assert_eq!(by("session.created"), alice_id.as_str());
+    assert_eq!(by("session.closed"), bob_id.as_str());
+}
+
+/// Sign-up makes the personal org; a sign-in is audited there, with the client's address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ins_are_audited_in_the_personal_org() {
+    let s = TestServer::start_with(|c| {
+        c.accounts.argon2_memory_kib = 256;
+        c.accounts.argon2_iterations = 1;
+    })
+    .await;
+    let creds = json!({"email": "eve@example.com", "password": "eve's long password"});
+    let (status, body) = call(
+        &s,
+        None,
+        Method::POST,
+        "/auth/signup",
+        Some(creds.clone()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = call(&s, None, Method::POST, "/auth/login", Some(creds), None).await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().expect("token").to_string();
+    let (status, orgs) = get(&s, &token, "/orgs").await;
+    assert_eq!(status, 200, "{orgs}");
+    let personal = &orgs["items"][0];
+    assert_eq!(
+        (
+            personal["personal"].as_bool(),
+            personal["is_default"].as_bool()
+        ),
+        (Some(true), Some(true))
+    );
+    let slug = personal["slug"].as_str().expect("slug");
+    let events = audit_all(&s, &token, slug, 50).await;
+    assert_eq!(actions(&events), ["auth.signed_in"]);
+    assert_eq!(events[0]["ip_address"], "127.0.0.1");
 }

@@ -82,6 +82,34 @@ impl OrgService {
             .await
     }
 
+    /// Records what a principal acting for an org did (a session created or closed), as
+    /// the person, in that org. The action already happened: a failed write is logged,
+    /// not the request's failure.
+    pub async fn record_acting(
+        &self,
+        principal: &Principal,
+        action: &str,
+        target: &str,
+        client: &ClientInfo,
+    ) {
+        let Some(acting) = &principal.acting else {
+            return;
+        };
+        if let Err(e) = self
+            .record_as(
+                &acting.person_id,
+                Some(&acting.org_id),
+                action,
+                Some(target),
+                client,
+                None,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, action, "could not write an audit record");
+        }
+    }
+
     /// A page of the org's log (owners and admins only).
     pub async fn audit(
         &self,

@@ -18,7 +18,7 @@ pub use audit::{AuditPage, Recorded};
 pub use invitations::{CreatedInvitation, InvitationView};
 
 use crate::accounts::ClientInfo;
-use crate::auth::{Credential, Principal};
+use crate::auth::{Acting, Credential, Principal};
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::new_id;
 
@@ -84,8 +84,12 @@ impl OrgService {
         header_slug: Option<&str>,
     ) -> ServiceResult<Principal> {
         let ctx = self.resolve(&caller, header_slug).await?;
+        let acting = Some(Acting {
+            org_id: ctx.org.org_id.clone(),
+            person_id: caller.user.user_id.clone(),
+        });
         if ctx.org.account_user_id == caller.user.user_id {
-            return Ok(caller);
+            return Ok(Principal { acting, ..caller });
         }
         let account = self
             .store
@@ -94,6 +98,7 @@ impl OrgService {
             .ok_or_else(|| ServiceError::Internal("an organization lost its account".into()))?;
         Ok(Principal {
             user: account,
+            acting,
             ..caller
         })
     }
