@@ -201,12 +201,36 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ValidPa
     }
 }
 
-/// The authenticated caller. Rejects with 401 when the credential is missing or bad.
+/// The principal that owns what this request makes and sees: the account of the
+/// organization the request acts in (document 004's order: the API key's org → the
+/// `X-Org-Slug` header → the caller's default org; in their personal org, the caller
+/// themself). Sessions, instances, agent jobs and the ledger go by it, so they belong to the
+/// org. Rejects with 401 when the credential is missing or bad, 404 for an org the caller is
+/// not a member of.
 pub struct CurrentUser(pub Principal);
+
+/// The person (or program) behind the credential, whatever org the request acts in: for
+/// their account, sign-ins, personal keys and org memberships.
+pub struct SignedIn(pub Principal);
 
 /// A caller the rate-limit middleware already authenticated (request extension).
 #[derive(Clone)]
 pub(crate) struct Authenticated(pub Principal);
+
+impl FromRequestParts<Arc<AppState>> for SignedIn {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(Authenticated(principal)) = parts.extensions.get::<Authenticated>() {
+            return Ok(SignedIn(principal.clone()));
+        }
+        let token = bearer_token(&parts.headers)?;
+        Ok(SignedIn(state.kiln.auth.authenticate(token).await?))
+    }
+}
 
 impl FromRequestParts<Arc<AppState>> for CurrentUser {
     type Rejection = ApiError;
@@ -215,11 +239,46 @@ impl FromRequestParts<Arc<AppState>> for CurrentUser {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        if let Some(Authenticated(principal)) = parts.extensions.get::<Authenticated>() {
-            return Ok(CurrentUser(principal.clone()));
-        }
-        let token = bearer_token(&parts.headers)?;
-        Ok(CurrentUser(state.kiln.auth.authenticate(token).await?))
+        let SignedIn(principal) = SignedIn::from_request_parts(parts, state).await?;
+        let slug = org_header(&parts.headers)?;
+        Ok(CurrentUser(state.kiln.orgs.acting(principal, slug).await?))
+    }
+}
+
+/// The person and the organization the request acts in, resolved as for [`CurrentUser`].
+pub struct CurrentOrg {
+    pub principal: Principal,
+    pub org: kiln_services::orgs::OrgContext,
+}
+
+/// The header a JWT caller pins its organization with.
+pub const ORG_HEADER: &str = "x-org-slug";
+
+fn org_header(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get(ORG_HEADER) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| {
+        ApiError::invalid(
+            &["header", "X-Org-Slug"],
+            "Input should be a valid string",
+            "string_type",
+        )
+    })?;
+    Ok(Some(value.trim()).filter(|s| !s.is_empty()))
+}
+
+impl FromRequestParts<Arc<AppState>> for CurrentOrg {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let SignedIn(principal) = SignedIn::from_request_parts(parts, state).await?;
+        let slug = org_header(&parts.headers)?;
+        let org = state.kiln.orgs.resolve(&principal, slug).await?;
+        Ok(CurrentOrg { principal, org })
     }
 }
 

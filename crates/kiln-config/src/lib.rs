@@ -33,6 +33,9 @@ pub use eval::EvalConfig;
 // `[runtime.kubernetes]`: the Kubernetes backend.
 mod kubernetes;
 pub use kubernetes::KubernetesConfig;
+// `[orgs]`: organizations (`/v1/orgs`).
+mod orgs;
+pub use orgs::OrgsConfig;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -119,6 +122,8 @@ pub struct Config {
     pub mail: MailConfig,
     /// `[cluster]`: the node registry on PostgreSQL (issue 12).
     pub cluster: ClusterConfig,
+    /// `[orgs]`: organizations, invitations, org keys.
+    pub orgs: OrgsConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -158,6 +163,7 @@ impl Default for Config {
             accounts: AccountsConfig::default(),
             mail: MailConfig::default(),
             cluster: ClusterConfig::default(),
+            orgs: OrgsConfig::default(),
         }
     }
 }

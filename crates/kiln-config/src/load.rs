@@ -89,6 +89,7 @@ impl Config {
         self.accounts.check()?;
         self.mail.check()?;
         self.cluster.check()?;
+        self.orgs.check()?;
         Ok(())
     }
 }

@@ -26,6 +26,16 @@ pub struct Principal {
     pub via: Credential,
     /// The device session (`/v1/auth` sign-in) the access token belongs to, if any.
     pub session_id: Option<String>,
+    /// Set once the request's organization is resolved (`OrgService::acting`): the org, and
+    /// the person behind `user` (which is then the org's account).
+    pub acting: Option<Acting>,
+}
+
+/// Who really acts, and in which organization, when a principal acts for an org.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acting {
+    pub org_id: String,
+    pub person_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +232,7 @@ impl AuthService {
                 user,
                 via: Credential::ApiKey { key_id: key.key_id },
                 session_id: None,
+                acting: None,
             });
         }
         let claims = self.decode(bearer, ACCESS)?;
@@ -237,6 +248,7 @@ impl AuthService {
             user,
             via: Credential::AccessToken,
             session_id: claims.sid,
+            acting: None,
         })
     }
 

@@ -20,6 +20,7 @@ pub mod health;
 mod ids;
 pub mod instances;
 pub mod metrics;
+pub mod orgs;
 pub mod outbound;
 pub mod record_formats;
 pub mod records;
@@ -77,6 +78,8 @@ pub struct Kiln {
     started: std::sync::atomic::AtomicBool,
     /// The node registry on PostgreSQL (`/v1/admin/servers`).
     pub cluster: Arc<cluster::ClusterService>,
+    /// Organizations, members, invitations, org keys, audit (`/v1/orgs`).
+    pub orgs: orgs::OrgService,
 }
 
 /// What happened at start that the operator must be told.
@@ -211,8 +214,10 @@ impl Kiln {
             &config,
             sandboxes.node_id().filter(|_| !sandboxes.is_ephemeral()),
         ));
+        let orgs = orgs::OrgService::new(store.clone(), config.orgs.clone(), config.mail.clone());
         Ok(Self {
             cluster,
+            orgs,
             parallel_runs,
             base_images,
             config,

@@ -53,6 +53,7 @@ pub trait Store:
     + NodeRegistryStore
     + PasswordAccountStore
     + MfaStore
+    + OrgStore
     + 'static
 {
 }
@@ -75,6 +76,7 @@ impl<T> Store for T where
         + NodeRegistryStore
         + PasswordAccountStore
         + MfaStore
+        + OrgStore
         + ?Sized
         + 'static
 {
@@ -889,4 +891,101 @@ pub trait MfaStore: Send + Sync {
         now: DateTime<Utc>,
         max_failures: u32,
     ) -> Result<bool>;
+}
+
+/// Organizations (`/v1/orgs`, migration 0016): memberships and roles, invitations, the keys
+/// that carry an org, and the append-only audit log. Role rules that need a consistent view
+/// (the last owner stays) are checked inside the writing transaction.
+#[async_trait]
+pub trait OrgStore: Send + Sync {
+    /// Creates the organization (and, for a team org, its account user) with `owner_id` as
+    /// its owner. `Conflict("slug")` if taken.
+    async fn create_org(&self, org: &crate::Organization, owner_id: &str) -> Result<()>;
+    /// The user's personal organization (`org_p_<user_id>`), created if missing, and made
+    /// their default if they have none; idempotent.
+    async fn ensure_personal_org(&self, user_id: &str, name: &str, at: DateTime<Utc>)
+        -> Result<()>;
+    /// An organization by id or slug.
+    async fn find_org(&self, id_or_slug: &str) -> Result<Option<crate::Organization>>;
+    /// The team organization whose account user this is (see `Organization::account_user_id`).
+    async fn org_of_account(&self, user_id: &str) -> Result<Option<crate::Organization>>;
+    /// Every organization the user belongs to, oldest membership first.
+    async fn list_memberships(&self, user_id: &str) -> Result<Vec<crate::OrgMembership>>;
+    async fn get_membership(
+        &self,
+        org_id: &str,
+        user_id: &str,
+    ) -> Result<Option<crate::OrgMembership>>;
+    async fn list_org_members(&self, org_id: &str) -> Result<Vec<crate::OrgMember>>;
+    /// Changes a member's role; refused (`LastOwner`) when it would leave no owner.
+    async fn set_member_role(
+        &self,
+        org_id: &str,
+        user_id: &str,
+        role: crate::OrgRole,
+    ) -> Result<crate::MemberChange>;
+    /// Removes a member and revokes the org keys they created; refused (`LastOwner`) for
+    /// the last owner.
+    async fn remove_member(
+        &self,
+        org_id: &str,
+        user_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<crate::MemberChange>;
+    /// Stores an invitation and the mail that carries its token, atomically.
+    async fn insert_invitation(
+        &self,
+        invitation: &crate::OrgInvitation,
+        mail: &crate::OutboxMail,
+    ) -> Result<()>;
+    /// The org's invitations neither accepted nor revoked, newest first.
+    async fn list_pending_invitations(&self, org_id: &str) -> Result<Vec<crate::OrgInvitation>>;
+    /// Live invitations (unspent, unrevoked, unexpired) to this lower-cased address.
+    async fn list_invitations_to(
+        &self,
+        email_lower: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<crate::OrgInvitation>>;
+    async fn get_invitation_by_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<crate::OrgInvitation>>;
+    async fn revoke_invitation(
+        &self,
+        org_id: &str,
+        invitation_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Spends a live invitation for `user_id` and adds the membership (unless they already
+    /// are a member), in one transaction. `None` if the invitation is not live.
+    async fn accept_invitation(
+        &self,
+        token_hash: &str,
+        user_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<crate::OrgInvitation>>;
+    /// Inserts an API key that carries `org_id`, atomically with its org.
+    async fn insert_org_api_key(
+        &self,
+        key: &crate::NewApiKey,
+        org_id: &str,
+    ) -> Result<crate::ApiKeyRecord>;
+    /// The organization an API key carries, if it is an org key.
+    async fn org_of_api_key(&self, key_id: &str) -> Result<Option<String>>;
+    async fn list_org_api_keys(&self, org_id: &str) -> Result<Vec<crate::ApiKeyRecord>>;
+    async fn revoke_org_api_key(
+        &self,
+        org_id: &str,
+        key_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Appends an audit record (the table refuses updates and deletes).
+    async fn insert_audit(&self, event: &crate::AuditEvent) -> Result<()>;
+    /// The org's audit records, newest first, at most `limit`, after the cursor.
+    async fn list_audit(
+        &self,
+        org_id: &str,
+        filter: &crate::AuditFilter,
+        limit: u64,
+    ) -> Result<Vec<crate::AuditEvent>>;
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::ApiResult;
-use crate::extract::{CurrentUser, ValidJson};
+use crate::extract::{SignedIn, ValidJson};
 use crate::AppState;
 
 /// Refresh an access token using a refresh token. Refresh tokens rotate: the response
@@ -36,7 +36,7 @@ pub async fn refresh(
     security(("HTTPBearer" = [])))]
 pub async fn token(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
 ) -> ApiResult<Json<TokenRefreshResponse>> {
     let pair = state.kiln.auth.issue_tokens(&me.user).await?;
     Ok(Json(TokenRefreshResponse {

@@ -9,7 +9,7 @@ use super::github_models::{
     GitHubReposResponse,
 };
 use crate::error::{ApiError, ApiResult, Input};
-use crate::extract::{CurrentUser, ValidJson, ValidQuery};
+use crate::extract::{SignedIn, ValidJson, ValidQuery};
 use crate::AppState;
 
 /// Authenticate user with GitHub OAuth: exchanges the code, creates the user on a first
@@ -69,7 +69,7 @@ pub async fn authorize(
     security(("HTTPBearer" = [])))]
 pub async fn list_repos(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
 ) -> ApiResult<Json<GitHubReposResponse>> {
     let repos = state.kiln.github.list_repos(&me.user.user_id).await?;
     Ok(Json(repos.into()))

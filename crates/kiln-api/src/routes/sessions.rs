@@ -8,6 +8,7 @@ use kiln_services::sessions::{sandbox_path, Action, CreateSession};
 use serde_json::Value;
 
 use super::sessions_models::*;
+use super::v1::auth::Client;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{check_range, CurrentUser, ValidJson, ValidPath, ValidQuery};
 use crate::models::{ErrorBody, HTTPValidationError};
@@ -28,6 +29,7 @@ const MAX_PAGE_SIZE: i64 = 100;
 pub async fn create(
     State(state): State<Arc<AppState>>,
     CurrentUser(me): CurrentUser,
+    Client(client): Client,
     ValidJson(req): ValidJson<SessionCreateRequest>,
 ) -> ApiResult<(StatusCode, Json<SessionCreateResponse>)> {
     for (name, value) in [("dataset", &req.dataset), ("sample_id", &req.sample_id)] {
@@ -49,6 +51,11 @@ pub async fn create(
             req.ttl_minutes,
         ))
         .await?;
+    state
+        .kiln
+        .orgs
+        .record_acting(&me, "session.created", &session.session_id, &client)
+        .await;
     Ok((
         StatusCode::CREATED,
         Json(SessionCreateResponse {
@@ -119,6 +126,7 @@ pub async fn get(
 pub async fn close(
     State(state): State<Arc<AppState>>,
     CurrentUser(me): CurrentUser,
+    Client(client): Client,
     ValidPath(session_id): ValidPath<String>,
 ) -> ApiResult<Json<SessionDeleteResponse>> {
     let ended = state
@@ -126,6 +134,11 @@ pub async fn close(
         .sessions
         .close(&me.user.user_id, &session_id)
         .await?;
+    state
+        .kiln
+        .orgs
+        .record_acting(&me, "session.closed", &session_id, &client)
+        .await;
     Ok(Json(SessionDeleteResponse {
         message: format!("session {session_id} closed"),
         duration_seconds: duration_seconds(&ended).unwrap_or(0.0),

@@ -9,7 +9,7 @@ use super::users_models::{
     UserView,
 };
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{CurrentUser, OptionalJson, ValidJson};
+use crate::extract::{OptionalJson, SignedIn, ValidJson};
 use crate::AppState;
 
 async fn view(state: &AppState, user_id: &str) -> ApiResult<UserView> {
@@ -28,7 +28,7 @@ async fn view(state: &AppState, user_id: &str) -> ApiResult<UserView> {
     security(("HTTPBearer" = [])))]
 pub async fn me(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
 ) -> ApiResult<Json<UserView>> {
     Ok(Json(view(&state, &me.user.user_id).await?))
 }
@@ -39,7 +39,7 @@ pub async fn me(
     security(("HTTPBearer" = [])))]
 pub async fn accept_terms(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
 ) -> ApiResult<Json<UserView>> {
     state
         .kiln
@@ -57,7 +57,7 @@ pub async fn accept_terms(
     security(("HTTPBearer" = [])))]
 pub async fn create_key(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
     OptionalJson(req): OptionalJson<ApiKeyCreateRequest>,
 ) -> ApiResult<Json<ApiKeyCreateResponse>> {
     let created = state
@@ -78,7 +78,7 @@ pub async fn create_key(
     security(("HTTPBearer" = [])))]
 pub async fn revoke_key(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
     ValidJson(req): ValidJson<ApiKeyRevokeRequest>,
 ) -> ApiResult<Json<ApiKeyRevokeResponse>> {
     state

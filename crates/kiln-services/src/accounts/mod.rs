@@ -7,7 +7,7 @@
 mod emailed;
 mod export;
 mod limiter;
-mod mail;
+pub(crate) mod mail;
 mod mfa;
 mod password;
 mod validate;
@@ -147,6 +147,10 @@ impl AccountService {
                 }
                 other => other.into(),
             })?;
+        // Every account acts in an organization: its personal one is its default.
+        self.store
+            .ensure_personal_org(&user.user_id, &user.name, Utc::now())
+            .await?;
         self.wake.notify_one();
         self.start_session(user, client).await
     }

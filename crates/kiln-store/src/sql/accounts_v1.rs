@@ -502,7 +502,7 @@ async fn insert_token<D: Dialect>(
     Ok(())
 }
 
-async fn insert_mail<D: Dialect>(
+pub(super) async fn insert_mail<D: Dialect>(
     tx: &mut sqlx::Transaction<'static, D>,
     mail: &OutboxMail,
 ) -> Result<()> {

@@ -20,6 +20,7 @@ mod instances;
 mod interactions;
 mod migration_0008;
 mod node_registry;
+mod migration_0016;
 mod nodes;
 mod opening;
 mod output_retention;

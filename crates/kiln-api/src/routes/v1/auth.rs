@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use super::auth_models::*;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{CurrentUser, OptionalJson, ValidJson, ValidPath, ValidQuery};
+use crate::extract::{OptionalJson, SignedIn, ValidJson, ValidPath, ValidQuery};
 use crate::models::{ErrorBody, HTTPValidationError};
 use crate::server::client_address;
 use crate::AppState;
@@ -136,6 +136,11 @@ pub async fn login(
                 .auth
                 .authenticate(&signed.tokens.access_token)
                 .await?;
+            state
+                .kiln
+                .orgs
+                .record_account(&me, "auth.signed_in", &client, None)
+                .await?;
             let view = me_view(&state, &me).await?;
             LoginResponse::SignedIn(SignInResponse::new(signed, view))
         }
@@ -157,7 +162,7 @@ pub async fn login(
     responses((status = 204), (status = 401, body = ErrorBody)), security(("HTTPBearer" = [])))]
 pub async fn logout(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
 ) -> ApiResult<StatusCode> {
     state.kiln.accounts.logout(&me).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -183,7 +188,7 @@ pub async fn refresh(
     responses((status = 200, body = MeView), (status = 401, body = ErrorBody)), security(("HTTPBearer" = [])))]
 pub async fn me(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
 ) -> ApiResult<Json<MeView>> {
     Ok(Json(me_view(&state, &me).await?))
 }
@@ -194,7 +199,7 @@ pub async fn me(
     security(("HTTPBearer" = [])))]
 pub async fn update_me(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
     ValidJson(req): ValidJson<UpdateMeRequest>,
 ) -> ApiResult<Json<MeView>> {
     let view = state
@@ -213,7 +218,7 @@ pub async fn update_me(
     security(("HTTPBearer" = [])))]
 pub async fn delete_me(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
     OptionalJson(req): OptionalJson<DeleteMeRequest>,
 ) -> ApiResult<StatusCode> {
     state
@@ -232,7 +237,7 @@ pub async fn delete_me(
     security(("HTTPBearer" = [])))]
 pub async fn change_password(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
     ValidJson(req): ValidJson<ChangePasswordRequest>,
 ) -> ApiResult<Json<RevokedResponse>> {
     let revoked = state
@@ -306,7 +311,7 @@ pub async fn verify_email(
     security(("HTTPBearer" = [])))]
 pub async fn change_email(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
     Client(client): Client,
     ValidJson(req): ValidJson<ChangeEmailRequest>,
 ) -> ApiResult<Json<MessageResponse>> {
@@ -338,7 +343,7 @@ pub async fn confirm_email(
     responses((status = 200, body = Object), (status = 401, body = ErrorBody)), security(("HTTPBearer" = [])))]
 pub async fn export(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
 ) -> ApiResult<Json<serde_json::Value>> {
     Ok(Json(state.kiln.accounts.export(&me).await?))
 }
@@ -349,7 +354,7 @@ pub async fn export(
     security(("HTTPBearer" = [])))]
 pub async fn sessions(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
 ) -> ApiResult<Json<SessionListResponse>> {
     let found = state.kiln.accounts.sessions(&me).await?;
     let current = me.session_id.as_deref();
@@ -366,7 +371,7 @@ pub async fn sessions(
     responses((status = 204), (status = 404, body = ErrorBody)), security(("HTTPBearer" = [])))]
 pub async fn revoke_session(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
     ValidPath(id): ValidPath<String>,
 ) -> ApiResult<StatusCode> {
     state.kiln.accounts.revoke_session(&me, &id).await?;
@@ -379,7 +384,7 @@ pub async fn revoke_session(
     security(("HTTPBearer" = [])))]
 pub async fn revoke_others(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
 ) -> ApiResult<Json<RevokedResponse>> {
     let revoked = state.kiln.accounts.revoke_other_sessions(&me).await?;
     Ok(Json(RevokedResponse { revoked }))

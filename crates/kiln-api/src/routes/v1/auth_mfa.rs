@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 use super::auth::Client;
 use super::auth_models::*;
 use crate::error::ApiResult;
-use crate::extract::{CurrentUser, OptionalJson, ValidJson, ValidPath, ValidQuery};
+use crate::extract::{OptionalJson, SignedIn, ValidJson, ValidPath, ValidQuery};
 use crate::models::{ErrorBody, HTTPValidationError};
 use crate::AppState;
 
@@ -49,6 +49,12 @@ pub async fn login_mfa(
         .auth
         .authenticate(&signed.tokens.access_token)
         .await?;
+    let details = serde_json::json!({"mfa": true});
+    state
+        .kiln
+        .orgs
+        .record_account(&me, "auth.signed_in", &client, Some(details))
+        .await?;
     let view = state.kiln.accounts.me(&me).await?.into();
     Ok(Json(SignInResponse::new(signed, view)))
 }
@@ -74,7 +80,7 @@ pub async fn mfa_state(
     security(("HTTPBearer" = [])))]
 pub async fn totp_begin(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
 ) -> ApiResult<Json<TotpBeginResponse>> {
     let e = state.kiln.accounts.totp_begin(&me).await?;
     Ok(Json(TotpBeginResponse {
@@ -91,13 +97,20 @@ pub async fn totp_begin(
     security(("HTTPBearer" = [])))]
 pub async fn totp_finish(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
+    Client(client): Client,
     ValidJson(req): ValidJson<TotpFinishRequest>,
 ) -> ApiResult<Json<TotpFinishResponse>> {
     let backup_codes = state
         .kiln
         .accounts
         .totp_finish(&me, &req.factor_id, &req.code)
+        .await?;
+    let details = serde_json::json!({"factor_id": req.factor_id, "kind": "totp"});
+    state
+        .kiln
+        .orgs
+        .record_account(&me, "mfa.enrolled", &client, Some(details))
         .await?;
     Ok(Json(TotpFinishResponse {
         factor_id: req.factor_id,
@@ -110,7 +123,7 @@ pub async fn totp_finish(
     responses((status = 200, body = FactorListResponse)), security(("HTTPBearer" = [])))]
 pub async fn factors(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
 ) -> ApiResult<Json<FactorListResponse>> {
     let list = state.kiln.accounts.factors(&me).await?;
     Ok(Json(FactorListResponse {
@@ -136,7 +149,8 @@ pub async fn factors(
     security(("HTTPBearer" = [])))]
 pub async fn remove_factor(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
+    Client(client): Client,
     ValidPath(id): ValidPath<String>,
     OptionalJson(req): OptionalJson<PasswordRequest>,
 ) -> ApiResult<StatusCode> {
@@ -144,6 +158,12 @@ pub async fn remove_factor(
         .kiln
         .accounts
         .remove_factor(&me, &id, req.password.as_deref())
+        .await?;
+    let details = serde_json::json!({"factor_id": id});
+    state
+        .kiln
+        .orgs
+        .record_account(&me, "mfa.removed", &client, Some(details))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -156,7 +176,7 @@ pub async fn remove_factor(
     security(("HTTPBearer" = [])))]
 pub async fn regenerate_backup_codes(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
     OptionalJson(req): OptionalJson<PasswordRequest>,
 ) -> ApiResult<Json<BackupCodesResponse>> {
     let backup_codes = state

@@ -18,6 +18,8 @@ pub mod files;
 pub mod files_models;
 pub mod instances;
 pub mod instances_models;
+pub mod orgs;
+pub mod orgs_models;
 pub mod parallel;
 mod parallel_models;
 pub mod ports;
@@ -43,4 +45,5 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .merge(auth::routes())
         .merge(auth_mfa::routes())
         .merge(servers::routes())
+        .merge(orgs::routes())
 }
