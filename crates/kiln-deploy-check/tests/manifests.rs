@@ -11,17 +11,6 @@ use kiln_config::{Config, Overrides};
 use kiln_deploy_check::{check_kustomization, check_object, files_under, yaml_documents};
 use serde_json::Value;
 
-/// Settings the manifests use that other branches of issue 12/13 add: `kube` (the
-/// Kubernetes backend: `runtime.backend = "kubernetes"`, `[runtime.kubernetes]`) and
-/// `nodes` (the node registry: `[cluster]`). Until both are merged they are taken out
-/// before the strict parse; after the merge, empty this list and drop the `#[ignore]` of
-/// `kiln_toml_files_parse_whole`. A `Some` value removes the key only with that value.
-const ASSUMED: &[(&str, Option<&str>)] = &[
-    ("runtime.backend", Some("kubernetes")),
-    ("runtime.kubernetes", None),
-    ("cluster", None),
-];
-
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
 }
@@ -107,34 +96,6 @@ fn kustomizations_are_complete_and_nothing_is_left_out() {
     assert!(orphans.is_empty(), "named by no kustomization: {orphans:?}");
 }
 
-fn without_assumed(text: &str) -> (String, usize) {
-    let mut table: toml::Table = toml::from_str(text).unwrap();
-    let removed = ASSUMED
-        .iter()
-        .filter(|(key, value)| {
-            let path: Vec<&str> = key.split('.').collect();
-            remove_key(&mut table, &path, *value)
-        })
-        .count();
-    (toml::to_string(&table).unwrap(), removed)
-}
-
-/// Removes `path` from `table` (only when its value is `value`, if given).
-fn remove_key(table: &mut toml::Table, path: &[&str], value: Option<&str>) -> bool {
-    match path {
-        [last] => {
-            let matches =
-                value.is_none_or(|v| table.get(*last).and_then(toml::Value::as_str) == Some(v));
-            matches && table.remove(*last).is_some()
-        }
-        [first, rest @ ..] => table
-            .get_mut(*first)
-            .and_then(toml::Value::as_table_mut)
-            .is_some_and(|t| remove_key(t, rest, value)),
-        [] => false,
-    }
-}
-
 fn load(text: &str) -> Result<Config, kiln_config::ConfigError> {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("kiln.toml");
@@ -148,27 +109,13 @@ fn kiln_tomls() -> Vec<PathBuf> {
     tomls
 }
 
+/// Every `kiln.toml` under `deploy/` loads as Kiln's `Config` whole (an unknown key fails).
 #[test]
 fn kiln_toml_files_parse_as_kilns_config() {
-    let mut removed = 0;
     for path in kiln_tomls() {
-        let (text, n) = without_assumed(&std::fs::read_to_string(&path).unwrap());
-        removed += n;
+        let text = std::fs::read_to_string(&path).unwrap();
         let config = load(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(config.listen.port(), 8000, "{}", path.display());
-    }
-    // Each assumed key is still used somewhere: the list stays honest.
-    assert_eq!(removed, 3, "the ASSUMED list no longer matches the files");
-}
-
-/// The files as written, assumed keys included: passes once the `kube` and `nodes`
-/// branches (the Kubernetes backend, `[cluster]`) are merged.
-#[test]
-#[ignore = "needs runtime.backend = \"kubernetes\" (branch kube) and [cluster] (branch nodes)"]
-fn kiln_toml_files_parse_whole() {
-    for path in kiln_tomls() {
-        load(&std::fs::read_to_string(&path).unwrap())
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
 }
 
@@ -181,10 +128,6 @@ fn names_a_setting(variable: &str, settings: &Value) -> bool {
         return true; // read by the command line and the agent lookup, not settings
     }
     let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
-    let dotted = path.join(".");
-    if ASSUMED.iter().any(|(key, _)| dotted.starts_with(key)) {
-        return true;
-    }
     let mut at = settings;
     for key in &path {
         match at.get(key) {
@@ -273,7 +216,14 @@ fn servers_have_replicas_probes_and_a_narrow_role() {
         servers, 2,
         "the Deployment (pods mode) and the DaemonSet (node mode)"
     );
-    let allowed: BTreeSet<&str> = ["pods", "pods/status", "networkpolicies", "events"].into();
+    let allowed: BTreeSet<&str> = [
+        "pods",
+        "pods/status",
+        "secrets",
+        "networkpolicies",
+        "events",
+    ]
+    .into();
     let roles: Vec<&Value> = objects
         .iter()
         .map(|(_, o)| o)
@@ -291,7 +241,7 @@ fn servers_have_replicas_probes_and_a_narrow_role() {
                 .iter()
                 .map(|v| v.as_str().unwrap())
                 .collect();
-            if resource != "pods" && resource != "networkpolicies" {
+            if !["pods", "secrets", "networkpolicies"].contains(&resource) {
                 assert!(
                     verbs.iter().all(|v| ["get", "list", "watch"].contains(v)),
                     "{resource}: {verbs:?}"
