@@ -108,6 +108,10 @@ pub fn serve(data: &Path, port: u16, log: &Path) -> Server {
         .arg(data)
         .env("KILN_LOAD_DEMO_DATASET", "false")
         .env("KILN_BUILD_DEMO_IMAGES", "false")
+        // Admission weighs disk limits against the host's free disk: with the default
+        // 10 GiB each, 20 sessions need ~10 GiB free and the test would fail on a fuller
+        // disk. These sandboxes write a few KiB.
+        .env("KILN_RUNTIME__DISK_MIB", "256")
         .env_remove("KILN_DATABASE_URL")
         .env_remove("KILN_IMAGES_DIR")
         .stdout(out.try_clone().unwrap())
@@ -240,6 +244,10 @@ pub fn serve_node(data: &Path, listen: &str, env: &[(&str, &str)], log: &Path) -
         .arg(data)
         .env("KILN_LOAD_DEMO_DATASET", "false")
         .env("KILN_BUILD_DEMO_IMAGES", "false")
+        // Admission weighs disk limits against the host's free disk: with the default
+        // 10 GiB each, 20 sessions need ~10 GiB free and the test would fail on a fuller
+        // disk. These sandboxes write a few KiB.
+        .env("KILN_RUNTIME__DISK_MIB", "256")
         .envs(env.iter().copied())
         .stdout(out.try_clone().unwrap())
         .stderr(out)
