@@ -42,7 +42,7 @@ pub async fn list(
 #[utoipa::path(get, path = "/admin/servers/{id}", tag = "compute_servers",
     params(("id" = String, Path)),
     responses((status = 200, body = ServerView), (status = 403, body = ErrorBody),
-              (status = 404, body = ErrorBody)),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("HTTPBearer" = [])))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
@@ -73,7 +73,8 @@ pub async fn drain(
     params(("id" = String, Path)),
     request_body = ServerStatusRequest,
     responses((status = 200, body = ServerView), (status = 403, body = ErrorBody),
-              (status = 404, body = ErrorBody), (status = 422, body = HTTPValidationError)),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = HTTPValidationError)),
     security(("HTTPBearer" = [])))]
 pub async fn set_status(
     State(state): State<Arc<AppState>>,
@@ -93,7 +94,7 @@ pub async fn set_status(
 #[utoipa::path(get, path = "/admin/servers/{id}/metrics", tag = "compute_servers",
     params(("id" = String, Path)),
     responses((status = 200, body = ServerMetricsView), (status = 403, body = ErrorBody),
-              (status = 404, body = ErrorBody)),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("HTTPBearer" = [])))]
 pub async fn metrics(
     State(state): State<Arc<AppState>>,
