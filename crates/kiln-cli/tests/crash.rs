@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kiln_envimage::{LayerCompression, LayerTarOptions, OciLayout};
 use serde_json::json;
 
 const SESSIONS: usize = 20;
@@ -25,71 +24,6 @@ const CUT_OFF: [usize; 6] = [0, 3, 7, 11, 15, 19];
 const DIED: [usize; 3] = [1, 5, 7];
 /// The whole scenario's bound (CI machines are loaded; it takes ~20 s here).
 const DEADLINE: Duration = Duration::from_secs(240);
-
-/// A busybox image with `/testbed/hello.txt`, imported with `kiln images import` as the
-/// image of sample `test/test-1`, whose record `kiln datasets import` imports.
-fn install_sample(data: &Path, work: &Path) -> String {
-    let root = work.join("rootfs");
-    for dir in ["bin", "etc", "tmp", "root", "proc", "dev", "sys", "testbed"] {
-        std::fs::create_dir_all(root.join(dir)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-    for applet in text(&list.stdout).lines() {
-        if applet != "busybox" {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-        }
-    }
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    std::fs::write(root.join("testbed/hello.txt"), "hello from the image\n").unwrap();
-    let reference = kiln_services::sessions::sample_image_reference("test", "test-1");
-    let layout = OciLayout::create(&work.join("layout")).unwrap();
-    let (layer, _) = layout
-        .write_layer(
-            &root,
-            &LayerTarOptions::default(),
-            LayerCompression::None,
-            |_, _| {},
-        )
-        .unwrap();
-    let config = json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Env": ["PATH=/bin"], "WorkingDir": "/testbed"},
-        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
-    });
-    layout
-        .finish(&config, std::slice::from_ref(&layer), &reference)
-        .unwrap();
-    let out = kiln(
-        data,
-        &[
-            "images",
-            "import",
-            layout.dir().to_str().unwrap(),
-            "--reference",
-            &reference,
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-
-    let record = json!({"instance_id": "test-1", "repo": "test/hello",
-        "base_commit": "0000000000000000000000000000000000000000",
-        "FAIL_TO_PASS": ["t1"], "PASS_TO_PASS": [], "test_patch": "", "test_cmd": "true"});
-    let records = work.join("records.jsonl");
-    std::fs::write(&records, format!("{record}\n")).unwrap();
-    let out = kiln(
-        data,
-        &[
-            "datasets",
-            "import",
-            records.to_str().unwrap(),
-            "--name",
-            "test",
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    reference
-}
 
 /// cgroup directories named `name`, in every hierarchy.
 fn cgroups_named(name: &str) -> Vec<PathBuf> {
@@ -139,7 +73,7 @@ async fn a_killed_server_restarts_without_leaks() {
     let dir = tempfile::tempdir().unwrap();
     let data = std::fs::canonicalize(dir.path()).unwrap().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let reference = install_sample(&data, dir.path());
+    let reference = install_busybox_sample(&|args| kiln(&data, args), dir.path());
 
     let port = free_port();
     let mut server = serve(&data, port, &dir.path().join("first.log"));

@@ -5,70 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod server_harness;
-use server_harness::{free_port, kiln, prerequisites, serve, text};
+use server_harness::{free_port, install_busybox_sample, kiln, prerequisites, serve};
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kiln_envimage::{LayerCompression, LayerTarOptions, OciLayout};
 use serde_json::{json, Value};
-
-/// A busybox image imported as the image of sample `test/test-1`, and its record.
-fn install_sample(data: &Path, work: &Path) {
-    let root = work.join("rootfs");
-    for dir in ["bin", "etc", "tmp", "root", "proc", "dev", "sys", "testbed"] {
-        std::fs::create_dir_all(root.join(dir)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-    for applet in text(&list.stdout).lines() {
-        if applet != "busybox" {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-        }
-    }
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    let reference = kiln_services::sessions::sample_image_reference("test", "test-1");
-    let layout = OciLayout::create(&work.join("layout")).unwrap();
-    let (layer, _) = layout
-        .write_layer(
-            &root,
-            &LayerTarOptions::default(),
-            LayerCompression::None,
-            |_, _| {},
-        )
-        .unwrap();
-    let config = json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Env": ["PATH=/bin"], "WorkingDir": "/testbed"},
-        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
-    });
-    layout
-        .finish(&config, std::slice::from_ref(&layer), &reference)
-        .unwrap();
-    let layout_dir = layout.dir().to_str().unwrap().to_string();
-    let out = kiln(
-        data,
-        &["images", "import", &layout_dir, "--reference", &reference],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let record = json!({"instance_id": "test-1", "repo": "test/hello",
-        "base_commit": "0000000000000000000000000000000000000000",
-        "FAIL_TO_PASS": ["t1"], "PASS_TO_PASS": [], "test_patch": "", "test_cmd": "true"});
-    let records = work.join("records.jsonl");
-    std::fs::write(&records, format!("{record}\n")).unwrap();
-    let out = kiln(
-        data,
-        &[
-            "datasets",
-            "import",
-            records.to_str().unwrap(),
-            "--name",
-            "test",
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-}
 
 /// Calls `method root+path` with the admin's key: status and JSON body.
 async fn call(
@@ -123,7 +64,7 @@ async fn forwards_of_an_adopted_session_listen_again_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let data = std::fs::canonicalize(dir.path()).unwrap().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    install_sample(&data, dir.path());
+    install_busybox_sample(&|args| kiln(&data, args), dir.path());
     let port = free_port();
     let mut server = serve(&data, port, &dir.path().join("first.log"));
     let key = std::fs::read_to_string(data.join("admin.key"))
