@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::http::uri::Authority;
 use axum::http::{Method, Uri, Version};
 use axum::middleware::Next;
@@ -18,22 +18,11 @@ use hyper_util::rt::TokioIo;
 use kiln_services::cluster::Route;
 
 use crate::error::ApiError;
+use crate::routes::v1::ports_proxy::strip_hop_by_hop;
 use crate::AppState;
 
 /// Carries the cluster secret on the internal hop.
 pub const SECRET_HEADER: &str = "x-kiln-cluster-secret";
-
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 
 /// What a request is about, for routing.
 #[derive(Debug, PartialEq, Eq)]
@@ -162,23 +151,6 @@ async fn relay(
     let (mut parts, body) = answer.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, Body::new(body)))
-}
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers the `Connection` header names are this hop's too.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ pub mod parallel;
 mod parallel_models;
 pub mod ports;
 pub mod ports_models;
-mod ports_proxy;
+pub(crate) mod ports_proxy;
 pub mod servers;
 mod servers_models;
 pub mod snapshots;

@@ -161,7 +161,8 @@ fn upstream_request(
     ))
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+/// Drops the headers that belong to one hop (also used by node-to-node forwarding).
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Headers the `Connection` header names are this hop's too.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
