@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says when it began (seconds since the start), so a CI log shows where time goes.
+step() { printf '\n==> [%ss] %s\n' "$SECONDS" "$*"; }
 
 step "Debian packages the tests need"
 need=()
@@ -158,3 +159,5 @@ if [ ! -x "$mcp_venv/bin/pytest" ]; then
   "$mcp_venv/bin/pip" install --quiet --disable-pip-version-check -r tests/mcp/requirements.txt
 fi
 "$mcp_venv/bin/pytest" -q -p no:cacheprovider tests/mcp
+
+step "All of Kiln's tests passed"
