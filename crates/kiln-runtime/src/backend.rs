@@ -71,7 +71,7 @@ pub(crate) fn agent_err(id: &SandboxId) -> impl FnOnce(ClientError) -> RuntimeEr
 /// `request`, run in the sandbox's working directory unless it names its own.
 fn with_default_cwd(sandbox: &impl AgentSandbox, mut request: ExecRequest) -> ExecRequest {
     if request.cwd.is_none() {
-        request.cwd = sandbox.workdir().map(str::to_owned);
+        request.cwd = sandbox.view().workdir.map(str::to_owned);
     }
     request
 }

@@ -12,25 +12,36 @@ use kiln_protocol::AsyncAgentClient;
 use crate::error::{Result, RuntimeError};
 use crate::spec::{SandboxHandle, SandboxId, SandboxInfo};
 
-/// What every backend's sandbox record tells: who it is and how to reach its agent.
-pub(crate) trait AgentSandbox: Send + Sync + 'static {
-    /// Its id.
-    fn id(&self) -> &SandboxId;
+/// What the shared code reads of a backend's sandbox record.
+pub(crate) struct AgentView<'a> {
+    pub id: &'a SandboxId,
     /// Talks to its agent.
-    fn client(&self) -> &AsyncAgentClient;
+    pub client: &'a AsyncAgentClient,
     /// The working directory of commands that name none; `None`: the agent's own.
-    fn workdir(&self) -> Option<&str>;
+    pub workdir: Option<&'a str>,
     /// When it became ready.
-    fn created_at(&self) -> SystemTime;
+    pub created_at: SystemTime,
     /// From the agent's hello.
-    fn agent_version(&self) -> &str;
+    pub agent_version: &'a str,
+}
+
+/// A backend's record of a running sandbox, whose agent the shared code calls.
+pub(crate) trait AgentSandbox: Send + Sync + 'static {
+    /// Who it is and how its agent is reached.
+    fn view(&self) -> AgentView<'_>;
+
+    /// Talks to its agent.
+    fn client(&self) -> &AsyncAgentClient {
+        self.view().client
+    }
 
     /// What `create` returns.
     fn handle(&self) -> SandboxHandle {
+        let view = self.view();
         SandboxHandle {
-            id: self.id().clone(),
-            agent_version: self.agent_version().to_string(),
-            created_at: self.created_at(),
+            id: view.id.clone(),
+            agent_version: view.agent_version.to_string(),
+            created_at: view.created_at,
         }
     }
 }
@@ -183,10 +194,13 @@ impl<S: AgentSandbox> Slots<S> {
         let mut infos: Vec<SandboxInfo> = self
             .all()
             .iter()
-            .map(|sandbox| SandboxInfo {
-                id: sandbox.id().clone(),
-                created_at: sandbox.created_at(),
-                memory_bytes: memory(sandbox),
+            .map(|sandbox| {
+                let view = sandbox.view();
+                SandboxInfo {
+                    id: view.id.clone(),
+                    created_at: view.created_at,
+                    memory_bytes: memory(sandbox),
+                }
             })
             .collect();
         infos.sort_by(|a, b| a.id.cmp(&b.id));
@@ -196,4 +210,104 @@ impl<S: AgentSandbox> Slots<S> {
 
 fn still_starting(id: &SandboxId) -> RuntimeError {
     RuntimeError::NotFound(format!("{id} (still starting)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    #[derive(Debug)]
+    struct Fake {
+        id: SandboxId,
+        client: AsyncAgentClient,
+    }
+
+    impl AgentSandbox for Fake {
+        fn view(&self) -> AgentView<'_> {
+            AgentView {
+                id: &self.id,
+                client: &self.client,
+                workdir: None,
+                created_at: SystemTime::UNIX_EPOCH,
+                agent_version: "test",
+            }
+        }
+    }
+
+    fn fake(id: &str) -> Fake {
+        Fake {
+            id: SandboxId::new(id).unwrap(),
+            client: AsyncAgentClient::unix("/nonexistent/agent.sock"),
+        }
+    }
+
+    fn id(id: &str) -> SandboxId {
+        SandboxId::new(id).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_starting_id_is_taken_but_not_found() {
+        let slots = Slots::<Fake>::default();
+        let (a, released) = (id("a"), Cell::new(false));
+        let start = async {
+            // While `start` runs, the id is taken and neither found nor destroyable.
+            assert!(slots.contains(&a) && slots.is_starting(&a));
+            let again = slots.create(&a, || Ok(()), async { Ok(fake("a")) }, || {});
+            assert!(matches!(again.await, Err(RuntimeError::AlreadyExists(_))));
+            let err = slots.get(&a).unwrap_err().to_string();
+            assert!(err.contains("still starting"), "{err}");
+            assert!(slots.take(&a).is_err());
+            assert!(slots.running(&a).is_none());
+            Ok(fake("a"))
+        };
+        let made = slots.create(&a, || Ok(()), start, || released.set(true));
+        let handle = made.await.unwrap().handle();
+        assert_eq!(
+            (handle.id, handle.agent_version),
+            (a.clone(), "test".into())
+        );
+        assert!(!released.get());
+        assert!(slots.get(&a).is_ok() && !slots.is_starting(&a));
+        assert!(slots.take(&a).unwrap().is_some());
+        assert!(!slots.contains(&a) && slots.take(&a).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failed_create_frees_its_id() {
+        let slots = Slots::<Fake>::default();
+        let (a, released) = (id("a"), Cell::new(0));
+        // Admission refused: nothing was held, so nothing is released.
+        let refused = slots.create(
+            &a,
+            || Err(RuntimeError::AlreadyExists("full".into())),
+            async { Ok(fake("a")) },
+            || released.set(released.get() + 1),
+        );
+        assert!(refused.await.is_err());
+        assert_eq!((slots.contains(&a), released.get()), (false, 0));
+        // The start failed: what admission held is given back.
+        let failed = slots.create(
+            &a,
+            || Ok(()),
+            async { Err::<Fake, _>(RuntimeError::NotFound("image".into())) },
+            || released.set(released.get() + 1),
+        );
+        assert!(matches!(failed.await, Err(RuntimeError::NotFound(_))));
+        assert_eq!((slots.contains(&a), released.get()), (false, 1));
+    }
+
+    #[test]
+    fn list_and_shutdown_see_only_running_sandboxes() {
+        let slots = Slots::<Fake>::default();
+        for name in ["b", "a"] {
+            slots.insert(&id(name), Arc::new(fake(name)));
+        }
+        slots.lock().insert(id("c"), Slot::Starting);
+        let listed: Vec<_> = slots.infos(|_| Some(7)).into_iter().map(|i| i.id).collect();
+        assert_eq!(listed, [id("a"), id("b")]);
+        assert_eq!(slots.drain().len(), 2);
+        assert!(!slots.contains(&id("c")) && slots.all().is_empty());
+    }
 }

@@ -9,38 +9,27 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bollard::query_parameters::{ListContainersOptions, StatsOptions};
 use futures_util::StreamExt;
-use kiln_protocol::AsyncAgentClient;
 
 use super::{DockerRuntime, Sandbox};
 use crate::backend::{self, agent_err, Backend};
 use crate::error::{Result, RuntimeError};
 use crate::host_report::HostReport;
 use crate::runtime::{ReconcileReport, SandboxExit};
-use crate::slots::{AgentSandbox, Slots};
+use crate::slots::{AgentSandbox, AgentView, Slots};
 use crate::spec::{
     Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSource, SandboxSpec,
     Snapshot, SnapshotId,
 };
 
 impl AgentSandbox for Sandbox {
-    fn id(&self) -> &SandboxId {
-        &self.id
-    }
-
-    fn client(&self) -> &AsyncAgentClient {
-        &self.client
-    }
-
-    fn workdir(&self) -> Option<&str> {
-        self.workdir.as_deref()
-    }
-
-    fn created_at(&self) -> SystemTime {
-        self.created_at
-    }
-
-    fn agent_version(&self) -> &str {
-        &self.agent_version
+    fn view(&self) -> AgentView<'_> {
+        AgentView {
+            id: &self.id,
+            client: &self.client,
+            workdir: self.workdir.as_deref(),
+            created_at: self.created_at,
+            agent_version: &self.agent_version,
+        }
     }
 }
 

@@ -2,10 +2,8 @@
 //! a Pod is started, adopted and deleted.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use async_trait::async_trait;
-use kiln_protocol::AsyncAgentClient;
 use kube::api::ListParams;
 
 use super::pod::{node_selector, ID_ANNOTATION};
@@ -15,31 +13,21 @@ use crate::backend::{self, Backend};
 use crate::error::{Result, RuntimeError};
 use crate::host_report::HostReport;
 use crate::runtime::{ReconcileReport, SandboxExit};
-use crate::slots::{AgentSandbox, Slots};
+use crate::slots::{AgentSandbox, AgentView, Slots};
 use crate::spec::{
     Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot, SnapshotId,
 };
 
 impl AgentSandbox for Sandbox {
-    fn id(&self) -> &SandboxId {
-        &self.id
-    }
-
-    fn client(&self) -> &AsyncAgentClient {
-        &self.client
-    }
-
-    fn workdir(&self) -> Option<&str> {
-        // Commands run where the agent does: the image's working directory.
-        None
-    }
-
-    fn created_at(&self) -> SystemTime {
-        self.created_at
-    }
-
-    fn agent_version(&self) -> &str {
-        &self.agent_version
+    fn view(&self) -> AgentView<'_> {
+        AgentView {
+            id: &self.id,
+            client: &self.client,
+            // Commands run where the agent does: the image's working directory.
+            workdir: None,
+            created_at: self.created_at,
+            agent_version: &self.agent_version,
+        }
     }
 }
 

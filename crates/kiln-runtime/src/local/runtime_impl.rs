@@ -2,10 +2,9 @@
 //! sandbox is admitted, started, measured and torn down.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use kiln_protocol::AsyncAgentClient;
 
 use super::host_check;
 use crate::backend::Backend;
@@ -16,7 +15,7 @@ use crate::local::sandbox::Sandbox;
 use crate::local::spec::LocalSpec;
 use crate::local::{remove_socket_link, teardown, usage, workspace, LocalRuntime};
 use crate::runtime::{NodeCapacity, ReconcileReport, SandboxExit};
-use crate::slots::{AgentSandbox, Slots};
+use crate::slots::{AgentSandbox, AgentView, Slots};
 use crate::spec::{
     Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot, SnapshotId,
 };
@@ -95,24 +94,14 @@ impl LocalRuntime {
 }
 
 impl AgentSandbox for Sandbox {
-    fn id(&self) -> &SandboxId {
-        &self.spec.id
-    }
-
-    fn client(&self) -> &AsyncAgentClient {
-        &self.client
-    }
-
-    fn workdir(&self) -> Option<&str> {
-        self.spec.workdir.as_deref()
-    }
-
-    fn created_at(&self) -> SystemTime {
-        self.created_at
-    }
-
-    fn agent_version(&self) -> &str {
-        &self.agent_version
+    fn view(&self) -> AgentView<'_> {
+        AgentView {
+            id: &self.spec.id,
+            client: &self.client,
+            workdir: self.spec.workdir.as_deref(),
+            created_at: self.created_at,
+            agent_version: &self.agent_version,
+        }
     }
 }
 
