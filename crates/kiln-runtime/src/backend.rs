@@ -50,11 +50,13 @@ pub(crate) trait Backend: Send + Sync {
     async fn usage(&self, id: &SandboxId) -> Result<ResourceUsage>;
     async fn snapshot(&self, id: &SandboxId) -> Result<Snapshot>;
     async fn remove_snapshot(&self, snapshot_id: &SnapshotId) -> Result<()>;
-    async fn wait_exit(&self, id: &SandboxId) -> Result<SandboxExit>;
     async fn destroy(&self, id: &SandboxId) -> Result<()>;
 
     // The whole node.
-    async fn list(&self) -> Result<Vec<SandboxInfo>>;
+    async fn list(&self) -> Result<Vec<SandboxInfo>> {
+        // The backend has no cheap figure of each sandbox's memory.
+        Ok(self.slots().infos(|_| None))
+    }
     async fn health(&self) -> HostReport;
     async fn reconcile(&self, known: &[SandboxId]) -> Result<ReconcileReport>;
     async fn shutdown(&self) -> Result<()>;
@@ -86,11 +88,12 @@ pub(crate) fn agent_secret() -> String {
         .collect()
 }
 
-/// How a sandbox ended, from a watch its backend's watcher fills in once.
-pub(crate) async fn wait_exit(mut exit: watch::Receiver<Option<SandboxExit>>) -> SandboxExit {
+/// How a sandbox ended, from the watch its backend's watcher fills in once (at once if
+/// it already has).
+async fn wait_exit(mut exit: watch::Receiver<Option<SandboxExit>>) -> SandboxExit {
     match exit.wait_for(Option::is_some).await {
         Ok(value) => value.clone().unwrap_or(SandboxExit::Destroyed),
-        // The watcher is gone only with the runtime.
+        // The watcher only stops after sending: gone, it has nothing more to tell.
         Err(_) => SandboxExit::Destroyed,
     }
 }
@@ -216,7 +219,9 @@ impl<B: Backend> Runtime for B {
     }
 
     async fn wait_exit(&self, id: &SandboxId) -> Result<SandboxExit> {
-        Backend::wait_exit(self, id).await
+        // The record is not held while waiting: a destroy may drop it meanwhile.
+        let exit = self.sandbox(id)?.view().exit.clone();
+        Ok(wait_exit(exit).await)
     }
 
     async fn list(&self) -> Result<Vec<SandboxInfo>> {

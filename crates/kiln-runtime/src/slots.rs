@@ -8,8 +8,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use kiln_protocol::AsyncAgentClient;
+use tokio::sync::watch;
 
 use crate::error::{Result, RuntimeError};
+use crate::runtime::SandboxExit;
 use crate::spec::{SandboxHandle, SandboxId, SandboxInfo};
 
 /// What the shared code reads of a backend's sandbox record.
@@ -23,6 +25,8 @@ pub(crate) struct AgentView<'a> {
     pub created_at: SystemTime,
     /// From the agent's hello.
     pub agent_version: &'a str,
+    /// Holds how the sandbox ended, once it has.
+    pub exit: &'a watch::Receiver<Option<SandboxExit>>,
 }
 
 /// A backend's record of a running sandbox, whose agent the shared code calls.
@@ -222,6 +226,7 @@ mod tests {
     struct Fake {
         id: SandboxId,
         client: AsyncAgentClient,
+        exit: watch::Receiver<Option<SandboxExit>>,
     }
 
     impl AgentSandbox for Fake {
@@ -232,6 +237,7 @@ mod tests {
                 workdir: None,
                 created_at: SystemTime::UNIX_EPOCH,
                 agent_version: "test",
+                exit: &self.exit,
             }
         }
     }
@@ -240,6 +246,7 @@ mod tests {
         Fake {
             id: SandboxId::new(id).unwrap(),
             client: AsyncAgentClient::unix("/nonexistent/agent.sock"),
+            exit: watch::channel(None).1,
         }
     }
 

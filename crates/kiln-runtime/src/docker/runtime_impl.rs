@@ -11,14 +11,14 @@ use bollard::query_parameters::{ListContainersOptions, StatsOptions};
 use futures_util::StreamExt;
 
 use super::{DockerRuntime, Sandbox};
-use crate::backend::{self, agent_err, Backend};
+use crate::backend::{agent_err, Backend};
 use crate::error::{Result, RuntimeError};
 use crate::host_report::HostReport;
-use crate::runtime::{ReconcileReport, SandboxExit};
+use crate::runtime::ReconcileReport;
 use crate::slots::{AgentSandbox, AgentView, Slots};
 use crate::spec::{
-    Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSource, SandboxSpec,
-    Snapshot, SnapshotId,
+    Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxSource, SandboxSpec, Snapshot,
+    SnapshotId,
 };
 
 impl AgentSandbox for Sandbox {
@@ -29,6 +29,7 @@ impl AgentSandbox for Sandbox {
             workdir: self.workdir.as_deref(),
             created_at: self.created_at,
             agent_version: &self.agent_version,
+            exit: &self.exit,
         }
     }
 }
@@ -180,14 +181,6 @@ impl Backend for DockerRuntime {
         } else {
             Err(RuntimeError::NotFound(id.to_string()))
         }
-    }
-
-    async fn wait_exit(&self, id: &SandboxId) -> Result<SandboxExit> {
-        Ok(backend::wait_exit(self.slots.get(id)?.exit.clone()).await)
-    }
-
-    async fn list(&self) -> Result<Vec<SandboxInfo>> {
-        Ok(self.slots.infos(|_| None))
     }
 
     async fn usage(&self, id: &SandboxId) -> Result<ResourceUsage> {

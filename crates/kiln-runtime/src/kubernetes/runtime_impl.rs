@@ -9,13 +9,13 @@ use kube::api::ListParams;
 use super::pod::{node_selector, ID_ANNOTATION};
 use super::retry::retry;
 use super::{KubeRuntime, Sandbox};
-use crate::backend::{self, Backend};
+use crate::backend::Backend;
 use crate::error::{Result, RuntimeError};
 use crate::host_report::HostReport;
-use crate::runtime::{ReconcileReport, SandboxExit};
+use crate::runtime::ReconcileReport;
 use crate::slots::{AgentSandbox, AgentView, Slots};
 use crate::spec::{
-    Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot, SnapshotId,
+    Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxSpec, Snapshot, SnapshotId,
 };
 
 impl AgentSandbox for Sandbox {
@@ -27,6 +27,7 @@ impl AgentSandbox for Sandbox {
             workdir: None,
             created_at: self.created_at,
             agent_version: &self.agent_version,
+            exit: &self.exit,
         }
     }
 }
@@ -86,14 +87,6 @@ impl Backend for KubeRuntime {
         } else {
             Err(RuntimeError::NotFound(id.to_string()))
         }
-    }
-
-    async fn wait_exit(&self, id: &SandboxId) -> Result<SandboxExit> {
-        Ok(backend::wait_exit(self.slots.get(id)?.exit.clone()).await)
-    }
-
-    async fn list(&self) -> Result<Vec<SandboxInfo>> {
-        Ok(self.slots.infos(|_| None))
     }
 
     async fn usage(&self, id: &SandboxId) -> Result<ResourceUsage> {

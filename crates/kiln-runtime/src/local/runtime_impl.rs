@@ -14,7 +14,7 @@ use crate::local::layout::SandboxDirs;
 use crate::local::sandbox::Sandbox;
 use crate::local::spec::LocalSpec;
 use crate::local::{remove_socket_link, teardown, usage, workspace, LocalRuntime};
-use crate::runtime::{NodeCapacity, ReconcileReport, SandboxExit};
+use crate::runtime::{NodeCapacity, ReconcileReport};
 use crate::slots::{AgentSandbox, AgentView, Slots};
 use crate::spec::{
     Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot, SnapshotId,
@@ -101,6 +101,7 @@ impl AgentSandbox for Sandbox {
             workdir: self.spec.workdir.as_deref(),
             created_at: self.created_at,
             agent_version: &self.agent_version,
+            exit: self.exit.receiver(),
         }
     }
 }
@@ -156,12 +157,6 @@ impl Backend for LocalRuntime {
                 Err(RuntimeError::NotFound(id.to_string()))
             }
         }
-    }
-
-    async fn wait_exit(&self, id: &SandboxId) -> Result<SandboxExit> {
-        // The record is not held while waiting: a destroy may drop it meanwhile.
-        let exit = self.get(id)?.exit.wait();
-        Ok(exit.await)
     }
 
     async fn list(&self) -> Result<Vec<SandboxInfo>> {
