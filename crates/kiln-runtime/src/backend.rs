@@ -98,6 +98,9 @@ async fn wait_exit(mut exit: watch::Receiver<Option<SandboxExit>>) -> SandboxExi
     }
 }
 
+// One blanket impl rather than one per backend, so the agent calls exist once. `Backend`
+// is crate-private: no type outside this crate gets it, and a type of another crate
+// (a test's fake) implements `Runtime` itself.
 #[async_trait]
 impl<B: Backend> Runtime for B {
     fn reserve(&self, id: &SandboxId, limits: &Limits) -> Result<()> {
