@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+mod backend;
 pub mod docker;
 pub mod error;
 pub mod host_report;
@@ -32,6 +33,7 @@ pub mod local;
 pub mod node;
 mod open;
 pub mod runtime;
+mod slots;
 pub mod spec;
 
 pub use error::{Resource, Result, RuntimeError};

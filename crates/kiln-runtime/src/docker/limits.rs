@@ -183,16 +183,7 @@ impl DockerLimits {
     }
 
     pub fn capacity(&self) -> NodeCapacity {
-        let budget = self.admission.budget();
-        let (memory, disk) = self.admission.held();
-        NodeCapacity {
-            memory_reserved_bytes: memory,
-            memory_budget_bytes: budget.memory_bytes,
-            memory_overcommit: budget.memory_overcommit,
-            disk_reserved_bytes: disk,
-            disk_budget_bytes: self.space(),
-            disk_overcommit: budget.disk_overcommit,
-        }
+        self.admission.capacity(self.space())
     }
 }
 

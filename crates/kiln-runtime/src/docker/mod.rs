@@ -14,10 +14,9 @@ mod runtime_impl;
 mod snapshot;
 mod start;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bollard::Docker;
@@ -27,6 +26,7 @@ use tokio::sync::watch;
 
 use crate::error::{Result, RuntimeError};
 use crate::runtime::SandboxExit;
+use crate::slots::Slots;
 use crate::spec::SandboxId;
 
 pub use limits::DiskLimitSupport;
@@ -100,7 +100,7 @@ impl DockerSettings {
 
 /// One running container.
 #[derive(Debug)]
-struct Sandbox {
+pub(crate) struct Sandbox {
     id: SandboxId,
     /// The container's name.
     container: String,
@@ -121,19 +121,14 @@ impl Sandbox {
     }
 }
 
-#[derive(Debug)]
-enum Slot {
-    Starting,
-    Running(Arc<Sandbox>),
-}
-
 /// The Docker backend. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct DockerRuntime {
     docker: Docker,
     settings: DockerSettings,
     images: Option<kiln_image::ImageStore>,
-    sandboxes: Mutex<HashMap<SandboxId, Slot>>,
+    /// The sandboxes this runtime runs or is starting.
+    slots: Slots<Sandbox>,
     /// One import into the engine at a time: two creates of a new image load it once.
     loading: tokio::sync::Mutex<()>,
     /// Set once the API version is agreed on.
@@ -170,7 +165,7 @@ impl DockerRuntime {
             docker,
             settings,
             images: None,
-            sandboxes: Mutex::default(),
+            slots: Slots::default(),
             loading: tokio::sync::Mutex::default(),
             negotiated: tokio::sync::OnceCell::new(),
         })
@@ -210,20 +205,6 @@ impl DockerRuntime {
     /// The engine client, for tests and benchmarks that compare with plain Docker.
     pub fn engine(&self) -> &Docker {
         &self.docker
-    }
-
-    fn table(&self) -> MutexGuard<'_, HashMap<SandboxId, Slot>> {
-        self.sandboxes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn get(&self, id: &SandboxId) -> Result<Arc<Sandbox>> {
-        match self.table().get(id) {
-            Some(Slot::Running(sandbox)) => Ok(Arc::clone(sandbox)),
-            Some(Slot::Starting) => Err(RuntimeError::NotFound(format!("{id} (still starting)"))),
-            None => Err(RuntimeError::NotFound(id.to_string())),
-        }
     }
 }
 

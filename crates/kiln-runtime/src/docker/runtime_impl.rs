@@ -1,4 +1,5 @@
-//! `Runtime` for the Docker backend: the table of containers and the agent calls.
+//! What the Docker backend supplies to the shared `Runtime` (`crate::backend`): how a
+//! container is admitted, started, adopted, measured and removed.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -8,32 +9,29 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bollard::query_parameters::{ListContainersOptions, StatsOptions};
 use futures_util::StreamExt;
-use kiln_protocol::{
-    ClientError, DirListing, EditLinesRequest, ExecDone, ExecRequest, FileContent, Metadata,
-    Replaced, WriteFileRequest,
-};
 
-use super::{DockerRuntime, Sandbox, Slot};
+use super::{DockerRuntime, Sandbox};
+use crate::backend::{agent_err, Backend};
 use crate::error::{Result, RuntimeError};
 use crate::host_report::HostReport;
-use crate::runtime::{ExecEventSink, PortStream, ReconcileReport, Runtime, SandboxExit};
+use crate::runtime::ReconcileReport;
+use crate::slots::{AgentSandbox, AgentView, Slots};
 use crate::spec::{
-    Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSource, SandboxSpec,
-    Snapshot, SnapshotId,
+    Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxSource, SandboxSpec, Snapshot,
+    SnapshotId,
 };
 
-fn agent_err(id: &SandboxId) -> impl FnOnce(ClientError) -> RuntimeError + '_ {
-    move |source| RuntimeError::Agent {
-        id: id.to_string(),
-        source,
+impl AgentSandbox for Sandbox {
+    fn view(&self) -> AgentView<'_> {
+        AgentView {
+            id: &self.id,
+            client: &self.client,
+            workdir: self.workdir.as_deref(),
+            created_at: self.created_at,
+            agent_version: &self.agent_version,
+            exit: &self.exit,
+        }
     }
-}
-
-fn with_default_cwd(sandbox: &Sandbox, mut request: ExecRequest) -> ExecRequest {
-    if request.cwd.is_none() {
-        request.cwd.clone_from(&sandbox.workdir);
-    }
-    request
 }
 
 impl DockerRuntime {
@@ -109,63 +107,49 @@ impl DockerRuntime {
             destroying,
             disk_limit,
         };
-        self.table()
-            .insert(id.clone(), Slot::Running(Arc::new(sandbox)));
+        self.slots.insert(id, Arc::new(sandbox));
         Ok(())
     }
 }
 
 #[async_trait]
-impl Runtime for DockerRuntime {
+impl Backend for DockerRuntime {
+    type Sandbox = Sandbox;
+
+    fn slots(&self) -> &Slots<Sandbox> {
+        &self.slots
+    }
+
     fn reserve(&self, id: &SandboxId, limits: &Limits) -> Result<()> {
         self.limits.reserve(id, limits)
     }
 
     fn release(&self, id: &SandboxId) {
         // Only a reservation: a sandbox's room goes with the sandbox (destroy).
-        if !self.table().contains_key(id) {
+        if !self.slots.contains(id) {
             self.limits.release(id);
         }
     }
 
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxHandle> {
         self.negotiate().await?;
-        {
-            let mut table = self.table();
-            if table.contains_key(&spec.id) {
-                return Err(RuntimeError::AlreadyExists(spec.id.to_string()));
-            }
-            table.insert(spec.id.clone(), Slot::Starting);
-        }
-        if let Err(err) = self.limits.claim(&spec.id, &spec.limits) {
-            self.table().remove(&spec.id);
-            return Err(err);
-        }
-        let image = match &spec.source {
-            SandboxSource::Image(reference) => self.image(reference).await,
-            SandboxSource::Snapshot(snapshot) => self.snapshot_engine_image(snapshot).await,
+        let start = async {
+            let image = match &spec.source {
+                SandboxSource::Image(reference) => self.image(reference).await?,
+                SandboxSource::Snapshot(snapshot) => self.snapshot_engine_image(snapshot).await?,
+            };
+            self.start(&spec, &image).await
         };
-        let started = match image {
-            Ok(image) => self.start(&spec, &image).await,
-            Err(err) => Err(err),
-        };
-        match started {
-            Ok(sandbox) => {
-                let handle = SandboxHandle {
-                    id: spec.id.clone(),
-                    agent_version: sandbox.agent_version.clone(),
-                    created_at: sandbox.created_at,
-                };
-                self.table()
-                    .insert(spec.id.clone(), Slot::Running(Arc::new(sandbox)));
-                Ok(handle)
-            }
-            Err(err) => {
-                self.table().remove(&spec.id);
-                self.limits.release(&spec.id);
-                Err(err)
-            }
-        }
+        let sandbox = self
+            .slots
+            .create(
+                &spec.id,
+                || self.limits.claim(&spec.id, &spec.limits),
+                start,
+                || self.limits.release(&spec.id),
+            )
+            .await?;
+        Ok(sandbox.handle())
     }
 
     async fn check_image(&self, reference: &str) -> Result<()> {
@@ -173,119 +157,8 @@ impl Runtime for DockerRuntime {
         self.find_image(reference).await
     }
 
-    async fn exec(&self, id: &SandboxId, request: ExecRequest) -> Result<ExecDone> {
-        let sandbox = self.get(id)?;
-        let request = with_default_cwd(&sandbox, request);
-        sandbox.client.exec(request).await.map_err(agent_err(id))
-    }
-
-    async fn exec_streaming(
-        &self,
-        id: &SandboxId,
-        request: ExecRequest,
-        on_event: ExecEventSink<'_>,
-    ) -> Result<ExecDone> {
-        let sandbox = self.get(id)?;
-        let request = with_default_cwd(&sandbox, request);
-        sandbox
-            .client
-            .exec_streaming(request, on_event)
-            .await
-            .map_err(agent_err(id))
-    }
-
-    async fn kill_exec(&self, id: &SandboxId, exec_id: u64, signal: Option<i32>) -> Result<()> {
-        let sandbox = self.get(id)?;
-        sandbox
-            .client
-            .kill(exec_id, signal)
-            .await
-            .map_err(agent_err(id))
-    }
-
-    async fn read_file(
-        &self,
-        id: &SandboxId,
-        path: &str,
-        max_bytes: Option<u64>,
-    ) -> Result<FileContent> {
-        let sandbox = self.get(id)?;
-        sandbox
-            .client
-            .read_file(path, max_bytes)
-            .await
-            .map_err(agent_err(id))
-    }
-
-    async fn read_file_at(
-        &self,
-        id: &SandboxId,
-        path: &str,
-        offset: u64,
-        max_bytes: Option<u64>,
-    ) -> Result<FileContent> {
-        let sandbox = self.get(id)?;
-        sandbox
-            .client
-            .read_file_at(path, offset, max_bytes)
-            .await
-            .map_err(agent_err(id))
-    }
-
-    async fn write_file(&self, id: &SandboxId, request: WriteFileRequest) -> Result<u64> {
-        let sandbox = self.get(id)?;
-        sandbox
-            .client
-            .write_file(request)
-            .await
-            .map_err(agent_err(id))
-    }
-
-    async fn str_replace(
-        &self,
-        id: &SandboxId,
-        path: &str,
-        old: &str,
-        new: &str,
-    ) -> Result<Replaced> {
-        let sandbox = self.get(id)?;
-        sandbox
-            .client
-            .str_replace(path, old, new)
-            .await
-            .map_err(agent_err(id))
-    }
-
-    async fn edit_lines(&self, id: &SandboxId, request: EditLinesRequest) -> Result<Replaced> {
-        let sandbox = self.get(id)?;
-        sandbox
-            .client
-            .edit_lines(request)
-            .await
-            .map_err(agent_err(id))
-    }
-
-    async fn list_dir(&self, id: &SandboxId, path: &str) -> Result<DirListing> {
-        let sandbox = self.get(id)?;
-        sandbox.client.list_dir(path).await.map_err(agent_err(id))
-    }
-
-    async fn stat(&self, id: &SandboxId, path: &str) -> Result<Metadata> {
-        let sandbox = self.get(id)?;
-        sandbox.client.stat(path).await.map_err(agent_err(id))
-    }
-
-    async fn connect_port(&self, id: &SandboxId, port: u16) -> Result<PortStream> {
-        let sandbox = self.get(id)?;
-        sandbox
-            .client
-            .connect_port(port)
-            .await
-            .map_err(agent_err(id))
-    }
-
     async fn snapshot(&self, id: &SandboxId) -> Result<Snapshot> {
-        let sandbox = self.get(id)?;
+        let sandbox = self.slots.get(id)?;
         self.commit(id, &sandbox.container).await
     }
 
@@ -294,65 +167,24 @@ impl Runtime for DockerRuntime {
     }
 
     async fn destroy(&self, id: &SandboxId) -> Result<()> {
-        let slot = {
-            let mut table = self.table();
-            match table.get(id) {
-                Some(Slot::Starting) => {
-                    return Err(RuntimeError::NotFound(format!("{id} (still starting)")))
-                }
-                Some(Slot::Running(_)) => table.remove(id),
-                None => None,
-            }
-        };
-        match slot {
-            Some(Slot::Running(sandbox)) => {
-                self.destroy_sandbox(&sandbox).await;
-                Ok(())
-            }
-            _ => {
-                // A container this server does not hold (a crash's leftover) goes too.
-                if self
-                    .remove_container(&self.settings.container_name(id))
-                    .await
-                {
-                    let _ = std::fs::remove_dir_all(self.settings.run_dir(id.as_str()));
-                    Ok(())
-                } else {
-                    Err(RuntimeError::NotFound(id.to_string()))
-                }
-            }
+        if let Some(sandbox) = self.slots.take(id)? {
+            self.destroy_sandbox(&sandbox).await;
+            return Ok(());
+        }
+        // A container this server does not hold (a crash's leftover) goes too.
+        if self
+            .remove_container(&self.settings.container_name(id))
+            .await
+        {
+            let _ = std::fs::remove_dir_all(self.settings.run_dir(id.as_str()));
+            Ok(())
+        } else {
+            Err(RuntimeError::NotFound(id.to_string()))
         }
     }
 
-    async fn wait_exit(&self, id: &SandboxId) -> Result<SandboxExit> {
-        let mut exit = self.get(id)?.exit.clone();
-        let ended = exit.wait_for(Option::is_some).await;
-        Ok(match ended {
-            Ok(value) => value.clone().unwrap_or(SandboxExit::Destroyed),
-            // The watcher is gone only with the runtime.
-            Err(_) => SandboxExit::Destroyed,
-        })
-    }
-
-    async fn list(&self) -> Result<Vec<SandboxInfo>> {
-        let mut infos: Vec<SandboxInfo> = self
-            .table()
-            .values()
-            .filter_map(|slot| match slot {
-                Slot::Running(sandbox) => Some(SandboxInfo {
-                    id: sandbox.id.clone(),
-                    created_at: sandbox.created_at,
-                    memory_bytes: None,
-                }),
-                Slot::Starting => None,
-            })
-            .collect();
-        infos.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(infos)
-    }
-
     async fn usage(&self, id: &SandboxId) -> Result<ResourceUsage> {
-        let sandbox = self.get(id)?;
+        let sandbox = self.slots.get(id)?;
         let options = StatsOptions {
             stream: false,
             one_shot: true,
@@ -432,9 +264,7 @@ impl Runtime for DockerRuntime {
             let known_id = SandboxId::new(id.as_str())
                 .ok()
                 .filter(|id| known.contains(id));
-            let held = known_id
-                .as_ref()
-                .is_some_and(|id| self.table().contains_key(id));
+            let held = known_id.as_ref().is_some_and(|id| self.slots.contains(id));
             match known_id {
                 Some(_) if held => {}
                 Some(id) if *running => match self.adopt(&id, name).await {
@@ -459,7 +289,7 @@ impl Runtime for DockerRuntime {
         }
         for id in known {
             let seen = containers.iter().any(|(c, _, _)| c == id.as_str());
-            if !seen && !self.table().contains_key(id) {
+            if !seen && !self.slots.contains(id) {
                 report.lost.push(id.clone());
             }
         }
@@ -471,15 +301,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn shutdown(&self) -> Result<()> {
-        let all: Vec<Arc<Sandbox>> = self
-            .table()
-            .drain()
-            .filter_map(|(_, slot)| match slot {
-                Slot::Running(sandbox) => Some(sandbox),
-                Slot::Starting => None,
-            })
-            .collect();
-        for sandbox in all {
+        for sandbox in self.slots.drain() {
             self.destroy_sandbox(&sandbox).await;
         }
         Ok(())

@@ -11,11 +11,11 @@ use bollard::query_parameters::{CreateContainerOptions, LogsOptions, RemoveConta
 use futures_util::StreamExt;
 use kiln_config::AgentConnection;
 use kiln_protocol::AsyncAgentClient;
-use rand::Rng;
 use tokio::sync::watch;
 
 use super::image::EngineImage;
 use super::{engine_err, DockerRuntime, Sandbox, AGENT_PATH, RUN_DIR, SOCKET_PATH};
+use crate::backend::agent_secret;
 use crate::error::{Result, RuntimeError};
 use crate::runtime::SandboxExit;
 use crate::spec::{SandboxId, SandboxSpec};
@@ -34,7 +34,7 @@ impl DockerRuntime {
     /// answers. On failure the container is removed.
     pub(super) async fn start(&self, spec: &SandboxSpec, image: &EngineImage) -> Result<Sandbox> {
         let name = self.settings.container_name(&spec.id);
-        let secret = (self.settings.connection == AgentConnection::Tcp).then(new_secret);
+        let secret = (self.settings.connection == AgentConnection::Tcp).then(agent_secret);
         let run_dir = self.settings.run_dir(spec.id.as_str());
         if self.settings.connection == AgentConnection::Socket {
             prepare_run_dir(&run_dir)?;
@@ -388,13 +388,4 @@ fn prepare_run_dir(dir: &std::path::Path) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// 32 random alphanumerics: the TCP agent's secret.
-fn new_secret() -> String {
-    rand::thread_rng()
-        .sample_iter(&rand::distributions::Alphanumeric)
-        .take(32)
-        .map(char::from)
-        .collect()
 }

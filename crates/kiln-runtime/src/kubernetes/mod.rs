@@ -16,10 +16,9 @@ mod start;
 mod status;
 mod watch;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use kiln_protocol::AsyncAgentClient;
@@ -27,6 +26,7 @@ use tokio::sync::watch as channel;
 
 use crate::error::{Result, RuntimeError};
 use crate::runtime::SandboxExit;
+use crate::slots::Slots;
 use crate::spec::SandboxId;
 
 pub use pod::{network_policy, node_selector, pod_name, sandbox_pod};
@@ -110,7 +110,7 @@ fn node_label(host: &str) -> String {
 
 /// One running Pod.
 #[derive(Debug)]
-struct Sandbox {
+pub(crate) struct Sandbox {
     id: SandboxId,
     /// The Pod's (and NetworkPolicy's) name.
     pod: String,
@@ -135,17 +135,12 @@ impl Drop for Sandbox {
     }
 }
 
-#[derive(Debug)]
-enum Slot {
-    Starting,
-    Running(Arc<Sandbox>),
-}
-
 /// The Kubernetes backend. Cheap to share behind an `Arc`.
 pub struct KubeRuntime {
     settings: KubeSettings,
     client: tokio::sync::OnceCell<kube::Client>,
-    sandboxes: Mutex<HashMap<SandboxId, Slot>>,
+    /// The sandboxes this runtime runs or is starting.
+    slots: Slots<Sandbox>,
 }
 
 impl std::fmt::Debug for KubeRuntime {
@@ -163,7 +158,7 @@ impl KubeRuntime {
         KubeRuntime {
             settings,
             client: tokio::sync::OnceCell::new(),
-            sandboxes: Mutex::default(),
+            slots: Slots::default(),
         }
     }
 
@@ -195,20 +190,6 @@ impl KubeRuntime {
             })
             .await
             .cloned()
-    }
-
-    fn table(&self) -> MutexGuard<'_, HashMap<SandboxId, Slot>> {
-        self.sandboxes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn get(&self, id: &SandboxId) -> Result<Arc<Sandbox>> {
-        match self.table().get(id) {
-            Some(Slot::Running(sandbox)) => Ok(Arc::clone(sandbox)),
-            Some(Slot::Starting) => Err(RuntimeError::NotFound(format!("{id} (still starting)"))),
-            None => Err(RuntimeError::NotFound(id.to_string())),
-        }
     }
 }
 

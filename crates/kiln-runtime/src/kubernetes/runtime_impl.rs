@@ -1,26 +1,34 @@
-//! `Runtime` for the Kubernetes backend: the table of Pods and the agent calls.
+//! What the Kubernetes backend supplies to the shared `Runtime` (`crate::backend`): how
+//! a Pod is started, adopted and deleted.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kiln_protocol::{
-    ClientError, DirListing, EditLinesRequest, ExecDone, ExecRequest, FileContent, Metadata,
-    Replaced, WriteFileRequest,
-};
 use kube::api::ListParams;
 
 use super::pod::{node_selector, ID_ANNOTATION};
 use super::retry::retry;
-use super::{KubeRuntime, Sandbox, Slot};
+use super::{KubeRuntime, Sandbox};
+use crate::backend::Backend;
 use crate::error::{Result, RuntimeError};
 use crate::host_report::HostReport;
-use crate::runtime::{ExecEventSink, PortStream, ReconcileReport, Runtime, SandboxExit};
-use crate::spec::{Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec};
+use crate::runtime::ReconcileReport;
+use crate::slots::{AgentSandbox, AgentView, Slots};
+use crate::spec::{
+    Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxSpec, Snapshot, SnapshotId,
+};
 
-fn agent_err(id: &SandboxId) -> impl FnOnce(ClientError) -> RuntimeError + '_ {
-    move |source| RuntimeError::Agent {
-        id: id.to_string(),
-        source,
+impl AgentSandbox for Sandbox {
+    fn view(&self) -> AgentView<'_> {
+        AgentView {
+            id: &self.id,
+            client: &self.client,
+            // Commands run where the agent does: the image's working directory.
+            workdir: None,
+            created_at: self.created_at,
+            agent_version: &self.agent_version,
+            exit: &self.exit,
+        }
     }
 }
 
@@ -33,7 +41,13 @@ impl KubeRuntime {
 }
 
 #[async_trait]
-impl Runtime for KubeRuntime {
+impl Backend for KubeRuntime {
+    type Sandbox = Sandbox;
+
+    fn slots(&self) -> &Slots<Sandbox> {
+        &self.slots
+    }
+
     fn reserve(&self, _id: &SandboxId, _limits: &Limits) -> Result<()> {
         // The scheduler admits Pods (an unschedulable one fails its create, typed).
         Ok(())
@@ -43,29 +57,10 @@ impl Runtime for KubeRuntime {
 
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxHandle> {
         let client = self.client().await?;
-        {
-            let mut table = self.table();
-            if table.contains_key(&spec.id) {
-                return Err(RuntimeError::AlreadyExists(spec.id.to_string()));
-            }
-            table.insert(spec.id.clone(), Slot::Starting);
-        }
-        match self.start(&client, &spec).await {
-            Ok(sandbox) => {
-                let handle = SandboxHandle {
-                    id: spec.id.clone(),
-                    agent_version: sandbox.agent_version.clone(),
-                    created_at: sandbox.created_at,
-                };
-                self.table()
-                    .insert(spec.id.clone(), Slot::Running(Arc::new(sandbox)));
-                Ok(handle)
-            }
-            Err(err) => {
-                self.table().remove(&spec.id);
-                Err(err)
-            }
-        }
+        let start = self.start(&client, &spec);
+        // No admission here: the scheduler's (see `reserve`).
+        let sandbox = self.slots.create(&spec.id, || Ok(()), start, || {}).await?;
+        Ok(sandbox.handle())
     }
 
     async fn check_image(&self, _reference: &str) -> Result<()> {
@@ -73,169 +68,30 @@ impl Runtime for KubeRuntime {
         Ok(())
     }
 
-    async fn exec(&self, id: &SandboxId, request: ExecRequest) -> Result<ExecDone> {
-        let sandbox = self.get(id)?;
-        sandbox.client.exec(request).await.map_err(agent_err(id))
+    async fn snapshot(&self, _id: &SandboxId) -> Result<Snapshot> {
+        Err(RuntimeError::Unsupported { what: "snapshots" })
     }
 
-    async fn exec_streaming(
-        &self,
-        id: &SandboxId,
-        request: ExecRequest,
-        on_event: ExecEventSink<'_>,
-    ) -> Result<ExecDone> {
-        let sandbox = self.get(id)?;
-        sandbox
-            .client
-            .exec_streaming(request, on_event)
-            .await
-            .map_err(agent_err(id))
-    }
-
-    async fn kill_exec(&self, id: &SandboxId, exec_id: u64, signal: Option<i32>) -> Result<()> {
-        let sandbox = self.get(id)?;
-        sandbox
-            .client
-            .kill(exec_id, signal)
-            .await
-            .map_err(agent_err(id))
-    }
-
-    async fn read_file(
-        &self,
-        id: &SandboxId,
-        path: &str,
-        max_bytes: Option<u64>,
-    ) -> Result<FileContent> {
-        let sandbox = self.get(id)?;
-        sandbox
-            .client
-            .read_file(path, max_bytes)
-            .await
-            .map_err(agent_err(id))
-    }
-
-    async fn read_file_at(
-        &self,
-        id: &SandboxId,
-        path: &str,
-        offset: u64,
-        max_bytes: Option<u64>,
-    ) -> Result<FileContent> {
-        let sandbox = self.get(id)?;
-        sandbox
-            .client
-            .read_file_at(path, offset, max_bytes)
-            .await
-            .map_err(agent_err(id))
-    }
-
-    async fn write_file(&self, id: &SandboxId, request: WriteFileRequest) -> Result<u64> {
-        let sandbox = self.get(id)?;
-        sandbox
-            .client
-            .write_file(request)
-            .await
-            .map_err(agent_err(id))
-    }
-
-    async fn str_replace(
-        &self,
-        id: &SandboxId,
-        path: &str,
-        old: &str,
-        new: &str,
-    ) -> Result<Replaced> {
-        let sandbox = self.get(id)?;
-        sandbox
-            .client
-            .str_replace(path, old, new)
-            .await
-            .map_err(agent_err(id))
-    }
-
-    async fn edit_lines(&self, id: &SandboxId, request: EditLinesRequest) -> Result<Replaced> {
-        let sandbox = self.get(id)?;
-        sandbox
-            .client
-            .edit_lines(request)
-            .await
-            .map_err(agent_err(id))
-    }
-
-    async fn list_dir(&self, id: &SandboxId, path: &str) -> Result<DirListing> {
-        let sandbox = self.get(id)?;
-        sandbox.client.list_dir(path).await.map_err(agent_err(id))
-    }
-
-    async fn stat(&self, id: &SandboxId, path: &str) -> Result<Metadata> {
-        let sandbox = self.get(id)?;
-        sandbox.client.stat(path).await.map_err(agent_err(id))
-    }
-
-    async fn connect_port(&self, id: &SandboxId, port: u16) -> Result<PortStream> {
-        let sandbox = self.get(id)?;
-        sandbox
-            .client
-            .connect_port(port)
-            .await
-            .map_err(agent_err(id))
+    async fn remove_snapshot(&self, _snapshot_id: &SnapshotId) -> Result<()> {
+        Err(RuntimeError::Unsupported { what: "snapshots" })
     }
 
     async fn destroy(&self, id: &SandboxId) -> Result<()> {
-        let slot = {
-            let mut table = self.table();
-            match table.get(id) {
-                Some(Slot::Starting) => {
-                    return Err(RuntimeError::NotFound(format!("{id} (still starting)")))
-                }
-                Some(Slot::Running(_)) => table.remove(id),
-                None => None,
-            }
-        };
-        match slot {
-            Some(Slot::Running(sandbox)) => self.destroy_sandbox(&sandbox).await,
-            _ => {
-                // A Pod this server does not hold (a crash's leftover) goes too.
-                let client = self.client().await?;
-                if self.delete_objects(&client, &super::pod_name(id)).await? {
-                    Ok(())
-                } else {
-                    Err(RuntimeError::NotFound(id.to_string()))
-                }
-            }
+        if let Some(sandbox) = self.slots.take(id)? {
+            return self.destroy_sandbox(&sandbox).await;
         }
-    }
-
-    async fn wait_exit(&self, id: &SandboxId) -> Result<SandboxExit> {
-        let mut exit = self.get(id)?.exit.clone();
-        let ended = exit.wait_for(Option::is_some).await;
-        Ok(match ended {
-            Ok(value) => value.clone().unwrap_or(SandboxExit::Destroyed),
-            Err(_) => SandboxExit::Destroyed,
-        })
-    }
-
-    async fn list(&self) -> Result<Vec<SandboxInfo>> {
-        let mut infos: Vec<SandboxInfo> = self
-            .table()
-            .values()
-            .filter_map(|slot| match slot {
-                Slot::Running(sandbox) => Some(SandboxInfo {
-                    id: sandbox.id.clone(),
-                    created_at: sandbox.created_at,
-                    memory_bytes: None,
-                }),
-                Slot::Starting => None,
-            })
-            .collect();
-        infos.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(infos)
+        // A Pod this server does not hold (a crash's leftover) goes too.
+        let client = self.client().await?;
+        if self.delete_objects(&client, &super::pod_name(id)).await? {
+            Ok(())
+        } else {
+            Err(RuntimeError::NotFound(id.to_string()))
+        }
     }
 
     async fn usage(&self, id: &SandboxId) -> Result<ResourceUsage> {
         // Usage lives in metrics-server, not in the core API: not read (yet).
-        self.get(id)?;
+        self.slots.get(id)?;
         Ok(ResourceUsage::default())
     }
 
@@ -290,13 +146,12 @@ impl Runtime for KubeRuntime {
                 continue;
             };
             seen.push(id.clone());
-            if self.table().contains_key(&id) {
+            if self.slots.contains(&id) {
                 continue;
             }
             match self.adopt(&client, &id, pod).await {
                 Ok(sandbox) => {
-                    self.table()
-                        .insert(id.clone(), Slot::Running(Arc::new(sandbox)));
+                    self.slots.insert(&id, Arc::new(sandbox));
                     report.adopted.push(id);
                 }
                 Err(err) => {
@@ -334,7 +189,7 @@ impl Runtime for KubeRuntime {
             }
         }
         for id in known {
-            if !seen.contains(id) && !self.table().contains_key(id) {
+            if !seen.contains(id) && !self.slots.contains(id) {
                 report.lost.push(id.clone());
             }
         }
@@ -342,15 +197,7 @@ impl Runtime for KubeRuntime {
     }
 
     async fn shutdown(&self) -> Result<()> {
-        let all: Vec<Arc<Sandbox>> = self
-            .table()
-            .drain()
-            .filter_map(|(_, slot)| match slot {
-                Slot::Running(sandbox) => Some(sandbox),
-                Slot::Starting => None,
-            })
-            .collect();
-        for sandbox in all {
+        for sandbox in self.slots.drain() {
             self.destroy_sandbox(&sandbox).await?;
         }
         Ok(())

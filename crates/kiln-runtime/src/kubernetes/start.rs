@@ -10,7 +10,6 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kiln_protocol::AsyncAgentClient;
 use kube::api::{Api, DeleteParams, PostParams};
-use rand::Rng;
 use tokio::sync::watch as channel;
 
 use super::pod::{self, SANDBOX_CONTAINER, SECRET_KEY};
@@ -18,6 +17,7 @@ use super::retry::retry;
 use super::status::{self, PodFailure};
 use super::watch::{watch_pod, PodView};
 use super::{api_code, api_err, KubeRuntime, Sandbox};
+use crate::backend::agent_secret;
 use crate::error::{Result, RuntimeError};
 use crate::runtime::SandboxExit;
 use crate::spec::{SandboxId, SandboxSource, SandboxSpec};
@@ -206,7 +206,7 @@ impl KubeRuntime {
     /// the same name (a crashed create) is used as it is.
     async fn make_secret(&self, client: &kube::Client, id: &SandboxId) -> Result<String> {
         let secrets = self.secrets(client);
-        let fresh = new_secret();
+        let fresh = agent_secret();
         let body = pod::agent_secret(&self.settings, id, &fresh);
         let post = PostParams::default();
         let (created, _) = retry(|| secrets.create(&post, &body)).await;
@@ -351,13 +351,4 @@ fn watch_exit(
         tx.send_replace(Some(exit));
     });
     rx
-}
-
-/// 32 random alphanumerics: the agent's secret.
-fn new_secret() -> String {
-    rand::thread_rng()
-        .sample_iter(&rand::distributions::Alphanumeric)
-        .take(32)
-        .map(char::from)
-        .collect()
 }

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::error::{Resource, Result, RuntimeError};
+use crate::runtime::NodeCapacity;
 use crate::spec::{Limits, SandboxId};
 
 /// What a refused caller is told to wait before asking again.
@@ -106,6 +107,21 @@ impl Admission {
         let budget = self.budget();
         let held = self.lock();
         sums(&held, None, budget.memory_bytes, u64::MAX)
+    }
+
+    /// What is held against the budget, for metrics; `disk_budget` is the disk space
+    /// sandboxes can use, which each backend measures its own way.
+    pub fn capacity(&self, disk_budget: u64) -> NodeCapacity {
+        let budget = self.budget();
+        let (memory, disk) = self.held();
+        NodeCapacity {
+            memory_reserved_bytes: memory,
+            memory_budget_bytes: budget.memory_bytes,
+            memory_overcommit: budget.memory_overcommit,
+            disk_reserved_bytes: disk,
+            disk_budget_bytes: disk_budget,
+            disk_overcommit: budget.disk_overcommit,
+        }
     }
 
     fn hold(&self, id: &SandboxId, limits: &Limits, disk_space: u64, claim: bool) -> Result<()> {

@@ -53,16 +53,9 @@ impl ExitWatch {
         self.destroying.store(true, Ordering::SeqCst);
     }
 
-    /// Resolves once the sandbox stopped (at once if it already has).
-    pub fn wait(&self) -> impl std::future::Future<Output = SandboxExit> + Send + 'static {
-        let mut exit = self.exit.clone();
-        async move {
-            match exit.wait_for(Option::is_some).await {
-                Ok(ended) => (*ended).clone().unwrap_or(SandboxExit::Destroyed),
-                // The watcher only stops after sending; without it there is nothing to watch.
-                Err(_) => SandboxExit::Destroyed,
-            }
-        }
+    /// Holds the sandbox's end once it stopped (`crate::backend::wait_exit` waits for it).
+    pub fn receiver(&self) -> &watch::Receiver<Option<SandboxExit>> {
+        &self.exit
     }
 }
 

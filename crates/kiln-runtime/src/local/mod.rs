@@ -27,12 +27,11 @@ mod teardown;
 mod usage;
 mod workspace;
 
-use std::collections::HashMap;
 use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Result, RuntimeError};
@@ -48,6 +47,8 @@ use admission::{Admission, Budget};
 use cgroup::CgroupBackend;
 use disk::DiskPool;
 use sandbox::Sandbox;
+
+use crate::slots::Slots;
 
 /// Settings of the local backend.
 #[derive(Debug, Clone)]
@@ -121,15 +122,6 @@ pub fn find_in_path(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A slot in the table of sandboxes.
-#[derive(Debug)]
-enum Slot {
-    /// `create` is in progress (the id is taken).
-    Starting,
-    /// Ready.
-    Running(Arc<Sandbox>),
-}
-
 /// The local backend. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct LocalRuntime {
@@ -138,7 +130,8 @@ pub struct LocalRuntime {
     /// The agent binary and neutral files every sandbox gets.
     staged: staging::Staged,
     seccomp_files: Vec<PathBuf>,
-    sandboxes: Mutex<HashMap<SandboxId, Slot>>,
+    /// The sandboxes this runtime runs or is starting.
+    slots: Slots<Sandbox>,
     /// A short symlink to `<root>/sandboxes`, for agent socket paths.
     socket_root: PathBuf,
     /// Formatted disk images, ready for the next creates.
@@ -230,7 +223,7 @@ impl LocalRuntime {
             cgroups,
             staged,
             seccomp_files,
-            sandboxes: Mutex::new(HashMap::new()),
+            slots: Slots::default(),
             socket_root,
             disks,
             disk_mode,
@@ -341,17 +334,10 @@ impl LocalRuntime {
     }
 
     fn get(&self, id: &SandboxId) -> Result<Arc<Sandbox>> {
-        let table = self.table();
-        match table.get(id) {
-            Some(Slot::Running(sandbox)) => Ok(Arc::clone(sandbox)),
-            _ => Err(RuntimeError::NotFound(id.to_string())),
-        }
-    }
-
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<SandboxId, Slot>> {
-        // A panic while holding the lock leaves a consistent map (every update is a
-        // single insert or remove), so a poisoned lock is still usable.
-        self.sandboxes.lock().unwrap_or_else(|p| p.into_inner())
+        // Unlike `Slots::get`, a sandbox still starting is simply not found here.
+        self.slots
+            .running(id)
+            .ok_or_else(|| RuntimeError::NotFound(id.to_string()))
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::error::Result;
 use crate::local::layout::SandboxDirs;
 use crate::local::sandbox::Sandbox;
-use crate::local::{loopdev, overlay, LocalRuntime, Slot};
+use crate::local::{loopdev, overlay, LocalRuntime};
 use crate::runtime::ReconcileReport;
 use crate::spec::SandboxId;
 
@@ -41,15 +41,15 @@ impl LocalRuntime {
         for name in found {
             let id = SandboxId::new(name.clone()).ok();
             let keep = id.as_ref().is_some_and(|id| known.contains(id));
-            if id.as_ref().is_some_and(|id| self.is_starting(id)) {
+            if id.as_ref().is_some_and(|id| self.slots.is_starting(id)) {
                 continue;
             }
-            let in_table = id.as_ref().and_then(|id| self.table_entry(id));
+            let in_table = id.as_ref().and_then(|id| self.slots.running(id));
             match (keep, in_table) {
                 (true, Some(_)) => continue,
                 (false, Some(sandbox)) => {
                     if let Some(id) = &id {
-                        self.table().remove(id);
+                        self.slots.remove(id);
                     }
                     self.destroy_sandbox(sandbox).await?;
                     report.removed.push(name);
@@ -77,7 +77,7 @@ impl LocalRuntime {
                 .ok()
                 .and_then(|rest| rest.components().next())
                 .and_then(|c| SandboxId::new(c.as_os_str().to_string_lossy()).ok());
-            if owner.is_some_and(|id| self.table().contains_key(&id)) {
+            if owner.is_some_and(|id| self.slots.contains(&id)) {
                 continue;
             }
             if let Err(e) = loopdev::detach(&device) {
@@ -85,23 +85,12 @@ impl LocalRuntime {
             }
         }
         for id in known {
-            let accounted = self.table_entry(id).is_some() || report.lost.contains(id);
+            let accounted = self.slots.running(id).is_some() || report.lost.contains(id);
             if !accounted {
                 report.lost.push(id.clone());
             }
         }
         Ok(report)
-    }
-
-    fn is_starting(&self, id: &SandboxId) -> bool {
-        matches!(self.table().get(id), Some(Slot::Starting))
-    }
-
-    fn table_entry(&self, id: &SandboxId) -> Option<Arc<Sandbox>> {
-        match self.table().get(id) {
-            Some(Slot::Running(sandbox)) => Some(Arc::clone(sandbox)),
-            _ => None,
-        }
     }
 
     /// Takes over a sandbox a previous server process started, if it still answers.
@@ -134,8 +123,7 @@ impl LocalRuntime {
             return false;
         }
         self.admission.adopt(id, &limits);
-        self.table()
-            .insert(id.clone(), Slot::Running(Arc::new(sandbox)));
+        self.slots.insert(id, Arc::new(sandbox));
         true
     }
 }

@@ -1,24 +1,21 @@
-//! `Runtime` for the local backend: the table of sandboxes and the agent calls.
+//! What the local backend supplies to the shared `Runtime` (`crate::backend`): how a
+//! sandbox is admitted, started, measured and torn down.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kiln_protocol::{
-    ClientError, DirListing, EditLinesRequest, ExecDone, ExecRequest, FileContent, Metadata,
-    Replaced, WriteFileRequest,
-};
 
 use super::host_check;
+use crate::backend::Backend;
 use crate::error::{Result, RuntimeError};
 use crate::host_report::HostReport;
 use crate::local::layout::SandboxDirs;
 use crate::local::sandbox::Sandbox;
 use crate::local::spec::LocalSpec;
-use crate::local::{remove_socket_link, teardown, usage, workspace, LocalRuntime, Slot};
-use crate::runtime::{
-    ExecEventSink, NodeCapacity, PortStream, ReconcileReport, Runtime, SandboxExit,
-};
+use crate::local::{remove_socket_link, teardown, usage, workspace, LocalRuntime};
+use crate::runtime::{NodeCapacity, ReconcileReport};
+use crate::slots::{AgentSandbox, AgentView, Slots};
 use crate::spec::{
     Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot, SnapshotId,
 };
@@ -27,34 +24,6 @@ use crate::spec::{
 const REAP_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl LocalRuntime {
-    fn agent_err(id: &SandboxId) -> impl FnOnce(ClientError) -> RuntimeError + '_ {
-        move |source| RuntimeError::Agent {
-            id: id.to_string(),
-            source,
-        }
-    }
-
-    fn with_default_cwd(sandbox: &Sandbox, mut request: ExecRequest) -> ExecRequest {
-        if request.cwd.is_none() {
-            request.cwd.clone_from(&sandbox.spec.workdir);
-        }
-        request
-    }
-
-    /// What admission holds against its budget (a `statvfs` and a short directory read).
-    fn node_capacity(&self) -> NodeCapacity {
-        let budget = self.admission.budget();
-        let (memory, disk) = self.admission.held();
-        NodeCapacity {
-            memory_reserved_bytes: memory,
-            memory_budget_bytes: budget.memory_bytes,
-            memory_overcommit: budget.memory_overcommit,
-            disk_reserved_bytes: disk,
-            disk_budget_bytes: self.disk_space(),
-            disk_overcommit: budget.disk_overcommit,
-        }
-    }
-
     /// Removes a sandbox from the table and tears it down; `None` when it was not there.
     pub(crate) async fn destroy_sandbox(&self, sandbox: Arc<Sandbox>) -> Result<()> {
         sandbox.exit.mark_destroying();
@@ -95,32 +64,17 @@ impl LocalRuntime {
     /// Starts a sandbox from layer directories and host binds: what `create` does once
     /// the spec is resolved (and how the runtime's own tests start one from a directory).
     pub async fn create_local(&self, spec: LocalSpec) -> Result<SandboxHandle> {
-        {
-            let mut table = self.table();
-            if table.contains_key(&spec.id) {
-                return Err(RuntimeError::AlreadyExists(spec.id.to_string()));
-            }
-            table.insert(spec.id.clone(), Slot::Starting);
-        }
-        if let Err(err) = self
-            .admission
-            .claim(&spec.id, &spec.limits, self.disk_space())
-        {
-            self.table().remove(&spec.id);
-            return Err(err);
-        }
-        match self.start(&spec).await {
-            Ok(sandbox) => {
-                let handle = sandbox.handle();
-                self.table().insert(spec.id.clone(), Slot::Running(sandbox));
-                Ok(handle)
-            }
-            Err(err) => {
-                self.table().remove(&spec.id);
-                self.admission.release(&spec.id);
-                Err(err)
-            }
-        }
+        let id = spec.id.clone();
+        let sandbox = self
+            .slots
+            .create(
+                &id,
+                || self.admission.claim(&id, &spec.limits, self.disk_space()),
+                self.start(&spec),
+                || self.admission.release(&id),
+            )
+            .await?;
+        Ok(sandbox.handle())
     }
 
     /// Tears down whatever is on disk for `id` (no table entry needed).
@@ -139,15 +93,38 @@ impl LocalRuntime {
     }
 }
 
+impl AgentSandbox for Sandbox {
+    fn view(&self) -> AgentView<'_> {
+        AgentView {
+            id: &self.spec.id,
+            client: &self.client,
+            workdir: self.spec.workdir.as_deref(),
+            created_at: self.created_at,
+            agent_version: &self.agent_version,
+            exit: self.exit.receiver(),
+        }
+    }
+}
+
 #[async_trait]
-impl Runtime for LocalRuntime {
+impl Backend for LocalRuntime {
+    type Sandbox = Sandbox;
+
+    fn slots(&self) -> &Slots<Sandbox> {
+        &self.slots
+    }
+
+    fn sandbox(&self, id: &SandboxId) -> Result<Arc<Sandbox>> {
+        self.get(id)
+    }
+
     fn reserve(&self, id: &SandboxId, limits: &Limits) -> Result<()> {
         self.admission.reserve(id, limits, self.disk_space())
     }
 
     fn release(&self, id: &SandboxId) {
         // Only a reservation: a sandbox's room goes with the sandbox (destroy).
-        if !self.table().contains_key(id) {
+        if !self.slots.contains(id) {
             self.admission.release(id);
         }
     }
@@ -161,125 +138,6 @@ impl Runtime for LocalRuntime {
         self.image(reference).map(|_| ())
     }
 
-    async fn exec(&self, id: &SandboxId, request: ExecRequest) -> Result<ExecDone> {
-        let sandbox = self.get(id)?;
-        let request = Self::with_default_cwd(&sandbox, request);
-        sandbox
-            .client
-            .exec(request)
-            .await
-            .map_err(Self::agent_err(id))
-    }
-
-    async fn exec_streaming(
-        &self,
-        id: &SandboxId,
-        request: ExecRequest,
-        on_event: ExecEventSink<'_>,
-    ) -> Result<ExecDone> {
-        let sandbox = self.get(id)?;
-        let request = Self::with_default_cwd(&sandbox, request);
-        sandbox
-            .client
-            .exec_streaming(request, on_event)
-            .await
-            .map_err(Self::agent_err(id))
-    }
-
-    async fn kill_exec(&self, id: &SandboxId, exec_id: u64, signal: Option<i32>) -> Result<()> {
-        let sandbox = self.get(id)?;
-        sandbox
-            .client
-            .kill(exec_id, signal)
-            .await
-            .map_err(Self::agent_err(id))
-    }
-
-    async fn read_file(
-        &self,
-        id: &SandboxId,
-        path: &str,
-        max_bytes: Option<u64>,
-    ) -> Result<FileContent> {
-        let sandbox = self.get(id)?;
-        sandbox
-            .client
-            .read_file(path, max_bytes)
-            .await
-            .map_err(Self::agent_err(id))
-    }
-
-    async fn read_file_at(
-        &self,
-        id: &SandboxId,
-        path: &str,
-        offset: u64,
-        max_bytes: Option<u64>,
-    ) -> Result<FileContent> {
-        let sandbox = self.get(id)?;
-        sandbox
-            .client
-            .read_file_at(path, offset, max_bytes)
-            .await
-            .map_err(Self::agent_err(id))
-    }
-
-    async fn edit_lines(&self, id: &SandboxId, request: EditLinesRequest) -> Result<Replaced> {
-        let sandbox = self.get(id)?;
-        sandbox
-            .client
-            .edit_lines(request)
-            .await
-            .map_err(Self::agent_err(id))
-    }
-
-    async fn write_file(&self, id: &SandboxId, request: WriteFileRequest) -> Result<u64> {
-        let sandbox = self.get(id)?;
-        sandbox
-            .client
-            .write_file(request)
-            .await
-            .map_err(Self::agent_err(id))
-    }
-
-    async fn str_replace(
-        &self,
-        id: &SandboxId,
-        path: &str,
-        old: &str,
-        new: &str,
-    ) -> Result<Replaced> {
-        let sandbox = self.get(id)?;
-        sandbox
-            .client
-            .str_replace(path, old, new)
-            .await
-            .map_err(Self::agent_err(id))
-    }
-
-    async fn list_dir(&self, id: &SandboxId, path: &str) -> Result<DirListing> {
-        let sandbox = self.get(id)?;
-        sandbox
-            .client
-            .list_dir(path)
-            .await
-            .map_err(Self::agent_err(id))
-    }
-
-    async fn stat(&self, id: &SandboxId, path: &str) -> Result<Metadata> {
-        let sandbox = self.get(id)?;
-        sandbox.client.stat(path).await.map_err(Self::agent_err(id))
-    }
-
-    async fn connect_port(&self, id: &SandboxId, port: u16) -> Result<PortStream> {
-        let sandbox = self.get(id)?;
-        sandbox
-            .client
-            .connect_port(port)
-            .await
-            .map_err(Self::agent_err(id))
-    }
-
     async fn snapshot(&self, id: &SandboxId) -> Result<Snapshot> {
         let sandbox = self.get(id)?;
         self.snapshot_sandbox(&sandbox).await
@@ -290,20 +148,10 @@ impl Runtime for LocalRuntime {
     }
 
     async fn destroy(&self, id: &SandboxId) -> Result<()> {
-        let slot = {
-            let mut table = self.table();
-            match table.get(id) {
-                Some(Slot::Starting) => {
-                    return Err(RuntimeError::NotFound(format!("{id} (still starting)")))
-                }
-                Some(Slot::Running(_)) => table.remove(id),
-                None => None,
-            }
-        };
-        match slot {
-            Some(Slot::Running(sandbox)) => self.destroy_sandbox(sandbox).await,
-            _ if self.sandbox_dir(id).exists() => self.teardown_leftovers(id.as_str()).await,
-            _ => {
+        match self.slots.take(id)? {
+            Some(sandbox) => self.destroy_sandbox(sandbox).await,
+            None if self.sandbox_dir(id).exists() => self.teardown_leftovers(id.as_str()).await,
+            None => {
                 // A reservation that never became a sandbox ends here too.
                 self.admission.release(id);
                 Err(RuntimeError::NotFound(id.to_string()))
@@ -311,31 +159,10 @@ impl Runtime for LocalRuntime {
         }
     }
 
-    async fn wait_exit(&self, id: &SandboxId) -> Result<SandboxExit> {
-        // The record is not held while waiting: a destroy may drop it meanwhile.
-        let exit = self.get(id)?.exit.wait();
-        Ok(exit.await)
-    }
-
     async fn list(&self) -> Result<Vec<SandboxInfo>> {
-        let running: Vec<Arc<Sandbox>> = self
-            .table()
-            .values()
-            .filter_map(|slot| match slot {
-                Slot::Running(sandbox) => Some(Arc::clone(sandbox)),
-                Slot::Starting => None,
-            })
-            .collect();
-        let mut infos: Vec<SandboxInfo> = running
-            .iter()
-            .map(|sandbox| SandboxInfo {
-                id: sandbox.spec.id.clone(),
-                created_at: sandbox.created_at,
-                memory_bytes: self.cgroups.memory_usage(&sandbox.cgroup),
-            })
-            .collect();
-        infos.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(infos)
+        Ok(self
+            .slots
+            .infos(|sandbox| self.cgroups.memory_usage(&sandbox.cgroup)))
     }
 
     async fn usage(&self, id: &SandboxId) -> Result<ResourceUsage> {
@@ -379,20 +206,12 @@ impl Runtime for LocalRuntime {
     }
 
     async fn capacity(&self) -> Option<NodeCapacity> {
-        Some(self.node_capacity())
+        Some(self.admission.capacity(self.disk_space()))
     }
 
     async fn shutdown(&self) -> Result<()> {
-        let all: Vec<Arc<Sandbox>> = self
-            .table()
-            .drain()
-            .filter_map(|(_, slot)| match slot {
-                Slot::Running(sandbox) => Some(sandbox),
-                Slot::Starting => None,
-            })
-            .collect();
         let mut first_error = None;
-        for sandbox in all {
+        for sandbox in self.slots.drain() {
             if let Err(err) = self.destroy_sandbox(sandbox).await {
                 first_error.get_or_insert(err);
             }

@@ -10,7 +10,6 @@ use crate::local::cgroup::{CgroupBackend, SandboxCgroup};
 use crate::local::exit_watch::ExitWatch;
 use crate::local::layout::SandboxDirs;
 use crate::local::spec::LocalSpec;
-use crate::spec::SandboxHandle;
 
 /// A sandbox that is running (or was, until destroyed).
 #[derive(Debug)]
@@ -58,15 +57,6 @@ impl Sandbox {
             agent_version: String::new(),
             monitor: tokio::sync::Mutex::new(None),
             stderr_tail: None,
-        }
-    }
-
-    /// What `create` returns.
-    pub fn handle(&self) -> SandboxHandle {
-        SandboxHandle {
-            id: self.spec.id.clone(),
-            agent_version: self.agent_version.clone(),
-            created_at: self.created_at,
         }
     }
 }
