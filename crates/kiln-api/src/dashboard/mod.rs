@@ -44,6 +44,14 @@ const FILES: &[(&str, Asset)] = &[
         },
     ),
     (
+        "team.js",
+        Asset {
+            body: include_bytes!("assets/team.js"),
+            content_type: "text/javascript; charset=utf-8",
+            csp: DASHBOARD_CSP,
+        },
+    ),
+    (
         "app.css",
         Asset {
             body: include_bytes!("assets/app.css"),

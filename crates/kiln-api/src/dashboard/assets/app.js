@@ -40,7 +40,8 @@ function enc(s) { return encodeURIComponent(s); }
 
 function render(title, ...children) {
   const m = main();
-  m.replaceChildren(h("h1", {}, title), ...children);
+  // A page leaves out what does not apply by passing null (as h() allows).
+  m.replaceChildren(h("h1", {}, title), ...children.filter((c) => c !== null && c !== undefined && c !== false));
   document.title = title + " · Kiln";
 }
 
@@ -529,6 +530,14 @@ async function route() {
       case "sample": return await samplePage(parts[1], parts[2]);
       case "keys": return await keysPage();
       case "usage": return await usagePage();
+      // team.js
+      case "org": return await orgPage();
+      case "audit": return await auditPage(params);
+      case "webhooks": return await webhooksPage();
+      case "webhook": return await webhookPage(parts[1], params);
+      case "runs": return await runsPage();
+      case "run": return await runPage(parts[1]);
+      case "nodes": return await nodesPage();
       default: render("Not found", h("p", {}, h("a", { href: "#/sessions" }, "Sessions")));
     }
   } catch (e) {
