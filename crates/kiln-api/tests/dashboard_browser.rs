@@ -230,7 +230,7 @@ async fn dashboard_in_a_real_browser() {
     )
     .await;
     b.screenshot("09-usage").await;
-    team_pages(&b, &root, &s.admin_key).await;
+    team_pages(&b, &root, &s.admin_key, &session).await;
     b.window_size(390, 844).await;
     b.goto(&format!("{root}/#/sessions")).await;
     b.text_of("#live-count", "live").await;
@@ -265,7 +265,7 @@ async fn dashboard_in_a_real_browser() {
 /// The organization (members, an invitation, an org key), its audit log, a webhook and a
 /// test delivery, the (empty) evaluation runs, and the nodes page as a member and as an
 /// admin (alone on SQLite).
-async fn team_pages(b: &Browser, root: &str, admin_key: &str) {
+async fn team_pages(b: &Browser, root: &str, admin_key: &str, session: &str) {
     b.goto(&format!("{root}/#/org")).await;
     b.text_of("#members", EMAIL).await;
     b.type_into("#invite-email", "grace@example.com").await;
@@ -276,6 +276,20 @@ async fn team_pages(b: &Browser, root: &str, admin_key: &str) {
     b.text_of("#new-org-key-secret", "kiln_").await;
     b.text_of("#org-keys", "team-key").await;
     b.screenshot("10-organization").await;
+    // A team organization: created, switched to (X-Org-Slug), empty of the personal
+    // org's sessions; then back to the personal one.
+    b.type_into("#org-name", "Acme Lab").await;
+    b.click("#org-form button[type=submit]").await;
+    b.text_of("h1", "Organization Acme Lab").await;
+    b.text_of("#org-name-nav", "acme").await;
+    b.goto(&format!("{root}/#/sessions")).await;
+    b.text_of("#live-count", "0 live").await;
+    b.text_of("#sessions", "No sessions.").await;
+    b.goto(&format!("{root}/#/org")).await;
+    b.click("#orgs button[aria-label='Switch to Ada']").await;
+    b.text_of("h1", "Organization Ada").await;
+    b.goto(&format!("{root}/#/sessions")).await;
+    b.text_of("#sessions", session).await;
     b.goto(&format!("{root}/#/audit")).await;
     b.text_of("#audit", "invitation.created").await;
     b.text_of("#audit", "api_key.created").await;

@@ -5,6 +5,7 @@
 
 const TOKEN = "kiln.token";
 const REFRESH = "kiln.refresh";
+const ORG = "kiln.org";
 const main = () => document.getElementById("main");
 let timers = [];
 let aborts = [];
@@ -71,6 +72,8 @@ async function refreshToken() {
 
 async function raw(method, path, body, retried) {
   const headers = { Authorization: "Bearer " + (localStorage.getItem(TOKEN) || "") };
+  // The organization picked on the organization page (document 004's org context).
+  if (localStorage.getItem(ORG)) headers["X-Org-Slug"] = localStorage.getItem(ORG);
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const r = await fetch(path, {
     method, headers, body: body === undefined ? undefined : JSON.stringify(body),
@@ -92,6 +95,7 @@ function signOut(tell) {
   const had = localStorage.getItem(TOKEN);
   localStorage.removeItem(TOKEN);
   localStorage.removeItem(REFRESH);
+  localStorage.removeItem(ORG);
   if (had && tell) fetch("/v1/auth/logout", { method: "POST", headers: { Authorization: "Bearer " + had } });
   location.hash = "#/login";
 }
@@ -289,7 +293,8 @@ async function streamExec(id, command, output, exitLine) {
   aborts.push(ctl);
   const r = await fetch(`/v1/instances/${enc(id)}/exec/stream`, {
     method: "POST", signal: ctl.signal,
-    headers: { Authorization: "Bearer " + localStorage.getItem(TOKEN), "Content-Type": "application/json" },
+    headers: { Authorization: "Bearer " + localStorage.getItem(TOKEN), "Content-Type": "application/json",
+      ...(localStorage.getItem(ORG) ? { "X-Org-Slug": localStorage.getItem(ORG) } : {}) },
     body: JSON.stringify({ command }),
   });
   if (!r.ok) throw new ApiError(r.status, await r.json().catch(() => null));
@@ -541,6 +546,10 @@ async function route() {
       default: render("Not found", h("p", {}, h("a", { href: "#/sessions" }, "Sessions")));
     }
   } catch (e) {
+    // The organization picked earlier is gone (or the caller left it): back to the default.
+    if (e.status === 404 && localStorage.getItem(ORG) && /organization/.test(e.message)) {
+      switchOrg(null); say(e.message); return route();
+    }
     if (e.status !== 401) render("Something went wrong", h("p", { role: "alert" }, e.message));
   } finally {
     main().focus({ preventScroll: true });
@@ -550,5 +559,6 @@ async function route() {
 window.addEventListener("hashchange", route);
 document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("signout").addEventListener("click", () => signOut(true));
+  document.getElementById("org-name-nav").textContent = localStorage.getItem(ORG) || "";
   route();
 });

@@ -23,9 +23,18 @@ async function orgPage() {
   const role = h("select", { id: "invite-role", name: "role" }, ROLES.map((r) => h("option", { value: r, selected: r === "member" }, r)));
   const keyName = h("input", { type: "text", id: "org-key-name", name: "name", maxlength: 100 });
   const orgs = await api("GET", "/v1/orgs");
+  const newName = h("input", { type: "text", id: "org-name", name: "name", required: true, maxlength: 100 });
   render("Organization " + org.name,
-    h("p", {}, h("code", {}, org.slug), " · your role ", badge(org.role), org.personal ? " · personal" : "",
-      orgs.items.length > 1 ? ` · member of ${orgs.items.length} organizations` : ""),
+    h("p", {}, h("code", {}, org.slug), " · your role ", badge(org.role), org.personal ? " · personal" : ""),
+    h("h2", {}, "Your organizations"),
+    table("orgs", ["Name", "Slug", "Role", ""], orgs.items.map((o) => h("tr", {},
+      h("td", {}, o.name), h("td", {}, h("code", {}, o.slug)), h("td", {}, o.role),
+      h("td", {}, o.slug === org.slug ? "current" : h("button", { "aria-label": "Switch to " + o.name,
+        onclick: action(async () => { switchOrg(o.personal ? null : o.slug); await orgPage(); }) }, "Switch")))), "None."),
+    h("form", { class: "inline", id: "org-form", onsubmit: action(async () => {
+      const made = await api("POST", "/v1/orgs", { name: newName.value });
+      switchOrg(made.slug); say("Organization " + made.name + " created"); await orgPage();
+    }) }, h("label", { for: "org-name" }, "New organization", newName), h("button", { type: "submit" }, "Create")),
     h("h2", {}, "Members"),
     table("members", ["Name", "E-mail", "Role", "Joined", ""], members.items.map((m) => h("tr", { "data-user-id": m.user_id },
       h("td", {}, m.name), h("td", {}, m.email),
@@ -68,6 +77,12 @@ async function orgPage() {
           say("Key revoked"); await orgPage();
         }) }, "Revoke")))), "No organization keys."),
     h("p", {}, h("a", { href: "#/audit" }, "Audit log")));
+}
+
+// Later requests act in `slug` (X-Org-Slug); null: the caller's default organization.
+function switchOrg(slug) {
+  if (slug) localStorage.setItem(ORG, slug); else localStorage.removeItem(ORG);
+  document.getElementById("org-name-nav").textContent = slug || "";
 }
 
 // ---- audit log -----------------------------------------------------------------------
