@@ -61,11 +61,11 @@ async fn privileges_are_dropped_and_init_ignores_signals() {
     rt.shutdown().await.unwrap();
 }
 
-/// Known gap: in a container, root (no capabilities) may chmod host-wide `/proc`
-/// entries such as `/proc/version` (procfs shares them between mounts; Docker makes only
-/// `/proc/{bus,fs,irq,sys,sysrq-trigger}` read-only). The local backend passes this.
+/// In a container, root (no capabilities) owns host-wide `/proc` entries such as
+/// `/proc/version` (procfs shares their modes between mounts) and Docker makes only
+/// `/proc/{bus,fs,irq,sys,sysrq-trigger}` read-only: the container asks for every
+/// top-level entry read-only (`docker/proc_paths.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails on the Docker backend: /proc entries' modes can be changed (read-only /proc paths not set yet)"]
 async fn proc_entry_modes_cannot_be_changed() {
     let Some((rt, _root)) = docker("kilntest-sec-proc").await else {
         return;

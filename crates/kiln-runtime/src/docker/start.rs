@@ -164,6 +164,9 @@ impl DockerRuntime {
             // The engine's default seccomp profile applies (the container is not privileged).
             security_opt: Some(vec!["no-new-privileges".into()]),
             init: Some(false),
+            // `/proc` as on the local backend: only the container's own processes change.
+            masked_paths: Some(super::proc_paths::proc_paths().0.clone()),
+            readonly_paths: Some(super::proc_paths::proc_paths().1.clone()),
             ..Default::default()
         };
         let labels = HashMap::from([(settings.sandbox_label(), spec.id.to_string())]);

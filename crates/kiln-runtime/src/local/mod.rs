@@ -12,7 +12,7 @@ mod layout;
 mod loopdev;
 mod mount_namespace;
 mod overlay;
-mod proc_seal;
+pub(crate) mod proc_seal;
 pub mod quota;
 mod reconcile;
 mod resolve;
