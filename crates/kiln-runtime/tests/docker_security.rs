@@ -75,6 +75,32 @@ async fn proc_entry_modes_cannot_be_changed() {
     rt.shutdown().await.unwrap();
 }
 
+/// The agent's binary and socket stay the agent's: the sandbox's root shares its uid, so
+/// the socket directory bound from the host is made read-only once the agent listens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_binary_and_socket_cannot_be_replaced() {
+    let Some((rt, _root)) = docker("kilntest-sec-seal").await else {
+        return;
+    };
+    let sid = create(&rt, "seal1", Limits::default()).await;
+    for attempt in [
+        "echo evil > /.kiln/agent",
+        "rm -f /.kiln/agent",
+        "rm -f /.kiln/run/agent.sock",
+        "mv /.kiln/run/agent.sock /.kiln/run/old",
+        "touch /.kiln/run/evil",
+        "ln -s /etc /.kiln/run/link",
+        "chmod 777 /.kiln/run/agent.sock",
+        "touch /tmp/f; mount --bind /tmp/f /.kiln/run/agent.sock",
+    ] {
+        let (code, out) = shared::sh(&rt, &sid, attempt).await;
+        assert_ne!(code, 0, "{attempt} succeeded: {out}");
+    }
+    let (code, out) = shared::sh(&rt, &sid, "echo still-the-agent").await;
+    assert_eq!((code, out.as_str()), (0, "still-the-agent\n"));
+    rt.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_loopback_network() {
     let Some((rt, _root)) = docker("kilntest-sec-net").await else {

@@ -13,6 +13,7 @@ mod image;
 mod limits;
 mod proc_paths;
 mod runtime_impl;
+mod seal;
 mod snapshot;
 mod start;
 

@@ -48,7 +48,12 @@ impl DockerRuntime {
                 .await
                 .map_err(|e| engine_err(&spec.id, "the engine cannot start it", &e))?;
             let client = self.agent_client(spec, &name, secret).await?;
-            self.wait_ready(&spec.id, &name, client).await
+            let started = self.wait_ready(&spec.id, &name, client).await?;
+            if self.settings.connection == AgentConnection::Socket {
+                let socket = run_dir.join("agent.sock");
+                super::seal::seal_run_dir(&self.docker, &spec.id, &name, socket).await?;
+            }
+            Ok(started)
         };
         match ready.await {
             Ok(started) => {

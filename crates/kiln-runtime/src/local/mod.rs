@@ -10,7 +10,7 @@ pub mod host_check;
 mod launch_ns;
 mod layout;
 mod loopdev;
-mod mount_namespace;
+pub(crate) mod mount_namespace;
 mod overlay;
 pub(crate) mod proc_seal;
 pub mod quota;
