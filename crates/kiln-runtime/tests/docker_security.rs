@@ -72,6 +72,10 @@ async fn proc_entry_modes_cannot_be_changed() {
     };
     let sid = create(&rt, "proc1", Limits::default()).await;
     shared::assert_proc_modes_unchangeable(&rt, &sid).await;
+    // Nor does it read the host's boot options (root device, kernel image).
+    let (code, out) = shared::sh(&rt, &sid, "cat /proc/cmdline").await;
+    let host = std::fs::read_to_string("/proc/cmdline").unwrap();
+    assert_eq!((code, out.as_str()), (0, ""), "the host's is {host:?}");
     rt.shutdown().await.unwrap();
 }
 

@@ -8,8 +8,8 @@
 //! `pressure/*`) is writable. Docker's defaults make only `/proc/{bus,fs,irq,sys,
 //! sysrq-trigger}` read-only, so the container asks for more: every top-level entry that
 //! is not per-process is bound read-only onto itself (`HostConfig.ReadonlyPaths`; a
-//! read-only mount refuses `chmod` with `EROFS`), and the local backend's hidden list
-//! joins Docker's masked paths. Both lists replace the engine's defaults, so they
+//! read-only mount refuses `chmod` with `EROFS`), and the local backend's hidden list and
+//! `/proc/cmdline` (the host's boot options) join Docker's masked paths. Both lists replace the engine's defaults, so they
 //! include them.
 //!
 //! The entries are this machine's `/proc` plus a list of the kernel's known ones (an
@@ -35,6 +35,10 @@ const ENGINE_MASKED: &[&str] = &[
     "/sys/firmware",
     "/sys/devices/virtual/powercap",
 ];
+
+/// Host details no sandbox needs: the kernel's command line names the host's root device,
+/// kernel image and boot options (the local backend binds a neutral one instead).
+const HOST_DETAILS: &[&str] = &["/proc/cmdline"];
 
 /// Top-level procfs entries of current kernels that belong to no process (per-process
 /// directories and the `self`, `thread-self`, `mounts`, `net` links are left alone).
@@ -125,6 +129,7 @@ pub(super) fn proc_paths() -> &'static (Vec<String>, Vec<String>) {
 fn paths_for(local: &[(String, EntryKind)]) -> (Vec<String>, Vec<String>) {
     let mut masked: Vec<String> = ENGINE_MASKED.iter().map(|p| p.to_string()).collect();
     masked.extend(HIDDEN.iter().map(|name| format!("/proc/{name}")));
+    masked.extend(HOST_DETAILS.iter().map(|p| p.to_string()));
     masked.sort();
     masked.dedup();
     let known = KNOWN.iter().map(|name| (name.to_string(), EntryKind::File));
@@ -160,6 +165,7 @@ mod tests {
             "/proc/kcore",
             "/proc/keys",
             "/proc/sysrq-trigger",
+            "/proc/cmdline",
             "/sys/firmware",
         ] {
             assert!(masked.iter().any(|p| p == path), "{path} not masked");
@@ -176,7 +182,13 @@ mod tests {
         ] {
             assert!(readonly.iter().any(|p| p == path), "{path} not read-only");
         }
-        for path in ["/proc/1", "/proc/self", "/proc/mounts", "/proc/kcore"] {
+        for path in [
+            "/proc/1",
+            "/proc/self",
+            "/proc/mounts",
+            "/proc/kcore",
+            "/proc/cmdline",
+        ] {
             assert!(!readonly.iter().any(|p| p == path), "{path} read-only");
         }
     }
