@@ -190,10 +190,18 @@ start_dockerd() {
   truncate -s 2G $dd/data.xfs && mkfs.xfs -q -f $dd/data.xfs && mount -o loop,prjquota $dd/data.xfs $dd/data || return 1
   dockerd --data-root $dd/data --exec-root $dd/exec --host unix://$dd/docker.sock --bridge=none \
     --iptables=false --ip-masq=false > $dd/dockerd.log 2>&1 &
+  dockerd_pid=$!
   # The socket appears once the engine has initialised and listens.
   for i in $(seq 300); do [ -S $dd/docker.sock ] && break; sleep 0.2; done
   [ -S $dd/docker.sock ] || return 1
   export KILN_TEST_DOCKER_HOST=unix://$dd/docker.sock KILN_TEST_EXPECT_DOCKER_DISK_LIMIT=required
+}
+# The other binaries run without an engine, its mounts or its loop device around.
+stop_dockerd() {
+  kill $dockerd_pid 2>/dev/null
+  for i in $(seq 100); do kill -0 $dockerd_pid 2>/dev/null || break; sleep 0.1; done
+  umount $dd/data 2>/dev/null
+  unset KILN_TEST_DOCKER_HOST KILN_TEST_EXPECT_DOCKER_DISK_LIMIT
 }
 for t in /kiln/tests/*; do
   name=$(basename $t)
@@ -208,6 +216,7 @@ for t in /kiln/tests/*; do
     only=a_disk_limit
   fi
   run_in $name $svc $t --test-threads=2 $(cat /kiln/test-args 2>/dev/null) $only
+  [ $name = docker_limits ] && stop_dockerd
   left=$(find $svc/kiln -mindepth 2 -type d 2>/dev/null)
   if [ -n "$left" ]; then echo "KILN-VM sandbox cgroups left behind by $name: $left"; failed="$failed $name-leftovers"; fi
 done
