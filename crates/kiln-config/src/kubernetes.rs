@@ -30,6 +30,11 @@ pub struct KubernetesConfig {
     /// Labels this server's Pods with `kiln.dev/node=<node>`: reconciliation only ever
     /// removes Pods of its own node. Unset: the host name.
     pub node: Option<String>,
+    /// Pods run in a user namespace (`hostUsers: false`): the sandbox's root is an
+    /// unprivileged user on the node, so it cannot change node-wide `/proc` entries it
+    /// would otherwise own. Needs a cluster and runtime with user namespace support
+    /// (Kubernetes 1.33+, containerd 2 / CRI-O 1.25+, Linux 6.3+).
+    pub user_namespace: bool,
 }
 
 impl Default for KubernetesConfig {
@@ -43,6 +48,7 @@ impl Default for KubernetesConfig {
             agent_port: 7171,
             ready_timeout_secs: 300,
             node: None,
+            user_namespace: false,
         }
     }
 }

@@ -74,8 +74,14 @@ async fn a_container_sandbox_runs_commands_and_files_and_goes_away() {
     let listing = rt.list_dir(&sid, "/testbed").await.unwrap();
     assert!(listing.entries.iter().any(|e| e.name == "hello.txt"));
     rt.stat(&sid, "/testbed/hello.txt").await.unwrap();
-    let usage = rt.usage(&sid).await.unwrap();
-    assert!(usage.pids.is_some(), "{usage:?}");
+    let before = rt.usage(&sid).await.unwrap();
+    assert!(before.pids.is_some(), "{before:?}");
+    // Disk use is the writable layer's, from the engine: 3 MiB more after writing 3 MiB.
+    let (code, _) = sh(&rt, &sid, "dd if=/dev/zero of=/testbed/fill bs=1M count=3").await;
+    assert_eq!(code, 0);
+    let after = rt.usage(&sid).await.unwrap();
+    let (before, after) = (before.disk_used_bytes, after.disk_used_bytes.unwrap());
+    assert!(after >= before.unwrap() + (3 << 20), "{before:?} → {after}");
     assert_eq!(rt.list().await.unwrap().len(), 1);
 
     rt.destroy(&sid).await.unwrap();

@@ -61,17 +61,47 @@ async fn privileges_are_dropped_and_init_ignores_signals() {
     rt.shutdown().await.unwrap();
 }
 
-/// Known gap: in a container, root (no capabilities) may chmod host-wide `/proc`
-/// entries such as `/proc/version` (procfs shares them between mounts; Docker makes only
-/// `/proc/{bus,fs,irq,sys,sysrq-trigger}` read-only). The local backend passes this.
+/// In a container, root (no capabilities) owns host-wide `/proc` entries such as
+/// `/proc/version` (procfs shares their modes between mounts) and Docker makes only
+/// `/proc/{bus,fs,irq,sys,sysrq-trigger}` read-only: the container asks for every
+/// top-level entry read-only (`docker/proc_paths.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails on the Docker backend: /proc entries' modes can be changed (read-only /proc paths not set yet)"]
 async fn proc_entry_modes_cannot_be_changed() {
     let Some((rt, _root)) = docker("kilntest-sec-proc").await else {
         return;
     };
     let sid = create(&rt, "proc1", Limits::default()).await;
     shared::assert_proc_modes_unchangeable(&rt, &sid).await;
+    // Nor does it read the host's boot options (root device, kernel image).
+    let (code, out) = shared::sh(&rt, &sid, "cat /proc/cmdline").await;
+    let host = std::fs::read_to_string("/proc/cmdline").unwrap();
+    assert_eq!((code, out.as_str()), (0, ""), "the host's is {host:?}");
+    rt.shutdown().await.unwrap();
+}
+
+/// The agent's binary and socket stay the agent's: the sandbox's root shares its uid, so
+/// the socket directory bound from the host is made read-only once the agent listens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_binary_and_socket_cannot_be_replaced() {
+    let Some((rt, _root)) = docker("kilntest-sec-seal").await else {
+        return;
+    };
+    let sid = create(&rt, "seal1", Limits::default()).await;
+    for attempt in [
+        "echo evil > /.kiln/agent",
+        "rm -f /.kiln/agent",
+        "rm -f /.kiln/run/agent.sock",
+        "mv /.kiln/run/agent.sock /.kiln/run/old",
+        "touch /.kiln/run/evil",
+        "ln -s /etc /.kiln/run/link",
+        "chmod 777 /.kiln/run/agent.sock",
+        "touch /tmp/f; mount --bind /tmp/f /.kiln/run/agent.sock",
+    ] {
+        let (code, out) = shared::sh(&rt, &sid, attempt).await;
+        assert_ne!(code, 0, "{attempt} succeeded: {out}");
+    }
+    let (code, out) = shared::sh(&rt, &sid, "echo still-the-agent").await;
+    assert_eq!((code, out.as_str()), (0, "still-the-agent\n"));
     rt.shutdown().await.unwrap();
 }
 

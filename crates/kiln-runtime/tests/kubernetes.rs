@@ -93,6 +93,33 @@ async fn a_pod_sandbox_runs_commands_and_files_and_goes_away() {
         cluster.secrets()[0].metadata.name.as_deref(),
         Some(name.as_str())
     );
+    // The Pod as the API server got it: the disk limit and the agent's protection.
+    let pod = serde_json::to_value(&pods[0]).unwrap();
+    let pod_spec = &pod["spec"];
+    assert_eq!(pod_spec["automountServiceAccountToken"], false);
+    assert_eq!(pod_spec["shareProcessNamespace"], false);
+    for host in ["hostPID", "hostIPC", "hostNetwork"] {
+        assert_eq!(pod_spec[host], false, "{host}");
+    }
+    let main = &pod_spec["containers"][0];
+    for amounts in ["limits", "requests"] {
+        assert_eq!(
+            main["resources"][amounts]["ephemeral-storage"],
+            (1u64 << 30).to_string()
+        );
+    }
+    assert_eq!(main["volumeMounts"][0]["mountPath"], "/.kiln");
+    assert_eq!(main["volumeMounts"][0]["readOnly"], true);
+    let init = &pod_spec["initContainers"][0];
+    assert_eq!(init["securityContext"]["readOnlyRootFilesystem"], true);
+    for container in [main, init] {
+        let sc = &container["securityContext"];
+        assert_eq!(sc["allowPrivilegeEscalation"], false);
+        assert_eq!(sc["privileged"], false);
+        assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+        assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+        assert_eq!(sc["procMount"], "Default");
+    }
     let spec_json = serde_json::to_string(&pods[0].spec).unwrap();
     let secrets = cluster.secrets();
     let secret = &secrets[0].data.as_ref().unwrap()["agent-secret"].0;

@@ -8,9 +8,12 @@
 //! Reconciliation goes by label: `<prefix>.sandbox=<id>` names the sandbox a container
 //! is, so a restarted server finds its containers and removes those no session owns.
 
+mod disk_usage;
 mod image;
 mod limits;
+mod proc_paths;
 mod runtime_impl;
+mod seal;
 mod snapshot;
 mod start;
 

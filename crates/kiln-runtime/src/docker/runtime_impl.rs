@@ -206,7 +206,7 @@ impl Backend for DockerRuntime {
                 .map(std::time::Duration::from_nanos),
             // cgroup v1 reports the peak; v2 only the current use.
             memory_peak_bytes: memory.max_usage.or(memory.usage),
-            disk_used_bytes: None,
+            disk_used_bytes: super::disk_usage::disk_used(&self.docker, &sandbox.container).await,
             pids: stats.pids_stats.and_then(|p| p.current),
             disk_limit_bytes: sandbox.disk_limit,
         })

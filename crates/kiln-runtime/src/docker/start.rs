@@ -48,7 +48,12 @@ impl DockerRuntime {
                 .await
                 .map_err(|e| engine_err(&spec.id, "the engine cannot start it", &e))?;
             let client = self.agent_client(spec, &name, secret).await?;
-            self.wait_ready(&spec.id, &name, client).await
+            let started = self.wait_ready(&spec.id, &name, client).await?;
+            if self.settings.connection == AgentConnection::Socket {
+                let socket = run_dir.join("agent.sock");
+                super::seal::seal_run_dir(&self.docker, &spec.id, &name, socket).await?;
+            }
+            Ok(started)
         };
         match ready.await {
             Ok(started) => {
@@ -164,6 +169,9 @@ impl DockerRuntime {
             // The engine's default seccomp profile applies (the container is not privileged).
             security_opt: Some(vec!["no-new-privileges".into()]),
             init: Some(false),
+            // `/proc` as on the local backend: only the container's own processes change.
+            masked_paths: Some(super::proc_paths::proc_paths().0.clone()),
+            readonly_paths: Some(super::proc_paths::proc_paths().1.clone()),
             ..Default::default()
         };
         let labels = HashMap::from([(settings.sandbox_label(), spec.id.to_string())]);

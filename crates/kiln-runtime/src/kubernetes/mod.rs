@@ -51,6 +51,8 @@ pub struct KubeSettings {
     pub ready_timeout: Duration,
     /// This server's Pods carry `kiln.dev/node=<node>`.
     pub node: String,
+    /// Pods get `hostUsers: false`.
+    pub user_namespace: bool,
 }
 
 impl KubeSettings {
@@ -66,6 +68,7 @@ impl KubeSettings {
             agent_port: defaults.agent_port,
             ready_timeout: Duration::from_secs(defaults.ready_timeout_secs),
             node: node.into(),
+            user_namespace: defaults.user_namespace,
         }
     }
 
@@ -83,6 +86,7 @@ impl KubeSettings {
                 .node
                 .clone()
                 .unwrap_or_else(|| node_label(fallback_node)),
+            user_namespace: config.user_namespace,
         }
     }
 }

@@ -102,6 +102,8 @@ fn resources(limits: &Limits) -> ResourceRequirements {
 
 fn locked_down() -> SecurityContext {
     SecurityContext {
+        // The runtime's masked and read-only `/proc` paths stay (`Unmasked` drops them).
+        proc_mount: Some("Default".into()),
         allow_privilege_escalation: Some(false),
         privileged: Some(false),
         capabilities: Some(Capabilities {
@@ -176,7 +178,12 @@ pub fn sandbox_pod(settings: &KubeSettings, spec: &SandboxSpec, image: &str) -> 
         image: Some(settings.agent_image.clone()),
         command: Some(install_command),
         volume_mounts: Some(vec![agent_mount(false)]),
-        security_context: Some(locked_down()),
+        // It writes only the agent into its volume. (The sandbox's own root stays
+        // writable: the images expect to write everywhere.)
+        security_context: Some(SecurityContext {
+            read_only_root_filesystem: Some(true),
+            ..locked_down()
+        }),
         resources: Some(resources(&Limits {
             memory_bytes: Some(64 << 20),
             disk_bytes: None,
@@ -240,6 +247,14 @@ pub fn sandbox_pod(settings: &KubeSettings, spec: &SandboxSpec, image: &str) -> 
             restart_policy: Some("Never".into()),
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
+            // The agent is PID 1 of its own pid namespace (no pause process in it), so
+            // the sandbox's signals to it are told from the kubelet's (`kiln-agent`'s
+            // signals.rs); nothing of the node's is shared.
+            share_process_namespace: Some(false),
+            host_pid: Some(false),
+            host_ipc: Some(false),
+            host_network: Some(false),
+            host_users: settings.user_namespace.then_some(false),
             runtime_class_name: settings.runtime_class.clone(),
             hostname,
             termination_grace_period_seconds: Some(1),
@@ -343,12 +358,24 @@ mod tests {
     #[test]
     fn the_pod_injects_the_agent_and_locks_down() {
         let pod = serde_json::to_value(sandbox_pod(&settings(), &spec(), "python:3.12")).unwrap();
+        let mut userns = settings();
+        userns.user_namespace = true;
+        let in_userns = serde_json::to_value(sandbox_pod(&userns, &spec(), "python:3.12")).unwrap();
         let spec = &pod["spec"];
         assert_eq!(spec["automountServiceAccountToken"], false);
         assert_eq!(spec["enableServiceLinks"], false);
         assert_eq!(spec["restartPolicy"], "Never");
         assert_eq!(spec["runtimeClassName"], "gvisor");
         assert_eq!(spec["volumes"][0]["emptyDir"]["sizeLimit"], "256Mi");
+        assert_eq!(spec["shareProcessNamespace"], false);
+        for host in ["hostPID", "hostIPC", "hostNetwork"] {
+            assert_eq!(spec[host], false, "{host}");
+        }
+        assert!(
+            spec.get("hostUsers").is_none(),
+            "user namespaces are opt-in"
+        );
+        assert_eq!(in_userns["spec"]["hostUsers"], false);
         let init = &spec["initContainers"][0];
         assert_eq!(init["image"], KubeSettings::new("n").agent_image);
         assert_eq!(
@@ -372,7 +399,9 @@ mod tests {
             assert_eq!(sc["privileged"], false);
             assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
             assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+            assert_eq!(sc["procMount"], "Default");
         }
+        assert_eq!(init["securityContext"]["readOnlyRootFilesystem"], true);
         let limits = &main["resources"]["limits"];
         assert_eq!(limits["memory"], (1u64 << 30).to_string());
         assert_eq!(limits["cpu"], "1500m");

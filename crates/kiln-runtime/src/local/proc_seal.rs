@@ -17,7 +17,7 @@ use crate::local::mount_namespace::{bind_read_only, mount_empty_read_only};
 
 /// Hidden as under Docker: `/dev/null` over files, an empty read-only tmpfs over
 /// directories.
-const HIDDEN: &[&str] = &[
+pub(crate) const HIDDEN: &[&str] = &[
     "acpi",
     "asound",
     "kcore",
@@ -32,7 +32,7 @@ const HIDDEN: &[&str] = &[
 
 /// The kind of a top-level `/proc` entry, as far as sealing cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum EntryKind {
+pub(crate) enum EntryKind {
     Dir,
     File,
     Symlink,
@@ -40,7 +40,7 @@ enum EntryKind {
 
 /// What happens to one top-level entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Seal {
+pub(crate) enum Seal {
     /// A process's own view (`<pid>`, `self`, `thread-self`), or a symlink into it.
     Keep,
     /// Covered by an empty read-only tmpfs.
@@ -51,7 +51,7 @@ enum Seal {
     ReadOnly,
 }
 
-fn seal_for(name: &str, kind: EntryKind) -> Seal {
+pub(crate) fn seal_for(name: &str, kind: EntryKind) -> Seal {
     let per_process = name == "self"
         || name == "thread-self"
         || (!name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()));
