@@ -259,3 +259,80 @@ async fn an_image_instance_and_its_changes_survive_a_crash() {
         .await;
     assert_eq!(ended["status"], "terminated", "{ended}");
 }
+
+/// `GET /v1/instances/{id}/metrics`: the instance's samples over time while it lives
+/// (CPU time growing under a busy command), 404 to another user, none once it has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_reports_its_usage_over_time() {
+    let Some(s) = sandbox::start_if_possible(|c| c.billing.heartbeat_secs = 1).await else {
+        return;
+    };
+    let key = s.admin_key.clone();
+    let instance = ready(&s, &key, json!({"dataset": DATASET, "sample_id": SAMPLE})).await;
+    let id = instance["id"].as_str().expect("id").to_string();
+    let path = format!("/instances/{id}/metrics");
+    // About a CPU-second of work, then samples after it.
+    let done = run(
+        &s,
+        &key,
+        &id,
+        "i=0; end=$(($(date +%s) + 2)); while [ $(date +%s) -lt $end ]; do i=$((i+1)); done; echo $i",
+    )
+    .await;
+    assert_eq!(done["exit_code"], 0, "{done}");
+    let started = std::time::Instant::now();
+    let metrics = loop {
+        let (status, metrics) = s.v1_as(&key, Method::GET, &path, None).await;
+        assert_eq!(status, 200, "{metrics}");
+        let busy = metrics["samples"]
+            .as_array()
+            .and_then(|v| v.last())
+            .and_then(|last| last["cpu_seconds"].as_f64())
+            .is_some_and(|cpu| cpu >= 0.5);
+        if busy {
+            break metrics;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "no sample shows the busy command's CPU time: {metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
+    assert_eq!(metrics["live"], true);
+    assert_eq!(metrics["interval_seconds"], 1);
+    let samples = metrics["samples"].as_array().expect("samples");
+    let cpu: Vec<f64> = samples
+        .iter()
+        .filter_map(|x| x["cpu_seconds"].as_f64())
+        .collect();
+    assert!(
+        cpu.windows(2).all(|w| w[0] <= w[1]),
+        "CPU time is cumulative: {cpu:?}"
+    );
+    let times: Vec<&str> = samples
+        .iter()
+        .filter_map(|x| x["sampled_at"].as_str())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] < w[1]),
+        "oldest first: {times:?}"
+    );
+    assert!(samples.iter().all(|x| x["pids_peak"].as_u64() >= Some(1)));
+
+    let (_, other) = s.user("metrics-outsider").await;
+    let (status, body) = s.v1_as(&other, Method::GET, &path, None).await;
+    assert_error(status, &body, 404, "not_found");
+
+    let (status, _) = s
+        .v1_as(&key, Method::DELETE, &format!("/instances/{id}"), None)
+        .await;
+    assert!(status == 200 || status == 204, "{status}");
+    let (status, ended) = s.v1_as(&key, Method::GET, &path, None).await;
+    assert_eq!(status, 200, "{ended}");
+    assert_eq!(ended["live"], false, "{ended}");
+    assert_eq!(ended["samples"], json!([]), "{ended}");
+    let (status, body) = s
+        .v1_as(&key, Method::GET, "/instances/inst_nope/metrics", None)
+        .await;
+    assert_error(status, &body, 404, "not_found");
+}

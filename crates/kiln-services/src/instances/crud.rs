@@ -101,6 +101,21 @@ impl InstanceService {
             .map_err(|e| instance_not_found(e, id))
     }
 
+    /// The caller's instance's recent usage samples (oldest first), whether it is live,
+    /// and the seconds between samples.
+    pub async fn metrics(
+        &self,
+        user_id: &str,
+        id: &str,
+    ) -> ServiceResult<(Vec<kiln_store::SessionUsage>, bool, u64)> {
+        let (samples, live) = self
+            .sessions
+            .usage_series(user_id, id)
+            .await
+            .map_err(|e| instance_not_found(e, id))?;
+        Ok((samples, live, self.sessions.usage_interval_secs()))
+    }
+
     /// The caller's instances, newest first, and how many match.
     pub async fn list(
         &self,

@@ -58,6 +58,8 @@ struct LiveSession {
     expires_at: Mutex<DateTime<Utc>>,
     queue: mpsc::Sender<worker::Work>,
     readiness: watch::Sender<Readiness>,
+    /// Its recent usage samples, oldest first (`usage::SERIES_POINTS` at most).
+    series: Mutex<std::collections::VecDeque<kiln_store::SessionUsage>>,
 }
 
 pub struct SessionService {
@@ -418,6 +420,7 @@ impl SessionService {
             expires_at: Mutex::new(session.expires_at),
             queue,
             readiness,
+            series: Mutex::default(),
         });
         self.lock_live()
             .insert(session.session_id.clone(), live.clone());

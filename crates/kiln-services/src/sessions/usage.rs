@@ -2,13 +2,20 @@
 //! the runtime with the heartbeat and once more as the session ends (close, expiry, a
 //! lost sandbox: before it is stored as ended, so before its sandbox is destroyed), and
 //! stored with the session. Usage is information, not
-//! a gate: a sample that cannot be read or stored is logged and skipped.
+//! a gate: a sample that cannot be read or stored is logged and skipped. Each live
+//! session also keeps its last [`SERIES_POINTS`] samples in memory, its usage over time
+//! (`GET /v1/instances/{id}/metrics`), gone with the session or a restart.
+use std::collections::VecDeque;
+
 use chrono::Utc;
 use kiln_runtime::{ResourceUsage, SandboxId};
 use kiln_store::SessionUsage;
 
 use super::{Readiness, SessionService};
 use crate::error::ServiceResult;
+
+/// Samples kept per live session: two hours at the default heartbeat of 30 s.
+pub const SERIES_POINTS: usize = 240;
 
 impl SessionService {
     /// Samples every ready session's sandbox and stores the samples; sets the live-usage
@@ -30,8 +37,15 @@ impl SessionService {
             memory = memory.saturating_add(usage.memory_peak_bytes.unwrap_or(0));
             disk = disk.saturating_add(usage.disk_used_bytes.unwrap_or(0));
             pids = pids.saturating_add(usage.pids.unwrap_or(0));
-            if self.store_usage(&session_id, &usage).await {
+            if let Some(sample) = self.store_usage(&session_id, &usage).await {
                 stored += 1;
+                if let Some(live) = self.lock_live().get(&session_id) {
+                    let mut series = live.series.lock().unwrap_or_else(|e| e.into_inner());
+                    if series.len() >= SERIES_POINTS {
+                        series.pop_front();
+                    }
+                    series.push_back(sample);
+                }
             }
         }
         self.metrics.set_live_usage(memory, disk, pids);
@@ -62,7 +76,32 @@ impl SessionService {
             .ok()
     }
 
-    async fn store_usage(&self, session_id: &str, usage: &ResourceUsage) -> bool {
+    /// Seconds between two usage samples (the heartbeat's pace).
+    pub fn usage_interval_secs(&self) -> u64 {
+        self.billing.heartbeat_secs.max(1)
+    }
+
+    /// The caller's session's recent usage samples, oldest first, and whether it is
+    /// still live here (an ended session has none).
+    pub async fn usage_series(
+        &self,
+        user_id: &str,
+        session_id: &str,
+    ) -> ServiceResult<(Vec<SessionUsage>, bool)> {
+        self.owned(user_id, session_id).await?;
+        let Some(live) = self.lock_live().get(session_id).cloned() else {
+            return Ok((Vec::new(), false));
+        };
+        let series: VecDeque<SessionUsage> = live
+            .series
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Ok((series.into(), true))
+    }
+
+    /// Stores a sample; the sample, when it was stored.
+    async fn store_usage(&self, session_id: &str, usage: &ResourceUsage) -> Option<SessionUsage> {
         let sample = SessionUsage {
             cpu_micros: usage
                 .cpu_time
@@ -78,6 +117,7 @@ impl SessionService {
             .await
             .inspect_err(|e| tracing::warn!(session = session_id, error = %e, "cannot store usage"))
             .unwrap_or(false)
+            .then_some(sample)
     }
 
     /// Renders the metrics, with the gauges read now: sessions live on this server (those

@@ -24,6 +24,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
         .routes(routes!(create, list))
         .routes(routes!(get, update, delete))
+        .routes(routes!(metrics))
 }
 
 fn resources(r: ResourcesRequest) -> ResourceRequest {
@@ -277,4 +278,25 @@ pub async fn delete(
 ) -> ApiResult<Json<InstanceView>> {
     let ended = state.kiln.instances.delete(&me.user.user_id, &id).await?;
     Ok(Json(ended.into()))
+}
+
+/// An instance's CPU time, memory, disk and processes over time (its recent samples).
+#[utoipa::path(get, path = "/instances/{id}/metrics", tag = "instances",
+    operation_id = "instance_metrics", params(("id" = String, Path)),
+    responses((status = 200, body = InstanceMetricsView), (status = 404, body = ErrorBody),
+              (status = 422, body = HTTPValidationError)),
+    security(("HTTPBearer" = [])))]
+pub async fn metrics(
+    State(state): State<Arc<AppState>>,
+    CurrentUser(me): CurrentUser,
+    ValidPath(id): ValidPath<String>,
+) -> ApiResult<Json<InstanceMetricsView>> {
+    let (samples, live, interval_seconds) =
+        state.kiln.instances.metrics(&me.user.user_id, &id).await?;
+    Ok(Json(InstanceMetricsView {
+        instance_id: id,
+        live,
+        interval_seconds,
+        samples: samples.into_iter().map(Into::into).collect(),
+    }))
 }

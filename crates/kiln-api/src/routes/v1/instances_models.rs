@@ -191,3 +191,18 @@ pub struct InstanceListResponse {
     pub offset: u64,
     pub has_more: bool,
 }
+
+/// An instance's usage over time, sampled from its sandbox (cgroup, or the engine) at the
+/// heartbeat's pace and kept in memory on the node that runs it (the last 240 samples;
+/// none once it has ended or after a restart).
+#[derive(Serialize, ToSchema)]
+pub struct InstanceMetricsView {
+    pub instance_id: String,
+    /// Whether the instance is live (only a live instance has samples).
+    pub live: bool,
+    /// Seconds between two samples.
+    pub interval_seconds: u64,
+    /// Oldest first. `cpu_seconds` is cumulative (its slope is the CPU use),
+    /// `memory_peak_bytes` the highest so far, `pids_peak` the processes at that sample.
+    pub samples: Vec<SessionResources>,
+}
