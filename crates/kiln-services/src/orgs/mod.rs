@@ -258,6 +258,9 @@ impl OrgService {
     /// Makes the org the caller's default: where their JWT and personal-key requests act
     /// without `X-Org-Slug`. A non-member gets 404.
     pub async fn set_default(&self, caller: &Principal, org: &str) -> ServiceResult<OrgContext> {
+        // A user made outside sign-up gets their personal org on first use: before a
+        // default elsewhere would stop it from ever being made.
+        self.default_context(caller).await?;
         let ctx = self.member_context(caller, org).await?;
         if !self
             .store
