@@ -242,17 +242,36 @@ async fn revoking_an_org_key_needs_sudo() {
     let a = signup(&s, "ola@example.com", password).await;
     let (status, body) = post(&s, &a, "/orgs", json!({"name": "Ola", "slug": "ola-labs"})).await;
     assert_eq!(status, 201, "{body}");
-    let (status, key) = post(&s, &a, "/orgs/ola-labs/api-keys", json!({"name": "ci"})).await;
-    assert_eq!(status, 201, "{key}");
-    let path = format!(
-        "/orgs/ola-labs/api-keys/{}",
-        key["id"].as_str().expect("id")
-    );
-    let (status, body) = call(&s, Some(&a), Method::DELETE, &path, None).await;
+    let mut paths = Vec::new();
+    for name in ["ci", "nightly"] {
+        let (status, key) = post(&s, &a, "/orgs/ola-labs/api-keys", json!({"name": name})).await;
+        assert_eq!(status, 201, "{key}");
+        paths.push(format!(
+            "/orgs/ola-labs/api-keys/{}",
+            key["id"].as_str().expect("id")
+        ));
+    }
+    let (status, body) = call(&s, Some(&a), Method::DELETE, &paths[0], None).await;
     assert_error(status, &body, 403, "sudo_required");
+
+    // An API key of the account holds a grant of its own, apart from the sign-in's.
+    let (status, made) = s
+        .post_as(&a, "/users/me/api-keys", &json!({"name": "laptop"}))
+        .await;
+    assert_eq!(status, 200, "{made}");
+    let key = made["api_key"]["key"].as_str().expect("key").to_string();
+    let (status, body) = call(&s, Some(&key), Method::DELETE, &paths[0], None).await;
+    assert_error(status, &body, 403, "sudo_required");
+    let (status, body) = sudo(&s, &key, password).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(&s, Some(&a), Method::DELETE, &paths[0], None).await;
+    assert_error(status, &body, 403, "sudo_required");
+    let (status, body) = call(&s, Some(&key), Method::DELETE, &paths[0], None).await;
+    assert_eq!(status, 204, "{body}");
+
     let (status, body) = sudo(&s, &a, password).await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = call(&s, Some(&a), Method::DELETE, &path, None).await;
+    let (status, body) = call(&s, Some(&a), Method::DELETE, &paths[1], None).await;
     assert_eq!(status, 204, "{body}");
 }
 
@@ -388,6 +407,21 @@ async fn org_keys_are_bound_to_the_ip_allowlist() {
     assert_error(status, &body, 403, "ip_not_allowed");
     let (status, body) = get_from(&s, "127.0.0.2", &org_key, "/users/me", true).await;
     assert_eq!(status, 200, "{body}");
+    let root = s.base.trim_end_matches("/api/v1");
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-03-26", "capabilities": {},
+        "clientInfo": {"name": "test", "version": "1"}}});
+    let response = client_from("127.0.0.3")
+        .post(format!("{root}/mcp"))
+        .header("Authorization", bearer(&org_key))
+        .header("Accept", "application/json, text/event-stream")
+        .json(&initialize)
+        .send()
+        .await
+        .expect("send");
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.expect("JSON");
+    assert_error(status, &body, 403, "ip_not_allowed");
     let (status, body) = get_from(&s, "127.0.0.3", &alice, "/users/me", true).await;
     assert_eq!(status, 200, "{body}");
 
