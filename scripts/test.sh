@@ -53,7 +53,7 @@ KILN_TEST_DATABASE_URL="$KILN_TEST_POSTGRES_URL" \
     --test v1_instances --test v1_files --test v1_files_escape \
     --test v1_webhooks --test v1_ports --test v1_snapshots --test v1_exec \
     --test v1_base_images --test v1_auth \
-    --test v1_orgs
+    --test v1_orgs --test v1_org_security
 
 step "kiln-runtime on a pure cgroup v2 kernel (Debian's kernel under QEMU; ~3 min)"
 scripts/cgroup2-vm.sh

@@ -55,6 +55,9 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// A 403 with its own code (`ServiceError::Denied`).
+    #[error("{message}")]
+    Denied { code: &'static str, message: String },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -137,6 +140,7 @@ impl ApiError {
             Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_error"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::Denied { code, .. } => (StatusCode::FORBIDDEN, code),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
@@ -172,6 +176,7 @@ impl From<ServiceError> for ApiError {
         match e {
             ServiceError::Unauthorized(m) => Self::Unauthorized(m),
             ServiceError::Forbidden(m) => Self::Forbidden(m),
+            ServiceError::Denied { code, message } => Self::Denied { code, message },
             ServiceError::NotFound { what } => Self::NotFound(format!("{what} not found")),
             e @ ServiceError::Validation(_) => Self::from_service(Input::Body)(e),
             ServiceError::Conflict(m) => Self::Conflict(m),

@@ -224,12 +224,37 @@ impl FromRequestParts<Arc<AppState>> for SignedIn {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        if let Some(Authenticated(principal)) = parts.extensions.get::<Authenticated>() {
-            return Ok(SignedIn(principal.clone()));
-        }
-        let token = bearer_token(&parts.headers)?;
-        Ok(SignedIn(state.kiln.auth.authenticate(token).await?))
+        let principal = match parts.extensions.get::<Authenticated>() {
+            Some(Authenticated(principal)) => principal.clone(),
+            None => {
+                let token = bearer_token(&parts.headers)?;
+                state.kiln.auth.authenticate(token).await?
+            }
+        };
+        // An org key is bound to its org's IP allowlist wherever it is used.
+        let address = request_address(&parts.extensions, &parts.headers, state);
+        state
+            .kiln
+            .orgs
+            .check_key_address(&principal, &address)
+            .await?;
+        Ok(SignedIn(principal))
     }
+}
+
+/// The client's address as the server sees it (through trusted proxies); empty when the
+/// connection's peer is unknown (in-process requests).
+pub(crate) fn request_address(
+    extensions: &axum::http::Extensions,
+    headers: &HeaderMap,
+    state: &AppState,
+) -> String {
+    extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|axum::extract::ConnectInfo(peer)| {
+            crate::server::client_address(peer.ip(), headers, &state.kiln.config.server).to_string()
+        })
+        .unwrap_or_default()
 }
 
 impl FromRequestParts<Arc<AppState>> for CurrentUser {

@@ -11,7 +11,7 @@ use axum::Router;
 use kiln_mcp::{Caller, CancellationToken};
 
 use crate::error::ApiError;
-use crate::extract::{bearer_token, Authenticated};
+use crate::extract::{bearer_token, request_address, Authenticated};
 use crate::{rate_limit, AppState};
 
 /// The `/mcp` route; `cancel` ends its sessions (and their event streams) at shutdown.
@@ -30,13 +30,20 @@ async fn require_caller(
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let user_id = match req.extensions().get::<Authenticated>() {
-        Some(Authenticated(principal)) => principal.user.user_id.clone(),
+    let principal = match req.extensions().get::<Authenticated>() {
+        Some(Authenticated(principal)) => principal.clone(),
         None => {
             let token = bearer_token(req.headers())?;
-            state.kiln.auth.authenticate(token).await?.user.user_id
+            state.kiln.auth.authenticate(token).await?
         }
     };
+    let address = request_address(req.extensions(), req.headers(), &state);
+    state
+        .kiln
+        .orgs
+        .check_key_address(&principal, &address)
+        .await?;
+    let user_id = principal.user.user_id;
     req.extensions_mut().insert(Caller { user_id });
     Ok(next.run(req).await)
 }

@@ -207,6 +207,11 @@ fn access(body: &Value) -> String {
         .to_string()
 }
 
+/// Sudo for the sign-in of `token` (destructive routes need it).
+async fn sudo(s: &TestServer, token: &str, body: Value) -> (u16, Value) {
+    call(s, Some(token), Method::POST, "/auth/sudo", Some(body)).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signup_verify_and_device_sessions() {
     let (s, smtp) = start(|_| {}).await;
@@ -446,6 +451,12 @@ async fn email_change_by_mail() {
     let first = signup(&s, "carol@example.com", "carol's password").await;
     signup(&s, "taken@example.com", "another password").await;
     let a = access(&first);
+    assert_eq!(
+        sudo(&s, &a, json!({"password": "carol's password"}))
+            .await
+            .0,
+        200
+    );
     // A taken address gets the same answer and no mail.
     let (s1, b1) = call(
         &s,
@@ -530,6 +541,10 @@ async fn deletion_cascades() {
     );
     assert!(!text.contains("token="), "mail links are secrets: {text}");
 
+    assert_eq!(
+        sudo(&s, &a, json!({"password": "dave's password"})).await.0,
+        200
+    );
     let (status, body) = call(&s, Some(&a), Method::DELETE, "/auth/me", None).await;
     assert_validation(status, &body, &["body", "password"]);
     let (status, body) = call(
@@ -901,12 +916,20 @@ async fn totp_and_backup_codes() {
     .await;
     assert_eq!(status, 200, "{body}");
     let fresh = body["backup_codes"][0].as_str().expect("code").to_string();
+    let spare = body["backup_codes"][1].as_str().expect("code").to_string();
     assert_eq!(
         second_step(&s, &c4, &codes[2]).await.0,
         401,
         "old codes are void"
     );
     assert_eq!(second_step(&s, &c4, &fresh).await.0, 200);
+    // Sudo with a second factor enrolled needs a code too.
+    let (status, body) = sudo(&s, &a, json!({"password": "hal's password!"})).await;
+    assert_validation(status, &body, &["body", "code"]);
+    let wrong = json!({"password": "hal's password!", "code": "000000"});
+    assert_eq!(sudo(&s, &a, wrong).await.0, 401);
+    let right = json!({"password": "hal's password!", "code": spare});
+    assert_eq!(sudo(&s, &a, right).await.0, 200);
     let (status, body) = call(
         &s,
         Some(&a),

@@ -10,6 +10,7 @@ mod images;
 mod instances;
 mod mcp;
 mod nodes;
+mod orgs;
 mod snapshots;
 mod swebench;
 mod validate;
@@ -114,6 +115,13 @@ enum Command {
         server: client::Server,
         #[command(subcommand)]
         command: nodes::NodesCommand,
+    },
+    /// Your organizations on a running server: list, create, invite, default.
+    Orgs {
+        #[command(flatten)]
+        server: client::Server,
+        #[command(subcommand)]
+        command: orgs::OrgsCommand,
     },
     /// Run a command in a session on a running server; exits with its exit code.
     Exec {
@@ -334,6 +342,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Mcp { server } => mcp::run(&config, server).await,
         Command::Instances { server, command } => instances::run(&config, server, command).await,
         Command::Nodes { server, command } => nodes::run(&config, server, command).await,
+        Command::Orgs { server, command } => orgs::run(&config, server, command).await,
         Command::Exec {
             server,
             session,

@@ -414,3 +414,56 @@ async fn first_start_creates_an_admin_key_once_and_sigterm_stops_cleanly() {
     );
     stop(child);
 }
+
+/// `kiln orgs` against a running server, as the admin key's holder.
+#[test]
+fn orgs_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let port = free_port();
+    let (child, _) = serve(&data, port);
+    let url = format!("http://127.0.0.1:{port}/api/v1");
+    let orgs = |args: &[&str]| {
+        let mut all = vec!["orgs"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--url", &url]);
+        kiln(&data, &all)
+    };
+    let out = orgs(&["create", "Acme Labs", "--slug", "acme"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("acme "),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = orgs(&["invite", "acme", "bob@example.com", "--role", "admin"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("bob@example.com invited as admin"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = orgs(&["invite", "acme", "not-an-address"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("422"), "{}", text(&out.stderr));
+    let out = orgs(&["default", "acme"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = orgs(&["list"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&out.stdout);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 2, "{listed}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("acme ") && l.contains("owner   * ")),
+        "{listed}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("p-") && l.contains("  p ")),
+        "{listed}"
+    );
+    stop(child);
+}

@@ -30,6 +30,9 @@ pub struct AccountsConfig {
     pub mails_per_address: u32,
     /// Live device sessions one user may hold; signing in beyond it ends the oldest.
     pub max_sessions_per_user: u32,
+    /// How long `POST /v1/auth/sudo` lets its session or key call destructive routes
+    /// (account deletion, factor removal, e-mail change, org key revocation).
+    pub sudo_ttl_secs: u64,
 }
 
 impl Default for AccountsConfig {
@@ -48,6 +51,7 @@ impl Default for AccountsConfig {
             login_window_secs: 15 * 60,
             mails_per_address: 10,
             max_sessions_per_user: 50,
+            sudo_ttl_secs: 5 * 60,
         }
     }
 }
@@ -71,6 +75,9 @@ impl AccountsConfig {
         }
         if self.login_window_secs == 0 || self.max_sessions_per_user == 0 {
             return rule("login_window_secs and max_sessions_per_user must be at least 1");
+        }
+        if !(1..=24 * 3600).contains(&self.sudo_ttl_secs) {
+            return rule("sudo_ttl_secs must be 1 to 86400");
         }
         Ok(())
     }

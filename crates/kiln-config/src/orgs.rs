@@ -14,6 +14,8 @@ pub struct OrgsConfig {
     pub max_members: u32,
     /// Active API keys of one organization.
     pub max_api_keys_per_org: u32,
+    /// Networks in one organization's IP allowlist.
+    pub max_ip_allowlist_entries: u32,
 }
 
 impl Default for OrgsConfig {
@@ -23,6 +25,7 @@ impl Default for OrgsConfig {
             max_orgs_per_user: 20,
             max_members: 500,
             max_api_keys_per_org: 50,
+            max_ip_allowlist_entries: 100,
         }
     }
 }
@@ -33,9 +36,10 @@ impl OrgsConfig {
             || self.max_orgs_per_user == 0
             || self.max_members == 0
             || self.max_api_keys_per_org == 0
+            || self.max_ip_allowlist_entries == 0
         {
             return Err(ConfigError::Rule(
-                "orgs.invitation_ttl_secs, max_orgs_per_user, max_members and max_api_keys_per_org must be at least 1".into(),
+                "orgs.invitation_ttl_secs, max_orgs_per_user, max_members, max_api_keys_per_org and max_ip_allowlist_entries must be at least 1".into(),
             ));
         }
         Ok(())

@@ -13,7 +13,9 @@ pub(crate) fn tool_error(error: &ServiceError) -> CallToolResult {
         ServiceError::Validation(_) => "validation_error",
         ServiceError::Conflict(_) => "conflict",
         ServiceError::SandboxLost(_) => "sandbox_lost",
-        ServiceError::Refused { code, .. } | ServiceError::BadRequest { code, .. } => code,
+        ServiceError::Refused { code, .. }
+        | ServiceError::BadRequest { code, .. }
+        | ServiceError::Denied { code, .. } => code,
         ServiceError::LimitExceeded(_) => "limit_exceeded",
         ServiceError::Unavailable(_) => "unavailable",
         ServiceError::Capacity { .. } => "capacity",

@@ -30,6 +30,10 @@ pub enum ServiceError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// A 403 clients tell apart by its `code` (`email_not_verified`, `sudo_required`,
+    /// `ip_not_allowed`).
+    #[error("{message}")]
+    Denied { code: &'static str, message: String },
     #[error("{what} not found")]
     NotFound { what: String },
     #[error("invalid input")]

@@ -31,6 +31,7 @@ pub use traits::BaseImageStore;
 pub use traits::ExecStore;
 pub use traits::NodeRegistryStore;
 pub use traits::NodeStore;
+pub use traits::OrgSecurityStore;
 pub use traits::OrgStore;
 pub use traits::PortForwardStore;
 pub use traits::SnapshotStore;
@@ -48,6 +49,7 @@ pub mod prelude {
     pub use crate::traits::ExecStore;
     pub use crate::traits::NodeRegistryStore;
     pub use crate::traits::NodeStore;
+    pub use crate::traits::OrgSecurityStore;
     pub use crate::traits::OrgStore;
     pub use crate::traits::PortForwardStore;
     pub use crate::traits::SnapshotStore;

@@ -19,6 +19,7 @@ mod jobs;
 mod mfa;
 mod node_registry;
 mod nodes;
+mod org_security;
 mod orgs;
 mod output;
 mod ports;

@@ -54,6 +54,7 @@ pub trait Store:
     + PasswordAccountStore
     + MfaStore
     + OrgStore
+    + OrgSecurityStore
     + 'static
 {
 }
@@ -77,6 +78,7 @@ impl<T> Store for T where
         + PasswordAccountStore
         + MfaStore
         + OrgStore
+        + OrgSecurityStore
         + ?Sized
         + 'static
 {
@@ -988,4 +990,39 @@ pub trait OrgStore: Send + Sync {
         filter: &crate::AuditFilter,
         limit: u64,
     ) -> Result<Vec<crate::AuditEvent>>;
+}
+
+/// Org security (migration 0018; implemented in `sql/org_security.rs`): sudo grants, org IP
+/// allowlists, the default org.
+#[async_trait]
+pub trait OrgSecurityStore: Send + Sync {
+    /// Sets (or clears) the sudo grant of a live session or key of `user_id`; false when
+    /// there is none.
+    async fn set_sudo(
+        &self,
+        holder: &crate::SudoHolder,
+        user_id: &str,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<bool>;
+    /// Until when the holder (live, not revoked) may call destructive routes.
+    async fn get_sudo(&self, holder: &crate::SudoHolder) -> Result<Option<DateTime<Utc>>>;
+    async fn list_ip_allowlist(&self, org_id: &str) -> Result<Vec<crate::IpAllowEntry>>;
+    /// Replaces the whole list in one transaction.
+    async fn replace_ip_allowlist(
+        &self,
+        org_id: &str,
+        entries: &[crate::IpAllowEntry],
+    ) -> Result<()>;
+    /// Adds one entry unless the org already has `max_entries` (false then);
+    /// `Conflict` when the network is listed.
+    async fn add_ip_allow_entry(
+        &self,
+        entry: &crate::IpAllowEntry,
+        max_entries: u32,
+    ) -> Result<bool>;
+    async fn delete_ip_allow_entry(&self, org_id: &str, entry_id: &str) -> Result<bool>;
+    /// The org of an org API key and its allowlist (`None`: not an org key).
+    async fn key_allowlist(&self, key_id: &str) -> Result<Option<crate::KeyAllowlist>>;
+    /// Makes the membership the user's default; false when they are no member.
+    async fn set_default_org(&self, user_id: &str, org_id: &str) -> Result<bool>;
 }

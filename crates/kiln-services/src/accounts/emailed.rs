@@ -137,6 +137,7 @@ impl AccountService {
         client: &ClientInfo,
     ) -> ServiceResult<()> {
         let new_email = validate::email(new_email, &["new_email"])?;
+        self.require_sudo(me).await?;
         self.recheck_password(me, Some(password), &["password"])
             .await?;
         self.count_mail_request(client)?;

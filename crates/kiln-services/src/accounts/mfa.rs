@@ -201,6 +201,7 @@ impl AccountService {
         factor_id: &str,
         password: Option<&str>,
     ) -> ServiceResult<()> {
+        self.require_sudo(me).await?;
         self.recheck_password(me, password, &["password"]).await?;
         if self
             .store
@@ -331,7 +332,11 @@ impl AccountService {
         self.start_session(user, client).await
     }
 
-    async fn second_factor_ok(&self, user: &kiln_store::User, code: &str) -> ServiceResult<bool> {
+    pub(super) async fn second_factor_ok(
+        &self,
+        user: &kiln_store::User,
+        code: &str,
+    ) -> ServiceResult<bool> {
         let code = code.trim();
         if code.len() > 64 {
             return Ok(false);

@@ -10,6 +10,7 @@ mod limiter;
 pub(crate) mod mail;
 mod mfa;
 mod password;
+pub(crate) mod sudo;
 mod validate;
 
 use std::sync::{Arc, Mutex};
@@ -289,6 +290,7 @@ impl AccountService {
         me: &Principal,
         password: Option<&str>,
     ) -> ServiceResult<AccountDeletion> {
+        self.require_sudo(me).await?;
         self.recheck_password(me, password, &["password"]).await?;
         Ok(self
             .store

@@ -206,6 +206,15 @@ impl OrgService {
         {
             return Err(ServiceError::not_found("invitation"));
         }
+        // Anyone can sign up with any address: only a proven one may take its invitations.
+        if self.verified_address(caller).await?.is_none() {
+            return Err(ServiceError::Denied {
+                code: "email_not_verified",
+                message: "verify your e-mail address first (the link is in the mail sent at \
+                          sign-up), then accept the invitation"
+                    .into(),
+            });
+        }
         if view.state != "pending" {
             return Err(gone(view.state));
         }
@@ -231,13 +240,14 @@ impl OrgService {
         self.member_context(caller, &accepted.org_id).await
     }
 
-    /// Live invitations to the caller's address.
+    /// Live invitations to the caller's address (none until that address is verified: an
+    /// unproven address must not learn who invites it where).
     pub async fn my_invitations(&self, caller: &Principal) -> ServiceResult<Vec<InvitationView>> {
         let now = Utc::now();
-        let found = self
-            .store
-            .list_invitations_to(&caller.user.email.trim().to_lowercase(), now)
-            .await?;
+        let Some(address) = self.verified_address(caller).await? else {
+            return Ok(Vec::new());
+        };
+        let found = self.store.list_invitations_to(&address, now).await?;
         let mut views = Vec::with_capacity(found.len());
         for invitation in found {
             if let Some(org) = self.store.find_org(&invitation.org_id).await? {
@@ -249,6 +259,21 @@ impl OrgService {
             }
         }
         Ok(views)
+    }
+}
+
+impl OrgService {
+    /// The caller's address, lower-cased, when it is proven: a password account's once its
+    /// verification link was followed; an account without a password sign-in has the
+    /// address an operator gave it (`kiln users create`) or GitHub's verified primary one,
+    /// and cannot change it. `None` for a password account not verified yet.
+    async fn verified_address(&self, caller: &Principal) -> ServiceResult<Option<String>> {
+        let address = match self.store.get_account(&caller.user.user_id).await? {
+            Some(credential) if credential.email_verified_at.is_none() => return Ok(None),
+            Some(credential) => credential.email,
+            None => caller.user.email.clone(),
+        };
+        Ok(Some(address.trim().to_lowercase()))
     }
 }
 

@@ -5,6 +5,7 @@
 //! default membership. Security-relevant actions go to the append-only audit log.
 mod audit;
 mod invitations;
+mod ip_allowlist;
 mod keys;
 pub mod roles;
 
@@ -16,6 +17,7 @@ use kiln_store::{MemberChange, OrgMember, OrgMembership, OrgRole, Organization, 
 
 pub use audit::{AuditPage, Recorded};
 pub use invitations::{CreatedInvitation, InvitationView};
+pub use ip_allowlist::AllowInput;
 
 use crate::accounts::ClientInfo;
 use crate::auth::{Acting, Credential, Principal};
@@ -250,6 +252,26 @@ impl OrgService {
             org,
             role: OrgRole::Owner,
             is_default: false,
+        })
+    }
+
+    /// Makes the org the caller's default: where their JWT and personal-key requests act
+    /// without `X-Org-Slug`. A non-member gets 404.
+    pub async fn set_default(&self, caller: &Principal, org: &str) -> ServiceResult<OrgContext> {
+        // A user made outside sign-up gets their personal org on first use: before a
+        // default elsewhere would stop it from ever being made.
+        self.default_context(caller).await?;
+        let ctx = self.member_context(caller, org).await?;
+        if !self
+            .store
+            .set_default_org(&caller.user.user_id, &ctx.org.org_id)
+            .await?
+        {
+            return Err(ServiceError::not_found(format!("organization {org:?}")));
+        }
+        Ok(OrgContext {
+            is_default: true,
+            ..ctx
         })
     }
 

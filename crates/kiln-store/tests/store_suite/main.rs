@@ -23,6 +23,7 @@ mod migration_0016;
 mod node_registry;
 mod nodes;
 mod opening;
+mod org_security;
 mod output_retention;
 mod persistence;
 mod ports;
@@ -56,6 +57,8 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    org_security::sudo_grants_are_per_live_credential,
+    org_security::ip_allowlists_and_default_orgs,
     accounts_v1::mailed_tokens_are_spent_once,
     accounts_v1::mail_outbox_leases_and_outcomes,
     accounts_v1::soft_delete_revokes_everything,

@@ -18,6 +18,8 @@ pub mod files;
 pub mod files_models;
 pub mod instances;
 pub mod instances_models;
+pub mod org_security;
+pub mod org_security_models;
 pub mod orgs;
 pub mod orgs_models;
 pub mod parallel;
@@ -46,4 +48,5 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .merge(auth_mfa::routes())
         .merge(servers::routes())
         .merge(orgs::routes())
+        .merge(org_security::routes())
 }

@@ -230,10 +230,13 @@ pub async fn show_invitation(
 }
 
 /// Accept an invitation to the caller's address: the caller joins the organization.
-/// Spent, revoked and expired invitations answer 409 `invitation_not_pending`.
+/// A password account whose address is not verified yet answers 403 `email_not_verified`;
+/// spent, revoked and expired invitations answer 409 `invitation_not_pending`.
 #[utoipa::path(post, path = "/auth/invitations/{token}/accept", tag = "invitations",
     params(("token" = String, Path)),
-    responses((status = 200, body = OrgView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    responses((status = 200, body = OrgView),
+              (status = 403, description = "`email_not_verified`: verify the invited address first", body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("HTTPBearer" = [])))]
 pub async fn accept_invitation(
     State(state): State<Arc<AppState>>,
@@ -245,7 +248,8 @@ pub async fn accept_invitation(
     Ok(Json(OrgView::from_context(ctx)))
 }
 
-/// Live invitations to the caller's address.
+/// Live invitations to the caller's address (none while a password account's address is
+/// not verified).
 #[utoipa::path(get, path = "/auth/invites/mine", tag = "invitations",
     responses((status = 200, body = InvitationDetailList), (status = 401, body = ErrorBody)),
     security(("HTTPBearer" = [])))]

@@ -1,0 +1,29 @@
+//! Org security (issue 15): sudo grants and org IP allowlists.
+use chrono::{DateTime, Utc};
+
+/// The credential a sudo grant belongs to: the device session of a signed-in token, or an
+/// API key. A grant never spreads to the account's other sessions or keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SudoHolder {
+    DeviceSession(String),
+    ApiKey(String),
+}
+
+/// One network an organization's API keys may be used from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpAllowEntry {
+    pub entry_id: String,
+    pub org_id: String,
+    /// Canonical CIDR (host bits cleared).
+    pub cidr: String,
+    pub note: String,
+    pub created_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The org an API key acts in and the networks it may be used from (empty: anywhere).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyAllowlist {
+    pub org_id: String,
+    pub cidrs: Vec<String>,
+}
