@@ -15,7 +15,7 @@ use axum::http::{Method, Uri, Version};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
-use kiln_services::cluster::Route;
+use kiln_services::cluster::{ForwardOutcome, Route};
 
 use crate::error::ApiError;
 use crate::routes::v1::ports_proxy::strip_hop_by_hop;
@@ -74,14 +74,25 @@ pub async fn route(State(state): State<Arc<AppState>>, request: Request, next: N
         Ok(Route::Remote(address)) => address,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    match connect(&address).await {
-        Ok((stream, authority)) => relay(stream, &authority, secret, request)
-            .await
-            .unwrap_or_else(IntoResponse::into_response),
+    let relayed = match connect(&address).await {
+        Ok((stream, authority)) => relay(stream, &authority, secret, request).await,
         // The owner is gone but not yet marked down: a read is answered from the store
         // (the session as last stored); anything else needs the owner.
-        Err(_) if request.method() == Method::GET => next.run(request).await,
-        Err(e) => e.into_response(),
+        Err(_) if request.method() == Method::GET => {
+            cluster.count_forward(ForwardOutcome::ReadHere);
+            return next.run(request).await;
+        }
+        Err(e) => Err(e),
+    };
+    match relayed {
+        Ok(response) => {
+            cluster.count_forward(ForwardOutcome::Relayed);
+            response
+        }
+        Err(e) => {
+            cluster.count_forward(ForwardOutcome::Failed);
+            e.into_response()
+        }
     }
 }
 
