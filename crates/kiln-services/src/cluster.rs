@@ -304,14 +304,10 @@ impl ClusterService {
         let Ok(me) = &self.me else {
             return Ok(Route::Local);
         };
-        let Some(node_id) = self.store.session_node(session_id).await? else {
-            return Ok(Route::Local);
-        };
-        if node_id == me.node_id {
-            return Ok(Route::Local);
-        }
-        Ok(match self.store.get_node(&node_id).await? {
-            Some(node) if node.status != NodeStatus::Down => Route::Remote(node.address),
+        Ok(match self.store.session_owner(session_id).await? {
+            Some(node) if node.node_id != me.node_id && node.status != NodeStatus::Down => {
+                Route::Remote(node.address)
+            }
             _ => Route::Local,
         })
     }

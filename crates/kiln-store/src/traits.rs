@@ -704,8 +704,9 @@ pub trait NodeRegistryStore: Send + Sync {
     async fn list_nodes(&self) -> Result<Vec<crate::NodeRecord>>;
     /// The database's clock: what heartbeats are compared against.
     async fn database_now(&self) -> Result<DateTime<Utc>>;
-    /// The node a session was placed on (`None`: no such session, or stored without one).
-    async fn session_node(&self, session_id: &str) -> Result<Option<String>>;
+    /// The registered node a session was placed on, in one read (`None`: no such
+    /// session, one stored without a node, or a node not in the registry).
+    async fn session_owner(&self, session_id: &str) -> Result<Option<crate::NodeRecord>>;
 }
 
 /// Password accounts (`/v1/auth`): credentials, device sessions, emailed single-use tokens

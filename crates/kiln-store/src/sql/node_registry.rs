@@ -175,15 +175,17 @@ impl<D: Dialect> NodeRegistryStore for SqlStore<D> {
         D::time(&row, "now")
     }
 
-    async fn session_node(&self, session_id: &str) -> Result<Option<String>> {
+    async fn session_owner(&self, session_id: &str) -> Result<Option<NodeRecord>> {
+        // One read on every routed request: the session's node and its row together.
+        let sql = format!(
+            "SELECT {COLUMNS} FROM nodes \
+             WHERE node_id = (SELECT node_id FROM sessions WHERE session_id = $1)"
+        );
         let mut conn = self.conn().await?;
-        let row = sqlx::query("SELECT node_id FROM sessions WHERE session_id = $1")
+        let row = sqlx::query(&sql)
             .arg(session_id)
             .fetch_optional(D::exec(&mut conn))
             .await?;
-        Ok(match row {
-            Some(row) => D::get(&row, "node_id")?,
-            None => None,
-        })
+        row.as_ref().map(node_row::<D>).transpose()
     }
 }
