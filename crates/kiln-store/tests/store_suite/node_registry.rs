@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use kiln_store::{NodeRegistration, NodeStatus};
 
-use crate::harness::TestDb;
+use crate::harness::{base_time, new_session, prepare_sessions, TestDb};
 
 fn registration(id: &str) -> NodeRegistration {
     NodeRegistration {
@@ -94,6 +94,34 @@ pub async fn nodes_heartbeat_and_go_down_once(db: TestDb) {
         .await
         .unwrap()
         .is_none());
+    // A session's owner and its row in one read; none for a session stored without a
+    // node, for a node not in the registry, or for no session.
+    prepare_sessions(store, "alice").await;
+    let at = base_time();
+    store
+        .insert_session_on(&new_session("s-b", "alice", at), "node-b")
+        .await
+        .unwrap();
+    store
+        .insert_session_on(&new_session("s-x", "alice", at), "validate-x")
+        .await
+        .unwrap();
+    store
+        .insert_session(&new_session("s-old", "alice", at))
+        .await
+        .unwrap();
+    let owner = store
+        .session_owner("s-b")
+        .await
+        .unwrap()
+        .expect("b runs s-b");
+    assert_eq!(
+        (owner.node_id.as_str(), owner.status),
+        ("node-b", NodeStatus::Down)
+    );
+    for sid in ["s-x", "s-old", "nope"] {
+        assert!(store.session_owner(sid).await.unwrap().is_none(), "{sid}");
+    }
     let ids: Vec<String> = store
         .list_nodes()
         .await
