@@ -4,9 +4,10 @@
 
 1. Placement spread: N sessions created concurrently (4 at a time), each through a node
    picked at random; where each landed (its sandbox is under that node's data dir).
-2. Forwarding overhead: on every session, `execute_command("true")` sent to its owner and
-   to a non-owner (relayed over the internal hop), alternating, the same number of times,
-   in the same run; p50/p99 of each and the p50 difference (target <= 1 ms).
+2. Forwarding overhead: on every session, `execute_command("true")` and a session GET,
+   each sent to its owner and to a non-owner (relayed over the internal hop), alternating,
+   the same number of times, in the same run; p50/p99 of each and the p50 difference
+   (target <= 1 ms).
 bench/nodes/run.sh starts the nodes and drives this.
 """
 import argparse
@@ -63,7 +64,13 @@ def main():
           f"(max/mean {max(spread) / (args.sessions / len(clients)):.2f}); "
           f"create p50 {quantile(creates, 0.5) * 1e3:.1f} ms p99 {quantile(creates, 0.99) * 1e3:.1f} ms")
 
-    direct, relayed = [], []
+    # Each call through the owner and through a non-owner, alternating which goes first:
+    # exec "true" (what an agent does most) and a session GET (the hop with least else).
+    calls = {
+        "exec 'true'": lambda c, sid: c.sessions.execute_command(sid, command="true").exit_code == 0,
+        "GET session": lambda c, sid: c.sessions.retrieve(sid).status == "ready",
+    }
+    samples = {(name, side): [] for name in calls for side in ("owner", "non-owner")}
     deadline = time.monotonic() + args.budget_secs
     for sid, owner in owners.items():
         others = [i for i in range(len(clients)) if i != owner]
@@ -71,20 +78,26 @@ def main():
         for k in range(args.execs):
             if time.monotonic() > deadline:
                 break
-            pair = [(direct, clients[owner]), (relayed, clients[others[k % len(others)]])]
+            sides = [("owner", clients[owner]), ("non-owner", clients[others[k % len(others)]])]
             if k % 2:
-                pair.reverse()
-            for samples, client in pair:
-                t = time.perf_counter()
-                r = client.sessions.execute_command(sid, command="true")
-                samples.append(time.perf_counter() - t)
-                assert r.exit_code == 0, r
+                sides.reverse()
+            for name, call in calls.items():
+                for side, client in sides:
+                    t = time.perf_counter()
+                    ok = call(client, sid)
+                    samples[(name, side)].append(time.perf_counter() - t)
+                    assert ok, (name, side, sid)
     for sid in owners:
         clients[owners[sid]].sessions.close(sid)
-    d50, r50 = quantile(direct, 0.5) * 1e3, quantile(relayed, 0.5) * 1e3
-    print(f"exec 'true' through the owner:     n={len(direct)} p50 {d50:.2f} ms p99 {quantile(direct, 0.99) * 1e3:.2f} ms")
-    print(f"exec 'true' through a non-owner:   n={len(relayed)} p50 {r50:.2f} ms p99 {quantile(relayed, 0.99) * 1e3:.2f} ms")
-    print(f"forwarding overhead (p50 difference): {r50 - d50:.2f} ms (target <= 1 ms)")
+    for name in calls:
+        p50 = {}
+        for side in ("owner", "non-owner"):
+            got = samples[(name, side)]
+            p50[side] = quantile(got, 0.5) * 1e3
+            print(f"{name} through the {side + ':':11} n={len(got)} p50 {p50[side]:.2f} ms "
+                  f"p99 {quantile(got, 0.99) * 1e3:.2f} ms")
+        print(f"{name}: forwarding overhead (p50 difference) {p50['non-owner'] - p50['owner']:.2f} ms "
+              f"(target <= 1 ms)")
 
 
 if __name__ == "__main__":
