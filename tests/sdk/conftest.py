@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 
-def _free_port() -> int:
+def _free_port(host="127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -22,15 +22,16 @@ def kiln_server(tmp_path_factory):
     yield from start_kiln(tmp_path_factory, os.environ.get("KILN_TEST_IMAGES_DIR"))
 
 
-def start_kiln(tmp_path_factory, images_dir, name="kiln", settings=None):
-    """Starts `kiln serve` (images from `images_dir`, none when it is None; `settings`: more
-    KILN_* variables), yields what the tests need, and stops it. Also used by tests/fuzz."""
+def start_kiln(tmp_path_factory, images_dir, name="kiln", settings=None, host="127.0.0.1"):
+    """Starts `kiln serve` on `host` (images from `images_dir`, none when it is None;
+    `settings`: more KILN_* variables), yields what the tests need, and stops it. Also used
+    by tests/fuzz and by test_nodes (three servers on one PostgreSQL)."""
     binary = os.environ.get("KILN_BIN")
     if not binary or not pathlib.Path(binary).is_file():
         pytest.fail("set KILN_BIN to the path of the built `kiln` binary (e.g. target/debug/kiln)")
     data_dir = tmp_path_factory.mktemp(f"{name}-data")
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}/api/v1"
+    port = _free_port(host)
+    base = f"http://{host}:{port}/api/v1"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
     env["KILN_BUILD_DEMO_IMAGES"] = "false"
     if images_dir:
@@ -38,7 +39,7 @@ def start_kiln(tmp_path_factory, images_dir, name="kiln", settings=None):
     env.update(settings or {})
     log = open(data_dir.parent / f"{name}-server.log", "w")
     proc = subprocess.Popen(
-        [binary, "serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"],
+        [binary, "serve", "--data-dir", str(data_dir), "--listen", f"{host}:{port}"],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
     deadline = time.monotonic() + 60
@@ -54,7 +55,9 @@ def start_kiln(tmp_path_factory, images_dir, name="kiln", settings=None):
             proc.kill()
             pytest.fail("kiln serve did not answer /health within 60 s")
         time.sleep(0.05)
-    key = (data_dir / "admin.key").read_text().strip()
+    # Only the first server on a database creates the admin (and writes its key).
+    key_file = data_dir / "admin.key"
+    key = key_file.read_text().strip() if key_file.exists() else None
     yield {"base_url": base, "api_key": key, "data_dir": data_dir, "images": bool(images_dir)}
     proc.terminate()
     try:

@@ -1,21 +1,23 @@
 //! Any node answers any request (issue 12): a request for a session or instance that
 //! another node runs is relayed to that node, and a create goes to the node placement
 //! picks (`ClusterService::{owner_of, place_create}`). The hop is plain HTTP/1.1 to the
-//! node's advertised address with the cluster secret in [`SECRET_HEADER`]; a request
+//! node's advertised address, over kept-alive pooled connections, with the cluster secret
+//! in [`SECRET_HEADER`]; a request
 //! carrying the right secret is answered where it lands, so a request is forwarded at
 //! most once. Bodies stream both ways (SSE included): nothing is buffered here.
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header::{self, HeaderName, HeaderValue};
-use axum::http::uri::Authority;
 use axum::http::{Method, Uri, Version};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use hyper_util::rt::TokioIo;
-use kiln_services::cluster::Route;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use kiln_services::cluster::{ForwardOutcome, Route};
 
 use crate::error::ApiError;
 use crate::routes::v1::ports_proxy::strip_hop_by_hop;
@@ -74,80 +76,107 @@ pub async fn route(State(state): State<Arc<AppState>>, request: Request, next: N
         Ok(Route::Remote(address)) => address,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    match connect(&address).await {
-        Ok((stream, authority)) => relay(stream, &authority, secret, request)
-            .await
-            .unwrap_or_else(IntoResponse::into_response),
+    // A read keeps its request: if the owner cannot be reached, it is answered here.
+    let (outgoing, kept) = if request.method() == Method::GET {
+        let mut copy = Request::new(Body::empty());
+        *copy.uri_mut() = request.uri().clone();
+        *copy.headers_mut() = request.headers().clone();
+        (copy, Some(request))
+    } else {
+        (request, None)
+    };
+    match (relay(&address, secret, outgoing).await, kept) {
+        (Ok(response), _) => {
+            cluster.count_forward(ForwardOutcome::Relayed);
+            response
+        }
         // The owner is gone but not yet marked down: a read is answered from the store
         // (the session as last stored); anything else needs the owner.
-        Err(_) if request.method() == Method::GET => next.run(request).await,
-        Err(e) => e.into_response(),
+        (Err(Hop::Unreachable(_)), Some(request)) => {
+            cluster.count_forward(ForwardOutcome::ReadHere);
+            next.run(request).await
+        }
+        (Err(Hop::Unreachable(e) | Hop::Failed(e)), _) => {
+            cluster.count_forward(ForwardOutcome::Failed);
+            e.into_response()
+        }
     }
+}
+
+/// Why a hop gave no answer.
+enum Hop {
+    /// No connection to the owner could be made.
+    Unreachable(ApiError),
+    /// Connected, but no answer came.
+    Failed(ApiError),
 }
 
 fn gateway(address: &str, what: &str, e: &dyn std::fmt::Display) -> ApiError {
     ApiError::BadGateway(format!("the server at {address} {what}: {e}"))
 }
 
-/// A connection to the node at `address` (`http://host:port`), and its authority.
-async fn connect(address: &str) -> Result<(tokio::net::TcpStream, Authority), ApiError> {
-    let base: Uri = address
-        .parse()
-        .map_err(|e| gateway(address, "has an unusable address", &e))?;
-    let authority = base
-        .authority()
-        .ok_or_else(|| gateway(address, "has an unusable address", &"no host"))?
-        .clone();
-    let port = authority.port_u16().unwrap_or(80);
-    let connect = tokio::net::TcpStream::connect((authority.host(), port));
-    let stream = tokio::time::timeout(Duration::from_secs(5), connect)
-        .await
-        .map_err(|_| gateway(address, "cannot be reached", &"connect timed out"))?
-        .map_err(|e| gateway(address, "cannot be reached", &e))?;
-    let _ = stream.set_nodelay(true);
-    Ok((stream, authority))
+/// Kept-alive HTTP/1.1 connections to the other nodes, one pool per process (keyed by
+/// the peer's address): after the first request to a peer a hop costs no TCP connect.
+fn peers() -> &'static Client<HttpConnector, Body> {
+    static PEERS: OnceLock<Client<HttpConnector, Body>> = OnceLock::new();
+    PEERS.get_or_init(|| {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_nodelay(true);
+        // An `https://` address is spoken to as before: plain HTTP to its port (no TLS
+        // on the hop yet).
+        connector.enforce_http(false);
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector)
+    })
 }
 
-/// Sends `request` over `stream` and streams the answer back.
-async fn relay(
-    stream: tokio::net::TcpStream,
-    authority: &Authority,
-    secret: &str,
-    request: Request,
-) -> Result<Response, ApiError> {
-    let address = authority.as_str();
-    let gateway = |what: &str, e: &dyn std::fmt::Display| gateway(address, what, e);
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| gateway("could not be spoken to", &e))?;
-    // Drives the connection until the answer's body has been passed on.
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "forwarding connection ended");
-        }
-    });
+/// Sends `request` to the node at `address` (`http://host:port`) and streams the answer
+/// back.
+async fn relay(address: &str, secret: &str, request: Request) -> Result<Response, Hop> {
+    let unusable =
+        |e: &dyn std::fmt::Display| Hop::Failed(gateway(address, "has an unusable address", e));
+    let base: Uri = address.parse().map_err(|e| unusable(&e))?;
+    let authority = base
+        .authority()
+        .ok_or_else(|| unusable(&"no host"))?
+        .clone();
     let (mut parts, body) = request.into_parts();
     let path = parts
         .uri
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
-    parts.uri = path
-        .parse()
-        .map_err(|e| gateway("was given an unusable path", &e))?;
+    parts.uri = Uri::builder()
+        .scheme("http")
+        .authority(authority.clone())
+        .path_and_query(path)
+        .build()
+        .map_err(|e| Hop::Failed(gateway(address, "was given an unusable path", &e)))?;
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
-    let host =
-        HeaderValue::from_str(authority.as_str()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let internal = |e: &dyn std::fmt::Display| Hop::Failed(ApiError::Internal(e.to_string()));
+    let host = HeaderValue::from_str(authority.as_str()).map_err(|e| internal(&e))?;
     parts.headers.insert(header::HOST, host);
-    let secret = HeaderValue::from_str(secret).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let secret = HeaderValue::from_str(secret).map_err(|e| internal(&e))?;
     parts
         .headers
         .insert(HeaderName::from_static(SECRET_HEADER), secret);
-    let answer = sender
-        .send_request(hyper::Request::from_parts(parts, body))
+    let answer = peers()
+        .request(Request::from_parts(parts, body))
         .await
-        .map_err(|e| gateway("closed the connection without an answer", &e))?;
+        .map_err(|e| {
+            if e.is_connect() {
+                Hop::Unreachable(gateway(address, "cannot be reached", &e))
+            } else {
+                Hop::Failed(gateway(
+                    address,
+                    "closed the connection without an answer",
+                    &e,
+                ))
+            }
+        })?;
     let (mut parts, body) = answer.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, Body::new(body)))

@@ -44,7 +44,6 @@ pub struct NodeRegistration {
     pub max_sessions: u64,
     pub memory_mib: u64,
     pub disk_mib: u64,
-    pub at: DateTime<Utc>,
 }
 
 /// A node as the registry holds it.

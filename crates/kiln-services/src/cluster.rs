@@ -4,7 +4,12 @@
 //! (one conditional UPDATE: each death is seen by exactly one node) and ends their live
 //! sessions `node_lost`. A node that finds itself marked down while still running drops
 //! what the store no longer has live and registers again. On SQLite a server is the only
-//! node: nothing is registered and the admin API says so.
+//! node: nothing is registered and the admin API says so. Every instant compared here is
+//! the database's clock (`Store::database_now`, `now()` in the registry's SQL), so the
+//! nodes' own clocks may disagree without marking a live node down.
+mod metrics;
+
+pub use metrics::ForwardOutcome;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +20,7 @@ use kiln_store::{NodeRecord, NodeRegistration, NodeStatus, Store, User};
 
 use crate::error::{ServiceError, ServiceResult};
 use crate::sessions::SessionService;
+use metrics::ClusterMetrics;
 
 /// What the admin API tells about one node.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +38,7 @@ pub struct ClusterService {
     /// This server's registration, or why it has none (SQLite, no sandbox backend).
     me: Result<NodeRegistration, String>,
     stopped: AtomicBool,
+    metrics: ClusterMetrics,
 }
 
 impl ClusterService {
@@ -63,12 +70,12 @@ impl ClusterService {
                 max_sessions: config.cluster.max_sessions,
                 memory_mib: config.runtime.memory_budget_mib.unwrap_or(0),
                 disk_mib: config.runtime.max_disk_mib,
-                at: Utc::now(),
             })
         } else {
             Err("this server runs no sandbox backend of its own and is no node".to_string())
         };
         Self {
+            metrics: ClusterMetrics::new(sessions.metrics()),
             store,
             sessions,
             config: config.cluster.clone(),
@@ -85,10 +92,7 @@ impl ClusterService {
     /// Registers this node (after start-up recovery) and starts its heartbeat.
     pub async fn start(self: &Arc<Self>) -> ServiceResult<()> {
         let Ok(me) = &self.me else { return Ok(()) };
-        let node = self
-            .store
-            .register_node(&registration(me, Utc::now()))
-            .await?;
+        let node = self.store.register_node(me).await?;
         tracing::info!(node = %node.node_id, address = %node.address, status = node.status.as_str(),
             "registered in the node registry");
         let weak = Arc::downgrade(self);
@@ -102,7 +106,7 @@ impl ClusterService {
                 if this.stopped.load(Ordering::Acquire) {
                     break;
                 }
-                if let Err(e) = this.beat(Utc::now()).await {
+                if let Err(e) = this.beat().await {
                     tracing::warn!(error = %e, "node heartbeat failed");
                 }
             }
@@ -117,13 +121,14 @@ impl ClusterService {
         self.stopped.store(true, Ordering::Release);
     }
 
-    /// One heartbeat: this node's, then the reclaim of nodes that stopped.
-    pub async fn beat(&self, now: DateTime<Utc>) -> ServiceResult<()> {
+    /// One heartbeat: this node's, then the reclaim of nodes that stopped, then the
+    /// heartbeat ages `/metrics` shows.
+    pub async fn beat(&self) -> ServiceResult<()> {
         let Ok(me) = &self.me else { return Ok(()) };
         let running = u64::try_from(self.sessions.running_count()).unwrap_or(u64::MAX);
         if self
             .store
-            .heartbeat_node(&me.node_id, now, running)
+            .heartbeat_node(&me.node_id, running)
             .await?
             .is_none()
         {
@@ -131,18 +136,26 @@ impl ClusterService {
             let dropped = self.sessions.drop_sessions_no_longer_live().await?;
             tracing::warn!(node = %me.node_id, dropped,
                 "this node had been marked down; it dropped what is no longer its own and registers again");
-            self.store.register_node(&registration(me, now)).await?;
+            self.store.register_node(me).await?;
         }
-        let window = chrono::Duration::milliseconds(
-            i64::try_from(self.config.down_after_ms).unwrap_or(i64::MAX),
-        );
-        for node in self.store.mark_stale_nodes_down(now - window, now).await? {
-            self.reclaim(&node, now).await;
+        for node in self
+            .store
+            .mark_stale_nodes_down(self.config.down_after_ms)
+            .await?
+        {
+            self.reclaim(&node).await;
+        }
+        let now = self.store.database_now().await?;
+        for node in self.store.list_nodes().await? {
+            self.metrics
+                .heartbeat_age(&node.node_id, now - node.last_heartbeat_at);
         }
         Ok(())
     }
 
-    async fn reclaim(&self, node: &NodeRecord, now: DateTime<Utc>) {
+    /// Ends a node's sessions as of the moment it was marked down (the database's clock).
+    async fn reclaim(&self, node: &NodeRecord) {
+        let now = node.down_at.unwrap_or_else(Utc::now);
         match self.sessions.reclaim_lost_node(&node.node_id, now).await {
             Ok(ended) => tracing::warn!(node = %node.node_id, sessions = ended,
                 last_heartbeat = %node.last_heartbeat_at, "node marked down; its sessions ended node_lost"),
@@ -202,14 +215,13 @@ impl ClusterService {
         status: NodeStatus,
     ) -> ServiceResult<NodeRecord> {
         self.registry(actor)?;
-        let now = Utc::now();
         let (changed, node) = self
             .store
-            .set_node_status(node_id, status, now)
+            .set_node_status(node_id, status)
             .await?
             .ok_or_else(|| ServiceError::not_found(format!("server {node_id}")))?;
         if changed && status == NodeStatus::Down {
-            self.reclaim(&node, now).await;
+            self.reclaim(&node).await;
         }
         Ok(node)
     }
@@ -217,8 +229,9 @@ impl ClusterService {
     /// The node's figures as of its last heartbeat (admins).
     pub async fn metrics(&self, actor: &User, node_id: &str) -> ServiceResult<NodeMetrics> {
         let node = self.get(actor, node_id).await?;
+        let now = self.store.database_now().await?;
         Ok(NodeMetrics {
-            heartbeat_age_ms: (Utc::now() - node.last_heartbeat_at).num_milliseconds(),
+            heartbeat_age_ms: (now - node.last_heartbeat_at).num_milliseconds(),
             free_sessions: node.free_sessions(),
             node,
         })
@@ -249,7 +262,7 @@ impl ClusterService {
             return Ok(Route::Local);
         };
         let nodes = self.store.list_nodes().await?;
-        let fresh_after = Utc::now()
+        let fresh_after = self.store.database_now().await?
             - chrono::Duration::milliseconds(
                 i64::try_from(self.config.down_after_ms).unwrap_or(i64::MAX),
             );
@@ -262,13 +275,27 @@ impl ClusterService {
             .cloned()
         };
         match chosen {
-            Some(node) if node.node_id == me.node_id => Ok(Route::Local),
-            Some(node) => Ok(Route::Remote(node.address)),
-            None => Err(ServiceError::TooManyAttempts {
-                message: "every server is full, draining or down; try again later".into(),
-                retry_after_secs: (self.config.heartbeat_interval_ms / 1000).max(1),
-            }),
+            Some(node) if node.node_id == me.node_id => {
+                self.metrics.placed(&node.node_id, "local");
+                Ok(Route::Local)
+            }
+            Some(node) => {
+                self.metrics.placed(&node.node_id, "remote");
+                Ok(Route::Remote(node.address))
+            }
+            None => {
+                self.metrics.placed("", "refused");
+                Err(ServiceError::TooManyAttempts {
+                    message: "every server is full, draining or down; try again later".into(),
+                    retry_after_secs: (self.config.heartbeat_interval_ms / 1000).max(1),
+                })
+            }
         }
+    }
+
+    /// Counts a request another node should answer (`/metrics`).
+    pub fn count_forward(&self, outcome: ForwardOutcome) {
+        self.metrics.forwarded(outcome);
     }
 
     /// Which node answers for a session: the node it was placed on while that node is
@@ -277,21 +304,13 @@ impl ClusterService {
         let Ok(me) = &self.me else {
             return Ok(Route::Local);
         };
-        let Some(node_id) = self.store.session_node(session_id).await? else {
-            return Ok(Route::Local);
-        };
-        if node_id == me.node_id {
-            return Ok(Route::Local);
-        }
-        Ok(match self.store.get_node(&node_id).await? {
-            Some(node) if node.status != NodeStatus::Down => Route::Remote(node.address),
+        Ok(match self.store.session_owner(session_id).await? {
+            Some(node) if node.node_id != me.node_id && node.status != NodeStatus::Down => {
+                Route::Remote(node.address)
+            }
             _ => Route::Local,
         })
     }
-}
-
-fn registration(me: &NodeRegistration, at: DateTime<Utc>) -> NodeRegistration {
-    NodeRegistration { at, ..me.clone() }
 }
 
 /// Placement (ARCHITECTURE.md, "Nodes on PostgreSQL"): among `nodes` that take sessions

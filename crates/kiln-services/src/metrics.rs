@@ -192,6 +192,11 @@ impl Metrics {
             .set(capacity.disk_overcommit);
     }
 
+    /// Adds another area's series (the node registry's) to this registry.
+    pub(crate) fn register_extra(&self, collector: Box<dyn prometheus::core::Collector>) {
+        valid(self.registry.register(collector));
+    }
+
     /// Everything, in Prometheus's text format (version 0.0.4).
     pub fn render(&self) -> ServiceResult<String> {
         let mut out = Vec::new();

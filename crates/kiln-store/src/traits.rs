@@ -681,35 +681,34 @@ pub trait NodeStore: Send + Sync {
 #[async_trait]
 pub trait NodeRegistryStore: Send + Sync {
     /// Inserts or refreshes the node's row; it becomes `active` unless it was `draining`.
+    /// Every instant of the registry is the database's clock (`database_now`), so nodes'
+    /// clocks may differ.
     async fn register_node(&self, node: &crate::NodeRegistration) -> Result<crate::NodeRecord>;
     /// Records a heartbeat unless the node is `down` (or unknown): `None` then, and the
     /// node must reconcile before registering again.
     async fn heartbeat_node(
         &self,
         node_id: &str,
-        at: DateTime<Utc>,
         live_sessions: u64,
     ) -> Result<Option<crate::NodeStatus>>;
-    /// Sets `down` every node not down whose last heartbeat is before `heard_before`, and
-    /// returns them: each to exactly one caller.
-    async fn mark_stale_nodes_down(
-        &self,
-        heard_before: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<crate::NodeRecord>>;
+    /// Sets `down` every node not down whose last heartbeat is more than `silent_for_ms`
+    /// old, and returns them: each to exactly one caller.
+    async fn mark_stale_nodes_down(&self, silent_for_ms: u64) -> Result<Vec<crate::NodeRecord>>;
     /// Sets a node's status; `(changed, node)`, `changed` true for exactly one caller of
     /// racing equal changes; `None` for an unknown node.
     async fn set_node_status(
         &self,
         node_id: &str,
         status: crate::NodeStatus,
-        now: DateTime<Utc>,
     ) -> Result<Option<(bool, crate::NodeRecord)>>;
     async fn get_node(&self, node_id: &str) -> Result<Option<crate::NodeRecord>>;
     /// Every node, by id.
     async fn list_nodes(&self) -> Result<Vec<crate::NodeRecord>>;
-    /// The node a session was placed on (`None`: no such session, or stored without one).
-    async fn session_node(&self, session_id: &str) -> Result<Option<String>>;
+    /// The database's clock: what heartbeats are compared against.
+    async fn database_now(&self) -> Result<DateTime<Utc>>;
+    /// The registered node a session was placed on, in one read (`None`: no such
+    /// session, one stored without a node, or a node not in the registry).
+    async fn session_owner(&self, session_id: &str) -> Result<Option<crate::NodeRecord>>;
 }
 
 /// Password accounts (`/v1/auth`): credentials, device sessions, emailed single-use tokens

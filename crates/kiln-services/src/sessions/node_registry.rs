@@ -9,6 +9,11 @@ use super::{Ended, Readiness, SessionService, INFRA_EXIT_CODE};
 use crate::error::ServiceResult;
 
 impl SessionService {
+    /// The server's metrics registry, which the node registry adds its series to.
+    pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
     /// Sessions this process runs now (what its heartbeat reports).
     pub fn running_count(&self) -> usize {
         self.lock_live().len()

@@ -1,17 +1,37 @@
 //! The node registry (`nodes`, migration 0017). Liveness is one conditional UPDATE per
 //! question: a heartbeat counts only while the node is not `down`, and marking stale nodes
 //! down returns each node to exactly one caller, so of several nodes noticing the same
-//! death exactly one reclaims its sessions.
+//! death exactly one reclaims its sessions. Every instant here (registration, heartbeat,
+//! the staleness cut-off, `down_at`) is the database's clock, never a node's: a node whose
+//! clock is off cannot look dead to the others, nor make them look dead.
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::dialect::{parse_column, Dialect, QueryExt};
 use super::{as_i64, SqlStore};
-use crate::timestamp::Stamp;
 use crate::{NodeRecord, NodeRegistration, NodeRegistryStore, NodeStatus, Result};
 
 const COLUMNS: &str = "node_id, address, backend, version, status, max_sessions, memory_mib, \
      disk_mib, live_sessions, registered_at, last_heartbeat_at, down_at";
+
+/// The database's clock, as the column form of each backend (SQLite: the fixed-width text
+/// of `crate::timestamp`, six fractional digits, of which it keeps milliseconds).
+fn db_now<D: Dialect>() -> &'static str {
+    if D::BACKEND == "postgres" {
+        "now()"
+    } else {
+        "strftime('%Y-%m-%dT%H:%M:%f000Z', 'now')"
+    }
+}
+
+/// The database's clock minus the milliseconds bound as `$1`.
+fn db_ago<D: Dialect>() -> &'static str {
+    if D::BACKEND == "postgres" {
+        "(now() - $1 * INTERVAL '1 millisecond')"
+    } else {
+        "strftime('%Y-%m-%dT%H:%M:%f000Z', 'now', printf('-%.3f seconds', $1 / 1000.0))"
+    }
+}
 
 fn count(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
@@ -40,10 +60,11 @@ impl<D: Dialect> NodeRegistryStore for SqlStore<D> {
     async fn register_node(&self, node: &NodeRegistration) -> Result<NodeRecord> {
         // A node that comes back keeps `draining` (an operator's choice); `down` is over
         // once it has reconciled, which its caller does before registering.
+        let now = db_now::<D>();
         let sql = format!(
             "INSERT INTO nodes (node_id, address, backend, version, status, max_sessions, \
                  memory_mib, disk_mib, live_sessions, registered_at, last_heartbeat_at) \
-             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, 0, $8, $8) \
+             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, 0, {now}, {now}) \
              ON CONFLICT (node_id) DO UPDATE SET address = excluded.address, \
                  backend = excluded.backend, version = excluded.version, \
                  max_sessions = excluded.max_sessions, memory_mib = excluded.memory_mib, \
@@ -61,7 +82,6 @@ impl<D: Dialect> NodeRegistryStore for SqlStore<D> {
             .arg(as_i64(node.max_sessions))
             .arg(as_i64(node.memory_mib))
             .arg(as_i64(node.disk_mib))
-            .arg(Stamp(node.at))
             .fetch_one(D::exec(&mut conn))
             .await?;
         node_row::<D>(&row)
@@ -70,19 +90,19 @@ impl<D: Dialect> NodeRegistryStore for SqlStore<D> {
     async fn heartbeat_node(
         &self,
         node_id: &str,
-        at: DateTime<Utc>,
         live_sessions: u64,
     ) -> Result<Option<NodeStatus>> {
-        let mut conn = self.conn().await?;
-        let row = sqlx::query(
-            "UPDATE nodes SET last_heartbeat_at = $2, live_sessions = $3 \
+        let sql = format!(
+            "UPDATE nodes SET last_heartbeat_at = {}, live_sessions = $2 \
              WHERE node_id = $1 AND status <> 'down' RETURNING status",
-        )
-        .arg(node_id)
-        .arg(Stamp(at))
-        .arg(as_i64(live_sessions))
-        .fetch_optional(D::exec(&mut conn))
-        .await?;
+            db_now::<D>()
+        );
+        let mut conn = self.conn().await?;
+        let row = sqlx::query(&sql)
+            .arg(node_id)
+            .arg(as_i64(live_sessions))
+            .fetch_optional(D::exec(&mut conn))
+            .await?;
         row.map(|row| {
             let status: String = D::get(&row, "status")?;
             parse_column(&status, "node status", NodeStatus::parse)
@@ -90,19 +110,16 @@ impl<D: Dialect> NodeRegistryStore for SqlStore<D> {
         .transpose()
     }
 
-    async fn mark_stale_nodes_down(
-        &self,
-        heard_before: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<NodeRecord>> {
+    async fn mark_stale_nodes_down(&self, silent_for_ms: u64) -> Result<Vec<NodeRecord>> {
         let sql = format!(
-            "UPDATE nodes SET status = 'down', down_at = $2 \
-             WHERE status <> 'down' AND last_heartbeat_at < $1 RETURNING {COLUMNS}"
+            "UPDATE nodes SET status = 'down', down_at = {} \
+             WHERE status <> 'down' AND last_heartbeat_at < {} RETURNING {COLUMNS}",
+            db_now::<D>(),
+            db_ago::<D>()
         );
         let mut conn = self.conn().await?;
         let rows = sqlx::query(&sql)
-            .arg(Stamp(heard_before))
-            .arg(Stamp(now))
+            .arg(as_i64(silent_for_ms))
             .fetch_all(D::exec(&mut conn))
             .await?;
         rows.iter().map(node_row::<D>).collect()
@@ -112,20 +129,19 @@ impl<D: Dialect> NodeRegistryStore for SqlStore<D> {
         &self,
         node_id: &str,
         status: NodeStatus,
-        now: DateTime<Utc>,
     ) -> Result<Option<(bool, NodeRecord)>> {
         // Conditional on a change: of two callers setting `down`, only one sees it change
         // (and reclaims the node's sessions).
-        let down_at = (status == NodeStatus::Down).then_some(Stamp(now));
         let sql = format!(
-            "UPDATE nodes SET status = $2, down_at = COALESCE($3, down_at) \
-             WHERE node_id = $1 AND status <> $2 RETURNING {COLUMNS}"
+            "UPDATE nodes SET status = $2, \
+                 down_at = CASE WHEN $2 = 'down' THEN {} ELSE down_at END \
+             WHERE node_id = $1 AND status <> $2 RETURNING {COLUMNS}",
+            db_now::<D>()
         );
         let mut conn = self.conn().await?;
         let row = sqlx::query(&sql)
             .arg(node_id)
             .arg(status.as_str())
-            .arg(down_at)
             .fetch_optional(D::exec(&mut conn))
             .await?;
         drop(conn);
@@ -152,15 +168,24 @@ impl<D: Dialect> NodeRegistryStore for SqlStore<D> {
         rows.iter().map(node_row::<D>).collect()
     }
 
-    async fn session_node(&self, session_id: &str) -> Result<Option<String>> {
+    async fn database_now(&self) -> Result<DateTime<Utc>> {
+        let sql = format!("SELECT {} AS now", db_now::<D>());
         let mut conn = self.conn().await?;
-        let row = sqlx::query("SELECT node_id FROM sessions WHERE session_id = $1")
+        let row = sqlx::query(&sql).fetch_one(D::exec(&mut conn)).await?;
+        D::time(&row, "now")
+    }
+
+    async fn session_owner(&self, session_id: &str) -> Result<Option<NodeRecord>> {
+        // One read on every routed request: the session's node and its row together.
+        let sql = format!(
+            "SELECT {COLUMNS} FROM nodes \
+             WHERE node_id = (SELECT node_id FROM sessions WHERE session_id = $1)"
+        );
+        let mut conn = self.conn().await?;
+        let row = sqlx::query(&sql)
             .arg(session_id)
             .fetch_optional(D::exec(&mut conn))
             .await?;
-        Ok(match row {
-            Some(row) => D::get(&row, "node_id")?,
-            None => None,
-        })
+        row.as_ref().map(node_row::<D>).transpose()
     }
 }
