@@ -44,6 +44,14 @@ const FILES: &[(&str, Asset)] = &[
         },
     ),
     (
+        "account.js",
+        Asset {
+            body: include_bytes!("assets/account.js"),
+            content_type: "text/javascript; charset=utf-8",
+            csp: DASHBOARD_CSP,
+        },
+    ),
+    (
         "team.js",
         Asset {
             body: include_bytes!("assets/team.js"),

@@ -79,6 +79,13 @@ async function raw(method, path, body, retried) {
     method, headers, body: body === undefined ? undefined : JSON.stringify(body),
   });
   if (r.status === 401 && !retried && await refreshToken()) return raw(method, path, body, true);
+  // A destructive route asks the person to confirm who they are (sudo), then runs again.
+  if (r.status === 403 && !retried) {
+    const refused = await r.clone().json().catch(() => null);
+    if (refused && refused.detail && refused.detail.code === "sudo_required" && await askSudo()) {
+      return raw(method, path, body, true);
+    }
+  }
   if (r.status === 401) { signOut(false); throw new ApiError(401, null); }
   return r;
 }
@@ -89,6 +96,34 @@ async function api(method, path, body) {
   const json = text ? JSON.parse(text) : null;
   if (!r.ok) throw new ApiError(r.status, json);
   return json;
+}
+
+// A modal asking for the password (and a second-factor code) for POST /v1/auth/sudo;
+// true once sudo is granted, false when the person cancels.
+function askSudo() {
+  return new Promise((resolve) => {
+    const password = h("input", { type: "password", id: "sudo-password", name: "password", autocomplete: "current-password", required: true });
+    const code = h("input", { type: "text", id: "sudo-code", name: "code", autocomplete: "one-time-code", inputmode: "numeric" });
+    const error = h("p", { role: "alert", class: "muted", id: "sudo-error" });
+    const dialog = h("dialog", { id: "sudo", "aria-labelledby": "sudo-h" });
+    const finish = (ok) => { dialog.close(); dialog.remove(); resolve(ok); };
+    dialog.append(h("form", { method: "dialog", onsubmit: async (ev) => {
+      ev.preventDefault();
+      const r = await fetch("/v1/auth/sudo", { method: "POST",
+        headers: { Authorization: "Bearer " + localStorage.getItem(TOKEN), "Content-Type": "application/json" },
+        body: JSON.stringify({ password: password.value, code: code.value || null }) });
+      if (r.ok) finish(true);
+      else error.textContent = new ApiError(r.status, await r.json().catch(() => null)).message;
+    } }, h("h2", { id: "sudo-h" }, "Confirm it is you"),
+    h("p", { class: "muted" }, "This action needs your password (and a code if you use a second factor)."),
+    h("label", { for: "sudo-password" }, "Password", password),
+    h("label", { for: "sudo-code" }, "Code (if asked)", code), error,
+    h("p", { class: "row" }, h("button", { class: "primary", type: "submit", id: "sudo-confirm" }, "Confirm"),
+      h("button", { type: "button", onclick: () => finish(false) }, "Cancel"))));
+    dialog.addEventListener("cancel", () => finish(false));
+    document.body.append(dialog);
+    dialog.showModal();
+  });
 }
 
 function signOut(tell) {
@@ -224,6 +259,7 @@ async function sessionPage(id) {
     await loadTimeline();
   }) }, h("label", { for: "command" }, "Command", command), h("button", { class: "primary", type: "submit" }, "Run"));
   const timeline = h("ol", { class: "timeline", id: "timeline" });
+  const usage = h("p", { id: "usage-now", "aria-live": "polite", class: "muted" }, "No sample yet.");
   const snaps = h("ul", { id: "snapshots" });
   const tree = h("div", { class: "tree", id: "file-tree" });
   const viewer = h("pre", { id: "file-viewer", "aria-label": "File content" });
@@ -236,6 +272,7 @@ async function sessionPage(id) {
     h("div", { class: "grid" },
       h("section", { "aria-labelledby": "files-h" }, h("h2", { id: "files-h" }, "Files"), tree),
       h("section", { "aria-labelledby": "viewer-h" }, h("h2", { id: "viewer-h" }, "Viewer"), viewerName, viewer)),
+    h("h2", {}, "Usage"), usage,
     h("h2", {}, "Timeline"), timeline,
     h("h2", {}, "Snapshots"), snaps);
   const loadTimeline = async () => {
@@ -273,7 +310,20 @@ async function sessionPage(id) {
       return li;
     })));
   };
+  // The newest sample, and the CPU use since the one before it.
+  const loadUsage = async () => {
+    const m = await api("GET", `/v1/instances/${enc(id)}/metrics`);
+    const [prev, last] = m.samples.slice(-2).length === 2 ? m.samples.slice(-2) : [null, m.samples[m.samples.length - 1]];
+    if (!last) return;
+    const mib = (b) => (b === null || b === undefined ? "—" : (b / 1048576).toFixed(1) + " MiB");
+    const cpuNow = prev && last.cpu_seconds !== null && prev.cpu_seconds !== null
+      ? ` (${(100 * (last.cpu_seconds - prev.cpu_seconds) / m.interval_seconds).toFixed(0)} % of a core now)` : "";
+    usage.textContent = `CPU ${(last.cpu_seconds || 0).toFixed(2)} s${cpuNow} · memory peak ${mib(last.memory_peak_bytes)}`
+      + ` · disk ${mib(last.disk_used_bytes)} of ${mib(last.disk_limit_bytes)} · ${last.pids_peak ?? "—"} processes`
+      + ` · sampled ${when(last.sampled_at)}, every ${m.interval_seconds} s`;
+  };
   const live = inst.status === "ready";
+  if (live) { await loadUsage().catch(() => {}); every(5000, () => loadUsage().catch(() => {})); }
   await loadTimeline().catch((e) => say(e.message));
   await loadSnapshots().catch(() => {});
   if (live) await listDir(".", tree).catch((e) => { tree.textContent = e.message; });
@@ -432,85 +482,6 @@ function diffView(text, id) {
     pre.append(cls ? h("span", { class: cls }, line) : line + "\n");
   }
   return pre;
-}
-
-// ---- API keys ------------------------------------------------------------------------
-
-async function keysPage() {
-  const me = await api("GET", "/api/v1/users/me");
-  const name = h("input", { type: "text", id: "key-name", name: "name", maxlength: 100 });
-  const shown = h("div", { id: "new-key", "aria-live": "polite" });
-  render("API keys",
-    h("p", { class: "muted" }, me.email || me.name),
-    h("form", { class: "inline", onsubmit: action(async () => {
-      const made = await api("POST", "/api/v1/users/me/api-keys", { name: name.value || null });
-      await keysPage();
-      document.getElementById("new-key").replaceChildren(h("p", {}, "Copy it now: it is shown only once."),
-        h("div", { class: "secret", id: "new-key-secret" }, made.api_key.key));
-    }) }, h("label", { for: "key-name" }, "Name", name), h("button", { class: "primary", type: "submit" }, "Create key")),
-    shown,
-    h("div", { class: "scroll" }, h("table", { id: "keys" },
-      h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Key"), h("th", {}, "Created"), h("th", {}, "Last used"), h("th", {}, ""))),
-      h("tbody", {}, me.api_keys.map((k) => h("tr", { "data-key-id": k.key_id },
-        h("td", {}, k.name || "—"), h("td", {}, h("code", {}, k.key)), h("td", {}, when(k.created_at)),
-        h("td", {}, when(k.last_used_at)),
-        h("td", {}, k.is_active ? h("button", { class: "danger", "aria-label": "Revoke " + (k.name || k.key_id),
-          onclick: action(async () => {
-            await api("DELETE", "/api/v1/users/me/api-keys", { key_id: k.key_id });
-            say("Key revoked"); await keysPage();
-          }) }, "Revoke") : "revoked")))))));
-}
-
-// ---- usage ---------------------------------------------------------------------------
-
-async function usagePage() {
-  const usage = await api("GET", "/api/v1/billing/usage?limit=100");
-  render("Usage",
-    h("p", {}, `Balance ${cents(usage.current_balance_cents)} · deposited ${cents(usage.total_deposits_cents)} · used ${cents(usage.total_usage_cents)}`),
-    h("h2", {}, "Spend and session minutes per day"), usageChart(usage.transactions),
-    h("h2", {}, "Ledger"),
-    h("div", { class: "scroll" }, h("table", { id: "ledger" },
-      h("thead", {}, h("tr", {}, h("th", {}, "When"), h("th", {}, "Kind"), h("th", {}, "Amount"), h("th", {}, "Description"), h("th", { class: "hide-narrow" }, "Minutes"))),
-      h("tbody", {}, usage.transactions.map((t) => h("tr", {}, h("td", {}, when(t.created_at)), h("td", {}, t.type),
-        h("td", {}, cents(t.amount_cents)), h("td", {}, t.description),
-        h("td", { class: "hide-narrow" }, t.duration_minutes === null || t.duration_minutes === undefined ? "" : t.duration_minutes.toFixed(1))))))));
-}
-
-// Charges (negative amounts) summed per day, as bars: spend above, minutes in the label.
-function usageChart(transactions) {
-  const days = new Map();
-  for (const t of transactions) {
-    if (t.amount_cents >= 0) continue;
-    const day = t.created_at.slice(0, 10);
-    const d = days.get(day) || { cents: 0, minutes: 0 };
-    d.cents -= t.amount_cents; d.minutes += t.duration_minutes || 0;
-    days.set(day, d);
-  }
-  if (!days.size) return h("p", { class: "muted", id: "usage-chart" }, "No usage yet.");
-  const rows = [...days.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).slice(-30);
-  const max = Math.max(...rows.map(([, d]) => d.cents), 1);
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  const w = 24 * rows.length; const height = 120;
-  svg.setAttribute("viewBox", `0 0 ${w} ${height + 14}`);
-  svg.setAttribute("role", "img");
-  svg.setAttribute("id", "usage-chart");
-  svg.setAttribute("class", "chart");
-  svg.setAttribute("aria-label", rows.map(([day, d]) => `${day}: ${cents(d.cents)} spent, ${d.minutes.toFixed(1)} session minutes`).join("; "));
-  rows.forEach(([day, d], i) => {
-    const bar = document.createElementNS(ns, "rect");
-    const bh = Math.max(1, Math.round((d.cents / max) * height));
-    bar.setAttribute("x", String(i * 24 + 4)); bar.setAttribute("width", "16");
-    bar.setAttribute("y", String(height - bh)); bar.setAttribute("height", String(bh));
-    const title = document.createElementNS(ns, "title");
-    title.textContent = `${day}: ${cents(d.cents)} spent, ${d.minutes.toFixed(1)} session minutes`;
-    bar.append(title); svg.append(bar);
-    const label = document.createElementNS(ns, "text");
-    label.setAttribute("x", String(i * 24 + 12)); label.setAttribute("y", String(height + 12));
-    label.setAttribute("text-anchor", "middle"); label.textContent = day.slice(8);
-    svg.append(label);
-  });
-  return svg;
 }
 
 // ---- routing -------------------------------------------------------------------------
