@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Parity with the real SWE-bench harness on the same machine: the fixture's Kiln images are
 # loaded into a private Docker engine under the harness's image names, the same predictions
-# (gold, one empty, one that does not apply) go through `kiln eval` and through
+# (gold, one empty, one that does not apply, one wrong) go through `kiln eval` and through
 # `python -m swebench.harness.run_evaluation` (swebench 5.0.2), and every report.json
 # (resolved, tests_status) and the run reports' id lists must be identical. Prints both
 # tools' wall times and per-instance overhead (tests/parity/harness_docker.py timings).
@@ -68,8 +68,10 @@ python3 "$helper" dataset "$samples" "$work/dataset.json"
 python3 - "$samples" "$work/predictions.jsonl" "$@" <<'PY'
 import json, sys
 samples, out, only = sys.argv[1], sys.argv[2], set(sys.argv[3:])
+# One empty, one that does not apply, one that applies and fixes nothing (unresolved).
 odd = {"pytest-dev__pytest-5227": "",
-       "pallets__flask-4992": "diff --git a/nope.py b/nope.py\n--- a/nope.py\n+++ b/nope.py\n@@ -1 +1 @@\n-x\n+y\n"}
+       "pallets__flask-4992": "diff --git a/nope.py b/nope.py\n--- a/nope.py\n+++ b/nope.py\n@@ -1 +1 @@\n-x\n+y\n",
+       "pytest-dev__pytest-9359": "diff --git a/kiln_wrong.py b/kiln_wrong.py\nnew file mode 100644\n--- /dev/null\n+++ b/kiln_wrong.py\n@@ -0,0 +1 @@\n+x = 1\n"}
 with open(out, "w") as f:
     for line in open(samples):
         r = json.loads(line)
