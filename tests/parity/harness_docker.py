@@ -48,6 +48,8 @@ PARSERS = {
 }
 NON_TEST_EXTS = [".json", ".png", "csv", ".txt", ".md", ".jpg", ".jpeg", ".pkl", ".yml",
                  ".yaml", ".toml"]
+# Bumped whenever what `load` adds to Kiln's images changes (the script reloads them).
+PARITY_IMAGE = "2"
 # Printed just before and after the test command, outside the markers grading reads: the
 # test command's own time in the harness's container (Kiln times its test exec itself).
 CLOCK = "date +'kiln-parity-clock %s.%N'"
@@ -119,6 +121,11 @@ def cmd_load(images_dir, dataset):
             config = json.loads(
                 (images_dir / "blobs" / image["config_digest"].replace(":", "/")).read_bytes())
             config["rootfs"]["diff_ids"].append(shim_id)
+            # The engine has no network: pip is told so, rather than retrying for seconds
+            # and logging "Temporary failure in name resolution", which swebench's run
+            # report would take for an infrastructure failure (network_unreachable).
+            config["config"]["Env"].append("PIP_NO_INDEX=1")
+            config["config"].setdefault("Labels", {})["org.kiln.parity"] = PARITY_IMAGE
             config.setdefault("history", []).append(
                 {"created_by": "kiln parity: /opt/miniconda3/bin/activate (no-op conda)"})
             data = json.dumps(config).encode()
@@ -177,6 +184,44 @@ def _reports(run_dir):
     return out
 
 
+CLASSIFIED = ("infra_failure_ids", "ambiguous_failure_ids", "failure_reasons")
+
+
+def _explain_classification(hr, kr, harness_dir):
+    """swebench 5.x classifies a failed instance over its whole test_output.txt, which
+    starts with the eval script's `git status`, `git show` of the base commit (the whole
+    tree for the fixture's rewritten history) and the reinstall; Kiln's test_output.txt
+    holds the test command's output only. Where the lists differ, the harness's own
+    classify_text is run again on what Kiln classifies (the output from the start marker
+    on, and run_instance.log): if that gives Kiln's lists, the difference is the preamble,
+    said and replaced in `hr`; otherwise it stays and fails the comparison."""
+    if not all(k in kr for k in CLASSIFIED) or all(kr[k] == hr.get(k) for k in CLASSIFIED):
+        return []
+    from swebench.harness.infra_failure import TIER_ENVIRONMENT, classify_text
+    redo = {"infra_failure_ids": [], "ambiguous_failure_ids": [], "failure_reasons": {}}
+    for iid in sorted(set(hr.get("unresolved_ids", [])) | set(hr.get("error_ids", []))):
+        out, log = harness_dir / iid / "test_output.txt", harness_dir / iid / "run_instance.log"
+        text = out.read_text(errors="replace") if out.exists() else ""
+        text = text[text.find(START):] if START in text else text
+        chunks = [c for c in (text, log.read_text(errors="replace") if log.exists() else "") if c]
+        found = classify_text("\n".join(chunks))
+        if found:
+            reason, tier = found
+            redo["failure_reasons"][iid] = reason
+            key = "infra_failure_ids" if tier == TIER_ENVIRONMENT else "ambiguous_failure_ids"
+            redo[key].append(iid)
+    if any(sorted(kr[k]) != sorted(redo[k]) for k in CLASSIFIED[:2]) or \
+            kr["failure_reasons"] != redo["failure_reasons"]:
+        return []
+    lines = [f"explained: the harness's {k} {hr.get(k)} come from its eval script's output "
+             f"before the tests (git show of the base commit...); on the tests' output and "
+             f"run_instance.log its classify_text gives Kiln's {kr[k]}"
+             for k in CLASSIFIED if kr[k] != hr.get(k)]
+    for k in CLASSIFIED:
+        hr[k] = redo[k]
+    return lines
+
+
 def cmd_compare(kiln_dir, kiln_report, harness_dir, harness_report):
     """Every report.json entry whole (resolved, tests_status and the flags) and every id
     list both run reports have must be equal."""
@@ -191,18 +236,23 @@ def cmd_compare(kiln_dir, kiln_report, harness_dir, harness_report):
                 "harness", "kiln", lineterm=""))
             problems.append(f"{iid}: report.json differs\n{diff}")
     kr, hr = json.loads(Path(kiln_report).read_text()), json.loads(Path(harness_report).read_text())
+    explained = _explain_classification(hr, kr, Path(harness_dir))
     lists = sorted(k for k in hr if k.endswith("_ids") and k in kr)
     for key in lists:
         if sorted(kr[key]) != sorted(hr[key]):
             problems.append(f"run report {key}: harness {sorted(hr[key])} kiln {sorted(kr[key])}")
+    if "failure_reasons" in kr and kr["failure_reasons"] != hr.get("failure_reasons"):
+        problems.append(f"run report failure_reasons: harness {hr.get('failure_reasons')} "
+                        f"kiln {kr['failure_reasons']}")
     if problems:
         print("PARITY MISMATCH (kiln eval vs swebench 5.0.2 run_evaluation):", file=sys.stderr)
         print("\n".join(problems), file=sys.stderr)
         sys.exit(1)
+    for line in explained:
+        print(line)
     print(f"parity: {len(kiln)} report.json identical; run report id lists identical "
           f"({', '.join(f'{k}={len(hr[k])}' for k in lists)})")
-    # swebench 5.x's post-hoc infrastructure classification (#586) has no Kiln
-    # counterpart yet: said, not compared.
+    # Lists a Kiln build without them cannot match: said, not compared.
     for key in sorted(k for k in hr if k.endswith("_ids") and k not in kr):
         print(f"not compared (Kiln's run report has no {key}): harness {sorted(hr[key])}")
 

@@ -56,7 +56,8 @@ while read -r iid; do
   name="swebench/sweb.eval.x86_64.${iid//__/_1776_}:latest"
   want="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["images"][sys.argv[2]]["config"]["labels"]["org.kiln.swebench.inputs"])' \
     "$images/images.json" "swebench-fixture/sample/$iid:1" 2>/dev/null || echo missing)"
-  have="$(docker image inspect -f '{{index .Config.Labels "org.kiln.swebench.inputs"}}' "$name" 2>/dev/null || true)"
+  want="$want $(python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import harness_docker as h; print(h.PARITY_IMAGE)' "$root/tests/parity")"
+  have="$(docker image inspect -f '{{index .Config.Labels "org.kiln.swebench.inputs"}} {{index .Config.Labels "org.kiln.parity"}}' "$name" 2>/dev/null || true)"
   [ "$want" = "$have" ] || stale=1
 done < <(python3 -c 'import json,sys; [print(json.loads(l)["instance_id"]) for l in open(sys.argv[1])]' "$samples")
 if [ "$stale" = 1 ]; then
@@ -105,7 +106,7 @@ t0=$(now)
   >"$work/harness.out" 2>&1) || { tail -n 30 "$work/harness.out" >&2; exit 1; }
 harness_wall=$(echo "$(now) - $t0" | bc)
 
-python3 "$helper" compare "$work/kiln/logs/run_evaluation/parity/gold" \
+"$venv/bin/python" "$helper" compare "$work/kiln/logs/run_evaluation/parity/gold" \
   "$work/kiln/gold.parity.json" "$work/harness/logs/run_evaluation/parity/gold" \
   "$work/harness/gold.parity.json"
 python3 "$helper" timings "$work/kiln/logs/run_evaluation/parity/gold" \
