@@ -13,6 +13,8 @@
 #                     KILN_DOCKERD_DIR) with prjquota, so the engine can limit a container's
 #                     disk (storage_opt size). Where the kernel has no XFS quotas the mount
 #                     fails and the data root stays a plain directory (said on stderr).
+#   KILN_DOCKERD_ARGS extra dockerd flags, word-split (e.g. the parity test's runtime); use
+#                     with a KILN_DOCKERD_DIR of their own: a running engine is reused as is
 #
 # Exits non-zero (with the reason on stderr and the log's tail) when dockerd is missing or
 # cannot start here (no cgroups, no overlay support...): callers skip their Docker tests then.
@@ -76,6 +78,7 @@ setsid dockerd \
     --data-root "$DIR/data" --exec-root "$DIR/exec" --pidfile "$PIDFILE" \
     --host "$HOST" --bridge=none --iptables=false --ip-masq=false \
     --containerd-namespace kiln-test --containerd-plugins-namespace kiln-test-plugins \
+    ${KILN_DOCKERD_ARGS:-} \
     >"$LOG" 2>&1 </dev/null &
 for _ in $(seq 300); do
     if answers; then

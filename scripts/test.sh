@@ -131,6 +131,25 @@ print(f"kiln eval: {len(want)} gold resolved, the empty and the non-applying pre
 PY
 fi
 
+step "SWE-bench harness parity: swebench 5.0.2's run_evaluation in Docker on the fixture's images, reports identical to kiln eval's"
+# A subset in CI (CI_PARITY_IDS; all ten: tests/parity/harness_docker.sh with no ids, or
+# bench/swebench/run.sh): quick gold ones of three repositories, the empty, the
+# non-applying and the wrong (unresolved) prediction.
+swe_images="${KILN_TEST_SWEBENCH_IMAGES_DIR:-/var/cache/kiln-test/swebench-images}"
+parity_ids="${CI_PARITY_IDS:-pytest-dev__pytest-5227 pallets__flask-4992 pallets__flask-5063 pytest-dev__pytest-8906 pylint-dev__pylint-7993 pytest-dev__pytest-9359}"
+if [ ! -f "$swe_images/images.json" ]; then
+  echo "SKIPPED: the fixture's images are not built ($swe_images)"
+else
+  # shellcheck disable=SC2086
+  KILN_TEST_SWEBENCH_IMAGES_DIR="$swe_images" tests/parity/harness_docker.sh $parity_ids \
+    || parity_rc=$?
+  if [ "${parity_rc:-0}" = 77 ] && [ "${KILN_REQUIRE_DOCKER:-}" = 1 ]; then
+    echo "KILN_REQUIRE_DOCKER=1 but dockerd cannot start here" >&2; exit 1
+  elif [ "${parity_rc:-0}" != 0 ] && [ "${parity_rc:-0}" != 77 ]; then
+    exit 1
+  fi
+fi
+
 step "Python: the official codeset SDK and the SWE-bench parity tests"
 venv="${KILN_TEST_VENV:-target/py-venv}"
 if [ ! -x "$venv/bin/pytest" ]; then

@@ -93,6 +93,18 @@ pub struct RunReport {
     pub resolved_ids: Vec<String>,
     pub unresolved_ids: Vec<String>,
     pub error_ids: Vec<String>,
+    /// swebench 5.x (#586): unresolved or failed instances whose logs show a broken
+    /// environment, or something either side could cause, and why (`infra.rs`).
+    #[serde(default)]
+    pub infra_failure_instances: usize,
+    #[serde(default)]
+    pub ambiguous_failure_instances: usize,
+    #[serde(default)]
+    pub infra_failure_ids: Vec<String>,
+    #[serde(default)]
+    pub ambiguous_failure_ids: Vec<String>,
+    #[serde(default)]
+    pub failure_reasons: BTreeMap<String, String>,
     pub unstopped_instances: usize,
     pub unstopped_containers: Vec<String>,
     pub unremoved_images: Vec<String>,
@@ -132,6 +144,22 @@ pub fn make_run_report(
             }
         }
     }
+    let (mut infra, mut ambiguous) = (BTreeSet::new(), BTreeSet::new());
+    let mut failure_reasons = BTreeMap::new();
+    for id in unresolved.iter().chain(error.iter()) {
+        let Some(prediction) = predictions.get(id) else {
+            continue;
+        };
+        let dir = layout.instance_dir(prediction);
+        let logs = [&*dir.join(TEST_OUTPUT), &*dir.join(INSTANCE_LOG)];
+        if let Some((reason, tier)) = super::infra::classify_logs(&logs) {
+            failure_reasons.insert(id.clone(), reason.to_string());
+            match tier {
+                super::infra::Tier::Environment => infra.insert(id.clone()),
+                super::infra::Tier::Ambiguous => ambiguous.insert(id.clone()),
+            };
+        }
+    }
     let list = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>();
     RunReport {
         total_instances: dataset_ids.len(),
@@ -148,6 +176,11 @@ pub fn make_run_report(
         resolved_ids: list(resolved),
         unresolved_ids: list(unresolved),
         error_ids: list(error),
+        infra_failure_instances: infra.len(),
+        ambiguous_failure_instances: ambiguous.len(),
+        infra_failure_ids: list(&infra),
+        ambiguous_failure_ids: list(&ambiguous),
+        failure_reasons,
         unstopped_instances: 0,
         unstopped_containers: Vec::new(),
         unremoved_images: Vec::new(),
@@ -227,6 +260,59 @@ mod tests {
         assert_eq!(
             layout.run_report_path(&predictions["gold"]),
             dir.path().join("org__model.r1.json")
+        );
+    }
+
+    #[test]
+    fn unresolved_and_failed_instances_are_classified_from_their_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path(), "r1").unwrap();
+        let predictions: BTreeMap<_, _> = [
+            prediction("gold", Some("d")),
+            prediction("offline", Some("d")),
+            prediction("wrong", Some("d")),
+            prediction("slow", Some("d")),
+        ]
+        .into();
+        save(&layout, &predictions["gold"], true);
+        save(&layout, &predictions["offline"], false);
+        save(&layout, &predictions["wrong"], false);
+        let write = |id: &str, file: &str, text: &str| {
+            let path = layout.instance_dir(&predictions[id]).join(file);
+            write_atomically(&path, text.as_bytes()).unwrap();
+        };
+        // A resolved instance is never classified, whatever its log says.
+        write("gold", TEST_OUTPUT, "Temporary failure in name resolution");
+        write("offline", TEST_OUTPUT, "Could not resolve host: pypi.org");
+        write("wrong", TEST_OUTPUT, "== 1 failed in 0.1s ==");
+        write(
+            "slow",
+            INSTANCE_LOG,
+            "Error: Timeout error: 60 seconds exceeded.",
+        );
+        let ids: Vec<String> = ["gold", "offline", "slow", "wrong"]
+            .map(String::from)
+            .into();
+        let r = make_run_report(&layout, &ids, &predictions);
+        assert_eq!(r.unresolved_ids, ["offline", "wrong"]);
+        assert_eq!(r.error_ids, ["slow"]);
+        assert_eq!(r.infra_failure_ids, ["offline"]);
+        assert_eq!(r.ambiguous_failure_ids, ["slow"]);
+        assert_eq!(
+            (r.infra_failure_instances, r.ambiguous_failure_instances),
+            (1, 1)
+        );
+        let reasons: Vec<_> = r
+            .failure_reasons
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                ("offline", "network_unreachable"),
+                ("slow", "tests_timed_out")
+            ]
         );
     }
 

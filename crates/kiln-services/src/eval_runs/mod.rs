@@ -3,6 +3,7 @@
 //! sample, the harness's apply chain, a verification, and `report.json`; at most
 //! `max_workers` at once; each bounded by a timeout; cancellable. The run's state is its
 //! files (see [`layout`]): started again with the same run id, a run skips what is done.
+pub mod infra;
 pub mod instance;
 pub mod layout;
 pub mod parallel;
