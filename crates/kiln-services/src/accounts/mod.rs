@@ -156,15 +156,14 @@ impl AccountService {
         self.start_session(user, client).await
     }
 
-    /// Signs in with e-mail and password (then a second factor, when the account has one).
-    /// Failures count per account and per address; past either limit the answer is a 429
-    /// until the window passes, right password or not.
-    pub async fn login(
+    /// The failure-count keys of a password attempt (per account, per address) and its
+    /// time; a 429 while either has failed too often, right password or not.
+    pub(super) fn password_attempt(
         &self,
         email: &str,
-        password: &str,
         client: &ClientInfo,
-    ) -> ServiceResult<LoginOutcome> {
+        too_many: &str,
+    ) -> ServiceResult<(String, String, Instant)> {
         let email_key = format!("acct:{}", email.trim().to_lowercase());
         let address_key = format!("addr:{}", client.address);
         let now = Instant::now();
@@ -178,12 +177,26 @@ impl AccountService {
                     now,
                 )
             });
-        if let Some(retry_after_secs) = blocked {
-            return Err(ServiceError::TooManyAttempts {
-                message: "too many failed sign-ins; wait before trying again".into(),
+        match blocked {
+            Some(retry_after_secs) => Err(ServiceError::TooManyAttempts {
+                message: format!("{too_many}; wait before trying again"),
                 retry_after_secs,
-            });
+            }),
+            None => Ok((email_key, address_key, now)),
         }
+    }
+
+    /// Signs in with e-mail and password (then a second factor, when the account has one).
+    /// Failures count per account and per address; past either limit the answer is a 429
+    /// until the window passes, right password or not.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        client: &ClientInfo,
+    ) -> ServiceResult<LoginOutcome> {
+        let (email_key, address_key, now) =
+            self.password_attempt(email, client, "too many failed sign-ins")?;
         let found = self
             .store
             .find_account_by_email(&email.trim().to_lowercase())

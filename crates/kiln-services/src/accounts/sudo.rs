@@ -5,7 +5,6 @@
 //! e-mail address or revoke an org's keys. Wrong passwords count with the sign-in failures
 //! (same keys, same limits), so sudo is no side door for guessing.
 use std::sync::Arc;
-use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
 use kiln_store::{Store, SudoHolder};
@@ -70,25 +69,8 @@ impl AccountService {
                 "this account has no password sign-in; an admin manages it".into(),
             ));
         };
-        let email_key = format!("acct:{}", account.email.trim().to_lowercase());
-        let address_key = format!("addr:{}", client.address);
-        let now = Instant::now();
-        let blocked = self
-            .login_failures
-            .blocked(&email_key, self.config.login_failures_per_account, now)
-            .or_else(|| {
-                self.login_failures.blocked(
-                    &address_key,
-                    self.config.login_failures_per_address,
-                    now,
-                )
-            });
-        if let Some(retry_after_secs) = blocked {
-            return Err(ServiceError::TooManyAttempts {
-                message: "too many failed attempts; wait before trying again".into(),
-                retry_after_secs,
-            });
-        }
+        let (email_key, address_key, now) =
+            self.password_attempt(&account.email, client, "too many failed attempts")?;
         let fail = |message: &str| {
             self.login_failures.hit(&email_key, now);
             self.login_failures.hit(&address_key, now);
