@@ -20,24 +20,7 @@ async fn call(
     body: Option<Value>,
     org: Option<&str>,
 ) -> (u16, Value) {
-    let mut request = s.v1(method, path);
-    if let Some(key) = key {
-        request = request.header("Authorization", bearer(key));
-    }
-    if let Some(org) = org {
-        request = request.header("X-Org-Slug", org);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("send");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    if text.is_empty() {
-        return (status, Value::Null);
-    }
-    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-    (status, value)
+    s.v1_call(key, org, method, path, body).await
 }
 
 async fn get(s: &TestServer, key: &str, path: &str) -> (u16, Value) {

@@ -286,6 +286,37 @@ impl TestServer {
         json(request.send().await.expect("send")).await
     }
 
+    /// A `/v1` request with any of a credential, an organization (`X-Org-Slug`) and a
+    /// JSON body: (status, JSON body; `null` for an empty one).
+    pub async fn v1_call(
+        &self,
+        key: Option<&str>,
+        org: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.v1(method, path);
+        if let Some(key) = key {
+            request = request.header("Authorization", bearer(key));
+        }
+        if let Some(org) = org {
+            request = request.header("X-Org-Slug", org);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("send");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        if text.is_empty() {
+            return (status, Value::Null);
+        }
+        let value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+        (status, value)
+    }
+
     /// `DELETE path` as the holder of `key`: (status, JSON body).
     pub async fn delete_as(&self, key: &str, path: &str) -> (u16, Value) {
         json(
