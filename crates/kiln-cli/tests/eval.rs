@@ -220,6 +220,11 @@ fn gold_resolves_and_empty_wrong_and_broken_patches_do_not() {
     ] {
         assert!(log.contains(step), "{step:?} not in {log}");
     }
+    // The model's patch, not a server fault: said as the harness says it.
+    assert!(
+        log.contains("Error: >>>>> Patch Apply Failed") && !log.contains("internal error"),
+        "{log}"
+    );
     assert!(
         !eval.instance("r1", EMPTY).exists(),
         "empty patches are not run"

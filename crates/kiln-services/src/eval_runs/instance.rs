@@ -7,8 +7,19 @@ use kiln_store::{JobStatus, SessionStatus};
 use kiln_verify::{GradingRules, InstanceReport, Resolution, VerificationResult};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ServiceError, ServiceResult};
+use crate::error::ServiceError;
 use crate::sessions::{Action, CreateSession, SessionService};
+
+/// Why an instance ended without a report: a service call that failed, or one of the
+/// harness's own verdicts (the patch did not apply, a timeout), said as the harness logs it
+/// (not as a server fault: a prediction whose patch does not apply is the model's).
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error("{0}")]
+    Failed(String),
+}
 
 /// The harness's `GIT_APPLY_CMDS`, tried in order until one succeeds.
 pub const APPLY_CHAIN: [&str; 3] = [
@@ -99,11 +110,11 @@ pub async fn run_instance(
     let outcome = tokio::select! {
         outcome = tokio::time::timeout(input.timeout, steps) => match outcome {
             Ok(result) => result,
-            Err(_) => Err(ServiceError::Internal(format!(
+            Err(_) => Err(StepError::Failed(format!(
                 "Timeout error: {} seconds exceeded.", input.timeout.as_secs()
             ))),
         },
-        _ = cancelled(&mut cancel) => Err(ServiceError::Internal("cancelled".into())),
+        _ = cancelled(&mut cancel) => Err(StepError::Failed("cancelled".into())),
     };
     if let Err(e) = outcome {
         run.log.push(format!("Error: {e}"));
@@ -130,7 +141,7 @@ async fn steps(
     input: &InstanceInput<'_>,
     session_id: &str,
     run: &mut InstanceRun,
-) -> ServiceResult<()> {
+) -> Result<(), StepError> {
     let user = input.user_id;
     let t = Instant::now();
     let session = loop {
@@ -141,7 +152,7 @@ async fn steps(
     };
     run.timing.create = t.elapsed().as_secs_f64();
     if session.status != SessionStatus::Ready {
-        return Err(ServiceError::Internal(format!(
+        return Err(StepError::Failed(format!(
             "the session did not become ready ({}): {}",
             session.status.as_str(),
             session.error_message.unwrap_or_default()
@@ -171,7 +182,7 @@ async fn steps(
     let result = match (job.status, job.result) {
         (JobStatus::Completed, Some(result)) => result,
         (status, _) => {
-            return Err(ServiceError::Internal(format!(
+            return Err(StepError::Failed(format!(
                 "verification ended {}: {}",
                 status.as_str(),
                 job.error_message.unwrap_or_default()
@@ -198,7 +209,7 @@ async fn apply(
     session_id: &str,
     patch: &str,
     run: &mut InstanceRun,
-) -> ServiceResult<()> {
+) -> Result<(), StepError> {
     let upload = Action::Upload {
         path: PATCH_PATH.into(),
         content: patch.as_bytes().to_vec(),
@@ -221,7 +232,7 @@ async fn apply(
         run.log
             .push(format!("Failed to apply patch to container: {command}"));
     }
-    Err(ServiceError::Internal(format!(
+    Err(StepError::Failed(format!(
         ">>>>> Patch Apply Failed:\n{}",
         last_output.trim_end()
     )))
