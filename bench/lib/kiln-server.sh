@@ -34,6 +34,16 @@ kiln_bench_build() {
     fi
 }
 
+# Sets VENV: a virtualenv with the official `codeset` SDK 0.9.1 (KILN_BENCH_VENV, made
+# once).
+kiln_bench_sdk_venv() {
+    VENV="${KILN_BENCH_VENV:-/tmp/kiln-bench-sdk-venv}"
+    if ! "$VENV/bin/python" -c 'import codeset, sys; sys.exit(codeset.__version__ != "0.9.1")' 2>/dev/null; then
+        python3 -m venv "$VENV"
+        "$VENV/bin/pip" install --quiet codeset==0.9.1
+    fi
+}
+
 kiln_free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }

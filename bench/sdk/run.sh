@@ -12,11 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source bench/lib/kiln-server.sh
 
-VENV="${KILN_BENCH_VENV:-/tmp/kiln-bench-sdk-venv}"
-if ! "$VENV/bin/python" -c 'import codeset, sys; sys.exit(codeset.__version__ != "0.9.1")' 2>/dev/null; then
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet codeset==0.9.1
-fi
+kiln_bench_sdk_venv
 
 kiln_bench_build
 OUT="$KILN_BENCH_WORK/results"
