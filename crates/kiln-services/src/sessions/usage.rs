@@ -5,8 +5,6 @@
 //! a gate: a sample that cannot be read or stored is logged and skipped. Each live
 //! session also keeps its last [`SERIES_POINTS`] samples in memory, its usage over time
 //! (`GET /v1/instances/{id}/metrics`), gone with the session or a restart.
-use std::collections::VecDeque;
-
 use chrono::Utc;
 use kiln_runtime::{ResourceUsage, SandboxId};
 use kiln_store::SessionUsage;
@@ -92,12 +90,8 @@ impl SessionService {
         let Some(live) = self.lock_live().get(session_id).cloned() else {
             return Ok((Vec::new(), false));
         };
-        let series: VecDeque<SessionUsage> = live
-            .series
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        Ok((series.into(), true))
+        let series = live.series.lock().unwrap_or_else(|e| e.into_inner());
+        Ok((series.iter().cloned().collect(), true))
     }
 
     /// Stores a sample; the sample, when it was stored.
