@@ -2,10 +2,9 @@
 //! account, its device sessions, and the mailed links (verify, reset, e-mail change).
 //! Browser cookies and CSRF come with the dashboard; today every route takes the bearer
 //! token of a sign-in (or an API key where it makes sense).
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::Json;
@@ -15,9 +14,8 @@ use utoipa_axum::routes;
 
 use super::auth_models::*;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{OptionalJson, SignedIn, ValidJson, ValidPath, ValidQuery};
+use crate::extract::{request_address, OptionalJson, SignedIn, ValidJson, ValidPath, ValidQuery};
 use crate::models::{ErrorBody, HTTPValidationError};
-use crate::server::client_address;
 use crate::AppState;
 
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
@@ -49,13 +47,7 @@ impl FromRequestParts<Arc<AppState>> for Client {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let address = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(peer)| {
-                client_address(peer.ip(), &parts.headers, &state.kiln.config.server).to_string()
-            })
-            .unwrap_or_default();
+        let address = request_address(&parts.extensions, &parts.headers, state);
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
