@@ -199,8 +199,10 @@ async fn main() -> ExitCode {
     };
     // One line for scripts (bench/concurrency/run.sh), milliseconds.
     println!(
-        "summary sessions={} create_all_ready_ms={:.1} create_p50_ms={:.1} create_p99_ms={:.1} commands_per_s={throughput:.1}",
+        "summary sessions={} ready={} errors={} create_all_ready_ms={:.1} create_p50_ms={:.1} create_p99_ms={:.1} commands_per_s={throughput:.1}",
         args.sessions,
+        created.latencies.len(),
+        created.errors.len() + ran.errors.len() + closed.errors.len(),
         create_wall.as_secs_f64() * 1000.0,
         summary_ms(0.5),
         summary_ms(0.99),
