@@ -63,7 +63,7 @@ impl RateLimits {
             return Ok(());
         };
         let key = match &principal.via {
-            Credential::ApiKey { key_id } => format!("key:{key_id}"),
+            Credential::ApiKey { key_id, .. } => format!("key:{key_id}"),
             Credential::AccessToken => format!("user:{}", principal.user.user_id),
         };
         self.check(limiter, &key, "for this API key")

@@ -21,6 +21,15 @@ pub struct IpAllowEntry {
     pub created_at: DateTime<Utc>,
 }
 
+/// The organization an org API key belongs to, as authentication finds it with the key:
+/// whether its org restricts keys to an IP allowlist decides if the list is read at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyOrg {
+    pub org_id: String,
+    /// The org has an IP allowlist (its keys are bound to it).
+    pub restricted: bool,
+}
+
 /// The org an API key acts in and the networks it may be used from (empty: anywhere).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyAllowlist {

@@ -40,7 +40,12 @@ pub struct Acting {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {
-    ApiKey { key_id: String },
+    /// `org`: the org an org key belongs to (read with the key, so resolving the org and
+    /// checking its IP allowlist cost no more queries for the keys that have none).
+    ApiKey {
+        key_id: String,
+        org: Option<kiln_store::KeyOrg>,
+    },
     AccessToken,
 }
 
@@ -211,7 +216,8 @@ impl AuthService {
     pub async fn authenticate(&self, bearer: &str) -> ServiceResult<Principal> {
         let now = Utc::now();
         if bearer.starts_with(API_KEY_PREFIX) {
-            let Some((key, user)) = self.store.find_api_key(&sha256_hex(bearer), now).await? else {
+            let Some((key, user, org)) = self.store.find_api_key(&sha256_hex(bearer), now).await?
+            else {
                 return Err(ServiceError::Unauthorized(
                     "invalid, revoked or expired API key".into(),
                 ));
@@ -230,7 +236,10 @@ impl AuthService {
             }
             return Ok(Principal {
                 user,
-                via: Credential::ApiKey { key_id: key.key_id },
+                via: Credential::ApiKey {
+                    key_id: key.key_id,
+                    org,
+                },
                 session_id: None,
                 acting: None,
             });

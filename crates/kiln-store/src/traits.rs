@@ -111,14 +111,15 @@ pub trait AccountStore: Send + Sync {
     /// Stores a new key. Only the hash of the secret is stored, never the secret.
     /// `Conflict("key_id")` or `Conflict("key_hash")` if taken; the user must exist.
     async fn insert_api_key(&self, key: &NewApiKey) -> Result<ApiKeyRecord>;
-    /// The active key with this hash, and its user: not revoked, and either without
-    /// expiry or with `now < expires_at` (a key is dead from its `expires_at` on). Whether
-    /// the user is active is the caller's to check.
+    /// The active key with this hash, its user, and its organization when it is an org
+    /// key: not revoked, and either without expiry or with `now < expires_at` (a key is
+    /// dead from its `expires_at` on). Whether the user is active is the caller's to
+    /// check. One query: this runs on every API-key request.
     async fn find_api_key(
         &self,
         key_hash: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<(ApiKeyRecord, User)>>;
+    ) -> Result<Option<(ApiKeyRecord, User, Option<crate::KeyOrg>)>>;
     /// All keys of a user, revoked ones included, oldest (`created_at`) first.
     async fn list_api_keys(&self, user_id: &str) -> Result<Vec<ApiKeyRecord>>;
     /// Revokes the user's key, recording `at`. `false`, changing nothing, if the key does
@@ -971,8 +972,6 @@ pub trait OrgStore: Send + Sync {
         key: &crate::NewApiKey,
         org_id: &str,
     ) -> Result<crate::ApiKeyRecord>;
-    /// The organization an API key carries, if it is an org key.
-    async fn org_of_api_key(&self, key_id: &str) -> Result<Option<String>>;
     async fn list_org_api_keys(&self, org_id: &str) -> Result<Vec<crate::ApiKeyRecord>>;
     async fn revoke_org_api_key(
         &self,

@@ -17,7 +17,7 @@ use crate::error::{ServiceError, ServiceResult};
 /// Codeset `/auth/token` flow), which has nothing to hold one.
 fn holder_of(me: &Principal) -> Option<SudoHolder> {
     match &me.via {
-        Credential::ApiKey { key_id } => Some(SudoHolder::ApiKey(key_id.clone())),
+        Credential::ApiKey { key_id, .. } => Some(SudoHolder::ApiKey(key_id.clone())),
         Credential::AccessToken => me.session_id.clone().map(SudoHolder::DeviceSession),
     }
 }

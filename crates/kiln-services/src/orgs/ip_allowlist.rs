@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use chrono::Utc;
 use ipnet::IpNet;
-use kiln_store::IpAllowEntry;
+use kiln_store::{IpAllowEntry, KeyOrg};
 
 use super::OrgService;
 use crate::accounts::ClientInfo;
@@ -223,9 +223,16 @@ impl OrgService {
     }
 
     /// 403 `ip_not_allowed` when an org API key is used from outside its org's allowlist.
-    /// One indexed read per API-key request; other credentials are not bound.
+    /// Authentication read whether the key's org has a list; only then is it read (other
+    /// credentials, personal keys and keys of orgs without a list are not bound).
     pub async fn check_key_address(&self, caller: &Principal, address: &str) -> ServiceResult<()> {
-        let Credential::ApiKey { key_id } = &caller.via else {
+        let Credential::ApiKey {
+            key_id,
+            org: Some(KeyOrg {
+                restricted: true, ..
+            }),
+        } = &caller.via
+        else {
             return Ok(());
         };
         let Some(list) = self.store.key_allowlist(key_id).await? else {

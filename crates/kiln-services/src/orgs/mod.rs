@@ -57,18 +57,16 @@ impl OrgService {
         caller: &Principal,
         header_slug: Option<&str>,
     ) -> ServiceResult<OrgContext> {
-        if let Credential::ApiKey { key_id } = &caller.via {
-            if let Some(org_id) = self.store.org_of_api_key(key_id).await? {
-                // An org key acts only in its own org, whatever the header says.
-                let ctx = self.member_context(caller, &org_id).await?;
-                if header_slug.is_some_and(|s| s != ctx.org.slug && s != ctx.org.org_id) {
-                    return Err(ServiceError::not_found(format!(
-                        "organization {:?} (this API key belongs to another organization)",
-                        header_slug.unwrap_or_default()
-                    )));
-                }
-                return Ok(ctx);
+        if let Credential::ApiKey { org: Some(org), .. } = &caller.via {
+            // An org key acts only in its own org, whatever the header says.
+            let ctx = self.member_context(caller, &org.org_id).await?;
+            if header_slug.is_some_and(|s| s != ctx.org.slug && s != ctx.org.org_id) {
+                return Err(ServiceError::not_found(format!(
+                    "organization {:?} (this API key belongs to another organization)",
+                    header_slug.unwrap_or_default()
+                )));
             }
+            return Ok(ctx);
         }
         if let Some(slug) = header_slug {
             return self.member_context(caller, slug).await;

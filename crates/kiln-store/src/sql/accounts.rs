@@ -8,7 +8,8 @@ use crate::columns;
 use crate::timestamp::{opt, to_micros, Stamp};
 use crate::unique_violation::conflict_or;
 use crate::{
-    AccountStore, ApiKeyRecord, NewApiKey, NewRefreshToken, NewUser, RefreshOutcome, Result, User,
+    AccountStore, ApiKeyRecord, KeyOrg, NewApiKey, NewRefreshToken, NewUser, RefreshOutcome,
+    Result, User,
 };
 
 #[async_trait]
@@ -114,9 +115,12 @@ impl<D: Dialect> AccountStore for SqlStore<D> {
         &self,
         key_hash: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<(ApiKeyRecord, User)>> {
+    ) -> Result<Option<(ApiKeyRecord, User, Option<KeyOrg>)>> {
         let sql = format!(
-            "SELECT {}, {} FROM api_keys k JOIN users u ON u.user_id = k.user_id \
+            "SELECT {}, {}, o.org_id AS o_org_id, \
+                 EXISTS (SELECT 1 FROM org_ip_allowlist a WHERE a.org_id = o.org_id) AS o_restricted \
+             FROM api_keys k JOIN users u ON u.user_id = k.user_id \
+             LEFT JOIN org_api_keys o ON o.key_id = k.key_id \
              WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $2)",
             columns::aliased("k", "k_", columns::API_KEY),
             columns::aliased("u", "u_", columns::USER)
@@ -127,8 +131,22 @@ impl<D: Dialect> AccountStore for SqlStore<D> {
             .arg(Stamp(now))
             .fetch_optional(D::exec(&mut conn))
             .await?;
-        row.map(|r| Ok((rows::api_key::<D>(&r, "k_")?, rows::user::<D>(&r, "u_")?)))
-            .transpose()
+        row.map(|r| {
+            let org = D::get::<Option<String>>(&r, "o_org_id")?
+                .map(|org_id| {
+                    Ok::<_, crate::StoreError>(KeyOrg {
+                        org_id,
+                        restricted: D::get(&r, "o_restricted")?,
+                    })
+                })
+                .transpose()?;
+            Ok((
+                rows::api_key::<D>(&r, "k_")?,
+                rows::user::<D>(&r, "u_")?,
+                org,
+            ))
+        })
+        .transpose()
     }
 
     async fn list_api_keys(&self, user_id: &str) -> Result<Vec<ApiKeyRecord>> {

@@ -380,15 +380,6 @@ impl<D: Dialect> OrgStore for SqlStore<D> {
         Ok(record)
     }
 
-    async fn org_of_api_key(&self, key_id: &str) -> Result<Option<String>> {
-        let mut conn = self.conn().await?;
-        let row = sqlx::query("SELECT org_id FROM org_api_keys WHERE key_id = $1")
-            .arg(key_id)
-            .fetch_optional(D::exec(&mut conn))
-            .await?;
-        row.map(|r| D::get(&r, "org_id")).transpose()
-    }
-
     async fn list_org_api_keys(&self, org_id: &str) -> Result<Vec<ApiKeyRecord>> {
         let mut conn = self.conn().await?;
         let found = sqlx::query(&format!(

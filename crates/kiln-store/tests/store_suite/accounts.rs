@@ -184,13 +184,14 @@ pub async fn api_keys_lifecycle(db: TestDb) {
     assert_eq!(later.name, None);
     assert_eq!(later.expires_at, Some(base_time() + Duration::days(30)));
 
-    let (found, owner) = store
+    let (found, owner, org) = store
         .find_api_key("hash-first", base_time())
         .await
         .unwrap()
         .expect("live key");
     assert_eq!(found, first);
     assert_eq!(owner, alice);
+    assert_eq!(org, None, "a personal key belongs to no organization");
     assert_eq!(
         store
             .find_api_key("hash-unknown", base_time())

@@ -2,7 +2,9 @@
 //! allowlists are replaced whole, capped and unique per network; an org key finds its
 //! allowlist in one read; one default org per user.
 use chrono::Duration;
-use kiln_store::{DeviceSession, IpAllowEntry, NewApiKey, Organization, StoreError, SudoHolder};
+use kiln_store::{
+    DeviceSession, IpAllowEntry, KeyOrg, NewApiKey, Organization, StoreError, SudoHolder,
+};
 
 use crate::harness::{base_time, create_user, TestDb};
 
@@ -119,6 +121,27 @@ pub async fn ip_allowlists_and_default_orgs(db: TestDb) {
         "a personal key"
     );
 
+    // Authentication reads the key's org, and whether that org has a list, with the key.
+    let bound = |hash: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .find_api_key(hash, base_time())
+                .await
+                .unwrap()
+                .expect("a live key")
+                .2
+        }
+    };
+    assert_eq!(
+        bound("hash-k1").await,
+        Some(KeyOrg {
+            org_id: "o1".into(),
+            restricted: false
+        })
+    );
+    assert_eq!(bound("hash-k2").await, None, "a personal key");
+
     let two = [
         entry("e1", "o1", "10.0.0.0/8"),
         entry("e2", "o1", "127.0.0.2/32"),
@@ -136,6 +159,14 @@ pub async fn ip_allowlists_and_default_orgs(db: TestDb) {
         .cidrs;
     cidrs.sort();
     assert_eq!(cidrs, ["10.0.0.0/8", "127.0.0.2/32"]);
+    assert_eq!(
+        bound("hash-k1").await,
+        Some(KeyOrg {
+            org_id: "o1".into(),
+            restricted: true
+        }),
+        "one row per key however long its org's list"
+    );
     // Capped, unique per network, deleted by the org only.
     assert!(!store
         .add_ip_allow_entry(&entry("e3", "o1", "::1/128"), 2)

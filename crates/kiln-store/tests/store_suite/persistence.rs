@@ -47,7 +47,7 @@ pub async fn data_survives_reopen(db: TestDb) {
     assert_eq!(store.get_user("alice").await.unwrap(), Some(alice.clone()));
     assert_eq!(
         store.find_api_key("hash-1", base_time()).await.unwrap(),
-        Some((key, alice))
+        Some((key, alice, None))
     );
     assert_eq!(
         store.list_samples(&SampleQuery::default()).await.unwrap(),
