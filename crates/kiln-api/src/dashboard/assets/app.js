@@ -188,7 +188,8 @@ function loginPage() {
 // failures of a challenge and ends it); "Start over" asks for the password again.
 function askSecondFactor(challenge, passwordForm, done) {
   const code = h("input", { type: "text", id: "mfa-code", name: "code", autocomplete: "one-time-code",
-    inputmode: "numeric", maxlength: 64, required: true, "aria-describedby": "mfa-help" });
+    // Not inputmode=numeric: backup codes have letters.
+    maxlength: 64, required: true, spellcheck: "false", autocapitalize: "off", "aria-describedby": "mfa-help" });
   const error = h("p", { role: "alert", class: "muted", id: "mfa-error" });
   const form = h("form", { class: "card signin", id: "mfa-form", onsubmit: action(async () => {
     error.textContent = "";

@@ -148,10 +148,14 @@ const Markdown = (() => {
     return el("a", { href, rel: "noopener noreferrer", target: "_blank" }, label);
   }
 
+  // How far a link label or an emphasis may reach: each opener scans at most this far, so
+  // a long paragraph full of unmatched `*` or `[` (a pasted log) renders in linear time.
+  const REACH = 2000;
+
   // The index of `]` closing the `[` at `start`, with nested brackets; -1 if none.
   function closingBracket(s, start) {
     let depth = 0;
-    for (let k = start; k < s.length; k++) {
+    for (let k = start; k < Math.min(s.length, start + REACH); k++) {
       if (s[k] === "\\") { k++; continue; }
       if (s[k] === "`") { const end = s.indexOf("`", k + 1); if (end > 0) k = end; continue; }
       if (s[k] === "[") depth++;
@@ -162,6 +166,8 @@ const Markdown = (() => {
 
   function inline(s) {
     const out = [];
+    // Openers known to have no closer further on (the search reached the end of `s`).
+    const dead = new Set();
     let buf = "";
     const flush = () => {
       if (!buf) return;
@@ -175,7 +181,8 @@ const Markdown = (() => {
       if (c === "\\" && i + 1 < s.length && PUNCT.test(s[i + 1])) { buf += s[i + 1]; i += 2; continue; }
       if (c === "`") {
         const run = s.slice(i).match(/^`+/)[0];
-        const end = s.indexOf(run, i + run.length);
+        const end = dead.has(run) ? -1 : s.indexOf(run, i + run.length);
+        if (end < 0) dead.add(run);
         // The closing run must be exactly as long as the opening one.
         if (end > 0 && s[end + run.length] !== "`") {
           let code = s.slice(i + run.length, end).replace(/\n/g, " ");
@@ -211,7 +218,7 @@ const Markdown = (() => {
         if (m) { flush(); out.push(link([text(m[0])], m[0])); i += m[0].length; continue; }
       }
       if (c === "*" || c === "_" || c === "~") {
-        const span = emphasis(s, i);
+        const span = emphasis(s, i, dead);
         if (span) { flush(); out.push(span.node); i = span.end; continue; }
         const run = s.slice(i).match(c === "*" ? /^\*+/ : c === "_" ? /^_+/ : /^~+/)[0];
         buf += run; i += run.length; continue;
@@ -224,7 +231,7 @@ const Markdown = (() => {
 
   // `**strong**`, `*em*`, `__strong__`, `_em_`, `~~del~~` starting at s[i], or null. An
   // underscore inside a word (snake_case) is no emphasis.
-  function emphasis(s, i) {
+  function emphasis(s, i, dead) {
     const c = s[i];
     if (c === "_" && i > 0 && WORD.test(s[i - 1])) return null;
     const run = s.slice(i).match(c === "*" ? /^\*+/ : c === "_" ? /^_+/ : /^~+/)[0];
@@ -232,8 +239,9 @@ const Markdown = (() => {
     if (!width) return null;
     const mark = c.repeat(width);
     const start = i + width;
-    if (start >= s.length || /\s/.test(s[start])) return null;
-    for (let k = start + 1; k <= s.length - width; k++) {
+    if (start >= s.length || /\s/.test(s[start]) || dead.has(mark)) return null;
+    const last = Math.min(s.length - width, start + REACH);
+    for (let k = start + 1; k <= last; k++) {
       if (s[k] === "\\") { k++; continue; }
       if (s[k] === "`") { const end = s.indexOf("`", k + 1); if (end > 0) { k = end; continue; } }
       if (s.slice(k, k + width) !== mark || /\s/.test(s[k - 1])) continue;
@@ -243,6 +251,7 @@ const Markdown = (() => {
       const tag = c === "~" ? "del" : width === 2 ? "strong" : "em";
       return { node: el(tag, {}, inline(s.slice(start, k))), end: k + width };
     }
+    if (last === s.length - width) dead.add(mark);
     return null;
   }
 
