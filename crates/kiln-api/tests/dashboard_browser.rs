@@ -8,6 +8,7 @@
 //! sandbox prerequisites; fails without them when `KILN_REQUIRE_BROWSER=1` (CI).
 mod browser;
 mod common;
+mod dashboard_ui;
 mod sandbox;
 
 use browser::Browser;
@@ -27,6 +28,8 @@ async fn static_files_are_served_from_the_binary() {
         ("/dashboard/app.js", "text/javascript", "streamExec"),
         ("/dashboard/team.js", "text/javascript", "orgPage"),
         ("/dashboard/account.js", "text/javascript", "usageChart"),
+        ("/dashboard/markdown.js", "text/javascript", "Markdown"),
+        ("/dashboard/metrics.js", "text/javascript", "drawMetrics"),
         ("/dashboard/app.css", "text/css", "@media"),
         ("/docs", "text/html", "/api/v1/openapi.json"),
         ("/docs/v1", "text/html", "/v1/openapi.json"),
@@ -111,6 +114,7 @@ async fn dashboard_in_a_real_browser() {
     b.goto(&format!("{root}/#/samples")).await;
     b.text_of("#samples", sandbox::SAMPLE).await;
     b.screenshot("03-samples").await;
+    dashboard_ui::markdown_statement(&b, &root, &s).await;
     b.goto(&format!(
         "{root}/#/sample/{}/{}",
         sandbox::DATASET,
@@ -153,6 +157,7 @@ async fn dashboard_in_a_real_browser() {
     b.text_of("#file-viewer", "hello from the image").await;
     b.text_of("#usage-now", "processes").await;
     b.screenshot("05-session").await;
+    dashboard_ui::metrics_charts(&b).await;
 
     // Verification: the F2P/P2P table.
     b.click("#verify").await;
@@ -240,6 +245,7 @@ async fn dashboard_in_a_real_browser() {
     b.text_of("#live-count", "live").await;
     b.screenshot("10-sessions-phone").await;
     b.window_size(1280, 900).await;
+    dashboard_ui::mfa_sign_in(&b, &root, &s).await;
     assert_local(&b, &root).await;
     assert_no_console_errors(&b, "the dashboard").await;
 
@@ -365,6 +371,8 @@ const EXPECTED_REFUSALS: &[(&str, &str)] = &[
     ("/v1/admin/servers", "status of 403"),
     ("/v1/admin/servers", "status of 409"),
     ("/api-keys/", "status of 403"),
+    // A wrong second-factor code at sign-in, shown in the form.
+    ("/auth/login/mfa", "status of 401"),
 ];
 
 async fn assert_no_console_errors(b: &Browser, page: &str) {

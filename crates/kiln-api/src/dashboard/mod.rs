@@ -60,6 +60,22 @@ const FILES: &[(&str, Asset)] = &[
         },
     ),
     (
+        "markdown.js",
+        Asset {
+            body: include_bytes!("assets/markdown.js"),
+            content_type: "text/javascript; charset=utf-8",
+            csp: DASHBOARD_CSP,
+        },
+    ),
+    (
+        "metrics.js",
+        Asset {
+            body: include_bytes!("assets/metrics.js"),
+            content_type: "text/javascript; charset=utf-8",
+            csp: DASHBOARD_CSP,
+        },
+    ),
+    (
         "app.css",
         Asset {
             body: include_bytes!("assets/app.css"),

@@ -161,7 +161,7 @@ function loginPage() {
       body: JSON.stringify({ email: email.value, password: password.value }) });
     const body = await r.json().catch(() => null);
     if (!r.ok) { error.textContent = new ApiError(r.status, body).message; return; }
-    if (body.mfa_required) { error.textContent = "This account has a second factor: sign in with an API key here."; return; }
+    if (body.mfa_required) { askSecondFactor(body, withPassword, done); return; }
     localStorage.setItem(TOKEN, body.access_token);
     localStorage.setItem(REFRESH, body.refresh_token);
     done();
@@ -180,6 +180,38 @@ function loginPage() {
   h("label", { for: "apikey" }, "API key", key),
   h("p", {}, h("button", { type: "submit" }, "Use key")));
   render("Sign in", error, withPassword, withKey);
+}
+
+// The second step of a sign-in when the account has a second factor: a code from the
+// authenticator app (or a backup code) for the challenge POST /v1/auth/login answered,
+// sent to /v1/auth/login/mfa. A wrong code may be tried again (the server counts the
+// failures of a challenge and ends it); "Start over" asks for the password again.
+function askSecondFactor(challenge, passwordForm, done) {
+  const code = h("input", { type: "text", id: "mfa-code", name: "code", autocomplete: "one-time-code",
+    // Not inputmode=numeric: backup codes have letters.
+    maxlength: 64, required: true, spellcheck: "false", autocapitalize: "off", "aria-describedby": "mfa-help" });
+  const error = h("p", { role: "alert", class: "muted", id: "mfa-error" });
+  const form = h("form", { class: "card signin", id: "mfa-form", onsubmit: action(async () => {
+    error.textContent = "";
+    const r = await fetch("/v1/auth/login/mfa", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ challenge_token: challenge.challenge_token, code: code.value.trim() }) });
+    const body = await r.json().catch(() => null);
+    if (!r.ok) {
+      error.textContent = new ApiError(r.status, body).message;
+      code.select();
+      return;
+    }
+    localStorage.setItem(TOKEN, body.access_token);
+    localStorage.setItem(REFRESH, body.refresh_token);
+    done();
+  }) },
+  h("h2", {}, "Second factor"),
+  h("p", { class: "muted", id: "mfa-help" }, "Enter the 6-digit code from your authenticator app, or one of your backup codes."),
+  h("label", { for: "mfa-code" }, "Code", code), error,
+  h("p", { class: "row" }, h("button", { class: "primary", type: "submit", id: "mfa-submit" }, "Verify"),
+    h("button", { type: "button", id: "mfa-restart", onclick: () => loginPage() }, "Start over")));
+  passwordForm.replaceWith(form);
+  code.focus();
 }
 
 // ---- sessions ------------------------------------------------------------------------
@@ -260,6 +292,7 @@ async function sessionPage(id) {
   }) }, h("label", { for: "command" }, "Command", command), h("button", { class: "primary", type: "submit" }, "Run"));
   const timeline = h("ol", { class: "timeline", id: "timeline" });
   const usage = h("p", { id: "usage-now", "aria-live": "polite", class: "muted" }, "No sample yet.");
+  const charts = h("div", { class: "charts", id: "metrics-charts" });
   const snaps = h("ul", { id: "snapshots" });
   const tree = h("div", { class: "tree", id: "file-tree" });
   const viewer = h("pre", { id: "file-viewer", "aria-label": "File content" });
@@ -272,7 +305,7 @@ async function sessionPage(id) {
     h("div", { class: "grid" },
       h("section", { "aria-labelledby": "files-h" }, h("h2", { id: "files-h" }, "Files"), tree),
       h("section", { "aria-labelledby": "viewer-h" }, h("h2", { id: "viewer-h" }, "Viewer"), viewerName, viewer)),
-    h("h2", {}, "Usage"), usage,
+    h("h2", {}, "Usage"), usage, charts,
     h("h2", {}, "Timeline"), timeline,
     h("h2", {}, "Snapshots"), snaps);
   const loadTimeline = async () => {
@@ -313,6 +346,7 @@ async function sessionPage(id) {
   // The newest sample, and the CPU use since the one before it.
   const loadUsage = async () => {
     const m = await api("GET", `/v1/instances/${enc(id)}/metrics`);
+    drawMetrics(charts, m); // metrics.js
     const [prev, last] = m.samples.slice(-2).length === 2 ? m.samples.slice(-2) : [null, m.samples[m.samples.length - 1]];
     if (!last) return;
     const mib = (b) => (b === null || b === undefined ? "—" : (b / 1048576).toFixed(1) + " MiB");
@@ -442,6 +476,7 @@ async function samplesPage(params) {
   if (ds) q.set("dataset", ds);
   if (params.get("search")) q.set("search", params.get("search"));
   const samples = await api("GET", "/api/v1/samples?" + q);
+  const chosen = list.find((d) => (d.name || d.dataset) === ds);
   render("Datasets and samples",
     h("form", { class: "inline", role: "search", onsubmit: (e) => {
       e.preventDefault();
@@ -449,6 +484,7 @@ async function samplesPage(params) {
       location.hash = "#/samples?" + p;
     } }, h("label", { for: "dataset" }, "Dataset", select), h("label", { for: "sample-search" }, "Search", search),
     h("button", { type: "submit" }, "Search")),
+    chosen && chosen.description ? Markdown.render(chosen.description, "dataset-description") : null,
     h("p", { class: "muted" }, `${samples.total_count} samples`),
     h("div", { class: "scroll" }, h("table", { id: "samples" },
       h("thead", {}, h("tr", {}, h("th", {}, "Sample"), h("th", {}, "Dataset"), h("th", { class: "hide-narrow" }, "Repository"), h("th", {}, "Language"))),
@@ -467,7 +503,7 @@ async function samplePage(dataset, sampleId) {
       const made = await api("POST", "/api/v1/sessions", { dataset: s.dataset, sample_id: s.sample_id });
       location.hash = "#/session/" + enc(made.session_id);
     }) }, "Start a session")),
-    h("h2", {}, "Problem statement"), h("pre", { id: "problem" }, s.problem_statement),
+    h("h2", {}, "Problem statement"), Markdown.render(s.problem_statement, "problem"), // markdown.js
     h("h2", {}, "Gold patch"), diffView(s.patch, "gold-patch"),
     h("h2", {}, "Test patch"), diffView(s.test_patch, "test-patch"),
     h("h2", {}, "Tests"), h("p", {}, "FAIL_TO_PASS: ", s.fail_to_pass.join(", ") || "—"),
