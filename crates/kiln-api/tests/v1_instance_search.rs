@@ -103,6 +103,8 @@ async fn search_finds_the_callers_sessions_only(s: TestServer) {
         found(&s, &key, "q=done&limit=1&offset=1").await,
         (ids(&["i-half"]), 2)
     );
+    // A NUL is in no stored text (and PostgreSQL would refuse it as a parameter).
+    assert_eq!(found(&s, &key, "q=a%00b").await, (vec![], 0));
     // An empty q is no filter; 200 characters is the most.
     assert_eq!(found(&s, &key, "q=").await.1, 3);
     let longest = "é".repeat(200);

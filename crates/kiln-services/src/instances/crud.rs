@@ -137,6 +137,11 @@ impl InstanceService {
                 "string_too_long",
             ));
         }
+        // No stored text holds a NUL (PostgreSQL's text cannot), and PostgreSQL refuses one
+        // in a parameter: such a search matches nothing, asked of no store.
+        if search.is_some_and(|s| s.contains('\0')) {
+            return Ok((Vec::new(), 0));
+        }
         let filter = SessionFilter {
             statuses: query.statuses.clone(),
             labels: query.labels.clone(),
