@@ -20,8 +20,12 @@ impl InstanceService {
         let cursor = match after {
             None => None,
             Some(job_id) => {
-                let Some(found) = self.store.get_verification_job(instance_id, job_id).await?
-                else {
+                // No job id holds a NUL, and PostgreSQL refuses one as a parameter.
+                let found = match job_id.contains('\0') {
+                    true => None,
+                    false => self.store.get_verification_job(instance_id, job_id).await?,
+                };
+                let Some(found) = found else {
                     return Err(ServiceError::invalid(
                         &["after"],
                         "no verification job of this instance has this id",
