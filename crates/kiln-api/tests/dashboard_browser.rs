@@ -301,6 +301,12 @@ async fn search_and_verifications(b: &Browser, root: &str, session: &str) {
     b.text_of("#verifications", "FAIL_TO_PASS 1 passed, 0 failed")
         .await;
     b.text_of("#verifications", "resolved").await;
+    b.js(
+        "document.querySelector('#verifications').scrollIntoView()",
+        json!([]),
+    )
+    .await;
+    b.screenshot("06c-session-verifications").await;
     b.click("#verifications a").await;
     b.text_of("#resolution", "RESOLVED_FULL").await;
 }

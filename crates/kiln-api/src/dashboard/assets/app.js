@@ -190,7 +190,7 @@ async function sessionsPage(params) {
   const state = params.get("status") || "";
   const select = h("select", { id: "state-filter", name: "status" },
     STATES.map((s) => h("option", { value: s, selected: s === state }, s || "all")));
-  const search = h("input", { type: "search", id: "session-search", name: "q", value: params.get("q") || "" });
+  const search = h("input", { type: "search", id: "session-search", name: "q", maxlength: 200, value: params.get("q") || "" });
   const count = h("p", { id: "live-count", "aria-live": "polite" });
   const body = h("tbody", {});
   const table = h("div", { class: "scroll" }, h("table", { id: "sessions" },
