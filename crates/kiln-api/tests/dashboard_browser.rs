@@ -165,6 +165,7 @@ async fn dashboard_in_a_real_browser() {
     b.text_of("#test-results", "t1").await;
     b.text_of("#resolution", "RESOLVED_FULL").await;
     b.screenshot("06-verification").await;
+    search_and_verifications(&b, &root, &session).await;
 
     // Snapshot, fork, close the fork.
     b.goto(&format!("{root}/#/session/{session}")).await;
@@ -270,6 +271,50 @@ async fn dashboard_in_a_real_browser() {
     b.screenshot("12-docs-v1").await;
     assert_local(&b, &root).await;
     assert_no_console_errors(&b, "/docs/v1").await;
+}
+
+/// The session list searched on the server as one types (the query kept in the URL across
+/// a reload), and the session page's verifications, each linking to its result.
+async fn search_and_verifications(b: &Browser, root: &str, session: &str) {
+    b.goto(&format!("{root}/#/sessions")).await;
+    b.text_of("#live-count", "live").await;
+    b.type_into("#session-search", "no-such-session").await;
+    b.text_of("#sessions", "No sessions.").await;
+    let part = &session[session.len() - 8..].to_uppercase();
+    b.type_into("#session-search", part).await;
+    b.text_of("#live-count", "1 match").await;
+    b.text_of("#sessions", session).await;
+    let hash = b
+        .until(
+            "the search kept in the URL",
+            "return location.hash.includes('q=' + encodeURIComponent(arguments[0])) && location.hash",
+            json!([part]),
+        )
+        .await;
+    // Loaded anew (another URL than the page's, the same hash).
+    let hash = hash.as_str().expect("the hash");
+    b.goto(&format!("{root}/?reloaded{hash}")).await;
+    b.text_of("#sessions", session).await;
+    let kept = b
+        .js(
+            "return document.querySelector('#session-search').value",
+            json!([]),
+        )
+        .await;
+    assert_eq!(kept, json!(part), "the search box after a reload");
+    b.screenshot("06b-sessions-search").await;
+    b.goto(&format!("{root}/#/session/{session}")).await;
+    b.text_of("#verifications", "FAIL_TO_PASS 1 passed, 0 failed")
+        .await;
+    b.text_of("#verifications", "resolved").await;
+    b.js(
+        "document.querySelector('#verifications').scrollIntoView()",
+        json!([]),
+    )
+    .await;
+    b.screenshot("06c-session-verifications").await;
+    b.click("#verifications a").await;
+    b.text_of("#resolution", "RESOLVED_FULL").await;
 }
 
 /// The organization (members, an invitation, an org key), its audit log, a webhook and a

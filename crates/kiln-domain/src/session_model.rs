@@ -114,6 +114,9 @@ pub struct SessionFilter {
     pub labels: Vec<(String, String)>,
     /// Only sessions made from a sample (the Codeset listing).
     pub samples_only: bool,
+    /// Text found, case-insensitively and literally (no wildcards), in the id, name,
+    /// dataset, sample id, image or a label's value.
+    pub search: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,6 +293,14 @@ pub struct VerificationJobRecord {
     pub result: Option<kiln_verify::VerificationResult>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
+}
+
+/// Where a listing of a session's verification jobs, newest first, goes on from: after
+/// this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerificationCursor {
+    pub created_at: DateTime<Utc>,
+    pub job_id: String,
 }
 
 /// A change of a job's state; fields left `None` keep their value.

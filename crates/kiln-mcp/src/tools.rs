@@ -149,6 +149,7 @@ impl KilnMcp {
         let query = InstanceQuery {
             statuses: vec![SessionStatus::Creating, SessionStatus::Ready],
             labels: Vec::new(),
+            search: None,
             limit: 100,
             offset: 0,
         };

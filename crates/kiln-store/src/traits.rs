@@ -347,6 +347,14 @@ pub trait VerificationStore: Send + Sync {
     /// Unfinished jobs, across all sessions, oldest `created_at` first (restart recovery,
     /// cancellation on close).
     async fn list_unfinished_verification_jobs(&self) -> Result<Vec<VerificationJobRecord>>;
+    /// A session's jobs, newest `created_at` first (then `job_id`), after `after`; at most
+    /// `limit`.
+    async fn list_verification_jobs(
+        &self,
+        session_id: &str,
+        after: Option<&crate::VerificationCursor>,
+        limit: u64,
+    ) -> Result<Vec<VerificationJobRecord>>;
 }
 
 /// The ledger, Stripe credits, and the sessions' end-with-charge and heartbeats.

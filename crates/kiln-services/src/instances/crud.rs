@@ -51,11 +51,18 @@ pub struct InstanceUpdate {
     pub resources: Option<ResourceRequest>,
 }
 
+/// The longest `search` of a listing, in characters: each one is a pattern scanned over
+/// each of the caller's sessions.
+pub const MAX_SEARCH_CHARS: usize = 200;
+
 /// A page of the caller's instances.
 #[derive(Debug, Clone, Default)]
 pub struct InstanceQuery {
     pub statuses: Vec<SessionStatus>,
     pub labels: Vec<(String, String)>,
+    /// Text to find in the id, name, dataset, sample id, image or a label's value (at
+    /// most [`MAX_SEARCH_CHARS`]); empty is no filter.
+    pub search: Option<String>,
     pub limit: u64,
     pub offset: u64,
 }
@@ -122,10 +129,24 @@ impl InstanceService {
         user_id: &str,
         query: &InstanceQuery,
     ) -> ServiceResult<(Vec<SessionRecord>, u64)> {
+        let search = query.search.as_deref().filter(|s| !s.is_empty());
+        if search.is_some_and(|s| s.chars().count() > MAX_SEARCH_CHARS) {
+            return Err(ServiceError::invalid(
+                &["q"],
+                format!("String should have at most {MAX_SEARCH_CHARS} characters"),
+                "string_too_long",
+            ));
+        }
+        // No stored text holds a NUL (PostgreSQL's text cannot), and PostgreSQL refuses one
+        // in a parameter: such a search matches nothing, asked of no store.
+        if search.is_some_and(|s| s.contains('\0')) {
+            return Ok((Vec::new(), 0));
+        }
         let filter = SessionFilter {
             statuses: query.statuses.clone(),
             labels: query.labels.clone(),
             samples_only: false,
+            search: search.map(str::to_string),
         };
         Ok(self
             .store

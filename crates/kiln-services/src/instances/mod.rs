@@ -8,6 +8,7 @@ mod crud;
 pub mod exec;
 pub mod files;
 pub mod snapshots;
+pub mod verifications;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use crate::sessions::SessionService;
 
 pub use crud::{
     check_labels, valid_label_key, InstanceQuery, InstanceSource, InstanceUpdate, NewInstance,
-    ResourceRequest,
+    ResourceRequest, MAX_SEARCH_CHARS,
 };
 pub mod ports;
 

@@ -671,7 +671,12 @@ impl SessionService {
 
     /// A session of `user_id`; anyone else's is "not found".
     pub async fn owned(&self, user_id: &str, session_id: &str) -> ServiceResult<SessionRecord> {
-        match self.store.get_session(session_id).await? {
+        // No id holds a NUL, and PostgreSQL refuses one as a parameter (a 500, not a 404).
+        let found = match session_id.contains('\0') {
+            true => None,
+            false => self.store.get_session(session_id).await?,
+        };
+        match found {
             Some(s) if s.user_id == user_id => Ok(s),
             _ => Err(ServiceError::not_found(format!("session {session_id}"))),
         }

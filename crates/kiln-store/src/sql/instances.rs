@@ -6,6 +6,7 @@ use super::dialect::{BuilderExt, Dialect, QueryExt};
 use super::{as_i64, rows, SqlStore};
 use crate::columns;
 use crate::missing_reference::insert_error;
+use crate::search_pattern::contains_pattern;
 use crate::timestamp::Stamp;
 use crate::{NewSession, Result, SessionChange, SessionFilter, SessionRecord, SessionSource};
 
@@ -90,6 +91,37 @@ fn push_filter<'a, D: Dialect>(
             .push_arg(value.as_str())
             .push_sql(")");
     }
+    if let Some(search) = filter.search.as_deref().filter(|s| !s.is_empty()) {
+        push_search(query, pairs, search);
+    }
+}
+
+/// ` AND (…)`: `search` in any of the columns people name a session by, or in a label's
+/// value. No index serves a substring; the user's own rows (`sessions_by_user`) bound it.
+fn push_search<D: Dialect>(query: &mut QueryBuilder<'_, D>, pairs: &str, search: &str) {
+    let like = format!(" {} ", D::LIKE_IGNORING_CASE);
+    let pattern = contains_pattern(search);
+    query.push_sql(" AND (");
+    for (i, column) in ["session_id", "name", "dataset", "sample_id", "image"]
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            query.push_sql(" OR ");
+        }
+        query
+            .push_sql(column)
+            .push_sql(&like)
+            .push_arg(pattern.clone())
+            .push_sql(" ESCAPE '\\'");
+    }
+    query
+        .push_sql(" OR EXISTS (SELECT 1 FROM ")
+        .push_sql(pairs)
+        .push_sql(" AS l WHERE l.value")
+        .push_sql(&like)
+        .push_arg(pattern)
+        .push_sql(" ESCAPE '\\'))");
 }
 
 pub(super) async fn list<D: Dialect>(

@@ -2,15 +2,18 @@
 //! unfinished job, so nothing changes a job once it has finished.
 use async_trait::async_trait;
 
-use super::dialect::{parse_column, Dialect, QueryExt};
+use sqlx::QueryBuilder;
+
+use super::dialect::{parse_column, BuilderExt, Dialect, QueryExt};
 use super::jobs::{bind_status_change, status_change_sql};
-use super::SqlStore;
+use super::{as_i64, SqlStore};
 use crate::columns;
 use crate::json_column;
 use crate::missing_reference::insert_error;
 use crate::timestamp::Stamp;
 use crate::{
-    JobStatus, JobUpdate, NewVerificationJob, Result, VerificationJobRecord, VerificationStore,
+    JobStatus, JobUpdate, NewVerificationJob, Result, VerificationCursor, VerificationJobRecord,
+    VerificationStore,
 };
 
 #[async_trait]
@@ -89,6 +92,36 @@ impl<D: Dialect> VerificationStore for SqlStore<D> {
             job_row::<D>,
         )
         .await
+    }
+
+    async fn list_verification_jobs(
+        &self,
+        session_id: &str,
+        after: Option<&VerificationCursor>,
+        limit: u64,
+    ) -> Result<Vec<VerificationJobRecord>> {
+        // `verification_jobs_by_session` narrows to the session; a session has few jobs.
+        let mut select = QueryBuilder::<D>::new(format!(
+            "SELECT {} FROM verification_jobs WHERE session_id = ",
+            columns::plain(columns::VERIFICATION_JOB)
+        ));
+        select.push_arg(session_id);
+        if let Some(after) = after {
+            select
+                .push(" AND (created_at < ")
+                .push_arg(Stamp(after.created_at))
+                .push(" OR (created_at = ")
+                .push_arg(Stamp(after.created_at))
+                .push(" AND job_id < ")
+                .push_arg(after.job_id.as_str())
+                .push("))");
+        }
+        select
+            .push(" ORDER BY created_at DESC, job_id DESC LIMIT ")
+            .push_arg(as_i64(limit));
+        let mut conn = self.conn().await?;
+        let found = D::build(&mut select).fetch_all(D::exec(&mut conn)).await?;
+        found.iter().map(job_row::<D>).collect()
     }
 }
 

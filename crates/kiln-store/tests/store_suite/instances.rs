@@ -110,7 +110,7 @@ pub async fn instances_listed_by_status_and_labels(db: TestDb) {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-        samples_only: false,
+        ..SessionFilter::default()
     };
     let rl = store
         .list_instances("alice", &filter(vec![], &[("team", "rl")]), 10, 0)
@@ -213,4 +213,83 @@ pub async fn instance_changes_apply_and_expiry_only_while_live(db: TestDb) {
     let relabelled = store.change_session("i-1", &relabel).await.unwrap();
     assert_eq!(relabelled.unwrap().labels, labels(&[("after", "end")]));
     assert_eq!(store.change_session("nope", &relabel).await.unwrap(), None);
+}
+
+pub async fn instances_found_by_search(db: TestDb) {
+    let store = db.store.as_ref();
+    prepare_sessions(store, "alice").await;
+    prepare_sessions(store, "bob").await;
+    for (id, minute, with) in [
+        ("i-a", 1, vec![("team", "RL-Gym")]),
+        ("i-b", 2, vec![("pct", "50%")]),
+        ("i-c", 3, vec![("under", "a_b")]),
+    ] {
+        store
+            .insert_session(&image_instance(id, "alice", minute, &with))
+            .await
+            .unwrap();
+    }
+    store
+        .insert_session(&new_session("s-a", "alice", base_time()))
+        .await
+        .unwrap();
+    store
+        .insert_session(&image_instance("i-bob", "bob", 9, &[("team", "rl-gym")]))
+        .await
+        .unwrap();
+    store
+        .mark_session_ready("i-b", "i-b", "local:test", base_time())
+        .await
+        .unwrap();
+    let found = |search: &str, statuses: Vec<SessionStatus>| SessionFilter {
+        statuses,
+        search: Some(search.to_string()),
+        ..SessionFilter::default()
+    };
+    let ids = |page: (Vec<kiln_store::SessionRecord>, u64)| {
+        let ids: Vec<String> = page.0.into_iter().map(|s| s.session_id).collect();
+        (ids, page.1)
+    };
+    let cases: [(&str, &[&str]); 9] = [
+        ("I-B", &["i-b"]),                   // the id, any case
+        ("instance i-c", &["i-c"]),          // the name
+        ("rl-gym", &["i-a"]),                // a label's value, not bob's
+        ("team", &[]),                       // a label's key is not searched
+        ("org__REPO", &["s-a"]),             // the sample id
+        ("AGENTS", &["s-a"]),                // the dataset
+        ("busybox", &["i-c", "i-b", "i-a"]), // the image
+        ("%", &["i-b"]),                     // literally, not a wildcard
+        ("a_b", &["i-c"]),                   // `_` too
+    ];
+    for (search, want) in cases {
+        let page = store
+            .list_instances("alice", &found(search, vec![]), 10, 0)
+            .await
+            .unwrap();
+        let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        let n = want.len() as u64;
+        assert_eq!(ids(page), (want, n), "{search}");
+    }
+    // With a status filter and a page: the total counts every match.
+    let ready = store
+        .list_instances(
+            "alice",
+            &found("busybox", vec![SessionStatus::Ready]),
+            10,
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(ready), (vec!["i-b".to_string()], 1));
+    let page = store
+        .list_instances("alice", &found("instance", vec![]), 1, 1)
+        .await
+        .unwrap();
+    assert_eq!(ids(page), (vec!["i-b".to_string()], 3));
+    // An empty search is no filter.
+    let all = store
+        .list_instances("alice", &found("", vec![]), 10, 0)
+        .await
+        .unwrap();
+    assert_eq!(all.1, 4);
 }

@@ -1,6 +1,8 @@
 //! Verification jobs: status moves, timestamps, results, and the end of changes.
 use chrono::Duration;
-use kiln_store::{JobStatus, JobUpdate, NewVerificationJob, StoreError, VerificationResult};
+use kiln_store::{
+    JobStatus, JobUpdate, NewVerificationJob, StoreError, VerificationCursor, VerificationResult,
+};
 
 use crate::harness::{base_time, creating_session, TestDb};
 
@@ -281,4 +283,53 @@ fn a_result(stdout: &str) -> VerificationResult {
         },
     }))
     .expect("a verification result")
+}
+
+pub async fn a_sessions_jobs_are_listed_newest_first(db: TestDb) {
+    let store = db.store.as_ref();
+    creating_session(store, "sess", "alice").await;
+    creating_session(store, "other", "alice").await;
+    assert!(store
+        .list_verification_jobs("sess", None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // job-b and job-c share a time: the id orders them.
+    for (id, session, second) in [
+        ("job-a", "sess", 1),
+        ("job-b", "sess", 2),
+        ("job-c", "sess", 2),
+        ("job-d", "sess", 3),
+        ("job-x", "other", 4),
+    ] {
+        store
+            .insert_verification_job(&new_job(id, session, "alice", second))
+            .await
+            .unwrap();
+    }
+    store
+        .update_verification_job("job-d", &update(JobStatus::Error, 5))
+        .await
+        .unwrap();
+    let ids = |jobs: Vec<kiln_store::VerificationJobRecord>| {
+        jobs.into_iter().map(|j| j.job_id).collect::<Vec<_>>()
+    };
+    let all = store
+        .list_verification_jobs("sess", None, 10)
+        .await
+        .unwrap();
+    assert_eq!(all[0].status, JobStatus::Error);
+    assert_eq!(ids(all), ["job-d", "job-c", "job-b", "job-a"]);
+    let first = store.list_verification_jobs("sess", None, 2).await.unwrap();
+    let last = first.last().unwrap();
+    let after = VerificationCursor {
+        created_at: last.created_at,
+        job_id: last.job_id.clone(),
+    };
+    assert_eq!(ids(first), ["job-d", "job-c"]);
+    let rest = store
+        .list_verification_jobs("sess", Some(&after), 2)
+        .await
+        .unwrap();
+    assert_eq!(ids(rest), ["job-b", "job-a"]);
 }

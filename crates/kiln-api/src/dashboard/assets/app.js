@@ -222,7 +222,7 @@ async function sessionsPage(params) {
   const state = params.get("status") || "";
   const select = h("select", { id: "state-filter", name: "status" },
     STATES.map((s) => h("option", { value: s, selected: s === state }, s || "all")));
-  const search = h("input", { type: "search", id: "session-search", name: "q", value: params.get("q") || "" });
+  const search = h("input", { type: "search", id: "session-search", name: "q", maxlength: 200, value: params.get("q") || "" });
   const count = h("p", { id: "live-count", "aria-live": "polite" });
   const body = h("tbody", {});
   const table = h("div", { class: "scroll" }, h("table", { id: "sessions" },
@@ -237,26 +237,46 @@ async function sessionsPage(params) {
   select.addEventListener("change", apply);
   const form = h("form", { class: "inline", role: "search", onsubmit: (e) => { e.preventDefault(); apply(); } },
     h("label", { for: "state-filter" }, "State", select),
-    h("label", { for: "session-search" }, "Search (id, name, sample)", search),
+    h("label", { for: "session-search" }, "Search (id, name, sample, label)", search),
     h("button", { type: "submit" }, "Filter"));
   render("Sessions", form, count, table);
+  let asked = 0;
   const load = async () => {
+    const mine = ++asked;
     const q = new URLSearchParams({ limit: "100" });
     if (state) q.set("status", state);
+    if (search.value) q.set("q", search.value.slice(0, 200));
     const list = await api("GET", "/v1/instances?" + q);
     const live = await api("GET", "/v1/instances?limit=1&status=creating,ready");
-    const needle = (params.get("q") || "").toLowerCase();
-    const rows = list.instances.filter((i) => !needle || [i.id, i.name || "", sourceText(i.source)]
-      .some((t) => t.toLowerCase().includes(needle)));
-    count.textContent = `${live.total} live · ${list.total} shown by this filter`;
+    if (mine !== asked) return; // a later search answered (or will): show that one
+    const rows = list.instances;
+    count.textContent = `${live.total} live · ${list.total} match this filter` + (list.total > rows.length ? `, newest ${rows.length} shown` : "");
     body.replaceChildren(...rows.map((i) => h("tr", {},
       h("td", {}, h("a", { href: "#/session/" + enc(i.id) }, i.name || i.id)),
       h("td", {}, badge(i.status)), h("td", {}, sourceText(i.source)),
       h("td", { class: "hide-narrow" }, when(i.created_at)), h("td", { class: "hide-narrow" }, when(i.expires_at)))));
     if (!rows.length) body.replaceChildren(h("tr", {}, h("td", { colspan: 5 }, "No sessions.")));
   };
+  searchAsYouType(search, select, load);
   await load();
   every(5000, () => load().catch(() => {}));
+}
+
+// Typing searches on the server once the person pauses; the hash keeps the query (replaced,
+// not pushed, so Back leaves the list rather than undoing each keystroke).
+function searchAsYouType(search, select, load) {
+  let pause;
+  search.addEventListener("input", () => {
+    clearTimeout(pause);
+    pause = setTimeout(() => {
+      if (!search.isConnected) return;
+      const p = new URLSearchParams();
+      if (select.value) p.set("status", select.value);
+      if (search.value) p.set("q", search.value);
+      history.replaceState(null, "", "#/sessions?" + p);
+      load().catch((e) => say(e.message));
+    }, 300);
+  });
 }
 
 function sourceText(s) {
@@ -307,7 +327,8 @@ async function sessionPage(id) {
       h("section", { "aria-labelledby": "viewer-h" }, h("h2", { id: "viewer-h" }, "Viewer"), viewerName, viewer)),
     h("h2", {}, "Usage"), usage, charts,
     h("h2", {}, "Timeline"), timeline,
-    h("h2", {}, "Snapshots"), snaps);
+    h("h2", {}, "Snapshots"), snaps,
+    inst.source.type === "sample" ? verificationsSection(id) : null);
   const loadTimeline = async () => {
     const execs = await api("GET", `/v1/instances/${enc(id)}/exec?limit=50`);
     timeline.replaceChildren(...execs.items.map((e) => h("li", {},
@@ -411,6 +432,31 @@ async function verify(id) {
 }
 
 // ---- verification --------------------------------------------------------------------
+
+// The session page's list of its verification jobs (newest first), each linking to its page.
+function verificationsSection(id) {
+  const list = h("ul", { id: "verifications" });
+  const more = h("button", { type: "button", id: "verifications-more", hidden: true }, "More");
+  const counts = (name, c) => (c ? ` · ${name} ${c.passed} passed, ${c.failed} failed` : "");
+  const load = async (after) => {
+    const q = new URLSearchParams({ limit: "20" });
+    if (after) q.set("after", after);
+    const page = await api("GET", `/v1/instances/${enc(id)}/verifications?` + q);
+    const items = page.items.map((j) => h("li", {},
+      h("a", { href: `#/verify/${enc(id)}/${enc(j.job_id)}` }, j.job_id), " ", badge(j.status),
+      j.resolved === null ? "" : " ", j.resolved === null ? "" : badge(j.resolved ? "resolved" : "unresolved"),
+      h("span", { class: "muted" }, counts("FAIL_TO_PASS", j.fail_to_pass) + counts("PASS_TO_PASS", j.pass_to_pass),
+        " · started ", when(j.created_at), j.finished_at ? " · finished " + when(j.finished_at) : "",
+        j.error ? " · " + j.error.message : "")));
+    if (after) list.append(...items);
+    else list.replaceChildren(...(items.length ? items : [h("li", { class: "muted" }, "None yet.")]));
+    more.hidden = !page.next_after;
+    more.onclick = action(() => load(page.next_after));
+  };
+  load().catch((e) => { list.replaceChildren(h("li", { role: "alert" }, e.message)); });
+  return h("section", { "aria-labelledby": "verifications-h" },
+    h("h2", { id: "verifications-h" }, "Verifications"), list, more);
+}
 
 async function verifyPage(sessionId, jobId) {
   const job = await api("GET", `/api/v1/sessions/${enc(sessionId)}/verify/${enc(jobId)}`);

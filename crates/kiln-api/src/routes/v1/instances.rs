@@ -118,7 +118,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(instance.into())))
 }
 
-/// The listing's query: `limit`, `offset`, `status` and `label` (both repeatable).
+/// The listing's query: `limit`, `offset`, `status` and `label` (both repeatable), `q`.
 fn list_query(raw: Option<&str>, state: &AppState) -> ApiResult<InstanceQuery> {
     let mut query = InstanceQuery {
         limit: DEFAULT_PAGE as u64,
@@ -173,6 +173,7 @@ fn list_query(raw: Option<&str>, state: &AppState) -> ApiResult<InstanceQuery> {
                 }
                 query.labels.push((k.to_string(), v.to_string()));
             }
+            "q" => query.search = Some(value.into_owned()),
             _ => {}
         }
     }

@@ -95,6 +95,10 @@ pub struct InstanceListParams {
     pub status: Option<Vec<SessionStatusView>>,
     /// `key:value`; repeat for several (all must match).
     pub label: Option<Vec<String>>,
+    /// Text to find, ignoring case and taken literally (`%` and `_` are no wildcards), in
+    /// the id, name, dataset, sample id, image or a label's value. Empty is no filter.
+    #[param(max_length = 200)]
+    pub q: Option<String>,
 }
 
 /// Where an instance comes from.

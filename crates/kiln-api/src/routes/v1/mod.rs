@@ -31,6 +31,8 @@ pub mod servers;
 mod servers_models;
 pub mod snapshots;
 pub mod snapshots_models;
+pub mod verifications;
+pub mod verifications_models;
 pub mod webhooks;
 mod webhooks_models;
 
@@ -49,4 +51,5 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .merge(servers::routes())
         .merge(orgs::routes())
         .merge(org_security::routes())
+        .merge(verifications::routes())
 }
