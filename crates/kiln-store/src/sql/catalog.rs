@@ -23,6 +23,13 @@ use crate::{
 /// `FROM samples WHERE …` for the latest versions matching `query`.
 fn push_sample_filter<D: Dialect>(builder: &mut QueryBuilder<'_, D>, query: &SampleQuery) {
     builder.push(format!(" FROM samples WHERE latest = {}", D::TRUE));
+    // No stored text holds a NUL (PostgreSQL's text cannot), and PostgreSQL refuses one in a
+    // parameter: a filter with one matches nothing, and the query is not sent with it.
+    let nul = |text: &Option<String>| text.as_deref().is_some_and(|t| t.contains('\0'));
+    if nul(&query.dataset) || nul(&query.search) {
+        builder.push(format!(" AND {}", D::FALSE));
+        return;
+    }
     if let Some(dataset) = &query.dataset {
         builder.push(" AND dataset = ").push_arg(dataset.clone());
     }

@@ -352,6 +352,10 @@ pub async fn search_matches_literally_and_ignores_case(db: TestDb) {
         "the escape character is literal too"
     );
     assert_eq!(found("nothing-like-this", None).await, Vec::<String>::new());
+    // No stored text holds a NUL, and PostgreSQL refuses one in a parameter (an error, not
+    // an empty answer, before this was checked).
+    assert_eq!(found("dj\0ango", None).await, Vec::<String>::new());
+    assert_eq!(found("django", Some("s\0we")).await, Vec::<String>::new());
     assert_eq!(
         found("", None).await.len(),
         ids.len() + 1,
