@@ -1,0 +1,117 @@
+//! Request ids in-process: every response carries `x-request-id`, a client's short token
+//! is echoed, anything else is replaced by a new UUID, and the id and matched route are
+//! fields of the request's span (so of every log line under it).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod inproc;
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request};
+use tower::ServiceExt;
+
+async fn get(app: &inproc::App, uri: &str, ids: &[&str]) -> HeaderMap {
+    let mut request = Request::get(uri);
+    for id in ids {
+        request = request.header("x-request-id", *id);
+    }
+    let response = app
+        .router
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    response.headers().clone()
+}
+
+fn answered(headers: &HeaderMap) -> String {
+    let ids: Vec<_> = headers.get_all("x-request-id").iter().collect();
+    assert_eq!(ids.len(), 1, "{headers:?}");
+    ids[0].to_str().unwrap().to_string()
+}
+
+fn is_uuid(id: &str) -> bool {
+    uuid::Uuid::parse_str(id).is_ok()
+}
+
+#[tokio::test]
+async fn every_response_has_an_id_and_a_sane_one_is_echoed() {
+    let app = inproc::app().await;
+    // Found, not found, unauthenticated and at the root: all answered with an id.
+    for uri in [
+        "/api/v1/health",
+        "/v1/nope",
+        "/api/v1/datasets",
+        "/health/live",
+        "/",
+    ] {
+        let first = answered(&get(&app, uri, &[]).await);
+        let second = answered(&get(&app, uri, &[]).await);
+        assert!(
+            is_uuid(&first) && first != second,
+            "{uri}: {first} {second}"
+        );
+    }
+    for sane in ["req-42", "0f8e:11.22_x", &"a".repeat(64)] {
+        assert_eq!(answered(&get(&app, "/api/v1/health", &[sane]).await), sane);
+    }
+}
+
+#[tokio::test]
+async fn an_unfit_id_is_replaced() {
+    let app = inproc::app().await;
+    let long = "a".repeat(65);
+    for unfit in [
+        &[long.as_str()][..],
+        &["a b"],
+        &["x\"}{"],
+        &["é"],
+        &["", ""],
+        &["one", "two"],
+    ] {
+        let id = answered(&get(&app, "/api/v1/health", unfit).await);
+        assert!(is_uuid(&id), "{unfit:?} answered with {id}");
+    }
+}
+
+/// What the JSON formatter wrote.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_response_line_carries_the_id_route_and_status() {
+    let app = inproc::app().await;
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    get(&app, "/v1/instances/abc", &["trace-me-1"]).await;
+    get(&app, "/health/live", &["probe-1"]).await;
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let responses: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["fields"]["message"] == "response")
+        .collect();
+    assert_eq!(responses.len(), 1, "probes are not logged at info: {text}");
+    let span = &responses[0]["span"];
+    assert_eq!(span["request_id"], "trace-me-1", "{text}");
+    assert_eq!(span["route"], "/v1/instances/{id}", "{text}");
+    assert_eq!(span["method"], "GET");
+    assert_eq!(responses[0]["fields"]["status"], 401, "{text}");
+}
