@@ -322,6 +322,7 @@ impl SessionService {
     }
 
     /// Starts the session's sandbox and records the outcome.
+    #[tracing::instrument(skip_all, fields(session = %session.session_id))]
     async fn start_sandbox(
         self: Arc<Self>,
         session: SessionRecord,
@@ -636,6 +637,7 @@ impl SessionService {
             interaction_id: record.interaction_id.clone(),
             action,
             reply,
+            cause: tracing::Span::current(),
         });
         Ok(record)
     }
