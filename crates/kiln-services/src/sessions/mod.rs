@@ -31,6 +31,7 @@ use kiln_store::{
 };
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 
 use crate::changes::Changes;
 use crate::error::{ServiceError, ServiceResult};
@@ -281,7 +282,11 @@ impl SessionService {
         let this = self.clone();
         let session = record.clone();
         let source = SandboxSource::Image(reference);
-        tokio::spawn(async move { this.start_sandbox(session, source, limits, live).await });
+        // In the request's span: the sandbox's start is part of the request's trace.
+        tokio::spawn(
+            async move { this.start_sandbox(session, source, limits, live).await }
+                .in_current_span(),
+        );
         Ok(record)
     }
 
