@@ -11,6 +11,7 @@ mod mcp;
 pub mod models;
 mod openapi;
 mod rate_limit;
+pub mod request_id;
 pub mod routes;
 mod server;
 
@@ -25,7 +26,6 @@ use axum::{Json, Router};
 use kiln_services::Kiln;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -94,6 +94,7 @@ fn finish_api(
     api.route("/openapi.json", axum::routing::get(spec))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(axum::middleware::from_fn(request_id::record_route))
         .layer(from_fn_with_state(state.clone(), rate_limit::limit))
         .with_state(state.clone())
 }
@@ -128,7 +129,8 @@ pub fn router_with_shutdown(kiln: Arc<Kiln>, shutdown: kiln_mcp::CancellationTok
     if state.kiln.config.mcp.enabled {
         app = app.merge(mcp::routes(&state, shutdown));
     }
-    app.nest("/api/v1", api)
+    let app = app
+        .nest("/api/v1", api)
         .nest("/v1", v1)
         .route("/metrics", metrics)
         .merge(dashboard::routes())
@@ -139,8 +141,8 @@ pub fn router_with_shutdown(kiln: Arc<Kiln>, shutdown: kiln_mcp::CancellationTok
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".into()).into_response()
-        }))
-        .layer(TraceLayer::new_for_http())
+        }));
+    request_id::layer(app)
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

@@ -13,6 +13,7 @@ mod nodes;
 mod orgs;
 mod snapshots;
 mod swebench;
+mod telemetry;
 mod validate;
 
 use std::net::SocketAddr;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use kiln_config::{Config, LogFormat, Overrides};
+use kiln_config::{Config, Overrides};
 use kiln_services::datasets::{ImportError, ImportRequest};
 use kiln_services::Kiln;
 
@@ -258,7 +259,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config);
+    let serving = matches!(cli.command, Command::Serve { .. });
+    let telemetry = match telemetry::init(&config, serving) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("kiln: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -266,13 +274,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command, config)) {
+    let code = match runtime.block_on(run(cli.command, config)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("kiln: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown();
+    code
 }
 
 async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
@@ -600,18 +610,5 @@ async fn recv_signal(stream: Option<&mut tokio::signal::unix::Signal>) {
             stream.recv().await;
         }
         None => std::future::pending::<()>().await,
-    }
-}
-
-fn init_logging(config: &Config) {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
     }
 }

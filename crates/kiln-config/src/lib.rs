@@ -36,6 +36,9 @@ pub use kubernetes::KubernetesConfig;
 // `[orgs]`: organizations (`/v1/orgs`).
 mod orgs;
 pub use orgs::OrgsConfig;
+// `[telemetry]`: log format and OTLP trace export.
+mod telemetry;
+pub use telemetry::TelemetryConfig;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -88,7 +91,8 @@ pub struct Config {
     pub images_dir: Option<PathBuf>,
     /// `sqlite://PATH` or `postgres://…`; by default a SQLite file in the data directory.
     pub database_url: Option<Secret>,
-    /// `text` for people, `json` for log collectors.
+    /// `text` for people, `json` for log collectors (`telemetry.log_format`, when set,
+    /// wins).
     pub log_format: LogFormat,
     /// Load the bundled `kiln-demo` dataset when the store has no such dataset yet.
     pub load_demo_dataset: bool,
@@ -124,6 +128,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// `[orgs]`: organizations, invitations, org keys.
     pub orgs: OrgsConfig,
+    /// `[telemetry]`: log format, OTLP trace export.
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -164,6 +170,7 @@ impl Default for Config {
             mail: MailConfig::default(),
             cluster: ClusterConfig::default(),
             orgs: OrgsConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }

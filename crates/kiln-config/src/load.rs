@@ -90,6 +90,7 @@ impl Config {
         self.mail.check()?;
         self.cluster.check()?;
         self.orgs.check()?;
+        self.telemetry.check()?;
         Ok(())
     }
 }

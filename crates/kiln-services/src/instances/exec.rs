@@ -14,6 +14,7 @@ use chrono::Utc;
 use kiln_config::ExecConfig;
 use kiln_store::{ExecCursor, ExecStatus, InstanceExecRecord, NewInstanceExec, SessionRecord};
 use serde_json::json;
+use tracing::Instrument;
 
 use super::InstanceService;
 use crate::error::{ServiceError, ServiceResult};
@@ -179,6 +180,8 @@ impl InstanceService {
                 return Err(e.into());
             }
         };
+        // A child of the request's span, which it may outlive (a streamed exec).
+        let span = tracing::info_span!("exec", session = %live.session_id, exec = %exec_id);
         let task = ExecTask {
             store: self.store.clone(),
             hub: self.exec.clone(),
@@ -187,11 +190,11 @@ impl InstanceService {
             request,
         };
         match writer {
-            None => tokio::spawn(task.run_sync())
+            None => tokio::spawn(task.run_sync().instrument(span))
                 .await
                 .map_err(|e| ServiceError::Internal(format!("exec task failed: {e}")))?,
             Some(writer) => {
-                tokio::spawn(task.run_streamed(writer));
+                tokio::spawn(task.run_streamed(writer).instrument(span));
                 Ok(record)
             }
         }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use kiln_runtime::{Limits, SandboxId, SandboxSource, SnapshotId};
 use kiln_store::{NewSession, SessionLimits, SessionRecord};
+use tracing::Instrument;
 
 use super::{sample_limits, Readiness, SessionService};
 use crate::error::{ServiceError, ServiceResult};
@@ -70,7 +71,8 @@ impl SessionService {
                     let session = record.clone();
                     let from = SandboxSource::Snapshot(snapshot.clone());
                     tokio::spawn(
-                        async move { this.start_sandbox(session, from, limits, live).await },
+                        async move { this.start_sandbox(session, from, limits, live).await }
+                            .in_current_span(),
                     );
                     made.push(record);
                 }

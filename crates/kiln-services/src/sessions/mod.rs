@@ -31,6 +31,7 @@ use kiln_store::{
 };
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 
 use crate::changes::Changes;
 use crate::error::{ServiceError, ServiceResult};
@@ -281,7 +282,11 @@ impl SessionService {
         let this = self.clone();
         let session = record.clone();
         let source = SandboxSource::Image(reference);
-        tokio::spawn(async move { this.start_sandbox(session, source, limits, live).await });
+        // In the request's span: the sandbox's start is part of the request's trace.
+        tokio::spawn(
+            async move { this.start_sandbox(session, source, limits, live).await }
+                .in_current_span(),
+        );
         Ok(record)
     }
 
@@ -322,6 +327,7 @@ impl SessionService {
     }
 
     /// Starts the session's sandbox and records the outcome.
+    #[tracing::instrument(skip_all, fields(session = %session.session_id))]
     async fn start_sandbox(
         self: Arc<Self>,
         session: SessionRecord,
@@ -636,6 +642,7 @@ impl SessionService {
             interaction_id: record.interaction_id.clone(),
             action,
             reply,
+            cause: tracing::Span::current(),
         });
         Ok(record)
     }

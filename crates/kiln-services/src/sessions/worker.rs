@@ -8,6 +8,7 @@ use kiln_protocol::{Binary, ExecRequest, WriteFileRequest};
 use kiln_runtime::{Runtime, RuntimeError, SandboxExit, SandboxId};
 use kiln_store::{InteractionOutcome, JobStatus, JobUpdate, Store, VerificationResult};
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{Instrument, Span};
 
 use super::lost::{Ended, SANDBOX_LOST};
 use super::{Readiness, SessionService};
@@ -52,11 +53,33 @@ pub(crate) enum Work {
         interaction_id: String,
         action: Action,
         reply: Option<Reply>,
+        /// The span of the request that queued it: the work's span is its child, so a
+        /// trace shows the command under the request, with the request's id.
+        cause: Span,
     },
     Verify {
         job_id: String,
         plan: Box<VerifyPlan>,
+        cause: Span,
     },
+}
+
+impl Work {
+    /// The span the work runs in, named by what it is and the session it is for.
+    fn span(&self, session_id: &str) -> Span {
+        match self {
+            Work::Interaction {
+                interaction_id,
+                cause,
+                ..
+            } => {
+                tracing::info_span!(parent: cause, "interaction", session = %session_id, interaction = %interaction_id)
+            }
+            Work::Verify { job_id, cause, .. } => {
+                tracing::info_span!(parent: cause, "verification", session = %session_id, job = %job_id)
+            }
+        }
+    }
 }
 
 pub(super) struct WorkerContext {
@@ -85,48 +108,61 @@ pub(super) async fn run(
                 break Readiness::Gone(Ended::closed("the session's worker stopped"));
             }
         };
-        match work {
-            Work::Interaction {
-                interaction_id,
-                action,
-                reply,
-            } => {
-                let result = match (&state, &ctx.runtime) {
-                    (Readiness::Ready(sandbox), Some(runtime)) => {
-                        let outcome =
-                            perform(runtime.as_ref(), sandbox, &action, ctx.max_output_bytes).await;
-                        if outcome.exit_code != INFRA_EXIT_CODE {
-                            Ok(outcome)
-                        } else {
-                            // Failed in the infrastructure: was it the sandbox dying?
-                            let ended =
-                                ended_under(&ctx, runtime.as_ref(), sandbox, &readiness).await;
-                            ended.map_or(Ok(outcome), Err)
-                        }
-                    }
-                    (Readiness::Gone(ended), _) => Err(ended.clone()),
-                    _ => Ok(failed("this server cannot run sandboxes".into())),
-                };
-                finish(&ctx, &interaction_id, reply, result).await;
-            }
-            Work::Verify { job_id, plan } => match (&state, &ctx.runtime) {
+        let span = work.span(&ctx.session_id);
+        perform_work(&ctx, work, state, &readiness)
+            .instrument(span)
+            .await;
+    }
+}
+
+/// One piece of work, once the sandbox is ready (or gone): `state` is its readiness then.
+async fn perform_work(
+    ctx: &WorkerContext,
+    work: Work,
+    state: Readiness,
+    readiness: &watch::Receiver<Readiness>,
+) {
+    match work {
+        Work::Interaction {
+            interaction_id,
+            action,
+            reply,
+            ..
+        } => {
+            let result = match (&state, &ctx.runtime) {
                 (Readiness::Ready(sandbox), Some(runtime)) => {
-                    verify(&ctx, runtime.as_ref(), sandbox, &job_id, &plan, &readiness).await
+                    let outcome =
+                        perform(runtime.as_ref(), sandbox, &action, ctx.max_output_bytes).await;
+                    if outcome.exit_code != INFRA_EXIT_CODE {
+                        Ok(outcome)
+                    } else {
+                        // Failed in the infrastructure: was it the sandbox dying?
+                        let ended = ended_under(ctx, runtime.as_ref(), sandbox, readiness).await;
+                        ended.map_or(Ok(outcome), Err)
+                    }
                 }
-                (Readiness::Gone(ended), _) => end_job(&ctx, &job_id, ended).await,
-                _ => {
-                    let why = "this server cannot run sandboxes".to_string();
-                    update_job(
-                        &ctx,
-                        &job_id,
-                        JobStatus::Error,
-                        None,
-                        Some(("no_runtime", why)),
-                    )
-                    .await
-                }
-            },
+                (Readiness::Gone(ended), _) => Err(ended.clone()),
+                _ => Ok(failed("this server cannot run sandboxes".into())),
+            };
+            finish(ctx, &interaction_id, reply, result).await;
         }
+        Work::Verify { job_id, plan, .. } => match (&state, &ctx.runtime) {
+            (Readiness::Ready(sandbox), Some(runtime)) => {
+                verify(ctx, runtime.as_ref(), sandbox, &job_id, &plan, readiness).await
+            }
+            (Readiness::Gone(ended), _) => end_job(ctx, &job_id, ended).await,
+            _ => {
+                let why = "this server cannot run sandboxes".to_string();
+                update_job(
+                    ctx,
+                    &job_id,
+                    JobStatus::Error,
+                    None,
+                    Some(("no_runtime", why)),
+                )
+                .await
+            }
+        },
     }
 }
 

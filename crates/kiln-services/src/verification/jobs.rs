@@ -54,6 +54,7 @@ impl SessionService {
                 permit.send(Work::Verify {
                     job_id: job.job_id.clone(),
                     plan: Box::new(plan),
+                    cause: tracing::Span::current(),
                 });
             }
             Err(why) => {
