@@ -148,6 +148,15 @@ impl ParallelRuns {
             if runs.get(&key).is_some_and(|r| running(&r)) {
                 return Err(ServiceError::Conflict(format!("run {run_id} is running")));
             }
+            // A resume would write the files a re-grade is rewriting.
+            if runs
+                .get(&key)
+                .is_some_and(|r| r.regrading.load(Ordering::Acquire))
+            {
+                return Err(ServiceError::Conflict(format!(
+                    "run {run_id} is being re-graded"
+                )));
+            }
             if runs.values().filter(running).count() >= self.config.max_running_per_user {
                 return Err(ServiceError::LimitExceeded(format!(
                     "{} runs are running; wait for one to end",
