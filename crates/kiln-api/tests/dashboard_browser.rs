@@ -241,6 +241,7 @@ async fn dashboard_in_a_real_browser() {
     b.screenshot("09-usage").await;
     dashboard_ui::deposit::deposit_form(&b).await;
     team_pages(&b, &root, &s.admin_key, &session).await;
+    dashboard_ui::regrade::regrade_button(&b, &root, &s).await;
     b.window_size(390, 844).await;
     b.goto(&format!("{root}/#/sessions")).await;
     b.text_of("#live-count", "live").await;

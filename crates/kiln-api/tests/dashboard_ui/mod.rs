@@ -2,6 +2,7 @@
 //! checked by one function that `dashboard_in_a_real_browser` calls from its flow.
 
 pub mod deposit;
+pub mod regrade;
 
 use kiln_services::datasets::ImportRequest;
 use reqwest::Method;
