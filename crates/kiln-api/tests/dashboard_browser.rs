@@ -240,7 +240,9 @@ async fn dashboard_in_a_real_browser() {
     )
     .await;
     b.screenshot("09-usage").await;
+    dashboard_ui::deposit::deposit_form(&b).await;
     team_pages(&b, &root, &s.admin_key, &session).await;
+    dashboard_ui::regrade::regrade_button(&b, &root, &s).await;
     b.window_size(390, 844).await;
     b.goto(&format!("{root}/#/sessions")).await;
     b.text_of("#live-count", "live").await;
@@ -418,6 +420,8 @@ const EXPECTED_REFUSALS: &[(&str, &str)] = &[
     ("/api-keys/", "status of 403"),
     // A wrong second-factor code at sign-in, shown in the form.
     ("/auth/login/mfa", "status of 401"),
+    // A deposit on a server without Stripe, shown in the usage page's form.
+    ("/billing/deposit", "status of 503"),
 ];
 
 async fn assert_no_console_errors(b: &Browser, page: &str) {

@@ -60,7 +60,7 @@ async fn a_parallel_run_grades_gold_and_wrong_predictions() {
         c.runtime.agent_binary = Some(agent);
     })
     .await;
-    let (_, key) = server.user("evaluator").await;
+    let (user_id, key) = server.user("evaluator").await;
     let (_, other) = server.user("someone-else").await;
     let wrong = "diff --git a/WRONG.txt b/WRONG.txt\nnew file mode 100644\n--- /dev/null\n+++ b/WRONG.txt\n@@ -0,0 +1 @@\n+not a fix\n";
     let body = json!({
@@ -79,16 +79,25 @@ async fn a_parallel_run_grades_gold_and_wrong_predictions() {
     assert_eq!(status, 201, "{run}");
     assert_eq!(run["status"], "running");
     assert_eq!(run["to_run"], 2);
+    // Its files are being written: no re-grade until it ends (its first instance needs a
+    // sandbox and a test run, seconds; this request takes milliseconds).
+    let (status, body) = server
+        .v1_as(&key, Method::POST, "/parallel/runs/api-run/regrade", None)
+        .await;
+    assert_eq!(status, 409, "{body}");
 
     // Someone else's run does not exist for them.
     for path in ["/parallel/runs/api-run", "/parallel/runs/api-run/members"] {
         let (status, _) = server.v1_as(&other, Method::GET, path, None).await;
         assert_eq!(status, 404, "{path}");
     }
-    let (status, _) = server
-        .v1_as(&other, Method::POST, "/parallel/runs/api-run/cancel", None)
-        .await;
-    assert_eq!(status, 404);
+    for path in [
+        "/parallel/runs/api-run/cancel",
+        "/parallel/runs/api-run/regrade",
+    ] {
+        let (status, _) = server.v1_as(&other, Method::POST, path, None).await;
+        assert_eq!(status, 404, "{path}");
+    }
     let (_, list) = server
         .v1_as(&other, Method::GET, "/parallel/runs", None)
         .await;
@@ -144,6 +153,8 @@ async fn a_parallel_run_grades_gold_and_wrong_predictions() {
         .await;
     assert_eq!(results[GOLD]["resolved"], true, "{results}");
     assert!(results[GOLD]["tests_status"]["FAIL_TO_PASS"]["success"].is_array());
+
+    regrade_after_a_log_changes(&server, &key, &user_id).await;
 
     // A prediction for an instance the dataset lacks is a 422 before anything runs.
     let bad = json!({"dataset": "kiln-demo", "predictions": [
@@ -209,4 +220,61 @@ async fn a_cancelled_run_stops_and_says_so() {
             .any(|m| m["status"] == "queued"),
         "{members}"
     );
+}
+
+/// A FAIL_TO_PASS test of the gold instance turned failed in its saved log: a re-grade
+/// makes it unresolved, in its results and in the run report; the wrong one is re-graded
+/// and stays unresolved.
+async fn regrade_after_a_log_changes(server: &TestServer, key: &str, user_id: &str) {
+    let output = server
+        .kiln
+        .config
+        .data_dir
+        .join("eval-runs")
+        .join(user_id)
+        .join("logs/run_evaluation/api-run/m")
+        .join(GOLD)
+        .join("test_output.txt");
+    let log = std::fs::read_to_string(&output).expect("gold test output");
+    let test = "tests/test_parser.py::test_quoted_value_followed_by_inline_comment";
+    let passed = format!("PASSED {test}");
+    assert!(log.contains(&passed), "{log}");
+    std::fs::write(&output, log.replace(&passed, &format!("FAILED {test}"))).expect("edit the log");
+
+    let (status, run) = server
+        .v1_as(key, Method::POST, "/parallel/runs/api-run/regrade", None)
+        .await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["regrade"]["regraded"], 2, "{run}");
+    assert_eq!(run["regrade"]["changed"], 1, "{run}");
+    assert_eq!(run["regrade"]["changed_ids"], json!([GOLD]));
+    assert_eq!(run["resolved"], 0, "{run}");
+    assert_eq!(run["report"]["resolved_ids"], json!([]), "{run}");
+    assert_eq!(run["report"]["unresolved_ids"], json!([GOLD, WRONG]));
+    let (_, results) = server
+        .v1_as(key, Method::GET, "/parallel/runs/api-run/results", None)
+        .await;
+    assert_eq!(results[GOLD]["resolved"], false, "{results}");
+    assert_eq!(
+        results[GOLD]["tests_status"]["FAIL_TO_PASS"]["failure"],
+        json!([test]),
+        "{results}"
+    );
+    assert_eq!(results[WRONG]["resolved"], false, "{results}");
+    let report_file = server
+        .kiln
+        .config
+        .data_dir
+        .join(format!("eval-runs/{user_id}/m.api-run.json"));
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(report_file).expect("run report")).expect("json");
+    assert_eq!(report["resolved_ids"], json!([]), "{report}");
+
+    // Put back, graded back.
+    std::fs::write(&output, log).expect("restore the log");
+    let (_, run) = server
+        .v1_as(key, Method::POST, "/parallel/runs/api-run/regrade", None)
+        .await;
+    assert_eq!(run["regrade"]["changed_ids"], json!([GOLD]), "{run}");
+    assert_eq!(run["report"]["resolved_ids"], json!([GOLD]), "{run}");
 }

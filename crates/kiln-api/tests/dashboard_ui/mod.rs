@@ -1,6 +1,9 @@
 //! The dashboard's usage charts, rendered problem statements and two-step sign-in, each
 //! checked by one function that `dashboard_in_a_real_browser` calls from its flow.
 
+pub mod deposit;
+pub mod regrade;
+
 use kiln_services::datasets::ImportRequest;
 use reqwest::Method;
 use serde_json::{json, Value};

@@ -8,6 +8,7 @@ pub mod instance;
 pub mod layout;
 pub mod parallel;
 pub mod predictions;
+pub mod regrade;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};

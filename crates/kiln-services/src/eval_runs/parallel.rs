@@ -5,6 +5,7 @@
 //! files, as `kiln eval` does).
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -61,6 +62,8 @@ pub struct RunView {
     pub error: Option<String>,
     /// The run report (`make_run_report`), once the run has ended.
     pub report: Option<RunReport>,
+    /// What the last re-grade did, if the run was re-graded.
+    pub regrade: Option<super::regrade::RegradeSummary>,
 }
 
 struct Run {
@@ -69,6 +72,10 @@ struct Run {
     members: Mutex<BTreeMap<String, Member>>,
     layout: Layout,
     predictions: Predictions,
+    /// The run report's universe (`EvalPlan::dataset_ids`), for re-grades.
+    dataset_ids: Vec<String>,
+    /// A re-grade is writing the run's reports.
+    regrading: AtomicBool,
     cancel: tokio::sync::watch::Sender<bool>,
     /// Bumped at every change, for streams.
     changes: tokio::sync::watch::Sender<u64>,
@@ -141,6 +148,15 @@ impl ParallelRuns {
             if runs.get(&key).is_some_and(|r| running(&r)) {
                 return Err(ServiceError::Conflict(format!("run {run_id} is running")));
             }
+            // A resume would write the files a re-grade is rewriting.
+            if runs
+                .get(&key)
+                .is_some_and(|r| r.regrading.load(Ordering::Acquire))
+            {
+                return Err(ServiceError::Conflict(format!(
+                    "run {run_id} is being re-graded"
+                )));
+            }
             if runs.values().filter(running).count() >= self.config.max_running_per_user {
                 return Err(ServiceError::LimitExceeded(format!(
                     "{} runs are running; wait for one to end",
@@ -200,10 +216,13 @@ impl ParallelRuns {
                 errors: 0,
                 error: None,
                 report: None,
+                regrade: None,
             }),
             members: Mutex::new(members),
             layout: layout.clone(),
             predictions: request.predictions.clone(),
+            dataset_ids: planned.dataset_ids.clone(),
+            regrading: AtomicBool::new(false),
             cancel: tokio::sync::watch::channel(false).0,
             changes: tokio::sync::watch::channel(0).0,
         });
@@ -277,6 +296,39 @@ impl ParallelRuns {
             .collect())
     }
 
+    /// Grades the run's saved test logs again (`regrade`), rewrites the reports that
+    /// changed and the run report, and says what changed. A running run is a conflict:
+    /// its files are still being written.
+    pub async fn regrade(
+        &self,
+        datasets: &DatasetService,
+        user_id: &str,
+        run_id: &str,
+    ) -> ServiceResult<RunView> {
+        let run = self.get_run(user_id, run_id)?;
+        let view = view_of(&run);
+        if view.status == RunStatus::Running {
+            return Err(ServiceError::Conflict(format!("run {run_id} is running")));
+        }
+        if run.regrading.swap(true, Ordering::AcqRel) {
+            return Err(ServiceError::Conflict(format!(
+                "run {run_id} is being re-graded"
+            )));
+        }
+        let outcome =
+            super::regrade::regrade_run(datasets, &view.dataset, &run.layout, &run.predictions)
+                .await;
+        let rebuilt = outcome.and_then(|(summary, verdicts)| {
+            let report = super::write_run_report(&run.layout, &run.dataset_ids, &run.predictions)
+                .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            Ok((summary, verdicts, report))
+        });
+        run.regrading.store(false, Ordering::Release);
+        let (summary, verdicts, report) = rebuilt?;
+        run.regraded(summary, &verdicts, report);
+        Ok(view_of(&run))
+    }
+
     /// A receiver that changes whenever the run does, for progress streams.
     pub fn watch(
         &self,
@@ -336,6 +388,33 @@ impl Run {
             },
         );
         drop(members);
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Takes a re-grade's verdicts into the members and counts, and its run report.
+    fn regraded(
+        &self,
+        summary: super::regrade::RegradeSummary,
+        verdicts: &BTreeMap<String, bool>,
+        report: RunReport,
+    ) {
+        {
+            let mut members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, resolved) in verdicts {
+                if let Some(m) = members
+                    .get_mut(id)
+                    .filter(|m| matches!(m.status.as_str(), "resolved" | "unresolved"))
+                {
+                    m.status = if *resolved { "resolved" } else { "unresolved" }.into();
+                }
+            }
+            let resolved = members.values().filter(|m| m.status == "resolved").count();
+            drop(members);
+            let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
+            view.resolved = resolved;
+            view.report = Some(report);
+            view.regrade = Some(summary);
+        }
         self.changes.send_modify(|n| *n += 1);
     }
 

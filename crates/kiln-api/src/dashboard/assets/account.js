@@ -32,9 +32,10 @@ async function keysPage() {
 // ---- usage ---------------------------------------------------------------------------
 
 async function usagePage() {
-  const usage = await api("GET", "/api/v1/billing/usage?limit=100");
+  const [usage, pricing] = await Promise.all([api("GET", "/api/v1/billing/usage?limit=100"), api("GET", "/api/v1/billing/pricing")]);
   render("Usage",
     h("p", {}, `Balance ${cents(usage.current_balance_cents)} · deposited ${cents(usage.total_deposits_cents)} · used ${cents(usage.total_usage_cents)}`),
+    depositForm(pricing.min_deposit_cents),
     h("h2", {}, "Spend and session minutes per day"), usageChart(usage.transactions),
     h("h2", {}, "Ledger"),
     h("div", { class: "scroll" }, h("table", { id: "ledger" },
@@ -42,6 +43,37 @@ async function usagePage() {
       h("tbody", {}, usage.transactions.map((t) => h("tr", {}, h("td", {}, when(t.created_at)), h("td", {}, t.type),
         h("td", {}, cents(t.amount_cents)), h("td", {}, t.description),
         h("td", { class: "hide-narrow" }, t.duration_minutes === null || t.duration_minutes === undefined ? "" : t.duration_minutes.toFixed(1))))))));
+}
+
+// Stripe Checkout's largest USD amount; the server's minimum comes from /billing/pricing.
+const MAX_DEPOSIT_CENTS = 99999999;
+
+// A deposit opens a Stripe Checkout; the balance is credited when Stripe's webhook says
+// it was paid, not here. A server without Stripe answers 503, shown as is.
+function depositForm(minCents) {
+  const amount = h("input", { type: "number", id: "deposit-amount", name: "amount", required: true,
+    min: cents(minCents), max: cents(MAX_DEPOSIT_CENTS), step: "0.01", inputmode: "decimal", value: cents(minCents) });
+  const outcome = h("div", { id: "deposit-outcome", "aria-live": "polite" });
+  return h("section", { "aria-labelledby": "deposit-title" },
+    h("h2", { id: "deposit-title" }, "Deposit"),
+    h("form", { class: "inline", id: "deposit-form", onsubmit: action(async () => {
+      const amountCents = Math.round(Number(amount.value) * 100);
+      if (!Number.isFinite(amountCents) || amountCents < minCents || amountCents > MAX_DEPOSIT_CENTS) {
+        outcome.replaceChildren(h("p", { class: "error", role: "alert" },
+          `Enter between $${cents(minCents)} and $${cents(MAX_DEPOSIT_CENTS)}.`));
+        return;
+      }
+      try {
+        const made = await api("POST", "/api/v1/billing/deposit", { amount_cents: amountCents, currency: "usd" });
+        outcome.replaceChildren(h("p", {}, `Pay $${cents(made.amount_cents)} at Stripe: `,
+          h("a", { id: "deposit-checkout", href: made.checkout_url, rel: "noopener noreferrer" }, "Continue to checkout"),
+          ". Your balance is credited when Stripe confirms the payment (its webhook), not before."));
+      } catch (e) {
+        outcome.replaceChildren(h("p", { class: "error", id: "deposit-error", role: "alert" }, e.message));
+      }
+    }) }, h("label", { for: "deposit-amount" }, "Amount (USD)", amount),
+    h("button", { class: "primary", type: "submit" }, "Deposit")),
+    outcome);
 }
 
 // Charges (negative amounts) summed per day, as bars: spend above, minutes in the label.

@@ -198,6 +198,7 @@ async function runPage(id) {
     done ? null : h("div", { class: "row" }, h("button", { class: "danger", id: "run-cancel", onclick: action(async () => {
       await api("POST", base + "/cancel", {}); say("Cancelling"); await runPage(id);
     }) }, "Cancel")),
+    done ? regradeControls(base, run, id) : null,
     table("run-members", ["Instance", "Verdict", "Error"], members.members.map((m) => h("tr", {},
       h("td", {}, h("code", {}, m.instance_id)), h("td", {}, badge(m.status)), h("td", {}, m.error || ""))),
     "No instances."));
@@ -205,6 +206,23 @@ async function runPage(id) {
     const now = await api("GET", base);
     if (now.status !== run.status || now.finished !== run.finished) route();
   });
+}
+
+// Grades the finished run's saved test logs again (nothing runs) and says what changed.
+function regradeControls(base, run, id) {
+  return h("div", {},
+    h("div", { class: "row" }, h("button", { id: "run-regrade", onclick: action(async () => {
+      const after = await api("POST", base + "/regrade", {});
+      await runPage(id);
+      say(regradeText(after.regrade));
+    }) }, "Re-grade")),
+    run.regrade ? h("p", { id: "run-regrade-outcome", role: "status" }, regradeText(run.regrade)) : null);
+}
+
+function regradeText(r) {
+  const changed = r.changed ? ": " + r.changed_ids.join(", ") : "";
+  const skipped = r.skipped_ids.length ? ` · ${r.skipped_ids.length} kept as they were (log cut or not gradable from the log)` : "";
+  return `Re-graded ${r.regraded} instances · ${r.changed} verdicts changed${changed}${skipped}`;
 }
 
 // ---- nodes (admins) ------------------------------------------------------------------

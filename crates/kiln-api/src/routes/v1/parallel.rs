@@ -24,6 +24,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(create, list))
         .routes(routes!(get))
         .routes(routes!(cancel))
+        .routes(routes!(regrade))
         .routes(routes!(members))
         .routes(routes!(results))
         .routes(routes!(stream))
@@ -97,6 +98,29 @@ pub async fn cancel(
     ValidPath(run_id): ValidPath<String>,
 ) -> ApiResult<Json<RunBody>> {
     body(state.kiln.parallel_runs.cancel(&me.user.user_id, &run_id)?)
+}
+
+/// Grade a finished run again from its saved test logs (nothing runs): each instance
+/// with a complete test log gets a new `report.json`, the run report is rebuilt, and
+/// the run's `regrade` says how many were re-graded and whose verdict changed.
+/// Instances without a test log (the patch did not apply, infrastructure failures) keep
+/// their report. 409 while the run is running or already being re-graded.
+#[utoipa::path(post, path = "/parallel/runs/{run_id}/regrade", tag = "parallel",
+    params(("run_id" = String, Path)),
+    responses((status = 200, body = RunBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)),
+    security(("HTTPBearer" = [])))]
+pub async fn regrade(
+    State(state): State<Arc<AppState>>,
+    CurrentUser(me): CurrentUser,
+    ValidPath(run_id): ValidPath<String>,
+) -> ApiResult<Json<RunBody>> {
+    let kiln = &state.kiln;
+    body(
+        kiln.parallel_runs
+            .regrade(&kiln.datasets, &me.user.user_id, &run_id)
+            .await?,
+    )
 }
 
 /// Every instance of the run with its state and timing.
