@@ -69,10 +69,7 @@ impl LocalRuntime {
 
     async fn start_in(&self, spec: &LocalSpec, dirs: &SandboxDirs) -> Result<Arc<Sandbox>> {
         let t0 = Instant::now();
-        {
-            let owned = dirs.clone();
-            blocking(&dirs.base, move || owned.create()).await?;
-        }
+        dirs.create()?;
         // 3. The writable layer on a filesystem of its own, the disk limit's size: a full
         //    disk is the sandbox's ENOSPC, never the host's.
         let disk_bytes = spec
@@ -90,7 +87,15 @@ impl LocalRuntime {
                 dirs.image.clone(),
                 dirs.disk.clone(),
             );
-            blocking(&dirs.image, move || pool.take(bytes, &image, &disk)).await?;
+            tokio::task::spawn_blocking(move || pool.take(bytes, &image, &disk))
+                .await
+                .map_err(|e| {
+                    RuntimeError::io(
+                        "disk task failed for",
+                        &dirs.image,
+                        std::io::Error::other(e),
+                    )
+                })??;
         } else {
             disk::prepare_layer(&dirs.upper, &dirs.work)?;
         }
@@ -106,41 +111,34 @@ impl LocalRuntime {
                 spec.binds.clone(),
                 launch_workspaces.clone(),
             );
-            blocking(&dirs.base, move || {
+            tokio::task::spawn_blocking(move || {
                 workspace::copy_in(&owned, &limits, &binds, &launch)
             })
-            .await?
+            .await
+            .map_err(|e| {
+                RuntimeError::io(
+                    "workspace task failed for",
+                    &dirs.base,
+                    std::io::Error::other(e),
+                )
+            })??
         };
         let t_disk = t0.elapsed();
-        // Steps 4 and 5 are syscalls that take milliseconds each under a burst (the kernel
-        // serialises mounts); on a runtime worker they would stall every other sandbox's
-        // I/O, their agents' hellos among it.
-        let (owned, layers, cgroups, limits) = (
-            dirs.clone(),
-            spec.layers.dirs().to_vec(),
-            Arc::clone(&self.cgroups),
-            spec.limits,
-        );
-        let name = spec.id.to_string();
-        let (cgroup, cgroup_procs) = blocking(&dirs.base, move || {
-            staging::mount_run_dir(&owned.run)?;
-            // 4. The root: image layers read-only, changes in our upper dir (named
-            //    relative to the sandbox's directory: the options show in the sandbox's
-            //    mountinfo).
-            overlay::mount_overlay_relative(
-                &owned.base,
-                &layers,
-                &owned.upper,
-                &owned.work,
-                &owned.merged,
-            )?;
-            // 5. The cgroup with its limits, before any process exists, so the very
-            //    first fork of bwrap is already accounted and limited.
-            let cgroup = cgroups.create(&name, &limits)?;
-            let procs = cgroup.open_procs()?;
-            Ok((cgroup, procs))
-        })
-        .await?;
+        staging::mount_run_dir(&dirs.run)?;
+        // 4. The root: image layers read-only, changes in our upper dir (named relative to
+        //    the sandbox's directory: the options show in the sandbox's mountinfo).
+        overlay::mount_overlay_relative(
+            &dirs.base,
+            spec.layers.dirs(),
+            &dirs.upper,
+            &dirs.work,
+            &dirs.merged,
+        )?;
+        // 5. The cgroup with its limits, before any process exists, so the very first
+        //    fork of bwrap is already accounted and limited.
+        let t_mount = t0.elapsed();
+        let cgroup = self.cgroups.create(spec.id.as_str(), &spec.limits)?;
+        let cgroup_procs = cgroup.open_procs()?;
         let t_cg = t0.elapsed();
         // bwrap starts in a mount namespace of its own without the other sandboxes'
         // mounts, where this one's root and socket directory are bound at fixed paths.
@@ -210,14 +208,10 @@ impl LocalRuntime {
         //    the agent runs inside: the socket directory (the sandbox's processes share
         //    the agent's uid and could replace the socket), and the host-wide kernel
         //    state in /proc (they are uid 0, which is all much of it asks for).
-        let init_pid = launched.init_pid;
-        blocking(&dirs.base, move || {
-            mount_namespace::in_namespace_of(init_pid, || {
-                mount_namespace::remount_read_only(Path::new(RUN_DIR))?;
-                proc_seal::seal_proc(Path::new("/proc"))
-            })
-        })
-        .await?;
+        mount_namespace::in_namespace_of(launched.init_pid, || {
+            mount_namespace::remount_read_only(Path::new(RUN_DIR))?;
+            proc_seal::seal_proc(Path::new("/proc"))
+        })?;
         let t_seal = t0.elapsed();
         // 9. Ready means the agent answers its hello.
         let client = AsyncAgentClient::unix(socket);
@@ -234,7 +228,8 @@ impl LocalRuntime {
         tracing::debug!(
             sandbox = %spec.id,
             disk = ?t_disk,
-            mounted = ?t_cg,
+            mounted = ?t_mount,
+            cgroup = ?t_cg,
             launched = ?t_launch,
             socket = ?t_sock,
             sealed = ?t_seal,
@@ -267,15 +262,4 @@ impl LocalRuntime {
             },
         }
     }
-}
-
-/// Runs blocking host work (syscalls, files) off the async workers; `what` names the
-/// sandbox path an error is about.
-async fn blocking<T: Send + 'static>(
-    what: &Path,
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| RuntimeError::io("host task failed for", what, std::io::Error::other(e)))?
 }
