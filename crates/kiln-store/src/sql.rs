@@ -71,6 +71,33 @@ fn as_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// The end of a newest-first list's query: the rows after `after` (the last row of the
+/// previous page: its `created_at` and id, ties broken by the id), then the order and the
+/// page size. Keyset paging, so a page stays right while rows are added.
+fn push_newest_first<D: Dialect>(
+    select: &mut sqlx::QueryBuilder<'_, D>,
+    id_column: &str,
+    after: Option<(chrono::DateTime<chrono::Utc>, &str)>,
+    limit: u64,
+) {
+    use dialect::BuilderExt;
+    if let Some((created_at, id)) = after {
+        select
+            .push(" AND (created_at < ")
+            .push_arg(Stamp(created_at))
+            .push(" OR (created_at = ")
+            .push_arg(Stamp(created_at))
+            .push(format!(" AND {id_column} < "))
+            .push_arg(id.to_string())
+            .push("))");
+    }
+    select
+        .push(format!(
+            " ORDER BY created_at DESC, {id_column} DESC LIMIT "
+        ))
+        .push_arg(as_i64(limit));
+}
+
 #[async_trait]
 impl<D: Dialect> Backend for SqlStore<D> {
     fn backend(&self) -> &'static str {

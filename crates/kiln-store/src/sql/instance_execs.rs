@@ -6,7 +6,7 @@ use sqlx::QueryBuilder;
 
 use super::dialect::{parse_column, BuilderExt, Dialect, QueryExt};
 use super::output::Output;
-use super::{as_i64, SqlStore};
+use super::{as_i64, push_newest_first, SqlStore};
 use crate::missing_reference::insert_error;
 use crate::timestamp::Stamp;
 use crate::{
@@ -95,19 +95,12 @@ impl<D: Dialect> ExecStore for SqlStore<D> {
             "SELECT {COLUMNS} FROM instance_execs WHERE session_id = "
         ));
         select.push_arg(session_id);
-        if let Some(after) = after {
-            select
-                .push(" AND (created_at < ")
-                .push_arg(Stamp(after.created_at))
-                .push(" OR (created_at = ")
-                .push_arg(Stamp(after.created_at))
-                .push(" AND exec_id < ")
-                .push_arg(after.exec_id.as_str())
-                .push("))");
-        }
-        select
-            .push(" ORDER BY created_at DESC, exec_id DESC LIMIT ")
-            .push_arg(as_i64(limit));
+        push_newest_first(
+            &mut select,
+            "exec_id",
+            after.map(|a| (a.created_at, a.exec_id.as_str())),
+            limit,
+        );
         let mut conn = self.conn().await?;
         let found = D::build(&mut select).fetch_all(D::exec(&mut conn)).await?;
         found.iter().map(exec_row::<D>).collect()

@@ -6,7 +6,7 @@ use sqlx::QueryBuilder;
 
 use super::dialect::{parse_column, BuilderExt, Dialect, QueryExt};
 use super::jobs::{bind_status_change, status_change_sql};
-use super::{as_i64, SqlStore};
+use super::{push_newest_first, SqlStore};
 use crate::columns;
 use crate::json_column;
 use crate::missing_reference::insert_error;
@@ -106,19 +106,12 @@ impl<D: Dialect> VerificationStore for SqlStore<D> {
             columns::plain(columns::VERIFICATION_JOB)
         ));
         select.push_arg(session_id);
-        if let Some(after) = after {
-            select
-                .push(" AND (created_at < ")
-                .push_arg(Stamp(after.created_at))
-                .push(" OR (created_at = ")
-                .push_arg(Stamp(after.created_at))
-                .push(" AND job_id < ")
-                .push_arg(after.job_id.as_str())
-                .push("))");
-        }
-        select
-            .push(" ORDER BY created_at DESC, job_id DESC LIMIT ")
-            .push_arg(as_i64(limit));
+        push_newest_first(
+            &mut select,
+            "job_id",
+            after.map(|a| (a.created_at, a.job_id.as_str())),
+            limit,
+        );
         let mut conn = self.conn().await?;
         let found = D::build(&mut select).fetch_all(D::exec(&mut conn)).await?;
         found.iter().map(job_row::<D>).collect()
