@@ -62,6 +62,16 @@ pub async fn metrics_charts(b: &Browser) {
         )
         .await;
     assert_eq!(fits, true, "the disk chart does not fit a phone's width");
+    let no_sideways = b
+        .js(
+            "const d = document.documentElement; return d.scrollWidth <= d.clientWidth;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        no_sideways, true,
+        "the session page scrolls sideways on a phone (a long id or command?)"
+    );
     b.js(
         "document.querySelector('#metrics-charts').scrollIntoView(); return null",
         json!([]),
