@@ -33,48 +33,22 @@ const INDEX: Asset = Asset {
     csp: DASHBOARD_CSP,
 };
 
+/// One of the dashboard's scripts: served with the dashboard's policy.
+const fn script(body: &'static [u8]) -> Asset {
+    Asset {
+        body,
+        content_type: "text/javascript; charset=utf-8",
+        csp: DASHBOARD_CSP,
+    }
+}
+
 /// The dashboard's other files, by the name they are served under `/dashboard/`.
 const FILES: &[(&str, Asset)] = &[
-    (
-        "app.js",
-        Asset {
-            body: include_bytes!("assets/app.js"),
-            content_type: "text/javascript; charset=utf-8",
-            csp: DASHBOARD_CSP,
-        },
-    ),
-    (
-        "account.js",
-        Asset {
-            body: include_bytes!("assets/account.js"),
-            content_type: "text/javascript; charset=utf-8",
-            csp: DASHBOARD_CSP,
-        },
-    ),
-    (
-        "team.js",
-        Asset {
-            body: include_bytes!("assets/team.js"),
-            content_type: "text/javascript; charset=utf-8",
-            csp: DASHBOARD_CSP,
-        },
-    ),
-    (
-        "markdown.js",
-        Asset {
-            body: include_bytes!("assets/markdown.js"),
-            content_type: "text/javascript; charset=utf-8",
-            csp: DASHBOARD_CSP,
-        },
-    ),
-    (
-        "metrics.js",
-        Asset {
-            body: include_bytes!("assets/metrics.js"),
-            content_type: "text/javascript; charset=utf-8",
-            csp: DASHBOARD_CSP,
-        },
-    ),
+    ("app.js", script(include_bytes!("assets/app.js"))),
+    ("account.js", script(include_bytes!("assets/account.js"))),
+    ("team.js", script(include_bytes!("assets/team.js"))),
+    ("markdown.js", script(include_bytes!("assets/markdown.js"))),
+    ("metrics.js", script(include_bytes!("assets/metrics.js"))),
     (
         "app.css",
         Asset {
