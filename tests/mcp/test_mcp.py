@@ -17,7 +17,7 @@ from mcp.client.streamable_http import streamable_http_client
 DEMO = "kiln-demo"
 TOOLS = {"list_datasets", "list_samples", "get_sample", "create_session", "list_sessions", "exec",
          "read_file", "write_file", "str_replace", "list_files", "git_diff", "snapshot", "rollback",
-         "fork", "verify", "close_session"}
+         "fork", "verify", "close_session", "exec_status", "kill_exec", "expose_port", "close_port"}
 
 
 class Agent:
@@ -165,6 +165,84 @@ def test_an_agent_solves_a_demo_task_over_http(kiln_server, demo_sample):
         assert live["sessions"] == [], live
 
     anyio.run(with_agent, kiln_server, kiln_server["api_key"], after_close)
+
+
+def http_get(url, key=None, timeout=10):
+    """(status, body) of a GET; an HTTP error's status too."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_an_agent_runs_a_server_and_exposes_its_port(kiln_server):
+    """A real server in a real sandbox, started in the background through the tools, reached
+    under the API (bearer key) and on a host port; closed, killed, and out of another key's
+    reach."""
+    key = kiln_server["api_key"]
+
+    async def script(agent: Agent):
+        sid = (await agent.ok("create_session", image=f"{DEMO}/python:1", ttl_minutes=5))["session_id"]
+        try:
+            await agent.ok("write_file", session_id=sid, path="/srv/www/hello.txt", content="hello from inside\n")
+            started = await agent.ok("exec", session_id=sid, background=True,
+                                     command="exec python3 -u -m http.server 8765 --bind 127.0.0.1 -d /srv/www")
+            assert started["status"] == "running", started
+            exec_id = started["exec_id"]
+            # Wait until it listens: its own log line says so.
+            for _ in range(100):
+                status = await agent.ok("exec_status", session_id=sid, exec_id=exec_id)
+                assert status["status"] == "running", status
+                if "Serving HTTP" in status["stdout"] + status["stderr"]:
+                    break
+                await anyio.sleep(0.1)
+            else:
+                raise AssertionError(f"the server never said it listens: {status}")
+
+            path = await agent.ok("expose_port", session_id=sid, port=8765)
+            assert path["mode"] == "path" and path["url"] == f"{kiln_server['root']}/v1/instances/{sid}/ports/8765/", path
+            assert await anyio.to_thread.run_sync(http_get, path["url"] + "hello.txt", key) == (200, b"hello from inside\n")
+            assert (await anyio.to_thread.run_sync(http_get, path["url"] + "hello.txt"))[0] == 401
+            other = (await anyio.to_thread.run_sync(http_get, path["url"] + "hello.txt", kiln_server["other_key"]))[0]
+            assert other == 404, other
+
+            host = await agent.ok("expose_port", session_id=sid, port=8765, mode="host_port")
+            assert host["host_address"].startswith("127.0.0.1:"), host
+            assert await anyio.to_thread.run_sync(http_get, f"http://{host['host_address']}/hello.txt") == (200, b"hello from inside\n")
+            await agent.ok("close_port", session_id=sid, forward_id=host["forward_id"])
+            assert (await anyio.to_thread.run_sync(http_get, path["url"] + "hello.txt", key))[0] == 200
+
+            refused = await agent.refused("expose_port", session_id=sid, port=70000)
+            assert refused["code"] == "validation_error", refused
+            await agent.ok("kill_exec", session_id=sid, exec_id=exec_id)
+            for _ in range(100):
+                status = await agent.ok("exec_status", session_id=sid, exec_id=exec_id)
+                if status["status"] != "running":
+                    break
+                await anyio.sleep(0.1)
+            assert status["status"] != "running", status
+            # Nothing listens now: the forward answers a bad gateway, not a hang.
+            gone = (await anyio.to_thread.run_sync(http_get, path["url"] + "hello.txt", key))[0]
+            assert gone == 502, gone
+            return sid
+        except BaseException:
+            await agent.call("close_session", session_id=sid)
+            raise
+
+    sid = anyio.run(with_agent, kiln_server, key, script)
+
+    async def intruder(agent: Agent):
+        body = await agent.refused("expose_port", session_id=sid, port=8765)
+        assert body["code"] == "not_found", body
+
+    anyio.run(with_agent, kiln_server, kiln_server["other_key"], intruder)
+
+    async def close(agent: Agent):
+        await agent.ok("close_session", session_id=sid)
+
+    anyio.run(with_agent, kiln_server, key, close)
 
 
 def test_another_key_cannot_touch_a_session(kiln_server):

@@ -188,13 +188,24 @@ pub(crate) async fn serve_router(
         // Streamed responses (SSE) write small frames after the head: with Nagle on, each
         // waits for the client's delayed ACK of the previous one (≈ 40 ms).
         let _ = stream.set_nodelay(true);
-        let service = AddExtension::new(app.clone(), ConnectInfo(peer));
+        // Every request of the connection holds its slot too: a connection upgraded to
+        // another protocol (a WebSocket through a port forward) keeps its place under the
+        // caps after hyper hands it over, for as long as whoever carries it keeps the slot.
+        let slot = ConnectionSlot {
+            _slot: Arc::new(slot),
+        };
+        let service = AddExtension::new(
+            AddExtension::new(app.clone(), ConnectInfo(peer)),
+            slot.clone(),
+        );
         let activity = Activity::default();
         let io = TokioIo::new(Tracked {
             inner: stream,
             activity: activity.clone(),
         });
-        let conn = http.serve_connection(io, TowerToHyperService::new(service));
+        let conn = http
+            .serve_connection(io, TowerToHyperService::new(service))
+            .with_upgrades();
         let stop_rx = stop_rx.clone();
         let done = done.clone();
         tokio::spawn(async move {
@@ -211,10 +222,19 @@ pub(crate) async fn serve_router(
 }
 
 /// One client connection: the router, told the client's address.
-type Conn = http1::Connection<
+type Conn = http1::UpgradeableConnection<
     TokioIo<Tracked>,
-    TowerToHyperService<AddExtension<Router, ConnectInfo<SocketAddr>>>,
+    TowerToHyperService<
+        AddExtension<AddExtension<Router, ConnectInfo<SocketAddr>>, ConnectionSlot>,
+    >,
 >;
+
+/// A connection's place under the connection caps, in each of its requests' extensions:
+/// freed when the connection and whatever took it over (an upgrade) have all let go.
+#[derive(Clone)]
+pub(crate) struct ConnectionSlot {
+    _slot: Arc<Slot>,
+}
 
 /// Runs one connection to its end: the client's close, an error or timeout, a graceful
 /// stop, or `idle` without a byte either way.

@@ -1,8 +1,11 @@
 //! Port forwards over real HTTP on real sandboxes: an HTTP server started inside is
 //! reached through a host port and through the path proxy, bytes intact; closing the
-//! forward or the instance stops it; nothing listening is a 502; another user sees 404s.
+//! forward or the instance stops it; nothing listening is a 502; another user sees 404s;
+//! a protocol switch (WebSocket) is carried (`upgrade`).
 mod common;
 mod sandbox;
+#[path = "v1_ports/upgrade.rs"]
+mod upgrade;
 
 use std::time::{Duration, Instant};
 

@@ -12,6 +12,7 @@ mod ops;
 pub mod params;
 pub mod relay;
 mod resources;
+mod servers;
 mod tools;
 
 use std::sync::Arc;
@@ -51,7 +52,8 @@ Typical loop: list_samples -> get_sample (the problem statement) -> create_sessi
 exec / read_file / str_replace / write_file -> verify (runs the sample's tests and grades \
 them: resolved, FAIL_TO_PASS and PASS_TO_PASS) -> close_session. snapshot saves a checkpoint \
 to rollback to; fork copies a session to try alternatives. Sessions you open are yours and \
-end when you close them or when their TTL runs out.";
+end when you close them or when their TTL runs out. To run a server: exec with background, \
+then expose_port.";
 
 impl KilnMcp {
     /// A server whose every request is made by `user_id` (stdio in-process, tests).
@@ -59,7 +61,7 @@ impl KilnMcp {
         Self {
             kiln,
             fixed_caller: Some(user_id.into()),
-            tool_router: Self::tool_router(),
+            tool_router: Self::tool_router() + Self::servers_router(),
         }
     }
 
@@ -68,7 +70,7 @@ impl KilnMcp {
         Self {
             kiln,
             fixed_caller: None,
-            tool_router: Self::tool_router(),
+            tool_router: Self::tool_router() + Self::servers_router(),
         }
     }
 
@@ -83,6 +85,25 @@ impl KilnMcp {
             .and_then(|parts| parts.extensions.get::<Caller>())
             .map(|caller| caller.user_id.clone())
             .ok_or_else(|| ErrorData::invalid_request("this request is not authenticated", None))
+    }
+
+    /// This server as the caller reached it (`http://host:port`), from the request's Host
+    /// (and a proxy's `X-Forwarded-Proto`); `None` in-process, or for a Host that is not
+    /// a plain authority.
+    fn base_url(&self, ctx: &RequestContext<RoleServer>) -> Option<String> {
+        let parts = ctx.extensions.get::<http::request::Parts>()?;
+        let host = parts.headers.get(http::header::HOST)?.to_str().ok()?;
+        let authority: http::uri::Authority = host.parse().ok()?;
+        if authority.as_str().contains('@') {
+            return None;
+        }
+        let https = parts
+            .headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|proto| proto.eq_ignore_ascii_case("https"));
+        let scheme = if https { "https" } else { "http" };
+        Some(format!("{scheme}://{authority}"))
     }
 }
 

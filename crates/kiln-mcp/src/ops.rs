@@ -93,6 +93,17 @@ pub(crate) fn verification_json(job: &VerificationJobRecord) -> Value {
     out
 }
 
+/// An exec as a tool answers it: the tail of each output, cut to `max` bytes.
+pub(crate) fn exec_json(exec: &InstanceExecRecord, max: usize) -> Value {
+    let (stdout, cut_out) = tail(&exec.stdout, max);
+    let (stderr, cut_err) = tail(&exec.stderr, max);
+    json!({
+        "exit_code": exec.exit_code, "stdout": stdout, "stderr": stderr,
+        "truncated": exec.truncated || cut_out || cut_err,
+        "duration_ms": exec.duration_ms, "error": exec.error,
+    })
+}
+
 /// The last `max` bytes of `text` (on a character boundary), and whether any was cut.
 pub(crate) fn tail(text: &str, max: usize) -> (&str, bool) {
     if text.len() <= max {

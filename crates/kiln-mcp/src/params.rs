@@ -56,6 +56,45 @@ pub struct Exec {
     pub timeout_secs: Option<u32>,
     /// Working directory (default: the session's, /testbed for samples).
     pub cwd: Option<String>,
+    /// Answer at once with an exec_id and leave the command running (a server, a long
+    /// build) until it exits or timeout_secs; see exec_status and kill_exec. Without it,
+    /// whatever the command left running is killed when it exits.
+    pub background: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ExecRef {
+    pub session_id: String,
+    /// An exec_id from exec with background.
+    pub exec_id: String,
+}
+
+/// How an exposed port is reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PortMode {
+    /// HTTP under this server's API (`url`), with your bearer API key.
+    #[default]
+    Path,
+    /// A TCP listener on the server's host (`host_address`), for any protocol; anyone who
+    /// can reach that address can connect.
+    HostPort,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ExposePort {
+    pub session_id: String,
+    /// The TCP port a server in the session listens on (on its loopback).
+    pub port: u32,
+    /// `path` (default) or `host_port`.
+    pub mode: Option<PortMode>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ClosePort {
+    pub session_id: String,
+    /// A forward_id from expose_port.
+    pub forward_id: String,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 
 use crate::errors::{invalid, tool_error};
 use crate::ops::{
-    exec_with_progress, session_json, tail, verification_json, wait_ready, wait_verification,
+    exec_json, exec_with_progress, session_json, tail, verification_json, wait_ready,
+    wait_verification,
 };
 use crate::params::{self, MAX_SAMPLES_PAGE};
 use crate::KilnMcp;
@@ -166,7 +167,7 @@ impl KilnMcp {
     }
 
     #[tool(
-        description = "Run a shell command in a session and wait for it: exit code, stdout and stderr (their last bytes when long). Killed after timeout_secs (exit code 124). With a progress token, output arrives as progress notifications while it runs."
+        description = "Run a shell command in a session and wait for it: exit code, stdout and stderr (their last bytes when long). Killed after timeout_secs (exit code 124). With a progress token, output arrives as progress notifications while it runs. With background, answers at once with an exec_id and keeps the command running (e.g. a server, then expose_port)."
     )]
     async fn exec(
         &self,
@@ -174,14 +175,30 @@ impl KilnMcp {
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
         let user = self.caller(&ctx)?;
+        let background = p.background.unwrap_or(false);
         let spec = ExecSpec {
             command: ExecCommand::Shell(p.command),
             timeout_secs: p.timeout_secs,
             cwd: p.cwd,
             env: BTreeMap::new(),
             stdin: None,
-            mode: ExecMode::Sync,
+            mode: if background {
+                ExecMode::Background
+            } else {
+                ExecMode::Sync
+            },
         };
+        if background {
+            return answer(
+                self.kiln
+                    .instances
+                    .exec(&user, &p.session_id, spec)
+                    .await
+                    .map(|started| {
+                        json!({"exec_id": started.exec_id, "status": started.status.as_str()})
+                    }),
+            );
+        }
         let max = self.kiln.config.mcp.max_tool_output_bytes;
         let done = match ctx.meta.get_progress_token() {
             Some(token) => {
@@ -189,15 +206,7 @@ impl KilnMcp {
             }
             None => self.kiln.instances.exec(&user, &p.session_id, spec).await,
         };
-        answer(done.map(|done| {
-            let (stdout, cut_out) = tail(&done.stdout, max);
-            let (stderr, cut_err) = tail(&done.stderr, max);
-            json!({
-                "exit_code": done.exit_code, "stdout": stdout, "stderr": stderr,
-                "truncated": done.truncated || cut_out || cut_err,
-                "duration_ms": done.duration_ms, "error": done.error,
-            })
-        }))
+        answer(done.map(|done| exec_json(&done, max)))
     }
 
     #[tool(description = "Read a text file of a session (a range of it with offset and length).")]

@@ -10,7 +10,8 @@ use kiln_config::Config;
 use kiln_mcp::KilnMcp;
 use kiln_services::datasets::ImportRequest;
 use kiln_services::Kiln;
-use kiln_test_support::FakeRuntime;
+use kiln_test_support::fake::ECHO_PORT;
+use kiln_test_support::{FakeRuntime, Reply};
 use rmcp::model::{CallToolRequestParams, ClientConfig};
 use rmcp::service::RunningService;
 use rmcp::{RoleClient, ServiceExt};
@@ -132,6 +133,10 @@ async fn every_tool_is_listed_with_an_object_schema() {
         "fork",
         "verify",
         "close_session",
+        "exec_status",
+        "kill_exec",
+        "expose_port",
+        "close_port",
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
@@ -368,6 +373,14 @@ async fn another_user_finds_nothing_of_a_session() {
         ("rollback", json!({"session_id": sid})),
         ("fork", json!({"session_id": sid, "count": 1})),
         ("verify", json!({"session_id": sid})),
+        (
+            "expose_port",
+            json!({"session_id": sid, "port": ECHO_PORT, "mode": "host_port"}),
+        ),
+        (
+            "exec",
+            json!({"session_id": sid, "command": "serve", "background": true}),
+        ),
         ("close_session", json!({"session_id": sid})),
     ] {
         let body = refused(&intruder, tool, args).await;
@@ -398,4 +411,122 @@ async fn problem_statements_are_resources() {
         ))
         .await;
     assert!(missing.is_err());
+}
+
+#[tokio::test]
+async fn a_background_server_is_exposed_then_stopped() {
+    let h = harness().await;
+    // "serve" prints a line at once, then runs for a minute unless killed.
+    h.fake.respond(
+        "serve",
+        Reply {
+            delay: std::time::Duration::from_secs(60),
+            ..Reply::ok("listening on 7\n")
+        },
+    );
+    let client = connect(&h.kiln, &h.admin).await;
+    let session = ok(
+        &client,
+        "create_session",
+        json!({"dataset": "test", "sample_id": "test-1"}),
+    )
+    .await;
+    let sid = session["session_id"].as_str().unwrap().to_string();
+
+    let started = ok(
+        &client,
+        "exec",
+        json!({"session_id": sid, "command": "serve", "background": true}),
+    )
+    .await;
+    assert_eq!(started["status"], "running", "{started}");
+    let exec_id = started["exec_id"].as_str().unwrap().to_string();
+    let status = ok(
+        &client,
+        "exec_status",
+        json!({"session_id": sid, "exec_id": exec_id}),
+    )
+    .await;
+    assert_eq!(status["status"], "running", "{status}");
+    assert_eq!(status["stdout"], "listening on 7\n", "{status}");
+
+    for port in [0, 70000] {
+        let bad = refused(
+            &client,
+            "expose_port",
+            json!({"session_id": sid, "port": port}),
+        )
+        .await;
+        assert_eq!(bad["code"], "validation_error", "{bad}");
+    }
+    let path = ok(
+        &client,
+        "expose_port",
+        json!({"session_id": sid, "port": ECHO_PORT}),
+    )
+    .await;
+    assert_eq!(path["mode"], "path");
+    assert_eq!(
+        path["url"],
+        format!("/v1/instances/{sid}/ports/{ECHO_PORT}/"),
+        "in-process there is no Host to make it absolute: {path}"
+    );
+    let host = ok(
+        &client,
+        "expose_port",
+        json!({"session_id": sid, "port": ECHO_PORT, "mode": "host_port"}),
+    )
+    .await;
+    let address = host["host_address"].as_str().unwrap().to_string();
+    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    socket.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    socket.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"ping");
+
+    let forward_id = host["forward_id"].as_str().unwrap();
+    let closed = ok(
+        &client,
+        "close_port",
+        json!({"session_id": sid, "forward_id": forward_id}),
+    )
+    .await;
+    assert_eq!(closed["closed"], true);
+    let again = refused(
+        &client,
+        "close_port",
+        json!({"session_id": sid, "forward_id": forward_id}),
+    )
+    .await;
+    assert_eq!(again["code"], "not_found");
+
+    ok(
+        &client,
+        "kill_exec",
+        json!({"session_id": sid, "exec_id": exec_id}),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let ended = loop {
+        let status = ok(
+            &client,
+            "exec_status",
+            json!({"session_id": sid, "exec_id": exec_id}),
+        )
+        .await;
+        if status["status"] != "running" || std::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_ne!(ended["status"], "running", "{ended}");
+    assert_eq!(ended["stdout"], "listening on 7\n", "{ended}");
+    let not_running = refused(
+        &client,
+        "kill_exec",
+        json!({"session_id": sid, "exec_id": exec_id}),
+    )
+    .await;
+    assert_eq!(not_running["code"], "conflict");
 }

@@ -2,14 +2,16 @@
 //! passed on to `/{path}` of the service listening on that port inside the instance, over
 //! one connection the instance service opens through the sandbox's agent. Method, query,
 //! headers and body go in (without hop-by-hop headers and without the caller's
-//! `Authorization`, which is for Kiln only); the answer streams back as it comes.
+//! `Authorization`, which is for Kiln only); the answer streams back as it comes. A
+//! protocol switch (`Connection: upgrade`, a WebSocket) the service accepts with a 101 is
+//! carried both ways afterwards.
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use axum::http::{Uri, Version};
+use axum::http::{StatusCode, Uri, Version};
 use axum::response::Response;
 use http_body_util::Limited;
 use hyper_util::rt::TokioIo;
@@ -17,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{check_range, CurrentUser, ValidPath};
 use crate::models::{ErrorBody, HTTPValidationError};
+use crate::server::ConnectionSlot;
 use crate::AppState;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
@@ -77,7 +80,7 @@ async fn forward(
     user_id: &str,
     id: &str,
     port: i64,
-    request: Request,
+    mut request: Request,
 ) -> ApiResult<Response> {
     check_range(&["path", "port"], port, Some(1), Some(65535))?;
     let port = u16::try_from(port).map_err(|_| ApiError::Internal("port range".into()))?;
@@ -93,7 +96,24 @@ async fn forward(
             "the request body exceeds {max_body} bytes (ports.max_proxy_body_bytes)"
         )));
     }
-    let upstream = upstream_request(request, port, id, max_body)?;
+    // A protocol switch (WebSocket): the caller's side of it, and the protocol asked for,
+    // which `upstream_request` would drop with the other hop-by-hop headers.
+    let upgrade = upgrade_asked(request.headers()).map(|protocol| {
+        let slot = request.extensions().get::<ConnectionSlot>().cloned();
+        (
+            protocol,
+            Switch {
+                outside: hyper::upgrade::on(&mut request),
+                slot,
+            },
+        )
+    });
+    let mut upstream = upstream_request(request, port, id, max_body)?;
+    if let Some((protocol, _)) = &upgrade {
+        let headers = upstream.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol.clone());
+    }
     let stream = state.kiln.instances.connect_path(user_id, id, port).await?;
     let gateway = |what: &str, e: &dyn std::fmt::Display| {
         ApiError::BadGateway(format!("the service on port {port} {what}: {e}"))
@@ -101,9 +121,10 @@ async fn forward(
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| gateway("could not be spoken to", &e))?;
-    // Drives the connection until the answer's body has been passed on.
+    // Drives the connection until the answer's body has been passed on (or, upgraded,
+    // hands it over).
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
+        if let Err(e) = connection.with_upgrades().await {
             tracing::debug!(error = %e, "port proxy connection ended");
         }
     });
@@ -112,9 +133,75 @@ async fn forward(
         .await
         .map_err(|_| gateway("did not answer in time", &format!("{answer_timeout:?}")))?
         .map_err(|e| gateway("closed the connection without an answer", &e))?;
-    let (mut parts, body) = answer.into_parts();
+    match upgrade {
+        Some((_, switch)) if answer.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            Ok(switch_protocols(state, id, port, switch, answer))
+        }
+        _ => {
+            let (mut parts, body) = answer.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Ok(Response::from_parts(parts, Body::new(body)))
+        }
+    }
+}
+
+/// The caller's side of a protocol switch: its connection once switched, and its place
+/// under the server's connection caps, held for as long as the switched connection lasts.
+struct Switch {
+    outside: hyper::upgrade::OnUpgrade,
+    slot: Option<ConnectionSlot>,
+}
+
+/// The protocol a request asks to switch to (`Connection: upgrade` with `Upgrade`).
+fn upgrade_asked(headers: &HeaderMap) -> Option<HeaderValue> {
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    connection_upgrade
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// The service inside agreed to switch protocols: its 101 goes back to the caller with the
+/// headers the switch needs, and once both sides have switched the instance service
+/// carries the bytes (idle timeout, connection cap, closed with the forward).
+fn switch_protocols(
+    state: &AppState,
+    id: &str,
+    port: u16,
+    switch: Switch,
+    mut answer: hyper::Response<hyper::body::Incoming>,
+) -> Response {
+    let inside = hyper::upgrade::on(&mut answer);
+    let kiln = state.kiln.clone();
+    let id = id.to_string();
+    tokio::spawn(async move {
+        let _slot = switch.slot;
+        match tokio::join!(switch.outside, inside) {
+            (Ok(outside), Ok(inside)) => {
+                kiln.instances
+                    .carry_upgraded(&id, port, TokioIo::new(outside), TokioIo::new(inside))
+                    .await;
+            }
+            (outside, inside) => {
+                let error = outside.err().or(inside.err());
+                tracing::debug!(error = ?error, "a protocol switch through a port proxy failed");
+            }
+        }
+    });
+    let (mut parts, _) = answer.into_parts();
+    let protocol = parts.headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, Body::new(body)))
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Some(protocol) = protocol {
+        parts.headers.insert(header::UPGRADE, protocol);
+    }
+    Response::from_parts(parts, Body::empty())
 }
 
 /// The request as the service inside sees it: its own path, no credential for Kiln, no

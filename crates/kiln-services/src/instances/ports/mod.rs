@@ -193,6 +193,39 @@ impl InstanceService {
         Ok(Box::new(listener::Permitted::new(stream, permit)))
     }
 
+    /// Carries a connection a `path` forward upgraded (a WebSocket, say) once both ends
+    /// have switched protocols: bytes both ways until either side ends, nothing moves for
+    /// `ports.idle_timeout_secs`, or the forward closes. It keeps the connection's place
+    /// under `ports.max_connections_per_forward` for as long as it lasts (the permit
+    /// travels inside the stream `connect_path` answered).
+    pub fn carry_upgraded<A, B>(
+        &self,
+        instance_id: &str,
+        port: u16,
+        outside: A,
+        inside: B,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static
+    where
+        A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+        B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        let forward = self.ports.find_path(instance_id, port);
+        let idle = Duration::from_secs(self.ports.config().idle_timeout_secs);
+        async move {
+            // Closed between the answer and now: the connection ends with it.
+            let Some(forward) = forward else { return };
+            let mut stopped = forward.stopped();
+            tokio::select! {
+                _ = registry::until_stopped(&mut stopped) => {}
+                result = listener::pipe(outside, inside, idle) => {
+                    if let Err(e) = result {
+                        tracing::debug!(forward = %forward.forward_id, error = %e, "upgraded connection ended");
+                    }
+                }
+            }
+        }
+    }
+
     /// Start-up, after the sessions' recovery: re-opens the forwards of instances whose
     /// sandbox survived (a crash), closes the others with the reason.
     pub async fn recover_port_forwards(&self) -> ServiceResult<usize> {
