@@ -167,7 +167,7 @@ impl SessionService {
     }
 
     /// Publishes a verification job's end (completed with its result, or error).
-    async fn announce_job(&self, job: &kiln_store::VerificationJobRecord) {
+    pub(crate) async fn announce_job(&self, job: &kiln_store::VerificationJobRecord) {
         let event = match job.status {
             JobStatus::Completed => EventType::VerificationCompleted,
             JobStatus::Error => EventType::VerificationError,

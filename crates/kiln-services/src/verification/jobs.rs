@@ -122,12 +122,14 @@ impl SessionService {
                 error_code: Some(code.into()),
                 error_message: Some(message.into()),
             };
-            if self
+            // Announced like any job's end (`verification.error` for a lost sandbox; a
+            // cancelled job has no event of its own, its session's end says why).
+            if let Some(ended) = self
                 .store()
                 .update_verification_job(&job.job_id, &update)
                 .await?
-                .is_some()
             {
+                self.announce_job(&ended).await;
                 n += 1;
             }
         }
