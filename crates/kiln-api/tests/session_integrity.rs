@@ -9,30 +9,10 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::{assert_error, assert_validation, TestServer};
-use sandbox::{create_ready, finished, once_not_ready, session_usage_charges, start_exec};
+use sandbox::{
+    create_ready, finished, init_pid, kill, once_not_ready, session_usage_charges, start_exec,
+};
 use serde_json::{json, Value};
-
-/// The host pid of the sandbox's init (its agent), as the local runtime recorded it.
-fn init_pid(s: &TestServer, id: &str) -> u32 {
-    let state = s
-        .kiln
-        .config
-        .data_dir
-        .join("runtime/sandboxes")
-        .join(id)
-        .join("state.json");
-    let text = std::fs::read_to_string(&state).expect("sandbox state");
-    let state: Value = serde_json::from_str(&text).expect("state JSON");
-    state["init_pid"].as_u64().expect("init_pid") as u32
-}
-
-fn kill(signal: &str, pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {signal} {pid}");
-}
 
 /// A str_replace and an upload sent together: they queue behind whatever runs.
 async fn edit_and_upload(s: &TestServer, key: &str, id: &str) -> [(u16, Value); 2] {

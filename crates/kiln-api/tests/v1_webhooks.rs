@@ -741,6 +741,69 @@ async fn a_sessions_life_arrives_signed_in_order_of_events() {
     );
 }
 
+/// A verification whose sandbox dies under it ends as `verification.error` (code
+/// `sandbox_lost`), announced with the session's `session.terminated`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verification_whose_sandbox_dies_is_announced_as_an_error() {
+    let Some(s) = sandbox::start_if_possible(fast).await else {
+        return;
+    };
+    let key = s.admin_key.clone();
+    let receiver = Receiver::start(Answer::Ok).await;
+    let (_, secret) = create_hook(
+        &s,
+        &key,
+        &receiver.url,
+        json!(["verification.error", "verification.completed", "session.terminated"]),
+    )
+    .await;
+    let id = sandbox::create_ready(&s, &key).await;
+    s.post(&format!("/sessions/{id}/upload"))
+        .header("Authorization", bearer(&key))
+        .json(&json!({"file_path": "run-tests.sh",
+            "content_base64": base64::engine::general_purpose::STANDARD.encode("sleep 60\n")}))
+        .send()
+        .await
+        .expect("upload");
+    let (status, started) = s
+        .post_as(&key, &format!("/sessions/{id}/verify"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{started}");
+    let job = started["job_id"].as_str().expect("job id").to_string();
+    // Kill the sandbox while the tests run (the test sample times out after 3 s; if the
+    // run has not started yet, the queued job is ended by the session's end: the same
+    // event either way).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    sandbox::kill("-KILL", sandbox::init_pid(&s, &id));
+
+    let got = receiver.wait_for(2).await;
+    let events: Vec<Value> = got
+        .iter()
+        .map(|r| {
+            assert_signed(&secret, r);
+            serde_json::from_str(&r.body).expect("json")
+        })
+        .collect();
+    let error = events
+        .iter()
+        .find(|e| e["type"] == "verification.error")
+        .unwrap_or_else(|| panic!("no verification.error: {events:?}"));
+    assert_eq!(error["data"]["job_id"], job.as_str(), "{error}");
+    assert_eq!(error["data"]["session_id"], id.as_str(), "{error}");
+    assert_eq!(error["data"]["status"], "error", "{error}");
+    assert_eq!(error["data"]["error_code"], "sandbox_lost", "{error}");
+    assert!(
+        events.iter().any(|e| e["type"] == "session.terminated"),
+        "{events:?}"
+    );
+    assert!(
+        !events.iter().any(|e| e["type"] == "verification.completed"),
+        "{events:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.got().len(), 2, "announced once: {:?}", receiver.got());
+}
+
 /// Snapshots and forks are announced too: `snapshot.created`, `session.forked` (with the
 /// forks' ids), a `session.created` per fork, `snapshot.restored` and `snapshot.deleted`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

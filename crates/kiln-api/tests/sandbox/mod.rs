@@ -264,3 +264,25 @@ pub async fn session_usage_charges(s: &TestServer, key: &str, id: &str) -> Vec<V
         .cloned()
         .collect()
 }
+
+/// The host pid of the sandbox's init (its agent), as the local runtime recorded it.
+pub fn init_pid(s: &TestServer, id: &str) -> u32 {
+    let state = s
+        .kiln
+        .config
+        .data_dir
+        .join("runtime/sandboxes")
+        .join(id)
+        .join("state.json");
+    let text = std::fs::read_to_string(&state).expect("sandbox state");
+    let state: Value = serde_json::from_str(&text).expect("state JSON");
+    state["init_pid"].as_u64().expect("init_pid") as u32
+}
+
+pub fn kill(signal: &str, pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
