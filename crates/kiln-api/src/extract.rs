@@ -227,8 +227,8 @@ impl FromRequestParts<Arc<AppState>> for SignedIn {
         let principal = match parts.extensions.get::<Authenticated>() {
             Some(Authenticated(principal)) => principal.clone(),
             None => {
-                let token = bearer_token(&parts.headers)?;
-                state.kiln.auth.authenticate(token).await?
+                let credential = crate::cookies::credential(&parts.headers, &parts.method)?;
+                state.kiln.auth.authenticate(credential).await?
             }
         };
         // An org key is bound to its org's IP allowlist wherever it is used.

@@ -3,6 +3,7 @@
 //! request is turned into calls on [`kiln_services::Kiln`].
 #![forbid(unsafe_code)]
 
+pub mod cookies;
 mod dashboard;
 pub mod error;
 pub mod extract;

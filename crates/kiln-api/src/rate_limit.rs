@@ -18,7 +18,7 @@ use kiln_config::ServerConfig;
 use kiln_services::auth::{Credential, Principal};
 
 use crate::error::ApiError;
-use crate::extract::{bearer_token, Authenticated};
+use crate::extract::Authenticated;
 use crate::server::{client_address, client_key};
 use crate::AppState;
 
@@ -130,8 +130,8 @@ pub(crate) async fn limit(
     if path == "/health" || path.starts_with("/health/") {
         return Ok(next.run(req).await);
     }
-    let principal = match bearer_token(req.headers()) {
-        Ok(token) => state.kiln.auth.authenticate(token).await.ok(),
+    let principal = match crate::cookies::credential(req.headers(), req.method()) {
+        Ok(credential) => state.kiln.auth.authenticate(credential).await.ok(),
         Err(_) => None,
     };
     match principal {

@@ -1,8 +1,11 @@
 //! Password accounts over real HTTP (SQLite; PostgreSQL in scripts/test.sh's second pass): sign-up → the verification
 //! mail read from an SMTP server this test runs (on 127.0.0.1) → verify; sign-in, device
 //! sessions listed and revoked (their tokens stop at once); password reset and e-mail change
-//! by mailed single-use links; deletion's cascade; the sign-in rate limit; validation.
+//! by mailed single-use links; deletion's cascade; the sign-in rate limit; validation;
+//! browser sign-ins in cookies with CSRF (`cookies`).
 mod common;
+#[path = "v1_auth/cookies.rs"]
+mod cookies;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

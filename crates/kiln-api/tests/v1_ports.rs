@@ -428,6 +428,10 @@ async fn the_proxy_passes_the_request_on_without_the_callers_credential() {
         .header("X-Test", "kept")
         .header("Connection", "keep-alive, X-Hop")
         .header("X-Hop", "dropped")
+        .header(
+            "Cookie",
+            "kiln_session=secret-cookie; theme=dark; kiln_csrf=c",
+        )
     })
     .await;
     assert_eq!(status, 200);
@@ -440,7 +444,17 @@ async fn the_proxy_passes_the_request_on_without_the_callers_credential() {
         lines.contains(&format!("x-forwarded-prefix: /v1/instances/{id}/ports/7001").as_str()),
         "{head}"
     );
-    for gone in ["authorization", "x-hop", "connection: keep-alive"] {
+    assert!(
+        lines.contains(&"cookie: theme=dark"),
+        "the service's own cookies pass: {head}"
+    );
+    for gone in [
+        "authorization",
+        "x-hop",
+        "connection: keep-alive",
+        "secret-cookie",
+        "kiln_csrf",
+    ] {
         assert!(!head.contains(gone), "{gone} reached the service: {head}");
     }
     assert!(

@@ -754,7 +754,11 @@ async fn a_verification_whose_sandbox_dies_is_announced_as_an_error() {
         &s,
         &key,
         &receiver.url,
-        json!(["verification.error", "verification.completed", "session.terminated"]),
+        json!([
+            "verification.error",
+            "verification.completed",
+            "session.terminated"
+        ]),
     )
     .await;
     let id = sandbox::create_ready(&s, &key).await;
@@ -801,7 +805,12 @@ async fn a_verification_whose_sandbox_dies_is_announced_as_an_error() {
         "{events:?}"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(receiver.got().len(), 2, "announced once: {:?}", receiver.got());
+    assert_eq!(
+        receiver.got().len(),
+        2,
+        "announced once: {:?}",
+        receiver.got()
+    );
 }
 
 /// Snapshots and forks are announced too: `snapshot.created`, `session.forked` (with the

@@ -150,6 +150,32 @@ impl Browser {
     }
 
     /// Waits until `script` returns something truthy; returns it.
+    /// Calls the API from the page, as the page would: its cookies go along, and the
+    /// `kiln_csrf` cookie's value in `X-CSRF-Token` when `csrf` (a synchronous
+    /// XMLHttpRequest, so the call ends before this returns): (status, JSON body or null).
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        csrf: bool,
+    ) -> (u16, Value) {
+        let script = "const [method, path, body, csrf] = arguments;
+            const x = new XMLHttpRequest();
+            x.open(method, path, false);
+            if (body !== null) x.setRequestHeader('Content-Type', 'application/json');
+            const c = document.cookie.split(';').map((s) => s.trim()).find((s) => s.startsWith('kiln_csrf='));
+            if (csrf && c) x.setRequestHeader('X-CSRF-Token', c.slice('kiln_csrf='.length));
+            x.send(body === null ? null : JSON.stringify(body));
+            return [x.status, x.responseText];";
+        let answer = self
+            .js(script, serde_json::json!([method, path, body, csrf]))
+            .await;
+        let status = answer[0].as_u64().expect("status") as u16;
+        let text = answer[1].as_str().unwrap_or_default();
+        (status, serde_json::from_str(text).unwrap_or(Value::Null))
+    }
+
     pub async fn until(&self, what: &str, script: &str, args: Value) -> Value {
         let deadline = Instant::now() + WAIT;
         loop {

@@ -1,11 +1,14 @@
-// Kiln's dashboard: a hash-routed page over the public API (/api/v1 and /v1), with the
-// caller's bearer token (a sign-in's access token or a pasted API key) kept in
-// localStorage. Every value from the server is put in the page as text (never as HTML).
+// Kiln's dashboard: a hash-routed page over the public API (/api/v1 and /v1). A password
+// sign-in lives in HttpOnly cookies this page cannot read (X-Kiln-Session: cookie); it
+// echoes only the kiln_csrf cookie in X-CSRF-Token. A pasted API key is kept in
+// localStorage and sent as a bearer token. Every value from the server is put in the
+// page as text (never as HTML).
 "use strict";
 
-const TOKEN = "kiln.token";
-const REFRESH = "kiln.refresh";
+const TOKEN = "kiln.token"; // a pasted API key
+const LEGACY_REFRESH = "kiln.refresh"; // what earlier versions kept; removed on sign-out
 const ORG = "kiln.org";
+const COOKIE_MODE = { "X-Kiln-Session": "cookie" };
 const main = () => document.getElementById("main");
 let timers = [];
 let aborts = [];
@@ -56,22 +59,34 @@ class ApiError extends Error {
   }
 }
 
+// The value of the kiln_csrf cookie ("" when signed out or signed in with a key).
+function csrfCookie() {
+  const found = document.cookie.split(";").map((c) => c.trim()).find((c) => c.startsWith("kiln_csrf="));
+  return found ? found.slice("kiln_csrf=".length) : "";
+}
+
+function isSignedIn() { return !!localStorage.getItem(TOKEN) || !!csrfCookie(); }
+
+// The credential of a request: the pasted key, or (cookies go by themselves) the CSRF
+// token a cookie sign-in must echo on requests that change something.
+function authHeaders() {
+  const key = localStorage.getItem(TOKEN);
+  if (key) return { Authorization: "Bearer " + key };
+  const csrf = csrfCookie();
+  return csrf ? { "X-CSRF-Token": csrf } : {};
+}
+
+// A cookie sign-in whose access token expired gets new cookies from its refresh cookie.
 async function refreshToken() {
-  const refresh = localStorage.getItem(REFRESH);
-  if (!refresh) return false;
+  if (localStorage.getItem(TOKEN) || !csrfCookie()) return false;
   const r = await fetch("/v1/auth/refresh", {
-    method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ refresh_token: refresh }),
+    method: "POST", headers: { "Content-Type": "application/json", ...COOKIE_MODE }, body: "{}",
   });
-  if (!r.ok) return false;
-  const body = await r.json();
-  localStorage.setItem(TOKEN, body.access_token);
-  if (body.refresh_token) localStorage.setItem(REFRESH, body.refresh_token);
-  return true;
+  return r.ok;
 }
 
 async function raw(method, path, body, retried) {
-  const headers = { Authorization: "Bearer " + (localStorage.getItem(TOKEN) || "") };
+  const headers = authHeaders();
   // The organization picked on the organization page (document 004's org context).
   if (localStorage.getItem(ORG)) headers["X-Org-Slug"] = localStorage.getItem(ORG);
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -110,7 +125,7 @@ function askSudo() {
     dialog.append(h("form", { method: "dialog", onsubmit: async (ev) => {
       ev.preventDefault();
       const r = await fetch("/v1/auth/sudo", { method: "POST",
-        headers: { Authorization: "Bearer " + localStorage.getItem(TOKEN), "Content-Type": "application/json" },
+        headers: { ...authHeaders(), "Content-Type": "application/json" },
         body: JSON.stringify({ password: password.value, code: code.value || null }) });
       if (r.ok) finish(true);
       else error.textContent = new ApiError(r.status, await r.json().catch(() => null)).message;
@@ -127,12 +142,22 @@ function askSudo() {
 }
 
 function signOut(tell) {
-  const had = localStorage.getItem(TOKEN);
+  const had = isSignedIn();
+  const headers = authHeaders();
   localStorage.removeItem(TOKEN);
-  localStorage.removeItem(REFRESH);
+  localStorage.removeItem(LEGACY_REFRESH);
   localStorage.removeItem(ORG);
-  if (had && tell) fetch("/v1/auth/logout", { method: "POST", headers: { Authorization: "Bearer " + had } });
+  // The server removes the HttpOnly cookies on sign-out (a sign-in that already ended, a
+  // 401, is left with an invalid one); the readable one goes at once, so the page knows.
+  if (had && tell) fetch("/v1/auth/logout", { method: "POST", headers });
+  document.cookie = "kiln_csrf=; Max-Age=0; Path=/; SameSite=Strict";
   location.hash = "#/login";
+}
+
+// A password sign-in succeeded: its cookies are set; a key pasted before is forgotten.
+function signedInByCookie() {
+  localStorage.removeItem(TOKEN);
+  localStorage.removeItem(LEGACY_REFRESH);
 }
 
 // Runs an action from a button, reporting failures in the status line.
@@ -157,13 +182,12 @@ function loginPage() {
   const done = () => { location.hash = "#/sessions"; };
   const withPassword = h("form", { class: "card signin", id: "login-form", onsubmit: action(async () => {
     error.textContent = "";
-    const r = await fetch("/v1/auth/login", { method: "POST", headers: { "Content-Type": "application/json" },
+    const r = await fetch("/v1/auth/login", { method: "POST", headers: { "Content-Type": "application/json", ...COOKIE_MODE },
       body: JSON.stringify({ email: email.value, password: password.value }) });
     const body = await r.json().catch(() => null);
     if (!r.ok) { error.textContent = new ApiError(r.status, body).message; return; }
     if (body.mfa_required) { askSecondFactor(body, withPassword, done); return; }
-    localStorage.setItem(TOKEN, body.access_token);
-    localStorage.setItem(REFRESH, body.refresh_token);
+    signedInByCookie();
     done();
   }) },
   h("h2", {}, "E-mail and password"),
@@ -173,7 +197,7 @@ function loginPage() {
   const withKey = h("form", { class: "card signin", id: "key-form", onsubmit: action(async () => {
     error.textContent = "";
     localStorage.setItem(TOKEN, key.value.trim());
-    localStorage.removeItem(REFRESH);
+    localStorage.removeItem(LEGACY_REFRESH);
     try { await api("GET", "/api/v1/users/me"); done(); } catch (e) { error.textContent = "That key was refused."; }
   }) },
   h("h2", {}, "Or an API key"),
@@ -193,7 +217,7 @@ function askSecondFactor(challenge, passwordForm, done) {
   const error = h("p", { role: "alert", class: "muted", id: "mfa-error" });
   const form = h("form", { class: "card signin", id: "mfa-form", onsubmit: action(async () => {
     error.textContent = "";
-    const r = await fetch("/v1/auth/login/mfa", { method: "POST", headers: { "Content-Type": "application/json" },
+    const r = await fetch("/v1/auth/login/mfa", { method: "POST", headers: { "Content-Type": "application/json", ...COOKIE_MODE },
       body: JSON.stringify({ challenge_token: challenge.challenge_token, code: code.value.trim() }) });
     const body = await r.json().catch(() => null);
     if (!r.ok) {
@@ -201,8 +225,7 @@ function askSecondFactor(challenge, passwordForm, done) {
       code.select();
       return;
     }
-    localStorage.setItem(TOKEN, body.access_token);
-    localStorage.setItem(REFRESH, body.refresh_token);
+    signedInByCookie();
     done();
   }) },
   h("h2", {}, "Second factor"),
@@ -398,7 +421,7 @@ async function streamExec(id, command, output, exitLine) {
   aborts.push(ctl);
   const r = await fetch(`/v1/instances/${enc(id)}/exec/stream`, {
     method: "POST", signal: ctl.signal,
-    headers: { Authorization: "Bearer " + localStorage.getItem(TOKEN), "Content-Type": "application/json",
+    headers: { ...authHeaders(), "Content-Type": "application/json",
       ...(localStorage.getItem(ORG) ? { "X-Org-Slug": localStorage.getItem(ORG) } : {}) },
     body: JSON.stringify({ command }),
   });
@@ -575,7 +598,7 @@ async function route() {
   const [path, query] = hash.split("?");
   const params = new URLSearchParams(query || "");
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
-  const signedIn = !!localStorage.getItem(TOKEN);
+  const signedIn = isSignedIn();
   document.getElementById("nav").hidden = !signedIn;
   if (!signedIn && parts[0] !== "login") { location.hash = "#/login"; return; }
   try {

@@ -1,18 +1,20 @@
 //! Password accounts (`/v1/auth`, document 002): sign-up, sign-in, tokens, the caller's
 //! account, its device sessions, and the mailed links (verify, reset, e-mail change).
-//! Browser cookies and CSRF come with the dashboard; today every route takes the bearer
-//! token of a sign-in (or an API key where it makes sense).
+//! A browser may ask for its sign-in in cookies (`X-Kiln-Session: cookie`, see
+//! `cookies.rs`); every route also takes the bearer token of a sign-in (or an API key
+//! where it makes sense).
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use kiln_services::accounts::{ClientInfo, LoginOutcome};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth_models::*;
+use crate::cookies::CookieMode;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{request_address, OptionalJson, SignedIn, ValidJson, ValidPath, ValidQuery};
 use crate::models::{ErrorBody, HTTPValidationError};
@@ -66,14 +68,16 @@ async fn me_view(state: &AppState, user: &kiln_services::auth::Principal) -> Api
 }
 
 /// Create an account with e-mail and password; signs in and mails a verification link.
-#[utoipa::path(post, path = "/auth/signup", tag = "auth", request_body = SignupRequest,
+#[utoipa::path(post, path = "/auth/signup", tag = "auth",
+    params(("X-Kiln-Session" = Option<String>, Header, description = "`cookie`: a browser's sign-in, answered in HttpOnly cookies (`kiln_session`, `kiln_refresh`) and a `kiln_csrf` cookie whose value later requests that change something send in `X-CSRF-Token`; the body's tokens are then empty")), request_body = SignupRequest,
     responses((status = 201, body = SignInResponse), (status = 409, description = "address taken", body = ErrorBody),
               (status = 422, body = HTTPValidationError), (status = 429, body = ErrorBody)))]
 pub async fn signup(
     State(state): State<Arc<AppState>>,
     Client(client): Client,
+    mode: CookieMode,
     ValidJson(req): ValidJson<SignupRequest>,
-) -> ApiResult<(StatusCode, Json<SignInResponse>)> {
+) -> ApiResult<(StatusCode, HeaderMap, Json<SignInResponse>)> {
     let name = req.name.clone().unwrap_or_else(|| {
         req.email
             .trim()
@@ -95,20 +99,24 @@ pub async fn signup(
         .authenticate(&signed.tokens.access_token)
         .await?;
     let view = me_view(&state, &me).await?;
-    Ok((StatusCode::CREATED, Json(SignInResponse::new(signed, view))))
+    let mut answer = SignInResponse::new(signed, view);
+    let cookies = handed_over(&state, &mode, &mut answer);
+    Ok((StatusCode::CREATED, cookies, Json(answer)))
 }
 
 /// Sign in with e-mail and password; an account with a second factor answers
 /// `mfa_required` and a challenge for `/auth/login/mfa`. Failed attempts are limited per
 /// account and per address (429 with `Retry-After`).
-#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
+#[utoipa::path(post, path = "/auth/login", tag = "auth",
+    params(("X-Kiln-Session" = Option<String>, Header, description = "`cookie`: a browser's sign-in, answered in HttpOnly cookies (`kiln_session`, `kiln_refresh`) and a `kiln_csrf` cookie whose value later requests that change something send in `X-CSRF-Token`; the body's tokens are then empty")), request_body = LoginRequest,
     responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody),
               (status = 422, body = HTTPValidationError), (status = 429, body = ErrorBody)))]
 pub async fn login(
     State(state): State<Arc<AppState>>,
     Client(client): Client,
+    mode: CookieMode,
     ValidJson(req): ValidJson<LoginRequest>,
-) -> ApiResult<Json<LoginResponse>> {
+) -> ApiResult<(HeaderMap, Json<LoginResponse>)> {
     if req.email.len() > 254 || req.password.len() > 4096 {
         return Err(ApiError::invalid(
             &["body"],
@@ -121,7 +129,8 @@ pub async fn login(
         .accounts
         .login(&req.email, &req.password, &client)
         .await?;
-    Ok(Json(match outcome {
+    let mut cookies = HeaderMap::new();
+    let answer = match outcome {
         LoginOutcome::SignedIn(signed) => {
             let me = state
                 .kiln
@@ -134,7 +143,9 @@ pub async fn login(
                 .record_account(&me, "auth.signed_in", &client, None)
                 .await?;
             let view = me_view(&state, &me).await?;
-            LoginResponse::SignedIn(SignInResponse::new(signed, view))
+            let mut answer = SignInResponse::new(signed, view);
+            cookies = handed_over(&state, &mode, &mut answer);
+            LoginResponse::SignedIn(answer)
         }
         LoginOutcome::MfaRequired {
             challenge_token,
@@ -146,7 +157,19 @@ pub async fn login(
             factors,
             expires_at,
         }),
-    }))
+    };
+    Ok((cookies, Json(answer)))
+}
+
+/// In cookie mode (`X-Kiln-Session: cookie`), the sign-in's tokens as cookies instead of
+/// in the body.
+pub(super) fn handed_over(
+    state: &AppState,
+    mode: &CookieMode,
+    answer: &mut SignInResponse,
+) -> HeaderMap {
+    let max_age = state.kiln.config.auth.refresh_token_ttl_secs;
+    mode.hand_over(&mut answer.access_token, &mut answer.refresh_token, max_age)
 }
 
 /// End this sign-in: its access and refresh tokens stop working at once.
@@ -154,25 +177,44 @@ pub async fn login(
     responses((status = 204), (status = 401, body = ErrorBody)), security(("HTTPBearer" = [])))]
 pub async fn logout(
     State(state): State<Arc<AppState>>,
+    mode: CookieMode,
     SignedIn(me): SignedIn,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<(StatusCode, HeaderMap)> {
     state.kiln.accounts.logout(&me).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok((StatusCode::NO_CONTENT, mode.removal()))
 }
 
 /// A new token pair for a refresh token (which is spent; reusing it ends the sign-in).
-#[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body = RefreshRequest,
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth",
+    params(("X-Kiln-Session" = Option<String>, Header, description = "`cookie`: a browser's sign-in, answered in HttpOnly cookies (`kiln_session`, `kiln_refresh`) and a `kiln_csrf` cookie whose value later requests that change something send in `X-CSRF-Token`; the body's tokens are then empty")), request_body = RefreshRequest,
     responses((status = 200, body = TokenResponse), (status = 401, body = ErrorBody),
               (status = 422, body = HTTPValidationError)))]
 pub async fn refresh(
     State(state): State<Arc<AppState>>,
+    mode: CookieMode,
+    headers: HeaderMap,
     ValidJson(req): ValidJson<RefreshRequest>,
-) -> ApiResult<Json<TokenResponse>> {
-    if req.refresh_token.len() > 4096 {
+) -> ApiResult<(HeaderMap, Json<TokenResponse>)> {
+    // A browser signed in by cookie sends its refresh token in the refresh cookie.
+    let from_cookie = mode
+        .wanted
+        .then(|| crate::cookies::cookie(&headers, crate::cookies::REFRESH))
+        .flatten();
+    let Some(token) = req.refresh_token.as_deref().or(from_cookie) else {
+        return Err(ApiError::invalid(
+            &["body", "refresh_token"],
+            "Field required",
+            "missing",
+        ));
+    };
+    if token.len() > 4096 {
         return Err(ApiError::Unauthorized("invalid refresh token".into()));
     }
-    let pair = state.kiln.accounts.refresh(&req.refresh_token).await?;
-    Ok(Json(pair.into()))
+    let pair = state.kiln.accounts.refresh(token).await?;
+    let mut answer = TokenResponse::from(pair);
+    let max_age = state.kiln.config.auth.refresh_token_ttl_secs;
+    let cookies = mode.hand_over(&mut answer.access_token, &mut answer.refresh_token, max_age);
+    Ok((cookies, Json(answer)))
 }
 
 /// The caller's account.

@@ -3,13 +3,14 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Client;
 use super::auth_models::*;
+use crate::cookies::CookieMode;
 use crate::error::ApiResult;
 use crate::extract::{OptionalJson, SignedIn, ValidJson, ValidPath, ValidQuery};
 use crate::models::{ErrorBody, HTTPValidationError};
@@ -31,14 +32,16 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
 }
 
 /// Finish a sign-in with a TOTP code or a backup code (each accepted once).
-#[utoipa::path(post, path = "/auth/login/mfa", tag = "auth", request_body = LoginMfaRequest,
+#[utoipa::path(post, path = "/auth/login/mfa", tag = "auth",
+    params(("X-Kiln-Session" = Option<String>, Header, description = "`cookie`: a browser's sign-in, answered in HttpOnly cookies (`kiln_session`, `kiln_refresh`) and a `kiln_csrf` cookie whose value later requests that change something send in `X-CSRF-Token`; the body's tokens are then empty")), request_body = LoginMfaRequest,
     responses((status = 200, body = SignInResponse), (status = 401, body = ErrorBody),
               (status = 422, body = HTTPValidationError)))]
 pub async fn login_mfa(
     State(state): State<Arc<AppState>>,
     Client(client): Client,
+    mode: CookieMode,
     ValidJson(req): ValidJson<LoginMfaRequest>,
-) -> ApiResult<Json<SignInResponse>> {
+) -> ApiResult<(HeaderMap, Json<SignInResponse>)> {
     let signed = state
         .kiln
         .accounts
@@ -56,7 +59,9 @@ pub async fn login_mfa(
         .record_account(&me, "auth.signed_in", &client, Some(details))
         .await?;
     let view = state.kiln.accounts.me(&me).await?.into();
-    Ok(Json(SignInResponse::new(signed, view)))
+    let mut answer = SignInResponse::new(signed, view);
+    let cookies = super::auth::handed_over(&state, &mode, &mut answer);
+    Ok((cookies, Json(answer)))
 }
 
 /// The factors and expiry of a pending sign-in challenge.

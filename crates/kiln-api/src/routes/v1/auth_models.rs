@@ -30,7 +30,10 @@ pub struct LoginRequest {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
-    pub refresh_token: String,
+    /// Required, unless the browser signed in by cookie (`X-Kiln-Session: cookie`) and
+    /// sends its refresh cookie.
+    #[serde(default)]
+    pub refresh_token: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema, Default)]

@@ -2,7 +2,7 @@
 //! passed on to `/{path}` of the service listening on that port inside the instance, over
 //! one connection the instance service opens through the sandbox's agent. Method, query,
 //! headers and body go in (without hop-by-hop headers and without the caller's
-//! `Authorization`, which is for Kiln only); the answer streams back as it comes. A
+//! `Authorization` and Kiln's sign-in cookies, which are for Kiln only); the answer streams back as it comes. A
 //! protocol switch (`Connection: upgrade`, a WebSocket) the service accepts with a 101 is
 //! carried both ways afterwards.
 use std::sync::Arc;
@@ -233,6 +233,11 @@ fn upstream_request(
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::AUTHORIZATION);
+    // Nor Kiln's sign-in cookies (the service's own cookies pass).
+    match crate::cookies::without_ours(&parts.headers) {
+        Some(kept) => parts.headers.insert(header::COOKIE, kept),
+        None => parts.headers.remove(header::COOKIE),
+    };
     let host = HeaderValue::from_str(&format!("localhost:{port}"))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     parts.headers.insert(header::HOST, host);
