@@ -261,6 +261,68 @@ async fn revoking_an_org_key_needs_sudo() {
     assert_eq!(status, 204, "{body}");
 }
 
+/// Revoking a personal key (the Codeset route) of a password account needs sudo, except
+/// for a key revoking itself; an account without a password is not asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_another_personal_key_needs_sudo_a_key_may_revoke_itself() {
+    let s = start(|_| {}).await;
+    let password = "pia's long password";
+    let a = signup(&s, "pia@example.com", password).await;
+    let mut keys = Vec::new();
+    for name in ["laptop", "ci", "spare"] {
+        let (status, made) = s
+            .post_as(&a, "/users/me/api-keys", &json!({"name": name}))
+            .await;
+        assert_eq!(status, 200, "{made}");
+        keys.push((
+            made["api_key"]["key_id"].as_str().expect("id").to_string(),
+            made["api_key"]["key"].as_str().expect("key").to_string(),
+        ));
+    }
+    let revoke = |token: String, key_id: String| {
+        let s = &s;
+        async move {
+            let response = s
+                .delete("/users/me/api-keys")
+                .header("Authorization", bearer(&token))
+                .json(&json!({"key_id": key_id}))
+                .send()
+                .await
+                .expect("send");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    // A stolen token or key cannot revoke the owner's other keys...
+    let (status, body) = revoke(a.clone(), keys[0].0.clone()).await;
+    assert_error(status, &body, 403, "sudo_required");
+    let (status, body) = revoke(keys[1].1.clone(), keys[0].0.clone()).await;
+    assert_error(status, &body, 403, "sudo_required");
+    // ...but a key may end itself.
+    let (status, body) = revoke(keys[1].1.clone(), keys[1].0.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = sudo(&s, &a, password).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = revoke(a.clone(), keys[0].0.clone()).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The server's admin has no password sign-in: nothing to re-verify.
+    let (status, made) = s
+        .post_as(
+            &s.admin_key,
+            "/users/me/api-keys",
+            &json!({"name": "other"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{made}");
+    let other = made["api_key"]["key_id"].as_str().expect("id").to_string();
+    let (status, body) = revoke(s.admin_key.clone(), other).await;
+    assert_eq!(status, 200, "{body}");
+}
+
 /// A client whose connections come from `source` (all of 127/8 is this machine).
 fn client_from(source: &str) -> reqwest::Client {
     reqwest::Client::builder()

@@ -197,6 +197,17 @@ impl AuthService {
         Ok(self.store.set_terms_accepted(user_id, at).await?)
     }
 
+    /// The caller revokes one of their own keys. A key may revoke itself at once (a leaked
+    /// key's holder can only end it); any other needs sudo when the caller signs in with a
+    /// password, so a stolen token or key cannot lock its owner out of their other keys.
+    pub async fn revoke_own_api_key(&self, me: &Principal, key_id: &str) -> ServiceResult<()> {
+        let itself = matches!(&me.via, Credential::ApiKey { key_id: own, .. } if own == key_id);
+        if !itself {
+            crate::accounts::sudo::require(&self.store, me).await?;
+        }
+        self.revoke_api_key(&me.user.user_id, key_id).await
+    }
+
     pub async fn revoke_api_key(&self, user_id: &str, key_id: &str) -> ServiceResult<()> {
         if self
             .store

@@ -70,10 +70,13 @@ pub async fn create_key(
     }))
 }
 
-/// Revoke an API key of the current user. Another user's key is "not found".
+/// Revoke an API key of the current user. Another user's key is "not found". A key may
+/// revoke itself; revoking another key of an account with a password needs sudo
+/// (`POST /v1/auth/sudo`; 403 `sudo_required` otherwise).
 #[utoipa::path(delete, path = "/users/me/api-keys", tag = "users", operation_id = "revoke_api_key_users_me_api_keys_delete",
     request_body = ApiKeyRevokeRequest,
-    responses((status = 200, body = ApiKeyRevokeResponse), (status = 404, body = crate::models::ErrorBody),
+    responses((status = 200, body = ApiKeyRevokeResponse), (status = 403, body = crate::models::ErrorBody),
+              (status = 404, body = crate::models::ErrorBody),
               (status = 422, body = crate::models::HTTPValidationError)),
     security(("HTTPBearer" = [])))]
 pub async fn revoke_key(
@@ -81,11 +84,7 @@ pub async fn revoke_key(
     SignedIn(me): SignedIn,
     ValidJson(req): ValidJson<ApiKeyRevokeRequest>,
 ) -> ApiResult<Json<ApiKeyRevokeResponse>> {
-    state
-        .kiln
-        .auth
-        .revoke_api_key(&me.user.user_id, &req.key_id)
-        .await?;
+    state.kiln.auth.revoke_own_api_key(&me, &req.key_id).await?;
     Ok(Json(ApiKeyRevokeResponse {
         message: "API key revoked".into(),
         revoked_key_id: req.key_id,
