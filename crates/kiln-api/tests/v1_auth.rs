@@ -6,6 +6,8 @@
 mod common;
 #[path = "v1_auth/cookies.rs"]
 mod cookies;
+#[path = "v1_auth/recovery.rs"]
+mod recovery;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

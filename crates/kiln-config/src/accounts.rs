@@ -33,6 +33,11 @@ pub struct AccountsConfig {
     /// How long `POST /v1/auth/sudo` lets its session or key call destructive routes
     /// (account deletion, factor removal, e-mail change, org key revocation).
     pub sudo_ttl_secs: u64,
+    /// MFA recovery (`/v1/auth/recovery/*`): how long after the request its mailed link
+    /// starts to work (so whoever holds the mailbox cannot skip the second factor in real
+    /// time; the owner's sign-in meanwhile cancels it), and how long it works after that.
+    pub mfa_recovery_cooldown_secs: u64,
+    pub mfa_recovery_window_secs: u64,
 }
 
 impl Default for AccountsConfig {
@@ -52,6 +57,8 @@ impl Default for AccountsConfig {
             mails_per_address: 10,
             max_sessions_per_user: 50,
             sudo_ttl_secs: 5 * 60,
+            mfa_recovery_cooldown_secs: 24 * 3600,
+            mfa_recovery_window_secs: 72 * 3600,
         }
     }
 }
@@ -66,6 +73,9 @@ impl AccountsConfig {
             return rule(
                 "argon2 parameters: memory >= 8 KiB per lane, iterations and parallelism >= 1",
             );
+        }
+        if self.mfa_recovery_window_secs == 0 {
+            return rule("mfa_recovery_window_secs must be at least 1");
         }
         if self.min_password_chars == 0 || self.max_password_chars < self.min_password_chars {
             return rule("min_password_chars must be >= 1 and <= max_password_chars");

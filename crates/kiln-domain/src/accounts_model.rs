@@ -44,6 +44,8 @@ pub enum AccountTokenPurpose {
     VerifyEmail,
     ResetPassword,
     ChangeEmail,
+    /// Removes every second factor, once a cooldown after the request has passed.
+    MfaRecovery,
 }
 
 impl AccountTokenPurpose {
@@ -52,6 +54,7 @@ impl AccountTokenPurpose {
             Self::VerifyEmail => "verify_email",
             Self::ResetPassword => "reset_password",
             Self::ChangeEmail => "change_email",
+            Self::MfaRecovery => "mfa_recovery",
         }
     }
 }

@@ -764,6 +764,19 @@ pub trait PasswordAccountStore: Send + Sync {
         purpose: crate::AccountTokenPurpose,
         now: DateTime<Utc>,
     ) -> Result<Option<crate::AccountToken>>;
+    /// A token as stored (spent, expired or not): for checks before spending it.
+    async fn get_account_token(
+        &self,
+        token_hash: &str,
+        purpose: crate::AccountTokenPurpose,
+    ) -> Result<Option<crate::AccountToken>>;
+    /// Spends every unspent token of `purpose` of the user (they stop working): how many.
+    async fn void_account_tokens(
+        &self,
+        user_id: &str,
+        purpose: crate::AccountTokenPurpose,
+        at: DateTime<Utc>,
+    ) -> Result<u64>;
     /// Marks the address verified if it is still the account's address.
     async fn mark_email_verified(
         &self,

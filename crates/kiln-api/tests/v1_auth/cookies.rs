@@ -234,6 +234,12 @@ async fn a_deleted_accounts_cookie_stops_at_once() {
     )
     .await;
     assert_eq!(deleted.status(), 204);
+    let removed = Jar::of(&deleted);
+    assert!(
+        removed.line("kiln_session").contains("Max-Age=0"),
+        "{:?}",
+        removed.lines
+    );
     let after = by_cookie(&s, Method::GET, "/auth/me", &session, None, None).await;
     assert_eq!(after.status(), 401);
 }

@@ -16,7 +16,7 @@ fn ttl(secs: u64) -> Duration {
 }
 
 impl AccountService {
-    fn token(
+    pub(super) fn token(
         &self,
         user_id: &str,
         purpose: AccountTokenPurpose,
@@ -37,7 +37,7 @@ impl AccountService {
         (token, secret)
     }
 
-    fn link(&self, path: &str, secret: &str) -> String {
+    pub(super) fn link(&self, path: &str, secret: &str) -> String {
         format!(
             "{}{path}?token={secret}",
             self.mail.public_url.trim_end_matches('/')
@@ -198,7 +198,7 @@ impl AccountService {
     }
 }
 
-fn invalid_token() -> ServiceError {
+pub(super) fn invalid_token() -> ServiceError {
     ServiceError::BadRequest {
         code: "invalid_token",
         message: "this link is invalid, expired or already used".into(),

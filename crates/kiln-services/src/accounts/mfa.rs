@@ -329,6 +329,7 @@ impl AccountService {
                 "the sign-in challenge was already used; sign in again".into(),
             ));
         }
+        self.cancel_mfa_recovery(&user.user_id).await?;
         self.start_session(user, client).await
     }
 

@@ -10,6 +10,8 @@ mod limiter;
 pub(crate) mod mail;
 mod mfa;
 mod password;
+mod recovery;
+pub use recovery::Recovered;
 pub(crate) mod sudo;
 mod validate;
 

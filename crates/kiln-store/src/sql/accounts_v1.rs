@@ -160,6 +160,42 @@ impl<D: Dialect> PasswordAccountStore for SqlStore<D> {
         row.map(|r| token_row::<D>(&r)).transpose()
     }
 
+    async fn get_account_token(
+        &self,
+        token_hash: &str,
+        purpose: AccountTokenPurpose,
+    ) -> Result<Option<AccountToken>> {
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM account_tokens WHERE token_hash = $1 AND purpose = $2"
+        );
+        let mut conn = self.conn().await?;
+        let row = sqlx::query(&sql)
+            .arg(token_hash)
+            .arg(purpose.as_str())
+            .fetch_optional(D::exec(&mut conn))
+            .await?;
+        row.map(|r| token_row::<D>(&r)).transpose()
+    }
+
+    async fn void_account_tokens(
+        &self,
+        user_id: &str,
+        purpose: AccountTokenPurpose,
+        at: DateTime<Utc>,
+    ) -> Result<u64> {
+        let mut conn = self.conn().await?;
+        let done = sqlx::query(
+            "UPDATE account_tokens SET used_at = $1 WHERE user_id = $2 AND purpose = $3 \
+             AND used_at IS NULL",
+        )
+        .arg(Stamp(at))
+        .arg(user_id)
+        .arg(purpose.as_str())
+        .execute(D::exec(&mut conn))
+        .await?;
+        Ok(D::rows_affected(&done))
+    }
+
     async fn mark_email_verified(
         &self,
         user_id: &str,
@@ -568,6 +604,7 @@ fn token_row<D: Dialect>(row: &D::Row) -> Result<AccountToken> {
         "verify_email" => AccountTokenPurpose::VerifyEmail,
         "reset_password" => AccountTokenPurpose::ResetPassword,
         "change_email" => AccountTokenPurpose::ChangeEmail,
+        "mfa_recovery" => AccountTokenPurpose::MfaRecovery,
         other => {
             return Err(StoreError::Corrupt(format!(
                 "account_tokens.purpose {other:?}"

@@ -252,15 +252,17 @@ pub async fn update_me(
     security(("HTTPBearer" = [])))]
 pub async fn delete_me(
     State(state): State<Arc<AppState>>,
+    mode: CookieMode,
     SignedIn(me): SignedIn,
     OptionalJson(req): OptionalJson<DeleteMeRequest>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<(StatusCode, HeaderMap)> {
     state
         .kiln
         .accounts
         .delete_me(&me, req.password.as_deref())
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    // The browser's sign-in cookies go with the account.
+    Ok((StatusCode::NO_CONTENT, mode.removal()))
 }
 
 /// Change the password; every other sign-in of the account ends.

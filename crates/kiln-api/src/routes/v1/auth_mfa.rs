@@ -29,6 +29,70 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(sms_verify))
         .routes(routes!(send_code))
         .routes(routes!(phone_send_code))
+        .routes(routes!(recovery_request))
+        .routes(routes!(recovery_complete))
+}
+
+const RECOVERY_ANSWER: &str = "if an account with a second factor has this address, a \
+recovery link is on its way; it works only after a cooldown, and a sign-in with the second \
+factor meanwhile cancels it";
+
+/// Lost the authenticator and the backup codes: mail a recovery link that works after a
+/// cooldown (`accounts.mfa_recovery_cooldown_secs`, 24 h). The answer is the same whether
+/// or not an account exists.
+#[utoipa::path(post, path = "/auth/recovery/request", tag = "auth", request_body = ForgotPasswordRequest,
+    responses((status = 200, body = MessageResponse), (status = 422, body = HTTPValidationError),
+              (status = 429, body = ErrorBody)))]
+pub async fn recovery_request(
+    State(state): State<Arc<AppState>>,
+    Client(client): Client,
+    ValidJson(req): ValidJson<ForgotPasswordRequest>,
+) -> ApiResult<Json<MessageResponse>> {
+    state
+        .kiln
+        .accounts
+        .request_mfa_recovery(&req.email, &client)
+        .await?;
+    Ok(Json(MessageResponse {
+        message: RECOVERY_ANSWER.into(),
+    }))
+}
+
+/// Use a recovery link once its cooldown has passed: every second factor and backup code
+/// is removed and every sign-in ends (sign in again, then enrol a factor again). Before
+/// the cooldown: 409 `recovery_cooldown`.
+#[utoipa::path(post, path = "/auth/recovery/complete", tag = "auth", request_body = TokenRequest,
+    responses((status = 200, body = RecoveredResponse),
+              (status = 400, description = "invalid_token", body = ErrorBody),
+              (status = 409, description = "recovery_cooldown", body = ErrorBody),
+              (status = 422, body = HTTPValidationError)))]
+pub async fn recovery_complete(
+    State(state): State<Arc<AppState>>,
+    Client(client): Client,
+    ValidJson(req): ValidJson<TokenRequest>,
+) -> ApiResult<Json<RecoveredResponse>> {
+    let done = state
+        .kiln
+        .accounts
+        .complete_mfa_recovery(&req.token)
+        .await?;
+    let details = serde_json::json!({"factors_removed": done.factors_removed});
+    state
+        .kiln
+        .orgs
+        .record_as(
+            &done.user_id,
+            None,
+            "auth.mfa_recovered",
+            None,
+            &client,
+            Some(details),
+        )
+        .await?;
+    Ok(Json(RecoveredResponse {
+        factors_removed: done.factors_removed,
+        sessions_ended: done.sessions_ended,
+    }))
 }
 
 /// Finish a sign-in with a TOTP code or a backup code (each accepted once).

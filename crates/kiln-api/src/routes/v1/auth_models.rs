@@ -172,6 +172,13 @@ impl SignInResponse {
     }
 }
 
+/// What a completed MFA recovery did.
+#[derive(Serialize, ToSchema)]
+pub struct RecoveredResponse {
+    pub factors_removed: usize,
+    pub sessions_ended: u64,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct MessageResponse {
     pub message: String,
