@@ -530,6 +530,44 @@ async fn the_balance_is_the_orgs() {
         (200, Some(700)),
         "{balance}"
     );
+
+    // The org's own routes: any member sees the balance, owners and admins the ledger.
+    let (_, carol) = s.user("carol").await;
+    let token = invite(&s, &alice, "acme", "carol@example.com", "member").await;
+    assert_eq!(accept(&s, &carol, &token).await.0, 200);
+    let (_, dave) = s.user("dave").await;
+    for key in [&alice, &bob, &carol, &alice_org] {
+        let (status, body) = get(&s, key, "/orgs/acme/balance").await;
+        assert_eq!(
+            (status, &body["balance_cents"]),
+            (200, &json!(700)),
+            "{body}"
+        );
+        assert_eq!(body["slug"], "acme", "{body}");
+    }
+    let (status, body) = get(&s, &alice_org, "/orgs/me/balance").await;
+    assert_eq!(
+        (status, &body["balance_cents"]),
+        (200, &json!(700)),
+        "{body}"
+    );
+    let (status, body) = get(&s, &alice, "/orgs/me/balance").await;
+    assert_eq!((status, &body["balance_cents"]), (200, &json!(5)), "{body}");
+    let (status, body) = get(&s, &dave, "/orgs/acme/balance").await;
+    assert_error(status, &body, 404, "not_found");
+    for key in [&alice, &bob] {
+        let (status, ledger) = get(&s, key, "/orgs/acme/transactions").await;
+        assert_eq!(status, 200, "{ledger}");
+        assert_eq!(ledger["total_items"], 1, "{ledger}");
+        assert_eq!(ledger["items"][0]["amount_cents"], 700, "{ledger}");
+        assert_eq!(ledger["has_next"], false, "{ledger}");
+    }
+    let (status, body) = get(&s, &carol, "/orgs/acme/transactions").await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = get(&s, &dave, "/orgs/acme/transactions").await;
+    assert_error(status, &body, 404, "not_found");
+    let (status, body) = get(&s, &alice, "/orgs/acme/transactions?limit=0").await;
+    assert_eq!(status, 422, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

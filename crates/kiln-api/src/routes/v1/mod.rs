@@ -18,6 +18,7 @@ pub mod files;
 pub mod files_models;
 pub mod instances;
 pub mod instances_models;
+pub mod org_billing;
 pub mod org_security;
 pub mod org_security_models;
 pub mod orgs;
@@ -50,6 +51,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .merge(auth_mfa::routes())
         .merge(servers::routes())
         .merge(orgs::routes())
+        .merge(org_billing::routes())
         .merge(org_security::routes())
         .merge(verifications::routes())
 }
