@@ -20,7 +20,42 @@ def client(kiln_server):
     return codeset.Codeset(api_key=kiln_server["api_key"], base_url=kiln_server["base_url"], max_retries=0)
 
 
+@pytest.fixture()
+def org_client(kiln_server, client):
+    """The SDK with an organization's API key (document 004: the key carries its org): a
+    team org made by the admin over /v1, and a key of it."""
+    import httpx
+
+    root = kiln_server["base_url"].removesuffix("/api/v1")
+    admin = {"Authorization": f"Bearer {kiln_server['api_key']}"}
+    slug = f"sdk-{os.getpid()}"
+    made = httpx.post(f"{root}/v1/orgs", json={"name": "SDK team", "slug": slug}, headers=admin, timeout=30)
+    assert made.status_code == 201, made.text
+    key = httpx.post(f"{root}/v1/orgs/{slug}/api-keys", json={"name": "sdk"}, headers=admin, timeout=30)
+    assert key.status_code == 201, key.text
+    return codeset.Codeset(api_key=key.json()["key"], base_url=kiln_server["base_url"], max_retries=0)
+
+
 def test_the_whole_loop(client, sdk_poll_sleeps):
+    whole_loop(client, sdk_poll_sleeps)
+
+
+def test_the_whole_loop_with_an_org_key(org_client, client, sdk_poll_sleeps):
+    """The same loop, unchanged, with an org's key; the session is the org's: the admin's
+    personal key (their personal org) neither lists nor finds it."""
+    checked = []
+
+    def not_the_admins(session_id):
+        assert session_id not in [s.session_id for s in client.sessions.list().sessions]
+        with pytest.raises(codeset.NotFoundError):
+            client.sessions.retrieve(session_id)
+        checked.append(session_id)
+
+    whole_loop(org_client, sdk_poll_sleeps, also=not_the_admins)
+    assert checked, "the isolation check ran"
+
+
+def whole_loop(client, sdk_poll_sleeps, also=None):
     session = client.sessions.create(dataset=DEMO, sample_id=PYTEST_SAMPLE)
     # With long-poll the SDK's "POST, GET, then every 3 s" loop ends on the first GET.
     assert sdk_poll_sleeps == [], "create waited for a 3 s poll"
@@ -51,6 +86,8 @@ def test_the_whole_loop(client, sdk_poll_sleeps):
 
         listed = client.sessions.list()
         assert session.session_id in [s.session_id for s in listed.sessions]
+        if also:
+            also(session.session_id)
     finally:
         closed = client.sessions.close(session.session_id)
     assert closed.duration_seconds > 0
