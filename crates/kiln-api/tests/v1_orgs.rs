@@ -621,6 +621,64 @@ async fn sessions_are_the_orgs_and_charged_once() {
     };
     assert_eq!(by("session.created"), alice_id.as_str());
     assert_eq!(by("session.closed"), bob_id.as_str());
+
+    // A /v1 instance made with the org's key is the org's too: another member's org key
+    // runs commands in it and closes it; personal keys and outsiders get 404s.
+    let image = kiln_services::sessions::sample_image_reference(sandbox::DATASET, sandbox::SAMPLE);
+    let (status, made) = s
+        .v1_as(
+            &alice_org,
+            Method::POST,
+            "/instances",
+            Some(&json!({"image": image})),
+        )
+        .await;
+    assert_eq!(status, 201, "{made}");
+    let instance = made["id"].as_str().expect("id").to_string();
+    let (status, ready) = s
+        .v1_as(
+            &bob_org,
+            Method::GET,
+            &format!("/instances/{instance}?wait=true"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, &ready["status"]),
+        (200, &json!("ready")),
+        "{ready}"
+    );
+    let (status, ran) = s
+        .v1_as(
+            &bob_org,
+            Method::POST,
+            &format!("/instances/{instance}/exec"),
+            Some(&json!({"command": "echo in the org"})),
+        )
+        .await;
+    assert_eq!(
+        (status, &ran["stdout"]),
+        (200, &json!("in the org\n")),
+        "{ran}"
+    );
+    for key in [&alice, &bob, &dave] {
+        let (status, body) = s
+            .v1_as(key, Method::GET, &format!("/instances/{instance}"), None)
+            .await;
+        assert_error(status, &body, 404, "not_found");
+    }
+    let (status, listed) = s.v1_as(&bob_org, Method::GET, "/instances", None).await;
+    assert_eq!(status, 200, "{listed}");
+    assert!(listed.to_string().contains(&instance), "{listed}");
+    let (status, closed) = s
+        .v1_as(
+            &bob_org,
+            Method::DELETE,
+            &format!("/instances/{instance}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{closed}");
 }
 
 /// Sign-up makes the personal org; a sign-in is audited there, with the client's address.
