@@ -279,7 +279,7 @@ pub struct CurrentOrg {
 /// The header a JWT caller pins its organization with.
 pub const ORG_HEADER: &str = "x-org-slug";
 
-fn org_header(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+pub(crate) fn org_header(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     let Some(value) = headers.get(ORG_HEADER) else {
         return Ok(None);
     };

@@ -11,7 +11,7 @@ use axum::Router;
 use kiln_mcp::{Caller, CancellationToken};
 
 use crate::error::ApiError;
-use crate::extract::{bearer_token, request_address, Authenticated};
+use crate::extract::{bearer_token, org_header, request_address, Authenticated};
 use crate::{rate_limit, AppState};
 
 /// The `/mcp` route; `cancel` ends its sessions (and their event streams) at shutdown.
@@ -43,7 +43,12 @@ async fn require_caller(
         .orgs
         .check_key_address(&principal, &address)
         .await?;
-    let user_id = principal.user.user_id;
+    // The tools act in the request's org, resolved as for every other route (the key's
+    // org, else `X-Org-Slug`, else the person's default org): a session a tool opens is
+    // that org's, and another member of it sees it.
+    let slug = org_header(req.headers())?.map(str::to_string);
+    let acting = state.kiln.orgs.acting(principal, slug.as_deref()).await?;
+    let user_id = acting.user.user_id;
     req.extensions_mut().insert(Caller { user_id });
     Ok(next.run(req).await)
 }

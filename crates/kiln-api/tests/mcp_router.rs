@@ -21,6 +21,17 @@ async fn rpc(
     session: Option<&str>,
     message: &Value,
 ) -> (StatusCode, HeaderMap, Value) {
+    rpc_in(app, key, session, message, None).await
+}
+
+/// [`rpc`] naming the org to act in (`X-Org-Slug`).
+async fn rpc_in(
+    app: &App,
+    key: Option<&str>,
+    session: Option<&str>,
+    message: &Value,
+    org: Option<&str>,
+) -> (StatusCode, HeaderMap, Value) {
     let mut request = Request::builder()
         .method("POST")
         .uri("/mcp")
@@ -29,6 +40,9 @@ async fn rpc(
         .header(header::ACCEPT, "application/json, text/event-stream");
     if let Some(key) = key {
         request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
+    }
+    if let Some(org) = org {
+        request = request.header("x-org-slug", org);
     }
     if let Some(session) = session {
         request = request
@@ -143,4 +157,81 @@ async fn tools_act_for_the_key_of_each_request() {
     let (_, _, answer) = rpc(&app, Some(&app.key), Some(&session), &exec).await;
     assert_eq!(answer["result"]["isError"], false, "{answer}");
     assert_eq!(answer["result"]["structuredContent"]["stdout"], "hi\n");
+}
+
+/// The tools act in the request's org: with `X-Org-Slug` a session a tool opens is the
+/// org's (its account owns it), without it the person's own; a non-member's slug is refused.
+#[tokio::test]
+async fn tools_act_in_the_org_the_request_names() {
+    let app = app().await;
+    let eve = app
+        .kiln
+        .auth
+        .create_user("eve", "eve@example.com", false)
+        .await
+        .unwrap();
+    let eve_key = app
+        .kiln
+        .auth
+        .create_api_key(&eve.user_id, None)
+        .await
+        .unwrap()
+        .secret;
+    let request = Request::builder()
+        .method("POST")
+        .uri("/v1/orgs")
+        .header(header::AUTHORIZATION, format!("Bearer {eve_key}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({"name": "Acme", "slug": "acme"}).to_string(),
+        ))
+        .unwrap();
+    let made = app.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let eve_principal = app.kiln.auth.authenticate(&eve_key).await.unwrap();
+    let org = app
+        .kiln
+        .orgs
+        .member_context(&eve_principal, "acme")
+        .await
+        .unwrap()
+        .org;
+
+    let create = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {
+        "name": "create_session", "arguments": {"dataset": DATASET, "sample_id": SAMPLE}}});
+    let session = open(&app, &eve_key).await;
+    let (_, _, answer) = rpc_in(&app, Some(&eve_key), Some(&session), &create, Some("acme")).await;
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
+    let in_org = answer["result"]["structuredContent"]["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(app
+        .kiln
+        .instances
+        .get(&org.account_user_id, &in_org, false)
+        .await
+        .is_ok());
+    assert!(app
+        .kiln
+        .instances
+        .get(&eve.user_id, &in_org, false)
+        .await
+        .is_err());
+
+    let (_, _, answer) = rpc(&app, Some(&eve_key), Some(&session), &create).await;
+    let own = answer["result"]["structuredContent"]["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(app
+        .kiln
+        .instances
+        .get(&eve.user_id, &own, false)
+        .await
+        .is_ok());
+
+    // The admin is no member of Acme: the slug is a 404 before MCP.
+    let (status, _, body) = rpc_in(&app, Some(&app.key), None, &initialize(), Some("acme")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 }
