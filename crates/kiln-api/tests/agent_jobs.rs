@@ -31,6 +31,7 @@ on_both_backends!(
     a_restart_ends_running_jobs_in_error,
     private_repositories_are_cloned_with_the_token_in_a_header,
     jobs_are_charged_when_accepted_and_refunded_on_error,
+    a_team_orgs_job_is_seen_in_that_org_only,
 );
 
 async fn a_job_over_a_local_repository_yields_its_diff_and_logs(db: Database) {
@@ -143,6 +144,59 @@ async fn a_job_over_a_local_repository_yields_its_diff_and_logs(db: Database) {
         .await
         .expect("send");
     assert_eq!(response.status(), 401);
+}
+
+/// A job started with an organization's key is the org's: a member sees it when acting
+/// in the org (`X-Org-Slug`), not in their personal org; a non-member cannot name the org.
+async fn a_team_orgs_job_is_seen_in_that_org_only(db: Database) {
+    let repos = tempfile::tempdir().expect("tempdir");
+    let repo = repos.path().join("team");
+    let (first, _) = make_repo(&repo, "echo team work\n");
+    let s = start(db, repos.path()).await;
+    let (_, alice) = s.user("alice").await;
+    let (_, bob) = s.user("bob").await;
+    let (status, org) = s
+        .v1_call(
+            Some(&alice),
+            None,
+            reqwest::Method::POST,
+            "/orgs",
+            Some(json!({"name": "Acme", "slug": "acme"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{org}");
+    let (status, made) = s
+        .v1_call(
+            Some(&alice),
+            None,
+            reqwest::Method::POST,
+            "/orgs/acme/api-keys",
+            Some(json!({"name": "ci"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{made}");
+    let org_key = made["key"].as_str().expect("key").to_string();
+    let id = start_job(&s, &org_key, &repo, Some(&first)).await;
+    let job = wait_for(&s, &org_key, &id, finished).await;
+    assert_eq!(job["status"], "completed", "{job}");
+
+    let in_org = |key: &str, slug: Option<&str>| {
+        let mut request = s
+            .get(&format!("/agent-jobs/{id}"))
+            .header("Authorization", bearer(key));
+        if let Some(slug) = slug {
+            request = request.header("X-Org-Slug", slug);
+        }
+        request.send()
+    };
+    let (status, body) = json(in_org(&alice, Some("acme")).await.expect("send")).await;
+    assert_eq!((status, &body["job_id"]), (200, &json!(id)), "{body}");
+    let (status, body) = json(in_org(&alice, None).await.expect("send")).await;
+    assert_error(status, &body, 404, "not_found");
+    let (status, body) = json(in_org(&bob, Some("acme")).await.expect("send")).await;
+    assert_error(status, &body, 404, "not_found");
+    let (status, body) = json(in_org(&bob, None).await.expect("send")).await;
+    assert_error(status, &body, 404, "not_found");
 }
 
 async fn failing_scripts_and_missing_refs_end_in_error(db: Database) {
