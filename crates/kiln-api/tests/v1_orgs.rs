@@ -570,6 +570,38 @@ async fn the_balance_is_the_orgs() {
     assert_eq!(status, 422, "{body}");
 }
 
+/// The server's admin stays its admin while acting in a team org (admin routes check the
+/// person, not the org's account); a member who is no admin is refused either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_acting_in_a_team_org_is_still_the_admin() {
+    let s = TestServer::start().await;
+    let admin = s.admin_key.clone();
+    let (_, bob) = s.user("bob").await;
+    create_org(&s, &admin, "ops").await;
+    let token = invite(&s, &admin, "ops", "bob@example.com", "admin").await;
+    assert_eq!(accept(&s, &bob, &token).await.0, 200);
+    let servers = |key: &str, slug: Option<&str>| {
+        let mut request = s
+            .v1(Method::GET, "/admin/servers")
+            .header("Authorization", bearer(key));
+        if let Some(slug) = slug {
+            request = request.header("X-Org-Slug", slug);
+        }
+        request.send()
+    };
+    let (alone, _) = read_json(servers(&admin, None).await.expect("send")).await;
+    assert_ne!(alone, 403, "the admin is refused outside any org");
+    let (status, body) = read_json(servers(&admin, Some("ops")).await.expect("send")).await;
+    assert_eq!(
+        status, alone,
+        "acting in a team org changes the admin's answer: {body}"
+    );
+    for slug in [None, Some("ops")] {
+        let (status, body) = read_json(servers(&bob, slug).await.expect("send")).await;
+        assert_eq!(status, 403, "{body}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_are_the_orgs_and_charged_once() {
     let Some(s) = sandbox::start_if_possible(|c| c.billing.enabled = true).await else {

@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 
 use super::base_images_models::*;
 use crate::error::ApiResult;
-use crate::extract::{CurrentUser, ValidJson, ValidPath};
+use crate::extract::{CurrentUser, SignedIn, ValidJson, ValidPath};
 use crate::models::{ErrorBody, HTTPValidationError};
 use crate::AppState;
 
@@ -77,7 +77,7 @@ pub async fn get(
     security(("HTTPBearer" = [])))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
     ValidPath(id): ValidPath<String>,
 ) -> ApiResult<Json<BaseImageDeleteResponse>> {
     state.kiln.base_images.delete(&me.user, &id).await?;
@@ -119,7 +119,7 @@ pub async fn versions(
     security(("HTTPBearer" = [])))]
 pub async fn rollback(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
     ValidPath(family): ValidPath<String>,
 ) -> ApiResult<Json<BaseImageView>> {
     Ok(Json(
@@ -142,7 +142,7 @@ pub async fn rollback(
     security(("HTTPBearer" = [])))]
 pub async fn prepare(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
     ValidJson(req): ValidJson<PrepareRequest>,
 ) -> ApiResult<(StatusCode, Json<BaseImageView>)> {
     let record = state
@@ -162,7 +162,7 @@ pub async fn prepare(
     security(("HTTPBearer" = [])))]
 pub async fn promote(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
     ValidJson(req): ValidJson<BaseImageIdRequest>,
 ) -> ApiResult<Json<BaseImageView>> {
     Ok(Json(
@@ -184,7 +184,7 @@ pub async fn promote(
     security(("HTTPBearer" = [])))]
 pub async fn abort(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
     ValidJson(req): ValidJson<BaseImageIdRequest>,
 ) -> ApiResult<Json<BaseImageView>> {
     Ok(Json(

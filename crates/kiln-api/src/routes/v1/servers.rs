@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 
 use super::servers_models::*;
 use crate::error::ApiResult;
-use crate::extract::{CurrentUser, ValidJson, ValidPath};
+use crate::extract::{SignedIn, ValidJson, ValidPath};
 use crate::models::{ErrorBody, HTTPValidationError};
 use crate::AppState;
 
@@ -30,7 +30,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     security(("HTTPBearer" = [])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
 ) -> ApiResult<Json<ServerList>> {
     let nodes = state.kiln.cluster.list(&me.user).await?;
     Ok(Json(ServerList {
@@ -46,7 +46,7 @@ pub async fn list(
     security(("HTTPBearer" = [])))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
     ValidPath(id): ValidPath<String>,
 ) -> ApiResult<Json<ServerView>> {
     Ok(Json(state.kiln.cluster.get(&me.user, &id).await?.into()))
@@ -61,7 +61,7 @@ pub async fn get(
     security(("HTTPBearer" = [])))]
 pub async fn drain(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
     ValidPath(id): ValidPath<String>,
 ) -> ApiResult<Json<ServerView>> {
     Ok(Json(state.kiln.cluster.drain(&me.user, &id).await?.into()))
@@ -78,7 +78,7 @@ pub async fn drain(
     security(("HTTPBearer" = [])))]
 pub async fn set_status(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
     ValidPath(id): ValidPath<String>,
     ValidJson(req): ValidJson<ServerStatusRequest>,
 ) -> ApiResult<Json<ServerView>> {
@@ -98,7 +98,7 @@ pub async fn set_status(
     security(("HTTPBearer" = [])))]
 pub async fn metrics(
     State(state): State<Arc<AppState>>,
-    CurrentUser(me): CurrentUser,
+    SignedIn(me): SignedIn,
     ValidPath(id): ValidPath<String>,
 ) -> ApiResult<Json<ServerMetricsView>> {
     Ok(Json(
