@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use crate::errors::{invalid, tool_error};
 use crate::ops::{exec_json, tail};
 use crate::params::{self, PortMode};
+use crate::tools::answer;
 use crate::KilnMcp;
 
 type ToolResult = Result<CallToolResult, ErrorData>;
@@ -67,18 +68,12 @@ impl KilnMcp {
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
         let user = self.caller(&ctx)?;
-        Ok(
-            match self
-                .kiln
+        answer(
+            self.kiln
                 .instances
                 .exec_kill(&user, &p.session_id, &p.exec_id, SIGKILL)
                 .await
-            {
-                Ok(exec) => {
-                    CallToolResult::structured(json!({"exec_id": exec.exec_id, "signal": "KILL"}))
-                }
-                Err(e) => tool_error(&e),
-            },
+                .map(|exec| json!({"exec_id": exec.exec_id, "signal": "KILL"})),
         )
     }
 
@@ -99,16 +94,12 @@ impl KilnMcp {
             PortMode::HostPort => PortForwardMode::HostPort,
         };
         let base = self.base_url(&ctx);
-        Ok(
-            match self
-                .kiln
+        answer(
+            self.kiln
                 .instances
                 .create_port_forward(&user, &p.session_id, port, mode)
                 .await
-            {
-                Ok(forward) => CallToolResult::structured(forward_json(&forward, base.as_deref())),
-                Err(e) => tool_error(&e),
-            },
+                .map(|forward| forward_json(&forward, base.as_deref())),
         )
     }
 
@@ -119,18 +110,14 @@ impl KilnMcp {
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
         let user = self.caller(&ctx)?;
-        Ok(
-            match self
-                .kiln
+        answer(
+            self.kiln
                 .instances
                 .close_port_forward(&user, &p.session_id, &p.forward_id)
                 .await
-            {
-                Ok(closed) => CallToolResult::structured(
-                    json!({"forward_id": closed.forward_id, "closed": closed.closed_at.is_some()}),
-                ),
-                Err(e) => tool_error(&e),
-            },
+                .map(|closed| {
+                    json!({"forward_id": closed.forward_id, "closed": closed.closed_at.is_some()})
+                }),
         )
     }
 }

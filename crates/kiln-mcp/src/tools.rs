@@ -27,7 +27,7 @@ type ToolResult = Result<CallToolResult, ErrorData>;
 const MAX_LISTED: usize = 1000;
 
 /// A service's answer as the tool's: structured JSON, or a tool error saying why.
-fn answer(result: ServiceResult<Value>) -> ToolResult {
+pub(crate) fn answer(result: ServiceResult<Value>) -> ToolResult {
     Ok(match result {
         Ok(value) => CallToolResult::structured(value),
         Err(e) => tool_error(&e),

@@ -155,27 +155,20 @@ async fn a_cookie_sign_in_is_used_refreshed_and_ended_with_csrf_checked() {
     // Refresh by the refresh cookie: new cookies, tokens still out of the body; the spent
     // refresh token is refused.
     let refresh_cookie = format!("kiln_refresh={}", jar.refresh);
-    let refreshed = s
-        .v1(Method::POST, "/auth/refresh")
-        .header("X-Kiln-Session", "cookie")
-        .header("Cookie", &refresh_cookie)
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("refresh");
+    let refresh = || {
+        s.v1(Method::POST, "/auth/refresh")
+            .header("X-Kiln-Session", "cookie")
+            .header("Cookie", &refresh_cookie)
+            .json(&json!({}))
+            .send()
+    };
+    let refreshed = refresh().await.expect("refresh");
     assert_eq!(refreshed.status(), 200);
     let fresh = Jar::of(&refreshed);
     let body: Value = refreshed.json().await.expect("json");
     assert_eq!(body["access_token"], "", "{body}");
     assert!(!fresh.session.is_empty() && fresh.refresh != jar.refresh);
-    let again = s
-        .v1(Method::POST, "/auth/refresh")
-        .header("X-Kiln-Session", "cookie")
-        .header("Cookie", &refresh_cookie)
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("refresh");
+    let again = refresh().await.expect("refresh");
     assert_eq!(again.status(), 401);
     // Without a token in the body or a cookie sign-in, the refresh token is missing.
     let missing = s
