@@ -276,6 +276,29 @@ pub struct CurrentOrg {
     pub org: kiln_services::orgs::OrgContext,
 }
 
+/// The account a route that also answers anonymous callers shows things for: the account
+/// of the org a valid credential acts in (so its org's private datasets show), or `None`
+/// for a caller without one (public things only). A bad credential is anonymous here,
+/// as the rate limiter left it; `X-Org-Slug` naming an org the caller is not in is a 404.
+pub struct Viewer(pub Option<String>);
+
+impl FromRequestParts<Arc<AppState>> for Viewer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(Authenticated(principal)) = parts.extensions.get::<Authenticated>().cloned()
+        else {
+            return Ok(Viewer(None));
+        };
+        let slug = org_header(&parts.headers)?;
+        let acting = state.kiln.orgs.acting(principal, slug).await?;
+        Ok(Viewer(Some(acting.user.user_id)))
+    }
+}
+
 /// The header a JWT caller pins its organization with.
 pub const ORG_HEADER: &str = "x-org-slug";
 

@@ -570,6 +570,82 @@ async fn the_balance_is_the_orgs() {
     assert_eq!(status, 422, "{body}");
 }
 
+/// A dataset private to an org: listed, searched, downloaded and started only by those
+/// acting in that org; anonymous callers, personal orgs and outsiders see nothing of it
+/// (a sample of it is as absent as a missing one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_dataset_is_seen_in_its_org_only() {
+    let s = TestServer::start().await;
+    let (_, alice) = s.user("alice").await;
+    let (_, bob) = s.user("bob").await;
+    let (_, dave) = s.user("dave").await;
+    create_org(&s, &alice, "acme").await;
+    let alice_org = member_key(&s, &alice, "acme", None).await;
+    member_key(&s, &alice, "acme", Some(("bob@example.com", &bob))).await;
+    let record = json!({"instance_id": "secret-1", "repo": "acme/secret",
+        "base_commit": "0000000000000000000000000000000000000000",
+        "problem_statement": "Fix the secret.", "FAIL_TO_PASS": ["t1"], "PASS_TO_PASS": []})
+    .to_string();
+    s.kiln
+        .datasets
+        .import(kiln_services::datasets::ImportRequest {
+            dataset: "secret",
+            description: None,
+            version_description: None,
+            text: &record,
+            repos_dir: None,
+        })
+        .await
+        .expect("import");
+    let account = org_account(&s, "acme").await;
+    s.kiln
+        .datasets
+        .set_owner("secret", Some(&account))
+        .await
+        .expect("private");
+
+    let listing = |key: Option<&str>, slug: Option<&str>, path: &str| {
+        let mut request = s.get(path);
+        if let Some(key) = key {
+            request = request.header("Authorization", bearer(key));
+        }
+        if let Some(slug) = slug {
+            request = request.header("X-Org-Slug", slug);
+        }
+        request.send()
+    };
+    let sees = |body: &Value| body.to_string().contains("secret");
+    for (key, slug, visible) in [
+        (None, None, false),
+        (Some(alice_org.as_str()), None, true),
+        (Some(bob.as_str()), Some("acme"), true),
+        (Some(bob.as_str()), None, false),
+        (Some(dave.as_str()), None, false),
+    ] {
+        for path in ["/datasets", "/samples", "/samples?dataset=secret"] {
+            let (status, body) = read_json(listing(key, slug, path).await.expect("send")).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            assert_eq!(sees(&body), visible, "{key:?} {slug:?} {path}: {body}");
+        }
+    }
+    let download = "/samples/secret/secret-1/download";
+    let archive = listing(Some(&alice_org), None, download)
+        .await
+        .expect("send");
+    assert_eq!(archive.status(), 200);
+    for key in [&dave, &bob] {
+        let (status, body) =
+            read_json(listing(Some(key), None, download).await.expect("send")).await;
+        assert_error(status, &body, 404, "not_found");
+    }
+    // Starting a session on it: the outsider's is refused as if it did not exist.
+    let body = json!({"dataset": "secret", "sample_id": "secret-1"});
+    let (status, refused) = s.post_as(&dave, "/sessions", &body).await;
+    assert_error(status, &refused, 404, "not_found");
+    let (status, other) = s.post_as(&alice_org, "/sessions", &body).await;
+    assert_ne!(status, 404, "{other}");
+}
+
 /// The server's admin stays its admin while acting in a team org (admin routes check the
 /// person, not the org's account); a member who is no admin is refused either way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

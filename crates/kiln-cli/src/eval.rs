@@ -128,7 +128,7 @@ async fn evaluate(config: Config, inputs: &Inputs, args: &RunArgs) -> anyhow::Re
     if let Some(why) = kiln.sessions.unavailable_reason() {
         bail!("cannot evaluate: {why}");
     }
-    let plan = eval_runs::plan(&kiln.datasets, &request, &layout).await?;
+    let plan = eval_runs::plan(&kiln.datasets, &request, &layout, None).await?;
     let user = kiln
         .auth
         .create_user("kiln eval", "eval@localhost", false)
@@ -201,7 +201,7 @@ async fn report(config: Config, run_id: &str, inputs: &Inputs) -> anyhow::Result
     let request = request(inputs, None)?;
     let layout = Layout::new(&inputs.output_dir, run_id).map_err(anyhow::Error::msg)?;
     let kiln = open(config).await?;
-    let plan = eval_runs::plan(&kiln.datasets, &request, &layout).await?;
+    let plan = eval_runs::plan(&kiln.datasets, &request, &layout, None).await?;
     kiln.shutdown().await;
     let report = eval_runs::write_run_report(&layout, &plan.dataset_ids, &request.predictions)?;
     print_report(&report, inputs, &layout, &request, Duration::ZERO)?;

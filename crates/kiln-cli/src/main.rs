@@ -227,8 +227,18 @@ enum DatasetsCommand {
         #[arg(long)]
         repos: Option<PathBuf>,
     },
-    /// List datasets.
+    /// List datasets (a private one with the org that sees it).
     List,
+    /// Make a dataset private to an organization: only those acting in it (its keys, its
+    /// members with X-Org-Slug or as their default) see its samples.
+    Private {
+        name: String,
+        /// The organization's slug or id.
+        #[arg(long)]
+        org: String,
+    },
+    /// Make a dataset public again.
+    Public { name: String },
     /// Check every sample: graded without the fix it must fail, with the gold patch it
     /// must pass. Prints a table; exits non-zero on any disagreement. Needs the samples'
     /// environment images. Prints, for a disagreeing sample, which expected tests did
@@ -330,13 +340,34 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Datasets(DatasetsCommand::List) => {
             let kiln = Kiln::open(config).await?;
             for d in kiln.datasets.list_datasets().await? {
+                let private = if d.owner_user_id.is_some() {
+                    "private"
+                } else {
+                    ""
+                };
                 println!(
-                    "{:<32} {:>6} samples  {}",
+                    "{:<32} {:>6} samples  {:<8} {}",
                     d.name,
                     d.sample_count,
+                    private,
                     d.description.unwrap_or_default()
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Datasets(DatasetsCommand::Private { name, org }) => {
+            let kiln = Kiln::open(config).await?;
+            let org = kiln.orgs.find(&org).await?;
+            kiln.datasets
+                .set_owner(&name, Some(&org.account_user_id))
+                .await?;
+            println!("{name} is private to {}", org.slug);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Datasets(DatasetsCommand::Public { name }) => {
+            let kiln = Kiln::open(config).await?;
+            kiln.datasets.set_owner(&name, None).await?;
+            println!("{name} is public");
             Ok(ExitCode::SUCCESS)
         }
         Command::Images(command) => {

@@ -83,6 +83,17 @@ pub struct Dataset {
     /// Number of samples (latest versions only).
     pub sample_count: i64,
     pub created_at: DateTime<Utc>,
+    /// The account (an organization's) that alone sees a private dataset; `None`: public.
+    pub owner_user_id: Option<String>,
+}
+
+impl Dataset {
+    /// Whether the account `viewer` (the org a request acts in) may see this dataset.
+    pub fn visible_to(&self, viewer: &str) -> bool {
+        self.owner_user_id
+            .as_deref()
+            .is_none_or(|owner| owner == viewer)
+    }
 }
 
 /// One sample version. The SWE-bench fields are columns of their own where the store
@@ -174,6 +185,9 @@ pub struct ImportSummary {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SampleQuery {
+    /// Only the samples of datasets this account may see (public ones and its org's
+    /// private ones); `None`: every dataset (the server's own work: validation, grading).
+    pub visible_to: Option<String>,
     pub dataset: Option<String>,
     /// Case-insensitive substring of `instance_id`.
     pub search: Option<String>,

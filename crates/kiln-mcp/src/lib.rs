@@ -124,9 +124,9 @@ impl ServerHandler for KilnMcp {
         request: Option<PaginatedRequestParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        self.caller(&ctx)?;
+        let viewer = self.caller(&ctx)?;
         let cursor = request.as_ref().and_then(|r| r.cursor.as_deref());
-        resources::list(&self.kiln, cursor).await
+        resources::list(&self.kiln, &viewer, cursor).await
     }
 
     async fn list_resource_templates(
@@ -143,8 +143,10 @@ impl ServerHandler for KilnMcp {
         request: ReadResourceRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        self.caller(&ctx)?;
-        Ok(resources::read(&self.kiln, &request.uri).await?.into())
+        let viewer = self.caller(&ctx)?;
+        Ok(resources::read(&self.kiln, &viewer, &request.uri)
+            .await?
+            .into())
     }
 }
 

@@ -29,6 +29,7 @@ fn failed(error: &ServiceError) -> ErrorData {
 /// A page of the samples (the cursor is an offset).
 pub(crate) async fn list(
     kiln: &Kiln,
+    viewer: &str,
     cursor: Option<&str>,
 ) -> Result<ListResourcesResult, ErrorData> {
     let offset = match cursor {
@@ -38,6 +39,7 @@ pub(crate) async fn list(
             .map_err(|_| ErrorData::invalid_params("not a cursor of this server", None))?,
     };
     let query = SampleQuery {
+        visible_to: Some(viewer.to_string()),
         dataset: None,
         search: None,
         limit: Some(PAGE),
@@ -77,7 +79,11 @@ pub(crate) fn templates() -> ListResourceTemplatesResult {
     .with_mime_type("text/markdown")])
 }
 
-pub(crate) async fn read(kiln: &Kiln, uri: &str) -> Result<ReadResourceResult, ErrorData> {
+pub(crate) async fn read(
+    kiln: &Kiln,
+    viewer: &str,
+    uri: &str,
+) -> Result<ReadResourceResult, ErrorData> {
     let Some((dataset, sample_id)) = uri.strip_prefix(PREFIX).and_then(|r| r.split_once('/'))
     else {
         return Err(ErrorData::resource_not_found(
@@ -87,7 +93,7 @@ pub(crate) async fn read(kiln: &Kiln, uri: &str) -> Result<ReadResourceResult, E
     };
     let sample = kiln
         .datasets
-        .get_sample(dataset, sample_id, None)
+        .get_visible_sample(viewer, dataset, sample_id, None)
         .await
         .map_err(|e| failed(&e))?;
     let text = ResourceContents::text(sample.record.problem_statement, uri)

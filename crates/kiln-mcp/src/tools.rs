@@ -38,8 +38,8 @@ pub(crate) fn answer(result: ServiceResult<Value>) -> ToolResult {
 impl KilnMcp {
     #[tool(description = "List the datasets of coding tasks this server has.")]
     async fn list_datasets(&self, ctx: RequestContext<RoleServer>) -> ToolResult {
-        self.caller(&ctx)?;
-        answer(self.kiln.datasets.list_datasets().await.map(|datasets| {
+        let viewer = self.caller(&ctx)?;
+        answer(self.kiln.datasets.visible_datasets(&viewer).await.map(|datasets| {
             let items: Vec<Value> = datasets
                 .iter()
                 .map(|d| json!({"name": d.name, "description": d.description, "samples": d.sample_count}))
@@ -56,12 +56,13 @@ impl KilnMcp {
         Parameters(p): Parameters<params::ListSamples>,
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
-        self.caller(&ctx)?;
+        let viewer = self.caller(&ctx)?;
         let limit = p.limit.unwrap_or(20);
         if !(1..=MAX_SAMPLES_PAGE).contains(&limit) {
             return Ok(invalid(format!("limit: between 1 and {MAX_SAMPLES_PAGE}")));
         }
         let query = SampleQuery {
+            visible_to: Some(viewer),
             dataset: p.dataset,
             search: p.search,
             limit: Some(limit),
@@ -88,11 +89,11 @@ impl KilnMcp {
         Parameters(p): Parameters<params::SampleRef>,
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
-        self.caller(&ctx)?;
+        let viewer = self.caller(&ctx)?;
         answer(
             self.kiln
                 .datasets
-                .get_sample(&p.dataset, &p.sample_id, None)
+                .get_visible_sample(&viewer, &p.dataset, &p.sample_id, None)
                 .await
                 .map(|s| {
                     json!({

@@ -59,8 +59,26 @@ impl DatasetService {
         }
     }
 
+    /// Every dataset, private ones included (the server's own work and the CLI).
     pub async fn list_datasets(&self) -> ServiceResult<Vec<Dataset>> {
         Ok(self.store.list_datasets().await?)
+    }
+
+    /// The datasets the account `viewer` (the org a request acts in) may see: the public
+    /// ones and its own private ones.
+    pub async fn visible_datasets(&self, viewer: &str) -> ServiceResult<Vec<Dataset>> {
+        let mut datasets = self.store.list_datasets().await?;
+        datasets.retain(|d| d.visible_to(viewer));
+        Ok(datasets)
+    }
+
+    /// Makes a dataset private to an account (an organization's), or public again.
+    pub async fn set_owner(&self, name: &str, owner_user_id: Option<&str>) -> ServiceResult<()> {
+        if self.store.set_dataset_owner(name, owner_user_id).await? {
+            Ok(())
+        } else {
+            Err(ServiceError::not_found(format!("dataset {name}")))
+        }
     }
 
     pub async fn dataset_exists(&self, name: &str) -> ServiceResult<bool> {
@@ -71,6 +89,29 @@ impl DatasetService {
         Ok(self.store.list_samples(query).await?)
     }
 
+    /// A sample the account `viewer` may see; another org's private dataset is as absent
+    /// as a missing one.
+    pub async fn get_visible_sample(
+        &self,
+        viewer: &str,
+        dataset: &str,
+        sample_id: &str,
+        version: Option<i64>,
+    ) -> ServiceResult<Sample> {
+        let hidden = self
+            .store
+            .get_dataset(dataset)
+            .await?
+            .is_some_and(|d| !d.visible_to(viewer));
+        if hidden {
+            return Err(ServiceError::not_found(format!(
+                "sample {dataset}/{sample_id}"
+            )));
+        }
+        self.get_sample(dataset, sample_id, version).await
+    }
+
+    /// A sample of any dataset (the server's own work: grading, forks, validation).
     pub async fn get_sample(
         &self,
         dataset: &str,

@@ -181,6 +181,9 @@ pub trait CatalogStore: Send + Sync {
     /// counted once, whatever its number of versions).
     async fn list_datasets(&self) -> Result<Vec<Dataset>>;
     async fn get_dataset(&self, name: &str) -> Result<Option<Dataset>>;
+    /// Makes a dataset private to an account (an organization's), or public (`None`);
+    /// false when there is no such dataset.
+    async fn set_dataset_owner(&self, name: &str, owner_user_id: Option<&str>) -> Result<bool>;
     /// Creates the dataset if needed (`created_at = import.now`; an existing dataset keeps
     /// its `created_at`, and its description when `description` is `None`) and inserts
     /// every sample as a new version: `max(version) + 1`, or 1 for a new sample, which

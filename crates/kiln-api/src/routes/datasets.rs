@@ -8,14 +8,24 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::error::ApiResult;
+use crate::extract::Viewer;
 use crate::models::rfc3339_opt;
 use crate::AppState;
 
-/// List available datasets (a bare array; no authentication needed).
+/// List available datasets (a bare array; no authentication needed). With a credential,
+/// the private datasets of the org the request acts in are listed too.
 #[utoipa::path(get, path = "/datasets", tag = "datasets", operation_id = "list_datasets_datasets_get",
     responses((status = 200, body = Vec<DatasetView>)))]
-pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<Vec<DatasetView>>> {
-    let datasets = state.kiln.datasets.list_datasets().await?;
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Viewer(viewer): Viewer,
+) -> ApiResult<Json<Vec<DatasetView>>> {
+    // No account owns a dataset under the empty id: anonymous callers see public ones.
+    let datasets = state
+        .kiln
+        .datasets
+        .visible_datasets(viewer.as_deref().unwrap_or_default())
+        .await?;
     Ok(Json(datasets.into_iter().map(DatasetView::from).collect()))
 }
 

@@ -8,7 +8,7 @@ use kiln_domain::SampleQuery;
 
 use super::samples_models::{DownloadParams, SampleListParams, SampleListResponse, SampleView};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{check_range, CurrentUser, ValidPath, ValidQuery};
+use crate::extract::{check_range, CurrentUser, ValidPath, ValidQuery, Viewer};
 use crate::AppState;
 
 pub const MAX_PAGE_SIZE: i64 = 100;
@@ -22,6 +22,7 @@ const MAX_FILTER_LEN: usize = 200;
     responses((status = 200, body = SampleListResponse), (status = 422, body = crate::models::HTTPValidationError)))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
+    Viewer(viewer): Viewer,
     ValidQuery(params): ValidQuery<SampleListParams>,
 ) -> ApiResult<Json<SampleListResponse>> {
     for (name, value) in [("dataset", &params.dataset), ("search", &params.search)] {
@@ -43,6 +44,8 @@ pub async fn list(
     let page = params.page.unwrap_or(1) as u64;
     let page_size = params.page_size.unwrap_or(MAX_PAGE_SIZE) as u64;
     let query = SampleQuery {
+        // Anonymous callers see public datasets only (no account has the empty id).
+        visible_to: Some(viewer.unwrap_or_default()),
         dataset: params.dataset.filter(|d| !d.is_empty()),
         search: params.search.filter(|s| !s.is_empty()),
         limit: paged.then_some(page_size),
@@ -82,7 +85,7 @@ pub async fn list(
     security(("HTTPBearer" = [])))]
 pub async fn download(
     State(state): State<Arc<AppState>>,
-    CurrentUser(_me): CurrentUser,
+    CurrentUser(me): CurrentUser,
     ValidPath((dataset, sample_id)): ValidPath<(String, String)>,
     ValidQuery(params): ValidQuery<DownloadParams>,
 ) -> ApiResult<Response> {
@@ -92,7 +95,7 @@ pub async fn download(
     let sample = state
         .kiln
         .datasets
-        .get_sample(&dataset, &sample_id, params.version)
+        .get_visible_sample(&me.user.user_id, &dataset, &sample_id, params.version)
         .await?;
     let mut json = serde_json::to_value(SampleView::from(sample.clone()))
         .map_err(|e| ApiError::Internal(e.to_string()))?;

@@ -64,14 +64,18 @@ pub struct EvalPlan {
 }
 
 /// The harness's checks and selection (`get_dataset_from_preds`), in one place.
+/// `viewer`: the account a run over HTTP is for (it sees public datasets and its org's
+/// private ones); `None` for the operator's CLI, which sees every dataset.
 pub async fn plan(
     datasets: &DatasetService,
     request: &EvalRequest,
     layout: &Layout,
+    viewer: Option<&str>,
 ) -> Result<EvalPlan, EvalError> {
     let page = datasets
         .list_samples(&SampleQuery {
             dataset: Some(request.dataset.clone()),
+            visible_to: viewer.map(str::to_string),
             ..SampleQuery::default()
         })
         .await?;

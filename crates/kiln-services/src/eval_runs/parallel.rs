@@ -171,7 +171,7 @@ impl ParallelRuns {
             max_workers,
             timeout: Duration::from_secs(timeout),
         };
-        let planned = plan(datasets, &request, &layout)
+        let planned = plan(datasets, &request, &layout, Some(user_id))
             .await
             .map_err(|e| match e {
                 EvalError::Invalid(msg) => invalid("predictions", msg),

@@ -104,6 +104,14 @@ impl OrgService {
     }
 
     /// The caller's role in the org named by id or slug; 404 when they are no member.
+    /// An organization by id or slug, whoever asks (the operator's CLI).
+    pub async fn find(&self, id_or_slug: &str) -> ServiceResult<Organization> {
+        self.store
+            .find_org(id_or_slug)
+            .await?
+            .ok_or_else(|| ServiceError::not_found(format!("organization {id_or_slug:?}")))
+    }
+
     pub async fn member_context(
         &self,
         caller: &Principal,

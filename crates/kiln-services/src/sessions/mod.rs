@@ -229,6 +229,20 @@ impl SessionService {
                 },
             ));
         }
+        // Another org's private dataset is as absent as a missing one (checked before
+        // anything else, so the answer is the same on a server without sandboxes).
+        if let NewSource::Sample { dataset, sample_id } = &request.source {
+            let hidden = self
+                .store
+                .get_dataset(dataset)
+                .await?
+                .is_some_and(|d| !d.visible_to(request.user_id));
+            if hidden {
+                return Err(ServiceError::not_found(format!(
+                    "sample {dataset}/{sample_id}"
+                )));
+            }
+        }
         let (runtime, base, _) = self.runtime()?;
         let (source, reference, limits) = self.resolve_source(request.source, base).await?;
         check_source_image(runtime.as_ref(), &reference, &source).await?;

@@ -33,6 +33,15 @@ fn push_sample_filter<D: Dialect>(builder: &mut QueryBuilder<'_, D>, query: &Sam
     if let Some(dataset) = &query.dataset {
         builder.push(" AND dataset = ").push_arg(dataset.clone());
     }
+    if let Some(viewer) = &query.visible_to {
+        builder
+            .push(
+                " AND dataset IN (SELECT name FROM datasets \
+                 WHERE owner_user_id IS NULL OR owner_user_id = ",
+            )
+            .push_arg(viewer.clone())
+            .push(")");
+    }
     if let Some(search) = &query.search {
         builder
             .push(format!(" AND instance_id {} ", D::LIKE_IGNORING_CASE))
@@ -43,7 +52,7 @@ fn push_sample_filter<D: Dialect>(builder: &mut QueryBuilder<'_, D>, query: &Sam
 
 fn dataset_select<D: Dialect>(filter: &str) -> String {
     format!(
-        "SELECT d.name, d.description, d.created_at, \
+        "SELECT d.name, d.description, d.created_at, d.owner_user_id, \
              (SELECT COUNT(*) FROM samples s WHERE s.dataset = d.name AND s.latest = {}) AS sample_count \
          FROM datasets d {filter}",
         D::TRUE
@@ -67,6 +76,16 @@ impl<D: Dialect> CatalogStore for SqlStore<D> {
             .fetch_optional(D::exec(&mut conn))
             .await?;
         row.as_ref().map(rows::dataset::<D>).transpose()
+    }
+
+    async fn set_dataset_owner(&self, name: &str, owner_user_id: Option<&str>) -> Result<bool> {
+        let mut conn = self.conn().await?;
+        let done = sqlx::query("UPDATE datasets SET owner_user_id = $1 WHERE name = $2")
+            .arg(owner_user_id)
+            .arg(name)
+            .execute(D::exec(&mut conn))
+            .await?;
+        Ok(D::rows_affected(&done) > 0)
     }
 
     async fn import_samples(&self, import: &SampleImport) -> Result<ImportSummary> {

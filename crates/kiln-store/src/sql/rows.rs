@@ -47,6 +47,7 @@ pub(super) fn dataset<D: Dialect>(row: &D::Row) -> Result<Dataset> {
         description: D::get(row, "description")?,
         sample_count: D::get(row, "sample_count")?,
         created_at: D::time(row, "created_at")?,
+        owner_user_id: D::get(row, "owner_user_id")?,
     })
 }
 

@@ -75,6 +75,7 @@ on_both_backends!(
     samples::datasets_listed_by_name_with_latest_counts,
     samples::search_matches_literally_and_ignores_case,
     samples::pagination_reports_total_of_all_matches,
+    samples::private_datasets_are_listed_to_their_owner_only,
     persistence::data_survives_reopen,
     persistence::sessions_survive_reopen,
     concurrency::refresh_token_consumed_exactly_once_under_concurrency,

@@ -2,7 +2,7 @@
 use chrono::Duration;
 use kiln_store::{NewSample, SampleQuery, StoreError};
 
-use crate::harness::{base_time, import, record, TestDb};
+use crate::harness::{base_time, import, new_user, record, TestDb};
 
 fn query(
     dataset: Option<&str>,
@@ -11,6 +11,7 @@ fn query(
     offset: u64,
 ) -> SampleQuery {
     SampleQuery {
+        visible_to: None,
         dataset: dataset.map(str::to_string),
         search: search.map(str::to_string),
         limit,
@@ -454,4 +455,61 @@ pub async fn pagination_reports_total_of_all_matches(db: TestDb) {
         2,
         "s1 and s10"
     );
+}
+
+/// A dataset with an owner is listed (its samples) only to that account; the owner can be
+/// set and cleared, and a missing dataset is reported.
+pub async fn private_datasets_are_listed_to_their_owner_only(db: TestDb) {
+    let store = db.store.as_ref();
+    store
+        .create_user(&new_user("org-acct", None))
+        .await
+        .unwrap();
+    let now = base_time();
+    store
+        .import_samples(&import("open", &["o1"], 1, now))
+        .await
+        .unwrap();
+    store
+        .import_samples(&import("secret", &["s1", "s2"], 1, now))
+        .await
+        .unwrap();
+    assert!(store
+        .set_dataset_owner("secret", Some("org-acct"))
+        .await
+        .unwrap());
+    assert!(!store
+        .set_dataset_owner("nope", Some("org-acct"))
+        .await
+        .unwrap());
+    let secret = store.get_dataset("secret").await.unwrap().unwrap();
+    assert_eq!(secret.owner_user_id.as_deref(), Some("org-acct"));
+    assert!(secret.visible_to("org-acct") && !secret.visible_to("someone"));
+
+    let seen_by = |viewer: Option<&str>| SampleQuery {
+        visible_to: viewer.map(str::to_string),
+        ..SampleQuery::default()
+    };
+    let ids = |q: SampleQuery| async move {
+        let page = store.list_samples(&q).await.unwrap();
+        (
+            page.samples
+                .iter()
+                .map(|s| s.sample_id.clone())
+                .collect::<Vec<_>>(),
+            page.total,
+        )
+    };
+    assert_eq!(
+        ids(seen_by(Some("someone"))).await,
+        (vec!["o1".to_string()], 1)
+    );
+    assert_eq!(ids(seen_by(Some("org-acct"))).await.1, 3);
+    assert_eq!(
+        ids(seen_by(None)).await.1,
+        3,
+        "no viewer: the server's own view"
+    );
+    assert!(store.set_dataset_owner("secret", None).await.unwrap());
+    assert_eq!(ids(seen_by(Some("someone"))).await.1, 3);
 }
