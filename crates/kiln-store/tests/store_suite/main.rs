@@ -20,6 +20,7 @@ mod instances;
 mod interactions;
 mod migration_0008;
 mod migration_0016;
+mod migration_0019;
 mod node_registry;
 mod nodes;
 mod opening;
