@@ -618,9 +618,11 @@ async fn a_delivery_in_flight_at_a_crash_is_sent_after_the_restart() {
         all[0].lease_until.expect("leased")
     };
     assert!(lease > chrono::Utc::now(), "the lease still holds");
+    // The receiver answers from now on (before the lease runs out: the next attempt can
+    // start within a poll of it, and one sent to a hanging receiver waits its 30 s).
+    receiver.set(Answer::Ok);
     // Not waiting out 35 s here: the lease is moved back, as time would.
     sqlx_expire_lease(&mut s, &hook).await;
-    receiver.set(Answer::Ok);
     let got = receiver.wait_for(2).await;
     assert_eq!(
         got[1].headers["kiln-webhook-id"],
