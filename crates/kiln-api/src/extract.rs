@@ -4,14 +4,14 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use kiln_services::auth::Principal;
 use serde::de::DeserializeOwned;
 
-use crate::error::{ApiError, FieldError};
+use crate::error::{ApiError, ApiResult, FieldError};
 use crate::AppState;
 
 /// A JSON body, parsed leniently about `Content-Type` (clients differ) but strictly
@@ -327,6 +327,66 @@ impl FromRequestParts<Arc<AppState>> for CurrentOrg {
         let slug = org_header(&parts.headers)?;
         let org = state.kiln.orgs.resolve(&principal, slug).await?;
         Ok(CurrentOrg { principal, org })
+    }
+}
+
+/// The caller and the organization an `/orgs/{org}/…` route names: by id or slug, or `me`
+/// for the org the request acts in (resolved as for [`CurrentOrg`], and only then, so a
+/// route naming another org costs no extra lookup). Membership is the service's check.
+pub struct OrgNamed {
+    pub principal: Principal,
+    /// The id or slug to hand the service (`me` replaced by the acting org's id).
+    pub org: String,
+    /// The acting org's context when the path said `me`.
+    pub acting: Option<kiln_services::orgs::OrgContext>,
+}
+
+impl OrgNamed {
+    /// The named org as its member (the caller) sees it; 404 for a non-member.
+    pub async fn context(self, state: &AppState) -> ApiResult<kiln_services::orgs::OrgContext> {
+        match self.acting {
+            Some(ctx) => Ok(ctx),
+            None => Ok(state
+                .kiln
+                .orgs
+                .member_context(&self.principal, &self.org)
+                .await?),
+        }
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for OrgNamed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let SignedIn(principal) = SignedIn::from_request_parts(parts, state).await?;
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| {
+                ApiError::Internal(format!("{{org}} route without path parameters: {e}"))
+            })?;
+        let named = params
+            .iter()
+            .find(|(name, _)| *name == "org")
+            .map(|(_, value)| value.to_string())
+            .ok_or_else(|| ApiError::Internal("route has no {org} segment".into()))?;
+        if named != "me" {
+            return Ok(OrgNamed {
+                principal,
+                org: named,
+                acting: None,
+            });
+        }
+        let slug = org_header(&parts.headers)?;
+        let ctx = state.kiln.orgs.resolve(&principal, slug).await?;
+        Ok(OrgNamed {
+            principal,
+            org: ctx.org.org_id.clone(),
+            acting: Some(ctx),
+        })
     }
 }
 

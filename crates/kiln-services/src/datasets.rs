@@ -98,16 +98,7 @@ impl DatasetService {
         sample_id: &str,
         version: Option<i64>,
     ) -> ServiceResult<Sample> {
-        let hidden = self
-            .store
-            .get_dataset(dataset)
-            .await?
-            .is_some_and(|d| !d.visible_to(viewer));
-        if hidden {
-            return Err(ServiceError::not_found(format!(
-                "sample {dataset}/{sample_id}"
-            )));
-        }
+        check_visible(self.store.as_ref(), viewer, dataset, sample_id).await?;
         self.get_sample(dataset, sample_id, version).await
     }
 
@@ -360,5 +351,21 @@ pub fn check_dataset_name(name: &str) -> Result<(), String> {
         Err(format!(
             "dataset name {name:?} must be 1-{MAX_DATASET_NAME_LEN} characters of A-Z a-z 0-9 _ - ., starting with a letter or digit"
         ))
+    }
+}
+
+/// Another org's private dataset is as absent as a missing one: a 404 naming the sample,
+/// from one indexed lookup (no sample count), for every path a caller reaches samples by.
+pub(crate) async fn check_visible(
+    store: &dyn Store,
+    viewer: &str,
+    dataset: &str,
+    sample_id: &str,
+) -> ServiceResult<()> {
+    match store.dataset_owner(dataset).await? {
+        Some(Some(owner)) if owner != viewer => Err(ServiceError::not_found(format!(
+            "sample {dataset}/{sample_id}"
+        ))),
+        _ => Ok(()),
     }
 }

@@ -181,6 +181,9 @@ pub trait CatalogStore: Send + Sync {
     /// counted once, whatever its number of versions).
     async fn list_datasets(&self) -> Result<Vec<Dataset>>;
     async fn get_dataset(&self, name: &str) -> Result<Option<Dataset>>;
+    /// The owner of a dataset without counting its samples: `None` when there is no such
+    /// dataset, `Some(None)` when it is public (the hot path of every session create).
+    async fn dataset_owner(&self, name: &str) -> Result<Option<Option<String>>>;
     /// Makes a dataset private to an account (an organization's), or public (`None`);
     /// false when there is no such dataset.
     async fn set_dataset_owner(&self, name: &str, owner_user_id: Option<&str>) -> Result<bool>;

@@ -34,6 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
 use crate::changes::Changes;
+use crate::datasets::check_visible;
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::new_id;
 use crate::sandboxes::Sandboxes;
@@ -232,16 +233,7 @@ impl SessionService {
         // Another org's private dataset is as absent as a missing one (checked before
         // anything else, so the answer is the same on a server without sandboxes).
         if let NewSource::Sample { dataset, sample_id } = &request.source {
-            let hidden = self
-                .store
-                .get_dataset(dataset)
-                .await?
-                .is_some_and(|d| !d.visible_to(request.user_id));
-            if hidden {
-                return Err(ServiceError::not_found(format!(
-                    "sample {dataset}/{sample_id}"
-                )));
-            }
+            check_visible(self.store.as_ref(), request.user_id, dataset, sample_id).await?;
         }
         let (runtime, base, _) = self.runtime()?;
         let (source, reference, limits) = self.resolve_source(request.source, base).await?;

@@ -78,6 +78,15 @@ impl<D: Dialect> CatalogStore for SqlStore<D> {
         row.as_ref().map(rows::dataset::<D>).transpose()
     }
 
+    async fn dataset_owner(&self, name: &str) -> Result<Option<Option<String>>> {
+        let mut conn = self.conn().await?;
+        let row = sqlx::query("SELECT owner_user_id FROM datasets WHERE name = $1")
+            .arg(name)
+            .fetch_optional(D::exec(&mut conn))
+            .await?;
+        row.map(|row| D::get(&row, "owner_user_id")).transpose()
+    }
+
     async fn set_dataset_owner(&self, name: &str, owner_user_id: Option<&str>) -> Result<bool> {
         let mut conn = self.conn().await?;
         let done = sqlx::query("UPDATE datasets SET owner_user_id = $1 WHERE name = $2")

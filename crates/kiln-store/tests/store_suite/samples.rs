@@ -485,6 +485,10 @@ pub async fn private_datasets_are_listed_to_their_owner_only(db: TestDb) {
     let secret = store.get_dataset("secret").await.unwrap().unwrap();
     assert_eq!(secret.owner_user_id.as_deref(), Some("org-acct"));
     assert!(secret.visible_to("org-acct") && !secret.visible_to("someone"));
+    let owner = |name: &'static str| async move { store.dataset_owner(name).await.unwrap() };
+    assert_eq!(owner("secret").await, Some(Some("org-acct".to_string())));
+    assert_eq!(owner("open").await, Some(None));
+    assert_eq!(owner("nope").await, None);
 
     let seen_by = |viewer: Option<&str>| SampleQuery {
         visible_to: viewer.map(str::to_string),

@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{check_range, CurrentOrg, ValidPath, ValidQuery};
+use crate::extract::{check_range, OrgNamed, ValidQuery};
 use crate::models::{rfc3339, ErrorBody, HTTPValidationError};
 use crate::routes::billing_models::UsageTransaction;
 use crate::AppState;
@@ -66,10 +66,9 @@ pub struct OrgTransactionPage {
     security(("HTTPBearer" = [])))]
 pub async fn org_balance(
     State(state): State<Arc<AppState>>,
-    current: CurrentOrg,
-    ValidPath(org): ValidPath<String>,
+    named: OrgNamed,
 ) -> ApiResult<Json<OrgBalanceView>> {
-    let ctx = context(&state, current, &org).await?;
+    let ctx = named.context(&state).await?;
     let balance = state.kiln.billing.balance(&ctx.org.account_user_id).await?;
     Ok(Json(OrgBalanceView {
         org_id: ctx.org.org_id,
@@ -89,15 +88,14 @@ pub async fn org_balance(
     security(("HTTPBearer" = [])))]
 pub async fn org_transactions(
     State(state): State<Arc<AppState>>,
-    current: CurrentOrg,
-    ValidPath(org): ValidPath<String>,
+    named: OrgNamed,
     ValidQuery(q): ValidQuery<TransactionsQuery>,
 ) -> ApiResult<Json<OrgTransactionPage>> {
     let limit = q.limit.unwrap_or(50);
     check_range(&["query", "limit"], limit, Some(1), Some(100))?;
     let page = q.page.unwrap_or(1);
     check_range(&["query", "page"], page, Some(1), Some(1_000_000))?;
-    let ctx = context(&state, current, &org).await?;
+    let ctx = named.context(&state).await?;
     if !ctx.role.can_manage() {
         return Err(ApiError::Forbidden(
             "only an owner or admin of this organization may see its ledger".into(),
@@ -120,20 +118,4 @@ pub async fn org_transactions(
         page,
         items: found.transactions.into_iter().map(Into::into).collect(),
     }))
-}
-
-/// The org `org` names, as a member of it sees it: `me` is the org the request acts in.
-async fn context(
-    state: &AppState,
-    current: CurrentOrg,
-    org: &str,
-) -> ApiResult<kiln_services::orgs::OrgContext> {
-    if org == "me" {
-        return Ok(current.org);
-    }
-    Ok(state
-        .kiln
-        .orgs
-        .member_context(&current.principal, org)
-        .await?)
 }

@@ -13,7 +13,7 @@ use super::auth::Client;
 use super::org_security_models::*;
 use super::orgs_models::OrgView;
 use crate::error::ApiResult;
-use crate::extract::{CurrentOrg, SignedIn, ValidJson, ValidPath};
+use crate::extract::{OrgNamed, SignedIn, ValidJson, ValidPath};
 use crate::models::{ErrorBody, HTTPValidationError};
 use crate::AppState;
 
@@ -26,14 +26,6 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
 }
 
 /// `me` names the org the request acts in (org key → `X-Org-Slug` → default).
-fn org_named(org: &str, current: &CurrentOrg) -> String {
-    if org == "me" {
-        current.org.org.org_id.clone()
-    } else {
-        org.to_string()
-    }
-}
-
 /// Re-verify the password (and a TOTP or backup code when a second factor is enrolled):
 /// this sign-in, or this API key, may call destructive routes for `accounts.sudo_ttl_secs`
 /// (account deletion, factor removal, e-mail change, org key revocation; without it they
@@ -69,14 +61,12 @@ pub async fn sudo(
     security(("HTTPBearer" = [])))]
 pub async fn get_allowlist(
     State(state): State<Arc<AppState>>,
-    current: CurrentOrg,
-    ValidPath(org): ValidPath<String>,
+    named: OrgNamed,
 ) -> ApiResult<Json<AllowlistView>> {
-    let org = org_named(&org, &current);
     let entries = state
         .kiln
         .orgs
-        .ip_allowlist(&current.principal, &org)
+        .ip_allowlist(&named.principal, &named.org)
         .await?;
     Ok(Json(AllowlistView::new(entries)))
 }
@@ -90,17 +80,15 @@ pub async fn get_allowlist(
     security(("HTTPBearer" = [])))]
 pub async fn set_allowlist(
     State(state): State<Arc<AppState>>,
-    current: CurrentOrg,
+    named: OrgNamed,
     Client(client): Client,
-    ValidPath(org): ValidPath<String>,
     ValidJson(req): ValidJson<SetAllowlistRequest>,
 ) -> ApiResult<Json<AllowlistView>> {
-    let org = org_named(&org, &current);
     let inputs: Vec<_> = req.entries.into_iter().map(Into::into).collect();
     let entries = state
         .kiln
         .orgs
-        .set_ip_allowlist(&current.principal, &org, &inputs, &client)
+        .set_ip_allowlist(&named.principal, &named.org, &inputs, &client)
         .await?;
     Ok(Json(AllowlistView::new(entries)))
 }
@@ -113,16 +101,14 @@ pub async fn set_allowlist(
     security(("HTTPBearer" = [])))]
 pub async fn add_allow_entry(
     State(state): State<Arc<AppState>>,
-    current: CurrentOrg,
+    named: OrgNamed,
     Client(client): Client,
-    ValidPath(org): ValidPath<String>,
     ValidJson(req): ValidJson<AllowEntryRequest>,
 ) -> ApiResult<(StatusCode, Json<AllowEntryView>)> {
-    let org = org_named(&org, &current);
     let entry = state
         .kiln
         .orgs
-        .add_ip_allow_entry(&current.principal, &org, &req.into(), &client)
+        .add_ip_allow_entry(&named.principal, &named.org, &req.into(), &client)
         .await?;
     Ok((StatusCode::CREATED, Json(entry.into())))
 }
@@ -133,15 +119,14 @@ pub async fn add_allow_entry(
     security(("HTTPBearer" = [])))]
 pub async fn remove_allow_entry(
     State(state): State<Arc<AppState>>,
-    current: CurrentOrg,
+    named: OrgNamed,
     Client(client): Client,
-    ValidPath((org, entry_id)): ValidPath<(String, String)>,
+    ValidPath((_org, entry_id)): ValidPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let org = org_named(&org, &current);
     state
         .kiln
         .orgs
-        .remove_ip_allow_entry(&current.principal, &org, &entry_id, &client)
+        .remove_ip_allow_entry(&named.principal, &named.org, &entry_id, &client)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
