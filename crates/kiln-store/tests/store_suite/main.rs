@@ -32,6 +32,7 @@ mod samples;
 mod session_races;
 mod sessions;
 mod snapshots;
+mod upgrade;
 mod verification_jobs;
 mod webhooks;
 

@@ -2,31 +2,11 @@
 //! interactions and verification jobs: applied up to 0007 with sqlx's own migrator, filled
 //! with plain SQL, then opened by the store, which applies 0008. Every row must read back,
 //! and the references to `sessions` (which SQLite's migration rebuilds) still hold.
-use std::path::Path;
-
 use kiln_store::prelude::*;
 use kiln_store::{SessionSource, SessionStatus, StoreError};
-use kiln_test_support::postgres::{self, Locale, TestDatabase};
-use sqlx::migrate::Migrator;
 
 use crate::harness::{base_time, exec_request, new_interaction};
-
-/// The backend's migrations before 0008.
-async fn migrations_before_0008(backend: &str) -> Migrator {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("migrations")
-        .join(backend);
-    let mut migrator = Migrator::new(dir).await.unwrap();
-    let before: Vec<_> = migrator
-        .migrations
-        .iter()
-        .filter(|m| m.version < 8)
-        .cloned()
-        .collect();
-    assert_eq!(before.len(), 7);
-    migrator.migrations = before.into();
-    migrator
-}
+use crate::upgrade;
 
 /// Rows as 0007 knew them; `at` is a timestamp literal the backend accepts.
 fn fill(at: &str) -> Vec<String> {
@@ -115,52 +95,16 @@ async fn check_migrated(store: &dyn Store) {
 
 #[tokio::test]
 async fn sqlite_migration_0008_keeps_existing_sessions() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("kiln.db").display());
-    let options: sqlx::sqlite::SqliteConnectOptions = url.parse().unwrap();
-    let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true).foreign_keys(true))
-        .await
-        .unwrap();
-    migrations_before_0008("sqlite")
-        .await
-        .run(&pool)
-        .await
-        .unwrap();
-    for sql in fill("2025-03-14T15:09:26.535897Z") {
-        sqlx::query(&sql).execute(&pool).await.unwrap();
-    }
-    pool.close().await;
-
-    let store = kiln_store::connect(&url).await.unwrap();
-    check_migrated(store.as_ref()).await;
+    upgrade::sqlite(8, fill("2025-03-14T15:09:26.535897Z"), |store| async move {
+        check_migrated(store.as_ref()).await
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn postgres_migration_0008_keeps_existing_sessions() {
-    let Some(admin_url) = postgres::admin_url() else {
-        return;
-    };
-    let database = TestDatabase::create(&admin_url, "kiln_test", Locale::IcuEnUs).await;
-    let outcome = tokio::spawn({
-        let url = database.url.clone();
-        async move {
-            let pool = sqlx::PgPool::connect(&url).await.unwrap();
-            migrations_before_0008("postgres")
-                .await
-                .run(&pool)
-                .await
-                .unwrap();
-            for sql in fill("2025-03-14T15:09:26.535897Z") {
-                sqlx::query(&sql).execute(&pool).await.unwrap();
-            }
-            pool.close().await;
-            let store = kiln_store::connect(&url).await.unwrap();
-            check_migrated(store.as_ref()).await;
-        }
+    upgrade::postgres(8, fill("2025-03-14T15:09:26.535897Z"), |store| async move {
+        check_migrated(store.as_ref()).await
     })
     .await;
-    database.drop_now().await.unwrap();
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic.into_panic());
-    }
 }

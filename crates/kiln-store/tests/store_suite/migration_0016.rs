@@ -2,28 +2,10 @@
 //! sessions and a ledger: applied up to 0015 with sqlx's own migrator, filled with plain
 //! SQL, then opened by the store, which applies 0016. Each user must end up the owner of a
 //! personal organization (their default) with their keys, sessions and balance intact.
-use std::path::Path;
-
 use kiln_store::prelude::*;
 use kiln_store::OrgRole;
-use kiln_test_support::postgres::{self, Locale, TestDatabase};
-use sqlx::migrate::Migrator;
 
-async fn migrations_before_0016(backend: &str) -> Migrator {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("migrations")
-        .join(backend);
-    let mut migrator = Migrator::new(dir).await.unwrap();
-    let before: Vec<_> = migrator
-        .migrations
-        .iter()
-        .filter(|m| m.version < 16)
-        .cloned()
-        .collect();
-    assert_eq!(before.len(), 15);
-    migrator.migrations = before.into();
-    migrator
-}
+use crate::upgrade;
 
 fn fill(at: &str) -> Vec<String> {
     vec![
@@ -82,51 +64,20 @@ async fn check_migrated(store: &dyn Store) {
 
 #[tokio::test]
 async fn sqlite_migration_0016_gives_users_personal_orgs() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("kiln.db").display());
-    let options: sqlx::sqlite::SqliteConnectOptions = url.parse().unwrap();
-    let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true).foreign_keys(true))
-        .await
-        .unwrap();
-    migrations_before_0016("sqlite")
-        .await
-        .run(&pool)
-        .await
-        .unwrap();
-    for sql in fill("2025-03-14T15:09:26.535897Z") {
-        sqlx::query(&sql).execute(&pool).await.unwrap();
-    }
-    pool.close().await;
-    let store = kiln_store::connect(&url).await.unwrap();
-    check_migrated(store.as_ref()).await;
+    upgrade::sqlite(
+        16,
+        fill("2025-03-14T15:09:26.535897Z"),
+        |store| async move { check_migrated(store.as_ref()).await },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn postgres_migration_0016_gives_users_personal_orgs() {
-    let Some(admin_url) = postgres::admin_url() else {
-        return;
-    };
-    let database = TestDatabase::create(&admin_url, "kiln_test", Locale::IcuEnUs).await;
-    let outcome = tokio::spawn({
-        let url = database.url.clone();
-        async move {
-            let pool = sqlx::PgPool::connect(&url).await.unwrap();
-            migrations_before_0016("postgres")
-                .await
-                .run(&pool)
-                .await
-                .unwrap();
-            for sql in fill("2025-03-14T15:09:26.535897Z") {
-                sqlx::query(&sql).execute(&pool).await.unwrap();
-            }
-            pool.close().await;
-            let store = kiln_store::connect(&url).await.unwrap();
-            check_migrated(store.as_ref()).await;
-        }
-    })
+    upgrade::postgres(
+        16,
+        fill("2025-03-14T15:09:26.535897Z"),
+        |store| async move { check_migrated(store.as_ref()).await },
+    )
     .await;
-    database.drop_now().await.unwrap();
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic.into_panic());
-    }
 }

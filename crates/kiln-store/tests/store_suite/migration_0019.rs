@@ -2,29 +2,11 @@
 //! on SQLite it rebuilds `account_tokens` to widen the CHECK on `purpose`. Applied up to
 //! 0018, filled with plain SQL, then opened by the store (which applies the rest): every
 //! token must still be there as it was, and a recovery token must now be accepted.
-use std::path::Path;
-
 use chrono::{Duration, Utc};
 use kiln_store::prelude::*;
 use kiln_store::{AccountToken, AccountTokenPurpose};
-use kiln_test_support::postgres::{self, Locale, TestDatabase};
-use sqlx::migrate::Migrator;
 
-async fn migrations_before_0019(backend: &str) -> Migrator {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("migrations")
-        .join(backend);
-    let mut migrator = Migrator::new(dir).await.unwrap();
-    let before: Vec<_> = migrator
-        .migrations
-        .iter()
-        .filter(|m| m.version < 19)
-        .cloned()
-        .collect();
-    assert_eq!(before.len(), 18);
-    migrator.migrations = before.into();
-    migrator
-}
+use crate::upgrade;
 
 fn fill(at: &str, later: &str) -> Vec<String> {
     vec![
@@ -100,51 +82,16 @@ const LATER: &str = "2999-03-14T15:09:26.535897Z";
 
 #[tokio::test]
 async fn sqlite_migration_0019_keeps_mailed_tokens() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("kiln.db").display());
-    let options: sqlx::sqlite::SqliteConnectOptions = url.parse().unwrap();
-    let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true).foreign_keys(true))
-        .await
-        .unwrap();
-    migrations_before_0019("sqlite")
-        .await
-        .run(&pool)
-        .await
-        .unwrap();
-    for sql in fill(AT, LATER) {
-        sqlx::query(&sql).execute(&pool).await.unwrap();
-    }
-    pool.close().await;
-    let store = kiln_store::connect(&url).await.unwrap();
-    check_migrated(store.as_ref()).await;
+    upgrade::sqlite(19, fill(AT, LATER), |store| async move {
+        check_migrated(store.as_ref()).await
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn postgres_migration_0019_keeps_mailed_tokens() {
-    let Some(admin_url) = postgres::admin_url() else {
-        return;
-    };
-    let database = TestDatabase::create(&admin_url, "kiln_test", Locale::IcuEnUs).await;
-    let outcome = tokio::spawn({
-        let url = database.url.clone();
-        async move {
-            let pool = sqlx::PgPool::connect(&url).await.unwrap();
-            migrations_before_0019("postgres")
-                .await
-                .run(&pool)
-                .await
-                .unwrap();
-            for sql in fill(AT, LATER) {
-                sqlx::query(&sql).execute(&pool).await.unwrap();
-            }
-            pool.close().await;
-            let store = kiln_store::connect(&url).await.unwrap();
-            check_migrated(store.as_ref()).await;
-        }
+    upgrade::postgres(19, fill(AT, LATER), |store| async move {
+        check_migrated(store.as_ref()).await
     })
     .await;
-    database.drop_now().await.unwrap();
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic.into_panic());
-    }
 }
