@@ -115,6 +115,18 @@ async fn only_loopback_network() {
     rt.shutdown().await.unwrap();
 }
 
+/// The agent's leftover sweep holds in a container too: after a fork bomb at the default
+/// limits and after a `setsid` daemon, the next command starts at once, alone with the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_a_command_starts_outlives_it() {
+    let Some((rt, _root)) = docker("kilntest-sec-left").await else {
+        return;
+    };
+    let sid = create(&rt, "left1", Limits::default()).await;
+    shared::assert_leftovers_are_killed(&rt, &sid, "bomb() { bomb | bomb & }; bomb").await;
+    rt.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fork_bomb_memory_hog_and_output_flood_are_contained() {
     let Some((rt, _root)) = docker("kilntest-sec-res").await else {

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kiln_protocol::{ExecDone, ExecRequest};
 use kiln_runtime::local::{LocalSpec, RootLayers};
@@ -131,52 +131,12 @@ async fn nothing_a_command_starts_outlives_it() {
     let rt = runtime();
     // The default limits: 512 tasks, which a fork bomb fills in an instant.
     rt.create_local(busybox_spec("left1")).await.unwrap();
-    assert_leftovers_are_killed(&rt, "left1", "bomb() { bomb | bomb & }; bomb").await;
-}
-
-/// After a fork bomb and after a daemon that left the command's session, the next
-/// command starts at once, in a sandbox holding only the agent and itself.
-async fn assert_leftovers_are_killed(rt: &TestRuntime, sandbox: &str, bomb: &str) {
-    let began = Instant::now();
-    let bombed = rt
-        .exec(&id(sandbox), ExecRequest::shell(bomb).timeout_ms(30_000))
-        .await
-        .unwrap();
-    let bomb_took = began.elapsed();
-    let began = Instant::now();
-    let (code, out) = sh(rt, sandbox, "echo ok; ls /proc | grep -c '^[0-9]'").await;
-    let next_took = began.elapsed();
-    eprintln!(
-        "{sandbox}: the fork bomb answered (exit {}) in {bomb_took:?}, the next command in {next_took:?}",
-        bombed.exit_code
-    );
-    assert_eq!(code, 0, "{out}");
-    let mut lines = out.lines();
-    assert_eq!(lines.next(), Some("ok"), "{out}");
-    // The agent, the shell, ls and grep.
-    let processes: u32 = lines.next().unwrap().parse().unwrap();
-    assert!(processes <= 4, "{processes} processes after the bomb");
-    assert!(next_took < Duration::from_secs(1), "{next_took:?}");
-
-    let (code, out) = sh(
-        rt,
-        sandbox,
-        "setsid sh -c 'sleep 1000' </dev/null >/dev/null 2>&1 & sleep 0.2; echo started",
+    crate::shared::assert_leftovers_are_killed(
+        &rt.runtime,
+        &id("left1"),
+        "bomb() { bomb | bomb & }; bomb",
     )
     .await;
-    assert_eq!((code, out.as_str()), (0, "started\n"));
-    let began = Instant::now();
-    let (code, out) = sh(rt, sandbox, "echo ok").await;
-    let next_took = began.elapsed();
-    assert_eq!((code, out.as_str()), (0, "ok\n"));
-    assert!(next_took < Duration::from_secs(1), "{next_took:?}");
-    let (code, out) = sh(
-        rt,
-        sandbox,
-        r"for p in /proc/[0-9]*; do tr '\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -c '^sleep 1000 $' || true",
-    )
-    .await;
-    assert_eq!((code, out.as_str()), (0, "0\n"), "the daemon survived");
 }
 
 /// Set in the probe's environment: `socket_probe` then tries every family.
@@ -412,7 +372,7 @@ async fn demo_images_keep_the_same_promises() {
             .unwrap();
         assert_signals_change_nothing(&rt, &name).await;
         assert_agent_is_out_of_reach(&rt, &name).await;
-        assert_leftovers_are_killed(&rt, &name, ":(){ :|:& };:").await;
+        crate::shared::assert_leftovers_are_killed(&rt.runtime, &id(&name), ":(){ :|:& };:").await;
         let host_paths = [
             rt.root.path().to_path_buf(),
             images_dir.clone(),

@@ -235,3 +235,48 @@ pub async fn assert_signals_to_init_ignored(rt: &dyn Runtime, sandbox: &SandboxI
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_alive(rt, sandbox).await;
 }
+
+/// After a fork bomb and after a daemon that left the command's session, the next
+/// command starts at once, in a sandbox holding only the agent and itself.
+pub async fn assert_leftovers_are_killed(rt: &dyn Runtime, sandbox: &SandboxId, bomb: &str) {
+    let began = Instant::now();
+    let bombed = rt
+        .exec(sandbox, ExecRequest::shell(bomb).timeout_ms(30_000))
+        .await
+        .unwrap();
+    let bomb_took = began.elapsed();
+    let began = Instant::now();
+    let (code, out) = sh(rt, sandbox, "echo ok; ls /proc | grep -c '^[0-9]'").await;
+    let next_took = began.elapsed();
+    eprintln!(
+        "{sandbox}: the fork bomb answered (exit {}) in {bomb_took:?}, the next command in {next_took:?}",
+        bombed.exit_code
+    );
+    assert_eq!(code, 0, "{out}");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("ok"), "{out}");
+    // The agent, the shell, ls and grep.
+    let processes: u32 = lines.next().unwrap().parse().unwrap();
+    assert!(processes <= 4, "{processes} processes after the bomb");
+    assert!(next_took < Duration::from_secs(1), "{next_took:?}");
+
+    let (code, out) = sh(
+        rt,
+        sandbox,
+        "setsid sh -c 'sleep 1000' </dev/null >/dev/null 2>&1 & sleep 0.2; echo started",
+    )
+    .await;
+    assert_eq!((code, out.as_str()), (0, "started\n"));
+    let began = Instant::now();
+    let (code, out) = sh(rt, sandbox, "echo ok").await;
+    let next_took = began.elapsed();
+    assert_eq!((code, out.as_str()), (0, "ok\n"));
+    assert!(next_took < Duration::from_secs(1), "{next_took:?}");
+    let (code, out) = sh(
+        rt,
+        sandbox,
+        r"for p in /proc/[0-9]*; do tr '\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -c '^sleep 1000 $' || true",
+    )
+    .await;
+    assert_eq!((code, out.as_str()), (0, "0\n"), "the daemon survived");
+}
