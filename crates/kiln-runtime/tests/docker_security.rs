@@ -124,6 +124,15 @@ async fn nothing_a_command_starts_outlives_it() {
     };
     let sid = create(&rt, "left1", Limits::default()).await;
     shared::assert_leftovers_are_killed(&rt, &sid, "bomb() { bomb | bomb & }; bomb").await;
+    // `/tmp` is the container's writable layer (under its disk limit where the engine
+    // enforces one), never a tmpfs that a fill would charge silently to memory.
+    let (code, out) = shared::sh(
+        &rt,
+        &sid,
+        r#"[ "$(stat -c %d /tmp)" = "$(stat -c %d /)" ] && echo same; grep -c ' /tmp tmpfs ' /proc/mounts"#,
+    )
+    .await;
+    assert_eq!((code, out.as_str()), (1, "same\n0\n"), "{out}");
     rt.shutdown().await.unwrap();
 }
 
