@@ -4,6 +4,7 @@
 mod accounts;
 mod base_images;
 mod client;
+mod datasets;
 mod eval;
 mod files;
 mod images;
@@ -11,20 +12,21 @@ mod instances;
 mod mcp;
 mod nodes;
 mod orgs;
+mod ports;
 mod snapshots;
 mod swebench;
 mod telemetry;
 mod validate;
+mod webhooks;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use kiln_config::{Config, Overrides};
-use kiln_services::datasets::{ImportError, ImportRequest};
 use kiln_services::Kiln;
 
 /// The static in-sandbox agent, built by build.rs (empty when the build skipped it).
@@ -74,7 +76,7 @@ enum Command {
     Accounts(accounts::AccountsCommand),
     /// Manage datasets.
     #[command(subcommand)]
-    Datasets(DatasetsCommand),
+    Datasets(datasets::DatasetsCommand),
     /// Manage users' credits (the billing ledger).
     #[command(subcommand)]
     Credits(CreditsCommand),
@@ -163,6 +165,21 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         count: u32,
     },
+    /// Reach a service inside an instance on a running server: open, list, close forwards.
+    Ports {
+        #[command(flatten)]
+        server: client::Server,
+        #[command(subcommand)]
+        command: ports::PortsCommand,
+    },
+    /// Your webhooks on a running server: create, list, update, delete, deliveries,
+    /// retry, test.
+    Webhooks {
+        #[command(flatten)]
+        server: client::Server,
+        #[command(subcommand)]
+        command: webhooks::WebhooksCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -204,51 +221,6 @@ enum KeysCommand {
         user: String,
         #[arg(long)]
         name: Option<String>,
-    },
-}
-
-#[derive(Subcommand)]
-enum DatasetsCommand {
-    /// Import SWE-bench-style records (a JSON array, JSON lines or Parquet, as Hugging
-    /// Face publishes SWE-bench). Re-importing a sample makes a new version. All or
-    /// nothing: any bad record imports nothing.
-    Import {
-        file: PathBuf,
-        /// The dataset to import into (created if new).
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        description: Option<String>,
-        /// A note stored with the new versions.
-        #[arg(long)]
-        version_description: Option<String>,
-        /// A directory holding the records' repositories (OWNER/NAME.bundle,
-        /// OWNER__NAME.bundle, OWNER/NAME git directories, …).
-        #[arg(long)]
-        repos: Option<PathBuf>,
-    },
-    /// List datasets (a private one with the org that sees it).
-    List,
-    /// Make a dataset private to an organization: only those acting in it (its keys, its
-    /// members with X-Org-Slug or as their default) see its samples.
-    Private {
-        name: String,
-        /// The organization's slug or id.
-        #[arg(long)]
-        org: String,
-    },
-    /// Make a dataset public again.
-    Public { name: String },
-    /// Check every sample: graded without the fix it must fail, with the gold patch it
-    /// must pass. Prints a table; exits non-zero on any disagreement. Needs the samples'
-    /// environment images. Prints, for a disagreeing sample, which expected tests did
-    /// otherwise. Runs beside a server on the same data directory without touching it;
-    /// Ctrl-C closes its sessions.
-    Validate {
-        name: String,
-        /// Only these samples: an instance id or a glob (`*`, `?`); repeatable.
-        #[arg(long = "sample", value_name = "ID")]
-        samples: Vec<String>,
     },
 }
 
@@ -337,39 +309,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Datasets(DatasetsCommand::List) => {
-            let kiln = Kiln::open(config).await?;
-            for d in kiln.datasets.list_datasets().await? {
-                let private = if d.owner_user_id.is_some() {
-                    "private"
-                } else {
-                    ""
-                };
-                println!(
-                    "{:<32} {:>6} samples  {:<8} {}",
-                    d.name,
-                    d.sample_count,
-                    private,
-                    d.description.unwrap_or_default()
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Datasets(DatasetsCommand::Private { name, org }) => {
-            let kiln = Kiln::open(config).await?;
-            let org = kiln.orgs.find(&org).await?;
-            kiln.datasets
-                .set_owner(&name, Some(&org.account_user_id))
-                .await?;
-            println!("{name} is private to {}", org.slug);
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Datasets(DatasetsCommand::Public { name }) => {
-            let kiln = Kiln::open(config).await?;
-            kiln.datasets.set_owner(&name, None).await?;
-            println!("{name} is public");
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Datasets(command) => datasets::run(config, command).await,
         Command::Images(command) => {
             images::run(&config, command).await?;
             Ok(ExitCode::SUCCESS)
@@ -400,84 +340,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             instance,
             count,
         } => snapshots::fork(&config, server, &instance, count).await,
-        Command::Datasets(DatasetsCommand::Validate { name, samples }) => {
-            validate::run(config, &name, samples).await
-        }
+        Command::Ports { server, command } => ports::run(&config, server, command).await,
+        Command::Webhooks { server, command } => webhooks::run(&config, server, command).await,
         Command::Eval(args) => eval::run(config, args).await,
-        Command::Datasets(DatasetsCommand::Import {
-            file,
-            name,
-            description,
-            version_description,
-            repos,
-        }) => {
-            import(
-                config,
-                &file,
-                &name,
-                description,
-                version_description,
-                repos.as_deref(),
-            )
-            .await
-        }
-    }
-}
-
-async fn import(
-    config: Config,
-    file: &Path,
-    name: &str,
-    description: Option<String>,
-    version_description: Option<String>,
-    repos: Option<&Path>,
-) -> anyhow::Result<ExitCode> {
-    let limit = config.limits.max_import_bytes;
-    let size = std::fs::metadata(file)
-        .with_context(|| format!("cannot read {}", file.display()))?
-        .len();
-    if size > limit {
-        bail!(
-            "{} is {size} bytes; the import limit is {limit} (limits.max_import_bytes)",
-            file.display()
-        );
-    }
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let text = match kiln_services::record_formats::records_text(bytes) {
-        Ok(text) => text,
-        Err(problem) => {
-            eprintln!("kiln: {}: {problem}; nothing was imported", file.display());
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    let kiln = Kiln::open(config).await?;
-    let request = ImportRequest {
-        dataset: name,
-        description,
-        version_description,
-        text: &text,
-        repos_dir: repos,
-    };
-    match kiln.datasets.import(request).await {
-        Ok(summary) => {
-            println!(
-                "imported into {name}: {} new sample(s), {} new version(s)",
-                summary.created, summary.updated
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(ImportError::Records(problems)) => {
-            eprintln!(
-                "kiln: {} problem(s) in {}; nothing was imported:",
-                problems.len(),
-                file.display()
-            );
-            for p in &problems {
-                eprintln!("  {p}");
-            }
-            Ok(ExitCode::FAILURE)
-        }
-        Err(ImportError::Service(e)) => Err(e.into()),
     }
 }
 
