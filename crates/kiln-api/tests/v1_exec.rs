@@ -501,6 +501,78 @@ async fn sse_carries_50_mb_in_order_and_resumes_after_a_drop() {
     assert_eq!(done["truncated"], true, "the stored output is bounded");
 }
 
+/// A synchronous exec is in the history while it runs, and a second request can kill it
+/// by that id: the caller waiting on it gets its end at once, with the signal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synchronous_exec_can_be_killed_from_another_request() {
+    let Some(s) = sandbox::start_if_possible(|_| {}).await else {
+        return;
+    };
+    let key = s.admin_key.clone();
+    let id = create_ready(&s, &key).await;
+    let waiting = exec(
+        &s,
+        &key,
+        &id,
+        json!({"command": "echo before; sleep 1000", "timeout_secs": 120}),
+    );
+    let killer = async {
+        let began = Instant::now();
+        let exec_id = loop {
+            let (status, page) = s
+                .v1_as(&key, Method::GET, &format!("/instances/{id}/exec"), None)
+                .await;
+            assert_eq!(status, 200, "{page}");
+            let running = page["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["status"] == "running")
+                .and_then(|e| e["exec_id"].as_str().map(str::to_string));
+            if let Some(exec_id) = running {
+                break exec_id;
+            }
+            assert!(
+                began.elapsed() < Duration::from_secs(10),
+                "never listed: {page}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // Listed before the agent has started it: a 409 until then.
+        let began = Instant::now();
+        loop {
+            let (status, killed) = s
+                .v1_as(
+                    &key,
+                    Method::POST,
+                    &format!("/instances/{id}/exec/{exec_id}/kill"),
+                    Some(&json!({"signal": "KILL"})),
+                )
+                .await;
+            if status == 200 {
+                assert_eq!(killed["signal"], 9, "{killed}");
+                break;
+            }
+            assert_error(status, &killed, 409, "conflict");
+            assert!(began.elapsed() < Duration::from_secs(10), "{killed}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Instant::now()
+    };
+    let ((status, done), killed_at) = tokio::join!(waiting, killer);
+    let answered_after = killed_at.elapsed();
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["signal"], 9, "{done}");
+    assert_eq!(done["stdout"], "before\n", "{done}");
+    assert!(
+        answered_after < Duration::from_secs(2),
+        "{answered_after:?}"
+    );
+    // The sandbox is fine afterwards.
+    let after = run(&s, &key, &id, json!({"command": "echo fine"})).await;
+    assert_eq!(after["stdout"], "fine\n", "{after}");
+}
+
 /// Kill signals the whole process group (a child of the shell sees the signal too); a
 /// stream asked to `kill_on_disconnect` kills its command when dropped; background execs
 /// answer at once.

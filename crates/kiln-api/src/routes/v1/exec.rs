@@ -213,8 +213,9 @@ async fn get(
     Ok(Json(record.into()))
 }
 
-/// Signal a running background or streamed exec's process group (every process of the
-/// command that did not leave it). Synchronous execs cannot be signalled.
+/// Signal a running exec's process group (every process of the command that did not leave
+/// it): background, streamed, or synchronous (found by another request in the history
+/// while it runs; its caller then gets the end). 409 until the agent has started it.
 #[utoipa::path(post, path = "/instances/{id}/exec/{exec_id}/kill", tag = "exec",
     params(("id" = String, Path), ("exec_id" = String, Path)), request_body = KillBody,
     responses((status = 200, body = KillView), (status = 404, body = ErrorBody),

@@ -102,7 +102,7 @@ impl ExecHub {
         let agent_exec = *live.agent_exec.lock().unwrap_or_else(|p| p.into_inner());
         let Some(agent_exec) = agent_exec else {
             return Err(ServiceError::Conflict(format!(
-                "exec {exec_id} cannot be signalled: it is synchronous, or not started yet"
+                "exec {exec_id} cannot be signalled: it has not started yet"
             )));
         };
         match live

@@ -22,11 +22,19 @@ pub(super) struct ExecTask {
 }
 
 impl ExecTask {
+    /// Through the streaming call, output frames ignored (the result carries the capped
+    /// output): the agent's exec id it announces is what lets another request kill a
+    /// synchronous exec found in the history.
     pub(super) async fn run_sync(self) -> ServiceResult<InstanceExecRecord> {
-        let result = self
-            .live
+        let live = &self.live;
+        let mut sink = |event: ExecEvent| {
+            if let ExecEvent::Started { exec_id: id, .. } = event {
+                *live.agent_exec.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
+            }
+        };
+        let result = live
             .runtime
-            .exec(&self.live.sandbox, self.request.clone())
+            .exec_streaming(&live.sandbox, self.request.clone(), &mut sink)
             .await;
         let finish = finish_of(result, self.hub.max_output_bytes);
         let stored = self.store_finish(&finish).await;
