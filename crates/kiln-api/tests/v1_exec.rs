@@ -728,6 +728,69 @@ async fn running_execs_are_bounded_and_a_closed_instance_ends_its_streams() {
     assert_eq!(page["items"][0]["exec_id"], exec_id.as_str());
 }
 
+/// Spools count against their user's quota (another user is not refused), and go with
+/// their instance at once, not after the retention.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spools_count_against_their_user_and_go_with_their_instance() {
+    let Some(s) = sandbox::start_if_possible(|c| {
+        c.exec.max_stream_disk_bytes_per_user = 64 * 1024;
+    })
+    .await
+    else {
+        return;
+    };
+    let spools = s.kiln.config.data_dir.join("exec-streams");
+    let key = s.admin_key.clone();
+    let id = create_ready(&s, &key).await;
+    let flood = json!({"command": "head -c 100000 /dev/zero | tr '\\0' x", "background": true});
+    let (status, started) = exec(&s, &key, &id, flood.clone()).await;
+    assert_eq!(status, 202, "{started}");
+    let exec_id = started["exec_id"].as_str().expect("id").to_string();
+    let done = ended(&s, &key, &id, &exec_id).await;
+    assert_eq!(done["status"], "exited", "{done}");
+    let spool = spools.join(format!("{exec_id}.spool"));
+    let size = std::fs::metadata(&spool).expect("the spool is kept").len();
+    assert!(size > 100_000, "{size} bytes");
+
+    // Over this user's quota: refused, saying which limit; another user is not.
+    let (status, body) = exec(&s, &key, &id, flood.clone()).await;
+    assert_error(status, &body, 429, "too_many_requests");
+    assert!(
+        body["detail"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("max_stream_disk_bytes_per_user")),
+        "{body}"
+    );
+    let (_, bob) = s.user("bob").await;
+    let bobs = create_ready(&s, &bob).await;
+    let (status, body) = exec(
+        &s,
+        &bob,
+        &bobs,
+        json!({"command": "echo hi", "background": true}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+
+    // The instance ends: its spool goes now (the retention is an hour).
+    let (status, body) = s
+        .v1_as(&key, Method::DELETE, &format!("/instances/{id}"), None)
+        .await;
+    assert!(status < 300, "{status} {body}");
+    let began = Instant::now();
+    while spool.exists() {
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "the spool outlived its instance"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // And the quota is free again.
+    let again = create_ready(&s, &key).await;
+    let (status, body) = exec(&s, &key, &again, flood).await;
+    assert_eq!(status, 202, "{body}");
+}
+
 /// A restart cuts off what the server was running: such execs are `failed`, with why;
 /// the instance (adopted) runs new ones. (Also: spools beyond `max_stream_disk_bytes`
 /// refuse new streams.)

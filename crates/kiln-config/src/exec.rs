@@ -28,6 +28,9 @@ pub struct ExecConfig {
     /// Spools of all execs together, on this server's disk: past it, new background and
     /// streamed execs are refused (503) until old spools expire.
     pub max_stream_disk_bytes: u64,
+    /// The same, for one user's execs (an org's account counts as one user): past it,
+    /// that user's new background and streamed execs are refused (429), others' are not.
+    pub max_stream_disk_bytes_per_user: u64,
     /// How long a finished exec's stream stays on the server for reconnects.
     pub stream_retention_secs: u64,
     /// Interval of keep-alive comments on an idle stream.
@@ -47,6 +50,7 @@ impl Default for ExecConfig {
             max_running_per_instance: 32,
             max_stream_bytes: 256 * 1024 * 1024,
             max_stream_disk_bytes: 8 * 1024 * 1024 * 1024,
+            max_stream_disk_bytes_per_user: 1024 * 1024 * 1024,
             stream_retention_secs: 3600,
             keep_alive_secs: 15,
         }

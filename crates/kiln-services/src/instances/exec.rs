@@ -25,7 +25,7 @@ pub mod spool;
 mod task;
 
 pub use hub::ExecHub;
-use hub::LiveExec;
+use hub::{LiveExec, SpoolEntry};
 use spool::{spool_path, SpoolReader, SpoolWriter};
 pub use spool::{Frame, FrameKind};
 use task::ExecTask;
@@ -328,6 +328,14 @@ impl InstanceService {
                  retry later, or run the command synchronously"
             )));
         }
+        let mine = self.exec.config.max_stream_disk_bytes_per_user;
+        if self.exec.user_spool_bytes(&session.user_id) >= mine {
+            return Err(ServiceError::LimitExceeded(format!(
+                "the streams of your running and recent execs fill their {mine} bytes \
+                 (exec.max_stream_disk_bytes_per_user): wait for them to expire or end \
+                 instances you are done with, or run the command synchronously"
+            )));
+        }
         std::fs::create_dir_all(dir)
             .map_err(|e| ServiceError::Internal(format!("cannot create {}: {e}", dir.display())))?;
         let path = spool_path(dir, exec_id);
@@ -335,9 +343,15 @@ impl InstanceService {
             SpoolWriter::create(&path, self.exec.config.max_stream_bytes).map_err(|e| {
                 ServiceError::Internal(format!("cannot create {}: {e}", path.display()))
             })?;
-        self.exec
-            .spools()
-            .insert(exec_id.to_string(), (session.session_id.clone(), None));
+        self.exec.spools().insert(
+            exec_id.to_string(),
+            SpoolEntry {
+                session_id: session.session_id.clone(),
+                user_id: session.user_id.clone(),
+                ended: None,
+                instance_gone: false,
+            },
+        );
         self.exec.start_sweeper(self.store.clone());
         Ok(writer)
     }

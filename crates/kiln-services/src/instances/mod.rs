@@ -105,6 +105,12 @@ impl InstanceService {
     pub fn with_exec(mut self, config: kiln_config::ExecConfig, spool_dir: PathBuf) -> Self {
         let max_output = self.sessions.config().max_output_bytes;
         self.exec = Arc::new(exec::ExecHub::new(config, max_output, spool_dir));
+        let hub = Arc::downgrade(&self.exec);
+        self.sessions.on_end(move |session_id| {
+            if let Some(hub) = hub.upgrade() {
+                hub.instance_ended(session_id);
+            }
+        });
         self
     }
 

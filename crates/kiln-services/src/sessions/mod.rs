@@ -76,7 +76,11 @@ pub struct SessionService {
     events: OnceLock<crate::webhooks::Events>,
     /// Told when a session ends, for the snapshot GC (what it stood on may be free now).
     ended: Arc<tokio::sync::Notify>,
+    /// Called with a session's id once it has ended here (its exec spools go).
+    end_listeners: Mutex<Vec<EndListener>>,
 }
+
+type EndListener = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// What a new session is made from.
 #[derive(Debug, Clone, Copy)]
@@ -138,7 +142,17 @@ impl SessionService {
             metrics: crate::metrics::Metrics::new(),
             events: OnceLock::new(),
             ended: Arc::new(tokio::sync::Notify::new()),
+            end_listeners: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Calls `listener` with the id of every session that ends on this server, after its
+    /// sandbox is released (a session ended elsewhere is not told here).
+    pub fn on_end(&self, listener: impl Fn(&str) + Send + Sync + 'static) {
+        self.end_listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::new(listener));
     }
 
     /// Connects the session events to webhooks (once; later calls are ignored).
@@ -543,6 +557,14 @@ impl SessionService {
             .and_then(|s| SandboxId::new(s).ok())
         {
             self.destroy_sandbox(&sandbox).await;
+        }
+        let listeners = self
+            .end_listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for listener in listeners {
+            listener(session_id);
         }
         self.ended.notify_one();
         self.changes.notify(session_id);

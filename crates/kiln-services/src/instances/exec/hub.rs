@@ -11,7 +11,7 @@ use kiln_runtime::{Runtime, SandboxId};
 use kiln_store::Store;
 use tokio::sync::watch;
 
-use super::spool::Progress;
+use super::spool::{spool_path, Progress};
 use crate::error::{ServiceError, ServiceResult};
 
 /// The running execs of this server, and the spools kept for reconnects.
@@ -20,9 +20,21 @@ pub struct ExecHub {
     pub(super) max_output_bytes: usize,
     pub(super) spool_dir: PathBuf,
     live: Mutex<HashMap<String, Arc<LiveExec>>>,
-    /// Spools on disk this server wrote: exec id → (instance, when the exec ended).
-    spools: Mutex<HashMap<String, (String, Option<Instant>)>>,
+    /// Spools on disk this server wrote, by exec id.
+    spools: Mutex<HashMap<String, SpoolEntry>>,
     sweeping: AtomicBool,
+}
+
+/// A spool this server wrote.
+#[derive(Clone)]
+pub(super) struct SpoolEntry {
+    pub(super) session_id: String,
+    /// Whose quota it counts against.
+    pub(super) user_id: String,
+    /// When its exec ended.
+    pub(super) ended: Option<Instant>,
+    /// Its instance ended: removed as soon as its exec has (nothing can reconnect to it).
+    pub(super) instance_gone: bool,
 }
 
 pub(super) struct LiveExec {
@@ -52,7 +64,7 @@ impl ExecHub {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn spools(&self) -> MutexGuard<'_, HashMap<String, (String, Option<Instant>)>> {
+    pub(super) fn spools(&self) -> MutexGuard<'_, HashMap<String, SpoolEntry>> {
         self.spools.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -75,9 +87,56 @@ impl ExecHub {
 
     pub(super) fn ended(&self, exec_id: &str) {
         self.live().remove(exec_id);
-        if let Some(entry) = self.spools().get_mut(exec_id) {
-            entry.1 = Some(Instant::now());
+        let mut spools = self.spools();
+        let gone = match spools.get_mut(exec_id) {
+            Some(entry) => {
+                entry.ended = Some(Instant::now());
+                entry.instance_gone
+            }
+            None => false,
+        };
+        if gone {
+            spools.remove(exec_id);
+            // A reader still streaming holds the file open and reads it to its end.
+            let _ = std::fs::remove_file(spool_path(&self.spool_dir, exec_id));
         }
+    }
+
+    /// An instance ended (told by the session service, whatever ended it): its spools go
+    /// now, or as soon as their exec has ended. The sweep is the fallback for instances
+    /// ended on another node.
+    pub(crate) fn instance_ended(&self, session_id: &str) {
+        let mut spools = self.spools();
+        let live = self.live();
+        let mut gone = Vec::new();
+        for (exec_id, entry) in spools.iter_mut() {
+            if entry.session_id != session_id {
+                continue;
+            }
+            entry.instance_gone = true;
+            if !live.contains_key(exec_id) {
+                gone.push(exec_id.clone());
+            }
+        }
+        drop(live);
+        for exec_id in gone {
+            spools.remove(&exec_id);
+            let _ = std::fs::remove_file(spool_path(&self.spool_dir, &exec_id));
+        }
+    }
+
+    /// Bytes the spools of `user_id`'s execs take on disk now.
+    pub(super) fn user_spool_bytes(&self, user_id: &str) -> u64 {
+        let mine: Vec<String> = self
+            .spools()
+            .iter()
+            .filter(|(_, e)| e.user_id == user_id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        mine.iter()
+            .filter_map(|id| std::fs::metadata(spool_path(&self.spool_dir, id)).ok())
+            .map(|m| m.len())
+            .sum()
     }
 
     /// Bytes the spools take on disk now.
@@ -140,7 +199,9 @@ impl ExecHub {
             }
             let known = self.spools().get(&exec_id).cloned();
             let expired = match known {
-                Some((session_id, ended)) => {
+                Some(SpoolEntry {
+                    session_id, ended, ..
+                }) => {
                     ended.is_some_and(|at| at.elapsed() >= retention)
                         || !matches!(store.get_session(&session_id).await,
                                      Ok(Some(s)) if s.status.is_live())
