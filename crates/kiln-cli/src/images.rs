@@ -1,5 +1,6 @@
 //! `kiln images …`: the environment image store, from the terminal.
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -17,9 +18,22 @@ pub enum ImagesCommand {
         #[arg(long)]
         reference: Option<String>,
     },
-    /// Pull an image from a registry (OCI distribution protocol).
+    /// Pull an image from a registry (OCI distribution protocol), or with --dataset every
+    /// sample's SWE-bench image (the harness's official names), stored under the names
+    /// the dataset's sessions use.
     Pull {
-        reference: String,
+        #[arg(required_unless_present = "dataset", conflicts_with = "dataset")]
+        reference: Option<String>,
+        /// Every sample of this dataset.
+        #[arg(long)]
+        dataset: Option<String>,
+        /// A registry (host:port) serving Docker Hub's names: a mirror, or where the images
+        /// were pushed (--dataset only).
+        #[arg(long, requires = "dataset")]
+        registry: Option<String>,
+        /// Images downloaded at once (--dataset only).
+        #[arg(long, default_value_t = 4)]
+        jobs: usize,
         /// Registries (host:port) to reach over plain HTTP; localhost always is.
         #[arg(long = "insecure-registry")]
         insecure: Vec<String>,
@@ -50,7 +64,7 @@ pub enum ImagesCommand {
     BuildSwebench(crate::swebench::BuildSwebenchArgs),
 }
 
-pub async fn run(config: &Config, command: ImagesCommand) -> anyhow::Result<()> {
+pub async fn run(config: &Config, command: ImagesCommand) -> anyhow::Result<ExitCode> {
     let dir = config.images_dir();
     // Sandboxes mount layers as overlay lower dirs: those are never deleted under them,
     // whichever process on this data directory runs them.
@@ -82,10 +96,25 @@ pub async fn run(config: &Config, command: ImagesCommand) -> anyhow::Result<()> 
         }
         ImagesCommand::Pull {
             reference,
+            dataset,
+            registry,
+            jobs,
             insecure,
         } => {
             let mut options = PullOptions::default();
             options.registry.insecure_registries = insecure;
+            if let Some(dataset) = dataset {
+                return crate::pull_dataset::run(
+                    config,
+                    store,
+                    &dataset,
+                    registry.as_deref(),
+                    options.registry,
+                    jobs,
+                )
+                .await;
+            }
+            let reference = reference.context("name an image, or --dataset")?;
             let image = store.pull(&reference, &options).await?;
             println!("pulled {} ({})", image.reference(), image.manifest_digest());
         }
@@ -119,7 +148,7 @@ pub async fn run(config: &Config, command: ImagesCommand) -> anyhow::Result<()> 
                 .await??;
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn build_demo(store: &ImageStore, cache: &Path, force: bool, verbose: bool) -> anyhow::Result<()> {

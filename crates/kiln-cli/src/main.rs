@@ -13,6 +13,7 @@ mod mcp;
 mod nodes;
 mod orgs;
 mod ports;
+mod pull_dataset;
 mod snapshots;
 mod swebench;
 mod telemetry;
@@ -310,10 +311,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Datasets(command) => datasets::run(config, command).await,
-        Command::Images(command) => {
-            images::run(&config, command).await?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Images(command) => images::run(&config, command).await,
         Command::Accounts(command) => {
             accounts::run(config, command).await?;
             Ok(ExitCode::SUCCESS)
