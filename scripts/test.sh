@@ -13,7 +13,8 @@ step() { printf '\n==> [%ss] %s\n' "$SECONDS" "$*"; }
 step "Debian packages the tests need"
 need=()
 for pair in bwrap:bubblewrap busybox:busybox-static debootstrap:debootstrap git:git curl:curl \
-  qemu-system-x86_64:qemu-system-x86 cpio:cpio mkfs.xfs:xfsprogs dockerd:docker.io; do
+  qemu-system-x86_64:qemu-system-x86 cpio:cpio mkfs.xfs:xfsprogs dockerd:docker.io \
+  skopeo:skopeo; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
