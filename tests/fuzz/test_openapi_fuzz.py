@@ -57,13 +57,13 @@ INTERPRETER_BUG = "AST constructor recursion depth mismatch"
 
 
 def _fuzz(server, key, tmp_path, name: str, *selection: str, revokes_its_key=False,
-          document=None):
+          document=None, config=HERE / "schemathesis.toml"):
     seed = os.environ.get("KILN_FUZZ_SEED") or str(random.randrange(1 << 32))
     examples = os.environ.get("KILN_FUZZ_MAX_EXAMPLES", "60")
     assert _key_works(server, key)
     env = {**os.environ, "KILN_FUZZ_API_KEY": key}
     command = [
-        _schemathesis(), "--no-color", "--config-file", str(HERE / "schemathesis.toml"),
+        _schemathesis(), "--no-color", "--config-file", str(config),
         "run", document or f"{server['base_url']}/openapi.json",
         "--checks", CHECKS, "--max-examples", examples, "--seed", seed,
         "--workers", "2", "--request-timeout", "30", "--continue-on-failure",
@@ -99,7 +99,50 @@ def test_key_revocation_matches_the_openapi_document(fuzz_server, keys, tmp_path
           revokes_its_key=True)
 
 
+def _instance_config(root: str, key: str, tmp_path) -> tuple[pathlib.Path, str | None]:
+    """The fuzz configuration with most `{id}`s naming a live instance of the fuzzer's
+    (made here, from a demo sample when the images are there, else from nothing that
+    runs): exec, files, snapshots, forks and ports then reach a real sandbox instead of
+    answering 404."""
+    created = httpx.post(f"{root}/v1/instances",
+                         json={"dataset": "kiln-demo", "sample_id": "kiln-demo__inifile-1"},
+                         headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    assert created.status_code in (201, 202, 409, 503), created.text
+    config = (HERE / "schemathesis.toml").read_text()
+    instance = None
+    if created.status_code in (201, 202):
+        instance = created.json()["id"]
+        config = config.replace(
+            "[parameters]\n",
+            f'[dictionaries.instance]\nvalues = ["{instance}"]\n\n[parameters]\n'
+            '"path.id" = { dictionary = "instance", probability = 0.8 }\n',
+            1,
+        )
+        # Deleting it (or a one-minute TTL) would turn every later operation into a 409,
+        # and a new default org (the fuzzer's key acts in its user's default) would hide
+        # it: those get names of their own (so they are fuzzed as before).
+        config += ('\n[[operations]]\n'
+                   'include-operation-id = ["delete_instance", "update_instance"]\n'
+                   'parameters = { "path.id" = "ins_fuzz_absent" }\n'
+                   '\n[[operations]]\ninclude-operation-id = ["set_default_org"]\n'
+                   'parameters = { "path.org" = "fuzz-absent-org" }\n')
+        assert instance in config
+    path = tmp_path / "schemathesis-v1.toml"
+    path.write_text(config)
+    return path, instance
+
+
 def test_the_instance_api_matches_its_openapi_document(fuzz_server, keys, tmp_path):
     # `/v1` has its own document (`/v1/openapi.json`), beside `/api/v1`'s.
     root = fuzz_server["base_url"].removesuffix("/api/v1")
-    _fuzz(fuzz_server, keys["v1"], tmp_path, "v1", document=f"{root}/v1/openapi.json")
+    config, instance = _instance_config(root, keys["v1"], tmp_path)
+    _fuzz(fuzz_server, keys["v1"], tmp_path, "v1", document=f"{root}/v1/openapi.json",
+          config=config)
+    if instance:
+        # The fuzzer reached the sandbox: it took snapshots of it. (Its plain execs mostly
+        # fail validation, `command` xor `argv` and friends, so they are not counted on.)
+        auth = {"Authorization": f"Bearer {keys['v1']}"}
+        snapshots = httpx.get(f"{root}/v1/instances/{instance}/snapshots", headers=auth,
+                              timeout=10)
+        assert snapshots.status_code == 200, snapshots.text
+        assert snapshots.json()["snapshots"], "no snapshot of the fuzzer's instance"

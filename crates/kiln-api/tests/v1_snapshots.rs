@@ -427,3 +427,74 @@ async fn quota_names_validation_and_other_users() {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }
 }
+
+/// Snapshots racing rollbacks of the same instance (found by the API fuzzer: a snapshot
+/// froze the sandbox a rollback was replacing, and answered 500): each call succeeds or
+/// is a 409, never a server error, and the instance ends up ready with its files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_racing_rollbacks_are_never_a_server_error() {
+    let Some(s) = sandbox::start_if_possible(small).await else {
+        return;
+    };
+    let key = s.admin_key.clone();
+    let id = create_ready(&s, &key).await;
+    // Enough changed bytes that a snapshot takes a while to copy.
+    sh(
+        &s,
+        &key,
+        &id,
+        "echo kept > /testbed/kept.txt && head -c 100000000 /dev/urandom > /testbed/big",
+    )
+    .await;
+    snapshot(&s, &key, &id, json!({"kind": "checkpoint", "name": "base"})).await;
+    let mut snapshots = Vec::new();
+    let (snap_path, back_path, fork_path) = (
+        format!("/instances/{id}/snapshots"),
+        format!("/instances/{id}/rollback"),
+        format!("/instances/{id}/fork"),
+    );
+    let (empty, one) = (json!({}), json!({"count": 1}));
+    for round in 0..30 {
+        // Started a little later each round: somewhere in the rollback's create and swap.
+        let snap = async {
+            tokio::time::sleep(Duration::from_millis(2 * round)).await;
+            s.v1_as(&key, Method::POST, &snap_path, Some(&empty)).await
+        };
+        let rollback = s.v1_as(&key, Method::POST, &back_path, Some(&empty));
+        let fork = s.v1_as(&key, Method::POST, &fork_path, Some(&one));
+        let ((snap_status, snap), (back_status, back), (fork_status, forked)) =
+            tokio::join!(snap, rollback, fork);
+        assert!(
+            [201, 409].contains(&snap_status),
+            "round {round}: {snap_status} {snap}"
+        );
+        assert!(
+            [200, 409].contains(&back_status),
+            "round {round}: {back_status} {back}"
+        );
+        assert!(
+            [201, 202, 409, 429].contains(&fork_status),
+            "round {round}: {fork_status} {forked}"
+        );
+        if snap_status == 201 {
+            snapshots.push(snap["snapshot_id"].as_str().unwrap_or_default().to_string());
+        }
+        for made in forked["instances"].as_array().into_iter().flatten() {
+            let fork_id = made["instance_id"].as_str().unwrap_or_default();
+            s.v1_as(&key, Method::DELETE, &format!("/instances/{fork_id}"), None)
+                .await;
+        }
+        // Snapshots do not pile up against the quota.
+        for snapshot_id in snapshots.drain(..) {
+            s.v1_as(
+                &key,
+                Method::DELETE,
+                &format!("/instances/{id}/snapshots/{snapshot_id}"),
+                None,
+            )
+            .await;
+        }
+    }
+    wait_ready(&s, &key, &id).await;
+    assert_eq!(sh(&s, &key, &id, "cat /testbed/kept.txt").await, "kept\n");
+}

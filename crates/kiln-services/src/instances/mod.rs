@@ -7,6 +7,7 @@
 mod crud;
 pub mod exec;
 pub mod files;
+mod instance_locks;
 pub mod snapshots;
 pub mod verifications;
 
@@ -37,6 +38,8 @@ pub struct InstanceService {
     /// `[snapshots]`: quotas, fork size, GC interval (`snapshots.rs`).
     snapshot_config: kiln_config::SnapshotsConfig,
     exec: Arc<exec::ExecHub>,
+    /// Snapshots, forks and restores of one instance, one at a time.
+    locks: instance_locks::InstanceLocks,
 }
 
 /// A running instance's sandbox, reached by its owner.
@@ -65,6 +68,7 @@ impl InstanceService {
             ports: Arc::default(),
             snapshot_config: kiln_config::SnapshotsConfig::default(),
             exec: Arc::new(exec),
+            locks: Default::default(),
         }
     }
 

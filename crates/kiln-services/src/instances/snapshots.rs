@@ -52,7 +52,7 @@ impl InstanceService {
         if let Some(name) = name {
             check_name(name)?;
         }
-        let sandbox = self.sandbox(user_id, instance_id).await?;
+        self.sandbox(user_id, instance_id).await?;
         let config = &self.snapshot_config;
         let quota = SnapshotQuota {
             max_count: u64::from(config.max_per_user),
@@ -68,11 +68,7 @@ impl InstanceService {
                 return Err(name_taken(instance_id, name));
             }
         }
-        let taken = sandbox
-            .runtime
-            .snapshot(&sandbox.id)
-            .await
-            .map_err(runtime_error)?;
+        let (sandbox, taken) = self.take_snapshot(user_id, instance_id).await?;
         let snapshot_id = new_id("snp");
         let record = NewSnapshot {
             name: name.map_or_else(|| snapshot_id.clone(), str::to_string),
@@ -219,12 +215,7 @@ impl InstanceService {
                 },
             ));
         }
-        let sandbox = self.sandbox(user_id, instance_id).await?;
-        let taken = sandbox
-            .runtime
-            .snapshot(&sandbox.id)
-            .await
-            .map_err(runtime_error)?;
+        let (sandbox, taken) = self.take_snapshot(user_id, instance_id).await?;
         let snapshot_id = new_id("snp");
         let record = NewSnapshot {
             name: format!("fork-{snapshot_id}"),
@@ -309,6 +300,8 @@ impl InstanceService {
                 new_instance: true,
             });
         }
+        // No snapshot of this instance is freezing the sandbox about to be replaced.
+        let _held = self.locks.lock(&snapshot.instance_id).await;
         // Checked (and the sandbox's id read) through the one gate every area uses.
         let current = self.sandbox(user_id, &snapshot.instance_id).await?.session;
         let instance = self
@@ -454,6 +447,33 @@ fn over_quota(usage: kiln_store::SnapshotUsage, quota: SnapshotQuota) -> Service
          snapshots.max_bytes_per_user); delete some first",
         usage.count, quota.max_count, usage.bytes, quota.max_bytes
     ))
+}
+
+impl InstanceService {
+    /// Snapshots the instance's current sandbox (returned with it), one snapshot or restore of it at a time.
+    /// A failure because the instance ended (or its sandbox was replaced) meanwhile is the
+    /// caller's conflict, not a server error.
+    async fn take_snapshot(
+        &self,
+        user_id: &str,
+        instance_id: &str,
+    ) -> ServiceResult<(super::InstanceSandbox, kiln_runtime::Snapshot)> {
+        let _held = self.locks.lock(instance_id).await;
+        let sandbox = self.sandbox(user_id, instance_id).await?;
+        match sandbox.runtime.snapshot(&sandbox.id).await {
+            Ok(taken) => Ok((sandbox, taken)),
+            Err(e) => {
+                let now = self.sandbox(user_id, instance_id).await;
+                match now {
+                    Ok(still) if still.id == sandbox.id => Err(runtime_error(e)),
+                    _ => Err(ServiceError::Conflict(format!(
+                        "instance {instance_id} ended, or its sandbox was replaced, during the \
+                         snapshot"
+                    ))),
+                }
+            }
+        }
+    }
 }
 
 fn runtime_error(e: RuntimeError) -> ServiceError {
