@@ -14,6 +14,7 @@
 
 pub mod codeset;
 pub mod grading;
+pub mod infra;
 pub mod log_eval;
 pub mod parsers;
 mod python_str;

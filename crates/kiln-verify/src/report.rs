@@ -217,8 +217,28 @@ pub struct InstanceReport {
     /// always false.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub infra_failure: Option<bool>,
+    /// 5.x: why a run whose log was not found valid looks like a broken environment (or
+    /// an ambiguous failure), from the harness's advisory classifier
+    /// ([`InstanceReport::classify_unfound`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub infra_failure_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tests_status: Option<TestsStatus>,
+}
+
+impl InstanceReport {
+    /// `get_eval_report`'s branch for a run whose test output was not found (5.x rules
+    /// only): the classifier's reason over the test output, and `infra_failure` when its
+    /// tier is the environment's. Advisory: `resolved` stays false either way.
+    pub fn classify_unfound(&mut self, test_output: &str) {
+        if self.infra_failure.is_none() || self.patch_is_none || self.patch_successfully_applied {
+            return;
+        }
+        if let Some((reason, tier)) = crate::infra::classify_text(test_output) {
+            self.infra_failure = Some(tier == crate::infra::Tier::Environment);
+            self.infra_failure_reason = Some(reason.to_string());
+        }
+    }
 }
 
 /// `get_eval_report`: `{instance_id: InstanceReport}`. `grade` is `None` when the model
@@ -235,6 +255,7 @@ pub fn swebench_report(
         patch_successfully_applied: false,
         resolved: false,
         infra_failure: (rules == GradingRules::Swebench5).then_some(false),
+        infra_failure_reason: None,
         tests_status: None,
     };
     if let Some(grade) = grade.filter(|g| g.log.valid) {
@@ -245,4 +266,59 @@ pub fn swebench_report(
         }
     }
     BTreeMap::from([(instance_id.to_owned(), report)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unfound(infra_failure: Option<bool>) -> InstanceReport {
+        InstanceReport {
+            patch_is_none: false,
+            patch_exists: true,
+            patch_successfully_applied: false,
+            resolved: false,
+            infra_failure,
+            infra_failure_reason: None,
+            tests_status: None,
+        }
+    }
+
+    #[test]
+    fn only_unfound_5x_runs_are_classified() {
+        let offline = "pip: [Errno -3] Temporary failure in name resolution\n";
+        let mut report = unfound(Some(false));
+        report.classify_unfound(offline);
+        assert_eq!(report.infra_failure, Some(true));
+        assert_eq!(
+            report.infra_failure_reason.as_deref(),
+            Some("network_unreachable")
+        );
+        // An ambiguous signature is named, but not called the environment's fault.
+        let mut report = unfound(Some(false));
+        report.classify_unfound("ModuleNotFoundError: No module named 'x'");
+        assert_eq!(report.infra_failure, Some(false));
+        assert_eq!(
+            report.infra_failure_reason.as_deref(),
+            Some("missing_module")
+        );
+        // 4.x rules have no such field; a run whose log was found is not classified.
+        let mut report = unfound(None);
+        report.classify_unfound(offline);
+        assert_eq!(
+            (report.infra_failure, report.infra_failure_reason),
+            (None, None)
+        );
+        let mut report = unfound(Some(false));
+        report.patch_successfully_applied = true;
+        report.classify_unfound(offline);
+        assert_eq!(report.infra_failure_reason, None);
+        // Nothing matched: nothing said.
+        let mut report = unfound(Some(false));
+        report.classify_unfound("error: patch does not apply");
+        assert_eq!(
+            (report.infra_failure, report.infra_failure_reason),
+            (Some(false), None)
+        );
+    }
 }

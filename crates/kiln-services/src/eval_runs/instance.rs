@@ -247,6 +247,7 @@ pub fn report_entry(result: &VerificationResult) -> InstanceReport {
         patch_successfully_applied: false,
         resolved: false,
         infra_failure: None,
+        infra_failure_reason: None,
         tests_status: None,
     };
     match &result.grading {
@@ -264,5 +265,7 @@ pub fn report_entry(result: &VerificationResult) -> InstanceReport {
             report.resolved = result.is_success;
         }
     }
+    // The test output as `test_output.txt` holds it.
+    report.classify_unfound(&result.stdout);
     report
 }

@@ -221,6 +221,7 @@ mod tests {
             patch_successfully_applied: true,
             resolved,
             infra_failure: Some(false),
+            infra_failure_reason: None,
             tests_status: None,
         };
         let map = BTreeMap::from([(p.instance_id.clone(), report)]);

@@ -47,7 +47,7 @@ pub fn regrade_output(
         rules: plan.rules,
         exit_code: ExitCodeSource::FromLog,
     });
-    let result = VerificationResult::swebench(&grade, 0.0, String::new());
+    let result = VerificationResult::swebench(&grade, 0.0, test_output.to_string());
     Some(super::instance::report_entry(&result))
 }
 

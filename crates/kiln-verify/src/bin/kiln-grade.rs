@@ -99,7 +99,10 @@ fn run() -> Result<serde_json::Value, String> {
             .map_or(ExitCodeSource::FromLog, ExitCodeSource::Trusted),
     });
     let parsed = parse(request.parser, &request.log, request.rules);
-    let report = swebench_report(&request.instance_id, Some(&grade), true);
+    let mut report = swebench_report(&request.instance_id, Some(&grade), true);
+    for entry in report.values_mut() {
+        entry.classify_unfound(&request.log);
+    }
     // JSON objects built through `json!` are sorted; key order matters for prefix
     // matching, so it travels separately.
     let status_map_keys: Vec<&str> = grade.log.status_map.iter().map(|(k, _)| k).collect();
