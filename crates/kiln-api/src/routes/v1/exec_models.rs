@@ -13,13 +13,20 @@ use crate::models::{rfc3339, rfc3339_opt};
 #[derive(Deserialize, ToSchema)]
 pub struct ExecBody {
     /// A command line, run by the shell: `bash -c`, or `sh -c` where the image has no bash.
+    /// At most `exec.max_command_bytes`, without NUL.
+    #[schema(min_length = 1, pattern = "^[^\\u0000]+$")]
     pub command: Option<String>,
     /// A program and its arguments, run without a shell (the program is looked up in `PATH`).
+    /// At most `exec.max_argv_items` items and `exec.max_command_bytes` in all, without NUL.
+    #[schema(min_items = 1)]
     pub argv: Option<Vec<String>>,
     /// Seconds before the command's process group gets SIGTERM, then SIGKILL 2 s later
-    /// (exit code 124). Default and maximum: `exec.default_timeout_secs`, `exec.max_timeout_secs`.
+    /// (exit code 124). Default and maximum: `exec.default_timeout_secs`, `exec.max_timeout_secs`
+    /// (never more than a day).
+    #[schema(minimum = 1, maximum = 86400)]
     pub timeout_secs: Option<i64>,
     /// Working directory; the image's (usually `/testbed`) when absent.
+    #[schema(min_length = 1, max_length = 4096, pattern = "^[^\\u0000]+$")]
     pub cwd: Option<String>,
     /// Variables added to (overriding) the sandbox's environment.
     #[serde(default)]
