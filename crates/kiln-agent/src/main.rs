@@ -6,6 +6,7 @@
 mod agent;
 mod atomic_write;
 mod connection;
+mod egress_relay;
 mod exec_run;
 mod exec_spawn;
 mod exec_supervise;
@@ -34,7 +35,8 @@ use std::time::Instant;
 use agent::Agent;
 use stream::Stream;
 
-const USAGE: &str = "usage: kiln-agent [--listen <socket path>] [--listen-tcp <address:port>]\n  \
+const USAGE: &str = "usage: kiln-agent [--listen <socket path>] [--listen-tcp <address:port>] \
+     [--egress <address:port>=<socket path>]\n  \
      (or env KILN_AGENT_SOCKET; TCP needs env KILN_AGENT_SECRET, which every hello must carry)";
 
 fn main() -> ExitCode {
@@ -90,6 +92,9 @@ fn run() -> Result<(), String> {
             .name("signals".into())
             .spawn(move || signals::run_signal_loop(agent))
             .map_err(|err| format!("cannot start the signal thread: {err}"))?;
+    }
+    if let Some(relay) = listen.egress.clone() {
+        relay.start()?;
     }
     let mut places = Vec::new();
     if let Some(path) = &listen.socket {
@@ -165,6 +170,8 @@ struct Listen {
     socket: Option<PathBuf>,
     tcp: Option<SocketAddr>,
     secret: Option<String>,
+    /// `--egress`: relay a TCP address inside to the server's egress socket.
+    egress: Option<egress_relay::EgressRelay>,
 }
 
 /// Shortest secret accepted for TCP: guessing it must be hopeless.
@@ -172,9 +179,13 @@ const MIN_SECRET_LEN: usize = 16;
 
 fn listen_from_args() -> Result<Listen, String> {
     let mut args = std::env::args_os().skip(1);
-    let (mut socket, mut tcp) = (None, None);
+    let (mut socket, mut tcp, mut egress) = (None, None, None);
     while let Some(arg) = args.next() {
         match arg.to_str() {
+            Some("--egress") => {
+                let relay = args.next().ok_or("--egress needs ADDRESS:PORT=SOCKET")?;
+                egress = Some(egress_relay::EgressRelay::parse(&relay.to_string_lossy())?);
+            }
             Some("--listen") => {
                 socket = Some(PathBuf::from(args.next().ok_or("--listen needs a path")?));
             }
@@ -215,6 +226,7 @@ fn listen_from_args() -> Result<Listen, String> {
         socket,
         tcp,
         secret,
+        egress,
     })
 }
 

@@ -41,6 +41,6 @@ pub use host_report::{HostCheck, HostReport};
 pub use open::{default_limits, open, open_at, open_images, Opened, Unavailable};
 pub use runtime::{ExecEventSink, NodeCapacity, PortStream, ReconcileReport, Runtime, SandboxExit};
 pub use spec::{
-    Limits, Network, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSource,
-    SandboxSpec, Snapshot, SnapshotId, Workspace,
+    Egress, EgressHandler, EgressStream, Limits, Network, ResourceUsage, SandboxHandle, SandboxId,
+    SandboxInfo, SandboxSource, SandboxSpec, Snapshot, SnapshotId, Workspace, EGRESS_PROXY_ADDR,
 };

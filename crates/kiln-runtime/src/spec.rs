@@ -75,6 +75,33 @@ pub enum Network {
     Loopback,
 }
 
+/// The address, inside a sandbox with [`SandboxSpec::egress`], of its egress proxy: the
+/// one way out of its network namespace (HTTP and HTTPS proxies point here).
+pub const EGRESS_PROXY_ADDR: &str = "127.0.0.1:3128";
+
+/// A connection a sandbox's process opened to [`EGRESS_PROXY_ADDR`].
+pub type EgressStream = Box<dyn kiln_protocol::AsyncStream>;
+
+/// What serves a sandbox's egress connections: the policy (which hosts, how) is the
+/// caller's; the backend only carries the bytes.
+pub trait EgressHandler: Send + Sync + 'static {
+    /// Serves one connection to its end.
+    fn serve(
+        &self,
+        stream: EgressStream,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+}
+
+/// A sandbox's egress: its connections to [`EGRESS_PROXY_ADDR`] go to the handler.
+#[derive(Clone)]
+pub struct Egress(pub std::sync::Arc<dyn EgressHandler>);
+
+impl std::fmt::Debug for Egress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Egress(..)")
+    }
+}
+
 /// What a sandbox's root is made from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SandboxSource {
@@ -119,6 +146,9 @@ pub struct SandboxSpec {
     pub hostname: String,
     /// A server directory the sandbox works in, if any.
     pub workspace: Option<Workspace>,
+    /// A way out through the server ([`EGRESS_PROXY_ADDR`] inside), if any; backends
+    /// without one refuse the create ([`crate::RuntimeError::Unsupported`]).
+    pub egress: Option<Egress>,
 }
 
 impl SandboxSpec {
@@ -134,6 +164,7 @@ impl SandboxSpec {
             workdir: None,
             hostname: "kiln".into(),
             workspace: None,
+            egress: None,
         }
     }
 

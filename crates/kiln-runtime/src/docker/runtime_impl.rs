@@ -132,6 +132,11 @@ impl Backend for DockerRuntime {
     }
 
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxHandle> {
+        if spec.egress.is_some() {
+            return Err(RuntimeError::Unsupported {
+                what: "egress through the server (a sandbox network allowlist)",
+            });
+        }
         self.negotiate().await?;
         let start = async {
             let image = match &spec.source {

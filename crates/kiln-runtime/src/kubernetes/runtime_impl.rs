@@ -56,6 +56,11 @@ impl Backend for KubeRuntime {
     fn release(&self, _id: &SandboxId) {}
 
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxHandle> {
+        if spec.egress.is_some() {
+            return Err(RuntimeError::Unsupported {
+                what: "egress through the server (a sandbox network allowlist)",
+            });
+        }
         let client = self.client().await?;
         let start = self.start(&client, &spec);
         // No admission here: the scheduler's (see `reserve`).

@@ -25,6 +25,10 @@ pub const RUN_DIR: &str = "/.kiln/run";
 pub const SOCKET_PATH: &str = "/.kiln/run/agent.sock";
 /// The socket's file name, the same on the host side of the bind mount.
 pub const SOCKET_NAME: &str = "agent.sock";
+/// The server's egress socket inside (in the run directory), when the sandbox has one.
+pub const EGRESS_SOCKET_PATH: &str = "/.kiln/run/egress.sock";
+/// Its name in the run directory.
+pub const EGRESS_SOCKET_NAME: &str = "egress.sock";
 
 /// How much of the sandbox's stderr (bwrap's and the agent's messages) is kept.
 const STDERR_TAIL: usize = 16 * 1024;
@@ -55,6 +59,8 @@ pub struct BwrapLaunch<'a> {
     pub shm_bytes: u64,
     /// The mount namespace bwrap starts in (see `launch_ns.rs`); `None`: the caller's.
     pub launch_ns: Option<LaunchNs>,
+    /// The agent relays [`crate::EGRESS_PROXY_ADDR`] to [`EGRESS_SOCKET_PATH`].
+    pub egress: bool,
 }
 
 /// `/dev/shm` when memory is unlimited (Docker's default size).
@@ -276,6 +282,10 @@ fn arguments(spec: &BwrapLaunch<'_>, info_fd: RawFd, seccomp: &[OwnedFd]) -> Vec
         "--listen".as_ref(),
         SOCKET_PATH.as_ref(),
     ]);
+    if spec.egress {
+        let relay = format!("{}={EGRESS_SOCKET_PATH}", crate::EGRESS_PROXY_ADDR);
+        push(&["--egress".as_ref(), relay.as_ref()]);
+    }
     args
 }
 
@@ -303,6 +313,7 @@ mod tests {
             cgroup_procs: Vec::new(),
             shm_bytes: 512 << 20,
             launch_ns: None,
+            egress: false,
         };
         let args: Vec<String> = arguments(&spec, 3, &[])
             .into_iter()

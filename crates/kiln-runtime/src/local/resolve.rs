@@ -88,6 +88,7 @@ impl LocalRuntime {
         local.limits = spec.limits;
         local.network = spec.network;
         local.hostname = spec.hostname;
+        local.egress = spec.egress;
         local.binds = spec
             .workspace
             .into_iter()

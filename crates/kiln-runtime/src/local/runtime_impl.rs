@@ -27,6 +27,9 @@ impl LocalRuntime {
     /// Removes a sandbox from the table and tears it down; `None` when it was not there.
     pub(crate) async fn destroy_sandbox(&self, sandbox: Arc<Sandbox>) -> Result<()> {
         sandbox.exit.mark_destroying();
+        if let Some(egress) = &sandbox.egress {
+            egress.stop();
+        }
         self.admission.release(&sandbox.spec.id);
         let cgroups = Arc::clone(&self.cgroups);
         let (cgroup, dirs) = (sandbox.cgroup.clone(), sandbox.dirs.clone());

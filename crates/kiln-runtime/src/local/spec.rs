@@ -94,6 +94,8 @@ pub struct LocalSpec {
     pub hostname: String,
     /// Host directories seen read-write inside, e.g. an agent job's checkout.
     pub binds: Vec<BindMount>,
+    /// Its way out through the server, if any (`egress.rs`).
+    pub egress: Option<crate::spec::Egress>,
 }
 
 /// A host directory seen read-write at `target` inside the sandbox. It is copied onto
@@ -120,6 +122,7 @@ impl LocalSpec {
             workdir: None,
             hostname: "kiln".into(),
             binds: Vec::new(),
+            egress: None,
         }
     }
 

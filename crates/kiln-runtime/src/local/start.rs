@@ -9,6 +9,7 @@ use kiln_protocol::AsyncAgentClient;
 
 use crate::error::{Result, RuntimeError};
 use crate::local::bwrap::{self, BwrapLaunch, RUN_DIR};
+use crate::local::egress;
 use crate::local::launch_ns::LaunchNs;
 use crate::local::layout::{SandboxDirs, SandboxState};
 use crate::local::sandbox::Sandbox;
@@ -125,6 +126,13 @@ impl LocalRuntime {
         };
         let t_disk = t0.elapsed();
         staging::mount_run_dir(&dirs.run)?;
+        // Bound before the agent starts, which relays to it; dropped (stopped) if the
+        // start fails from here on.
+        let egress = spec
+            .egress
+            .clone()
+            .map(|egress| egress::listen(&dirs.run.join(bwrap::EGRESS_SOCKET_NAME), egress))
+            .transpose()?;
         // 4. The root: image layers read-only, changes in our upper dir (named relative to
         //    the sandbox's directory: the options show in the sandbox's mountinfo).
         overlay::mount_overlay_relative(
@@ -164,6 +172,7 @@ impl LocalRuntime {
             cgroup_procs,
             shm_bytes: bwrap::shm_bytes(&spec.limits),
             launch_ns: Some(launch_ns),
+            egress: egress.is_some(),
         })
         .await?;
         let t_launch = t0.elapsed();
@@ -175,6 +184,7 @@ impl LocalRuntime {
             SystemTime::now(),
         );
         sandbox.stderr_tail = Some(Arc::clone(&launched.stderr_tail));
+        sandbox.egress = egress;
         let mut child = launched.child;
         // 7. Wait for the agent's socket (bound and restricted).
         let socket = dirs.socket();
