@@ -52,7 +52,7 @@ KILN_TEST_DATABASE_URL="$KILN_TEST_POSTGRES_URL" \
   cargo test --workspace --test api --test sessions --test billing --test billing_sessions \
     --test session_integrity \
     --test v1_instances --test v1_files --test v1_files_escape \
-    --test v1_webhooks --test v1_ports --test v1_snapshots --test v1_exec \
+    --test v1_webhooks --test v1_ports --test v1_snapshots --test v1_exec --test v1_network \
     --test v1_base_images --test v1_auth \
     --test v1_orgs --test v1_org_security
 

@@ -19,6 +19,7 @@ mod limits;
 mod load;
 mod mail;
 mod mcp;
+mod network;
 mod ports;
 mod quota;
 mod runtime;
@@ -60,6 +61,7 @@ pub use limits::LimitsConfig;
 pub use load::Overrides;
 pub use mail::{MailConfig, SmtpTls};
 pub use mcp::McpConfig;
+pub use network::NetworkConfig;
 pub use ports::PortsConfig;
 pub use quota::DiskLimitMode;
 pub use runtime::{RuntimeBackend, RuntimeConfig};
@@ -130,6 +132,8 @@ pub struct Config {
     pub orgs: OrgsConfig,
     /// `[telemetry]`: log format, OTLP trace export.
     pub telemetry: TelemetryConfig,
+    /// `[network]`: what sessions may reach outside (nothing by default).
+    pub network: NetworkConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -171,6 +175,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             orgs: OrgsConfig::default(),
             telemetry: TelemetryConfig::default(),
+            network: NetworkConfig::default(),
         }
     }
 }

@@ -77,6 +77,7 @@ impl Config {
         self.agent_jobs.check()?;
         self.github.check()?;
         self.exec.check()?;
+        self.network.check()?;
         self.server.check(self.sessions.long_poll_secs)?;
         self.limits.check()?;
         self.files.check()?;

@@ -20,6 +20,7 @@ pub mod health;
 mod ids;
 pub mod instances;
 pub mod metrics;
+pub mod network;
 pub mod orgs;
 pub mod outbound;
 pub mod record_formats;
@@ -179,6 +180,7 @@ impl Kiln {
         );
         let webhooks = WebhookService::new(store.clone(), config.webhooks.clone(), &jwt_secret);
         sessions.set_events(webhooks.events());
+        sessions.set_network(&config.network);
         let instances = InstanceService::new(store.clone(), sessions.clone(), sandboxes.clone())
             .with_config(config.instances.clone())
             .with_ports(config.ports.clone())

@@ -8,6 +8,7 @@ mod crud;
 pub mod exec;
 pub mod files;
 mod instance_locks;
+pub mod network;
 pub mod snapshots;
 pub mod verifications;
 

@@ -6,6 +6,7 @@
 //! [`Changes`], so long-polling readers see it at once and a restart loses nothing that
 //! was acknowledged.
 mod action_limits;
+mod egress;
 mod forks;
 mod lost;
 mod metering;
@@ -78,6 +79,10 @@ pub struct SessionService {
     ended: Arc<tokio::sync::Notify>,
     /// Called with a session's id once it has ended here (its exec spools go).
     end_listeners: Mutex<Vec<EndListener>>,
+    /// `[network]`, set once when the services are wired (`egress.rs`).
+    network: OnceLock<egress::NetworkSettings>,
+    /// What sessions' egresses let through and refused.
+    egress_book: Arc<crate::network::EgressBook>,
 }
 
 type EndListener = Arc<dyn Fn(&str) + Send + Sync>;
@@ -132,7 +137,8 @@ impl SessionService {
         config: SessionsConfig,
         billing: BillingConfig,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        let egress_book = Arc::new(crate::network::EgressBook::default());
+        let this = Arc::new(Self {
             store,
             sandboxes,
             config,
@@ -143,7 +149,11 @@ impl SessionService {
             events: OnceLock::new(),
             ended: Arc::new(tokio::sync::Notify::new()),
             end_listeners: Mutex::new(Vec::new()),
-        })
+            network: OnceLock::new(),
+            egress_book: Arc::clone(&egress_book),
+        });
+        this.on_end(move |session_id| egress_book.forget(session_id));
+        this
     }
 
     /// Calls `listener` with the id of every session that ends on this server, after its
@@ -329,6 +339,8 @@ impl SessionService {
                 let reference = session_image(dataset, &sample.record);
                 let limits =
                     sample_limits::sample_limits(&sample.record, base, self.max_disk_bytes())?;
+                // A list that cannot be read refuses the session now, not its start.
+                self.sample_network(dataset, &sample.record)?;
                 let source = SessionSource::Sample {
                     dataset: dataset.to_string(),
                     sample_id: sample_id.to_string(),
@@ -369,6 +381,11 @@ impl SessionService {
         let mut spec = SandboxSpec::new(id.clone(), source);
         spec.limits = limits;
         spec.hostname = "kiln".into();
+        if let Err(e) = self.attach_egress(&session, &mut spec).await {
+            return self
+                .fail_start(&session, &live, "network_policy", &e.to_string())
+                .await;
+        }
         let started = std::time::Instant::now();
         let created = runtime.create(spec).await;
         match &created {

@@ -51,6 +51,7 @@ impl SessionService {
         let mut spec = SandboxSpec::new(new.clone(), SandboxSource::Snapshot(snapshot.clone()));
         spec.limits = limits;
         spec.hostname = "kiln".into();
+        self.attach_egress(session, &mut spec).await?;
         runtime.create(spec).await.map_err(|e| match e {
             kiln_runtime::RuntimeError::Capacity { .. } => ServiceError::admission(e),
             other => ServiceError::Internal(format!("cannot start the restored sandbox: {other}")),

@@ -18,6 +18,8 @@ pub mod files;
 pub mod files_models;
 pub mod instances;
 pub mod instances_models;
+pub mod network;
+mod network_models;
 pub mod org_billing;
 pub mod org_security;
 pub mod org_security_models;
@@ -40,6 +42,7 @@ mod webhooks_models;
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
         .merge(instances::routes())
+        .merge(network::routes())
         .merge(exec::routes())
         .merge(files::routes())
         .merge(snapshots::routes())
