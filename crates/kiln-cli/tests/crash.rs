@@ -44,7 +44,21 @@ fn cgroups_named(name: &str) -> Vec<PathBuf> {
     found
 }
 
+/// Loop devices backed by files under `dir`, once the kernel has caught up: it detaches
+/// an autoclear device in a work item after its last close, so a loaded machine may show
+/// one for a moment after the unmount. Waits up to 5 s for none.
 fn loop_devices_under(dir: &Path) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = loop_devices_now_under(dir);
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn loop_devices_now_under(dir: &Path) -> Vec<String> {
     let dir = dir.to_string_lossy().into_owned();
     std::fs::read_dir("/sys/block")
         .into_iter()

@@ -46,6 +46,20 @@ fn free_bytes(path: &Path) -> u64 {
 }
 
 /// Loop devices backed by a file under `dir`.
+/// The loop devices left under `dir` once the kernel has caught up: an autoclear device
+/// is detached by a work item after its last close (an unmount), not within the unmount
+/// call, so a loaded machine may show it for a moment. Waits up to 5 s.
+fn loops_left_under(dir: &Path) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left = loops_under(dir);
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn loops_under(dir: &Path) -> Vec<String> {
     std::fs::read_dir("/sys/block")
         .unwrap()
@@ -140,7 +154,7 @@ async fn writing_5_gb_with_a_1_gb_limit_stops_with_enospc_and_costs_the_host_at_
     rt.destroy(&id("full")).await.unwrap();
     assert!(mounted_under(&dir).is_empty());
     assert!(!dir.exists());
-    assert_eq!(loops_under(&dir), Vec::<String>::new());
+    assert_eq!(loops_left_under(&dir), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -378,14 +392,14 @@ async fn a_crashed_servers_disks_are_cleaned_up_by_reconcile() {
     let report = survivor.reconcile(&[id("keep")]).await.unwrap();
     assert_eq!(report.removed, ["orphan"]);
     assert!(mounted_under(&dir).is_empty());
-    assert_eq!(loops_under(&dir), Vec::<String>::new());
+    assert_eq!(loops_left_under(&dir), Vec::<String>::new());
     // The adopted sandbox's limits count against the budget again.
     assert_eq!(survivor.limits_held(), (GIB, 64 * MIB));
     let (code, out) = sh(&survivor, "keep", "cat /root/state").await;
     assert_eq!((code, out.as_str()), (0, "state\n"));
     survivor.shutdown().await.unwrap();
     assert!(mounted_under(survivor.root.path()).is_empty());
-    assert_eq!(loops_under(survivor.root.path()), Vec::<String>::new());
+    assert_eq!(loops_left_under(survivor.root.path()), Vec::<String>::new());
 }
 
 async fn sh_on(rt: &kiln_runtime::local::LocalRuntime, sandbox: &str, script: &str) {
@@ -673,5 +687,5 @@ async fn the_disk_limit_holds_with_the_runtime_root_on_xfs() {
     rt.destroy(&id("onxfs")).await.unwrap();
     assert!(mounted_under(&dir).is_empty());
     assert!(!dir.exists());
-    assert_eq!(loops_under(&dir), Vec::<String>::new());
+    assert_eq!(loops_left_under(&dir), Vec::<String>::new());
 }
