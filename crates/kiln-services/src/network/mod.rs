@@ -165,7 +165,8 @@ impl EgressBook {
     }
 
     pub fn blocked(&self, session_id: &str, host: &str, port: u16, reason: &str) {
-        tracing::info!(session = session_id, host, port, reason, "egress refused");
+        // Debug, not info: what an agent's code tries must not flood the server's log.
+        tracing::debug!(session = session_id, host, port, reason, "egress refused");
         self.with(session_id, |r| {
             r.blocked_total += 1;
             if r.blocked.len() == MAX_BLOCKED_KEPT {

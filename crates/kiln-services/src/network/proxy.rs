@@ -22,6 +22,10 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long connecting to an allowed destination may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections one session's egress serves at once. The agent's relay stops at as many,
+/// but the sandbox's processes can also reach the socket directly: this bound is the
+/// server's own. Past it a connection is closed at once.
+pub const MAX_CONNECTIONS_PER_SESSION: usize = 64;
 
 /// Serves one session's egress connections.
 pub struct EgressProxy {
@@ -29,17 +33,43 @@ pub struct EgressProxy {
     pub policy: Arc<NetworkPolicy>,
     pub outbound: OutboundPolicy,
     pub book: Arc<EgressBook>,
+    /// [`MAX_CONNECTIONS_PER_SESSION`] permits.
+    pub open: Arc<tokio::sync::Semaphore>,
+}
+
+impl EgressProxy {
+    pub fn new(
+        session_id: String,
+        policy: NetworkPolicy,
+        outbound: OutboundPolicy,
+        book: Arc<EgressBook>,
+    ) -> Self {
+        EgressProxy {
+            session_id,
+            policy: Arc::new(policy),
+            outbound,
+            book,
+            open: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS_PER_SESSION)),
+        }
+    }
 }
 
 impl EgressHandler for EgressProxy {
     fn serve(&self, stream: EgressStream) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let Ok(permit) = Arc::clone(&self.open).try_acquire_owned() else {
+            // Dropping the stream closes it.
+            return Box::pin(async {});
+        };
         let proxy = Connection {
             session_id: self.session_id.clone(),
             policy: Arc::clone(&self.policy),
             outbound: self.outbound.clone(),
             book: Arc::clone(&self.book),
         };
-        Box::pin(async move { proxy.serve(stream).await })
+        Box::pin(async move {
+            proxy.serve(stream).await;
+            drop(permit);
+        })
     }
 }
 
@@ -246,6 +276,46 @@ async fn answer(client: &mut EgressStream, status: u16, why: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_session_serves_a_bounded_number_of_connections_at_once() {
+        let policy = NetworkPolicy::parse(&["example.org:80".to_string()]).unwrap();
+        let proxy = EgressProxy::new(
+            "s".into(),
+            policy,
+            OutboundPolicy::default(),
+            Arc::default(),
+        );
+        // Clients that never send their head hold their connection (and its permit).
+        let mut held = Vec::new();
+        for _ in 0..MAX_CONNECTIONS_PER_SESSION {
+            let (client, server) = tokio::io::duplex(64);
+            held.push(client);
+            tokio::spawn(proxy.serve(Box::new(server)));
+        }
+        tokio::task::yield_now().await;
+        let (mut client, server) = tokio::io::duplex(64);
+        proxy.serve(Box::new(server)).await;
+        let mut got = Vec::new();
+        let read = client.read_to_end(&mut got).await;
+        assert!(
+            read.is_ok() && got.is_empty(),
+            "one more is closed at once: {got:?}"
+        );
+        // One ends, one more is served (and answered: a bad request line here).
+        drop(held.pop());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (mut client, server) = tokio::io::duplex(1024);
+        tokio::spawn(proxy.serve(Box::new(server)));
+        client.write_all(b"nonsense\r\n\r\n").await.unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        assert!(
+            answer.starts_with(b"HTTP/1.1 400"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
 
     #[test]
     fn requests_parse_into_destinations() {

@@ -104,12 +104,12 @@ impl SessionService {
             .get()
             .map(|n| n.outbound.clone())
             .unwrap_or_else(|| OutboundPolicy::new(&[], ALLOW_KEY));
-        spec.egress = Some(Egress(Arc::new(EgressProxy {
-            session_id: session.session_id.clone(),
-            policy: Arc::new(policy),
+        spec.egress = Some(Egress(Arc::new(EgressProxy::new(
+            session.session_id.clone(),
+            policy,
             outbound,
-            book: Arc::clone(&self.egress_book),
-        })));
+            Arc::clone(&self.egress_book),
+        ))));
         spec.env.extend(proxy_env());
         Ok(())
     }
