@@ -104,9 +104,17 @@ def _instance_config(root: str, key: str, tmp_path) -> tuple[pathlib.Path, str |
     (made here, from a demo sample when the images are there, else from nothing that
     runs): exec, files, snapshots, forks and ports then reach a real sandbox instead of
     answering 404."""
+    auth = {"Authorization": f"Bearer {key}"}
+    # The earlier runs' sessions (the fuzz server allows two live ones per user) go first.
+    live = httpx.get(f"{root}/v1/instances", params={"status": ["creating", "ready"], "limit": 100},
+                     headers=auth, timeout=30)
+    assert live.status_code == 200, live.text
+    for left in live.json()["instances"]:
+        gone = httpx.delete(f"{root}/v1/instances/{left['id']}", headers=auth, timeout=60)
+        assert gone.status_code in (200, 204, 409), gone.text
     created = httpx.post(f"{root}/v1/instances",
                          json={"dataset": "kiln-demo", "sample_id": "kiln-demo__inifile-1"},
-                         headers={"Authorization": f"Bearer {key}"}, timeout=60)
+                         headers=auth, timeout=60)
     assert created.status_code in (201, 202, 409, 503), created.text
     config = (HERE / "schemathesis.toml").read_text()
     instance = None
