@@ -40,13 +40,13 @@ pub struct EgressProxy {
 impl EgressProxy {
     pub fn new(
         session_id: String,
-        policy: NetworkPolicy,
+        policy: Arc<NetworkPolicy>,
         outbound: OutboundPolicy,
         book: Arc<EgressBook>,
     ) -> Self {
         EgressProxy {
             session_id,
-            policy: Arc::new(policy),
+            policy,
             outbound,
             book,
             open: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS_PER_SESSION)),
@@ -282,7 +282,7 @@ mod tests {
         let policy = NetworkPolicy::parse(&["example.org:80".to_string()]).unwrap();
         let proxy = EgressProxy::new(
             "s".into(),
-            policy,
+            Arc::new(policy),
             OutboundPolicy::default(),
             Arc::default(),
         );

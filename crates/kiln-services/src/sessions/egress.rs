@@ -90,14 +90,16 @@ impl SessionService {
         self.sample_network(dataset, &sample.record)
     }
 
-    /// Gives `spec` the session's egress and proxy variables, when its policy lists hosts.
-    pub(crate) async fn attach_egress(
+    /// Gives `spec` the session's egress and proxy variables, when its policy (read with
+    /// its sample, by the caller) lists hosts.
+    pub(crate) fn attach_egress(
         &self,
-        session: &SessionRecord,
+        session_id: &str,
+        policy: Option<Arc<NetworkPolicy>>,
         spec: &mut SandboxSpec,
-    ) -> ServiceResult<()> {
-        let Some(policy) = self.session_network(session).await? else {
-            return Ok(());
+    ) {
+        let Some(policy) = policy else {
+            return;
         };
         let outbound = self
             .network
@@ -105,13 +107,12 @@ impl SessionService {
             .map(|n| n.outbound.clone())
             .unwrap_or_else(|| OutboundPolicy::new(&[], ALLOW_KEY));
         spec.egress = Some(Egress(Arc::new(EgressProxy::new(
-            session.session_id.clone(),
+            session_id.to_string(),
             policy,
             outbound,
             Arc::clone(&self.egress_book),
         ))));
         spec.env.extend(proxy_env());
-        Ok(())
     }
 
     /// This server's record of a session's egress.

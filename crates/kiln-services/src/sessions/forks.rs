@@ -12,6 +12,7 @@ use tracing::Instrument;
 use super::{sample_limits, Readiness, SessionService};
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::new_id;
+use crate::network::NetworkPolicy;
 use crate::webhooks::EventType;
 
 impl SessionService {
@@ -33,7 +34,7 @@ impl SessionService {
     ) -> ServiceResult<Vec<SessionRecord>> {
         let (runtime, base_limits, _) = self.runtime()?;
         let runtime = Arc::clone(runtime);
-        let limits = self.fork_limits(parent, base_limits).await?;
+        let (limits, network) = self.fork_settings(parent, base_limits).await?;
         self.check_balance(&parent.user_id).await?;
         let live = self.store.count_live_sessions(&parent.user_id).await?;
         let max = u64::from(self.config.max_live_sessions_per_user);
@@ -70,9 +71,13 @@ impl SessionService {
                     let this = Arc::clone(self);
                     let session = record.clone();
                     let from = SandboxSource::Snapshot(snapshot.clone());
+                    let network = network.clone();
                     tokio::spawn(
-                        async move { this.start_sandbox(session, from, limits, live).await }
-                            .in_current_span(),
+                        async move {
+                            this.start_sandbox(session, from, limits, network, live)
+                                .await
+                        }
+                        .in_current_span(),
                     );
                     made.push(record);
                 }
@@ -119,16 +124,18 @@ impl SessionService {
         Ok(record)
     }
 
-    /// A fork's (or a restored) sandbox gets its parent's limits: those recorded on the parent, else
+    /// A fork's (or a restored) sandbox gets its parent's network policy (its sample's, read
+    /// once here for every copy) and its limits: those recorded on the parent, else
     /// what its sample asks for (sessions made before limits were recorded), else the
     /// server's. A sample parent whose sample is gone cannot be forked (forks are verified
     /// against it).
-    pub(super) async fn fork_limits(
+    pub(super) async fn fork_settings(
         &self,
         parent: &SessionRecord,
         base: &Limits,
-    ) -> ServiceResult<Limits> {
+    ) -> ServiceResult<(Limits, Option<Arc<NetworkPolicy>>)> {
         let mut limits = *base;
+        let mut network = None;
         if let Some((dataset, sample_id, version)) = parent.source.sample() {
             let sample = self
                 .store
@@ -141,6 +148,7 @@ impl SessionService {
                     ))
                 })?;
             limits = sample_limits::sample_limits(&sample.record, base, self.max_disk_bytes())?;
+            network = self.sample_network(dataset, &sample.record)?.map(Arc::new);
         }
         let recorded = &parent.limits;
         if let Some(cpu) = recorded.cpu_millicores {
@@ -148,7 +156,7 @@ impl SessionService {
         }
         limits.memory_bytes = recorded.memory_bytes.or(limits.memory_bytes);
         limits.disk_bytes = recorded.disk_bytes.or(limits.disk_bytes);
-        Ok(limits)
+        Ok((limits, network))
     }
 
     /// Told at every session end: the snapshot GC looks again then, as what the session

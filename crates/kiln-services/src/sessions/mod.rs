@@ -38,6 +38,7 @@ use crate::changes::Changes;
 use crate::datasets::check_visible;
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::new_id;
+use crate::network::NetworkPolicy;
 use crate::sandboxes::Sandboxes;
 use crate::webhooks::EventType;
 use lost::{not_live, Ended};
@@ -260,7 +261,8 @@ impl SessionService {
             check_visible(self.store.as_ref(), request.user_id, dataset, sample_id).await?;
         }
         let (runtime, base, _) = self.runtime()?;
-        let (source, reference, limits) = self.resolve_source(request.source, base).await?;
+        let (source, reference, limits, network) =
+            self.resolve_source(request.source, base).await?;
         check_source_image(runtime.as_ref(), &reference, &source).await?;
         let limits = Limits {
             cpu_millicores: request
@@ -314,19 +316,23 @@ impl SessionService {
         let source = SandboxSource::Image(reference);
         // In the request's span: the sandbox's start is part of the request's trace.
         tokio::spawn(
-            async move { this.start_sandbox(session, source, limits, live).await }
-                .in_current_span(),
+            async move {
+                this.start_sandbox(session, source, limits, network, live)
+                    .await
+            }
+            .in_current_span(),
         );
         Ok(record)
     }
 
-    /// The stored source of a new session, the image its sandbox runs and its limits
-    /// before the caller's: a sample's (with the disk it asks for), or the server's.
+    /// The stored source of a new session, the image its sandbox runs, its limits before
+    /// the caller's (a sample's, with the disk it asks for, or the server's) and its
+    /// network policy (a sample's; `egress.rs`).
     async fn resolve_source(
         &self,
         source: NewSource<'_>,
         base: &Limits,
-    ) -> ServiceResult<(SessionSource, String, Limits)> {
+    ) -> ServiceResult<(SessionSource, String, Limits, Option<Arc<NetworkPolicy>>)> {
         match source {
             NewSource::Sample { dataset, sample_id } => {
                 let sample = self
@@ -340,13 +346,13 @@ impl SessionService {
                 let limits =
                     sample_limits::sample_limits(&sample.record, base, self.max_disk_bytes())?;
                 // A list that cannot be read refuses the session now, not its start.
-                self.sample_network(dataset, &sample.record)?;
+                let network = self.sample_network(dataset, &sample.record)?.map(Arc::new);
                 let source = SessionSource::Sample {
                     dataset: dataset.to_string(),
                     sample_id: sample_id.to_string(),
                     version: sample.version,
                 };
-                Ok((source, reference, limits))
+                Ok((source, reference, limits, network))
             }
             NewSource::Image { reference } => Ok((
                 SessionSource::Image {
@@ -354,6 +360,7 @@ impl SessionService {
                 },
                 reference.to_string(),
                 *base,
+                None,
             )),
         }
     }
@@ -365,6 +372,7 @@ impl SessionService {
         session: SessionRecord,
         source: SandboxSource,
         limits: Limits,
+        network: Option<Arc<NetworkPolicy>>,
         live: Arc<LiveSession>,
     ) {
         let Ok((runtime, _, location)) = self.runtime() else {
@@ -381,11 +389,7 @@ impl SessionService {
         let mut spec = SandboxSpec::new(id.clone(), source);
         spec.limits = limits;
         spec.hostname = "kiln".into();
-        if let Err(e) = self.attach_egress(&session, &mut spec).await {
-            return self
-                .fail_start(&session, &live, "network_policy", &e.to_string())
-                .await;
-        }
+        self.attach_egress(&session.session_id, network, &mut spec);
         let started = std::time::Instant::now();
         let created = runtime.create(spec).await;
         match &created {

@@ -45,13 +45,13 @@ impl SessionService {
         let (runtime, base_limits, _) = self.runtime()?;
         let runtime = Arc::clone(runtime);
         // The same limits as the sandbox it replaces.
-        let limits = self.fork_limits(session, base_limits).await?;
+        let (limits, network) = self.fork_settings(session, base_limits).await?;
         let new = SandboxId::new(format!("{id}-r{}", random_token(8).to_ascii_lowercase()))
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let mut spec = SandboxSpec::new(new.clone(), SandboxSource::Snapshot(snapshot.clone()));
         spec.limits = limits;
         spec.hostname = "kiln".into();
-        self.attach_egress(session, &mut spec).await?;
+        self.attach_egress(id, network, &mut spec);
         runtime.create(spec).await.map_err(|e| match e {
             kiln_runtime::RuntimeError::Capacity { .. } => ServiceError::admission(e),
             other => ServiceError::Internal(format!("cannot start the restored sandbox: {other}")),
