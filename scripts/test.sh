@@ -14,7 +14,7 @@ step "Debian packages the tests need"
 need=()
 for pair in bwrap:bubblewrap busybox:busybox-static debootstrap:debootstrap git:git curl:curl \
   qemu-system-x86_64:qemu-system-x86 cpio:cpio mkfs.xfs:xfsprogs dockerd:docker.io \
-  skopeo:skopeo; do
+  skopeo:skopeo mold:mold; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -38,8 +38,9 @@ step "kiln-agent (static)"
 KILN_AGENT_BIN="$(scripts/build-agent.sh | tail -n 1)"
 export KILN_AGENT_BIN
 
-step "Layering: services and the API name no sandbox backend"
+step "Layering: services and the API name no sandbox backend; no import circles"
 scripts/check-runtime-neutral.sh
+python3 scripts/module-cycles.py
 
 step "Rust workspace tests"
 cargo test --workspace --all-targets
@@ -168,6 +169,9 @@ fi
 KILN_SCHEMATHESIS="$(realpath "$fuzz_venv")/bin/schemathesis"
 export KILN_SCHEMATHESIS
 export KILN_BIN="$PWD/target/debug/kiln" KILN_GRADE_BIN="$PWD/target/debug/kiln-grade"
+# tests/sdk/test_kubernetes.py: `kiln serve` on the Kubernetes backend against the test API
+# server (built with the workspace's targets above).
+export KILN_KUBE_TEST_BIN="$PWD/target/debug/kiln-kube-test"
 "$venv/bin/pytest" -q -p no:cacheprovider tests/sdk tests/parity tests/fuzz
 
 # The MCP server through the official MCP Python SDK (its own virtualenv: its dependencies

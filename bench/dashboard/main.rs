@@ -75,18 +75,21 @@ async fn main() {
     let now = Utc::now();
     for n in 0..1000 {
         store
-            .insert_session(&NewSession {
-                session_id: format!("bench-{n:04}"),
-                user_id: user.clone(),
-                source: SessionSource::Image {
-                    reference: "base/bench:1".into(),
+            .insert_session(
+                &NewSession {
+                    session_id: format!("bench-{n:04}"),
+                    user_id: user.clone(),
+                    source: SessionSource::Image {
+                        reference: "base/bench:1".into(),
+                    },
+                    name: Some(format!("bench session {n}")),
+                    labels: Default::default(),
+                    limits: SessionLimits::default(),
+                    requested_at: now,
+                    expires_at: now + chrono::Duration::hours(1),
                 },
-                name: Some(format!("bench session {n}")),
-                labels: Default::default(),
-                limits: SessionLimits::default(),
-                requested_at: now,
-                expires_at: now + chrono::Duration::hours(1),
-            })
+                None,
+            )
             .await
             .expect("insert session");
     }

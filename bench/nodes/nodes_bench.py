@@ -5,9 +5,14 @@
 1. Placement spread: N sessions created concurrently (4 at a time), each through a node
    picked at random; where each landed (its sandbox is under that node's data dir).
 2. Forwarding overhead: on every session, `execute_command("true")` and a session GET,
-   each sent to its owner and to a non-owner (relayed over the internal hop), alternating,
-   the same number of times, in the same run; p50/p99 of each and the p50 difference
-   (target <= 1 ms).
+   each sent to its owner and to a non-owner, alternating, the same number of times, in
+   the same run; p50/p99 of each and the p50 difference (target <= 1 ms). The exec is
+   relayed over the internal hop; the GET (a long-poll read) is answered by the non-owner
+   itself since long-polls wake across nodes, so its difference is no hop at all.
+3. Long-poll wake-up across nodes: a command (`sleep 0.2`) started on the owner is waited
+   for (`GET .../interactions/{id}`, a long-poll) at the same time through the owner and
+   through a non-owner, which answers it itself, woken through PostgreSQL LISTEN/NOTIFY;
+   p50/p90 of how much later the non-owner's answer arrives than the owner's.
 bench/nodes/run.sh starts the nodes and drives this.
 """
 import argparse
@@ -15,6 +20,7 @@ import concurrent.futures
 import math
 import os
 import random
+import threading
 import time
 
 import codeset
@@ -34,6 +40,7 @@ def main():
     ap.add_argument("--key-file", required=True)
     ap.add_argument("--sessions", type=int, default=50)
     ap.add_argument("--execs", type=int, default=10, help="per session and side")
+    ap.add_argument("--wakes", type=int, default=40, help="long-polls woken across nodes")
     ap.add_argument("--budget-secs", type=float, default=300)
     ap.add_argument("--dataset", default="kiln-demo")
     ap.add_argument("--sample", default="kiln-demo__inifile-1")
@@ -87,6 +94,12 @@ def main():
                     ok = call(client, sid)
                     samples[(name, side)].append(time.perf_counter() - t)
                     assert ok, (name, side, sid)
+    wakes = []
+    for k, (sid, owner) in enumerate(list(owners.items()) * (1 + args.wakes // max(1, len(owners)))):
+        if k >= args.wakes:
+            break
+        other = clients[[i for i in range(len(clients)) if i != owner][k % (len(clients) - 1)]]
+        wakes.append(wake_lag(clients[owner], other, sid))
     for sid in owners:
         clients[owners[sid]].sessions.close(sid)
     for name in calls:
@@ -98,6 +111,30 @@ def main():
                   f"p99 {quantile(got, 0.99) * 1e3:.2f} ms")
         print(f"{name}: forwarding overhead (p50 difference) {p50['non-owner'] - p50['owner']:.2f} ms "
               f"(target <= 1 ms)")
+    if wakes:
+        print(f"long-poll wake-up on a non-owner (LISTEN/NOTIFY) after the owner's: n={len(wakes)} "
+              f"p50 {quantile(wakes, 0.5) * 1e3:.2f} ms p90 {quantile(wakes, 0.9) * 1e3:.2f} ms "
+              f"max {max(wakes) * 1e3:.2f} ms")
+
+
+def wake_lag(owner, other, sid):
+    """Starts `sleep 0.2` on the owner and long-polls its interaction through both nodes at
+    once: how much later the non-owner's answer came."""
+    started = owner.post(f"/sessions/{sid}/exec", cast_to=object, body={"command": "sleep 0.2"})
+    iid = started["interaction_id"]
+    done = {}
+
+    def poll(side, client):
+        got = client.sessions.get_interaction(sid, iid)
+        done[side] = (time.perf_counter(), got.exit_code)
+
+    threads = [threading.Thread(target=poll, args=a) for a in (("owner", owner), ("non-owner", other))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert done["owner"][1] == 0 and done["non-owner"][1] == 0, done
+    return done["non-owner"][0] - done["owner"][0]
 
 
 if __name__ == "__main__":

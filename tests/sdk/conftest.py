@@ -22,14 +22,16 @@ def kiln_server(tmp_path_factory):
     yield from start_kiln(tmp_path_factory, os.environ.get("KILN_TEST_IMAGES_DIR"))
 
 
-def start_kiln(tmp_path_factory, images_dir, name="kiln", settings=None, host="127.0.0.1"):
+def start_kiln(tmp_path_factory, images_dir, name="kiln", settings=None, host="127.0.0.1", data_dir=None):
     """Starts `kiln serve` on `host` (images from `images_dir`, none when it is None;
-    `settings`: more KILN_* variables), yields what the tests need, and stops it. Also used
-    by tests/fuzz and by test_nodes (three servers on one PostgreSQL)."""
+    `settings`: more KILN_* variables; `data_dir`: an existing one to start on again),
+    yields what the tests need, and stops it (unless a test killed it and set `killed` in
+    what was yielded). Also used by tests/fuzz and by test_nodes (three servers on one
+    PostgreSQL)."""
     binary = os.environ.get("KILN_BIN")
     if not binary or not pathlib.Path(binary).is_file():
         pytest.fail("set KILN_BIN to the path of the built `kiln` binary (e.g. target/debug/kiln)")
-    data_dir = tmp_path_factory.mktemp(f"{name}-data")
+    data_dir = data_dir or tmp_path_factory.mktemp(f"{name}-data")
     port = _free_port(host)
     base = f"http://{host}:{port}/api/v1"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
@@ -37,7 +39,7 @@ def start_kiln(tmp_path_factory, images_dir, name="kiln", settings=None, host="1
     if images_dir:
         env["KILN_IMAGES_DIR"] = images_dir
     env.update(settings or {})
-    log = open(data_dir.parent / f"{name}-server.log", "w")
+    log = open(data_dir.parent / f"{name}-server.log", "a")
     proc = subprocess.Popen(
         [binary, "serve", "--data-dir", str(data_dir), "--listen", f"{host}:{port}"],
         stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -58,7 +60,10 @@ def start_kiln(tmp_path_factory, images_dir, name="kiln", settings=None, host="1
     # Only the first server on a database creates the admin (and writes its key).
     key_file = data_dir / "admin.key"
     key = key_file.read_text().strip() if key_file.exists() else None
-    yield {"base_url": base, "api_key": key, "data_dir": data_dir, "images": bool(images_dir)}
+    server = {"base_url": base, "api_key": key, "data_dir": data_dir, "images": bool(images_dir), "proc": proc}
+    yield server
+    if server.get("killed"):
+        return
     proc.terminate()
     try:
         assert proc.wait(timeout=15) == 0, "kiln serve did not shut down cleanly on SIGTERM"

@@ -36,7 +36,7 @@ use agent::Agent;
 use stream::Stream;
 
 const USAGE: &str = "usage: kiln-agent [--listen <socket path>] [--listen-tcp <address:port>] \
-     [--egress <address:port>=<socket path>]\n  \
+     [--egress <address:port>=<socket path>|tcp:<host:port>] [--sandbox-id <id>]\n  \
      (or env KILN_AGENT_SOCKET; TCP needs env KILN_AGENT_SECRET, which every hello must carry)";
 
 fn main() -> ExitCode {
@@ -75,6 +75,13 @@ fn run() -> Result<(), String> {
         }
         None => None,
     };
+    // The secret also proves who the sandbox is to a TCP egress listener (never to
+    // commands: `exec_spawn` keeps it out of their env).
+    let credentials = listen
+        .sandbox_id
+        .clone()
+        .zip(listen.secret.clone())
+        .map(|(id, secret)| egress_relay::Credentials { id, secret });
     let agent = Arc::new(Agent {
         reaper: reaper::ChildReaper::default(),
         execs: Arc::default(),
@@ -94,7 +101,7 @@ fn run() -> Result<(), String> {
             .map_err(|err| format!("cannot start the signal thread: {err}"))?;
     }
     if let Some(relay) = listen.egress.clone() {
-        relay.start()?;
+        relay.start(credentials)?;
     }
     let mut places = Vec::new();
     if let Some(path) = &listen.socket {
@@ -170,8 +177,10 @@ struct Listen {
     socket: Option<PathBuf>,
     tcp: Option<SocketAddr>,
     secret: Option<String>,
-    /// `--egress`: relay a TCP address inside to the server's egress socket.
+    /// `--egress`: relay a TCP address inside to the server's egress socket or listener.
     egress: Option<egress_relay::EgressRelay>,
+    /// `--sandbox-id`: who this sandbox is to a TCP egress listener.
+    sandbox_id: Option<String>,
 }
 
 /// Shortest secret accepted for TCP: guessing it must be hopeless.
@@ -179,12 +188,18 @@ const MIN_SECRET_LEN: usize = 16;
 
 fn listen_from_args() -> Result<Listen, String> {
     let mut args = std::env::args_os().skip(1);
-    let (mut socket, mut tcp, mut egress) = (None, None, None);
+    let (mut socket, mut tcp, mut egress, mut sandbox_id) = (None, None, None, None);
     while let Some(arg) = args.next() {
         match arg.to_str() {
             Some("--egress") => {
-                let relay = args.next().ok_or("--egress needs ADDRESS:PORT=SOCKET")?;
+                let relay = args
+                    .next()
+                    .ok_or("--egress needs ADDRESS:PORT=SOCKET or ADDRESS:PORT=tcp:HOST:PORT")?;
                 egress = Some(egress_relay::EgressRelay::parse(&relay.to_string_lossy())?);
+            }
+            Some("--sandbox-id") => {
+                let id = args.next().ok_or("--sandbox-id needs an id")?;
+                sandbox_id = Some(id.to_string_lossy().into_owned());
             }
             Some("--listen") => {
                 socket = Some(PathBuf::from(args.next().ok_or("--listen needs a path")?));
@@ -227,6 +242,7 @@ fn listen_from_args() -> Result<Listen, String> {
         tcp,
         secret,
         egress,
+        sandbox_id,
     })
 }
 

@@ -33,11 +33,11 @@ const REFRESH_PATH: &str = "/v1/auth/refresh";
 /// session cookie (with the CSRF check for a request that can change something).
 pub(crate) fn credential<'a>(headers: &'a HeaderMap, method: &Method) -> Result<&'a str, ApiError> {
     if headers.contains_key(AUTHORIZATION) {
-        return crate::extract::bearer_token(headers);
+        return bearer_token(headers);
     }
     let Some(token) = cookie(headers, SESSION) else {
         // The usual answer for a missing credential.
-        return crate::extract::bearer_token(headers);
+        return bearer_token(headers);
     };
     let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
     if !safe {
@@ -53,6 +53,29 @@ pub(crate) fn credential<'a>(headers: &'a HeaderMap, method: &Method) -> Result<
         }
     }
     Ok(token)
+}
+
+/// The token of an `Authorization: Bearer …` header.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let header = headers.get(AUTHORIZATION).ok_or_else(|| {
+        ApiError::Unauthorized(
+            "missing Authorization header: send `Authorization: Bearer <API key or access token>`"
+                .into(),
+        )
+    })?;
+    let value = header
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("the Authorization header is not valid text".into()))?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(ApiError::Unauthorized(
+            "malformed Authorization header: expected `Bearer <API key or access token>`".into(),
+        )),
+    }
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use kiln_services::auth::Principal;
@@ -387,29 +386,6 @@ impl FromRequestParts<Arc<AppState>> for OrgNamed {
             org: ctx.org.org_id.clone(),
             acting: Some(ctx),
         })
-    }
-}
-
-/// The token of an `Authorization: Bearer …` header.
-pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
-    let header = headers.get(AUTHORIZATION).ok_or_else(|| {
-        ApiError::Unauthorized(
-            "missing Authorization header: send `Authorization: Bearer <API key or access token>`"
-                .into(),
-        )
-    })?;
-    let value = header
-        .to_str()
-        .map_err(|_| ApiError::Unauthorized("the Authorization header is not valid text".into()))?;
-    match value.split_once(' ') {
-        Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-        {
-            Ok(token.trim())
-        }
-        _ => Err(ApiError::Unauthorized(
-            "malformed Authorization header: expected `Bearer <API key or access token>`".into(),
-        )),
     }
 }
 

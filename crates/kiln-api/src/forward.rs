@@ -31,6 +31,9 @@ pub const SECRET_HEADER: &str = "x-kiln-cluster-secret";
 enum Target<'a> {
     Create,
     Session(&'a str),
+    /// A long-poll read of a session's state (the session or instance, an interaction, a
+    /// verification job): the store answers it, so with cross-node wake-ups any node can.
+    LongPoll(&'a str),
 }
 
 /// Session and instance routes: `POST /api/v1/sessions`, `POST /v1/instances`, and
@@ -42,8 +45,21 @@ fn target<'a>(method: &Method, path: &'a str) -> Option<Target<'a>> {
     match rest {
         "" | "/" if method == Method::POST => Some(Target::Create),
         _ => {
-            let id = rest.strip_prefix('/')?.split('/').next()?;
-            (!id.is_empty()).then_some(Target::Session(id))
+            let mut parts = rest.strip_prefix('/')?.split('/');
+            let id = parts.next().filter(|id| !id.is_empty())?;
+            let tail: Vec<&str> = parts.collect();
+            let instance = path.starts_with("/v1/instances");
+            let long_poll = method == Method::GET
+                && match tail.as_slice() {
+                    [] => true,
+                    ["interactions", i] | ["verify", i] => !instance && !i.is_empty(),
+                    _ => false,
+                };
+            Some(if long_poll {
+                Target::LongPoll(id)
+            } else {
+                Target::Session(id)
+            })
         }
     }
 }
@@ -66,10 +82,22 @@ pub async fn route(State(state): State<Arc<AppState>>, request: Request, next: N
     if forwarded {
         return next.run(request).await;
     }
+    let mut request = request;
     let route = match target(request.method(), request.uri().path()) {
         None => return next.run(request).await,
-        Some(Target::Create) => cluster.place_create().await,
-        Some(Target::Session(id)) => cluster.owner_of(id).await,
+        Some(Target::Create) => {
+            let image;
+            (request, image) = match image_hint(&state, request).await {
+                Ok(read) => read,
+                Err(e) => return e.into_response(),
+            };
+            cluster.place_create(image.as_deref()).await
+        }
+        Some(Target::LongPoll(_)) if cluster.answers_long_polls_here() => {
+            cluster.count_forward(ForwardOutcome::WaitedHere);
+            return next.run(request).await;
+        }
+        Some(Target::Session(id) | Target::LongPoll(id)) => cluster.owner_of(id).await,
     };
     let address = match route {
         Ok(Route::Local) => return next.run(request).await,
@@ -101,6 +129,53 @@ pub async fn route(State(state): State<Arc<AppState>>, request: Request, next: N
             e.into_response()
         }
     }
+}
+
+/// The largest create body read for placement's image hint: a create's JSON is far
+/// smaller; a larger or unsized one is placed without the hint and passed on untouched.
+const HINT_BODY_LIMIT: u64 = 64 * 1024;
+
+/// The image a create asks for, for placement: `image` (an instance from an image), or
+/// the image of `dataset`/`sample_id`. The body is read (small ones only) and put back.
+async fn image_hint(
+    state: &AppState,
+    request: Request,
+) -> Result<(Request, Option<String>), ApiError> {
+    let small = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n <= HINT_BODY_LIMIT);
+    if !small {
+        return Ok((request, None));
+    }
+    let (parts, body) = request.into_parts();
+    let limit = usize::try_from(HINT_BODY_LIMIT).unwrap_or(usize::MAX);
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        ApiError::Validation(vec![crate::error::FieldError::new(
+            &["body"],
+            format!("the request body could not be read: {e}"),
+            "body_unreadable",
+        )])
+    })?;
+    let text =
+        |v: &serde_json::Value, k: &str| v.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let image = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(json) => match (
+            text(&json, "image"),
+            text(&json, "dataset"),
+            text(&json, "sample_id"),
+        ) {
+            (Some(image), _, _) => Some(image),
+            (None, Some(dataset), Some(sample)) => {
+                state.kiln.sessions.image_of_sample(&dataset, &sample).await
+            }
+            _ => None,
+        },
+        Err(_) => None,
+    };
+    Ok((Request::from_parts(parts, Body::from(bytes)), image))
 }
 
 /// Why a hop gave no answer.
@@ -195,6 +270,26 @@ mod tests {
         assert_eq!(target(&get, "/api/v1/sessions"), None);
         assert_eq!(
             target(&get, "/api/v1/sessions/s-1"),
+            Some(Target::LongPoll("s-1"))
+        );
+        assert_eq!(
+            target(&get, "/api/v1/sessions/s-1/interactions/i-1"),
+            Some(Target::LongPoll("s-1"))
+        );
+        assert_eq!(
+            target(&get, "/api/v1/sessions/s-1/verify/j-1"),
+            Some(Target::LongPoll("s-1"))
+        );
+        assert_eq!(
+            target(&get, "/v1/instances/i-2"),
+            Some(Target::LongPoll("i-2"))
+        );
+        assert_eq!(
+            target(&Method::DELETE, "/api/v1/sessions/s-1"),
+            Some(Target::Session("s-1"))
+        );
+        assert_eq!(
+            target(&get, "/api/v1/sessions/s-1/files"),
             Some(Target::Session("s-1"))
         );
         assert_eq!(

@@ -10,8 +10,9 @@ use axum::response::Response;
 use axum::Router;
 use kiln_mcp::{Caller, CancellationToken};
 
+use crate::cookies::bearer_token;
 use crate::error::ApiError;
-use crate::extract::{bearer_token, org_header, request_address, Authenticated};
+use crate::extract::{org_header, request_address, Authenticated};
 use crate::{rate_limit, AppState};
 
 /// The `/mcp` route; `cancel` ends its sessions (and their event streams) at shutdown.

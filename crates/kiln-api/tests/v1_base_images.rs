@@ -763,7 +763,13 @@ async fn versions_and_preparations_are_limited() {
         max_versions_per_family: 100,
         max_preparing: 1,
     };
-    let admin = s.kiln.base_images.list().await.expect("list")[0]
+    let admin = s
+        .kiln
+        .base_images
+        .list(100, None)
+        .await
+        .expect("list")
+        .base_images[0]
         .created_by
         .clone();
     let new = |id: &str, family: &str| kiln_store::NewBaseImage {
@@ -783,4 +789,79 @@ async fn versions_and_preparations_are_limited() {
         matches!(second, Ok(kiln_store::BaseImageInsert::TooManyPreparing)),
         "{second:?}"
     );
+}
+
+/// `GET /v1/base-images` a page at a time: `next_cursor` walks every version once, by
+/// family then newest version first; the page size is bounded and a cursor not given out
+/// is a 422.
+#[tokio::test]
+async fn base_images_are_paged_by_cursor() {
+    let s = TestServer::start_with(|_| {}).await;
+    let (maker, key) = s.user("maker").await;
+    let store = s.store().await;
+    let limits = kiln_store::BaseImageLimits {
+        max_versions_per_family: 100,
+        max_preparing: 100,
+    };
+    for (id, family) in [
+        ("b1", "b"),
+        ("a1", "a"),
+        ("a2", "a"),
+        ("b2", "b"),
+        ("a3", "a"),
+    ] {
+        let new = kiln_store::NewBaseImage {
+            image_id: id.into(),
+            family: family.into(),
+            source: "from:x".into(),
+            created_by: maker.clone(),
+            created_at: chrono::Utc::now(),
+        };
+        store.insert_base_image(&new, limits).await.expect("insert");
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..4 {
+        let path = match &cursor {
+            Some(c) => format!("/base-images?limit=2&cursor={c}"),
+            None => "/base-images?limit=2".into(),
+        };
+        let (status, body) = s.v1_as(&key, Method::GET, &path, None).await;
+        assert_eq!(status, 200, "{body}");
+        for v in body["base_images"].as_array().expect("list") {
+            seen.push(format!(
+                "{}:{}",
+                v["family"].as_str().expect("family"),
+                v["version"]
+            ));
+        }
+        cursor = body["next_cursor"].as_str().map(str::to_string);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, ["a:3", "a:2", "a:1", "b:2", "b:1"]);
+    let (status, all) = s.v1_as(&key, Method::GET, "/base-images", None).await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(all["base_images"].as_array().map(Vec::len), Some(5));
+    assert_eq!(all["next_cursor"], Value::Null);
+
+    // "0:a" and "x:a" in base64url: well formed, but never given out.
+    for bad in ["nope", "MDph", "eDph", &"A".repeat(300)] {
+        let (status, body) = s
+            .v1_as(
+                &key,
+                Method::GET,
+                &format!("/base-images?cursor={bad}"),
+                None,
+            )
+            .await;
+        assert_validation(status, &body, &["query", "cursor"]);
+    }
+    for bad in ["limit=0", "limit=101", "limit=x"] {
+        let (status, body) = s
+            .v1_as(&key, Method::GET, &format!("/base-images?{bad}"), None)
+            .await;
+        assert_validation(status, &body, &["query", "limit"]);
+    }
 }

@@ -17,7 +17,8 @@ use kiln_verify::{
 use reqwest::Method;
 use serde_json::Value;
 
-on_both_backends!(crate::run; search_finds_the_callers_sessions_only, verifications_are_listed_per_instance);
+on_both_backends!(crate::run; search_finds_the_callers_sessions_only, verifications_are_listed_per_instance,
+    instances_are_paged_by_cursor);
 
 async fn run<F, Fut>(backend: Backend, scenario: F)
 where
@@ -31,25 +32,39 @@ where
 
 /// An image session row of `user`, made now.
 async fn session(s: &TestServer, id: &str, user: &str, name: &str, labels: &[(&str, &str)]) {
-    let now = Utc::now();
+    session_at(s, id, user, name, labels, Utc::now()).await;
+}
+
+/// An image session row of `user`, made at `now`.
+async fn session_at(
+    s: &TestServer,
+    id: &str,
+    user: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+    now: chrono::DateTime<Utc>,
+) {
     let labels: Labels = labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     s.store()
         .await
-        .insert_session(&NewSession {
-            session_id: id.into(),
-            user_id: user.into(),
-            source: SessionSource::Image {
-                reference: "base/search:1".into(),
+        .insert_session(
+            &NewSession {
+                session_id: id.into(),
+                user_id: user.into(),
+                source: SessionSource::Image {
+                    reference: "base/search:1".into(),
+                },
+                name: Some(name.into()),
+                labels,
+                limits: SessionLimits::default(),
+                requested_at: now,
+                expires_at: now + Duration::hours(1),
             },
-            name: Some(name.into()),
-            labels,
-            limits: SessionLimits::default(),
-            requested_at: now,
-            expires_at: now + Duration::hours(1),
-        })
+            None,
+        )
         .await
         .expect("insert session");
 }
@@ -78,7 +93,7 @@ async fn search_finds_the_callers_sessions_only(s: TestServer) {
     session(&s, "i-bob", &bob, "secret of bob", &[("team", "rl-gym")]).await;
     let store = s.store().await;
     store
-        .mark_session_ready("i-five", "i-five", "local:test", Utc::now())
+        .mark_session_ready("i-five", "i-five", "local:test", Utc::now(), None)
         .await
         .expect("ready");
 
@@ -181,6 +196,7 @@ async fn verifications_are_listed_per_instance(s: TestServer) {
                 error_code: None,
                 error_message: None,
             },
+            None,
         )
         .await
         .expect("update")
@@ -228,5 +244,102 @@ async fn verifications_are_listed_per_instance(s: TestServer) {
     ] {
         let (status, body) = s.v1_as(&key, Method::GET, path, None).await;
         assert_error(status, &body, 404, "not_found");
+    }
+}
+
+/// `GET /v1/instances?…` as `key`: the ids, `next_cursor` and `has_more`.
+async fn page(s: &TestServer, key: &str, query: &str) -> (Vec<String>, Option<String>, bool) {
+    let (status, body) = s
+        .v1_as(key, Method::GET, &format!("/instances?{query}"), None)
+        .await;
+    assert_eq!(status, 200, "{query}: {body}");
+    let ids = body["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .map(|i| i["id"].as_str().expect("id").to_string())
+        .collect();
+    let next = body["next_cursor"].as_str().map(str::to_string);
+    (ids, next, body["has_more"].as_bool().expect("has_more"))
+}
+
+/// Keyset pages (`cursor` = the previous `next_cursor`) walk every instance once, newest
+/// first, however many are created meanwhile; ties of `requested_at` are ordered by id;
+/// filters apply; a cursor not given out, or one beside an offset, is a 422.
+async fn instances_are_paged_by_cursor(s: TestServer) {
+    let (alice, key) = s.user("alice").await;
+    let (bob, _) = s.user("bob").await;
+    let t0 = Utc::now() - Duration::minutes(10);
+    // i-3a and i-3b share their instant.
+    for (id, minutes) in [("i-1", 1), ("i-2", 2), ("i-3a", 3), ("i-3b", 3), ("i-4", 4)] {
+        session_at(
+            &s,
+            id,
+            &alice,
+            id,
+            &[("set", "a")],
+            t0 + Duration::minutes(minutes),
+        )
+        .await;
+    }
+    session_at(&s, "i-bob", &bob, "b", &[], t0).await;
+
+    let (first, next, more) = page(&s, &key, "limit=2").await;
+    assert_eq!(first, ["i-4", "i-3b"]);
+    assert!(more);
+    let next = next.expect("a cursor");
+    // Created after the first page: on no later page, and the walk goes on where it was.
+    session_at(&s, "i-new", &alice, "new", &[("set", "a")], Utc::now()).await;
+    let (second, next, more) = page(&s, &key, &format!("limit=2&cursor={next}")).await;
+    assert_eq!(second, ["i-3a", "i-2"]);
+    assert!(more);
+    let (third, next, more) = page(
+        &s,
+        &key,
+        &format!("limit=2&cursor={}", next.expect("cursor")),
+    )
+    .await;
+    assert_eq!((third, next, more), (vec!["i-1".to_string()], None, false));
+
+    // With a filter, and the offset pages as before (now with a cursor to go on).
+    let (filtered, next, _) = page(&s, &key, "label=set:a&limit=3&offset=1").await;
+    assert_eq!(filtered, ["i-4", "i-3b", "i-3a"]);
+    let (rest, none, more) = page(
+        &s,
+        &key,
+        &format!("label=set:a&cursor={}", next.expect("cursor")),
+    )
+    .await;
+    assert_eq!(
+        (rest, none, more),
+        (vec!["i-2".to_string(), "i-1".to_string()], None, false)
+    );
+
+    for bad in [
+        "cursor=nope",
+        "cursor=",
+        "cursor=MTIzOg",
+        &format!("cursor={}", "A".repeat(300)),
+    ] {
+        let (status, body) = s
+            .v1_as(&key, Method::GET, &format!("/instances?{bad}"), None)
+            .await;
+        assert_validation(status, &body, &["query", "cursor"]);
+    }
+    let (_, next, _) = page(&s, &key, "limit=1").await;
+    let (status, body) = s
+        .v1_as(
+            &key,
+            Method::GET,
+            &format!("/instances?offset=1&cursor={}", next.expect("cursor")),
+            None,
+        )
+        .await;
+    assert_validation(status, &body, &["query", "offset"]);
+    for bad in ["limit=0", "limit=101"] {
+        let (status, body) = s
+            .v1_as(&key, Method::GET, &format!("/instances?{bad}"), None)
+            .await;
+        assert_validation(status, &body, &["query", "limit"]);
     }
 }

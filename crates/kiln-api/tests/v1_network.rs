@@ -180,3 +180,41 @@ async fn a_bad_allowlist_refuses_the_session() {
         "{body}"
     );
 }
+
+/// After a crash the server adopts a session's running sandbox and serves its allowlist
+/// again: the old process's end of the proxy went with it, the agent's relay did not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adopted_session_keeps_its_allowlist_after_a_restart() {
+    let allowed = http_server([127, 0, 0, 2], "still reachable\n").await;
+    let unlisted = http_server([127, 0, 0, 3], "never\n").await;
+    let Some(s) = sandbox::start_if_possible(|c| {
+        c.network.allowed_internal_hosts = vec!["127.0.0.2".into()];
+    })
+    .await
+    else {
+        return;
+    };
+    install_network_sample(&s, &[allowed.to_string()]).await;
+    let key = s.admin_key.clone();
+    let id = sandbox::create_ready_sample(&s, &key, "net-1").await;
+    let fetch = format!("wget -q -O- http://{allowed}/");
+    let done = sh(&s, &key, &id, &fetch).await;
+    assert_eq!(done["stdout"], "still reachable\n", "{done}");
+
+    let s = s.restart(false).await;
+    let done = sh(&s, &key, &id, &fetch).await;
+    assert_eq!(done["exit_code"], 0, "{done}");
+    assert_eq!(done["stdout"], "still reachable\n", "{done}");
+    // The same policy, not an open door.
+    let done = sh(
+        &s,
+        &key,
+        &id,
+        &format!("wget -q -O- http://{unlisted}/; echo rc=$?"),
+    )
+    .await;
+    assert_eq!(done["stdout"], "rc=1\n", "{done}");
+    let (status, net) = network(&s, &key, &id).await;
+    assert_eq!(status, 200, "{net}");
+    assert_eq!(net["blocked_total"], 1, "{net}");
+}

@@ -223,9 +223,28 @@ async fn a_snapshot_survives_a_restart_and_restores_after_it() {
     sh(&s, &key, &id, "echo kept > /testbed/kept.txt").await;
     let snap = snapshot(&s, &key, &id, json!({"name": "before-restart"})).await;
     let sid = snap["snapshot_id"].as_str().expect("id").to_string();
+    // A copy the runtime took but the store never recorded (a crash between the two),
+    // made to look like one: its layer with a file, and its record beside it.
+    let layers = s.kiln.config.data_dir.join("runtime/layers");
+    let stray = format!("{id}-0dead");
+    std::fs::create_dir_all(layers.join(&stray).join("testbed")).expect("stray layer");
+    std::fs::write(layers.join(&stray).join("testbed/x"), "x").expect("stray file");
+    std::fs::write(layers.join(format!("{stray}.json")), "{}").expect("stray record");
 
     // Graceful: the instance's sandbox is stopped, so the instance ends at the restart.
     let s = s.restart(true).await;
+    assert!(
+        !layer_exists(&s, &stray),
+        "an unrecorded copy is removed at start"
+    );
+    assert!(
+        !layers.join(format!("{stray}.json")).exists(),
+        "with its record"
+    );
+    assert!(
+        layer_exists(&s, &stored(&s, &sid).await.0),
+        "a recorded one stays"
+    );
     let (status, listed) = s
         .v1_as(
             &key,

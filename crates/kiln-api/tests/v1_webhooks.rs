@@ -815,6 +815,77 @@ async fn a_verification_whose_sandbox_dies_is_announced_as_an_error() {
     );
 }
 
+/// A verification still queued or running when its session is closed ends `cancelled`
+/// (code `session_ended`), announced as `verification.error` with the `session.closed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verification_ended_by_its_sessions_close_is_announced_as_an_error() {
+    let Some(s) = sandbox::start_if_possible(fast).await else {
+        return;
+    };
+    let key = s.admin_key.clone();
+    let receiver = Receiver::start(Answer::Ok).await;
+    let (_, secret) = create_hook(
+        &s,
+        &key,
+        &receiver.url,
+        json!([
+            "verification.error",
+            "verification.completed",
+            "session.closed"
+        ]),
+    )
+    .await;
+    let id = sandbox::create_ready(&s, &key).await;
+    s.post(&format!("/sessions/{id}/upload"))
+        .header("Authorization", bearer(&key))
+        .json(&json!({"file_path": "run-tests.sh",
+            "content_base64": base64::engine::general_purpose::STANDARD.encode("sleep 60\n")}))
+        .send()
+        .await
+        .expect("upload");
+    let mut jobs = Vec::new();
+    // The first runs, the second waits behind it in the session's queue.
+    for _ in 0..2 {
+        let (status, started) = s
+            .post_as(&key, &format!("/sessions/{id}/verify"), &json!({}))
+            .await;
+        assert_eq!(status, 202, "{started}");
+        jobs.push(started["job_id"].as_str().expect("job id").to_string());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, _) = s.delete_as(&key, &format!("/sessions/{id}")).await;
+    assert!(status == 200 || status == 204, "{status}");
+
+    let got = receiver.wait_for(3).await;
+    let events: Vec<Value> = got
+        .iter()
+        .map(|r| {
+            assert_signed(&secret, r);
+            serde_json::from_str(&r.body).expect("json")
+        })
+        .collect();
+    for job in &jobs {
+        let error = events
+            .iter()
+            .find(|e| e["type"] == "verification.error" && e["data"]["job_id"] == job.as_str())
+            .unwrap_or_else(|| panic!("no verification.error for {job}: {events:?}"));
+        assert_eq!(error["data"]["session_id"], id.as_str(), "{error}");
+        assert_eq!(error["data"]["status"], "cancelled", "{error}");
+        assert_eq!(error["data"]["error_code"], "session_ended", "{error}");
+    }
+    assert!(
+        events.iter().any(|e| e["type"] == "session.closed"),
+        "{events:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        receiver.got().len(),
+        3,
+        "announced once: {:?}",
+        receiver.got()
+    );
+}
+
 /// Snapshots and forks are announced too: `snapshot.created`, `session.forked` (with the
 /// forks' ids), a `session.created` per fork, `snapshot.restored` and `snapshot.deleted`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

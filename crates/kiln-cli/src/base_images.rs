@@ -71,9 +71,17 @@ pub async fn run(
                 Some(family) => format!("/base-images/family/{family}/versions"),
                 None => "/base-images".into(),
             };
-            let list = client.call_v1(Method::GET, &path, None).await?;
-            for image in list["base_images"].as_array().into_iter().flatten() {
-                print_image(image);
+            // Every page: the listing answers at most 100 versions at a time.
+            let mut page = client.call_v1(Method::GET, &path, None).await?;
+            loop {
+                for image in page["base_images"].as_array().into_iter().flatten() {
+                    print_image(image);
+                }
+                let Some(cursor) = page["next_cursor"].as_str() else {
+                    break;
+                };
+                let next = format!("{path}?cursor={cursor}");
+                page = client.call_v1(Method::GET, &next, None).await?;
             }
         }
         BaseImagesCommand::Prepare {

@@ -1,5 +1,7 @@
-//! `[runtime.kubernetes]`: the Kubernetes backend (`runtime.backend = "kubernetes"`),
-//! pods mode: one Pod per sandbox.
+//! `[runtime.kubernetes]`: the Kubernetes backend (`runtime.backend = "kubernetes"`):
+//! pods mode (one Pod per sandbox) or agent-sandbox mode (a SandboxClaim per sandbox).
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -35,7 +37,45 @@ pub struct KubernetesConfig {
     /// would otherwise own. Needs a cluster and runtime with user namespace support
     /// (Kubernetes 1.33+, containerd 2 / CRI-O 1.25+, Linux 6.3+).
     pub user_namespace: bool,
+    /// Which objects sandboxes are made of; `auto`: agent-sandbox's when the cluster
+    /// serves its API (discovery), else Pods.
+    pub mode: KubernetesMode,
+    /// Warm sandboxes kept ready per image (`"image" = count`, at most
+    /// [`MAX_WARM_POOL`] each), per image and resource class: agent-sandbox's
+    /// SandboxWarmPool, or started Pods in pods mode. One SWE-bench image per task makes
+    /// a pool shared by images useless.
+    pub warm_pools: BTreeMap<String, u32>,
+    /// agent-sandbox mode: a SandboxClaim's `shutdownTime` is this far after its create
+    /// when its sandbox has no end of its own (sessions give theirs: their TTL, moved
+    /// with it), so the cluster ends a sandbox its server forgot (a crash). Keep it ≥
+    /// `sessions.max_ttl_minutes`.
+    pub sandbox_ttl_minutes: u32,
+    /// Where this server listens (TCP) for its sandboxes' egress connections (a
+    /// session's network allowlist): one listener for all, each connection proving its
+    /// sandbox with the agent's secret. Unset: sandboxes with an allowlist are refused.
+    pub egress_listen: Option<SocketAddr>,
+    /// The address Pods dial for it when it differs from `egress_listen` (a listen on
+    /// `0.0.0.0`, a Service's IP); the sandbox's NetworkPolicy allows egress to exactly
+    /// this IP and port.
+    pub egress_advertise: Option<SocketAddr>,
 }
+
+/// `runtime.kubernetes.mode`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum KubernetesMode {
+    /// agent-sandbox when discovery finds `agents.x-k8s.io/v1beta1` and
+    /// `extensions.agents.x-k8s.io/v1beta1`, else pods.
+    #[default]
+    Auto,
+    /// A Pod per sandbox, whatever the cluster serves.
+    Pods,
+    /// A SandboxClaim per sandbox; a cluster without agent-sandbox fails creates.
+    AgentSandbox,
+}
+
+/// The most warm sandboxes one image's pool may hold.
+pub const MAX_WARM_POOL: u32 = 64;
 
 impl Default for KubernetesConfig {
     fn default() -> Self {
@@ -49,6 +89,11 @@ impl Default for KubernetesConfig {
             ready_timeout_secs: 300,
             node: None,
             user_namespace: false,
+            mode: KubernetesMode::Auto,
+            warm_pools: BTreeMap::new(),
+            sandbox_ttl_minutes: 24 * 60,
+            egress_listen: None,
+            egress_advertise: None,
         }
     }
 }
@@ -86,7 +131,43 @@ impl KubernetesConfig {
                 "runtime.kubernetes.agent_port must be 1-65535, ready_timeout_secs 1-3600".into(),
             ));
         }
-        Ok(())
+        if self
+            .warm_pools
+            .iter()
+            .any(|(image, &n)| image.is_empty() || n > MAX_WARM_POOL)
+        {
+            return Err(ConfigError::Rule(format!(
+                "runtime.kubernetes.warm_pools: image names must be set, sizes 0-{MAX_WARM_POOL}"
+            )));
+        }
+        if !(1..=7 * 24 * 60).contains(&self.sandbox_ttl_minutes) {
+            return Err(ConfigError::Rule(
+                "runtime.kubernetes.sandbox_ttl_minutes must be 1-10080".into(),
+            ));
+        }
+        self.check_egress()
+    }
+
+    fn check_egress(&self) -> Result<(), ConfigError> {
+        match (self.egress_listen, self.egress_advertise) {
+            (None, Some(_)) => Err(ConfigError::Rule(
+                "runtime.kubernetes.egress_advertise needs egress_listen".into(),
+            )),
+            (Some(_), Some(to)) if to.ip().is_unspecified() || to.port() == 0 => {
+                Err(ConfigError::Rule(
+                    "runtime.kubernetes.egress_advertise must be an IP and port Pods can dial"
+                        .into(),
+                ))
+            }
+            (Some(listen), None) if listen.ip().is_unspecified() || listen.port() == 0 => {
+                Err(ConfigError::Rule(
+                    "runtime.kubernetes.egress_listen on any address or port 0 needs \
+                     egress_advertise (the IP and port Pods dial)"
+                        .into(),
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -107,6 +188,40 @@ mod tests {
             assert_eq!(k.namespace, "sandboxes");
             assert_eq!(k.runtime_class.as_deref(), Some("gvisor"));
             assert_eq!(k.agent_port, 7171);
+            assert_eq!(k.mode, crate::KubernetesMode::Auto);
+            jail.create_file(
+                "kiln.toml",
+                "[runtime.kubernetes]\nmode = \"agent-sandbox\"\n\
+                 warm_pools = { \"python:3.12\" = 2 }\n",
+            )?;
+            let file = std::path::Path::new("kiln.toml");
+            let config = Config::load(Some(file), &Overrides::default()).expect("loads");
+            let k = &config.runtime.kubernetes;
+            assert_eq!(k.mode, crate::KubernetesMode::AgentSandbox);
+            assert_eq!(k.warm_pools.get("python:3.12"), Some(&2));
+            jail.create_file(
+                "kiln.toml",
+                "[runtime.kubernetes]\nwarm_pools = { \"python:3.12\" = 1000 }\n",
+            )?;
+            let err = Config::load(Some(file), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("warm_pools"), "{err}");
+            jail.create_file(
+                "kiln.toml",
+                "[runtime.kubernetes]\negress_listen = \"0.0.0.0:3129\"\n\
+                 egress_advertise = \"10.0.0.5:3129\"\n",
+            )?;
+            let config = Config::load(Some(file), &Overrides::default()).expect("loads");
+            let k = &config.runtime.kubernetes;
+            assert_eq!(
+                k.egress_advertise,
+                Some("10.0.0.5:3129".parse().expect("an address"))
+            );
+            jail.create_file(
+                "kiln.toml",
+                "[runtime.kubernetes]\negress_listen = \"0.0.0.0:3129\"\n",
+            )?;
+            let err = Config::load(Some(file), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("egress_advertise"), "{err}");
             jail.set_env("KILN_RUNTIME__KUBERNETES__NAMESPACE", "Not_A_Label");
             let err = Config::load(None, &Overrides::default()).unwrap_err();
             assert!(err.to_string().contains("namespace"), "{err}");

@@ -33,7 +33,7 @@ mod eval;
 pub use eval::EvalConfig;
 // `[runtime.kubernetes]`: the Kubernetes backend.
 mod kubernetes;
-pub use kubernetes::KubernetesConfig;
+pub use kubernetes::{KubernetesConfig, KubernetesMode};
 // `[orgs]`: organizations (`/v1/orgs`).
 mod orgs;
 pub use orgs::OrgsConfig;

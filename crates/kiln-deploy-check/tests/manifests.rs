@@ -222,6 +222,9 @@ fn servers_have_replicas_probes_and_a_narrow_role() {
         "secrets",
         "networkpolicies",
         "events",
+        "sandboxtemplates",
+        "sandboxwarmpools",
+        "sandboxclaims",
     ]
     .into();
     let roles: Vec<&Value> = objects
@@ -241,7 +244,13 @@ fn servers_have_replicas_probes_and_a_narrow_role() {
                 .iter()
                 .map(|v| v.as_str().unwrap())
                 .collect();
-            if !["pods", "secrets", "networkpolicies"].contains(&resource) {
+            if ["sandboxtemplates", "sandboxwarmpools"].contains(&resource) {
+                // Made once; never changed or removed (a pool is shared and warm).
+                assert!(
+                    verbs.iter().all(|v| ["create", "get", "list"].contains(v)),
+                    "{resource}: {verbs:?}"
+                );
+            } else if !["pods", "secrets", "networkpolicies", "sandboxclaims"].contains(&resource) {
                 assert!(
                     verbs.iter().all(|v| ["get", "list", "watch"].contains(v)),
                     "{resource}: {verbs:?}"

@@ -63,7 +63,14 @@ pub struct NodeRecord {
     pub last_heartbeat_at: DateTime<Utc>,
     /// When it was last marked down.
     pub down_at: Option<DateTime<Utc>>,
+    /// Image references it started sandboxes from lately, newest first (at most
+    /// [`MAX_NODE_IMAGES`]), as of its last heartbeat: placement prefers a node that
+    /// has the new session's image.
+    pub images: Vec<String>,
 }
+
+/// How many image references a node's row carries.
+pub const MAX_NODE_IMAGES: usize = 32;
 
 impl NodeRecord {
     /// Sessions it can still take, by its last heartbeat.

@@ -117,6 +117,16 @@ pub struct SessionFilter {
     /// Text found, case-insensitively and literally (no wildcards), in the id, name,
     /// dataset, sample id, image or a label's value.
     pub search: Option<String>,
+    /// Keyset paging: only the sessions listed after this one (newest `requested_at`
+    /// first, ties by `session_id`). The total still counts every match.
+    pub after: Option<SessionCursor>,
+}
+
+/// The last session of a page of a listing: where the next page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionCursor {
+    pub requested_at: DateTime<Utc>,
+    pub session_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

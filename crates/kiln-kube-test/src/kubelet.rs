@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use super::Shared;
+use super::{rootfs, Shared};
 
 /// Where the Pod spec puts the agent (Kiln's `AGENT_PATH`).
 const AGENT_PATH: &str = "/.kiln/agent";
@@ -162,8 +162,22 @@ async fn start(shared: &Arc<Shared>, ns: &str, name: &str, pod: Pod) {
         );
         return;
     }
+    // The image's root, from Kiln's image store when the cluster has one.
+    let rootfs = match &options.images_dir {
+        Some(dir) => match rootfs::resolve(dir, main.image.as_deref().unwrap_or_default()) {
+            Ok(rootfs) => Some(rootfs),
+            Err(message) => {
+                let state = waiting("ErrImagePull", &message);
+                let statuses = vec![container_status(main, state, false)];
+                set_pending(shared, ns, name, ip, init_statuses, statuses);
+                return;
+            }
+        },
+        None => None,
+    };
+    let image_env = rootfs.as_ref().map(|r| r.env.clone()).unwrap_or_default();
     let secrets = shared.lock().secrets.clone();
-    let Some((program, args, env)) = command(main, ip, ns, &secrets) else {
+    let Some((program, args, env)) = command(main, ip, ns, &secrets, image_env) else {
         let state = waiting("CreateContainerConfigError", "a secret it names is missing");
         set_pending(
             shared,
@@ -191,7 +205,45 @@ async fn start(shared: &Arc<Shared>, ns: &str, name: &str, pod: Pod) {
         return;
     }
     let main = main.clone();
-    run_agent(shared, ns, name, ip, &main, init_statuses, (args, env)).await;
+    let run = Run { args, env, rootfs };
+    run_agent(shared, ns, name, ip, &main, init_statuses, run).await;
+}
+
+/// How the main container's agent is started.
+struct Run {
+    args: Vec<String>,
+    env: BTreeMap<String, String>,
+    /// The image's root (`None`: the Pod's directory, no image).
+    rootfs: Option<rootfs::Rootfs>,
+}
+
+/// The agent's process: chrooted into the image's root when there is one, else in the
+/// Pod's directory.
+fn spawn_agent(
+    agent: &std::path::Path,
+    pod_dir: &std::path::Path,
+    main: &Container,
+    run: &Run,
+) -> std::io::Result<tokio::process::Child> {
+    std::fs::create_dir_all(pod_dir)?;
+    let mut command = match &run.rootfs {
+        Some(rootfs) => {
+            let workdir = main.working_dir.as_deref().unwrap_or(&rootfs.workdir);
+            rootfs::agent_command(agent, pod_dir, rootfs, workdir, &run.args)?
+        }
+        None => {
+            let mut command = tokio::process::Command::new(agent);
+            command.args(&run.args);
+            command
+        }
+    };
+    command
+        .env_clear()
+        .envs(&run.env)
+        .current_dir(pod_dir)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
 }
 
 /// Runs the agent as a process of this machine until it exits, is killed, or its Pod is
@@ -203,19 +255,11 @@ async fn run_agent(
     ip: Ipv4Addr,
     main: &Container,
     init_statuses: Vec<ContainerStatus>,
-    (args, env): (Vec<String>, BTreeMap<String, String>),
+    run: Run,
 ) {
     let options = &shared.options;
     let workdir = shared.dir_for(ns, name);
-    let _ = std::fs::create_dir_all(&workdir);
-    let child = tokio::process::Command::new(&options.agent_binary)
-        .args(&args)
-        .env_clear()
-        .envs(&env)
-        .current_dir(&workdir)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn();
+    let child = spawn_agent(&options.agent_binary, &workdir, main, &run);
     let mut child = match child {
         Ok(child) => child,
         Err(err) => {
@@ -338,11 +382,13 @@ fn command(
     ip: Ipv4Addr,
     ns: &str,
     secrets: &BTreeMap<(String, String), Secret>,
+    image_env: BTreeMap<String, String>,
 ) -> Option<(String, Vec<String>, BTreeMap<String, String>)> {
-    let mut env = BTreeMap::from([(
-        "PATH".to_string(),
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-    )]);
+    // The image's environment under the container's, as a runtime merges them.
+    let mut env = image_env;
+    env.entry("PATH".to_string()).or_insert_with(|| {
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()
+    });
     for var in c.env.iter().flatten() {
         let value = match (&var.value, &var.value_from) {
             (Some(v), _) => v.clone(),

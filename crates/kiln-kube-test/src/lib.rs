@@ -1,5 +1,8 @@
 //! A test Kubernetes API server: the subset Kiln's Kubernetes backend uses — discovery,
-//! Pods (create, get, list and watch by label and name, delete), NetworkPolicies, Secrets — with
+//! Pods (create, get, list and watch by label and name, merge patch, delete),
+//! NetworkPolicies, Secrets, and (`ClusterOptions::agent_sandbox`) agent-sandbox's
+//! Sandbox, SandboxTemplate, SandboxWarmPool and SandboxClaim with a stand-in of its
+//! controllers (`controller.rs`) — with
 //! resourceVersions, bookmarks, 410 Gone for a compacted version, and injected faults
 //! (an HTTP status on the next N calls, watches that break). Its test kubelet "runs" each
 //! Pod: schedules it against a memory capacity, fails images it is told are missing, and
@@ -11,8 +14,11 @@
 //! Kiln's own requests, readiness, failure handling, agent injection and the agent
 //! protocol are real; what a kubelet and a container runtime do is imitated.
 
+mod controller;
+mod custom;
 mod kubelet;
 mod objects;
+mod rootfs;
 mod watch;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -29,12 +35,13 @@ use axum::routing::get;
 use axum::{Json, Router};
 use k8s_openapi::api::core::v1::{Pod, PodStatus, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
 use objects::{
     create_pod, create_policy, create_secret, delete_pod, delete_policy, delete_secret, get_pod,
-    get_policy, get_secret, list_pods, list_policies, list_secrets,
+    get_policy, get_secret, list_pods, list_policies, list_secrets, patch_pod,
 };
 
 /// What the test cluster is like.
@@ -53,6 +60,14 @@ pub struct ClusterOptions {
     /// How long the kubelet waits before it takes up a new Pod (so that a client's
     /// list sees it Pending and the rest comes through its watch).
     pub start_delay: Duration,
+    /// Serves kubernetes-sigs/agent-sandbox's API (`agents.x-k8s.io/v1beta1` Sandbox,
+    /// `extensions.agents.x-k8s.io/v1beta1` SandboxTemplate, SandboxWarmPool,
+    /// SandboxClaim) with a controller that realizes them.
+    pub agent_sandbox: bool,
+    /// A Kiln image store: the kubelet runs each Pod's agent chrooted into an overlay of
+    /// its image's layers (`rootfs.rs`), and an image not in it fails its pull. `None`:
+    /// the agent runs in an empty directory and every image "pulls".
+    pub images_dir: Option<PathBuf>,
 }
 
 impl ClusterOptions {
@@ -65,6 +80,8 @@ impl ClusterOptions {
             node_memory_bytes: 8 << 30,
             bookmark_interval: Duration::from_millis(200),
             start_delay: Duration::ZERO,
+            agent_sandbox: false,
+            images_dir: None,
         }
     }
 }
@@ -73,7 +90,14 @@ impl ClusterOptions {
 struct Event {
     version: u64,
     kind: &'static str,
-    pod: Pod,
+    /// `pods`, or a custom resource's plural.
+    resource: &'static str,
+    object: Value,
+}
+
+/// An object's metadata, from its JSON.
+fn meta_of(object: &Value) -> ObjectMeta {
+    serde_json::from_value(object["metadata"].clone()).unwrap_or_default()
 }
 
 #[derive(Default)]
@@ -82,6 +106,8 @@ struct Inner {
     pods: BTreeMap<(String, String), Pod>,
     policies: BTreeMap<(String, String), NetworkPolicy>,
     secrets: BTreeMap<(String, String), Secret>,
+    /// agent-sandbox's objects, by (plural, namespace, name).
+    custom: BTreeMap<(&'static str, String, String), Value>,
     history: VecDeque<Event>,
     /// Watches from versions below this get 410 Gone.
     compacted_below: u64,
@@ -123,10 +149,23 @@ impl Shared {
     ) {
         inner.version += 1;
         pod.metadata.resource_version = Some(inner.version.to_string());
+        let object = serde_json::to_value(&*pod).unwrap_or_default();
+        Self::push(inner, events, kind, "pods", object);
+    }
+
+    /// Records a change of a custom object (its resourceVersion already set).
+    fn push(
+        inner: &mut Inner,
+        events: &broadcast::Sender<Event>,
+        kind: &'static str,
+        resource: &'static str,
+        object: Value,
+    ) {
         let event = Event {
             version: inner.version,
             kind,
-            pod: pod.clone(),
+            resource,
+            object,
         };
         inner.history.push_back(event.clone());
         let _ = events.send(event);
@@ -144,6 +183,8 @@ impl Shared {
         let mut copy = pod.clone();
         Self::record(inner, &self.events, "MODIFIED", &mut copy);
         inner.pods.insert(key, copy);
+        // agent-sandbox's controller mirrors it into its Sandbox, claim and pool.
+        controller::pod_changed(inner, self, ns, name);
         true
     }
 }
@@ -254,6 +295,24 @@ impl TestCluster {
         self.shared.lock().policies.values().cloned().collect()
     }
 
+    /// agent-sandbox objects of kind `plural` (`sandboxclaims`, `sandboxes`,
+    /// `sandboxwarmpools`, `sandboxtemplates`) there are now.
+    pub fn custom(&self, plural: &str) -> Vec<Value> {
+        self.shared
+            .lock()
+            .custom
+            .iter()
+            .filter(|((p, _, _), _)| *p == plural)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// Deletes an agent-sandbox object as someone else would (its controller reacts).
+    pub fn delete_custom(&self, plural: &str, namespace: &str, name: &str) -> bool {
+        let mut guard = self.shared.lock();
+        custom::remove(&mut guard, &self.shared, plural, namespace, name).is_some()
+    }
+
     /// Adds a NetworkPolicy directly (e.g. the leftover of a crashed create).
     pub fn insert_network_policy(&self, namespace: &str, mut policy: NetworkPolicy) {
         let name = policy.metadata.name.clone().unwrap_or_default();
@@ -290,7 +349,10 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api", get(api_versions))
         .route("/apis", get(api_groups))
         .route(pods, get(list_pods).post(create_pod))
-        .route(&format!("{pods}/{{name}}"), get(get_pod).delete(delete_pod))
+        .route(
+            &format!("{pods}/{{name}}"),
+            get(get_pod).delete(delete_pod).patch(patch_pod),
+        )
         .route(
             "/api/v1/namespaces/{ns}/secrets",
             get(list_secrets).post(create_secret),
@@ -303,6 +365,19 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(
             &format!("{policies}/{{name}}"),
             get(get_policy).delete(delete_policy),
+        )
+        .route("/apis/{group}/{version}", get(custom::resources))
+        .route(
+            "/apis/{group}/{version}/namespaces/{ns}/{plural}",
+            get(custom::list).post(custom::create),
+        )
+        .route(
+            "/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}",
+            get(custom::get).delete(custom::delete).patch(custom::patch),
+        )
+        .route(
+            "/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}/status",
+            get(custom::get).put(custom::put_status),
         )
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), faults))
         .with_state(shared)
@@ -365,12 +440,17 @@ async fn api_versions() -> Json<Value> {
         "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}))
 }
 
-async fn api_groups() -> Json<Value> {
-    let version = json!({"groupVersion": "networking.k8s.io/v1", "version": "v1"});
-    Json(
-        json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-        {"name": "networking.k8s.io", "versions": [version.clone()], "preferredVersion": version}]}),
-    )
+async fn api_groups(AxumState(shared): AxumState<Arc<Shared>>) -> Json<Value> {
+    let group = |name: &str, version: &str| {
+        let v = json!({"groupVersion": format!("{name}/{version}"), "version": version});
+        json!({"name": name, "versions": [v.clone()], "preferredVersion": v})
+    };
+    let mut groups = vec![group("networking.k8s.io", "v1")];
+    if shared.options.agent_sandbox {
+        groups.push(group(custom::SANDBOX_GROUP, custom::VERSION));
+        groups.push(group(custom::EXTENSIONS_GROUP, custom::VERSION));
+    }
+    Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
 }
 
 /// `labelSelector` (`k=v`, comma-separated) and `fieldSelector` (`metadata.name=x`).
@@ -386,7 +466,7 @@ struct Selectors {
 }
 
 impl Selectors {
-    fn matches(&self, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+    fn matches(&self, meta: &ObjectMeta) -> bool {
         let labels = meta.labels.clone().unwrap_or_default();
         let pairs = |s: &Option<String>| -> Vec<(String, String)> {
             s.iter()

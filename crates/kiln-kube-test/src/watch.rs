@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 
-use super::{status_body, Event, Selectors, Shared};
+use super::{meta_of, status_body, Event, Selectors, Shared};
 
 fn line(value: &serde_json::Value) -> Result<Bytes, Infallible> {
     let mut text = value.to_string();
@@ -19,10 +19,16 @@ fn line(value: &serde_json::Value) -> Result<Bytes, Infallible> {
 }
 
 fn event_line(event: &Event) -> Result<Bytes, Infallible> {
-    line(&json!({"type": event.kind, "object": event.pod}))
+    line(&json!({"type": event.kind, "object": event.object}))
 }
 
-pub(super) fn watch(shared: Arc<Shared>, ns: String, query: Selectors) -> Response {
+/// A watch of `resource` (`pods` or a custom plural) in namespace `ns`.
+pub(super) fn watch(
+    shared: Arc<Shared>,
+    resource: &'static str,
+    ns: String,
+    query: Selectors,
+) -> Response {
     let mut updates = shared.events.subscribe();
     let mut cut = shared.cut.subscribe();
     let from: u64 = query
@@ -35,14 +41,28 @@ pub(super) fn watch(shared: Arc<Shared>, ns: String, query: Selectors) -> Respon
         let expired = from != 0 && from < inner.compacted_below;
         let backlog: Vec<Event> = if from == 0 {
             // No version: the current objects as ADDED, then changes.
-            inner
-                .pods
-                .iter()
-                .filter(|((n, _), _)| *n == ns)
-                .map(|(_, pod)| Event {
+            let current: Vec<Value> = if resource == "pods" {
+                inner
+                    .pods
+                    .iter()
+                    .filter(|((n, _), _)| *n == ns)
+                    .filter_map(|(_, pod)| serde_json::to_value(pod).ok())
+                    .collect()
+            } else {
+                inner
+                    .custom
+                    .iter()
+                    .filter(|((p, n, _), _)| *p == resource && *n == ns)
+                    .map(|(_, v)| v.clone())
+                    .collect()
+            };
+            current
+                .into_iter()
+                .map(|object| Event {
                     version: inner.version,
                     kind: "ADDED",
-                    pod: pod.clone(),
+                    resource,
+                    object,
                 })
                 .collect()
         } else {
@@ -72,8 +92,10 @@ pub(super) fn watch(shared: Arc<Shared>, ns: String, query: Selectors) -> Respon
             return;
         }
         let selected = |e: &Event| {
-            e.pod.metadata.namespace.as_deref() == Some(ns.as_str())
-                && query.matches(&e.pod.metadata)
+            let meta = meta_of(&e.object);
+            e.resource == resource
+                && meta.namespace.as_deref() == Some(ns.as_str())
+                && query.matches(&meta)
         };
         let mut last = from;
         for event in backlog.iter().filter(|e| selected(e)) {

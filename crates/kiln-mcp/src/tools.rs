@@ -154,17 +154,12 @@ impl KilnMcp {
             search: None,
             limit: 100,
             offset: 0,
+            cursor: None,
         };
-        answer(
-            self.kiln
-                .instances
-                .list(&user, &query)
-                .await
-                .map(|(sessions, total)| {
-                    let items: Vec<Value> = sessions.iter().map(session_json).collect();
-                    json!({ "sessions": items, "total": total })
-                }),
-        )
+        answer(self.kiln.instances.list(&user, &query).await.map(|page| {
+            let items: Vec<Value> = page.instances.iter().map(session_json).collect();
+            json!({ "sessions": items, "total": page.total })
+        }))
     }
 
     #[tool(

@@ -22,6 +22,7 @@ mod client;
 #[cfg(feature = "tokio")]
 mod client_async;
 mod client_error;
+mod egress_preamble;
 mod exchange;
 pub mod frame;
 #[cfg(feature = "tokio")]
@@ -40,6 +41,9 @@ pub use client_async::{
     AsyncAgentClient, AsyncAgentConnection, AsyncStream, Connect, TcpConnector, UnixConnector,
 };
 pub use client_error::ClientError;
+pub use egress_preamble::{
+    egress_preamble, parse_egress_preamble, EGRESS_PREAMBLE_TAG, MAX_EGRESS_PREAMBLE,
+};
 pub use exchange::ExecEvent;
 pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME_BYTES};
 pub use limits::{

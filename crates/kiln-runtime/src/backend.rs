@@ -19,7 +19,8 @@ use crate::runtime::{
 };
 use crate::slots::{AgentSandbox, Slots};
 use crate::spec::{
-    Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot, SnapshotId,
+    Egress, Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot,
+    SnapshotId,
 };
 
 /// What a backend supplies to be a [`Runtime`]; each method is the [`Runtime`] method of
@@ -50,7 +51,20 @@ pub(crate) trait Backend: Send + Sync {
     async fn usage(&self, id: &SandboxId) -> Result<ResourceUsage>;
     async fn snapshot(&self, id: &SandboxId) -> Result<Snapshot>;
     async fn remove_snapshot(&self, snapshot_id: &SnapshotId) -> Result<()>;
+    fn attach_egress(&self, id: &SandboxId, egress: Egress) -> Result<()> {
+        let _ = (id, egress);
+        Err(RuntimeError::Unsupported {
+            what: "egress through the server (a sandbox network allowlist)",
+        })
+    }
+    async fn list_snapshots(&self) -> Result<Vec<SnapshotId>> {
+        Ok(Vec::new())
+    }
     async fn destroy(&self, id: &SandboxId) -> Result<()>;
+    async fn set_expiry(&self, id: &SandboxId, at: std::time::SystemTime) -> Result<()> {
+        let _ = (id, at);
+        Ok(())
+    }
 
     // The whole node.
     async fn list(&self) -> Result<Vec<SandboxInfo>> {
@@ -211,6 +225,14 @@ impl<B: Backend> Runtime for B {
         Backend::remove_snapshot(self, snapshot_id).await
     }
 
+    async fn attach_egress(&self, id: &SandboxId, egress: Egress) -> Result<()> {
+        Backend::attach_egress(self, id, egress)
+    }
+
+    async fn list_snapshots(&self) -> Result<Vec<SnapshotId>> {
+        Backend::list_snapshots(self).await
+    }
+
     async fn connect_port(&self, id: &SandboxId, port: u16) -> Result<PortStream> {
         let sandbox = self.sandbox(id)?;
         let connect = sandbox.client().connect_port(port);
@@ -219,6 +241,10 @@ impl<B: Backend> Runtime for B {
 
     async fn destroy(&self, id: &SandboxId) -> Result<()> {
         Backend::destroy(self, id).await
+    }
+
+    async fn set_expiry(&self, id: &SandboxId, at: std::time::SystemTime) -> Result<()> {
+        Backend::set_expiry(self, id, at).await
     }
 
     async fn wait_exit(&self, id: &SandboxId) -> Result<SandboxExit> {

@@ -26,6 +26,8 @@
 
 mod backend;
 pub mod docker;
+mod egress_socket;
+mod egress_tcp;
 pub mod error;
 pub mod host_report;
 pub mod kubernetes;

@@ -9,7 +9,8 @@ use kiln_protocol::{
 use crate::error::{Result, RuntimeError};
 use crate::host_report::HostReport;
 use crate::spec::{
-    Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot, SnapshotId,
+    Egress, Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot,
+    SnapshotId,
 };
 
 /// A TCP connection to a port inside a sandbox, as a byte stream ([`Runtime::connect_port`]).
@@ -166,6 +167,13 @@ pub trait Runtime: Send + Sync {
         Err(RuntimeError::Unsupported { what: "snapshots" })
     }
 
+    /// The snapshots this runtime holds, whoever took them: what start-up compares with
+    /// the store to remove copies taken but never recorded (a crash between the two).
+    /// Empty (the default) on a backend that cannot list them.
+    async fn list_snapshots(&self) -> Result<Vec<SnapshotId>> {
+        Ok(Vec::new())
+    }
+
     /// Connects to TCP `port` on the sandbox's own loopback interface (its network stays
     /// isolated: nothing else is reachable this way) and returns the connection as a byte
     /// stream. Nothing listening there is an agent error with code `connection_refused`.
@@ -177,8 +185,28 @@ pub trait Runtime: Send + Sync {
         })
     }
 
+    /// Serves a running sandbox's egress ([`SandboxSpec::egress`]) with `egress` from now
+    /// on: for a sandbox adopted after a restart, whose agent still relays the proxy
+    /// address while the server's end went with the old process. A sandbox started
+    /// without an egress stays without one (its agent relays nothing).
+    /// [`RuntimeError::Unsupported`] (the default) on a backend without egress.
+    async fn attach_egress(&self, id: &SandboxId, egress: Egress) -> Result<()> {
+        let _ = (id, egress);
+        Err(RuntimeError::Unsupported {
+            what: "egress through the server (a sandbox network allowlist)",
+        })
+    }
+
     /// Kills everything in the sandbox and removes all trace of it.
     async fn destroy(&self, id: &SandboxId) -> Result<()>;
+
+    /// Moves the end a cluster enforces for the sandbox ([`SandboxSpec::expires_at`])
+    /// when its owner's expiry moves (a session's TTL changed). Nothing to do (the
+    /// default) on backends that ignore that end.
+    async fn set_expiry(&self, id: &SandboxId, at: std::time::SystemTime) -> Result<()> {
+        let _ = (id, at);
+        Ok(())
+    }
 
     /// Resolves when the sandbox stops running, however it stops (at once if it already
     /// has), so its owner can react to a sandbox that died under it. `NotFound` for a

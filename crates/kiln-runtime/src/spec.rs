@@ -149,6 +149,12 @@ pub struct SandboxSpec {
     /// A way out through the server ([`EGRESS_PROXY_ADDR`] inside), if any; backends
     /// without one refuse the create ([`crate::RuntimeError::Unsupported`]).
     pub egress: Option<Egress>,
+    /// When its owner means to end it (a session's TTL), if known: a backend whose
+    /// cluster can end sandboxes on its own (Kubernetes agent-sandbox's `shutdownTime`)
+    /// uses it instead of its configured backstop, so a sandbox its server forgot (a
+    /// crash) does not outlive its session. Ignored by the local and Docker backends
+    /// (their server ends them, and reconciles them at its start).
+    pub expires_at: Option<SystemTime>,
 }
 
 impl SandboxSpec {
@@ -165,6 +171,7 @@ impl SandboxSpec {
             hostname: "kiln".into(),
             workspace: None,
             egress: None,
+            expires_at: None,
         }
     }
 

@@ -367,3 +367,69 @@ async fn memory_and_process_limits_hold_and_the_sandbox_survives_them() {
     assert_eq!((code, out.as_str()), (0, "still here\n"));
     rt.destroy(&sid).await.unwrap();
 }
+
+/// Answers every connection with one fixed line, counting them.
+#[derive(Default)]
+struct Greeter {
+    served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl kiln_runtime::EgressHandler for Greeter {
+    fn serve(
+        &self,
+        mut stream: kiln_runtime::EgressStream,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        use tokio::io::AsyncWriteExt;
+        let served = std::sync::Arc::clone(&self.served);
+        Box::pin(async move {
+            served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = stream.write_all(b"through the server\n").await;
+            let _ = stream.shutdown().await;
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_reaches_its_egress_handler_also_after_adoption() {
+    use std::sync::atomic::Ordering;
+    let Some(host) = host() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let first = runtime(&host, "kilntest-egress", root.path());
+    ensure_busybox(&first).await;
+    first.reconcile(&[]).await.unwrap();
+    let (with, without) = (id("egress-on"), id("egress-off"));
+    let greeter = Greeter::default();
+    let served = std::sync::Arc::clone(&greeter.served);
+    let mut spec = SandboxSpec::image(with.clone(), BUSYBOX);
+    spec.egress = Some(kiln_runtime::Egress(std::sync::Arc::new(greeter)));
+    first.create(spec).await.unwrap();
+    first
+        .create(SandboxSpec::image(without.clone(), BUSYBOX))
+        .await
+        .unwrap();
+    let (host_part, port) = kiln_runtime::EGRESS_PROXY_ADDR.split_once(':').unwrap();
+    let ask = format!("nc {host_part} {port} </dev/null");
+    let (_, out) = sh(&first, &with, &ask).await;
+    assert_eq!(out, "through the server\n");
+    assert_eq!(served.load(Ordering::SeqCst), 1);
+    // Without an egress nothing listens there, and the container has no other way out.
+    let (_, out) = sh(&first, &without, &ask).await;
+    assert_eq!(out, "");
+    drop(first); // a crash: the container and its agent's relay stay
+
+    let second = runtime(&host, "kilntest-egress", root.path());
+    let report = second.reconcile(std::slice::from_ref(&with)).await.unwrap();
+    assert_eq!(report.adopted, vec![with.clone()]);
+    let (_, out) = sh(&second, &with, &ask).await;
+    assert_eq!(out, "", "the old server's handler is gone");
+    let greeter = Greeter::default();
+    let served = std::sync::Arc::clone(&greeter.served);
+    second
+        .attach_egress(&with, kiln_runtime::Egress(std::sync::Arc::new(greeter)))
+        .await
+        .unwrap();
+    let (_, out) = sh(&second, &with, &ask).await;
+    assert_eq!(out, "through the server\n");
+    assert_eq!(served.load(Ordering::SeqCst), 1);
+    second.shutdown().await.unwrap();
+}

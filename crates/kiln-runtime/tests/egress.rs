@@ -80,3 +80,58 @@ async fn connections_to_the_proxy_address_reach_the_handler() {
     assert!(!socket.exists(), "{socket:?} outlived its sandbox");
     rt.destroy(&id("egress2")).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adopted_sandbox_is_served_again_once_its_egress_is_attached() {
+    if !prerequisites() {
+        return;
+    }
+    // The runtime that "restarts": its table and its egress loop go, the sandbox stays.
+    let survivor = runtime();
+    let mut config = kiln_runtime::local::LocalConfig::new(survivor.root.path(), agent_binary());
+    config.memory_overcommit = 1000.0;
+    config.disk_overcommit = 1000.0;
+    let before = kiln_runtime::local::LocalRuntime::new(config).unwrap();
+    let mut spec = busybox_spec("adopted");
+    spec.egress = Some(Egress(Arc::new(Reverser::default())));
+    before.create_local(spec).await.unwrap();
+    drop(before);
+
+    let report = survivor.reconcile(&[id("adopted")]).await.unwrap();
+    assert_eq!(report.adopted, [id("adopted")]);
+    let (host, port) = kiln_runtime::EGRESS_PROXY_ADDR.split_once(':').unwrap();
+    let ask = format!("echo kiln-egress | nc {host} {port}");
+    let run = |cmd: String| {
+        let survivor = &survivor;
+        async move {
+            survivor
+                .exec(&id("adopted"), ExecRequest::shell(cmd).timeout_ms(10_000))
+                .await
+                .unwrap()
+        }
+    };
+    // Nobody serves the old socket any more: the agent's relay finds no one.
+    let done = run(ask.clone()).await;
+    assert_eq!(done.stdout.to_string_lossy(), "", "{done:?}");
+
+    let handler = Reverser::default();
+    let served = Arc::clone(&handler.served);
+    survivor
+        .attach_egress(&id("adopted"), Egress(Arc::new(handler)))
+        .await
+        .unwrap();
+    let done = run(ask).await;
+    assert_eq!(done.stdout.to_string_lossy(), "sserge-nlik\n", "{done:?}");
+    assert_eq!(served.load(Ordering::SeqCst), 1);
+
+    // Unknown sandboxes are not found.
+    let err = survivor
+        .attach_egress(&id("nobody"), Egress(Arc::new(Reverser::default())))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kiln_runtime::RuntimeError::NotFound(_)),
+        "{err:?}"
+    );
+    survivor.destroy(&id("adopted")).await.unwrap();
+}

@@ -10,8 +10,11 @@ use std::time::Duration;
 
 use kiln_kube_test::{ClusterOptions, TestCluster};
 use kiln_protocol::{ExecRequest, WriteFileRequest};
-use kiln_runtime::kubernetes::{network_policy, pod_name, KubeRuntime, KubeSettings};
-use kiln_runtime::{Limits, Runtime, RuntimeError, SandboxExit, SandboxId, SandboxSpec};
+use kiln_runtime::kubernetes::{network_policy, pod_name, KubeRuntime, KubeSettings, WARM_LABEL};
+use kiln_runtime::{
+    Egress, EgressHandler, EgressStream, Limits, Runtime, RuntimeError, SandboxExit, SandboxId,
+    SandboxSpec,
+};
 
 const AGENT_IMAGE: &str = "kiln/agent:test";
 const NS: &str = "sandboxes";
@@ -307,9 +310,9 @@ async fn reconcile_adopts_known_pods_and_removes_the_rest_of_its_node() {
     // A crash between a NetworkPolicy's create and its Pod's left policies behind.
     let orphan = id("orphan");
     let a = runtime(&cluster, "node-a");
-    cluster.insert_network_policy(NS, network_policy(a.settings(), &orphan));
+    cluster.insert_network_policy(NS, network_policy(a.settings(), &orphan, None));
     let b = runtime(&cluster, "node-b");
-    cluster.insert_network_policy(NS, network_policy(b.settings(), &id("b-orphan")));
+    cluster.insert_network_policy(NS, network_policy(b.settings(), &id("b-orphan"), None));
 
     // A restarted server of node-a: knows `kept` only.
     let restarted = runtime(&cluster, "node-a");
@@ -344,6 +347,67 @@ async fn reconcile_adopts_known_pods_and_removes_the_rest_of_its_node() {
     restarted.shutdown().await.unwrap();
     neighbour.shutdown().await.unwrap();
     assert!(cluster.pods().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_pod_serves_a_create_of_its_image_and_is_refilled() {
+    // A new Pod waits 500 ms for the kubelet: a warm one does not.
+    let cluster = cluster_with(&[], Duration::from_millis(500)).await;
+    let mut settings = runtime(&cluster, "node-a").settings().clone();
+    settings.warm_pools = [("python:3.12".to_string(), 1)].into();
+    let rt = KubeRuntime::new(settings);
+    let sid = id("warmed");
+    let class = rt.prepare(&spec(&sid, "python:3.12")).await.unwrap();
+    let ready = |n: usize| {
+        let rt = &rt;
+        let class = &class;
+        async move {
+            for _ in 0..750 {
+                if rt.warm_ready(class) == n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("no warm Pod");
+        }
+    };
+    ready(1).await;
+    let warm_pod = cluster.pods()[0].metadata.name.clone().unwrap();
+    let started = std::time::Instant::now();
+    rt.create(spec(&sid, "python:3.12")).await.unwrap();
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    // The sandbox is the warm Pod, now named its own for reconciliation.
+    let pod = cluster
+        .pods()
+        .into_iter()
+        .find(|p| p.metadata.name.as_ref() == Some(&warm_pod))
+        .unwrap();
+    assert_eq!(
+        pod.metadata.annotations.unwrap()["kiln.dev/sandbox-id"],
+        "warmed"
+    );
+    assert!(!pod.metadata.labels.unwrap().contains_key(WARM_LABEL));
+    let (_, out) = sh(&rt, &sid, "echo warm").await;
+    assert_eq!(out, "warm\n");
+    // The pool refills; a create with env of its own gets its own Pod.
+    ready(1).await;
+    assert_eq!(cluster.pods().len(), 2);
+    let own = id("own");
+    let mut with_env = spec(&own, "python:3.12");
+    with_env.env.insert("A".into(), "b".into());
+    rt.create(with_env).await.unwrap();
+    assert!(cluster
+        .pods()
+        .iter()
+        .any(|p| p.metadata.name == Some(pod_name(&own))));
+    assert_eq!(rt.warm_ready(&class), 1);
+    // This server's reconcile keeps its warm Pod; shutdown removes everything.
+    let report = rt.reconcile(&[sid.clone(), own.clone()]).await.unwrap();
+    assert!(report.removed.is_empty(), "{report:?}");
+    rt.shutdown().await.unwrap();
+    assert!(cluster.pods().is_empty(), "{:?}", cluster.pods());
+    assert!(cluster.secrets().is_empty());
 }
 
 /// A real cluster (kind, k3s…): see README, "Kubernetes backend". Needs
@@ -428,4 +492,175 @@ async fn the_configured_backend_opens_reports_health_and_runs() {
         matches!(&err, RuntimeError::HostNotReady(m) if m.contains("kubeconfig")),
         "{err}"
     );
+}
+
+/// Answers a line with it reversed, counting the connections it got.
+#[derive(Default)]
+struct Reverser {
+    served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl EgressHandler for Reverser {
+    fn serve(
+        &self,
+        stream: EgressStream,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let served = std::sync::Arc::clone(&self.served);
+        Box::pin(async move {
+            served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut stream = tokio::io::BufReader::new(stream);
+            let mut line = String::new();
+            if stream.read_line(&mut line).await.is_ok() {
+                let reversed: String = line.trim_end().chars().rev().collect();
+                let _ = stream
+                    .get_mut()
+                    .write_all(format!("{reversed}\n").as_bytes())
+                    .await;
+                let _ = stream.get_mut().shutdown().await;
+            }
+        })
+    }
+}
+
+/// A line to the sandbox's proxy address and what came back (bash's `/dev/tcp`: the
+/// test kubelet runs the agent on this host, which has no `nc`).
+async fn ask_proxy(rt: &dyn Runtime, sid: &SandboxId) -> String {
+    let (host, port) = kiln_runtime::EGRESS_PROXY_ADDR.split_once(':').unwrap();
+    let script =
+        format!("exec 3<>/dev/tcp/{host}/{port} && echo kiln-egress >&3 && timeout 5 cat <&3");
+    let done = rt
+        .exec(
+            sid,
+            kiln_protocol::ExecRequest::argv(["bash", "-c", script.as_str()]),
+        )
+        .await
+        .unwrap();
+    String::from_utf8_lossy(done.stdout.as_bytes()).into_owned()
+}
+
+fn egress_runtime(cluster: &TestCluster, node: &str, listen: std::net::SocketAddr) -> KubeRuntime {
+    let mut settings = runtime(cluster, node).settings().clone();
+    settings.egress_listen = Some(listen);
+    KubeRuntime::new(settings)
+}
+
+/// One test, not several: every sandbox's relay listens on this host's 127.0.0.1:3128.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_with_an_allowlist_reaches_its_handler_and_nothing_else() {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = cluster(&[]).await;
+    let sid = id("Egress_1");
+    let with_egress = |handler: &Reverser| {
+        let mut s = spec(&sid, "python:3.12");
+        s.egress = Some(Egress(std::sync::Arc::new(Reverser {
+            served: std::sync::Arc::clone(&handler.served),
+        })));
+        s
+    };
+    let first = Reverser::default();
+
+    // Without `egress_listen`: refused as before, naming the setting; nothing made.
+    let err = runtime(&cluster, "node-e")
+        .create(with_egress(&first))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::Unsupported { .. })
+            && err.to_string().contains("egress_listen"),
+        "{err}"
+    );
+    assert!(cluster.pods().is_empty());
+
+    // A fixed port, so a restarted server listens where the Pod's relay dials.
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let rt = egress_runtime(&cluster, "node-e", listen);
+    rt.create(with_egress(&first)).await.unwrap();
+    let plain = id("plain_1");
+    rt.create(spec(&plain, "python:3.12")).await.unwrap();
+    assert_eq!(ask_proxy(&rt, &sid).await, "sserge-nlik\n");
+    assert_eq!(first.served.load(Ordering::SeqCst), 1);
+
+    // The policy lets it reach exactly the listener; the other keeps deny-all.
+    let policy_of = |name: String| {
+        let policy = cluster
+            .network_policies()
+            .into_iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name.as_str()))
+            .unwrap();
+        serde_json::to_value(policy).unwrap()["spec"].clone()
+    };
+    assert_eq!(
+        policy_of(pod_name(&sid))["egress"],
+        serde_json::json!([{
+            "to": [{"ipBlock": {"cidr": "127.0.0.1/32"}}],
+            "ports": [{"port": listen.port(), "protocol": "TCP"}],
+        }])
+    );
+    assert_eq!(policy_of(pod_name(&plain))["egress"], serde_json::json!([]));
+    // The secret that proves the sandbox is not in its commands' env.
+    let (_, env) = sh(&rt, &sid, "env").await;
+    assert!(!env.contains("KILN_AGENT_SECRET"), "{env}");
+
+    // Straight to the listener: a wrong secret, a stranger's line, no line: closed.
+    for preamble in [
+        "KILN-EGRESS/1 Egress_1 0123456789abcdef0123456789abcdef\n".to_string(),
+        "KILN-EGRESS/1 plain_1 0123456789abcdef0123456789abcdef\n".to_string(),
+        "GET http://example.com/ HTTP/1.1\n".to_string(),
+        "x".repeat(600),
+    ] {
+        let mut conn = tokio::net::TcpStream::connect(listen).await.unwrap();
+        let _ = conn.write_all(preamble.as_bytes()).await;
+        let _ = conn.write_all(b"kiln-egress\n").await;
+        let mut back = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut back))
+            .await
+            .expect("closed, not held open");
+        assert!(read.is_err() || back.is_empty(), "{preamble:?}: {back:?}");
+    }
+    assert_eq!(first.served.load(Ordering::SeqCst), 1);
+
+    // A restarted server adopts the Pod; its relay dials the new listener, which serves
+    // it only once `attach_egress` says with what.
+    drop(rt);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::net::TcpListener::bind(listen).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old listener stays"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let restarted = egress_runtime(&cluster, "node-e", listen);
+    let report = restarted
+        .reconcile(&[sid.clone(), plain.clone()])
+        .await
+        .unwrap();
+    assert_eq!(report.adopted.len(), 2);
+    let second = Reverser::default();
+    let err = restarted
+        .attach_egress(
+            &id("nobody"),
+            Egress(std::sync::Arc::new(Reverser::default())),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RuntimeError::NotFound(_)), "{err}");
+    restarted
+        .attach_egress(
+            &sid,
+            Egress(std::sync::Arc::new(Reverser {
+                served: std::sync::Arc::clone(&second.served),
+            })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ask_proxy(&restarted, &sid).await, "sserge-nlik\n");
+    assert_eq!(second.served.load(Ordering::SeqCst), 1);
+    restarted.destroy(&sid).await.unwrap();
+    restarted.destroy(&plain).await.unwrap();
 }

@@ -3,26 +3,71 @@
 //! every change they store; readers call [`Changes::wait_for`] with the same key and a
 //! check that reads the store. The check runs after the waiter is registered, so a
 //! change between the check and the wait is never missed.
+//!
+//! On PostgreSQL the nodes share the store, so a change stored on one node must wake the
+//! waiters of every node: with a feed attached ([`Changes::attach_feed`]) each key is
+//! also published (NOTIFY, right after the change committed) and every node's listener
+//! wakes its own waiters on it. A listener that lost its connection wakes every waiter
+//! once it is back, since what changed meanwhile was not heard.
+mod feed;
+
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use kiln_store::ChangeFeed;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use feed::Outbox;
 
 #[derive(Default)]
 pub struct Changes {
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Keys on their way to the other nodes, when a feed is attached.
+    outbox: OnceLock<Arc<Outbox>>,
 }
 
 impl Changes {
-    /// Wakes everyone waiting on `key`.
+    /// Wakes everyone waiting on `key`, on every node when a feed is attached.
     pub fn notify(&self, key: &str) {
+        self.wake(key);
+        if let Some(outbox) = self.outbox.get() {
+            outbox.push(key);
+        }
+    }
+
+    /// Wakes this process's waiters on `key`.
+    fn wake(&self, key: &str) {
         let notify = self.lock().get(key).cloned();
         if let Some(notify) = notify {
             notify.notify_waiters();
         }
+    }
+
+    /// Wakes every waiter of this process, to look again.
+    fn wake_all(&self) {
+        let all: Vec<Arc<Notify>> = self.lock().values().cloned().collect();
+        for notify in all {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Publishes every change to the other processes on the store and wakes this one's
+    /// waiters on theirs (once; later calls do nothing). The tasks end with `self`.
+    pub fn attach_feed(self: &Arc<Self>, feed: Arc<dyn ChangeFeed>) {
+        let outbox = Arc::new(Outbox::default());
+        if self.outbox.set(outbox.clone()).is_err() {
+            return;
+        }
+        tokio::spawn(feed::publish(outbox, feed.clone()));
+        tokio::spawn(feed::listen(Arc::downgrade(self), feed));
+    }
+
+    /// Whether changes on other nodes wake this process's waiters.
+    pub fn heard_across_nodes(&self) -> bool {
+        self.outbox.get().is_some()
     }
 
     /// Runs `check` until it says done (`Ok((value, true))`), `timeout` passes, or it

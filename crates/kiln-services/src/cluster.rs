@@ -8,13 +8,15 @@
 //! the database's clock (`Store::database_now`, `now()` in the registry's SQL), so the
 //! nodes' own clocks may disagree without marking a live node down.
 mod metrics;
+mod placement;
 
 pub use metrics::ForwardOutcome;
+pub use placement::place;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use kiln_config::{ClusterConfig, Config};
 use kiln_store::{NodeRecord, NodeRegistration, NodeStatus, Store, User};
 
@@ -39,7 +41,14 @@ pub struct ClusterService {
     me: Result<NodeRegistration, String>,
     stopped: AtomicBool,
     metrics: ClusterMetrics,
+    /// The node's image store, whose images it reports with its heartbeat.
+    images: Option<kiln_image::ImageStore>,
+    /// Its references as last read, and when.
+    stored_images: tokio::sync::Mutex<(Option<std::time::Instant>, Vec<String>)>,
 }
+
+/// How often the image store is listed again for the heartbeat (a directory read).
+const IMAGE_LIST_EVERY: Duration = Duration::from_secs(10);
 
 impl ClusterService {
     pub(crate) fn new(
@@ -47,6 +56,7 @@ impl ClusterService {
         sessions: Arc<SessionService>,
         config: &Config,
         node_id: Option<&str>,
+        images: Option<kiln_image::ImageStore>,
     ) -> Self {
         let me = if store.backend() != "postgres" {
             Err(
@@ -81,7 +91,40 @@ impl ClusterService {
             config: config.cluster.clone(),
             me,
             stopped: AtomicBool::new(false),
+            images,
+            stored_images: Default::default(),
         }
+    }
+
+    /// What the heartbeat reports: the images this node started sandboxes from lately,
+    /// then the rest of its image store's, at most `MAX_NODE_IMAGES`.
+    async fn images_present(&self) -> Vec<String> {
+        let mut list = self.sessions.recent_images();
+        if let Some(store) = &self.images {
+            let mut stored = self.stored_images.lock().await;
+            if stored.0.is_none_or(|at| at.elapsed() >= IMAGE_LIST_EVERY) {
+                let store = store.clone();
+                let listed = tokio::task::spawn_blocking(move || store.list()).await;
+                stored.1 = match listed {
+                    Ok(Ok(images)) => images.iter().map(|i| i.reference().to_string()).collect(),
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "cannot list the image store for the heartbeat");
+                        Vec::new()
+                    }
+                    Err(_) => Vec::new(),
+                };
+                stored.0 = Some(std::time::Instant::now());
+            }
+            for reference in &stored.1 {
+                if list.len() >= kiln_store::MAX_NODE_IMAGES {
+                    break;
+                }
+                if !list.contains(reference) {
+                    list.push(reference.clone());
+                }
+            }
+        }
+        list
     }
 
     /// This server's node id, when it is a registered node.
@@ -126,9 +169,10 @@ impl ClusterService {
     pub async fn beat(&self) -> ServiceResult<()> {
         let Ok(me) = &self.me else { return Ok(()) };
         let running = u64::try_from(self.sessions.running_count()).unwrap_or(u64::MAX);
+        let images = self.images_present().await;
         if self
             .store
-            .heartbeat_node(&me.node_id, running)
+            .heartbeat_node(&me.node_id, running, &images)
             .await?
             .is_none()
         {
@@ -255,9 +299,10 @@ impl ClusterService {
         self.config.secret.as_ref().map(|s| s.expose())
     }
 
-    /// Where a new session goes: [`place`] over the registry, sampled at random. Every
-    /// node full (or draining, or down) is a 429 with `Retry-After`.
-    pub async fn place_create(&self) -> ServiceResult<Route> {
+    /// Where a new session goes: [`place`] over the registry, sampled at random,
+    /// preferring a node that has `image` (the session's image reference, when known).
+    /// Every node full (or draining, or down) is a 429 with `Retry-After`.
+    pub async fn place_create(&self, image: Option<&str>) -> ServiceResult<Route> {
         let Ok(me) = &self.me else {
             return Ok(Route::Local);
         };
@@ -269,7 +314,7 @@ impl ClusterService {
         let chosen = {
             use rand::Rng;
             let mut rng = rand::thread_rng();
-            place(&nodes, Some(&me.node_id), fresh_after, |n| {
+            place(&nodes, Some(&me.node_id), fresh_after, image, |n| {
                 rng.gen_range(0..n.max(1))
             })
             .cloned()
@@ -293,6 +338,13 @@ impl ClusterService {
         }
     }
 
+    /// Whether a long-poll for another node's session (a session, interaction or
+    /// verification job read) is answered by the node that received it: its waiters wake
+    /// on the owner's changes through the store's change feed (PostgreSQL NOTIFY).
+    pub fn answers_long_polls_here(&self) -> bool {
+        self.sessions.long_polls_wake_across_nodes()
+    }
+
     /// Counts a request another node should answer (`/metrics`).
     pub fn count_forward(&self, outcome: ForwardOutcome) {
         self.metrics.forwarded(outcome);
@@ -310,98 +362,5 @@ impl ClusterService {
             }
             _ => Route::Local,
         })
-    }
-}
-
-/// Placement (ARCHITECTURE.md, "Nodes on PostgreSQL"): among `nodes` that take sessions
-/// (active, heard from since `fresh_after`, with free room) two are sampled with `pick`
-/// (an index below its argument) and the one with more free sessions wins; on a tie,
-/// `me` (no hop). `None` when every node is full, draining or down.
-pub fn place<'a>(
-    nodes: &'a [NodeRecord],
-    me: Option<&str>,
-    fresh_after: DateTime<Utc>,
-    mut pick: impl FnMut(usize) -> usize,
-) -> Option<&'a NodeRecord> {
-    let open: Vec<&NodeRecord> = nodes
-        .iter()
-        .filter(|n| {
-            n.status == NodeStatus::Active
-                && n.last_heartbeat_at >= fresh_after
-                && n.free_sessions() > 0
-        })
-        .collect();
-    let first = *open.get(pick(open.len()) % open.len().max(1))?;
-    if open.len() == 1 {
-        return Some(first);
-    }
-    // A second, distinct sample: an index among the others.
-    let mut second_index = pick(open.len() - 1) % (open.len() - 1);
-    let first_index = open.iter().position(|n| n.node_id == first.node_id)?;
-    if second_index >= first_index {
-        second_index += 1;
-    }
-    let second = open[second_index];
-    let key = |n: &NodeRecord| (n.free_sessions(), Some(n.node_id.as_str()) == me);
-    Some(if key(second) > key(first) {
-        second
-    } else {
-        first
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn node(id: &str, status: NodeStatus, max: u64, live: u64, beat: DateTime<Utc>) -> NodeRecord {
-        NodeRecord {
-            node_id: id.into(),
-            address: format!("http://{id}"),
-            backend: "local".into(),
-            version: "0".into(),
-            status,
-            max_sessions: max,
-            memory_mib: 0,
-            disk_mib: 0,
-            live_sessions: live,
-            registered_at: beat,
-            last_heartbeat_at: beat,
-            down_at: None,
-        }
-    }
-
-    #[test]
-    fn placement_takes_the_roomier_of_two_and_skips_what_takes_nothing() {
-        let now = Utc::now();
-        let stale = now - chrono::Duration::seconds(60);
-        let fresh = now - chrono::Duration::seconds(10);
-        let nodes = vec![
-            node("a", NodeStatus::Active, 10, 9, now),
-            node("b", NodeStatus::Active, 10, 2, now),
-            node("c", NodeStatus::Draining, 10, 0, now),
-            node("d", NodeStatus::Down, 10, 0, now),
-            node("e", NodeStatus::Active, 10, 0, stale),
-            node("f", NodeStatus::Active, 4, 4, now),
-        ];
-        // Every pair of samples among the open nodes (a, b): b has more room.
-        for first in 0..2 {
-            let mut picks = vec![first, 0].into_iter();
-            let chosen = place(&nodes, None, fresh, |_| picks.next().unwrap_or(0));
-            assert_eq!(chosen.map(|n| n.node_id.as_str()), Some("b"));
-        }
-        // A tie goes to this node.
-        let tied = vec![
-            node("a", NodeStatus::Active, 10, 5, now),
-            node("b", NodeStatus::Active, 10, 5, now),
-        ];
-        for first in 0..2 {
-            let mut picks = vec![first, 0].into_iter();
-            let chosen = place(&tied, Some("b"), fresh, |_| picks.next().unwrap_or(0));
-            assert_eq!(chosen.map(|n| n.node_id.as_str()), Some("b"));
-        }
-        // Nothing open: full, draining, down or silent.
-        assert!(place(&nodes[2..], None, fresh, |_| 0).is_none());
-        assert!(place(&[], None, fresh, |_| 0).is_none());
     }
 }

@@ -10,6 +10,7 @@ pub mod base_images;
 pub mod billing;
 mod changes;
 pub mod cluster;
+mod cursor;
 pub mod dataset_validation;
 pub mod datasets;
 pub mod demo;
@@ -30,6 +31,7 @@ pub mod sandboxes;
 pub mod secret_box;
 pub mod sessions;
 pub mod verification;
+pub(crate) mod verification_jobs;
 pub mod webhooks;
 
 use std::path::Path;
@@ -215,6 +217,7 @@ impl Kiln {
             sessions.clone(),
             &config,
             sandboxes.node_id().filter(|_| !sandboxes.is_ephemeral()),
+            kiln_runtime::open_images(&data_dir, &config.images_dir()).ok(),
         ));
         let orgs = orgs::OrgService::new(store.clone(), config.orgs.clone(), config.mail.clone());
         Ok(Self {
@@ -242,6 +245,8 @@ impl Kiln {
     /// demo dataset when configured and absent. Safe to run on every start.
     pub async fn bootstrap(&self) -> Result<StartReport, StartError> {
         let mut report = StartReport::default();
+        // Before anything stores a change other processes' long-polls wait on.
+        self.sessions.start_change_feed();
         if self.store.count_users().await? == 0 {
             let admin = self
                 .auth
@@ -288,6 +293,13 @@ impl Kiln {
         }
         // After the sessions' recovery: forwards of instances that survived are re-opened.
         self.instances.recover_port_forwards().await?;
+        let stray = self.instances.remove_unrecorded_snapshots().await?;
+        if stray > 0 {
+            tracing::warn!(
+                stray,
+                "snapshot copies never recorded (a stop between the copy and its row) removed"
+            );
+        }
         self.sessions.spawn_reaper();
         self.sessions.spawn_metering();
         self.sessions.spawn_output_retention();

@@ -9,6 +9,7 @@
 //! one from the URL.
 #![forbid(unsafe_code)]
 
+pub mod change_feed;
 mod columns;
 mod error;
 mod json_column;
@@ -25,6 +26,7 @@ mod unique_violation;
 
 use std::sync::Arc;
 
+pub use change_feed::{ChangeFeed, ChangeListener, Heard};
 pub use error::StoreError;
 pub use kiln_domain::*;
 pub use traits::BaseImageStore;
@@ -40,6 +42,7 @@ pub use traits::{
     AccountStore, AgentJobStore, Backend, BillingStore, CatalogStore, GithubStore, SessionStore,
     Store, VerificationStore,
 };
+pub use traits::{Announce, Announcing};
 pub use traits::{MfaStore, PasswordAccountStore};
 
 /// Every store trait, for code that calls store methods on a concrete store type (on an

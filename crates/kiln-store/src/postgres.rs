@@ -40,6 +40,10 @@ impl Dialect for Postgres {
         result.rows_affected()
     }
 
+    fn change_feed(pool: &Pool<Self>) -> Option<std::sync::Arc<dyn crate::ChangeFeed>> {
+        Some(crate::change_feed::postgres(pool))
+    }
+
     fn begin_write(
         pool: &Pool<Self>,
     ) -> impl Future<Output = Result<Transaction<'static, Self>>> + Send {

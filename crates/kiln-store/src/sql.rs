@@ -21,6 +21,7 @@ mod node_registry;
 mod nodes;
 mod org_security;
 mod orgs;
+mod outbox;
 mod output;
 mod ports;
 mod rows;
@@ -108,5 +109,9 @@ impl<D: Dialect> Backend for SqlStore<D> {
         let mut conn = self.conn().await?;
         sqlx::query("SELECT 1").execute(D::exec(&mut conn)).await?;
         Ok(())
+    }
+
+    fn change_feed(&self) -> Option<std::sync::Arc<dyn crate::ChangeFeed>> {
+        D::change_feed(&self.pool)
     }
 }

@@ -92,6 +92,12 @@ pub trait Backend: Send + Sync {
 
     /// Cheap liveness check of the connection.
     async fn ping(&self) -> Result<()>;
+
+    /// The feed other processes on this database hear changes through (PostgreSQL's
+    /// LISTEN/NOTIFY); `None` on SQLite, which one process serves.
+    fn change_feed(&self) -> Option<std::sync::Arc<dyn crate::ChangeFeed>> {
+        None
+    }
 }
 
 /// Users, their API keys and their refresh tokens.
@@ -218,8 +224,12 @@ pub trait SessionStore: Send + Sync {
     // ---- sessions -------------------------------------------------------------------
     /// Inserts a session in `Creating`. `Conflict("session_id")` if taken;
     /// `Missing("user or sample version")` unless the user and, for a sample session, that
-    /// exact version of the sample exist.
-    async fn insert_session(&self, session: &NewSession) -> Result<SessionRecord>;
+    /// exact version of the sample exist. Stores what `announce` makes of it with it.
+    async fn insert_session(
+        &self,
+        session: &NewSession,
+        announce: Announcing<'_, SessionRecord>,
+    ) -> Result<SessionRecord>;
     async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>>;
     /// A page of the user's sessions made from a sample (the Codeset listing: instances
     /// made from an image are left out), newest `requested_at` first (ties: greater
@@ -256,21 +266,25 @@ pub trait SessionStore: Send + Sync {
     async fn list_sessions_in(&self, statuses: &[SessionStatus]) -> Result<Vec<SessionRecord>>;
     /// `Creating → Ready`, recording the sandbox. `None` if the session was not
     /// `Creating` any more (e.g. closed meanwhile): the caller must then destroy the sandbox.
+    /// Stores what `announce` makes of the changed session with the change.
     async fn mark_session_ready(
         &self,
         session_id: &str,
         sandbox_id: &str,
         location: &str,
         at: DateTime<Utc>,
+        announce: Announcing<'_, SessionRecord>,
     ) -> Result<Option<SessionRecord>>;
     /// `Creating → Error`, recording the code and message, and `at` as `ended_at`. `None`
-    /// if the session was not `Creating` (or does not exist).
+    /// if the session was not `Creating` (or does not exist). Stores what `announce` makes
+    /// of the changed session with the change.
     async fn mark_session_error(
         &self,
         session_id: &str,
         code: &str,
         message: &str,
         at: DateTime<Utc>,
+        announce: Announcing<'_, SessionRecord>,
     ) -> Result<Option<SessionRecord>>;
     /// `Creating | Ready → Closed | Terminated`, setting `ended_at = at`, atomically: of
     /// several racing callers (close and expiry) exactly one gets `Some` — the one that must
@@ -344,11 +358,13 @@ pub trait VerificationStore: Send + Sync {
     /// changing nothing; of racing updates that finish a job, exactly one applies). Moving
     /// to `Starting` or `Running` sets `started_at` to `update.at` unless already set; to a
     /// finished status sets `completed_at`. `result` and the error fields replace the
-    /// stored ones when `Some`. The order of moves is the caller's to respect.
+    /// stored ones when `Some`. The order of moves is the caller's to respect. Stores what
+    /// `announce` makes of the changed job with the change.
     async fn update_verification_job(
         &self,
         job_id: &str,
         update: &JobUpdate,
+        announce: Announcing<'_, VerificationJobRecord>,
     ) -> Result<Option<VerificationJobRecord>>;
     /// Unfinished jobs, across all sessions, oldest `created_at` first (restart recovery,
     /// cancellation on close).
@@ -395,8 +411,13 @@ pub trait BillingStore: Send + Sync {
     /// callers exactly one gets `Some`, and a session is charged once, for its time from
     /// `ready_at` to its `ended_at` (see [`SessionEnd::at_last_heartbeat`]), rounded up to
     /// the cent (no charge for a session that never became ready). `end.reason`, if any,
-    /// becomes the session's error.
-    async fn end_session_billed(&self, end: &SessionEnd) -> Result<Option<EndedSession>>;
+    /// becomes the session's error. Stores what `announce` makes of the ended session in
+    /// the same transaction.
+    async fn end_session_billed(
+        &self,
+        end: &SessionEnd,
+        announce: Announcing<'_, SessionRecord>,
+    ) -> Result<Option<EndedSession>>;
     /// Records `at` as the last time these sessions' sandboxes were alive; only sessions
     /// still `Ready` are touched. Returns how many were.
     async fn record_heartbeats(&self, session_ids: &[String], at: DateTime<Utc>) -> Result<u64>;
@@ -437,6 +458,23 @@ pub trait AgentJobStore: Send + Sync {
     /// Unfinished jobs of every user, oldest `created_at` first (restart recovery).
     async fn list_unfinished_agent_jobs(&self) -> Result<Vec<AgentJobRecord>>;
 }
+
+/// The event a state change announces, written by the store in the change's own
+/// transaction (the webhook outbox): the change and its event are kept together or lost
+/// together. Services implement it (what an event says is theirs); a store method that
+/// takes one calls `event` with the record as the change left it, stores one delivery per
+/// interested webhook beside the change, and calls `stored` after the commit.
+pub trait Announce<R: ?Sized>: Send + Sync {
+    /// The event announcing the change (`None`: this one announces nothing).
+    fn event(&self, record: &R) -> Option<NewWebhookEvent>;
+    /// A new delivery id.
+    fn delivery_id(&self) -> String;
+    /// The change committed with `deliveries` deliveries (0: no webhook wanted it).
+    fn stored(&self, deliveries: usize);
+}
+
+/// What a state-changing method announces: nothing, or what [`Announce`] makes.
+pub type Announcing<'a, R> = Option<&'a dyn Announce<R>>;
 
 /// Users' webhooks and the outbox of their deliveries.
 #[async_trait]
@@ -551,22 +589,26 @@ pub trait SnapshotStore: Send + Sync {
     /// Inserts a snapshot if the user's snapshots (not deleted) stay within `quota` with it
     /// (checked in the same transaction); a snapshot stored deleted is not counted.
     /// `Conflict("name")` if the instance has a snapshot of that name that is not deleted;
-    /// `Missing("user, instance or parent snapshot")`.
+    /// `Missing("user, instance or parent snapshot")`. Stores what `announce` makes of the
+    /// inserted row with it.
     async fn insert_snapshot(
         &self,
         snapshot: &crate::NewSnapshot,
         quota: crate::SnapshotQuota,
+        announce: Announcing<'_, crate::SnapshotRecord>,
     ) -> Result<crate::SnapshotInsert>;
     async fn get_snapshot(&self, snapshot_id: &str) -> Result<Option<crate::SnapshotRecord>>;
     /// The instance's snapshots that are not deleted, newest first (ties: greater id first).
     async fn list_snapshots(&self, instance_id: &str) -> Result<Vec<crate::SnapshotRecord>>;
     /// What the user's snapshots that are not deleted hold.
     async fn snapshot_usage(&self, user_id: &str) -> Result<crate::SnapshotUsage>;
-    /// Sets `deleted_at`; `None` if it was deleted already (or does not exist).
+    /// Sets `deleted_at`; `None` if it was deleted already (or does not exist). Stores what
+    /// `announce` makes of the changed row with the change.
     async fn mark_snapshot_deleted(
         &self,
         snapshot_id: &str,
         at: DateTime<Utc>,
+        announce: Announcing<'_, crate::SnapshotRecord>,
     ) -> Result<Option<crate::SnapshotRecord>>;
     /// Records that the instance's sandbox now stands on this snapshot (a fork, a restore),
     /// replacing what it stood on before.
@@ -582,6 +624,9 @@ pub trait SnapshotStore: Send + Sync {
     /// (`creating`/`ready`) instance stands on them and no snapshot still in the runtime
     /// has them as parent. At most `limit`, oldest first.
     async fn purgeable_snapshots(&self, limit: u64) -> Result<Vec<crate::SnapshotRecord>>;
+    /// Those of `runtime_refs` that a snapshot not purged names (deleted ones included:
+    /// their copies are the GC's to remove): the runtime's copies the store knows of.
+    async fn recorded_snapshot_refs(&self, runtime_refs: &[String]) -> Result<Vec<String>>;
     /// Sets `purged_at` of a deleted snapshot; `false` if it was purged already.
     async fn mark_snapshot_purged(&self, snapshot_id: &str, at: DateTime<Utc>) -> Result<bool>;
     /// Records that a ready session's sandbox was replaced (a restore into the same
@@ -640,6 +685,13 @@ pub trait BaseImageStore: Send + Sync {
     async fn get_base_image(&self, image_id: &str) -> Result<Option<crate::BaseImageRecord>>;
     /// Every version (of one family when given), by family, newest version first.
     async fn list_base_images(&self, family: Option<&str>) -> Result<Vec<crate::BaseImageRecord>>;
+    /// A page of every version in [`Self::list_base_images`]'s order, strictly after the
+    /// version `after` names (`(family, version)`, the previous page's last); at most `limit`.
+    async fn page_base_images(
+        &self,
+        after: Option<(&str, u64)>,
+        limit: u64,
+    ) -> Result<Vec<crate::BaseImageRecord>>;
     /// The family's current version, if it has one.
     async fn current_base_image(&self, family: &str) -> Result<Option<crate::BaseImageRecord>>;
     /// Records progress of a version still `preparing` (otherwise changes nothing).
@@ -685,8 +737,12 @@ pub trait BaseImageStore: Send + Sync {
 #[async_trait]
 pub trait NodeStore: Send + Sync {
     /// `SessionStore::insert_session`, recording `node_id` as the node that runs it.
-    async fn insert_session_on(&self, session: &NewSession, node_id: &str)
-        -> Result<SessionRecord>;
+    async fn insert_session_on(
+        &self,
+        session: &NewSession,
+        node_id: &str,
+        announce: Announcing<'_, SessionRecord>,
+    ) -> Result<SessionRecord>;
     /// `(session_id, node_id)` of every `creating` or `ready` session.
     async fn live_session_nodes(&self) -> Result<Vec<(String, Option<String>)>>;
 }
@@ -701,10 +757,13 @@ pub trait NodeRegistryStore: Send + Sync {
     async fn register_node(&self, node: &crate::NodeRegistration) -> Result<crate::NodeRecord>;
     /// Records a heartbeat unless the node is `down` (or unknown): `None` then, and the
     /// node must reconcile before registering again.
+    /// `images`: the image references it started sandboxes from lately, newest first
+    /// (the first [`crate::MAX_NODE_IMAGES`] are kept).
     async fn heartbeat_node(
         &self,
         node_id: &str,
         live_sessions: u64,
+        images: &[String],
     ) -> Result<Option<crate::NodeStatus>>;
     /// Sets `down` every node not down whose last heartbeat is more than `silent_for_ms`
     /// old, and returns them: each to exactly one caller.

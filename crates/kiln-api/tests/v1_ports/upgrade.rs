@@ -37,20 +37,27 @@ async fn read_head(socket: &mut TcpStream) -> String {
     String::from_utf8_lossy(&head).to_lowercase()
 }
 
-/// Opens a connection to the proxy that asks to switch to `kiln-echo`, retrying while the
-/// service inside is still starting (a 502): the switched connection and the 101's head.
-async fn switched(s: &TestServer, key: &str, id: &str) -> (TcpStream, String) {
+/// Opens a connection to the proxy and asks it to switch to `kiln-echo`: the connection
+/// and the head of the answer.
+async fn ask_switch(s: &TestServer, key: &str, id: &str) -> (TcpStream, String) {
     let root = s.base.trim_end_matches("/api/v1");
     let address = root.trim_start_matches("http://").to_string();
+    let mut socket = TcpStream::connect(&address).await.expect("connect");
+    let request = format!(
+        "GET /v1/instances/{id}/ports/7002/chat HTTP/1.1\r\nHost: {address}\r\n\
+         Authorization: Bearer {key}\r\nConnection: Upgrade\r\nUpgrade: kiln-echo\r\n\r\n"
+    );
+    socket.write_all(request.as_bytes()).await.expect("write");
+    let head = read_head(&mut socket).await;
+    (socket, head)
+}
+
+/// A switched connection, retrying while the service inside is still starting (a 502):
+/// the connection and the 101's head.
+async fn switched(s: &TestServer, key: &str, id: &str) -> (TcpStream, String) {
     let start = Instant::now();
     loop {
-        let mut socket = TcpStream::connect(&address).await.expect("connect");
-        let request = format!(
-            "GET /v1/instances/{id}/ports/7002/chat HTTP/1.1\r\nHost: {address}\r\n\
-             Authorization: Bearer {key}\r\nConnection: Upgrade\r\nUpgrade: kiln-echo\r\n\r\n"
-        );
-        socket.write_all(request.as_bytes()).await.expect("write");
-        let head = read_head(&mut socket).await;
+        let (socket, head) = ask_switch(s, key, id).await;
         if head.starts_with("http/1.1 101") {
             return (socket, head);
         }
@@ -140,4 +147,47 @@ async fn an_upgraded_connection_is_carried_both_ways_until_the_forward_closes() 
         ends(&mut second).await,
         "the switched connection outlived its forward"
     );
+}
+
+/// A switched connection still counts under `ports.max_connections_per_forward` (a second
+/// one is refused while it lasts) and ends after `ports.idle_timeout_secs` of silence,
+/// which gives its place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_connection_keeps_its_place_under_the_cap_until_it_idles_out() {
+    let Some(s) = sandbox::start_if_possible(|c| {
+        c.ports.max_connections_per_forward = 1;
+        c.ports.idle_timeout_secs = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    let key = s.admin_key.clone();
+    let id = sandbox::create_ready(&s, &key).await;
+    run(&s, &key, &id, UPGRADE_SERVER).await;
+    sandbox::start_exec(&s, &key, &id, "nc -ll -p 7002 -e sh /srv/upgrade.sh").await;
+    open(&s, &key, &id, json!({"port": 7002, "mode": "path"})).await;
+
+    let (mut first, _) = switched(&s, &key, &id).await;
+    first.write_all(b"ping").await.expect("write");
+    let mut pong = [0u8; 4];
+    first.read_exact(&mut pong).await.expect("echo");
+    assert_eq!(&pong, b"ping");
+    let (_, refused) = ask_switch(&s, &key, &id).await;
+    assert!(
+        refused.starts_with("http/1.1 429"),
+        "the switched connection holds the forward's only place: {refused}"
+    );
+
+    let silent = Instant::now();
+    assert!(ends(&mut first).await, "a silent switched connection ends");
+    assert!(
+        silent.elapsed() >= Duration::from_millis(1500),
+        "not before the idle timeout: {:?}",
+        silent.elapsed()
+    );
+    let (mut again, _) = switched(&s, &key, &id).await;
+    again.write_all(b"pong").await.expect("write");
+    again.read_exact(&mut pong).await.expect("echo");
+    assert_eq!(&pong, b"pong", "its place was given back");
 }

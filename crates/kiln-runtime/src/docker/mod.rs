@@ -116,6 +116,8 @@ pub(crate) struct Sandbox {
     destroying: Arc<AtomicBool>,
     /// The disk limit the engine enforces on it, if any.
     disk_limit: Option<u64>,
+    /// Its egress socket's accept loop, if it has one (`crate::egress_socket`).
+    egress: crate::egress_socket::EgressSlot,
 }
 
 impl Sandbox {

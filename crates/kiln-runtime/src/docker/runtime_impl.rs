@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bollard::query_parameters::{ListContainersOptions, StatsOptions};
 use futures_util::StreamExt;
+use kiln_config::AgentConnection;
 
 use super::{DockerRuntime, Sandbox};
 use crate::backend::{agent_err, Backend};
@@ -17,7 +18,7 @@ use crate::host_report::HostReport;
 use crate::runtime::ReconcileReport;
 use crate::slots::{AgentSandbox, AgentView, Slots};
 use crate::spec::{
-    Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxSource, SandboxSpec, Snapshot,
+    Egress, Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxSource, SandboxSpec, Snapshot,
     SnapshotId,
 };
 
@@ -37,6 +38,7 @@ impl AgentSandbox for Sandbox {
 impl DockerRuntime {
     async fn destroy_sandbox(&self, sandbox: &Sandbox) {
         sandbox.mark_destroying();
+        sandbox.egress.stop();
         self.limits.release(&sandbox.id);
         self.remove_container(&sandbox.container).await;
         let _ = std::fs::remove_dir_all(self.settings.run_dir(sandbox.id.as_str()));
@@ -106,6 +108,7 @@ impl DockerRuntime {
             exit: self.watch_exit(name, Arc::clone(&destroying)),
             destroying,
             disk_limit,
+            egress: crate::egress_socket::EgressSlot::default(),
         };
         self.slots.insert(id, Arc::new(sandbox));
         Ok(())
@@ -132,9 +135,10 @@ impl Backend for DockerRuntime {
     }
 
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxHandle> {
-        if spec.egress.is_some() {
+        if spec.egress.is_some() && self.settings.connection != AgentConnection::Socket {
+            // The server's end is a socket in a directory the container shares.
             return Err(RuntimeError::Unsupported {
-                what: "egress through the server (a sandbox network allowlist)",
+                what: "egress through the server with an engine reached over TCP",
             });
         }
         self.negotiate().await?;
@@ -169,6 +173,18 @@ impl Backend for DockerRuntime {
 
     async fn remove_snapshot(&self, snapshot_id: &SnapshotId) -> Result<()> {
         self.remove_snapshot_image(snapshot_id).await
+    }
+
+    fn attach_egress(&self, id: &SandboxId, egress: Egress) -> Result<()> {
+        if self.settings.connection != AgentConnection::Socket {
+            return Err(RuntimeError::Unsupported {
+                what: "egress through the server with an engine reached over TCP",
+            });
+        }
+        let sandbox = self.slots.get(id)?;
+        sandbox
+            .egress
+            .attach(&self.settings.run_dir(id.as_str()), egress)
     }
 
     async fn destroy(&self, id: &SandboxId) -> Result<()> {

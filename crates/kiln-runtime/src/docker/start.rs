@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use super::image::EngineImage;
 use super::{engine_err, DockerRuntime, Sandbox, AGENT_PATH, RUN_DIR, SOCKET_PATH};
 use crate::backend::agent_secret;
+use crate::egress_socket;
 use crate::error::{Result, RuntimeError};
 use crate::runtime::SandboxExit;
 use crate::spec::{SandboxId, SandboxSpec};
@@ -39,6 +40,12 @@ impl DockerRuntime {
         if self.settings.connection == AgentConnection::Socket {
             prepare_run_dir(&run_dir)?;
         }
+        // Bound before the agent starts, which relays to it; stopped if the start fails.
+        let egress = spec
+            .egress
+            .clone()
+            .map(|egress| egress_socket::listen(&run_dir.join(egress_socket::SOCKET_NAME), egress))
+            .transpose()?;
         let disk_limit = self
             .create_container(spec, image, &name, secret.as_deref())
             .await?;
@@ -68,6 +75,7 @@ impl DockerRuntime {
                     agent_version: started.agent_version,
                     destroying,
                     disk_limit,
+                    egress: egress_socket::EgressSlot::new(egress),
                 })
             }
             Err(err) => {
@@ -146,10 +154,11 @@ impl DockerRuntime {
                     "{}:{RUN_DIR}",
                     settings.run_dir(spec.id.as_str()).display()
                 ));
-                (
-                    vec![AGENT_PATH.into(), "--listen".into(), SOCKET_PATH.into()],
-                    "none".into(),
-                )
+                let mut entrypoint = vec![AGENT_PATH.into(), "--listen".into(), SOCKET_PATH.into()];
+                if spec.egress.is_some() {
+                    entrypoint.extend(egress_socket::agent_args());
+                }
+                (entrypoint, "none".into())
             }
         };
         if let Some(workspace) = &spec.workspace {

@@ -1,8 +1,10 @@
 //! The objects a sandbox is made of: its Pod (the agent injected by an init container,
-//! limits, no privileges) and its NetworkPolicy (no egress, ingress to the agent only).
+//! limits, no privileges) and its NetworkPolicy (no egress but to the server's egress
+//! listener when the sandbox has an allowlist; ingress to the agent only).
 //! Pure functions of the spec and the settings, so they are tested field by field.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
@@ -10,7 +12,8 @@ use k8s_openapi::api::core::v1::{
     SecretKeySelector, SecurityContext, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec,
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -64,7 +67,7 @@ pub fn pod_name(id: &SandboxId) -> String {
     format!("kiln-{}-{:08x}", readable.trim_matches('-'), hash as u32)
 }
 
-fn labels(settings: &KubeSettings, name: &str) -> BTreeMap<String, String> {
+pub(super) fn labels(settings: &KubeSettings, name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
         (NODE_LABEL.to_string(), settings.node.clone()),
@@ -133,6 +136,17 @@ fn env_var(name: &str, value: &str) -> EnvVar {
 /// by an init container from `settings.agent_image`), listening on the Pod's IP with
 /// the secret of its Secret ([`agent_secret`]).
 pub fn sandbox_pod(settings: &KubeSettings, spec: &SandboxSpec, image: &str) -> Pod {
+    pod_reading_secret(settings, spec, image, &pod_name(&spec.id))
+}
+
+/// [`sandbox_pod`] with the agent's secret from Secret `secret` (agent-sandbox mode: its
+/// template's).
+pub(super) fn pod_reading_secret(
+    settings: &KubeSettings,
+    spec: &SandboxSpec,
+    image: &str,
+    secret: &str,
+) -> Pod {
     let name = pod_name(&spec.id);
     let port = i32::from(settings.agent_port);
     let mut env: Vec<EnvVar> = spec
@@ -158,7 +172,7 @@ pub fn sandbox_pod(settings: &KubeSettings, spec: &SandboxSpec, image: &str) -> 
         value: None,
         value_from: Some(EnvVarSource {
             secret_key_ref: Some(SecretKeySelector {
-                name: name.clone(),
+                name: secret.to_string(),
                 key: SECRET_KEY.into(),
                 optional: Some(false),
             }),
@@ -264,9 +278,32 @@ pub fn sandbox_pod(settings: &KubeSettings, spec: &SandboxSpec, image: &str) -> 
     }
 }
 
+fn egress_rule(to: SocketAddr) -> NetworkPolicyEgressRule {
+    let prefix = if to.is_ipv4() { 32 } else { 128 };
+    NetworkPolicyEgressRule {
+        to: Some(vec![NetworkPolicyPeer {
+            ip_block: Some(IPBlock {
+                cidr: format!("{}/{prefix}", to.ip()),
+                except: None,
+            }),
+            ..Default::default()
+        }]),
+        ports: Some(vec![NetworkPolicyPort {
+            port: Some(IntOrString::Int(i32::from(to.port()))),
+            protocol: Some("TCP".into()),
+            end_port: None,
+        }]),
+    }
+}
+
 /// The Secret holding the agent's secret, named like the Pod.
 pub fn agent_secret(settings: &KubeSettings, id: &SandboxId, secret: &str) -> Secret {
-    let name = pod_name(id);
+    secret_named(settings, &pod_name(id), secret)
+}
+
+/// A Secret `name` holding the agent's secret.
+pub(super) fn secret_named(settings: &KubeSettings, name: &str, secret: &str) -> Secret {
+    let name = name.to_string();
     Secret {
         metadata: ObjectMeta {
             name: Some(name.clone()),
@@ -283,8 +320,32 @@ pub fn agent_secret(settings: &KubeSettings, id: &SandboxId, secret: &str) -> Se
     }
 }
 
-/// No egress at all; ingress only to the agent's port (the server dials it).
-pub fn network_policy(settings: &KubeSettings, id: &SandboxId) -> NetworkPolicy {
+/// Makes the Pod's agent relay [`crate::EGRESS_PROXY_ADDR`] to the server's egress
+/// listener at `to`, as sandbox `id` (the secret it shows is its `KILN_AGENT_SECRET`).
+pub fn relay_egress(pod: &mut Pod, id: &SandboxId, to: SocketAddr) {
+    let main = pod.spec.as_mut().and_then(|spec| {
+        spec.containers
+            .iter_mut()
+            .find(|c| c.name == SANDBOX_CONTAINER)
+    });
+    if let Some(main) = main {
+        main.args.get_or_insert_with(Vec::new).extend([
+            "--egress".into(),
+            format!("{}=tcp:{to}", crate::EGRESS_PROXY_ADDR),
+            "--sandbox-id".into(),
+            id.to_string(),
+        ]);
+    }
+}
+
+/// Ingress only to the agent's port (the server dials it); egress to nothing, or with
+/// `egress_to` (a sandbox with an allowlist) to exactly that IP and TCP port: the
+/// server's egress listener, which decides where its connections go.
+pub fn network_policy(
+    settings: &KubeSettings,
+    id: &SandboxId,
+    egress_to: Option<SocketAddr>,
+) -> NetworkPolicy {
     let name = pod_name(id);
     NetworkPolicy {
         metadata: ObjectMeta {
@@ -299,7 +360,7 @@ pub fn network_policy(settings: &KubeSettings, id: &SandboxId) -> NetworkPolicy 
                 match_expressions: None,
             }),
             policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
-            egress: Some(Vec::new()),
+            egress: Some(egress_to.map(egress_rule).into_iter().collect()),
             ingress: Some(vec![NetworkPolicyIngressRule {
                 from: None,
                 ports: Some(vec![NetworkPolicyPort {
@@ -442,7 +503,7 @@ mod tests {
     #[test]
     fn the_network_policy_denies_egress_and_opens_only_the_agent() {
         let id = SandboxId::new("Sess_01").unwrap();
-        let policy = serde_json::to_value(network_policy(&settings(), &id)).unwrap();
+        let policy = serde_json::to_value(network_policy(&settings(), &id, None)).unwrap();
         let spec = &policy["spec"];
         assert_eq!(
             spec["policyTypes"],
@@ -456,6 +517,35 @@ mod tests {
         assert_eq!(
             spec["podSelector"]["matchLabels"][SANDBOX_LABEL],
             pod_name(&id)
+        );
+    }
+
+    #[test]
+    fn a_sandbox_with_egress_may_reach_the_egress_listener_only() {
+        let id = SandboxId::new("Sess_01").unwrap();
+        let to: std::net::SocketAddr = "10.0.0.5:3129".parse().unwrap();
+        let policy = serde_json::to_value(network_policy(&settings(), &id, Some(to))).unwrap();
+        assert_eq!(
+            policy["spec"]["egress"],
+            serde_json::json!([{
+                "to": [{"ipBlock": {"cidr": "10.0.0.5/32"}}],
+                "ports": [{"port": 3129, "protocol": "TCP"}],
+            }])
+        );
+        let spec = SandboxSpec::image(id.clone(), "python:3.12");
+        let mut pod = sandbox_pod(&settings(), &spec, "python:3.12");
+        relay_egress(&mut pod, &id, to);
+        let pod = serde_json::to_value(pod).unwrap();
+        assert_eq!(
+            pod["spec"]["containers"][0]["args"],
+            serde_json::json!([
+                "--listen-tcp",
+                "$(KILN_POD_IP):7171",
+                "--egress",
+                "127.0.0.1:3128=tcp:10.0.0.5:3129",
+                "--sandbox-id",
+                "Sess_01"
+            ])
         );
     }
 }

@@ -8,14 +8,14 @@ use kube::api::ListParams;
 
 use super::pod::{node_selector, ID_ANNOTATION};
 use super::retry::retry;
-use super::{KubeRuntime, Sandbox};
+use super::{KubeMode, KubeRuntime, Sandbox};
 use crate::backend::Backend;
 use crate::error::{Result, RuntimeError};
 use crate::host_report::HostReport;
 use crate::runtime::ReconcileReport;
 use crate::slots::{AgentSandbox, AgentView, Slots};
 use crate::spec::{
-    Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxSpec, Snapshot, SnapshotId,
+    Egress, Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxSpec, Snapshot, SnapshotId,
 };
 
 impl AgentSandbox for Sandbox {
@@ -35,8 +35,12 @@ impl AgentSandbox for Sandbox {
 impl KubeRuntime {
     async fn destroy_sandbox(&self, sandbox: &Sandbox) -> Result<()> {
         sandbox.mark_destroying();
+        self.forget_egress(&sandbox.id);
         let client = self.client().await?;
-        self.delete_objects(&client, &sandbox.pod).await.map(|_| ())
+        match &sandbox.claim {
+            Some(claim) => self.delete_claim(&client, claim).await.map(|_| ()),
+            None => self.delete_objects(&client, &sandbox.pod).await.map(|_| ()),
+        }
     }
 }
 
@@ -57,12 +61,28 @@ impl Backend for KubeRuntime {
 
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxHandle> {
         if spec.egress.is_some() {
-            return Err(RuntimeError::Unsupported {
-                what: "egress through the server (a sandbox network allowlist)",
-            });
+            // Refused before anything is made (the listener binds on first use).
+            self.egress_listener()?;
         }
         let client = self.client().await?;
-        let start = self.start(&client, &spec);
+        let mode = self.mode().await?;
+        if spec.egress.is_some() && mode == KubeMode::AgentSandbox {
+            return Err(RuntimeError::Unsupported {
+                what: "egress through the server in agent-sandbox mode",
+            });
+        }
+        let start = async {
+            match mode {
+                KubeMode::Pods => {
+                    let image = super::claim_start::image_of(&spec)?;
+                    match self.take_warm(&client, &spec, &image).await {
+                        Some(warm) => Ok(warm),
+                        None => self.start(&client, &spec).await,
+                    }
+                }
+                KubeMode::AgentSandbox => self.start_claim(&client, &spec).await,
+            }
+        };
         // No admission here: the scheduler's (see `reserve`).
         let sandbox = self.slots.create(&spec.id, || Ok(()), start, || {}).await?;
         Ok(sandbox.handle())
@@ -81,17 +101,45 @@ impl Backend for KubeRuntime {
         Err(RuntimeError::Unsupported { what: "snapshots" })
     }
 
+    fn attach_egress(&self, id: &SandboxId, egress: Egress) -> Result<()> {
+        let sandbox = self.slots.get(id)?;
+        // Only pods mode relays (a Pod made with an egress: its agent still dials the
+        // listener, which a restarted server binds anew).
+        let Some(secret) = sandbox.secret.clone().filter(|_| sandbox.claim.is_none()) else {
+            return Err(RuntimeError::Unsupported {
+                what: "egress through the server in agent-sandbox mode",
+            });
+        };
+        self.egress_listener()?.register(id, secret, egress);
+        Ok(())
+    }
+
     async fn destroy(&self, id: &SandboxId) -> Result<()> {
+        self.forget_egress(id);
         if let Some(sandbox) = self.slots.take(id)? {
             return self.destroy_sandbox(&sandbox).await;
         }
-        // A Pod this server does not hold (a crash's leftover) goes too.
+        // A sandbox this server does not hold (a crash's leftover) goes too.
         let client = self.client().await?;
-        if self.delete_objects(&client, &super::pod_name(id)).await? {
+        let existed = match self.mode().await? {
+            KubeMode::Pods => self.delete_objects(&client, &super::pod_name(id)).await?,
+            KubeMode::AgentSandbox => self.delete_claim(&client, &super::claim_name(id)).await?,
+        };
+        if existed {
             Ok(())
         } else {
             Err(RuntimeError::NotFound(id.to_string()))
         }
+    }
+
+    async fn set_expiry(&self, id: &SandboxId, at: std::time::SystemTime) -> Result<()> {
+        let sandbox = self.slots.get(id)?;
+        // A Pod has no end of its own: only a claim's `shutdownTime` moves.
+        let Some(claim) = &sandbox.claim else {
+            return Ok(());
+        };
+        let client = self.client().await?;
+        self.set_claim_shutdown(&client, claim, at).await
     }
 
     async fn usage(&self, id: &SandboxId) -> Result<ResourceUsage> {
@@ -107,15 +155,22 @@ impl Backend for KubeRuntime {
             Err(err) => Err(err.to_string()),
         };
         match version {
-            Ok(info) => report.push(
-                "kubernetes api",
-                true,
-                format!(
-                    "Kubernetes {} (namespace {})",
-                    info.git_version, self.settings.namespace
-                ),
-                "",
-            ),
+            Ok(info) => {
+                let mode = match self.mode().await {
+                    Ok(KubeMode::Pods) => "pods mode".to_string(),
+                    Ok(KubeMode::AgentSandbox) => "agent-sandbox mode".to_string(),
+                    Err(err) => err.to_string(),
+                };
+                report.push(
+                    "kubernetes api",
+                    true,
+                    format!(
+                        "Kubernetes {} (namespace {}, {mode})",
+                        info.git_version, self.settings.namespace
+                    ),
+                    "",
+                )
+            }
             Err(err) => report.push(
                 "kubernetes api",
                 false,
@@ -128,6 +183,9 @@ impl Backend for KubeRuntime {
 
     async fn reconcile(&self, known: &[SandboxId]) -> Result<ReconcileReport> {
         let client = self.client().await?;
+        if self.mode().await? == KubeMode::AgentSandbox {
+            return self.reconcile_claims(&client, known).await;
+        }
         let mut report = ReconcileReport::default();
         let params = ListParams::default().labels(&node_selector(&self.settings));
         let pods = self.pods(&client);
@@ -145,6 +203,9 @@ impl Backend for KubeRuntime {
                 .and_then(|a| a.get(ID_ANNOTATION))
                 .and_then(|id| SandboxId::new(id.as_str()).ok())
                 .filter(|id| known.contains(id));
+            if id.is_none() && self.warm.holds(&name) {
+                continue;
+            }
             let Some(id) = id else {
                 self.delete_objects(&client, &name).await?;
                 report.removed.push(name);
@@ -203,6 +264,9 @@ impl Backend for KubeRuntime {
 
     async fn shutdown(&self) -> Result<()> {
         for sandbox in self.slots.drain() {
+            self.destroy_sandbox(&sandbox).await?;
+        }
+        for sandbox in self.warm.drain() {
             self.destroy_sandbox(&sandbox).await?;
         }
         Ok(())

@@ -20,7 +20,7 @@ use super::{api_code, api_err, KubeRuntime, Sandbox};
 use crate::backend::agent_secret;
 use crate::error::{Result, RuntimeError};
 use crate::runtime::SandboxExit;
-use crate::spec::{SandboxId, SandboxSource, SandboxSpec};
+use crate::spec::{SandboxId, SandboxSpec};
 
 /// How often the agent is asked once the Pod is ready (its port is open by then).
 const CONNECT_POLL: Duration = Duration::from_millis(20);
@@ -41,23 +41,49 @@ impl KubeRuntime {
     /// Creates the sandbox's NetworkPolicy and Pod; returns once its agent answers. On
     /// failure both are deleted.
     pub(super) async fn start(&self, client: &kube::Client, spec: &SandboxSpec) -> Result<Sandbox> {
-        if spec.workspace.is_some() {
-            return Err(RuntimeError::Unsupported {
-                what: "workspaces (server directories) on Kubernetes",
-            });
-        }
-        let image = match &spec.source {
-            SandboxSource::Image(reference) => reference.clone(),
-            SandboxSource::Snapshot(_) => {
-                return Err(RuntimeError::Unsupported {
-                    what: "forks of snapshots on Kubernetes",
-                })
+        self.start_labelled(client, spec, None).await
+    }
+
+    /// [`Self::start`]; a warm Pod carries its class in [`super::WARM_LABEL`].
+    pub(super) async fn start_labelled(
+        &self,
+        client: &kube::Client,
+        spec: &SandboxSpec,
+        warm_class: Option<&str>,
+    ) -> Result<Sandbox> {
+        let id = &spec.id;
+        let secret = self.make_secret(client, id).await?;
+        // Served before the Pod exists, so its relay's first connection finds its route.
+        let egress_to = match &spec.egress {
+            Some(egress) => {
+                let listener = self.egress_listener()?;
+                listener.register(id, secret.clone(), egress.clone());
+                Some(self.egress_target(&listener))
             }
+            None => None,
         };
+        let started = self
+            .start_objects(client, spec, secret, egress_to, warm_class)
+            .await;
+        if started.is_err() {
+            self.forget_egress(id);
+        }
+        started
+    }
+
+    /// The NetworkPolicy and Pod of [`Self::start_labelled`], then readiness.
+    async fn start_objects(
+        &self,
+        client: &kube::Client,
+        spec: &SandboxSpec,
+        secret: String,
+        egress_to: Option<SocketAddr>,
+        warm_class: Option<&str>,
+    ) -> Result<Sandbox> {
+        let image = super::claim_start::image_of(spec)?;
         let id = &spec.id;
         let name = pod::pod_name(id);
-        let secret = self.make_secret(client, id).await?;
-        let policy = pod::network_policy(&self.settings, id);
+        let policy = pod::network_policy(&self.settings, id, egress_to);
         let (policies, pods, post) = (
             self.policies(client),
             self.pods(client),
@@ -73,7 +99,16 @@ impl KubeRuntime {
                 return Err(api_err(id, "the cluster refused the NetworkPolicy", &err));
             }
         }
-        let body = pod::sandbox_pod(&self.settings, spec, &image);
+        let mut body = pod::sandbox_pod(&self.settings, spec, &image);
+        if let Some(to) = egress_to {
+            pod::relay_egress(&mut body, id, to);
+        }
+        if let Some(class) = warm_class {
+            body.metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(super::WARM_LABEL.to_string(), class.to_string());
+        }
         let (created, retried) = retry(|| pods.create(&post, &body)).await;
         match created {
             Ok(_) => {}
@@ -89,13 +124,15 @@ impl KubeRuntime {
             }
         }
         let (view, watch) = watch_pod(pods, &name);
-        match self.ready(id, &image, view.clone(), secret).await {
+        match self.ready(id, &image, view.clone(), secret.clone()).await {
             Ok((client_, agent_version)) => {
                 let destroying = Arc::new(AtomicBool::new(false));
                 Ok(Sandbox {
                     id: id.clone(),
                     pod: name,
+                    claim: None,
                     client: client_,
+                    secret: Some(secret),
                     agent_version,
                     created_at: SystemTime::now(),
                     exit: watch_exit(view, Arc::clone(&destroying)),
@@ -112,7 +149,7 @@ impl KubeRuntime {
     }
 
     /// Waits for the watch to show the Pod ready (or failed), then for its agent.
-    async fn ready(
+    pub(super) async fn ready(
         &self,
         id: &SandboxId,
         image: &str,
@@ -173,13 +210,27 @@ impl KubeRuntime {
         pod: &Pod,
     ) -> Result<Sandbox> {
         let name = pod.metadata.name.clone().unwrap_or_default();
+        let secret = self.read_secret(client, &name).await;
+        self.adopt_pod(client, id, pod, secret, None).await
+    }
+
+    /// Takes over a ready Pod whose agent has `secret`; `claim` is the SandboxClaim
+    /// behind it (agent-sandbox mode).
+    pub(super) async fn adopt_pod(
+        &self,
+        client: &kube::Client,
+        id: &SandboxId,
+        pod: &Pod,
+        secret: Option<String>,
+        claim: Option<String>,
+    ) -> Result<Sandbox> {
+        let name = pod.metadata.name.clone().unwrap_or_default();
         if !status::is_ready(pod) {
             return Err(RuntimeError::StartFailed {
                 id: id.to_string(),
                 reason: "its Pod is not ready".into(),
             });
         }
-        let secret = self.read_secret(client, &name).await;
         let ip = status::pod_ip(pod).ok_or_else(|| RuntimeError::StartFailed {
             id: id.to_string(),
             reason: "its Pod has no address".into(),
@@ -187,13 +238,15 @@ impl KubeRuntime {
         let addr = SocketAddr::new(ip, self.settings.agent_port);
         let deadline = Instant::now() + Duration::from_secs(5);
         let (agent, agent_version) =
-            connect(id, AsyncAgentClient::tcp(addr, secret), deadline).await?;
+            connect(id, AsyncAgentClient::tcp(addr, secret.clone()), deadline).await?;
         let (view, watch) = watch_pod(self.pods(client), &name);
         let destroying = Arc::new(AtomicBool::new(false));
         Ok(Sandbox {
             id: id.clone(),
             pod: name,
+            claim,
             client: agent,
+            secret,
             agent_version,
             created_at: SystemTime::now(),
             exit: watch_exit(view, Arc::clone(&destroying)),
@@ -221,7 +274,7 @@ impl KubeRuntime {
     }
 
     /// The agent's secret from Secret `name`.
-    async fn read_secret(&self, client: &kube::Client, name: &str) -> Option<String> {
+    pub(super) async fn read_secret(&self, client: &kube::Client, name: &str) -> Option<String> {
         let secrets = self.secrets(client);
         let (found, _) = retry(|| secrets.get(name)).await;
         let bytes = found.ok()?.data?.remove(SECRET_KEY)?.0;
@@ -265,7 +318,7 @@ impl KubeRuntime {
 
 /// Asks the agent until it answers or `deadline` passes; an agent's refusal (a wrong
 /// secret) fails at once.
-async fn connect(
+pub(super) async fn connect(
     id: &SandboxId,
     client: AsyncAgentClient,
     deadline: Instant,
@@ -291,7 +344,7 @@ async fn connect(
 
 /// A Pod failure as the runtime's error: the sandbox's own image not pullable is
 /// `ImageNotFound` (the caller's to fix), the rest `StartFailed` with why.
-fn failed(id: &SandboxId, image: &str, failure: PodFailure) -> RuntimeError {
+pub(super) fn failed(id: &SandboxId, image: &str, failure: PodFailure) -> RuntimeError {
     match &failure {
         PodFailure::ImagePull { container, .. } if container == SANDBOX_CONTAINER => {
             RuntimeError::ImageNotFound {
@@ -307,7 +360,7 @@ fn failed(id: &SandboxId, image: &str, failure: PodFailure) -> RuntimeError {
 }
 
 /// What the Pod was doing, for a timeout's message.
-fn describe(view: &PodView) -> String {
+pub(super) fn describe(view: &PodView) -> String {
     match view {
         PodView::Unknown => "the watch saw nothing yet".into(),
         PodView::Gone => "deleted".into(),
@@ -323,7 +376,7 @@ fn describe(view: &PodView) -> String {
 }
 
 /// Resolves to how the sandbox ended once its Pod fails or is gone.
-fn watch_exit(
+pub(super) fn watch_exit(
     mut view: channel::Receiver<PodView>,
     destroying: Arc<AtomicBool>,
 ) -> channel::Receiver<Option<SandboxExit>> {

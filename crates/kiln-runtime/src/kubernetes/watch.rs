@@ -1,5 +1,5 @@
-//! One watch per sandbox Pod, feeding its latest state to whoever waits for it
-//! (readiness in `create`, then death detection). A watch that breaks is resumed from
+//! One watch per object (a sandbox's Pod, its SandboxClaim), feeding its latest state to
+//! whoever waits for it (readiness in `create`, then death detection). A watch that breaks is resumed from
 //! the last resourceVersion it saw (bookmarks included); one the server answers
 //! 410 Gone (the version is too old) starts over with a list.
 
@@ -8,19 +8,33 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
+use serde::de::DeserializeOwned;
 use tokio::sync::watch as channel;
 
 use super::retry::retry;
 
-/// What is known of a Pod.
+/// What is known of an object.
 #[derive(Debug, Clone)]
-pub enum PodView {
+pub enum View<K> {
     /// Not seen yet.
     Unknown,
     /// Its latest state.
-    Present(Box<Pod>),
+    Present(Box<K>),
     /// Deleted.
     Gone,
+}
+
+/// What is known of a Pod.
+pub type PodView = View<Pod>;
+
+/// What the watch needs of an object type.
+pub trait Watched:
+    kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
+{
+}
+impl<K> Watched for K where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
+{
 }
 
 /// A pause between watches that ended in an error, so a failing server is not hammered.
@@ -31,33 +45,54 @@ pub fn watch_pod(
     api: Api<Pod>,
     name: &str,
 ) -> (channel::Receiver<PodView>, tokio::task::AbortHandle) {
-    let (tx, rx) = channel::channel(PodView::Unknown);
-    let task = tokio::spawn(run(api, name.to_string(), tx));
+    watch_object(api, name, true)
+}
+
+/// Starts watching object `name`; the task ends when it is gone or it is aborted.
+/// `absent_is_gone: false` for an object someone else is about to create (a claimed
+/// sandbox's Pod): not finding it at first is `Unknown`, not `Gone`.
+pub fn watch_object<K: Watched>(
+    api: Api<K>,
+    name: &str,
+    absent_is_gone: bool,
+) -> (channel::Receiver<View<K>>, tokio::task::AbortHandle) {
+    let (tx, rx) = channel::channel(View::Unknown);
+    let task = tokio::spawn(run(api, name.to_string(), tx, absent_is_gone));
     (rx, task.abort_handle())
 }
 
-async fn run(api: Api<Pod>, name: String, tx: channel::Sender<PodView>) {
+async fn run<K: Watched>(
+    api: Api<K>,
+    name: String,
+    tx: channel::Sender<View<K>>,
+    absent_is_gone: bool,
+) {
+    let mut seen = false;
     let fields = format!("metadata.name={name}");
     let params = ListParams::default().fields(&fields);
     loop {
+        // A watch may have shown it since the last list.
+        seen |= matches!(*tx.borrow(), View::Present(_));
         // (Re)list: the current state and the version to watch from.
         let listed = retry(|| api.list(&params)).await.0;
         let list = match listed {
             Ok(list) => list,
             Err(err) => {
-                tracing::warn!(pod = %name, error = %err, "cannot list the Pod; trying again");
+                tracing::warn!(object = %name, error = %err, "cannot list it; trying again");
                 tokio::time::sleep(REWATCH_PAUSE * 10).await;
                 continue;
             }
         };
         match list.items.into_iter().next() {
-            Some(pod) => {
-                tx.send_replace(PodView::Present(Box::new(pod)));
+            Some(object) => {
+                seen = true;
+                tx.send_replace(View::Present(Box::new(object)));
             }
-            None => {
-                tx.send_replace(PodView::Gone);
+            None if absent_is_gone || seen => {
+                tx.send_replace(View::Gone);
                 return;
             }
+            None => {}
         }
         let mut version = list.metadata.resource_version.unwrap_or_default();
         match follow(&api, &fields, &mut version, &tx).await {
@@ -73,13 +108,13 @@ enum Ended {
     Expired,
 }
 
-/// Watches from `version` on, resuming after every break, until the Pod is deleted or
-/// the version expires.
-async fn follow(
-    api: &Api<Pod>,
+/// Watches from `version` on, resuming after every break, until the object is deleted
+/// or the version expires.
+async fn follow<K: Watched>(
+    api: &Api<K>,
     fields: &str,
     version: &mut String,
-    tx: &channel::Sender<PodView>,
+    tx: &channel::Sender<View<K>>,
 ) -> Ended {
     let params = WatchParams::default().fields(fields).timeout(290);
     loop {
@@ -95,14 +130,14 @@ async fn follow(
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(WatchEvent::Added(pod) | WatchEvent::Modified(pod)) => {
-                    if let Some(v) = &pod.metadata.resource_version {
+                Ok(WatchEvent::Added(object) | WatchEvent::Modified(object)) => {
+                    if let Some(v) = &object.meta().resource_version {
                         version.clone_from(v);
                     }
-                    tx.send_replace(PodView::Present(Box::new(pod)));
+                    tx.send_replace(View::Present(Box::new(object)));
                 }
                 Ok(WatchEvent::Deleted(_)) => {
-                    tx.send_replace(PodView::Gone);
+                    tx.send_replace(View::Gone);
                     return Ended::Gone;
                 }
                 Ok(WatchEvent::Bookmark(bookmark)) => {

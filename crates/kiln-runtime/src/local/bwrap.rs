@@ -25,10 +25,6 @@ pub const RUN_DIR: &str = "/.kiln/run";
 pub const SOCKET_PATH: &str = "/.kiln/run/agent.sock";
 /// The socket's file name, the same on the host side of the bind mount.
 pub const SOCKET_NAME: &str = "agent.sock";
-/// The server's egress socket inside (in the run directory), when the sandbox has one.
-pub const EGRESS_SOCKET_PATH: &str = "/.kiln/run/egress.sock";
-/// Its name in the run directory.
-pub const EGRESS_SOCKET_NAME: &str = "egress.sock";
 
 /// How much of the sandbox's stderr (bwrap's and the agent's messages) is kept.
 const STDERR_TAIL: usize = 16 * 1024;
@@ -59,7 +55,7 @@ pub struct BwrapLaunch<'a> {
     pub shm_bytes: u64,
     /// The mount namespace bwrap starts in (see `launch_ns.rs`); `None`: the caller's.
     pub launch_ns: Option<LaunchNs>,
-    /// The agent relays [`crate::EGRESS_PROXY_ADDR`] to [`EGRESS_SOCKET_PATH`].
+    /// The agent relays [`crate::EGRESS_PROXY_ADDR`] to [`crate::egress_socket::SOCKET_PATH`].
     pub egress: bool,
 }
 
@@ -283,8 +279,8 @@ fn arguments(spec: &BwrapLaunch<'_>, info_fd: RawFd, seccomp: &[OwnedFd]) -> Vec
         SOCKET_PATH.as_ref(),
     ]);
     if spec.egress {
-        let relay = format!("{}={EGRESS_SOCKET_PATH}", crate::EGRESS_PROXY_ADDR);
-        push(&["--egress".as_ref(), relay.as_ref()]);
+        let [flag, relay] = crate::egress_socket::agent_args();
+        push(&[flag.as_ref(), relay.as_ref()]);
     }
     args
 }

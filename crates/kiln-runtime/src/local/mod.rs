@@ -5,7 +5,6 @@ pub(crate) mod admission;
 mod bwrap;
 pub mod cgroup;
 mod disk;
-mod egress;
 mod exit_watch;
 pub mod host_check;
 mod launch_ns;

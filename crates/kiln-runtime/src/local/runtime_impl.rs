@@ -17,7 +17,8 @@ use crate::local::{remove_socket_link, teardown, usage, workspace, LocalRuntime}
 use crate::runtime::{NodeCapacity, ReconcileReport};
 use crate::slots::{AgentSandbox, AgentView, Slots};
 use crate::spec::{
-    Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot, SnapshotId,
+    Egress, Limits, ResourceUsage, SandboxHandle, SandboxId, SandboxInfo, SandboxSpec, Snapshot,
+    SnapshotId,
 };
 
 /// How long destroy waits for bwrap's monitor to be reaped after the kill.
@@ -27,9 +28,7 @@ impl LocalRuntime {
     /// Removes a sandbox from the table and tears it down; `None` when it was not there.
     pub(crate) async fn destroy_sandbox(&self, sandbox: Arc<Sandbox>) -> Result<()> {
         sandbox.exit.mark_destroying();
-        if let Some(egress) = &sandbox.egress {
-            egress.stop();
-        }
+        sandbox.egress.stop();
         self.admission.release(&sandbox.spec.id);
         let cgroups = Arc::clone(&self.cgroups);
         let (cgroup, dirs) = (sandbox.cgroup.clone(), sandbox.dirs.clone());
@@ -148,6 +147,15 @@ impl Backend for LocalRuntime {
 
     async fn remove_snapshot(&self, snapshot_id: &SnapshotId) -> Result<()> {
         self.remove_snapshot_layer(snapshot_id).await
+    }
+
+    fn attach_egress(&self, id: &SandboxId, egress: Egress) -> Result<()> {
+        let sandbox = self.get(id)?;
+        sandbox.egress.attach(&sandbox.dirs.run, egress)
+    }
+
+    async fn list_snapshots(&self) -> Result<Vec<SnapshotId>> {
+        self.snapshot_layers_held().await
     }
 
     async fn destroy(&self, id: &SandboxId) -> Result<()> {

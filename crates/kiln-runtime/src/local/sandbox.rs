@@ -34,8 +34,8 @@ pub struct Sandbox {
     pub stderr_tail: Option<Arc<Mutex<Vec<u8>>>>,
     /// Tells when the init ends, and whether a destroy ended it.
     pub exit: ExitWatch,
-    /// Its egress socket's accept loop, if it has one (`egress.rs`); none after adoption.
-    pub egress: Option<super::egress::EgressTask>,
+    /// Its egress socket's accept loop, if it has one (`egress_socket.rs`).
+    pub egress: crate::egress_socket::EgressSlot,
 }
 
 impl Sandbox {
@@ -59,7 +59,7 @@ impl Sandbox {
             agent_version: String::new(),
             monitor: tokio::sync::Mutex::new(None),
             stderr_tail: None,
-            egress: None,
+            egress: crate::egress_socket::EgressSlot::default(),
         }
     }
 }

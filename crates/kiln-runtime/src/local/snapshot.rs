@@ -70,6 +70,31 @@ impl LocalRuntime {
         })
     }
 
+    /// The snapshot layers in the layers directory: each directory whose name is a
+    /// snapshot id (a copy still being made is `<id>.partial`, which is none).
+    pub(crate) async fn snapshot_layers_held(&self) -> Result<Vec<SnapshotId>> {
+        let dir = self.layers_dir();
+        tokio::task::spawn_blocking(move || {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(RuntimeError::io("cannot list", &dir, e)),
+            };
+            let mut held = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(|e| RuntimeError::io("cannot list", &dir, e))?;
+                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                let id = entry.file_name().to_str().map(SnapshotId::new);
+                if let (true, Some(Ok(id))) = (is_dir, id) {
+                    held.push(id);
+                }
+            }
+            Ok(held)
+        })
+        .await
+        .map_err(|e| RuntimeError::io("listing failed for", "layers", std::io::Error::other(e)))?
+    }
+
     pub(crate) async fn remove_snapshot_layer(&self, snapshot_id: &SnapshotId) -> Result<()> {
         // The id's alphabet keeps both paths inside the layers directory.
         let layer = self.layers_dir().join(snapshot_id.as_str());

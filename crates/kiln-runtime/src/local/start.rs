@@ -7,9 +7,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use kiln_protocol::AsyncAgentClient;
 
+use crate::egress_socket;
 use crate::error::{Result, RuntimeError};
 use crate::local::bwrap::{self, BwrapLaunch, RUN_DIR};
-use crate::local::egress;
 use crate::local::launch_ns::LaunchNs;
 use crate::local::layout::{SandboxDirs, SandboxState};
 use crate::local::sandbox::Sandbox;
@@ -131,7 +131,7 @@ impl LocalRuntime {
         let egress = spec
             .egress
             .clone()
-            .map(|egress| egress::listen(&dirs.run.join(bwrap::EGRESS_SOCKET_NAME), egress))
+            .map(|egress| egress_socket::listen(&dirs.run.join(egress_socket::SOCKET_NAME), egress))
             .transpose()?;
         // 4. The root: image layers read-only, changes in our upper dir (named relative to
         //    the sandbox's directory: the options show in the sandbox's mountinfo).
@@ -184,7 +184,7 @@ impl LocalRuntime {
             SystemTime::now(),
         );
         sandbox.stderr_tail = Some(Arc::clone(&launched.stderr_tail));
-        sandbox.egress = egress;
+        sandbox.egress = egress_socket::EgressSlot::new(egress);
         let mut child = launched.child;
         // 7. Wait for the agent's socket (bound and restricted).
         let socket = dirs.socket();

@@ -4,50 +4,13 @@
 //! access token or key alone then cannot delete the account, remove a factor, move the
 //! e-mail address or revoke an org's keys. Wrong passwords count with the sign-in failures
 //! (same keys, same limits), so sudo is no side door for guessing.
-use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use kiln_store::{Store, SudoHolder};
 
 use super::{AccountService, ClientInfo};
-use crate::auth::{Credential, Principal};
+use crate::auth::sudo::{holder_of, require};
+use crate::auth::Principal;
 use crate::error::{ServiceError, ServiceResult};
-
-/// The credential a grant belongs to; `None` for a JWT without a device session (the
-/// Codeset `/auth/token` flow), which has nothing to hold one.
-fn holder_of(me: &Principal) -> Option<SudoHolder> {
-    match &me.via {
-        Credential::ApiKey { key_id, .. } => Some(SudoHolder::ApiKey(key_id.clone())),
-        Credential::AccessToken => me.session_id.clone().map(SudoHolder::DeviceSession),
-    }
-}
-
-/// 403 `sudo_required` unless the caller's credential holds a live grant. An account
-/// without a password sign-in (made by an operator, GitHub, an org's own account) has
-/// nothing to re-verify: its destructive routes keep their own rules (those that recheck
-/// the password refuse it with 409; revoking a leaked org key stays possible).
-pub(crate) async fn require(store: &Arc<dyn Store>, me: &Principal) -> ServiceResult<()> {
-    if store.get_account(&me.user.user_id).await?.is_none() {
-        return Ok(());
-    }
-    let live = match holder_of(me) {
-        Some(holder) => store
-            .get_sudo(&holder)
-            .await?
-            .is_some_and(|until| until > Utc::now()),
-        None => false,
-    };
-    if live {
-        Ok(())
-    } else {
-        Err(ServiceError::Denied {
-            code: "sudo_required",
-            message: "this action needs sudo: POST /v1/auth/sudo with your password (and a \
-                      second-factor code when enrolled) from this sign-in or key, then retry"
-                .into(),
-        })
-    }
-}
 
 impl AccountService {
     /// Re-verifies the caller and grants sudo to their credential; returns its end.

@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use kiln_config::AgentJobsConfig;
 use kiln_runtime::{RuntimeError, SandboxId};
@@ -472,37 +471,14 @@ async fn remove_dir(dir: &Path) {
     }
 }
 
-/// Cursors are opaque to clients: `<created_at in µs>:<job_id>`, base64url.
+/// A page's cursor: the last job's `created_at` and id (see [`crate::cursor`]).
 fn encode_cursor(created_at: DateTime<Utc>, job_id: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(format!("{}:{job_id}", created_at.timestamp_micros()))
+    crate::cursor::encode_at(created_at, job_id)
 }
 
 fn decode_cursor(cursor: &str) -> ServiceResult<AgentJobCursor> {
-    let bad = || {
-        ServiceError::invalid(
-            &["cursor"],
-            "cursor is not one this server gave out (use next_cursor from the previous page)",
-            "value_error",
-        )
-    };
-    if cursor.len() > 256 {
-        return Err(bad());
-    }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| bad())?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    let (micros, job_id) = text.split_once(':').ok_or_else(bad)?;
-    let micros: i64 = micros.parse().map_err(|_| bad())?;
-    let created_at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
-    if job_id.is_empty() {
-        return Err(bad());
-    }
-    Ok(AgentJobCursor {
-        created_at,
-        job_id: job_id.to_string(),
-    })
+    let (created_at, job_id) = crate::cursor::decode_at(cursor)?;
+    Ok(AgentJobCursor { created_at, job_id })
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -29,6 +29,14 @@ use crate::ids::new_id;
 pub use source::{check_family, BaseImageSource, MAX_FAMILY_BYTES};
 
 /// Base image families, their versions and the pipeline that prepares them.
+/// A page of base image versions.
+#[derive(Debug, Clone)]
+pub struct BaseImagePage {
+    pub base_images: Vec<BaseImageRecord>,
+    /// Where the next page starts (`cursor`); `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
 pub struct BaseImageService {
     store: Arc<dyn Store>,
     config: BaseImagesConfig,
@@ -62,9 +70,38 @@ impl BaseImageService {
         })
     }
 
-    /// Every version of every family, by family, newest version first.
-    pub async fn list(&self) -> ServiceResult<Vec<BaseImageRecord>> {
-        Ok(self.store.list_base_images(None).await?)
+    /// A page of every version of every family, by family, newest version first: at most
+    /// `limit`, after the page `cursor` (a `next_cursor`) ended.
+    pub async fn list(&self, limit: u64, cursor: Option<&str>) -> ServiceResult<BaseImagePage> {
+        let after = cursor.map(crate::cursor::decode).transpose()?;
+        let after = match &after {
+            // Versions start at 1: a cursor with another number was not given out here.
+            Some((version, family)) => Some((
+                family.as_str(),
+                u64::try_from(*version)
+                    .ok()
+                    .filter(|v| *v >= 1)
+                    .ok_or_else(crate::cursor::bad)?,
+            )),
+            None => None,
+        };
+        let mut base_images = self
+            .store
+            .page_base_images(after, limit.saturating_add(1))
+            .await?;
+        let has_more = base_images.len() as u64 > limit;
+        base_images.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next_cursor = match base_images.last() {
+            Some(last) if has_more => Some(crate::cursor::encode(
+                i64::try_from(last.version).unwrap_or(i64::MAX),
+                &last.family,
+            )),
+            _ => None,
+        };
+        Ok(BaseImagePage {
+            base_images,
+            next_cursor,
+        })
     }
 
     pub async fn get(&self, image_id: &str) -> ServiceResult<BaseImageRecord> {

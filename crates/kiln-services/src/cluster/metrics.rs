@@ -15,6 +15,9 @@ pub enum ForwardOutcome {
     ReadHere,
     /// The owner could not be reached or spoken to: a 502.
     Failed,
+    /// A long-poll answered here, woken by the owner's changes through the store's
+    /// change feed (not relayed).
+    WaitedHere,
 }
 
 impl ForwardOutcome {
@@ -23,6 +26,7 @@ impl ForwardOutcome {
             Self::Relayed => "relayed",
             Self::ReadHere => "read_here",
             Self::Failed => "failed",
+            Self::WaitedHere => "waited_here",
         }
     }
 }
@@ -40,7 +44,8 @@ impl ClusterMetrics {
                 Opts::new(
                     "forwarded_requests_total",
                     "Requests for another node's session or for a placed create, by outcome \
-                     (relayed, read_here: owner unreachable and answered from the store, failed).",
+                     (relayed, read_here: owner unreachable and answered from the store, failed, \
+                     waited_here: a long-poll answered here, woken through LISTEN/NOTIFY).",
                 ),
                 &["outcome"],
             )),

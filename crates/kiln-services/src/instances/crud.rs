@@ -5,7 +5,8 @@
 use chrono::Duration;
 use kiln_config::InstancesConfig;
 use kiln_store::{
-    Labels, SessionChange, SessionFilter, SessionLimits, SessionRecord, SessionStatus,
+    Labels, SessionChange, SessionCursor, SessionFilter, SessionLimits, SessionRecord,
+    SessionStatus,
 };
 
 use super::InstanceService;
@@ -65,6 +66,20 @@ pub struct InstanceQuery {
     pub search: Option<String>,
     pub limit: u64,
     pub offset: u64,
+    /// `next_cursor` of the previous page (keyset paging; not with an `offset`).
+    pub cursor: Option<String>,
+}
+
+/// A page of the caller's instances, newest first.
+#[derive(Debug, Clone)]
+pub struct InstancePage {
+    pub instances: Vec<SessionRecord>,
+    /// Every match, over all pages.
+    pub total: u64,
+    /// Whether a later page has any.
+    pub has_more: bool,
+    /// Where the next page starts (`cursor`); `None` on the last page.
+    pub next_cursor: Option<String>,
 }
 
 impl InstanceService {
@@ -124,11 +139,7 @@ impl InstanceService {
     }
 
     /// The caller's instances, newest first, and how many match.
-    pub async fn list(
-        &self,
-        user_id: &str,
-        query: &InstanceQuery,
-    ) -> ServiceResult<(Vec<SessionRecord>, u64)> {
+    pub async fn list(&self, user_id: &str, query: &InstanceQuery) -> ServiceResult<InstancePage> {
         let search = query.search.as_deref().filter(|s| !s.is_empty());
         if search.is_some_and(|s| s.chars().count() > MAX_SEARCH_CHARS) {
             return Err(ServiceError::invalid(
@@ -137,21 +148,65 @@ impl InstanceService {
                 "string_too_long",
             ));
         }
+        let after = query
+            .cursor
+            .as_deref()
+            .map(crate::cursor::decode_at)
+            .transpose()?
+            .map(|(requested_at, session_id)| SessionCursor {
+                requested_at,
+                session_id,
+            });
+        if after.is_some() && query.offset > 0 {
+            return Err(ServiceError::invalid(
+                &["offset"],
+                "give either offset or cursor, not both",
+                "value_error",
+            ));
+        }
+        let empty = InstancePage {
+            instances: Vec::new(),
+            total: 0,
+            has_more: false,
+            next_cursor: None,
+        };
         // No stored text holds a NUL (PostgreSQL's text cannot), and PostgreSQL refuses one
         // in a parameter: such a search matches nothing, asked of no store.
         if search.is_some_and(|s| s.contains('\0')) {
-            return Ok((Vec::new(), 0));
+            return Ok(empty);
         }
         let filter = SessionFilter {
             statuses: query.statuses.clone(),
             labels: query.labels.clone(),
             samples_only: false,
             search: search.map(str::to_string),
+            after,
         };
-        Ok(self
+        // One more than the page: whether another page follows, whatever rows were added.
+        let (mut instances, total) = self
             .store
-            .list_instances(user_id, &filter, query.limit, query.offset)
-            .await?)
+            .list_instances(
+                user_id,
+                &filter,
+                query.limit.saturating_add(1),
+                query.offset,
+            )
+            .await?;
+        let has_more = instances.len() as u64 > query.limit;
+        instances.truncate(usize::try_from(query.limit).unwrap_or(usize::MAX));
+        let next_cursor = match instances.last() {
+            Some(last) if has_more => Some(crate::cursor::encode_at(
+                last.requested_at,
+                &last.session_id,
+            )),
+            _ => None,
+        };
+        Ok(InstancePage {
+            instances,
+            total,
+            has_more,
+            next_cursor,
+        })
     }
 
     /// Changes the name, labels or lifetime of the caller's instance.
@@ -207,7 +262,7 @@ impl InstanceService {
             return Err(ended(&now));
         };
         if let Some(at) = expires_at {
-            self.sessions.set_live_expiry(id, at);
+            self.sessions.set_live_expiry(id, at).await;
         }
         Ok(changed)
     }

@@ -24,8 +24,8 @@ use crate::sandboxes::Sandboxes;
 use crate::sessions::SessionService;
 
 pub use crud::{
-    check_labels, valid_label_key, InstanceQuery, InstanceSource, InstanceUpdate, NewInstance,
-    ResourceRequest, MAX_SEARCH_CHARS,
+    check_labels, valid_label_key, InstancePage, InstanceQuery, InstanceSource, InstanceUpdate,
+    NewInstance, ResourceRequest, MAX_SEARCH_CHARS,
 };
 pub mod ports;
 

@@ -82,15 +82,13 @@ impl InstanceService {
             created_at: Utc::now(),
             deleted: false,
         };
-        let inserted = self.store.insert_snapshot(&record, quota).await;
+        let announce = self.sessions.snapshot_event(EventType::SnapshotCreated);
+        let inserted = self
+            .store
+            .insert_snapshot(&record, quota, announce.as_deref())
+            .await;
         let outcome = match inserted {
-            Ok(SnapshotInsert::Inserted(record)) => {
-                let data = crate::webhooks::snapshot_data(&record);
-                self.sessions
-                    .publish(user_id, EventType::SnapshotCreated, data)
-                    .await;
-                return Ok(record);
-            }
+            Ok(SnapshotInsert::Inserted(record)) => return Ok(record),
             Ok(SnapshotInsert::OverQuota(usage)) => over_quota(usage, quota),
             Err(StoreError::Conflict("name")) => name_taken(instance_id, &record.name),
             Err(e) => e.into(),
@@ -141,19 +139,16 @@ impl InstanceService {
         instance_id: &str,
         snapshot_id: &str,
     ) -> ServiceResult<bool> {
-        let snapshot = self.get_snapshot(user_id, instance_id, snapshot_id).await?;
+        self.get_snapshot(user_id, instance_id, snapshot_id).await?;
+        let announce = self.sessions.snapshot_event(EventType::SnapshotDeleted);
         if self
             .store
-            .mark_snapshot_deleted(snapshot_id, Utc::now())
+            .mark_snapshot_deleted(snapshot_id, Utc::now(), announce.as_deref())
             .await?
             .is_none()
         {
             return Err(ServiceError::not_found(format!("snapshot {snapshot_id}")));
         }
-        let data = crate::webhooks::snapshot_data(&snapshot);
-        self.sessions
-            .publish(user_id, EventType::SnapshotDeleted, data)
-            .await;
         self.snapshot_gc().run().await;
         let now = self.store.get_snapshot(snapshot_id).await?;
         Ok(now.is_some_and(|s| s.purged_at.is_some()))
@@ -235,7 +230,8 @@ impl InstanceService {
             max_count: u64::MAX,
             max_bytes: u64::MAX,
         };
-        if let Err(e) = self.store.insert_snapshot(&record, unlimited).await {
+        // Not announced: a fork's own snapshot is never the user's to see.
+        if let Err(e) = self.store.insert_snapshot(&record, unlimited, None).await {
             let _ = sandbox.runtime.remove_snapshot(&taken.id).await;
             return Err(e.into());
         }
@@ -244,7 +240,7 @@ impl InstanceService {
             .create_forks(&sandbox.session, &taken.id, &snapshot_id, count)
             .await;
         self.store
-            .mark_snapshot_deleted(&snapshot_id, Utc::now())
+            .mark_snapshot_deleted(&snapshot_id, Utc::now(), None)
             .await?;
         match &forks {
             Ok(made) => {
@@ -317,6 +313,43 @@ impl InstanceService {
             instance,
             new_instance: false,
         })
+    }
+
+    /// Start-up, before any request can take a snapshot: removes the runtime's copies that
+    /// no snapshot row names (a stop between the copy and its row leaves one); how many.
+    /// Copies the store knows, deleted ones included, are the GC's.
+    pub async fn remove_unrecorded_snapshots(&self) -> ServiceResult<usize> {
+        let Ok(available) = self.sandboxes.available() else {
+            return Ok(0);
+        };
+        let runtime = &available.runtime;
+        let held = match runtime.list_snapshots().await {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the runtime's snapshots");
+                return Ok(0);
+            }
+        };
+        if held.is_empty() {
+            return Ok(0);
+        }
+        let refs: Vec<String> = held.iter().map(|id| id.as_str().to_string()).collect();
+        let known: std::collections::HashSet<String> = self
+            .store
+            .recorded_snapshot_refs(&refs)
+            .await?
+            .into_iter()
+            .collect();
+        let mut removed = 0;
+        for id in held.iter().filter(|id| !known.contains(id.as_str())) {
+            match runtime.remove_snapshot(id).await {
+                Ok(()) | Err(RuntimeError::NotFound(_)) => removed += 1,
+                Err(e) => {
+                    tracing::warn!(snapshot = %id, error = %e, "cannot remove a snapshot that was never recorded")
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// The snapshot collector, to run once or in the background.

@@ -84,7 +84,7 @@ impl OrgService {
         client: &ClientInfo,
     ) -> ServiceResult<()> {
         let ctx = self.manager_context(caller, org).await?;
-        crate::accounts::sudo::require(&self.store, caller).await?;
+        crate::auth::sudo::require(&self.store, caller).await?;
         if !self
             .store
             .revoke_org_api_key(&ctx.org.org_id, key_id, Utc::now())

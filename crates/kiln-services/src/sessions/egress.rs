@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kiln_runtime::{Egress, SandboxSpec, EGRESS_PROXY_ADDR};
+use kiln_runtime::{Egress, SandboxId, SandboxSpec, EGRESS_PROXY_ADDR};
 use kiln_store::SessionRecord;
 
 use super::SessionService;
@@ -101,18 +101,46 @@ impl SessionService {
         let Some(policy) = policy else {
             return;
         };
+        spec.egress = Some(self.egress(session_id, policy));
+        spec.env.extend(proxy_env());
+    }
+
+    /// The proxy that serves a session's sandbox under `policy`.
+    fn egress(&self, session_id: &str, policy: Arc<NetworkPolicy>) -> Egress {
         let outbound = self
             .network
             .get()
             .map(|n| n.outbound.clone())
             .unwrap_or_else(|| OutboundPolicy::new(&[], ALLOW_KEY));
-        spec.egress = Some(Egress(Arc::new(EgressProxy::new(
+        Egress(Arc::new(EgressProxy::new(
             session_id.to_string(),
             policy,
             outbound,
             Arc::clone(&self.egress_book),
-        ))));
-        spec.env.extend(proxy_env());
+        )))
+    }
+
+    /// After a restart: serves the egress of a session's adopted sandbox again (its agent
+    /// still relays the proxy address; the server's end went with the old process). A
+    /// session whose policy cannot be read any more keeps no way out.
+    pub(crate) async fn reattach_egress(&self, session: &SessionRecord, sandbox: &SandboxId) {
+        let policy = match self.session_network(session).await {
+            Ok(Some(policy)) => Arc::new(policy),
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(session = %session.session_id, error = %e,
+                    "an adopted sandbox keeps no egress");
+                return;
+            }
+        };
+        let Ok((runtime, ..)) = self.runtime() else {
+            return;
+        };
+        let egress = self.egress(&session.session_id, policy);
+        if let Err(e) = runtime.attach_egress(sandbox, egress).await {
+            tracing::warn!(session = %session.session_id, error = %e,
+                "cannot serve an adopted sandbox's egress");
+        }
     }
 
     /// This server's record of a session's egress.

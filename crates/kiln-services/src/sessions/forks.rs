@@ -13,7 +13,6 @@ use super::{sample_limits, Readiness, SessionService};
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::new_id;
 use crate::network::NetworkPolicy;
-use crate::webhooks::EventType;
 
 impl SessionService {
     /// Starts `count` sessions of `parent`'s user and sample from `snapshot` (the runtime's
@@ -66,7 +65,6 @@ impl SessionService {
             match self.insert_fork(parent, &id, source, &limits, ttl).await {
                 Ok(record) => {
                     self.metrics.session_created();
-                    self.announce(EventType::SessionCreated, &record).await;
                     let live = self.start_worker(&record, Readiness::Creating);
                     let this = Arc::clone(self);
                     let session = record.clone();

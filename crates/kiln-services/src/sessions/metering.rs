@@ -26,17 +26,23 @@ impl SessionService {
         at_last_heartbeat: bool,
         reason: Option<(String, String)>,
     ) -> ServiceResult<Option<SessionRecord>> {
+        // Every end (close, expiry, balance, a lost sandbox, recovery) passes here once,
+        // and is announced in the transaction that ends it.
+        let announce = self.session_event(|s| crate::webhooks::EventType::ended(s.status));
         let ended = self
             .store
-            .end_session_billed(&SessionEnd {
-                session_id: session_id.to_string(),
-                status,
-                at,
-                at_last_heartbeat,
-                reason,
-                cost_per_minute_cents: self.billing.cost_per_minute_cents,
-                transaction_id: new_id("txn"),
-            })
+            .end_session_billed(
+                &SessionEnd {
+                    session_id: session_id.to_string(),
+                    status,
+                    at,
+                    at_last_heartbeat,
+                    reason,
+                    cost_per_minute_cents: self.billing.cost_per_minute_cents,
+                    transaction_id: new_id("txn"),
+                },
+                announce.as_deref(),
+            )
             .await?;
         let Some(ended) = ended else { return Ok(None) };
         if let Some(charge) = &ended.charge {
@@ -47,9 +53,6 @@ impl SessionService {
                 "session billed"
             );
         }
-        // Every end (close, expiry, balance, a lost sandbox, recovery) passes here once.
-        let event = crate::webhooks::EventType::ended(ended.session.status);
-        self.announce(event, &ended.session).await;
         Ok(Some(ended.session))
     }
 

@@ -11,6 +11,7 @@ mod forks;
 mod lost;
 mod metering;
 mod node_registry;
+mod recent_images;
 mod recovery;
 mod replace;
 mod retention;
@@ -27,8 +28,8 @@ use chrono::{DateTime, Utc};
 use kiln_config::{BillingConfig, SessionsConfig};
 use kiln_runtime::{Limits, Runtime, RuntimeError, SandboxId, SandboxSource, SandboxSpec};
 use kiln_store::{
-    InteractionKind, InteractionOutcome, InteractionRecord, JobStatus, Labels, NewInteraction,
-    NewSession, SessionLimits, SessionRecord, SessionSource, SessionStatus, Store,
+    Announce, InteractionKind, InteractionOutcome, InteractionRecord, JobStatus, Labels,
+    NewInteraction, NewSession, SessionLimits, SessionRecord, SessionSource, SessionStatus, Store,
 };
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -40,7 +41,7 @@ use crate::error::{ServiceError, ServiceResult};
 use crate::ids::new_id;
 use crate::network::NetworkPolicy;
 use crate::sandboxes::Sandboxes;
-use crate::webhooks::EventType;
+use crate::webhooks::{Draft, EventType};
 use lost::{not_live, Ended};
 
 pub use lost::SANDBOX_LOST;
@@ -84,6 +85,8 @@ pub struct SessionService {
     network: OnceLock<egress::NetworkSettings>,
     /// What sessions' egresses let through and refused.
     egress_book: Arc<crate::network::EgressBook>,
+    /// Images this node started sandboxes from lately (its heartbeat reports them).
+    recent_images: recent_images::RecentImages,
 }
 
 type EndListener = Arc<dyn Fn(&str) + Send + Sync>;
@@ -152,6 +155,7 @@ impl SessionService {
             end_listeners: Mutex::new(Vec::new()),
             network: OnceLock::new(),
             egress_book: Arc::clone(&egress_book),
+            recent_images: Default::default(),
         });
         this.on_end(move |session_id| egress_book.forget(session_id));
         this
@@ -184,25 +188,64 @@ impl SessionService {
         }
     }
 
-    /// Publishes `event` about `session` (stored as it is now) to its owner's webhooks.
-    async fn announce(&self, event: crate::webhooks::EventType, session: &SessionRecord) {
-        if let Some(events) = self.events.get() {
-            let data = crate::webhooks::session_data(session);
-            events.publish(&session.user_id, event, data).await;
-        }
+    /// What a change of a session announces to its owner's webhooks, stored by the store in
+    /// the change's own transaction: `event` of the session as the change left it. `None`
+    /// when webhooks are not wired (tools without a server).
+    fn session_event(
+        &self,
+        event: fn(&SessionRecord) -> EventType,
+    ) -> Option<Box<dyn Announce<SessionRecord> + '_>> {
+        let events = self.events.get()?;
+        Some(Box::new(events.announcing(
+            move |session: &SessionRecord| {
+                Some(Draft {
+                    user_id: session.user_id.clone(),
+                    event: event(session),
+                    data: crate::webhooks::session_data(session),
+                })
+            },
+        )))
     }
 
-    /// Publishes a verification job's end (completed with its result, or error).
-    pub(crate) async fn announce_job(&self, job: &kiln_store::VerificationJobRecord) {
-        let event = match job.status {
-            JobStatus::Completed => EventType::VerificationCompleted,
-            JobStatus::Error => EventType::VerificationError,
-            _ => return,
-        };
-        if let Some(events) = self.events.get() {
-            let data = crate::webhooks::verification_data(job);
-            events.publish(&job.user_id, event, data).await;
-        }
+    /// What a change of a snapshot announces to its owner's webhooks (`snapshot.created`,
+    /// `snapshot.deleted`), in the change's own transaction.
+    pub(crate) fn snapshot_event(
+        &self,
+        event: EventType,
+    ) -> Option<Box<dyn Announce<kiln_store::SnapshotRecord> + '_>> {
+        let events = self.events.get()?;
+        Some(Box::new(events.announcing(
+            move |snapshot: &kiln_store::SnapshotRecord| {
+                Some(Draft {
+                    user_id: snapshot.user_id.clone(),
+                    event,
+                    data: crate::webhooks::snapshot_data(snapshot),
+                })
+            },
+        )))
+    }
+
+    /// What a verification job's change announces, in the change's transaction: its end
+    /// (`verification.completed` with the result, else `verification.error`, a job
+    /// cancelled by its session's end included); nothing for a job that has not ended.
+    pub(crate) fn job_event(
+        &self,
+    ) -> Option<Box<dyn Announce<kiln_store::VerificationJobRecord> + '_>> {
+        let events = self.events.get()?;
+        Some(Box::new(events.announcing(
+            |job: &kiln_store::VerificationJobRecord| {
+                let event = match job.status {
+                    JobStatus::Completed => EventType::VerificationCompleted,
+                    JobStatus::Error | JobStatus::Cancelled => EventType::VerificationError,
+                    _ => return None,
+                };
+                Some(Draft {
+                    user_id: job.user_id.clone(),
+                    event,
+                    data: crate::webhooks::verification_data(job),
+                })
+            },
+        )))
     }
 
     /// Why this server cannot run sessions, when it cannot.
@@ -212,6 +255,36 @@ impl SessionService {
 
     pub fn config(&self) -> &SessionsConfig {
         &self.config
+    }
+
+    /// On a store shared by several processes (PostgreSQL): every change stored here
+    /// wakes the long-polls of the others, and theirs wake this one's.
+    pub(crate) fn start_change_feed(&self) {
+        if let Some(feed) = self.store.change_feed() {
+            self.changes.attach_feed(feed);
+        }
+    }
+
+    /// The image references this node started sandboxes from lately, newest first.
+    pub(crate) fn recent_images(&self) -> Vec<String> {
+        self.recent_images.list()
+    }
+
+    /// The image a session of this sample would run, for placement (`None` when the
+    /// sample cannot be read: the create itself then says why).
+    pub async fn image_of_sample(&self, dataset: &str, sample_id: &str) -> Option<String> {
+        let sample = self
+            .store
+            .get_sample(dataset, sample_id, None)
+            .await
+            .ok()??;
+        Some(session_image(dataset, &sample.record))
+    }
+
+    /// Whether a long-poll here wakes on changes made by any process on the store, so
+    /// that it may be answered by any node.
+    pub fn long_polls_wake_across_nodes(&self) -> bool {
+        self.changes.heard_across_nodes()
     }
 
     /// The largest disk a sample may ask for (`runtime.max_disk_mib`).
@@ -309,7 +382,6 @@ impl SessionService {
             .await
             .inspect_err(|_| runtime.release(&sandbox_id))?;
         self.metrics.session_created();
-        self.announce(EventType::SessionCreated, &record).await;
         let live = self.start_worker(&record, Readiness::Creating);
         let this = self.clone();
         let session = record.clone();
@@ -386,28 +458,46 @@ impl SessionService {
                     .await
             }
         };
+        let image = match &source {
+            SandboxSource::Image(reference) => Some(reference.clone()),
+            SandboxSource::Snapshot(_) => None,
+        };
         let mut spec = SandboxSpec::new(id.clone(), source);
         spec.limits = limits;
         spec.hostname = "kiln".into();
+        // A cluster that ends sandboxes itself ends this one with its session.
+        // (The live expiry: an instance's TTL may have moved since the record was read.)
+        let expires_at = *live.expires_at.lock().unwrap_or_else(|p| p.into_inner());
+        spec.expires_at = Some(expires_at.into());
         self.attach_egress(&session.session_id, network, &mut spec);
         let started = std::time::Instant::now();
         let created = runtime.create(spec).await;
         match &created {
-            Ok(_) => self.metrics.sandbox_created(started.elapsed()),
+            Ok(_) => {
+                self.metrics.sandbox_created(started.elapsed());
+                if let Some(image) = &image {
+                    self.recent_images.note(image);
+                }
+            }
             Err(_) => self.metrics.sandbox_create_failed(),
         }
+        let announce = self.session_event(|_| EventType::SessionReady);
         match created {
             Ok(_) => match self
                 .store
-                .mark_session_ready(&session.session_id, id.as_str(), location, Utc::now())
+                .mark_session_ready(
+                    &session.session_id,
+                    id.as_str(),
+                    location,
+                    Utc::now(),
+                    announce.as_deref(),
+                )
                 .await
             {
-                Ok(Some(ready)) => {
+                Ok(Some(_)) => {
                     live.readiness.send_replace(Readiness::Ready(id.clone()));
                     self.watch_sandbox(&session.session_id, id);
-                    // Waiters first: the event must not delay the ready long-poll.
                     self.changes.notify(&session.session_id);
-                    self.announce(EventType::SessionReady, &ready).await;
                 }
                 // Closed (or failed) while the sandbox was starting: it must not outlive that.
                 Ok(None) => self.destroy_sandbox(&id).await,
@@ -433,15 +523,19 @@ impl SessionService {
         code: &str,
         message: &str,
     ) {
+        let announce = self.session_event(|_| EventType::SessionError);
         match self
             .store
-            .mark_session_error(&session.session_id, code, message, Utc::now())
+            .mark_session_error(
+                &session.session_id,
+                code,
+                message,
+                Utc::now(),
+                announce.as_deref(),
+            )
             .await
         {
-            Ok(Some(failed)) => {
-                self.metrics.session_ended(SessionStatus::Error);
-                self.announce(EventType::SessionError, &failed).await;
-            }
+            Ok(Some(_)) => self.metrics.session_ended(SessionStatus::Error),
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(session = %session.session_id, error = %e, "cannot record a failed start")
@@ -592,11 +686,18 @@ impl SessionService {
         Ok(Some(ended))
     }
 
-    /// Stores a new session as this process's node's (`sessions.node_id`).
+    /// Stores a new session as this process's node's (`sessions.node_id`), announced as
+    /// `session.created` with it.
     async fn insert_session(&self, session: &NewSession) -> ServiceResult<SessionRecord> {
+        let announce = self.session_event(|_| EventType::SessionCreated);
+        let announce = announce.as_deref();
         Ok(match self.sandboxes.node_id() {
-            Some(node) => self.store.insert_session_on(session, node).await?,
-            None => self.store.insert_session(session).await?,
+            Some(node) => {
+                self.store
+                    .insert_session_on(session, node, announce)
+                    .await?
+            }
+            None => self.store.insert_session(session, announce).await?,
         })
     }
 
@@ -743,10 +844,23 @@ impl SessionService {
     }
 
     /// Moves a live session's expiry, as the TTL reaper sees it, to what the store now
-    /// holds. A session that is not live any more has nothing to move.
-    pub(crate) fn set_live_expiry(&self, session_id: &str, at: DateTime<Utc>) {
-        if let Some(live) = self.lock_live().get(session_id) {
-            *live.expires_at.lock().unwrap_or_else(|p| p.into_inner()) = at;
+    /// holds, and the end its sandbox's cluster enforces (`SandboxSpec::expires_at`). A
+    /// session that is not live any more has nothing to move.
+    pub(crate) async fn set_live_expiry(&self, session_id: &str, at: DateTime<Utc>) {
+        let Some(live) = self.lock_live().get(session_id).cloned() else {
+            return;
+        };
+        *live.expires_at.lock().unwrap_or_else(|p| p.into_inner()) = at;
+        let sandbox = match &*live.readiness.borrow() {
+            Readiness::Ready(id) => id.clone(),
+            _ => return,
+        };
+        if let Ok((runtime, _, _)) = self.runtime() {
+            // The reaper still ends the session at `at`; a cluster's earlier end would
+            // only kill the sandbox under it, so say so loudly.
+            if let Err(e) = runtime.set_expiry(&sandbox, at.into()).await {
+                tracing::warn!(session = %session_id, error = %e, "cannot move the sandbox's expiry");
+            }
         }
     }
 

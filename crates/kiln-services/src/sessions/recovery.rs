@@ -145,23 +145,21 @@ impl SessionService {
             if alive && session.expires_at > now {
                 let id = SandboxId::new(session.sandbox_id.clone().unwrap_or_default())
                     .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                self.reattach_egress(&session, &id).await;
                 self.start_worker(&session, Readiness::Ready(id.clone()));
                 self.watch_sandbox(&session.session_id, id);
                 report.sessions_resumed += 1;
             } else if session.status == SessionStatus::Creating {
-                let failed = self
-                    .store
+                let announce = self.session_event(|_| crate::webhooks::EventType::SessionError);
+                self.store
                     .mark_session_error(
                         &session.session_id,
                         "server_restarted",
                         "the server restarted while the sandbox was starting",
                         now,
+                        announce.as_deref(),
                     )
                     .await?;
-                if let Some(failed) = failed {
-                    self.announce(crate::webhooks::EventType::SessionError, &failed)
-                        .await;
-                }
                 report.sessions_ended += 1;
             } else {
                 // A sandbox that vanished while nobody watched is billed up to its last

@@ -1,4 +1,4 @@
-//! What other session work (verification jobs, `crate::verification::jobs`) may use of a
+//! What other session work (verification jobs, `crate::verification_jobs`) may use of a
 //! session: its store, its change feed, and a place in its worker's queue. Kept here so the
 //! session's own state stays private to `sessions`.
 use std::sync::Arc;

@@ -312,13 +312,14 @@ async fn update_job(
         error_code: error.as_ref().map(|(c, _)| c.to_string()),
         error_message: error.map(|(_, m)| m),
     };
-    match ctx.store.update_verification_job(job_id, &update).await {
-        Ok(Some(job)) => {
-            if let Some(service) = ctx.service.upgrade() {
-                service.announce_job(&job).await;
-            }
-        }
-        Ok(None) => {}
+    let service = ctx.service.upgrade();
+    let announce = service.as_ref().and_then(|s| s.job_event());
+    match ctx
+        .store
+        .update_verification_job(job_id, &update, announce.as_deref())
+        .await
+    {
+        Ok(_) => {}
         Err(e) => {
             tracing::error!(job = job_id, error = %e, "cannot store a verification job's state")
         }

@@ -1,7 +1,7 @@
 //! Verification: grading an agent's work in its session exactly as the SWE-bench harness
-//! does (`plan` says what to run, `run` runs it, `kiln-verify` grades). Jobs run on the
-//! session's worker, so they are ordered with the agent's own commands.
-pub(crate) mod jobs;
+//! does (`plan` says what to run, `run` runs it, `kiln-verify` grades). Jobs
+//! (`crate::verification_jobs`) run on the session's worker, so they are ordered with the
+//! agent's own commands; this module knows nothing of sessions.
 pub mod plan;
 pub mod run;
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use kiln_store::{NewWebhookEvent, SessionRecord, Store, VerificationJobRecord};
+use kiln_store::{Announce, NewWebhookEvent, SessionRecord, Store, VerificationJobRecord};
 use serde_json::{json, Map, Value};
 use tokio::sync::Notify;
 
@@ -93,6 +93,35 @@ impl Events {
         }
     }
 
+    /// What a store method writes in the transaction of the change it makes: the event
+    /// `make` draws from the changed record (`None`: no event for this change).
+    pub(crate) fn announcing<R, F>(&self, make: F) -> Announcement<'_, F>
+    where
+        F: Fn(&R) -> Option<Draft> + Send + Sync,
+    {
+        Announcement { events: self, make }
+    }
+
+    /// The event as stored: its id, and its body cut to the payload limit.
+    fn new_event(&self, draft: Draft) -> NewWebhookEvent {
+        let event_id = new_id("evt");
+        let now = Utc::now();
+        let body = event_body(
+            &event_id,
+            draft.event,
+            now,
+            draft.data,
+            self.max_payload_bytes,
+        );
+        NewWebhookEvent {
+            event_id,
+            user_id: draft.user_id,
+            event_type: draft.event.as_str().to_string(),
+            body,
+            created_at: now,
+        }
+    }
+
     /// Stores the event's deliveries (to `only` when given): their ids.
     pub(crate) async fn enqueue(
         &self,
@@ -101,27 +130,52 @@ impl Events {
         data: Value,
         only: Option<&str>,
     ) -> Result<Vec<String>, kiln_store::StoreError> {
-        let event_id = new_id("evt");
-        let now = Utc::now();
-        let body = event_body(&event_id, event, now, data, self.max_payload_bytes);
+        let draft = Draft {
+            user_id: user_id.to_string(),
+            event,
+            data,
+        };
         let ids = self
             .store
-            .enqueue_webhook_event(
-                &NewWebhookEvent {
-                    event_id,
-                    user_id: user_id.to_string(),
-                    event_type: event.as_str().to_string(),
-                    body,
-                    created_at: now,
-                },
-                only,
-                &|| new_id("dlv"),
-            )
+            .enqueue_webhook_event(&self.new_event(draft), only, &|| new_id("dlv"))
             .await?;
         if !ids.is_empty() {
             self.wake.notify_one();
         }
         Ok(ids)
+    }
+}
+
+/// An event before it is stored: whose, which, and its data.
+pub(crate) struct Draft {
+    pub user_id: String,
+    pub event: EventType,
+    pub data: Value,
+}
+
+/// An event stored by the store in the transaction of the change it announces
+/// ([`kiln_store::Announce`]); wakes the sender once that committed with deliveries.
+pub(crate) struct Announcement<'a, F> {
+    events: &'a Events,
+    make: F,
+}
+
+impl<R, F> Announce<R> for Announcement<'_, F>
+where
+    F: Fn(&R) -> Option<Draft> + Send + Sync,
+{
+    fn event(&self, record: &R) -> Option<NewWebhookEvent> {
+        (self.make)(record).map(|draft| self.events.new_event(draft))
+    }
+
+    fn delivery_id(&self) -> String {
+        new_id("dlv")
+    }
+
+    fn stored(&self, deliveries: usize) {
+        if deliveries > 0 {
+            self.events.wake.notify_one();
+        }
     }
 }
 

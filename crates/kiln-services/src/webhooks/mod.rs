@@ -23,6 +23,7 @@ use crate::outbound::OutboundPolicy;
 use crate::secret_box::SecretBox;
 
 pub use backoff::delay as backoff_delay;
+pub(crate) use events::Draft;
 pub use events::{session_data, snapshot_data, verification_data, EventType, Events};
 
 /// The configuration key named when a URL is refused for its address.

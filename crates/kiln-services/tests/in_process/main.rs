@@ -8,6 +8,7 @@ mod agent_jobs;
 mod auth;
 mod harness;
 mod imports;
+mod nodes_wake;
 mod sessions;
 mod verification;
 mod webhooks;

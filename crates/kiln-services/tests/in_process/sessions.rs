@@ -351,3 +351,43 @@ async fn a_restart_resumes_live_sandboxes_and_ends_the_rest() {
     restarted.shutdown().await;
     assert!(fake.running().is_empty(), "a shutdown stops every sandbox");
 }
+
+/// The sandbox is told when its session ends (`SandboxSpec::expires_at`, a Kubernetes
+/// claim's `shutdownTime`), and again when an instance's TTL moves it.
+#[tokio::test]
+async fn the_sandbox_ends_with_its_session_and_follows_a_moved_ttl() {
+    let env = start(|_| {}).await;
+    let created = env.create_with_ttl(Some(30)).await;
+    let session = env.settled(&created.session_id).await;
+    let sandbox = sandbox_of(&session);
+    let near = |got: Option<std::time::SystemTime>, want: chrono::DateTime<Utc>| {
+        let got = chrono::DateTime::<Utc>::from(got.expect("an expiry"));
+        (got - want).num_milliseconds().abs() < 1000
+    };
+    assert!(
+        near(env.fake.expiry(&sandbox), session.expires_at),
+        "{:?} vs {}",
+        env.fake.expiry(&sandbox),
+        session.expires_at
+    );
+    let update = kiln_services::instances::InstanceUpdate {
+        ttl_minutes: Some(90),
+        ..Default::default()
+    };
+    let moved = env
+        .kiln
+        .instances
+        .update(&env.user, &session.session_id, update)
+        .await
+        .unwrap();
+    assert_eq!(
+        moved.expires_at - session.requested_at,
+        chrono::Duration::minutes(90)
+    );
+    assert!(
+        near(env.fake.expiry(&sandbox), moved.expires_at),
+        "{:?} vs {}",
+        env.fake.expiry(&sandbox),
+        moved.expires_at
+    );
+}

@@ -9,7 +9,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::dialect::{parse_column, Dialect, QueryExt};
+use sqlx::QueryBuilder;
+
+use super::dialect::{parse_column, BuilderExt, Dialect, QueryExt};
 use super::{as_i64, SqlStore};
 use crate::missing_reference::insert_error;
 use crate::timestamp::Stamp;
@@ -128,6 +130,32 @@ impl<D: Dialect> BaseImageStore for SqlStore<D> {
             .arg(family)
             .fetch_all(D::exec(&mut conn))
             .await?;
+        rows.iter().map(base_image_row::<D>).collect()
+    }
+
+    async fn page_base_images(
+        &self,
+        after: Option<(&str, u64)>,
+        limit: u64,
+    ) -> Result<Vec<BaseImageRecord>> {
+        // Keyset on the listing's order (family up, version down): the family's older
+        // versions, then the later families.
+        let mut select = QueryBuilder::<D>::new(SELECT);
+        if let Some((family, version)) = after {
+            select
+                .push_sql(" WHERE b.family > ")
+                .push_arg(family)
+                .push_sql(" OR (b.family = ")
+                .push_arg(family)
+                .push_sql(" AND b.version < ")
+                .push_arg(as_i64(version))
+                .push_sql(")");
+        }
+        select
+            .push_sql(" ORDER BY b.family, b.version DESC LIMIT ")
+            .push_arg(as_i64(limit));
+        let mut conn = self.conn().await?;
+        let rows = D::build(&mut select).fetch_all(D::exec(&mut conn)).await?;
         rows.iter().map(base_image_row::<D>).collect()
     }
 

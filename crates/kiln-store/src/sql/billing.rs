@@ -7,13 +7,13 @@ use chrono::{DateTime, Utc};
 use sqlx::QueryBuilder;
 
 use super::dialect::{BuilderExt, Dialect, QueryExt};
-use super::{as_i64, rows, SqlStore};
+use super::{as_i64, outbox, rows, SqlStore};
 use crate::columns;
 use crate::missing_reference::insert_error;
 use crate::timestamp::Stamp;
 use crate::{
-    Balance, BillingStore, EndedSession, KindTotal, NewTransaction, Result, SessionEnd,
-    Transaction, TransactionKind, TransactionPage, TransactionQuery,
+    Announcing, Balance, BillingStore, EndedSession, KindTotal, NewTransaction, Result, SessionEnd,
+    SessionRecord, Transaction, TransactionKind, TransactionPage, TransactionQuery,
 };
 use kiln_domain::{end_time, usage};
 
@@ -191,7 +191,11 @@ impl<D: Dialect> BillingStore for SqlStore<D> {
         })
     }
 
-    async fn end_session_billed(&self, end: &SessionEnd) -> Result<Option<EndedSession>> {
+    async fn end_session_billed(
+        &self,
+        end: &SessionEnd,
+        announce: Announcing<'_, SessionRecord>,
+    ) -> Result<Option<EndedSession>> {
         crate::session_rules::check_end_status(end.status)?;
         // The check, the end and the charge are one step that racing callers (close, expiry,
         // the balance reaper) take in turn.
@@ -233,7 +237,9 @@ impl<D: Dialect> BillingStore for SqlStore<D> {
             }
             None => None,
         };
+        let deliveries = outbox::stage::<D, _>(&mut tx, announce, &session).await?;
         tx.commit().await?;
+        outbox::stored(announce, deliveries);
         Ok(Some(EndedSession { session, charge }))
     }
 

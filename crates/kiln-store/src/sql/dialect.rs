@@ -108,6 +108,11 @@ pub trait Dialect:
     /// How many rows a statement changed (sqlx has no generic accessor).
     fn rows_affected(result: &Self::QueryResult) -> u64;
 
+    /// The cross-process change feed ([`crate::ChangeFeed`]); none by default (SQLite).
+    fn change_feed(_pool: &Pool<Self>) -> Option<std::sync::Arc<dyn crate::ChangeFeed>> {
+        None
+    }
+
     /// A transaction that reads before it writes and must not interleave with another one
     /// doing the same. SQLite: `BEGIN IMMEDIATE`, the write lock up front (a deferred
     /// transaction upgrading from read to write can fail with SQLITE_BUSY whatever the busy

@@ -3,17 +3,20 @@
 use sqlx::QueryBuilder;
 
 use super::dialect::{BuilderExt, Dialect, QueryExt};
-use super::{as_i64, rows, SqlStore};
+use super::{as_i64, outbox, rows, SqlStore};
 use crate::columns;
 use crate::missing_reference::insert_error;
 use crate::search_pattern::contains_pattern;
 use crate::timestamp::Stamp;
-use crate::{NewSession, Result, SessionChange, SessionFilter, SessionRecord, SessionSource};
+use crate::{
+    Announcing, NewSession, Result, SessionChange, SessionFilter, SessionRecord, SessionSource,
+};
 
 pub(super) async fn insert<D: Dialect>(
     store: &SqlStore<D>,
     session: &NewSession,
     node_id: Option<&str>,
+    announce: Announcing<'_, SessionRecord>,
 ) -> Result<SessionRecord> {
     let sql = format!(
         "INSERT INTO sessions (session_id, user_id, dataset, sample_id, sample_version, image, \
@@ -38,7 +41,7 @@ pub(super) async fn insert<D: Dialect>(
     };
     let labels = crate::json_column::encode(&session.labels)?;
     let limit = |n: Option<u64>| n.map(as_i64);
-    let mut conn = store.conn().await?;
+    let mut tx = D::begin_write(store.pool()).await?;
     let row = sqlx::query(&sql)
         .arg(session.session_id.as_str())
         .arg(session.user_id.as_str())
@@ -54,10 +57,14 @@ pub(super) async fn insert<D: Dialect>(
         .arg(Stamp(session.requested_at))
         .arg(Stamp(session.expires_at))
         .arg(node_id)
-        .fetch_one(D::exec(&mut conn))
+        .fetch_one(D::exec(&mut tx))
         .await
         .map_err(|e| insert_error(e, "session_id", "user or sample version"))?;
-    rows::session::<D>(&row)
+    let record = rows::session::<D>(&row)?;
+    let deliveries = outbox::stage::<D, _>(&mut tx, announce, &record).await?;
+    tx.commit().await?;
+    outbox::stored(announce, deliveries);
+    Ok(record)
 }
 
 /// `WHERE user_id = … AND …` for `filter`.
@@ -142,6 +149,16 @@ pub(super) async fn list<D: Dialect>(
         columns::plain(columns::SESSION)
     ));
     push_filter(&mut select, user_id, filter);
+    if let Some(after) = &filter.after {
+        select
+            .push_sql(" AND (requested_at < ")
+            .push_arg(Stamp(after.requested_at))
+            .push_sql(" OR (requested_at = ")
+            .push_arg(Stamp(after.requested_at))
+            .push_sql(" AND session_id < ")
+            .push_arg(after.session_id.as_str())
+            .push_sql("))");
+    }
     select
         .push_sql(" ORDER BY requested_at DESC, session_id DESC LIMIT ")
         .push_arg(as_i64(limit))

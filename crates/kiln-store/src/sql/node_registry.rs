@@ -12,7 +12,7 @@ use super::{as_i64, SqlStore};
 use crate::{NodeRecord, NodeRegistration, NodeRegistryStore, NodeStatus, Result};
 
 const COLUMNS: &str = "node_id, address, backend, version, status, max_sessions, memory_mib, \
-     disk_mib, live_sessions, registered_at, last_heartbeat_at, down_at";
+     disk_mib, live_sessions, registered_at, last_heartbeat_at, down_at, images";
 
 /// The database's clock, as the column form of each backend (SQLite: the fixed-width text
 /// of `crate::timestamp`, six fractional digits, of which it keeps milliseconds).
@@ -52,6 +52,11 @@ fn node_row<D: Dialect>(row: &D::Row) -> Result<NodeRecord> {
         registered_at: D::time(row, "registered_at")?,
         last_heartbeat_at: D::time(row, "last_heartbeat_at")?,
         down_at: D::opt_time(row, "down_at")?,
+        images: {
+            let text: String = D::get(row, "images")?;
+            serde_json::from_str(&text)
+                .map_err(|e| crate::StoreError::Corrupt(format!("nodes.images: {e}")))?
+        },
     })
 }
 
@@ -91,16 +96,21 @@ impl<D: Dialect> NodeRegistryStore for SqlStore<D> {
         &self,
         node_id: &str,
         live_sessions: u64,
+        images: &[String],
     ) -> Result<Option<NodeStatus>> {
         let sql = format!(
-            "UPDATE nodes SET last_heartbeat_at = {}, live_sessions = $2 \
+            "UPDATE nodes SET last_heartbeat_at = {}, live_sessions = $2, images = $3 \
              WHERE node_id = $1 AND status <> 'down' RETURNING status",
             db_now::<D>()
         );
+        let images = &images[..images.len().min(crate::MAX_NODE_IMAGES)];
+        let images = serde_json::to_string(images)
+            .map_err(|e| crate::StoreError::Corrupt(format!("nodes.images: {e}")))?;
         let mut conn = self.conn().await?;
         let row = sqlx::query(&sql)
             .arg(node_id)
             .arg(as_i64(live_sessions))
+            .arg(images)
             .fetch_optional(D::exec(&mut conn))
             .await?;
         row.map(|row| {

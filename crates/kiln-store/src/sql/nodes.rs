@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use super::dialect::Dialect;
 use super::{instances, SqlStore};
-use crate::{NewSession, NodeStore, Result, SessionRecord};
+use crate::{Announcing, NewSession, NodeStore, Result, SessionRecord};
 
 #[async_trait]
 impl<D: Dialect> NodeStore for SqlStore<D> {
@@ -12,8 +12,9 @@ impl<D: Dialect> NodeStore for SqlStore<D> {
         &self,
         session: &NewSession,
         node_id: &str,
+        announce: Announcing<'_, SessionRecord>,
     ) -> Result<SessionRecord> {
-        instances::insert(self, session, Some(node_id)).await
+        instances::insert(self, session, Some(node_id), announce).await
     }
 
     async fn live_session_nodes(&self) -> Result<Vec<(String, Option<String>)>> {

@@ -10,44 +10,56 @@ use chrono::{DateTime, Utc};
 use sqlx::QueryBuilder;
 
 use super::dialect::{BuilderExt, Dialect, QueryExt};
-use super::{instances, interactions, rows, SqlStore};
+use super::{instances, interactions, outbox, rows, SqlStore};
 use crate::columns;
 use crate::timestamp::Stamp;
 use crate::{
-    InteractionOutcome, InteractionRecord, NewInteraction, NewSession, Result, SessionChange,
-    SessionFilter, SessionRecord, SessionStatus, SessionStore, SessionUsage,
+    Announcing, InteractionOutcome, InteractionRecord, NewInteraction, NewSession, Result,
+    SessionChange, SessionFilter, SessionRecord, SessionStatus, SessionStore, SessionUsage,
 };
 
 impl<D: Dialect> SqlStore<D> {
     /// `UPDATE sessions SET {set_and_where} RETURNING …`, with `$1` the session id, `$2` and
-    /// `$3` the `args`, `$4` the instant.
+    /// `$3` the `args`, `$4` the instant, and what `announce` makes of the changed row in
+    /// the same transaction.
     async fn update_session(
         &self,
         set_and_where: &str,
         session_id: &str,
         args: [&str; 2],
         at: DateTime<Utc>,
+        announce: Announcing<'_, SessionRecord>,
     ) -> Result<Option<SessionRecord>> {
         let sql = format!(
             "UPDATE sessions SET {set_and_where} RETURNING {}",
             columns::plain(columns::SESSION)
         );
-        let mut conn = self.conn().await?;
+        let mut tx = D::begin_write(self.pool()).await?;
         let row = sqlx::query(&sql)
             .arg(session_id)
             .arg(args[0])
             .arg(args[1])
             .arg(Stamp(at))
-            .fetch_optional(D::exec(&mut conn))
+            .fetch_optional(D::exec(&mut tx))
             .await?;
-        row.as_ref().map(rows::session::<D>).transpose()
+        let Some(record) = row.as_ref().map(rows::session::<D>).transpose()? else {
+            return Ok(None);
+        };
+        let deliveries = outbox::stage::<D, _>(&mut tx, announce, &record).await?;
+        tx.commit().await?;
+        outbox::stored(announce, deliveries);
+        Ok(Some(record))
     }
 }
 
 #[async_trait]
 impl<D: Dialect> SessionStore for SqlStore<D> {
-    async fn insert_session(&self, session: &NewSession) -> Result<SessionRecord> {
-        instances::insert(self, session, None).await
+    async fn insert_session(
+        &self,
+        session: &NewSession,
+        announce: Announcing<'_, SessionRecord>,
+    ) -> Result<SessionRecord> {
+        instances::insert(self, session, None, announce).await
     }
 
     async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>> {
@@ -127,6 +139,7 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
         sandbox_id: &str,
         location: &str,
         at: DateTime<Utc>,
+        announce: Announcing<'_, SessionRecord>,
     ) -> Result<Option<SessionRecord>> {
         self.update_session(
             "status = 'ready', sandbox_id = $2, location = $3, ready_at = $4 \
@@ -134,6 +147,7 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
             session_id,
             [sandbox_id, location],
             at,
+            announce,
         )
         .await
     }
@@ -144,6 +158,7 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
         code: &str,
         message: &str,
         at: DateTime<Utc>,
+        announce: Announcing<'_, SessionRecord>,
     ) -> Result<Option<SessionRecord>> {
         self.update_session(
             "status = 'error', error_code = $2, error_message = $3, ended_at = $4 \
@@ -151,6 +166,7 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
             session_id,
             [code, message],
             at,
+            announce,
         )
         .await
     }

@@ -6,14 +6,16 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::dialect::{Dialect, QueryExt};
-use super::{as_i64, rows, SqlStore};
+use sqlx::QueryBuilder;
+
+use super::dialect::{BuilderExt, Dialect, QueryExt};
+use super::{as_i64, outbox, rows, SqlStore};
 use crate::columns;
 use crate::missing_reference::insert_error;
 use crate::timestamp::Stamp;
 use crate::unique_violation::conflict_or;
 use crate::{
-    NewSnapshot, Result, SessionRecord, SnapshotInsert, SnapshotKind, SnapshotQuota,
+    Announcing, NewSnapshot, Result, SessionRecord, SnapshotInsert, SnapshotKind, SnapshotQuota,
     SnapshotRecord, SnapshotStore, SnapshotUsage, StoreError,
 };
 
@@ -70,6 +72,7 @@ impl<D: Dialect> SnapshotStore for SqlStore<D> {
         &self,
         snapshot: &NewSnapshot,
         quota: SnapshotQuota,
+        announce: Announcing<'_, SnapshotRecord>,
     ) -> Result<SnapshotInsert> {
         let mut tx = D::begin_write(self.pool()).await?;
         if !snapshot.deleted {
@@ -113,7 +116,9 @@ impl<D: Dialect> SnapshotStore for SqlStore<D> {
             .await
             .map_err(insert_snapshot_error)?;
         let record = snapshot_row::<D>(&row)?;
+        let deliveries = outbox::stage::<D, _>(&mut tx, announce, &record).await?;
         tx.commit().await?;
+        outbox::stored(announce, deliveries);
         Ok(SnapshotInsert::Inserted(record))
     }
 
@@ -154,18 +159,25 @@ impl<D: Dialect> SnapshotStore for SqlStore<D> {
         &self,
         snapshot_id: &str,
         at: DateTime<Utc>,
+        announce: Announcing<'_, SnapshotRecord>,
     ) -> Result<Option<SnapshotRecord>> {
         let sql = format!(
             "UPDATE snapshots SET deleted_at = $2 \
              WHERE snapshot_id = $1 AND deleted_at IS NULL RETURNING {SNAPSHOT_COLUMNS}"
         );
-        let mut conn = self.conn().await?;
+        let mut tx = D::begin_write(self.pool()).await?;
         let row = sqlx::query(&sql)
             .arg(snapshot_id)
             .arg(Stamp(at))
-            .fetch_optional(D::exec(&mut conn))
+            .fetch_optional(D::exec(&mut tx))
             .await?;
-        row.as_ref().map(snapshot_row::<D>).transpose()
+        let Some(record) = row.as_ref().map(snapshot_row::<D>).transpose()? else {
+            return Ok(None);
+        };
+        let deliveries = outbox::stage::<D, _>(&mut tx, announce, &record).await?;
+        tx.commit().await?;
+        outbox::stored(announce, deliveries);
+        Ok(Some(record))
     }
 
     async fn set_instance_source(
@@ -217,6 +229,25 @@ impl<D: Dialect> SnapshotStore for SqlStore<D> {
             .fetch_all(D::exec(&mut conn))
             .await?;
         found.iter().map(snapshot_row::<D>).collect()
+    }
+
+    async fn recorded_snapshot_refs(&self, runtime_refs: &[String]) -> Result<Vec<String>> {
+        let mut known = Vec::new();
+        let mut conn = self.conn().await?;
+        // Chunks keep each statement well under SQLite's limit of bound arguments.
+        for chunk in runtime_refs.chunks(500) {
+            let mut select = QueryBuilder::<D>::new(
+                "SELECT runtime_ref FROM snapshots WHERE purged_at IS NULL AND runtime_ref IN (",
+            );
+            select
+                .push_args(chunk.iter().map(String::as_str))
+                .push_sql(")");
+            let rows = D::build(&mut select).fetch_all(D::exec(&mut conn)).await?;
+            for row in &rows {
+                known.push(D::get::<String>(row, "runtime_ref")?);
+            }
+        }
+        Ok(known)
     }
 
     async fn mark_snapshot_purged(&self, snapshot_id: &str, at: DateTime<Utc>) -> Result<bool> {

@@ -6,14 +6,14 @@ use sqlx::QueryBuilder;
 
 use super::dialect::{parse_column, BuilderExt, Dialect, QueryExt};
 use super::jobs::{bind_status_change, status_change_sql};
-use super::{push_newest_first, SqlStore};
+use super::{outbox, push_newest_first, SqlStore};
 use crate::columns;
 use crate::json_column;
 use crate::missing_reference::insert_error;
 use crate::timestamp::Stamp;
 use crate::{
-    JobStatus, JobUpdate, NewVerificationJob, Result, VerificationCursor, VerificationJobRecord,
-    VerificationStore,
+    Announcing, JobStatus, JobUpdate, NewVerificationJob, Result, VerificationCursor,
+    VerificationJobRecord, VerificationStore,
 };
 
 #[async_trait]
@@ -62,6 +62,7 @@ impl<D: Dialect> VerificationStore for SqlStore<D> {
         &self,
         job_id: &str,
         update: &JobUpdate,
+        announce: Announcing<'_, VerificationJobRecord>,
     ) -> Result<Option<VerificationJobRecord>> {
         let result = update
             .result
@@ -75,14 +76,20 @@ impl<D: Dialect> VerificationStore for SqlStore<D> {
              error_message = COALESCE($8, error_message)",
             &columns::plain(columns::VERIFICATION_JOB),
         );
-        let mut conn = self.conn().await?;
+        let mut tx = D::begin_write(self.pool()).await?;
         let row = bind_status_change(sqlx::query(&sql), job_id, update.status, update.at)
             .arg(result)
             .arg(update.error_code.as_deref())
             .arg(update.error_message.as_deref())
-            .fetch_optional(D::exec(&mut conn))
+            .fetch_optional(D::exec(&mut tx))
             .await?;
-        row.as_ref().map(job_row::<D>).transpose()
+        let Some(job) = row.as_ref().map(job_row::<D>).transpose()? else {
+            return Ok(None);
+        };
+        let deliveries = outbox::stage::<D, _>(&mut tx, announce, &job).await?;
+        tx.commit().await?;
+        outbox::stored(announce, deliveries);
+        Ok(Some(job))
     }
 
     async fn list_unfinished_verification_jobs(&self) -> Result<Vec<VerificationJobRecord>> {

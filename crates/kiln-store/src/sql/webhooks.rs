@@ -150,36 +150,7 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
             return Ok(Vec::new());
         }
         let mut tx = D::begin_write(self.pool()).await?;
-        let rows = sqlx::query(&format!(
-            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE user_id = $1 ORDER BY created_at, webhook_id"
-        ))
-        .arg(event.user_id.as_str())
-        .fetch_all(D::exec(&mut tx))
-        .await?;
-        let mut ids = Vec::new();
-        for row in &rows {
-            let hook = webhook_row::<D>(row)?;
-            if !wanted(&hook) {
-                continue;
-            }
-            let id = new_delivery_id();
-            sqlx::query(
-                "INSERT INTO webhook_deliveries (delivery_id, webhook_id, user_id, event_id, \
-                 event_type, body, status, attempts, next_attempt_at, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7)",
-            )
-            .arg(id.as_str())
-            .arg(hook.webhook_id.as_str())
-            .arg(event.user_id.as_str())
-            .arg(event.event_id.as_str())
-            .arg(event.event_type.as_str())
-            .arg(event.body.as_str())
-            .arg(Stamp(event.created_at))
-            .execute(D::exec(&mut tx))
-            .await
-            .map_err(|e| insert_error(e, "delivery_id", "webhook"))?;
-            ids.push(id);
-        }
+        let ids = insert_deliveries::<D>(&mut tx, event, only_webhook, new_delivery_id).await?;
         tx.commit().await?;
         Ok(ids)
     }
@@ -314,6 +285,51 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
         .await?;
         row.as_ref().map(delivery_row::<D>).transpose()
     }
+}
+
+/// Stores one `pending` delivery of `event` per webhook that wants it (see
+/// [`WebhookStore::enqueue_webhook_event`]) in the transaction `conn` is in; their ids.
+pub(super) async fn insert_deliveries<D: Dialect>(
+    conn: &mut D::Connection,
+    event: &NewWebhookEvent,
+    only_webhook: Option<&str>,
+    new_delivery_id: &(dyn Fn() -> String + Send + Sync),
+) -> Result<Vec<String>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE user_id = $1 ORDER BY created_at, webhook_id"
+    ))
+    .arg(event.user_id.as_str())
+    .fetch_all(D::exec(&mut *conn))
+    .await?;
+    let mut ids = Vec::new();
+    for row in &rows {
+        let hook = webhook_row::<D>(row)?;
+        let wanted = match only_webhook {
+            Some(only) => hook.webhook_id == only,
+            None => hook.active && wants(&hook.events, &event.event_type),
+        };
+        if !wanted {
+            continue;
+        }
+        let id = new_delivery_id();
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (delivery_id, webhook_id, user_id, event_id, \
+             event_type, body, status, attempts, next_attempt_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7)",
+        )
+        .arg(id.as_str())
+        .arg(hook.webhook_id.as_str())
+        .arg(event.user_id.as_str())
+        .arg(event.event_id.as_str())
+        .arg(event.event_type.as_str())
+        .arg(event.body.as_str())
+        .arg(Stamp(event.created_at))
+        .execute(D::exec(&mut *conn))
+        .await
+        .map_err(|e| insert_error(e, "delivery_id", "webhook"))?;
+        ids.push(id);
+    }
+    Ok(ids)
 }
 
 /// Whether a webhook subscribed to `events` receives `event_type`.

@@ -206,13 +206,13 @@ pub async fn a_session_is_billed_once_for_its_ready_time(db: TestDb) {
     creating_session(store, "s1", "ann").await;
     let ready_at = base_time();
     store
-        .mark_session_ready("s1", "sbx", "local:x", ready_at)
+        .mark_session_ready("s1", "sbx", "local:x", ready_at, None)
         .await
         .unwrap()
         .unwrap();
     let closed_at = ready_at + Duration::seconds(90) + Duration::microseconds(1);
     let ended = store
-        .end_session_billed(&end("s1", SessionStatus::Closed, closed_at, 5))
+        .end_session_billed(&end("s1", SessionStatus::Closed, closed_at, 5), None)
         .await
         .unwrap()
         .expect("ends");
@@ -236,7 +236,7 @@ pub async fn a_session_is_billed_once_for_its_ready_time(db: TestDb) {
     );
     assert_eq!(
         store
-            .end_session_billed(&end("s1", SessionStatus::Terminated, closed_at, 5))
+            .end_session_billed(&end("s1", SessionStatus::Terminated, closed_at, 5), None)
             .await
             .unwrap(),
         None,
@@ -246,21 +246,21 @@ pub async fn a_session_is_billed_once_for_its_ready_time(db: TestDb) {
     // A session that never became ready is ended without a charge; unknown ones are None.
     creating_session(store, "s2", "ann").await;
     let ended = store
-        .end_session_billed(&end("s2", SessionStatus::Closed, closed_at, 5))
+        .end_session_billed(&end("s2", SessionStatus::Closed, closed_at, 5), None)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(ended.charge, None);
     assert_eq!(
         store
-            .end_session_billed(&end("nope", SessionStatus::Closed, closed_at, 5))
+            .end_session_billed(&end("nope", SessionStatus::Closed, closed_at, 5), None)
             .await
             .unwrap(),
         None
     );
     assert!(matches!(
         store
-            .end_session_billed(&end("s2", SessionStatus::Ready, closed_at, 5))
+            .end_session_billed(&end("s2", SessionStatus::Ready, closed_at, 5), None)
             .await,
         Err(StoreError::Invalid(_))
     ));
@@ -276,7 +276,7 @@ pub async fn racing_close_and_expiry_charge_once(db: TestDb) {
         let id = format!("race-{round}");
         creating_session(db.store.as_ref(), &id, "ann").await;
         db.store
-            .mark_session_ready(&id, "sbx", "local:x", base_time())
+            .mark_session_ready(&id, "sbx", "local:x", base_time(), None)
             .await
             .unwrap()
             .unwrap();
@@ -293,7 +293,7 @@ pub async fn racing_close_and_expiry_charge_once(db: TestDb) {
                     let at = base_time() + Duration::seconds(60 + i as i64);
                     barrier.wait().await;
                     store
-                        .end_session_billed(&end(&id, status, at, 5))
+                        .end_session_billed(&end(&id, status, at, 5), None)
                         .await
                         .unwrap()
                 })
@@ -331,22 +331,25 @@ pub async fn heartbeats_touch_ready_sessions_and_bound_the_bill(db: TestDb) {
     creating_session(store, "closed", "ann").await;
     let t0 = base_time();
     store
-        .mark_session_ready("ready", "sbx1", "local:x", t0)
+        .mark_session_ready("ready", "sbx1", "local:x", t0, None)
         .await
         .unwrap()
         .unwrap();
     store
-        .mark_session_ready("closed", "sbx2", "local:x", t0)
+        .mark_session_ready("closed", "sbx2", "local:x", t0, None)
         .await
         .unwrap()
         .unwrap();
     store
-        .end_session_billed(&end(
-            "closed",
-            SessionStatus::Closed,
-            t0 + Duration::seconds(1),
-            5,
-        ))
+        .end_session_billed(
+            &end(
+                "closed",
+                SessionStatus::Closed,
+                t0 + Duration::seconds(1),
+                5,
+            ),
+            None,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -368,7 +371,11 @@ pub async fn heartbeats_touch_ready_sessions_and_bound_the_bill(db: TestDb) {
     let restart = t0 + Duration::hours(5);
     let mut lost = end("ready", SessionStatus::Terminated, restart, 5);
     lost.at_last_heartbeat = true;
-    let ended = store.end_session_billed(&lost).await.unwrap().unwrap();
+    let ended = store
+        .end_session_billed(&lost, None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(ended.session.ended_at, Some(beat));
     assert_eq!(
         ended.charge.unwrap().amount_cents,
@@ -379,13 +386,17 @@ pub async fn heartbeats_touch_ready_sessions_and_bound_the_bill(db: TestDb) {
     // Without a heartbeat, at its ready time: nothing to pay.
     creating_session(store, "silent", "ann").await;
     store
-        .mark_session_ready("silent", "sbx3", "local:x", t0)
+        .mark_session_ready("silent", "sbx3", "local:x", t0, None)
         .await
         .unwrap()
         .unwrap();
     let mut lost = end("silent", SessionStatus::Terminated, restart, 5);
     lost.at_last_heartbeat = true;
-    let ended = store.end_session_billed(&lost).await.unwrap().unwrap();
+    let ended = store
+        .end_session_billed(&lost, None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(ended.session.ended_at, Some(t0));
     assert_eq!(ended.charge.unwrap().amount_cents, 0);
     assert_ledger_consistent(store, "ann").await;
@@ -395,7 +406,7 @@ pub async fn the_end_reason_is_set_by_the_call_that_ends(db: TestDb) {
     let store = db.store.as_ref();
     creating_session(store, "s", "ann").await;
     store
-        .mark_session_ready("s", "sbx", "local:x", base_time())
+        .mark_session_ready("s", "sbx", "local:x", base_time(), None)
         .await
         .unwrap()
         .unwrap();
@@ -409,7 +420,11 @@ pub async fn the_end_reason_is_set_by_the_call_that_ends(db: TestDb) {
         "insufficient_balance".into(),
         "terminated: the balance ran out".into(),
     ));
-    let ended = store.end_session_billed(&first).await.unwrap().unwrap();
+    let ended = store
+        .end_session_billed(&first, None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         ended.session.error_code.as_deref(),
         Some("insufficient_balance")
@@ -421,7 +436,7 @@ pub async fn the_end_reason_is_set_by_the_call_that_ends(db: TestDb) {
         5,
     );
     second.reason = Some(("other".into(), "other".into()));
-    assert_eq!(store.end_session_billed(&second).await.unwrap(), None);
+    assert_eq!(store.end_session_billed(&second, None).await.unwrap(), None);
     let stored = store.get_session("s").await.unwrap().unwrap();
     assert_eq!(stored.status, SessionStatus::Terminated);
     assert_eq!(stored.error_code.as_deref(), Some("insufficient_balance"));
@@ -432,7 +447,7 @@ pub async fn the_end_reason_is_set_by_the_call_that_ends(db: TestDb) {
     // Without a reason, none is recorded.
     creating_session(store, "plain", "ann").await;
     let ended = store
-        .end_session_billed(&end("plain", SessionStatus::Closed, base_time(), 5))
+        .end_session_billed(&end("plain", SessionStatus::Closed, base_time(), 5), None)
         .await
         .unwrap()
         .unwrap();

@@ -203,7 +203,7 @@ pub async fn creating_session(store: &dyn Store, session_id: &str, user_id: &str
         prepare_sessions(store, user_id).await;
     }
     store
-        .insert_session(&new_session(session_id, user_id, base_time()))
+        .insert_session(&new_session(session_id, user_id, base_time()), None)
         .await
         .unwrap()
 }

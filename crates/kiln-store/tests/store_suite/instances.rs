@@ -35,7 +35,7 @@ pub async fn image_instances_keep_name_labels_and_limits(db: TestDb) {
     let store = db.store.as_ref();
     prepare_sessions(store, "alice").await;
     let new = image_instance("i-1", "alice", 0, &[("team", "rl"), ("run", "a:b=c")]);
-    let created = store.insert_session(&new).await.unwrap();
+    let created = store.insert_session(&new, None).await.unwrap();
     assert_eq!(created.source, new.source);
     assert_eq!(created.source.sample(), None);
     assert_eq!(created.name, new.name);
@@ -46,7 +46,7 @@ pub async fn image_instances_keep_name_labels_and_limits(db: TestDb) {
 
     // A sample session has no name, labels or limits unless given.
     let sample = store
-        .insert_session(&new_session("s-1", "alice", base_time()))
+        .insert_session(&new_session("s-1", "alice", base_time()), None)
         .await
         .unwrap();
     assert_eq!((sample.name, sample.labels), (None, Labels::new()));
@@ -54,7 +54,7 @@ pub async fn image_instances_keep_name_labels_and_limits(db: TestDb) {
 
     // An image instance needs no sample, but still a user.
     let orphan = store
-        .insert_session(&image_instance("i-2", "nobody", 0, &[]))
+        .insert_session(&image_instance("i-2", "nobody", 0, &[]), None)
         .await;
     assert!(matches!(orphan, Err(StoreError::Missing(_))), "{orphan:?}");
 }
@@ -69,20 +69,20 @@ pub async fn instances_listed_by_status_and_labels(db: TestDb) {
         ("i-c", 3, vec![("team", "evals"), ("env", "py")]),
     ] {
         store
-            .insert_session(&image_instance(id, "alice", minute, &with))
+            .insert_session(&image_instance(id, "alice", minute, &with), None)
             .await
             .unwrap();
     }
     store
-        .insert_session(&new_session("s-a", "alice", base_time()))
+        .insert_session(&new_session("s-a", "alice", base_time()), None)
         .await
         .unwrap();
     store
-        .insert_session(&image_instance("i-bob", "bob", 9, &[("team", "rl")]))
+        .insert_session(&image_instance("i-bob", "bob", 9, &[("team", "rl")]), None)
         .await
         .unwrap();
     store
-        .mark_session_ready("i-b", "i-b", "local:test", base_time())
+        .mark_session_ready("i-b", "i-b", "local:test", base_time(), None)
         .await
         .unwrap();
 
@@ -147,7 +147,7 @@ pub async fn instance_changes_apply_and_expiry_only_while_live(db: TestDb) {
     let store = db.store.as_ref();
     prepare_sessions(store, "alice").await;
     store
-        .insert_session(&image_instance("i-1", "alice", 0, &[("a", "1")]))
+        .insert_session(&image_instance("i-1", "alice", 0, &[("a", "1")]), None)
         .await
         .unwrap();
     let later = base_time() + Duration::minutes(90);
@@ -225,20 +225,23 @@ pub async fn instances_found_by_search(db: TestDb) {
         ("i-c", 3, vec![("under", "a_b")]),
     ] {
         store
-            .insert_session(&image_instance(id, "alice", minute, &with))
+            .insert_session(&image_instance(id, "alice", minute, &with), None)
             .await
             .unwrap();
     }
     store
-        .insert_session(&new_session("s-a", "alice", base_time()))
+        .insert_session(&new_session("s-a", "alice", base_time()), None)
         .await
         .unwrap();
     store
-        .insert_session(&image_instance("i-bob", "bob", 9, &[("team", "rl-gym")]))
+        .insert_session(
+            &image_instance("i-bob", "bob", 9, &[("team", "rl-gym")]),
+            None,
+        )
         .await
         .unwrap();
     store
-        .mark_session_ready("i-b", "i-b", "local:test", base_time())
+        .mark_session_ready("i-b", "i-b", "local:test", base_time(), None)
         .await
         .unwrap();
     let found = |search: &str, statuses: Vec<SessionStatus>| SessionFilter {

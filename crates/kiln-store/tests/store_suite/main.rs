@@ -25,6 +25,7 @@ mod node_registry;
 mod nodes;
 mod opening;
 mod org_security;
+mod outbox;
 mod output_retention;
 mod persistence;
 mod ports;
@@ -124,12 +125,14 @@ on_both_backends!(
     github::github_tokens_are_kept_per_user_and_replaced,
     webhooks::webhooks_fan_out_and_are_limited,
     webhooks::deliveries_are_leased_retried_and_dead_lettered,
+    outbox::events_are_stored_with_their_change,
     ports::port_forwards_are_listed_counted_and_closed_once,
     ports::port_forward_ids_and_references_are_checked,
     snapshots::snapshot_quota_names_and_deletes,
     snapshots::racing_snapshot_inserts_keep_the_quota,
     snapshots::only_snapshots_nothing_stands_on_are_purgeable,
     snapshots::a_sandbox_swap_needs_the_old_sandbox_and_a_ready_session,
+    snapshots::recorded_runtime_refs_are_those_not_purged,
     base_images::base_image_versions_move_through_their_statuses_once,
     base_images::racing_base_image_inserts_get_distinct_numbers,
     nodes::live_sessions_name_their_node,

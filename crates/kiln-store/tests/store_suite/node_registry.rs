@@ -35,13 +35,23 @@ pub async fn nodes_heartbeat_and_go_down_once(db: TestDb) {
         .unwrap()
         .is_empty());
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let images: Vec<String> = (0..40).map(|i| format!("kiln/image-{i}:latest")).collect();
     assert_eq!(
-        store.heartbeat_node("node-a", 3).await.unwrap(),
+        store.heartbeat_node("node-a", 3, &images).await.unwrap(),
         Some(NodeStatus::Active)
     );
-    assert_eq!(store.heartbeat_node("nobody", 0).await.unwrap(), None);
+    assert_eq!(store.heartbeat_node("nobody", 0, &[]).await.unwrap(), None);
     let a = store.get_node("node-a").await.unwrap().expect("a");
     assert!(a.last_heartbeat_at > a.registered_at, "{a:?}");
+    // The beat's images, newest first, at most MAX_NODE_IMAGES of them.
+    assert_eq!(a.images, images[..kiln_store::MAX_NODE_IMAGES].to_vec());
+    assert!(store
+        .get_node("node-b")
+        .await
+        .unwrap()
+        .expect("b")
+        .images
+        .is_empty());
 
     // Only b (silent for 300 ms) is stale after 200 ms; of two racing markers exactly
     // one gets it.
@@ -57,7 +67,7 @@ pub async fn nodes_heartbeat_and_go_down_once(db: TestDb) {
     let down_at = b.down_at.expect("down_at");
     assert!(down_at >= a.last_heartbeat_at && down_at <= store.database_now().await.unwrap());
     // A down node's heartbeat is refused until it registers again.
-    assert_eq!(store.heartbeat_node("node-b", 0).await.unwrap(), None);
+    assert_eq!(store.heartbeat_node("node-b", 0, &[]).await.unwrap(), None);
 
     // Draining survives a re-registration; down does not.
     let (changed, drained) = store
@@ -99,15 +109,15 @@ pub async fn nodes_heartbeat_and_go_down_once(db: TestDb) {
     prepare_sessions(store, "alice").await;
     let at = base_time();
     store
-        .insert_session_on(&new_session("s-b", "alice", at), "node-b")
+        .insert_session_on(&new_session("s-b", "alice", at), "node-b", None)
         .await
         .unwrap();
     store
-        .insert_session_on(&new_session("s-x", "alice", at), "validate-x")
+        .insert_session_on(&new_session("s-x", "alice", at), "validate-x", None)
         .await
         .unwrap();
     store
-        .insert_session(&new_session("s-old", "alice", at))
+        .insert_session(&new_session("s-old", "alice", at), None)
         .await
         .unwrap();
     let owner = store

@@ -9,20 +9,20 @@ pub async fn live_sessions_name_their_node(db: TestDb) {
     prepare_sessions(store, "alice").await;
     let at = base_time();
     store
-        .insert_session(&new_session("s-old", "alice", at))
+        .insert_session(&new_session("s-old", "alice", at), None)
         .await
         .unwrap();
     let created = store
-        .insert_session_on(&new_session("s-a", "alice", at), "node-a")
+        .insert_session_on(&new_session("s-a", "alice", at), "node-a", None)
         .await
         .unwrap();
     assert_eq!(created.status, SessionStatus::Creating);
     store
-        .insert_session_on(&new_session("s-b", "alice", at), "validate-b")
+        .insert_session_on(&new_session("s-b", "alice", at), "validate-b", None)
         .await
         .unwrap();
     store
-        .insert_session_on(&new_session("s-ended", "alice", at), "node-a")
+        .insert_session_on(&new_session("s-ended", "alice", at), "node-a", None)
         .await
         .unwrap();
     store

@@ -75,7 +75,7 @@ pub async fn sessions_survive_reopen(db: TestDb) {
     let TestDb { store, url, .. } = db;
     crate::harness::creating_session(store.as_ref(), "sess", "alice").await;
     let ready = store
-        .mark_session_ready("sess", "sbx", "local:h", base_time())
+        .mark_session_ready("sess", "sbx", "local:h", base_time(), None)
         .await
         .unwrap()
         .unwrap();

@@ -40,7 +40,7 @@ pub async fn racing_ends_of_a_session_have_one_winner(db: TestDb) {
         creating_session(db.store.as_ref(), &session_id, "alice").await;
         if round % 2 == 1 {
             db.store
-                .mark_session_ready(&session_id, "sbx", "local:x", base_time())
+                .mark_session_ready(&session_id, "sbx", "local:x", base_time(), None)
                 .await
                 .unwrap()
                 .unwrap();
@@ -88,7 +88,7 @@ pub async fn creation_failure_racing_a_close_has_one_winner(db: TestDb) {
                 let at = base_time();
                 let record = if i == 0 {
                     store
-                        .mark_session_error(&session_id, "boom", "failed", at)
+                        .mark_session_error(&session_id, "boom", "failed", at, None)
                         .await
                 } else {
                     store
@@ -190,7 +190,7 @@ pub async fn racing_job_finishes_have_one_winner(db: TestDb) {
             async move {
                 let status = [JobStatus::Completed, JobStatus::Cancelled, JobStatus::Error][i % 3];
                 store
-                    .update_verification_job(&job_id, &update(status, 1))
+                    .update_verification_job(&job_id, &update(status, 1), None)
                     .await
                     .expect("update")
             }

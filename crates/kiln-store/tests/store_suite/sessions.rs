@@ -12,7 +12,7 @@ pub async fn session_lifecycle_creating_ready_closed(db: TestDb) {
     prepare_sessions(store, "alice").await;
     let requested = base_time() + Duration::nanoseconds(999);
     let new = new_session("sess-1", "alice", requested);
-    let created = store.insert_session(&new).await.unwrap();
+    let created = store.insert_session(&new, None).await.unwrap();
     assert_eq!(created.session_id, "sess-1");
     assert_eq!(created.user_id, "alice");
     assert_eq!(
@@ -43,7 +43,7 @@ pub async fn session_lifecycle_creating_ready_closed(db: TestDb) {
 
     let ready_at = base_time() + Duration::microseconds(1_500_001);
     let ready = store
-        .mark_session_ready("sess-1", "kiln-sbx-1", "local:host", ready_at)
+        .mark_session_ready("sess-1", "kiln-sbx-1", "local:host", ready_at, None)
         .await
         .unwrap()
         .expect("creating → ready");
@@ -60,13 +60,13 @@ pub async fn session_lifecycle_creating_ready_closed(db: TestDb) {
 
     // Only `Creating` moves to Ready or Error.
     let again = store
-        .mark_session_ready("sess-1", "other", "elsewhere", ready_at)
+        .mark_session_ready("sess-1", "other", "elsewhere", ready_at, None)
         .await
         .unwrap();
     assert_eq!(again, None);
     assert_eq!(
         store
-            .mark_session_error("sess-1", "x", "y", ready_at)
+            .mark_session_error("sess-1", "x", "y", ready_at, None)
             .await
             .unwrap(),
         None
@@ -111,7 +111,7 @@ pub async fn session_lifecycle_creating_ready_closed(db: TestDb) {
     );
     assert_eq!(
         store
-            .mark_session_ready("sess-1", "s", "l", later)
+            .mark_session_ready("sess-1", "s", "l", later, None)
             .await
             .unwrap(),
         None
@@ -124,7 +124,13 @@ pub async fn session_creation_can_fail_or_be_terminated(db: TestDb) {
     creating_session(store, "failing", "alice").await;
     let at = base_time() + Duration::seconds(3);
     let failed = store
-        .mark_session_error("failing", "sandbox_failed", "image missing: ünïcödé", at)
+        .mark_session_error(
+            "failing",
+            "sandbox_failed",
+            "image missing: ünïcödé",
+            at,
+            None,
+        )
         .await
         .unwrap()
         .expect("creating → error");
@@ -139,7 +145,7 @@ pub async fn session_creation_can_fail_or_be_terminated(db: TestDb) {
     // Nothing leaves Error.
     assert_eq!(
         store
-            .mark_session_ready("failing", "s", "l", at)
+            .mark_session_ready("failing", "s", "l", at, None)
             .await
             .unwrap(),
         None
@@ -164,7 +170,7 @@ pub async fn session_creation_can_fail_or_be_terminated(db: TestDb) {
     assert_eq!(terminated.ended_at, Some(at));
     assert_eq!(
         store
-            .mark_session_ready("abandoned", "late", "l", at)
+            .mark_session_ready("abandoned", "late", "l", at, None)
             .await
             .unwrap(),
         None
@@ -208,14 +214,14 @@ pub async fn unknown_session_ids_give_none(db: TestDb) {
     assert_eq!(store.get_session("nope").await.unwrap(), None);
     assert_eq!(
         store
-            .mark_session_ready("nope", "s", "l", at)
+            .mark_session_ready("nope", "s", "l", at, None)
             .await
             .unwrap(),
         None
     );
     assert_eq!(
         store
-            .mark_session_error("nope", "c", "m", at)
+            .mark_session_error("nope", "c", "m", at, None)
             .await
             .unwrap(),
         None
@@ -238,13 +244,13 @@ pub async fn session_insert_checks_ids_and_references(db: TestDb) {
     let store = db.store.as_ref();
     prepare_sessions(store, "alice").await;
     let first = store
-        .insert_session(&new_session("sess", "alice", base_time()))
+        .insert_session(&new_session("sess", "alice", base_time()), None)
         .await
         .unwrap();
 
     let mut same_id = new_session("sess", "alice", base_time() + Duration::seconds(1));
     same_id.expires_at = base_time() + Duration::hours(9);
-    let outcome = store.insert_session(&same_id).await;
+    let outcome = store.insert_session(&same_id, None).await;
     assert!(
         matches!(outcome, Err(StoreError::Conflict("session_id"))),
         "{outcome:?}"
@@ -256,7 +262,7 @@ pub async fn session_insert_checks_ids_and_references(db: TestDb) {
     );
 
     let unknown_user = store
-        .insert_session(&new_session("s2", "nobody", base_time()))
+        .insert_session(&new_session("s2", "nobody", base_time()), None)
         .await;
     assert!(
         matches!(unknown_user, Err(StoreError::Missing(_))),
@@ -268,7 +274,7 @@ pub async fn session_insert_checks_ids_and_references(db: TestDb) {
         sample_id: SESSION_SAMPLE.into(),
         version: 2,
     };
-    let outcome = store.insert_session(&unknown_version).await;
+    let outcome = store.insert_session(&unknown_version, None).await;
     assert!(
         matches!(outcome, Err(StoreError::Missing(_))),
         "{outcome:?}"
@@ -279,7 +285,7 @@ pub async fn session_insert_checks_ids_and_references(db: TestDb) {
         sample_id: "org__other-9".into(),
         version: 1,
     };
-    let outcome = store.insert_session(&unknown_sample).await;
+    let outcome = store.insert_session(&unknown_sample, None).await;
     assert!(
         matches!(outcome, Err(StoreError::Missing(_))),
         "{outcome:?}"
@@ -308,21 +314,20 @@ pub async fn sessions_listed_newest_first_with_total(db: TestDb) {
         ("s-_", t(5)),
     ] {
         store
-            .insert_session(&new_session(id, "alice", at))
+            .insert_session(&new_session(id, "alice", at), None)
             .await
             .unwrap();
     }
     store
-        .insert_session(&new_session("bobs", "bob", t(7)))
+        .insert_session(&new_session("bobs", "bob", t(7)), None)
         .await
         .unwrap();
     // A microsecond apart is apart.
     store
-        .insert_session(&new_session(
-            "s-micro",
-            "alice",
-            t(9) + Duration::microseconds(1),
-        ))
+        .insert_session(
+            &new_session("s-micro", "alice", t(9) + Duration::microseconds(1)),
+            None,
+        )
         .await
         .unwrap();
 
@@ -368,20 +373,20 @@ pub async fn live_sessions_counted_and_listed_by_status(db: TestDb) {
         ("b-terminated", "bob", t(5)),
     ] {
         store
-            .insert_session(&new_session(id, user, at))
+            .insert_session(&new_session(id, user, at), None)
             .await
             .unwrap();
     }
     let at = t(10);
     for id in ["a-ready", "a-closed", "b-ready"] {
         store
-            .mark_session_ready(id, "sbx", "local:x", at)
+            .mark_session_ready(id, "sbx", "local:x", at, None)
             .await
             .unwrap()
             .unwrap();
     }
     store
-        .mark_session_error("a-error", "c", "m", at)
+        .mark_session_error("a-error", "c", "m", at, None)
         .await
         .unwrap()
         .unwrap();
@@ -436,7 +441,7 @@ pub async fn session_usage_samples_are_kept_with_the_session(db: TestDb) {
     let store = db.store.as_ref();
     prepare_sessions(store, "alice").await;
     store
-        .insert_session(&new_session("used", "alice", base_time()))
+        .insert_session(&new_session("used", "alice", base_time()), None)
         .await
         .unwrap();
     assert_eq!(

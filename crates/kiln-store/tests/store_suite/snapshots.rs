@@ -32,7 +32,7 @@ const ROOMY: SnapshotQuota = SnapshotQuota {
 };
 
 async fn insert(store: &dyn Store, new: &NewSnapshot) {
-    match store.insert_snapshot(new, ROOMY).await.unwrap() {
+    match store.insert_snapshot(new, ROOMY, None).await.unwrap() {
         SnapshotInsert::Inserted(record) => {
             assert_eq!(record.name, new.name);
             assert_eq!(record.size_bytes, new.size_bytes);
@@ -50,13 +50,13 @@ pub async fn snapshot_quota_names_and_deletes(db: TestDb) {
         max_bytes: 100,
     };
     let first = store
-        .insert_snapshot(&snap("s1", "ses-1", "a", 60, None), quota)
+        .insert_snapshot(&snap("s1", "ses-1", "a", 60, None), quota, None)
         .await
         .unwrap();
     assert!(matches!(first, SnapshotInsert::Inserted(_)), "{first:?}");
     // Bytes: 60 + 50 > 100.
     let over = store
-        .insert_snapshot(&snap("s2", "ses-1", "b", 50, None), quota)
+        .insert_snapshot(&snap("s2", "ses-1", "b", 50, None), quota, None)
         .await
         .unwrap();
     assert_eq!(
@@ -69,7 +69,7 @@ pub async fn snapshot_quota_names_and_deletes(db: TestDb) {
     assert!(store.get_snapshot("s2").await.unwrap().is_none());
     // The name is taken while "a" lives.
     let taken = store
-        .insert_snapshot(&snap("s3", "ses-1", "a", 1, None), quota)
+        .insert_snapshot(&snap("s3", "ses-1", "a", 1, None), quota, None)
         .await;
     assert!(
         matches!(taken, Err(StoreError::Conflict("name"))),
@@ -78,7 +78,7 @@ pub async fn snapshot_quota_names_and_deletes(db: TestDb) {
     insert(store, &snap("s4", "ses-1", "b", 40, None)).await;
     // Count: 2 of 2.
     let over = store
-        .insert_snapshot(&snap("s5", "ses-1", "c", 0, None), quota)
+        .insert_snapshot(&snap("s5", "ses-1", "c", 0, None), quota, None)
         .await
         .unwrap();
     assert!(matches!(over, SnapshotInsert::OverQuota(_)), "{over:?}");
@@ -90,12 +90,12 @@ pub async fn snapshot_quota_names_and_deletes(db: TestDb) {
     // A delete hides it, frees its name and its room, once.
     let at = base_time() + Duration::minutes(1);
     assert!(store
-        .mark_snapshot_deleted("s1", at)
+        .mark_snapshot_deleted("s1", at, None)
         .await
         .unwrap()
         .is_some());
     assert!(store
-        .mark_snapshot_deleted("s1", at)
+        .mark_snapshot_deleted("s1", at, None)
         .await
         .unwrap()
         .is_none());
@@ -109,7 +109,7 @@ pub async fn snapshot_quota_names_and_deletes(db: TestDb) {
     insert(store, &hidden).await;
     assert_eq!(store.snapshot_usage("alice").await.unwrap().count, 2);
     let missing = store
-        .insert_snapshot(&snap("s8", "nope", "x", 1, None), ROOMY)
+        .insert_snapshot(&snap("s8", "nope", "x", 1, None), ROOMY, None)
         .await;
     assert!(
         matches!(missing, Err(StoreError::Missing(_))),
@@ -131,7 +131,7 @@ pub async fn racing_snapshot_inserts_keep_the_quota(db: TestDb) {
             tokio::spawn(async move {
                 barrier.wait().await;
                 let new = snap(&format!("r{n}"), "ses-1", &format!("n{n}"), 1, None);
-                store.insert_snapshot(&new, quota).await.unwrap()
+                store.insert_snapshot(&new, quota, None).await.unwrap()
             })
         })
         .collect();
@@ -158,7 +158,7 @@ pub async fn only_snapshots_nothing_stands_on_are_purgeable(db: TestDb) {
     );
     insert(store, &snap("child", "fork", "child", 1, Some("base"))).await;
 
-    store.mark_snapshot_deleted("base", at).await.unwrap();
+    store.mark_snapshot_deleted("base", at, None).await.unwrap();
     let ids = |found: Vec<kiln_store::SnapshotRecord>| -> Vec<String> {
         found.into_iter().map(|s| s.snapshot_id).collect()
     };
@@ -171,7 +171,10 @@ pub async fn only_snapshots_nothing_stands_on_are_purgeable(db: TestDb) {
         .unwrap();
     assert!(store.purgeable_snapshots(10).await.unwrap().is_empty());
     // The child is deleted: it goes first, then "base".
-    store.mark_snapshot_deleted("child", at).await.unwrap();
+    store
+        .mark_snapshot_deleted("child", at, None)
+        .await
+        .unwrap();
     assert_eq!(ids(store.purgeable_snapshots(10).await.unwrap()), ["child"]);
     assert!(store.mark_snapshot_purged("child", at).await.unwrap());
     assert!(!store.mark_snapshot_purged("child", at).await.unwrap());
@@ -192,7 +195,7 @@ pub async fn a_sandbox_swap_needs_the_old_sandbox_and_a_ready_session(db: TestDb
         .unwrap()
         .is_none());
     store
-        .mark_session_ready("ses-1", "ses-1", "local:test", at)
+        .mark_session_ready("ses-1", "ses-1", "local:test", at, None)
         .await
         .unwrap()
         .unwrap();
@@ -217,4 +220,36 @@ pub async fn a_sandbox_swap_needs_the_old_sandbox_and_a_ready_session(db: TestDb
         .await
         .unwrap()
         .is_none());
+}
+
+/// The runtime copies the store knows: every snapshot's not purged, deleted ones included;
+/// an unknown name and a purged snapshot's are not.
+pub async fn recorded_runtime_refs_are_those_not_purged(db: TestDb) {
+    let store = db.store.as_ref();
+    creating_session(store, "ses-1", "alice").await;
+    insert(store, &snap("kept", "ses-1", "a", 1, None)).await;
+    insert(store, &snap("gone", "ses-1", "b", 1, None)).await;
+    insert(store, &snap("hidden", "ses-1", "c", 1, None)).await;
+    let at = base_time() + Duration::seconds(60);
+    assert!(store
+        .mark_snapshot_deleted("gone", at, None)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store.mark_snapshot_purged("gone", at).await.unwrap());
+    assert!(store
+        .mark_snapshot_deleted("hidden", at, None)
+        .await
+        .unwrap()
+        .is_some());
+    let mut asked: Vec<String> = ["rt-kept", "rt-gone", "rt-hidden", "rt-never"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    // More than one statement's worth of names.
+    asked.extend((0..1200).map(|n| format!("rt-none-{n}")));
+    let mut known = store.recorded_snapshot_refs(&asked).await.unwrap();
+    known.sort();
+    assert_eq!(known, ["rt-hidden", "rt-kept"]);
+    assert!(store.recorded_snapshot_refs(&[]).await.unwrap().is_empty());
 }

@@ -59,7 +59,7 @@ pub async fn job_runs_to_completion(db: TestDb) {
     );
 
     let starting = store
-        .update_verification_job("job-1", &update(JobStatus::Starting, 2))
+        .update_verification_job("job-1", &update(JobStatus::Starting, 2), None)
         .await
         .unwrap();
     let starting = starting.expect("pending → starting");
@@ -68,7 +68,7 @@ pub async fn job_runs_to_completion(db: TestDb) {
         (JobStatus::Starting, Some(t(2)), None)
     );
     let running = store
-        .update_verification_job("job-1", &update(JobStatus::Running, 3))
+        .update_verification_job("job-1", &update(JobStatus::Running, 3), None)
         .await
         .unwrap();
     let running = running.expect("starting → running");
@@ -87,7 +87,7 @@ pub async fn job_runs_to_completion(db: TestDb) {
     finish.at += Duration::nanoseconds(999);
     finish.result = Some(result.clone());
     let completed = store
-        .update_verification_job("job-1", &finish)
+        .update_verification_job("job-1", &finish, None)
         .await
         .unwrap()
         .expect("completes");
@@ -125,7 +125,10 @@ pub async fn job_runs_to_completion(db: TestDb) {
         late.error_code = Some("late".into());
         late.result = Some(a_result("overwrite"));
         assert_eq!(
-            store.update_verification_job("job-1", &late).await.unwrap(),
+            store
+                .update_verification_job("job-1", &late, None)
+                .await
+                .unwrap(),
             None,
             "{status:?}"
         );
@@ -161,7 +164,7 @@ pub async fn jobs_fail_cancel_and_skip_states(db: TestDb) {
 
     // Cancelled before it started: no started_at.
     let cancelled = store
-        .update_verification_job("cancelled", &update(JobStatus::Cancelled, 4))
+        .update_verification_job("cancelled", &update(JobStatus::Cancelled, 4), None)
         .await
         .unwrap();
     let cancelled = cancelled.unwrap();
@@ -178,7 +181,7 @@ pub async fn jobs_fail_cancel_and_skip_states(db: TestDb) {
     let mut failing = update(JobStatus::Starting, 5);
     failing.error_code = Some("image_pull".into());
     let starting = store
-        .update_verification_job("failed", &failing)
+        .update_verification_job("failed", &failing, None)
         .await
         .unwrap()
         .unwrap();
@@ -192,7 +195,7 @@ pub async fn jobs_fail_cancel_and_skip_states(db: TestDb) {
     let mut failed = update(JobStatus::Error, 6);
     failed.error_message = Some("could not pull".into());
     let failed = store
-        .update_verification_job("failed", &failed)
+        .update_verification_job("failed", &failed, None)
         .await
         .unwrap()
         .unwrap();
@@ -211,7 +214,7 @@ pub async fn jobs_fail_cancel_and_skip_states(db: TestDb) {
 
     // Straight to Running still records a start.
     let jumped = store
-        .update_verification_job("jumped", &update(JobStatus::Running, 7))
+        .update_verification_job("jumped", &update(JobStatus::Running, 7), None)
         .await
         .unwrap()
         .unwrap();
@@ -264,7 +267,7 @@ pub async fn job_ids_and_references_are_checked(db: TestDb) {
         "other session"
     );
     let unknown = store
-        .update_verification_job("nope", &update(JobStatus::Running, 1))
+        .update_verification_job("nope", &update(JobStatus::Running, 1), None)
         .await;
     assert_eq!(unknown.unwrap(), None);
 }
@@ -308,7 +311,7 @@ pub async fn a_sessions_jobs_are_listed_newest_first(db: TestDb) {
             .unwrap();
     }
     store
-        .update_verification_job("job-d", &update(JobStatus::Error, 5))
+        .update_verification_job("job-d", &update(JobStatus::Error, 5), None)
         .await
         .unwrap();
     let ids = |jobs: Vec<kiln_store::VerificationJobRecord>| {

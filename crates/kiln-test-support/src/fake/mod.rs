@@ -237,6 +237,11 @@ impl FakeRuntime {
         self.lock().execs.clone()
     }
 
+    /// A running sandbox's end as its spec gave it and `set_expiry` moved it.
+    pub fn expiry(&self, id: &SandboxId) -> Option<SystemTime> {
+        self.lock().sandboxes.get(id)?.spec.expires_at
+    }
+
     /// Reads or changes a sandbox's files from the test; `None` when there is no such sandbox.
     pub fn with_files<T>(&self, id: &SandboxId, f: impl FnOnce(&mut Files) -> T) -> Option<T> {
         self.lock().sandboxes.get_mut(id).map(|s| f(&mut s.files))
@@ -653,6 +658,16 @@ impl Runtime for FakeRuntime {
             let _ = tokio::io::copy(&mut reader, &mut writer).await;
         });
         Ok(Box::new(near))
+    }
+
+    async fn set_expiry(&self, id: &SandboxId, at: SystemTime) -> Result<()> {
+        let mut state = self.lock();
+        let sandbox = state
+            .sandboxes
+            .get_mut(id)
+            .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+        sandbox.spec.expires_at = Some(at);
+        Ok(())
     }
 
     async fn destroy(&self, id: &SandboxId) -> Result<()> {

@@ -9,8 +9,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::base_images_models::*;
-use crate::error::ApiResult;
-use crate::extract::{CurrentUser, SignedIn, ValidJson, ValidPath};
+use crate::error::{ApiError, ApiResult, Input};
+use crate::extract::{check_range, CurrentUser, SignedIn, ValidJson, ValidPath, ValidQuery};
 use crate::models::{ErrorBody, HTTPValidationError};
 use crate::AppState;
 
@@ -27,21 +27,42 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(abort))
 }
 
+/// Versions per page when the caller does not say, and at most.
+const DEFAULT_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 100;
+
 fn list_of(records: Vec<kiln_domain::BaseImageRecord>) -> Json<BaseImageList> {
     Json(BaseImageList {
         base_images: records.into_iter().map(Into::into).collect(),
+        next_cursor: None,
     })
 }
 
-/// Every version of every base image family, by family, newest version first.
+/// Every version of every base image family, by family, newest version first, a page at
+/// a time (`limit`, then `cursor` = the previous page's `next_cursor`).
 #[utoipa::path(get, path = "/base-images", tag = "base_images",
-    responses((status = 200, body = BaseImageList)),
+    params(BaseImageListParams),
+    responses((status = 200, body = BaseImageList), (status = 422, body = HTTPValidationError)),
     security(("HTTPBearer" = [])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     CurrentUser(_me): CurrentUser,
+    ValidQuery(params): ValidQuery<BaseImageListParams>,
 ) -> ApiResult<Json<BaseImageList>> {
-    Ok(list_of(state.kiln.base_images.list().await?))
+    if let Some(limit) = params.limit {
+        check_range(&["query", "limit"], limit, Some(1), Some(MAX_PAGE))?;
+    }
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE).unsigned_abs();
+    let page = state
+        .kiln
+        .base_images
+        .list(limit, params.cursor.as_deref())
+        .await
+        .map_err(ApiError::from_service(Input::Query))?;
+    Ok(Json(BaseImageList {
+        base_images: page.base_images.into_iter().map(Into::into).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// The current version of the server's default family (`base_images.default_family`).

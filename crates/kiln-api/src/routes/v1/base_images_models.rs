@@ -3,7 +3,7 @@ use chrono::{DateTime, Utc};
 use kiln_domain::{BaseImageRecord, BaseImageStatus};
 use kiln_services::base_images::BaseImageSource;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::models::{rfc3339, rfc3339_opt};
 
@@ -99,6 +99,20 @@ impl From<BaseImageRecord> for BaseImageView {
 #[derive(Serialize, ToSchema)]
 pub struct BaseImageList {
     pub base_images: Vec<BaseImageView>,
+    /// Pass as `cursor` for the next page; absent on the last one (and on a family's
+    /// versions, which are one page).
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BaseImageListParams {
+    /// Versions per page, 1–100 (default 100).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page. A cursor this server did not give out is a 422.
+    #[param(max_length = 256)]
+    pub cursor: Option<String>,
 }
 
 /// What a new version is made from: exactly one of the three.

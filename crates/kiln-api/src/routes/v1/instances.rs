@@ -118,7 +118,8 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(instance.into())))
 }
 
-/// The listing's query: `limit`, `offset`, `status` and `label` (both repeatable), `q`.
+/// The listing's query: `limit`, `offset` or `cursor`, `status` and `label` (both
+/// repeatable), `q`.
 fn list_query(raw: Option<&str>, state: &AppState) -> ApiResult<InstanceQuery> {
     let mut query = InstanceQuery {
         limit: DEFAULT_PAGE as u64,
@@ -174,6 +175,7 @@ fn list_query(raw: Option<&str>, state: &AppState) -> ApiResult<InstanceQuery> {
                 query.labels.push((k.to_string(), v.to_string()));
             }
             "q" => query.search = Some(value.into_owned()),
+            "cursor" => query.cursor = Some(value.into_owned()),
             _ => {}
         }
     }
@@ -197,19 +199,19 @@ pub async fn list(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<InstanceListResponse>> {
     let query = list_query(raw.as_deref(), &state)?;
-    let (found, total) = state
+    let page = state
         .kiln
         .instances
         .list(&me.user.user_id, &query)
         .await
         .map_err(ApiError::from_service(Input::Query))?;
-    let has_more = query.offset.saturating_add(found.len() as u64) < total;
     Ok(Json(InstanceListResponse {
-        instances: found.into_iter().map(InstanceView::from).collect(),
-        total,
+        instances: page.instances.into_iter().map(InstanceView::from).collect(),
+        total: page.total,
         limit: query.limit,
         offset: query.offset,
-        has_more,
+        has_more: page.has_more,
+        next_cursor: page.next_cursor,
     }))
 }
 

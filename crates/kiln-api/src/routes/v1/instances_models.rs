@@ -88,9 +88,13 @@ pub struct InstanceListParams {
     /// Instances per page (default 20, at most 100).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
-    /// How many to skip (newest first).
+    /// How many to skip (newest first). Not with `cursor`.
     #[param(minimum = 0)]
     pub offset: Option<i64>,
+    /// `next_cursor` of the previous page: the page after it, stable while instances are
+    /// created (keyset paging). A cursor this server did not give out is a 422.
+    #[param(max_length = 256)]
+    pub cursor: Option<String>,
     /// Only these statuses (repeat, or separate with commas).
     pub status: Option<Vec<SessionStatusView>>,
     /// `key:value`; repeat for several (all must match).
@@ -194,6 +198,8 @@ pub struct InstanceListResponse {
     pub limit: u64,
     pub offset: u64,
     pub has_more: bool,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
 }
 
 /// An instance's usage over time, sampled from its sandbox (cgroup, or the engine) at the

@@ -66,8 +66,9 @@ impl SessionService {
                     error_code: Some("not_verifiable".into()),
                     error_message: Some(format!("this sample cannot be verified: {why}")),
                 };
+                let announce = self.job_event();
                 self.store()
-                    .update_verification_job(&job.job_id, &update)
+                    .update_verification_job(&job.job_id, &update, announce.as_deref())
                     .await?;
                 self.changes().notify(session_id);
             }
@@ -122,14 +123,15 @@ impl SessionService {
                 error_code: Some(code.into()),
                 error_message: Some(message.into()),
             };
-            // Announced like any job's end (`verification.error` for a lost sandbox; a
-            // cancelled job has no event of its own, its session's end says why).
-            if let Some(ended) = self
+            // Announced like any job's end: `verification.error`, for a lost sandbox and for
+            // a job cancelled by its session's end alike (its status and code say which).
+            let announce = self.job_event();
+            if self
                 .store()
-                .update_verification_job(&job.job_id, &update)
+                .update_verification_job(&job.job_id, &update, announce.as_deref())
                 .await?
+                .is_some()
             {
-                self.announce_job(&ended).await;
                 n += 1;
             }
         }

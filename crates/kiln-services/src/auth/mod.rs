@@ -1,5 +1,7 @@
 //! Who is calling: API keys (long-lived, for scripts and the SDK) and JWT pairs
 //! (short-lived access tokens, rotating refresh tokens, for interactive clients).
+pub(crate) mod sudo;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -203,7 +205,7 @@ impl AuthService {
     pub async fn revoke_own_api_key(&self, me: &Principal, key_id: &str) -> ServiceResult<()> {
         let itself = matches!(&me.via, Credential::ApiKey { key_id: own, .. } if own == key_id);
         if !itself {
-            crate::accounts::sudo::require(&self.store, me).await?;
+            sudo::require(&self.store, me).await?;
         }
         self.revoke_api_key(&me.user.user_id, key_id).await
     }
