@@ -271,12 +271,13 @@ async fn an_instance_reports_its_usage_over_time() {
     let instance = ready(&s, &key, json!({"dataset": DATASET, "sample_id": SAMPLE})).await;
     let id = instance["id"].as_str().expect("id").to_string();
     let path = format!("/instances/{id}/metrics");
-    // About a CPU-second of work, then samples after it.
+    // A fixed amount of work (1-2.5 CPU-seconds by the shell), then samples after it: a
+    // loop bounded by wall time got too little CPU on a loaded machine.
     let done = run(
         &s,
         &key,
         &id,
-        "i=0; end=$(($(date +%s) + 2)); while [ $(date +%s) -lt $end ]; do i=$((i+1)); done; echo $i",
+        "i=0; while [ $i -lt 1000000 ]; do i=$((i+1)); done; echo $i",
     )
     .await;
     assert_eq!(done["exit_code"], 0, "{done}");
