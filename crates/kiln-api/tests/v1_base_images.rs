@@ -697,6 +697,7 @@ async fn a_restart_fails_versions_left_preparing() {
         source: "import:v1".into(),
         created_by: v1["created_by"].as_str().expect("creator").into(),
         created_at: chrono::Utc::now(),
+        node_id: None,
     };
     let limits = kiln_store::BaseImageLimits {
         max_versions_per_family: 100,
@@ -778,6 +779,7 @@ async fn versions_and_preparations_are_limited() {
         source: "from:x".into(),
         created_by: admin.clone(),
         created_at: chrono::Utc::now(),
+        node_id: None,
     };
     let first = store.insert_base_image(&new("bim_a", "go"), limits).await;
     assert!(
@@ -816,6 +818,7 @@ async fn base_images_are_paged_by_cursor() {
             source: "from:x".into(),
             created_by: maker.clone(),
             created_at: chrono::Utc::now(),
+            node_id: None,
         };
         store.insert_base_image(&new, limits).await.expect("insert");
     }

@@ -14,6 +14,8 @@ pub struct NewAgentJob {
     /// SHA-256 (hex) of the completion secret.
     pub secret_hash: String,
     pub created_at: DateTime<Utc>,
+    /// The node whose process runs the job (`None` without a node of its own).
+    pub node_id: Option<String>,
 }
 
 /// An agent job. Its status moves `Pending → Starting → Running → Completed | Error`
@@ -35,6 +37,9 @@ pub struct AgentJobRecord {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// The node whose process runs the job: only that node's restart, or its loss, ends
+    /// the job early. `None`: stored before nodes were recorded, or without a node.
+    pub node_id: Option<String>,
 }
 
 /// A change of an agent job's state; fields left `None` keep their value.

@@ -50,6 +50,8 @@ pub struct NewBaseImage {
     pub source: String,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
+    /// The node whose process prepares it (`None` without a node of its own).
+    pub node_id: Option<String>,
 }
 
 /// How far a preparation got (layers and compressed bytes).
@@ -86,6 +88,9 @@ pub struct BaseImageRecord {
     pub promoted_at: Option<DateTime<Utc>>,
     /// The family's current version.
     pub current: bool,
+    /// The node that prepares (or prepared) it: only that node's restart, or its loss,
+    /// fails a preparation.
+    pub node_id: Option<String>,
 }
 
 impl BaseImageRecord {

@@ -20,6 +20,7 @@ use chrono::Utc;
 use kiln_config::{ClusterConfig, Config};
 use kiln_store::{NodeRecord, NodeRegistration, NodeStatus, Store, User};
 
+use crate::agent_jobs::AgentJobService;
 use crate::error::{ServiceError, ServiceResult};
 use crate::sessions::SessionService;
 use metrics::ClusterMetrics;
@@ -36,6 +37,8 @@ pub struct NodeMetrics {
 pub struct ClusterService {
     store: Arc<dyn Store>,
     sessions: Arc<SessionService>,
+    /// A lost node's agent jobs end with its sessions.
+    agent_jobs: Arc<AgentJobService>,
     config: ClusterConfig,
     /// This server's registration, or why it has none (SQLite, no sandbox backend).
     me: Result<NodeRegistration, String>,
@@ -54,6 +57,7 @@ impl ClusterService {
     pub(crate) fn new(
         store: Arc<dyn Store>,
         sessions: Arc<SessionService>,
+        agent_jobs: Arc<AgentJobService>,
         config: &Config,
         node_id: Option<&str>,
         images: Option<kiln_image::ImageStore>,
@@ -88,6 +92,7 @@ impl ClusterService {
             metrics: ClusterMetrics::new(sessions.metrics()),
             store,
             sessions,
+            agent_jobs,
             config: config.cluster.clone(),
             me,
             stopped: AtomicBool::new(false),
@@ -178,7 +183,8 @@ impl ClusterService {
         {
             // Marked down while alive: its sessions were ended elsewhere.
             let dropped = self.sessions.drop_sessions_no_longer_live().await?;
-            tracing::warn!(node = %me.node_id, dropped,
+            let jobs = self.agent_jobs.drop_jobs_no_longer_running().await?;
+            tracing::warn!(node = %me.node_id, dropped, jobs,
                 "this node had been marked down; it dropped what is no longer its own and registers again");
             self.store.register_node(me).await?;
         }
@@ -197,7 +203,8 @@ impl ClusterService {
         Ok(())
     }
 
-    /// Ends a node's sessions as of the moment it was marked down (the database's clock).
+    /// Ends a node's sessions as of the moment it was marked down (the database's clock),
+    /// and its agent jobs.
     async fn reclaim(&self, node: &NodeRecord) {
         let now = node.down_at.unwrap_or_else(Utc::now);
         match self.sessions.reclaim_lost_node(&node.node_id, now).await {
@@ -205,6 +212,13 @@ impl ClusterService {
                 last_heartbeat = %node.last_heartbeat_at, "node marked down; its sessions ended node_lost"),
             Err(e) => tracing::error!(node = %node.node_id, error = %e,
                 "cannot end the sessions of a node marked down"),
+        }
+        match self.agent_jobs.reclaim_lost_node(&node.node_id).await {
+            Ok(0) => {}
+            Ok(ended) => tracing::warn!(node = %node.node_id, jobs = ended,
+                "node marked down; its agent jobs ended in error"),
+            Err(e) => tracing::error!(node = %node.node_id, error = %e,
+                "cannot end the agent jobs of a node marked down"),
         }
     }
 

@@ -146,6 +146,21 @@ impl Kiln {
         .await
     }
 
+    /// [`Kiln::open_with_runtime`] as the data directory's own node: a supplied backend
+    /// that is one node of several on PostgreSQL (registered, heartbeating, recovering
+    /// only its own sessions and jobs).
+    pub async fn open_with_runtime_as_node(
+        config: Config,
+        runtime: Arc<dyn Runtime>,
+        location: impl Into<String>,
+    ) -> Result<Self, StartError> {
+        let location = location.into();
+        Self::open_with(config, move |config| {
+            Sandboxes::with_runtime_as_node(config, runtime, location)
+        })
+        .await
+    }
+
     async fn open_with(
         mut config: Config,
         sandboxes: impl FnOnce(&Config) -> Sandboxes,
@@ -206,6 +221,7 @@ impl Kiln {
             store.clone(),
             config.base_images.clone(),
             kiln_runtime::open_images(&data_dir, &config.images_dir()).map_err(|e| e.to_string()),
+            sandboxes.clone(),
         );
         let parallel_runs = eval_runs::parallel::ParallelRuns::new(
             sessions.clone(),
@@ -215,6 +231,7 @@ impl Kiln {
         let cluster = Arc::new(cluster::ClusterService::new(
             store.clone(),
             sessions.clone(),
+            agent_jobs.clone(),
             &config,
             sandboxes.node_id().filter(|_| !sandboxes.is_ephemeral()),
             kiln_runtime::open_images(&data_dir, &config.images_dir()).ok(),

@@ -26,6 +26,30 @@ struct Node {
     images_dir: PathBuf,
 }
 
+impl Node {
+    fn new(config: &Config, lease: NodeLease) -> Self {
+        Node {
+            id: lease.id().to_string(),
+            primary: lease.is_primary(),
+            lease: Mutex::new(Some(lease)),
+            runtime: config.runtime.clone(),
+            data_dir: config.data_dir.clone(),
+            images_dir: config.images_dir(),
+        }
+    }
+}
+
+/// Whose work a stored row is (`Sandboxes::owner_of_work`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkOwner {
+    /// This process's node's: a restart cut it off.
+    Mine,
+    /// A node the registry has `down`, named.
+    Lost(String),
+    /// Another node's, which is alive (or not in the registry): its process runs it.
+    Live,
+}
+
 /// A backend ready for use, with the limits its sandboxes get and where they run.
 pub struct Available {
     pub runtime: Arc<dyn Runtime>,
@@ -79,17 +103,9 @@ impl Sandboxes {
             max_disk_bytes: config.runtime.max_disk_mib.saturating_mul(1 << 20),
         })
         .map_err(|unavailable| unavailable.reason);
-        let node = Node {
-            id: lease.id().to_string(),
-            primary: lease.is_primary(),
-            lease: Mutex::new(Some(lease)),
-            runtime: config.runtime.clone(),
-            data_dir: config.data_dir.clone(),
-            images_dir: config.images_dir(),
-        };
         Sandboxes {
             state,
-            node: Some(node),
+            node: Some(Node::new(config, lease)),
         }
     }
 
@@ -114,6 +130,28 @@ impl Sandboxes {
             (Some(node), None) => node.primary,
             (Some(node), Some(id)) => node.id == id,
         }
+    }
+
+    /// Whose work a row stored with `node_id` is, for start-up recovery: this process's
+    /// (see [`Sandboxes::owns`]), a node the registry has `down` (lost: nobody will finish
+    /// it), or a live node's (left alone).
+    pub async fn owner_of_work(
+        &self,
+        store: &dyn kiln_store::Store,
+        node_id: Option<&str>,
+    ) -> Result<WorkOwner, kiln_store::StoreError> {
+        if self.owns(node_id) {
+            return Ok(WorkOwner::Mine);
+        }
+        let Some(node_id) = node_id else {
+            return Ok(WorkOwner::Live);
+        };
+        Ok(match store.get_node(node_id).await? {
+            Some(node) if node.status == kiln_store::NodeStatus::Down => {
+                WorkOwner::Lost(node.node_id)
+            }
+            _ => WorkOwner::Live,
+        })
     }
 
     /// Ephemeral nodes of this data directory whose process is gone, leased to the caller.
@@ -167,6 +205,26 @@ impl Sandboxes {
                 max_disk_bytes: config.runtime.max_disk_mib.saturating_mul(1 << 20),
             }),
             node: None,
+        }
+    }
+
+    /// [`Sandboxes::with_runtime`] as the data directory's own node: its id is recorded
+    /// with the sessions and jobs it runs and registered on PostgreSQL, so a supplied
+    /// backend can be one node of several.
+    pub fn with_runtime_as_node(
+        config: &Config,
+        runtime: Arc<dyn Runtime>,
+        location: impl Into<String>,
+    ) -> Self {
+        match NodeLease::primary(&config.data_dir) {
+            Ok(lease) => Sandboxes {
+                node: Some(Node::new(config, lease)),
+                ..Self::with_runtime(config, runtime, location)
+            },
+            Err(e) => Sandboxes::unavailable(format!(
+                "cannot read or write {}: {e}",
+                config.data_dir.join("node-id").display()
+            )),
         }
     }
 

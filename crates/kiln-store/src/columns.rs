@@ -111,6 +111,7 @@ pub(crate) const AGENT_JOB: &[&str] = &[
     "created_at",
     "started_at",
     "completed_at",
+    "node_id",
 ];
 
 /// `a, b, c`.

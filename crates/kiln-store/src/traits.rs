@@ -666,9 +666,17 @@ pub trait ExecStore: Send + Sync {
         after: Option<&crate::ExecCursor>,
         limit: u64,
     ) -> Result<Vec<crate::InstanceExecRecord>>;
-    /// Start-up: every exec still `running` was cut off by the restart; they fail with
-    /// `error`. Returns how many.
-    async fn fail_running_instance_execs(&self, error: &str, at: DateTime<Utc>) -> Result<u64>;
+    /// Start-up: the execs still `running` that the restart cut off fail with `error`:
+    /// with `node`, those of sessions no longer live and of live sessions of that node
+    /// (and of live sessions stored without a node, when `unowned_too`): another live
+    /// node's execs run on. Without `node`, every running exec. Returns how many.
+    async fn fail_running_instance_execs(
+        &self,
+        error: &str,
+        at: DateTime<Utc>,
+        node: Option<&str>,
+        unowned_too: bool,
+    ) -> Result<u64>;
 }
 
 /// Base images: numbered versions of families and which is current (`/v1/base-images`;

@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::{new_id, random_token, sha256_hex};
 use crate::outbound::{OutboundPolicy, Vetted};
-use crate::sandboxes::Sandboxes;
+use crate::sandboxes::{Sandboxes, WorkOwner};
 
 pub use billing::{CloneCredentials, JobBilling, JobCharge, NoBilling, NoCredentials};
 use repo_source::{check_ref, RepoSource};
@@ -236,6 +236,10 @@ impl AgentJobService {
                 agent_id: charge.agent_id.clone(),
                 secret_hash: sha256_hex(&secret),
                 created_at: Utc::now(),
+                // A one-off node's jobs stay the data directory's server's to recover.
+                node_id: (!self.sandboxes.is_ephemeral())
+                    .then(|| self.sandboxes.node_id().map(str::to_string))
+                    .flatten(),
             })
             .await;
         let job = match inserted {
@@ -431,12 +435,18 @@ impl AgentJobService {
     pub async fn recover(&self) -> ServiceResult<u64> {
         let mut ended = 0;
         for job in self.store.list_unfinished_agent_jobs().await? {
+            let owner = self
+                .sandboxes
+                .owner_of_work(self.store.as_ref(), job.node_id.as_deref())
+                .await?;
+            let message = match owner {
+                WorkOwner::Mine => INTERRUPTED.to_string(),
+                WorkOwner::Lost(node) => lost_message(&node),
+                // Another node's job, and that node is alive: its runner is running.
+                WorkOwner::Live => continue,
+            };
             if self
-                .finish(
-                    &job.job_id,
-                    Outcome::Error(INTERRUPTED.into()),
-                    "interrupted",
-                )
+                .finish(&job.job_id, Outcome::Error(message), "interrupted")
                 .await?
                 .is_some()
             {
@@ -445,6 +455,63 @@ impl AgentJobService {
             remove_dir(&self.work_dir(&job.job_id)).await;
         }
         Ok(ended)
+    }
+
+    /// Ends the unfinished jobs of a node marked down in `error` (refunded), as its
+    /// sessions end `node_lost`. Its work files are on its own machine: it removes them
+    /// when it comes back. Returns how many this call ended.
+    pub async fn reclaim_lost_node(&self, node_id: &str) -> ServiceResult<u64> {
+        let mut ended = 0;
+        for job in self.store.list_unfinished_agent_jobs().await? {
+            if job.node_id.as_deref() != Some(node_id) {
+                continue;
+            }
+            let outcome = Outcome::Error(lost_message(node_id));
+            if self
+                .finish(&job.job_id, outcome, "node lost")
+                .await?
+                .is_some()
+            {
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Stops the runners of jobs another node ended as lost (this node was marked down
+    /// while it ran), destroys their sandboxes and removes their work files. A job its
+    /// agent reported finished keeps its runner, which still collects the result.
+    pub async fn drop_jobs_no_longer_running(&self) -> ServiceResult<usize> {
+        let Some(node_id) = self.sandboxes.node_id() else {
+            return Ok(0);
+        };
+        let lost = lost_message(node_id);
+        let running: Vec<String> = self.lock_running().keys().cloned().collect();
+        let mut dropped = 0;
+        for job_id in running {
+            let ended = self
+                .store
+                .get_agent_job(&job_id)
+                .await?
+                .is_none_or(|j| j.error_message.as_deref() == Some(lost.as_str()));
+            if !ended {
+                continue;
+            }
+            if let Some(task) = self.lock_running().remove(&job_id) {
+                task.abort();
+                dropped += 1;
+            }
+            // The aborted runner destroys nothing: its sandbox goes here.
+            if let (Ok(available), Ok(id)) =
+                (self.sandboxes.available(), SandboxId::new(job_id.clone()))
+            {
+                if let Err(e) = available.runtime.destroy(&id).await {
+                    tracing::debug!(job = %job_id, error = %e, "no sandbox of an ended job to destroy");
+                }
+            }
+            remove_dir(&self.work_dir(&job_id)).await;
+        }
+        Ok(dropped)
     }
 
     /// Stops every runner where it is; the store keeps the jobs for the next start.
@@ -469,6 +536,11 @@ async fn remove_dir(dir: &Path) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot remove an agent job's work files");
         }
     }
+}
+
+/// Why a lost node's jobs ended.
+fn lost_message(node_id: &str) -> String {
+    format!("the node that ran this job ({node_id}) was lost")
 }
 
 /// A page's cursor: the last job's `created_at` and id (see [`crate::cursor`]).

@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids::new_id;
+use crate::sandboxes::{Sandboxes, WorkOwner};
 
 pub use source::{check_family, BaseImageSource, MAX_FAMILY_BYTES};
 
@@ -44,6 +45,8 @@ pub struct BaseImageService {
     images: Result<ImageStore, String>,
     /// Preparations running on this server, by version: notified to stop.
     running: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+    /// Which node this is: a restart fails only its own preparations.
+    sandboxes: Arc<Sandboxes>,
 }
 
 impl BaseImageService {
@@ -51,12 +54,14 @@ impl BaseImageService {
         store: Arc<dyn Store>,
         config: BaseImagesConfig,
         images: Result<ImageStore, String>,
+        sandboxes: Arc<Sandboxes>,
     ) -> Self {
         Self {
             store,
             config,
             images,
             running: Arc::default(),
+            sandboxes,
         }
     }
 
@@ -164,6 +169,9 @@ impl BaseImageService {
             source: source.describe(),
             created_by: actor.user_id.clone(),
             created_at: Utc::now(),
+            node_id: (!self.sandboxes.is_ephemeral())
+                .then(|| self.sandboxes.node_id().map(str::to_string))
+                .flatten(),
         };
         let limits = BaseImageLimits {
             max_versions_per_family: u64::from(self.config.max_versions_per_family),
@@ -304,17 +312,26 @@ impl BaseImageService {
         Ok(())
     }
 
-    /// Versions a stopped server left `preparing` can never end: they fail, and whatever
-    /// image they made is removed.
+    /// Versions this node (or a node the registry has down) left `preparing` can never
+    /// end: they fail, and whatever image they made is removed. A live node's go on.
     pub async fn recover(&self) -> ServiceResult<u64> {
         let mut failed = 0;
         for record in self.store.list_base_images(None).await? {
             if record.status == BaseImageStatus::Preparing
                 && !self.lock_running().contains_key(&record.image_id)
             {
-                let outcome = kiln_store::BaseImageOutcome::Failed {
-                    error: "interrupted by a restart of the server".into(),
+                let owner = self
+                    .sandboxes
+                    .owner_of_work(self.store.as_ref(), record.node_id.as_deref())
+                    .await?;
+                let error = match owner {
+                    WorkOwner::Mine => "interrupted by a restart of the server".to_string(),
+                    WorkOwner::Lost(node) => {
+                        format!("the node that prepared it ({node}) was lost")
+                    }
+                    WorkOwner::Live => continue,
                 };
+                let outcome = kiln_store::BaseImageOutcome::Failed { error };
                 if self
                     .store
                     .finish_base_image(&record.image_id, &outcome, Utc::now())

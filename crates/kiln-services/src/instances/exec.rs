@@ -313,7 +313,12 @@ impl InstanceService {
     pub async fn recover_execs(&self) -> ServiceResult<u64> {
         let failed = self
             .store
-            .fail_running_instance_execs("cut off by a server restart", Utc::now())
+            .fail_running_instance_execs(
+                "cut off by a server restart",
+                Utc::now(),
+                self.sandboxes.node_id(),
+                self.sandboxes.owns(None),
+            )
             .await?;
         self.exec.sweep(self.store.as_ref()).await;
         Ok(failed)

@@ -11,7 +11,7 @@ use kiln_test_support::Reply;
 
 use crate::harness::{eventually, start, Env};
 
-fn git(dir: &Path, args: &[&str]) {
+pub(crate) fn git(dir: &Path, args: &[&str]) {
     let out = Command::new("git")
         .args(["-c", "user.name=Test", "-c", "user.email=test@example.test"])
         .args(args)
@@ -26,7 +26,7 @@ fn git(dir: &Path, args: &[&str]) {
 }
 
 /// A repository with one commit, under a fresh local repository root.
-fn make_repo() -> (tempfile::TempDir, std::path::PathBuf) {
+pub(crate) fn make_repo() -> (tempfile::TempDir, std::path::PathBuf) {
     let root = tempfile::tempdir().unwrap();
     let repo = root.path().join("calc");
     std::fs::create_dir_all(&repo).unwrap();

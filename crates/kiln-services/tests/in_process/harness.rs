@@ -34,11 +34,24 @@ pub fn config(dir: &std::path::Path) -> Config {
 
 /// A bootstrapped Kiln over a fresh fake runtime, after `tweak`.
 pub async fn start(tweak: impl FnOnce(&mut Config)) -> Env {
+    start_with(tweak, false).await
+}
+
+/// [`start`] as its data directory's node (one of several on PostgreSQL).
+pub async fn start_as_node(tweak: impl FnOnce(&mut Config)) -> Env {
+    start_with(tweak, true).await
+}
+
+async fn start_with(tweak: impl FnOnce(&mut Config), as_node: bool) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
     tweak(&mut config);
     let fake = FakeRuntime::new();
-    let kiln = Arc::new(open(&config, &fake).await);
+    let kiln = Arc::new(if as_node {
+        open_as_node(&config, &fake).await
+    } else {
+        open(&config, &fake).await
+    });
     let user = kiln
         .auth
         .create_user("tester", "tester@example.test", false)
@@ -69,6 +82,15 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> Env {
         config,
         _dir: dir,
     }
+}
+
+/// [`open`] as the data directory's node.
+pub async fn open_as_node(config: &Config, fake: &Arc<FakeRuntime>) -> Kiln {
+    let kiln = Kiln::open_with_runtime_as_node(config.clone(), fake.clone(), "fake")
+        .await
+        .unwrap();
+    kiln.bootstrap().await.unwrap();
+    kiln
 }
 
 /// Opens and bootstraps a Kiln on `config`'s data directory over `fake`.

@@ -4,6 +4,7 @@
 //! runtime's one-second liveness grace).
 #![allow(clippy::unwrap_used)]
 
+mod agent_job_nodes;
 mod agent_jobs;
 mod auth;
 mod harness;

@@ -18,8 +18,8 @@ use crate::{
 impl<D: Dialect> AgentJobStore for SqlStore<D> {
     async fn insert_agent_job(&self, job: &NewAgentJob) -> Result<AgentJobRecord> {
         let sql = format!(
-            "INSERT INTO agent_jobs (job_id, user_id, repo, git_ref, agent_id, status, secret_hash, created_at) \
-             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7) RETURNING {}",
+            "INSERT INTO agent_jobs (job_id, user_id, repo, git_ref, agent_id, status, secret_hash, created_at, node_id) \
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8) RETURNING {}",
             columns::plain(columns::AGENT_JOB)
         );
         let mut conn = self.conn().await?;
@@ -31,6 +31,7 @@ impl<D: Dialect> AgentJobStore for SqlStore<D> {
             .arg(job.agent_id.as_str())
             .arg(job.secret_hash.as_str())
             .arg(Stamp(job.created_at))
+            .arg(job.node_id.as_deref())
             .fetch_one(D::exec(&mut conn))
             .await
             .map_err(|e| insert_error(e, "job_id", "user"))?;
@@ -129,5 +130,6 @@ fn job_row<D: Dialect>(row: &D::Row) -> Result<AgentJobRecord> {
         created_at: D::time(row, "created_at")?,
         started_at: D::opt_time(row, "started_at")?,
         completed_at: D::opt_time(row, "completed_at")?,
+        node_id: D::get(row, "node_id")?,
     })
 }

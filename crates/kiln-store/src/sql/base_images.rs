@@ -22,7 +22,7 @@ use crate::{
 
 const SELECT: &str = "SELECT b.image_id, b.family, b.version, b.status, b.source, b.created_by, \
      b.created_at, b.updated_at, b.layers_done, b.layers_total, b.bytes_done, b.bytes_total, \
-     b.size_bytes, b.digest, b.error, b.promoted_at, f.current_id \
+     b.size_bytes, b.digest, b.error, b.promoted_at, b.node_id, f.current_id \
      FROM base_images b LEFT JOIN base_image_families f ON f.current_id = b.image_id";
 
 fn count(value: i64) -> u64 {
@@ -54,6 +54,7 @@ fn base_image_row<D: Dialect>(row: &D::Row) -> Result<BaseImageRecord> {
         error: D::get(row, "error")?,
         promoted_at: D::opt_time(row, "promoted_at")?,
         current: current.is_some(),
+        node_id: D::get(row, "node_id")?,
     })
 }
 
@@ -92,8 +93,8 @@ impl<D: Dialect> BaseImageStore for SqlStore<D> {
         let version: i64 = D::get(&row, "last_version")?;
         sqlx::query(
             "INSERT INTO base_images (image_id, family, version, status, source, created_by, \
-                 created_at, updated_at) \
-             VALUES ($1, $2, $3, 'preparing', $4, $5, $6, $6)",
+                 created_at, updated_at, node_id) \
+             VALUES ($1, $2, $3, 'preparing', $4, $5, $6, $6, $7)",
         )
         .arg(image.image_id.as_str())
         .arg(image.family.as_str())
@@ -101,6 +102,7 @@ impl<D: Dialect> BaseImageStore for SqlStore<D> {
         .arg(image.source.as_str())
         .arg(image.created_by.as_str())
         .arg(Stamp(image.created_at))
+        .arg(image.node_id.as_deref())
         .execute(D::exec(&mut tx))
         .await
         .map_err(|e| insert_error(e, "image_id", "user"))?;

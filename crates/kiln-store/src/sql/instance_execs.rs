@@ -106,16 +106,40 @@ impl<D: Dialect> ExecStore for SqlStore<D> {
         found.iter().map(exec_row::<D>).collect()
     }
 
-    async fn fail_running_instance_execs(&self, error: &str, at: DateTime<Utc>) -> Result<u64> {
+    async fn fail_running_instance_execs(
+        &self,
+        error: &str,
+        at: DateTime<Utc>,
+        node: Option<&str>,
+        unowned_too: bool,
+    ) -> Result<u64> {
         let mut conn = self.conn().await?;
-        let done = sqlx::query(
-            "UPDATE instance_execs SET status = 'failed', error = $1, finished_at = $2 \
-             WHERE status = 'running'",
-        )
-        .arg(error)
-        .arg(Stamp(at))
-        .execute(D::exec(&mut conn))
-        .await?;
+        let done =
+            match node {
+                None => sqlx::query(
+                    "UPDATE instance_execs SET status = 'failed', error = $1, finished_at = $2 \
+                     WHERE status = 'running'",
+                )
+                .arg(error)
+                .arg(Stamp(at))
+                .execute(D::exec(&mut conn))
+                .await?,
+                // Left running: execs of a live session that another node runs.
+                Some(node) => sqlx::query(
+                    "UPDATE instance_execs SET status = 'failed', error = $1, finished_at = $2 \
+                     WHERE status = 'running' AND NOT EXISTS (SELECT 1 FROM sessions s \
+                       WHERE s.session_id = instance_execs.session_id \
+                       AND s.status IN ('creating', 'ready') \
+                       AND COALESCE(s.node_id, '') <> $3 \
+                       AND NOT (s.node_id IS NULL AND $4))",
+                )
+                .arg(error)
+                .arg(Stamp(at))
+                .arg(node)
+                .arg(unowned_too)
+                .execute(D::exec(&mut conn))
+                .await?,
+            };
         Ok(D::rows_affected(&done))
     }
 }

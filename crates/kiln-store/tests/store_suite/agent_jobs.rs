@@ -18,6 +18,7 @@ fn new_job(job_id: &str, user_id: &str, seconds: i64) -> NewAgentJob {
         agent_id: "script".into(),
         secret_hash: format!("hash-of-{job_id}"),
         created_at: base_time() + Duration::seconds(seconds),
+        node_id: (seconds % 2 == 1).then(|| format!("node-of-{job_id}")),
     }
 }
 
@@ -49,6 +50,7 @@ pub async fn agent_job_runs_to_completion(db: TestDb) {
         ("https://example.test/org/repo.git", Some("main"), "script")
     );
     assert_eq!(created.secret_hash, "hash-of-aj-1");
+    assert_eq!(created.node_id.as_deref(), Some("node-of-aj-1"));
     assert_eq!(created.created_at, t(1));
     assert_eq!((created.started_at, created.completed_at), (None, None));
     assert_eq!(

@@ -22,6 +22,7 @@ fn new(id: &str, family: &str) -> NewBaseImage {
         source: "from:x".into(),
         created_by: "admin".into(),
         created_at: base_time(),
+        node_id: Some(format!("node-of-{id}")),
     }
 }
 
@@ -66,6 +67,7 @@ pub async fn base_image_versions_move_through_their_statuses_once(db: TestDb) {
         (b0.version, b0.status, b0.current),
         (1, BaseImageStatus::Preparing, false)
     );
+    assert_eq!(b0.node_id.as_deref(), Some("node-of-b0"));
     let progress = BaseImageProgress {
         layers_done: 1,
         layers_total: 2,

@@ -3,7 +3,7 @@
 use chrono::Duration;
 use kiln_store::{ExecCursor, ExecFinish, ExecStatus, NewInstanceExec, StoreError};
 
-use crate::harness::{base_time, creating_session, TestDb};
+use crate::harness::{base_time, creating_session, new_session, TestDb};
 
 fn new_exec(exec_id: &str, seconds: i64) -> NewInstanceExec {
     NewInstanceExec {
@@ -94,7 +94,7 @@ pub async fn instance_execs_finish_once_and_list_newest_first(db: TestDb) {
 
     assert_eq!(
         store
-            .fail_running_instance_execs("restart", t(9))
+            .fail_running_instance_execs("restart", t(9), None, true)
             .await
             .unwrap(),
         3
@@ -113,4 +113,83 @@ pub async fn instance_execs_finish_once_and_list_newest_first(db: TestDb) {
         .unwrap()
         .unwrap();
     assert_eq!(kept, done, "a finished exec is not touched");
+}
+
+/// A node's restart fails the execs of its own sessions, of sessions stored without a
+/// node (on the data directory's own node) and of ended sessions; another live node's
+/// execs run on.
+pub async fn a_restart_fails_its_own_nodes_execs_only(db: TestDb) {
+    let store = db.store.as_ref();
+    creating_session(store, "s-old", "alice").await;
+    let at = base_time();
+    for (sid, node) in [
+        ("s-a", "node-a"),
+        ("s-b", "node-b"),
+        ("s-b-ended", "node-b"),
+    ] {
+        store
+            .insert_session_on(&new_session(sid, "alice", at), node, None)
+            .await
+            .unwrap();
+    }
+    store
+        .end_session("s-b-ended", kiln_store::SessionStatus::Closed, at)
+        .await
+        .unwrap()
+        .expect("creating → closed");
+    let exec_of = |sid: &str| NewInstanceExec {
+        exec_id: format!("e-{sid}"),
+        session_id: sid.to_string(),
+        ..new_exec("", 1)
+    };
+    let running = |ids: &[&str]| {
+        let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        async move {
+            let mut still = Vec::new();
+            for sid in ["s-old", "s-a", "s-b", "s-b-ended"] {
+                let exec = store
+                    .get_instance_exec(sid, &format!("e-{sid}"))
+                    .await
+                    .unwrap();
+                if exec.unwrap().status == ExecStatus::Running {
+                    still.push(sid.to_string());
+                }
+            }
+            assert_eq!(still, ids);
+        }
+    };
+    for sid in ["s-old", "s-a", "s-b", "s-b-ended"] {
+        store.insert_instance_exec(&exec_of(sid)).await.unwrap();
+    }
+
+    // Node A, not the data directory's own: its session's exec and the ended one's.
+    let t = at + Duration::seconds(9);
+    let failed = store
+        .fail_running_instance_execs("restart", t, Some("node-a"), false)
+        .await
+        .unwrap();
+    assert_eq!(failed, 2);
+    running(&["s-old", "s-b"]).await;
+    // The data directory's own node also takes the sessions stored without a node.
+    let failed = store
+        .fail_running_instance_execs("restart", t, Some("node-c"), true)
+        .await
+        .unwrap();
+    assert_eq!(failed, 1);
+    running(&["s-b"]).await;
+    let kept = store
+        .get_instance_exec("s-b", "e-s-b")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.finished_at, None);
+    let gone = store
+        .get_instance_exec("s-a", "e-s-a")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (gone.error.as_deref(), gone.finished_at),
+        (Some("restart"), Some(t))
+    );
 }

@@ -121,6 +121,7 @@ on_both_backends!(
     agent_jobs::agent_jobs_paginate_newest_first_by_cursor,
     agent_jobs::racing_agent_job_finishes_have_one_winner,
     instance_execs::instance_execs_finish_once_and_list_newest_first,
+    instance_execs::a_restart_fails_its_own_nodes_execs_only,
     github::github_profile_updates_touch_only_login_and_name,
     github::github_tokens_are_kept_per_user_and_replaced,
     webhooks::webhooks_fan_out_and_are_limited,

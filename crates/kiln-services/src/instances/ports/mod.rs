@@ -226,12 +226,25 @@ impl InstanceService {
         }
     }
 
-    /// Start-up, after the sessions' recovery: re-opens the forwards of instances whose
-    /// sandbox survived (a crash), closes the others with the reason.
+    /// Start-up, after the sessions' recovery: re-opens the forwards of this node's
+    /// instances whose sandbox survived (a crash), closes those of ended ones with the
+    /// reason, and leaves another live node's alone.
     pub async fn recover_port_forwards(&self) -> ServiceResult<usize> {
         let open = self.store.list_open_port_forwards(None).await?;
+        // Another live node's sessions keep their forwards: that node serves them.
+        let others: std::collections::HashSet<String> = self
+            .store
+            .live_session_nodes()
+            .await?
+            .into_iter()
+            .filter(|(_, node)| !self.sandboxes.owns(node.as_deref()))
+            .map(|(session_id, _)| session_id)
+            .collect();
         let mut reopened = 0;
         for forward in open {
+            if others.contains(&forward.session_id) {
+                continue;
+            }
             match self.reopen(&forward).await {
                 Ok(()) => reopened += 1,
                 Err(reason) => {
