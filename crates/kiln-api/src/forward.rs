@@ -34,11 +34,22 @@ enum Target<'a> {
     /// A long-poll read of a session's state (the session or instance, an interaction, a
     /// verification job): the store answers it, so with cross-node wake-ups any node can.
     LongPoll(&'a str),
+    /// An agent job's result archive, kept on the disk of the node that ran the job.
+    AgentJobResult(&'a str),
 }
 
 /// Session and instance routes: `POST /api/v1/sessions`, `POST /v1/instances`, and
-/// everything under `/api/v1/sessions/{id}` and `/v1/instances/{id}`.
+/// everything under `/api/v1/sessions/{id}` and `/v1/instances/{id}`; and an agent job's
+/// result (the rest of an agent job is in the store, which every node reads).
 fn target<'a>(method: &Method, path: &'a str) -> Option<Target<'a>> {
+    if let Some(rest) = path.strip_prefix("/api/v1/agent-jobs/") {
+        return match rest.split_once('/') {
+            Some((id, "result")) if method == Method::GET && !id.is_empty() => {
+                Some(Target::AgentJobResult(id))
+            }
+            _ => None,
+        };
+    }
     let rest = path
         .strip_prefix("/api/v1/sessions")
         .or_else(|| path.strip_prefix("/v1/instances"))?;
@@ -98,6 +109,7 @@ pub async fn route(State(state): State<Arc<AppState>>, request: Request, next: N
             return next.run(request).await;
         }
         Some(Target::Session(id) | Target::LongPoll(id)) => cluster.owner_of(id).await,
+        Some(Target::AgentJobResult(id)) => cluster.owner_of_agent_job(id).await,
     };
     let address = match route {
         Ok(Route::Local) => return next.run(request).await,
@@ -303,6 +315,15 @@ mod tests {
         assert_eq!(target(&get, "/api/v1/sessionsX"), None);
         assert_eq!(target(&get, "/api/v1/datasets"), None);
         assert_eq!(target(&get, "/v1/admin/servers"), None);
+        assert_eq!(
+            target(&get, "/api/v1/agent-jobs/aj-1/result"),
+            Some(Target::AgentJobResult("aj-1"))
+        );
+        assert_eq!(target(&post, "/api/v1/agent-jobs/aj-1/result"), None);
+        assert_eq!(target(&get, "/api/v1/agent-jobs/aj-1"), None);
+        assert_eq!(target(&post, "/api/v1/agent-jobs/aj-1/completion"), None);
+        assert_eq!(target(&get, "/api/v1/agent-jobs//result"), None);
+        assert_eq!(target(&get, "/api/v1/agent-jobs"), None);
         assert!(same(b"abc", b"abc") && !same(b"abc", b"abd") && !same(b"ab", b"abc"));
     }
 }

@@ -1,7 +1,9 @@
 //! Nodes on one PostgreSQL (issue 12), as CI proves it: two real `kiln serve`, each on
 //! its own loopback address (127.0.0.2, 127.0.0.3) and data directory, share a database
 //! and an image store. Both register and heartbeat (the admin API and `kiln nodes list`
-//! show them); `kiln nodes drain` drains one; a node holding a session in the middle of a
+//! show them, with each node's figures and images); `kiln nodes drain` drains one; an
+//! agent job's result is read through the node that did not run it; a node holding a
+//! session in the middle of a
 //! command is killed with SIGKILL, and within the heartbeat window the other marks it
 //! down and ends its session `terminated`/`node_lost`, the command -1000, billed once.
 //! Restarted, the killed node leaves nothing of that sandbox running or mounted.
@@ -18,21 +20,32 @@ use kiln_test_support::postgres::{admin_url, Locale, TestDatabase};
 use serde_json::{json, Value};
 
 /// Heartbeats every 100 ms; down after 1.5 s without one (a loaded CI machine stalls
-/// for less than that).
-const CLUSTER_ENV: [(&str, &str); 3] = [
+/// for less than that). Usage sampled every second, for the nodes' figures.
+const CLUSTER_ENV: [(&str, &str); 4] = [
     ("KILN_CLUSTER__HEARTBEAT_INTERVAL_MS", "100"),
     ("KILN_CLUSTER__DOWN_AFTER_MS", "1500"),
     ("KILN_CLUSTER__SECRET", "a-cluster-secret-for-tests"),
+    ("KILN_BILLING__HEARTBEAT_SECS", "1"),
 ];
 
 struct Node {
     data: std::path::PathBuf,
     listen: String,
+    /// Where agent jobs may clone local repositories from.
+    repos: String,
 }
+
+/// The `script` agent runs in the busybox sample's image.
+const AGENT_IMAGE: &str = "test/sample/test-1:1";
 
 impl Node {
     fn env<'a>(&'a self, db: &'a str, images: &'a str) -> Vec<(&'a str, &'a str)> {
-        let mut env = vec![("KILN_DATABASE_URL", db), ("KILN_IMAGES_DIR", images)];
+        let mut env = vec![
+            ("KILN_DATABASE_URL", db),
+            ("KILN_IMAGES_DIR", images),
+            ("KILN_AGENT_JOBS__LOCAL_REPO_ROOT", self.repos.as_str()),
+            ("KILN_AGENT_JOBS__AGENTS__SCRIPT__IMAGE", AGENT_IMAGE),
+        ];
         env.extend(CLUSTER_ENV);
         env
     }
@@ -100,6 +113,7 @@ async fn nodes_register_drain_and_a_killed_node_loses_its_sessions() {
         .map(|(i, ip)| Node {
             data: root.join(format!("node{i}")),
             listen: format!("{ip}:{}", free_port()),
+            repos: root.join("repos").to_string_lossy().into_owned(),
         })
         .collect();
     let (a, b) = (&nodes[0], &nodes[1]);
@@ -208,6 +222,73 @@ async fn nodes_register_drain_and_a_killed_node_loses_its_sessions() {
         .await;
     assert_eq!((status, &back["status"]), (200, &json!("active")), "{back}");
 
+    // b's figures, as its heartbeats report them: its creates and commands (those sent
+    // to a included), its sandboxes' memory and processes as sampled (every second), and
+    // the CPU a busy command used between two samples.
+    let busy = via_a
+        .run(
+            &placed[1],
+            "i=0; while [ $i -lt 1000000 ]; do i=$((i+1)); done; echo $i",
+        )
+        .await;
+    assert_eq!(busy["exit_code"], 0, "{busy}");
+    let figures = wait_for("b's figures", Duration::from_secs(15), async || {
+        let m = admin_a.get(&format!("/admin/servers/{id_b}/metrics")).await;
+        let count = |kind: &str| m[kind]["count"].as_u64().unwrap_or(0);
+        let sampled = m["pids"].as_u64() > Some(0) && m["memory"]["used_bytes"].as_u64() > Some(0);
+        let busy = m["cpu_cores"].as_f64().is_some_and(|cores| cores > 0.05);
+        (count("create_latency") >= 4 && count("exec_latency") >= 9 && sampled && busy).then_some(m)
+    })
+    .await;
+    let execs = &figures["exec_latency"];
+    let (p50, p99) = (
+        execs["p50_ms"].as_f64().unwrap(),
+        execs["p99_ms"].as_f64().unwrap(),
+    );
+    assert!(p50 > 0.0 && p50 <= p99, "{figures}");
+    let memory = &figures["memory"];
+    assert!(
+        memory["reserved_bytes"].as_u64() > Some(0) && memory["budget_bytes"].as_u64() > Some(0),
+        "{figures}"
+    );
+    let b_row = admin_a.get(&format!("/admin/servers/{id_b}")).await;
+    let b_images = b_row["images"].as_array().unwrap();
+    assert!(
+        b_images
+            .iter()
+            .any(|i| i.as_str().unwrap().contains("test-1")),
+        "{b_row}"
+    );
+
+    // An agent job accepted by b runs on b, whose disk keeps its result: read through a,
+    // the result is relayed from b.
+    let repo = make_agent_repo(&root.join("repos"));
+    let (status, job) = via_b
+        .call(
+            reqwest::Method::POST,
+            "/agent-jobs",
+            Some(json!({"repo": repo, "agent_id": "script"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let job_id = job["job_id"].as_str().unwrap().to_string();
+    let done = wait_for("b's agent job", Duration::from_secs(60), async || {
+        let job = via_a.get(&format!("/agent-jobs/{job_id}")).await;
+        (job["status"] == "completed" || job["status"] == "error").then_some(job)
+    })
+    .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let result = |via: &Api| {
+        via.http
+            .get(format!("{}/agent-jobs/{job_id}/result", via.base))
+            .bearer_auth(&via.key)
+            .send()
+    };
+    let relayed = result(&via_a).await.unwrap();
+    assert_eq!(relayed.status(), 200);
+    let archive = relayed.bytes().await.unwrap();
+    assert!(archive.starts_with(&[0x1f, 0x8b]), "not a gzip archive");
+
     // A session on b, in the middle of a command (started through a), when b is killed.
     let sid = placed[0].clone();
     let cut = via_a.start(&sid, "sleep 30").await;
@@ -240,6 +321,16 @@ async fn nodes_register_drain_and_a_killed_node_loses_its_sessions() {
         .get(&format!("/sessions/{sid}/interactions/{cut}"))
         .await;
     assert_eq!(interaction["exit_code"], -1000, "{interaction}");
+    // b's agent job result is on b's disk: a says so (503), not a 500 or a hang.
+    let (status, body) = via_a
+        .call(
+            reqwest::Method::GET,
+            &format!("/agent-jobs/{job_id}/result"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.to_string().contains("cannot be reached"), "{body}");
     let usage = via_a.get("/billing/usage?limit=100").await;
     let transactions = usage["transactions"].as_array().unwrap();
     for id in &placed {
@@ -285,4 +376,38 @@ async fn nodes_register_drain_and_a_killed_node_loses_its_sessions() {
         took.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// A git repository under `repos` whose `.kiln/agent.sh` (what the `script` agent runs)
+/// writes a file; its path.
+fn make_agent_repo(repos: &Path) -> String {
+    let repo = repos.join("calc");
+    std::fs::create_dir_all(repo.join(".kiln")).unwrap();
+    std::fs::write(
+        repo.join(".kiln/agent.sh"),
+        "echo agent was here > out.txt\n",
+    )
+    .unwrap();
+    std::fs::write(repo.join("lib.py"), "x = 1\n").unwrap();
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "."],
+        &[
+            "-c",
+            "user.name=T",
+            "-c",
+            "user.email=t@example.test",
+            "commit",
+            "-qm",
+            "first",
+        ],
+    ] {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    }
+    repo.to_string_lossy().into_owned()
 }

@@ -67,6 +67,75 @@ pub struct NodeRecord {
     /// [`MAX_NODE_IMAGES`]), as of its last heartbeat: placement prefers a node that
     /// has the new session's image.
     pub images: Vec<String>,
+    /// What it measured of itself, as of its last heartbeat.
+    pub stats: NodeStats,
+}
+
+/// What a node reports with each heartbeat besides being alive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeBeat {
+    /// Its live sessions.
+    pub live_sessions: u64,
+    /// Image references it started sandboxes from lately, newest first.
+    pub images: Vec<String>,
+    pub stats: NodeStats,
+}
+
+/// A node's own figures (`GET /v1/admin/servers/{id}/metrics`): its sandboxes' resources
+/// as last sampled, the limits they hold against its budgets, and the latency of its
+/// recent creates and commands. Zero or `None` where it has nothing to say (no sample
+/// yet, a backend without budgets).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct NodeStats {
+    /// CPU its live sandboxes used between their last two samples, in thousandths of a
+    /// core.
+    pub sandbox_cpu_millicores: Option<u64>,
+    /// Sum of the live sandboxes' memory peaks, as last sampled.
+    pub memory_used_bytes: u64,
+    /// Memory limits its sandboxes hold, and the budget they share.
+    pub memory_reserved_bytes: u64,
+    pub memory_budget_bytes: u64,
+    /// Disk in use by the live sandboxes, as last sampled.
+    pub disk_used_bytes: u64,
+    /// Disk limits its sandboxes hold, and the budget they share.
+    pub disk_reserved_bytes: u64,
+    pub disk_budget_bytes: u64,
+    /// Processes and threads in its sandboxes.
+    pub pids: u64,
+    /// Sandbox creates (asked of the runtime to the agent answering), recent ones.
+    pub create_latency: Option<Latency>,
+    /// Commands (interactions and `/v1` execs), command time included, recent ones.
+    pub exec_latency: Option<Latency>,
+}
+
+/// Percentiles of recent durations, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Latency {
+    /// How many recent durations they are of.
+    pub count: u64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+}
+
+impl Latency {
+    /// Percentiles of `durations` (microseconds, any order; sorted here), or `None` when
+    /// there are none. Nearest rank.
+    pub fn of(durations: &mut [u64]) -> Option<Self> {
+        if durations.is_empty() {
+            return None;
+        }
+        durations.sort_unstable();
+        let n = durations.len();
+        let at = |q: usize| durations[(n * q).div_ceil(100).clamp(1, n) - 1];
+        Some(Self {
+            count: u64::try_from(n).unwrap_or(u64::MAX),
+            p50_us: at(50),
+            p90_us: at(90),
+            p99_us: at(99),
+        })
+    }
 }
 
 /// How many image references a node's row carries.
@@ -76,5 +145,22 @@ impl NodeRecord {
     /// Sessions it can still take, by its last heartbeat.
     pub fn free_sessions(&self) -> u64 {
         self.max_sessions.saturating_sub(self.live_sessions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        assert_eq!(Latency::of(&mut []), None);
+        let one = Latency::of(&mut [7]).unwrap_or_default();
+        assert_eq!((one.count, one.p50_us, one.p99_us), (1, 7, 7));
+        let mut hundred: Vec<u64> = (1..=100).rev().collect();
+        let l = Latency::of(&mut hundred).unwrap_or_default();
+        assert_eq!((l.count, l.p50_us, l.p90_us, l.p99_us), (100, 50, 90, 99));
+        let l = Latency::of(&mut [10, 1000]).unwrap_or_default();
+        assert_eq!((l.p50_us, l.p90_us), (10, 1000));
     }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use kiln_config::{ClusterConfig, Config};
-use kiln_store::{NodeRecord, NodeRegistration, NodeStatus, Store, User};
+use kiln_store::{NodeBeat, NodeRecord, NodeRegistration, NodeStatus, Store, User};
 
 use crate::agent_jobs::AgentJobService;
 use crate::error::{ServiceError, ServiceResult};
@@ -169,15 +169,18 @@ impl ClusterService {
         self.stopped.store(true, Ordering::Release);
     }
 
-    /// One heartbeat: this node's, then the reclaim of nodes that stopped, then the
-    /// heartbeat ages `/metrics` shows.
+    /// One heartbeat: this node's (with its live sessions, images and figures), then the
+    /// reclaim of nodes that stopped, then the heartbeat ages `/metrics` shows.
     pub async fn beat(&self) -> ServiceResult<()> {
         let Ok(me) = &self.me else { return Ok(()) };
-        let running = u64::try_from(self.sessions.running_count()).unwrap_or(u64::MAX);
-        let images = self.images_present().await;
+        let beat = NodeBeat {
+            live_sessions: u64::try_from(self.sessions.running_count()).unwrap_or(u64::MAX),
+            images: self.images_present().await,
+            stats: self.sessions.node_stats().await,
+        };
         if self
             .store
-            .heartbeat_node(&me.node_id, running, &images)
+            .heartbeat_node(&me.node_id, &beat)
             .await?
             .is_none()
         {
@@ -370,11 +373,25 @@ impl ClusterService {
         let Ok(me) = &self.me else {
             return Ok(Route::Local);
         };
-        Ok(match self.store.session_owner(session_id).await? {
-            Some(node) if node.node_id != me.node_id && node.status != NodeStatus::Down => {
-                Route::Remote(node.address)
-            }
-            _ => Route::Local,
-        })
+        Ok(route_to(me, self.store.session_owner(session_id).await?))
+    }
+
+    /// Which node answers for an agent job's files (its result archive): the node that
+    /// ran it, unless that is this one or it is down (then this one says why not).
+    pub async fn owner_of_agent_job(&self, job_id: &str) -> ServiceResult<Route> {
+        let Ok(me) = &self.me else {
+            return Ok(Route::Local);
+        };
+        Ok(route_to(me, self.store.agent_job_owner(job_id).await?))
+    }
+}
+
+/// Another node that is not down answers; this one otherwise.
+fn route_to(me: &NodeRegistration, owner: Option<NodeRecord>) -> Route {
+    match owner {
+        Some(node) if node.node_id != me.node_id && node.status != NodeStatus::Down => {
+            Route::Remote(node.address)
+        }
+        _ => Route::Local,
     }
 }

@@ -2,19 +2,56 @@
 //! format. Counters and the create-latency histogram are updated where things happen;
 //! gauges (sessions live, node capacity, usage of live sandboxes) are set when sampled or
 //! when scraped. Who may read them is the HTTP layer's decision (`server.metrics_token`).
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
 use prometheus::{
-    Counter, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Counter, Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use kiln_runtime::NodeCapacity;
-use kiln_store::SessionStatus;
+use kiln_store::{Latency, NodeStats, SessionStatus};
 
 use crate::error::{ServiceError, ServiceResult};
 
 /// Buckets of the sandbox create latency, in seconds: from a pooled disk's few ms to a
 /// slow, inline-formatted start.
 const CREATE_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// Buckets of command wall time, in seconds: from a `true`'s millisecond to a test run.
+const EXEC_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// How many recent durations of each kind the node's percentiles are of.
+const RECENT: usize = 1024;
+
+/// The last [`RECENT`] durations of one kind, in microseconds.
+#[derive(Default)]
+struct Recent(Mutex<VecDeque<u64>>);
+
+impl Recent {
+    fn push(&self, took: Duration) {
+        let mut recent = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() >= RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    fn latency(&self) -> Option<Latency> {
+        let mut copy: Vec<u64> = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        Latency::of(&mut copy)
+    }
+}
 
 /// Every metric Kiln exports, in a registry of its own (never the process-wide default:
 /// tests run several servers in one process).
@@ -25,6 +62,12 @@ pub struct Metrics {
     sessions_live: IntGaugeVec,
     sandbox_create_seconds: Histogram,
     sandbox_create_failures: IntCounter,
+    exec_seconds: Histogram,
+    recent_creates: Recent,
+    recent_execs: Recent,
+    live_cpu_cores: Gauge,
+    /// What `live_cpu_cores` says, exactly, or `None` before two samples.
+    live_cpu_millicores: Mutex<Option<u64>>,
     interactions: IntCounterVec,
     ended_cpu_seconds: Counter,
     live_memory_peak_bytes: IntGauge,
@@ -67,6 +110,21 @@ impl Metrics {
                 "sandbox_create_failures_total",
                 "Sandboxes of sessions that failed to start.",
             )),
+            exec_seconds: valid(Histogram::with_opts(
+                HistogramOpts::new(
+                    "exec_seconds",
+                    "Wall time of commands run through this node (interactions and /v1 \
+                     execs), the command's own time included.",
+                )
+                .buckets(EXEC_BUCKETS.to_vec()),
+            )),
+            recent_creates: Recent::default(),
+            recent_execs: Recent::default(),
+            live_cpu_cores: valid(Gauge::new(
+                "live_sandbox_cpu_cores",
+                "CPU used by live sessions' sandboxes between their last two samples, in cores.",
+            )),
+            live_cpu_millicores: Mutex::new(None),
             interactions: valid(IntCounterVec::new(
                 Opts::new(
                     "interactions_total",
@@ -111,12 +169,14 @@ impl Metrics {
     }
 
     fn register(&self) {
-        let all: [Box<dyn prometheus::core::Collector>; 12] = [
+        let all: [Box<dyn prometheus::core::Collector>; 14] = [
             Box::new(self.sessions_created.clone()),
             Box::new(self.sessions_ended.clone()),
             Box::new(self.sessions_live.clone()),
             Box::new(self.sandbox_create_seconds.clone()),
             Box::new(self.sandbox_create_failures.clone()),
+            Box::new(self.exec_seconds.clone()),
+            Box::new(self.live_cpu_cores.clone()),
             Box::new(self.interactions.clone()),
             Box::new(self.ended_cpu_seconds.clone()),
             Box::new(self.live_memory_peak_bytes.clone()),
@@ -140,8 +200,48 @@ impl Metrics {
             .inc();
     }
 
-    pub(crate) fn sandbox_created(&self, took: std::time::Duration) {
+    pub(crate) fn sandbox_created(&self, took: Duration) {
         self.sandbox_create_seconds.observe(took.as_secs_f64());
+        self.recent_creates.push(took);
+    }
+
+    /// A command ran (to its end, its timeout or a kill) in `took`.
+    pub(crate) fn exec_done(&self, took: Duration) {
+        self.exec_seconds.observe(took.as_secs_f64());
+        self.recent_execs.push(took);
+    }
+
+    /// CPU used by the live sandboxes between their last two samples.
+    pub(crate) fn set_live_cpu(&self, millicores: u64) {
+        // A few thousand cores at most: exact in f64.
+        #[allow(clippy::cast_precision_loss)]
+        self.live_cpu_cores.set(millicores as f64 / 1000.0);
+        *self
+            .live_cpu_millicores
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(millicores);
+    }
+
+    /// The node's figures for its heartbeat: the last usage sums, `capacity` (from the
+    /// runtime, when it keeps budgets) and the recent latencies.
+    pub(crate) fn node_stats(&self, capacity: Option<&NodeCapacity>) -> NodeStats {
+        let count = |g: &IntGauge| u64::try_from(g.get()).unwrap_or(0);
+        let capacity = capacity.copied().unwrap_or_default();
+        NodeStats {
+            sandbox_cpu_millicores: *self
+                .live_cpu_millicores
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+            memory_used_bytes: count(&self.live_memory_peak_bytes),
+            memory_reserved_bytes: capacity.memory_reserved_bytes,
+            memory_budget_bytes: capacity.memory_budget_bytes,
+            disk_used_bytes: count(&self.live_disk_used_bytes),
+            disk_reserved_bytes: capacity.disk_reserved_bytes,
+            disk_budget_bytes: capacity.disk_budget_bytes,
+            pids: count(&self.live_pids),
+            create_latency: self.recent_creates.latency(),
+            exec_latency: self.recent_execs.latency(),
+        }
     }
 
     pub(crate) fn sandbox_create_failed(&self) {
@@ -242,8 +342,11 @@ mod tests {
         let metrics = Metrics::new();
         metrics.session_created();
         metrics.session_ended(SessionStatus::Closed);
-        metrics.sandbox_created(std::time::Duration::from_millis(40));
+        metrics.sandbox_created(Duration::from_millis(40));
         metrics.interaction("exec_command");
+        metrics.exec_done(Duration::from_millis(3));
+        metrics.exec_done(Duration::from_millis(700));
+        metrics.set_live_cpu(1250);
         metrics.ended_cpu(1_500_000);
         metrics.set_capacity(&NodeCapacity {
             memory_reserved_bytes: 2 << 30,
@@ -261,8 +364,20 @@ mod tests {
             "kiln_session_cpu_seconds_total 1.5",
             "kiln_node_capacity_bytes{kind=\"budget\",resource=\"memory\"} 21474836480",
             "kiln_node_overcommit_ratio{resource=\"memory\"} 2",
+            "kiln_exec_seconds_bucket{le=\"0.005\"} 1",
+            "kiln_exec_seconds_count 2",
+            "kiln_live_sandbox_cpu_cores 1.25",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
+        let stats = metrics.node_stats(None);
+        assert_eq!(stats.sandbox_cpu_millicores, Some(1250));
+        let execs = stats.exec_latency.unwrap();
+        assert_eq!(
+            (execs.count, execs.p50_us, execs.p99_us),
+            (2, 3000, 700_000)
+        );
+        assert_eq!(stats.create_latency.map(|l| l.p90_us), Some(40_000));
+        assert_eq!(stats.memory_budget_bytes, 0);
     }
 }

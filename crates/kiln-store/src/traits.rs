@@ -765,13 +765,12 @@ pub trait NodeRegistryStore: Send + Sync {
     async fn register_node(&self, node: &crate::NodeRegistration) -> Result<crate::NodeRecord>;
     /// Records a heartbeat unless the node is `down` (or unknown): `None` then, and the
     /// node must reconcile before registering again.
-    /// `images`: the image references it started sandboxes from lately, newest first
-    /// (the first [`crate::MAX_NODE_IMAGES`] are kept).
+    /// The beat's image references (newest first: the first [`crate::MAX_NODE_IMAGES`]
+    /// are kept) and figures replace the last ones.
     async fn heartbeat_node(
         &self,
         node_id: &str,
-        live_sessions: u64,
-        images: &[String],
+        beat: &crate::NodeBeat,
     ) -> Result<Option<crate::NodeStatus>>;
     /// Sets `down` every node not down whose last heartbeat is more than `silent_for_ms`
     /// old, and returns them: each to exactly one caller.
@@ -791,6 +790,8 @@ pub trait NodeRegistryStore: Send + Sync {
     /// The registered node a session was placed on, in one read (`None`: no such
     /// session, one stored without a node, or a node not in the registry).
     async fn session_owner(&self, session_id: &str) -> Result<Option<crate::NodeRecord>>;
+    /// The registered node that runs (or ran) an agent job, which keeps its files.
+    async fn agent_job_owner(&self, job_id: &str) -> Result<Option<crate::NodeRecord>>;
 }
 
 /// Password accounts (`/v1/auth`): credentials, device sessions, emailed single-use tokens

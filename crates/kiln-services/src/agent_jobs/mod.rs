@@ -418,6 +418,15 @@ impl AgentJobService {
     ) -> ServiceResult<(AgentJobRecord, PathBuf)> {
         let job = self.get(user_id, job_id).await?;
         match &job.result_path {
+            // Another node's disk holds it: that node answers (the API relays there),
+            // unless it cannot be reached.
+            Some(_) if !self.sandboxes.owns(job.node_id.as_deref()) => {
+                Err(ServiceError::Unavailable(format!(
+                    "the result of agent job {job_id} is kept by the node that ran it ({}), \
+                     which cannot be reached now",
+                    job.node_id.as_deref().unwrap_or_default()
+                )))
+            }
             Some(path) => {
                 let path = PathBuf::from(path);
                 Ok((job, path))

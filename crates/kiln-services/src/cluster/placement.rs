@@ -68,6 +68,7 @@ mod tests {
             last_heartbeat_at: beat,
             down_at: None,
             images: Vec::new(),
+            stats: Default::default(),
         }
     }
 

@@ -184,6 +184,7 @@ impl InstanceService {
         let span = tracing::info_span!("exec", session = %live.session_id, exec = %exec_id);
         let task = ExecTask {
             store: self.store.clone(),
+            sessions: self.sessions.clone(),
             hub: self.exec.clone(),
             live,
             exec_id,

@@ -17,7 +17,8 @@ pub const SERIES_POINTS: usize = 240;
 
 impl SessionService {
     /// Samples every ready session's sandbox and stores the samples; sets the live-usage
-    /// gauges to their sums. Returns how many it stored.
+    /// gauges to their sums, and the CPU the sandboxes used since their previous samples.
+    /// Returns how many it stored.
     pub async fn sample_usage(&self) -> usize {
         let ready: Vec<(String, SandboxId)> = self
             .lock_live()
@@ -28,6 +29,8 @@ impl SessionService {
             })
             .collect();
         let (mut memory, mut disk, mut pids, mut stored) = (0u64, 0u64, 0u64, 0);
+        // Thousandths of a core, over the sessions with a previous sample to compare with.
+        let (mut cpu_millicores, mut cpu_known) = (0u64, false);
         for (session_id, sandbox) in ready {
             let Some(usage) = self.read_usage(&sandbox).await else {
                 continue;
@@ -39,6 +42,10 @@ impl SessionService {
                 stored += 1;
                 if let Some(live) = self.lock_live().get(&session_id) {
                     let mut series = live.series.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(rate) = series.back().and_then(|prev| cpu_rate(prev, &sample)) {
+                        cpu_millicores = cpu_millicores.saturating_add(rate);
+                        cpu_known = true;
+                    }
                     if series.len() >= SERIES_POINTS {
                         series.pop_front();
                     }
@@ -47,6 +54,9 @@ impl SessionService {
             }
         }
         self.metrics.set_live_usage(memory, disk, pids);
+        if cpu_known || stored == 0 {
+            self.metrics.set_live_cpu(cpu_millicores);
+        }
         stored
     }
 
@@ -114,6 +124,16 @@ impl SessionService {
             .then_some(sample)
     }
 
+    /// This node's figures for its heartbeat: the last usage sums, the capacity its
+    /// runtime reports, the recent latencies.
+    pub(crate) async fn node_stats(&self) -> kiln_store::NodeStats {
+        let capacity = match self.runtime() {
+            Ok((runtime, ..)) => runtime.capacity().await,
+            Err(_) => None,
+        };
+        self.metrics.node_stats(capacity.as_ref())
+    }
+
     /// Renders the metrics, with the gauges read now: sessions live on this server (those
     /// with a worker here) and the node's capacity.
     pub async fn render_metrics(&self) -> ServiceResult<String> {
@@ -132,5 +152,42 @@ impl SessionService {
             }
         }
         self.metrics.render()
+    }
+}
+
+/// Thousandths of a core a sandbox used between two of its samples, when both have a CPU
+/// time and the later is later.
+fn cpu_rate(before: &SessionUsage, after: &SessionUsage) -> Option<u64> {
+    let used = after.cpu_micros?.checked_sub(before.cpu_micros?)?;
+    let wall = u64::try_from((after.sampled_at - before.sampled_at).num_microseconds()?).ok()?;
+    (wall > 0).then(|| used.saturating_mul(1000) / wall)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(millis: i64, cpu_micros: Option<u64>) -> SessionUsage {
+        SessionUsage {
+            cpu_micros,
+            memory_peak_bytes: None,
+            disk_used_bytes: None,
+            disk_limit_bytes: None,
+            pids_peak: None,
+            sampled_at: chrono::DateTime::UNIX_EPOCH + chrono::Duration::milliseconds(millis),
+        }
+    }
+
+    #[test]
+    fn cpu_rate_is_cpu_time_over_wall_time() {
+        // 1.5 CPU-seconds in 1 s of wall time: one and a half cores.
+        assert_eq!(
+            cpu_rate(&at(0, Some(0)), &at(1000, Some(1_500_000))),
+            Some(1500)
+        );
+        assert_eq!(cpu_rate(&at(0, Some(10)), &at(2000, Some(10))), Some(0));
+        assert_eq!(cpu_rate(&at(0, None), &at(1000, Some(5))), None);
+        assert_eq!(cpu_rate(&at(1000, Some(0)), &at(1000, Some(5))), None);
+        assert_eq!(cpu_rate(&at(0, Some(9)), &at(1000, Some(5))), None);
     }
 }

@@ -131,8 +131,14 @@ async fn perform_work(
         } => {
             let result = match (&state, &ctx.runtime) {
                 (Readiness::Ready(sandbox), Some(runtime)) => {
+                    let started = Instant::now();
                     let outcome =
                         perform(runtime.as_ref(), sandbox, &action, ctx.max_output_bytes).await;
+                    if matches!(action, Action::Exec { .. }) {
+                        if let Some(service) = ctx.service.upgrade() {
+                            service.metrics().exec_done(started.elapsed());
+                        }
+                    }
                     if outcome.exit_code != INFRA_EXIT_CODE {
                         Ok(outcome)
                     } else {

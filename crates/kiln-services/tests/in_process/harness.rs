@@ -170,11 +170,13 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    for _ in 0..500 {
+    // 30 s: far more than any of these takes, but a loaded CI machine (other test
+    // binaries, a build) has stretched a 1 s wait past 10 s.
+    for _ in 0..1500 {
         if let Some(value) = probe().await {
             return value;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("{what} did not happen within 10 s");
+    panic!("{what} did not happen within 30 s");
 }

@@ -123,11 +123,16 @@ async fn placement_on_the_registry_prefers_the_node_that_has_the_image() {
         store.register_node(&node).await.unwrap();
     }
     let image = "kiln/python:3.12".to_string();
+    let beat = kiln_store::NodeBeat {
+        live_sessions: 6,
+        images: vec![image.clone()],
+        ..Default::default()
+    };
+    store.heartbeat_node("node-a", &beat).await.unwrap();
     store
-        .heartbeat_node("node-a", 6, std::slice::from_ref(&image))
+        .heartbeat_node("node-b", &kiln_store::NodeBeat::default())
         .await
         .unwrap();
-    store.heartbeat_node("node-b", 0, &[]).await.unwrap();
     let nodes = store.list_nodes().await.unwrap();
     let fresh = store.database_now().await.unwrap() - chrono::Duration::seconds(10);
     for first in 0..2 {

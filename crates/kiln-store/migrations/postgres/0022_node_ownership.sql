@@ -4,3 +4,7 @@
 -- NULL: stored before this migration, or by a server with no node of its own.
 ALTER TABLE agent_jobs ADD COLUMN node_id TEXT;
 ALTER TABLE base_images ADD COLUMN node_id TEXT;
+-- A node's own figures as of its last heartbeat (a JSON object: sandbox CPU, memory and
+-- disk against its budgets, recent create and command latencies): the admin API's
+-- /v1/admin/servers/{id}/metrics.
+ALTER TABLE nodes ADD COLUMN stats TEXT NOT NULL DEFAULT '{}';

@@ -9,10 +9,10 @@ use chrono::{DateTime, Utc};
 
 use super::dialect::{parse_column, Dialect, QueryExt};
 use super::{as_i64, SqlStore};
-use crate::{NodeRecord, NodeRegistration, NodeRegistryStore, NodeStatus, Result};
+use crate::{NodeBeat, NodeRecord, NodeRegistration, NodeRegistryStore, NodeStatus, Result};
 
 const COLUMNS: &str = "node_id, address, backend, version, status, max_sessions, memory_mib, \
-     disk_mib, live_sessions, registered_at, last_heartbeat_at, down_at, images";
+     disk_mib, live_sessions, registered_at, last_heartbeat_at, down_at, images, stats";
 
 /// The database's clock, as the column form of each backend (SQLite: the fixed-width text
 /// of `crate::timestamp`, six fractional digits, of which it keeps milliseconds).
@@ -57,6 +57,11 @@ fn node_row<D: Dialect>(row: &D::Row) -> Result<NodeRecord> {
             serde_json::from_str(&text)
                 .map_err(|e| crate::StoreError::Corrupt(format!("nodes.images: {e}")))?
         },
+        stats: {
+            let text: String = D::get(row, "stats")?;
+            serde_json::from_str(&text)
+                .map_err(|e| crate::StoreError::Corrupt(format!("nodes.stats: {e}")))?
+        },
     })
 }
 
@@ -92,25 +97,24 @@ impl<D: Dialect> NodeRegistryStore for SqlStore<D> {
         node_row::<D>(&row)
     }
 
-    async fn heartbeat_node(
-        &self,
-        node_id: &str,
-        live_sessions: u64,
-        images: &[String],
-    ) -> Result<Option<NodeStatus>> {
+    async fn heartbeat_node(&self, node_id: &str, beat: &NodeBeat) -> Result<Option<NodeStatus>> {
         let sql = format!(
-            "UPDATE nodes SET last_heartbeat_at = {}, live_sessions = $2, images = $3 \
+            "UPDATE nodes SET last_heartbeat_at = {}, live_sessions = $2, images = $3, \
+                 stats = $4 \
              WHERE node_id = $1 AND status <> 'down' RETURNING status",
             db_now::<D>()
         );
-        let images = &images[..images.len().min(crate::MAX_NODE_IMAGES)];
+        let images = &beat.images[..beat.images.len().min(crate::MAX_NODE_IMAGES)];
         let images = serde_json::to_string(images)
             .map_err(|e| crate::StoreError::Corrupt(format!("nodes.images: {e}")))?;
+        let stats = serde_json::to_string(&beat.stats)
+            .map_err(|e| crate::StoreError::Corrupt(format!("nodes.stats: {e}")))?;
         let mut conn = self.conn().await?;
         let row = sqlx::query(&sql)
             .arg(node_id)
-            .arg(as_i64(live_sessions))
+            .arg(as_i64(beat.live_sessions))
             .arg(images)
+            .arg(stats)
             .fetch_optional(D::exec(&mut conn))
             .await?;
         row.map(|row| {
@@ -194,6 +198,19 @@ impl<D: Dialect> NodeRegistryStore for SqlStore<D> {
         let mut conn = self.conn().await?;
         let row = sqlx::query(&sql)
             .arg(session_id)
+            .fetch_optional(D::exec(&mut conn))
+            .await?;
+        row.as_ref().map(node_row::<D>).transpose()
+    }
+
+    async fn agent_job_owner(&self, job_id: &str) -> Result<Option<NodeRecord>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM nodes \
+             WHERE node_id = (SELECT node_id FROM agent_jobs WHERE job_id = $1)"
+        );
+        let mut conn = self.conn().await?;
+        let row = sqlx::query(&sql)
+            .arg(job_id)
             .fetch_optional(D::exec(&mut conn))
             .await?;
         row.as_ref().map(node_row::<D>).transpose()

@@ -2,7 +2,7 @@
 //! stale nodes down exactly once, all on the database's clock.
 use std::time::Duration;
 
-use kiln_store::{NodeRegistration, NodeStatus};
+use kiln_store::{NodeBeat, NodeRegistration, NodeStatus};
 
 use crate::harness::{base_time, new_session, prepare_sessions, TestDb};
 
@@ -36,15 +36,36 @@ pub async fn nodes_heartbeat_and_go_down_once(db: TestDb) {
         .is_empty());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let images: Vec<String> = (0..40).map(|i| format!("kiln/image-{i}:latest")).collect();
+    let stats = kiln_store::NodeStats {
+        sandbox_cpu_millicores: Some(1500),
+        memory_used_bytes: 1 << 30,
+        memory_budget_bytes: 8 << 30,
+        pids: 12,
+        exec_latency: kiln_store::Latency::of(&mut [900, 1200, 50_000]),
+        ..Default::default()
+    };
+    let beat = NodeBeat {
+        live_sessions: 3,
+        images: images.clone(),
+        stats: stats.clone(),
+    };
     assert_eq!(
-        store.heartbeat_node("node-a", 3, &images).await.unwrap(),
+        store.heartbeat_node("node-a", &beat).await.unwrap(),
         Some(NodeStatus::Active)
     );
-    assert_eq!(store.heartbeat_node("nobody", 0, &[]).await.unwrap(), None);
+    assert_eq!(
+        store
+            .heartbeat_node("nobody", &NodeBeat::default())
+            .await
+            .unwrap(),
+        None
+    );
     let a = store.get_node("node-a").await.unwrap().expect("a");
     assert!(a.last_heartbeat_at > a.registered_at, "{a:?}");
     // The beat's images, newest first, at most MAX_NODE_IMAGES of them.
     assert_eq!(a.images, images[..kiln_store::MAX_NODE_IMAGES].to_vec());
+    // And its figures, as reported.
+    assert_eq!((a.live_sessions, &a.stats), (3, &stats));
     assert!(store
         .get_node("node-b")
         .await
@@ -67,7 +88,13 @@ pub async fn nodes_heartbeat_and_go_down_once(db: TestDb) {
     let down_at = b.down_at.expect("down_at");
     assert!(down_at >= a.last_heartbeat_at && down_at <= store.database_now().await.unwrap());
     // A down node's heartbeat is refused until it registers again.
-    assert_eq!(store.heartbeat_node("node-b", 0, &[]).await.unwrap(), None);
+    assert_eq!(
+        store
+            .heartbeat_node("node-b", &NodeBeat::default())
+            .await
+            .unwrap(),
+        None
+    );
 
     // Draining survives a re-registration; down does not.
     let (changed, drained) = store

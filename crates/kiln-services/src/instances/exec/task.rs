@@ -1,6 +1,7 @@
 //! One exec, run to its end whatever its clients do: the outcome stored, then the
 //! stream's final frame written, then the exec forgotten.
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::Utc;
 use kiln_protocol::{ExecDone, ExecEvent, ExecRequest};
@@ -11,10 +12,13 @@ use serde_json::json;
 use super::hub::{ExecHub, LiveExec};
 use super::spool::{FrameKind, SpoolWriter};
 use crate::error::{ServiceError, ServiceResult};
+use crate::sessions::SessionService;
 
 /// One exec, run to its end in a task of its own.
 pub(super) struct ExecTask {
     pub(super) store: Arc<dyn Store>,
+    /// Whose metrics count the command's time.
+    pub(super) sessions: Arc<SessionService>,
     pub(super) hub: Arc<ExecHub>,
     pub(super) live: Arc<LiveExec>,
     pub(super) exec_id: String,
@@ -32,10 +36,12 @@ impl ExecTask {
                 *live.agent_exec.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
             }
         };
+        let started = Instant::now();
         let result = live
             .runtime
             .exec_streaming(&live.sandbox, self.request.clone(), &mut sink)
             .await;
+        self.sessions.metrics().exec_done(started.elapsed());
         let finish = finish_of(result, self.hub.max_output_bytes);
         let stored = self.store_finish(&finish).await;
         self.hub.ended(&self.exec_id);
@@ -43,6 +49,7 @@ impl ExecTask {
     }
 
     pub(super) async fn run_streamed(self, mut writer: SpoolWriter) {
+        let started = Instant::now();
         let result = {
             let live = &self.live;
             let exec_id = &self.exec_id;
@@ -58,6 +65,7 @@ impl ExecTask {
                 .exec_streaming(&live.sandbox, self.request.clone(), &mut sink)
                 .await
         };
+        self.sessions.metrics().exec_done(started.elapsed());
         let finish = finish_of(result, self.hub.max_output_bytes);
         let _ = self.store_finish(&finish).await;
         match &finish.error {
