@@ -107,6 +107,7 @@ async fn usage_is_sampled_and_kept_and_a_sample_sizes_its_disk() {
         metric(&text, "kiln_interactions_total{kind=\"exec_command\"}"),
         Some(1.0)
     );
+    assert_eq!(metric(&text, "kiln_exec_seconds_count"), Some(1.0));
     assert!(
         metric(
             &text,

@@ -557,6 +557,14 @@ async fn verification_passes_fails_times_out_and_is_cancelled() {
         "{job}"
     );
     assert_eq!(job["result"]["failures"][0]["name"], "t1");
+    // Each outcome counted once in /metrics.
+    let text = s.kiln.sessions.render_metrics().await.expect("metrics");
+    for line in [
+        "kiln_verifications_total{outcome=\"resolved\"} 1",
+        "kiln_verifications_total{outcome=\"unresolved\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+    }
 
     // A run that hangs is killed (with everything it started) at the sample's timeout.
     script("echo 'PASSED t1'\nsleep 1000 &\nsleep 1000\n")

@@ -69,6 +69,7 @@ pub struct Metrics {
     /// What `live_cpu_cores` says, exactly, or `None` before two samples.
     live_cpu_millicores: Mutex<Option<u64>>,
     interactions: IntCounterVec,
+    verifications: IntCounterVec,
     ended_cpu_seconds: Counter,
     live_memory_peak_bytes: IntGauge,
     live_disk_used_bytes: IntGauge,
@@ -132,6 +133,14 @@ impl Metrics {
                 ),
                 &["kind"],
             )),
+            verifications: valid(IntCounterVec::new(
+                Opts::new(
+                    "verifications_total",
+                    "Verifications this node ran to an end, by outcome (resolved, unresolved, \
+                     error, cancelled).",
+                ),
+                &["outcome"],
+            )),
             ended_cpu_seconds: valid(Counter::new(
                 "session_cpu_seconds_total",
                 "CPU time used by the sandboxes of sessions that ended (their last sample).",
@@ -169,7 +178,8 @@ impl Metrics {
     }
 
     fn register(&self) {
-        let all: [Box<dyn prometheus::core::Collector>; 14] = [
+        let all: [Box<dyn prometheus::core::Collector>; 15] = [
+            Box::new(self.verifications.clone()),
             Box::new(self.sessions_created.clone()),
             Box::new(self.sessions_ended.clone()),
             Box::new(self.sessions_live.clone()),
@@ -203,6 +213,11 @@ impl Metrics {
     pub(crate) fn sandbox_created(&self, took: Duration) {
         self.sandbox_create_seconds.observe(took.as_secs_f64());
         self.recent_creates.push(took);
+    }
+
+    /// A verification ended: `resolved`, `unresolved`, `error` or `cancelled`.
+    pub(crate) fn verification_ended(&self, outcome: &str) {
+        self.verifications.with_label_values(&[outcome]).inc();
     }
 
     /// A command ran (to its end, its timeout or a kill) in `took`.
@@ -347,6 +362,7 @@ mod tests {
         metrics.exec_done(Duration::from_millis(3));
         metrics.exec_done(Duration::from_millis(700));
         metrics.set_live_cpu(1250);
+        metrics.verification_ended("resolved");
         metrics.ended_cpu(1_500_000);
         metrics.set_capacity(&NodeCapacity {
             memory_reserved_bytes: 2 << 30,
@@ -367,6 +383,7 @@ mod tests {
             "kiln_exec_seconds_bucket{le=\"0.005\"} 1",
             "kiln_exec_seconds_count 2",
             "kiln_live_sandbox_cpu_cores 1.25",
+            "kiln_verifications_total{outcome=\"resolved\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

@@ -325,6 +325,18 @@ async fn update_job(
         .update_verification_job(job_id, &update, announce.as_deref())
         .await
     {
+        // Counted once: only the update that ended the job returns it.
+        Ok(Some(_)) if status.is_finished() => {
+            if let Some(service) = &service {
+                let outcome = match (status, &update.result) {
+                    (JobStatus::Completed, Some(result)) if result.is_success => "resolved",
+                    (JobStatus::Completed, _) => "unresolved",
+                    (JobStatus::Cancelled, _) => "cancelled",
+                    _ => "error",
+                };
+                service.metrics().verification_ended(outcome);
+            }
+        }
         Ok(_) => {}
         Err(e) => {
             tracing::error!(job = job_id, error = %e, "cannot store a verification job's state")
