@@ -61,7 +61,9 @@ step "kiln-runtime on a pure cgroup v2 kernel (Debian's kernel under QEMU; ~3 mi
 scripts/cgroup2-vm.sh
 
 step "Demo environment images (debootstrap; cached after the first build)"
-cargo build --quiet -p kiln-cli -p kiln-verify --bins
+# Every binary (kiln, kiln-grade, kiln-kube-test for the Kubernetes SDK test), with the
+# workspace's feature set: `cargo test` builds a binary only for its own package's tests.
+cargo build --quiet --workspace --bins
 export KILN_TEST_IMAGES_DIR="${KILN_TEST_IMAGES_DIR:-/var/cache/kiln-test/images}"
 KILN_IMAGES_DIR="$KILN_TEST_IMAGES_DIR" target/debug/kiln images build-demo --data-dir "$(mktemp -d)"
 
