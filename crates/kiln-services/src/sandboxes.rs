@@ -154,6 +154,20 @@ impl Sandboxes {
         })
     }
 
+    /// The live sessions another node runs: theirs to end, serve and forward.
+    pub async fn others_live_sessions(
+        &self,
+        store: &dyn kiln_store::Store,
+    ) -> Result<std::collections::HashSet<String>, kiln_store::StoreError> {
+        Ok(store
+            .live_session_nodes()
+            .await?
+            .into_iter()
+            .filter(|(_, node)| !self.owns(node.as_deref()))
+            .map(|(session_id, _)| session_id)
+            .collect())
+    }
+
     /// Ephemeral nodes of this data directory whose process is gone, leased to the caller.
     pub fn dead_nodes(&self) -> Vec<DeadNode> {
         self.node

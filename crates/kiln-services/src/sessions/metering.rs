@@ -77,14 +77,10 @@ impl SessionService {
     pub async fn reap_unpaid(&self, now: DateTime<Utc>) -> ServiceResult<usize> {
         let ready = self.store.list_sessions_in(&[SessionStatus::Ready]).await?;
         // Another node's sessions are its own to end (their sandboxes are not ours).
-        let others: std::collections::HashSet<String> = self
-            .store
-            .live_session_nodes()
-            .await?
-            .into_iter()
-            .filter(|(_, node)| !self.sandboxes.owns(node.as_deref()))
-            .map(|(id, _)| id)
-            .collect();
+        let others = self
+            .sandboxes
+            .others_live_sessions(self.store.as_ref())
+            .await?;
         let ready: Vec<_> = ready
             .into_iter()
             .filter(|s| !others.contains(&s.session_id))

@@ -232,14 +232,10 @@ impl InstanceService {
     pub async fn recover_port_forwards(&self) -> ServiceResult<usize> {
         let open = self.store.list_open_port_forwards(None).await?;
         // Another live node's sessions keep their forwards: that node serves them.
-        let others: std::collections::HashSet<String> = self
-            .store
-            .live_session_nodes()
-            .await?
-            .into_iter()
-            .filter(|(_, node)| !self.sandboxes.owns(node.as_deref()))
-            .map(|(session_id, _)| session_id)
-            .collect();
+        let others = self
+            .sandboxes
+            .others_live_sessions(self.store.as_ref())
+            .await?;
         let mut reopened = 0;
         for forward in open {
             if others.contains(&forward.session_id) {
