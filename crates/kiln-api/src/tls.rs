@@ -22,20 +22,21 @@ use tokio_rustls::TlsAcceptor;
 const VERSIONS: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 /// Why a TLS file could not be used. Each message names the setting and the file, since
-/// it is what an operator sees when `kiln serve` refuses to start.
+/// it is what an operator sees when `kiln serve` refuses to start, and holds its cause
+/// (not a `source()`, which `{:#}` would print a second time).
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {setting} ({}): {source}", path.display())]
+    #[error("cannot read {setting} ({}): {cause}", path.display())]
     Read {
         setting: &'static str,
         path: PathBuf,
-        source: io::Error,
+        cause: io::Error,
     },
-    #[error("{setting} ({}) is not valid PEM: {source}", path.display())]
+    #[error("{setting} ({}) is not valid PEM: {cause}", path.display())]
     Pem {
         setting: &'static str,
         path: PathBuf,
-        source: pem::Error,
+        cause: pem::Error,
     },
     #[error("{setting} ({}) holds no {what} in PEM (\"-----BEGIN …-----\")", path.display())]
     Missing {
@@ -43,11 +44,11 @@ pub enum TlsError {
         path: PathBuf,
         what: &'static str,
     },
-    #[error("{setting} ({}) cannot be used: {source}", path.display())]
+    #[error("{setting} ({}) cannot be used: {cause}", path.display())]
     Refused {
         setting: &'static str,
         path: PathBuf,
-        source: rustls::Error,
+        cause: rustls::Error,
     },
     #[error("TLS cannot be set up: {0}")]
     Setup(rustls::Error),
@@ -86,7 +87,7 @@ pub(crate) fn listener_config(
             e => TlsError::Pem {
                 setting: key_setting,
                 path: key_file.clone(),
-                source: e,
+                cause: e,
             },
         })?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
@@ -98,7 +99,7 @@ pub(crate) fn listener_config(
         .map_err(|e| TlsError::Refused {
             setting: "server.tls_cert_file and tls_key_file",
             path: cert_file.clone(),
-            source: e,
+            cause: e,
         })?;
     // The server speaks HTTP/1.1 only (our own accept loop over hyper's http1).
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -127,7 +128,7 @@ fn ca_roots(path: &Path) -> Result<RootCertStore, TlsError> {
         roots.add(cert).map_err(|e| TlsError::Refused {
             setting,
             path: path.to_path_buf(),
-            source: e,
+            cause: e,
         })?;
     }
     Ok(roots)
@@ -155,7 +156,7 @@ fn read(setting: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|e| TlsError::Read {
         setting,
         path: path.to_path_buf(),
-        source: e,
+        cause: e,
     })
 }
 
@@ -170,7 +171,7 @@ fn certificates(
         .map_err(|e| TlsError::Pem {
             setting,
             path: path.to_path_buf(),
-            source: e,
+            cause: e,
         })?;
     if certs.is_empty() {
         return Err(TlsError::Missing {
