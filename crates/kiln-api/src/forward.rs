@@ -1,8 +1,8 @@
 //! Any node answers any request (issue 12): a request for a session or instance that
 //! another node runs is relayed to that node, and a create goes to the node placement
-//! picks (`ClusterService::{owner_of, place_create}`). The hop is plain HTTP/1.1 to the
-//! node's advertised address, over kept-alive pooled connections, with the cluster secret
-//! in [`SECRET_HEADER`]; a request
+//! picks (`ClusterService::{owner_of, place_create}`). The hop is HTTP/1.1 to the node's
+//! advertised address (in TLS to an `https://` one, see [`Peers`]), over kept-alive
+//! pooled connections, with the cluster secret in [`SECRET_HEADER`]; a request
 //! carrying the right secret is answered where it lands, so a request is forwarded at
 //! most once. Bodies stream both ways (SSE included): nothing is buffered here.
 use std::sync::{Arc, OnceLock};
@@ -14,6 +14,7 @@ use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::http::{Method, Uri, Version};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -125,7 +126,7 @@ pub async fn route(State(state): State<Arc<AppState>>, request: Request, next: N
     } else {
         (request, None)
     };
-    match (relay(&address, secret, outgoing).await, kept) {
+    match (relay(&state.peers, &address, secret, outgoing).await, kept) {
         (Ok(response), _) => {
             cluster.count_forward(ForwardOutcome::Relayed);
             response
@@ -202,26 +203,77 @@ fn gateway(address: &str, what: &str, e: &dyn std::fmt::Display) -> ApiError {
     ApiError::BadGateway(format!("the server at {address} {what}: {e}"))
 }
 
-/// Kept-alive HTTP/1.1 connections to the other nodes, one pool per process (keyed by
-/// the peer's address): after the first request to a peer a hop costs no TCP connect.
-fn peers() -> &'static Client<HttpConnector, Body> {
-    static PEERS: OnceLock<Client<HttpConnector, Body>> = OnceLock::new();
-    PEERS.get_or_init(|| {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        connector.set_nodelay(true);
-        // An `https://` address is spoken to as before: plain HTTP to its port (no TLS
-        // on the hop yet).
-        connector.enforce_http(false);
-        Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector)
-    })
+/// The client of the hop: kept-alive HTTP/1.1 connections to the other nodes, pooled
+/// by the peer's address (after the first request to a peer a hop costs no TCP connect
+/// or TLS handshake), in TLS to `https://` addresses (verified against
+/// `cluster.tls_ca_file`, else the system's roots), plain to `http://` ones. Built at the
+/// first hop, once per server: its trust comes from that server's `[cluster]`.
+pub struct Peers {
+    cluster: kiln_config::ClusterConfig,
+    client: OnceLock<Result<Client<HttpsConnector<HttpConnector>, Body>, String>>,
 }
 
-/// Sends `request` to the node at `address` (`http://host:port`) and streams the answer
-/// back.
-async fn relay(address: &str, secret: &str, request: Request) -> Result<Response, Hop> {
+impl Peers {
+    pub(crate) fn new(cluster: &kiln_config::ClusterConfig) -> Self {
+        Self {
+            cluster: cluster.clone(),
+            client: OnceLock::new(),
+        }
+    }
+
+    /// The pool; an unusable `tls_ca_file` (which `kiln serve` refuses at start) fails
+    /// every hop with its reason.
+    fn client(&self) -> Result<&Client<HttpsConnector<HttpConnector>, Body>, &str> {
+        self.client
+            .get_or_init(|| {
+                let tls = crate::tls::peer_config(&self.cluster).map_err(|e| e.to_string())?;
+                let mut connector = HttpConnector::new();
+                connector.set_connect_timeout(Some(Duration::from_secs(5)));
+                connector.set_nodelay(true);
+                // The TLS layer below takes `https://` addresses too.
+                connector.enforce_http(false);
+                let connector = HttpsConnectorBuilder::new()
+                    .with_tls_config(tls)
+                    .https_or_http()
+                    .enable_http1()
+                    .wrap_connector(connector);
+                Ok(Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(30))
+                    .build(connector))
+            })
+            .as_ref()
+            .map_err(String::as_str)
+    }
+}
+
+/// Why a connection to a peer failed, for the 502: the TLS error when the handshake or
+/// the peer's certificate failed (buried under the connector's `io::Error`s, which
+/// `source()` does not walk into), else the deepest cause (`Connection refused`).
+fn connect_failure(e: &hyper_util::client::legacy::Error) -> String {
+    use std::error::Error;
+    let mut cause: Option<&(dyn Error + 'static)> = e.source();
+    let mut last = e.to_string();
+    while let Some(current) = cause {
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return format!("failed the TLS handshake: {tls}");
+        }
+        last = current.to_string();
+        cause = match current.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn Error + 'static)),
+            None => current.source(),
+        };
+    }
+    format!("cannot be reached: {last}")
+}
+
+/// Sends `request` to the node at `address` (`http://host:port` or `https://…`) and
+/// streams the answer back.
+async fn relay(
+    peers: &Peers,
+    address: &str,
+    secret: &str,
+    request: Request,
+) -> Result<Response, Hop> {
     let unusable =
         |e: &dyn std::fmt::Display| Hop::Failed(gateway(address, "has an unusable address", e));
     let base: Uri = address.parse().map_err(|e| unusable(&e))?;
@@ -229,6 +281,16 @@ async fn relay(address: &str, secret: &str, request: Request) -> Result<Response
         .authority()
         .ok_or_else(|| unusable(&"no host"))?
         .clone();
+    let scheme = match base.scheme_str() {
+        Some("https") => "https",
+        Some("http") | None => "http",
+        Some(other) => return Err(unusable(&format!("unsupported scheme {other}"))),
+    };
+    let client = peers.client().map_err(|e| {
+        Hop::Failed(ApiError::BadGateway(format!(
+            "the server at {address} cannot be spoken to: {e}"
+        )))
+    })?;
     let (mut parts, body) = request.into_parts();
     let path = parts
         .uri
@@ -236,7 +298,7 @@ async fn relay(address: &str, secret: &str, request: Request) -> Result<Response
         .map_or("/", |p| p.as_str())
         .to_string();
     parts.uri = Uri::builder()
-        .scheme("http")
+        .scheme(scheme)
         .authority(authority.clone())
         .path_and_query(path)
         .build()
@@ -250,12 +312,17 @@ async fn relay(address: &str, secret: &str, request: Request) -> Result<Response
     parts
         .headers
         .insert(HeaderName::from_static(SECRET_HEADER), secret);
-    let answer = peers()
+    let answer = client
         .request(Request::from_parts(parts, body))
         .await
         .map_err(|e| {
             if e.is_connect() {
-                Hop::Unreachable(gateway(address, "cannot be reached", &e))
+                // A failed handshake or certificate is unreachable too: no byte of the
+                // request went to the peer, so a read may still be answered here.
+                Hop::Unreachable(ApiError::BadGateway(format!(
+                    "the server at {address} {}",
+                    connect_failure(&e)
+                )))
             } else {
                 Hop::Failed(gateway(
                     address,

@@ -15,6 +15,7 @@ mod rate_limit;
 pub mod request_id;
 pub mod routes;
 mod server;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -39,6 +40,8 @@ pub use openapi::{openapi, openapi_v1};
 pub struct AppState {
     pub kiln: Arc<Kiln>,
     limits: RateLimits,
+    /// The hop's client (issue 12).
+    peers: forward::Peers,
 }
 
 /// The versioned API routes with their OpenAPI description.
@@ -109,7 +112,12 @@ pub fn router(kiln: Arc<Kiln>) -> Router {
 pub fn router_with_shutdown(kiln: Arc<Kiln>, shutdown: kiln_mcp::CancellationToken) -> Router {
     let body_limit = kiln.config.limits.max_body_bytes;
     let limits = RateLimits::new(&kiln.config.server);
-    let state = Arc::new(AppState { kiln, limits });
+    let peers = forward::Peers::new(&kiln.config.cluster);
+    let state = Arc::new(AppState {
+        kiln,
+        limits,
+        peers,
+    });
     let (api, doc) = api_routes().split_for_parts();
     let doc = Arc::new(doc);
     let (v1, v1_doc) = v1_routes().split_for_parts();
@@ -155,13 +163,18 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight
-/// requests finish. Timeouts and connection caps come from `[server]` (`server.rs`).
+/// requests finish. Timeouts and connection caps come from `[server]` (`server.rs`), and
+/// so does HTTPS (`tls_cert_file`, `tls_key_file`): a certificate or key that cannot be
+/// used is an `InvalidInput` error before anything is served.
 pub async fn serve(
     kiln: Arc<Kiln>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = kiln.config.server.clone();
+    let tls = tls::listener_config(&limits)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?
+        .map(tokio_rustls::TlsAcceptor::from);
     // MCP event streams stay open while their clients are connected: ended at shutdown,
     // so the graceful stop does not wait for them.
     let mcp_stop = kiln_mcp::CancellationToken::new();
@@ -170,5 +183,5 @@ pub async fn serve(
         shutdown.await;
         mcp_stop.cancel();
     };
-    server::serve_router(app, listener, &limits, shutdown).await
+    server::serve_router(app, listener, &limits, tls, shutdown).await
 }

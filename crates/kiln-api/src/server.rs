@@ -4,7 +4,9 @@
 //! a connection silent both ways for the idle timeout is dropped (stalled uploads,
 //! clients that stop reading); connections over the total or per-address cap are closed
 //! at once, before any parsing; and `accept` errors (EMFILE, ENFILE, ENOBUFS) make the
-//! loop back off instead of spinning or dying.
+//! loop back off instead of spinning or dying. With a certificate (`[server]
+//! tls_cert_file`), each admitted connection first completes a TLS handshake
+//! (`tls.rs`), bounded by the header-read timeout, then is served the same way.
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
@@ -25,7 +27,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tower_http::add_extension::AddExtension;
+
+use crate::tls;
 
 /// Largest request head (request line and headers) accepted; more is a 431.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -128,12 +133,14 @@ impl Drop for Slot {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, asks every
-/// connection to finish its current exchange and close, and waits for them.
+/// Serves `app` on `listener` (in TLS with `tls`) until `shutdown` resolves, then stops
+/// accepting, asks every connection to finish its current exchange and close, and waits
+/// for them.
 pub(crate) async fn serve_router(
     app: Router,
     listener: TcpListener,
     limits: &ServerConfig,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let counts = Arc::new(Counts {
@@ -147,6 +154,7 @@ pub(crate) async fn serve_router(
         .max_header_size(MAX_HEADER_BYTES)
         .keep_alive(true);
     let idle = Duration::from_secs(limits.idle_timeout_secs);
+    let handshake_limit = Duration::from_secs(limits.header_read_timeout_secs);
     // Dropping `stop` tells connections to finish; every connection holds a `done`
     // receiver, so `done_tx.closed()` resolves when the last one has ended.
     let (stop, stop_rx) = watch::channel(());
@@ -199,17 +207,28 @@ pub(crate) async fn serve_router(
             slot.clone(),
         );
         let activity = Activity::default();
-        let io = TokioIo::new(Tracked {
+        let tracked = Tracked {
             inner: stream,
             activity: activity.clone(),
-        });
-        let conn = http
-            .serve_connection(io, TowerToHyperService::new(service))
-            .with_upgrades();
-        let stop_rx = stop_rx.clone();
+        };
+        let mut stop_rx = stop_rx.clone();
         let done = done.clone();
+        let http = http.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            drive(conn, activity, idle, stop_rx).await;
+            // The handshake runs here, not in the accept loop, so a slow client holds
+            // only its own task (and its place under the caps, until the limit).
+            let io = tokio::select! {
+                io = tls::open(tls.as_ref(), tracked, handshake_limit) => io,
+                // A graceful stop does not wait for handshakes.
+                _ = stop_rx.changed() => None,
+            };
+            if let Some(io) = io {
+                let conn = http
+                    .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
+                    .with_upgrades();
+                drive(conn, activity, idle, stop_rx).await;
+            }
             drop((slot, done));
         });
     }
@@ -223,7 +242,7 @@ pub(crate) async fn serve_router(
 
 /// One client connection: the router, told the client's address.
 type Conn = http1::UpgradeableConnection<
-    TokioIo<Tracked>,
+    TokioIo<tls::Stream<Tracked>>,
     TowerToHyperService<
         AddExtension<AddExtension<Router, ConnectInfo<SocketAddr>>, ConnectionSlot>,
     >,

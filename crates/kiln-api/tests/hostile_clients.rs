@@ -526,3 +526,95 @@ async fn a_stalled_upload_is_dropped_after_the_idle_timeout() {
     );
     s.get_ok(&s.admin_key, "/users/me").await;
 }
+
+/// With a certificate the listener speaks TLS only, and the caps and timeouts hold as
+/// before: connections are admitted under the per-address cap before any handshake (one
+/// over it gets the plain refusal at once), a client that connects and never finishes
+/// its handshake is closed at the header-read timeout, which frees its place, a plain
+/// HTTP request gets no HTTP answer, and a client that trusts the CA is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_listener_admits_before_the_handshake_and_bounds_it_by_the_header_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(pki) = kiln_test_support::pki::make(dir.path(), &["127.0.0.1"]) else {
+        return;
+    };
+    let s = TestServer::start_with(|c| {
+        c.server.header_read_timeout_secs = HEADER_TIMEOUT.as_secs();
+        c.server.max_connections_per_ip = 2;
+        c.server.tls_cert_file = Some(pki.cert.clone());
+        c.server.tls_key_file = Some(pki.key.clone());
+    })
+    .await;
+    let addr = server_addr(&s);
+    let silent_source = Ipv4Addr::new(127, 0, 0, 5);
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).expect("read the CA"))
+        .expect("the CA");
+    let trusting = |source: Ipv4Addr| {
+        reqwest::Client::builder()
+            .add_root_certificate(ca.clone())
+            .local_address(std::net::IpAddr::V4(source))
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client")
+    };
+    let health = format!("https://{addr}/api/v1/health");
+    let served = trusting(Ipv4Addr::new(127, 0, 0, 6))
+        .get(&health)
+        .send()
+        .await
+        .expect("an HTTPS request is served");
+    assert_eq!(served.status(), 200);
+
+    // Two connections that never start their handshake hold the address's two places.
+    let opened = Instant::now();
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(connect_from(silent_source, addr).await.expect("connect"));
+    }
+    // A third is refused at once, in plain HTTP (nothing is written to it first, so the
+    // close is not a reset that could swallow the refusal).
+    let mut refusal = String::new();
+    while opened.elapsed() < HEADER_TIMEOUT / 2 && !refusal.starts_with("HTTP/1.1 503") {
+        let mut third = connect_from(silent_source, addr).await.expect("connect");
+        let mut answer = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_millis(200), third.read_to_end(&mut answer)).await;
+        refusal = String::from_utf8_lossy(&answer).into_owned();
+    }
+    assert!(
+        refusal.starts_with("HTTP/1.1 503") && refusal.contains("too_many_connections"),
+        "a third connection from the address is refused before any handshake: {refusal:?}"
+    );
+
+    // Plain HTTP from another address: admitted, but not answered in HTTP.
+    let plain = raw_get(Ipv4Addr::new(127, 0, 0, 7), addr, "/api/v1/health").await;
+    assert!(
+        !plain.as_deref().is_some_and(|p| p.starts_with("HTTP/")),
+        "plain HTTP got an HTTP answer: {plain:?}"
+    );
+
+    for stream in silent {
+        tokio::time::timeout(HEADER_TIMEOUT * 3, wait_closed(stream))
+            .await
+            .expect("a silent connection is closed");
+    }
+    let after = opened.elapsed();
+    assert!(
+        after >= HEADER_TIMEOUT.mul_f64(0.9),
+        "closed before the header timeout: {after:?}"
+    );
+    // Their places are free again (the slot is released just after the close).
+    let client = trusting(silent_source);
+    let freed = Instant::now();
+    loop {
+        match client.get(&health).send().await {
+            Ok(served) if served.status() == 200 => break,
+            answer => assert!(
+                freed.elapsed() < Duration::from_secs(3),
+                "the address's places were never freed: {answer:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

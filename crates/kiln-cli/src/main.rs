@@ -376,6 +376,10 @@ async fn serve(mut config: Config) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     install_embedded_agent(&mut config)?;
+    // Before anything starts (a node registers in `bootstrap`): a TLS file that cannot
+    // be used stops the start, rather than every handshake or hop later.
+    kiln_api::tls::check(&config).context("cannot start")?;
+    let scheme = if config.server.tls() { "https" } else { "http" };
     let kiln = Kiln::open(config).await.context("cannot start")?;
     let report = kiln.bootstrap().await.context("cannot prepare the store")?;
     match &report.sessions_unavailable {
@@ -422,7 +426,7 @@ async fn serve(mut config: Config) -> anyhow::Result<ExitCode> {
     tracing::info!(%local, store = kiln.store_backend(), data_dir = %data_dir.display(), "kiln is serving");
     let stop = shutdown_signal();
     println!(
-        "Kiln is serving on http://{local}/api/v1 (dashboard: http://{local}/, docs: http://{local}/docs)"
+        "Kiln is serving on {scheme}://{local}/api/v1 (dashboard: {scheme}://{local}/, docs: {scheme}://{local}/docs)"
     );
     let kiln = Arc::new(kiln);
     kiln_api::serve(kiln.clone(), listener, stop).await?;

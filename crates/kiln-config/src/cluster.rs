@@ -1,6 +1,8 @@
 //! `[cluster]`: many `kiln serve` on one PostgreSQL (issue 12). Each registers itself as
 //! a node, heartbeats, and marks down nodes that stopped heartbeating. On SQLite a server
 //! is the only node and none of this applies.
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{ConfigError, Secret};
@@ -9,7 +11,8 @@ use crate::{ConfigError, Secret};
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Where the other nodes reach this one (`http://10.0.0.5:8000`); by default
-    /// `http://<listen>`, which is right when `listen` is a routable address.
+    /// `http://<listen>` (`https://<listen>` when `server.tls_cert_file` is set), which is
+    /// right when `listen` is a routable address.
     pub advertise_url: Option<String>,
     /// How often this node records its heartbeat and looks for nodes that stopped.
     pub heartbeat_interval_ms: u64,
@@ -21,6 +24,10 @@ pub struct ClusterConfig {
     /// Shared by the nodes: authenticates the internal hop between them. Unset, nodes
     /// register and heartbeat but forward nothing.
     pub secret: Option<Secret>,
+    /// PEM file of the CA certificate(s) that signed the nodes' certificates: the hop to an
+    /// `https://` node address verifies the node against these (and only these). Unset,
+    /// against the system's trusted roots. `http://` addresses are spoken to in plain HTTP.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for ClusterConfig {
@@ -31,6 +38,7 @@ impl Default for ClusterConfig {
             down_after_ms: 15_000,
             max_sessions: 500,
             secret: None,
+            tls_ca_file: None,
         }
     }
 }
@@ -81,5 +89,23 @@ mod tests {
             ..ClusterConfig::default()
         };
         assert!(bad_url.check().is_err());
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure signature, not ours
+    fn the_hop_ca_file_is_read_from_the_environment() {
+        use crate::{Config, Overrides};
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(None, &Overrides::default()).expect("loads");
+            assert_eq!(config.cluster.tls_ca_file, None);
+            jail.set_env("KILN_CLUSTER__TLS_CA_FILE", "/etc/kiln/nodes-ca.pem");
+            jail.set_env("KILN_CLUSTER__ADVERTISE_URL", "https://10.0.0.5:8000");
+            let config = Config::load(None, &Overrides::default()).expect("loads");
+            assert_eq!(
+                config.cluster.tls_ca_file.as_deref(),
+                Some(std::path::Path::new("/etc/kiln/nodes-ca.pem"))
+            );
+            Ok(())
+        });
     }
 }

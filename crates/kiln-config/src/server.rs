@@ -1,4 +1,6 @@
 //! `[server]`: how the HTTP server holds against slow, idle, greedy or hostile clients.
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{ConfigError, Secret};
@@ -41,6 +43,13 @@ pub struct ServerConfig {
     /// clients connecting from a loopback address (others get 404); behind a reverse proxy
     /// on the same host, set a token, since every request then comes from loopback.
     pub metrics_token: Option<Secret>,
+    /// PEM certificate chain (the server's certificate first) that `kiln serve` presents.
+    /// Set together with `tls_key_file`: the listener then speaks HTTPS only (TLS 1.2 and
+    /// 1.3, ALPN `http/1.1`). Read at start; a file that cannot be read or parsed stops
+    /// the start.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file` (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// `"10.0.0.0/8"` or a bare address (`"127.0.0.1"`, a block of one).
@@ -77,6 +86,8 @@ impl Default for ServerConfig {
             ip_burst: 200,
             trusted_proxies: Vec::new(),
             metrics_token: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -126,7 +137,22 @@ impl ServerConfig {
         rule(
             self.trusted_proxies.len() <= 64,
             "trusted_proxies may name at most 64 addresses or blocks",
+        )?;
+        // A certificate without its key (or the reverse) is a half-done set-up: serving
+        // plain HTTP instead would hide it, so it is refused by name.
+        rule(
+            self.tls_cert_file.is_some() || self.tls_key_file.is_none(),
+            "tls_cert_file is missing: tls_key_file is set, and HTTPS needs both",
+        )?;
+        rule(
+            self.tls_key_file.is_some() || self.tls_cert_file.is_none(),
+            "tls_key_file is missing: tls_cert_file is set, and HTTPS needs both",
         )
+    }
+
+    /// Whether the listener speaks HTTPS (both TLS files are set).
+    pub fn tls(&self) -> bool {
+        self.tls_cert_file.is_some() && self.tls_key_file.is_some()
     }
 
     /// Whether `ip` is one of the trusted reverse proxies.
@@ -187,6 +213,37 @@ mod tests {
             jail.set_env("KILN_SERVER__TRUSTED_PROXIES", r#"["not-an-address"]"#);
             let err = Config::load(None, &Overrides::default()).unwrap_err();
             assert!(err.to_string().contains("not-an-address"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_names_the_missing_one() {
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(None, &Overrides::default()).expect("loads");
+            assert!(!config.server.tls(), "plain HTTP by default");
+            jail.set_env("KILN_SERVER__TLS_CERT_FILE", "/etc/kiln/node.pem");
+            let err = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(
+                err.to_string().contains("server.tls_key_file is missing"),
+                "{err}"
+            );
+            jail.set_env("KILN_SERVER__TLS_KEY_FILE", "/etc/kiln/node.key");
+            let config = Config::load(None, &Overrides::default()).expect("both set");
+            assert!(config.server.tls());
+            assert_eq!(
+                config.server.tls_key_file.as_deref(),
+                Some(std::path::Path::new("/etc/kiln/node.key"))
+            );
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("KILN_SERVER__TLS_KEY_FILE", "/etc/kiln/node.key");
+            let err = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(
+                err.to_string().contains("server.tls_cert_file is missing"),
+                "{err}"
+            );
             Ok(())
         });
     }

@@ -71,11 +71,10 @@ impl ClusterService {
         } else if let Some(id) = node_id {
             Ok(NodeRegistration {
                 node_id: id.to_string(),
-                address: config
-                    .cluster
-                    .advertise_url
-                    .clone()
-                    .unwrap_or_else(|| format!("http://{}", config.listen)),
+                address: config.cluster.advertise_url.clone().unwrap_or_else(|| {
+                    let scheme = if config.server.tls() { "https" } else { "http" };
+                    format!("{scheme}://{}", config.listen)
+                }),
                 backend: serde_json::to_value(config.runtime.backend)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))

@@ -7,6 +7,7 @@
 pub mod docker;
 pub mod fake;
 pub mod mounts;
+pub mod pki;
 pub mod postgres;
 
 use std::path::{Path, PathBuf};
