@@ -252,6 +252,7 @@ async fn nodes_register_drain_and_a_killed_node_loses_its_sessions() {
         "{figures}"
     );
     let b_row = admin_a.get(&format!("/admin/servers/{id_b}")).await;
+    assert!(b_row["capacity"]["cpus"].as_u64() >= Some(1), "{b_row}");
     let b_images = b_row["images"].as_array().unwrap();
     assert!(
         b_images

@@ -88,6 +88,8 @@ pub struct NodeBeat {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct NodeStats {
+    /// The CPUs its process may run on (its capacity in cores; 0: not reported).
+    pub cpus: u64,
     /// CPU its live sandboxes used between their last two samples, in thousandths of a
     /// core.
     pub sandbox_cpu_millicores: Option<u64>,

@@ -243,6 +243,8 @@ impl Metrics {
         let count = |g: &IntGauge| u64::try_from(g.get()).unwrap_or(0);
         let capacity = capacity.copied().unwrap_or_default();
         NodeStats {
+            cpus: std::thread::available_parallelism()
+                .map_or(0, |n| u64::try_from(n.get()).unwrap_or(u64::MAX)),
             sandbox_cpu_millicores: *self
                 .live_cpu_millicores
                 .lock()
@@ -396,5 +398,6 @@ mod tests {
         );
         assert_eq!(stats.create_latency.map(|l| l.p90_us), Some(40_000));
         assert_eq!(stats.memory_budget_bytes, 0);
+        assert!(stats.cpus >= 1, "{stats:?}");
     }
 }

@@ -40,6 +40,8 @@ impl From<ServerStatusView> for NodeStatus {
 #[derive(Serialize, ToSchema)]
 pub struct ServerCapacityView {
     pub sessions: u64,
+    /// The CPUs it runs on, as its last heartbeat reported (0: none reported yet).
+    pub cpus: u64,
     /// The memory budget its sandboxes share (0: not configured).
     pub memory_mib: u64,
     /// The largest disk one sandbox may have.
@@ -83,6 +85,7 @@ impl From<NodeRecord> for ServerView {
             status: node.status.into(),
             capacity: ServerCapacityView {
                 sessions: node.max_sessions,
+                cpus: node.stats.cpus,
                 memory_mib: node.memory_mib,
                 disk_mib: node.disk_mib,
             },
