@@ -65,6 +65,20 @@ fn node_row<D: Dialect>(row: &D::Row) -> Result<NodeRecord> {
     })
 }
 
+impl<D: Dialect> SqlStore<D> {
+    /// The registered node that `node_id_of` (a query of one row's `node_id`, bound to
+    /// `id` as `$1`) names, in one read.
+    async fn node_of(&self, node_id_of: &str, id: &str) -> Result<Option<NodeRecord>> {
+        let sql = format!("SELECT {COLUMNS} FROM nodes WHERE node_id = ({node_id_of})");
+        let mut conn = self.conn().await?;
+        let row = sqlx::query(&sql)
+            .arg(id)
+            .fetch_optional(D::exec(&mut conn))
+            .await?;
+        row.as_ref().map(node_row::<D>).transpose()
+    }
+}
+
 #[async_trait]
 impl<D: Dialect> NodeRegistryStore for SqlStore<D> {
     async fn register_node(&self, node: &NodeRegistration) -> Result<NodeRecord> {
@@ -191,28 +205,15 @@ impl<D: Dialect> NodeRegistryStore for SqlStore<D> {
 
     async fn session_owner(&self, session_id: &str) -> Result<Option<NodeRecord>> {
         // One read on every routed request: the session's node and its row together.
-        let sql = format!(
-            "SELECT {COLUMNS} FROM nodes \
-             WHERE node_id = (SELECT node_id FROM sessions WHERE session_id = $1)"
-        );
-        let mut conn = self.conn().await?;
-        let row = sqlx::query(&sql)
-            .arg(session_id)
-            .fetch_optional(D::exec(&mut conn))
-            .await?;
-        row.as_ref().map(node_row::<D>).transpose()
+        self.node_of(
+            "SELECT node_id FROM sessions WHERE session_id = $1",
+            session_id,
+        )
+        .await
     }
 
     async fn agent_job_owner(&self, job_id: &str) -> Result<Option<NodeRecord>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM nodes \
-             WHERE node_id = (SELECT node_id FROM agent_jobs WHERE job_id = $1)"
-        );
-        let mut conn = self.conn().await?;
-        let row = sqlx::query(&sql)
-            .arg(job_id)
-            .fetch_optional(D::exec(&mut conn))
-            .await?;
-        row.as_ref().map(node_row::<D>).transpose()
+        self.node_of("SELECT node_id FROM agent_jobs WHERE job_id = $1", job_id)
+            .await
     }
 }
