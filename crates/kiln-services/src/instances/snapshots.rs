@@ -239,20 +239,19 @@ impl InstanceService {
             .sessions
             .create_forks(&sandbox.session, &taken.id, &snapshot_id, count)
             .await;
+        // `session.forked` goes in the same transaction: no crash can lose it.
+        let announce = match &forks {
+            Ok(made) => self.sessions.forked_event(
+                instance_id,
+                made.iter().map(|f| f.session_id.clone()).collect(),
+            ),
+            Err(_) => None,
+        };
         self.store
-            .mark_snapshot_deleted(&snapshot_id, Utc::now(), None)
+            .mark_snapshot_deleted(&snapshot_id, Utc::now(), announce.as_deref())
             .await?;
-        match &forks {
-            Ok(made) => {
-                let ids: Vec<&str> = made.iter().map(|f| f.session_id.as_str()).collect();
-                let data = serde_json::json!({"session_id": instance_id, "forks": ids});
-                self.sessions
-                    .publish(user_id, EventType::SessionForked, data)
-                    .await;
-            }
-            Err(_) => {
-                self.snapshot_gc().run().await;
-            }
+        if forks.is_err() {
+            self.snapshot_gc().run().await;
         }
         forks
     }

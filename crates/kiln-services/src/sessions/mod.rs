@@ -225,6 +225,26 @@ impl SessionService {
         )))
     }
 
+    /// `session.forked` of `instance_id` and its `forks`, written in the transaction that
+    /// retires the fork's own snapshot (the forks stand on their copies by then).
+    pub(crate) fn forked_event(
+        &self,
+        instance_id: &str,
+        forks: Vec<String>,
+    ) -> Option<Box<dyn Announce<kiln_store::SnapshotRecord> + '_>> {
+        let events = self.events.get()?;
+        let instance_id = instance_id.to_string();
+        Some(Box::new(events.announcing(
+            move |snapshot: &kiln_store::SnapshotRecord| {
+                Some(Draft {
+                    user_id: snapshot.user_id.clone(),
+                    event: EventType::SessionForked,
+                    data: serde_json::json!({"session_id": instance_id, "forks": forks}),
+                })
+            },
+        )))
+    }
+
     /// What a verification job's change announces, in the change's transaction: its end
     /// (`verification.completed` with the result, else `verification.error`, a job
     /// cancelled by its session's end included); nothing for a job that has not ended.
