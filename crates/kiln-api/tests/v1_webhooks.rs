@@ -936,6 +936,18 @@ async fn snapshots_and_forks_are_announced() {
         )
         .await;
     assert_eq!(status, 200, "{restored}");
+    let (status, copy) = s
+        .v1_as(
+            &key,
+            Method::POST,
+            &format!("/instances/{id}/snapshots/{snapshot_id}/restore"),
+            Some(&json!({"new_instance": true})),
+        )
+        .await;
+    assert_eq!(status, 201, "{copy}");
+    let copy_id = copy["instance"]["instance_id"]
+        .as_str()
+        .expect("new instance id");
     let (status, deleted) = s
         .v1_as(
             &key,
@@ -946,8 +958,8 @@ async fn snapshots_and_forks_are_announced() {
         .await;
     assert!(status == 200 || status == 204, "{status} {deleted}");
 
-    // created, forked, 2 × session.created, restored, deleted
-    let got = receiver.wait_for(6).await;
+    // created, forked, 3 × session.created (2 forks, 1 copy), 2 × restored, deleted
+    let got = receiver.wait_for(8).await;
     let events: Vec<Value> = got
         .iter()
         .map(|r| {
@@ -988,9 +1000,20 @@ async fn snapshots_and_forks_are_announced() {
         );
     }
     let restored_events = of("snapshot.restored");
-    assert_eq!(restored_events.len(), 1, "{events:?}");
-    assert_eq!(restored_events[0]["restored_into"], id.as_str());
-    assert_eq!(restored_events[0]["new_instance"], false);
+    assert_eq!(restored_events.len(), 2, "{events:?}");
+    let into = |at: &str| {
+        restored_events
+            .iter()
+            .find(|e| e["restored_into"] == at)
+            .unwrap_or_else(|| panic!("no snapshot.restored into {at}: {events:?}"))
+    };
+    assert_eq!(into(&id)["new_instance"], false);
+    assert_eq!(into(copy_id)["new_instance"], true);
+    assert_eq!(into(copy_id)["snapshot_id"], snapshot_id.as_str());
+    assert!(
+        new_sessions.contains(&copy_id),
+        "no session.created for {copy_id}"
+    );
     assert_eq!(of("snapshot.deleted").len(), 1, "{events:?}");
 }
 

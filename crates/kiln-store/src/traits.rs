@@ -611,12 +611,13 @@ pub trait SnapshotStore: Send + Sync {
         announce: Announcing<'_, crate::SnapshotRecord>,
     ) -> Result<Option<crate::SnapshotRecord>>;
     /// Records that the instance's sandbox now stands on this snapshot (a fork, a restore),
-    /// replacing what it stood on before.
+    /// replacing what it stood on before; `announce` is made of the instance's id.
     async fn set_instance_source(
         &self,
         instance_id: &str,
         snapshot_id: &str,
         at: DateTime<Utc>,
+        announce: Announcing<'_, str>,
     ) -> Result<()>;
     /// The snapshot the instance's sandbox stands on, if any.
     async fn instance_source(&self, instance_id: &str) -> Result<Option<String>>;

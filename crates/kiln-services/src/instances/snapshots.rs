@@ -237,7 +237,7 @@ impl InstanceService {
         }
         let forks = self
             .sessions
-            .create_forks(&sandbox.session, &taken.id, &snapshot_id, count)
+            .create_forks(&sandbox.session, &taken.id, &snapshot_id, count, None)
             .await;
         // `session.forked` goes in the same transaction: no crash can lose it.
         let announce = match &forks {
@@ -256,24 +256,9 @@ impl InstanceService {
         forks
     }
 
-    /// Restores `snapshot` and tells the owner's webhooks (`snapshot.restored`).
+    /// Restores `snapshot`; the owner's webhooks hear of it (`snapshot.restored`) in the
+    /// transaction that records what the instance now stands on.
     async fn restore_record(
-        &self,
-        user_id: &str,
-        snapshot: &SnapshotRecord,
-        new_instance: bool,
-    ) -> ServiceResult<Restored> {
-        let restored = self.restore_into(user_id, snapshot, new_instance).await?;
-        let mut data = crate::webhooks::snapshot_data(snapshot);
-        data["restored_into"] = restored.instance.session_id.clone().into();
-        data["new_instance"] = new_instance.into();
-        self.sessions
-            .publish(user_id, EventType::SnapshotRestored, data)
-            .await;
-        Ok(restored)
-    }
-
-    async fn restore_into(
         &self,
         user_id: &str,
         snapshot: &SnapshotRecord,
@@ -283,9 +268,16 @@ impl InstanceService {
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let instance = self.owned_instance(user_id, &snapshot.instance_id).await?;
         if new_instance {
+            let announce = self.sessions.restored_event(snapshot, true);
             let mut made = self
                 .sessions
-                .create_forks(&instance, &runtime_ref, &snapshot.snapshot_id, 1)
+                .create_forks(
+                    &instance,
+                    &runtime_ref,
+                    &snapshot.snapshot_id,
+                    1,
+                    announce.as_deref(),
+                )
                 .await?;
             let instance = made
                 .pop()
@@ -303,8 +295,14 @@ impl InstanceService {
             .sessions
             .replace_sandbox(&current, &runtime_ref)
             .await?;
+        let announce = self.sessions.restored_event(snapshot, false);
         self.store
-            .set_instance_source(&instance.session_id, &snapshot.snapshot_id, Utc::now())
+            .set_instance_source(
+                &instance.session_id,
+                &snapshot.snapshot_id,
+                Utc::now(),
+                announce.as_deref(),
+            )
             .await?;
         // What it stood on before may be free now.
         self.snapshot_gc().run().await;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use kiln_runtime::{Limits, SandboxId, SandboxSource, SnapshotId};
-use kiln_store::{NewSession, SessionLimits, SessionRecord};
+use kiln_store::{Announcing, NewSession, SessionLimits, SessionRecord};
 use tracing::Instrument;
 
 use super::{sample_limits, Readiness, SessionService};
@@ -30,6 +30,7 @@ impl SessionService {
         snapshot: &SnapshotId,
         source: &str,
         count: u32,
+        announce: Announcing<'_, str>,
     ) -> ServiceResult<Vec<SessionRecord>> {
         let (runtime, base_limits, _) = self.runtime()?;
         let runtime = Arc::clone(runtime);
@@ -62,7 +63,10 @@ impl SessionService {
         let mut made = Vec::with_capacity(reserved.len());
         let mut pending = reserved.into_iter();
         while let Some(id) = pending.next() {
-            match self.insert_fork(parent, &id, source, &limits, ttl).await {
+            match self
+                .insert_fork(parent, &id, (source, announce), &limits, ttl)
+                .await
+            {
                 Ok(record) => {
                     self.metrics.session_created();
                     let live = self.start_worker(&record, Readiness::Creating);
@@ -95,7 +99,7 @@ impl SessionService {
         &self,
         parent: &SessionRecord,
         id: &SandboxId,
-        source: &str,
+        (source, announce): (&str, Announcing<'_, str>),
         limits: &Limits,
         ttl_minutes: i64,
     ) -> ServiceResult<SessionRecord> {
@@ -117,7 +121,7 @@ impl SessionService {
             })
             .await?;
         self.store
-            .set_instance_source(&record.session_id, source, now)
+            .set_instance_source(&record.session_id, source, now, announce)
             .await?;
         Ok(record)
     }

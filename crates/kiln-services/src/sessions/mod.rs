@@ -175,19 +175,6 @@ impl SessionService {
         let _ = self.events.set(events);
     }
 
-    /// Publishes an event of another area (snapshots, forks) to `user_id`'s webhooks,
-    /// through the same outbox as the session events.
-    pub(crate) async fn publish(
-        &self,
-        user_id: &str,
-        event: crate::webhooks::EventType,
-        data: serde_json::Value,
-    ) {
-        if let Some(events) = self.events.get() {
-            events.publish(user_id, event, data).await;
-        }
-    }
-
     /// What a change of a session announces to its owner's webhooks, stored by the store in
     /// the change's own transaction: `event` of the session as the change left it. `None`
     /// when webhooks are not wired (tools without a server).
@@ -243,6 +230,30 @@ impl SessionService {
                 })
             },
         )))
+    }
+
+    /// `snapshot.restored` of `snapshot`, written in the transaction that records what the
+    /// instance restored into stands on (the announcer is made of that instance's id).
+    pub(crate) fn restored_event(
+        &self,
+        snapshot: &kiln_store::SnapshotRecord,
+        new_instance: bool,
+    ) -> Option<Box<dyn Announce<str> + '_>> {
+        let events = self.events.get()?;
+        let (user_id, data) = (
+            snapshot.user_id.clone(),
+            crate::webhooks::snapshot_data(snapshot),
+        );
+        Some(Box::new(events.announcing(move |instance_id: &str| {
+            let mut data = data.clone();
+            data["restored_into"] = instance_id.into();
+            data["new_instance"] = new_instance.into();
+            Some(Draft {
+                user_id: user_id.clone(),
+                event: EventType::SnapshotRestored,
+                data,
+            })
+        })))
     }
 
     /// What a verification job's change announces, in the change's transaction: its end

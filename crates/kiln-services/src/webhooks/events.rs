@@ -95,7 +95,7 @@ impl Events {
 
     /// What a store method writes in the transaction of the change it makes: the event
     /// `make` draws from the changed record (`None`: no event for this change).
-    pub(crate) fn announcing<R, F>(&self, make: F) -> Announcement<'_, F>
+    pub(crate) fn announcing<R: ?Sized, F>(&self, make: F) -> Announcement<'_, F>
     where
         F: Fn(&R) -> Option<Draft> + Send + Sync,
     {
@@ -160,7 +160,7 @@ pub(crate) struct Announcement<'a, F> {
     make: F,
 }
 
-impl<R, F> Announce<R> for Announcement<'_, F>
+impl<R: ?Sized, F> Announce<R> for Announcement<'_, F>
 where
     F: Fn(&R) -> Option<Draft> + Send + Sync,
 {

@@ -185,8 +185,9 @@ impl<D: Dialect> SnapshotStore for SqlStore<D> {
         instance_id: &str,
         snapshot_id: &str,
         at: DateTime<Utc>,
+        announce: Announcing<'_, str>,
     ) -> Result<()> {
-        let mut conn = self.conn().await?;
+        let mut tx = D::begin_write(self.pool()).await?;
         sqlx::query(
             "INSERT INTO instance_sources (instance_id, snapshot_id, recorded_at) \
              VALUES ($1, $2, $3) ON CONFLICT (instance_id) \
@@ -195,9 +196,12 @@ impl<D: Dialect> SnapshotStore for SqlStore<D> {
         .arg(instance_id)
         .arg(snapshot_id)
         .arg(Stamp(at))
-        .execute(D::exec(&mut conn))
+        .execute(D::exec(&mut tx))
         .await
         .map_err(|e| insert_error(e, "instance_id", "instance or snapshot"))?;
+        let deliveries = outbox::stage::<D, _>(&mut tx, announce, instance_id).await?;
+        tx.commit().await?;
+        outbox::stored(announce, deliveries);
         Ok(())
     }
 

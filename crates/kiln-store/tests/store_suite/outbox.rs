@@ -91,6 +91,19 @@ impl Announce<SnapshotRecord> for Probe {
     }
 }
 
+/// Of an instance's id (`set_instance_source`).
+impl Announce<str> for Probe {
+    fn event(&self, instance_id: &str) -> Option<NewWebhookEvent> {
+        Some(self.event(instance_id, "alice"))
+    }
+    fn delivery_id(&self) -> String {
+        <Self as Announce<SessionRecord>>::delivery_id(self)
+    }
+    fn stored(&self, deliveries: usize) {
+        <Self as Announce<SessionRecord>>::stored(self, deliveries)
+    }
+}
+
 async fn deliveries(db: &TestDb) -> Vec<DeliveryRecord> {
     let mut all = db
         .store
@@ -250,6 +263,29 @@ pub async fn events_are_stored_with_their_change(db: TestDb) {
     }
     assert_eq!((snap.stored(), gone.stored()), (vec![1], vec![1]));
 
+    // What an instance stands on (a restore): with its event, or, when the event cannot
+    // be stored, not at all.
+    store.insert_snapshot(&new("p3"), one, None).await.unwrap();
+    let restored = Probe::new("restored");
+    store
+        .set_instance_source("s1", "p3", base_time(), Some(&restored))
+        .await
+        .unwrap();
+    assert_eq!(restored.stored(), [1]);
+    let broken = Probe {
+        taken: Some("created-0"),
+        ..Probe::new("broken")
+    };
+    let lost = store
+        .set_instance_source("s1", "p1", base_time(), Some(&broken))
+        .await;
+    assert!(lost.is_err(), "{lost:?}");
+    assert_eq!(
+        store.instance_source("s1").await.unwrap().as_deref(),
+        Some("p3"),
+        "rolled back with its event"
+    );
+
     // The end and its charge: once, with its event; a racing second end gets nothing.
     let ended = Probe::new("ended");
     let end = SessionEnd {
@@ -281,6 +317,7 @@ pub async fn events_are_stored_with_their_change(db: TestDb) {
             "gone:p1",
             "job:job",
             "ready:s1",
+            "restored:s1",
             "snap:p1"
         ]
     );

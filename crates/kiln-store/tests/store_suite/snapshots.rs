@@ -151,7 +151,10 @@ pub async fn only_snapshots_nothing_stands_on_are_purgeable(db: TestDb) {
     // A fork of "base", and a snapshot of that fork (stacked on "base").
     creating_session(store, "fork", "alice").await;
     let at = base_time() + Duration::minutes(1);
-    store.set_instance_source("fork", "base", at).await.unwrap();
+    store
+        .set_instance_source("fork", "base", at, None)
+        .await
+        .unwrap();
     assert_eq!(
         store.instance_source("fork").await.unwrap().as_deref(),
         Some("base")
