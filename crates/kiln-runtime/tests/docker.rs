@@ -310,6 +310,11 @@ async fn a_snapshot_is_a_commit_and_forks_start_from_it() {
     let snapshot = rt.snapshot(&parent).await.unwrap();
     assert_eq!(snapshot.sandbox, parent);
     assert!(snapshot.size_bytes > 0, "{snapshot:?}");
+    // Listed (what start-up compares with the store), until removed below.
+    assert_eq!(
+        rt.list_snapshots().await.unwrap(),
+        std::slice::from_ref(&snapshot.id)
+    );
     sh(&rt, &parent, "echo 'after' > /testbed/state.txt").await;
     rt.create(SandboxSpec::fork(child.clone(), &snapshot))
         .await
@@ -328,6 +333,7 @@ async fn a_snapshot_is_a_commit_and_forks_start_from_it() {
         rt.remove_snapshot(&snapshot.id).await,
         Err(RuntimeError::NotFound(_))
     ));
+    assert!(rt.list_snapshots().await.unwrap().is_empty());
     rt.destroy(&parent).await.unwrap();
 }
 

@@ -175,6 +175,10 @@ impl Backend for DockerRuntime {
         self.remove_snapshot_image(snapshot_id).await
     }
 
+    async fn list_snapshots(&self) -> Result<Vec<SnapshotId>> {
+        self.snapshot_images().await
+    }
+
     fn attach_egress(&self, id: &SandboxId, egress: Egress) -> Result<()> {
         if self.settings.connection != AgentConnection::Socket {
             return Err(RuntimeError::Unsupported {

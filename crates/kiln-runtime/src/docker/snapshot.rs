@@ -3,7 +3,11 @@
 //! which outlives a server restart like any image.
 
 use bollard::models::ContainerConfig;
-use bollard::query_parameters::{CommitContainerOptions, RemoveImageOptions};
+use std::collections::HashMap;
+
+use bollard::query_parameters::{
+    CommitContainerOptions, ListImagesOptionsBuilder, RemoveImageOptions,
+};
 use rand::Rng;
 
 use super::image::EngineImage;
@@ -110,6 +114,29 @@ impl DockerRuntime {
                 "snapshot {snapshot} cannot be removed (destroy its forks first): {err}"
             ))),
         }
+    }
+}
+
+impl DockerRuntime {
+    /// The snapshots whose images the engine holds under this runtime's prefix (as
+    /// reconcile takes the prefix's containers for its own).
+    pub(super) async fn snapshot_images(&self) -> Result<Vec<SnapshotId>> {
+        self.negotiate().await?;
+        let repo = self.snapshot_repo();
+        let filters = HashMap::from([("reference", vec![repo.as_str()])]);
+        let options = ListImagesOptionsBuilder::new().filters(&filters).build();
+        let images = self.docker.list_images(Some(options)).await.map_err(|e| {
+            RuntimeError::HostNotReady(format!(
+                "the Docker engine cannot list the snapshot images: {e}"
+            ))
+        })?;
+        let prefix = format!("{repo}:");
+        Ok(images
+            .iter()
+            .flat_map(|image| &image.repo_tags)
+            .filter_map(|tag| tag.strip_prefix(&prefix))
+            .filter_map(|tag| SnapshotId::new(tag.to_string()).ok())
+            .collect())
     }
 }
 
