@@ -85,6 +85,9 @@ pub enum ImageError {
     /// A blocking task panicked or was cancelled.
     #[error("background task failed: {0}")]
     Task(String),
+    /// The caller gave up ([`crate::Progress::cancelled_by`]); nothing was recorded.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl ImageError {

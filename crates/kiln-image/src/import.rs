@@ -41,32 +41,33 @@ impl ImageStore {
         let mut source: Box<dyn ArchiveSource> = if path.is_dir() {
             Box::new(DirSource::new(path)?)
         } else {
-            Box::new(TarSource::ingest(path, self.blobs())?)
+            Box::new(TarSource::ingest(path, self.blobs(), &options.progress)?)
         };
-        let result = if let Some(json) = source.metadata("manifest.json")? {
-            self.import_docker(
-                source.as_mut(),
-                &json,
-                override_ref.as_ref(),
-                &options.progress,
-            )
-        } else if let Some(json) = source.metadata("index.json")? {
-            self.import_oci(
-                source.as_mut(),
-                &json,
-                override_ref.as_ref(),
-                &options.progress,
-            )
-        } else {
-            Err(source
-                .bad("neither manifest.json (docker save) nor index.json (OCI layout)".into()))
-        };
+        let result = options.progress.check().and_then(|()| {
+            self.import_from(source.as_mut(), override_ref.as_ref(), &options.progress)
+        });
         drop(guard);
         if !path.is_dir() {
             // A tar's every file went into the blob store; drop the ones no image uses.
             self.gc_if_idle()?;
         }
         result
+    }
+
+    fn import_from(
+        &self,
+        source: &mut dyn ArchiveSource,
+        override_ref: Option<&Reference>,
+        progress: &Progress,
+    ) -> Result<Vec<Image>> {
+        if let Some(json) = source.metadata("manifest.json")? {
+            self.import_docker(source, &json, override_ref, progress)
+        } else if let Some(json) = source.metadata("index.json")? {
+            self.import_oci(source, &json, override_ref, progress)
+        } else {
+            Err(source
+                .bad("neither manifest.json (docker save) nor index.json (OCI layout)".into()))
+        }
     }
 
     fn import_oci(
@@ -120,6 +121,7 @@ impl ImageStore {
             self.oci_blob(source, &config_digest, config_size)?;
             let layers = manifest_layers(&m)?;
             for (layer, _, size) in &layers {
+                progress.check()?;
                 source.blob(self.blobs(), &blob_path(layer), Some(layer), Some(*size))?;
             }
             images.push(self.install(&reference, digest, config_digest, layers, progress)?);
@@ -171,6 +173,7 @@ impl ImageStore {
             )?;
             let mut layers = Vec::new();
             for path in &entry.layers {
+                progress.check()?;
                 let (digest, size) =
                     source.blob(self.blobs(), path, digest_in_name(path).as_ref(), None)?;
                 let media_type = layer_media_type(self.blobs(), &digest)?;

@@ -11,6 +11,7 @@ use crate::compression::decompressed;
 use crate::digest::Digest;
 use crate::error::{ImageError, Result};
 use crate::layer_unpack::safe_components;
+use crate::progress::{cancelled, Progress};
 use crate::store::MAX_METADATA_BYTES;
 
 /// Top-level files read into memory rather than stored as blobs.
@@ -112,10 +113,14 @@ pub(crate) struct TarSource {
 
 impl TarSource {
     /// Reads the whole tar once, storing every regular file as a blob. Files that no image
-    /// turns out to use are left for garbage collection.
-    pub(crate) fn ingest(path: &Path, blobs: &BlobStore) -> Result<Self> {
+    /// turns out to use are left for garbage collection. Stops if `progress` is cancelled.
+    pub(crate) fn ingest(path: &Path, blobs: &BlobStore, progress: &Progress) -> Result<Self> {
+        Self::ingest_watched(path, blobs, progress).map_err(|e| cancelled(progress, e))
+    }
+
+    fn ingest_watched(path: &Path, blobs: &BlobStore, progress: &Progress) -> Result<Self> {
         let file = File::open(path).map_err(ImageError::io("open", path))?;
-        let (_, reader) = decompressed(file)?;
+        let (_, reader) = decompressed(progress.watch(file))?;
         let mut archive = tar::Archive::new(reader);
         let mut me = Self {
             path: path.to_owned(),

@@ -81,6 +81,7 @@ impl ImageStore {
             total_bytes: layers.iter().map(|l| l.size).sum(),
         });
         for (index, layer) in layers.iter().enumerate() {
+            progress.check()?;
             let digest = layer.digest.clone();
             if self.has_layer(&layer.diff_id) {
                 progress.emit(ProgressEvent::LayerCached {
@@ -106,13 +107,15 @@ impl ImageStore {
                 digest: digest.clone(),
             });
             let (store, blob, diff_id) = (self.clone(), digest.clone(), layer.diff_id.clone());
-            blocking(move || store.unpack_from_blob(&blob, &diff_id)).await?;
+            let watched = progress.clone();
+            blocking(move || store.unpack_from_blob(&blob, &diff_id, &watched)).await?;
             progress.emit(ProgressEvent::LayerDone {
                 index,
                 count,
                 digest,
             });
         }
+        progress.check()?;
         let (store, progress) = (self.clone(), progress.clone());
         blocking(move || store.commit(&reference, digest, config_digest, layers, config, &progress))
             .await

@@ -317,12 +317,19 @@ impl ImageStore {
         self.inner.layers.contains(diff_id)
     }
 
-    /// Unpacks a layer from its stored blob (blocking).
-    pub(crate) fn unpack_from_blob(&self, blob: &Digest, diff_id: &Digest) -> Result<bool> {
+    /// Unpacks a layer from its stored blob (blocking), stopping if `progress` is
+    /// cancelled (the layer is then not published).
+    pub(crate) fn unpack_from_blob(
+        &self,
+        blob: &Digest,
+        diff_id: &Digest,
+        progress: &Progress,
+    ) -> Result<bool> {
         let file = self.inner.blobs.open(blob)?;
         self.inner
             .layers
-            .ensure(diff_id, std::io::BufReader::new(file))
+            .ensure(diff_id, std::io::BufReader::new(progress.watch(file)))
+            .map_err(|e| crate::progress::cancelled(progress, e))
     }
 
     /// Unpacks every layer not yet unpacked (blocking), then records the image. The layer blobs
@@ -344,6 +351,7 @@ impl ImageStore {
         });
         let count = layers.len();
         for (index, layer) in layers.iter().enumerate() {
+            progress.check()?;
             let digest = layer.digest.clone();
             if self.has_layer(&layer.diff_id) {
                 progress.emit(ProgressEvent::LayerCached {
@@ -358,13 +366,14 @@ impl ImageStore {
                 count,
                 digest: digest.clone(),
             });
-            self.unpack_from_blob(&layer.digest, &layer.diff_id)?;
+            self.unpack_from_blob(&layer.digest, &layer.diff_id, progress)?;
             progress.emit(ProgressEvent::LayerDone {
                 index,
                 count,
                 digest,
             });
         }
+        progress.check()?;
         self.commit(
             reference,
             manifest_digest,

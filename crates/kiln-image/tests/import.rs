@@ -542,3 +542,58 @@ fn concurrent_imports_of_the_same_layers_unpack_each_once() {
     let again = ImageStore::open(Path::new(root.path())).unwrap();
     assert_eq!(again.list().unwrap().len(), 6);
 }
+
+/// An import given up mid-way (`Progress::cancelled_by`) stops at its next check: while
+/// the first layer unpacks, or while the archive is read, nothing is published or recorded.
+#[test]
+fn a_cancelled_import_stops_and_records_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let img = TestImage::new(&[base_layer(), top_layer(b"v1")], true, &[], "/");
+    let layout = tempfile::tempdir().unwrap();
+    write_oci_layout(layout.path(), &[(&img, "kiln/cancel:1")]);
+    let root = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(root.path()).unwrap();
+
+    // Given up as the first layer starts unpacking: that layer is not published.
+    let flag = Arc::new(AtomicBool::new(false));
+    let (seen, stop) = (Arc::new(Mutex::new(Vec::new())), flag.clone());
+    let sink = seen.clone();
+    let progress = Progress::new(move |e| {
+        if matches!(e, ProgressEvent::LayerUnpacking { .. }) {
+            stop.store(true, Ordering::SeqCst);
+        }
+        sink.lock().unwrap().push(e.clone());
+    })
+    .cancelled_by(flag);
+    let options = ImportOptions {
+        reference: None,
+        progress,
+    };
+    let got = store.import(layout.path(), &options);
+    assert!(matches!(got, Err(ImageError::Cancelled)), "{got:?}");
+    assert!(matches!(
+        store.get("kiln/cancel:1"),
+        Err(ImageError::NotFound(_))
+    ));
+    assert_eq!(layer_count(&store), 0, "the cut-off layer was published");
+    let unpacked = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e, ProgressEvent::LayerUnpacking { .. }))
+        .count();
+    assert_eq!(unpacked, 1, "went on past the first layer");
+
+    // A tar given up before it is read: the read stops; the same import, not given up,
+    // succeeds.
+    let tarball = root.path().join("layout.tar");
+    tar_dir(layout.path(), &tarball);
+    let given_up = ImportOptions {
+        reference: None,
+        progress: Progress::none().cancelled_by(Arc::new(AtomicBool::new(true))),
+    };
+    let got = store.import(&tarball, &given_up);
+    assert!(matches!(got, Err(ImageError::Cancelled)), "{got:?}");
+    store.import(&tarball, &ImportOptions::default()).unwrap();
+    assert!(store.get("kiln/cancel:1").is_ok());
+}

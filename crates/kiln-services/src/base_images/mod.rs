@@ -245,7 +245,7 @@ impl BaseImageService {
                 }
             }
             Some(stop) => {
-                // A pull stops; an import or copy removes what it made when it ends. Here too,
+                // The preparation stops (mid-copy) and removes what it made. Here too,
                 // in the background, for one that had just recorded `prepared`: the store's
                 // removal waits for an import in progress to commit, so nothing slips in
                 // after it, and the caller does not wait for a long import.
@@ -353,8 +353,8 @@ impl BaseImageService {
         Ok(failed)
     }
 
-    /// How many preparations run on this server now (they end on their own; an abort
-    /// stops a pull at once, an import or copy when it ends).
+    /// How many preparations run on this server now (they end on their own, or at an
+    /// abort, mid-copy).
     pub fn preparing_here(&self) -> usize {
         self.lock_running().len()
     }

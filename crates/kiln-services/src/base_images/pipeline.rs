@@ -4,6 +4,7 @@
 //! the end recorded only if the version is still `preparing`: after an abort the image
 //! the preparation made is removed again.
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::Utc;
@@ -105,16 +106,23 @@ impl Job {
                 .write_until_finished(self.store.clone(), self.image_id.clone()),
         );
         let events = tracker.clone();
-        let progress = Progress::new(move |e| events.on_event(e));
-        // A pull stops at once; an import or copy runs on a blocking thread, which cannot be
-        // interrupted: it ends, and what it made is removed below (the version is aborted).
-        let made = if matches!(self.work, Work::Pull { .. }) {
-            tokio::select! {
-                made = self.make(progress) => made,
-                () = self.stop.notified() => Err(ImageError::Task("aborted".into())),
+        let cancel = Arc::new(AtomicBool::new(false));
+        let progress = Progress::new(move |e| events.on_event(e)).cancelled_by(Arc::clone(&cancel));
+        let make = self.make(progress);
+        tokio::pin!(make);
+        let made = tokio::select! {
+            made = &mut make => made,
+            () = self.stop.notified() => {
+                // The blocking steps (an import's read, an unpack) stop at their next
+                // check; they are awaited, so that what they made is removed after them.
+                // A pull's download stops when dropped.
+                cancel.store(true, Ordering::SeqCst);
+                if matches!(self.work, Work::Pull { .. }) {
+                    Err(ImageError::Cancelled)
+                } else {
+                    make.await
+                }
             }
-        } else {
-            self.make(progress).await
         };
         let progress = tracker.finish();
         if let Err(e) = writer.await {
