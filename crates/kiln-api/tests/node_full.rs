@@ -1,13 +1,18 @@
 //! Admission control over HTTP, with real sandboxes: a node whose memory budget is taken
 //! refuses a new session or agent job with 503 `node_full` and `Retry-After` before
-//! storing anything, and a closed session gives its room back.
+//! storing anything, and a closed session gives its room back. Warm sandboxes
+//! (`runtime.warm_pools`) are taken by sessions, survive a restart once taken, and hold
+//! none of the budget until then.
 mod agent_job_support;
 mod common;
 mod sandbox;
 
-use common::{assert_error, Database};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{assert_error, Database, TestServer};
 use sandbox::{create_ready, DATASET, SAMPLE};
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_node_answers_503_node_full_with_retry_after() {
@@ -76,4 +81,103 @@ async fn agent_jobs_do_not_bypass_admission() {
     let id = agent_job_support::start_job(&s, &key, &repo, Some(&first)).await;
     let done = agent_job_support::wait_for(&s, &key, &id, agent_job_support::finished).await;
     assert_eq!(done["status"], "completed", "{done}");
+}
+
+/// The warm sandboxes' directories under `sandboxes` (ready ones have their state file).
+fn warm_ready(sandboxes: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(sandboxes)
+        .expect("sandboxes dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("warm-") && sandboxes.join(n).join("state.json").exists())
+        .collect();
+    names.sort();
+    names
+}
+
+async fn wait_warm(sandboxes: &Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = warm_ready(sandboxes);
+        if ready.len() == n {
+            return ready;
+        }
+        assert!(Instant::now() < deadline, "{ready:?} warm, not {n}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn sh(s: &TestServer, key: &str, id: &str, command: &str) -> Value {
+    let iid = sandbox::start_exec(s, key, id, command).await;
+    sandbox::finished(s, key, id, &iid).await
+}
+
+/// A session of a pooled image takes a sandbox started ahead: renamed to its own id,
+/// keeping the cgroup it started in (its state says which), working like any other, and
+/// adopted by a restarted server, which tears the unclaimed ones down. The pool holds
+/// none of the memory budget: with room for one session, two warm ones do not refuse it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_take_warm_sandboxes_which_outlive_a_restart() {
+    let reference = kiln_services::sessions::sample_image_reference(DATASET, SAMPLE);
+    let Some(s) = sandbox::start_if_possible(|c| {
+        c.runtime.warm_pools.insert(reference.clone(), 2);
+        c.runtime.memory_budget_mib = Some(2048);
+        c.runtime.memory_overcommit = 1.0;
+        c.runtime.disk_mib = 256;
+    })
+    .await
+    else {
+        return;
+    };
+    let key = s.admin_key.clone();
+    let sandboxes = s.kiln.config.data_dir.join("runtime/sandboxes");
+    // The image's first session starts its own and fills the pool.
+    let first = create_ready(&s, &key).await;
+    let warm = wait_warm(&sandboxes, 2).await;
+    let (status, _) = s.delete_as(&key, &format!("/sessions/{first}")).await;
+    assert_eq!(status, 200);
+
+    let second = create_ready(&s, &key).await;
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(sandboxes.join(&second).join("state.json")).expect("state"),
+    )
+    .expect("state JSON");
+    let cgroup = state["cgroup"].as_str().expect("a warm sandbox's cgroup");
+    assert!(warm.iter().any(|w| w == cgroup), "{cgroup} not in {warm:?}");
+    assert!(!sandboxes.join(cgroup).exists(), "renamed, not copied");
+    let done = sh(
+        &s,
+        &key,
+        &second,
+        "cat /testbed/hello.txt; hostname; echo kept > /tmp/k",
+    )
+    .await;
+    assert_eq!(done["stdout"], "hello from the image\nkiln\n", "{done}");
+    let refilled = wait_warm(&sandboxes, 2).await;
+
+    // A crash: the taken one is adopted (same process), the unclaimed ones removed.
+    let pid = sandbox::init_pid(&s, &second);
+    let s = s.restart(false).await;
+    assert!(
+        warm_ready(&sandboxes).is_empty(),
+        "{refilled:?} outlived the server"
+    );
+    assert_eq!(sandbox::init_pid(&s, &second), pid);
+    let done = sh(&s, &key, &second, "cat /tmp/k").await;
+    assert_eq!(done["stdout"], "kept\n", "{done}");
+    let (status, _) = s.delete_as(&key, &format!("/sessions/{second}")).await;
+    assert_eq!(status, 200);
+    // The sandbox ends with its session (a zombie until its monitor reaps it).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z "))
+    };
+    while alive() {
+        assert!(
+            Instant::now() < deadline,
+            "the taken sandbox outlived its session"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

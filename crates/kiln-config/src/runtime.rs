@@ -1,4 +1,5 @@
 //! `[runtime]`: the sandbox backend and each sandbox's default limits.
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,14 @@ pub struct RuntimeConfig {
     /// How the disk limit is enforced: `auto` (project quotas where the runtime root's
     /// filesystem has them on, else loop disks), `project_quota`, `loop_disk` or `none`.
     pub disk_limit_mode: crate::quota::DiskLimitMode,
+    /// `[runtime.warm_pools]`, local backend: sandboxes kept started ahead per image
+    /// reference (at most [`MAX_LOCAL_WARM_POOL`] each), so that a burst of creates of that
+    /// image takes them instead of starting its own. Filled after the image's first create;
+    /// a create takes one when it asks for what they were started with (the server's
+    /// default limits, no network allowlist). Each costs ≈ 1 MiB of memory while idle,
+    /// and none of the memory budget until taken. (Kubernetes has its own, in
+    /// `[runtime.kubernetes]`.)
+    pub warm_pools: BTreeMap<String, usize>,
     /// `[runtime.docker]`: the Docker backend's engine and agent connection.
     pub docker: crate::docker::DockerConfig,
     /// `[runtime.kubernetes]`: the Kubernetes backend's cluster, namespace and Pods.
@@ -68,6 +77,7 @@ impl Default for RuntimeConfig {
             max_disk_mib: 100 * 1024,
             disk_pool: 4,
             disk_limit_mode: crate::quota::DiskLimitMode::Auto,
+            warm_pools: BTreeMap::new(),
             docker: crate::docker::DockerConfig::default(),
             kubernetes: crate::kubernetes::KubernetesConfig::default(),
         }
@@ -87,10 +97,22 @@ impl RuntimeConfig {
                 "runtime.disk_pool must be at most 256".into(),
             ));
         }
+        if self
+            .warm_pools
+            .iter()
+            .any(|(image, &n)| image.is_empty() || n > MAX_LOCAL_WARM_POOL)
+        {
+            return Err(ConfigError::Rule(format!(
+                "runtime.warm_pools: image references must be set, sizes 0-{MAX_LOCAL_WARM_POOL}"
+            )));
+        }
         self.docker.check()?;
         self.kubernetes.check()
     }
 }
+
+/// The most warm sandboxes one image may keep (`runtime.warm_pools`).
+pub const MAX_LOCAL_WARM_POOL: usize = 1024;
 
 #[cfg(test)]
 #[allow(clippy::result_large_err)] // figment::Jail's closure signature, not ours
@@ -108,6 +130,26 @@ mod tests {
             jail.set_env("KILN_RUNTIME__DISK_POOL", "257");
             let err = Config::load(None, &Overrides::default()).unwrap_err();
             assert!(err.to_string().contains("disk_pool"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn warm_pools_are_read_from_the_file_and_bounded() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "kiln.toml",
+                "[runtime.warm_pools]\n\"kiln-demo/sample/x:1\" = 100\n",
+            )?;
+            let file = std::path::Path::new("kiln.toml");
+            let config = Config::load(Some(file), &Overrides::default()).expect("loads");
+            assert_eq!(
+                config.runtime.warm_pools.get("kiln-demo/sample/x:1"),
+                Some(&100)
+            );
+            jail.create_file("kiln.toml", "[runtime.warm_pools]\n\"x:1\" = 1025\n")?;
+            let err = Config::load(Some(file), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("warm_pools"), "{err}");
             Ok(())
         });
     }

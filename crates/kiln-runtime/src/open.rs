@@ -156,6 +156,7 @@ fn open_local(
     local.memory_overcommit = config.memory_overcommit;
     local.disk_overcommit = config.disk_overcommit;
     local.disk_pool = config.disk_pool;
+    local.warm_pools = config.warm_pools.clone();
     local.disk_limit_mode = match config.disk_limit_mode {
         kiln_config::DiskLimitMode::Auto => crate::local::DiskLimitMode::Auto,
         kiln_config::DiskLimitMode::ProjectQuota => crate::local::DiskLimitMode::ProjectQuota,

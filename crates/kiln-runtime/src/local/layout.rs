@@ -121,6 +121,10 @@ pub struct SandboxState {
     pub pids: Option<u64>,
     /// CPU limit.
     pub cpu_millicores: Option<u32>,
+    /// The cgroup's name when it is not the sandbox's id: a sandbox started warm and
+    /// claimed later keeps the cgroup it was started in (`warm.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
 }
 
 impl SandboxState {
@@ -140,7 +144,13 @@ impl SandboxState {
             disk_bytes: spec.limits.disk_bytes,
             pids: spec.limits.pids,
             cpu_millicores: spec.limits.cpu_millicores,
+            cgroup: None,
         }
+    }
+
+    /// The name of the cgroup of the sandbox whose directory is named `id`.
+    pub fn cgroup_name<'a>(&'a self, id: &'a str) -> &'a str {
+        self.cgroup.as_deref().unwrap_or(id)
     }
 
     /// When the sandbox was created.

@@ -25,8 +25,10 @@ mod staging;
 mod start;
 mod teardown;
 mod usage;
+mod warm;
 mod workspace;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt;
@@ -80,6 +82,10 @@ pub struct LocalConfig {
     pub disk_pool: usize,
     /// How disk limits are enforced (`quota.rs`).
     pub disk_limit_mode: DiskLimitMode,
+    /// Sandboxes kept started ahead per image reference (`warm.rs`): filled after the
+    /// first create of the image, taken by creates that ask for what they were started
+    /// with.
+    pub warm_pools: BTreeMap<String, usize>,
 }
 
 impl LocalConfig {
@@ -97,6 +103,7 @@ impl LocalConfig {
             default_disk_bytes: Limits::default().disk_bytes,
             disk_pool: 4,
             disk_limit_mode: DiskLimitMode::Auto,
+            warm_pools: BTreeMap::new(),
         }
     }
 }
@@ -142,6 +149,8 @@ pub struct LocalRuntime {
     admission: Admission,
     /// Where image references are resolved (`with_images`).
     images: Option<resolve::Images>,
+    /// Sandboxes started ahead (`warm.rs`).
+    warm: Arc<warm::WarmPools>,
 }
 
 impl LocalRuntime {
@@ -229,6 +238,7 @@ impl LocalRuntime {
             disk_mode,
             admission,
             images: None,
+            warm: Arc::default(),
         })
     }
 

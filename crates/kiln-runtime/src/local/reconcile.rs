@@ -29,7 +29,20 @@ impl LocalRuntime {
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
-        found.extend(self.cgroups.existing());
+        // The cgroups a sandbox taken warm kept (its state names them) are its own.
+        let kept: BTreeSet<String> = found
+            .iter()
+            .filter_map(|name| {
+                let dirs = SandboxDirs::new(&sandboxes_dir, &self.socket_root, name);
+                dirs.read_state()?.cgroup
+            })
+            .collect();
+        found.extend(
+            self.cgroups
+                .existing()
+                .into_iter()
+                .filter(|name| !kept.contains(name)),
+        );
         for mount in overlay::mounts_under(&sandboxes_dir) {
             if let Ok(rest) = mount.strip_prefix(&sandboxes_dir) {
                 if let Some(first) = rest.components().next() {
@@ -41,7 +54,7 @@ impl LocalRuntime {
         for name in found {
             let id = SandboxId::new(name.clone()).ok();
             let keep = id.as_ref().is_some_and(|id| known.contains(id));
-            if id.as_ref().is_some_and(|id| self.slots.is_starting(id)) {
+            if id.as_ref().is_some_and(|id| self.slots.is_starting(id)) || self.warm.holds(&name) {
                 continue;
             }
             let in_table = id.as_ref().and_then(|id| self.slots.running(id));
@@ -99,7 +112,7 @@ impl LocalRuntime {
         let Some(state) = dirs.read_state() else {
             return false;
         };
-        let cgroup = self.cgroups.cgroup_of(id.as_str());
+        let cgroup = self.cgroups.cgroup_of(state.cgroup_name(id.as_str()));
         if !cgroup
             .pids()
             .contains(&i32::try_from(state.init_pid).unwrap_or(-1))

@@ -66,13 +66,31 @@ impl LocalRuntime {
     /// Starts a sandbox from layer directories and host binds: what `create` does once
     /// the spec is resolved (and how the runtime's own tests start one from a directory).
     pub async fn create_local(&self, spec: LocalSpec) -> Result<SandboxHandle> {
+        self.create_resolved(spec, None).await
+    }
+
+    /// Starts `spec`, or takes a warm sandbox for it when its image has a pool of
+    /// `warm_pool` (`warm.rs`).
+    async fn create_resolved(
+        &self,
+        spec: LocalSpec,
+        warm_pool: Option<usize>,
+    ) -> Result<SandboxHandle> {
         let id = spec.id.clone();
+        let start = async {
+            if let Some(size) = warm_pool {
+                if let Some(warm) = self.take_warm(&spec, size).await {
+                    return Ok(Arc::new(warm));
+                }
+            }
+            self.start(&spec).await
+        };
         let sandbox = self
             .slots
             .create(
                 &id,
                 || self.admission.claim(&id, &spec.limits, self.disk_space()),
-                self.start(&spec),
+                start,
                 || self.admission.release(&id),
             )
             .await?;
@@ -85,8 +103,12 @@ impl LocalRuntime {
             self.admission.release(&id);
         }
         let cgroups = Arc::clone(&self.cgroups);
-        let cgroup = self.cgroups.cgroup_of(id);
         let dirs = SandboxDirs::new(&self.sandboxes_dir(), &self.socket_root, id);
+        // A sandbox taken warm keeps the cgroup it started in (its state names it).
+        let state = dirs.read_state();
+        let cgroup = self
+            .cgroups
+            .cgroup_of(state.as_ref().map_or(id, |s| s.cgroup_name(id)));
         tokio::task::spawn_blocking(move || teardown::teardown(cgroups.as_ref(), &cgroup, &dirs))
             .await
             .map_err(|e| {
@@ -132,8 +154,15 @@ impl Backend for LocalRuntime {
     }
 
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxHandle> {
+        let warm_pool = match &spec.source {
+            crate::spec::SandboxSource::Image(reference) => {
+                self.config.warm_pools.get(reference).copied()
+            }
+            crate::spec::SandboxSource::Snapshot(_) => None,
+        }
+        .filter(|&size| size > 0);
         let spec = self.resolve(spec)?;
-        self.create_local(spec).await
+        self.create_resolved(spec, warm_pool).await
     }
 
     async fn check_image(&self, reference: &str) -> Result<()> {
@@ -221,6 +250,7 @@ impl Backend for LocalRuntime {
     }
 
     async fn shutdown(&self) -> Result<()> {
+        self.drain_warm().await;
         let mut first_error = None;
         for sandbox in self.slots.drain() {
             if let Err(err) = self.destroy_sandbox(sandbox).await {
