@@ -9,6 +9,8 @@
 #   KILN_BENCH_BASELINE_BIN=/path/to/old/kiln bench/concurrency/run.sh
 #       also runs (b) and (c) against that binary, alternating with this tree's
 #   KILN_BENCH_BURST=100  KILN_BENCH_LOAD=0 (skip (c))  KILN_BIN=…  KILN_BENCH_IMAGE_STORE=…
+#   KILN_BENCH_WARM=0: skip the server with a warm pool of BURST sandboxes of the
+#       image (runtime.warm_pools), whose rounds start once the pool is full again
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${1:-5}
@@ -33,6 +35,28 @@ SERVERS=(new)
 BENCH_ENV=(KILN_RUNTIME__DISK_OVERCOMMIT=1000)
 kiln_server_start new "${BENCH_ENV[@]}"
 URL[new]=$SERVER_URL KEY[new]=$SERVER_KEY_FILE
+IMAGE="${KILN_BENCH_IMAGE:-kiln-demo/sample/kiln-demo__inifile-1:1}"
+if [ "${KILN_BENCH_WARM:-1}" != 0 ]; then
+    SERVERS+=(warm)
+    printf '[runtime.warm_pools]\n"%s" = %d\n' "$IMAGE" "$BURST" >"$KILN_BENCH_WORK/warm.toml"
+    kiln_server_start warm "${BENCH_ENV[@]}" KILN_CONFIG="$KILN_BENCH_WORK/warm.toml"
+    URL[warm]=$SERVER_URL KEY[warm]=$SERVER_KEY_FILE
+    # The image's first session fills the pool.
+    load_summary_quiet=$("$LOAD_BIN" --base-url "$SERVER_URL" --api-key-file "$SERVER_KEY_FILE" \
+        --sessions 1 --commands 0 2>&1) || { echo "$load_summary_quiet" >&2; exit 1; }
+fi
+# Waits until the warm server's pool holds BURST ready sandboxes (their state files are
+# written last), so that no refill runs during another measurement.
+warm_full() {
+    local dir="$KILN_BENCH_WORK/warm/runtime/sandboxes" i n
+    for i in $(seq 1 600); do
+        n=$(find "$dir" -mindepth 2 -maxdepth 2 -path '*/warm-*/state.json' 2>/dev/null | wc -l)
+        [ "$n" -ge "$BURST" ] && return 0
+        sleep 0.1
+    done
+    echo "the warm pool holds $n of $BURST after 60 s" >&2
+    return 1
+}
 if [ -n "${KILN_BENCH_BASELINE_BIN:-}" ]; then
     SERVERS+=(old)
     NEW_BIN=$KILN_BIN KILN_BIN=$KILN_BENCH_BASELINE_BIN
@@ -66,8 +90,10 @@ for round in $(seq 1 "$ROUNDS"); do
     line=$(cargo bench --quiet -p kiln-runtime --bench concurrency -- 1 2>/dev/null | grep '^runtime-alone')
     echo "round $round runtime-alone $line" | tee -a "$RESULTS"
     for s in "${SERVERS[@]}"; do
+        if [ "$s" = warm ]; then warm_full; fi
         line=$(load_summary --base-url "${URL[$s]}" --api-key-file "${KEY[$s]}" \
             --sessions "$BURST" --commands 0 --deadline-secs 120)
+        if [ "$s" = warm ]; then warm_full; fi
         echo "round $round http-$s $line" | tee -a "$RESULTS"
     done
 done
@@ -92,6 +118,8 @@ if [ "${KILN_BENCH_LOAD:-1}" != 0 ]; then
     echo
     echo "execs across sessions (bench/load: 50 sessions × 200 × \`true\`):"
     for s in "${SERVERS[@]}"; do
+        # Its creates would refill the pool during the commands: not this measurement.
+        [ "$s" = warm ] && continue
         line=$(load_summary --base-url "${URL[$s]}" --api-key-file "${KEY[$s]}" --deadline-secs 300)
         echo "  HTTP ($s): $(echo "$line" | field commands_per_s) commands/s"
     done

@@ -15,9 +15,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use kiln_protocol::AsyncAgentClient;
 
@@ -29,6 +29,9 @@ use crate::local::spec::LocalSpec;
 use crate::local::LocalRuntime;
 use crate::slots::Slots;
 use crate::spec::{Limits, SandboxId};
+
+/// How long no create must have taken a warm sandbox before the pool is refilled.
+const QUIET: Duration = Duration::from_millis(50);
 
 /// What a warm sandbox was started with, which a create must ask for to take it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,8 +61,13 @@ impl WarmClass {
 pub(crate) struct WarmPools {
     /// Ready ones, by class (few classes: a linear search).
     ready: Mutex<Vec<(WarmClass, Vec<Sandbox>)>>,
-    /// Starts under way, by class.
-    filling: Mutex<Vec<(WarmClass, usize)>>,
+    /// The classes a filler task is refilling now (one per class).
+    filling: Mutex<Vec<WarmClass>>,
+    /// When a create last took one: a filler waits for a quiet moment, so that a burst
+    /// of creates does not pay for its own refill.
+    last_take: Mutex<Option<Instant>>,
+    /// Set at shutdown: fillers stop, and what they were starting is torn down.
+    closed: AtomicBool,
     /// The directory (and cgroup) names of warm sandboxes ready or starting: reconcile
     /// leaves them alone.
     names: Mutex<HashSet<String>>,
@@ -91,6 +99,7 @@ impl WarmPools {
     /// A live warm sandbox of `class`, out of the pool; dead ones are dropped (and
     /// returned for teardown) on the way.
     fn take(&self, class: &WarmClass) -> (Option<Sandbox>, Vec<Sandbox>) {
+        *lock(&self.last_take) = Some(Instant::now());
         let mut dead = Vec::new();
         let mut ready = lock(&self.ready);
         let Some((_, pool)) = ready.iter_mut().find(|(c, _)| c == class) else {
@@ -105,42 +114,53 @@ impl WarmPools {
         (None, dead)
     }
 
-    /// How many more of `class` to start to reach `size`, counted as under way.
-    fn reserve_fill(&self, class: &WarmClass, size: usize) -> usize {
-        let ready = self.ready_of(class);
+    /// Marks a filler of `class` running; `false` if one already is (it will see the
+    /// new deficit).
+    fn begin_fill(&self, class: &WarmClass) -> bool {
         let mut filling = lock(&self.filling);
-        let under_way = match filling.iter_mut().find(|(c, _)| c == class) {
-            Some((_, n)) => n,
-            None => {
-                filling.push((class.clone(), 0));
-                &mut filling.last_mut().expect("just pushed").1
-            }
-        };
-        let missing = size.saturating_sub(ready + *under_way);
-        *under_way += missing;
-        missing
-    }
-
-    fn fill_done(&self, class: &WarmClass, abandoned: usize) {
-        if let Some((_, n)) = lock(&self.filling).iter_mut().find(|(c, _)| c == class) {
-            *n = n.saturating_sub(1 + abandoned);
+        if filling.contains(class) {
+            return false;
         }
+        filling.push(class.clone());
+        true
     }
 
-    fn put(&self, class: &WarmClass, sandbox: Sandbox) {
+    /// Whether the filler of `class` should start another (the pool is short of `size`
+    /// and it has not failed); when not, it is marked stopped under the same lock that
+    /// `begin_fill` takes, so no deficit is left without a filler.
+    fn go_on_filling(&self, class: &WarmClass, size: usize, failed: bool) -> bool {
+        let mut filling = lock(&self.filling);
+        if !failed && !self.closed.load(Ordering::SeqCst) && self.ready_of(class) < size {
+            return true;
+        }
+        filling.retain(|c| c != class);
+        false
+    }
+
+    /// How long to wait before the next start, for creates to stop taking ones.
+    fn quiet_wait(&self) -> Option<Duration> {
+        let last = (*lock(&self.last_take))?;
+        QUIET.checked_sub(last.elapsed())
+    }
+
+    /// Adds a started one to the pool; hands it back once the pools are closed.
+    fn put(&self, class: &WarmClass, sandbox: Sandbox) -> Option<Sandbox> {
         let mut ready = lock(&self.ready);
+        if self.closed.load(Ordering::SeqCst) {
+            return Some(sandbox);
+        }
         match ready.iter_mut().find(|(c, _)| c == class) {
             Some((_, pool)) => pool.push(sandbox),
             None => ready.push((class.clone(), vec![sandbox])),
         }
+        None
     }
 
-    /// Every ready warm sandbox, out of the pools (shutdown).
+    /// Every ready warm sandbox, out of the pools, which take no more (shutdown).
     pub(crate) fn drain(&self) -> Vec<Sandbox> {
-        lock(&self.ready)
-            .drain(..)
-            .flat_map(|(_, pool)| pool)
-            .collect()
+        let mut ready = lock(&self.ready);
+        self.closed.store(true, Ordering::SeqCst);
+        ready.drain(..).flat_map(|(_, pool)| pool).collect()
     }
 }
 
@@ -216,48 +236,49 @@ impl LocalRuntime {
         Ok(sandbox)
     }
 
-    /// Starts warm sandboxes of `spec`'s class in the background, up to `size`.
+    /// Starts warm sandboxes of `spec`'s class in the background, one at a time, up to
+    /// `size`, each once creates have stopped taking them for a moment ([`QUIET`]).
     fn fill_warm(&self, spec: &LocalSpec, class: &WarmClass, size: usize) {
-        let missing = self.warm.reserve_fill(class, size);
-        if missing == 0 {
+        if !self.warm.begin_fill(class) {
             return;
         }
         let worker = self.warm_worker();
         let (mut template, class) = (spec.clone(), class.clone());
         tokio::spawn(async move {
-            for started_so_far in 0..missing {
+            let mut failed = false;
+            while worker.warm.go_on_filling(&class, size, failed) {
+                if let Some(wait) = worker.warm.quiet_wait() {
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
                 let n = worker.warm.next.fetch_add(1, Ordering::Relaxed);
                 let Ok(id) = SandboxId::new(format!("warm-{}-{n}", std::process::id())) else {
-                    worker.warm.fill_done(&class, missing - started_so_far - 1);
-                    return;
+                    failed = true;
+                    continue;
                 };
                 lock(&worker.warm.names).insert(id.to_string());
                 template.id = id.clone();
-                let started = worker.start(&template).await;
-                let unused = match started {
-                    Ok(sandbox) => match Arc::try_unwrap(sandbox) {
-                        Ok(sandbox) => {
-                            worker.warm.put(&class, sandbox);
-                            worker.warm.fill_done(&class, 0);
-                            continue;
-                        }
-                        Err(shared) => {
-                            let _ = worker.destroy_sandbox(shared).await;
-                            None
-                        }
+                match worker.start(&template).await.map(Arc::try_unwrap) {
+                    Ok(Ok(sandbox)) => match worker.warm.put(&class, sandbox) {
+                        None => continue,
+                        Some(closed) => worker.discard_warm(closed).await,
                     },
-                    Err(err) => Some(err),
-                };
-                lock(&worker.warm.names).remove(id.as_str());
-                if let Some(err) = unused {
-                    tracing::warn!(error = %err, "cannot start a warm sandbox");
+                    Ok(Err(shared)) => {
+                        let _ = worker.destroy_sandbox(shared).await;
+                    }
+                    // Stop filling after a failure: the next create tries again.
+                    Err(err) => tracing::warn!(error = %err, "cannot start a warm sandbox"),
                 }
-                // Stop filling after a failure: the next create tries again.
-                worker.warm.fill_done(&class, missing - started_so_far - 1);
-                return;
+                lock(&worker.warm.names).remove(id.as_str());
+                failed = true;
             }
-            let ready = worker.warm.ready_of(&class);
-            tracing::info!(ready, size, "warm pool filled");
+            if !failed {
+                tracing::info!(
+                    ready = worker.warm.ready_of(&class),
+                    size,
+                    "warm pool filled"
+                );
+            }
         });
     }
 
