@@ -181,7 +181,7 @@ impl LocalRuntime {
         self.fill_warm(spec, &class, size);
         let warm = taken?;
         let name = warm.spec.id.to_string();
-        match self.claim(warm, spec).await {
+        match self.claim(warm, spec) {
             Ok(sandbox) => {
                 lock(&self.warm.names).remove(&name);
                 Some(sandbox)
@@ -189,35 +189,40 @@ impl LocalRuntime {
             Err((err, warm)) => {
                 tracing::warn!(sandbox = %spec.id, warm = name, error = %err,
                     "cannot take a warm sandbox; starting one");
-                if let Some(warm) = warm {
-                    self.discard_warm(warm).await;
-                }
+                self.discard_warm(*warm).await;
                 None
             }
         }
     }
 
-    /// Renames the warm sandbox's directory to `spec.id`'s and records its cgroup in its
-    /// state; on failure it is handed back for teardown (`None`: already torn down).
-    async fn claim(
+    /// Records the warm sandbox's cgroup in its state, then renames its directory to
+    /// `spec.id`'s (in that order: a crash in between leaves a state that names the right
+    /// cgroup under either name); on failure it is handed back for teardown.
+    fn claim(
         &self,
         warm: Sandbox,
         spec: &LocalSpec,
-    ) -> std::result::Result<Sandbox, (RuntimeError, Option<Sandbox>)> {
+    ) -> std::result::Result<Sandbox, (RuntimeError, Box<Sandbox>)> {
         let dirs = SandboxDirs::new(&self.sandboxes_dir(), &self.socket_root, spec.id.as_str());
         if dirs.base.exists() {
-            return Err((RuntimeError::AlreadyExists(spec.id.to_string()), Some(warm)));
-        }
-        if let Err(e) = fs::rename(&warm.dirs.base, &dirs.base) {
-            let err = RuntimeError::io("cannot rename", &warm.dirs.base, e);
-            return Err((err, Some(warm)));
+            return Err((
+                RuntimeError::AlreadyExists(spec.id.to_string()),
+                Box::new(warm),
+            ));
         }
         let created_at = SystemTime::now();
         let state = SandboxState {
             cgroup: Some(warm.spec.id.to_string()),
             ..SandboxState::new(spec, warm.init_pid, created_at)
         };
-        let sandbox = Sandbox {
+        if let Err(err) = warm.dirs.write_state(&state) {
+            return Err((err, Box::new(warm)));
+        }
+        if let Err(e) = fs::rename(&warm.dirs.base, &dirs.base) {
+            let err = RuntimeError::io("cannot rename", &warm.dirs.base, e);
+            return Err((err, Box::new(warm)));
+        }
+        Ok(Sandbox {
             spec: spec.clone(),
             client: AsyncAgentClient::unix(dirs.socket()),
             dirs,
@@ -229,11 +234,7 @@ impl LocalRuntime {
             stderr_tail: warm.stderr_tail,
             exit: warm.exit,
             egress: warm.egress,
-        };
-        if let Err(err) = sandbox.dirs.write_state(&state) {
-            return Err((err, Some(sandbox)));
-        }
-        Ok(sandbox)
+        })
     }
 
     /// Starts warm sandboxes of `spec`'s class in the background, one at a time, up to
