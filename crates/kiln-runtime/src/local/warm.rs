@@ -79,11 +79,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl WarmPools {
-    /// Ready warm sandboxes, all classes.
-    pub(crate) fn ready_count(&self) -> usize {
-        lock(&self.ready).iter().map(|(_, pool)| pool.len()).sum()
-    }
-
     /// Whether `name` is a warm sandbox of this runtime, ready or starting.
     pub(crate) fn holds(&self, name: &str) -> bool {
         lock(&self.names).contains(name)
@@ -165,11 +160,6 @@ impl WarmPools {
 }
 
 impl LocalRuntime {
-    /// How many warm sandboxes are ready to be taken now.
-    pub fn warm_ready(&self) -> usize {
-        self.warm.ready_count()
-    }
-
     /// A warm sandbox of `spec`'s class made `spec.id`'s, when the pool (of `size`) has
     /// one; the pool is refilled either way. `None`: start one the usual way.
     pub(crate) async fn take_warm(&self, spec: &LocalSpec, size: usize) -> Option<Sandbox> {
