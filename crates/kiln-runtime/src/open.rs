@@ -157,6 +157,7 @@ fn open_local(
     local.disk_overcommit = config.disk_overcommit;
     local.disk_pool = config.disk_pool;
     local.warm_pools = config.warm_pools.clone();
+    local.favor_dynmods = config.cgroup_favordynmods;
     local.disk_limit_mode = match config.disk_limit_mode {
         kiln_config::DiskLimitMode::Auto => crate::local::DiskLimitMode::Auto,
         kiln_config::DiskLimitMode::ProjectQuota => crate::local::DiskLimitMode::ProjectQuota,

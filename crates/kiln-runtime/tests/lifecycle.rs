@@ -484,3 +484,53 @@ async fn workspace_shows_no_host_path_and_keeps_its_edits() {
         std::fs::remove_dir_all(rt.root.path().join("srv-data-7f3a")).unwrap();
     }
 }
+
+/// The cgroup2 mount's per-mount and superblock options (`None`: no cgroup2 mount).
+fn cgroup2_options() -> Option<(String, Vec<String>)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mut right = right.split_whitespace();
+        (right.next()? == "cgroup2").then(|| {
+            let mount = left
+                .split_whitespace()
+                .nth(5)
+                .unwrap_or_default()
+                .to_string();
+            let sb = right.nth(1).unwrap_or_default();
+            (mount, sb.split(',').map(str::to_string).collect())
+        })
+    })
+}
+
+/// The first start sets `favordynmods` on the cgroup2 mount (moving bubblewrap into the
+/// sandbox's cgroup then does not wait for an RCU grace period), keeping the mount's other
+/// flags and options.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_start_sets_favordynmods_and_keeps_the_other_mount_options() {
+    use kiln_runtime::local::cgroup::favor_dynmods;
+    if !prerequisites() {
+        return;
+    }
+    let Some((mount_before, super_before)) = cgroup2_options() else {
+        eprintln!("skipped: no cgroup2 mount here");
+        return;
+    };
+    // Off first (another test's runtime may have set it), so that this one must set it.
+    assert!(!matches!(
+        favor_dynmods::set(false),
+        favor_dynmods::FavorDynmods::Refused(..)
+    ));
+    let rt = runtime();
+    let h = rt.create_local(busybox_spec("dynmods1")).await.unwrap();
+    let (mount_after, super_after) = cgroup2_options().unwrap();
+    assert_eq!(favor_dynmods::is_on(), Some(true), "{super_after:?}");
+    assert_eq!(mount_after, mount_before, "the per-mount flags changed");
+    for option in super_before.iter().filter(|o| *o != "favordynmods") {
+        assert!(
+            super_after.contains(option),
+            "{option} lost: {super_after:?}"
+        );
+    }
+    rt.destroy(&h.id).await.unwrap();
+}

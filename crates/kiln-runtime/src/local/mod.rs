@@ -86,6 +86,9 @@ pub struct LocalConfig {
     /// first create of the image, taken by creates that ask for what they were started
     /// with.
     pub warm_pools: BTreeMap<String, usize>,
+    /// Set the kernel's `favordynmods` on the cgroup2 mount before the first sandbox
+    /// starts (`cgroup/favor_dynmods.rs`): ≈ 6 ms less per start, a host-wide setting.
+    pub favor_dynmods: bool,
 }
 
 impl LocalConfig {
@@ -104,6 +107,7 @@ impl LocalConfig {
             disk_pool: 4,
             disk_limit_mode: DiskLimitMode::Auto,
             warm_pools: BTreeMap::new(),
+            favor_dynmods: true,
         }
     }
 }
@@ -151,6 +155,8 @@ pub struct LocalRuntime {
     images: Option<resolve::Images>,
     /// Sandboxes started ahead (`warm.rs`).
     warm: Arc<warm::WarmPools>,
+    /// Host settings are made once, before the first start (`start.rs`).
+    host_tuned: std::sync::Once,
 }
 
 impl LocalRuntime {
@@ -239,6 +245,7 @@ impl LocalRuntime {
             admission,
             images: None,
             warm: Arc::default(),
+            host_tuned: std::sync::Once::new(),
         })
     }
 

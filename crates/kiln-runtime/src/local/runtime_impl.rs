@@ -240,8 +240,10 @@ impl Backend for LocalRuntime {
 
     async fn reconcile(&self, known: &[SandboxId]) -> Result<ReconcileReport> {
         let report = self.reconcile_with(known).await;
-        // The owner of this root has started: have disks ready for its first creates.
+        // The owner of this root has started: have disks ready for its first creates,
+        // and the host set up for them.
         self.disks.refill();
+        self.tune_host();
         report
     }
 

@@ -309,6 +309,8 @@ impl LocalRuntime {
             }),
             images: None,
             warm: Arc::clone(&self.warm),
+            // Set up by the runtime whose first start filled the pool: this one finds it.
+            host_tuned: std::sync::Once::new(),
         }
     }
 }

@@ -16,6 +16,7 @@ use nix::unistd::Pid;
 use crate::error::{Result, RuntimeError};
 use crate::spec::Limits;
 
+pub mod favor_dynmods;
 mod mounts;
 mod v1;
 mod v2;
