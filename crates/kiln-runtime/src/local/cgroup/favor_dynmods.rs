@@ -16,9 +16,11 @@
 //! shared), so hybrid hosts get it through their `unified` mount.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use nix::mount::{mount, MsFlags};
+
+use crate::local::overlay::unescape_mountinfo;
 
 /// What [`enable`] found or did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +92,7 @@ impl Cgroup2Mount {
         }
         let super_options = right.nth(1).unwrap_or_default();
         Some(Cgroup2Mount {
-            point: Path::new(&unescape(point)).to_path_buf(),
+            point: PathBuf::from(unescape_mountinfo(point)),
             mount_options: mount_options.to_string(),
             super_options: super_options.to_string(),
         })
@@ -128,30 +130,6 @@ impl Cgroup2Mount {
         }
         (flags, data.join(","))
     }
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)))
-            .and_then(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok());
-        match octal {
-            Some(byte) => {
-                out.push(byte);
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
