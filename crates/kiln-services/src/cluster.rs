@@ -183,7 +183,15 @@ impl ClusterService {
             .await?
             .is_none()
         {
-            // Marked down while alive: its sessions were ended elsewhere.
+            // Marked down while alive: its sessions and jobs are ended elsewhere. The node
+            // that marked it may still be ending them, so finish that here first
+            // (idempotent): otherwise a job it had not yet ended would be kept, and run on
+            // after this node registers again, though the cluster ends it.
+            if let Some(node) = self.store.get_node(&me.node_id).await? {
+                if node.status == NodeStatus::Down {
+                    self.reclaim(&node).await;
+                }
+            }
             let dropped = self.sessions.drop_sessions_no_longer_live().await?;
             let jobs = self.agent_jobs.drop_jobs_no_longer_running().await?;
             tracing::warn!(node = %me.node_id, dropped, jobs,

@@ -162,3 +162,61 @@ async fn a_starting_node_leaves_live_nodes_jobs_alone_and_a_lost_nodes_jobs_end(
     let error = failed.error.unwrap_or_default();
     assert!(error.contains(&node_a) && error.contains("lost"), "{error}");
 }
+
+/// A node that finds itself marked down before anyone ended its work (the admin's reclaim
+/// still under way, or never done: here the row is set down directly) ends its agent jobs
+/// itself, as lost, and drops their sandboxes, instead of keeping them after it registers
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_marked_down_before_its_jobs_were_ended_ends_them_itself() {
+    let Some(admin) = admin_url() else { return };
+    let db = TestDatabase::create(&admin, "kiln_job_nodes_self", Locale::ServerDefault).await;
+    let (root, repo) = make_repo();
+    let a = start_as_node(|c| {
+        c.database_url = Some(Secret::new(db.url.clone()));
+        c.agent_jobs.local_repo_root = Some(root.path().to_path_buf());
+        c.cluster.heartbeat_interval_ms = 100;
+        c.cluster.down_after_ms = 60_000;
+    })
+    .await;
+    let node_a = a.kiln.cluster.node_id().expect("A is a node").to_string();
+    a.fake.respond(
+        "agent.sh",
+        Reply::ok("done\n").after(Duration::from_secs(120)),
+    );
+    let job = a
+        .kiln
+        .agent_jobs
+        .create(CreateAgentJob {
+            user_id: &a.user,
+            repo: repo.to_str().unwrap(),
+            git_ref: None,
+            agent_id: "script",
+        })
+        .await
+        .unwrap();
+    let get = || async { a.kiln.agent_jobs.get(&a.user, &job.job_id).await.unwrap() };
+    eventually("the job runs its agent", || async {
+        (get().await.status == JobStatus::Running).then_some(())
+    })
+    .await;
+    let store = kiln_store::connect(&db.url).await.unwrap();
+    store
+        .set_node_status(&node_a, NodeStatus::Down)
+        .await
+        .unwrap()
+        .expect("A's row");
+    eventually("A drops its job's sandbox", || async {
+        (!a.fake.running().iter().any(|id| id.as_str() == job.job_id)).then_some(())
+    })
+    .await;
+    let ended = get().await;
+    assert_eq!(ended.status, JobStatus::Error, "{ended:?}");
+    let message = ended.error_message.unwrap_or_default();
+    assert!(
+        message.contains(&node_a) && message.contains("lost"),
+        "{message}"
+    );
+    let back = store.get_node(&node_a).await.unwrap().expect("A's row");
+    assert_ne!(back.status, NodeStatus::Down, "A registered again");
+}
