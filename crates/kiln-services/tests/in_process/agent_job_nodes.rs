@@ -9,12 +9,14 @@ use std::time::Duration;
 use kiln_config::Secret;
 use kiln_services::agent_jobs::CreateAgentJob;
 use kiln_services::instances::exec::{ExecCommand, ExecMode, ExecSpec};
-use kiln_store::{BaseImageStatus, ExecStatus, JobStatus, NewBaseImage, NodeStatus};
+use kiln_store::{
+    AgentJobRecord, BaseImageStatus, ExecStatus, JobStatus, NewBaseImage, NodeStatus,
+};
 use kiln_test_support::postgres::{admin_url, Locale, TestDatabase};
 use kiln_test_support::{FakeRuntime, Reply};
 
 use crate::agent_jobs::make_repo;
-use crate::harness::{config, eventually, open_as_node, start_as_node};
+use crate::harness::{config, eventually, open_as_node, start_as_node, Env};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_starting_node_leaves_live_nodes_jobs_alone_and_a_lost_nodes_jobs_end() {
@@ -31,27 +33,9 @@ async fn a_starting_node_leaves_live_nodes_jobs_alone_and_a_lost_nodes_jobs_end(
     let a = start_as_node(on_db).await;
     let node_a = a.kiln.cluster.node_id().expect("A is a node").to_string();
     // The agent runs long: the job stays `running` on A through the test.
-    a.fake.respond(
-        "agent.sh",
-        Reply::ok("done\n").after(Duration::from_secs(120)),
-    );
-    let job = a
-        .kiln
-        .agent_jobs
-        .create(CreateAgentJob {
-            user_id: &a.user,
-            repo: repo.to_str().unwrap(),
-            git_ref: None,
-            agent_id: "script",
-        })
-        .await
-        .unwrap();
+    let job = long_running_job(&a, &repo).await;
     assert_eq!(job.node_id.as_deref(), Some(node_a.as_str()));
     let get = || async { a.kiln.agent_jobs.get(&a.user, &job.job_id).await.unwrap() };
-    eventually("the job runs its agent", || async {
-        (get().await.status == JobStatus::Running).then_some(())
-    })
-    .await;
 
     // And a background exec in an instance of A.
     let session = a.ready().await;
@@ -180,26 +164,8 @@ async fn a_node_marked_down_before_its_jobs_were_ended_ends_them_itself() {
     })
     .await;
     let node_a = a.kiln.cluster.node_id().expect("A is a node").to_string();
-    a.fake.respond(
-        "agent.sh",
-        Reply::ok("done\n").after(Duration::from_secs(120)),
-    );
-    let job = a
-        .kiln
-        .agent_jobs
-        .create(CreateAgentJob {
-            user_id: &a.user,
-            repo: repo.to_str().unwrap(),
-            git_ref: None,
-            agent_id: "script",
-        })
-        .await
-        .unwrap();
+    let job = long_running_job(&a, &repo).await;
     let get = || async { a.kiln.agent_jobs.get(&a.user, &job.job_id).await.unwrap() };
-    eventually("the job runs its agent", || async {
-        (get().await.status == JobStatus::Running).then_some(())
-    })
-    .await;
     let store = kiln_store::connect(&db.url).await.unwrap();
     store
         .set_node_status(&node_a, NodeStatus::Down)
@@ -219,4 +185,34 @@ async fn a_node_marked_down_before_its_jobs_were_ended_ends_them_itself() {
     );
     let back = store.get_node(&node_a).await.unwrap().expect("A's row");
     assert_ne!(back.status, NodeStatus::Down, "A registered again");
+}
+
+/// An agent job of `env`'s user whose agent answers after two minutes, once it runs.
+async fn long_running_job(env: &Env, repo: &std::path::Path) -> AgentJobRecord {
+    env.fake.respond(
+        "agent.sh",
+        Reply::ok("done\n").after(Duration::from_secs(120)),
+    );
+    let job = env
+        .kiln
+        .agent_jobs
+        .create(CreateAgentJob {
+            user_id: &env.user,
+            repo: repo.to_str().unwrap(),
+            git_ref: None,
+            agent_id: "script",
+        })
+        .await
+        .unwrap();
+    eventually("the job runs its agent", || async {
+        let now = env
+            .kiln
+            .agent_jobs
+            .get(&env.user, &job.job_id)
+            .await
+            .unwrap();
+        (now.status == JobStatus::Running).then_some(())
+    })
+    .await;
+    job
 }
