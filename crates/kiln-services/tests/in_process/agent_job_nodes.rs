@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use kiln_config::Secret;
-use kiln_services::agent_jobs::CreateAgentJob;
 use kiln_services::instances::exec::{ExecCommand, ExecMode, ExecSpec};
 use kiln_store::{
     AgentJobRecord, BaseImageStatus, ExecStatus, JobStatus, NewBaseImage, NodeStatus,
@@ -15,7 +14,7 @@ use kiln_store::{
 use kiln_test_support::postgres::{admin_url, Locale, TestDatabase};
 use kiln_test_support::{FakeRuntime, Reply};
 
-use crate::agent_jobs::make_repo;
+use crate::agent_jobs::{create_job, make_repo};
 use crate::harness::{config, eventually, open_as_node, start_as_node, Env};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,17 +192,7 @@ async fn long_running_job(env: &Env, repo: &std::path::Path) -> AgentJobRecord {
         "agent.sh",
         Reply::ok("done\n").after(Duration::from_secs(120)),
     );
-    let job = env
-        .kiln
-        .agent_jobs
-        .create(CreateAgentJob {
-            user_id: &env.user,
-            repo: repo.to_str().unwrap(),
-            git_ref: None,
-            agent_id: "script",
-        })
-        .await
-        .unwrap();
+    let job = create_job(env, repo).await;
     eventually("the job runs its agent", || async {
         let now = env
             .kiln

@@ -37,9 +37,9 @@ pub(crate) fn make_repo() -> (tempfile::TempDir, std::path::PathBuf) {
     (root, repo)
 }
 
-async fn run_job(env: &Env, repo: &Path) -> AgentJobRecord {
-    let job = env
-        .kiln
+/// A `script` agent job of `env`'s user on `repo`, just created.
+pub(crate) async fn create_job(env: &Env, repo: &Path) -> AgentJobRecord {
+    env.kiln
         .agent_jobs
         .create(CreateAgentJob {
             user_id: &env.user,
@@ -48,7 +48,11 @@ async fn run_job(env: &Env, repo: &Path) -> AgentJobRecord {
             agent_id: "script",
         })
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn run_job(env: &Env, repo: &Path) -> AgentJobRecord {
+    let job = create_job(env, repo).await;
     eventually("the job ends", || async {
         let job = env
             .kiln
