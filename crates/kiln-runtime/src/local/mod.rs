@@ -155,8 +155,9 @@ pub struct LocalRuntime {
     images: Option<resolve::Images>,
     /// Sandboxes started ahead (`warm.rs`).
     warm: Arc<warm::WarmPools>,
-    /// Host settings are made once, before the first start (`start.rs`).
-    host_tuned: std::sync::Once,
+    /// Host settings are made once, before the first start (`start.rs`); shared with
+    /// the warm pools' workers.
+    host_tuned: Arc<std::sync::Once>,
 }
 
 impl LocalRuntime {
@@ -245,7 +246,7 @@ impl LocalRuntime {
             admission,
             images: None,
             warm: Arc::default(),
-            host_tuned: std::sync::Once::new(),
+            host_tuned: Arc::new(std::sync::Once::new()),
         })
     }
 

@@ -309,8 +309,7 @@ impl LocalRuntime {
             }),
             images: None,
             warm: Arc::clone(&self.warm),
-            // Set up by the runtime whose first start filled the pool: this one finds it.
-            host_tuned: std::sync::Once::new(),
+            host_tuned: Arc::clone(&self.host_tuned),
         }
     }
 }

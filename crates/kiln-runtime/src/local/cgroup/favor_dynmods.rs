@@ -44,8 +44,7 @@ pub fn enable() -> FavorDynmods {
 /// options. (Clearing is for tests: where the kernel keeps it, the mount shows it off and
 /// moves stay fast.)
 pub fn set(on: bool) -> FavorDynmods {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let Some(mount_line) = info.lines().find_map(Cgroup2Mount::parse) else {
+    let Some(mount_line) = Cgroup2Mount::first() else {
         return FavorDynmods::NoCgroup2;
     };
     if mount_line.has_favordynmods() == on {
@@ -66,10 +65,7 @@ pub fn set(on: bool) -> FavorDynmods {
 
 /// Whether the first cgroup2 mount has `favordynmods` now (`None`: there is none).
 pub fn is_on() -> Option<bool> {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines()
-        .find_map(Cgroup2Mount::parse)
-        .map(|m| m.has_favordynmods())
+    Cgroup2Mount::first().map(|m| m.has_favordynmods())
 }
 
 /// One cgroup2 line of mountinfo: where, with which per-mount and superblock options.
@@ -81,6 +77,12 @@ struct Cgroup2Mount {
 }
 
 impl Cgroup2Mount {
+    /// This process's first cgroup2 mount.
+    fn first() -> Option<Self> {
+        let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        info.lines().find_map(Self::parse)
+    }
+
     fn parse(line: &str) -> Option<Self> {
         let (left, right) = line.split_once(" - ")?;
         let mut left = left.split_whitespace();
@@ -103,9 +105,9 @@ impl Cgroup2Mount {
     }
 
     /// The flags and data of a remount that changes nothing but `favordynmods` (on or
-    /// off): a remount
-    /// replaces the mount's flags (so `nosuid`, `nodev`, `noexec` must be passed again) and
-    /// the superblock's cgroup2 options (so `nsdelegate` and the others must too).
+    /// off): a remount replaces the mount's flags (so `nosuid`, `nodev`, `noexec` must be
+    /// passed again) and the superblock's cgroup2 options (so `nsdelegate` and the others
+    /// must too).
     fn remount_args(&self, on: bool) -> (MsFlags, String) {
         let mut flags = MsFlags::MS_REMOUNT;
         for option in self.mount_options.split(',') {
