@@ -182,8 +182,12 @@ async fn a_node_marked_down_before_its_jobs_were_ended_ends_them_itself() {
         message.contains(&node_a) && message.contains("lost"),
         "{message}"
     );
-    let back = store.get_node(&node_a).await.unwrap().expect("A's row");
-    assert_ne!(back.status, NodeStatus::Down, "A registered again");
+    // The sandbox is dropped before A registers again: wait for the registration.
+    eventually("A registers again", || async {
+        let back = store.get_node(&node_a).await.unwrap().expect("A's row");
+        (back.status != NodeStatus::Down).then_some(())
+    })
+    .await;
 }
 
 /// An agent job of `env`'s user whose agent answers after two minutes, once it runs.
