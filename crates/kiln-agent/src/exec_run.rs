@@ -2,11 +2,7 @@
 //! [`Supervisor`], answer with its result (and output frames when streaming).
 
 use crate::stream::Stream;
-use std::fs::File;
 use std::io::Write;
-use std::os::fd::OwnedFd;
-use std::path::Path;
-use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -18,7 +14,7 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use crate::agent::Agent;
-use crate::exec_spawn::build_command;
+use crate::exec_spawn::build_launch;
 use crate::exec_supervise::{Outcome, Pipe, Supervisor};
 use crate::leftovers::kill_leftovers;
 
@@ -36,33 +32,21 @@ pub fn serve_exec(
     if let Err(err) = validate(&request) {
         return write_frame(client, &Response::Error(err));
     }
-    let mut command = match build_command(&request, &agent.base_env) {
-        Ok(command) => command,
+    let launch = match build_launch(&request, &agent.base_env) {
+        Ok(launch) => launch,
         Err(err) => return write_frame(client, &Response::Error(err)),
     };
-    command
-        .stdin(
-            if request.stdin.is_none() && Path::new("/dev/null").exists() {
-                Stdio::null()
-            } else {
-                // Data to feed, or a rootfs without /dev/null: a pipe whose write end is
-                // closed once the data (if any) is written reads as EOF all the same.
-                Stdio::piped()
-            },
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
     let spawn_gate = agent
         .spawn_gate
         .read()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let (mut child, exit) = match agent.reaper.spawn(&mut command) {
+    let (child, exit) = match agent.reaper.spawn(&launch, request.stdin.is_some()) {
         Ok(spawned) => spawned,
         Err(err) => return write_frame(client, &Response::Error(spawn_error(&err, &request))),
     };
     let started = Instant::now();
-    let pid = child.id();
-    let pgid = Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
+    let pgid = Pid::from_raw(child.pid);
+    let pid = child.pid.unsigned_abs();
     let registration = agent.execs.register(pgid);
     drop(spawn_gate);
 
@@ -76,8 +60,7 @@ pub fn serve_exec(
         )
         .is_ok();
 
-    let stdin = child.stdin.take();
-    if let (Some(mut stdin), Some(data)) = (stdin, request.stdin) {
+    if let (Some(mut stdin), Some(data)) = (child.stdin, request.stdin) {
         // A thread, so a command that never reads its stdin cannot block us; errors
         // (EPIPE when it exits early) are the command's business.
         let _ = thread::Builder::new()
@@ -88,18 +71,9 @@ pub fn serve_exec(
     }
     let budget = usize::try_from(request.max_output_bytes).unwrap_or(usize::MAX);
     let pipes = vec![
-        Pipe::new(
-            child.stdout.take().map(|p| File::from(OwnedFd::from(p))),
-            OutputStream::Stdout,
-            budget,
-        ),
-        Pipe::new(
-            child.stderr.take().map(|p| File::from(OwnedFd::from(p))),
-            OutputStream::Stderr,
-            budget,
-        ),
+        Pipe::new(Some(child.stdout), OutputStream::Stdout, budget),
+        Pipe::new(Some(child.stderr), OutputStream::Stderr, budget),
     ];
-    drop(child);
 
     let deadline = started + Duration::from_millis(request.timeout_ms);
     let outcome = Supervisor::new(pgid, pipes, exit, deadline).run(|stream, data| {

@@ -1,14 +1,15 @@
-//! How an exec request becomes a `Command`: shell, environment, working directory.
+//! How an exec request becomes a [`Launch`]: shell or program, environment, working
+//! directory.
 
 use std::collections::BTreeMap;
-use std::ffi::{OsStr, OsString};
-use std::os::unix::process::CommandExt;
+use std::ffi::{CString, OsStr, OsString};
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use nix::sys::signal::SigSet;
 
 use kiln_protocol::{AgentError, Command as ExecCommand, ErrorCode, ExecRequest};
+
+use crate::spawn::Launch;
 
 /// The environment every command starts from, before the agent's own and the request's.
 const DEFAULT_ENV: &[(&str, &str)] = &[
@@ -81,12 +82,14 @@ pub fn resolve_cwd(requested: Option<&str>) -> Result<PathBuf, AgentError> {
     }
 }
 
-/// Builds the command: its own process group (so timeouts can kill everything it
-/// started), a fresh environment, the working directory. Stdio is the caller's job.
-pub fn build_command(
+/// Resolves the request into what [`crate::spawn::spawn`] starts: the shell (`-c line`)
+/// or the argv's program found on the command's `PATH` as `execvp` would, a fresh
+/// environment, the working directory. Process group, signals and stdio are the
+/// spawn's job.
+pub fn build_launch(
     request: &ExecRequest,
     base: &BTreeMap<OsString, OsString>,
-) -> Result<Command, AgentError> {
+) -> Result<Launch, AgentError> {
     let mut env = base.clone();
     for (key, value) in &request.env {
         if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
@@ -97,48 +100,58 @@ pub fn build_command(
         }
         env.insert(OsString::from(key), OsString::from(value));
     }
-    let mut command = match &request.command {
+    let path_var = env.get(OsStr::new("PATH")).map(|p| p.as_os_str());
+    let (program, argv) = match &request.command {
         ExecCommand::Shell(line) => {
-            if line.contains('\0') {
-                return Err(AgentError::new(
-                    ErrorCode::InvalidRequest,
-                    "command contains a NUL byte",
-                ));
-            }
-            let mut command = Command::new(find_shell(
-                env.get(OsStr::new("PATH")).map(|p| p.as_os_str()),
-            ));
-            command.arg("-c").arg(line);
-            command
+            let shell = find_shell(path_var);
+            let argv = vec![shell.clone().into_os_string(), "-c".into(), line.into()];
+            (shell, argv)
         }
         ExecCommand::Argv(argv) => {
-            let Some((program, args)) = argv.split_first() else {
+            let Some(name) = argv.first() else {
                 return Err(AgentError::new(ErrorCode::InvalidRequest, "argv is empty"));
             };
-            let mut command = Command::new(program);
-            command.args(args);
-            command
+            let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
+            (find_program(name, path_var), argv)
         }
     };
-    command
-        .env_clear()
-        .envs(&env)
-        .current_dir(resolve_cwd(request.cwd.as_deref())?)
-        .process_group(0);
-    // The agent blocks the signals it takes with sigwait, and std no longer clears the
-    // mask on spawn: without this, commands would start with SIGTERM blocked and a
-    // timeout's SIGTERM would do nothing.
-    // SAFETY: the closure runs in the forked child before exec; it only calls
-    // pthread_sigmask, which is async-signal-safe, on a stack-allocated empty set, and
-    // builds its error from a raw errno (no allocation).
-    unsafe {
-        command.pre_exec(|| {
-            SigSet::empty()
-                .thread_set_mask()
-                .map_err(|errno| std::io::Error::from_raw_os_error(errno as i32))
-        });
+    let cwd = resolve_cwd(request.cwd.as_deref())?;
+    Ok(Launch {
+        program: c_string(program.into_os_string())?,
+        argv: argv.into_iter().map(c_string).collect::<Result<_, _>>()?,
+        envp: env
+            .into_iter()
+            .map(|(mut key, value)| {
+                key.push("=");
+                key.push(value);
+                c_string(key)
+            })
+            .collect::<Result<_, _>>()?,
+        cwd: c_string(cwd.into_os_string())?,
+    })
+}
+
+/// What exec runs for a program name: a name with a `/` as it is, else the first
+/// executable file of that name on `path_var` (`execvp`'s default path when unset), else
+/// the bare name, for exec to refuse with `ENOENT`.
+pub fn find_program(name: &str, path_var: Option<&OsStr>) -> PathBuf {
+    if name.contains('/') || name.is_empty() {
+        return PathBuf::from(name);
     }
-    Ok(command)
+    let default = OsStr::new("/bin:/usr/bin");
+    std::env::split_paths(path_var.unwrap_or(default))
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            candidate
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn c_string(s: OsString) -> Result<CString, AgentError> {
+    CString::new(s.into_vec())
+        .map_err(|_| AgentError::new(ErrorCode::InvalidRequest, "the command contains a NUL byte"))
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ mod port_pipe;
 mod process_tree;
 mod reaper;
 mod signals;
+mod spawn;
 mod str_replace;
 mod stream;
 

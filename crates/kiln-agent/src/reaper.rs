@@ -10,12 +10,13 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
-use std::process::{Child, Command};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Mutex, MutexGuard};
 
 use nix::errno::Errno;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+
+use crate::spawn::{spawn, Launch, Spawned};
 
 /// Hands exit statuses to whoever spawned the process.
 #[derive(Default)]
@@ -57,24 +58,30 @@ impl ExitReceiver {
 }
 
 impl ChildReaper {
-    /// Spawns `command` and registers it, atomically with respect to reaping.
-    pub fn spawn(&self, command: &mut Command) -> io::Result<(Child, ExitReceiver)> {
+    /// Starts `launch` (see [`spawn`]) and registers it, atomically with respect to
+    /// reaping.
+    pub fn spawn(&self, launch: &Launch, pipe_stdin: bool) -> io::Result<(Spawned, ExitReceiver)> {
         let (wake_tx, wake_rx) = UnixStream::pair()?;
         let (tx, rx) = mpsc::channel();
         let mut waiters = self.lock();
-        // std's spawn may itself waitpid() a child whose exec failed; holding the lock
-        // keeps the reaper from racing it for that status.
-        let child = command.spawn()?;
-        let pid = i32::try_from(child.id()).map_err(io::Error::other)?;
+        // posix_spawn itself waitpid()s a child whose exec failed; holding the lock keeps
+        // the reaper from racing it for that status.
+        let spawned = match spawn(launch, pipe_stdin) {
+            // As execvp: a file exec does not recognise is a script for /bin/sh.
+            Err(e) if e.raw_os_error() == Some(Errno::ENOEXEC as i32) => {
+                spawn(&launch.as_sh_script(), pipe_stdin)?
+            }
+            other => other?,
+        };
         waiters.insert(
-            pid,
+            spawned.pid,
             ExitSender {
                 status: tx,
                 wake: wake_tx,
             },
         );
         Ok((
-            child,
+            spawned,
             ExitReceiver {
                 status: rx,
                 wake: wake_rx,

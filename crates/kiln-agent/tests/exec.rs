@@ -94,6 +94,60 @@ fn cwd_env_and_stdin() {
     assert!(!done.timed_out);
 }
 
+/// An argv's program is looked up on the command's own `PATH`, as `execvp` does: the
+/// first executable file wins, a file without `#!` runs under `/bin/sh`, and the
+/// command leads a process group of its own.
+#[test]
+fn argv_programs_are_found_on_the_commands_path() {
+    use std::os::unix::fs::PermissionsExt;
+    let agent = AgentProcess::start();
+    let client = agent.client();
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (dir.path().join("a"), dir.path().join("b"));
+    for d in [&first, &second] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let write = |path: std::path::PathBuf, text: &str, mode: u32| {
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    // Not executable in the first directory: skipped, as execvp skips it.
+    write(first.join("kiln-tool"), "echo wrong\n", 0o644);
+    write(second.join("kiln-tool"), "echo \"script:$0:$1\"\n", 0o755);
+    write(
+        second.join("kiln-pgid"),
+        "#!/bin/sh\nps -o pgid= -p $$; echo $$\n",
+        0o755,
+    );
+    let path = format!("{}:{}:/usr/bin:/bin", first.display(), second.display());
+
+    let done = client
+        .exec(ExecRequest::argv(["kiln-tool", "arg"]).env("PATH", &path))
+        .unwrap();
+    assert_eq!(done.exit_code, 0, "{done:?}");
+    assert_eq!(
+        done.stdout.to_string_lossy().trim(),
+        format!("script:{}:arg", second.join("kiln-tool").display())
+    );
+
+    let done = client
+        .exec(ExecRequest::argv(["kiln-pgid"]).env("PATH", &path))
+        .unwrap();
+    let out = done.stdout.to_string_lossy();
+    let numbers: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(numbers.len(), 2, "{out}");
+    assert_eq!(numbers[0], numbers[1], "the command leads its group: {out}");
+
+    let err = client
+        .exec(ExecRequest::argv(["kiln-no-such-tool"]).env("PATH", &path))
+        .unwrap_err();
+    assert_eq!(
+        err.agent_error().unwrap().code,
+        ErrorCode::NotFound,
+        "{err}"
+    );
+}
+
 #[test]
 fn commands_start_with_no_blocked_signals_and_default_sigpipe() {
     let agent = AgentProcess::start();
