@@ -30,6 +30,18 @@ pub struct KeyOrg {
     pub restricted: bool,
 }
 
+/// What authentication reads with one query for an API key: the key, its user, the org
+/// of an org key, and the user's default membership (the org a personal key acts in when
+/// the request names none), so resolving that org costs no second query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundApiKey {
+    pub key: crate::ApiKeyRecord,
+    pub user: crate::User,
+    pub org: Option<KeyOrg>,
+    /// The user's membership marked default (the first by `created_at`, `org_id`).
+    pub default_membership: Option<crate::OrgMembership>,
+}
+
 /// The org an API key acts in and the networks it may be used from (empty: anywhere).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyAllowlist {

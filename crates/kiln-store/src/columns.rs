@@ -24,6 +24,15 @@ pub(crate) const API_KEY: &[&str] = &[
     "last_used_at",
 ];
 
+pub(crate) const ORGANIZATION: &[&str] = &[
+    "org_id",
+    "slug",
+    "name",
+    "personal_of",
+    "account_user_id",
+    "created_at",
+];
+
 pub(crate) const SAMPLE: &[&str] = &[
     "dataset",
     "sample_id",

@@ -117,15 +117,15 @@ pub trait AccountStore: Send + Sync {
     /// Stores a new key. Only the hash of the secret is stored, never the secret.
     /// `Conflict("key_id")` or `Conflict("key_hash")` if taken; the user must exist.
     async fn insert_api_key(&self, key: &NewApiKey) -> Result<ApiKeyRecord>;
-    /// The active key with this hash, its user, and its organization when it is an org
-    /// key: not revoked, and either without expiry or with `now < expires_at` (a key is
-    /// dead from its `expires_at` on). Whether the user is active is the caller's to
-    /// check. One query: this runs on every API-key request.
+    /// The active key with this hash, its user, its organization when it is an org key,
+    /// and the user's default membership: not revoked, and either without expiry or with
+    /// `now < expires_at` (a key is dead from its `expires_at` on). Whether the user is
+    /// active is the caller's to check. One query: this runs on every API-key request.
     async fn find_api_key(
         &self,
         key_hash: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<(ApiKeyRecord, User, Option<crate::KeyOrg>)>>;
+    ) -> Result<Option<crate::FoundApiKey>>;
     /// All keys of a user, revoked ones included, oldest (`created_at`) first.
     async fn list_api_keys(&self, user_id: &str) -> Result<Vec<ApiKeyRecord>>;
     /// Revokes the user's key, recording `at`. `false`, changing nothing, if the key does
@@ -317,6 +317,14 @@ pub trait SessionStore: Send + Sync {
         interaction_id: &str,
         outcome: &InteractionOutcome,
     ) -> Result<bool>;
+    /// The interaction, if it exists, belongs to this session, and the session to
+    /// `user_id`: one query for a caller's read (a long-poll repeats it).
+    async fn get_users_interaction(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        interaction_id: &str,
+    ) -> Result<Option<InteractionRecord>>;
     /// The interaction, if it exists and belongs to this session.
     async fn get_interaction(
         &self,

@@ -47,6 +47,9 @@ pub enum Credential {
     ApiKey {
         key_id: String,
         org: Option<kiln_store::KeyOrg>,
+        /// The user's default membership as it was read with the key: the org a
+        /// personal key's request acts in when it names none, without another query.
+        default_membership: Option<kiln_store::OrgMembership>,
     },
     AccessToken,
 }
@@ -229,7 +232,12 @@ impl AuthService {
     pub async fn authenticate(&self, bearer: &str) -> ServiceResult<Principal> {
         let now = Utc::now();
         if bearer.starts_with(API_KEY_PREFIX) {
-            let Some((key, user, org)) = self.store.find_api_key(&sha256_hex(bearer), now).await?
+            let Some(kiln_store::FoundApiKey {
+                key,
+                user,
+                org,
+                default_membership,
+            }) = self.store.find_api_key(&sha256_hex(bearer), now).await?
             else {
                 return Err(ServiceError::Unauthorized(
                     "invalid, revoked or expired API key".into(),
@@ -252,6 +260,7 @@ impl AuthService {
                 via: Credential::ApiKey {
                     key_id: key.key_id,
                     org,
+                    default_membership,
                 },
                 session_id: None,
                 acting: None,

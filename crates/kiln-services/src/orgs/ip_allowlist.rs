@@ -231,6 +231,7 @@ impl OrgService {
             org: Some(KeyOrg {
                 restricted: true, ..
             }),
+            ..
         } = &caller.via
         else {
             return Ok(());

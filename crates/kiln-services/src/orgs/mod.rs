@@ -148,6 +148,18 @@ impl OrgService {
     }
 
     async fn default_context(&self, caller: &Principal) -> ServiceResult<OrgContext> {
+        if let Credential::ApiKey {
+            default_membership: Some(membership),
+            ..
+        } = &caller.via
+        {
+            // Read with the key, by the rule below (the first membership marked default).
+            return Ok(OrgContext {
+                org: membership.org.clone(),
+                role: membership.role,
+                is_default: membership.is_default,
+            });
+        }
         let mut memberships = self.store.list_memberships(&caller.user.user_id).await?;
         if memberships.is_empty() {
             // An org's own account (a key made while acting in the org) acts in that org.

@@ -836,21 +836,29 @@ impl SessionService {
         interaction_id: &str,
         wait: bool,
     ) -> ServiceResult<InteractionRecord> {
-        self.owned(user_id, session_id).await?;
         let timeout = if wait {
             self.long_poll()
         } else {
             Duration::ZERO
         };
+        // One query per look, ownership included: this is every command's result poll.
         self.changes
             .wait_for(session_id, timeout, || async {
-                let record = self
-                    .store
-                    .get_interaction(session_id, interaction_id)
-                    .await?
-                    .ok_or_else(|| {
-                        ServiceError::not_found(format!("interaction {interaction_id}"))
-                    })?;
+                let found = match session_id.contains('\0') || interaction_id.contains('\0') {
+                    true => None,
+                    false => {
+                        self.store
+                            .get_users_interaction(user_id, session_id, interaction_id)
+                            .await?
+                    }
+                };
+                let Some(record) = found else {
+                    // Which is missing, the caller's session or its interaction.
+                    self.owned(user_id, session_id).await?;
+                    return Err(ServiceError::not_found(format!(
+                        "interaction {interaction_id}"
+                    )));
+                };
                 let done = record.outcome.is_some();
                 Ok((record, done))
             })

@@ -8,8 +8,8 @@ use crate::columns;
 use crate::timestamp::{opt, to_micros, Stamp};
 use crate::unique_violation::conflict_or;
 use crate::{
-    AccountStore, ApiKeyRecord, KeyOrg, NewApiKey, NewRefreshToken, NewUser, RefreshOutcome,
-    Result, User,
+    AccountStore, ApiKeyRecord, FoundApiKey, KeyOrg, NewApiKey, NewRefreshToken, NewUser,
+    RefreshOutcome, Result, User,
 };
 
 #[async_trait]
@@ -115,15 +115,25 @@ impl<D: Dialect> AccountStore for SqlStore<D> {
         &self,
         key_hash: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<(ApiKeyRecord, User, Option<KeyOrg>)>> {
+    ) -> Result<Option<FoundApiKey>> {
+        // The default membership rides along (a LEFT JOIN on the first default by
+        // `created_at`, `org_id`, as `list_memberships` orders them), so a personal key's
+        // request resolves its org without a second query.
         let sql = format!(
             "SELECT {}, {}, o.org_id AS o_org_id, \
-                 EXISTS (SELECT 1 FROM org_ip_allowlist a WHERE a.org_id = o.org_id) AS o_restricted \
+                 EXISTS (SELECT 1 FROM org_ip_allowlist a WHERE a.org_id = o.org_id) AS o_restricted, \
+                 {}, m.role AS d_role, m.is_default AS d_is_default \
              FROM api_keys k JOIN users u ON u.user_id = k.user_id \
              LEFT JOIN org_api_keys o ON o.key_id = k.key_id \
+             LEFT JOIN org_members m ON m.user_id = k.user_id AND m.org_id = ( \
+                 SELECT m2.org_id FROM org_members m2 WHERE m2.user_id = k.user_id \
+                 AND m2.is_default = {} ORDER BY m2.created_at, m2.org_id LIMIT 1) \
+             LEFT JOIN organizations d ON d.org_id = m.org_id \
              WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $2)",
             columns::aliased("k", "k_", columns::API_KEY),
-            columns::aliased("u", "u_", columns::USER)
+            columns::aliased("u", "u_", columns::USER),
+            columns::aliased("d", "d_", columns::ORGANIZATION),
+            D::TRUE,
         );
         let mut conn = self.conn().await?;
         let row = sqlx::query(&sql)
@@ -140,11 +150,16 @@ impl<D: Dialect> AccountStore for SqlStore<D> {
                     })
                 })
                 .transpose()?;
-            Ok((
-                rows::api_key::<D>(&r, "k_")?,
-                rows::user::<D>(&r, "u_")?,
+            let default_membership = match D::get::<Option<String>>(&r, "d_org_id")? {
+                Some(_) => Some(rows::membership::<D>(&r, "d_")?),
+                None => None,
+            };
+            Ok(FoundApiKey {
+                key: rows::api_key::<D>(&r, "k_")?,
+                user: rows::user::<D>(&r, "u_")?,
                 org,
-            ))
+                default_membership,
+            })
         })
         .transpose()
     }

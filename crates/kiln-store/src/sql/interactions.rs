@@ -78,21 +78,29 @@ pub(super) async fn complete<D: Dialect>(
     Ok(D::rows_affected(&done) == 1)
 }
 
+/// The interaction of this session; with `user`, only if the session is theirs.
 pub(super) async fn get<D: Dialect>(
     store: &SqlStore<D>,
     session_id: &str,
     interaction_id: &str,
+    user: Option<&str>,
 ) -> Result<Option<InteractionRecord>> {
+    let owner = match user {
+        Some(_) => {
+            " AND EXISTS (SELECT 1 FROM sessions s WHERE s.session_id = $2 AND s.user_id = $3)"
+        }
+        None => "",
+    };
     let sql = format!(
-        "SELECT {} FROM interactions WHERE interaction_id = $1 AND session_id = $2",
+        "SELECT {} FROM interactions WHERE interaction_id = $1 AND session_id = $2{owner}",
         columns::plain(columns::INTERACTION)
     );
     let mut conn = store.conn().await?;
-    let row = sqlx::query(&sql)
-        .arg(interaction_id)
-        .arg(session_id)
-        .fetch_optional(D::exec(&mut conn))
-        .await?;
+    let mut query = sqlx::query(&sql).arg(interaction_id).arg(session_id);
+    if let Some(user) = user {
+        query = query.arg(user);
+    }
+    let row = query.fetch_optional(D::exec(&mut conn)).await?;
     row.as_ref().map(interaction_row::<D>).transpose()
 }
 

@@ -112,7 +112,7 @@ impl<D: Dialect> OrgStore for SqlStore<D> {
         .arg(id_or_slug)
         .fetch_optional(D::exec(&mut conn))
         .await?;
-        row.map(|r| org_row::<D>(&r)).transpose()
+        row.map(|r| rows::organization::<D>(&r, "")).transpose()
     }
 
     async fn org_of_account(&self, user_id: &str) -> Result<Option<Organization>> {
@@ -124,7 +124,7 @@ impl<D: Dialect> OrgStore for SqlStore<D> {
         .arg(user_id)
         .fetch_optional(D::exec(&mut conn))
         .await?;
-        row.map(|r| org_row::<D>(&r)).transpose()
+        row.map(|r| rows::organization::<D>(&r, "")).transpose()
     }
 
     async fn list_memberships(&self, user_id: &str) -> Result<Vec<OrgMembership>> {
@@ -137,7 +137,7 @@ impl<D: Dialect> OrgStore for SqlStore<D> {
         .arg(user_id)
         .fetch_all(D::exec(&mut conn))
         .await?;
-        found.iter().map(membership_row::<D>).collect()
+        found.iter().map(|r| rows::membership::<D>(r, "")).collect()
     }
 
     async fn get_membership(&self, org_id: &str, user_id: &str) -> Result<Option<OrgMembership>> {
@@ -150,7 +150,7 @@ impl<D: Dialect> OrgStore for SqlStore<D> {
         .arg(user_id)
         .fetch_optional(D::exec(&mut conn))
         .await?;
-        row.map(|r| membership_row::<D>(&r)).transpose()
+        row.map(|r| rows::membership::<D>(&r, "")).transpose()
     }
 
     async fn list_org_members(&self, org_id: &str) -> Result<Vec<OrgMember>> {
@@ -170,7 +170,7 @@ impl<D: Dialect> OrgStore for SqlStore<D> {
                     user_id: D::get(r, "user_id")?,
                     name: D::get(r, "name")?,
                     email: D::get(r, "email")?,
-                    role: role_of::<D>(r)?,
+                    role: rows::role::<D>(r, "")?,
                     joined_at: D::time(r, "created_at")?,
                 })
             })
@@ -494,35 +494,13 @@ async fn owner_check<D: Dialect>(
         return Ok(Check::NotMember);
     };
     let owners: i64 = D::get(&row, "owners")?;
-    Ok(if role_of::<D>(&row)? == OrgRole::Owner && owners <= 1 {
-        Check::LastOwner
-    } else {
-        Check::Other
-    })
-}
-
-fn role_of<D: Dialect>(row: &D::Row) -> Result<OrgRole> {
-    let role: String = D::get(row, "role")?;
-    OrgRole::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("unknown org role {role:?}")))
-}
-
-fn org_row<D: Dialect>(row: &D::Row) -> Result<Organization> {
-    Ok(Organization {
-        org_id: D::get(row, "org_id")?,
-        slug: D::get(row, "slug")?,
-        name: D::get(row, "name")?,
-        personal_of: D::get(row, "personal_of")?,
-        account_user_id: D::get(row, "account_user_id")?,
-        created_at: D::time(row, "created_at")?,
-    })
-}
-
-fn membership_row<D: Dialect>(row: &D::Row) -> Result<OrgMembership> {
-    Ok(OrgMembership {
-        org: org_row::<D>(row)?,
-        role: role_of::<D>(row)?,
-        is_default: D::get(row, "is_default")?,
-    })
+    Ok(
+        if rows::role::<D>(&row, "")? == OrgRole::Owner && owners <= 1 {
+            Check::LastOwner
+        } else {
+            Check::Other
+        },
+    )
 }
 
 fn invitation_row<D: Dialect>(row: &D::Row) -> Result<OrgInvitation> {

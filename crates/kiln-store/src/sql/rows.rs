@@ -2,8 +2,8 @@
 //! INTEGER 0/1 included); timestamps through [`Dialect::time`].
 use super::dialect::{parse_column, Dialect};
 use crate::{
-    ApiKeyRecord, Dataset, Result, Sample, SampleRecord, SessionLimits, SessionRecord,
-    SessionSource, SessionStatus, SessionUsage, User,
+    ApiKeyRecord, Dataset, OrgMembership, OrgRole, Organization, Result, Sample, SampleRecord,
+    SessionLimits, SessionRecord, SessionSource, SessionStatus, SessionUsage, StoreError, User,
 };
 
 /// `prefix` lets one decoder read aliased columns of a join (`u_name`, …).
@@ -39,6 +39,33 @@ pub(super) fn api_key<D: Dialect>(row: &D::Row, prefix: &str) -> Result<ApiKeyRe
         revoked_at: D::opt_time(row, &c("revoked_at"))?,
         last_used_at: D::opt_time(row, &c("last_used_at"))?,
     })
+}
+
+pub(super) fn organization<D: Dialect>(row: &D::Row, prefix: &str) -> Result<Organization> {
+    let c = |name| column(prefix, name);
+    Ok(Organization {
+        org_id: D::get(row, &c("org_id"))?,
+        slug: D::get(row, &c("slug"))?,
+        name: D::get(row, &c("name"))?,
+        personal_of: D::get(row, &c("personal_of"))?,
+        account_user_id: D::get(row, &c("account_user_id"))?,
+        created_at: D::time(row, &c("created_at"))?,
+    })
+}
+
+/// An organization's columns and the membership's `role` and `is_default`, all under
+/// `prefix`.
+pub(super) fn membership<D: Dialect>(row: &D::Row, prefix: &str) -> Result<OrgMembership> {
+    Ok(OrgMembership {
+        org: organization::<D>(row, prefix)?,
+        role: role::<D>(row, prefix)?,
+        is_default: D::get(row, &column(prefix, "is_default"))?,
+    })
+}
+
+pub(super) fn role<D: Dialect>(row: &D::Row, prefix: &str) -> Result<OrgRole> {
+    let role: String = D::get(row, &column(prefix, "role"))?;
+    OrgRole::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("unknown org role {role:?}")))
 }
 
 pub(super) fn dataset<D: Dialect>(row: &D::Row) -> Result<Dataset> {

@@ -230,12 +230,21 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
         interactions::complete(self, interaction_id, outcome).await
     }
 
+    async fn get_users_interaction(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        interaction_id: &str,
+    ) -> Result<Option<InteractionRecord>> {
+        interactions::get(self, session_id, interaction_id, Some(user_id)).await
+    }
+
     async fn get_interaction(
         &self,
         session_id: &str,
         interaction_id: &str,
     ) -> Result<Option<InteractionRecord>> {
-        interactions::get(self, session_id, interaction_id).await
+        interactions::get(self, session_id, interaction_id, None).await
     }
 
     async fn list_unfinished_interactions(&self) -> Result<Vec<InteractionRecord>> {

@@ -184,7 +184,12 @@ pub async fn api_keys_lifecycle(db: TestDb) {
     assert_eq!(later.name, None);
     assert_eq!(later.expires_at, Some(base_time() + Duration::days(30)));
 
-    let (found, owner, org) = store
+    let kiln_store::FoundApiKey {
+        key: found,
+        user: owner,
+        org,
+        default_membership,
+    } = store
         .find_api_key("hash-first", base_time())
         .await
         .unwrap()
@@ -192,6 +197,7 @@ pub async fn api_keys_lifecycle(db: TestDb) {
     assert_eq!(found, first);
     assert_eq!(owner, alice);
     assert_eq!(org, None, "a personal key belongs to no organization");
+    assert_eq!(default_membership, None, "alice is in no organization yet");
     assert_eq!(
         store
             .find_api_key("hash-unknown", base_time())

@@ -149,6 +149,27 @@ pub async fn interactions_belong_to_their_session(db: TestDb) {
     );
     assert_eq!(store.get_interaction("s-a", "nope").await.unwrap(), None);
     assert_eq!(store.get_interaction("nope", "a1").await.unwrap(), None);
+    // A caller's read: only their own session's interactions.
+    let mine = store
+        .get_users_interaction("alice", "s-a", "a1")
+        .await
+        .unwrap();
+    assert_eq!(mine, store.get_interaction("s-a", "a1").await.unwrap());
+    assert!(mine.is_some());
+    for (user, session, id) in [
+        ("bob", "s-a", "a1"),
+        ("alice", "s-b", "a1"),
+        ("alice", "s-b", "b1"),
+    ] {
+        assert_eq!(
+            store
+                .get_users_interaction(user, session, id)
+                .await
+                .unwrap(),
+            None,
+            "{user} {session} {id}"
+        );
+    }
     assert!(!store
         .complete_interaction("nope", &outcome("x", 1))
         .await

@@ -130,7 +130,7 @@ pub async fn ip_allowlists_and_default_orgs(db: TestDb) {
                 .await
                 .unwrap()
                 .expect("a live key")
-                .2
+                .org
         }
     };
     assert_eq!(
@@ -202,4 +202,47 @@ pub async fn ip_allowlists_and_default_orgs(db: TestDb) {
         .map(|m| m.org.org_id)
         .collect();
     assert_eq!(defaults, ["o1"]);
+
+    // A key finds its user's default membership with it, as `list_memberships` has it.
+    let default_of = |hash: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .find_api_key(hash, base_time())
+                .await
+                .unwrap()
+                .expect("a live key")
+                .default_membership
+        }
+    };
+    let listed = |user: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .list_memberships(user)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|m| m.is_default)
+        }
+    };
+    let found = default_of("hash-k2").await.expect("u1 has a default");
+    assert_eq!(found.org.org_id, "o1");
+    assert_eq!(Some(found), listed("u1").await);
+    let personal_id = store
+        .list_memberships("u1")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.org.personal_of.as_deref() == Some("u1"))
+        .expect("u1's personal org")
+        .org
+        .org_id;
+    assert!(store.set_default_org("u1", &personal_id).await.unwrap());
+    let moved = default_of("hash-k1").await.expect("still a default");
+    assert_eq!(moved.org.org_id, personal_id, "follows the user's choice");
+    assert_eq!(Some(moved), listed("u1").await);
+    // Another user's key finds that user's default (or none), never u1's.
+    store.insert_api_key(&key("k3", "u2")).await.unwrap();
+    assert_eq!(default_of("hash-k3").await, listed("u2").await);
 }

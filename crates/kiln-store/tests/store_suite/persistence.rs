@@ -47,7 +47,12 @@ pub async fn data_survives_reopen(db: TestDb) {
     assert_eq!(store.get_user("alice").await.unwrap(), Some(alice.clone()));
     assert_eq!(
         store.find_api_key("hash-1", base_time()).await.unwrap(),
-        Some((key, alice, None))
+        Some(kiln_store::FoundApiKey {
+            key,
+            user: alice,
+            org: None,
+            default_membership: None,
+        })
     );
     assert_eq!(
         store.list_samples(&SampleQuery::default()).await.unwrap(),
