@@ -7,6 +7,12 @@
 //! Environment: `KILN_BENCH_IMAGE_STORE` (a ready image store), `KILN_BENCH_IMAGE` (a
 //! reference in it), `KILN_BENCH_BURST` (default 100), `KILN_AGENT_BIN`. Prints one
 //! `runtime-alone` line per round, in milliseconds, for run.sh to parse.
+//!
+//! With `KILN_BENCH_EXECS=SESSIONSxCOMMANDS` (e.g. `50x200`) it instead measures what
+//! `bench/load` measures over HTTP, through the runtime alone: that many sandboxes, each
+//! running that many `true` one after another (as the contract runs them: `bash -c`,
+//! with the server's output limit), all sandboxes at once. It prints one
+//! `runtime-execs` line: the ceiling the server's own work is measured against.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -87,6 +93,12 @@ async fn main() {
     rt.create(spec("warm")).await.unwrap();
     rt.destroy(&SandboxId::new("warm").unwrap()).await.unwrap();
 
+    if let Ok(shape) = std::env::var("KILN_BENCH_EXECS") {
+        exec_load(&rt, &shape, spec).await;
+        rt.shutdown().await.unwrap();
+        return;
+    }
+
     for round in 0..rounds {
         let start = Instant::now();
         let tasks: Vec<_> = (0..burst)
@@ -117,4 +129,56 @@ async fn main() {
         }
     }
     rt.shutdown().await.unwrap();
+}
+
+/// `SESSIONSxCOMMANDS` sandboxes × sequential `true` each, all at once; prints
+/// `runtime-execs sessions=… commands=… commands_per_s=… p50_ms=… p99_ms=…`.
+async fn exec_load(rt: &Arc<LocalRuntime>, shape: &str, spec: impl Fn(&str) -> SandboxSpec) {
+    let (sessions, commands) = shape
+        .split_once('x')
+        .and_then(|(s, c)| Some((s.parse::<usize>().ok()?, c.parse::<usize>().ok()?)))
+        .expect("KILN_BENCH_EXECS is SESSIONSxCOMMANDS, e.g. 50x200");
+    let ids: Vec<SandboxId> = (0..sessions)
+        .map(|i| SandboxId::new(format!("x{i}")).unwrap())
+        .collect();
+    for id in &ids {
+        rt.create(spec(id.as_str())).await.unwrap();
+    }
+    let start = Instant::now();
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let (rt, id) = (Arc::clone(rt), id.clone());
+            tokio::spawn(async move {
+                let mut each = Vec::with_capacity(commands);
+                for _ in 0..commands {
+                    // The server's defaults for a Codeset exec.
+                    let request = kiln_protocol::ExecRequest::shell("true")
+                        .timeout_ms(300_000)
+                        .max_output_bytes(1 << 20);
+                    let t = Instant::now();
+                    let done = rt.exec(&id, request).await.unwrap();
+                    assert_eq!(done.exit_code, 0, "{done:?}");
+                    each.push(t.elapsed());
+                }
+                each
+            })
+        })
+        .collect();
+    let mut each = Vec::with_capacity(sessions * commands);
+    for task in tasks {
+        each.extend(task.await.unwrap());
+    }
+    let wall = start.elapsed();
+    each.sort_unstable();
+    println!(
+        "runtime-execs sessions={sessions} commands={} commands_per_s={:.1} p50_ms={:.2} p99_ms={:.2}",
+        each.len(),
+        each.len() as f64 / wall.as_secs_f64(),
+        ms(quantile(&each, 0.5)),
+        ms(quantile(&each, 0.99)),
+    );
+    for id in &ids {
+        rt.destroy(id).await.unwrap();
+    }
 }
