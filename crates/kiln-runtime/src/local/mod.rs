@@ -20,6 +20,7 @@ mod runtime_impl;
 mod sandbox;
 pub mod seccomp;
 mod snapshot;
+mod socket_watch;
 pub mod spec;
 mod staging;
 mod start;
