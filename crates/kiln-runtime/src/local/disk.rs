@@ -24,12 +24,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nix::mount::{mount, MsFlags};
 
 use crate::error::{Result, RuntimeError};
+use crate::local::disk_template::DiskTemplates;
 use crate::local::{find_in_path, loopdev, overlay};
 
 /// How long the refill waits before each entry while the pool is at least half full:
 /// about one sandbox start, so the create that just took one is not slowed by the mkfs.
 /// (It was 150 ms: a stream of forks 50 ms apart then drained a pool of 4.)
 const REFILL_PAUSE: Duration = Duration::from_millis(20);
+
+/// The pool's subdirectory of disk templates (`disk_template.rs`).
+const TEMPLATES: &str = "templates";
 
 /// Images of one size, formatted and mounted ahead, in `<root>/disks`: for each entry
 /// `<n>.img`, its mount point `mnt/<n>` and, once it is complete, the marker
@@ -44,6 +48,8 @@ pub struct DiskPool {
     /// How many are kept ready.
     target: usize,
     mkfs: Option<PathBuf>,
+    /// The formatted image each disk of the pool's size is copied from (`templates/`).
+    templates: Option<DiskTemplates>,
     refilling: AtomicBool,
     /// Set by `drain`: no more entries are made.
     closed: AtomicBool,
@@ -58,12 +64,21 @@ impl DiskPool {
     pub fn new(dir: PathBuf, ready_bytes: u64, target: usize) -> Result<Arc<Self>> {
         let mounts = dir.join("mnt");
         fs::create_dir_all(&mounts).map_err(|e| RuntimeError::io("cannot create", &mounts, e))?;
+        let templates_dir = dir.join(TEMPLATES);
+        // Without templates every disk is formatted by mkfs, as before them.
+        let templates = DiskTemplates::new(templates_dir.clone())
+            .inspect_err(|e| {
+                tracing::warn!(dir = %templates_dir.display(), error = %e,
+                "cannot keep disk templates; formatting each disk")
+            })
+            .ok();
         let pool = DiskPool {
             dir,
             mounts,
             ready_bytes,
             target,
             mkfs: mkfs_binary(),
+            templates,
             refilling: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             making: Mutex::new(()),
@@ -234,7 +249,11 @@ impl DiskPool {
             .flatten()
             .flatten()
             .map(|e| e.path())
-            .filter(|p| *p != self.mounts && !p.to_string_lossy().contains(".ready-"))
+            .filter(|p| {
+                *p != self.mounts
+                    && !p.ends_with(TEMPLATES)
+                    && !p.to_string_lossy().contains(".ready-")
+            })
             .collect();
         names.extend(
             fs::read_dir(&self.mounts)
@@ -283,7 +302,29 @@ impl DiskPool {
     }
 
     /// A sparse file of `bytes` with an ext4 filesystem, at `dest`.
+    /// An empty filesystem of `bytes` in a new image at `dest`: a copy of the template of
+    /// the pool's size, else mkfs.
     fn format(&self, dest: &Path, bytes: u64) -> Result<()> {
+        if let Some(templates) = self
+            .templates
+            .as_ref()
+            .filter(|_| bytes == self.ready_bytes)
+        {
+            let copied = templates.copy_to(dest, bytes, |template| {
+                self.mkfs(template, bytes).map_err(std::io::Error::other)
+            });
+            match copied {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot copy the disk template; running mkfs");
+                }
+            }
+        }
+        self.mkfs(dest, bytes)
+    }
+
+    fn mkfs(&self, dest: &Path, bytes: u64) -> Result<()> {
         let mkfs = self.mkfs.as_ref().ok_or_else(|| {
             RuntimeError::HostNotReady("mkfs.ext4 not found (apt-get install e2fsprogs)".into())
         })?;

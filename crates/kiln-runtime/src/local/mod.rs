@@ -5,6 +5,7 @@ pub(crate) mod admission;
 mod bwrap;
 pub mod cgroup;
 mod disk;
+mod disk_template;
 mod exit_watch;
 pub mod host_check;
 mod launch_ns;
