@@ -21,7 +21,6 @@ mod runtime_impl;
 mod sandbox;
 pub mod seccomp;
 mod snapshot;
-mod socket_watch;
 pub mod spec;
 mod staging;
 mod start;

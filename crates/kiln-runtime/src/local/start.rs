@@ -3,7 +3,7 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use kiln_protocol::AsyncAgentClient;
 
@@ -14,7 +14,6 @@ use crate::local::cgroup::favor_dynmods::{self, FavorDynmods};
 use crate::local::launch_ns::LaunchNs;
 use crate::local::layout::{SandboxDirs, SandboxState};
 use crate::local::sandbox::Sandbox;
-use crate::local::socket_watch::SocketWatch;
 use crate::local::spec::LocalSpec;
 use crate::local::{
     disk, mount_namespace, overlay, proc_seal, quota, staging, teardown, workspace, DiskLimitMode,
@@ -152,8 +151,6 @@ impl LocalRuntime {
         };
         let t_disk = t0.elapsed();
         staging::mount_run_dir(&dirs.run)?;
-        // Watching before the agent exists, so its socket cannot appear unseen.
-        let socket_watch = SocketWatch::new(&dirs.run)?;
         // Bound before the agent starts, which relays to it; dropped (stopped) if the
         // start fails from here on.
         let egress = spec
@@ -217,6 +214,7 @@ impl LocalRuntime {
         // 7. Wait for the agent's socket (bound and restricted).
         let socket = dirs.socket();
         let deadline = Instant::now() + self.config.start_timeout;
+        let mut pause = Duration::from_micros(250);
         loop {
             if let Ok(meta) = std::fs::symlink_metadata(&socket) {
                 if meta.file_type().is_socket() && meta.mode() & 0o777 == SOCKET_READY_MODE {
@@ -237,9 +235,9 @@ impl LocalRuntime {
                     format!("no agent socket within {:?}", self.config.start_timeout),
                 ));
             }
-            socket_watch.changed().await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(2));
         }
-        drop(socket_watch);
         let t_sock = t0.elapsed();
         // 8. Seal, from the host in the sandbox's mount namespace, before anything but
         //    the agent runs inside: the socket directory (the sandbox's processes share
