@@ -122,7 +122,7 @@ pub async fn ip_allowlists_and_default_orgs(db: TestDb) {
     );
 
     // Authentication reads the key's org, and whether that org has a list, with the key.
-    let bound = |hash: &'static str| {
+    let find = |hash: &'static str| {
         let store = store.clone();
         async move {
             store
@@ -130,9 +130,9 @@ pub async fn ip_allowlists_and_default_orgs(db: TestDb) {
                 .await
                 .unwrap()
                 .expect("a live key")
-                .org
         }
     };
+    let bound = |hash: &'static str| async move { find(hash).await.org };
     assert_eq!(
         bound("hash-k1").await,
         Some(KeyOrg {
@@ -204,17 +204,7 @@ pub async fn ip_allowlists_and_default_orgs(db: TestDb) {
     assert_eq!(defaults, ["o1"]);
 
     // A key finds its user's default membership with it, as `list_memberships` has it.
-    let default_of = |hash: &'static str| {
-        let store = store.clone();
-        async move {
-            store
-                .find_api_key(hash, base_time())
-                .await
-                .unwrap()
-                .expect("a live key")
-                .default_membership
-        }
-    };
+    let default_of = |hash: &'static str| async move { find(hash).await.default_membership };
     let listed = |user: &'static str| {
         let store = store.clone();
         async move {
