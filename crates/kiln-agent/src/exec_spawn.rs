@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr, OsString};
+use std::fs::Metadata;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -47,16 +48,20 @@ pub fn base_env(
 
 /// `bash` from `PATH` if present, else `sh`, else `/bin/sh`.
 pub fn find_shell(path_var: Option<&OsStr>) -> PathBuf {
-    for name in ["bash", "sh"] {
-        if let Some(found) = path_var.and_then(|paths| {
-            std::env::split_paths(paths)
-                .map(|dir| dir.join(name))
-                .find(|candidate| candidate.is_file())
-        }) {
-            return found;
-        }
-    }
-    PathBuf::from("/bin/sh")
+    path_var
+        .and_then(|paths| {
+            ["bash", "sh"]
+                .into_iter()
+                .find_map(|name| on_path(name, paths, |m| m.is_file()))
+        })
+        .unwrap_or_else(|| PathBuf::from("/bin/sh"))
+}
+
+/// The first `dir/name` of the `PATH` value `paths` whose metadata `accept`s.
+fn on_path(name: &str, paths: &OsStr, accept: impl Fn(&Metadata) -> bool) -> Option<PathBuf> {
+    std::env::split_paths(paths)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.metadata().is_ok_and(|m| accept(&m)))
 }
 
 /// The requested directory, which must exist; otherwise `/testbed` or `/`.
@@ -138,15 +143,11 @@ pub fn find_program(name: &str, path_var: Option<&OsStr>) -> PathBuf {
     if name.contains('/') || name.is_empty() {
         return PathBuf::from(name);
     }
-    let default = OsStr::new("/bin:/usr/bin");
-    std::env::split_paths(path_var.unwrap_or(default))
-        .map(|dir| dir.join(name))
-        .find(|candidate| {
-            candidate
-                .metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-        .unwrap_or_else(|| PathBuf::from(name))
+    let paths = path_var.unwrap_or(OsStr::new("/bin:/usr/bin"));
+    on_path(name, paths, |m| {
+        m.is_file() && m.permissions().mode() & 0o111 != 0
+    })
+    .unwrap_or_else(|| PathBuf::from(name))
 }
 
 fn c_string(s: OsString) -> Result<CString, AgentError> {

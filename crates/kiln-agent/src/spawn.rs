@@ -20,7 +20,7 @@ use nix::libc;
 /// What to start: everything already resolved and NUL-free.
 #[derive(Debug)]
 pub struct Launch {
-    /// The executable, as exec takes it (absolute or relative to `cwd`'s parent's cwd).
+    /// The executable's path, as exec takes it (no `PATH` search: already done).
     pub program: CString,
     /// `argv`, its first element as the caller named the program.
     pub argv: Vec<CString>,

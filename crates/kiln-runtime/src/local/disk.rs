@@ -301,7 +301,6 @@ impl DiskPool {
         format!("{nanos:x}{:x}", self.seq.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// A sparse file of `bytes` with an ext4 filesystem, at `dest`.
     /// An empty filesystem of `bytes` in a new image at `dest`: a copy of the template of
     /// the pool's size, else mkfs.
     fn format(&self, dest: &Path, bytes: u64) -> Result<()> {
@@ -324,6 +323,7 @@ impl DiskPool {
         self.mkfs(dest, bytes)
     }
 
+    /// A sparse file of `bytes` with an ext4 filesystem made by mkfs, at `dest`.
     fn mkfs(&self, dest: &Path, bytes: u64) -> Result<()> {
         let mkfs = self.mkfs.as_ref().ok_or_else(|| {
             RuntimeError::HostNotReady("mkfs.ext4 not found (apt-get install e2fsprogs)".into())

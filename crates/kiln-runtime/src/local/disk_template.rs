@@ -42,7 +42,7 @@ impl DiskTemplates {
 
     /// Makes `dest` a copy of the template of `bytes`, formatting the template with
     /// `format` first if there is none yet. Returns `Ok(false)` when this filesystem
-    /// cannot copy sparsely (the caller formats `dest` itself).
+    /// cannot seek to data and holes (the caller formats `dest` itself).
     pub fn copy_to(
         &self,
         dest: &Path,
@@ -72,11 +72,11 @@ impl DiskTemplates {
     }
 }
 
-/// The filesystem cannot seek holes or copy ranges between these files.
+/// The filesystem cannot seek to data and holes.
 fn unsupported(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error().map(Errno::from_raw),
-        Some(Errno::EINVAL | Errno::EOPNOTSUPP | Errno::EXDEV | Errno::ENOSYS)
+        Some(Errno::EINVAL | Errno::EOPNOTSUPP)
     )
 }
 

@@ -111,13 +111,7 @@ async fn a_starting_node_leaves_live_nodes_jobs_alone_and_a_lost_nodes_jobs_end(
         .set_status(&root_user, &node_a, NodeStatus::Down)
         .await
         .unwrap();
-    let ended = get().await;
-    assert_eq!(ended.status, JobStatus::Error, "{ended:?}");
-    let message = ended.error_message.unwrap_or_default();
-    assert!(
-        message.contains(&node_a) && message.contains("lost"),
-        "{message}"
-    );
+    assert_ended_as_lost(get().await, &node_a);
 
     // A, alive after all, beats: it stops the runner and destroys the job's
     // sandbox, and registers again.
@@ -175,19 +169,23 @@ async fn a_node_marked_down_before_its_jobs_were_ended_ends_them_itself() {
         (!a.fake.running().iter().any(|id| id.as_str() == job.job_id)).then_some(())
     })
     .await;
-    let ended = get().await;
-    assert_eq!(ended.status, JobStatus::Error, "{ended:?}");
-    let message = ended.error_message.unwrap_or_default();
-    assert!(
-        message.contains(&node_a) && message.contains("lost"),
-        "{message}"
-    );
+    assert_ended_as_lost(get().await, &node_a);
     // The sandbox is dropped before A registers again: wait for the registration.
     eventually("A registers again", || async {
         let back = store.get_node(&node_a).await.unwrap().expect("A's row");
         (back.status != NodeStatus::Down).then_some(())
     })
     .await;
+}
+
+/// The job ended in error, its message naming the node that was lost.
+fn assert_ended_as_lost(job: AgentJobRecord, node: &str) {
+    assert_eq!(job.status, JobStatus::Error, "{job:?}");
+    let message = job.error_message.unwrap_or_default();
+    assert!(
+        message.contains(node) && message.contains("lost"),
+        "{message}"
+    );
 }
 
 /// An agent job of `env`'s user whose agent answers after two minutes, once it runs.
