@@ -10,6 +10,9 @@
 //!   long-poll GET of every copy answered `ready`, vs the runtime's snapshot plus N creates
 //!   from it, started together.
 //!
+//! Then fork → N ready over HTTP again, on a second server with a warm pool of 100 sandboxes
+//! of the image, which forks take (`KILN_BENCH_WARM=0` skips it).
+//!
 //! Prints each series (p50, p99 nearest rank, min, max) and the ratios HTTP / runtime of the
 //! medians. Needs root, bubblewrap and busybox-static; `bench/instances/run.sh` runs it.
 //! `KILN_BENCH_ROUNDS` (default 20) bounds the single-sandbox series, the N = 10 series run
@@ -278,6 +281,13 @@ async fn main() {
             r,
         ));
     }
+    close_all(&s, &key, &[parent]).await;
+    drop(s);
+    let warm = if std::env::var("KILN_BENCH_WARM").as_deref() == Ok("0") {
+        Vec::new()
+    } else {
+        warm_forks(rounds).await
+    };
     println!();
     for (name, h, r) in ratios {
         println!(
@@ -285,7 +295,100 @@ async fn main() {
             h.as_secs_f64() / r.as_secs_f64().max(1e-9)
         );
     }
+    for (n, h) in warm {
+        println!("fork {n:<5} HTTP p50 {h:>9.2?}  with a warm pool of {WARM_POOL}");
+    }
+}
+
+/// The warm pool of the second server: as many sandboxes as the largest fork.
+const WARM_POOL: usize = 100;
+
+/// Fork → N ready over HTTP on a server keeping [`WARM_POOL`] sandboxes of the sample's
+/// image started ahead (`runtime.warm_pools`), which forks of its sessions take (given
+/// the snapshot's root when taken). Each round starts once the pool is full again.
+async fn warm_forks(rounds: usize) -> Vec<(usize, Duration)> {
+    let reference =
+        kiln_services::sessions::sample_image_reference(sandbox::DATASET, sandbox::SAMPLE);
+    let Some(s) = sandbox::start_if_possible(|c| {
+        c.runtime.memory_mib = 64;
+        c.runtime.disk_mib = 128;
+        c.sessions.max_live_sessions_per_user = 250;
+        c.snapshots.max_per_user = 1000;
+        c.runtime.warm_pools.insert(reference, WARM_POOL);
+    })
+    .await
+    else {
+        eprintln!("cannot run the warm-pool series: see above");
+        std::process::exit(1);
+    };
+    let key = s.admin_key.clone();
+    let sandboxes = s.kiln.config.data_dir.join("runtime/sandboxes");
+    // The image's first session fills the pool.
+    let parent = sandbox::create_ready(&s, &key).await;
+    sh(
+        &s,
+        &key,
+        &parent,
+        "head -c 10485760 /dev/urandom > /testbed/big.bin",
+    )
+    .await;
+    let mut medians = Vec::new();
+    for (n, times) in [(1usize, rounds), (10, (rounds / 4).max(1)), (100, 2)] {
+        let mut http = Vec::new();
+        for _ in 0..times {
+            wait_pool_full(&sandboxes).await;
+            let t = Instant::now();
+            let forked = v1(
+                &s,
+                &key,
+                Method::POST,
+                &format!("/instances/{parent}/fork"),
+                Some(json!({"count": n})),
+            )
+            .await;
+            let ids: Vec<String> = forked["instances"]
+                .as_array()
+                .expect("instances")
+                .iter()
+                .map(|i| i["instance_id"].as_str().expect("id").to_string())
+                .collect();
+            all_ready(&s, &key, &ids).await;
+            http.push(t.elapsed());
+            close_all(&s, &key, &ids).await;
+        }
+        medians.push((
+            n,
+            report(
+                &format!("fork -> {n} ready, HTTP, warm pool of {WARM_POOL}"),
+                http,
+            ),
+        ));
+    }
     close_all(&s, &key, &[parent]).await;
+    medians
+}
+
+/// Waits until [`WARM_POOL`] warm sandboxes are ready (their state file is written).
+async fn wait_pool_full(sandboxes: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let ready = std::fs::read_dir(sandboxes)
+            .expect("sandboxes dir")
+            .flatten()
+            .filter(|e| {
+                e.file_name().to_string_lossy().starts_with("warm-")
+                    && e.path().join("state.json").exists()
+            })
+            .count();
+        if ready >= WARM_POOL {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the warm pool holds {ready} of {WARM_POOL} after 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn num_cpus() -> usize {

@@ -114,14 +114,15 @@ async fn sh(s: &TestServer, key: &str, id: &str, command: &str) -> Value {
 
 /// A session of a pooled image takes a sandbox started ahead: renamed to its own id,
 /// keeping the cgroup it started in (its state says which), working like any other, and
-/// adopted by a restarted server, which tears the unclaimed ones down. The pool holds
-/// none of the memory budget: with room for one session, two warm ones do not refuse it.
+/// adopted by a restarted server, which tears the unclaimed ones down. A fork of it takes
+/// one as well, given the snapshot's root. The pool holds none of the memory budget:
+/// with room for two sessions (2 GiB each), two warm ones refuse neither.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_take_warm_sandboxes_which_outlive_a_restart() {
     let reference = kiln_services::sessions::sample_image_reference(DATASET, SAMPLE);
     let Some(s) = sandbox::start_if_possible(|c| {
         c.runtime.warm_pools.insert(reference.clone(), 2);
-        c.runtime.memory_budget_mib = Some(2048);
+        c.runtime.memory_budget_mib = Some(4096);
         c.runtime.memory_overcommit = 1.0;
         c.runtime.disk_mib = 256;
     })
@@ -153,6 +154,51 @@ async fn sessions_take_warm_sandboxes_which_outlive_a_restart() {
     )
     .await;
     assert_eq!(done["stdout"], "hello from the image\nkiln\n", "{done}");
+    let refilled = wait_warm(&sandboxes, 2).await;
+
+    // A fork of the session takes one too: it gets the snapshot's root when taken (and,
+    // as every fork, an empty /tmp).
+    sh(&s, &key, &second, "echo forked > /root/f").await;
+    let (status, forked) = s
+        .v1_as(
+            &key,
+            reqwest::Method::POST,
+            &format!("/instances/{second}/fork"),
+            Some(&serde_json::json!({"count": 1})),
+        )
+        .await;
+    assert_eq!(status, 201, "{forked}");
+    let fork = forked["instances"][0]["instance_id"]
+        .as_str()
+        .expect("fork id")
+        .to_string();
+    // The GET long-polls while the session is creating; a fresh one's sandbox is
+    // named after it.
+    let session = s.get_ok(&key, &format!("/sessions/{fork}")).await;
+    assert_eq!(session["status"], "ready", "{session}");
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(sandboxes.join(&fork).join("state.json")).expect("fork state"),
+    )
+    .expect("state JSON");
+    let cgroup = state["cgroup"].as_str().expect("a warm sandbox's cgroup");
+    assert!(
+        refilled.iter().any(|w| w == cgroup),
+        "{cgroup} not in {refilled:?}"
+    );
+    let done = sh(
+        &s,
+        &key,
+        &fork,
+        "cat /root/f /testbed/hello.txt; ls -A /tmp | wc -l; ls -a /",
+    )
+    .await;
+    assert_eq!(
+        done["stdout"],
+        "forked\nhello from the image\n0\n.\n..\n.kiln\nbin\ndev\netc\nproc\nroot\nsys\ntestbed\ntmp\n",
+        "{done}"
+    );
+    let (status, _) = s.delete_as(&key, &format!("/sessions/{fork}")).await;
+    assert_eq!(status, 200);
     let refilled = wait_warm(&sandboxes, 2).await;
 
     // A crash: the taken one is adopted (same process), the unclaimed ones removed.

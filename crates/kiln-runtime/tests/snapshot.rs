@@ -99,3 +99,110 @@ async fn fork_sees_the_snapshot_and_nothing_after_it() {
     ));
     assert!(SnapshotId::new("../../etc").is_err());
 }
+
+/// What a sandbox sees of its own root: its files, its mounts (sorted, without the ids
+/// and propagation tags that differ between any two sandboxes) and the agent's directory.
+const ROOT_VIEW: &str = "cat /testbed/*.txt; ls -a / /testbed; ls -ld /.kiln; \
+    awk '{ for (i = 7; $i != \"-\"; i++) ; printf \"%s %s %s\", $4, $5, $6; \
+    for (j = i; j <= NF; j++) printf \" %s\", $j; print \"\" }' /proc/self/mountinfo | sort";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_sandbox_takes_a_forks_root_and_looks_like_a_cold_fork() {
+    if !prerequisites() {
+        return;
+    }
+    let rt = runtime();
+    rt.create_local(busybox_spec("parent")).await.unwrap();
+    out(
+        &rt,
+        "parent",
+        "echo before > /testbed/a.txt; rm /testbed/hello.txt",
+    )
+    .await;
+    let snap = rt.snapshot(&id("parent")).await.unwrap();
+    // No pool yet: a fork and a create started the usual way.
+    rt.create(SandboxSpec::fork(id("cold"), &snap))
+        .await
+        .unwrap();
+    rt.create_local(busybox_spec("image-cold")).await.unwrap();
+    // Warm sandboxes of the parent's class, started before the fork's root exists.
+    rt.keep_warm(&busybox_spec("template"), 2).await.unwrap();
+    let state = |name: &str| {
+        let path = rt
+            .root
+            .path()
+            .join("sandboxes")
+            .join(name)
+            .join("state.json");
+        std::fs::read_to_string(&path).unwrap_or_default()
+    };
+    rt.create(SandboxSpec::fork(id("hot"), &snap))
+        .await
+        .unwrap();
+    assert!(
+        state("hot").contains("warm-"),
+        "the fork did not take a warm sandbox: {}",
+        state("hot")
+    );
+    assert!(!state("cold").contains("warm-"), "{}", state("cold"));
+
+    let cold = out(&rt, "cold", ROOT_VIEW).await;
+    let hot = out(&rt, "hot", ROOT_VIEW).await;
+    assert!(cold.starts_with("before\n"), "{cold}");
+    assert!(cold.contains(" / rw,nosuid,nodev"), "{cold}");
+    assert!(cold.contains(" /.kiln/run ro,"), "{cold}");
+    assert_eq!(hot, cold);
+
+    // The taken sandbox writes into its own layer, which its snapshot holds alone.
+    out(&rt, "hot", "echo hot > /testbed/hot.txt; rm /testbed/a.txt").await;
+    let hot_snap = rt.snapshot(&id("hot")).await.unwrap();
+    let layers = rt.snapshot_layers(&hot_snap.id).unwrap();
+    let top = layers.dirs()[0].clone();
+    assert_eq!(
+        std::fs::read_to_string(top.join("testbed/hot.txt")).unwrap(),
+        "hot\n"
+    );
+    assert!(!top.join(".kiln-root").exists());
+    assert_eq!(
+        layers.dirs()[1..],
+        rt.snapshot_layers(&snap.id).unwrap().dirs()[..]
+    );
+    assert_eq!(
+        out(&rt, "cold", "ls /testbed; cat /testbed/a.txt").await,
+        "a.txt\nbefore\n"
+    );
+
+    // The other warm sandbox serves a create of the image as well, where bubblewrap's
+    // mount points are new: made as bubblewrap makes them, in the sandbox's own layer.
+    let image = out(&rt, "image-cold", ROOT_VIEW).await;
+    assert!(image.starts_with("hello from the image\n"), "{image}");
+    rt.create_local(busybox_spec("image")).await.unwrap();
+    assert!(state("image").contains("warm-"), "{}", state("image"));
+    let upper = |name: &str| {
+        let upper = rt
+            .root
+            .path()
+            .join("sandboxes")
+            .join(name)
+            .join("disk/upper");
+        let listing = std::process::Command::new("find")
+            .arg(".")
+            .args(["-printf", "%p %y %m %s\n"])
+            .current_dir(&upper)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&listing.stdout).into_owned()
+    };
+    assert!(
+        upper("image").contains("./.kiln/agent f "),
+        "{}",
+        upper("image")
+    );
+    assert_eq!(upper("image"), upper("image-cold"));
+    assert_eq!(out(&rt, "image", ROOT_VIEW).await, image);
+
+    for name in ["hot", "image", "image-cold"] {
+        rt.destroy(&id(name)).await.unwrap();
+        assert!(!rt.root.path().join("sandboxes").join(name).exists());
+    }
+}

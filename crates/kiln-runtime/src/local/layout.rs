@@ -72,6 +72,11 @@ impl SandboxDirs {
         Ok(())
     }
 
+    /// The root of a sandbox started before its root was known (`late_root.rs`).
+    pub fn skeleton(&self) -> PathBuf {
+        self.base.join("skeleton")
+    }
+
     /// The agent's socket as seen from the host.
     pub fn socket(&self) -> PathBuf {
         self.socket.clone()

@@ -8,6 +8,7 @@ mod disk;
 mod disk_template;
 mod exit_watch;
 pub mod host_check;
+mod late_root;
 mod launch_ns;
 mod layout;
 mod loopdev;

@@ -2,8 +2,9 @@
 //! operations done there. Every read-only bind goes through `bind_read_only` /
 //! `remount_read_only`, so "read-only" means the same thing everywhere.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::File;
+use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -107,26 +108,43 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub const MOUNT_ATTR_NODEV: u64 = 0x4;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
 
 fn mount_setattr_read_only(target: &Path) -> nix::Result<()> {
     let path = CString::new(target.as_os_str().as_bytes()).map_err(|_| nix::Error::EINVAL)?;
+    set_mount_attributes(
+        libc::AT_FDCWD,
+        &path,
+        AT_RECURSIVE,
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
+    )
+}
+
+/// `mount_setattr(dirfd, path, flags)` setting the `MOUNT_ATTR_*` bits of `set`.
+pub fn set_mount_attributes(
+    dirfd: RawFd,
+    path: &CStr,
+    flags: libc::c_uint,
+    set: u64,
+) -> nix::Result<()> {
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
+        attr_set: set,
         attr_clr: 0,
         propagation: 0,
         userns_fd: 0,
     };
     // SAFETY: `path` is a NUL-terminated string and `attr` a `struct mount_attr` of the
-    // size passed; both outlive the call, and the kernel only reads them.
+    // size passed; both outlive the call, and the kernel only reads them (`dirfd` is the
+    // caller's, at worst a closed one, which fails with EBADF).
     let rc = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
+            dirfd,
             path.as_ptr(),
-            AT_RECURSIVE,
+            flags,
             std::ptr::from_ref(&attr),
             std::mem::size_of::<MountAttr>(),
         )

@@ -70,7 +70,7 @@ impl LocalRuntime {
     }
 
     /// Starts `spec`, or takes a warm sandbox for it when its image has a pool of
-    /// `warm_pool` (`warm.rs`).
+    /// `warm_pool`, or its class one from an earlier create (a fork; `warm.rs`).
     async fn create_resolved(
         &self,
         spec: LocalSpec,
@@ -78,10 +78,8 @@ impl LocalRuntime {
     ) -> Result<SandboxHandle> {
         let id = spec.id.clone();
         let start = async {
-            if let Some(size) = warm_pool {
-                if let Some(warm) = self.take_warm(&spec, size).await {
-                    return Ok(Arc::new(warm));
-                }
+            if let Some(warm) = self.take_warm(&spec, warm_pool).await {
+                return Ok(Arc::new(warm));
             }
             self.start(&spec).await
         };

@@ -14,28 +14,36 @@ use crate::local::cgroup::favor_dynmods::{self, FavorDynmods};
 use crate::local::launch_ns::LaunchNs;
 use crate::local::layout::{SandboxDirs, SandboxState};
 use crate::local::sandbox::Sandbox;
-use crate::local::spec::LocalSpec;
+use crate::local::spec::{LocalSpec, RootLayers};
 use crate::local::{
-    disk, mount_namespace, overlay, proc_seal, quota, staging, teardown, workspace, DiskLimitMode,
-    LocalRuntime,
+    disk, late_root, mount_namespace, overlay, proc_seal, quota, staging, teardown, workspace,
+    DiskLimitMode, LocalRuntime,
 };
 
 /// The agent binds its socket, then restricts it to 0600: only then is it ready.
 const SOCKET_READY_MODE: u32 = 0o600;
 
+/// What a starting sandbox gets as its root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Root {
+    /// The overlay of its layers, from the start.
+    Layers,
+    /// A skeleton, until `late_root::attach` gives it one (a warm sandbox).
+    Later,
+}
+
 impl LocalRuntime {
     /// Starts `spec`; on failure removes everything it set up.
     pub(crate) async fn start(&self, spec: &LocalSpec) -> Result<Arc<Sandbox>> {
+        self.start_with(spec, Root::Layers).await
+    }
+
+    /// [`Self::start`], with its root now or [`Root::Later`].
+    pub(crate) async fn start_with(&self, spec: &LocalSpec, root: Root) -> Result<Arc<Sandbox>> {
         // 1. Validate before touching the host.
-        // (Layers must make a valid absolute `lowerdir=`, though it is mounted relative.)
-        spec.layers.lowerdir_option()?;
-        for layer in spec.layers.dirs() {
-            if !layer.is_dir() {
-                return Err(RuntimeError::InvalidSpec(format!(
-                    "layer {} is not a directory",
-                    layer.display()
-                )));
-            }
+        // (A root given later is checked when it is: `warm.rs`.)
+        if root == Root::Layers {
+            check_layers(&spec.layers)?;
         }
         for bind in &spec.binds {
             // The target must not climb out of the root nor hide the agent's own mounts.
@@ -58,7 +66,7 @@ impl LocalRuntime {
         if dirs.base.exists() {
             return Err(RuntimeError::AlreadyExists(spec.id.to_string()));
         }
-        let result = self.start_in(spec, &dirs).await;
+        let result = self.start_in(spec, &dirs, root).await;
         if result.is_err() {
             let cgroups = Arc::clone(&self.cgroups);
             let _ = tokio::task::spawn_blocking(move || {
@@ -92,7 +100,12 @@ impl LocalRuntime {
         });
     }
 
-    async fn start_in(&self, spec: &LocalSpec, dirs: &SandboxDirs) -> Result<Arc<Sandbox>> {
+    async fn start_in(
+        &self,
+        spec: &LocalSpec,
+        dirs: &SandboxDirs,
+        root_mode: Root,
+    ) -> Result<Arc<Sandbox>> {
         self.tune_host();
         let t0 = Instant::now();
         dirs.create()?;
@@ -160,13 +173,24 @@ impl LocalRuntime {
             .transpose()?;
         // 4. The root: image layers read-only, changes in our upper dir (named relative to
         //    the sandbox's directory: the options show in the sandbox's mountinfo).
-        overlay::mount_overlay_relative(
-            &dirs.base,
-            spec.layers.dirs(),
-            &dirs.upper,
-            &dirs.work,
-            &dirs.merged,
-        )?;
+        //    A warm sandbox starts on a skeleton instead (`late_root.rs`).
+        let root_dir = match root_mode {
+            Root::Layers => {
+                overlay::mount_overlay_relative(
+                    &dirs.base,
+                    spec.layers.dirs(),
+                    &dirs.upper,
+                    &dirs.work,
+                    &dirs.merged,
+                )?;
+                dirs.merged.clone()
+            }
+            Root::Later => {
+                let skeleton = dirs.skeleton();
+                late_root::make_skeleton(&skeleton)?;
+                skeleton
+            }
+        };
         // 5. The cgroup with its limits, before any process exists, so the very first
         //    fork of bwrap is already accounted and limited.
         let t_mount = t0.elapsed();
@@ -177,7 +201,7 @@ impl LocalRuntime {
         // mounts, where this one's root and socket directory are bound at fixed paths.
         let (root, run) = self.launch_dirs();
         let workspaces = workspace::dir(dirs, spec.limits.disk_bytes.is_some());
-        let mut launch_binds = vec![(dirs.merged.as_path(), root.as_path())];
+        let mut launch_binds = vec![(root_dir.as_path(), root.as_path())];
         launch_binds.push((&dirs.run, &run));
         if !binds.is_empty() {
             launch_binds.push((&workspaces, &launch_workspaces));
@@ -297,4 +321,19 @@ impl LocalRuntime {
             },
         }
     }
+}
+
+/// The layers must make a valid absolute `lowerdir=` (though they are mounted with short
+/// relative names) and exist.
+pub(crate) fn check_layers(layers: &RootLayers) -> Result<()> {
+    layers.lowerdir_option()?;
+    for layer in layers.dirs() {
+        if !layer.is_dir() {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "layer {} is not a directory",
+                layer.display()
+            )));
+        }
+    }
+    Ok(())
 }

@@ -1,9 +1,10 @@
 //! Warm sandboxes (`LocalConfig::warm_pools`): per image, up to N sandboxes started ahead
-//! with exactly what a create of that image asks for (layers, environment, working
-//! directory, hostname, limits), taken by a create that fits, and refilled in the
-//! background. A burst of creates then costs a rename each instead of a sandbox start
-//! each (mounts, cgroup, bubblewrap, the agent's start), which is what a 2-core host
-//! spends its time on (`bench/concurrency`).
+//! with what a create of that image asks for (environment, working directory, hostname,
+//! limits) but no root yet, taken by a create or a fork of that class, and refilled in the
+//! background. A burst of creates or forks then costs a root each (an overlay mount and a
+//! `pivot_root` inside: `late_root.rs`) instead of a sandbox start each (a disk, cgroup,
+//! bubblewrap, the agent's start), which is what a 2-core host spends its time on
+//! (`bench/concurrency`, `bench/instances`).
 //!
 //! A taken sandbox's directory is renamed to its new id; its processes stay in the cgroup
 //! they were started in, whose name its state file records (cgroup v2 cannot rename
@@ -14,29 +15,30 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use kiln_protocol::AsyncAgentClient;
 
-use crate::error::RuntimeError;
+use crate::error::{Result, RuntimeError};
 use crate::local::admission::{Admission, Budget};
 use crate::local::layout::{SandboxDirs, SandboxState};
 use crate::local::sandbox::Sandbox;
-use crate::local::spec::LocalSpec;
-use crate::local::LocalRuntime;
+use crate::local::spec::{LocalSpec, RootLayers};
+use crate::local::start::{check_layers, Root};
+use crate::local::{late_root, overlay, LocalRuntime};
 use crate::slots::Slots;
 use crate::spec::{Limits, SandboxId};
 
 /// How long no create must have taken a warm sandbox before the pool is refilled.
 const QUIET: Duration = Duration::from_millis(50);
 
-/// What a warm sandbox was started with, which a create must ask for to take it.
+/// What a warm sandbox was started with, which a create must ask for to take it. Not
+/// its layers: it gets its root when taken (`late_root.rs`), so a fork of a sandbox of
+/// this class takes one as well as a create of its image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct WarmClass {
-    layers: Vec<PathBuf>,
     env: BTreeMap<String, String>,
     workdir: Option<String>,
     hostname: String,
@@ -47,7 +49,6 @@ impl WarmClass {
     /// `None` for a spec no warm sandbox can serve (host binds, an egress).
     fn of(spec: &LocalSpec) -> Option<Self> {
         (spec.binds.is_empty() && spec.egress.is_none()).then(|| WarmClass {
-            layers: spec.layers.dirs().to_vec(),
             env: spec.env.clone(),
             workdir: spec.workdir.clone(),
             hostname: spec.hostname.clone(),
@@ -61,6 +62,8 @@ impl WarmClass {
 pub(crate) struct WarmPools {
     /// Ready ones, by class (few classes: a linear search).
     ready: Mutex<Vec<(WarmClass, Vec<Sandbox>)>>,
+    /// The size of each class's pool, from the first create that asked for one.
+    sizes: Mutex<Vec<(WarmClass, usize)>>,
     /// The classes a filler task is refilling now (one per class).
     filling: Mutex<Vec<WarmClass>>,
     /// When a create last took one: a filler waits for a quiet moment, so that a burst
@@ -82,6 +85,25 @@ impl WarmPools {
     /// Whether `name` is a warm sandbox of this runtime, ready or starting.
     pub(crate) fn holds(&self, name: &str) -> bool {
         lock(&self.names).contains(name)
+    }
+
+    /// The pool size of `class`: `size` when given (and then remembered), else what an
+    /// earlier create gave; `None` when no pool was ever asked for.
+    fn size_of(&self, class: &WarmClass, size: Option<usize>) -> Option<usize> {
+        let mut sizes = lock(&self.sizes);
+        let known = sizes.iter_mut().find(|(c, _)| c == class);
+        match (known, size) {
+            (Some((_, known)), Some(size)) => {
+                *known = size;
+                Some(size)
+            }
+            (Some((_, known)), None) => Some(*known),
+            (None, Some(size)) => {
+                sizes.push((class.clone(), size));
+                Some(size)
+            }
+            (None, None) => None,
+        }
     }
 
     fn ready_of(&self, class: &WarmClass) -> usize {
@@ -160,10 +182,14 @@ impl WarmPools {
 }
 
 impl LocalRuntime {
-    /// A warm sandbox of `spec`'s class made `spec.id`'s, when the pool (of `size`) has
-    /// one; the pool is refilled either way. `None`: start one the usual way.
-    pub(crate) async fn take_warm(&self, spec: &LocalSpec, size: usize) -> Option<Sandbox> {
+    /// A warm sandbox of `spec`'s class made `spec.id`'s with `spec`'s root, when the
+    /// pool (of `size`, or of the size an earlier create gave this class) has one; the
+    /// pool is refilled either way. `None`: start one the usual way.
+    pub(crate) async fn take_warm(&self, spec: &LocalSpec, size: Option<usize>) -> Option<Sandbox> {
         let class = WarmClass::of(spec)?;
+        let size = self.warm.size_of(&class, size)?;
+        // A spec the usual start refuses is refused there, with its reason.
+        check_layers(&spec.layers).ok()?;
         let (taken, dead) = self.warm.take(&class);
         for sandbox in dead {
             self.discard_warm(sandbox).await;
@@ -171,7 +197,7 @@ impl LocalRuntime {
         self.fill_warm(spec, &class, size);
         let warm = taken?;
         let name = warm.spec.id.to_string();
-        match self.claim(warm, spec) {
+        match self.claim(warm, spec).await {
             Ok(sandbox) => {
                 lock(&self.warm.names).remove(&name);
                 Some(sandbox)
@@ -185,10 +211,11 @@ impl LocalRuntime {
         }
     }
 
-    /// Records the warm sandbox's cgroup in its state, then renames its directory to
-    /// `spec.id`'s (in that order: a crash in between leaves a state that names the right
-    /// cgroup under either name); on failure it is handed back for teardown.
-    fn claim(
+    /// Gives the warm sandbox `spec`'s root, records its cgroup in its state, then renames
+    /// its directory to `spec.id`'s (in that order: a crash before the rename leaves a warm
+    /// sandbox that a restart removes, and one after it a state that names the right
+    /// cgroup); on failure it is handed back for teardown.
+    async fn claim(
         &self,
         warm: Sandbox,
         spec: &LocalSpec,
@@ -199,6 +226,28 @@ impl LocalRuntime {
                 RuntimeError::AlreadyExists(spec.id.to_string()),
                 Box::new(warm),
             ));
+        }
+        let (warm_dirs, layers, init_pid) = (warm.dirs.clone(), spec.layers.clone(), warm.init_pid);
+        let rooted = tokio::task::spawn_blocking(move || {
+            overlay::mount_overlay_relative(
+                &warm_dirs.base,
+                layers.dirs(),
+                &warm_dirs.upper,
+                &warm_dirs.work,
+                &warm_dirs.merged,
+            )?;
+            late_root::attach(&warm_dirs.merged, init_pid)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(RuntimeError::io(
+                "root task failed for",
+                &dirs.base,
+                std::io::Error::other(e),
+            ))
+        });
+        if let Err(err) = rooted {
+            return Err((err, Box::new(warm)));
         }
         let created_at = SystemTime::now();
         let state = SandboxState {
@@ -235,6 +284,8 @@ impl LocalRuntime {
         }
         let worker = self.warm_worker();
         let (mut template, class) = (spec.clone(), class.clone());
+        // Not the layers: a fork's may be gone (its snapshot removed) by the next start.
+        template.layers = RootLayers::new(Vec::new());
         tokio::spawn(async move {
             let mut failed = false;
             while worker.warm.go_on_filling(&class, size, failed) {
@@ -249,7 +300,11 @@ impl LocalRuntime {
                 };
                 lock(&worker.warm.names).insert(id.to_string());
                 template.id = id.clone();
-                match worker.start(&template).await.map(Arc::try_unwrap) {
+                match worker
+                    .start_with(&template, Root::Later)
+                    .await
+                    .map(Arc::try_unwrap)
+                {
                     Ok(Ok(sandbox)) => match worker.warm.put(&class, sandbox) {
                         None => continue,
                         Some(closed) => worker.discard_warm(closed).await,
@@ -271,6 +326,29 @@ impl LocalRuntime {
                 );
             }
         });
+    }
+
+    /// Keeps `size` sandboxes of `spec`'s class started ahead, as `warm_pools` does for an
+    /// image (any create or fork of that class then takes one); returns once they are
+    /// ready.
+    pub async fn keep_warm(&self, spec: &LocalSpec, size: usize) -> Result<()> {
+        let class = WarmClass::of(spec).ok_or_else(|| {
+            RuntimeError::InvalidSpec("a sandbox with binds or an egress cannot be warm".into())
+        })?;
+        self.warm.size_of(&class, Some(size));
+        self.fill_warm(spec, &class, size);
+        loop {
+            let ready = self.warm.ready_of(&class);
+            if ready >= size {
+                return Ok(());
+            }
+            if !lock(&self.warm.filling).contains(&class) {
+                return Err(RuntimeError::HostNotReady(format!(
+                    "the warm pool stopped at {ready} of {size}: see the log"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Tears down a warm sandbox nobody will take.
