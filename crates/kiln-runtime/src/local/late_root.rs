@@ -24,9 +24,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
-use nix::fcntl::{openat, OFlag};
+use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sys::stat::{mkdirat, Mode};
+use nix::sys::stat::{fstatat, mkdirat, Mode, SFlag};
 
 use crate::error::{Result, RuntimeError};
 use crate::local::bwrap::{AGENT_PATH, RUN_DIR};
@@ -127,14 +127,24 @@ fn make_mount_points(root: &Path) -> Result<()> {
         }
         if path == AGENT_PATH {
             // Only when missing: opening a lower layer's file to write would copy it up,
-            // and bubblewrap leaves an existing one alone.
+            // and bubblewrap leaves an existing one alone. An existing one must be a file
+            // (not a link the move would follow).
             match openat(
                 &dir,
                 *leaf,
                 OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
                 Mode::from_bits_truncate(0o444),
             ) {
-                Ok(_) | Err(nix::Error::EEXIST) => {}
+                Ok(_) => {}
+                Err(nix::Error::EEXIST) => {
+                    let stat = fstatat(&dir, *leaf, AtFlags::AT_SYMLINK_NOFOLLOW)
+                        .map_err(failed("cannot inspect the mount point", path))?;
+                    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+                        return Err(failed("the mount point is not a file", path)(
+                            nix::Error::EEXIST,
+                        ));
+                    }
+                }
                 Err(e) => return Err(failed("cannot create the mount point", path)(e)),
             }
         }
@@ -197,5 +207,56 @@ fn move_into(tree: &OwnedFd, target: &Path) -> nix::Result<()> {
         Ok(())
     } else {
         Err(nix::Error::last())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_points_are_made_as_bubblewrap_makes_them() {
+        let root = tempfile::tempdir().expect("tempdir");
+        make_mount_points(root.path()).expect("made");
+        let mode = |p: &str| {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = fs::symlink_metadata(root.path().join(p)).expect(p);
+            (meta.is_dir(), meta.permissions().mode() & 0o7777)
+        };
+        // Read, not set: setting it would race with the other tests' files.
+        let status = fs::read_to_string("/proc/self/status").expect("status");
+        let umask = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            .expect("umask");
+        let masked = |m: u32| m & !umask;
+        assert_eq!(mode("proc"), (true, masked(0o755)));
+        assert_eq!(mode("dev"), (true, masked(0o755)));
+        assert_eq!(mode(".kiln"), (true, masked(0o700)));
+        assert_eq!(mode(".kiln/run"), (true, masked(0o755)));
+        assert_eq!(mode(".kiln/agent"), (false, masked(0o444)));
+        // Again, on what is there: nothing changes.
+        make_mount_points(root.path()).expect("made again");
+        assert_eq!(mode(".kiln/agent"), (false, masked(0o444)));
+    }
+
+    #[test]
+    fn no_symbolic_link_of_the_image_is_followed() {
+        let outside = tempfile::tempdir().expect("tempdir");
+        for link in [".kiln", ".kiln/agent", "proc"] {
+            let root = tempfile::tempdir().expect("tempdir");
+            if link == ".kiln/agent" {
+                fs::create_dir(root.path().join(".kiln")).expect("dir");
+            }
+            std::os::unix::fs::symlink(outside.path(), root.path().join(link)).expect("link");
+            let made = make_mount_points(root.path());
+            assert!(made.is_err(), "{link}: {made:?}");
+            assert_eq!(
+                fs::read_dir(outside.path()).expect("outside").count(),
+                0,
+                "{link}: something was made through the link"
+            );
+        }
     }
 }
