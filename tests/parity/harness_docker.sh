@@ -15,20 +15,26 @@
 #   KILN_BIN                       kiln binary [target/debug/kiln]
 #   KILN_TEST_SWEBENCH_IMAGES_DIR  the fixture's image store [/var/cache/kiln-test/swebench-images]
 #   KILN_SWEBENCH_VENV             virtualenv with swebench 5.0.2 [target/swebench-venv]
-#   KILN_PARITY_WORK               where both runs' logs go [a new temporary directory]
+#   KILN_PARITY_WORK               where both runs' logs go [a new temporary directory,
+#                                  removed after a passing run unless KILN_PARITY_KEEP=1]
 #   KILN_PARITY_WORKERS            --max-workers of both tools [2]
-#   KILN_PARITY_DOCKERD_DIR        the engine's directory [/tmp/kiln-parity-dockerd]
+#   KILN_PARITY_DOCKERD_DIR        the engine's directory [/tmp/kiln-parity-dockerd]; the
+#                                  engine keeps running with its images for the next run
+#                                  (KILN_DOCKERD_DIR=<that dir> scripts/start-dockerd.sh stop)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$PWD"
 kiln="$(realpath "${KILN_BIN:-target/debug/kiln}")"
 images="${KILN_TEST_SWEBENCH_IMAGES_DIR:-/var/cache/kiln-test/swebench-images}"
 venv="${KILN_SWEBENCH_VENV:-target/swebench-venv}"
+own_work=0
+if [ -z "${KILN_PARITY_WORK:-}" ]; then own_work=1; fi
 work="${KILN_PARITY_WORK:-$(mktemp -d /tmp/kiln-parity.XXXXXX)}"
 workers="${KILN_PARITY_WORKERS:-2}"
 samples="$root/datasets/swebench-fixture/samples.jsonl"
 helper="$root/tests/parity/harness_docker.py"
 mkdir -p "$work"
+trap 'rc=$?; if [ "$rc" != 0 ] && [ "$rc" != 77 ]; then echo "logs: $work" >&2; fi' EXIT
 
 if [ ! -f "$images/images.json" ]; then
   echo "SKIPPED: no fixture images in $images (kiln images build-swebench)" >&2; exit 77
@@ -111,4 +117,12 @@ harness_wall=$(echo "$(now) - $t0" | bc)
   "$work/harness/gold.parity.json"
 python3 "$helper" timings "$work/kiln/logs/run_evaluation/parity/gold" \
   "$work/harness/logs/run_evaluation/parity/gold" "$kiln_wall" "$harness_wall"
-echo "logs: $work"
+if [ "$own_work" = 1 ] && [ "${KILN_PARITY_KEEP:-}" != 1 ] \
+  && ! cut -d' ' -f5 /proc/self/mountinfo | grep -q "^$work/"; then
+  # Both runs' data (≈ 20 MB): kept where asked for, after a failure (the trap prints its
+  # path), or while anything is still mounted under it (never removed through a mount).
+  rm -rf "$work"
+  echo "logs removed (KILN_PARITY_KEEP=1 keeps them)"
+else
+  echo "logs: $work"
+fi
