@@ -79,6 +79,65 @@ async fn all_ready(s: &TestServer, key: &str, ids: &[String]) {
 
 /// `join_all` without another dependency: each future on a task of its own would need
 /// `'static`; these borrow the server, so they are polled together in place.
+/// A test server with the limits every series uses, and a warm pool of `warm` sandboxes of
+/// the sample's image if asked.
+async fn server(warm: Option<usize>) -> TestServer {
+    let reference =
+        kiln_services::sessions::sample_image_reference(sandbox::DATASET, sandbox::SAMPLE);
+    let Some(s) = sandbox::start_if_possible(|c| {
+        c.runtime.memory_mib = 64;
+        c.runtime.disk_mib = 128;
+        c.sessions.max_live_sessions_per_user = 250;
+        c.snapshots.max_per_user = 1000;
+        if let Some(size) = warm {
+            c.runtime.warm_pools.insert(reference, size);
+        }
+    })
+    .await
+    else {
+        eprintln!("cannot run: see above");
+        std::process::exit(1);
+    };
+    s
+}
+
+/// A ready instance of the sample with 10 MB written.
+async fn changed_instance(s: &TestServer, key: &str) -> String {
+    let id = sandbox::create_ready(s, key).await;
+    sh(
+        s,
+        key,
+        &id,
+        "head -c 10485760 /dev/urandom > /testbed/big.bin",
+    )
+    .await;
+    id
+}
+
+/// `POST /v1/instances/{parent}/fork {count: n}` until every copy answered `ready`; the
+/// copies are closed after the clock stops.
+async fn fork_ready(s: &TestServer, key: &str, parent: &str, n: usize) -> Duration {
+    let t = Instant::now();
+    let forked = v1(
+        s,
+        key,
+        Method::POST,
+        &format!("/instances/{parent}/fork"),
+        Some(json!({"count": n})),
+    )
+    .await;
+    let ids: Vec<String> = forked["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .map(|i| i["instance_id"].as_str().expect("id").to_string())
+        .collect();
+    all_ready(s, key, &ids).await;
+    let took = t.elapsed();
+    close_all(s, key, &ids).await;
+    took
+}
+
 async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
     let mut pinned: Vec<_> = futures.map(Box::pin).collect();
     std::future::poll_fn(|cx| {
@@ -113,17 +172,7 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20)
         .max(1);
-    let Some(s) = sandbox::start_if_possible(|c| {
-        c.runtime.memory_mib = 64;
-        c.runtime.disk_mib = 128;
-        c.sessions.max_live_sessions_per_user = 250;
-        c.snapshots.max_per_user = 1000;
-    })
-    .await
-    else {
-        eprintln!("cannot run: see above");
-        std::process::exit(1);
-    };
+    let s = server(None).await;
     let key = s.admin_key.clone();
     let available = s.kiln.sandboxes.available().expect("runtime");
     // The runtime-alone sandboxes get the limits the server gives its instances.
@@ -133,14 +182,7 @@ async fn main() {
         spec.limits = limits;
         spec
     };
-    let parent = sandbox::create_ready(&s, &key).await;
-    sh(
-        &s,
-        &key,
-        &parent,
-        "head -c 10485760 /dev/urandom > /testbed/big.bin",
-    )
-    .await;
+    let parent = changed_instance(&s, &key).await;
     // A fresh instance's sandbox is named after it.
     let parent_box = SandboxId::new(parent.clone()).expect("sandbox id");
     println!(
@@ -179,14 +221,7 @@ async fn main() {
     let snap_rt = report("snapshot, runtime alone", rt);
 
     // Restore into the same instance vs a create from the snapshot.
-    let restored = sandbox::create_ready(&s, &key).await;
-    sh(
-        &s,
-        &key,
-        &restored,
-        "head -c 10485760 /dev/urandom > /testbed/big.bin",
-    )
-    .await;
+    let restored = changed_instance(&s, &key).await;
     let snap = v1(
         &s,
         &key,
@@ -229,24 +264,7 @@ async fn main() {
     for (n, times) in [(1usize, rounds), (10, (rounds / 4).max(1)), (100, 2)] {
         let (mut http, mut rt) = (Vec::new(), Vec::new());
         for round in 0..times {
-            let t = Instant::now();
-            let forked = v1(
-                &s,
-                &key,
-                Method::POST,
-                &format!("/instances/{parent}/fork"),
-                Some(json!({"count": n})),
-            )
-            .await;
-            let ids: Vec<String> = forked["instances"]
-                .as_array()
-                .expect("instances")
-                .iter()
-                .map(|i| i["instance_id"].as_str().expect("id").to_string())
-                .collect();
-            all_ready(&s, &key, &ids).await;
-            http.push(t.elapsed());
-            close_all(&s, &key, &ids).await;
+            http.push(fork_ready(&s, &key, &parent, n).await);
 
             let t = Instant::now();
             let taken = runtime.snapshot(&parent_box).await.expect("snapshot");
@@ -307,54 +325,17 @@ const WARM_POOL: usize = 100;
 /// image started ahead (`runtime.warm_pools`), which forks of its sessions take (given
 /// the snapshot's root when taken). Each round starts once the pool is full again.
 async fn warm_forks(rounds: usize) -> Vec<(usize, Duration)> {
-    let reference =
-        kiln_services::sessions::sample_image_reference(sandbox::DATASET, sandbox::SAMPLE);
-    let Some(s) = sandbox::start_if_possible(|c| {
-        c.runtime.memory_mib = 64;
-        c.runtime.disk_mib = 128;
-        c.sessions.max_live_sessions_per_user = 250;
-        c.snapshots.max_per_user = 1000;
-        c.runtime.warm_pools.insert(reference, WARM_POOL);
-    })
-    .await
-    else {
-        eprintln!("cannot run the warm-pool series: see above");
-        std::process::exit(1);
-    };
+    let s = server(Some(WARM_POOL)).await;
     let key = s.admin_key.clone();
     let sandboxes = s.kiln.config.data_dir.join("runtime/sandboxes");
     // The image's first session fills the pool.
-    let parent = sandbox::create_ready(&s, &key).await;
-    sh(
-        &s,
-        &key,
-        &parent,
-        "head -c 10485760 /dev/urandom > /testbed/big.bin",
-    )
-    .await;
+    let parent = changed_instance(&s, &key).await;
     let mut medians = Vec::new();
     for (n, times) in [(1usize, rounds), (10, (rounds / 4).max(1)), (100, 2)] {
         let mut http = Vec::new();
         for _ in 0..times {
             wait_pool_full(&sandboxes).await;
-            let t = Instant::now();
-            let forked = v1(
-                &s,
-                &key,
-                Method::POST,
-                &format!("/instances/{parent}/fork"),
-                Some(json!({"count": n})),
-            )
-            .await;
-            let ids: Vec<String> = forked["instances"]
-                .as_array()
-                .expect("instances")
-                .iter()
-                .map(|i| i["instance_id"].as_str().expect("id").to_string())
-                .collect();
-            all_ready(&s, &key, &ids).await;
-            http.push(t.elapsed());
-            close_all(&s, &key, &ids).await;
+            http.push(fork_ready(&s, &key, &parent, n).await);
         }
         medians.push((
             n,
