@@ -10,8 +10,9 @@
 //!   long-poll GET of every copy answered `ready`, vs the runtime's snapshot plus N creates
 //!   from it, started together.
 //!
-//! Then fork → N ready over HTTP again, on a second server with a warm pool of 100 sandboxes
-//! of the image, which forks take (`KILN_BENCH_WARM=0` skips it).
+//! Then the fork series again (HTTP and runtime alone) on a second server with a warm pool of
+//! 100 sandboxes of the image, which forks take, each run once the pool is full again
+//! (`KILN_BENCH_WARM=0` skips it).
 //!
 //! Prints each series (p50, p99 nearest rank, min, max) and the ratios HTTP / runtime of the
 //! medians. Needs root, bubblewrap and busybox-static; `bench/instances/run.sh` runs it.
@@ -261,43 +262,8 @@ async fn main() {
         ("snapshot", snap_http, snap_rt),
         ("restore", restore_http, restore_rt),
     ];
-    for (n, times) in [(1usize, rounds), (10, (rounds / 4).max(1)), (100, 2)] {
-        let (mut http, mut rt) = (Vec::new(), Vec::new());
-        for round in 0..times {
-            http.push(fork_ready(&s, &key, &parent, n).await);
-
-            let t = Instant::now();
-            let taken = runtime.snapshot(&parent_box).await.expect("snapshot");
-            let forks: Vec<SandboxId> = (0..n)
-                .map(|i| SandboxId::new(format!("bench-fork-{round}-{i}")).expect("id"))
-                .collect();
-            futures_join_all(forks.iter().map(|id| {
-                let (runtime, spec) = (runtime.clone(), spec_from(id.clone(), &taken));
-                async move {
-                    runtime.create(spec).await.expect("fork");
-                }
-            }))
-            .await;
-            rt.push(t.elapsed());
-            for id in &forks {
-                runtime.destroy(id).await.expect("destroy");
-            }
-            runtime.remove_snapshot(&taken.id).await.expect("remove");
-        }
-        let name = format!("fork -> {n} ready");
-        let h = report(&format!("{name}, HTTP"), http);
-        let r = report(&format!("{name}, runtime alone"), rt);
-        ratios.push((
-            if n == 1 {
-                "fork 1"
-            } else if n == 10 {
-                "fork 10"
-            } else {
-                "fork 100"
-            },
-            h,
-            r,
-        ));
+    for (name, h, r) in fork_series(&s, &parent, rounds, None).await {
+        ratios.push((name, h, r));
     }
     close_all(&s, &key, &[parent]).await;
     drop(s);
@@ -313,38 +279,89 @@ async fn main() {
             h.as_secs_f64() / r.as_secs_f64().max(1e-9)
         );
     }
-    for (n, h) in warm {
-        println!("fork {n:<5} HTTP p50 {h:>9.2?}  with a warm pool of {WARM_POOL}");
+    for (name, h, r) in warm {
+        println!(
+            "{name:<10} HTTP p50 {h:>9.2?}  runtime p50 {r:>9.2?}  ratio {:.2}  (warm pool of {WARM_POOL})",
+            h.as_secs_f64() / r.as_secs_f64().max(1e-9)
+        );
     }
 }
 
 /// The warm pool of the second server: as many sandboxes as the largest fork.
 const WARM_POOL: usize = 100;
 
-/// Fork → N ready over HTTP on a server keeping [`WARM_POOL`] sandboxes of the sample's
-/// image started ahead (`runtime.warm_pools`), which forks of its sessions take (given
-/// the snapshot's root when taken). Each round starts once the pool is full again.
-async fn warm_forks(rounds: usize) -> Vec<(usize, Duration)> {
+/// Fork → N ready for N = 1, 10, 100 (ROUNDS, ROUNDS / 4 and 2 times) of the instance
+/// `parent` of `s`, over HTTP and through `s`'s runtime alone, alternating: a snapshot plus
+/// N creates from it, started together, with the limits the server gives its instances.
+/// With `warm` (the sandboxes directory of a server with a pool of [`WARM_POOL`]), each
+/// run starts once the pool is full again. Returns each N's name and medians.
+async fn fork_series(
+    s: &TestServer,
+    parent: &str,
+    rounds: usize,
+    warm: Option<&std::path::Path>,
+) -> Vec<(&'static str, Duration, Duration)> {
+    let key = s.admin_key.clone();
+    let available = s.kiln.sandboxes.available().expect("runtime");
+    let (runtime, limits) = (available.runtime.clone(), available.limits);
+    // A fresh instance's sandbox is named after it.
+    let parent_box = SandboxId::new(parent).expect("sandbox id");
+    let full = || async {
+        if let Some(sandboxes) = warm {
+            wait_pool_full(sandboxes).await;
+        }
+    };
+    let suffix = if warm.is_some() { ", warm pool" } else { "" };
+    let mut medians = Vec::new();
+    for (n, times, name) in [
+        (1usize, rounds, "fork 1"),
+        (10, (rounds / 4).max(1), "fork 10"),
+        (100, 2, "fork 100"),
+    ] {
+        let (mut http, mut rt) = (Vec::new(), Vec::new());
+        for round in 0..times {
+            full().await;
+            http.push(fork_ready(s, &key, parent, n).await);
+
+            full().await;
+            let t = Instant::now();
+            let taken = runtime.snapshot(&parent_box).await.expect("snapshot");
+            let forks: Vec<SandboxId> = (0..n)
+                .map(|i| SandboxId::new(format!("bench-fork-{round}-{i}")).expect("id"))
+                .collect();
+            futures_join_all(forks.iter().map(|id| {
+                let mut spec = SandboxSpec::fork(id.clone(), &taken);
+                spec.limits = limits;
+                let runtime = runtime.clone();
+                async move {
+                    runtime.create(spec).await.expect("fork");
+                }
+            }))
+            .await;
+            rt.push(t.elapsed());
+            for id in &forks {
+                runtime.destroy(id).await.expect("destroy");
+            }
+            runtime.remove_snapshot(&taken.id).await.expect("remove");
+        }
+        let label = format!("fork -> {n} ready{suffix}");
+        let h = report(&format!("{label}, HTTP"), http);
+        let r = report(&format!("{label}, runtime alone"), rt);
+        medians.push((name, h, r));
+    }
+    medians
+}
+
+/// The same fork series on a server keeping [`WARM_POOL`] sandboxes of the sample's image
+/// started ahead (`runtime.warm_pools`), which forks of its sessions take (given the
+/// snapshot's root when taken).
+async fn warm_forks(rounds: usize) -> Vec<(&'static str, Duration, Duration)> {
     let s = server(Some(WARM_POOL)).await;
     let key = s.admin_key.clone();
     let sandboxes = s.kiln.config.data_dir.join("runtime/sandboxes");
     // The image's first session fills the pool.
     let parent = changed_instance(&s, &key).await;
-    let mut medians = Vec::new();
-    for (n, times) in [(1usize, rounds), (10, (rounds / 4).max(1)), (100, 2)] {
-        let mut http = Vec::new();
-        for _ in 0..times {
-            wait_pool_full(&sandboxes).await;
-            http.push(fork_ready(&s, &key, &parent, n).await);
-        }
-        medians.push((
-            n,
-            report(
-                &format!("fork -> {n} ready, HTTP, warm pool of {WARM_POOL}"),
-                http,
-            ),
-        ));
-    }
+    let medians = fork_series(&s, &parent, rounds, Some(&sandboxes)).await;
     close_all(&s, &key, &[parent]).await;
     medians
 }

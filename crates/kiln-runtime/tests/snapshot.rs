@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::time::Instant;
 
 use kiln_protocol::ExecRequest;
@@ -185,16 +186,13 @@ async fn a_warm_sandbox_takes_a_forks_root_and_looks_like_a_cold_fork() {
             .join("sandboxes")
             .join(name)
             .join("disk/upper");
-        let listing = std::process::Command::new("find")
-            .arg(".")
-            .args(["-printf", "%p %y %m %s\n"])
-            .current_dir(&upper)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&listing.stdout).into_owned()
+        let mut listing = Vec::new();
+        tree(&upper, Path::new("."), &mut listing);
+        listing.sort();
+        listing.join("")
     };
     assert!(
-        upper("image").contains("./.kiln/agent f "),
+        upper("image").contains("./.kiln/agent f 444 "),
         "{}",
         upper("image")
     );
@@ -204,5 +202,31 @@ async fn a_warm_sandbox_takes_a_forks_root_and_looks_like_a_cold_fork() {
     for name in ["hot", "image", "image-cold"] {
         rt.destroy(&id(name)).await.unwrap();
         assert!(!rt.root.path().join("sandboxes").join(name).exists());
+    }
+}
+
+/// `<path> <d|f|l> <mode, octal> <size>` of every entry under `dir` (what `find -printf`
+/// would print; the cgroup v2 VM's `find` is busybox's, without `-printf`).
+fn tree(dir: &Path, relative: &Path, out: &mut Vec<String>) {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(dir).unwrap();
+    let kind = if meta.is_dir() {
+        "d"
+    } else if meta.is_symlink() {
+        "l"
+    } else {
+        "f"
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    out.push(format!(
+        "{} {kind} {mode:o} {}\n",
+        relative.display(),
+        meta.len()
+    ));
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            tree(&entry.path(), &relative.join(entry.file_name()), out);
+        }
     }
 }
