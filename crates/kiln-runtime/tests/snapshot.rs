@@ -128,14 +128,9 @@ async fn a_warm_sandbox_takes_a_forks_root_and_looks_like_a_cold_fork() {
     rt.create_local(busybox_spec("image-cold")).await.unwrap();
     // Warm sandboxes of the parent's class, started before the fork's root exists.
     rt.keep_warm(&busybox_spec("template"), 2).await.unwrap();
+    let sandboxes = rt.root.path().join("sandboxes");
     let state = |name: &str| {
-        let path = rt
-            .root
-            .path()
-            .join("sandboxes")
-            .join(name)
-            .join("state.json");
-        std::fs::read_to_string(&path).unwrap_or_default()
+        std::fs::read_to_string(sandboxes.join(name).join("state.json")).unwrap_or_default()
     };
     rt.create(SandboxSpec::fork(id("hot"), &snap))
         .await
@@ -180,14 +175,12 @@ async fn a_warm_sandbox_takes_a_forks_root_and_looks_like_a_cold_fork() {
     rt.create_local(busybox_spec("image")).await.unwrap();
     assert!(state("image").contains("warm-"), "{}", state("image"));
     let upper = |name: &str| {
-        let upper = rt
-            .root
-            .path()
-            .join("sandboxes")
-            .join(name)
-            .join("disk/upper");
         let mut listing = Vec::new();
-        tree(&upper, Path::new("."), &mut listing);
+        tree(
+            &sandboxes.join(name).join("disk/upper"),
+            Path::new("."),
+            &mut listing,
+        );
         listing.sort();
         listing.join("")
     };

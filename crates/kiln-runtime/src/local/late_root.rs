@@ -30,7 +30,7 @@ use nix::sys::stat::{fstatat, mkdirat, Mode, SFlag};
 
 use crate::error::{Result, RuntimeError};
 use crate::local::bwrap::{AGENT_PATH, RUN_DIR};
-use crate::local::mount_namespace;
+use crate::local::mount_namespace::{self, mount_error};
 
 /// The skeleton's directory on which the real root is attached (inside the sandbox).
 pub const SLOT: &str = "/.kiln-root";
@@ -89,10 +89,7 @@ pub fn attach(root: &Path, init_pid: u32) -> Result<()> {
 /// opened without following a symbolic link: an image's `/.kiln -> /etc` must not reach
 /// the host's.
 fn make_mount_points(root: &Path) -> Result<()> {
-    let failed = |what: &'static str, path: &str| {
-        let path = root.join(path.trim_start_matches('/'));
-        move |source| RuntimeError::Mount { what, path, source }
-    };
+    let failed = |what, path: &str| mount_error(what, &root.join(path.trim_start_matches('/')));
     let top = nix::fcntl::open(
         root,
         OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
@@ -150,11 +147,6 @@ fn make_mount_points(root: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn mount_error(what: &'static str, path: &Path) -> impl FnOnce(nix::Error) -> RuntimeError {
-    let path = path.to_path_buf();
-    move |source| RuntimeError::Mount { what, path, source }
 }
 
 const OPEN_TREE_CLONE: libc::c_uint = 1;

@@ -94,7 +94,7 @@ pub fn mount_empty_read_only(target: &Path) -> Result<()> {
     .map_err(mount_error("cannot cover", target))
 }
 
-fn mount_error(what: &'static str, target: &Path) -> impl FnOnce(nix::Error) -> RuntimeError {
+pub fn mount_error(what: &'static str, target: &Path) -> impl FnOnce(nix::Error) -> RuntimeError {
     let path = target.to_path_buf();
     move |source| RuntimeError::Mount { what, path, source }
 }
