@@ -2,10 +2,7 @@
 //! 402 without the balance for one, charged `agent_job_cost_cents` once when accepted, and
 //! refunded once when the job ends in error, however many times it is ended. Every
 //! scenario runs on SQLite, and on PostgreSQL when `KILN_TEST_POSTGRES_URL` is set.
-#[macro_use]
-mod common;
-mod agent_job_support;
-mod sandbox;
+use crate::{agent_job_support, common};
 
 use agent_job_support::{
     create, finished, live_workspace, make_repo, script_awaiting_go, start_with, wait_for,

@@ -3,12 +3,7 @@
 //! stored by the real flow; a stand-in git host lets in only that token. Real HTTP, real
 //! sandboxes, on SQLite and on PostgreSQL (`KILN_TEST_POSTGRES_URL`; skipped without it,
 //! except in CI).
-#[macro_use]
-mod common;
-mod agent_job_support;
-mod github_fake;
-mod github_support;
-mod sandbox;
+use crate::{agent_job_support, common, github_fake, github_support, sandbox};
 
 use std::future::Future;
 
@@ -22,7 +17,7 @@ use github_support::{sign_in, Ctx};
 use serde_json::{json, Value};
 
 on_both_backends!(
-    crate::with_sandboxes;
+    super::with_sandboxes;
     the_github_sign_in_token_clones_private_repositories,
 );
 

@@ -2,10 +2,7 @@
 //! repository created here, its diff and logs in the result, failures, the completion
 //! secret, ownership, validation, cursor pagination and restarts. Every scenario runs on
 //! SQLite, and on PostgreSQL when `KILN_TEST_POSTGRES_URL` is set.
-#[macro_use]
-mod common;
-mod agent_job_support;
-mod sandbox;
+use crate::{agent_job_support, common, sandbox};
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};

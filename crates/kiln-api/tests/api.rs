@@ -1,6 +1,6 @@
 //! The foundation's endpoints over real HTTP: auth, keys, tokens, datasets, samples,
 //! downloads, and every bad input we could think of.
-mod common;
+use crate::common;
 
 use std::io::Read;
 

@@ -1,7 +1,7 @@
 //! Billing over real HTTP: pricing, balance, usage, deposits through a stand-in Stripe (a
 //! local axum server that checks what Kiln sends), and signed webhooks. Sessions' billing,
 //! with real sandboxes, is in `billing_sessions.rs`.
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 

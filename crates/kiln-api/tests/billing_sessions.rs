@@ -2,8 +2,7 @@
 //! once from ready to the end (whatever ends it, across restarts and races), stopped when
 //! the balance runs out, and billed only up to the last heartbeat when the sandbox was lost
 //! while the server was down.
-mod common;
-mod sandbox;
+use crate::{common, sandbox};
 
 use std::time::{Duration, Instant};
 

@@ -6,10 +6,7 @@
 //! from the server and log no console error. Screenshots go to
 //! `target/dashboard-screenshots/`. Skips (saying why) without chromium/chromedriver or
 //! sandbox prerequisites; fails without them when `KILN_REQUIRE_BROWSER=1` (CI).
-mod browser;
-mod common;
-mod dashboard_ui;
-mod sandbox;
+use crate::{browser, common, dashboard_ui, sandbox};
 
 use browser::Browser;
 use common::{bearer, TestServer};

@@ -2,9 +2,7 @@
 //! image goes from Kiln's store into a private Docker engine, the session's commands,
 //! files and verification run in a container, and closing the session removes it.
 //! Skipped, saying why, where dockerd cannot start (`scripts/start-dockerd.sh`).
-
-mod common;
-mod sandbox;
+use crate::{common, sandbox};
 
 use std::time::{Duration, Instant};
 

@@ -1,10 +1,7 @@
 //! GitHub sign-in and `/repos`, against a real Kiln server and a local stand-in for GitHub
 //! (`github_fake`). Every scenario runs on SQLite and on PostgreSQL (a fresh database from
 //! `KILN_TEST_POSTGRES_URL`; skipped without it, except in CI).
-#[macro_use]
-mod common;
-mod github_fake;
-mod github_support;
+use crate::{common, github_fake, github_support};
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! The health probes over real HTTP, on a server opened as `kiln serve` opens it (its
 //! configured backend, its store): ready with no backend configured, unready (but live
 //! and started) when the configured backend cannot run, never rate-limited.
-mod common;
+use crate::common;
 
 use common::{assert_error, json, TestServer};
 use kiln_config::RuntimeBackend;

@@ -2,8 +2,7 @@
 //! `/health/startup` under `/api/v1` and at the server's root, before and after start-up,
 //! with a backend that is not usable, and in the OpenAPI document.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod inproc;
+use crate::inproc;
 
 use std::sync::Arc;
 

@@ -3,8 +3,7 @@
 //! runs on loopback; 127.0.0.2–127.0.0.6 stand for other client addresses (all of 127/8
 //! is local). The flood and caps are what a real server does: `kiln_api::serve` on a
 //! real socket, with the same accept loop as `kiln serve`.
-mod common;
-mod sandbox;
+use crate::{common, sandbox};
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};

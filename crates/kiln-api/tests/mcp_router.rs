@@ -2,14 +2,13 @@
 //! front of the MCP server, and the caller of each request (not of the MCP session) being
 //! who the tools act for.
 #![allow(clippy::unwrap_used)]
+use crate::inproc;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Request, StatusCode};
 use kiln_services::instances::{InstanceSource, NewInstance};
 use serde_json::{json, Value};
 use tower::ServiceExt;
-
-mod inproc;
 
 use inproc::{app, App, DATASET, SAMPLE};
 

@@ -3,9 +3,7 @@
 //! storing anything, and a closed session gives its room back. Warm sandboxes
 //! (`runtime.warm_pools`) are taken by sessions, survive a restart once taken, and hold
 //! none of the budget until then.
-mod agent_job_support;
-mod common;
-mod sandbox;
+use crate::{agent_job_support, common, sandbox};
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! answers 401 without one, and documents it (body and `WWW-Authenticate`); every
 //! operation with a body answers a malformed one with a 422 whose `loc` holds an integer,
 //! and documents it with `loc` items that may be integers.
-mod common;
+use crate::common;
 
 use common::{bearer, json, TestServer};
 use reqwest::Method;

@@ -2,8 +2,7 @@
 //! is echoed, anything else is replaced by a new UUID, and the id and matched route are
 //! fields of the request's span (so of every log line under it).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod inproc;
+use crate::inproc;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -1,11 +1,10 @@
 //! The router in-process (`tower::ServiceExt::oneshot`, no TCP, no root) over a Kiln whose
 //! sandboxes come from `FakeRuntime`: statuses and body shapes at the HTTP edge.
 #![allow(clippy::unwrap_used)]
+use crate::inproc;
 
 use axum::http::{header, StatusCode};
 use serde_json::{json, Value};
-
-mod inproc;
 
 use inproc::{app, App, DATASET, SAMPLE};
 

@@ -2,8 +2,7 @@
 //! SQLite server says it is a single node (409 `single_node`) rather than listing nothing.
 //! The registry itself, on PostgreSQL with real servers, is `kiln-cli/tests/nodes.rs`.
 #![allow(clippy::unwrap_used)]
-
-mod inproc;
+use crate::inproc;
 
 use axum::http::StatusCode;
 use serde_json::json;

@@ -1,8 +1,7 @@
 //! An upload or edit waiting behind a command when its session is closed answers 409, not
 //! 500: found by API fuzzing (tests/fuzz), whose workers close sessions while others
 //! upload into them.
-mod common;
-mod sandbox;
+use crate::{common, sandbox};
 
 use std::time::Duration;
 

@@ -2,8 +2,7 @@
 //! a sandbox killed from outside terminates its session at once (`sandbox_lost`, billed
 //! once, later calls 409); work queued behind a command when the session is closed gets a
 //! 409; NUL characters are a 422; old output is trimmed and marked `output_expired`.
-mod common;
-mod sandbox;
+use crate::{common, sandbox};
 
 use std::time::{Duration, Instant};
 

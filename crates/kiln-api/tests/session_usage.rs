@@ -1,8 +1,7 @@
 //! Per-session resource usage over real HTTP with real sandboxes: sampled while the
 //! session runs and once more before its sandbox goes, shown as `resources`; a sample's
 //! own disk size; `/dev/shm` bounded; and `/metrics` and who may read it.
-mod common;
-mod sandbox;
+use crate::{common, sandbox};
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,6 @@
 //! The agent loop over real HTTP with real sandboxes: sessions, commands, edits,
 //! uploads, ownership, limits, expiry and restarts.
-mod common;
-mod sandbox;
+use crate::{common, sandbox};
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! sessions listed and revoked (their tokens stop at once); password reset and e-mail change
 //! by mailed single-use links; deletion's cascade; the sign-in rate limit; validation;
 //! browser sign-ins in cookies with CSRF (`cookies`).
-mod common;
+use crate::common;
 #[path = "v1_auth/cookies.rs"]
 mod cookies;
 #[path = "v1_auth/recovery.rs"]

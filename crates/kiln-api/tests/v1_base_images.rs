@@ -3,8 +3,7 @@
 //! or from an image in the store, promoted, rolled back, aborted and deleted, with the
 //! image store checked after each; admins only for changes. On SQLite, or PostgreSQL with
 //! `KILN_TEST_DATABASE_URL` (scripts/test.sh runs both). Unpacking layers needs root.
-mod common;
-mod sandbox;
+use crate::{common, sandbox};
 
 use std::path::Path;
 use std::process::Command;

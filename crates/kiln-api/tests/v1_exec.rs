@@ -2,8 +2,7 @@
 //! synchronous execs with stdin, cwd, env and timeouts; history; Server-Sent Events that
 //! carry 50 MB in order and resume after a dropped connection; kill of a process group;
 //! ownership and validation. Runs on PostgreSQL too (`scripts/test.sh`).
-mod common;
-mod sandbox;
+use crate::{common, sandbox};
 
 use std::time::{Duration, Instant};
 

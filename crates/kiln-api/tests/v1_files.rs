@@ -1,9 +1,7 @@
 //! The instance file routes over real HTTP on real sandboxes: byte-exact round trips,
 //! ranges, modes, atomic writes, edits, listings, limits, ownership and the 422 shapes.
 //! (Confinement to the sandbox: `v1_files_escape.rs`.)
-mod common;
-mod files_support;
-mod sandbox;
+use crate::{common, files_support, sandbox};
 
 use std::time::{Duration, Instant};
 

@@ -1,9 +1,7 @@
 //! The instance file routes never reach a host file, whatever path they are given:
 //! `..` chains, absolute symlinks made inside the sandbox, `/proc/*/root`, `/proc/*/cwd`;
 //! NUL bytes and overlong paths are refused. Real HTTP, real sandboxes.
-mod common;
-mod files_support;
-mod sandbox;
+use crate::{common, files_support, sandbox};
 
 use common::assert_validation;
 use files_support::{files, get_raw, q, run};

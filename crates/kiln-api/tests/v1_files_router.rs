@@ -1,17 +1,16 @@
 //! The instance file routes in-process over `FakeRuntime` (no root, no TCP): what the
 //! HTTP edge and the service add to the agent's answers, where sandboxes cannot run.
 #![allow(clippy::unwrap_used)]
+use crate::inproc;
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
-
-mod inproc;
 
 use inproc::{app, App};
 
 impl App {
     /// One request as the admin: status, headers, body bytes.
-    async fn call(
+    async fn call_bytes(
         &self,
         method: &str,
         uri: &str,
@@ -27,7 +26,7 @@ impl App {
             Some(b) => (Some("application/json"), b.to_string().into_bytes()),
             None => (None, Vec::new()),
         };
-        let (status, _, bytes) = self.call(method, uri, content_type, bytes).await;
+        let (status, _, bytes) = self.call_bytes(method, uri, content_type, bytes).await;
         (
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
@@ -62,7 +61,7 @@ async fn files_through_the_service_and_the_edge() {
     // 5 MiB: more than one agent read, so the service reads it in two.
     let big: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     let (status, _, body) = app
-        .call(
+        .call_bytes(
             "POST",
             &format!("{files}?path=big.bin&mode=0640"),
             Some("application/octet-stream"),
@@ -71,7 +70,7 @@ async fn files_through_the_service_and_the_edge() {
         .await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     let (status, headers, body) = app
-        .call("GET", &format!("{files}?path=big.bin"), None, Vec::new())
+        .call_bytes("GET", &format!("{files}?path=big.bin"), None, Vec::new())
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["x-kiln-file-mode"], "0640");

@@ -2,8 +2,7 @@
 //! `GET /v1/instances/{id}/verifications`, over real HTTP on SQLite and on PostgreSQL
 //! (when `KILN_TEST_POSTGRES_URL` is set). Sessions and jobs are rows put in the store:
 //! no sandbox is needed to list them.
-#[macro_use]
-mod common;
+use crate::common;
 
 use chrono::{Duration, Utc};
 use common::{assert_error, assert_validation, Backend, Database, TestServer};
@@ -17,7 +16,7 @@ use kiln_verify::{
 use reqwest::Method;
 use serde_json::Value;
 
-on_both_backends!(crate::run; search_finds_the_callers_sessions_only, verifications_are_listed_per_instance,
+on_both_backends!(super::run; search_finds_the_callers_sessions_only, verifications_are_listed_per_instance,
     instances_are_paged_by_cursor);
 
 async fn run<F, Fut>(backend: Backend, scenario: F)

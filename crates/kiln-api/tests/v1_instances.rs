@@ -1,8 +1,7 @@
 //! `/v1/instances` over real HTTP with real sandboxes (SQLite, or PostgreSQL with
 //! `KILN_TEST_DATABASE_URL`): an instance from an image in the server's store with its own
 //! resources, one from a sample, the Codeset routes on both, PATCH, DELETE, ownership.
-mod common;
-mod sandbox;
+use crate::{common, sandbox};
 
 use common::{assert_error, TestServer};
 use reqwest::Method;

@@ -2,13 +2,12 @@
 //! `FakeRuntime`: validation (422 with the right `loc`), ownership (404), PATCH and the TTL
 //! reaper, and how the Codeset routes treat an instance made from an image.
 #![allow(clippy::unwrap_used)]
+use crate::inproc;
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
 
 const IMAGE: &str = "kiln/busybox:1";
-
-mod inproc;
 
 use inproc::{App, DATASET, SAMPLE};
 
@@ -22,7 +21,7 @@ async fn app() -> App {
 }
 
 impl App {
-    async fn call(
+    async fn call_as(
         &self,
         key: &str,
         method: &str,
@@ -34,7 +33,7 @@ impl App {
     }
 
     async fn admin(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-        self.call(&self.key, method, uri, body).await
+        self.call_as(&self.key, method, uri, body).await
     }
 
     /// A ready image instance of the admin's.
@@ -377,7 +376,7 @@ async fn another_users_instance_is_not_found_on_every_route() {
         ("PATCH", Some(json!({"name": "mine now"}))),
         ("DELETE", None),
     ] {
-        let (status, answer) = app.call(&other, method, &uri, body).await;
+        let (status, answer) = app.call_as(&other, method, &uri, body).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{method}: {answer}");
         assert_eq!(answer["detail"]["code"], "not_found");
         assert_eq!(
@@ -386,7 +385,7 @@ async fn another_users_instance_is_not_found_on_every_route() {
         );
     }
     let (_, theirs) = app
-        .call(&other, "GET", "/v1/instances?label=team:rl", None)
+        .call_as(&other, "GET", "/v1/instances?label=team:rl", None)
         .await;
     assert_eq!(theirs["total"], 0, "{theirs}");
     let (_, still) = app.admin("GET", &uri, None).await;

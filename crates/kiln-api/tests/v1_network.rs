@@ -4,8 +4,7 @@
 //! `GET /v1/instances/{id}/network`; the server's outbound rules still hold (a listed
 //! loopback host the administrator did not allow is refused); a sample without a list
 //! has no network at all.
-mod common;
-mod sandbox;
+use crate::{common, sandbox};
 
 use std::net::SocketAddr;
 

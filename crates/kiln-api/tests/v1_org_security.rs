@@ -2,7 +2,7 @@
 //! invitation needs a verified address; sudo re-verifies the password (and a second
 //! factor) before destructive routes; an org's IP allowlist binds its API keys; the
 //! default org can be changed.
-mod common;
+use crate::common;
 
 use reqwest::Method;
 use serde_json::{json, Value};

@@ -4,8 +4,7 @@
 //! their org; `X-Org-Slug` for a non-member is a 404; the org's sessions are its members'
 //! (another org's are 404) and its balance is theirs, charged once per session (with real
 //! sandboxes, when the host can run them); the audit log records each step.
-mod common;
-mod sandbox;
+use crate::{common, sandbox};
 
 use reqwest::Method;
 use serde_json::{json, Value};

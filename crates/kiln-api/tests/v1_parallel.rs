@@ -2,8 +2,7 @@
 //! a wrong prediction run in parallel, progress streams, the run report's lists say which
 //! resolved; another user sees none of it. Needs root, bubblewrap and the demo images
 //! (skipped without, unless `KILN_TEST_DEMO_IMAGES=required`).
-mod common;
-mod sandbox;
+use crate::{common, sandbox};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

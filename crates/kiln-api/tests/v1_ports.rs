@@ -2,8 +2,7 @@
 //! reached through a host port and through the path proxy, bytes intact; closing the
 //! forward or the instance stops it; nothing listening is a 502; another user sees 404s;
 //! a protocol switch (WebSocket) is carried (`upgrade`).
-mod common;
-mod sandbox;
+use crate::{common, sandbox};
 #[path = "v1_ports/upgrade.rs"]
 mod upgrade;
 

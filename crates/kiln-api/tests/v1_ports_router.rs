@@ -2,6 +2,7 @@
 //! ways to the fake's echo port, nothing listening is a 502, and a forward of an instance
 //! that ends is closed.
 #![allow(clippy::unwrap_used)]
+use crate::inproc;
 
 use std::time::{Duration, Instant};
 
@@ -9,8 +10,6 @@ use axum::http::StatusCode;
 use kiln_test_support::fake::ECHO_PORT;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-mod inproc;
 
 use inproc::App;
 

@@ -1,7 +1,6 @@
 //! Snapshots, checkpoints, rollback and forks over real HTTP on real sandboxes (`/v1`),
 //! on SQLite, or PostgreSQL with `KILN_TEST_DATABASE_URL` (scripts/test.sh runs both).
-mod common;
-mod sandbox;
+use crate::{common, sandbox};
 
 use std::time::{Duration, Instant};
 

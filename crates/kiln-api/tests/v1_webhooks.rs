@@ -2,8 +2,7 @@
 //! receiver in this test (an axum server on 127.0.0.1) verifies by recomputing the HMAC;
 //! retries past a receiver that is down or failing, the dead-letter list and its retry, a
 //! delivery in flight when the server crashes, and a real session's lifecycle events.
-mod common;
-mod sandbox;
+use crate::{common, sandbox};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -1017,8 +1016,8 @@ async fn snapshots_and_forks_are_announced() {
     assert_eq!(of("snapshot.deleted").len(), 1, "{events:?}");
 }
 
-/// Not a check: numbers for the report. `cargo test -p kiln-api --test v1_webhooks --
-/// --ignored --nocapture webhook_numbers`.
+/// Not a check: numbers for the report. `cargo test -p kiln-api --test integration --
+/// --ignored --nocapture v1_webhooks::webhook_numbers`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn webhook_numbers() {

@@ -72,14 +72,14 @@ impl Database {
 }
 
 /// Declares each scenario as `sqlite::<name>` and `postgres::<name>`, each running
-/// `$run(Backend, crate::<name>)` (a path from the crate root).
+/// `$run(Backend, super::<name>)` (the scenario is a function of the calling test module).
 macro_rules! on_both_backends {
     ($run:path; $($scenario:ident),* $(,)?) => {
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
-                    $run(crate::common::Backend::Sqlite, crate::$scenario).await;
+                    $run(crate::common::Backend::Sqlite, super::$scenario).await;
                 }
             )*
         }
@@ -87,7 +87,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
-                    $run(crate::common::Backend::Postgres, crate::$scenario).await;
+                    $run(crate::common::Backend::Postgres, super::$scenario).await;
                 }
             )*
         }
