@@ -14,7 +14,7 @@ step "Debian packages the tests need"
 need=()
 for pair in bwrap:bubblewrap busybox:busybox-static debootstrap:debootstrap git:git curl:curl \
   qemu-system-x86_64:qemu-system-x86 cpio:cpio mkfs.xfs:xfsprogs dockerd:docker.io \
-  skopeo:skopeo mold:mold openssl:openssl; do
+  skopeo:skopeo openssl:openssl; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
