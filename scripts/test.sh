@@ -9,6 +9,12 @@ cd "$(dirname "$0")/.."
 
 # Each step says when it began (seconds since the start), so a CI log shows where time goes.
 step() { printf '\n==> [%ss] %s\n' "$SECONDS" "$*"; }
+# Free disk at the start and what the build took at the end: a full disk shows up as a
+# linker killed by SIGBUS, far from its cause.
+disk() { df -h --output=avail,target . /var/cache 2>/dev/null | sed 's/^/    /' || true; }
+
+step "Disk space here"
+disk
 
 step "Debian packages the tests need"
 need=()
@@ -188,3 +194,5 @@ fi
 "$mcp_venv/bin/pytest" -q -p no:cacheprovider tests/mcp
 
 step "All of Kiln's tests passed"
+echo "    target/: $(du -sh target 2>/dev/null | cut -f1)"
+disk
