@@ -105,6 +105,39 @@ async fn wait_warm(sandboxes: &Path, n: usize) -> Vec<String> {
     }
 }
 
+/// The cgroup named in `id`'s state: a sandbox taken warm keeps its warm name's.
+fn state_cgroup(sandboxes: &Path, id: &str) -> String {
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(sandboxes.join(id).join("state.json")).expect("state"),
+    )
+    .expect("state JSON");
+    state["cgroup"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{id} did not take a warm sandbox: {state}"))
+        .to_string()
+}
+
+/// One copy of `id` over `/v1`, ready.
+async fn fork_ready(s: &TestServer, key: &str, id: &str) -> String {
+    let (status, forked) = s
+        .v1_as(
+            key,
+            reqwest::Method::POST,
+            &format!("/instances/{id}/fork"),
+            Some(&serde_json::json!({"count": 1})),
+        )
+        .await;
+    assert_eq!(status, 201, "{forked}");
+    let fork = forked["instances"][0]["instance_id"]
+        .as_str()
+        .expect("fork id")
+        .to_string();
+    // The GET long-polls while the session is creating.
+    let session = s.get_ok(key, &format!("/sessions/{fork}")).await;
+    assert_eq!(session["status"], "ready", "{session}");
+    fork
+}
+
 async fn sh(s: &TestServer, key: &str, id: &str, command: &str) -> Value {
     let iid = sandbox::start_exec(s, key, id, command).await;
     sandbox::finished(s, key, id, &iid).await
@@ -113,7 +146,7 @@ async fn sh(s: &TestServer, key: &str, id: &str, command: &str) -> Value {
 /// A session of a pooled image takes a sandbox started ahead: renamed to its own id,
 /// keeping the cgroup it started in (its state says which), working like any other, and
 /// adopted by a restarted server, which tears the unclaimed ones down. A fork of it takes
-/// one as well, given the snapshot's root. The pool holds none of the memory budget:
+/// one as well, given the snapshot's root, and still does after the restart. The pool holds none of the memory budget:
 /// with room for two sessions (2 GiB each), two warm ones refuse neither.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_take_warm_sandboxes_which_outlive_a_restart() {
@@ -137,13 +170,9 @@ async fn sessions_take_warm_sandboxes_which_outlive_a_restart() {
     assert_eq!(status, 200);
 
     let second = create_ready(&s, &key).await;
-    let state: Value = serde_json::from_slice(
-        &std::fs::read(sandboxes.join(&second).join("state.json")).expect("state"),
-    )
-    .expect("state JSON");
-    let cgroup = state["cgroup"].as_str().expect("a warm sandbox's cgroup");
-    assert!(warm.iter().any(|w| w == cgroup), "{cgroup} not in {warm:?}");
-    assert!(!sandboxes.join(cgroup).exists(), "renamed, not copied");
+    let cgroup = state_cgroup(&sandboxes, &second);
+    assert!(warm.contains(&cgroup), "{cgroup} not in {warm:?}");
+    assert!(!sandboxes.join(&cgroup).exists(), "renamed, not copied");
     let done = sh(
         &s,
         &key,
@@ -157,32 +186,9 @@ async fn sessions_take_warm_sandboxes_which_outlive_a_restart() {
     // A fork of the session takes one too: it gets the snapshot's root when taken (and,
     // as every fork, an empty /tmp).
     sh(&s, &key, &second, "echo forked > /root/f").await;
-    let (status, forked) = s
-        .v1_as(
-            &key,
-            reqwest::Method::POST,
-            &format!("/instances/{second}/fork"),
-            Some(&serde_json::json!({"count": 1})),
-        )
-        .await;
-    assert_eq!(status, 201, "{forked}");
-    let fork = forked["instances"][0]["instance_id"]
-        .as_str()
-        .expect("fork id")
-        .to_string();
-    // The GET long-polls while the session is creating; a fresh one's sandbox is
-    // named after it.
-    let session = s.get_ok(&key, &format!("/sessions/{fork}")).await;
-    assert_eq!(session["status"], "ready", "{session}");
-    let state: Value = serde_json::from_slice(
-        &std::fs::read(sandboxes.join(&fork).join("state.json")).expect("fork state"),
-    )
-    .expect("state JSON");
-    let cgroup = state["cgroup"].as_str().expect("a warm sandbox's cgroup");
-    assert!(
-        refilled.iter().any(|w| w == cgroup),
-        "{cgroup} not in {refilled:?}"
-    );
+    let fork = fork_ready(&s, &key, &second).await;
+    let cgroup = state_cgroup(&sandboxes, &fork);
+    assert!(refilled.contains(&cgroup), "{cgroup} not in {refilled:?}");
     let done = sh(
         &s,
         &key,
@@ -209,8 +215,23 @@ async fn sessions_take_warm_sandboxes_which_outlive_a_restart() {
     assert_eq!(sandbox::init_pid(&s, &second), pid);
     let done = sh(&s, &key, &second, "cat /tmp/k").await;
     assert_eq!(done["stdout"], "kept\n", "{done}");
-    let (status, _) = s.delete_as(&key, &format!("/sessions/{second}")).await;
+    // Its forks still know its image's pool, before any create of the image (the image
+    // is in the sandbox's state and in the snapshot's record): the first copy starts on
+    // its own and fills the pool, the next one takes a warm sandbox.
+    sh(&s, &key, &second, "echo again > /root/g").await;
+    let cold = fork_ready(&s, &key, &second).await;
+    let refilled = wait_warm(&sandboxes, 2).await;
+    let (status, _) = s.delete_as(&key, &format!("/sessions/{cold}")).await;
     assert_eq!(status, 200);
+    let fork = fork_ready(&s, &key, &second).await;
+    let cgroup = state_cgroup(&sandboxes, &fork);
+    assert!(refilled.contains(&cgroup), "{cgroup} not in {refilled:?}");
+    let done = sh(&s, &key, &fork, "cat /root/g /testbed/hello.txt").await;
+    assert_eq!(done["stdout"], "again\nhello from the image\n", "{done}");
+    let (status, _) = s.delete_as(&key, &format!("/sessions/{fork}")).await;
+    assert_eq!(status, 200);
+    let (status, body) = s.delete_as(&key, &format!("/sessions/{second}")).await;
+    assert_eq!(status, 200, "{body}");
     // The sandbox ends with its session (a zombie until its monitor reaps it).
     let deadline = Instant::now() + Duration::from_secs(10);
     let alive = || {

@@ -130,6 +130,10 @@ pub struct SandboxState {
     /// claimed later keeps the cgroup it was started in (`warm.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<String>,
+    /// The image it stands on (`LocalSpec::image`), so that an adopted sandbox's forks
+    /// still take its image's warm sandboxes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 impl SandboxState {
@@ -150,6 +154,7 @@ impl SandboxState {
             pids: spec.limits.pids,
             cpu_millicores: spec.limits.cpu_millicores,
             cgroup: None,
+            image: spec.image.clone(),
         }
     }
 
@@ -175,6 +180,7 @@ impl SandboxState {
             pids: self.pids,
             cpu_millicores: self.cpu_millicores,
         };
+        spec.image = self.image.clone();
         spec
     }
 }

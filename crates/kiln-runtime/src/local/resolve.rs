@@ -35,6 +35,9 @@ pub(crate) struct SnapshotRecord {
     pub env: std::collections::BTreeMap<String, String>,
     /// Its sandbox's default working directory.
     pub workdir: Option<String>,
+    /// The image its sandbox stood on (absent in records from before images were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 impl LocalRuntime {
@@ -70,13 +73,16 @@ impl LocalRuntime {
     pub(crate) fn resolve(&self, spec: SandboxSpec) -> Result<LocalSpec> {
         let mut local = match &spec.source {
             SandboxSource::Image(reference) => {
-                LocalSpec::from_image(spec.id.clone(), &self.image(reference)?)
+                let mut local = LocalSpec::from_image(spec.id.clone(), &self.image(reference)?);
+                local.image = Some(reference.clone());
+                local
             }
             SandboxSource::Snapshot(snapshot) => {
                 let record = self.read_snapshot(snapshot)?;
                 let mut local = LocalSpec::new(spec.id.clone(), RootLayers::new(record.layers));
                 local.env = record.env;
                 local.workdir = record.workdir;
+                local.image = record.image;
                 local
             }
         };

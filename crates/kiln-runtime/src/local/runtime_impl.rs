@@ -70,7 +70,7 @@ impl LocalRuntime {
     }
 
     /// Starts `spec`, or takes a warm sandbox for it when its image has a pool of
-    /// `warm_pool`, or its class one from an earlier create (a fork; `warm.rs`).
+    /// `warm_pool`, or its class one from an earlier create (`warm.rs`).
     async fn create_resolved(
         &self,
         spec: LocalSpec,
@@ -152,14 +152,14 @@ impl Backend for LocalRuntime {
     }
 
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxHandle> {
-        let warm_pool = match &spec.source {
-            crate::spec::SandboxSource::Image(reference) => {
-                self.config.warm_pools.get(reference).copied()
-            }
-            crate::spec::SandboxSource::Snapshot(_) => None,
-        }
-        .filter(|&size| size > 0);
         let spec = self.resolve(spec)?;
+        // A fork or a restore stands on its snapshot's image: that image's pool serves it,
+        // after a restart too, before any create of the image.
+        let warm_pool = spec
+            .image
+            .as_ref()
+            .and_then(|reference| self.config.warm_pools.get(reference).copied())
+            .filter(|&size| size > 0);
         self.create_resolved(spec, warm_pool).await
     }
 

@@ -54,6 +54,7 @@ impl LocalRuntime {
             layers: sandbox.spec.layers.with_top(&layer).dirs().to_vec(),
             env: sandbox.spec.env.clone(),
             workdir: sandbox.spec.workdir.clone(),
+            image: sandbox.spec.image.clone(),
         };
         let written = serde_json::to_vec(&record)
             .map_err(|e| std::io::Error::other(e.to_string()))

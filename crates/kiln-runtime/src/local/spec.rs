@@ -96,6 +96,10 @@ pub struct LocalSpec {
     pub binds: Vec<BindMount>,
     /// Its way out through the server, if any (`egress.rs`).
     pub egress: Option<crate::spec::Egress>,
+    /// The image it stands on, directly or through snapshots: its warm pool is that
+    /// image's (`warm_pools`), for forks and restores too. `None` for a spec of
+    /// directories.
+    pub image: Option<String>,
 }
 
 /// A host directory seen read-write at `target` inside the sandbox. It is copied onto
@@ -123,6 +127,7 @@ impl LocalSpec {
             hostname: "kiln".into(),
             binds: Vec::new(),
             egress: None,
+            image: None,
         }
     }
 

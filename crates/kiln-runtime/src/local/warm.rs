@@ -16,8 +16,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kiln_protocol::AsyncAgentClient;
 
@@ -74,6 +74,8 @@ pub(crate) struct WarmPools {
     /// The directory (and cgroup) names of warm sandboxes ready or starting: reconcile
     /// leaves them alone.
     names: Mutex<HashSet<String>>,
+    /// What this runtime's warm names start with; see [`WarmPools::next_name`].
+    prefix: OnceLock<String>,
     next: AtomicU64,
 }
 
@@ -82,6 +84,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl WarmPools {
+    /// A name no warm sandbox had before, even one taken before a restart: a taken one
+    /// keeps its cgroup's warm name, and a new one of the same name would share (and at
+    /// its end, kill) that cgroup. The process id alone is not enough: a server restarted
+    /// in the same process (the tests), or given a reused pid, counts from 0 again. So
+    /// the names also carry when this runtime first made one.
+    fn next_name(&self) -> String {
+        let prefix = self.prefix.get_or_init(|| {
+            let millis = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            format!("warm-{}-{millis:x}", std::process::id())
+        });
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{prefix}-{n}")
+    }
+
     /// Whether `name` is a warm sandbox of this runtime, ready or starting.
     pub(crate) fn holds(&self, name: &str) -> bool {
         lock(&self.names).contains(name)
@@ -293,8 +311,7 @@ impl LocalRuntime {
                     tokio::time::sleep(wait).await;
                     continue;
                 }
-                let n = worker.warm.next.fetch_add(1, Ordering::Relaxed);
-                let Ok(id) = SandboxId::new(format!("warm-{}-{n}", std::process::id())) else {
+                let Ok(id) = SandboxId::new(worker.warm.next_name()) else {
                     failed = true;
                     continue;
                 };
@@ -388,6 +405,28 @@ impl LocalRuntime {
             images: None,
             warm: Arc::clone(&self.warm),
             host_tuned: Arc::clone(&self.host_tuned),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A runtime restarted in the same process (same pid, counting from 0 again) names its
+    /// warm sandboxes apart from the last one's, whose taken ones keep their cgroups.
+    #[test]
+    fn warm_names_differ_across_runtimes_of_one_process() {
+        let before = WarmPools::default();
+        let first = [before.next_name(), before.next_name()];
+        assert_ne!(first[0], first[1]);
+        std::thread::sleep(Duration::from_millis(2));
+        let after = WarmPools::default();
+        let again = after.next_name();
+        assert!(!first.contains(&again), "{again} in {first:?}");
+        for name in first.iter().chain([&again]) {
+            assert!(name.starts_with("warm-"), "{name}");
+            assert!(SandboxId::new(name.clone()).is_ok(), "{name}");
         }
     }
 }
