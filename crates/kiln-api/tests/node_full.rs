@@ -146,8 +146,9 @@ async fn sh(s: &TestServer, key: &str, id: &str, command: &str) -> Value {
 /// A session of a pooled image takes a sandbox started ahead: renamed to its own id,
 /// keeping the cgroup it started in (its state says which), working like any other, and
 /// adopted by a restarted server, which tears the unclaimed ones down. A fork of it takes
-/// one as well, given the snapshot's root, and still does after the restart. The pool holds none of the memory budget:
-/// with room for two sessions (2 GiB each), two warm ones refuse neither.
+/// one as well, given the snapshot's root, and still does after the restart. The pool
+/// holds none of the memory budget: with room for two sessions (2 GiB each), two warm
+/// ones refuse neither.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_take_warm_sandboxes_which_outlive_a_restart() {
     let reference = kiln_services::sessions::sample_image_reference(DATASET, SAMPLE);
